@@ -1,0 +1,383 @@
+//! The call and invocation records: the one shape every stage agrees on.
+//!
+//! The forward path fills the transport fields (times, status, headers),
+//! the parsers fill the LLM fields (`ParsedExchange`), pricing fills `cost`,
+//! and the writer turns finished calls into invocation rollups. Everything
+//! here is plain data with serde; no I/O.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// How a call ended, from the agent's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallStatus {
+    Success,
+    Failed,
+    Timeout,
+    RateLimited,
+    Canceled,
+    Unauthorized,
+}
+
+impl CallStatus {
+    /// The status a finished HTTP exchange maps to, before any stream-level error is considered.
+    pub fn from_http(status: u16) -> CallStatus {
+        match status {
+            200..=399 => CallStatus::Success,
+            401 | 403 => CallStatus::Unauthorized,
+            429 => CallStatus::RateLimited,
+            408 | 504 => CallStatus::Timeout,
+            _ => CallStatus::Failed,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallStatus::Success => "success",
+            CallStatus::Failed => "failed",
+            CallStatus::Timeout => "timeout",
+            CallStatus::RateLimited => "rate_limited",
+            CallStatus::Canceled => "canceled",
+            CallStatus::Unauthorized => "unauthorized",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<CallStatus> {
+        Some(match text {
+            "success" => CallStatus::Success,
+            "failed" => CallStatus::Failed,
+            "timeout" => CallStatus::Timeout,
+            "rate_limited" => CallStatus::RateLimited,
+            "canceled" => CallStatus::Canceled,
+            "unauthorized" => CallStatus::Unauthorized,
+            _ => return None,
+        })
+    }
+
+    pub const ALL: [CallStatus; 6] = [
+        CallStatus::Success,
+        CallStatus::Failed,
+        CallStatus::Timeout,
+        CallStatus::RateLimited,
+        CallStatus::Canceled,
+        CallStatus::Unauthorized,
+    ];
+}
+
+/// Normalised token counts (see README, "Token semantics").
+///
+/// `cache_read_tokens` and `cache_creation_tokens` are parts of `input_tokens`;
+/// `reasoning_tokens` is part of `output_tokens`. A count the provider did not
+/// report is `None`, never 0.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub cache_read_tokens: Option<u64>,
+    pub cache_creation_tokens: Option<u64>,
+    /// Anthropic splits cache writes by lifetime; priced differently.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_creation_1h_tokens: Option<u64>,
+    pub reasoning_tokens: Option<u64>,
+    pub total_tokens: Option<u64>,
+}
+
+impl Usage {
+    pub fn is_empty(&self) -> bool {
+        self.input_tokens.is_none() && self.output_tokens.is_none()
+    }
+
+    /// Adds `other` into `self`; a field stays `None` only if both are `None`.
+    pub fn accumulate(&mut self, other: &Usage) {
+        fn add(a: &mut Option<u64>, b: Option<u64>) {
+            if let Some(b) = b {
+                *a = Some(a.unwrap_or(0) + b);
+            }
+        }
+        add(&mut self.input_tokens, other.input_tokens);
+        add(&mut self.output_tokens, other.output_tokens);
+        add(&mut self.cache_read_tokens, other.cache_read_tokens);
+        add(&mut self.cache_creation_tokens, other.cache_creation_tokens);
+        add(
+            &mut self.cache_creation_1h_tokens,
+            other.cache_creation_1h_tokens,
+        );
+        add(&mut self.reasoning_tokens, other.reasoning_tokens);
+        add(&mut self.total_tokens, other.total_tokens);
+    }
+}
+
+/// An error reported by the provider (body or mid-stream event) or by llmtap itself.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    #[serde(rename = "type")]
+    pub error_type: Option<String>,
+    pub message: Option<String>,
+}
+
+/// One message of the conversation as sent in the request, normalised across providers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// system | developer | user | assistant | tool (Gemini "model" becomes "assistant").
+    pub role: String,
+    /// The text parts joined with "\n"; `None` when the message has no text.
+    pub text: Option<String>,
+    /// Tool calls the assistant made in this message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// For tool results: the id of the call this answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// Non-text parts (images, documents, audio), summarised: type, media type, url or size.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Value>,
+}
+
+/// A tool call made by the model (in the response) or replayed in the history (in the request).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub id: Option<String>,
+    pub name: String,
+    /// The arguments as the model produced them: a JSON text for OpenAI, an object for Anthropic/Gemini.
+    pub arguments: Value,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RequestView {
+    pub system: Option<String>,
+    pub messages: Vec<Message>,
+    pub tools: Vec<Value>,
+    /// Sampling and control parameters (temperature, max_tokens, tool_choice, reasoning, ...).
+    pub params: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResponseView {
+    pub text: Option<String>,
+    pub thinking: Option<String>,
+    pub refusal: Option<String>,
+    pub tool_calls: Vec<ToolCall>,
+}
+
+/// Which API of a provider a call hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Endpoint {
+    ChatCompletions,
+    Responses,
+    Embeddings,
+    Messages,
+    GenerateContent,
+    StreamGenerateContent,
+    Embed,
+    Other,
+}
+
+/// What the parsers read out of one exchange. Produced by `parse::parse_exchange`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParsedExchange {
+    pub endpoint: Endpoint,
+    pub stream: bool,
+    pub model: Option<String>,
+    pub response_model: Option<String>,
+    pub usage: Usage,
+    /// The provider's own usage object, unchanged.
+    pub raw_usage: Option<Value>,
+    pub stop_reason: Option<String>,
+    pub error: Option<ErrorInfo>,
+    /// True when the body reported a failure even though the HTTP status was 2xx
+    /// (an `event: error` mid-stream, a `response.failed`).
+    pub failed_in_body: bool,
+    pub request: RequestView,
+    pub response: ResponseView,
+    /// Byte offset in the (decoded) response body just past the event that carried
+    /// the first content token (text, tool call or thinking). Maps to ttft.
+    pub first_content_offset: Option<usize>,
+    /// What could not be understood (invalid JSON, unknown event types, ...); the raw body stays in the record.
+    pub parse_notes: Vec<String>,
+}
+
+impl Default for ParsedExchange {
+    fn default() -> Self {
+        ParsedExchange {
+            endpoint: Endpoint::Other,
+            stream: false,
+            model: None,
+            response_model: None,
+            usage: Usage::default(),
+            raw_usage: None,
+            stop_reason: None,
+            error: None,
+            failed_in_body: false,
+            request: RequestView::default(),
+            response: ResponseView::default(),
+            first_content_offset: None,
+            parse_notes: Vec::new(),
+        }
+    }
+}
+
+/// Normalised rate-limit state from response headers. Missing headers are `None`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RateLimit {
+    pub requests: Option<LimitWindow>,
+    pub tokens: Option<LimitWindow>,
+    pub input_tokens: Option<LimitWindow>,
+    pub output_tokens: Option<LimitWindow>,
+    pub retry_after_s: Option<f64>,
+    /// Every rate-limit related header, as received.
+    pub raw: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LimitWindow {
+    pub limit: Option<u64>,
+    pub remaining: Option<u64>,
+    /// Seconds from the response until the window resets.
+    pub reset_s: Option<f64>,
+    /// The reset as an absolute RFC 3339 time.
+    pub reset_at: Option<String>,
+}
+
+/// Cost of one call. Amounts are integer picodollars (1e-12 USD) so sums never drift;
+/// `total_usd` is the same total as a float for display.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cost {
+    pub priced: bool,
+    pub price_key: Option<String>,
+    pub table_version: Option<String>,
+    pub input_pusd: u64,
+    pub output_pusd: u64,
+    pub cache_read_pusd: u64,
+    pub cache_creation_pusd: u64,
+    pub total_pusd: u64,
+    pub total_usd: Option<f64>,
+}
+
+/// Agent-supplied metadata from `x-llmtap-*` headers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Metadata {
+    pub agent: Option<String>,
+    pub trigger: Option<String>,
+    pub user_id: Option<String>,
+    pub tenant: Option<String>,
+    pub session_id: Option<String>,
+    pub prompt: Option<String>,
+    pub prompt_variables: Option<Value>,
+    pub task_id: Option<String>,
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClientInfo {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// One captured call, as stored and as the read API returns it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CallRecord {
+    pub id: String,
+    pub invocation_id: String,
+    pub round: u32,
+    pub started_at: String,
+    pub ended_at: String,
+    /// Microseconds since the Unix epoch of `started_at`; the sort and index key.
+    pub started_at_us: u64,
+    pub latency_ms: f64,
+    /// Time to the first content token for streams, to the first byte otherwise.
+    pub ttft_ms: Option<f64>,
+    pub first_byte_ms: Option<f64>,
+    pub provider: String,
+    pub kind: String,
+    pub endpoint: Option<Endpoint>,
+    pub method: String,
+    pub path: String,
+    pub upstream_host: String,
+    pub http_status: Option<u16>,
+    pub status: Option<CallStatus>,
+    pub stream: bool,
+    pub model: Option<String>,
+    pub response_model: Option<String>,
+    pub usage: Usage,
+    pub raw_usage: Option<Value>,
+    pub cost_usd: Option<f64>,
+    pub cost: Option<Cost>,
+    pub stop_reason: Option<String>,
+    pub error: Option<ErrorInfo>,
+    pub request: Option<RequestView>,
+    pub response: Option<ResponseView>,
+    pub rate_limit: Option<RateLimit>,
+    pub metadata: Metadata,
+    pub api_key_fingerprint: Option<String>,
+    pub client: ClientInfo,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub truncated: bool,
+    /// Request headers as forwarded, secrets redacted.
+    pub request_headers: BTreeMap<String, String>,
+    /// Response headers as received.
+    pub response_headers: BTreeMap<String, String>,
+    /// Captured bodies (decoded), kept raw so nothing is lost when parsing fails.
+    pub request_body: Option<String>,
+    pub response_body: Option<String>,
+    pub parse_notes: Vec<String>,
+}
+
+/// One agent run: the rollup of its calls.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InvocationRecord {
+    pub id: String,
+    pub agent: Option<String>,
+    pub trigger: Option<String>,
+    pub user_id: Option<String>,
+    pub tenant: Option<String>,
+    pub session_id: Option<String>,
+    pub started_at: String,
+    pub ended_at: String,
+    pub started_at_us: u64,
+    pub ended_at_us: u64,
+    pub latency_ms: f64,
+    pub rounds: u32,
+    pub status: Option<CallStatus>,
+    pub usage: Usage,
+    pub cost_usd: Option<f64>,
+    pub cost_pusd: u64,
+    pub unpriced_calls: u32,
+    pub models: Vec<String>,
+    pub providers: Vec<String>,
+}
+
+/// The wire format a provider speaks; decides which parser reads its traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    Openai,
+    Anthropic,
+    Gemini,
+    /// Any HTTP API: forwarded and recorded without LLM parsing (agent tool calls).
+    Http,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
+            ProviderKind::Http => "http",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ProviderKind> {
+        Some(match text {
+            "openai" => ProviderKind::Openai,
+            "anthropic" => ProviderKind::Anthropic,
+            "gemini" => ProviderKind::Gemini,
+            "http" => ProviderKind::Http,
+            _ => return None,
+        })
+    }
+}
