@@ -120,5 +120,9 @@ fn not_found(what: &str, id: &str) -> Response<ApiBody> {
 
 fn store_error(e: &crate::store::StoreError) -> Response<ApiBody> {
     tracing::error!(error = %e, "store read failed");
-    error(StatusCode::INTERNAL_SERVER_ERROR, "store_error", &e.to_string())
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "store_error",
+        &e.to_string(),
+    )
 }

@@ -190,7 +190,11 @@ pub struct Config {
 /// Providers that need no configuration.
 pub const BUILTIN_PROVIDERS: &[(&str, ProviderKind, &str)] = &[
     ("openai", ProviderKind::Openai, "https://api.openai.com"),
-    ("anthropic", ProviderKind::Anthropic, "https://api.anthropic.com"),
+    (
+        "anthropic",
+        ProviderKind::Anthropic,
+        "https://api.anthropic.com",
+    ),
     (
         "gemini",
         ProviderKind::Gemini,
@@ -198,7 +202,11 @@ pub const BUILTIN_PROVIDERS: &[(&str, ProviderKind, &str)] = &[
     ),
     ("groq", ProviderKind::Openai, "https://api.groq.com/openai"),
     ("mistral", ProviderKind::Openai, "https://api.mistral.ai"),
-    ("openrouter", ProviderKind::Openai, "https://openrouter.ai/api"),
+    (
+        "openrouter",
+        ProviderKind::Openai,
+        "https://openrouter.ai/api",
+    ),
     ("deepseek", ProviderKind::Openai, "https://api.deepseek.com"),
     ("together", ProviderKind::Openai, "https://api.together.xyz"),
     ("ollama", ProviderKind::Openai, "http://127.0.0.1:11434"),
@@ -312,9 +320,8 @@ impl RawConfig {
                 },
             };
             let base = match raw.base_url.as_deref() {
-                Some(url) => {
-                    BaseUrl::parse(url).map_err(|r| invalid(&format!("{field}.base_url"), url, &r))?
-                }
+                Some(url) => BaseUrl::parse(url)
+                    .map_err(|r| invalid(&format!("{field}.base_url"), url, &r))?,
                 None => match builtin {
                     Some(b) => b.base,
                     None => {
@@ -420,8 +427,14 @@ mod tests {
         for (toml, field) in [
             ("[server]\nlisten = \"nope\"", "server.listen"),
             ("[store]\non_backlog = \"drop\"", "store.on_backlog"),
-            ("[providers.x]\nkind = \"soap\"\nbase_url = \"http://a\"", "providers.x.kind"),
-            ("[providers.x]\nkind = \"http\"\nbase_url = \"ftp://a\"", "providers.x.base_url"),
+            (
+                "[providers.x]\nkind = \"soap\"\nbase_url = \"http://a\"",
+                "providers.x.kind",
+            ),
+            (
+                "[providers.x]\nkind = \"http\"\nbase_url = \"ftp://a\"",
+                "providers.x.base_url",
+            ),
             ("[providers.x]\nkind = \"http\"", "providers.x.base_url"),
         ] {
             let err = RawConfig::from_toml(toml)

@@ -5,7 +5,7 @@
 //! wrap the response body in the tee. Every path that has admitted a call ends in
 //! exactly one `FinishedCall`, including llmtap's own 502 and 504 answers.
 
-use crate::capture::{Capture, CallInFlight, CallSink, FinishedCall, Outcome};
+use crate::capture::{CallInFlight, CallSink, Capture, FinishedCall, Outcome};
 use crate::config::{Config, OnBacklog};
 use crate::headers;
 use crate::ids::new_id;
@@ -112,28 +112,27 @@ pub async fn handle(
         }
     };
 
-    let capture_on = if state.metrics.backlog.load(Ordering::Relaxed) as usize
-        >= state.config.backlog
-    {
-        match state.config.on_backlog {
-            OnBacklog::Reject => {
-                Metrics::add(&state.metrics.rejected_backlog);
-                tracing::warn!("writer backlog full; answering 503");
-                return Ok(json_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "capture_backlog_full",
-                    "llmtap cannot record more calls until its store catches up; retry shortly",
-                    None,
-                ));
+    let capture_on =
+        if state.metrics.backlog.load(Ordering::Relaxed) as usize >= state.config.backlog {
+            match state.config.on_backlog {
+                OnBacklog::Reject => {
+                    Metrics::add(&state.metrics.rejected_backlog);
+                    tracing::warn!("writer backlog full; answering 503");
+                    return Ok(json_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "capture_backlog_full",
+                        "llmtap cannot record more calls until its store catches up; retry shortly",
+                        None,
+                    ));
+                }
+                OnBacklog::Pass => {
+                    Metrics::add(&state.metrics.passed_uncaptured);
+                    false
+                }
             }
-            OnBacklog::Pass => {
-                Metrics::add(&state.metrics.passed_uncaptured);
-                false
-            }
-        }
-    } else {
-        true
-    };
+        } else {
+            true
+        };
 
     let provider = route.provider;
     let mut uri_parts = http::uri::Parts::default();
@@ -237,7 +236,9 @@ pub async fn handle(
                             .map_err(|never| match never {})
                             .boxed_unsync()
                     }
-                    None => Full::new(bytes).map_err(|never| match never {}).boxed_unsync(),
+                    None => Full::new(bytes)
+                        .map_err(|never| match never {})
+                        .boxed_unsync(),
                 }
             }
             Ok(Collected::Partial(prefix, rest)) => {
@@ -256,7 +257,12 @@ pub async fn handle(
                 if let Some(mut c) = call {
                     c.finish(Outcome::Canceled);
                 }
-                return Ok(json_error(StatusCode::BAD_REQUEST, "bad_request_body", &message, None));
+                return Ok(json_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request_body",
+                    &message,
+                    None,
+                ));
             }
         }
     } else {

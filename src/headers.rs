@@ -90,9 +90,7 @@ fn id_value(name: &str, value: &HeaderValue) -> Result<String, HeaderError> {
 /// Session ids are also read from `x-session-id` and `helicone-session-id`, which stay.
 pub fn take_llmtap_headers(headers: &mut HeaderMap) -> Result<CallMeta, HeaderError> {
     let mut meta = CallMeta::default();
-    let has_ours = headers
-        .keys()
-        .any(|k| k.as_str().starts_with("x-llmtap-"));
+    let has_ours = headers.keys().any(|k| k.as_str().starts_with("x-llmtap-"));
     if has_ours {
         let names: Vec<HeaderName> = headers
             .keys()
@@ -140,10 +138,8 @@ pub fn take_llmtap_headers(headers: &mut HeaderMap) -> Result<CallMeta, HeaderEr
                         if m.properties.len() >= MAX_PROPERTIES {
                             return Err(bad(key, format!("at most {MAX_PROPERTIES} properties")));
                         }
-                        m.properties.insert(
-                            prop.to_string(),
-                            text_value(key, value, MAX_META_VALUE)?,
-                        );
+                        m.properties
+                            .insert(prop.to_string(), text_value(key, value, MAX_META_VALUE)?);
                     } else {
                         return Err(bad(key, "unknown x-llmtap header"));
                     }
@@ -347,13 +343,19 @@ mod tests {
             trace_id_of(b"00-afc6e4a93195b1dfc3a21f83a353e86a-111576348bafa672-01").as_deref(),
             Some("afc6e4a93195b1dfc3a21f83a353e86a")
         );
-        assert_eq!(trace_id_of(b"00-00000000000000000000000000000000-111576348bafa672-01"), None);
+        assert_eq!(
+            trace_id_of(b"00-00000000000000000000000000000000-111576348bafa672-01"),
+            None
+        );
         assert_eq!(trace_id_of(b"garbage"), None);
     }
 
     #[test]
     fn secrets_never_appear() {
-        let h = map(&[("authorization", "Bearer sk-secret-123456789"), ("accept", "x")]);
+        let h = map(&[
+            ("authorization", "Bearer sk-secret-123456789"),
+            ("accept", "x"),
+        ]);
         let red = redacted_map(&h);
         assert_eq!(red["authorization"], "[redacted]");
         let fp = api_key_fingerprint(&h, None).unwrap();
@@ -363,6 +365,8 @@ mod tests {
             redact_query("/v1beta/models/x", Some("alt=sse&key=AIzaSECRET")),
             "/v1beta/models/x?alt=sse&key=[redacted]"
         );
-        assert!(api_key_fingerprint(&HeaderMap::new(), Some("alt=sse&key=AIzaSECRETSECRET")).is_some());
+        assert!(
+            api_key_fingerprint(&HeaderMap::new(), Some("alt=sse&key=AIzaSECRETSECRET")).is_some()
+        );
     }
 }

@@ -34,7 +34,8 @@ fn next_random() -> u64 {
 /// A new id with `prefix`, for time `unix_us`.
 pub fn new_id(prefix: &str, unix_us: u64) -> String {
     let millis = (unix_us / 1000) as u128 & ((1 << 48) - 1);
-    let random = ((next_random() as u128) << 16 | (next_random() as u128 & 0xffff)) & ((1 << 80) - 1);
+    let random =
+        ((next_random() as u128) << 16 | (next_random() as u128 & 0xffff)) & ((1 << 80) - 1);
     let mut value = millis << 80 | random;
     let mut out = [0u8; 26];
     for slot in out.iter_mut().rev() {

@@ -22,6 +22,7 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args) {
@@ -47,12 +48,17 @@ fn run(args: &[String]) -> anyhow::Result<()> {
 /// Flags of the form `--name VALUE` or `--name=VALUE`.
 struct Flags<'a> {
     args: &'a [String],
+    known: &'a [&'a str],
     index: usize,
 }
 
 impl<'a> Flags<'a> {
-    fn new(args: &'a [String]) -> Self {
-        Flags { args, index: 0 }
+    fn new(args: &'a [String], known: &'a [&'a str]) -> Self {
+        Flags {
+            args,
+            known,
+            index: 0,
+        }
     }
 
     /// The next (flag, value) pair; positional arguments come back with flag "".
@@ -64,6 +70,10 @@ impl<'a> Flags<'a> {
         let Some(flag) = arg.strip_prefix("--") else {
             return Ok(Some((String::new(), arg.clone())));
         };
+        let name = flag.split_once('=').map_or(flag, |(name, _)| name);
+        if !self.known.contains(&name) {
+            bail!("unknown flag --{name}\n\n{USAGE}");
+        }
         if let Some((name, value)) = flag.split_once('=') {
             return Ok(Some((name.to_string(), value.to_string())));
         }
@@ -80,7 +90,10 @@ impl<'a> Flags<'a> {
 fn serve(args: &[String]) -> anyhow::Result<()> {
     let mut config_file: Option<PathBuf> = None;
     let mut overrides = Overrides::default();
-    let mut flags = Flags::new(args);
+    let mut flags = Flags::new(
+        args,
+        &["config", "listen", "api-listen", "data-dir", "prices"],
+    );
     while let Some((name, value)) = flags.next()? {
         match name.as_str() {
             "config" => config_file = Some(PathBuf::from(value)),

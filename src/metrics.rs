@@ -61,7 +61,10 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         let counter = |out: &mut String, name: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
         };
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let _ = writeln!(out, "# HELP llmtap_requests_total Proxied calls by provider and status.\n# TYPE llmtap_requests_total counter");
@@ -73,15 +76,60 @@ impl Metrics {
                 );
             }
         }
-        counter(&mut out, "llmtap_records_written_total", "Call records stored.", get(&self.records_written));
-        counter(&mut out, "llmtap_capture_failures_total", "Calls whose capture failed (the call itself was forwarded).", get(&self.capture_failures));
-        counter(&mut out, "llmtap_store_errors_total", "Errors writing to the store.", get(&self.store_errors));
-        counter(&mut out, "llmtap_unpriced_calls_total", "Calls with usage but no matching price.", get(&self.unpriced_calls));
-        counter(&mut out, "llmtap_rejected_backlog_total", "Requests answered 503 because the writer backlog was full.", get(&self.rejected_backlog));
-        counter(&mut out, "llmtap_passed_uncaptured_total", "Requests forwarded without capture because the writer backlog was full.", get(&self.passed_uncaptured));
-        counter(&mut out, "llmtap_bad_requests_total", "Requests refused for malformed x-llmtap headers.", get(&self.bad_requests));
-        counter(&mut out, "llmtap_unrouted_total", "Requests with no matching provider.", get(&self.unrouted));
-        counter(&mut out, "llmtap_truncated_bodies_total", "Captured bodies cut at the capture cap.", get(&self.truncated_bodies));
+        counter(
+            &mut out,
+            "llmtap_records_written_total",
+            "Call records stored.",
+            get(&self.records_written),
+        );
+        counter(
+            &mut out,
+            "llmtap_capture_failures_total",
+            "Calls whose capture failed (the call itself was forwarded).",
+            get(&self.capture_failures),
+        );
+        counter(
+            &mut out,
+            "llmtap_store_errors_total",
+            "Errors writing to the store.",
+            get(&self.store_errors),
+        );
+        counter(
+            &mut out,
+            "llmtap_unpriced_calls_total",
+            "Calls with usage but no matching price.",
+            get(&self.unpriced_calls),
+        );
+        counter(
+            &mut out,
+            "llmtap_rejected_backlog_total",
+            "Requests answered 503 because the writer backlog was full.",
+            get(&self.rejected_backlog),
+        );
+        counter(
+            &mut out,
+            "llmtap_passed_uncaptured_total",
+            "Requests forwarded without capture because the writer backlog was full.",
+            get(&self.passed_uncaptured),
+        );
+        counter(
+            &mut out,
+            "llmtap_bad_requests_total",
+            "Requests refused for malformed x-llmtap headers.",
+            get(&self.bad_requests),
+        );
+        counter(
+            &mut out,
+            "llmtap_unrouted_total",
+            "Requests with no matching provider.",
+            get(&self.unrouted),
+        );
+        counter(
+            &mut out,
+            "llmtap_truncated_bodies_total",
+            "Captured bodies cut at the capture cap.",
+            get(&self.truncated_bodies),
+        );
         let _ = writeln!(
             out,
             "# HELP llmtap_backlog Records waiting for the writer.\n# TYPE llmtap_backlog gauge\nllmtap_backlog {}",
@@ -92,10 +140,16 @@ impl Metrics {
             let mut cumulative = 0;
             for (i, bound) in LATENCY_BUCKETS_S.iter().enumerate() {
                 cumulative += h.counts[i];
-                let _ = writeln!(out, "llmtap_upstream_latency_seconds_bucket{{le=\"{bound}\"}} {cumulative}");
+                let _ = writeln!(
+                    out,
+                    "llmtap_upstream_latency_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+                );
             }
             cumulative += h.counts[LATENCY_BUCKETS_S.len()];
-            let _ = writeln!(out, "llmtap_upstream_latency_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
+            let _ = writeln!(
+                out,
+                "llmtap_upstream_latency_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+            );
             let _ = writeln!(out, "llmtap_upstream_latency_seconds_sum {}", h.sum_s);
             let _ = writeln!(out, "llmtap_upstream_latency_seconds_count {}", h.count);
         }

@@ -63,7 +63,10 @@ fn decode_body(headers: &HeaderMap, capture: &Capture) -> (Vec<u8>, Option<Strin
         Ok(_) => (out, None),
         // A truncated capture still decodes to a usable prefix.
         Err(e) if !out.is_empty() => (out, Some(format!("{encoding} body partly decoded: {e}"))),
-        Err(e) => (raw.to_vec(), Some(format!("{encoding} body not decoded: {e}"))),
+        Err(e) => (
+            raw.to_vec(),
+            Some(format!("{encoding} body not decoded: {e}")),
+        ),
     }
 }
 

@@ -123,7 +123,11 @@ mod tests {
         check(
             "/groq/v1/chat/completions",
             None,
-            Some(("groq", "/v1/chat/completions", "/openai/v1/chat/completions")),
+            Some((
+                "groq",
+                "/v1/chat/completions",
+                "/openai/v1/chat/completions",
+            )),
         );
         check(
             "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent",
@@ -134,17 +138,37 @@ mod tests {
                 "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse&key=abc",
             )),
         );
-        check("/mock/v1/messages", None, Some(("mock", "/v1/messages", "/v1/messages")));
+        check(
+            "/mock/v1/messages",
+            None,
+            Some(("mock", "/v1/messages", "/v1/messages")),
+        );
         check("/anthropic", None, Some(("anthropic", "/", "/")));
         // Unprefixed, routed by shape.
-        check("/v1/messages", None, Some(("anthropic", "/v1/messages", "/v1/messages")));
+        check(
+            "/v1/messages",
+            None,
+            Some(("anthropic", "/v1/messages", "/v1/messages")),
+        );
         check(
             "/v1/messages/count_tokens",
             None,
-            Some(("anthropic", "/v1/messages/count_tokens", "/v1/messages/count_tokens")),
+            Some((
+                "anthropic",
+                "/v1/messages/count_tokens",
+                "/v1/messages/count_tokens",
+            )),
         );
-        check("/v1/responses", Some("x=1"), Some(("openai", "/v1/responses", "/v1/responses?x=1")));
-        check("/v1/embeddings", None, Some(("openai", "/v1/embeddings", "/v1/embeddings")));
+        check(
+            "/v1/responses",
+            Some("x=1"),
+            Some(("openai", "/v1/responses", "/v1/responses?x=1")),
+        );
+        check(
+            "/v1/embeddings",
+            None,
+            Some(("openai", "/v1/embeddings", "/v1/embeddings")),
+        );
         check(
             "/v1beta/models/gemini-pro:generateContent",
             None,

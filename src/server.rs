@@ -48,12 +48,8 @@ pub fn load_prices(config: &Config) -> anyhow::Result<PriceTable> {
 
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let config = Arc::new(config);
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
-        format!(
-            "cannot create data directory {}",
-            config.data_dir.display()
-        )
-    })?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let store = Store::open(
         &config.data_dir,
         config.cache_capacity_bytes,
@@ -95,7 +91,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 rounds.seed(&inv.id, inv.rounds);
             }
         }
-        Err(e) => tracing::warn!(error = %e, "cannot read recent invocations; round numbers restart"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read recent invocations; round numbers restart")
+        }
     }
 
     let state = Arc::new(ProxyState {

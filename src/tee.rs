@@ -223,7 +223,6 @@ fn flush_filter(filter: &mut Option<Box<dyn ChunkFilter>>, data: Bytes) -> Bytes
     }
 }
 
-
 impl ChunkFilter for crate::parse::include_usage::UsageChunkStripper {
     fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
         crate::parse::include_usage::UsageChunkStripper::push(self, chunk)

@@ -62,7 +62,7 @@ pub fn spawn(
                     Ok(t) => t.clone(),
                     Err(p) => p.into_inner().clone(),
                 };
-                state.write(std::mem::take(&mut batch), &table);
+                state.write(batch.drain(..), &table);
             }
             match state.store.flush() {
                 Ok(_) => tracing::info!("writer drained and flushed the store"),
@@ -79,7 +79,7 @@ struct WriterState {
 }
 
 impl WriterState {
-    fn write(&mut self, batch: Vec<Box<FinishedCall>>, prices: &PriceTable) {
+    fn write(&mut self, batch: std::vec::Drain<'_, Box<FinishedCall>>, prices: &PriceTable) {
         let count = batch.len() as u64;
         let mut calls = Vec::with_capacity(batch.len());
         let mut invocations: HashMap<String, InvocationRecord> = HashMap::new();

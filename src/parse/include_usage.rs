@@ -1,6 +1,8 @@
 //! Placeholder; replaced by the parser work.
 #[derive(Default)]
-pub struct UsageChunkStripper;
+pub struct UsageChunkStripper {
+    _private: (),
+}
 pub fn inject_include_usage(_body: &[u8]) -> Option<Vec<u8>> {
     None
 }
