@@ -1,0 +1,1 @@
+//! Tests of the provider parsers: recorded fixtures, documented shapes, chunking.
