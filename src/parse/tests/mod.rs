@@ -1,1 +1,3 @@
 //! Tests of the provider parsers: recorded fixtures, documented shapes, chunking.
+
+mod fixtures;
