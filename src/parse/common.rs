@@ -113,11 +113,15 @@ pub fn error_from_body(v: &Value) -> Option<ErrorInfo> {
     None
 }
 
-/// `type`, else Gemini's `status`, else `code`; `message` as is.
+/// The most specific name available: OpenAI's string `code` (`rate_limit_exceeded`
+/// says more than the type `requests`), else `type` (Anthropic), else Gemini's
+/// `status`, else a numeric `code`. `message` as is.
 pub fn error_from_object(e: &Map<String, Value>) -> ErrorInfo {
     let pick = |k: &str| e.get(k).filter(|v| !v.is_null()).map(value_text);
+    let string_code = e.get("code").and_then(Value::as_str).map(str::to_owned);
     ErrorInfo {
-        error_type: pick("type")
+        error_type: string_code
+            .or_else(|| pick("type"))
             .or_else(|| pick("status"))
             .or_else(|| pick("code")),
         message: pick("message"),

@@ -103,11 +103,8 @@ fn anthropic_429_with_retry_after() {
 
 #[test]
 fn retry_after_forms() {
-    let date = format!(
-        "{}",
-        httpdate::fmt_http_date(
-            std::time::UNIX_EPOCH + std::time::Duration::from_micros(now() + 30_000_000)
-        )
+    let date = httpdate::fmt_http_date(
+        std::time::UNIX_EPOCH + std::time::Duration::from_micros(now() + 30_000_000),
     );
     let rl = parse_rate_limits(&[("retry-after", &date)], now()).expect("rl");
     assert_eq!(rl.retry_after_s, Some(30.0));
