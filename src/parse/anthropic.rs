@@ -260,6 +260,9 @@ pub struct MessagesStream {
 
 impl Accumulator for MessagesStream {
     fn event(&mut self, name: Option<&str>, data: &str, end: usize, out: &mut ParsedExchange) {
+        if data.trim().is_empty() {
+            return;
+        }
         let v = match serde_json::from_str::<Value>(data.trim()) {
             Ok(v) => v,
             Err(e) => {

@@ -205,13 +205,11 @@ impl StreamParser {
         match &mut self.acc {
             Some(acc) => acc.event(name, data, end, &mut self.out),
             None => {
-                if self.out.parse_notes.is_empty() {
-                    let endpoint = self.out.endpoint;
-                    note(
-                        &mut self.out,
-                        format!("streamed body for endpoint {endpoint:?} is not understood"),
-                    );
-                }
+                let endpoint = self.out.endpoint;
+                note(
+                    &mut self.out,
+                    format!("streamed body for endpoint {endpoint:?} is not understood"),
+                );
             }
         }
     }

@@ -201,7 +201,6 @@ pub struct ChatStream {
     /// The provider's tool-call `index` to our position in `tools`.
     tool_slots: BTreeMap<u64, usize>,
     done: bool,
-    chunks: usize,
 }
 
 impl ChatStream {
@@ -230,7 +229,6 @@ impl ChatStream {
     }
 
     fn chunk(&mut self, v: &Value, end: usize, out: &mut ParsedExchange) {
-        self.chunks += 1;
         if let Some(m) = str_at(v, "model").filter(|m| !m.is_empty()) {
             out.response_model = Some(m.to_owned());
         }
