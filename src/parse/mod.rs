@@ -47,7 +47,14 @@ pub struct ExchangeInput<'a> {
 /// understood is noted in `parse_notes` and left as raw bytes in the record.
 pub fn parse_exchange(input: &ExchangeInput<'_>) -> ParsedExchange {
     let mut parser = StreamParser::new(input);
-    parser.push(input.response_body);
+    if matches!(parser.framing, Framing::Whole(_)) {
+        // Already whole: parse in place rather than copy a possibly large body.
+        parser.framing = Framing::Ignore;
+        parser.body_len = input.response_body.len();
+        parser.finish_whole(input.response_body);
+    } else {
+        parser.push(input.response_body);
+    }
     parser.finish()
 }
 
