@@ -558,3 +558,55 @@ async fn backlog_bound_rejects_or_passes() {
         running.shutdown().await.unwrap();
     }
 }
+
+const USAGE_CHUNK: &str = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-mini\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11}}\n\n";
+
+fn stream_events(with_usage: bool) -> Vec<String> {
+    let mut events = vec![
+        "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hel\"}}]}\n\n".to_string(),
+        "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"},\"finish_reason\":\"stop\"}]}\n\n".to_string(),
+    ];
+    if with_usage {
+        events.push(USAGE_CHUNK.to_string());
+    }
+    events.push("data: [DONE]\n\n".to_string());
+    events
+}
+
+#[tokio::test]
+async fn streaming_usage_is_requested_and_hidden_from_clients_that_did_not_ask() {
+    // The mock behaves like OpenAI: a usage chunk only when include_usage is set.
+    let (mock, running, _dir) = setup(
+        |req| {
+            let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+            let asked = body["stream_options"]["include_usage"] == true;
+            let events = stream_events(asked);
+            let refs: Vec<&str> = events.iter().map(String::as_str).collect();
+            MockResponse::sse(&refs, Duration::from_millis(2))
+        },
+        "",
+    )
+    .await;
+    let without = r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let with = r#"{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#;
+
+    // The client did not ask: upstream is asked, the client sees exactly the stream it asked for.
+    let got = post_json(running.proxy_addr, "/mock/v1/chat/completions", &[], without).await;
+    let seen: serde_json::Value = serde_json::from_slice(&mock.last_seen().body).unwrap();
+    assert_eq!(seen["stream_options"]["include_usage"], true);
+    assert_eq!(got.body, Bytes::from(stream_events(false).concat()));
+    let call = wait_call(&running, &got.call_id()).await;
+    assert_eq!(call.usage.input_tokens, Some(9));
+    assert_eq!(call.usage.output_tokens, Some(2));
+    assert_eq!(call.request_body.as_deref(), Some(without), "the record keeps what the client sent");
+    assert_eq!(call.response.unwrap().text.as_deref(), Some("Hello"));
+    assert!(call.ttft_ms.is_some());
+
+    // The client asked: everything passes through byte for byte.
+    let got = post_json(running.proxy_addr, "/mock/v1/chat/completions", &[], with).await;
+    assert_eq!(mock.last_seen().body, Bytes::from(with));
+    assert_eq!(got.body, Bytes::from(stream_events(true).concat()));
+    let call = wait_call(&running, &got.call_id()).await;
+    assert_eq!(call.usage.total_tokens, Some(11));
+    running.shutdown().await.unwrap();
+}
