@@ -21,7 +21,9 @@ pub fn parse_scaled(text: &str, scale: i32) -> Result<u64, String> {
     let (mantissa, exp) = match t.find(['e', 'E']) {
         Some(i) => {
             let e = t[i + 1..].replace('_', "");
-            let e: i32 = e.parse().map_err(|_| format!("bad exponent in {text:?}"))?;
+            let e: i32 = e
+                .parse()
+                .map_err(|_| format!("{text:?} is not a decimal number"))?;
             (&t[..i], e)
         }
         None => (t, 0),

@@ -154,7 +154,7 @@ fn anthropic_writes(
     notes: &mut Vec<String>,
     what: &str,
 ) {
-    if write.is_none() && (input * 5) % 4 == 0 {
+    if write.is_none() && (input * 5).is_multiple_of(4) {
         *write = Some(input * 5 / 4);
         notes.push(format!(
             "{what}cache_write derived as 1.25x input (Anthropic's published rule)"

@@ -48,11 +48,11 @@ pub enum PriceError {
         line: usize,
         message: String,
     },
-    #[error("{file}:{line}: model {provider}/{model}: {field}: {message}")]
+    #[error("{file}:{line}: model {model}: {field}: {message}")]
     Price {
         file: String,
         line: usize,
-        provider: String,
+        /// `provider/model`.
         model: String,
         field: String,
         message: String,

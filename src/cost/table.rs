@@ -186,8 +186,7 @@ impl Ctx<'_> {
         let err = |message: String| PriceError::Price {
             file: self.file.to_string(),
             line: line_of(self.text, span.start),
-            provider: self.provider.to_string(),
-            model: self.model.to_string(),
+            model: format!("{}/{}", self.provider, self.model),
             field: field.to_string(),
             message,
         };
@@ -308,8 +307,7 @@ fn parse_file(text: &str, file: &str) -> Result<Raw, PriceError> {
                     return Err(PriceError::Price {
                         file: file.to_string(),
                         line,
-                        provider: provider.clone(),
-                        model: model.clone(),
+                        model: format!("{provider}/{model}"),
                         field: "tiers".into(),
                         message: format!("two tiers above {} input tokens", t.above_input_tokens),
                     });
@@ -325,8 +323,7 @@ fn parse_file(text: &str, file: &str) -> Result<Raw, PriceError> {
                 return Err(PriceError::Price {
                     file: file.to_string(),
                     line,
-                    provider: provider.clone(),
-                    model: model.clone(),
+                    model: format!("{provider}/{model}"),
                     field: "name".into(),
                     message: format!(
                         "same model as {:?} on line {} (names are case-insensitive)",
