@@ -154,14 +154,15 @@ fn anthropic_writes(
     notes: &mut Vec<String>,
     what: &str,
 ) {
-    if write.is_none() && (input * 5).is_multiple_of(4) {
-        *write = Some(input * 5 / 4);
+    let five = input.checked_mul(5).filter(|v| v.is_multiple_of(4));
+    if let (None, Some(five)) = (*write, five) {
+        *write = Some(five / 4);
         notes.push(format!(
             "{what}cache_write derived as 1.25x input (Anthropic's published rule)"
         ));
     }
-    if write_1h.is_none() {
-        *write_1h = Some(input * 2);
+    if let (None, Some(double)) = (*write_1h, input.checked_mul(2)) {
+        *write_1h = Some(double);
         notes.push(format!(
             "{what}cache_write_1h derived as 2x input (Anthropic's published rule)"
         ));
@@ -214,13 +215,15 @@ fn convert_entry(provider: &str, obj: &Map<String, Value>) -> Result<Option<Stri
             continue;
         };
         let v = rate(obj, key)?;
-        let t = tiers.entry(k * 1000).or_default();
+        let t = tiers.entry(k.saturating_mul(1000)).or_default();
         match &key[..i] {
             "input_cost_per_token" => t.input = v,
             "output_cost_per_token" => t.output = v,
-            "cache_read_input_token_cost" => t.cache_read = v,
-            "cache_creation_input_token_cost" => t.cache_write = v,
-            "cache_creation_input_token_cost_above_1hr" => t.cache_write_1h = v,
+            "cache_read_input_token_cost" => t.cache_read = nonzero_unless_free(v, input),
+            "cache_creation_input_token_cost" => t.cache_write = nonzero_unless_free(v, input),
+            "cache_creation_input_token_cost_above_1hr" => {
+                t.cache_write_1h = nonzero_unless_free(v, input)
+            }
             "output_cost_per_reasoning_token" => t.reasoning = v,
             // Audio/image/character tiers: not priceable from token usage.
             _ => {}

@@ -112,6 +112,8 @@ pub struct ModelPrice {
     pub rates: Rates,
     /// Sorted by ascending threshold.
     pub tiers: Vec<Tier>,
+    /// The file's free-text note (e.g. which rates were derived and why).
+    pub note: Option<String>,
     /// Where the entry was defined: file label and line.
     pub file: String,
     pub line: usize,

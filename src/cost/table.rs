@@ -78,8 +78,7 @@ struct ModelDoc {
     reasoning: Option<PriceLit>,
     #[serde(default)]
     tiers: Vec<TierDoc>,
-    /// Free text for humans (e.g. why a rate was derived); ignored by pricing.
-    #[allow(dead_code)]
+    /// Free text for humans (e.g. why a rate was derived); not used by pricing.
     note: Option<String>,
 }
 
@@ -111,7 +110,7 @@ struct Raw {
     provider_order: Vec<String>,
     providers: BTreeMap<String, ProviderDoc>,
     makers: BTreeMap<String, String>,
-    /// Keyed by (provider, lowercase model) so layering replaces case-insensitively.
+    /// Keyed by (provider, lowercase pattern) so layering replaces case-insensitively.
     rules: BTreeMap<(String, String), RawRule>,
     models: BTreeMap<(String, String), ModelPrice>,
 }
@@ -338,6 +337,7 @@ fn parse_file(text: &str, file: &str) -> Result<Raw, PriceError> {
                     model,
                     rates,
                     tiers,
+                    note: m.note,
                     file: file.to_string(),
                     line,
                 },

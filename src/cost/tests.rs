@@ -827,3 +827,23 @@ fn converter_rejects_bad_json() {
     assert!(import_litellm("[]", "x").is_err());
     assert!(import_litellm("{}", "x").is_err());
 }
+
+#[test]
+fn user_rule_replaces_default_rule_with_same_pattern() {
+    let user = "[[rules]]\nprovider = \"OpenAI\"\npattern = \"FT:gpt-4o-mini-2024-07-18:*\"\nmodel = \"gpt-4o-mini\"\n";
+    let t = PriceTable::layered(user, "user.toml").unwrap();
+    let m = t
+        .lookup(Some("openai"), "ft:gpt-4o-mini-2024-07-18:acme::x")
+        .unwrap();
+    assert_eq!(m.price_key, "openai/gpt-4o-mini");
+    assert!(m.explanation.contains("user.toml:1"), "{}", m.explanation);
+}
+
+#[test]
+fn derived_rates_carry_a_note() {
+    let m = table()
+        .lookup(Some("anthropic"), "claude-4-opus-20250514")
+        .unwrap();
+    assert_eq!(m.price.rates.cache_write_1h, Some(30_000_000));
+    assert!(m.price.note.unwrap().contains("derived"));
+}
