@@ -112,8 +112,8 @@ pub(crate) fn normalised(name: &str) -> Vec<(String, Vec<&'static str>)> {
         out.push((cur.to_string(), steps.clone()));
     }
     loop {
-        let next = if let Some((head, tail)) = cur.rsplit_once('@').filter(|(_, t)| all_digits(t)) {
-            let _ = tail;
+        let at_version = cur.rsplit_once('@').filter(|(_, v)| all_digits(v));
+        let next = if let Some((head, _)) = at_version {
             Some((head, "stripped @version"))
         } else if let Some(head) = cur
             .strip_suffix("-latest")
