@@ -190,6 +190,7 @@ pub async fn handle(
             latency: Duration::ZERO,
             first_byte: None,
             provider: provider.name.clone(),
+            price_as: provider.price_as.clone(),
             kind: provider.kind,
             method: parts.method.to_string(),
             rest_path: route.rest_path.clone(),

@@ -587,18 +587,29 @@ async fn streaming_usage_is_requested_and_hidden_from_clients_that_did_not_ask()
         "",
     )
     .await;
-    let without = r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let without =
+        r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
     let with = r#"{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#;
 
     // The client did not ask: upstream is asked, the client sees exactly the stream it asked for.
-    let got = post_json(running.proxy_addr, "/mock/v1/chat/completions", &[], without).await;
+    let got = post_json(
+        running.proxy_addr,
+        "/mock/v1/chat/completions",
+        &[],
+        without,
+    )
+    .await;
     let seen: serde_json::Value = serde_json::from_slice(&mock.last_seen().body).unwrap();
     assert_eq!(seen["stream_options"]["include_usage"], true);
     assert_eq!(got.body, Bytes::from(stream_events(false).concat()));
     let call = wait_call(&running, &got.call_id()).await;
     assert_eq!(call.usage.input_tokens, Some(9));
     assert_eq!(call.usage.output_tokens, Some(2));
-    assert_eq!(call.request_body.as_deref(), Some(without), "the record keeps what the client sent");
+    assert_eq!(
+        call.request_body.as_deref(),
+        Some(without),
+        "the record keeps what the client sent"
+    );
     assert_eq!(call.response.unwrap().text.as_deref(), Some("Hello"));
     assert!(call.ttft_ms.is_some());
 
