@@ -621,3 +621,83 @@ async fn streaming_usage_is_requested_and_hidden_from_clients_that_did_not_ask()
     assert_eq!(call.usage.total_tokens, Some(11));
     running.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn compressed_bodies_pass_untouched_and_are_decoded_for_capture() {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(CHAT_RESPONSE.as_bytes()).unwrap();
+    let gzipped = Bytes::from(encoder.finish().unwrap());
+    let sent = gzipped.clone();
+    let (mock, running, _dir) = setup(
+        move |_| {
+            let mut r = MockResponse::json(200, "");
+            r.steps = vec![Step::Data(sent.clone())];
+            r.header("content-encoding", "gzip")
+        },
+        "",
+    )
+    .await;
+    let got = post_json(
+        running.proxy_addr,
+        "/mock/v1/chat/completions",
+        &[("accept-encoding", "gzip")],
+        CHAT_BODY,
+    )
+    .await;
+    assert_eq!(got.header("content-encoding"), Some("gzip"));
+    assert_eq!(
+        got.body, gzipped,
+        "the compressed bytes must reach the client as sent"
+    );
+    assert_eq!(mock.last_seen().headers["accept-encoding"], "gzip");
+    let call = wait_call(&running, &got.call_id()).await;
+    assert_eq!(call.usage.input_tokens, Some(5));
+    assert_eq!(call.response_body.as_deref(), Some(CHAT_RESPONSE));
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn captures_are_capped_but_forwarding_is_not() {
+    let big = "x".repeat(300_000);
+    let dir = TempDir::new("cap");
+    let mock = MockUpstream::start({
+        let chunk = Bytes::from(big.clone());
+        move |_| {
+            let mut r = MockResponse::json(200, "");
+            r.steps = (0..4).map(|_| Step::Data(chunk.clone())).collect();
+            r
+        }
+    })
+    .await;
+    let config = llmtap::config::RawConfig::from_toml(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\napi_listen = \"127.0.0.1:0\"\n[capture]\nmax_body_bytes = 100000\n{}",
+        provider_toml("mock", "openai", &mock.url())
+    ))
+    .unwrap()
+    .validate(&llmtap::config::Overrides {
+        data_dir: Some(dir.path().to_path_buf()),
+        ..Default::default()
+    })
+    .unwrap();
+    let running = start_llmtap(config).await;
+    let request_body = format!(
+        r#"{{"model":"m","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "y".repeat(150_000)
+    );
+    let got = post_json(
+        running.proxy_addr,
+        "/mock/v1/chat/completions",
+        &[],
+        &request_body,
+    )
+    .await;
+    assert_eq!(got.body.len(), 1_200_000);
+    let call = wait_call(&running, &got.call_id()).await;
+    assert!(call.truncated);
+    assert_eq!(call.response_bytes, 1_200_000);
+    assert_eq!(call.request_bytes, request_body.len() as u64);
+    assert_eq!(call.response_body.unwrap().len(), 100_000);
+    assert_eq!(call.request_body.unwrap().len(), 100_000);
+    running.shutdown().await.unwrap();
+}
