@@ -63,6 +63,7 @@ pub struct RawServer {
     pub first_byte_timeout_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
     pub shutdown_grace_ms: Option<u64>,
+    pub header_read_timeout_ms: Option<u64>,
     pub tls: Option<RawTls>,
 }
 
@@ -180,6 +181,8 @@ pub struct Config {
     pub first_byte_timeout: Duration,
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Slow clients (slowloris) lose their connection if the request head takes longer.
+    pub header_read_timeout: Duration,
     pub max_body_bytes: usize,
     pub group_by_traceparent: bool,
     pub inject_include_usage: bool,
@@ -388,6 +391,11 @@ impl RawConfig {
             shutdown_grace: ms(
                 "server.shutdown_grace_ms",
                 self.server.shutdown_grace_ms,
+                30_000,
+            )?,
+            header_read_timeout: ms(
+                "server.header_read_timeout_ms",
+                self.server.header_read_timeout_ms,
                 30_000,
             )?,
             max_body_bytes,

@@ -44,6 +44,16 @@ pub fn spawn_llmtap(config: &Path, data_dir: &Path, extra: &[&str]) -> Proc {
     }
 }
 
+impl Drop for Proc {
+    /// A failed test must not leave llmtap running (it would hold the test's stderr open).
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 fn signal(child: &Child, sig: &str) {
     let status = Command::new("kill")
         .arg(format!("-{sig}"))
@@ -53,7 +63,7 @@ fn signal(child: &Child, sig: &str) {
     assert!(status.success());
 }
 
-fn write_config(dir: &Path, extra: &str) -> std::path::PathBuf {
+pub fn write_config(dir: &Path, extra: &str) -> std::path::PathBuf {
     let path = dir.join("llmtap.toml");
     std::fs::write(
         &path,
