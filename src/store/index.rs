@@ -116,7 +116,7 @@ pub fn bucket_key(scope: &[u8], time_us: u64) -> Vec<u8> {
 }
 
 /// Counters for one scope over one bucket (or all time, with the latency histogram).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RollupCell {
     pub calls: u64,
     pub errors: u64,
@@ -126,21 +126,6 @@ pub struct RollupCell {
     pub output_tokens: u64,
     pub latency_sum_us: u64,
     pub hist: Vec<u64>,
-}
-
-impl Default for RollupCell {
-    fn default() -> Self {
-        RollupCell {
-            calls: 0,
-            errors: 0,
-            invocations: 0,
-            cost_pusd: 0,
-            input_tokens: 0,
-            output_tokens: 0,
-            latency_sum_us: 0,
-            hist: Vec::new(),
-        }
-    }
 }
 
 impl RollupCell {

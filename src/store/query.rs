@@ -78,9 +78,12 @@ struct Plan {
     exact_total: Option<u64>,
 }
 
+/// One reverse range scan: prefix length, iterator, and its current head (time, id).
+type Stream = (usize, std::iter::Rev<sled::Iter>, Option<(u64, Vec<u8>)>);
+
 /// Newest-first merge of the reverse range scans of one tag's values.
 struct Candidates {
-    streams: Vec<(usize, std::iter::Rev<sled::Iter>, Option<(u64, Vec<u8>)>)>,
+    streams: Vec<Stream>,
     last: Option<(u64, Vec<u8>)>,
 }
 
