@@ -1,5 +1,6 @@
 //! Integration tests: client → llmtap → mock upstream, all on 127.0.0.1.
 
+mod api;
 mod lifecycle;
 mod proxy;
 mod replay;
