@@ -276,7 +276,7 @@ async fn bench_api(data_dir: PathBuf, requests: usize) -> anyhow::Result<()> {
             format!("/api/v1/calls?model=gpt-4o&from={from}&to={to}&limit=20"),
         ),
         (
-            "calls, property filter (no index)",
+            "calls, agent + has_session (header check)",
             "/api/v1/calls?agent=agent-05&has_session=true&limit=20".into(),
         ),
         ("summary", "/api/v1/summary".into()),
