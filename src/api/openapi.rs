@@ -102,7 +102,7 @@ pub fn document() -> Value {
         json!({"type": "object", "required": ["items", "count", "total", "has_more"], "properties": {
         "items": {"type": "array", "items": {"$ref": format!("#/components/schemas/{item}")}},
         "count": {"type": "integer"},
-        "total": {"type": "integer", "description": "exact up to 10000 matches, then a lower bound"},
+        "total": {"type": "integer", "description": "exact up to 10000 matches (and 20000 examined candidates), then a lower bound"},
         "total_is_lower_bound": {"type": "boolean"},
         "has_more": {"type": "boolean"},
         "next_cursor": {"type": ["string", "null"]},

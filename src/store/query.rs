@@ -19,7 +19,7 @@ pub const COUNT_CAP: u64 = 10_000;
 /// with `has_more` and a cursor to continue from.
 const PAGE_BUDGET: usize = 200_000;
 /// Most index entries examined to count `total`.
-const COUNT_BUDGET: usize = 100_000;
+const COUNT_BUDGET: usize = 20_000;
 
 /// A place in newest-first order: strictly older records come after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
