@@ -50,6 +50,26 @@ pub struct RawConfig {
     pub prices: RawPrices,
     #[serde(default)]
     pub providers: BTreeMap<String, RawProvider>,
+    #[serde(default)]
+    pub api: RawApi,
+}
+
+/// `[api]`: read-API access tokens, stored as SHA-256 hashes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApi {
+    #[serde(default)]
+    pub tokens: Vec<RawApiToken>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiToken {
+    pub name: Option<String>,
+    /// Hex SHA-256 of the bearer token (`printf %s TOKEN | sha256sum`).
+    pub sha256: String,
+    pub role: String,
+    pub tenant: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -114,6 +134,112 @@ pub struct Overrides {
     pub api_listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub prices_file: Option<PathBuf>,
+    /// `LLMTAP_API_TOKENS`: comma-separated `role:token[:tenant]` (raw tokens, hashed at load).
+    pub api_tokens_env: Option<String>,
+}
+
+/// What a read-API token may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiRole {
+    /// Metadata, tokens, costs, statuses, rate limits; no bodies, prompts or messages.
+    Viewer,
+    /// Everything, bodies included (reads of bodies are audited).
+    Admin,
+}
+
+impl ApiRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiRole::Viewer => "viewer",
+            ApiRole::Admin => "admin",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiToken {
+    pub name: String,
+    pub sha256: [u8; 32],
+    pub role: ApiRole,
+    /// Confines the token to one tenant's records.
+    pub tenant: Option<String>,
+}
+
+/// Lowercase hex SHA-256 of a token.
+pub fn token_sha256_hex(token: &str) -> String {
+    ring::digest::digest(&ring::digest::SHA256, token.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn parse_sha256_hex(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = u8::from_str_radix(text.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn parse_role(field: &str, text: &str) -> Result<ApiRole, ConfigError> {
+    match text {
+        "viewer" => Ok(ApiRole::Viewer),
+        "admin" => Ok(ApiRole::Admin),
+        other => Err(invalid(field, other, "expected \"viewer\" or \"admin\"")),
+    }
+}
+
+/// Tokens from the config file and from `LLMTAP_API_TOKENS`.
+fn api_tokens(raw: &RawApi, env: Option<&str>) -> Result<Vec<ApiToken>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, t) in raw.tokens.iter().enumerate() {
+        let field = format!("api.tokens[{i}]");
+        let sha256 = parse_sha256_hex(&t.sha256).ok_or_else(|| {
+            invalid(
+                &format!("{field}.sha256"),
+                &t.sha256,
+                "expected 64 hex digits (printf %s TOKEN | sha256sum)",
+            )
+        })?;
+        out.push(ApiToken {
+            name: t.name.clone().unwrap_or_else(|| t.sha256[..12].to_string()),
+            sha256,
+            role: parse_role(&format!("{field}.role"), &t.role)?,
+            tenant: t.tenant.clone().filter(|t| !t.is_empty()),
+        });
+    }
+    for (i, entry) in env
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .enumerate()
+    {
+        let field = format!("LLMTAP_API_TOKENS[{i}]");
+        let mut parts = entry.splitn(3, ':');
+        let role = parts.next().unwrap_or("");
+        let token = parts.next().unwrap_or("");
+        if token.len() < 8 {
+            return Err(invalid(
+                &field,
+                role,
+                "expected role:token[:tenant] with a token of at least 8 characters",
+            ));
+        }
+        let hex = token_sha256_hex(token);
+        out.push(ApiToken {
+            name: format!("env:{}", &hex[..12]),
+            sha256: parse_sha256_hex(&hex).unwrap_or([0; 32]),
+            role: parse_role(&field, role)?,
+            tenant: parts.next().map(str::to_string).filter(|t| !t.is_empty()),
+        });
+    }
+    Ok(out)
 }
 
 /// What to do with new requests while the writer is behind.
@@ -193,6 +319,8 @@ pub struct Config {
     pub prices_file: Option<PathBuf>,
     /// Keyed by name; built-ins merged with the file's table.
     pub providers: BTreeMap<String, Provider>,
+    /// Read-API tokens; empty means no authentication, which is only allowed on loopback.
+    pub api_tokens: Vec<ApiToken>,
 }
 
 /// Providers that need no configuration.
@@ -263,6 +391,15 @@ impl RawConfig {
                 .or(self.server.api_listen.as_ref()),
             DEFAULT_API_LISTEN,
         )?;
+        let api_tokens = api_tokens(&self.api, overrides.api_tokens_env.as_deref())?;
+        if api_tokens.is_empty() && !api_listen.ip().is_loopback() {
+            return Err(invalid(
+                "server.api_listen",
+                api_listen,
+                "the read API serves every record without authentication when no tokens are configured; \
+                 bind it to a loopback address or add [[api.tokens]] (or LLMTAP_API_TOKENS)",
+            ));
+        }
         let data_dir = overrides
             .data_dir
             .clone()
@@ -407,6 +544,7 @@ impl RawConfig {
             cache_capacity_bytes: self.store.cache_capacity_mb.unwrap_or(256) << 20,
             prices_file: overrides.prices_file.clone().or(self.prices.file),
             providers,
+            api_tokens,
         })
     }
 }
@@ -481,5 +619,50 @@ mod tests {
             assert!(err.contains(field), "{err}");
         }
         assert!(RawConfig::from_toml("[server]\nlisten_typo = 1").is_err());
+    }
+
+    #[test]
+    fn api_tokens_from_file_and_environment() {
+        let hash = token_sha256_hex("secret-token");
+        let raw = RawConfig::from_toml(&format!(
+            "[server]\napi_listen = \"0.0.0.0:9\"\n[[api.tokens]]\nname = \"ops\"\nsha256 = \"{hash}\"\nrole = \"admin\"\n"
+        ))
+        .unwrap();
+        let config = raw
+            .validate(&Overrides {
+                api_tokens_env: Some("viewer:abcdefgh:acme".into()),
+                ..Overrides::default()
+            })
+            .unwrap();
+        assert_eq!(config.api_tokens.len(), 2);
+        assert_eq!(config.api_tokens[0].name, "ops");
+        assert_eq!(config.api_tokens[1].role, ApiRole::Viewer);
+        assert_eq!(config.api_tokens[1].tenant.as_deref(), Some("acme"));
+        assert_eq!(
+            config.api_tokens[1].sha256.to_vec(),
+            ring::digest::digest(&ring::digest::SHA256, b"abcdefgh").as_ref()
+        );
+    }
+
+    #[test]
+    fn api_without_tokens_must_stay_on_loopback() {
+        let err = RawConfig::from_toml("[server]\napi_listen = \"0.0.0.0:8081\"")
+            .unwrap()
+            .validate(&Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("server.api_listen") && err.contains("loopback"),
+            "{err}"
+        );
+        for bad in [
+            "[[api.tokens]]\nsha256 = \"xyz\"\nrole = \"admin\"",
+            "[[api.tokens]]\nsha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\nrole = \"root\"",
+        ] {
+            assert!(RawConfig::from_toml(bad)
+                .unwrap()
+                .validate(&Overrides::default())
+                .is_err());
+        }
     }
 }

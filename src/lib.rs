@@ -7,6 +7,7 @@ pub mod api;
 pub mod capture;
 pub mod config;
 pub mod cost;
+pub mod dev;
 pub mod forward;
 pub mod headers;
 pub mod ids;

@@ -12,6 +12,8 @@ USAGE:
   llmtap prices import-litellm FILE [--source NOTE] [--out FILE]
   llmtap prices lookup MODEL [--provider P] [--prices FILE]
   llmtap prices check FILE
+  llmtap dev seed --calls N --data-dir DIR [--days D]
+  llmtap dev bench-api --data-dir DIR [--requests N]
   llmtap help
 
 Defaults: proxy on 127.0.0.1:8080, read API on 127.0.0.1:8081, data in ./llmtap-data.
@@ -79,6 +81,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("serve") => serve(&args[1..]),
         Some("prices") => prices(&args[1..]),
+        Some("dev") => dev(&args[1..]),
         Some("help") | Some("--help") | Some("-h") | None => {
             print!("{USAGE}");
             Ok(())
@@ -151,6 +154,7 @@ fn serve(args: &[String]) -> anyhow::Result<()> {
         Some(path) => RawConfig::from_file(path)?,
         None => RawConfig::default(),
     };
+    overrides.api_tokens_env = std::env::var("LLMTAP_API_TOKENS").ok();
     let config = raw.validate(&overrides)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -280,4 +284,179 @@ fn write_stdout(text: &str) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
     }
+}
+
+/// `llmtap dev seed` and `llmtap dev bench-api`: synthetic data and read-API timings.
+fn dev(args: &[String]) -> anyhow::Result<()> {
+    let sub = args.first().map(String::as_str).unwrap_or("");
+    let mut flags = Flags::new(
+        args.get(1..).unwrap_or(&[]),
+        &["calls", "data-dir", "days", "requests"],
+    );
+    let mut calls = 100_000usize;
+    let mut days = 30u64;
+    let mut requests = 200usize;
+    let mut data_dir: Option<PathBuf> = None;
+    while let Some((name, value)) = flags.next()? {
+        match name.as_str() {
+            "calls" => calls = value.parse().context("--calls needs a number")?,
+            "days" => days = value.parse().context("--days needs a number")?,
+            "requests" => requests = value.parse().context("--requests needs a number")?,
+            "data-dir" => data_dir = Some(PathBuf::from(value)),
+            other => bail!("unexpected argument {other:?}\n\n{USAGE}"),
+        }
+    }
+    let data_dir = data_dir.context("--data-dir is required")?;
+    match sub {
+        "seed" => {
+            std::fs::create_dir_all(&data_dir)?;
+            let store = llmtap::store::Store::open(&data_dir, 512 << 20, 1000)?;
+            let started = std::time::Instant::now();
+            let now = llmtap::timefmt::now_unix_us();
+            let mut last_report = 0;
+            let written = llmtap::dev::seed(&store, calls, days, now, |n| {
+                if n - last_report >= 100_000 || n == calls {
+                    last_report = n;
+                    eprintln!(
+                        "seeded {n} calls in {:.1}s",
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+            })?;
+            store.flush()?;
+            println!(
+                "seeded {written} calls over {days} days into {} in {:.1}s",
+                data_dir.display(),
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        "bench-api" => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(bench_api(data_dir, requests))
+        }
+        _ => bail!("unknown dev command {sub:?}\n\n{USAGE}"),
+    }
+}
+
+async fn bench_api(data_dir: PathBuf, requests: usize) -> anyhow::Result<()> {
+    use http_body_util::BodyExt;
+    let raw =
+        RawConfig::from_toml("[server]\nlisten = \"127.0.0.1:0\"\napi_listen = \"127.0.0.1:0\"")
+            .map_err(|e| anyhow::anyhow!(e))?;
+    let config = raw.validate(&Overrides {
+        data_dir: Some(data_dir.clone()),
+        ..Overrides::default()
+    })?;
+    let running = llmtap::server::start(config).await?;
+    let addr = running.api_addr;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let get = |path: String| {
+        let client = client.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let request = http::Request::get(format!("http://{addr}{path}"))
+                .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+            let response = client.request(request).await?;
+            let status = response.status();
+            let body = response.into_body().collect().await?.to_bytes();
+            if status != 200 {
+                bail!("{path}: HTTP {status}: {}", String::from_utf8_lossy(&body));
+            }
+            let value: serde_json::Value = serde_json::from_slice(&body)?;
+            Ok::<_, anyhow::Error>((started.elapsed().as_secs_f64() * 1000.0, value))
+        }
+    };
+    let calls = running.store.call_count();
+    println!("store: {calls} calls in {}", data_dir.display());
+    let now = llmtap::timefmt::now_unix_us();
+    let day = 86_400_000_000u64;
+    let from = llmtap::timefmt::format_rfc3339_us(now - 3 * day);
+    let to = llmtap::timefmt::format_rfc3339_us(now - 2 * day);
+    let scenarios: Vec<(&str, String)> = vec![
+        (
+            "invocations, first page, no filter",
+            "/api/v1/invocations?limit=20".into(),
+        ),
+        (
+            "calls, first page, agent filter",
+            "/api/v1/calls?agent=agent-03&limit=20".into(),
+        ),
+        (
+            "calls, agent + status=failed",
+            "/api/v1/calls?agent=agent-03&status=failed&limit=20".into(),
+        ),
+        (
+            "invocations, tenant + model, limit 50",
+            "/api/v1/invocations?tenant=tenant-2&model=gpt-4o&limit=50".into(),
+        ),
+        (
+            "calls, model + one-day window",
+            format!("/api/v1/calls?model=gpt-4o&from={from}&to={to}&limit=20"),
+        ),
+        (
+            "calls, agent + has_session (header check)",
+            "/api/v1/calls?agent=agent-05&has_session=true&limit=20".into(),
+        ),
+        ("summary", "/api/v1/summary".into()),
+        (
+            "summary, tenant, tz",
+            "/api/v1/summary?tenant=tenant-3&tz=%2B02:00".into(),
+        ),
+        ("agents", "/api/v1/agents".into()),
+    ];
+    println!("| request | p50 ms | p99 ms | total |");
+    println!("| --- | --- | --- | --- |");
+    for (name, path) in &scenarios {
+        let mut times = Vec::with_capacity(requests);
+        let mut total = serde_json::Value::Null;
+        for _ in 0..requests {
+            let (ms, value) = get(path.clone()).await?;
+            times.push(ms);
+            total = value["total"].clone();
+        }
+        let (p50, p99) = percentiles(&mut times);
+        println!("| {name} | {p50:.2} | {p99:.2} | {total} |");
+    }
+    // Deep cursor pages: walk 300 pages of 50 (15,000 records deep), then time them.
+    let base = "/api/v1/calls?agent=agent-03&limit=50";
+    let mut cursors = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..300 {
+        let path = match &cursor {
+            Some(c) => format!("{base}&cursor={c}"),
+            None => base.to_string(),
+        };
+        let (_, value) = get(path).await?;
+        match value["next_cursor"].as_str() {
+            Some(c) => {
+                cursors.push(c.to_string());
+                cursor = Some(c.to_string());
+            }
+            None => break,
+        }
+    }
+    let mut times = Vec::new();
+    for i in 0..requests {
+        let c = &cursors[cursors.len() / 2 + i % (cursors.len() / 2).max(1)];
+        let (ms, _) = get(format!("{base}&cursor={c}")).await?;
+        times.push(ms);
+    }
+    let (p50, p99) = percentiles(&mut times);
+    println!(
+        "| calls, agent filter, deep cursor page (pages {}-{} of 50) | {p50:.2} | {p99:.2} | |",
+        cursors.len() / 2,
+        cursors.len()
+    );
+    running.shutdown().await
+}
+
+fn percentiles(times: &mut [f64]) -> (f64, f64) {
+    times.sort_by(f64::total_cmp);
+    let at = |q: f64| times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1];
+    (at(0.5), at(0.99))
 }

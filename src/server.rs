@@ -109,7 +109,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let api_state = Arc::new(ApiState {
         store: store.clone(),
         metrics: metrics.clone(),
+        auth: api::auth::Auth::new(config.api_tokens.clone()),
     });
+    if config.api_tokens.is_empty() {
+        tracing::warn!(%api_addr, "read API has no tokens configured: it is bound to loopback only and every request has admin rights; add [[api.tokens]] or LLMTAP_API_TOKENS to require bearer tokens");
+    } else {
+        tracing::info!(
+            tokens = config.api_tokens.len(),
+            "read API requires bearer tokens"
+        );
+    }
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let grace = config.shutdown_grace;

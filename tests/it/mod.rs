@@ -1,5 +1,6 @@
 //! Integration tests: client → llmtap → mock upstream, all on 127.0.0.1.
 
+mod api;
 mod chaos;
 mod cost;
 mod lifecycle;

@@ -1,0 +1,355 @@
+//! Streamed responses: CSV exports (RFC 4180, row by row, page by page) and the live
+//! Server-Sent Events stream of new call and invocation summaries.
+//!
+//! Both bodies are fed through a small bounded channel, so memory stays bounded by a
+//! few chunks whatever the export size, and a client that goes away stops the producer.
+
+use super::params::{bad, Params, FILTER_PARAMS};
+use super::views::list_filter;
+use super::{audit, ApiBody, ApiError, ApiResult, ApiState};
+use crate::api::auth::Principal;
+use crate::store::summary::{CallSummary, Filter, InvocationSummary};
+use crate::store::{PageRequest, Store};
+use bytes::Bytes;
+use http::{HeaderValue, Response};
+use http_body_util::BodyExt;
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+
+const CHUNK_BYTES: usize = 32 * 1024;
+const EXPORT_PAGE: usize = 500;
+const KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// A response body fed by a channel; ends when the sender is dropped.
+struct ChannelBody {
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|o| o.map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+fn streamed(rx: mpsc::Receiver<Bytes>, content_type: &'static str) -> Response<ApiBody> {
+    let mut response = Response::new(ChannelBody { rx }.boxed());
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    response
+}
+
+/// RFC 4180 field: quoted when it holds a comma, quote, CR or LF; quotes doubled.
+pub fn csv_field(out: &mut String, value: &str) {
+    if value.contains([',', '"', '\n', '\r']) {
+        out.push('"');
+        out.push_str(&value.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(value);
+    }
+}
+
+fn csv_row(out: &mut String, fields: &[String]) {
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        csv_field(out, f);
+    }
+    out.push_str("\r\n");
+}
+
+fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map(ToString::to_string).unwrap_or_default()
+}
+
+const INVOCATION_COLUMNS: &[&str] = &[
+    "id",
+    "status",
+    "trigger",
+    "agent",
+    "tenant",
+    "started_at",
+    "latency_ms",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "model",
+    "prompt",
+    "rounds",
+    "session_id",
+    "input",
+];
+const CALL_COLUMNS: &[&str] = &[
+    "id",
+    "invocation_id",
+    "round",
+    "status",
+    "http_status",
+    "trigger",
+    "agent",
+    "tenant",
+    "provider",
+    "model",
+    "started_at",
+    "latency_ms",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "stop_reason",
+    "prompt",
+    "session_id",
+    "input",
+];
+
+fn status(s: &Option<crate::record::CallStatus>) -> String {
+    s.map(|s| s.as_str().to_string()).unwrap_or_default()
+}
+
+fn invocation_row(s: &InvocationSummary, input: String) -> Vec<String> {
+    vec![
+        s.id.clone(),
+        status(&s.status),
+        opt(&s.trigger),
+        opt(&s.agent),
+        opt(&s.tenant),
+        s.started_at.clone(),
+        s.latency_ms.to_string(),
+        opt(&s.input_tokens),
+        opt(&s.output_tokens),
+        opt(&s.cost_usd),
+        opt(&s.model),
+        opt(&s.prompt),
+        s.rounds.to_string(),
+        opt(&s.session_id),
+        input,
+    ]
+}
+
+fn call_row(s: &CallSummary, input: String) -> Vec<String> {
+    vec![
+        s.id.clone(),
+        s.invocation_id.clone(),
+        s.round.to_string(),
+        status(&s.status),
+        opt(&s.http_status),
+        opt(&s.trigger),
+        opt(&s.agent),
+        opt(&s.tenant),
+        s.provider.clone(),
+        opt(&s.model),
+        s.started_at.clone(),
+        s.latency_ms.to_string(),
+        opt(&s.input_tokens),
+        opt(&s.output_tokens),
+        opt(&s.cost_usd),
+        opt(&s.stop_reason),
+        opt(&s.prompt),
+        opt(&s.session_id),
+        input,
+    ]
+}
+
+/// The last user message of a call, for admins (empty for viewers).
+fn call_input(store: &Store, id: &str, admin: bool) -> String {
+    if !admin {
+        return String::new();
+    }
+    match store.call_text(id) {
+        Ok(Some(t)) => t.last_user.unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+pub(super) fn csv(
+    state: &Arc<ApiState>,
+    who: &Principal,
+    p: &Params,
+    invocations: bool,
+    path: &str,
+) -> ApiResult {
+    p.only(&[FILTER_PARAMS])?;
+    let filter = list_filter(who, p)?;
+    let admin = who.is_admin();
+    if admin {
+        audit(state, who, "export with prompts", path)?;
+    }
+    let (tx, rx) = mpsc::channel::<Bytes>(4);
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = produce_csv(&state.store, &filter, invocations, admin, &tx) {
+            tracing::warn!(error = %e, "CSV export stopped early");
+        }
+    });
+    Ok(streamed(rx, "text/csv; charset=utf-8"))
+}
+
+fn produce_csv(
+    store: &Store,
+    filter: &Filter,
+    invocations: bool,
+    admin: bool,
+    tx: &mpsc::Sender<Bytes>,
+) -> Result<(), ApiError> {
+    let mut buf = String::with_capacity(CHUNK_BYTES * 2);
+    let columns = if invocations {
+        INVOCATION_COLUMNS
+    } else {
+        CALL_COLUMNS
+    };
+    csv_row(
+        &mut buf,
+        &columns.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+    );
+    let mut request = PageRequest {
+        limit: EXPORT_PAGE,
+        after: None,
+        offset: 0,
+        count_total: false,
+    };
+    let flush = |buf: &mut String| -> bool {
+        let chunk = Bytes::from(std::mem::take(buf));
+        tx.blocking_send(chunk).is_ok()
+    };
+    loop {
+        let next = if invocations {
+            let page = store.list_invocations(filter, &request)?;
+            for s in &page.items {
+                let input = match (admin, store.invocation_call_ids(&s.id)) {
+                    (true, Ok(ids)) => ids
+                        .first()
+                        .map(|id| call_input(store, id, true))
+                        .unwrap_or_default(),
+                    _ => String::new(),
+                };
+                csv_row(&mut buf, &invocation_row(s, input));
+                if buf.len() >= CHUNK_BYTES && !flush(&mut buf) {
+                    return Ok(());
+                }
+            }
+            page.next
+        } else {
+            let page = store.list_calls(filter, &request)?;
+            for s in &page.items {
+                csv_row(&mut buf, &call_row(s, call_input(store, &s.id, admin)));
+                if buf.len() >= CHUNK_BYTES && !flush(&mut buf) {
+                    return Ok(());
+                }
+            }
+            page.next
+        };
+        match next {
+            Some(p) => request.after = Some(p),
+            None => break,
+        }
+    }
+    if !buf.is_empty() {
+        flush(&mut buf);
+    }
+    Ok(())
+}
+
+/// `GET /stream`: `event: call` and `event: invocation` with summary JSON, filtered.
+pub(super) fn stream(state: &Arc<ApiState>, who: &Principal, p: &Params) -> ApiResult {
+    p.only(&[FILTER_PARAMS, &["type"]])?;
+    let filter = list_filter(who, p)?;
+    if filter.text.is_some() {
+        return Err(bad("q", "text search is not available on the live stream").into());
+    }
+    let (calls, invocations) = match p.get("type").unwrap_or("all") {
+        "all" => (true, true),
+        "calls" => (true, false),
+        "invocations" => (false, true),
+        _ => return Err(bad("type", "expected calls, invocations or all").into()),
+    };
+    // Subscribe before answering: everything stored after the response head is seen.
+    let mut events = state.store.subscribe();
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    tokio::spawn(async move {
+        if tx
+            .send(Bytes::from_static(b": connected\n\n"))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let mut keepalive = tokio::time::interval(KEEPALIVE);
+        keepalive.tick().await;
+        loop {
+            let out = tokio::select! {
+                _ = tx.closed() => return,
+                _ = keepalive.tick() => String::from(": keepalive\n\n"),
+                got = events.recv() => match got {
+                    Ok(batch) => {
+                        let mut out = String::new();
+                        if calls {
+                            for c in batch.calls.iter().filter(|c| filter.matches_facets(&c.facets())) {
+                                sse_event(&mut out, "call", c);
+                            }
+                        }
+                        if invocations {
+                            for i in batch.invocations.iter().filter(|i| filter.matches_facets(&i.facets())) {
+                                sse_event(&mut out, "invocation", i);
+                            }
+                        }
+                        out
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => format!(": lagged, {n} batches skipped\n\n"),
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            };
+            if !out.is_empty() && tx.send(Bytes::from(out)).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(streamed(rx, "text/event-stream"))
+}
+
+fn sse_event<T: serde::Serialize>(out: &mut String, name: &str, value: &T) {
+    if let Ok(data) = serde_json::to_string(value) {
+        out.push_str("event: ");
+        out.push_str(name);
+        out.push_str("\ndata: ");
+        out.push_str(&data);
+        out.push_str("\n\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quoting_follows_rfc_4180() {
+        let mut out = String::new();
+        csv_row(
+            &mut out,
+            &[
+                "plain".into(),
+                "a,b".into(),
+                "say \"hi\"".into(),
+                "two\nlines".into(),
+                String::new(),
+            ],
+        );
+        assert_eq!(out, "plain,\"a,b\",\"say \"\"hi\"\"\",\"two\nlines\",\r\n");
+    }
+}

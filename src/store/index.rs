@@ -1,0 +1,413 @@
+//! Secondary-index keys, index counters, rollup cells, sessions and rate-limit state:
+//! the derived data the writer maintains next to each batch so reads never scan.
+//!
+//! Index key: `tag, value, 0x00, time (u64 BE µs), id` (empty value). Tag `t` with an
+//! empty value indexes every record by time. Newest first is a reverse range scan
+//! over one prefix, and a time window is a sub-range of it. Values never contain NUL
+//! (summaries strip it). Pure key arithmetic and plain data; sled is driven by `mod.rs`.
+
+use super::summary::{tag, FacetView, Facets};
+use crate::record::{CallRecord, CallStatus, LimitWindow};
+use serde::{Deserialize, Serialize};
+
+/// Rollup time bucket: 15 minutes, so any whole-quarter-hour UTC offset gives exact days.
+pub const BUCKET_US: u64 = 15 * 60 * 1_000_000;
+/// Latency histogram: 4 buckets per doubling from 1 ms.
+pub const HIST_BUCKETS: usize = 96;
+
+pub fn index_prefix(tag: u8, value: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(value.len() + 2);
+    key.push(tag);
+    key.extend_from_slice(value);
+    key.push(0);
+    key
+}
+
+pub fn index_key(tag: u8, value: &[u8], time_us: u64, id: &str) -> Vec<u8> {
+    let mut key = index_prefix(tag, value);
+    key.extend_from_slice(&time_us.to_be_bytes());
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+/// Every index key of one record, with the counter key it adds to.
+pub fn index_entries(
+    kind: u8,
+    time_us: u64,
+    id: &str,
+    pairs: &[(u8, &[u8])],
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::with_capacity(pairs.len() + 1);
+    out.push((
+        index_key(tag::ALL, b"", time_us, id),
+        count_key(kind, tag::ALL, b""),
+    ));
+    for (t, v) in pairs {
+        if tag::INDEXED.contains(t) {
+            out.push((index_key(*t, v, time_us, id), count_key(kind, *t, v)));
+        }
+    }
+    out
+}
+
+pub fn facet_pairs(f: &Facets) -> Vec<(u8, &[u8])> {
+    f.pairs.iter().map(|(t, v)| (*t, v.as_bytes())).collect()
+}
+
+pub fn view_pairs<'a>(v: &FacetView<'a>) -> Vec<(u8, &'a [u8])> {
+    v.pairs().collect()
+}
+
+/// `kind` is `c` (calls) or `i` (invocations).
+pub fn count_key(kind: u8, tag: u8, value: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(value.len() + 2);
+    key.push(kind);
+    key.push(tag);
+    key.extend_from_slice(value);
+    key
+}
+
+/// The (time, id) at the end of an index key whose prefix is `prefix_len` long.
+pub fn split_index_key(key: &[u8], prefix_len: usize) -> Option<(u64, &[u8])> {
+    let time = u64::from_be_bytes(key.get(prefix_len..prefix_len + 8)?.try_into().ok()?);
+    Some((time, key.get(prefix_len + 8..)?))
+}
+
+/// Rollup scopes a record counts in: everything, its tenant, its agent, and both.
+pub fn scopes(tenant: Option<&str>, agent: Option<&str>) -> Vec<Vec<u8>> {
+    let agent = agent.unwrap_or("");
+    let mut out = vec![b"*".to_vec(), scope_agent(None, agent)];
+    if let Some(t) = tenant {
+        out.push(scope_tenant(t));
+        out.push(scope_agent(Some(t), agent));
+    }
+    out
+}
+
+pub fn scope_tenant(tenant: &str) -> Vec<u8> {
+    let mut s = b"T".to_vec();
+    s.extend_from_slice(tenant.as_bytes());
+    s
+}
+
+/// `A<agent>` or `X<tenant>\x1f<agent>`.
+pub fn scope_agent(tenant: Option<&str>, agent: &str) -> Vec<u8> {
+    match tenant {
+        None => {
+            let mut s = b"A".to_vec();
+            s.extend_from_slice(agent.as_bytes());
+            s
+        }
+        Some(t) => {
+            let mut s = b"X".to_vec();
+            s.extend_from_slice(t.as_bytes());
+            s.push(0x1f);
+            s.extend_from_slice(agent.as_bytes());
+            s
+        }
+    }
+}
+
+pub fn bucket_key(scope: &[u8], time_us: u64) -> Vec<u8> {
+    let mut key = scope.to_vec();
+    key.push(0);
+    key.extend_from_slice(&(time_us - time_us % BUCKET_US).to_be_bytes());
+    key
+}
+
+/// Counters for one scope over one bucket (or all time, with the latency histogram).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RollupCell {
+    pub calls: u64,
+    pub errors: u64,
+    pub invocations: u64,
+    pub cost_pusd: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub latency_sum_us: u64,
+    pub hist: Vec<u64>,
+}
+
+impl RollupCell {
+    pub fn add_call(&mut self, call: &CallRecord, with_hist: bool) {
+        self.calls += 1;
+        if call.status != Some(CallStatus::Success) {
+            self.errors += 1;
+        }
+        if let Some(c) = call.cost.as_ref().filter(|c| c.priced) {
+            self.cost_pusd += c.total_pusd;
+        } else if let Some(usd) = call.cost_usd {
+            self.cost_pusd += (usd * 1e12).round() as u64;
+        }
+        self.input_tokens += call.usage.input_tokens.unwrap_or(0);
+        self.output_tokens += call.usage.output_tokens.unwrap_or(0);
+        let latency_us = (call.latency_ms * 1000.0).max(0.0) as u64;
+        self.latency_sum_us += latency_us;
+        if with_hist {
+            if self.hist.len() < HIST_BUCKETS {
+                self.hist.resize(HIST_BUCKETS, 0);
+            }
+            self.hist[hist_bucket(latency_us)] += 1;
+        }
+    }
+
+    pub fn merge(&mut self, other: &RollupCell) {
+        self.calls += other.calls;
+        self.errors += other.errors;
+        self.invocations += other.invocations;
+        self.cost_pusd += other.cost_pusd;
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.latency_sum_us += other.latency_sum_us;
+        if self.hist.len() < other.hist.len() {
+            self.hist.resize(other.hist.len(), 0);
+        }
+        for (a, b) in self.hist.iter_mut().zip(&other.hist) {
+            *a += b;
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(56 + self.hist.len() * 8);
+        for n in [
+            self.calls,
+            self.errors,
+            self.invocations,
+            self.cost_pusd,
+            self.input_tokens,
+            self.output_tokens,
+            self.latency_sum_us,
+        ] {
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+        for n in &self.hist {
+            out.extend_from_slice(&n.to_be_bytes());
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> RollupCell {
+        let mut nums = bytes
+            .chunks_exact(8)
+            .map(|c| u64::from_be_bytes(c.try_into().unwrap_or([0; 8])));
+        let mut next = || nums.next().unwrap_or(0);
+        let mut cell = RollupCell {
+            calls: next(),
+            errors: next(),
+            invocations: next(),
+            cost_pusd: next(),
+            input_tokens: next(),
+            output_tokens: next(),
+            latency_sum_us: next(),
+            hist: Vec::new(),
+        };
+        cell.hist = nums.collect();
+        cell
+    }
+
+    /// Latency quantile in ms from the histogram (bucket geometric midpoint), if any calls.
+    pub fn latency_quantile_ms(&self, q: f64) -> Option<f64> {
+        let total: u64 = self.hist.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, n) in self.hist.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                let (lo, hi) = hist_bounds_ms(i);
+                return Some(((lo * hi).sqrt() * 10.0).round() / 10.0);
+            }
+        }
+        None
+    }
+}
+
+fn hist_bucket(latency_us: u64) -> usize {
+    let ms = latency_us as f64 / 1000.0;
+    if ms <= 1.0 {
+        return 0;
+    }
+    ((ms.log2() * 4.0).floor() as usize + 1).min(HIST_BUCKETS - 1)
+}
+
+fn hist_bounds_ms(i: usize) -> (f64, f64) {
+    if i == 0 {
+        return (0.5, 1.0);
+    }
+    (2f64.powf((i - 1) as f64 / 4.0), 2f64.powf(i as f64 / 4.0))
+}
+
+/// One conversation session, maintained by the writer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionSummary {
+    pub id: String,
+    /// The first user message, shortened.
+    pub subject: Option<String>,
+    pub agent: Option<String>,
+    pub tenant: Option<String>,
+    pub calls: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+    pub first_at: String,
+    pub first_at_us: u64,
+    pub last_at: String,
+    pub last_at_us: u64,
+}
+
+/// Session list key: first time (u64 BE), session id. Value: tenant.
+pub fn session_list_key(first_us: u64, id: &str) -> Vec<u8> {
+    let mut key = first_us.to_be_bytes().to_vec();
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+pub fn subject_of(call: &CallRecord) -> Option<String> {
+    let text = call
+        .request
+        .as_ref()?
+        .messages
+        .iter()
+        .find(|m| m.role == "user")?
+        .text
+        .as_deref()?;
+    Some(shorten(text, 80))
+}
+
+/// One line, at most `max` characters, with an ellipsis when cut.
+pub fn shorten(text: &str, max: usize) -> String {
+    let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() <= max {
+        return line;
+    }
+    let mut out: String = line.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// The latest rate-limit state of one provider, API key and model.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RateLimitState {
+    pub provider: String,
+    pub key_fingerprint: Option<String>,
+    pub model: Option<String>,
+    pub at: String,
+    pub at_us: u64,
+    pub requests: Option<LimitWindow>,
+    pub tokens: Option<LimitWindow>,
+    pub input_tokens: Option<LimitWindow>,
+    pub output_tokens: Option<LimitWindow>,
+    pub retry_after_s: Option<f64>,
+    pub last_429_at: Option<String>,
+    pub last_429_us: Option<u64>,
+    pub last_retry_after_s: Option<f64>,
+}
+
+/// One point of the remaining-capacity series.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RateLimitPoint {
+    pub at_us: u64,
+    pub status: Option<CallStatus>,
+    pub requests_remaining: Option<u64>,
+    pub tokens_remaining: Option<u64>,
+    pub input_tokens_remaining: Option<u64>,
+    pub output_tokens_remaining: Option<u64>,
+}
+
+/// `provider, 0, key fingerprint, 0, model`.
+pub fn ratelimit_key(provider: &str, fingerprint: Option<&str>, model: Option<&str>) -> Vec<u8> {
+    let mut key = provider.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(fingerprint.unwrap_or("").as_bytes());
+    key.push(0);
+    key.extend_from_slice(model.unwrap_or("").as_bytes());
+    key
+}
+
+pub fn series_key(rl_key: &[u8], time_us: u64, id: &str) -> Vec<u8> {
+    let mut key = rl_key.to_vec();
+    key.push(0);
+    key.extend_from_slice(&time_us.to_be_bytes());
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+/// Text searched by `q`: the system prompt and the last user message.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CallText {
+    pub system: Option<String>,
+    pub last_user: Option<String>,
+}
+
+const TEXT_MAX: usize = 8192;
+
+impl CallText {
+    pub fn of(call: &CallRecord) -> Option<CallText> {
+        let request = call.request.as_ref()?;
+        let cut = |s: &str| s.chars().take(TEXT_MAX).collect::<String>();
+        let system = request.system.as_deref().map(cut).or_else(|| {
+            request
+                .messages
+                .iter()
+                .find(|m| m.role == "system" || m.role == "developer")
+                .and_then(|m| m.text.as_deref().map(cut))
+        });
+        let last_user = request
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.role == "user")
+            .and_then(|m| m.text.as_deref().map(cut));
+        (system.is_some() || last_user.is_some()).then_some(CallText { system, last_user })
+    }
+
+    /// `needle` must already be lowercase.
+    pub fn contains(&self, needle: &str) -> bool {
+        [&self.system, &self.last_user]
+            .into_iter()
+            .flatten()
+            .any(|t| t.to_lowercase().contains(needle))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_by_time_within_a_prefix() {
+        let a = index_key(tag::AGENT, b"bot", 5, "c_b");
+        let b = index_key(tag::AGENT, b"bot", 6, "c_a");
+        let c = index_key(tag::AGENT, b"bot2", 1, "c_a");
+        assert!(a < b);
+        assert!(!c.starts_with(&index_prefix(tag::AGENT, b"bot")));
+        assert_eq!(split_index_key(&b, 5), Some((6, &b"c_a"[..])));
+    }
+
+    #[test]
+    fn rollup_cells_round_trip_and_give_quantiles() {
+        let mut cell = RollupCell::default();
+        for ms in [10.0, 20.0, 30.0, 1000.0] {
+            let call = CallRecord {
+                latency_ms: ms,
+                status: Some(CallStatus::Success),
+                ..CallRecord::default()
+            };
+            cell.add_call(&call, true);
+        }
+        let back = RollupCell::decode(&cell.encode());
+        assert_eq!(back, cell);
+        let p50 = back.latency_quantile_ms(0.5).unwrap();
+        assert!((16.0..=24.0).contains(&p50), "{p50}");
+        let p95 = back.latency_quantile_ms(0.95).unwrap();
+        assert!((840.0..=1190.0).contains(&p95), "{p95}");
+    }
+
+    #[test]
+    fn shorten_cuts_on_characters() {
+        assert_eq!(shorten("a  b\nc", 10), "a b c");
+        assert_eq!(shorten("ééééé", 3), "éé…");
+    }
+}

@@ -1,0 +1,626 @@
+//! The only module that knows sled: key layout, encoding, batch writes and reads.
+//!
+//! Key layout (all keys are bytes; ids are time-ordered ASCII; "time" is u64 BE µs):
+//! - `calls`:        call id → CallRecord (JSON)
+//! - `invocations`:  invocation id → InvocationRecord (JSON)
+//! - `inv_rounds`:   invocation id, 0x00, round (u32 BE), call id → ()
+//!   lists an invocation's calls in round order with one prefix scan
+//! - `call_sum` / `inv_sum`: id → summary (facet header + JSON, see `summary.rs`)
+//! - `call_idx` / `inv_idx`: tag, value, 0x00, time, id → () (see `index.rs`);
+//!   tag `t` (empty value) is the time index of every record
+//! - `idx_counts`: `c`|`i`, tag, value → entries under that index prefix (u64 BE)
+//! - `call_text`: call id → system prompt and last user message (JSON), for `q`
+//! - `rollup`:       scope, 0x00, 15-minute bucket start → counters (`RollupCell`)
+//! - `rollup_all`:   scope → all-time counters with a latency histogram
+//! - `sessions`:     session id → SessionSummary JSON; `session_list`: first time, id → tenant
+//! - `ratelimits`:   provider, 0, key fingerprint, 0, model → latest RateLimitState JSON
+//! - `rl_series`:    that key, 0x00, time, call id → RateLimitPoint JSON
+//! - `rl_429`:       that key, 0x00, time, call id → retry-after seconds (JSON)
+//! - `audit`:        time, sequence (u32 BE) → audit entry JSON (written by the API)
+//! - `meta`:         `schema` → version
+//!
+//! Writes come from the single writer thread only (the audit log excepted: it is
+//! append-only and written by API handlers); readers share the handle. After each
+//! batch the store publishes its summaries on a broadcast channel (`subscribe`) for
+//! the live stream; sending never blocks.
+
+pub mod index;
+mod query;
+pub mod summary;
+
+pub use query::{AuditEntry, Page, PageRequest, Position, ScanOutcome, COUNT_CAP};
+
+use crate::record::{CallRecord, CallStatus, InvocationRecord};
+use index::{CallText, RateLimitPoint, RateLimitState, RollupCell, SessionSummary};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
+use summary::{CallSummary, FacetView, InvocationSummary};
+use tokio::sync::broadcast;
+
+const SCHEMA_VERSION: &[u8] = b"1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store in {dir} is in use by another llmtap process (sled holds a lock on it); stop that process or choose another --data-dir")]
+    Locked { dir: String },
+    #[error("cannot open the store in {dir}: {source}")]
+    Open { dir: String, source: sled::Error },
+    #[error("store schema {found} is not supported by this llmtap (expects {expected})")]
+    Schema { found: String, expected: String },
+    #[error("store error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("stored record {key} is corrupt: {source}")]
+    Decode {
+        key: String,
+        source: serde_json::Error,
+    },
+    #[error("cannot encode record: {0}")]
+    Encode(serde_json::Error),
+}
+
+/// What the live stream carries: the summaries of one stored batch.
+#[derive(Debug, Clone, Default)]
+pub struct BatchWritten {
+    pub calls: Vec<CallSummary>,
+    pub invocations: Vec<InvocationSummary>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    calls: sled::Tree,
+    invocations: sled::Tree,
+    inv_rounds: sled::Tree,
+    call_sum: sled::Tree,
+    inv_sum: sled::Tree,
+    call_idx: sled::Tree,
+    inv_idx: sled::Tree,
+    idx_counts: sled::Tree,
+    call_text: sled::Tree,
+    rollup: sled::Tree,
+    rollup_all: sled::Tree,
+    sessions: sled::Tree,
+    session_list: sled::Tree,
+    ratelimits: sled::Tree,
+    rl_series: sled::Tree,
+    rl_429: sled::Tree,
+    audit: sled::Tree,
+    audit_seq: Arc<AtomicU32>,
+    events: broadcast::Sender<Arc<BatchWritten>>,
+}
+
+fn round_key(invocation_id: &str, round: u32, call_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(invocation_id.len() + 5 + call_id.len());
+    key.extend_from_slice(invocation_id.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&round.to_be_bytes());
+    key.extend_from_slice(call_id.as_bytes());
+    key
+}
+
+fn round_prefix(invocation_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(invocation_id.len() + 1);
+    key.extend_from_slice(invocation_id.as_bytes());
+    key.push(0);
+    key
+}
+
+/// Live-stream buffer per subscriber; a slower reader skips ahead (and is told).
+const EVENT_BUFFER: usize = 4096;
+
+impl Store {
+    pub fn open(dir: &Path, cache_bytes: u64, flush_every_ms: u64) -> Result<Store, StoreError> {
+        let shown = dir.display().to_string();
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(Some(flush_every_ms.max(1)))
+            .open()
+            .map_err(|source| match &source {
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("lock") =>
+                {
+                    StoreError::Locked { dir: shown.clone() }
+                }
+                _ => StoreError::Open {
+                    dir: shown.clone(),
+                    source,
+                },
+            })?;
+        let meta = db.open_tree("meta")?;
+        match meta.get("schema")? {
+            None => {
+                meta.insert("schema", SCHEMA_VERSION)?;
+            }
+            Some(v) if v.as_ref() == SCHEMA_VERSION => {}
+            Some(v) => {
+                return Err(StoreError::Schema {
+                    found: String::from_utf8_lossy(&v).into_owned(),
+                    expected: String::from_utf8_lossy(SCHEMA_VERSION).into_owned(),
+                })
+            }
+        }
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let store = Store {
+            calls: db.open_tree("calls")?,
+            invocations: db.open_tree("invocations")?,
+            inv_rounds: db.open_tree("inv_rounds")?,
+            call_sum: db.open_tree("call_sum")?,
+            inv_sum: db.open_tree("inv_sum")?,
+            call_idx: db.open_tree("call_idx")?,
+            inv_idx: db.open_tree("inv_idx")?,
+            idx_counts: db.open_tree("idx_counts")?,
+            call_text: db.open_tree("call_text")?,
+            rollup: db.open_tree("rollup")?,
+            rollup_all: db.open_tree("rollup_all")?,
+            sessions: db.open_tree("sessions")?,
+            session_list: db.open_tree("session_list")?,
+            ratelimits: db.open_tree("ratelimits")?,
+            rl_series: db.open_tree("rl_series")?,
+            rl_429: db.open_tree("rl_429")?,
+            audit: db.open_tree("audit")?,
+            audit_seq: Arc::new(AtomicU32::new(0)),
+            events,
+            db,
+        };
+        if meta.get("read_indexes")?.is_none() {
+            if !store.calls.is_empty() {
+                tracing::info!("building read-API indexes for an older store");
+                store.reindex()?;
+            }
+            meta.insert("read_indexes", b"1")?;
+        }
+        Ok(store)
+    }
+
+    /// Live summaries of every batch stored from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<BatchWritten>> {
+        self.events.subscribe()
+    }
+
+    /// Stores a batch of calls and the invocations they changed.
+    pub fn write_batch(
+        &self,
+        calls: &[CallRecord],
+        invocations: &[InvocationRecord],
+    ) -> Result<(), StoreError> {
+        let written = self.write_batch_derived(calls, invocations, true)?;
+        if self.events.receiver_count() > 0 {
+            // Never blocks: a full buffer drops the oldest event for lagging readers.
+            let _ = self.events.send(Arc::new(written));
+        }
+        Ok(())
+    }
+
+    /// Rebuilds every derived tree from `calls` and `invocations` (stores written
+    /// before the read indexes existed).
+    fn reindex(&self) -> Result<(), StoreError> {
+        let mut batch = Vec::with_capacity(1000);
+        for entry in self.calls.iter() {
+            let (key, value) = entry?;
+            batch.push(decode::<CallRecord>(&key, &value)?);
+            if batch.len() == 1000 {
+                self.write_batch_derived(&batch, &[], false)?;
+                batch.clear();
+            }
+        }
+        self.write_batch_derived(&batch, &[], false)?;
+        let mut invs = Vec::with_capacity(1000);
+        for entry in self.invocations.iter() {
+            let (key, value) = entry?;
+            invs.push(decode::<InvocationRecord>(&key, &value)?);
+            if invs.len() == 1000 {
+                self.write_batch_derived(&[], &invs, false)?;
+                invs.clear();
+            }
+        }
+        self.write_batch_derived(&[], &invs, false)?;
+        Ok(())
+    }
+
+    /// The batch write: records, then summaries, indexes, counters, rollups,
+    /// sessions and rate-limit state. Each tree's part is one atomic sled batch;
+    /// records go first so derived data never points at a missing record.
+    fn write_batch_derived(
+        &self,
+        calls: &[CallRecord],
+        invocations: &[InvocationRecord],
+        write_records: bool,
+    ) -> Result<BatchWritten, StoreError> {
+        let mut call_batch = sled::Batch::default();
+        let mut round_batch = sled::Batch::default();
+        let mut sum_batch = sled::Batch::default();
+        let mut idx_batch = sled::Batch::default();
+        let mut text_batch = sled::Batch::default();
+        let mut series_batch = sled::Batch::default();
+        let mut r429_batch = sled::Batch::default();
+        let mut counts: HashMap<Vec<u8>, i64> = HashMap::new();
+        let mut buckets: HashMap<Vec<u8>, RollupCell> = HashMap::new();
+        let mut all_time: HashMap<Vec<u8>, RollupCell> = HashMap::new();
+        let mut sessions: HashMap<String, (Option<SessionSummary>, SessionSummary)> =
+            HashMap::new();
+        let mut limits: HashMap<Vec<u8>, RateLimitState> = HashMap::new();
+        // Prompt name and properties of each invocation, from its calls in this batch.
+        let mut inv_extra: HashMap<&str, (Option<String>, BTreeMap<String, String>)> =
+            HashMap::new();
+        let mut written = BatchWritten::default();
+
+        for call in calls {
+            if write_records {
+                let value = serde_json::to_vec(call).map_err(StoreError::Encode)?;
+                call_batch.insert(call.id.as_bytes(), value);
+            }
+            round_batch.insert(
+                round_key(&call.invocation_id, call.round, &call.id),
+                &[] as &[u8],
+            );
+            let summary = CallSummary::from_record(call);
+            let facets = summary.facets();
+            sum_batch.insert(
+                call.id.as_bytes(),
+                summary::encode_stored(&facets, &summary).map_err(StoreError::Encode)?,
+            );
+            for (key, count) in
+                index::index_entries(b'c', facets.time_us, &call.id, &index::facet_pairs(&facets))
+            {
+                idx_batch.insert(key, &[] as &[u8]);
+                *counts.entry(count).or_default() += 1;
+            }
+            if let Some(text) = CallText::of(call) {
+                text_batch.insert(
+                    call.id.as_bytes(),
+                    serde_json::to_vec(&text).map_err(StoreError::Encode)?,
+                );
+            }
+            let m = &call.metadata;
+            for scope in index::scopes(m.tenant.as_deref(), m.agent.as_deref()) {
+                buckets
+                    .entry(index::bucket_key(&scope, call.started_at_us))
+                    .or_default()
+                    .add_call(call, false);
+                all_time.entry(scope).or_default().add_call(call, true);
+            }
+            if let Some(session_id) = &m.session_id {
+                let entry = match sessions.remove(session_id) {
+                    Some(e) => e,
+                    None => {
+                        let old: Option<SessionSummary> =
+                            decode_opt(session_id, self.sessions.get(session_id.as_bytes())?)?;
+                        let current = old.clone().unwrap_or_else(|| SessionSummary {
+                            id: session_id.clone(),
+                            first_at_us: call.started_at_us,
+                            ..SessionSummary::default()
+                        });
+                        (old, current)
+                    }
+                };
+                let (old, mut s) = entry;
+                update_session(&mut s, call);
+                sessions.insert(session_id.clone(), (old, s));
+            }
+            if call.rate_limit.is_some() || call.status == Some(CallStatus::RateLimited) {
+                self.note_rate_limit(call, &mut limits, &mut series_batch, &mut r429_batch)?;
+            }
+            let extra = inv_extra.entry(call.invocation_id.as_str()).or_default();
+            if extra.0.is_none() {
+                extra.0.clone_from(&m.prompt);
+            }
+            for (k, v) in &m.properties {
+                extra.1.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+            written.calls.push(summary);
+        }
+
+        let mut inv_batch = sled::Batch::default();
+        let mut inv_sum_batch = sled::Batch::default();
+        let mut inv_idx_batch = sled::Batch::default();
+        for inv in invocations {
+            if write_records {
+                let value = serde_json::to_vec(inv).map_err(StoreError::Encode)?;
+                inv_batch.insert(inv.id.as_bytes(), value);
+            }
+            let old_stored = self.inv_sum.get(inv.id.as_bytes())?;
+            let old = match &old_stored {
+                Some(bytes) => {
+                    let (header, json) = summary::split_stored(bytes)
+                        .ok_or_else(|| corrupt(&inv.id, "summary header"))?;
+                    let view = FacetView::parse(header)
+                        .ok_or_else(|| corrupt(&inv.id, "summary header"))?;
+                    let old_summary: InvocationSummary = decode(inv.id.as_bytes(), json)?;
+                    Some((view, old_summary))
+                }
+                None => None,
+            };
+            let (mut prompt, mut properties) = match &old {
+                Some((_, s)) => (s.prompt.clone(), s.properties.clone()),
+                None => (None, BTreeMap::new()),
+            };
+            if let Some((p, props)) = inv_extra.get(inv.id.as_str()) {
+                if prompt.is_none() {
+                    prompt.clone_from(p);
+                }
+                for (k, v) in props {
+                    properties.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+            let summary = InvocationSummary::from_record(inv, prompt, properties);
+            let facets = summary.facets();
+            let new_entries =
+                index::index_entries(b'i', facets.time_us, &inv.id, &index::facet_pairs(&facets));
+            let old_entries = match &old {
+                Some((view, _)) => {
+                    index::index_entries(b'i', view.time_us, &inv.id, &index::view_pairs(view))
+                }
+                None => Vec::new(),
+            };
+            let old_keys: HashSet<&Vec<u8>> = old_entries.iter().map(|(k, _)| k).collect();
+            let new_keys: HashSet<&Vec<u8>> = new_entries.iter().map(|(k, _)| k).collect();
+            for (key, count) in &old_entries {
+                if !new_keys.contains(key) {
+                    inv_idx_batch.remove(key.as_slice());
+                    *counts.entry(count.clone()).or_default() -= 1;
+                }
+            }
+            for (key, count) in &new_entries {
+                if !old_keys.contains(key) {
+                    inv_idx_batch.insert(key.as_slice(), &[] as &[u8]);
+                    *counts.entry(count.clone()).or_default() += 1;
+                }
+            }
+            if old.is_none() {
+                for scope in index::scopes(inv.tenant.as_deref(), inv.agent.as_deref()) {
+                    buckets
+                        .entry(index::bucket_key(&scope, inv.started_at_us))
+                        .or_default()
+                        .invocations += 1;
+                    all_time.entry(scope).or_default().invocations += 1;
+                }
+            }
+            inv_sum_batch.insert(
+                inv.id.as_bytes(),
+                summary::encode_stored(&facets, &summary).map_err(StoreError::Encode)?,
+            );
+            written.invocations.push(summary);
+        }
+
+        let mut session_batch = sled::Batch::default();
+        let mut session_list_batch = sled::Batch::default();
+        for (id, (old, new)) in &sessions {
+            if let Some(old) = old {
+                if old.first_at_us != new.first_at_us {
+                    session_list_batch.remove(index::session_list_key(old.first_at_us, id));
+                }
+            }
+            session_list_batch.insert(
+                index::session_list_key(new.first_at_us, id),
+                new.tenant.as_deref().unwrap_or("").as_bytes(),
+            );
+            session_batch.insert(
+                id.as_bytes(),
+                serde_json::to_vec(new).map_err(StoreError::Encode)?,
+            );
+        }
+        let mut limit_batch = sled::Batch::default();
+        for (key, state) in &limits {
+            limit_batch.insert(
+                key.as_slice(),
+                serde_json::to_vec(state).map_err(StoreError::Encode)?,
+            );
+        }
+        let mut count_batch = sled::Batch::default();
+        for (key, delta) in counts {
+            if delta == 0 {
+                continue;
+            }
+            let now = self.idx_counts.get(&key)?.map_or(0, |v| be_u64(&v));
+            count_batch.insert(key, &(now as i64 + delta).max(0).to_be_bytes());
+        }
+        let mut bucket_batch = sled::Batch::default();
+        for (key, cell) in buckets {
+            let mut stored = self
+                .rollup
+                .get(&key)?
+                .map(|v| RollupCell::decode(&v))
+                .unwrap_or_default();
+            stored.merge(&cell);
+            bucket_batch.insert(key, stored.encode());
+        }
+        let mut all_batch = sled::Batch::default();
+        for (key, cell) in all_time {
+            let mut stored = self
+                .rollup_all
+                .get(&key)?
+                .map(|v| RollupCell::decode(&v))
+                .unwrap_or_default();
+            stored.merge(&cell);
+            all_batch.insert(key, stored.encode());
+        }
+
+        // Records first: derived data never points at a call that is not stored.
+        self.calls.apply_batch(call_batch)?;
+        self.inv_rounds.apply_batch(round_batch)?;
+        self.invocations.apply_batch(inv_batch)?;
+        self.call_text.apply_batch(text_batch)?;
+        self.call_sum.apply_batch(sum_batch)?;
+        self.inv_sum.apply_batch(inv_sum_batch)?;
+        self.call_idx.apply_batch(idx_batch)?;
+        self.inv_idx.apply_batch(inv_idx_batch)?;
+        self.idx_counts.apply_batch(count_batch)?;
+        self.rollup.apply_batch(bucket_batch)?;
+        self.rollup_all.apply_batch(all_batch)?;
+        self.sessions.apply_batch(session_batch)?;
+        self.session_list.apply_batch(session_list_batch)?;
+        self.ratelimits.apply_batch(limit_batch)?;
+        self.rl_series.apply_batch(series_batch)?;
+        self.rl_429.apply_batch(r429_batch)?;
+        Ok(written)
+    }
+
+    fn note_rate_limit(
+        &self,
+        call: &CallRecord,
+        limits: &mut HashMap<Vec<u8>, RateLimitState>,
+        series: &mut sled::Batch,
+        r429: &mut sled::Batch,
+    ) -> Result<(), StoreError> {
+        let model = call.response_model.as_deref().or(call.model.as_deref());
+        let key = index::ratelimit_key(&call.provider, call.api_key_fingerprint.as_deref(), model);
+        let mut state = match limits.remove(&key) {
+            Some(s) => s,
+            None => decode_opt::<RateLimitState>(&call.provider, self.ratelimits.get(&key)?)?
+                .unwrap_or_else(|| RateLimitState {
+                    provider: call.provider.clone(),
+                    key_fingerprint: call.api_key_fingerprint.clone(),
+                    model: model.map(str::to_string),
+                    ..RateLimitState::default()
+                }),
+        };
+        let rl = call.rate_limit.clone().unwrap_or_default();
+        if call.started_at_us >= state.at_us {
+            state.at_us = call.started_at_us;
+            state.at.clone_from(&call.started_at);
+            state.requests = rl.requests.clone().or(state.requests.take());
+            state.tokens = rl.tokens.clone().or(state.tokens.take());
+            state.input_tokens = rl.input_tokens.clone().or(state.input_tokens.take());
+            state.output_tokens = rl.output_tokens.clone().or(state.output_tokens.take());
+            state.retry_after_s = rl.retry_after_s;
+        }
+        let limited = call.status == Some(CallStatus::RateLimited);
+        if limited {
+            if state.last_429_us.is_none_or(|t| t <= call.started_at_us) {
+                state.last_429_us = Some(call.started_at_us);
+                state.last_429_at = Some(call.started_at.clone());
+                state.last_retry_after_s = rl.retry_after_s.or(state.last_retry_after_s);
+            }
+            r429.insert(
+                index::series_key(&key, call.started_at_us, &call.id),
+                serde_json::to_vec(&rl.retry_after_s).map_err(StoreError::Encode)?,
+            );
+        }
+        let remaining =
+            |w: &Option<crate::record::LimitWindow>| w.as_ref().and_then(|w| w.remaining);
+        let point = RateLimitPoint {
+            at_us: call.started_at_us,
+            status: call.status,
+            requests_remaining: remaining(&rl.requests),
+            tokens_remaining: remaining(&rl.tokens),
+            input_tokens_remaining: remaining(&rl.input_tokens),
+            output_tokens_remaining: remaining(&rl.output_tokens),
+        };
+        series.insert(
+            index::series_key(&key, call.started_at_us, &call.id),
+            serde_json::to_vec(&point).map_err(StoreError::Encode)?,
+        );
+        limits.insert(key, state);
+        Ok(())
+    }
+
+    pub fn get_call(&self, id: &str) -> Result<Option<CallRecord>, StoreError> {
+        decode_opt(id, self.calls.get(id.as_bytes())?)
+    }
+
+    pub fn get_invocation(&self, id: &str) -> Result<Option<InvocationRecord>, StoreError> {
+        decode_opt(id, self.invocations.get(id.as_bytes())?)
+    }
+
+    /// The calls of an invocation in round order.
+    pub fn invocation_calls(&self, invocation_id: &str) -> Result<Vec<CallRecord>, StoreError> {
+        let prefix = round_prefix(invocation_id);
+        let mut out = Vec::new();
+        for entry in self.inv_rounds.scan_prefix(&prefix) {
+            let (key, _) = entry?;
+            let call_id = String::from_utf8_lossy(&key[prefix.len() + 4..]).into_owned();
+            if let Some(call) = self.get_call(&call_id)? {
+                out.push(call);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Invocations that ended at or after `since_us`, for seeding round counters at start-up.
+    pub fn invocations_since(&self, since_us: u64) -> Result<Vec<InvocationRecord>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.invocations.iter() {
+            let (key, value) = entry?;
+            let inv: InvocationRecord = decode(&key, &value)?;
+            if inv.ended_at_us >= since_us {
+                out.push(inv);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn call_count(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Every stored call id, oldest first.
+    pub fn call_ids(&self) -> Result<Vec<String>, StoreError> {
+        self.calls
+            .iter()
+            .keys()
+            .map(|k| Ok(String::from_utf8_lossy(&k?).into_owned()))
+            .collect()
+    }
+
+    pub fn flush(&self) -> Result<usize, StoreError> {
+        Ok(self.db.flush()?)
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(value).map_err(|source| StoreError::Decode {
+        key: String::from_utf8_lossy(key).into_owned(),
+        source,
+    })
+}
+
+fn decode_opt<T: serde::de::DeserializeOwned>(
+    key: &str,
+    value: Option<sled::IVec>,
+) -> Result<Option<T>, StoreError> {
+    value.map(|v| decode(key.as_bytes(), &v)).transpose()
+}
+
+fn corrupt(key: &str, what: &str) -> StoreError {
+    StoreError::Decode {
+        key: key.to_string(),
+        source: serde::de::Error::custom(format!("bad {what}")),
+    }
+}
+
+fn be_u64(bytes: &[u8]) -> u64 {
+    bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+fn update_session(s: &mut SessionSummary, call: &CallRecord) {
+    use crate::timefmt::format_rfc3339_us;
+    let m = &call.metadata;
+    s.calls += 1;
+    s.input_tokens += call.usage.input_tokens.unwrap_or(0);
+    s.output_tokens += call.usage.output_tokens.unwrap_or(0);
+    s.cost_usd += call.cost_usd.unwrap_or(0.0);
+    if call.started_at_us <= s.first_at_us || s.subject.is_none() {
+        if let Some(subject) = index::subject_of(call) {
+            if call.started_at_us <= s.first_at_us || s.subject.is_none() {
+                s.subject = Some(subject);
+            }
+        }
+    }
+    s.first_at_us = s.first_at_us.min(call.started_at_us);
+    s.last_at_us = s.last_at_us.max(call.started_at_us);
+    s.first_at = format_rfc3339_us(s.first_at_us);
+    s.last_at = format_rfc3339_us(s.last_at_us);
+    if s.agent.is_none() {
+        s.agent.clone_from(&m.agent);
+    }
+    if s.tenant.is_none() {
+        s.tenant.clone_from(&m.tenant);
+    }
+}

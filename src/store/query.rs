@@ -1,0 +1,728 @@
+//! Reads for the API: filtered, newest-first pages over the secondary indexes, counts,
+//! rollups, sessions, rate-limit state and the audit log.
+//!
+//! A list query picks one "driving" index (the indexed filter with the fewest entries,
+//! per `idx_counts`, else the time index), range-scans it backwards inside the time
+//! window and below the cursor, and checks any remaining filters on each candidate's
+//! summary header. Pages never decode full records. Every scan has a budget so no
+//! request reads the whole store.
+
+use super::index::{self, CallText, RateLimitPoint, RateLimitState, RollupCell, SessionSummary};
+use super::summary::{self, tag, FacetView, Filter};
+use super::{be_u64, decode, decode_opt, round_prefix, Store, StoreError};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::sync::atomic::Ordering;
+
+/// `total` is exact up to this many matches, then a lower bound.
+pub const COUNT_CAP: u64 = 10_000;
+/// Most index entries one page request examines; beyond it the page ends early
+/// with `has_more` and a cursor to continue from.
+const PAGE_BUDGET: usize = 200_000;
+/// Most index entries examined to count `total`.
+const COUNT_BUDGET: usize = 20_000;
+
+/// A place in newest-first order: strictly older records come after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub time_us: u64,
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    pub limit: usize,
+    pub after: Option<Position>,
+    pub offset: usize,
+    pub count_total: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: u64,
+    pub total_is_lower_bound: bool,
+    pub has_more: bool,
+    pub next: Option<Position>,
+}
+
+/// How a bounded scan ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanOutcome {
+    Complete,
+    /// The budget ran out; the result covers the newest part of the range only.
+    Truncated,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub at: String,
+    pub at_us: u64,
+    /// Token name, or the first 12 hex digits of its SHA-256.
+    pub who: String,
+    pub role: String,
+    pub tenant: Option<String>,
+    pub action: String,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Calls,
+    Invocations,
+}
+
+struct Plan {
+    tag: u8,
+    values: Vec<Vec<u8>>,
+    residual: bool,
+    exact_total: Option<u64>,
+}
+
+/// One reverse range scan: prefix length, iterator, and its current head (time, id).
+type Stream = (usize, std::iter::Rev<sled::Iter>, Option<(u64, Vec<u8>)>);
+
+/// Newest-first merge of the reverse range scans of one tag's values.
+struct Candidates {
+    streams: Vec<Stream>,
+    last: Option<(u64, Vec<u8>)>,
+}
+
+impl Candidates {
+    fn new(
+        tree: &sled::Tree,
+        tag: u8,
+        values: &[Vec<u8>],
+        from_us: Option<u64>,
+        to_us: Option<u64>,
+        before: Option<&Position>,
+    ) -> Result<Candidates, StoreError> {
+        let mut streams = Vec::with_capacity(values.len());
+        for value in values {
+            let prefix = index::index_prefix(tag, value);
+            let mut lo = prefix.clone();
+            lo.extend_from_slice(&from_us.unwrap_or(0).to_be_bytes());
+            let mut hi = prefix.clone();
+            hi.extend_from_slice(&to_us.unwrap_or(u64::MAX).to_be_bytes());
+            if to_us.is_none() {
+                hi.push(0xff);
+            }
+            if let Some(p) = before {
+                let at = index::index_key(tag, value, p.time_us, &p.id);
+                if at < hi {
+                    hi = at;
+                }
+            }
+            if lo >= hi {
+                continue;
+            }
+            let mut iter = tree.range(lo..hi).rev();
+            let head = next_key(&mut iter, prefix.len())?;
+            streams.push((prefix.len(), iter, head));
+        }
+        Ok(Candidates {
+            streams,
+            last: None,
+        })
+    }
+
+    fn next(&mut self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        loop {
+            let best = self
+                .streams
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| s.2.as_ref().map(|h| (i, h)))
+                .max_by(|a, b| a.1.cmp(b.1))
+                .map(|(i, _)| i);
+            let Some(i) = best else { return Ok(None) };
+            let (prefix_len, iter, head) = &mut self.streams[i];
+            let item = head.take();
+            *head = next_key(iter, *prefix_len)?;
+            if item.is_some() && item == self.last {
+                continue;
+            }
+            self.last.clone_from(&item);
+            return Ok(item);
+        }
+    }
+}
+
+fn next_key(
+    iter: &mut std::iter::Rev<sled::Iter>,
+    prefix_len: usize,
+) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+    for entry in iter.by_ref() {
+        let (key, _) = entry?;
+        if let Some((time, id)) = index::split_index_key(&key, prefix_len) {
+            return Ok(Some((time, id.to_vec())));
+        }
+    }
+    Ok(None)
+}
+
+impl Store {
+    fn trees(&self, kind: Kind) -> (&sled::Tree, &sled::Tree, u8) {
+        match kind {
+            Kind::Calls => (&self.call_idx, &self.call_sum, b'c'),
+            Kind::Invocations => (&self.inv_idx, &self.inv_sum, b'i'),
+        }
+    }
+
+    fn index_count(&self, kind: u8, tag: u8, value: &[u8]) -> Result<u64, StoreError> {
+        Ok(self
+            .idx_counts
+            .get(index::count_key(kind, tag, value))?
+            .map_or(0, |v| be_u64(&v)))
+    }
+
+    fn plan(&self, kind: Kind, filter: &Filter) -> Result<Plan, StoreError> {
+        let (_, _, k) = self.trees(kind);
+        let mut best: Option<(u64, usize)> = None;
+        for (i, (t, values)) in filter.eq.iter().enumerate() {
+            if !tag::INDEXED.contains(t) {
+                continue;
+            }
+            let mut estimate = 0;
+            for v in values {
+                estimate += self.index_count(k, *t, v.as_bytes())?;
+            }
+            if best.is_none_or(|(e, _)| estimate < e) {
+                best = Some((estimate, i));
+            }
+        }
+        let other = !filter.properties.is_empty()
+            || filter.has_session.is_some()
+            || filter.min_cost_pusd.is_some()
+            || filter.text.is_some();
+        let timeless = filter.from_us.is_none() && filter.to_us.is_none();
+        Ok(match best {
+            Some((estimate, i)) => {
+                let residual = other || filter.eq.len() > 1;
+                Plan {
+                    tag: filter.eq[i].0,
+                    values: filter.eq[i]
+                        .1
+                        .iter()
+                        .map(|v| v.as_bytes().to_vec())
+                        .collect(),
+                    residual,
+                    exact_total: (!residual && timeless).then_some(estimate),
+                }
+            }
+            None => {
+                let residual = other || !filter.eq.is_empty();
+                let all = self.index_count(k, tag::ALL, b"")?;
+                Plan {
+                    tag: tag::ALL,
+                    values: vec![Vec::new()],
+                    residual,
+                    exact_total: (!residual && timeless).then_some(all),
+                }
+            }
+        })
+    }
+
+    /// Checks the filters the driving index does not cover.
+    fn residual_ok(
+        &self,
+        kind: Kind,
+        filter: &Filter,
+        stored: &[u8],
+        id: &[u8],
+    ) -> Result<bool, StoreError> {
+        let view = summary::split_stored(stored).and_then(|(h, _)| FacetView::parse(h));
+        let Some(view) = view else { return Ok(false) };
+        if !filter.matches(&view) {
+            return Ok(false);
+        }
+        let Some(needle) = &filter.text else {
+            return Ok(true);
+        };
+        match kind {
+            Kind::Calls => self.text_matches(id, needle),
+            Kind::Invocations => {
+                let mut prefix = id.to_vec();
+                prefix.push(0);
+                for entry in self.inv_rounds.scan_prefix(&prefix) {
+                    let (key, _) = entry?;
+                    if self.text_matches(&key[prefix.len() + 4..], needle)? {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    fn text_matches(&self, call_id: &[u8], needle: &str) -> Result<bool, StoreError> {
+        Ok(match self.call_text.get(call_id)? {
+            Some(bytes) => decode::<CallText>(call_id, &bytes)?.contains(needle),
+            None => false,
+        })
+    }
+
+    fn page<T: DeserializeOwned>(
+        &self,
+        kind: Kind,
+        filter: &Filter,
+        request: &PageRequest,
+    ) -> Result<Page<T>, StoreError> {
+        let (idx, sums, _) = self.trees(kind);
+        let plan = self.plan(kind, filter)?;
+        let mut candidates = Candidates::new(
+            idx,
+            plan.tag,
+            &plan.values,
+            filter.from_us,
+            filter.to_us,
+            request.after.as_ref(),
+        )?;
+        let limit = request.limit.max(1);
+        let count_here =
+            request.count_total && request.after.is_none() && plan.exact_total.is_none();
+        let mut items = Vec::with_capacity(limit);
+        let mut next = None;
+        let mut has_more = false;
+        let mut matched: u64 = 0;
+        let mut examined = 0usize;
+        let mut truncated = false;
+        while let Some((time_us, id)) = candidates.next()? {
+            examined += 1;
+            let budget = if items.len() < limit {
+                PAGE_BUDGET
+            } else {
+                COUNT_BUDGET
+            };
+            if examined > budget {
+                truncated = true;
+                if items.len() < limit {
+                    has_more = true;
+                    next = Some(Position {
+                        time_us,
+                        id: String::from_utf8_lossy(&id).into_owned(),
+                    });
+                    // Resume at this candidate: the cursor is exclusive, so step past it.
+                    if let Some(p) = next.as_mut() {
+                        p.id.push('\u{10FFFF}');
+                    }
+                }
+                break;
+            }
+            let mut stored = None;
+            if plan.residual {
+                let Some(bytes) = sums.get(&id)? else {
+                    continue;
+                };
+                if !self.residual_ok(kind, filter, &bytes, &id)? {
+                    continue;
+                }
+                stored = Some(bytes);
+            }
+            matched += 1;
+            if matched <= request.offset as u64 {
+                continue;
+            }
+            if items.len() < limit {
+                let bytes = match stored {
+                    Some(b) => b,
+                    None => match sums.get(&id)? {
+                        Some(b) => b,
+                        None => continue,
+                    },
+                };
+                let json = summary::split_stored(&bytes).map(|(_, j)| j).unwrap_or(&[]);
+                items.push(decode::<T>(&id, json)?);
+                next = Some(Position {
+                    time_us,
+                    id: String::from_utf8_lossy(&id).into_owned(),
+                });
+                continue;
+            }
+            has_more = true;
+            if !count_here || matched > COUNT_CAP {
+                break;
+            }
+        }
+        if !has_more {
+            next = None;
+        }
+        let (total, lower) = if let Some(exact) = plan.exact_total {
+            (exact, false)
+        } else if !request.count_total {
+            (0, true)
+        } else if count_here {
+            (matched.min(COUNT_CAP), matched > COUNT_CAP || truncated)
+        } else {
+            self.count(kind, filter, &plan)?
+        };
+        Ok(Page {
+            items,
+            total,
+            total_is_lower_bound: lower,
+            has_more,
+            next,
+        })
+    }
+
+    fn count(&self, kind: Kind, filter: &Filter, plan: &Plan) -> Result<(u64, bool), StoreError> {
+        let (idx, sums, _) = self.trees(kind);
+        let mut candidates = Candidates::new(
+            idx,
+            plan.tag,
+            &plan.values,
+            filter.from_us,
+            filter.to_us,
+            None,
+        )?;
+        let mut matched = 0u64;
+        let mut examined = 0usize;
+        while let Some((_, id)) = candidates.next()? {
+            examined += 1;
+            if examined > COUNT_BUDGET {
+                return Ok((matched.min(COUNT_CAP), true));
+            }
+            if plan.residual {
+                let Some(bytes) = sums.get(&id)? else {
+                    continue;
+                };
+                if !self.residual_ok(kind, filter, &bytes, &id)? {
+                    continue;
+                }
+            }
+            matched += 1;
+            if matched > COUNT_CAP {
+                return Ok((COUNT_CAP, true));
+            }
+        }
+        Ok((matched, false))
+    }
+
+    pub fn list_calls(
+        &self,
+        filter: &Filter,
+        request: &PageRequest,
+    ) -> Result<Page<summary::CallSummary>, StoreError> {
+        self.page(Kind::Calls, filter, request)
+    }
+
+    pub fn list_invocations(
+        &self,
+        filter: &Filter,
+        request: &PageRequest,
+    ) -> Result<Page<summary::InvocationSummary>, StoreError> {
+        self.page(Kind::Invocations, filter, request)
+    }
+
+    /// Visits the facet header of every matching record, newest first, up to `budget`
+    /// index entries (for aggregate endpoints such as `/stats`).
+    pub fn scan_facets(
+        &self,
+        invocations: bool,
+        filter: &Filter,
+        budget: usize,
+        mut visit: impl FnMut(&FacetView<'_>),
+    ) -> Result<ScanOutcome, StoreError> {
+        let kind = if invocations {
+            Kind::Invocations
+        } else {
+            Kind::Calls
+        };
+        let (idx, sums, _) = self.trees(kind);
+        let plan = self.plan(kind, filter)?;
+        let mut candidates = Candidates::new(
+            idx,
+            plan.tag,
+            &plan.values,
+            filter.from_us,
+            filter.to_us,
+            None,
+        )?;
+        let mut examined = 0usize;
+        while let Some((_, id)) = candidates.next()? {
+            examined += 1;
+            if examined > budget {
+                return Ok(ScanOutcome::Truncated);
+            }
+            let Some(bytes) = sums.get(&id)? else {
+                continue;
+            };
+            if plan.residual && !self.residual_ok(kind, filter, &bytes, &id)? {
+                continue;
+            }
+            if let Some(view) = summary::split_stored(&bytes).and_then(|(h, _)| FacetView::parse(h))
+            {
+                visit(&view);
+            }
+        }
+        Ok(ScanOutcome::Complete)
+    }
+
+    pub fn call_summary(&self, id: &str) -> Result<Option<summary::CallSummary>, StoreError> {
+        self.stored_summary(&self.call_sum, id)
+    }
+
+    pub fn invocation_summary(
+        &self,
+        id: &str,
+    ) -> Result<Option<summary::InvocationSummary>, StoreError> {
+        self.stored_summary(&self.inv_sum, id)
+    }
+
+    fn stored_summary<T: DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+        id: &str,
+    ) -> Result<Option<T>, StoreError> {
+        match tree.get(id.as_bytes())? {
+            Some(bytes) => {
+                let json = summary::split_stored(&bytes).map(|(_, j)| j).unwrap_or(&[]);
+                Ok(Some(decode(id.as_bytes(), json)?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The tenant of a call or invocation, without decoding it; `None` if unknown id.
+    pub fn record_tenant(
+        &self,
+        invocation: bool,
+        id: &str,
+    ) -> Result<Option<Option<String>>, StoreError> {
+        let tree = if invocation {
+            &self.inv_sum
+        } else {
+            &self.call_sum
+        };
+        Ok(tree.get(id.as_bytes())?.map(|bytes| {
+            summary::split_stored(&bytes)
+                .and_then(|(h, _)| FacetView::parse(h))
+                .and_then(|v| v.get(tag::TENANT).map(str::to_string))
+        }))
+    }
+
+    pub fn call_text(&self, id: &str) -> Result<Option<CallText>, StoreError> {
+        decode_opt(id, self.call_text.get(id.as_bytes())?)
+    }
+
+    /// Call ids of an invocation in round order (no record decoding).
+    pub fn invocation_call_ids(&self, invocation_id: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = round_prefix(invocation_id);
+        let mut out = Vec::new();
+        for entry in self.inv_rounds.scan_prefix(&prefix) {
+            let (key, _) = entry?;
+            out.push(String::from_utf8_lossy(&key[prefix.len() + 4..]).into_owned());
+        }
+        Ok(out)
+    }
+
+    /// Sessions newest first (by first activity), optionally of one tenant.
+    pub fn list_sessions(
+        &self,
+        tenant: Option<&str>,
+        request: &PageRequest,
+    ) -> Result<Page<SessionSummary>, StoreError> {
+        let mut hi = u64::MAX.to_be_bytes().to_vec();
+        hi.push(0xff);
+        if let Some(p) = &request.after {
+            hi = index::session_list_key(p.time_us, &p.id);
+        }
+        let limit = request.limit.max(1);
+        let mut items = Vec::new();
+        let mut matched = 0u64;
+        let mut has_more = false;
+        let mut next = None;
+        for entry in self.session_list.range(..hi).rev() {
+            let (key, value) = entry?;
+            if tenant.is_some_and(|t| t.as_bytes() != value.as_ref()) {
+                continue;
+            }
+            matched += 1;
+            if matched <= request.offset as u64 {
+                continue;
+            }
+            if items.len() == limit {
+                has_more = true;
+                break;
+            }
+            let id = String::from_utf8_lossy(key.get(8..).unwrap_or(&[])).into_owned();
+            if let Some(s) = decode_opt::<SessionSummary>(&id, self.sessions.get(id.as_bytes())?)? {
+                next = Some(Position {
+                    time_us: s.first_at_us,
+                    id: id.clone(),
+                });
+                items.push(s);
+            }
+        }
+        if !has_more {
+            next = None;
+        }
+        let (total, lower) = if !request.count_total {
+            (0, true)
+        } else if tenant.is_none() {
+            (self.sessions.len() as u64, false)
+        } else {
+            let mut n = 0u64;
+            for entry in self.session_list.iter() {
+                let (_, value) = entry?;
+                if tenant.is_some_and(|t| t.as_bytes() == value.as_ref()) {
+                    n += 1;
+                    if n > COUNT_CAP {
+                        break;
+                    }
+                }
+            }
+            (n.min(COUNT_CAP), n > COUNT_CAP)
+        };
+        Ok(Page {
+            items,
+            total,
+            total_is_lower_bound: lower,
+            has_more,
+            next,
+        })
+    }
+
+    pub fn session(&self, id: &str) -> Result<Option<SessionSummary>, StoreError> {
+        decode_opt(id, self.sessions.get(id.as_bytes())?)
+    }
+
+    /// Every call of a session, chronological: calls carrying the session id, and the
+    /// calls (tool HTTP calls included) of the session's invocations. At most `max`.
+    pub fn session_calls(
+        &self,
+        session_id: &str,
+        max: usize,
+    ) -> Result<Vec<summary::CallSummary>, StoreError> {
+        let mut ids = std::collections::BTreeSet::new();
+        let prefix = index::index_prefix(tag::SESSION, session_id.as_bytes());
+        for entry in self.call_idx.scan_prefix(&prefix).take(max) {
+            let (key, _) = entry?;
+            if let Some((_, id)) = index::split_index_key(&key, prefix.len()) {
+                ids.insert(String::from_utf8_lossy(id).into_owned());
+            }
+        }
+        for entry in self.inv_idx.scan_prefix(&prefix).take(max) {
+            let (key, _) = entry?;
+            if let Some((_, inv)) = index::split_index_key(&key, prefix.len()) {
+                for id in self.invocation_call_ids(&String::from_utf8_lossy(inv))? {
+                    ids.insert(id);
+                }
+            }
+            if ids.len() >= max {
+                break;
+            }
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids.into_iter().take(max) {
+            if let Some(s) = self.call_summary(&id)? {
+                out.push(s);
+            }
+        }
+        out.sort_by(|a, b| (a.started_at_us, &a.id).cmp(&(b.started_at_us, &b.id)));
+        Ok(out)
+    }
+
+    /// Sum of the rollup buckets of `scope` that start in [from_us, to_us).
+    pub fn rollup_range(
+        &self,
+        scope: &[u8],
+        from_us: u64,
+        to_us: u64,
+    ) -> Result<RollupCell, StoreError> {
+        let mut total = RollupCell::default();
+        let lo = index::bucket_key(scope, from_us.div_ceil(index::BUCKET_US) * index::BUCKET_US);
+        let mut hi = scope.to_vec();
+        hi.push(0);
+        hi.extend_from_slice(&to_us.to_be_bytes());
+        for entry in self.rollup.range(lo..hi) {
+            let (_, value) = entry?;
+            total.merge(&RollupCell::decode(&value));
+        }
+        Ok(total)
+    }
+
+    /// All-time counters of one scope.
+    pub fn rollup_total(&self, scope: &[u8]) -> Result<RollupCell, StoreError> {
+        Ok(self
+            .rollup_all
+            .get(scope)?
+            .map(|v| RollupCell::decode(&v))
+            .unwrap_or_default())
+    }
+
+    /// All-time counters of every scope starting with `prefix` (e.g. every agent).
+    pub fn rollup_scopes(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, RollupCell)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.rollup_all.scan_prefix(prefix) {
+            let (key, value) = entry?;
+            out.push((key.to_vec(), RollupCell::decode(&value)));
+        }
+        Ok(out)
+    }
+
+    /// Latest rate-limit state of every provider, key and model.
+    pub fn ratelimit_states(&self) -> Result<Vec<(Vec<u8>, RateLimitState)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in self.ratelimits.iter() {
+            let (key, value) = entry?;
+            out.push((key.to_vec(), decode(&key, &value)?));
+        }
+        Ok(out)
+    }
+
+    /// 429s of one rate-limit key since `since_us`.
+    pub fn count_429_since(&self, key: &[u8], since_us: u64) -> Result<u64, StoreError> {
+        let lo = index::series_key(key, since_us, "");
+        let mut hi = key.to_vec();
+        hi.push(1);
+        let mut n = 0;
+        for entry in self.rl_429.range(lo..hi) {
+            entry?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// The newest `max` points of one key's remaining-capacity series, chronological.
+    pub fn ratelimit_series(
+        &self,
+        key: &[u8],
+        from_us: u64,
+        max: usize,
+    ) -> Result<Vec<RateLimitPoint>, StoreError> {
+        let lo = index::series_key(key, from_us, "");
+        let mut hi = key.to_vec();
+        hi.push(1);
+        let mut out = Vec::new();
+        for entry in self.rl_series.range(lo..hi).rev().take(max) {
+            let (k, value) = entry?;
+            out.push(decode(&k, &value)?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    pub fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let seq = self.audit_seq.fetch_add(1, Ordering::Relaxed);
+        let mut key = entry.at_us.to_be_bytes().to_vec();
+        key.extend_from_slice(&seq.to_be_bytes());
+        let value = serde_json::to_vec(entry).map_err(StoreError::Encode)?;
+        self.audit.insert(key, value)?;
+        Ok(())
+    }
+
+    /// Audit entries newest first, strictly before `before_us` when given.
+    pub fn audit_entries(
+        &self,
+        before_us: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let hi = before_us.unwrap_or(u64::MAX).to_be_bytes().to_vec();
+        let mut out = Vec::new();
+        for entry in self.audit.range(..hi).rev().take(limit) {
+            let (key, value) = entry?;
+            out.push(decode(&key, &value)?);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,762 @@
+//! The read API: filters, paging and cursors, records by id, sessions, rollups, rate
+//! limits, CSV, the live stream, tokens, roles, tenants and the audit log.
+//! Records are synthetic (`llmtap::dev::synthetic_call`) written through `write_batch`.
+
+use super::util::*;
+use llmtap::dev::synthetic_call;
+use llmtap::record::{CallRecord, CallStatus, InvocationRecord, Message};
+use llmtap::server::Running;
+use llmtap::writer::roll_up;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+const T0: u64 = 1_780_000_000_000_000; // 2026-05-28T20:26:40Z
+
+fn call(
+    inv: &str,
+    round: u32,
+    t: u64,
+    agent: &str,
+    tenant: &str,
+    status: CallStatus,
+) -> CallRecord {
+    synthetic_call(inv, round, t, agent, tenant, None, 0, status, 100, 10)
+}
+
+fn write(running: &Running, calls: &[CallRecord]) {
+    let mut invs: HashMap<String, InvocationRecord> = HashMap::new();
+    for c in calls {
+        let existing = invs
+            .remove(&c.invocation_id)
+            .or_else(|| running.store.get_invocation(&c.invocation_id).unwrap());
+        invs.insert(c.invocation_id.clone(), roll_up(existing, c));
+    }
+    let invs: Vec<InvocationRecord> = invs.into_values().collect();
+    running.store.write_batch(calls, &invs).unwrap();
+}
+
+async fn start(extra: &str) -> (Running, TempDir) {
+    let dir = TempDir::new("api");
+    let running = start_llmtap(test_config(dir.path(), extra)).await;
+    (running, dir)
+}
+
+async fn get(running: &Running, path: &str, token: Option<&str>) -> Got {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+    send(running.api_addr, "GET", path, &headers, "").await
+}
+
+async fn ok_json(running: &Running, path: &str) -> Value {
+    let got = get(running, path, None).await;
+    assert_eq!(
+        got.status,
+        200,
+        "{path}: {}",
+        String::from_utf8_lossy(&got.body)
+    );
+    got.json()
+}
+
+fn ids(v: &Value) -> Vec<String> {
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// 40 one-call invocations with varied metadata, one second apart.
+fn varied() -> Vec<CallRecord> {
+    (0..40u64)
+        .map(|i| {
+            let status = [
+                CallStatus::Success,
+                CallStatus::Failed,
+                CallStatus::RateLimited,
+                CallStatus::Success,
+            ][i as usize % 4];
+            let mut c = synthetic_call(
+                &format!("inv-{i:02}"),
+                1,
+                T0 + i * 1_000_000,
+                &format!("agent-{}", i % 3),
+                &format!("tenant-{}", i % 2),
+                (i % 5 == 0).then_some("sess-1"),
+                i as usize % 2,
+                status,
+                100 + i,
+                10,
+            );
+            c.metadata.trigger = Some(if i < 10 { "user" } else { "task" }.into());
+            c.metadata.user_id = Some(format!("u{}", i % 4));
+            c.metadata.prompt = Some(format!("p@v{}", i % 2));
+            if i == 7 {
+                c.metadata.properties.insert("env".into(), "prod".into());
+                c.request.as_mut().unwrap().system = Some("You know the SECRET-WORD".into());
+            }
+            c
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn lists_filter_every_field_newest_first() {
+    let (running, _dir) = start("").await;
+    let calls = varied();
+    write(&running, &calls);
+    let all = ok_json(&running, "/api/v1/calls?limit=200").await;
+    assert_eq!(all["total"], 40);
+    assert_eq!(all["total_is_lower_bound"], false);
+    let listed = ids(&all);
+    let mut expected: Vec<String> = calls.iter().rev().map(|c| c.id.clone()).collect();
+    assert_eq!(listed, expected, "newest first");
+    assert_eq!(all["items"][0]["input_tokens"], 139);
+    assert!(all["items"][0].get("request").is_none(), "summaries only");
+
+    let count = |v: &Value| v["items"].as_array().unwrap().len();
+    let cases: Vec<(&str, usize)> = vec![
+        ("agent=agent-1", 13),
+        ("agent=agent-1&agent=agent-2", 26),
+        ("provider=openai", 40),
+        ("model=gpt-4o", 20),
+        ("status=failed", 10),
+        ("status=failed&status=rate_limited", 20),
+        ("status=failed,rate_limited&agent=agent-0", 6),
+        ("trigger=user", 10),
+        ("tenant=tenant-1", 20),
+        ("user_id=u3", 10),
+        ("session_id=sess-1", 8),
+        ("prompt=p@v1", 20),
+        ("property.env=prod", 1),
+        ("has_session=true", 8),
+        ("has_session=false", 32),
+        ("from=2026-05-28T20:27:00Z", 20),
+        ("from=2026-05-28T20:27:00Z&to=2026-05-28T20:27:10Z", 10),
+        ("to=2026-05-28T20:26:45Z", 5),
+        ("from=2026-05-29", 0),
+        ("min_cost=0.0000165", 20),
+        ("q=secret-word", 1),
+        ("q=nothing-like-this", 0),
+    ];
+    for (query, n) in cases {
+        let v = ok_json(&running, &format!("/api/v1/calls?limit=200&{query}")).await;
+        assert_eq!(count(&v), n, "calls?{query}");
+        assert_eq!(v["total"], n as u64, "total for {query}");
+        let inv = ok_json(&running, &format!("/api/v1/invocations?limit=200&{query}")).await;
+        assert_eq!(count(&inv), n, "invocations?{query}");
+    }
+    // limit and offset
+    let page = ok_json(&running, "/api/v1/calls?limit=15&offset=30").await;
+    assert_eq!(count(&page), 10);
+    assert_eq!(page["has_more"], false);
+    let page = ok_json(&running, "/api/v1/calls?limit=15&offset=15").await;
+    assert_eq!(page["next_offset"], 30);
+    expected.truncate(30);
+    assert_eq!(ids(&page), expected[15..30]);
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn cursor_walk_sees_every_record_once_while_new_records_arrive() {
+    let (running, _dir) = start("").await;
+    let first: Vec<CallRecord> = (0..250u64)
+        .map(|i| {
+            call(
+                &format!("w-{i}"),
+                1,
+                T0 + i * 1000,
+                "walker",
+                "t",
+                CallStatus::Success,
+            )
+        })
+        .collect();
+    write(&running, &first);
+    for path in ["/api/v1/calls", "/api/v1/invocations"] {
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        let mut extra = 0u64;
+        loop {
+            let url = match &cursor {
+                Some(c) => format!("{path}?agent=walker&limit=7&cursor={c}"),
+                None => format!("{path}?agent=walker&limit=7"),
+            };
+            let page = ok_json(&running, &url).await;
+            seen.extend(ids(&page));
+            // New records keep arriving, newer than everything walked so far.
+            extra += 1;
+            write(
+                &running,
+                &[call(
+                    &format!("new-{path}-{extra}"),
+                    1,
+                    T0 + if path.ends_with("calls") {
+                        10_000_000
+                    } else {
+                        20_000_000
+                    } + extra,
+                    "walker",
+                    "t",
+                    CallStatus::Success,
+                )],
+            );
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => break,
+            }
+        }
+        let unique: HashSet<&String> = seen.iter().collect();
+        assert_eq!(unique.len(), seen.len(), "{path}: a record was seen twice");
+        let want: HashSet<String> = if path.ends_with("calls") {
+            first.iter().map(|c| c.id.clone()).collect()
+        } else {
+            first.iter().map(|c| c.invocation_id.clone()).collect()
+        };
+        let walked: HashSet<String> = unique
+            .into_iter()
+            .filter(|id| want.contains(*id))
+            .cloned()
+            .collect();
+        assert_eq!(walked, want, "{path}: every record exactly once");
+        // Records that arrived during this walk are newer than its cursor: never seen.
+        assert!(!seen.iter().any(|id| id.starts_with(&format!("new-{path}"))));
+    }
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_parameters_are_400_naming_the_parameter_and_unknown_ids_404() {
+    let (running, _dir) = start("").await;
+    for (path, param) in [
+        ("/api/v1/calls?colour=red", "colour"),
+        ("/api/v1/calls?from=last-week", "from"),
+        ("/api/v1/invocations?limit=500", "limit"),
+        ("/api/v1/invocations?cursor=garbage", "cursor"),
+        ("/api/v1/calls?status=weird", "status"),
+        ("/api/v1/calls?offset=20000", "offset"),
+        ("/api/v1/stats?group_by=colour", "group_by"),
+        ("/api/v1/summary?tz=Mars", "tz"),
+        ("/api/v1/calls.csv?limit=3", "limit"),
+    ] {
+        let got = get(&running, path, None).await;
+        assert_eq!(got.status, 400, "{path}");
+        assert_eq!(got.json()["error"]["parameter"], param, "{path}");
+        assert!(got.json()["error"]["message"].as_str().unwrap().len() > 10);
+    }
+    for path in [
+        "/api/v1/calls/c_nope",
+        "/api/v1/invocations/nope",
+        "/api/v1/sessions/nope",
+        "/api/v1/nothing",
+    ] {
+        assert_eq!(get(&running, path, None).await.status, 404, "{path}");
+    }
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn invocation_joins_tool_calls_to_results_and_explains_failures() {
+    let (running, _dir) = start("").await;
+    let r1 = call("run-tools", 1, T0, "a", "t", CallStatus::Success);
+    let r1_end = r1.started_at_us + (r1.latency_ms * 1000.0) as u64;
+    let r2 = call(
+        "run-tools",
+        2,
+        r1_end + 1_500_000,
+        "a",
+        "t",
+        CallStatus::Success,
+    );
+    let mut r3 = call(
+        "run-tools",
+        3,
+        r1_end + 9_000_000,
+        "a",
+        "t",
+        CallStatus::RateLimited,
+    );
+    r3.rate_limit.as_mut().unwrap().retry_after_s = Some(12.0);
+    let mut r4 = call(
+        "run-tools",
+        4,
+        r1_end + 20_000_000,
+        "a",
+        "t",
+        CallStatus::Unauthorized,
+    );
+    r4.api_key_fingerprint = Some("sha256:abcd1234…wxyz".into());
+    write(&running, &[r1.clone(), r2.clone(), r3.clone(), r4.clone()]);
+    let v = ok_json(&running, "/api/v1/invocations/run-tools").await;
+    let rounds = v["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 4);
+    assert_eq!(v["round_count"], 4);
+    let tool = &rounds[0]["tool_calls"][0];
+    assert_eq!(tool["name"], "lookup_ticket");
+    assert_eq!(tool["result_round"], 2);
+    assert_eq!(tool["result_call_id"], r2.id);
+    assert_eq!(tool["duration_ms"], 1500.0);
+    assert_eq!(tool["result"], "{\"ok\":true}");
+    assert_eq!(rounds[0]["hint"], Value::Null);
+    let hint = rounds[2]["hint"].as_str().unwrap();
+    assert!(
+        hint.contains("429")
+            && hint.contains("tokens (0 of 2000000 left")
+            && hint.contains("retry after 12s"),
+        "{hint}"
+    );
+    let hint = rounds[3]["hint"].as_str().unwrap();
+    assert!(
+        hint.contains("refused API key sha256:abcd1234…wxyz"),
+        "{hint}"
+    );
+    let c = ok_json(&running, &format!("/api/v1/calls/{}", r3.id)).await;
+    assert!(c["hint"].as_str().unwrap().contains("rate limit"));
+    assert!(c["request"]["messages"].is_array(), "admin sees messages");
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn sessions_list_and_timeline_include_tool_http_calls() {
+    let (running, _dir) = start("").await;
+    let mut a = synthetic_call(
+        "s-run",
+        1,
+        T0,
+        "bot",
+        "t",
+        Some("chat-9"),
+        0,
+        CallStatus::Success,
+        100,
+        10,
+    );
+    a.request.as_mut().unwrap().messages = vec![Message {
+        role: "user".into(),
+        text: Some("Where is my parcel? It was due yesterday and I need it for a long trip".into()),
+        ..Message::default()
+    }];
+    let mut tool = call("s-run", 2, T0 + 2_000_000, "bot", "t", CallStatus::Success);
+    tool.kind = "http".into();
+    tool.provider = "tracking".into();
+    tool.metadata.session_id = None;
+    let b = synthetic_call(
+        "s-run-2",
+        1,
+        T0 + 5_000_000,
+        "bot",
+        "t",
+        Some("chat-9"),
+        0,
+        CallStatus::Success,
+        50,
+        5,
+    );
+    let other = synthetic_call(
+        "x",
+        1,
+        T0 + 9_000_000,
+        "bot",
+        "t",
+        Some("chat-10"),
+        0,
+        CallStatus::Success,
+        1,
+        1,
+    );
+    write(&running, &[a.clone(), tool.clone(), b.clone(), other]);
+    let list = ok_json(&running, "/api/v1/sessions").await;
+    assert_eq!(ids(&list), vec!["chat-10", "chat-9"]);
+    let s = &list["items"][1];
+    assert_eq!(s["calls"], 2);
+    assert_eq!(s["agent"], "bot");
+    assert_eq!(s["input_tokens"], 150);
+    assert!(s["subject"]
+        .as_str()
+        .unwrap()
+        .starts_with("Where is my parcel?"));
+    assert!(s["subject"].as_str().unwrap().chars().count() <= 80);
+    let detail = ok_json(&running, "/api/v1/sessions/chat-9").await;
+    let timeline: Vec<(String, String)> = detail["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["call_id"].as_str().unwrap().into(),
+                e["kind"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        timeline,
+        vec![
+            (a.id, "llm".into()),
+            (tool.id, "http".into()),
+            (b.id, "llm".into())
+        ]
+    );
+    assert_eq!(detail["timeline"][0]["stop_reason"], "tool_calls");
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn summary_agents_stats_and_ratelimits_come_from_rollups() {
+    let (running, _dir) = start("").await;
+    let now = llmtap::timefmt::now_unix_us();
+    let mut calls = Vec::new();
+    for i in 0..10u64 {
+        let status = if i < 2 {
+            CallStatus::RateLimited
+        } else {
+            CallStatus::Success
+        };
+        calls.push(call(
+            &format!("today-{i}"),
+            1,
+            now - 60_000_000 + i,
+            if i % 2 == 0 { "even" } else { "odd" },
+            "acme",
+            status,
+        ));
+    }
+    // Three days ago: counted in totals, not today.
+    calls.push(call(
+        "old",
+        1,
+        now - 3 * 86_400_000_000,
+        "even",
+        "other",
+        CallStatus::Failed,
+    ));
+    write(&running, &calls);
+    let s = ok_json(&running, "/api/v1/summary").await;
+    assert_eq!(s["total_runs"], 11);
+    assert_eq!(s["errors_24h"], 2);
+    assert_eq!(s["tokens_today"]["input"], 800);
+    assert!(s["cost_today_usd"].as_f64().unwrap() > 0.0);
+    let local = ok_json(&running, "/api/v1/summary?tenant=acme&tz=%2B02:00").await;
+    assert_eq!(local["total_runs"], 10);
+    assert_eq!(local["tz_offset_s"], 7200);
+    let agents = ok_json(&running, "/api/v1/agents").await;
+    let even = agents["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["agent"] == "even")
+        .unwrap();
+    assert_eq!(even["invocations"], 6);
+    assert_eq!(even["calls"], 6);
+    assert!((even["error_rate"].as_f64().unwrap() - 2.0 / 6.0).abs() < 1e-9);
+    assert!(even["p95_latency_ms"].as_f64().unwrap() > 0.0);
+    let stats = ok_json(&running, "/api/v1/stats?group_by=agent&tenant=acme").await;
+    let items = stats["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["group"], "even");
+    assert_eq!(items[0]["calls"], 5);
+    assert!((items[0]["success_rate"].as_f64().unwrap() - 0.8).abs() < 1e-9);
+    assert_eq!(items[0]["avg_input_tokens"], 80.0);
+    let by_day = ok_json(&running, "/api/v1/stats?group_by=day").await;
+    assert_eq!(by_day["items"].as_array().unwrap().len(), 2);
+    for g in ["model", "provider", "prompt", "trigger", "tenant", "hour"] {
+        ok_json(&running, &format!("/api/v1/stats?group_by={g}")).await;
+    }
+    let rl = ok_json(&running, "/api/v1/ratelimits?series=1").await;
+    let item = &rl["items"][0];
+    assert_eq!(item["provider"], "openai");
+    assert_eq!(item["rate_limited_1h"], 2);
+    assert_eq!(item["rate_limited_24h"], 2);
+    assert_eq!(item["last_retry_after_s"], 20.0);
+    assert_eq!(item["requests"]["limit"], 10000);
+    assert!(item["headroom_pct"].is_number());
+    assert_eq!(item["series"].as_array().unwrap().len(), 10);
+    running.shutdown().await.unwrap();
+}
+
+fn token_toml(name: &str, token: &str, role: &str, tenant: Option<&str>) -> String {
+    let hash = llmtap::config::token_sha256_hex(token);
+    let tenant = tenant
+        .map(|t| format!("tenant = \"{t}\"\n"))
+        .unwrap_or_default();
+    format!("[[api.tokens]]\nname = \"{name}\"\nsha256 = \"{hash}\"\nrole = \"{role}\"\n{tenant}")
+}
+
+#[tokio::test]
+async fn tokens_roles_tenants_and_the_audit_log() {
+    let toml = [
+        token_toml("root", "admin-token", "admin", None),
+        token_toml("watcher", "viewer-token", "viewer", None),
+        token_toml("acme-viewer", "acme-token", "viewer", Some("acme")),
+    ]
+    .concat();
+    let (running, _dir) = start(&toml).await;
+    let mine = call("acme-run", 1, T0, "bot", "acme", CallStatus::Success);
+    let theirs = call(
+        "globex-run",
+        1,
+        T0 + 1,
+        "bot",
+        "globex",
+        CallStatus::Success,
+    );
+    write(&running, &[mine.clone(), theirs.clone()]);
+    let (admin, viewer, acme) = (
+        Some("admin-token"),
+        Some("viewer-token"),
+        Some("acme-token"),
+    );
+
+    assert_eq!(get(&running, "/api/v1/calls", None).await.status, 401);
+    assert_eq!(
+        get(&running, "/api/v1/calls", Some("wrong")).await.status,
+        401
+    );
+    assert_eq!(get(&running, "/healthz", None).await.status, 200);
+
+    // Viewer: metadata yes, bodies and prompts no.
+    let v = get(&running, &format!("/api/v1/calls/{}", mine.id), viewer)
+        .await
+        .json();
+    assert_eq!(v["metadata"]["agent"], "bot");
+    assert_eq!(v["usage"]["input_tokens"], 100);
+    for field in ["request", "response", "request_body", "response_body"] {
+        assert!(v[field].is_null(), "viewer sees {field}");
+    }
+    let inv = get(&running, "/api/v1/invocations/acme-run", viewer)
+        .await
+        .json();
+    assert!(inv["rounds"][0]["tool_calls"][0].get("arguments").is_none());
+    assert!(inv["calls"][0]["request"].is_null());
+    assert_eq!(
+        get(&running, "/api/v1/calls?q=ticket", viewer).await.status,
+        403
+    );
+    assert_eq!(get(&running, "/api/v1/audit", viewer).await.status, 403);
+
+    // Admin: bodies, audited.
+    let a = get(&running, &format!("/api/v1/calls/{}", mine.id), admin)
+        .await
+        .json();
+    assert!(a["request"]["messages"].is_array());
+    let audit = get(&running, "/api/v1/audit", admin).await.json();
+    let entry = &audit["items"][0];
+    assert_eq!(entry["who"], "root");
+    assert_eq!(entry["path"], format!("/api/v1/calls/{}", mine.id));
+    assert!(entry["at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(audit["count"], 1, "viewer reads are not audited");
+
+    // Tenant confinement.
+    let list = get(&running, "/api/v1/calls", acme).await.json();
+    assert_eq!(ids(&list), vec![mine.id.clone()]);
+    let invs = get(&running, "/api/v1/invocations", acme).await.json();
+    assert_eq!(ids(&invs), vec!["acme-run".to_string()]);
+    assert_eq!(
+        get(&running, "/api/v1/calls?tenant=globex", acme)
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        get(&running, &format!("/api/v1/calls/{}", theirs.id), acme)
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        get(&running, "/api/v1/calls/c_unknown", acme).await.status,
+        403,
+        "no hint whether it exists"
+    );
+    assert_eq!(
+        get(&running, "/api/v1/invocations/globex-run", acme)
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        get(&running, "/api/v1/summary?tenant=globex", acme)
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        get(&running, "/api/v1/summary", acme).await.json()["total_runs"],
+        1
+    );
+    let csv =
+        String::from_utf8(get(&running, "/api/v1/calls.csv", acme).await.body.to_vec()).unwrap();
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    assert_eq!(
+        get(&running, "/api/v1/calls/c_unknown", admin).await.status,
+        404
+    );
+    running.shutdown().await.unwrap();
+}
+
+/// A minimal RFC 4180 reader for the assertions.
+fn parse_csv(text: &str) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    let mut row = Vec::new();
+    let mut field = String::new();
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            (true, '"') => quoted = false,
+            (true, c) => field.push(c),
+            (false, '"') => quoted = true,
+            (false, ',') => row.push(std::mem::take(&mut field)),
+            (false, '\r') => {}
+            (false, '\n') => {
+                row.push(std::mem::take(&mut field));
+                rows.push(std::mem::take(&mut row));
+            }
+            (false, c) => field.push(c),
+        }
+    }
+    rows
+}
+
+#[tokio::test]
+async fn csv_exports_quote_prompts_with_commas_quotes_and_newlines() {
+    let (running, _dir) = start("").await;
+    let awkward = "Hello, \"world\"\nsecond line, too";
+    let mut c = call("csv-run", 1, T0, "bot", "t", CallStatus::Success);
+    c.metadata.prompt = Some("greet, \"v2\"\nbeta".into());
+    c.request.as_mut().unwrap().messages[0].text = Some(awkward.into());
+    let plain: Vec<CallRecord> = (1..=1200u64)
+        .map(|i| {
+            call(
+                &format!("bulk-{i}"),
+                1,
+                T0 - i * 1000,
+                "bulk",
+                "t",
+                CallStatus::Success,
+            )
+        })
+        .collect();
+    write(&running, &[c.clone()]);
+    write(&running, &plain);
+    let got = get(&running, "/api/v1/invocations.csv", None).await;
+    assert_eq!(got.header("content-type"), Some("text/csv; charset=utf-8"));
+    let rows = parse_csv(std::str::from_utf8(&got.body).unwrap());
+    assert_eq!(
+        &rows[0][..11],
+        [
+            "id",
+            "status",
+            "trigger",
+            "agent",
+            "tenant",
+            "started_at",
+            "latency_ms",
+            "input_tokens",
+            "output_tokens",
+            "cost_usd",
+            "model"
+        ]
+    );
+    assert_eq!(
+        rows.len(),
+        1 + 1201,
+        "every invocation, across export pages"
+    );
+    let header = &rows[0];
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    assert_eq!(rows[1][col("id")], "csv-run");
+    assert_eq!(rows[1][col("prompt")], "greet, \"v2\"\nbeta");
+    assert_eq!(rows[1][col("input")], awkward);
+    let calls = get(&running, "/api/v1/calls.csv?agent=bot", None).await;
+    let rows = parse_csv(std::str::from_utf8(&calls.body).unwrap());
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1][0], c.id);
+    assert_eq!(rows[1].last().unwrap(), awkward);
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn live_stream_sends_matching_summaries_as_they_are_stored() {
+    use http_body_util::BodyExt;
+    let (running, _dir) = start("").await;
+    let request = http::Request::get(format!(
+        "http://{}/api/v1/stream?agent=watched",
+        running.api_addr
+    ))
+    .body(http_body_util::Full::new(bytes::Bytes::new()))
+    .unwrap();
+    let response = client().request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response.into_body();
+    let mut text = String::new();
+    let mut next_frame = async || {
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("no event")
+            .unwrap()
+            .unwrap();
+        String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap()
+    };
+    text.push_str(&next_frame().await);
+    assert!(text.starts_with(": connected"));
+    let seen = call("live-1", 1, T0, "watched", "t", CallStatus::Success);
+    write(
+        &running,
+        &[call("quiet", 1, T0, "other", "t", CallStatus::Success)],
+    );
+    write(&running, std::slice::from_ref(&seen));
+    while !text.contains("event: invocation") {
+        text.push_str(&next_frame().await);
+    }
+    assert!(text.contains(&format!("\"id\":\"{}\"", seen.id)));
+    assert!(text.contains("event: call\ndata: {"));
+    assert!(!text.contains("quiet"), "filtered out");
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn proxied_calls_appear_in_lists_and_openapi_describes_every_endpoint() {
+    let mock = MockUpstream::start(|_| MockResponse::json(200, r#"{"choices":[]}"#)).await;
+    let (running, _dir) = start(&provider_toml("mock", "openai", &mock.url())).await;
+    let got = post_json(
+        running.proxy_addr,
+        "/mock/v1/chat/completions",
+        &[("x-llmtap-agent", "proxied")],
+        "{}",
+    )
+    .await;
+    wait_call(&running, &got.call_id()).await;
+    let list = ok_json(&running, "/api/v1/calls?agent=proxied").await;
+    assert_eq!(ids(&list), vec![got.call_id()]);
+    let doc = ok_json(&running, "/api/v1/openapi.json").await;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/invocations",
+        "/calls",
+        "/invocations/{id}",
+        "/calls/{id}",
+        "/sessions",
+        "/sessions/{id}",
+        "/summary",
+        "/agents",
+        "/stats",
+        "/ratelimits",
+        "/invocations.csv",
+        "/calls.csv",
+        "/stream",
+        "/audit",
+    ] {
+        assert!(
+            doc["paths"][path]["get"].is_object(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+    running.shutdown().await.unwrap();
+}
