@@ -22,6 +22,7 @@ pub async fn handle<B>(
     request: Request<B>,
 ) -> Result<Response<ApiBody>, std::convert::Infallible> {
     let path = request.uri().path().to_string();
+    let query = request.uri().query().unwrap_or_default().to_string();
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return Ok(error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -30,7 +31,7 @@ pub async fn handle<B>(
         ));
     }
     let state2 = state.clone();
-    let result = tokio::task::spawn_blocking(move || route(&state2, &path)).await;
+    let result = tokio::task::spawn_blocking(move || route(&state2, &path, &query)).await;
     Ok(match result {
         Ok(response) => response,
         Err(e) => error(
@@ -41,7 +42,7 @@ pub async fn handle<B>(
     })
 }
 
-fn route(state: &ApiState, path: &str) -> Response<ApiBody> {
+fn route(state: &ApiState, path: &str, query: &str) -> Response<ApiBody> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match segments.as_slice() {
         ["healthz"] => json(
@@ -49,10 +50,12 @@ fn route(state: &ApiState, path: &str) -> Response<ApiBody> {
             &serde_json::json!({
                 "status": "ok",
                 "backlog": state.metrics.backlog.load(std::sync::atomic::Ordering::Relaxed),
+                "storage": state.store.health(),
             }),
         ),
         ["metrics"] => {
-            let mut response = Response::new(Full::new(Bytes::from(state.metrics.render())));
+            let text = state.metrics.render() + &state.store.render_metrics();
+            let mut response = Response::new(Full::new(Bytes::from(text)));
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -64,6 +67,8 @@ fn route(state: &ApiState, path: &str) -> Response<ApiBody> {
             Ok(None) => not_found("call", id),
             Err(e) => store_error(&e),
         },
+        ["api", "v1", "calls", id, "raw"] => crate::api_content::raw(state, id, query),
+        ["api", "v1", "blobs", sha256] => crate::api_content::blob(state, sha256),
         ["api", "v1", "invocations", id] => match state.store.get_invocation(id) {
             Ok(Some(inv)) => match state.store.invocation_calls(id) {
                 Ok(calls) => {
@@ -84,7 +89,7 @@ fn route(state: &ApiState, path: &str) -> Response<ApiBody> {
     }
 }
 
-fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<ApiBody> {
+pub(crate) fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<ApiBody> {
     match serde_json::to_vec(value) {
         Ok(body) => {
             let mut response = Response::new(Full::new(Bytes::from(body)));
@@ -103,14 +108,14 @@ fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<ApiBody>
     }
 }
 
-fn error(status: StatusCode, kind: &str, message: &str) -> Response<ApiBody> {
+pub(crate) fn error(status: StatusCode, kind: &str, message: &str) -> Response<ApiBody> {
     json(
         status,
         &serde_json::json!({"error": {"type": kind, "message": message}}),
     )
 }
 
-fn not_found(what: &str, id: &str) -> Response<ApiBody> {
+pub(crate) fn not_found(what: &str, id: &str) -> Response<ApiBody> {
     error(
         StatusCode::NOT_FOUND,
         "not_found",
@@ -118,7 +123,7 @@ fn not_found(what: &str, id: &str) -> Response<ApiBody> {
     )
 }
 
-fn store_error(e: &crate::store::StoreError) -> Response<ApiBody> {
+pub(crate) fn store_error(e: &crate::store::StoreError) -> Response<ApiBody> {
     tracing::error!(error = %e, "store read failed");
     error(
         StatusCode::INTERNAL_SERVER_ERROR,

@@ -4,6 +4,7 @@
 //! `writer` (`recorder` → `parse`, `cost`) → `store` → `api`. See ARCHITECTURE.md.
 
 pub mod api;
+pub mod api_content;
 pub mod capture;
 pub mod config;
 pub mod cost;

@@ -5,12 +5,32 @@
 //! - `invocations`:  invocation id → InvocationRecord (JSON)
 //! - `inv_rounds`:   invocation id, 0x00, round (u32 big-endian), call id → ()
 //!   lists an invocation's calls in round order with one prefix scan
-//! - `meta`:         `schema` → version
+//! - `meta`:         `schema` → version; `encrypted` → key id; `body_sweep_cursor`
+//! - `call_content`: call id → sealed manifest naming the call's content roots
+//! - `chunks`, `chunk_refs`, `blobs`, `blob_refs`: the content store (see `content.rs`)
 //!
-//! Writes come from the single writer thread only; readers (the API) share the handle.
+//! The `calls` value is the record's metadata only (clear JSON, decodable as a
+//! `CallRecord`); `get_call` puts bodies and parsed views back from the content
+//! store, `get_call_meta` does not. Writes come from the single writer thread, plus
+//! the retention sweeper (deletions only, under the content lock); readers (the
+//! API) share the handle.
+
+mod body;
+mod calls;
+pub mod content;
+pub mod crypto;
+pub mod disk;
+pub mod retention;
+pub mod scan;
+
+pub use calls::{ContentUsage, StoreStats};
+pub use crypto::Keyring;
+pub use disk::{DiskLevel, FreeSpaceProbe};
+pub use retention::{Background, SweepReport};
 
 use crate::record::{CallRecord, InvocationRecord};
 use std::path::Path;
+use std::sync::Arc;
 
 const SCHEMA_VERSION: &[u8] = b"1";
 
@@ -31,6 +51,44 @@ pub enum StoreError {
     },
     #[error("cannot encode record: {0}")]
     Encode(serde_json::Error),
+    #[error("stored value {key} is corrupt: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("the store holds encrypted content: set [store] encryption_key_file or LLMTAP_ENCRYPTION_KEY")]
+    KeyRequired,
+    #[error(transparent)]
+    Crypto(#[from] crypto::CryptoError),
+}
+
+/// How the store keeps content (the `[store]` keys of the config).
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub cache_bytes: u64,
+    pub flush_every_ms: u64,
+    /// zstd level for stored content; 0 disables compression.
+    pub zstd_level: i32,
+    /// Seals content with AEAD and keys addresses with HMAC when set.
+    pub keys: Option<Arc<Keyring>>,
+    /// 0 keeps calls forever.
+    pub retention_days: u64,
+    /// 0 keeps bodies as long as their calls.
+    pub body_retention_days: u64,
+    pub min_free_mb: u64,
+    pub critical_free_mb: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_bytes: 256 << 20,
+            flush_every_ms: 200,
+            zstd_level: 3,
+            keys: None,
+            retention_days: 0,
+            body_retention_days: 0,
+            min_free_mb: 1024,
+            critical_free_mb: 256,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -39,6 +97,12 @@ pub struct Store {
     calls: sled::Tree,
     invocations: sled::Tree,
     inv_rounds: sled::Tree,
+    meta: sled::Tree,
+    call_content: sled::Tree,
+    content: content::ContentTrees,
+    disk: Arc<disk::DiskGuard>,
+    stats: Arc<StoreStats>,
+    options: Arc<StoreOptions>,
 }
 
 fn round_key(invocation_id: &str, round: u32, call_id: &str) -> Vec<u8> {
@@ -59,11 +123,22 @@ fn round_prefix(invocation_id: &str) -> Vec<u8> {
 
 impl Store {
     pub fn open(dir: &Path, cache_bytes: u64, flush_every_ms: u64) -> Result<Store, StoreError> {
+        Store::open_with(
+            dir,
+            StoreOptions {
+                cache_bytes,
+                flush_every_ms,
+                ..StoreOptions::default()
+            },
+        )
+    }
+
+    pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Store, StoreError> {
         let shown = dir.display().to_string();
         let db = sled::Config::new()
             .path(dir)
-            .cache_capacity(cache_bytes)
-            .flush_every_ms(Some(flush_every_ms.max(1)))
+            .cache_capacity(options.cache_bytes)
+            .flush_every_ms(Some(options.flush_every_ms.max(1)))
             .open()
             .map_err(|source| match &source {
                 sled::Error::Io(io)
@@ -90,12 +165,41 @@ impl Store {
                 })
             }
         }
+        // Once a store holds sealed content it cannot be opened without a key.
+        match (meta.get("encrypted")?, &options.keys) {
+            (Some(_), None) => return Err(StoreError::KeyRequired),
+            (None, Some(keys)) => {
+                meta.insert("encrypted", keys.current_id().as_bytes())?;
+            }
+            _ => {}
+        }
+        let codec = content::Codec {
+            keys: options.keys.clone(),
+            zstd_level: options.zstd_level,
+        };
         Ok(Store {
             calls: db.open_tree("calls")?,
             invocations: db.open_tree("invocations")?,
             inv_rounds: db.open_tree("inv_rounds")?,
+            call_content: db.open_tree("call_content")?,
+            content: content::ContentTrees::open(&db, codec)?,
+            disk: Arc::new(disk::DiskGuard::new(
+                dir,
+                options.min_free_mb,
+                options.critical_free_mb,
+            )),
+            stats: Arc::new(StoreStats::default()),
+            options: Arc::new(options),
+            meta,
             db,
         })
+    }
+
+    /// Removes the index entries of a call being deleted (retention, `delete_call`).
+    /// Index trees keyed by call id or by call fields add their removals here.
+    pub fn unindex_call(&self, call: &CallRecord) -> Result<(), StoreError> {
+        let _ = call;
+        Ok(())
     }
 
     /// Stores a batch of calls and the invocations they changed.
@@ -104,9 +208,16 @@ impl Store {
         calls: &[CallRecord],
         invocations: &[InvocationRecord],
     ) -> Result<(), StoreError> {
+        // Content first (values, then refcounts), so a stored call never names missing content.
+        let (metas, manifests) = self.prepare_calls(calls)?;
+        let mut content_batch = sled::Batch::default();
+        for (id, manifest) in manifests {
+            content_batch.insert(id.as_bytes(), manifest);
+        }
+        self.call_content.apply_batch(content_batch)?;
         let mut call_batch = sled::Batch::default();
         let mut round_batch = sled::Batch::default();
-        for call in calls {
+        for call in &metas {
             let value = serde_json::to_vec(call).map_err(StoreError::Encode)?;
             call_batch.insert(call.id.as_bytes(), value);
             round_batch.insert(
@@ -126,7 +237,17 @@ impl Store {
         Ok(())
     }
 
+    /// A call with its bodies and parsed views.
     pub fn get_call(&self, id: &str) -> Result<Option<CallRecord>, StoreError> {
+        let Some(mut call) = self.get_call_meta(id)? else {
+            return Ok(None);
+        };
+        self.hydrate(&mut call)?;
+        Ok(Some(call))
+    }
+
+    /// A call's metadata only: no bodies, no parsed views (cheap; for lists and indexes).
+    pub fn get_call_meta(&self, id: &str) -> Result<Option<CallRecord>, StoreError> {
         decode_opt(id, self.calls.get(id.as_bytes())?)
     }
 
