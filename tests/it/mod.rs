@@ -4,5 +4,6 @@ mod lifecycle;
 mod proxy;
 mod replay;
 mod secrets;
+mod storage;
 mod tls;
 pub mod util;
