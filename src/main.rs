@@ -9,6 +9,7 @@ llmtap: a transparent reverse proxy that records every LLM API call
 
 USAGE:
   llmtap serve [--config FILE] [--listen ADDR] [--api-listen ADDR] [--data-dir DIR] [--prices FILE]
+  llmtap dev storage-bench [--dir DIR] [--conversations N] [--rounds N] [--image-bytes N] [--compression-level N] [--encrypt true] [--sled-compression false]
   llmtap help
 
 Defaults: proxy on 127.0.0.1:8080, read API on 127.0.0.1:8081, data in ./llmtap-data.
@@ -37,6 +38,9 @@ fn main() -> std::process::ExitCode {
 fn run(args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("serve") => serve(&args[1..]),
+        Some("dev") if args.get(1).map(String::as_str) == Some("storage-bench") => {
+            storage_bench(&args[2..])
+        }
         Some("help") | Some("--help") | Some("-h") | None => {
             print!("{USAGE}");
             Ok(())
@@ -127,6 +131,50 @@ fn serve(args: &[String]) -> anyhow::Result<()> {
         running.shutdown().await
     })?;
     tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// `llmtap dev storage-bench`: bytes on disk per call against raw bytes (BENCHMARKS.md).
+fn storage_bench(args: &[String]) -> anyhow::Result<()> {
+    let mut opts = llmtap::store::bench::BenchOptions {
+        dir: std::env::temp_dir().join(format!("llmtap-storage-bench-{}", std::process::id())),
+        conversations: 1000,
+        rounds: 20,
+        image_bytes: 40_000,
+        compression_level: 3,
+        encrypt: false,
+        sled_compression: true,
+    };
+    let mut flags = Flags::new(
+        args,
+        &[
+            "dir",
+            "conversations",
+            "rounds",
+            "image-bytes",
+            "compression-level",
+            "encrypt",
+        ],
+    );
+    while let Some((name, value)) = flags.next()? {
+        match name.as_str() {
+            "dir" => opts.dir = PathBuf::from(value),
+            "conversations" => opts.conversations = value.parse().context("--conversations")?,
+            "rounds" => opts.rounds = value.parse().context("--rounds")?,
+            "image-bytes" => opts.image_bytes = value.parse().context("--image-bytes")?,
+            "compression-level" => {
+                opts.compression_level = value.parse().context("--compression-level")?
+            }
+            "encrypt" => opts.encrypt = value.parse().context("--encrypt true|false")?,
+            "sled-compression" => {
+                opts.sled_compression = value.parse().context("--sled-compression true|false")?
+            }
+            other => bail!("unexpected argument {other:?} {value:?}\n\n{USAGE}"),
+        }
+    }
+    let report = llmtap::store::bench::run(&opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{report}");
+    println!("data left in {}", opts.dir.display());
     Ok(())
 }
 

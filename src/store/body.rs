@@ -207,7 +207,7 @@ impl<'a> Plan<'a> {
     }
 
     /// The history array's elements as a prefix chain: the chunk for elements
-    /// `0..=k` names the longest stored prefix and the elements after it.
+    /// `0..k` names the longest stored prefix and holds the elements after it.
     fn history(
         &self,
         txn: &mut Txn<'_>,
@@ -239,23 +239,27 @@ impl<'a> Plan<'a> {
             }
         }
         let mut segs = Vec::new();
-        let next = match base {
+        match base {
+            // The usual round: the stored history plus what this round added, kept
+            // inline (one chunk, one zstd frame, one refcount per call).
             Some(j) => {
                 segs.push(Seg::Chunk(prefix[j]));
-                j + 1
+                self.leaf(txn, items[j].end..items[k - 1].end, &mut segs, failures)?;
             }
-            None => 0,
-        };
-        for i in next..k {
-            if i > 0 {
-                self.leaf(txn, items[i - 1].end..items[i].start, &mut segs, failures)?;
+            // A first round or a rewritten history: one chunk per message, so
+            // messages shared with other conversations are still stored once.
+            None => {
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        self.leaf(txn, items[i - 1].end..item.start, &mut segs, failures)?;
+                    }
+                    segs.push(Seg::Chunk(self.piece(
+                        txn,
+                        item.start..item.end,
+                        failures,
+                    )?));
+                }
             }
-            let item = &items[i];
-            segs.push(Seg::Chunk(self.piece(
-                txn,
-                item.start..item.end,
-                failures,
-            )?));
         }
         txn.add_chunk(full, &segs)?;
         Ok(full)

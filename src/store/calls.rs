@@ -238,14 +238,14 @@ pub(super) fn store_content(
     Ok(manifest)
 }
 
+/// Metadata records for the `calls` tree, and `(call id, sealed manifest)` pairs.
+pub(super) type Prepared = (Vec<CallRecord>, Vec<(String, Vec<u8>)>);
+
 impl Store {
     /// Splits each call into metadata (returned, for the `calls` tree) and content
     /// (staged in the content store); returns `(call id, sealed manifest)` pairs.
     /// Content failures fail open: the call keeps its metadata and a note.
-    pub(super) fn prepare_calls(
-        &self,
-        calls: &[CallRecord],
-    ) -> Result<(Vec<CallRecord>, Vec<(String, Vec<u8>)>), StoreError> {
+    pub(super) fn prepare_calls(&self, calls: &[CallRecord]) -> Result<Prepared, StoreError> {
         let level = self.disk.level();
         let mut metas = Vec::with_capacity(calls.len());
         let mut manifests = Vec::with_capacity(calls.len());

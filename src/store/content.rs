@@ -123,7 +123,7 @@ impl Codec {
         let mut flags = 0u8;
         let mut payload = None;
         if self.zstd_level > 0 && plain.len() >= MIN_COMPRESS {
-            if let Ok(z) = zstd::bulk::compress(plain, self.zstd_level) {
+            if let Ok(z) = zstd::block::compress(plain, self.zstd_level) {
                 if z.len() + 4 < plain.len() {
                     let mut p = Vec::with_capacity(z.len() + 4);
                     p.extend_from_slice(&(plain.len() as u32).to_le_bytes());
@@ -172,7 +172,7 @@ impl Codec {
                 .and_then(|b| b.try_into().ok())
                 .ok_or_else(|| corrupt("short zstd header"))?;
             let len = (u32::from_le_bytes(len) as usize).min(MAX_DECOMPRESSED);
-            zstd::bulk::decompress(&payload[4..], len).map_err(|e| corrupt(&e.to_string()))
+            zstd::block::decompress(&payload[4..], len).map_err(|e| corrupt(&e.to_string()))
         } else {
             Ok(payload.to_vec())
         }

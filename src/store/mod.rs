@@ -15,6 +15,7 @@
 //! the retention sweeper (deletions only, under the content lock); readers (the
 //! API) share the handle.
 
+pub mod bench;
 mod body;
 mod calls;
 pub mod content;
@@ -74,6 +75,8 @@ pub struct StoreOptions {
     pub body_retention_days: u64,
     pub min_free_mb: u64,
     pub critical_free_mb: u64,
+    /// sled's own zstd compression of pages (metadata, refcounts, manifests).
+    pub sled_compression: bool,
 }
 
 impl Default for StoreOptions {
@@ -87,6 +90,7 @@ impl Default for StoreOptions {
             body_retention_days: 0,
             min_free_mb: 1024,
             critical_free_mb: 256,
+            sled_compression: true,
         }
     }
 }
@@ -139,6 +143,7 @@ impl Store {
             .path(dir)
             .cache_capacity(options.cache_bytes)
             .flush_every_ms(Some(options.flush_every_ms.max(1)))
+            .use_compression(options.sled_compression)
             .open()
             .map_err(|source| match &source {
                 sled::Error::Io(io)

@@ -515,7 +515,7 @@ async fn encrypted_store_does_not_reveal_prompts_on_disk() {
         &b"ZEBRA-ORCHID-7731"[..],
         b"secret codename",
         &image[100..140],
-        b64(&image)[..40].as_bytes(),
+        &b64(&image).as_bytes()[..40],
     ] {
         let hits = files_containing(dir.path(), needle);
         assert!(
