@@ -9,7 +9,7 @@ llmtap: a transparent reverse proxy that records every LLM API call
 
 USAGE:
   llmtap serve [--config FILE] [--listen ADDR] [--api-listen ADDR] [--data-dir DIR] [--prices FILE]
-  llmtap dev storage-bench [--dir DIR] [--conversations N] [--rounds N] [--image-bytes N] [--compression-level N] [--encrypt true] [--sled-compression false]
+  llmtap dev storage-bench [--dir DIR] [--conversations N] [--rounds N] [--image-bytes N] [--compression-level N] [--encrypt true] [--sled-compression false] [--batch N]
   llmtap help
 
 Defaults: proxy on 127.0.0.1:8080, read API on 127.0.0.1:8081, data in ./llmtap-data.
@@ -144,6 +144,7 @@ fn storage_bench(args: &[String]) -> anyhow::Result<()> {
         compression_level: 3,
         encrypt: false,
         sled_compression: true,
+        batch: 1,
     };
     let mut flags = Flags::new(
         args,
@@ -154,6 +155,8 @@ fn storage_bench(args: &[String]) -> anyhow::Result<()> {
             "image-bytes",
             "compression-level",
             "encrypt",
+            "sled-compression",
+            "batch",
         ],
     );
     while let Some((name, value)) = flags.next()? {
@@ -165,6 +168,7 @@ fn storage_bench(args: &[String]) -> anyhow::Result<()> {
             "compression-level" => {
                 opts.compression_level = value.parse().context("--compression-level")?
             }
+            "batch" => opts.batch = value.parse().context("--batch")?,
             "encrypt" => opts.encrypt = value.parse().context("--encrypt true|false")?,
             "sled-compression" => {
                 opts.sled_compression = value.parse().context("--sled-compression true|false")?

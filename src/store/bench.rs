@@ -26,6 +26,9 @@ pub struct BenchOptions {
     pub compression_level: i32,
     pub encrypt: bool,
     pub sled_compression: bool,
+    /// Calls per `write_batch`: 1 is one agent at a time; the writer batches
+    /// whatever is queued (up to 512) when many agents run at once.
+    pub batch: usize,
 }
 
 struct Rng(u64);
@@ -245,6 +248,8 @@ pub fn run(opts: &BenchOptions) -> Result<String, Box<dyn std::error::Error>> {
         ("x-stainless-runtime", "CPython"),
         ("x-stainless-retry-count", "0"),
     ]);
+    let mut pending: Vec<CallRecord> = Vec::new();
+    let mut pending_invs: BTreeMap<String, InvocationRecord> = BTreeMap::new();
     for n in 0..opts.conversations {
         let conv = conversation(n, opts.rounds, opts.image_bytes, &system, &tools);
         let inv_id = format!("inv_bench_{n:06}");
@@ -309,9 +314,21 @@ pub fn run(opts: &BenchOptions) -> Result<String, Box<dyn std::error::Error>> {
                 ended_at_us: at,
                 ..InvocationRecord::default()
             };
-            store.write_batch(std::slice::from_ref(&call), &[invocation])?;
-            calls_written += 1;
+            pending.push(call);
+            pending_invs.insert(inv_id.clone(), invocation);
+            if pending.len() >= opts.batch.max(1) {
+                let invs: Vec<InvocationRecord> = pending_invs.values().cloned().collect();
+                store.write_batch(&pending, &invs)?;
+                calls_written += pending.len() as u64;
+                pending.clear();
+                pending_invs.clear();
+            }
         }
+    }
+    if !pending.is_empty() {
+        let invs: Vec<InvocationRecord> = pending_invs.values().cloned().collect();
+        store.write_batch(&pending, &invs)?;
+        calls_written += pending.len() as u64;
     }
     store.flush()?;
     let write_s = started.elapsed().as_secs_f64();
@@ -330,6 +347,7 @@ pub fn run(opts: &BenchOptions) -> Result<String, Box<dyn std::error::Error>> {
         &opts.dir,
         StoreOptions {
             keys,
+            sled_compression: opts.sled_compression,
             ..StoreOptions::default()
         },
     )?;
@@ -380,13 +398,14 @@ pub fn run(opts: &BenchOptions) -> Result<String, Box<dyn std::error::Error>> {
     }
     let _ = writeln!(
         md,
-        "\ncalls: {calls_written} ({} conversations x {} rounds), image {} bytes, zstd level {}, sled compression {}, encryption {}\n\
+        "\ncalls: {calls_written} ({} conversations x {} rounds), image {} bytes, zstd level {}, sled compression {}, encryption {}, {} call(s) per write batch\n\
          chunks: {}, blobs: {}\n\
          raw / on-disk (apparent): {:.1}x; raw / allocated: {:.1}x\n\
          exact reconstruction: {} of {} calls rebuilt byte for byte ({} mismatches)\n\
          write: {write_s:.1} s ({:.0} calls/s); verify: {verify_s:.1} s",
         opts.conversations, opts.rounds, opts.image_bytes, opts.compression_level, opts.sled_compression,
         if opts.encrypt { "on" } else { "off" },
+        opts.batch.max(1),
         usage.chunks, usage.blobs,
         raw as f64 / apparent.max(1) as f64, raw as f64 / allocated.max(1) as f64,
         calls_written - mismatches, calls_written, mismatches,

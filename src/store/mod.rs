@@ -139,24 +139,37 @@ impl Store {
 
     pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Store, StoreError> {
         let shown = dir.display().to_string();
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(options.cache_bytes)
-            .flush_every_ms(Some(options.flush_every_ms.max(1)))
-            .use_compression(options.sled_compression)
-            .open()
-            .map_err(|source| match &source {
-                sled::Error::Io(io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("lock") =>
-                {
-                    StoreError::Locked { dir: shown.clone() }
-                }
-                _ => StoreError::Open {
-                    dir: shown.clone(),
-                    source,
-                },
-            })?;
+        let config = |compression: bool| {
+            sled::Config::new()
+                .path(dir)
+                .cache_capacity(options.cache_bytes)
+                .flush_every_ms(Some(options.flush_every_ms.max(1)))
+                .use_compression(compression)
+        };
+        // sled fixes page compression when a store is created; a store made by an
+        // earlier llmtap (or with the other setting) opens with the setting it has.
+        let db = match config(options.sled_compression).open() {
+            Err(sled::Error::Unsupported(why)) if why.contains("compression") => {
+                tracing::info!(
+                    compression = !options.sled_compression,
+                    "opening the store with the page compression it was created with"
+                );
+                config(!options.sled_compression).open()
+            }
+            other => other,
+        }
+        .map_err(|source| match &source {
+            sled::Error::Io(io)
+                if io.kind() == std::io::ErrorKind::WouldBlock
+                    || io.to_string().contains("lock") =>
+            {
+                StoreError::Locked { dir: shown.clone() }
+            }
+            _ => StoreError::Open {
+                dir: shown.clone(),
+                source,
+            },
+        })?;
         let meta = db.open_tree("meta")?;
         match meta.get("schema")? {
             None => {

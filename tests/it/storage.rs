@@ -657,3 +657,21 @@ async fn disk_full_stops_bodies_then_capture_and_resumes() {
     );
     running.shutdown().await.unwrap();
 }
+
+#[test]
+fn a_store_created_without_page_compression_still_opens() {
+    let dir = TempDir::new("sled-compat");
+    let old = open(
+        dir.path(),
+        StoreOptions {
+            sled_compression: false,
+            ..StoreOptions::default()
+        },
+    );
+    old.write_batch(&[call("c_1", "i", 1, 1, "{\"a\":1}", "ok")], &[])
+        .unwrap();
+    old.flush().unwrap();
+    drop(old);
+    let store = open(dir.path(), StoreOptions::default());
+    assert_eq!(store.get_raw("c_1", true).unwrap().unwrap(), b"ok");
+}
