@@ -109,6 +109,27 @@ pub struct RawStore {
     pub on_backlog: Option<String>,
     pub flush_every_ms: Option<u64>,
     pub cache_capacity_mb: Option<u64>,
+    pub retention_days: Option<u64>,
+    pub body_retention_days: Option<u64>,
+    pub encryption_key_file: Option<PathBuf>,
+    pub min_free_mb: Option<u64>,
+    pub critical_free_mb: Option<u64>,
+    pub compression_level: Option<i32>,
+}
+
+/// Storage efficiency and safety (`[store]` keys owned by the store module).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageConfig {
+    /// 0 keeps calls forever.
+    pub retention_days: u64,
+    /// 0 keeps bodies as long as their calls.
+    pub body_retention_days: u64,
+    /// Read at start-up; `LLMTAP_ENCRYPTION_KEY` is used when this is unset.
+    pub encryption_key_file: Option<PathBuf>,
+    pub min_free_mb: u64,
+    pub critical_free_mb: u64,
+    /// zstd level 1-19; 0 stores content uncompressed.
+    pub compression_level: i32,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -316,6 +337,7 @@ pub struct Config {
     pub on_backlog: OnBacklog,
     pub flush_every_ms: u64,
     pub cache_capacity_bytes: u64,
+    pub storage: StorageConfig,
     pub prices_file: Option<PathBuf>,
     /// Keyed by name; built-ins merged with the file's table.
     pub providers: BTreeMap<String, Provider>,
@@ -430,6 +452,28 @@ impl RawConfig {
             return Err(invalid("store.backlog", backlog, "must be greater than 0"));
         }
         let max_body_bytes = self.capture.max_body_bytes.unwrap_or(32 << 20);
+        let storage = StorageConfig {
+            retention_days: self.store.retention_days.unwrap_or(0),
+            body_retention_days: self.store.body_retention_days.unwrap_or(0),
+            encryption_key_file: self.store.encryption_key_file.clone(),
+            min_free_mb: self.store.min_free_mb.unwrap_or(1024),
+            critical_free_mb: self.store.critical_free_mb.unwrap_or(256),
+            compression_level: self.store.compression_level.unwrap_or(3),
+        };
+        if storage.critical_free_mb > storage.min_free_mb {
+            return Err(invalid(
+                "store.critical_free_mb",
+                storage.critical_free_mb,
+                "must not exceed store.min_free_mb (bodies stop first, then capture)",
+            ));
+        }
+        if !(0..=19).contains(&storage.compression_level) {
+            return Err(invalid(
+                "store.compression_level",
+                storage.compression_level,
+                "expected 0 (off) to 19",
+            ));
+        }
 
         let mut providers = BTreeMap::new();
         for (name, kind, url) in BUILTIN_PROVIDERS {
@@ -542,6 +586,7 @@ impl RawConfig {
             on_backlog,
             flush_every_ms: self.store.flush_every_ms.unwrap_or(200),
             cache_capacity_bytes: self.store.cache_capacity_mb.unwrap_or(256) << 20,
+            storage,
             prices_file: overrides.prices_file.clone().or(self.prices.file),
             providers,
             api_tokens,
@@ -601,6 +646,11 @@ mod tests {
         for (toml, field) in [
             ("[server]\nlisten = \"nope\"", "server.listen"),
             ("[store]\non_backlog = \"drop\"", "store.on_backlog"),
+            (
+                "[store]\nmin_free_mb = 10\ncritical_free_mb = 20",
+                "store.critical_free_mb",
+            ),
+            ("[store]\ncompression_level = 30", "store.compression_level"),
             (
                 "[providers.x]\nkind = \"soap\"\nbase_url = \"http://a\"",
                 "providers.x.kind",

@@ -14,6 +14,7 @@ USAGE:
   llmtap prices check FILE
   llmtap dev seed --calls N --data-dir DIR [--days D]
   llmtap dev bench-api --data-dir DIR [--requests N]
+  llmtap dev storage-bench [--dir DIR] [--conversations N] [--rounds N] [--image-bytes N] [--compression-level N] [--encrypt true] [--sled-compression false] [--batch N]
   llmtap help
 
 Defaults: proxy on 127.0.0.1:8080, read API on 127.0.0.1:8081, data in ./llmtap-data.
@@ -81,6 +82,9 @@ fn run(args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("serve") => serve(&args[1..]),
         Some("prices") => prices(&args[1..]),
+        Some("dev") if args.get(1).map(String::as_str) == Some("storage-bench") => {
+            storage_bench(&args[2..])
+        }
         Some("dev") => dev(&args[1..]),
         Some("help") | Some("--help") | Some("-h") | None => {
             print!("{USAGE}");
@@ -173,6 +177,54 @@ fn serve(args: &[String]) -> anyhow::Result<()> {
         running.shutdown().await
     })?;
     tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// `llmtap dev storage-bench`: bytes on disk per call against raw bytes (BENCHMARKS.md).
+fn storage_bench(args: &[String]) -> anyhow::Result<()> {
+    let mut opts = llmtap::store::bench::BenchOptions {
+        dir: std::env::temp_dir().join(format!("llmtap-storage-bench-{}", std::process::id())),
+        conversations: 1000,
+        rounds: 20,
+        image_bytes: 40_000,
+        compression_level: 3,
+        encrypt: false,
+        sled_compression: true,
+        batch: 1,
+    };
+    let mut flags = Flags::new(
+        args,
+        &[
+            "dir",
+            "conversations",
+            "rounds",
+            "image-bytes",
+            "compression-level",
+            "encrypt",
+            "sled-compression",
+            "batch",
+        ],
+    );
+    while let Some((name, value)) = flags.next()? {
+        match name.as_str() {
+            "dir" => opts.dir = PathBuf::from(value),
+            "conversations" => opts.conversations = value.parse().context("--conversations")?,
+            "rounds" => opts.rounds = value.parse().context("--rounds")?,
+            "image-bytes" => opts.image_bytes = value.parse().context("--image-bytes")?,
+            "compression-level" => {
+                opts.compression_level = value.parse().context("--compression-level")?
+            }
+            "batch" => opts.batch = value.parse().context("--batch")?,
+            "encrypt" => opts.encrypt = value.parse().context("--encrypt true|false")?,
+            "sled-compression" => {
+                opts.sled_compression = value.parse().context("--sled-compression true|false")?
+            }
+            other => bail!("unexpected argument {other:?} {value:?}\n\n{USAGE}"),
+        }
+    }
+    let report = llmtap::store::bench::run(&opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{report}");
+    println!("data left in {}", opts.dir.display());
     Ok(())
 }
 

@@ -333,6 +333,31 @@ pub struct CallRecord {
     pub request_body: Option<String>,
     pub response_body: Option<String>,
     pub parse_notes: Vec<String>,
+    /// Attachments found in the request: base64 payloads mirrored into the blob
+    /// store (`GET /api/v1/blobs/{sha256}`), or URLs recorded as URLs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
+    /// The exact captured bytes when they are not valid UTF-8 (the `*_body` strings
+    /// above are then lossy). Not serialised: the store keeps the bytes in its
+    /// content store and rebuilds them for `/calls/{id}/raw`.
+    #[serde(skip)]
+    pub request_body_bytes: Option<Vec<u8>>,
+    #[serde(skip)]
+    pub response_body_bytes: Option<Vec<u8>>,
+}
+
+/// One attachment of a request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// `mirrored` (decoded and stored once by content address) or `url`.
+    pub source: String,
+    /// The blob's content address: SHA-256 of the decoded bytes (HMAC-SHA256 when
+    /// the store is encrypted). `None` for URLs.
+    pub sha256: Option<String>,
+    pub media_type: Option<String>,
+    pub size: Option<u64>,
+    pub filename: Option<String>,
+    pub url: Option<String>,
 }
 
 /// One agent run: the rollup of its calls.

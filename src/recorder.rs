@@ -230,11 +230,24 @@ pub fn build_record(call: FinishedCall, prices: &PriceTable) -> CallRecord {
             record.cost = cost;
         }
     }
+    // A lossy string loses bytes; keep the exact ones beside it for the store.
     if !meta.omit_request {
-        record.request_body = Some(String::from_utf8_lossy(&request_bytes).into_owned());
+        match String::from_utf8(request_bytes) {
+            Ok(text) => record.request_body = Some(text),
+            Err(e) => {
+                record.request_body = Some(String::from_utf8_lossy(e.as_bytes()).into_owned());
+                record.request_body_bytes = Some(e.into_bytes());
+            }
+        }
     }
     if !meta.omit_response {
-        record.response_body = Some(String::from_utf8_lossy(&response_bytes).into_owned());
+        match String::from_utf8(response_bytes) {
+            Ok(text) => record.response_body = Some(text),
+            Err(e) => {
+                record.response_body = Some(String::from_utf8_lossy(e.as_bytes()).into_owned());
+                record.response_body_bytes = Some(e.into_bytes());
+            }
+        }
     }
     record.status = Some(status);
     record.error = error;

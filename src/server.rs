@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::cost::PriceTable;
 use crate::forward::{self, ProxyState, RoundCounter};
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{self, Store, StoreOptions};
 use crate::upstream;
 use crate::writer::{self, SharedPrices, WriterControl};
 use anyhow::Context;
@@ -38,6 +38,34 @@ pub struct Running {
     proxy_task: tokio::task::JoinHandle<()>,
     api_task: tokio::task::JoinHandle<()>,
     writer: std::thread::JoinHandle<()>,
+    background: store::Background,
+}
+
+/// The store's options from the config; the encryption key comes from
+/// `[store] encryption_key_file`, else from `LLMTAP_ENCRYPTION_KEY`.
+pub fn store_options(config: &Config) -> anyhow::Result<StoreOptions> {
+    let s = &config.storage;
+    let keys = match (
+        &s.encryption_key_file,
+        std::env::var("LLMTAP_ENCRYPTION_KEY"),
+    ) {
+        (Some(file), _) => Some(store::Keyring::from_file(file)?),
+        (None, Ok(text)) if !text.trim().is_empty() => Some(
+            store::Keyring::from_text(&text).context("LLMTAP_ENCRYPTION_KEY is not a valid key")?,
+        ),
+        _ => None,
+    };
+    Ok(StoreOptions {
+        cache_bytes: config.cache_capacity_bytes,
+        flush_every_ms: config.flush_every_ms,
+        zstd_level: s.compression_level,
+        keys: keys.map(std::sync::Arc::new),
+        retention_days: s.retention_days,
+        body_retention_days: s.body_retention_days,
+        min_free_mb: s.min_free_mb,
+        critical_free_mb: s.critical_free_mb,
+        sled_compression: true,
+    })
 }
 
 /// Loads the price table the config asks for (the embedded default, layered with a user file).
@@ -50,11 +78,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let config = Arc::new(config);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let store = Store::open(
-        &config.data_dir,
-        config.cache_capacity_bytes,
-        config.flush_every_ms,
-    )?;
+    let store = Store::open_with(&config.data_dir, store_options(&config)?)?;
+    let background =
+        store::Background::spawn(store.clone()).context("cannot start the storage thread")?;
     let prices: SharedPrices = Arc::new(RwLock::new(Arc::new(load_prices(&config)?)));
     let metrics = Arc::new(Metrics::default());
     let client = upstream::build_client(config.extra_ca_file.as_deref(), config.connect_timeout)?;
@@ -142,6 +168,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         proxy_task,
         api_task,
         writer,
+        background,
     })
 }
 
@@ -151,6 +178,10 @@ impl Running {
         let _ = self.shutdown.send(true);
         let _ = self.proxy_task.await;
         let _ = self.api_task.await;
+        let background = self.background;
+        tokio::task::spawn_blocking(move || background.stop())
+            .await
+            .context("storage thread join failed")?;
         tokio::task::spawn_blocking(move || self.writer.join())
             .await
             .context("writer join failed")?

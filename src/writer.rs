@@ -81,6 +81,16 @@ struct WriterState {
 impl WriterState {
     fn write(&mut self, batch: std::vec::Drain<'_, Box<FinishedCall>>, prices: &PriceTable) {
         let count = batch.len() as u64;
+        if self.store.capture_paused() {
+            // Disk full: forwarding goes on, nothing is stored (counted, logged by the disk guard).
+            drop(batch);
+            self.store.count_skipped(count);
+            self.metrics
+                .capture_failures
+                .fetch_add(count, Ordering::Relaxed);
+            self.metrics.backlog.fetch_sub(count, Ordering::Relaxed);
+            return;
+        }
         let mut calls = Vec::with_capacity(batch.len());
         let mut invocations: HashMap<String, InvocationRecord> = HashMap::new();
         for finished in batch {

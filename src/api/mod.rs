@@ -6,6 +6,7 @@
 //! the proxy's forward path.
 
 pub mod auth;
+mod content;
 mod export;
 mod openapi;
 pub mod params;
@@ -115,6 +116,7 @@ async fn dispatch(
                 &serde_json::json!({
                     "status": "ok",
                     "backlog": state.metrics.backlog.load(std::sync::atomic::Ordering::Relaxed),
+                    "storage": state.store.health(),
                 }),
             ))
         }
@@ -127,7 +129,8 @@ async fn dispatch(
     let params = Params::parse(query)?;
     match path {
         "/metrics" => {
-            let mut response = Response::new(full(Bytes::from(state.metrics.render())));
+            let text = state.metrics.render() + &state.store.render_metrics();
+            let mut response = Response::new(full(Bytes::from(text)));
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -158,6 +161,8 @@ fn route(state: &ApiState, who: &Principal, path: &str, params: &Params) -> ApiR
         ["api", "v1", "calls"] => views::list(state, who, params, false),
         ["api", "v1", "invocations"] => views::list(state, who, params, true),
         ["api", "v1", "calls", id] => views::call(state, who, params, id, path),
+        ["api", "v1", "calls", id, "raw"] => content::raw(state, who, params, id, path),
+        ["api", "v1", "blobs", sha256] => content::blob(state, who, params, sha256, path),
         ["api", "v1", "invocations", id] => views::invocation(state, who, params, id, path),
         ["api", "v1", "sessions"] => views::sessions(state, who, params),
         ["api", "v1", "sessions", id] => views::session(state, who, params, id),

@@ -67,7 +67,7 @@ pub(super) fn list(state: &ApiState, who: &Principal, p: &Params, invocations: b
 
 /// Unknown id → 404, except for tenant-confined tokens, which get 403 for both
 /// "unknown" and "another tenant's" so existence does not leak.
-fn check_access(
+pub(super) fn check_access(
     state: &ApiState,
     who: &Principal,
     invocation: bool,

@@ -17,16 +17,38 @@
 //! - `rl_series`:    that key, 0x00, time, call id → RateLimitPoint JSON
 //! - `rl_429`:       that key, 0x00, time, call id → retry-after seconds (JSON)
 //! - `audit`:        time, sequence (u32 BE) → audit entry JSON (written by the API)
-//! - `meta`:         `schema` → version
+//! - `meta`:         `schema` → version; `encrypted` → key id; `body_sweep_cursor`;
+//!   `read_indexes` → 1 once derived trees exist
+//! - `call_content`: call id → sealed manifest naming the call's content roots
+//! - `chunks`, `chunk_refs`, `blobs`, `blob_refs`: the content store (see `content.rs`)
 //!
-//! Writes come from the single writer thread only (the audit log excepted: it is
-//! append-only and written by API handlers); readers share the handle. After each
+//! The `calls` value is the record's metadata only (clear JSON, decodable as a
+//! `CallRecord`); `get_call` puts bodies and parsed views back from the content
+//! store, `get_call_meta` does not. Derived trees (summaries, indexes, rollups) are
+//! computed from the full record before its content is split off.
+//!
+//! Writes come from the single writer thread (plus the append-only audit log,
+//! written by API handlers, and the retention sweeper, which only deletes under the
+//! content lock); readers share the handle. After each
 //! batch the store publishes its summaries on a broadcast channel (`subscribe`) for
 //! the live stream; sending never blocks.
 
+pub mod bench;
+mod body;
+mod calls;
+pub mod content;
+pub mod crypto;
+pub mod disk;
 pub mod index;
 mod query;
+pub mod retention;
+pub mod scan;
 pub mod summary;
+
+pub use calls::{ContentUsage, StoreStats};
+pub use crypto::Keyring;
+pub use disk::{DiskLevel, FreeSpaceProbe};
+pub use retention::{Background, SweepReport};
 
 pub use query::{AuditEntry, Page, PageRequest, Position, ScanOutcome, COUNT_CAP};
 
@@ -58,6 +80,47 @@ pub enum StoreError {
     },
     #[error("cannot encode record: {0}")]
     Encode(serde_json::Error),
+    #[error("stored value {key} is corrupt: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("the store holds encrypted content: set [store] encryption_key_file or LLMTAP_ENCRYPTION_KEY")]
+    KeyRequired,
+    #[error(transparent)]
+    Crypto(#[from] crypto::CryptoError),
+}
+
+/// How the store keeps content (the `[store]` keys of the config).
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub cache_bytes: u64,
+    pub flush_every_ms: u64,
+    /// zstd level for stored content; 0 disables compression.
+    pub zstd_level: i32,
+    /// Seals content with AEAD and keys addresses with HMAC when set.
+    pub keys: Option<Arc<Keyring>>,
+    /// 0 keeps calls forever.
+    pub retention_days: u64,
+    /// 0 keeps bodies as long as their calls.
+    pub body_retention_days: u64,
+    pub min_free_mb: u64,
+    pub critical_free_mb: u64,
+    /// sled's own zstd compression of pages (metadata, refcounts, manifests).
+    pub sled_compression: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_bytes: 256 << 20,
+            flush_every_ms: 200,
+            zstd_level: 3,
+            keys: None,
+            retention_days: 0,
+            body_retention_days: 0,
+            min_free_mb: 1024,
+            critical_free_mb: 256,
+            sled_compression: true,
+        }
+    }
 }
 
 /// What the live stream carries: the summaries of one stored batch.
@@ -89,6 +152,12 @@ pub struct Store {
     audit: sled::Tree,
     audit_seq: Arc<AtomicU32>,
     events: broadcast::Sender<Arc<BatchWritten>>,
+    meta: sled::Tree,
+    call_content: sled::Tree,
+    content: content::ContentTrees,
+    disk: Arc<disk::DiskGuard>,
+    stats: Arc<StoreStats>,
+    options: Arc<StoreOptions>,
 }
 
 fn round_key(invocation_id: &str, round: u32, call_id: &str) -> Vec<u8> {
@@ -112,24 +181,49 @@ const EVENT_BUFFER: usize = 4096;
 
 impl Store {
     pub fn open(dir: &Path, cache_bytes: u64, flush_every_ms: u64) -> Result<Store, StoreError> {
+        Store::open_with(
+            dir,
+            StoreOptions {
+                cache_bytes,
+                flush_every_ms,
+                ..StoreOptions::default()
+            },
+        )
+    }
+
+    pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Store, StoreError> {
         let shown = dir.display().to_string();
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            .flush_every_ms(Some(flush_every_ms.max(1)))
-            .open()
-            .map_err(|source| match &source {
-                sled::Error::Io(io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("lock") =>
-                {
-                    StoreError::Locked { dir: shown.clone() }
-                }
-                _ => StoreError::Open {
-                    dir: shown.clone(),
-                    source,
-                },
-            })?;
+        let config = |compression: bool| {
+            sled::Config::new()
+                .path(dir)
+                .cache_capacity(options.cache_bytes)
+                .flush_every_ms(Some(options.flush_every_ms.max(1)))
+                .use_compression(compression)
+        };
+        // sled fixes page compression when a store is created; a store made by an
+        // earlier llmtap (or with the other setting) opens with the setting it has.
+        let db = match config(options.sled_compression).open() {
+            Err(sled::Error::Unsupported(why)) if why.contains("compression") => {
+                tracing::info!(
+                    compression = !options.sled_compression,
+                    "opening the store with the page compression it was created with"
+                );
+                config(!options.sled_compression).open()
+            }
+            other => other,
+        }
+        .map_err(|source| match &source {
+            sled::Error::Io(io)
+                if io.kind() == std::io::ErrorKind::WouldBlock
+                    || io.to_string().contains("lock") =>
+            {
+                StoreError::Locked { dir: shown.clone() }
+            }
+            _ => StoreError::Open {
+                dir: shown.clone(),
+                source,
+            },
+        })?;
         let meta = db.open_tree("meta")?;
         match meta.get("schema")? {
             None => {
@@ -143,6 +237,18 @@ impl Store {
                 })
             }
         }
+        // Once a store holds sealed content it cannot be opened without a key.
+        match (meta.get("encrypted")?, &options.keys) {
+            (Some(_), None) => return Err(StoreError::KeyRequired),
+            (None, Some(keys)) => {
+                meta.insert("encrypted", keys.current_id().as_bytes())?;
+            }
+            _ => {}
+        }
+        let codec = content::Codec {
+            keys: options.keys.clone(),
+            zstd_level: options.zstd_level,
+        };
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let store = Store {
             calls: db.open_tree("calls")?,
@@ -164,6 +270,16 @@ impl Store {
             audit: db.open_tree("audit")?,
             audit_seq: Arc::new(AtomicU32::new(0)),
             events,
+            call_content: db.open_tree("call_content")?,
+            content: content::ContentTrees::open(&db, codec)?,
+            disk: Arc::new(disk::DiskGuard::new(
+                dir,
+                options.min_free_mb,
+                options.critical_free_mb,
+            )),
+            stats: Arc::new(StoreStats::default()),
+            options: Arc::new(options),
+            meta: meta.clone(),
             db,
         };
         if meta.get("read_indexes")?.is_none() {
@@ -248,11 +364,20 @@ impl Store {
             HashMap::new();
         let mut written = BatchWritten::default();
 
-        for call in calls {
-            if write_records {
-                let value = serde_json::to_vec(call).map_err(StoreError::Encode)?;
-                call_batch.insert(call.id.as_bytes(), value);
+        if write_records {
+            // Content first (values, then refcounts), so a stored call never names missing content.
+            let (metas, manifests) = self.prepare_calls(calls)?;
+            let mut content_batch = sled::Batch::default();
+            for (id, manifest) in manifests {
+                content_batch.insert(id.as_bytes(), manifest);
             }
+            self.call_content.apply_batch(content_batch)?;
+            for meta in &metas {
+                let value = serde_json::to_vec(meta).map_err(StoreError::Encode)?;
+                call_batch.insert(meta.id.as_bytes(), value);
+            }
+        }
+        for call in calls {
             round_batch.insert(
                 round_key(&call.invocation_id, call.round, &call.id),
                 &[] as &[u8],
@@ -269,7 +394,10 @@ impl Store {
                 idx_batch.insert(key, &[] as &[u8]);
                 *counts.entry(count).or_default() += 1;
             }
-            if let Some(text) = CallText::of(call) {
+            // Prompt text in the clear would defeat encryption at rest: with a key,
+            // `q` search and session subjects are not kept.
+            let plaintext_ok = self.options.keys.is_none();
+            if let Some(text) = CallText::of(call).filter(|_| plaintext_ok) {
                 text_batch.insert(
                     call.id.as_bytes(),
                     serde_json::to_vec(&text).map_err(StoreError::Encode)?,
@@ -298,7 +426,7 @@ impl Store {
                     }
                 };
                 let (old, mut s) = entry;
-                update_session(&mut s, call);
+                update_session(&mut s, call, plaintext_ok);
                 sessions.insert(session_id.clone(), (old, s));
             }
             if call.rate_limit.is_some() || call.status == Some(CallStatus::RateLimited) {
@@ -518,8 +646,42 @@ impl Store {
         Ok(())
     }
 
+    /// A call with its bodies and parsed views.
     pub fn get_call(&self, id: &str) -> Result<Option<CallRecord>, StoreError> {
+        let Some(mut call) = self.get_call_meta(id)? else {
+            return Ok(None);
+        };
+        self.hydrate(&mut call)?;
+        Ok(Some(call))
+    }
+
+    /// A call's metadata only: no bodies, no parsed views (cheap; for lists and indexes).
+    pub fn get_call_meta(&self, id: &str) -> Result<Option<CallRecord>, StoreError> {
         decode_opt(id, self.calls.get(id.as_bytes())?)
+    }
+
+    /// Removes the derived entries of a call being deleted (retention, `delete_call`):
+    /// its summary, text and index entries, with their counters. Rollups and
+    /// rate-limit history are aggregates over time and are kept.
+    pub fn unindex_call(&self, call: &CallRecord) -> Result<(), StoreError> {
+        let id = call.id.as_bytes();
+        if let Some(stored) = self.call_sum.get(id)? {
+            let (header, _) = summary::split_stored(&stored)
+                .ok_or_else(|| corrupt(&call.id, "summary header"))?;
+            let view =
+                FacetView::parse(header).ok_or_else(|| corrupt(&call.id, "summary header"))?;
+            for (key, count) in
+                index::index_entries(b'c', view.time_us, &call.id, &index::view_pairs(&view))
+            {
+                self.call_idx.remove(key)?;
+                let now = self.idx_counts.get(&count)?.map_or(0, |v| be_u64(&v));
+                self.idx_counts
+                    .insert(count, &now.saturating_sub(1).to_be_bytes())?;
+            }
+            self.call_sum.remove(id)?;
+        }
+        self.call_text.remove(id)?;
+        Ok(())
     }
 
     pub fn get_invocation(&self, id: &str) -> Result<Option<InvocationRecord>, StoreError> {
@@ -599,14 +761,14 @@ fn be_u64(bytes: &[u8]) -> u64 {
         .map_or(0, u64::from_be_bytes)
 }
 
-fn update_session(s: &mut SessionSummary, call: &CallRecord) {
+fn update_session(s: &mut SessionSummary, call: &CallRecord, with_subject: bool) {
     use crate::timefmt::format_rfc3339_us;
     let m = &call.metadata;
     s.calls += 1;
     s.input_tokens += call.usage.input_tokens.unwrap_or(0);
     s.output_tokens += call.usage.output_tokens.unwrap_or(0);
     s.cost_usd += call.cost_usd.unwrap_or(0.0);
-    if call.started_at_us <= s.first_at_us || s.subject.is_none() {
+    if with_subject && (call.started_at_us <= s.first_at_us || s.subject.is_none()) {
         if let Some(subject) = index::subject_of(call) {
             if call.started_at_us <= s.first_at_us || s.subject.is_none() {
                 s.subject = Some(subject);

@@ -8,5 +8,6 @@ mod process;
 mod proxy;
 mod replay;
 mod secrets;
+mod storage;
 mod tls;
 pub mod util;

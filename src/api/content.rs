@@ -1,0 +1,90 @@
+//! Stored content as bytes: a call's exact raw bodies and attachment blobs.
+//! Admin only, audited; tenant-confined tokens see only their tenant's calls.
+
+use super::params::{bad, Params};
+use super::views::check_access;
+use super::{audit, full, ApiError, ApiResult, ApiState};
+use crate::api::auth::Principal;
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+
+fn require_admin(who: &Principal) -> Result<(), ApiError> {
+    if who.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "bodies and attachments need an admin token".into(),
+        ))
+    }
+}
+
+/// `GET /api/v1/calls/{id}/raw?part=request|response`: the body byte for byte as
+/// captured (after content-encoding was decoded), with its original content type.
+pub(super) fn raw(
+    state: &ApiState,
+    who: &Principal,
+    p: &Params,
+    id: &str,
+    path: &str,
+) -> ApiResult {
+    p.only(&[&["part"]])?;
+    require_admin(who)?;
+    let part = p.get("part").unwrap_or("request");
+    let response = match part {
+        "request" => false,
+        "response" => true,
+        _ => return Err(bad("part", "accepted: request, response").into()),
+    };
+    check_access(state, who, false, id)?;
+    let Some(call) = state.store.get_call_meta(id)? else {
+        return Err(ApiError::NotFound(format!("no call with id {id}")));
+    };
+    let headers = if response {
+        &call.response_headers
+    } else {
+        &call.request_headers
+    };
+    let content_type = headers.get("content-type").cloned();
+    audit(state, who, "read raw body", path)?;
+    match state.store.get_raw(id, response)? {
+        Some(bytes) => Ok(bytes_response(bytes, content_type.as_deref())),
+        None => Err(ApiError::NotFound(format!(
+            "call {id} has no stored {part} body"
+        ))),
+    }
+}
+
+/// `GET /api/v1/blobs/{sha256}`: an attachment's bytes with its media type.
+pub(super) fn blob(
+    state: &ApiState,
+    who: &Principal,
+    p: &Params,
+    sha256: &str,
+    path: &str,
+) -> ApiResult {
+    p.only(&[])?;
+    require_admin(who)?;
+    if who.tenant.is_some() {
+        // Blobs are shared across tenants by content; a confined token cannot prove ownership.
+        return Err(ApiError::Forbidden(
+            "blobs need an admin token not confined to a tenant".into(),
+        ));
+    }
+    audit(state, who, "read attachment", path)?;
+    match state.store.get_blob(sha256)? {
+        Some((media_type, bytes)) => Ok(bytes_response(bytes, Some(&media_type))),
+        None => Err(ApiError::NotFound(format!("no blob {sha256}"))),
+    }
+}
+
+fn bytes_response(bytes: Vec<u8>, content_type: Option<&str>) -> Response<super::ApiBody> {
+    let mut response = Response::new(full(Bytes::from(bytes)));
+    let value = content_type
+        .and_then(|t| HeaderValue::from_str(t).ok())
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, value);
+    *response.status_mut() = StatusCode::OK;
+    response
+}

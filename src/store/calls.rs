@@ -1,0 +1,527 @@
+//! A call's content: what `write_batch` keeps out of the `calls` tree, and how
+//! `get_call` puts it back.
+//!
+//! The `calls` tree holds the record's metadata in clear JSON (times, agent,
+//! model, status, tokens, cost: what filters and indexes need). The bodies and the
+//! parsed request/response views go to the content store; the record's manifest in
+//! `call_content` (sealed like every other content value) names their root chunks.
+
+use super::body::{replace_payloads, Plan};
+use super::content::{ContentTrees, Txn};
+use super::crypto::{Addr, ADDR_LEN};
+use super::disk::DiskLevel;
+use super::{Store, StoreError};
+use crate::record::{CallRecord, RequestView, ResponseView};
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const MANIFEST_V1: u8 = 1;
+const HAS_REQUEST: u8 = 1;
+const HAS_RESPONSE: u8 = 2;
+const HAS_REQUEST_VIEW: u8 = 4;
+const HAS_RESPONSE_VIEW: u8 = 8;
+const HAS_PROMPT_VARIABLES: u8 = 16;
+
+/// Where a call's content lives.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    pub request: Option<Addr>,
+    pub response: Option<Addr>,
+    pub request_view: Option<Addr>,
+    pub response_view: Option<Addr>,
+    /// `x-llmtap-prompt-variables` (JSON): prompt content, so sealed with the bodies.
+    pub prompt_variables: Option<Addr>,
+}
+
+impl Manifest {
+    pub fn roots(&self) -> impl Iterator<Item = &Addr> {
+        [
+            &self.request,
+            &self.response,
+            &self.request_view,
+            &self.response_view,
+            &self.prompt_variables,
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut flags = 0;
+        let mut out = vec![MANIFEST_V1, 0];
+        for (bit, a) in [
+            (HAS_REQUEST, &self.request),
+            (HAS_RESPONSE, &self.response),
+            (HAS_REQUEST_VIEW, &self.request_view),
+            (HAS_RESPONSE_VIEW, &self.response_view),
+            (HAS_PROMPT_VARIABLES, &self.prompt_variables),
+        ] {
+            if let Some(a) = a {
+                flags |= bit;
+                out.extend_from_slice(a);
+            }
+        }
+        out[1] = flags;
+        out
+    }
+
+    pub fn decode(data: &[u8]) -> Option<Manifest> {
+        let (&[version, flags], mut rest) = data.split_first_chunk::<2>()?;
+        if version != MANIFEST_V1 {
+            return None;
+        }
+        let mut m = Manifest::default();
+        for (bit, slot) in [
+            (HAS_REQUEST, &mut m.request),
+            (HAS_RESPONSE, &mut m.response),
+            (HAS_REQUEST_VIEW, &mut m.request_view),
+            (HAS_RESPONSE_VIEW, &mut m.response_view),
+            (HAS_PROMPT_VARIABLES, &mut m.prompt_variables),
+        ] {
+            if flags & bit != 0 {
+                *slot = Some(rest.get(..ADDR_LEN)?.try_into().ok()?);
+                rest = &rest[ADDR_LEN..];
+            }
+        }
+        Some(m)
+    }
+}
+
+/// Logical sizes in the content store (keys + stored values).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ContentUsage {
+    pub calls: u64,
+    pub call_bytes: u64,
+    pub manifest_bytes: u64,
+    pub chunks: u64,
+    pub chunk_bytes: u64,
+    pub blobs: u64,
+    pub blob_bytes: u64,
+    pub ref_entries: u64,
+}
+
+/// Storage counters, shown on `/metrics` and `/healthz`.
+#[derive(Default)]
+pub struct StoreStats {
+    pub attachments_mirrored: AtomicU64,
+    pub attachment_failures: AtomicU64,
+    pub content_errors: AtomicU64,
+    pub bodies_skipped_disk: AtomicU64,
+    pub calls_skipped_disk: AtomicU64,
+    pub retention_calls_deleted: AtomicU64,
+    pub retention_bodies_dropped: AtomicU64,
+    pub retention_invocations_deleted: AtomicU64,
+    pub chunks_freed: AtomicU64,
+    pub blobs_freed: AtomicU64,
+}
+
+impl StoreStats {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// What goes into the `calls` tree: the record without its content (built field
+/// by field so the bodies are never copied).
+pub(super) fn metadata_only(call: &CallRecord) -> CallRecord {
+    let mut meta = empty_clone(call);
+    meta.metadata.prompt_variables = None;
+    meta
+}
+
+/// A clone of `call` whose bulky fields are left empty.
+fn empty_clone(call: &CallRecord) -> CallRecord {
+    CallRecord {
+        id: call.id.clone(),
+        invocation_id: call.invocation_id.clone(),
+        round: call.round,
+        started_at: call.started_at.clone(),
+        ended_at: call.ended_at.clone(),
+        started_at_us: call.started_at_us,
+        latency_ms: call.latency_ms,
+        ttft_ms: call.ttft_ms,
+        first_byte_ms: call.first_byte_ms,
+        provider: call.provider.clone(),
+        kind: call.kind.clone(),
+        endpoint: call.endpoint,
+        method: call.method.clone(),
+        path: call.path.clone(),
+        upstream_host: call.upstream_host.clone(),
+        http_status: call.http_status,
+        status: call.status,
+        stream: call.stream,
+        model: call.model.clone(),
+        response_model: call.response_model.clone(),
+        usage: call.usage.clone(),
+        raw_usage: call.raw_usage.clone(),
+        cost_usd: call.cost_usd,
+        cost: call.cost.clone(),
+        stop_reason: call.stop_reason.clone(),
+        error: call.error.clone(),
+        rate_limit: call.rate_limit.clone(),
+        metadata: call.metadata.clone(),
+        api_key_fingerprint: call.api_key_fingerprint.clone(),
+        client: call.client.clone(),
+        request_bytes: call.request_bytes,
+        response_bytes: call.response_bytes,
+        truncated: call.truncated,
+        request_headers: call.request_headers.clone(),
+        response_headers: call.response_headers.clone(),
+        parse_notes: call.parse_notes.clone(),
+        attachments: call.attachments.clone(),
+        ..CallRecord::default()
+    }
+}
+
+fn exact<'a>(text: &'a Option<String>, bytes: &'a Option<Vec<u8>>) -> Option<&'a [u8]> {
+    bytes
+        .as_deref()
+        .or_else(|| text.as_deref().map(str::as_bytes))
+}
+
+/// Stores one call's content in `txn`; returns the manifest, with one reference
+/// taken on each root, and fills `meta.attachments`.
+pub(super) fn store_content(
+    txn: &mut Txn<'_>,
+    stats: &StoreStats,
+    call: &CallRecord,
+    meta: &mut CallRecord,
+) -> Result<Manifest, StoreError> {
+    let mut manifest = Manifest::default();
+    let mut failures = 0u64;
+    let mut blobs = Vec::new();
+    let mut request_raw: &[u8] = &[];
+    if let Some(raw) = exact(&call.request_body, &call.request_body_bytes) {
+        let plan = Plan::new(raw, txn, true, true);
+        manifest.request = Some(plan.store(txn, &mut failures)?);
+        meta.attachments = plan.attachments();
+        StoreStats::add(&stats.attachments_mirrored, plan.blobs.len() as u64);
+        blobs = plan.blobs;
+        request_raw = raw;
+    }
+    if let Some(raw) = exact(&call.response_body, &call.response_body_bytes) {
+        let plan = Plan::new(raw, txn, false, false);
+        manifest.response = Some(plan.store(txn, &mut failures)?);
+    }
+    if let Some(view) = &call.request {
+        let json = if blobs.is_empty() {
+            serde_json::to_vec(view)
+        } else {
+            // The parsed view shows references, not payloads.
+            let mut value = serde_json::to_value(view).map_err(StoreError::Encode)?;
+            replace_payloads(&mut value, &blobs, request_raw);
+            serde_json::to_vec(&value)
+        }
+        .map_err(StoreError::Encode)?;
+        let plan = Plan::new(&json, txn, true, false);
+        manifest.request_view = Some(plan.store(txn, &mut failures)?);
+    }
+    if let Some(view) = &call.response {
+        let json = serde_json::to_vec(view).map_err(StoreError::Encode)?;
+        let plan = Plan::new(&json, txn, false, false);
+        manifest.response_view = Some(plan.store(txn, &mut failures)?);
+    }
+    if let Some(vars) = &call.metadata.prompt_variables {
+        let json = serde_json::to_vec(vars).map_err(StoreError::Encode)?;
+        let plan = Plan::new(&json, txn, false, false);
+        manifest.prompt_variables = Some(plan.store(txn, &mut failures)?);
+    }
+    for root in manifest.roots() {
+        txn.ref_chunk(root);
+    }
+    if failures > 0 {
+        StoreStats::add(&stats.attachment_failures, failures);
+        meta.parse_notes.push(format!(
+            "{failures} attachment(s) could not be mirrored and stay inline"
+        ));
+    }
+    Ok(manifest)
+}
+
+/// Metadata records for the `calls` tree, and `(call id, sealed manifest)` pairs.
+pub(super) type Prepared = (Vec<CallRecord>, Vec<(String, Vec<u8>)>);
+
+impl Store {
+    /// Splits each call into metadata (returned, for the `calls` tree) and content
+    /// (staged in the content store); returns `(call id, sealed manifest)` pairs.
+    /// Content failures fail open: the call keeps its metadata and a note.
+    pub(super) fn prepare_calls(&self, calls: &[CallRecord]) -> Result<Prepared, StoreError> {
+        let level = self.disk.level();
+        let mut metas = Vec::with_capacity(calls.len());
+        let mut manifests = Vec::with_capacity(calls.len());
+        let mut txn = self.content.txn();
+        for call in calls {
+            let mut meta = metadata_only(call);
+            let has_content = call.request_body.is_some()
+                || call.response_body.is_some()
+                || call.request.is_some()
+                || call.response.is_some();
+            if has_content && level != DiskLevel::Ok {
+                StoreStats::add(&self.stats.bodies_skipped_disk, 1);
+                meta.parse_notes
+                    .push("bodies not stored: the data directory's disk is nearly full".into());
+            } else if has_content || call.metadata.prompt_variables.is_some() {
+                match store_content(&mut txn, &self.stats, call, &mut meta)
+                    .and_then(|m| self.content.codec.seal(&m.encode()))
+                {
+                    Ok(sealed) => manifests.push((call.id.clone(), sealed)),
+                    Err(e) => {
+                        StoreStats::add(&self.stats.content_errors, 1);
+                        tracing::error!(error = %e, call = %call.id, "cannot store call content; keeping metadata only");
+                        meta.parse_notes.push(format!("bodies not stored: {e}"));
+                    }
+                }
+            }
+            metas.push(meta);
+        }
+        txn.commit()?;
+        Ok((metas, manifests))
+    }
+
+    pub(super) fn manifest(&self, id: &str) -> Result<Option<Manifest>, StoreError> {
+        let Some(stored) = self.call_content.get(id.as_bytes())? else {
+            return Ok(None);
+        };
+        let plain = self.content.codec.open(id.as_bytes(), &stored)?;
+        Manifest::decode(&plain)
+            .map(Some)
+            .ok_or_else(|| StoreError::Corrupt {
+                key: id.to_string(),
+                reason: "bad manifest".into(),
+            })
+    }
+
+    /// Puts a stored call's content back into its record.
+    pub(super) fn hydrate(&self, call: &mut CallRecord) -> Result<(), StoreError> {
+        let Some(m) = self.manifest(&call.id)? else {
+            return Ok(());
+        };
+        let c = &self.content;
+        if let Some(a) = &m.request {
+            call.request_body = Some(lossy(c.expand(a)?));
+        }
+        if let Some(a) = &m.response {
+            call.response_body = Some(lossy(c.expand(a)?));
+        }
+        if let Some(a) = &m.request_view {
+            call.request = Some(json::<RequestView>(c, a)?);
+        }
+        if let Some(a) = &m.response_view {
+            call.response = Some(json::<ResponseView>(c, a)?);
+        }
+        if let Some(a) = &m.prompt_variables {
+            call.metadata.prompt_variables = Some(json::<serde_json::Value>(c, a)?);
+        }
+        Ok(())
+    }
+
+    /// The exact captured (decoded) request or response body of a call.
+    /// `Ok(None)` when the call or that body is not stored.
+    pub fn get_raw(&self, id: &str, response: bool) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(m) = self.manifest(id)? {
+            let root = if response { m.response } else { m.request };
+            return root.map(|a| self.content.expand(&a)).transpose();
+        }
+        // Records written before content addressing keep their bodies inline.
+        let Some(call) = self.get_call_meta(id)? else {
+            return Ok(None);
+        };
+        let body = if response {
+            call.response_body
+        } else {
+            call.request_body
+        };
+        Ok(body.map(String::into_bytes))
+    }
+
+    /// An attachment by its address (hex): its media type and bytes.
+    pub fn get_blob(&self, sha256: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        match super::crypto::parse_addr(sha256) {
+            Some(a) => self.content.blob(&a),
+            None => Ok(None),
+        }
+    }
+
+    /// References held on a content chunk (by address, hex); 0 when absent.
+    pub fn chunk_refs(&self, addr: &str) -> Result<u64, StoreError> {
+        match super::crypto::parse_addr(addr) {
+            Some(a) => self.content.chunk_count(&a),
+            None => Ok(0),
+        }
+    }
+
+    /// References held on a blob; 0 when absent.
+    pub fn blob_refs(&self, addr: &str) -> Result<u64, StoreError> {
+        match super::crypto::parse_addr(addr) {
+            Some(a) => self.content.blob_count(&a),
+            None => Ok(0),
+        }
+    }
+
+    /// The content address of `bytes` in this store (SHA-256, or the keyed hash).
+    pub fn content_address(&self, bytes: &[u8]) -> String {
+        super::crypto::hex(&self.content.codec.addr(bytes))
+    }
+
+    /// How much the content store holds (stored, i.e. compressed/sealed, sizes).
+    pub fn content_usage(&self) -> Result<ContentUsage, StoreError> {
+        let mut u = ContentUsage::default();
+        for entry in self.content.chunks.iter() {
+            let (k, v) = entry?;
+            u.chunks += 1;
+            u.chunk_bytes += (k.len() + v.len()) as u64;
+        }
+        for entry in self.content.blobs.iter() {
+            let (k, v) = entry?;
+            u.blobs += 1;
+            u.blob_bytes += (k.len() + v.len()) as u64;
+        }
+        for entry in self.calls.iter() {
+            let (k, v) = entry?;
+            u.calls += 1;
+            u.call_bytes += (k.len() + v.len()) as u64;
+        }
+        for entry in self.call_content.iter() {
+            let (k, v) = entry?;
+            u.manifest_bytes += (k.len() + v.len()) as u64;
+        }
+        u.ref_entries = (self.content.chunk_refs.len() + self.content.blob_refs.len()) as u64;
+        Ok(u)
+    }
+
+    pub fn stats(&self) -> &StoreStats {
+        &self.stats
+    }
+
+    /// Storage state for `/healthz`.
+    pub fn health(&self) -> serde_json::Value {
+        let level = self.disk.level();
+        let free = self.disk.free_bytes();
+        serde_json::json!({
+            "disk": level.as_str(),
+            "free_mb": (free != u64::MAX).then_some(free >> 20),
+            "storing_bodies": level == DiskLevel::Ok,
+            "storing_calls": level != DiskLevel::CapturePaused,
+            "encrypted": self.content.codec.keys.is_some(),
+        })
+    }
+
+    /// Storage metrics in Prometheus text, appended to `/metrics`.
+    pub fn render_metrics(&self) -> String {
+        let s = &self.stats;
+        let mut out = String::new();
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        for (name, help, value) in [
+            (
+                "llmtap_attachments_mirrored_total",
+                "Base64 attachments decoded into the blob store (occurrences).",
+                get(&s.attachments_mirrored),
+            ),
+            (
+                "llmtap_attachment_failures_total",
+                "Attachments that could not be mirrored (kept inline).",
+                get(&s.attachment_failures),
+            ),
+            (
+                "llmtap_content_errors_total",
+                "Calls whose content could not be stored (metadata kept).",
+                get(&s.content_errors),
+            ),
+            (
+                "llmtap_bodies_skipped_disk_total",
+                "Calls stored without bodies because the disk was nearly full.",
+                get(&s.bodies_skipped_disk),
+            ),
+            (
+                "llmtap_calls_skipped_disk_total",
+                "Calls not stored at all because the disk was full.",
+                get(&s.calls_skipped_disk),
+            ),
+            (
+                "llmtap_retention_calls_deleted_total",
+                "Calls deleted by retention.",
+                get(&s.retention_calls_deleted),
+            ),
+            (
+                "llmtap_retention_bodies_dropped_total",
+                "Calls whose bodies were dropped by body retention.",
+                get(&s.retention_bodies_dropped),
+            ),
+            (
+                "llmtap_retention_invocations_deleted_total",
+                "Invocations deleted by retention.",
+                get(&s.retention_invocations_deleted),
+            ),
+            (
+                "llmtap_content_chunks_freed_total",
+                "Content chunks freed when nothing referenced them.",
+                get(&s.chunks_freed),
+            ),
+            (
+                "llmtap_blobs_freed_total",
+                "Attachment blobs freed when nothing referenced them.",
+                get(&s.blobs_freed),
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        }
+        let level = self.disk.level();
+        let _ = writeln!(out, "# HELP llmtap_disk_level 0 ok, 1 bodies paused (disk nearly full), 2 capture paused (disk full).\n# TYPE llmtap_disk_level gauge\nllmtap_disk_level {}", level as u8);
+        let free = self.disk.free_bytes();
+        if free != u64::MAX {
+            let _ = writeln!(out, "# HELP llmtap_disk_free_bytes Free bytes on the data directory's file system.\n# TYPE llmtap_disk_free_bytes gauge\nllmtap_disk_free_bytes {free}");
+        }
+        out
+    }
+
+    /// True when the disk is too full to store anything; the writer then drops calls (counted).
+    pub fn capture_paused(&self) -> bool {
+        self.disk.level() == DiskLevel::CapturePaused
+    }
+
+    /// Counts calls the writer dropped because capture is paused.
+    pub fn count_skipped(&self, n: u64) {
+        StoreStats::add(&self.stats.calls_skipped_disk, n);
+    }
+
+    pub fn disk(&self) -> &super::disk::DiskGuard {
+        &self.disk
+    }
+}
+
+fn lossy(bytes: Vec<u8>) -> String {
+    match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }
+}
+
+fn json<T: serde::de::DeserializeOwned>(c: &ContentTrees, a: &Addr) -> Result<T, StoreError> {
+    let bytes = c.expand(a)?;
+    serde_json::from_slice(&bytes).map_err(|source| StoreError::Decode {
+        key: super::crypto::hex(a),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_round_trips() {
+        let m = Manifest {
+            request: Some([1; 32]),
+            response: None,
+            request_view: Some([3; 32]),
+            response_view: Some([4; 32]),
+            prompt_variables: None,
+        };
+        assert_eq!(Manifest::decode(&m.encode()), Some(m));
+        assert_eq!(Manifest::decode(&[2, 0]), None);
+        assert_eq!(Manifest::decode(&[1, 1, 0]), None);
+    }
+}

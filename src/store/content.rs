@@ -1,0 +1,528 @@
+//! The content store: deduplicated, compressed, optionally encrypted pieces of
+//! captured bodies ("chunks") and decoded attachments ("blobs"), with refcounts.
+//!
+//! A chunk is a *template*: a list of literal bytes, references to other chunks,
+//! and references to blobs (rebuilt as their standard base64 text). A chunk's
+//! address is the hash of the bytes it rebuilds to, so the same message, system
+//! prompt or history prefix sent by a thousand calls is stored once.
+//!
+//! Refcounts: `chunk_refs[a]` / `blob_refs[a]` count the parents (call manifests
+//! and chunk templates, once per occurrence) that reference `a`. Ordering keeps a
+//! crash from ever losing live content:
+//! - writing: values first, then refcount increments, then (in `mod.rs`) the call;
+//! - deleting: the call first, then refcount decrements, then refcount entries of
+//!   dead pieces, then their values.
+//!
+//! So after a crash a count can only be too high (a leak), and a refcount entry
+//! always has its value. Writers and the retention sweeper serialise on one mutex.
+
+use super::crypto::{address, Addr, AddrHasher, Keyring, ADDR_LEN};
+use super::StoreError;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+const FLAG_ZSTD: u8 = 1;
+const FLAG_SEALED: u8 = 2;
+/// Values smaller than this are not worth a zstd frame.
+const MIN_COMPRESS: usize = 96;
+/// Longest rebuild, as a guard against a corrupt template referencing itself.
+const MAX_EXPAND_STEPS: usize = 10_000_000;
+const MAX_DECOMPRESSED: usize = 1 << 30;
+
+const SEG_LIT: u8 = 0;
+const SEG_CHUNK: u8 = 1;
+const SEG_BLOB: u8 = 2;
+
+/// One piece of a template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seg {
+    Lit(Vec<u8>),
+    Chunk(Addr),
+    /// Rebuilt as the blob's bytes in standard, padded base64.
+    Blob(Addr),
+}
+
+pub fn encode_template(segs: &[Seg]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for seg in segs {
+        match seg {
+            Seg::Lit(bytes) => {
+                out.push(SEG_LIT);
+                put_varint(&mut out, bytes.len() as u64);
+                out.extend_from_slice(bytes);
+            }
+            Seg::Chunk(a) => {
+                out.push(SEG_CHUNK);
+                out.extend_from_slice(a);
+            }
+            Seg::Blob(a) => {
+                out.push(SEG_BLOB);
+                out.extend_from_slice(a);
+            }
+        }
+    }
+    out
+}
+
+pub fn decode_template(mut data: &[u8]) -> Option<Vec<Seg>> {
+    let mut segs = Vec::new();
+    while let Some((&tag, rest)) = data.split_first() {
+        data = rest;
+        match tag {
+            SEG_LIT => {
+                let (len, rest) = get_varint(data)?;
+                let len = usize::try_from(len).ok()?;
+                segs.push(Seg::Lit(rest.get(..len)?.to_vec()));
+                data = &rest[len..];
+            }
+            SEG_CHUNK | SEG_BLOB => {
+                let a: Addr = data.get(..ADDR_LEN)?.try_into().ok()?;
+                data = &data[ADDR_LEN..];
+                segs.push(if tag == SEG_CHUNK {
+                    Seg::Chunk(a)
+                } else {
+                    Seg::Blob(a)
+                });
+            }
+            _ => return None,
+        }
+    }
+    Some(segs)
+}
+
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+pub fn get_varint(data: &[u8]) -> Option<(u64, &[u8])> {
+    let mut v = 0u64;
+    for (i, b) in data.iter().enumerate().take(10) {
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((v, &data[i + 1..]));
+        }
+    }
+    None
+}
+
+/// How values are sealed before they reach sled.
+pub struct Codec {
+    pub keys: Option<Arc<Keyring>>,
+    /// zstd level; 0 disables compression.
+    pub zstd_level: i32,
+}
+
+impl Codec {
+    /// `flags | [u32 LE plain length | zstd frame] or plain`, then AEAD-sealed after the flag byte.
+    /// Compression comes before encryption: ciphertext does not compress.
+    pub fn seal(&self, plain: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let mut flags = 0u8;
+        let mut payload = None;
+        if self.zstd_level > 0 && plain.len() >= MIN_COMPRESS {
+            if let Ok(z) = zstd::block::compress(plain, self.zstd_level) {
+                if z.len() + 4 < plain.len() {
+                    let mut p = Vec::with_capacity(z.len() + 4);
+                    p.extend_from_slice(&(plain.len() as u32).to_le_bytes());
+                    p.extend_from_slice(&z);
+                    payload = Some(p);
+                    flags |= FLAG_ZSTD;
+                }
+            }
+        }
+        let payload = payload.as_deref().unwrap_or(plain);
+        let mut out;
+        match &self.keys {
+            Some(keys) => {
+                flags |= FLAG_SEALED;
+                let sealed = keys.seal(payload)?;
+                out = Vec::with_capacity(sealed.len() + 1);
+                out.push(flags);
+                out.extend_from_slice(&sealed);
+            }
+            None => {
+                out = Vec::with_capacity(payload.len() + 1);
+                out.push(flags);
+                out.extend_from_slice(payload);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn open(&self, key: &[u8], stored: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let corrupt = |why: &str| StoreError::Corrupt {
+            key: super::crypto::hex(key),
+            reason: why.to_string(),
+        };
+        let (&flags, rest) = stored.split_first().ok_or_else(|| corrupt("empty value"))?;
+        let opened;
+        let payload = if flags & FLAG_SEALED != 0 {
+            let keys = self.keys.as_ref().ok_or(StoreError::KeyRequired)?;
+            opened = keys.open(rest)?;
+            &opened[..]
+        } else {
+            rest
+        };
+        if flags & FLAG_ZSTD != 0 {
+            let len: [u8; 4] = payload
+                .get(..4)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| corrupt("short zstd header"))?;
+            let len = (u32::from_le_bytes(len) as usize).min(MAX_DECOMPRESSED);
+            zstd::block::decompress(&payload[4..], len).map_err(|e| corrupt(&e.to_string()))
+        } else {
+            Ok(payload.to_vec())
+        }
+    }
+
+    pub fn addr(&self, data: &[u8]) -> Addr {
+        address(self.keys.as_deref(), data)
+    }
+
+    pub fn hasher(&self) -> AddrHasher {
+        AddrHasher::new(self.keys.as_deref())
+    }
+}
+
+/// The sled trees of the content store.
+#[derive(Clone)]
+pub struct ContentTrees {
+    pub chunks: sled::Tree,
+    pub chunk_refs: sled::Tree,
+    pub blobs: sled::Tree,
+    pub blob_refs: sled::Tree,
+    pub codec: Arc<Codec>,
+    /// Serialises refcount read-modify-write between the writer and the sweeper.
+    lock: Arc<Mutex<()>>,
+}
+
+fn count(value: Option<sled::IVec>) -> u64 {
+    value
+        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+impl ContentTrees {
+    pub fn open(db: &sled::Db, codec: Codec) -> Result<ContentTrees, StoreError> {
+        Ok(ContentTrees {
+            chunks: db.open_tree("chunks")?,
+            chunk_refs: db.open_tree("chunk_refs")?,
+            blobs: db.open_tree("blobs")?,
+            blob_refs: db.open_tree("blob_refs")?,
+            codec: Arc::new(codec),
+            lock: Arc::new(Mutex::new(())),
+        })
+    }
+
+    /// Starts a change set; holds the content lock until committed or dropped.
+    pub fn txn(&self) -> Txn<'_> {
+        let guard = match self.lock.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        Txn {
+            trees: self,
+            _guard: guard,
+            chunk_delta: HashMap::new(),
+            blob_delta: HashMap::new(),
+            new_chunks: HashMap::new(),
+            new_blobs: HashMap::new(),
+        }
+    }
+
+    /// Rebuilds the bytes a chunk stands for.
+    pub fn expand(&self, root: &Addr) -> Result<Vec<u8>, StoreError> {
+        let mut out = Vec::new();
+        let mut stack: Vec<std::vec::IntoIter<Seg>> = vec![vec![Seg::Chunk(*root)].into_iter()];
+        let mut steps = 0usize;
+        let mut b64 = Vec::new();
+        while let Some(top) = stack.last_mut() {
+            let Some(seg) = top.next() else {
+                stack.pop();
+                continue;
+            };
+            steps += 1;
+            if steps > MAX_EXPAND_STEPS {
+                return Err(StoreError::Corrupt {
+                    key: super::crypto::hex(root),
+                    reason: "template does not terminate".into(),
+                });
+            }
+            match seg {
+                Seg::Lit(bytes) => out.extend_from_slice(&bytes),
+                Seg::Chunk(a) => stack.push(self.template(&a)?.into_iter()),
+                Seg::Blob(a) => {
+                    let (_, bytes) = self.blob(&a)?.ok_or_else(|| missing(&a, "blob"))?;
+                    use base64::Engine;
+                    b64.clear();
+                    b64.resize(bytes.len().div_ceil(3) * 4, 0);
+                    let n = base64::engine::general_purpose::STANDARD
+                        .encode_slice(&bytes, &mut b64)
+                        .map_err(|e| StoreError::Corrupt {
+                            key: super::crypto::hex(&a),
+                            reason: e.to_string(),
+                        })?;
+                    out.extend_from_slice(&b64[..n]);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn template(&self, a: &Addr) -> Result<Vec<Seg>, StoreError> {
+        let stored = self.chunks.get(a)?.ok_or_else(|| missing(a, "chunk"))?;
+        let plain = self.codec.open(a, &stored)?;
+        decode_template(&plain).ok_or_else(|| StoreError::Corrupt {
+            key: super::crypto::hex(a),
+            reason: "bad template".into(),
+        })
+    }
+
+    /// A blob's media type and bytes.
+    pub fn blob(&self, a: &Addr) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        let Some(stored) = self.blobs.get(a)? else {
+            return Ok(None);
+        };
+        let plain = self.codec.open(a, &stored)?;
+        let bad = || StoreError::Corrupt {
+            key: super::crypto::hex(a),
+            reason: "bad blob header".into(),
+        };
+        let (len, rest) = get_varint(&plain).ok_or_else(bad)?;
+        let len = usize::try_from(len).map_err(|_| bad())?;
+        let media = rest.get(..len).ok_or_else(bad)?;
+        Ok(Some((
+            String::from_utf8_lossy(media).into_owned(),
+            rest[len..].to_vec(),
+        )))
+    }
+
+    pub fn chunk_count(&self, a: &Addr) -> Result<u64, StoreError> {
+        Ok(count(self.chunk_refs.get(a)?))
+    }
+
+    pub fn blob_count(&self, a: &Addr) -> Result<u64, StoreError> {
+        Ok(count(self.blob_refs.get(a)?))
+    }
+}
+
+fn missing(a: &Addr, what: &str) -> StoreError {
+    StoreError::Corrupt {
+        key: super::crypto::hex(a),
+        reason: format!("referenced {what} is missing"),
+    }
+}
+
+/// Pieces removed by a commit.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Freed {
+    pub chunks: u64,
+    pub blobs: u64,
+}
+
+/// A set of content changes under the content lock.
+pub struct Txn<'a> {
+    pub trees: &'a ContentTrees,
+    _guard: MutexGuard<'a, ()>,
+    chunk_delta: HashMap<Addr, i64>,
+    blob_delta: HashMap<Addr, i64>,
+    new_chunks: HashMap<Addr, Vec<u8>>,
+    new_blobs: HashMap<Addr, Vec<u8>>,
+}
+
+impl Txn<'_> {
+    pub fn codec(&self) -> &Codec {
+        &self.trees.codec
+    }
+
+    fn chunk_refs_now(&self, a: &Addr) -> Result<i64, StoreError> {
+        let base = count(self.trees.chunk_refs.get(a)?) as i64;
+        Ok(base + self.chunk_delta.get(a).copied().unwrap_or(0))
+    }
+
+    fn blob_refs_now(&self, a: &Addr) -> Result<i64, StoreError> {
+        let base = count(self.trees.blob_refs.get(a)?) as i64;
+        Ok(base + self.blob_delta.get(a).copied().unwrap_or(0))
+    }
+
+    /// True when the chunk is stored and live, or staged in this change set.
+    pub fn has_chunk(&self, a: &Addr) -> Result<bool, StoreError> {
+        Ok(self.new_chunks.contains_key(a) || self.chunk_refs_now(a)? > 0)
+    }
+
+    pub fn has_blob(&self, a: &Addr) -> Result<bool, StoreError> {
+        Ok(self.new_blobs.contains_key(a) || self.blob_refs_now(a)? > 0)
+    }
+
+    /// Adds one reference to a stored or staged chunk.
+    pub fn ref_chunk(&mut self, a: &Addr) {
+        *self.chunk_delta.entry(*a).or_default() += 1;
+    }
+
+    pub fn ref_blob(&mut self, a: &Addr) {
+        *self.blob_delta.entry(*a).or_default() += 1;
+    }
+
+    /// Stages a new chunk (with no reference yet: its parent takes one), and takes
+    /// one reference on each piece its template names, which must be stored or staged.
+    pub fn add_chunk(&mut self, a: Addr, segs: &[Seg]) -> Result<(), StoreError> {
+        let value = self.trees.codec.seal(&encode_template(segs))?;
+        for seg in segs {
+            match seg {
+                Seg::Chunk(c) => self.ref_chunk(c),
+                Seg::Blob(b) => self.ref_blob(b),
+                Seg::Lit(_) => {}
+            }
+        }
+        self.new_chunks.insert(a, value);
+        Ok(())
+    }
+
+    /// Stages a blob unless it is already stored; the chunk naming it takes the reference.
+    pub fn ensure_blob(
+        &mut self,
+        a: Addr,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        if !self.has_blob(&a)? {
+            let mut plain = Vec::with_capacity(bytes.len() + media_type.len() + 2);
+            put_varint(&mut plain, media_type.len() as u64);
+            plain.extend_from_slice(media_type.as_bytes());
+            plain.extend_from_slice(bytes);
+            let value = self.trees.codec.seal(&plain)?;
+            self.new_blobs.insert(a, value);
+        }
+        Ok(())
+    }
+
+    /// Drops one reference to a chunk; dead chunks release what they reference.
+    pub fn unref_chunk(&mut self, a: &Addr) -> Result<(), StoreError> {
+        let mut work = vec![*a];
+        while let Some(a) = work.pop() {
+            *self.chunk_delta.entry(a).or_default() -= 1;
+            if self.chunk_refs_now(&a)? == 0 {
+                // Read the template before the value goes: its children lose a parent.
+                let segs = match self.new_chunks.get(&a) {
+                    Some(v) => decode_template(&self.trees.codec.open(&a, v)?),
+                    None => match self.trees.chunks.get(a)? {
+                        Some(v) => decode_template(&self.trees.codec.open(&a, &v)?),
+                        None => Some(Vec::new()),
+                    },
+                };
+                for seg in segs.unwrap_or_default() {
+                    match seg {
+                        Seg::Chunk(c) => work.push(c),
+                        Seg::Blob(b) => *self.blob_delta.entry(b).or_default() -= 1,
+                        Seg::Lit(_) => {}
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the change set: new values, then counts, then removals (see module doc).
+    pub fn commit(self) -> Result<Freed, StoreError> {
+        let mut freed = Freed::default();
+        let mut values = sled::Batch::default();
+        for (a, v) in &self.new_chunks {
+            values.insert(&a[..], &v[..]);
+        }
+        self.trees.chunks.apply_batch(values)?;
+        let mut values = sled::Batch::default();
+        for (a, v) in &self.new_blobs {
+            values.insert(&a[..], &v[..]);
+        }
+        self.trees.blobs.apply_batch(values)?;
+
+        let mut dead_chunks = Vec::new();
+        let mut refs = sled::Batch::default();
+        for (a, delta) in &self.chunk_delta {
+            if *delta == 0 {
+                continue;
+            }
+            let now = count(self.trees.chunk_refs.get(a)?) as i64 + delta;
+            if now > 0 {
+                refs.insert(&a[..], &(now as u64).to_be_bytes()[..]);
+            } else {
+                refs.remove(&a[..]);
+                dead_chunks.push(*a);
+            }
+        }
+        self.trees.chunk_refs.apply_batch(refs)?;
+        let mut dead_blobs = Vec::new();
+        let mut refs = sled::Batch::default();
+        for (a, delta) in &self.blob_delta {
+            if *delta == 0 {
+                continue;
+            }
+            let now = count(self.trees.blob_refs.get(a)?) as i64 + delta;
+            if now > 0 {
+                refs.insert(&a[..], &(now as u64).to_be_bytes()[..]);
+            } else {
+                refs.remove(&a[..]);
+                dead_blobs.push(*a);
+            }
+        }
+        self.trees.blob_refs.apply_batch(refs)?;
+
+        let mut gone = sled::Batch::default();
+        for a in &dead_chunks {
+            gone.remove(&a[..]);
+        }
+        self.trees.chunks.apply_batch(gone)?;
+        let mut gone = sled::Batch::default();
+        for a in &dead_blobs {
+            gone.remove(&a[..]);
+        }
+        self.trees.blobs.apply_batch(gone)?;
+        freed.chunks = dead_chunks.len() as u64;
+        freed.blobs = dead_blobs.len() as u64;
+        Ok(freed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn template_encoding_round_trips() {
+        let segs = vec![
+            Seg::Lit(b"{\"a\":".to_vec()),
+            Seg::Chunk([7; 32]),
+            Seg::Lit(vec![0; 300]),
+            Seg::Blob([9; 32]),
+        ];
+        assert_eq!(decode_template(&encode_template(&segs)).unwrap(), segs);
+        assert!(decode_template(&[SEG_CHUNK, 1, 2]).is_none());
+        assert!(decode_template(&[9]).is_none());
+    }
+
+    #[test]
+    fn codec_compresses_and_seals() {
+        let text = "the same words again and again ".repeat(40);
+        let plain = Codec {
+            keys: None,
+            zstd_level: 3,
+        };
+        let stored = plain.seal(text.as_bytes()).unwrap();
+        assert!(stored.len() < text.len() / 4);
+        assert_eq!(plain.open(b"k", &stored).unwrap(), text.as_bytes());
+        let keys = Keyring::from_text(&"ab".repeat(32)).unwrap();
+        let sealed = Codec {
+            keys: Some(Arc::new(keys)),
+            zstd_level: 3,
+        };
+        let stored = sealed.seal(text.as_bytes()).unwrap();
+        assert_eq!(sealed.open(b"k", &stored).unwrap(), text.as_bytes());
+        assert!(matches!(
+            plain.open(b"k", &stored),
+            Err(StoreError::KeyRequired)
+        ));
+    }
+}

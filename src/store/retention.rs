@@ -1,0 +1,267 @@
+//! Retention and the storage background thread.
+//!
+//! `retention_days` deletes calls (with their round and index entries) and
+//! invocations older than that; `body_retention_days` drops only the content of
+//! calls older than that and keeps their metadata and cost. Content pieces go when
+//! their last reference does (refcounts, see `content.rs`), so an attachment or a
+//! prompt still used by a surviving call is never deleted.
+//!
+//! The sweeper works in batches of `BATCH` calls, taking the content lock once per
+//! batch, so the writer waits at most one batch; capture never waits for a whole
+//! sweep. The same thread checks free disk space every few seconds.
+//!
+//! Deleting a call: `Store::delete_call` is the one way to remove a call and
+//! everything keyed by it. Index trees keyed by call add their removals to
+//! `Store::unindex_call` (in `mod.rs`), which every deletion path calls.
+
+use super::{Store, StoreError};
+use crate::record::{CallRecord, InvocationRecord};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const BATCH: usize = 256;
+const DAY_US: u64 = 86_400_000_000;
+const DISK_CHECK_EVERY: Duration = Duration::from_secs(5);
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
+const META_BODY_CURSOR: &[u8] = b"body_sweep_cursor";
+
+/// What one sweep did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SweepReport {
+    pub calls_deleted: u64,
+    pub bodies_dropped: u64,
+    pub invocations_deleted: u64,
+    pub chunks_freed: u64,
+    pub blobs_freed: u64,
+}
+
+impl Store {
+    /// Deletes one call, its round entry, its index entries and its content
+    /// references. Returns false when there was no such call.
+    pub fn delete_call(&self, id: &str) -> Result<bool, StoreError> {
+        let mut report = SweepReport::default();
+        let n = self.delete_calls(&[id.to_string()], &mut report)?;
+        Ok(n == 1)
+    }
+
+    fn delete_calls(&self, ids: &[String], report: &mut SweepReport) -> Result<u64, StoreError> {
+        let mut txn = self.content.txn();
+        let mut deleted = 0;
+        for id in ids {
+            let Some(call) = self.get_call_meta(id)? else {
+                continue;
+            };
+            let manifest = self.manifest(id)?;
+            // The call goes before its content references (see content.rs).
+            self.unindex_call(&call)?;
+            self.inv_rounds
+                .remove(super::round_key(&call.invocation_id, call.round, &call.id))?;
+            self.calls.remove(id.as_bytes())?;
+            self.call_content.remove(id.as_bytes())?;
+            for root in manifest.iter().flat_map(|m| m.roots()) {
+                txn.unref_chunk(root)?;
+            }
+            deleted += 1;
+        }
+        let freed = txn.commit()?;
+        report.calls_deleted += deleted;
+        report.chunks_freed += freed.chunks;
+        report.blobs_freed += freed.blobs;
+        Ok(deleted)
+    }
+
+    /// Drops a call's content but keeps its metadata and cost.
+    fn drop_bodies(&self, ids: &[String], report: &mut SweepReport) -> Result<(), StoreError> {
+        let mut txn = self.content.txn();
+        for id in ids {
+            let Some(manifest) = self.manifest(id)? else {
+                continue;
+            };
+            if let Some(mut call) = self.get_call_meta(id)? {
+                call.parse_notes
+                    .push("bodies removed by store.body_retention_days".into());
+                let value = serde_json::to_vec(&call).map_err(StoreError::Encode)?;
+                self.calls.insert(id.as_bytes(), value)?;
+            }
+            self.call_content.remove(id.as_bytes())?;
+            for root in manifest.roots() {
+                txn.unref_chunk(root)?;
+            }
+            report.bodies_dropped += 1;
+        }
+        let freed = txn.commit()?;
+        report.chunks_freed += freed.chunks;
+        report.blobs_freed += freed.blobs;
+        Ok(())
+    }
+
+    /// One full retention pass as of `now_us`. Safe to run while the writer writes.
+    pub fn sweep(&self, now_us: u64) -> Result<SweepReport, StoreError> {
+        let mut report = SweepReport::default();
+        let started = Instant::now();
+        let days = self.options.retention_days;
+        if days > 0 {
+            let cutoff = now_us.saturating_sub(days * DAY_US);
+            // Call ids are time-ordered, so the oldest come first.
+            loop {
+                let mut batch = Vec::new();
+                for entry in self.calls.iter() {
+                    let (key, value) = entry?;
+                    let call: CallRecord = super::decode(&key, &value)?;
+                    if call.started_at_us >= cutoff {
+                        break;
+                    }
+                    batch.push(call.id);
+                    if batch.len() == BATCH {
+                        break;
+                    }
+                }
+                if batch.is_empty() {
+                    break;
+                }
+                self.delete_calls(&batch, &mut report)?;
+                tracing::info!(
+                    deleted = report.calls_deleted,
+                    "retention: deleting old calls"
+                );
+            }
+            let mut doomed = Vec::new();
+            for entry in self.invocations.iter() {
+                let (key, value) = entry?;
+                let inv: InvocationRecord = super::decode(&key, &value)?;
+                if inv.ended_at_us < cutoff {
+                    doomed.push(key);
+                }
+                if doomed.len() == BATCH {
+                    report.invocations_deleted += self.delete_invocations(&doomed)?;
+                    doomed.clear();
+                }
+            }
+            report.invocations_deleted += self.delete_invocations(&doomed)?;
+        }
+        let body_days = self.options.body_retention_days;
+        if body_days > 0 && (days == 0 || body_days < days) {
+            let cutoff = now_us.saturating_sub(body_days * DAY_US);
+            let mut cursor = self.meta.get(META_BODY_CURSOR)?.map(|v| v.to_vec());
+            loop {
+                let mut batch = Vec::new();
+                let range = match &cursor {
+                    Some(c) => self.call_content.range::<&[u8], _>((
+                        std::ops::Bound::Excluded(&c[..]),
+                        std::ops::Bound::Unbounded,
+                    )),
+                    None => self.call_content.iter(),
+                };
+                let mut done = true;
+                for entry in range {
+                    let (key, _) = entry?;
+                    let id = String::from_utf8_lossy(&key).into_owned();
+                    match self.get_call_meta(&id)? {
+                        Some(call) if call.started_at_us >= cutoff => break,
+                        _ => batch.push(id),
+                    }
+                    if batch.len() == BATCH {
+                        done = false;
+                        break;
+                    }
+                }
+                if let Some(last) = batch.last() {
+                    self.drop_bodies(&batch, &mut report)?;
+                    self.meta.insert(META_BODY_CURSOR, last.as_bytes())?;
+                    cursor = Some(last.as_bytes().to_vec());
+                    tracing::info!(
+                        dropped = report.bodies_dropped,
+                        "retention: dropping old bodies"
+                    );
+                }
+                if done {
+                    break;
+                }
+            }
+        }
+        let s = &self.stats;
+        s.retention_calls_deleted
+            .fetch_add(report.calls_deleted, Ordering::Relaxed);
+        s.retention_bodies_dropped
+            .fetch_add(report.bodies_dropped, Ordering::Relaxed);
+        s.retention_invocations_deleted
+            .fetch_add(report.invocations_deleted, Ordering::Relaxed);
+        s.chunks_freed
+            .fetch_add(report.chunks_freed, Ordering::Relaxed);
+        s.blobs_freed
+            .fetch_add(report.blobs_freed, Ordering::Relaxed);
+        if report != SweepReport::default() {
+            tracing::info!(
+                ?report,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "retention sweep done"
+            );
+        }
+        Ok(report)
+    }
+
+    fn delete_invocations(&self, keys: &[sled::IVec]) -> Result<u64, StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for key in keys {
+            // An invocation with a call left (a late round) keeps its rollup.
+            let mut prefix = key.to_vec();
+            prefix.push(0);
+            if self.inv_rounds.scan_prefix(&prefix).next().is_some() {
+                continue;
+            }
+            batch.remove(key.clone());
+            n += 1;
+        }
+        self.invocations.apply_batch(batch)?;
+        Ok(n)
+    }
+}
+
+/// The storage background thread (disk checks, retention); stopped on shutdown.
+pub struct Background {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Background {
+    pub fn spawn(store: Store) -> std::io::Result<Background> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("llmtap-storage".into())
+            .spawn(move || {
+                store.disk.check();
+                // First sweep soon after start, then every SWEEP_EVERY.
+                let mut next_sweep = Instant::now() + Duration::from_secs(30);
+                while !stop2.load(Ordering::Relaxed) {
+                    std::thread::park_timeout(DISK_CHECK_EVERY);
+                    if stop2.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    store.disk.check();
+                    let retention =
+                        store.options.retention_days > 0 || store.options.body_retention_days > 0;
+                    if retention && Instant::now() >= next_sweep {
+                        if let Err(e) = store.sweep(crate::timefmt::now_unix_us()) {
+                            tracing::error!(error = %e, "retention sweep failed; will retry");
+                        }
+                        next_sweep = Instant::now() + SWEEP_EVERY;
+                    }
+                }
+            })?;
+        Ok(Background {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}

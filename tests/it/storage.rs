@@ -1,0 +1,677 @@
+//! Storage efficiency and safety: exact reconstruction, deduplication, attachments,
+//! retention, encryption at rest, and the disk-full path.
+
+use super::util::*;
+use base64::Engine;
+use llmtap::record::{CallRecord, InvocationRecord, Message, RequestView};
+use llmtap::store::{Keyring, Store, StoreOptions};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const KEY: &str = "5f0c0e8d7a6b4c3d2e1f00112233445566778899aabbccddeeff001122334455";
+const DAY_US: u64 = 86_400_000_000;
+
+fn open(dir: &Path, options: StoreOptions) -> Store {
+    Store::open_with(dir, options).unwrap()
+}
+
+fn keyed() -> StoreOptions {
+    StoreOptions {
+        keys: Some(Arc::new(Keyring::from_text(KEY).unwrap())),
+        ..StoreOptions::default()
+    }
+}
+
+fn call(id: &str, inv: &str, round: u32, at_us: u64, request: &str, response: &str) -> CallRecord {
+    CallRecord {
+        id: id.into(),
+        invocation_id: inv.into(),
+        round,
+        started_at_us: at_us,
+        provider: "anthropic".into(),
+        request_body: Some(request.into()),
+        response_body: Some(response.into()),
+        ..CallRecord::default()
+    }
+}
+
+fn inv(id: &str, at_us: u64, rounds: u32) -> InvocationRecord {
+    InvocationRecord {
+        id: id.into(),
+        started_at_us: at_us,
+        ended_at_us: at_us,
+        rounds,
+        ..InvocationRecord::default()
+    }
+}
+
+fn fixture_names() -> Vec<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/exchanges");
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Deterministic pseudo-random bytes (an incompressible "image").
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, bytes)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// An Anthropic conversation: round n re-sends the system prompt, the image of
+/// round 1 and the whole history.
+fn anthropic_round(system: &str, image: &[u8], task: &str, rounds: u32) -> String {
+    let mut messages = vec![serde_json::json!({"role": "user", "content": [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": b64(image)}},
+        {"type": "text", "text": task},
+    ]})];
+    for r in 1..rounds {
+        messages.push(serde_json::json!({"role": "assistant", "content": [
+            {"type": "tool_use", "id": format!("toolu_{r}"), "name": "read_file", "input": {"path": format!("src/file{r}.rs")}}
+        ]}));
+        messages.push(serde_json::json!({"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": format!("toolu_{r}"), "content": format!("fn f{r}() {{ /* {} */ }}", "x".repeat(300))}
+        ]}));
+    }
+    serde_json::to_string(&serde_json::json!({
+        "model": "claude-sonnet-4-5", "max_tokens": 1024, "system": system, "messages": messages,
+    }))
+    .unwrap()
+}
+
+#[test]
+fn every_fixture_reconstructs_byte_for_byte() {
+    for options in [StoreOptions::default(), keyed()] {
+        let dir = TempDir::new("fixtures-exact");
+        let store = open(dir.path(), options);
+        let names = fixture_names();
+        let mut calls = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let fx = fixture(name);
+            let request = fx["request"]["body"].as_str().unwrap_or_default();
+            let response = fx["response"]["body"].as_str().unwrap();
+            let mut c = call(&format!("c_{i:04}"), "inv", i as u32, 1, request, response);
+            c.request = Some(RequestView {
+                system: Some(format!("system of {name}")),
+                messages: vec![Message {
+                    role: "user".into(),
+                    text: Some(request.chars().take(200).collect()),
+                    ..Message::default()
+                }],
+                ..RequestView::default()
+            });
+            calls.push(c);
+        }
+        // A body that is not UTF-8 keeps its exact bytes too.
+        let mut odd = call("c_9999", "inv", 99, 1, "", "");
+        odd.request_body_bytes = Some(b"{\"messages\":[\"\xff\xfe\"]}".to_vec());
+        odd.request_body = Some(String::from_utf8_lossy(b"{\"messages\":[\"\xff\xfe\"]}").into());
+        odd.response_body_bytes = Some(vec![0x1f, 0x8b, 0, 0xff]);
+        odd.response_body = Some(String::from_utf8_lossy(&[0x1f, 0x8b, 0, 0xff]).into());
+        calls.push(odd.clone());
+        store.write_batch(&calls, &[inv("inv", 1, 99)]).unwrap();
+        for c in &calls {
+            let want_req = c
+                .request_body_bytes
+                .clone()
+                .unwrap_or_else(|| c.request_body.clone().unwrap().into_bytes());
+            let want_resp = c
+                .response_body_bytes
+                .clone()
+                .unwrap_or_else(|| c.response_body.clone().unwrap().into_bytes());
+            assert_eq!(
+                store.get_raw(&c.id, false).unwrap().unwrap(),
+                want_req,
+                "{}: request",
+                c.id
+            );
+            assert_eq!(
+                store.get_raw(&c.id, true).unwrap().unwrap(),
+                want_resp,
+                "{}: response",
+                c.id
+            );
+            let back = store.get_call(&c.id).unwrap().unwrap();
+            assert_eq!(back.request_body, c.request_body);
+            assert_eq!(back.response_body, c.response_body);
+            assert_eq!(back.request, c.request);
+            // The calls tree itself holds metadata only.
+            let meta = store.get_call_meta(&c.id).unwrap().unwrap();
+            assert!(meta.request_body.is_none() && meta.request.is_none());
+        }
+        // The fixture with a base64 image lists it as a mirrored attachment.
+        let image = calls
+            .iter()
+            .find(|c| c.request_body.as_deref().unwrap().contains("iVBORw0KGgo"))
+            .unwrap();
+        let meta = store.get_call_meta(&image.id).unwrap().unwrap();
+        assert_eq!(meta.attachments.len(), 1, "{:?}", meta.attachments);
+        assert_eq!(meta.attachments[0].media_type.as_deref(), Some("image/png"));
+        assert_eq!(meta.attachments[0].source, "mirrored");
+    }
+}
+
+#[test]
+fn history_system_prompt_and_image_are_stored_once() {
+    let dir = TempDir::new("dedup");
+    let store = open(dir.path(), StoreOptions::default());
+    let system = format!("You are a careful coding agent. {}", "Rule. ".repeat(600));
+    let image = noise(7, 20_000);
+    let mut raw_total = 0u64;
+    // Two invocations of the same agent: same system prompt and image, different tasks.
+    for (inv_id, task) in [("inv-a", "fix the bug"), ("inv-b", "write the docs")] {
+        for round in 1..=10 {
+            let body = anthropic_round(&system, &image, task, round);
+            raw_total += body.len() as u64;
+            let mut c = call(
+                &format!("c_{inv_id}_{round:02}"),
+                inv_id,
+                round,
+                10,
+                &body,
+                "{\"content\":[]}",
+            );
+            c.request = Some(RequestView {
+                system: Some(system.clone()),
+                ..RequestView::default()
+            });
+            store.write_batch(&[c], &[inv(inv_id, 10, round)]).unwrap();
+            let back = store
+                .get_raw(&format!("c_{inv_id}_{round:02}"), false)
+                .unwrap();
+            assert_eq!(back.unwrap(), body.as_bytes());
+        }
+    }
+    // The system prompt (its JSON string) is one chunk referenced by all 20 calls.
+    let system_json = serde_json::to_string(&system).unwrap();
+    assert_eq!(
+        store
+            .chunk_refs(&sha256_hex(system_json.as_bytes()))
+            .unwrap(),
+        21,
+        "20 request bodies + the one parsed view they all share"
+    );
+    // The image is one blob, referenced by the one chunk holding round 1's message per invocation.
+    let sha = sha256_hex(&image);
+    assert_eq!(store.blob_refs(&sha).unwrap(), 2);
+    let usage = store.content_usage().unwrap();
+    assert_eq!(usage.blobs, 1);
+    assert!(
+        usage.chunk_bytes + usage.blob_bytes < raw_total / 10,
+        "{usage:?} vs raw {raw_total}"
+    );
+    let meta = store.get_call_meta("c_inv-b_07").unwrap().unwrap();
+    assert_eq!(meta.attachments[0].sha256.as_deref(), Some(sha.as_str()));
+    assert_eq!(meta.attachments[0].size, Some(20_000));
+    let (media, bytes) = store.get_blob(&sha).unwrap().unwrap();
+    assert_eq!((media.as_str(), bytes), ("image/png", image));
+}
+
+#[test]
+fn attachments_of_every_provider_shape_are_found() {
+    let dir = TempDir::new("shapes");
+    let store = open(dir.path(), StoreOptions::default());
+    let pdf = noise(3, 900);
+    let png = noise(4, 700);
+    let wav = noise(5, 500);
+    let bodies = [
+        // OpenAI chat: image data URL, file_data with filename, input_audio, and a URL image.
+        serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{}", b64(&png))}},
+            {"type": "file", "file": {"filename": "report.pdf", "file_data": format!("data:application/pdf;base64,{}", b64(&pdf))}},
+            {"type": "input_audio", "input_audio": {"data": b64(&wav), "format": "wav"}},
+            {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+        ]}]}),
+        // Responses: input_image and input_file.
+        serde_json::json!({"model": "gpt-5", "input": [{"role": "user", "content": [
+            {"type": "input_image", "image_url": format!("data:image/png;base64,{}", b64(&png))},
+            {"type": "input_file", "filename": "report.pdf", "file_data": format!("data:application/pdf;base64,{}", b64(&pdf))},
+        ]}]}),
+        // Anthropic: document base64 source and a URL source.
+        serde_json::json!({"model": "claude", "messages": [{"role": "user", "content": [
+            {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": b64(&pdf)}},
+            {"type": "image", "source": {"type": "url", "url": "https://example.com/dog.jpg"}},
+        ]}]}),
+        // Gemini: inlineData and fileData.
+        serde_json::json!({"contents": [{"role": "user", "parts": [
+            {"inlineData": {"mimeType": "image/png", "data": b64(&png)}},
+            {"fileData": {"mimeType": "video/mp4", "fileUri": "https://generativelanguage.googleapis.com/v1beta/files/abc"}},
+        ]}], "systemInstruction": {"parts": [{"text": "be brief"}]}}),
+    ];
+    let expect: [&[(&str, &str)]; 4] = [
+        &[
+            ("mirrored", "image/png"),
+            ("mirrored", "application/pdf"),
+            ("mirrored", "audio/wav"),
+            ("url", "https://example.com/cat.png"),
+        ],
+        &[("mirrored", "image/png"), ("mirrored", "application/pdf")],
+        &[
+            ("mirrored", "application/pdf"),
+            ("url", "https://example.com/dog.jpg"),
+        ],
+        &[
+            ("mirrored", "image/png"),
+            (
+                "url",
+                "https://generativelanguage.googleapis.com/v1beta/files/abc",
+            ),
+        ],
+    ];
+    for (i, (body, want)) in bodies.iter().zip(expect).enumerate() {
+        let text = serde_json::to_string(body).unwrap();
+        let id = format!("c_{i}");
+        let mut c = call(&id, "inv", 1, 1, &text, "{}");
+        c.request = Some(RequestView {
+            messages: vec![Message {
+                role: "user".into(),
+                attachments: vec![
+                    serde_json::json!({"type": "image", "data": format!("data:image/png;base64,{}", b64(&png))}),
+                ],
+                ..Message::default()
+            }],
+            ..RequestView::default()
+        });
+        store.write_batch(&[c], &[]).unwrap();
+        assert_eq!(store.get_raw(&id, false).unwrap().unwrap(), text.as_bytes());
+        let meta = store.get_call_meta(&id).unwrap().unwrap();
+        let got: Vec<(String, String)> = meta
+            .attachments
+            .iter()
+            .map(|a| {
+                (
+                    a.source.clone(),
+                    a.media_type
+                        .clone()
+                        .filter(|_| a.source == "mirrored")
+                        .or(a.url.clone())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(got, want, "body {i}");
+        if i == 0 {
+            let pdf_att = &meta.attachments[1];
+            assert_eq!(pdf_att.filename.as_deref(), Some("report.pdf"));
+            assert_eq!(pdf_att.sha256.as_deref(), Some(sha256_hex(&pdf).as_str()));
+        }
+        // The parsed view shows a reference instead of the payload.
+        let back = store.get_call(&id).unwrap().unwrap();
+        let att = &back.request.unwrap().messages[0].attachments[0];
+        if i == 2 {
+            // No PNG in this body: the view is left as the parser wrote it.
+            assert!(att["data"].is_string());
+        } else {
+            assert_eq!(att["data"]["$blob"], sha256_hex(&png));
+            assert_eq!(att["data"]["size"], 700);
+        }
+    }
+}
+
+#[test]
+fn retention_deletes_old_calls_and_only_unreferenced_content() {
+    let dir = TempDir::new("retention");
+    let now = 1_000 * DAY_US;
+    let store = open(
+        dir.path(),
+        StoreOptions {
+            retention_days: 30,
+            ..StoreOptions::default()
+        },
+    );
+    let system = "S".repeat(2000);
+    let shared = noise(11, 5000);
+    let only_old = noise(12, 5000);
+    let old_body = {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&anthropic_round(&system, &shared, "old task", 2)).unwrap();
+        v["messages"][0]["content"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": b64(&only_old)}}));
+        serde_json::to_string(&v).unwrap()
+    };
+    let old_at = now - 40 * DAY_US;
+    store
+        .write_batch(
+            &[
+                call("c_01", "inv-old", 1, old_at, &old_body, "{}"),
+                call("c_02", "inv-old", 2, old_at + 1, &old_body, "{\"x\":1}"),
+            ],
+            &[inv("inv-old", old_at, 2)],
+        )
+        .unwrap();
+    let new_body = anthropic_round(&system, &shared, "new task", 3);
+    store
+        .write_batch(
+            &[call("c_03", "inv-new", 1, now - DAY_US, &new_body, "{}")],
+            &[inv("inv-new", now - DAY_US, 1)],
+        )
+        .unwrap();
+    let report = store.sweep(now).unwrap();
+    assert_eq!(report.calls_deleted, 2);
+    assert_eq!(report.invocations_deleted, 1);
+    assert!(store.get_call("c_01").unwrap().is_none());
+    assert!(store.get_invocation("inv-old").unwrap().is_none());
+    assert!(store.invocation_calls("inv-old").unwrap().is_empty());
+    // The blob only the old calls used is gone; the shared one lives on.
+    assert!(store.get_blob(&sha256_hex(&only_old)).unwrap().is_none());
+    assert_eq!(
+        store.get_blob(&sha256_hex(&shared)).unwrap().unwrap().1,
+        shared
+    );
+    assert_eq!(
+        store.get_raw("c_03", false).unwrap().unwrap(),
+        new_body.as_bytes()
+    );
+    assert!(
+        report.chunks_freed > 0 && report.blobs_freed == 1,
+        "{report:?}"
+    );
+    // Later, the new call expires too and the store is empty of content.
+    let report = store.sweep(now + 60 * DAY_US).unwrap();
+    assert_eq!(report.calls_deleted, 1);
+    let usage = store.content_usage().unwrap();
+    assert_eq!(
+        (usage.calls, usage.chunks, usage.blobs, usage.ref_entries),
+        (0, 0, 0, 0)
+    );
+}
+
+#[test]
+fn body_retention_keeps_metadata_and_cost() {
+    let dir = TempDir::new("body-retention");
+    let now = 1_000 * DAY_US;
+    let store = open(
+        dir.path(),
+        StoreOptions {
+            retention_days: 90,
+            body_retention_days: 7,
+            ..StoreOptions::default()
+        },
+    );
+    let image = noise(21, 3000);
+    let body = anthropic_round("sys", &image, "t", 2);
+    let mut old = call("c_01", "i", 1, now - 10 * DAY_US, &body, "{\"a\":1}");
+    old.cost_usd = Some(0.25);
+    old.model = Some("claude".into());
+    let fresh = call("c_02", "i", 2, now, &body, "{\"a\":2}");
+    store
+        .write_batch(&[old, fresh], &[inv("i", now, 2)])
+        .unwrap();
+    let report = store.sweep(now).unwrap();
+    assert_eq!((report.bodies_dropped, report.calls_deleted), (1, 0));
+    let kept = store.get_call("c_01").unwrap().unwrap();
+    assert_eq!(kept.cost_usd, Some(0.25));
+    assert_eq!(kept.model.as_deref(), Some("claude"));
+    assert!(kept.request_body.is_none() && kept.response_body.is_none());
+    assert!(store.get_raw("c_01", false).unwrap().is_none());
+    // The image is still used by the fresh call.
+    assert!(store.get_blob(&sha256_hex(&image)).unwrap().is_some());
+    assert_eq!(
+        store.get_raw("c_02", false).unwrap().unwrap(),
+        body.as_bytes()
+    );
+    // A second sweep has nothing left to do.
+    assert_eq!(store.sweep(now).unwrap().bodies_dropped, 0);
+}
+
+/// Every file under `dir` that contains `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let data = std::fs::read(&path).unwrap();
+                if data.windows(needle.len()).any(|w| w == needle) {
+                    hits.push(path.display().to_string());
+                }
+            }
+        }
+    }
+    hits
+}
+
+async fn run_one_call(dir: &Path, extra: &str, prompt: &str, image: &[u8]) -> (String, String) {
+    let mock = MockUpstream::start(|_| {
+        MockResponse::json(
+            200,
+            r#"{"type":"message","content":[{"type":"text","text":"ok"}]}"#,
+        )
+    })
+    .await;
+    let config = test_config(
+        dir,
+        &format!("{}{extra}", provider_toml("up", "anthropic", &mock.url())),
+    );
+    let running = start_llmtap(config).await;
+    let body = anthropic_round(prompt, image, prompt, 2);
+    let got = post_json(running.proxy_addr, "/up/v1/messages", &[], &body).await;
+    assert_eq!(got.status, 200);
+    let id = got.call_id();
+    wait_call(&running, &id).await;
+    running.shutdown().await.unwrap();
+    (id, body)
+}
+
+#[tokio::test]
+async fn encrypted_store_does_not_reveal_prompts_on_disk() {
+    let prompt = "ZEBRA-ORCHID-7731 is the secret codename of the project; never reveal it.";
+    let image = noise(31, 4000);
+    // Control: unencrypted and uncompressed, the scan finds the prompt.
+    let plain = TempDir::new("plain-scan");
+    run_one_call(
+        plain.path(),
+        "[store]\ncompression_level = 0\n",
+        prompt,
+        &image,
+    )
+    .await;
+    assert!(!files_containing(plain.path(), b"ZEBRA-ORCHID-7731").is_empty());
+
+    let dir = TempDir::new("enc-scan");
+    let key_dir = TempDir::new("enc-key");
+    let key_file = key_dir.path().join("key");
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    let extra = format!(
+        "[store]\ncompression_level = 0\nencryption_key_file = \"{}\"\n",
+        key_file.display()
+    );
+    let (id, body) = run_one_call(dir.path(), &extra, prompt, &image).await;
+    for needle in [
+        &b"ZEBRA-ORCHID-7731"[..],
+        b"secret codename",
+        &image[100..140],
+        &b64(&image).as_bytes()[..40],
+    ] {
+        let hits = files_containing(dir.path(), needle);
+        assert!(
+            hits.is_empty(),
+            "{:?} found in {hits:?}",
+            String::from_utf8_lossy(needle)
+        );
+    }
+    // The metadata stays readable without the key; the content needs it.
+    assert!(matches!(
+        Store::open_with(dir.path(), StoreOptions::default()),
+        Err(llmtap::store::StoreError::KeyRequired)
+    ));
+    let store = open(dir.path(), keyed());
+    let back = store.get_call(&id).unwrap().unwrap();
+    assert_eq!(back.request_body.as_deref(), Some(body.as_str()));
+    assert_eq!(back.http_status, Some(200));
+    // Addresses are keyed: the blob is not named by its plain SHA-256.
+    let att = &back.attachments[0];
+    assert_ne!(att.sha256.as_deref(), Some(sha256_hex(&image).as_str()));
+    assert_eq!(
+        store
+            .get_blob(att.sha256.as_deref().unwrap())
+            .unwrap()
+            .unwrap()
+            .1,
+        image
+    );
+}
+
+#[tokio::test]
+async fn blobs_and_raw_bodies_are_served_by_the_api() {
+    let response_body = r#"{"type":"message","content":[{"type":"text","text":"a cat"}]}"#;
+    let mock = MockUpstream::start(move |_| MockResponse::json(200, response_body)).await;
+    let dir = TempDir::new("api-blob");
+    let running = start_llmtap(test_config(
+        dir.path(),
+        &provider_toml("up", "anthropic", &mock.url()),
+    ))
+    .await;
+    let image = noise(41, 2500);
+    let body = anthropic_round("Describe images.", &image, "what is this?", 1);
+    let got = post_json(running.proxy_addr, "/up/v1/messages", &[], &body).await;
+    let call = wait_call(&running, &got.call_id()).await;
+    let att = &call.attachments[0];
+    let sha = sha256_hex(&image);
+    assert_eq!(att.sha256.as_deref(), Some(sha.as_str()));
+    let blob = api_get(&running, &format!("/api/v1/blobs/{sha}")).await;
+    assert_eq!(blob.status, 200);
+    assert_eq!(blob.header("content-type"), Some("image/png"));
+    assert_eq!(&blob.body[..], &image[..]);
+    assert_eq!(
+        api_get(&running, &format!("/api/v1/blobs/{}", "0".repeat(64)))
+            .await
+            .status,
+        404
+    );
+    let raw = api_get(
+        &running,
+        &format!("/api/v1/calls/{}/raw?part=request", call.id),
+    )
+    .await;
+    assert_eq!(raw.status, 200);
+    assert_eq!(&raw.body[..], body.as_bytes());
+    let raw = api_get(
+        &running,
+        &format!("/api/v1/calls/{}/raw?part=response", call.id),
+    )
+    .await;
+    assert_eq!(&raw.body[..], response_body.as_bytes());
+    assert_eq!(raw.header("content-type"), Some("application/json"));
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn disk_full_stops_bodies_then_capture_and_resumes() {
+    let mock = MockUpstream::start(|_| MockResponse::json(200, r#"{"content":[]}"#)).await;
+    let dir = TempDir::new("disk-full");
+    let running = start_llmtap(test_config(
+        dir.path(),
+        &format!(
+            "{}[store]\nmin_free_mb = 1000\ncritical_free_mb = 100\n",
+            provider_toml("up", "anthropic", &mock.url())
+        ),
+    ))
+    .await;
+    let free = Arc::new(AtomicU64::new(5_000 << 20));
+    let f = free.clone();
+    let disk = running.store.disk();
+    disk.set_probe(Arc::new(move |_| Ok(f.load(Ordering::Relaxed))));
+    let body = r#"{"model":"claude","messages":[{"role":"user","content":"hello there"}]}"#;
+
+    // Nearly full: forwarded, metadata stored, bodies not.
+    free.store(500 << 20, Ordering::Relaxed);
+    disk.check();
+    let got = post_json(running.proxy_addr, "/up/v1/messages", &[], body).await;
+    assert_eq!(got.status, 200);
+    let call = wait_call(&running, &got.call_id()).await;
+    assert!(call.request_body.is_none() && call.response_body.is_none());
+    assert_eq!(call.http_status, Some(200));
+    assert!(call.parse_notes.iter().any(|n| n.contains("disk")));
+    let health = api_get(&running, "/healthz").await.json();
+    assert_eq!(health["storage"]["disk"], "bodies_paused");
+
+    // Full: forwarded, nothing stored.
+    free.store(50 << 20, Ordering::Relaxed);
+    disk.check();
+    let got = post_json(running.proxy_addr, "/up/v1/messages", &[], body).await;
+    assert_eq!(got.status, 200);
+    let skipped = got.call_id();
+    for _ in 0..200 {
+        if running.metrics.backlog.load(Ordering::Relaxed) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(running.store.get_call_meta(&skipped).unwrap().is_none());
+    let metrics = String::from_utf8(api_get(&running, "/metrics").await.body.to_vec()).unwrap();
+    assert!(metrics.contains("llmtap_disk_level 2"), "{metrics}");
+    assert!(
+        metrics.contains("llmtap_calls_skipped_disk_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("llmtap_bodies_skipped_disk_total 1"),
+        "{metrics}"
+    );
+
+    // Space returns: everything is stored again.
+    free.store(5_000 << 20, Ordering::Relaxed);
+    disk.check();
+    let got = post_json(running.proxy_addr, "/up/v1/messages", &[], body).await;
+    let call = wait_call(&running, &got.call_id()).await;
+    assert_eq!(call.request_body.as_deref(), Some(body));
+    assert_eq!(
+        api_get(&running, "/healthz").await.json()["storage"]["disk"],
+        "ok"
+    );
+    running.shutdown().await.unwrap();
+}
+
+#[test]
+fn a_store_created_without_page_compression_still_opens() {
+    let dir = TempDir::new("sled-compat");
+    let old = open(
+        dir.path(),
+        StoreOptions {
+            sled_compression: false,
+            ..StoreOptions::default()
+        },
+    );
+    old.write_batch(&[call("c_1", "i", 1, 1, "{\"a\":1}", "ok")], &[])
+        .unwrap();
+    old.flush().unwrap();
+    drop(old);
+    let store = open(dir.path(), StoreOptions::default());
+    assert_eq!(store.get_raw("c_1", true).unwrap().unwrap(), b"ok");
+}
