@@ -31,7 +31,9 @@ impl Args {
                 } else if switch_names.contains(&flag) {
                     switches.push(flag.to_string());
                 } else {
-                    let v = it.next().unwrap_or_else(|| die(&format!("--{flag} needs a value")));
+                    let v = it
+                        .next()
+                        .unwrap_or_else(|| die(&format!("--{flag} needs a value")));
                     values.entry(flag.to_string()).or_default().push(v);
                 }
             } else {
@@ -72,7 +74,9 @@ impl Args {
 
     pub fn duration(&self, name: &str, env: Option<&str>, default: Duration) -> Duration {
         match self.get(name, env) {
-            Some(v) => parse_duration(&v).unwrap_or_else(|| die(&format!("--{name}: bad duration {v:?}"))),
+            Some(v) => {
+                parse_duration(&v).unwrap_or_else(|| die(&format!("--{name}: bad duration {v:?}")))
+            }
             None => default,
         }
     }

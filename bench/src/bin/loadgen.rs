@@ -12,7 +12,7 @@
 //!
 //! Common flags: --url URL --compare URL... --names a,b,c --rate R (per target)
 //!   --duration 20s --warmup 2s --connections 32 (per target) --body-size 1024
-//!   --stream --threads 1 --timeout 30s --drain 5s --json
+//!   --stream --threads 1 --timeout 30s --drain 5s --json --json-out FILE
 //! max-rate: --start-rate 1000 --max-rate 100000 --p99-limit-ms 10 --steps 5
 //! slow-streams: --streams 1000 --hold 20s --pid [name=]PID --events 2000
 //!   --event-delay-ms 50 --open-batch 100
@@ -112,7 +112,14 @@ fn build_request(t: &Target, extra: &[(String, String)]) -> Request<Full<Bytes>>
         .uri(&t.path)
         .header("host", &t.authority)
         .header("content-type", "application/json")
-        .header("accept", if t.anthropic { "application/json" } else { "*/*" })
+        .header(
+            "accept",
+            if t.anthropic {
+                "application/json"
+            } else {
+                "*/*"
+            },
+        )
         .header("user-agent", "llmtap-bench/0.1");
     if t.anthropic {
         b = b
@@ -238,7 +245,9 @@ async fn run_once(targets: &[Target], cfg: &RunCfg) -> Vec<Stats> {
                     let measured = job.intended >= window_start;
                     if Instant::now() > cutoff {
                         if measured {
-                            *st.errors.entry("not sent (drain cutoff)".into()).or_default() += 1;
+                            *st.errors
+                                .entry("not sent (drain cutoff)".into())
+                                .or_default() += 1;
                         }
                         continue;
                     }
@@ -254,7 +263,8 @@ async fn run_once(targets: &[Target], cfg: &RunCfg) -> Vec<Stats> {
                         }
                     }
                     let s = sender.as_mut().expect("sender");
-                    let r = tokio::time::timeout(timeout, one_request(s, build_request(&t, &[]))).await;
+                    let r =
+                        tokio::time::timeout(timeout, one_request(s, build_request(&t, &[]))).await;
                     let r = match r {
                         Ok(r) => r,
                         Err(_) => Err("timeout".to_string()),
@@ -270,7 +280,8 @@ async fn run_once(targets: &[Target], cfg: &RunCfg) -> Vec<Stats> {
                                 st.total.record(tm.done - job.intended);
                                 st.ttfb.record(tm.first_byte - job.intended);
                                 st.service.record(tm.done - tm.sent);
-                                st.lag.record(tm.sent.saturating_duration_since(job.intended));
+                                st.lag
+                                    .record(tm.sent.saturating_duration_since(job.intended));
                             }
                         }
                         Err(e) => {
@@ -321,7 +332,13 @@ async fn run_once(targets: &[Target], cfg: &RunCfg) -> Vec<Stats> {
     out
 }
 
-const QS: [(&str, f64); 5] = [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999), ("max", 1.0)];
+const QS: [(&str, f64); 5] = [
+    ("p50", 0.5),
+    ("p90", 0.9),
+    ("p99", 0.99),
+    ("p99.9", 0.999),
+    ("max", 1.0),
+];
 
 fn quantiles_json(h: &Histogram) -> Value {
     let mut m = serde_json::Map::new();
@@ -341,7 +358,12 @@ fn signed_ms(us: i64) -> String {
     format!("{:+.3}", us as f64 / 1000.0)
 }
 
-fn print_hist_table(title: &str, targets: &[Target], stats: &[Stats], pick: fn(&Stats) -> &Histogram) {
+fn print_hist_table(
+    title: &str,
+    targets: &[Target],
+    stats: &[Stats],
+    pick: fn(&Stats) -> &Histogram,
+) {
     println!("\n{title} (ms)");
     println!(
         "  {:<14} {:>9} {:>9} {:>9} {:>9} {:>9}",
@@ -381,7 +403,7 @@ fn report(targets: &[Target], stats: &[Stats], cfg: &RunCfg, stream: bool, as_js
             "name": t.name, "url": t.url,
             "ok": s.ok, "errors": s.error_count(), "error_kinds": s.errors,
             "achieved_rate": (s.ok_in_window as f64 / window * 10.0).round() / 10.0,
-            "mean_response_bytes": if s.ok > 0 { s.bytes / s.ok } else { 0 },
+            "mean_response_bytes": s.bytes.checked_div(s.ok).unwrap_or(0),
             "latency_us": quantiles_json(&s.total),
             "ttfb_us": quantiles_json(&s.ttfb),
             "service_us": quantiles_json(&s.service),
@@ -393,7 +415,10 @@ fn report(targets: &[Target], stats: &[Stats], cfg: &RunCfg, stream: bool, as_js
         let d = |a: &Histogram, b: &Histogram| {
             let mut m = serde_json::Map::new();
             for (k, q) in QS {
-                m.insert(k.into(), json!(a.quantile_us(q) as i64 - b.quantile_us(q) as i64));
+                m.insert(
+                    k.into(),
+                    json!(a.quantile_us(q) as i64 - b.quantile_us(q) as i64),
+                );
             }
             Value::Object(m)
         };
@@ -429,7 +454,7 @@ fn report(targets: &[Target], stats: &[Stats], cfg: &RunCfg, stream: bool, as_js
                 s.ok,
                 s.error_count(),
                 s.ok_in_window as f64 / window,
-                if s.ok > 0 { s.bytes / s.ok } else { 0 },
+                s.bytes.checked_div(s.ok).unwrap_or(0),
                 t.url
             );
             for (k, c) in &s.errors {
@@ -443,18 +468,40 @@ fn report(targets: &[Target], stats: &[Stats], cfg: &RunCfg, stream: bool, as_js
         };
         print_hist_table(last, targets, stats, |s| &s.total);
         if stream {
-            print_hist_table("time to first byte, from intended send", targets, stats, |s| &s.ttfb);
+            print_hist_table(
+                "time to first byte, from intended send",
+                targets,
+                stats,
+                |s| &s.ttfb,
+            );
         }
-        print_hist_table("service time, from actual send", targets, stats, |s| &s.service);
-        print_hist_table("load generator send lag (intended -> actual)", targets, stats, |s| &s.lag);
+        print_hist_table("service time, from actual send", targets, stats, |s| {
+            &s.service
+        });
+        print_hist_table(
+            "load generator send lag (intended -> actual)",
+            targets,
+            stats,
+            |s| &s.lag,
+        );
     }
     v
 }
 
 /// One max-rate probe: run `t` alone at `rate`; true if it passes.
-async fn try_rate(t: &Target, base: &RunCfg, rate: f64, limit_us: u64, as_json: bool, log: &mut Vec<Value>) -> bool {
+async fn try_rate(
+    t: &Target,
+    base: &RunCfg,
+    rate: f64,
+    limit_us: u64,
+    as_json: bool,
+    log: &mut Vec<Value>,
+) -> bool {
     let cfg = RunCfg { rate, ..*base };
-    let st = run_once(std::slice::from_ref(t), &cfg).await.pop().expect("stats");
+    let st = run_once(std::slice::from_ref(t), &cfg)
+        .await
+        .pop()
+        .expect("stats");
     let p99 = st.total.quantile_us(0.99);
     let window = (cfg.duration - cfg.warmup).as_secs_f64();
     let achieved = st.ok_in_window as f64 / window;
@@ -472,8 +519,10 @@ async fn try_rate(t: &Target, base: &RunCfg, rate: f64, limit_us: u64, as_json: 
             if pass { "pass" } else { "FAIL" }
         );
     }
-    log.push(json!({"rate": rate, "achieved": achieved.round(), "p50_us": st.total.quantile_us(0.5),
-        "p99_us": p99, "errors": st.error_count(), "pass": pass}));
+    log.push(
+        json!({"rate": rate, "achieved": achieved.round(), "p50_us": st.total.quantile_us(0.5),
+        "p99_us": p99, "errors": st.error_count(), "pass": pass}),
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     pass
 }
@@ -511,7 +560,12 @@ async fn max_rate(targets: &[Target], base: RunCfg, args: &Args, as_json: bool) 
             }
         }
         if !as_json {
-            println!("  => {}: highest passing rate {:.0} req/s (p99 < {} ms, no errors)", t.name, lo, ms(limit_us));
+            println!(
+                "  => {}: highest passing rate {:.0} req/s (p99 < {} ms, no errors)",
+                t.name,
+                lo,
+                ms(limit_us)
+            );
         }
         results.push(json!({"name": t.name, "url": t.url, "max_rate": lo, "steps": log}));
     }
@@ -529,11 +583,17 @@ async fn slow_streams(t: Target, args: &Args, as_json: bool) -> Value {
         .all("pid")
         .iter()
         .map(|p| match p.split_once('=') {
-            Some((n, p)) => (n.to_string(), p.parse().unwrap_or_else(|_| die("bad --pid"))),
+            Some((n, p)) => (
+                n.to_string(),
+                p.parse().unwrap_or_else(|_| die("bad --pid")),
+            ),
             None => (p.clone(), p.parse().unwrap_or_else(|_| die("bad --pid"))),
         })
         .collect();
-    let before: Vec<u64> = pids.iter().map(|(_, p)| read_rss_kb(*p).map_or(0, |r| r.0)).collect();
+    let before: Vec<u64> = pids
+        .iter()
+        .map(|(_, p)| read_rss_kb(*p).map_or(0, |r| r.0))
+        .collect();
     let extra = Arc::new(vec![
         ("x-mock-events".to_string(), events.to_string()),
         ("x-mock-event-delay-ms".to_string(), delay.to_string()),
@@ -554,8 +614,13 @@ async fn slow_streams(t: Target, args: &Args, as_json: bool) -> Value {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         }
-        let (t, extra, started, failed, finished) =
-            (t.clone(), extra.clone(), started.clone(), failed.clone(), finished.clone());
+        let (t, extra, started, failed, finished) = (
+            t.clone(),
+            extra.clone(),
+            started.clone(),
+            failed.clone(),
+            finished.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let r: Result<(), String> = async {
                 let mut s = connect(&t.authority).await?;
@@ -589,7 +654,9 @@ async fn slow_streams(t: Target, args: &Args, as_json: bool) -> Value {
         }));
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while started.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < streams && Instant::now() < deadline {
+    while started.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) < streams
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let open_time = t0.elapsed();
@@ -628,8 +695,10 @@ async fn slow_streams(t: Target, args: &Args, as_json: bool) -> Value {
                 hwm as f64 / 1024.0
             );
         }
-        pj.push(json!({"name": name, "pid": pid, "rss_before_kb": before[i], "rss_peak_kb": peak[i],
-            "rss_last_kb": last[i], "vmhwm_kb": hwm, "kb_per_stream": (per * 10.0).round() / 10.0}));
+        pj.push(
+            json!({"name": name, "pid": pid, "rss_before_kb": before[i], "rss_peak_kb": peak[i],
+            "rss_last_kb": last[i], "vmhwm_kb": hwm, "kb_per_stream": (per * 10.0).round() / 10.0}),
+        );
     }
     if !as_json {
         println!("  streams still open at end of hold: {still_open}");
@@ -644,11 +713,17 @@ async fn slow_streams(t: Target, args: &Args, as_json: bool) -> Value {
 
 fn main() {
     let args = Args::parse(&["stream", "json"]);
-    let mode = args.positional.first().cloned().unwrap_or_else(|| "run".into());
+    let mode = args
+        .positional
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "run".into());
     let stream = args.flag("stream") || mode == "slow-streams";
     let as_json = args.flag("json");
     let body_size: usize = args.num("body-size", None, 1024);
-    let mut urls = vec![args.get("url", None).unwrap_or_else(|| die("--url is required"))];
+    let mut urls = vec![args
+        .get("url", None)
+        .unwrap_or_else(|| die("--url is required"))];
     urls.extend(args.all("compare"));
     let names: Vec<String> = args
         .get("names", None)
@@ -690,8 +765,12 @@ fn main() {
             m => die(&format!("unknown mode {m:?} (run, max-rate, slow-streams)")),
         }
     });
+    let text = serde_json::to_string_pretty(&v).expect("json");
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        println!("{text}");
+    }
+    if let Some(path) = args.get("json-out", None) {
+        std::fs::write(&path, text + "\n").unwrap_or_else(|e| die(&format!("write {path}: {e}")));
     }
     rt.shutdown_timeout(Duration::from_millis(100));
 }

@@ -53,11 +53,37 @@ enum MockBody {
     Stream(SseStream),
 }
 
+/// Events are generated lazily: `head`, then `middle` repeated, then `tail`,
+/// so a long stream costs a few hundred bytes, not one buffer per event.
 struct SseStream {
-    events: Vec<Bytes>,
+    events: SseEvents,
     next: usize,
     delay: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
+}
+
+struct SseEvents {
+    head: Vec<Bytes>,
+    middle: Bytes,
+    middle_count: usize,
+    tail: Vec<Bytes>,
+}
+
+impl SseEvents {
+    fn len(&self) -> usize {
+        self.head.len() + self.middle_count + self.tail.len()
+    }
+
+    fn get(&self, i: usize) -> Bytes {
+        let h = self.head.len();
+        if i < h {
+            self.head[i].clone()
+        } else if i < h + self.middle_count {
+            self.middle.clone()
+        } else {
+            self.tail[i - h - self.middle_count].clone()
+        }
+    }
 }
 
 impl Body for MockBody {
@@ -81,7 +107,7 @@ impl Body for MockBody {
                         }
                     }
                 }
-                let ev = std::mem::take(&mut s.events[s.next]);
+                let ev = s.events.get(s.next);
                 s.next += 1;
                 if s.next < s.events.len() && !s.delay.is_zero() {
                     // Arm the timer for the next event, counted from now.
@@ -112,9 +138,9 @@ impl Body for MockBody {
     }
 }
 
-
 fn filler(n: usize) -> String {
-    const WORDS: &str = "The quick brown fox jumps over the lazy dog while the model streams tokens. ";
+    const WORDS: &str =
+        "The quick brown fox jumps over the lazy dog while the model streams tokens. ";
     WORDS.chars().cycle().take(n).collect()
 }
 
@@ -144,11 +170,26 @@ fn openai_headers(h: &mut HeaderMap, id: u64, sse: bool) {
     h.insert("openai-organization", HeaderValue::from_static("org-bench"));
     h.insert("openai-processing-ms", HeaderValue::from_static("312"));
     h.insert("openai-version", HeaderValue::from_static("2020-10-01"));
-    h.insert("x-ratelimit-limit-requests", HeaderValue::from_static("10000"));
-    h.insert("x-ratelimit-limit-tokens", HeaderValue::from_static("30000000"));
-    h.insert("x-ratelimit-remaining-requests", HeaderValue::from_static("9999"));
-    h.insert("x-ratelimit-remaining-tokens", HeaderValue::from_static("29999468"));
-    h.insert("x-ratelimit-reset-requests", HeaderValue::from_static("6m0s"));
+    h.insert(
+        "x-ratelimit-limit-requests",
+        HeaderValue::from_static("10000"),
+    );
+    h.insert(
+        "x-ratelimit-limit-tokens",
+        HeaderValue::from_static("30000000"),
+    );
+    h.insert(
+        "x-ratelimit-remaining-requests",
+        HeaderValue::from_static("9999"),
+    );
+    h.insert(
+        "x-ratelimit-remaining-tokens",
+        HeaderValue::from_static("29999468"),
+    );
+    h.insert(
+        "x-ratelimit-reset-requests",
+        HeaderValue::from_static("6m0s"),
+    );
     h.insert("x-ratelimit-reset-tokens", HeaderValue::from_static("1ms"));
     h.insert(
         "x-request-id",
@@ -176,7 +217,10 @@ fn anthropic_headers(h: &mut HeaderMap, id: u64, sse: bool) {
         ("anthropic-ratelimit-input-tokens-remaining", "1999500"),
         ("anthropic-ratelimit-output-tokens-limit", "400000"),
         ("anthropic-ratelimit-output-tokens-remaining", "399500"),
-        ("anthropic-organization-id", "00000000-0000-0000-0000-000000000000"),
+        (
+            "anthropic-organization-id",
+            "00000000-0000-0000-0000-000000000000",
+        ),
         ("via", "1.1 google"),
         ("cf-cache-status", "DYNAMIC"),
         ("x-robots-tag", "none"),
@@ -255,7 +299,7 @@ fn anthropic_json(id: u64, fill: &str, prompt_bytes: usize) -> Bytes {
 
 const CHUNK_TEXT: &str = "token ";
 
-fn openai_sse(id: u64, n: usize, prompt_bytes: usize) -> Vec<Bytes> {
+fn openai_sse(id: u64, n: usize, prompt_bytes: usize) -> SseEvents {
     let n = n.max(4);
     let created = unix_now();
     let cid = format!("chatcmpl-bench{id:016x}");
@@ -269,17 +313,16 @@ fn openai_sse(id: u64, n: usize, prompt_bytes: usize) -> Vec<Bytes> {
         });
         Bytes::from(format!("data: {v}\n\n"))
     };
-    let mut out = Vec::with_capacity(n);
-    out.push(chunk(
+    let head = vec![chunk(
         serde_json::json!({"role": "assistant", "content": "", "refusal": null}),
         serde_json::Value::Null,
-    ));
+    )];
     let content_events = n - 4;
-    let template = chunk(serde_json::json!({"content": CHUNK_TEXT}), serde_json::Value::Null);
-    for _ in 0..content_events {
-        out.push(template.clone());
-    }
-    out.push(chunk(serde_json::json!({}), serde_json::json!("stop")));
+    let middle = chunk(
+        serde_json::json!({"content": CHUNK_TEXT}),
+        serde_json::Value::Null,
+    );
+    let mut out = vec![chunk(serde_json::json!({}), serde_json::json!("stop"))];
     let usage = serde_json::json!({
         "id": cid, "object": "chat.completion.chunk", "created": created,
         "model": "gpt-4o-mini-2024-07-18", "service_tier": "default",
@@ -292,41 +335,70 @@ fn openai_sse(id: u64, n: usize, prompt_bytes: usize) -> Vec<Bytes> {
     });
     out.push(Bytes::from(format!("data: {usage}\n\n")));
     out.push(Bytes::from_static(b"data: [DONE]\n\n"));
-    out
+    SseEvents {
+        head,
+        middle,
+        middle_count: content_events,
+        tail: out,
+    }
 }
 
-fn anthropic_sse(id: u64, n: usize, prompt_bytes: usize) -> Vec<Bytes> {
+fn anthropic_sse(id: u64, n: usize, prompt_bytes: usize) -> SseEvents {
     let n = n.max(7);
-    let ev = |name: &str, v: serde_json::Value| Bytes::from(format!("event: {name}\ndata: {v}\n\n"));
-    let mut out = Vec::with_capacity(n);
-    out.push(ev("message_start", serde_json::json!({"type": "message_start", "message": {
+    let ev =
+        |name: &str, v: serde_json::Value| Bytes::from(format!("event: {name}\ndata: {v}\n\n"));
+    let mut head = Vec::with_capacity(3);
+    head.push(ev(
+        "message_start",
+        serde_json::json!({"type": "message_start", "message": {
         "id": format!("msg_bench{id:016x}"), "type": "message", "role": "assistant",
         "model": "claude-sonnet-4-20250514", "content": [], "stop_reason": null,
         "stop_sequence": null, "usage": {"input_tokens": tokens(prompt_bytes),
             "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
-            "output_tokens": 1, "service_tier": "standard"}}})));
-    out.push(ev("content_block_start", serde_json::json!({"type": "content_block_start",
-        "index": 0, "content_block": {"type": "text", "text": ""}})));
-    out.push(ev("ping", serde_json::json!({"type": "ping"})));
+            "output_tokens": 1, "service_tier": "standard"}}}),
+    ));
+    head.push(ev(
+        "content_block_start",
+        serde_json::json!({"type": "content_block_start",
+        "index": 0, "content_block": {"type": "text", "text": ""}}),
+    ));
+    head.push(ev("ping", serde_json::json!({"type": "ping"})));
     let deltas = n - 6;
-    let delta = ev("content_block_delta", serde_json::json!({"type": "content_block_delta",
-        "index": 0, "delta": {"type": "text_delta", "text": CHUNK_TEXT}}));
-    for _ in 0..deltas {
-        out.push(delta.clone());
-    }
-    out.push(ev("content_block_stop", serde_json::json!({"type": "content_block_stop", "index": 0})));
-    out.push(ev("message_delta", serde_json::json!({"type": "message_delta",
+    let middle = ev(
+        "content_block_delta",
+        serde_json::json!({"type": "content_block_delta",
+        "index": 0, "delta": {"type": "text_delta", "text": CHUNK_TEXT}}),
+    );
+    let mut out = vec![ev(
+        "content_block_stop",
+        serde_json::json!({"type": "content_block_stop", "index": 0}),
+    )];
+    out.push(ev(
+        "message_delta",
+        serde_json::json!({"type": "message_delta",
         "delta": {"stop_reason": "end_turn", "stop_sequence": null},
-        "usage": {"output_tokens": deltas}})));
-    out.push(ev("message_stop", serde_json::json!({"type": "message_stop"})));
-    out
+        "usage": {"output_tokens": deltas}}),
+    ));
+    out.push(ev(
+        "message_stop",
+        serde_json::json!({"type": "message_stop"}),
+    ));
+    SseEvents {
+        head,
+        middle,
+        middle_count: deltas,
+        tail: out,
+    }
 }
 
 fn header_num(req: &Request<Incoming>, name: &str) -> Option<u64> {
     req.headers().get(name)?.to_str().ok()?.parse().ok()
 }
 
-async fn handle(cfg: Arc<Config>, req: Request<Incoming>) -> Result<Response<MockBody>, Infallible> {
+async fn handle(
+    cfg: Arc<Config>,
+    req: Request<Incoming>,
+) -> Result<Response<MockBody>, Infallible> {
     let api = match (req.method(), req.uri().path()) {
         (&Method::POST, "/v1/chat/completions") => Some(Api::OpenAi),
         (&Method::POST, "/v1/messages") => Some(Api::Anthropic),
@@ -342,7 +414,8 @@ async fn handle(cfg: Arc<Config>, req: Request<Incoming>) -> Result<Response<Moc
         return Ok(r);
     };
     let events = header_num(&req, "x-mock-events").map_or(cfg.events, |v| v as usize);
-    let delay = header_num(&req, "x-mock-event-delay-ms").map_or(cfg.event_delay, Duration::from_millis);
+    let delay =
+        header_num(&req, "x-mock-event-delay-ms").map_or(cfg.event_delay, Duration::from_millis);
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => Bytes::new(),
@@ -386,7 +459,11 @@ fn main() {
         openai_fill: fill(openai_json(0, "", 1024).len()),
         anthropic_fill: fill(anthropic_json(0, "", 1024).len()),
         events: args.num("events", Some("MOCK_EVENTS"), 200),
-        event_delay: Duration::from_millis(args.num("event-delay-ms", Some("MOCK_EVENT_DELAY_MS"), 5)),
+        event_delay: Duration::from_millis(args.num(
+            "event-delay-ms",
+            Some("MOCK_EVENT_DELAY_MS"),
+            5,
+        )),
         counter: AtomicU64::new(0),
     });
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -20,9 +20,13 @@ fn main() {
     let end = Instant::now() + duration;
     let mut peak = 0;
     loop {
-        let (rss, hwm) = read_rss_kb(pid).unwrap_or_else(|| die(&format!("cannot read /proc/{pid}/status")));
+        let (rss, hwm) =
+            read_rss_kb(pid).unwrap_or_else(|| die(&format!("cannot read /proc/{pid}/status")));
         peak = peak.max(rss);
-        println!("pid={pid} rss_kb={rss} hwm_kb={hwm} rss_mb={:.1}", rss as f64 / 1024.0);
+        println!(
+            "pid={pid} rss_kb={rss} hwm_kb={hwm} rss_mb={:.1}",
+            rss as f64 / 1024.0
+        );
         if Instant::now() + interval > end {
             break;
         }
