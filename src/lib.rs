@@ -1,9 +1,23 @@
 //! llmtap: a transparent reverse proxy that records every LLM API call.
 //!
-//! Data flow: `server` (listener) → `route` → `forward` → `tee` → `parse` →
-//! `record` → `writer` → `store` → `api`. See ARCHITECTURE.md.
+//! Data flow: `server` (listener) → `route` → `forward` → `tee` → `capture` →
+//! `writer` (`recorder` → `parse`, `cost`) → `store` → `api`. See ARCHITECTURE.md.
 
+pub mod api;
+pub mod capture;
+pub mod config;
 pub mod cost;
+pub mod forward;
+pub mod headers;
+pub mod ids;
+pub mod metrics;
 pub mod parse;
 pub mod record;
+pub mod recorder;
+pub mod route;
+pub mod server;
+pub mod store;
+pub mod tee;
 pub mod timefmt;
+pub mod upstream;
+pub mod writer;

@@ -137,7 +137,12 @@ mod tests {
 
     #[test]
     fn round_trips_rfc3339() {
-        for us in [0u64, 1_775_399_335_123_456, 951_782_400_000_000, 4_102_444_800_000_001] {
+        for us in [
+            0u64,
+            1_775_399_335_123_456,
+            951_782_400_000_000,
+            4_102_444_800_000_001,
+        ] {
             let text = format_rfc3339_us(us);
             assert_eq!(parse_rfc3339_us(&text), Some(us), "{text}");
         }
@@ -163,7 +168,14 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "2026", "2026-13-01", "2026-04-05T25:00:00Z", "2026-04-05T14:28:55", "yesterday"] {
+        for bad in [
+            "",
+            "2026",
+            "2026-13-01",
+            "2026-04-05T25:00:00Z",
+            "2026-04-05T14:28:55",
+            "yesterday",
+        ] {
             assert_eq!(parse_rfc3339_us(bad), None, "{bad}");
         }
     }

@@ -3,6 +3,7 @@
 //! Pure code: no I/O, no clocks, no globals. The only place that knows what an
 //! OpenAI, Anthropic or Gemini body looks like.
 
+pub mod include_usage;
 pub mod ratelimit;
 
 use crate::record::{ParsedExchange, ProviderKind};

@@ -1,0 +1,220 @@
+//! The in-flight call: everything the forward path learns about one call, and the
+//! guarantee that exactly one `FinishedCall` is handed to the writer for it.
+//!
+//! `CallInFlight` is moved along the request's life (service future, then the
+//! response body). Whoever holds it last either calls `finish` or drops it; the drop
+//! handler records the call as `canceled`, as linkerd's end-of-stream body does, so
+//! a client hang-up at any point still yields its record. Handing over is a
+//! non-blocking channel send: the forward path never waits for the store.
+
+use crate::headers::CallMeta;
+use crate::metrics::Metrics;
+use crate::record::ProviderKind;
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// Most chunk arrival times kept per call; enough to place the first content token.
+const MAX_CHUNK_TIMES: usize = 4096;
+
+/// A capped copy of a body.
+#[derive(Debug, Default)]
+pub struct Capture {
+    pub bytes: BytesMut,
+    /// Bytes seen, including those beyond the cap.
+    pub total: u64,
+    pub truncated: bool,
+}
+
+impl Capture {
+    pub fn push(&mut self, data: &[u8], cap: usize) {
+        self.total += data.len() as u64;
+        let room = cap.saturating_sub(self.bytes.len());
+        if data.len() > room {
+            self.truncated = true;
+        }
+        self.bytes.extend_from_slice(&data[..data.len().min(room)]);
+    }
+}
+
+/// How the exchange ended, as seen by the proxy.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The response was delivered whole (whatever its HTTP status).
+    Completed,
+    /// No response, or a response cut short, because of the upstream.
+    UpstreamError { message: String },
+    /// Connect, first-byte or idle timeout.
+    Timeout { message: String },
+    /// The client went away before the response was delivered.
+    Canceled,
+}
+
+/// What the forward path hands to the writer. Parsing, pricing and redaction happen there.
+#[derive(Debug)]
+pub struct FinishedCall {
+    pub id: String,
+    pub invocation_id: String,
+    /// Round in arrival order since this process started (the writer offsets it by
+    /// rounds stored before a restart). 1 for ungrouped calls.
+    pub arrival_round: u32,
+    pub started_at_us: u64,
+    pub latency: Duration,
+    pub first_byte: Option<Duration>,
+    pub provider: String,
+    pub kind: ProviderKind,
+    pub method: String,
+    pub rest_path: String,
+    pub query: Option<String>,
+    pub upstream_host: String,
+    /// The status the client received (llmtap's own 502/504 included).
+    pub http_status: Option<u16>,
+    pub outcome: Outcome,
+    pub request_headers: HeaderMap,
+    pub response_headers: HeaderMap,
+    pub request_body: Capture,
+    pub response_body: Capture,
+    /// (bytes of response body received so far, time since start) per chunk.
+    pub chunk_times: Vec<(usize, Duration)>,
+    pub meta: CallMeta,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub injected_include_usage: bool,
+    /// Bytes the client received (differs from what upstream sent when a usage chunk was removed).
+    pub delivered_bytes: u64,
+}
+
+/// Where finished calls go, and the counters that say what happened to them.
+pub struct CallSink {
+    pub sender: UnboundedSender<Box<FinishedCall>>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl CallSink {
+    fn send(&self, call: Box<FinishedCall>) {
+        self.metrics.backlog.fetch_add(1, Ordering::Relaxed);
+        if self.sender.send(call).is_err() {
+            // Only possible while shutting down after the writer has gone: count it.
+            self.metrics.backlog.fetch_sub(1, Ordering::Relaxed);
+            Metrics::add(&self.metrics.capture_failures);
+            tracing::error!("writer is gone; a call record was lost during shutdown");
+        }
+    }
+}
+
+/// Request body bytes, shared between the upstream body (which fills it) and the call.
+pub type SharedCapture = Arc<Mutex<Capture>>;
+
+pub struct CallInFlight {
+    call: Option<Box<FinishedCall>>,
+    start: Instant,
+    sink: Arc<CallSink>,
+    request_capture: Option<SharedCapture>,
+    cap: usize,
+}
+
+impl CallInFlight {
+    pub fn new(call: Box<FinishedCall>, start: Instant, sink: Arc<CallSink>, cap: usize) -> Self {
+        CallInFlight {
+            call: Some(call),
+            start,
+            sink,
+            request_capture: None,
+            cap,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        self.call.as_ref().map_or("", |c| c.id.as_str())
+    }
+
+    pub fn invocation_id(&self) -> &str {
+        self.call.as_ref().map_or("", |c| c.invocation_id.as_str())
+    }
+
+    pub fn set_request_capture(&mut self, capture: SharedCapture) {
+        self.request_capture = Some(capture);
+    }
+
+    pub fn set_request_body(&mut self, bytes: &[u8]) {
+        if let Some(call) = self.call.as_mut() {
+            call.request_body.push(bytes, self.cap);
+        }
+    }
+
+    pub fn set_injected_include_usage(&mut self) {
+        if let Some(call) = self.call.as_mut() {
+            call.injected_include_usage = true;
+        }
+    }
+
+    pub fn injected_include_usage(&self) -> bool {
+        self.call.as_ref().is_some_and(|c| c.injected_include_usage)
+    }
+
+    pub fn on_response_head(&mut self, status: u16, headers: &HeaderMap) {
+        let elapsed = self.start.elapsed();
+        if let Some(call) = self.call.as_mut() {
+            call.http_status = Some(status);
+            call.response_headers = headers.clone();
+            call.first_byte = Some(elapsed);
+        }
+    }
+
+    pub fn on_response_data(&mut self, data: &Bytes) {
+        let elapsed = self.start.elapsed();
+        let cap = self.cap;
+        if let Some(call) = self.call.as_mut() {
+            call.response_body.push(data, cap);
+            if call.chunk_times.len() < MAX_CHUNK_TIMES {
+                call.chunk_times
+                    .push((call.response_body.total as usize, elapsed));
+            }
+        }
+    }
+
+    pub fn on_delivered(&mut self, len: usize) {
+        if let Some(call) = self.call.as_mut() {
+            call.delivered_bytes += len as u64;
+        }
+    }
+
+    /// Marks the status the client got when llmtap answered itself (502, 504).
+    pub fn set_http_status(&mut self, status: u16) {
+        if let Some(call) = self.call.as_mut() {
+            call.http_status = Some(status);
+        }
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.call.is_none()
+    }
+
+    /// Ends the call and hands it to the writer. Later calls are no-ops.
+    pub fn finish(&mut self, outcome: Outcome) {
+        let Some(mut call) = self.call.take() else {
+            return;
+        };
+        call.latency = self.start.elapsed();
+        call.outcome = outcome;
+        if let Some(shared) = self.request_capture.take() {
+            let taken = match shared.lock() {
+                Ok(mut guard) => std::mem::take(&mut *guard),
+                Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+            };
+            call.request_body = taken;
+        }
+        self.sink.send(call);
+    }
+}
+
+impl Drop for CallInFlight {
+    fn drop(&mut self) {
+        if self.call.is_some() {
+            self.finish(Outcome::Canceled);
+        }
+    }
+}

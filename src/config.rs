@@ -1,0 +1,449 @@
+//! Configuration: the raw TOML file, command-line overrides, and the validated `Config`.
+//!
+//! Following ripgrep's split, `RawConfig` is exactly what the file says (every field
+//! optional) and `Config` is the checked, defaulted form the rest of the program uses.
+//! Validation happens once, at start-up, and names the offending value.
+
+use crate::record::ProviderKind;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("invalid config value {field} = {value:?}: {reason}")]
+    Invalid {
+        field: String,
+        value: String,
+        reason: String,
+    },
+}
+
+fn invalid(field: &str, value: impl std::fmt::Display, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.to_string(),
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The file as written. Unknown keys are rejected so typos do not pass silently.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub capture: RawCapture,
+    #[serde(default)]
+    pub store: RawStore,
+    #[serde(default)]
+    pub prices: RawPrices,
+    #[serde(default)]
+    pub providers: BTreeMap<String, RawProvider>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<String>,
+    pub api_listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub extra_ca_file: Option<PathBuf>,
+    pub connect_timeout_ms: Option<u64>,
+    pub first_byte_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub shutdown_grace_ms: Option<u64>,
+    pub tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCapture {
+    pub max_body_bytes: Option<usize>,
+    pub group_by_traceparent: Option<bool>,
+    pub inject_include_usage: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub backlog: Option<usize>,
+    pub on_backlog: Option<String>,
+    pub flush_every_ms: Option<u64>,
+    pub cache_capacity_mb: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrices {
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvider {
+    pub kind: Option<String>,
+    pub base_url: Option<String>,
+}
+
+/// Command-line flags that override the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub api_listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub prices_file: Option<PathBuf>,
+}
+
+/// What to do with new requests while the writer is behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnBacklog {
+    /// Answer 503 until the backlog drains: nothing goes unrecorded.
+    Reject,
+    /// Forward without capture: the agent is never refused, the gap is counted.
+    Pass,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provider {
+    pub name: String,
+    pub kind: ProviderKind,
+    pub base: BaseUrl,
+}
+
+/// A provider's base URL split into the parts the forwarder needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseUrl {
+    pub scheme: http::uri::Scheme,
+    pub authority: http::uri::Authority,
+    /// Path prefix without a trailing slash ("" or "/openai").
+    pub path_prefix: String,
+}
+
+impl BaseUrl {
+    pub fn parse(text: &str) -> Result<BaseUrl, String> {
+        let uri: http::Uri = text.parse().map_err(|e| format!("not a URL: {e}"))?;
+        let scheme = uri.scheme().cloned().ok_or("missing scheme")?;
+        if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
+            return Err("scheme must be http or https".into());
+        }
+        let authority = uri.authority().cloned().ok_or("missing host")?;
+        if uri.query().is_some() {
+            return Err("a base URL cannot have a query".into());
+        }
+        let path_prefix = uri.path().trim_end_matches('/').to_string();
+        Ok(BaseUrl {
+            scheme,
+            authority,
+            path_prefix,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub api_listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub tls: Option<TlsFiles>,
+    pub extra_ca_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    pub first_byte_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub max_body_bytes: usize,
+    pub group_by_traceparent: bool,
+    pub inject_include_usage: bool,
+    pub backlog: usize,
+    pub on_backlog: OnBacklog,
+    pub flush_every_ms: u64,
+    pub cache_capacity_bytes: u64,
+    pub prices_file: Option<PathBuf>,
+    /// Keyed by name; built-ins merged with the file's table.
+    pub providers: BTreeMap<String, Provider>,
+}
+
+/// Providers that need no configuration.
+pub const BUILTIN_PROVIDERS: &[(&str, ProviderKind, &str)] = &[
+    ("openai", ProviderKind::Openai, "https://api.openai.com"),
+    (
+        "anthropic",
+        ProviderKind::Anthropic,
+        "https://api.anthropic.com",
+    ),
+    (
+        "gemini",
+        ProviderKind::Gemini,
+        "https://generativelanguage.googleapis.com",
+    ),
+    ("groq", ProviderKind::Openai, "https://api.groq.com/openai"),
+    ("mistral", ProviderKind::Openai, "https://api.mistral.ai"),
+    (
+        "openrouter",
+        ProviderKind::Openai,
+        "https://openrouter.ai/api",
+    ),
+    ("deepseek", ProviderKind::Openai, "https://api.deepseek.com"),
+    ("together", ProviderKind::Openai, "https://api.together.xyz"),
+    ("ollama", ProviderKind::Openai, "http://127.0.0.1:11434"),
+];
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:8081";
+pub const DEFAULT_DATA_DIR: &str = "./llmtap-data";
+
+impl RawConfig {
+    pub fn from_file(path: &Path) -> Result<RawConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        RawConfig::from_toml(&text).map_err(|message| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<RawConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Applies defaults and overrides, and checks every value.
+    pub fn validate(self, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let addr = |field: &str, value: Option<&String>, default: &str| {
+            let text = value.map(String::as_str).unwrap_or(default);
+            text.parse::<SocketAddr>()
+                .map_err(|_| invalid(field, text, "expected IP:PORT, e.g. 127.0.0.1:8080"))
+        };
+        let listen = addr(
+            "server.listen",
+            overrides.listen.as_ref().or(self.server.listen.as_ref()),
+            DEFAULT_LISTEN,
+        )?;
+        let api_listen = addr(
+            "server.api_listen",
+            overrides
+                .api_listen
+                .as_ref()
+                .or(self.server.api_listen.as_ref()),
+            DEFAULT_API_LISTEN,
+        )?;
+        let data_dir = overrides
+            .data_dir
+            .clone()
+            .or(self.server.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+
+        let ms = |field: &str, value: Option<u64>, default: u64| -> Result<Duration, ConfigError> {
+            let v = value.unwrap_or(default);
+            if v == 0 {
+                return Err(invalid(field, v, "must be greater than 0"));
+            }
+            Ok(Duration::from_millis(v))
+        };
+
+        let on_backlog = match self.store.on_backlog.as_deref().unwrap_or("reject") {
+            "reject" => OnBacklog::Reject,
+            "pass" => OnBacklog::Pass,
+            other => {
+                return Err(invalid(
+                    "store.on_backlog",
+                    other,
+                    "expected \"reject\" or \"pass\"",
+                ))
+            }
+        };
+        let backlog = self.store.backlog.unwrap_or(20_000);
+        if backlog == 0 {
+            return Err(invalid("store.backlog", backlog, "must be greater than 0"));
+        }
+        let max_body_bytes = self.capture.max_body_bytes.unwrap_or(32 << 20);
+
+        let mut providers = BTreeMap::new();
+        for (name, kind, url) in BUILTIN_PROVIDERS {
+            let base = BaseUrl::parse(url).map_err(|r| invalid("builtin", url, &r))?;
+            providers.insert(
+                name.to_string(),
+                Provider {
+                    name: name.to_string(),
+                    kind: *kind,
+                    base,
+                },
+            );
+        }
+        for (name, raw) in self.providers {
+            let field = format!("providers.{name}");
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(invalid(&field, &name, "names use a-z, 0-9, - and _"));
+            }
+            let builtin = providers.get(&name).cloned();
+            let kind = match raw.kind.as_deref() {
+                Some(k) => ProviderKind::parse(k).ok_or_else(|| {
+                    invalid(
+                        &format!("{field}.kind"),
+                        k,
+                        "expected openai, anthropic, gemini or http",
+                    )
+                })?,
+                None => match &builtin {
+                    Some(b) => b.kind,
+                    None if name == "azure" => ProviderKind::Openai,
+                    None => return Err(invalid(&format!("{field}.kind"), "", "kind is required")),
+                },
+            };
+            let base = match raw.base_url.as_deref() {
+                Some(url) => BaseUrl::parse(url)
+                    .map_err(|r| invalid(&format!("{field}.base_url"), url, &r))?,
+                None => match builtin {
+                    Some(b) => b.base,
+                    None => {
+                        return Err(invalid(
+                            &format!("{field}.base_url"),
+                            "",
+                            "base_url is required",
+                        ))
+                    }
+                },
+            };
+            providers.insert(name.clone(), Provider { name, kind, base });
+        }
+
+        Ok(Config {
+            listen,
+            api_listen,
+            data_dir,
+            tls: self.server.tls.map(|t| TlsFiles {
+                cert: t.cert,
+                key: t.key,
+            }),
+            extra_ca_file: self.server.extra_ca_file,
+            connect_timeout: ms(
+                "server.connect_timeout_ms",
+                self.server.connect_timeout_ms,
+                10_000,
+            )?,
+            first_byte_timeout: ms(
+                "server.first_byte_timeout_ms",
+                self.server.first_byte_timeout_ms,
+                600_000,
+            )?,
+            idle_timeout: ms(
+                "server.idle_timeout_ms",
+                self.server.idle_timeout_ms,
+                300_000,
+            )?,
+            shutdown_grace: ms(
+                "server.shutdown_grace_ms",
+                self.server.shutdown_grace_ms,
+                30_000,
+            )?,
+            max_body_bytes,
+            group_by_traceparent: self.capture.group_by_traceparent.unwrap_or(true),
+            inject_include_usage: self.capture.inject_include_usage.unwrap_or(true),
+            backlog,
+            on_backlog,
+            flush_every_ms: self.store.flush_every_ms.unwrap_or(200),
+            cache_capacity_bytes: self.store.cache_capacity_mb.unwrap_or(256) << 20,
+            prices_file: overrides.prices_file.clone().or(self.prices.file),
+            providers,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_builtin_defaults() {
+        let config = RawConfig::from_toml("")
+            .unwrap()
+            .validate(&Overrides::default())
+            .unwrap();
+        assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(config.api_listen.to_string(), DEFAULT_API_LISTEN);
+        assert_eq!(config.providers["groq"].base.path_prefix, "/openai");
+        assert_eq!(config.providers["anthropic"].kind, ProviderKind::Anthropic);
+        assert!(!config.providers.contains_key("azure"));
+        assert_eq!(config.on_backlog, OnBacklog::Reject);
+    }
+
+    #[test]
+    fn file_adds_providers_and_flags_override() {
+        let raw = RawConfig::from_toml(
+            r#"
+            [server]
+            listen = "127.0.0.1:1"
+            [providers.mock]
+            kind = "anthropic"
+            base_url = "http://127.0.0.1:9999/"
+            [providers.azure]
+            base_url = "https://x.openai.azure.com"
+            "#,
+        )
+        .unwrap();
+        let config = raw
+            .validate(&Overrides {
+                listen: Some("127.0.0.1:2".into()),
+                ..Overrides::default()
+            })
+            .unwrap();
+        assert_eq!(config.listen.port(), 2);
+        assert_eq!(config.providers["mock"].kind, ProviderKind::Anthropic);
+        assert_eq!(config.providers["mock"].base.path_prefix, "");
+        assert_eq!(config.providers["azure"].kind, ProviderKind::Openai);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        for (toml, field) in [
+            ("[server]\nlisten = \"nope\"", "server.listen"),
+            ("[store]\non_backlog = \"drop\"", "store.on_backlog"),
+            (
+                "[providers.x]\nkind = \"soap\"\nbase_url = \"http://a\"",
+                "providers.x.kind",
+            ),
+            (
+                "[providers.x]\nkind = \"http\"\nbase_url = \"ftp://a\"",
+                "providers.x.base_url",
+            ),
+            ("[providers.x]\nkind = \"http\"", "providers.x.base_url"),
+        ] {
+            let err = RawConfig::from_toml(toml)
+                .unwrap()
+                .validate(&Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field), "{err}");
+        }
+        assert!(RawConfig::from_toml("[server]\nlisten_typo = 1").is_err());
+    }
+}

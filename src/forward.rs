@@ -1,0 +1,466 @@
+//! The proxy service: one function from a client request to a streamed response.
+//!
+//! Phases, in order (pingora's shape): read our headers and route; admit against the
+//! writer backlog; build the upstream request; send it with a first-byte timeout;
+//! wrap the response body in the tee. Every path that has admitted a call ends in
+//! exactly one `FinishedCall`, including llmtap's own 502 and 504 answers.
+
+use crate::capture::{CallInFlight, CallSink, Capture, FinishedCall, Outcome};
+use crate::config::{Config, OnBacklog};
+use crate::headers;
+use crate::ids::new_id;
+use crate::metrics::Metrics;
+use crate::parse::include_usage;
+use crate::record::ProviderKind;
+use crate::route::route;
+use crate::tee::{BoxError, ChunkFilter, RequestTee, ResponseTee};
+use crate::timefmt::now_unix_us;
+use crate::upstream::{self, UpstreamClient};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Everything a request needs, shared by all connections.
+pub struct ProxyState {
+    pub config: Arc<Config>,
+    pub client: UpstreamClient,
+    pub sink: Arc<CallSink>,
+    pub metrics: Arc<Metrics>,
+    pub rounds: RoundCounter,
+}
+
+/// Numbers the calls of each invocation 1, 2, ... in arrival order.
+///
+/// Entries idle for an hour are forgotten; the writer continues numbering from
+/// the store for invocations that outlive that (or a restart).
+#[derive(Default)]
+pub struct RoundCounter {
+    inner: Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+const ROUND_IDLE: Duration = Duration::from_secs(3600);
+const ROUND_PRUNE_AT: usize = 100_000;
+
+impl RoundCounter {
+    /// Continues numbering after `rounds` already stored (used at start-up).
+    pub fn seed(&self, invocation_id: &str, rounds: u32) {
+        if let Ok(mut map) = self.inner.lock() {
+            map.insert(invocation_id.to_string(), (rounds, Instant::now()));
+        }
+    }
+
+    pub fn next(&self, invocation_id: &str) -> u32 {
+        let now = Instant::now();
+        let mut map = match self.inner.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        if map.len() >= ROUND_PRUNE_AT {
+            map.retain(|_, (_, seen)| now.duration_since(*seen) < ROUND_IDLE);
+        }
+        let entry = map.entry(invocation_id.to_string()).or_insert((0, now));
+        entry.0 += 1;
+        entry.1 = now;
+        entry.0
+    }
+}
+
+pub async fn handle(
+    state: Arc<ProxyState>,
+    request: Request<Incoming>,
+    client_addr: SocketAddr,
+) -> Result<Response<ProxyBody>, std::convert::Infallible> {
+    let start = Instant::now();
+    let started_at_us = now_unix_us();
+    let (mut parts, body) = request.into_parts();
+
+    let path = parts.uri.path().to_string();
+    let query = parts.uri.query().map(str::to_string);
+    let Ok(route) = route(&path, query.as_deref(), &state.config.providers) else {
+        Metrics::add(&state.metrics.unrouted);
+        let known: Vec<&String> = state.config.providers.keys().collect();
+        return Ok(json_error(
+            StatusCode::NOT_FOUND,
+            "unknown_provider",
+            &format!(
+                "no provider for path {}; prefix the path with a provider name",
+                headers::redact_query(&path, None)
+            ),
+            Some(serde_json::json!(known)),
+        ));
+    };
+
+    let meta = match headers::take_llmtap_headers(&mut parts.headers) {
+        Ok(meta) => meta,
+        Err(e) => {
+            Metrics::add(&state.metrics.bad_requests);
+            return Ok(json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_llmtap_header",
+                &e.to_string(),
+                None,
+            ));
+        }
+    };
+
+    let capture_on =
+        if state.metrics.backlog.load(Ordering::Relaxed) as usize >= state.config.backlog {
+            match state.config.on_backlog {
+                OnBacklog::Reject => {
+                    Metrics::add(&state.metrics.rejected_backlog);
+                    tracing::warn!("writer backlog full; answering 503");
+                    return Ok(json_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "capture_backlog_full",
+                        "llmtap cannot record more calls until its store catches up; retry shortly",
+                        None,
+                    ));
+                }
+                OnBacklog::Pass => {
+                    Metrics::add(&state.metrics.passed_uncaptured);
+                    false
+                }
+            }
+        } else {
+            true
+        };
+
+    let provider = route.provider;
+    let mut uri_parts = http::uri::Parts::default();
+    uri_parts.scheme = Some(provider.base.scheme.clone());
+    uri_parts.authority = Some(provider.base.authority.clone());
+    uri_parts.path_and_query = match route.upstream_path_and_query.parse() {
+        Ok(pq) => Some(pq),
+        Err(_) => {
+            return Ok(json_error(
+                StatusCode::BAD_REQUEST,
+                "bad_path",
+                "the request path cannot be forwarded",
+                None,
+            ))
+        }
+    };
+    let Ok(upstream_uri) = http::Uri::from_parts(uri_parts) else {
+        return Ok(json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_path",
+            "the request path cannot be forwarded",
+            None,
+        ));
+    };
+    parts.headers.remove(http::header::HOST);
+    // Request bodies pass through as sent; keep-alive and framing are per hop.
+    let cap = state.config.max_body_bytes;
+
+    let mut call = if capture_on {
+        let call_id = new_id("c_", started_at_us);
+        let grouping = meta.invocation_id.clone().or_else(|| {
+            if state.config.group_by_traceparent {
+                meta.trace_id.clone()
+            } else {
+                None
+            }
+        });
+        let (invocation_id, arrival_round) = match grouping {
+            Some(id) => {
+                let round = state.rounds.next(&id);
+                (id, round)
+            }
+            None => (new_id("i_", started_at_us), 1),
+        };
+        let user_agent = parts
+            .headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let finished = Box::new(FinishedCall {
+            id: call_id,
+            invocation_id,
+            arrival_round,
+            started_at_us,
+            latency: Duration::ZERO,
+            first_byte: None,
+            provider: provider.name.clone(),
+            kind: provider.kind,
+            method: parts.method.to_string(),
+            rest_path: route.rest_path.clone(),
+            query: query.clone(),
+            upstream_host: provider.base.authority.to_string(),
+            http_status: None,
+            outcome: Outcome::Canceled,
+            request_headers: parts.headers.clone(),
+            response_headers: HeaderMap::new(),
+            request_body: Capture::default(),
+            response_body: Capture::default(),
+            chunk_times: Vec::new(),
+            meta,
+            client_ip: Some(client_addr.ip().to_string()),
+            user_agent,
+            injected_include_usage: false,
+            delivered_bytes: 0,
+        });
+        Some(CallInFlight::new(finished, start, state.sink.clone(), cap))
+    } else {
+        None
+    };
+
+    let wants_usage_injection = state.config.inject_include_usage
+        && provider.kind == ProviderKind::Openai
+        && route.rest_path.ends_with("/chat/completions")
+        && call.is_some();
+    let upstream_body: ProxyBody = if wants_usage_injection {
+        match collect_bounded(body, cap).await {
+            Ok(Collected::Whole(bytes)) => {
+                if let Some(c) = call.as_mut() {
+                    c.set_request_body(&bytes);
+                }
+                match include_usage::inject_include_usage(&bytes) {
+                    Some(rewritten) => {
+                        if let Some(c) = call.as_mut() {
+                            c.set_injected_include_usage();
+                        }
+                        parts.headers.insert(
+                            http::header::CONTENT_LENGTH,
+                            HeaderValue::from(rewritten.len()),
+                        );
+                        Full::new(Bytes::from(rewritten))
+                            .map_err(|never| match never {})
+                            .boxed_unsync()
+                    }
+                    None => Full::new(bytes)
+                        .map_err(|never| match never {})
+                        .boxed_unsync(),
+                }
+            }
+            Ok(Collected::Partial(prefix, rest)) => {
+                // Too big to rewrite: forward as received, capture what fits.
+                if let Some(c) = call.as_mut() {
+                    c.set_request_body(&prefix);
+                }
+                PrefixedBody {
+                    prefix: Some(prefix),
+                    rest,
+                }
+                .boxed_unsync()
+            }
+            Err(e) => {
+                let message = format!("client request body failed: {e}");
+                if let Some(mut c) = call {
+                    c.finish(Outcome::Canceled);
+                }
+                return Ok(json_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request_body",
+                    &message,
+                    None,
+                ));
+            }
+        }
+    } else {
+        match call.as_mut() {
+            Some(c) => {
+                let shared = Arc::new(Mutex::new(Capture::default()));
+                c.set_request_capture(shared.clone());
+                RequestTee::new(body, shared, cap).boxed_unsync()
+            }
+            None => body.map_err(BoxError::from).boxed_unsync(),
+        }
+    };
+
+    let upstream_request = {
+        let mut builder = Request::builder()
+            .method(parts.method.clone())
+            .uri(upstream_uri)
+            .version(http::Version::HTTP_11);
+        if let Some(h) = builder.headers_mut() {
+            *h = parts.headers;
+        }
+        match builder.body(upstream_body) {
+            Ok(r) => r,
+            Err(e) => {
+                return Ok(json_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    &e.to_string(),
+                    None,
+                ))
+            }
+        }
+    };
+
+    let sent = tokio::time::timeout(
+        state.config.first_byte_timeout,
+        state.client.request(upstream_request),
+    )
+    .await;
+    let response = match sent {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => {
+            let timed_out = upstream::is_timeout(&e);
+            let message = upstream::error_chain(&e);
+            let (status, kind, outcome) = if timed_out {
+                (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream_timeout",
+                    Outcome::Timeout {
+                        message: message.clone(),
+                    },
+                )
+            } else {
+                (
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_unreachable",
+                    Outcome::UpstreamError {
+                        message: message.clone(),
+                    },
+                )
+            };
+            tracing::warn!(provider = %provider.name, error = %message, "upstream request failed");
+            return Ok(own_answer(call, status, kind, &message, outcome));
+        }
+        Err(_) => {
+            let message = format!(
+                "no response from upstream within {:?}",
+                state.config.first_byte_timeout
+            );
+            return Ok(own_answer(
+                call,
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_timeout",
+                &message,
+                Outcome::Timeout {
+                    message: message.clone(),
+                },
+            ));
+        }
+    };
+
+    let (mut response_parts, response_body) = response.into_parts();
+    headers::remove_hop_by_hop(&mut response_parts.headers);
+    let Some(mut call) = call else {
+        return Ok(Response::from_parts(
+            response_parts,
+            response_body.map_err(BoxError::from).boxed_unsync(),
+        ));
+    };
+    call.on_response_head(response_parts.status.as_u16(), &response_parts.headers);
+    let filter: Option<Box<dyn ChunkFilter>> = if wants_usage_injection
+        && response_parts.status.is_success()
+        && call.injected_include_usage()
+    {
+        response_parts.headers.remove(http::header::CONTENT_LENGTH);
+        Some(Box::new(include_usage::UsageChunkStripper::default()))
+    } else {
+        None
+    };
+    add_id_headers(&mut response_parts.headers, &call);
+    let body = ResponseTee::new(response_body, call, state.config.idle_timeout, filter);
+    Ok(Response::from_parts(response_parts, body.boxed_unsync()))
+}
+
+/// llmtap's own answer when the upstream failed; the call is recorded with it.
+fn own_answer(
+    call: Option<CallInFlight>,
+    status: StatusCode,
+    kind: &str,
+    message: &str,
+    outcome: Outcome,
+) -> Response<ProxyBody> {
+    let mut response = json_error(status, kind, message, None);
+    if let Some(mut call) = call {
+        add_id_headers(response.headers_mut(), &call);
+        call.set_http_status(status.as_u16());
+        call.finish(outcome);
+    }
+    response
+}
+
+fn add_id_headers(headers: &mut HeaderMap, call: &CallInFlight) {
+    if let Ok(v) = HeaderValue::from_str(call.id()) {
+        headers.insert("x-llmtap-call-id", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(call.invocation_id()) {
+        headers.insert("x-llmtap-invocation-id", v);
+    }
+}
+
+/// A JSON error body that names llmtap, so an agent's logs say who answered.
+pub fn json_error(
+    status: StatusCode,
+    kind: &str,
+    message: &str,
+    providers: Option<serde_json::Value>,
+) -> Response<ProxyBody> {
+    let mut error = serde_json::json!({
+        "source": "llmtap",
+        "type": kind,
+        "message": message,
+    });
+    if let Some(p) = providers {
+        error["providers"] = p;
+    }
+    let body = serde_json::json!({ "error": error }).to_string();
+    let mut response = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed_unsync(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+enum Collected {
+    Whole(Bytes),
+    /// The first frames (over the cap) and the unread remainder.
+    Partial(Bytes, Incoming),
+}
+
+/// Reads a request body whole if it fits in `cap`, else returns what was read and the rest.
+async fn collect_bounded(mut body: Incoming, cap: usize) -> Result<Collected, hyper::Error> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            buf.extend_from_slice(&data);
+            if buf.len() > cap {
+                return Ok(Collected::Partial(buf.freeze(), body));
+            }
+        }
+    }
+    Ok(Collected::Whole(buf.freeze()))
+}
+
+/// Bytes already read from a body, followed by the rest of it.
+struct PrefixedBody {
+    prefix: Option<Bytes>,
+    rest: Incoming,
+}
+
+impl http_body::Body for PrefixedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        if let Some(prefix) = self.prefix.take() {
+            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(prefix))));
+        }
+        std::pin::Pin::new(&mut self.rest)
+            .poll_frame(cx)
+            .map_err(BoxError::from)
+    }
+}

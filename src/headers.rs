@@ -1,0 +1,372 @@
+//! Header policy: what is forwarded, what llmtap consumes, and what is secret.
+//!
+//! - `x-llmtap-*` headers are read into `CallMeta` and removed before forwarding.
+//! - Hop-by-hop headers (RFC 9110 §7.6.1) are dropped in both directions.
+//! - Secret headers and `key=` query parameters are redacted before anything is
+//!   stored or logged; the record keeps a fingerprint so keys can be told apart.
+
+use crate::record::Metadata;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use std::collections::BTreeMap;
+
+/// Longest accepted `x-llmtap-*` value, except prompt variables.
+pub const MAX_META_VALUE: usize = 256;
+/// Longest accepted `x-llmtap-prompt-variables` JSON.
+pub const MAX_PROMPT_VARIABLES: usize = 16 * 1024;
+const MAX_PROPERTIES: usize = 32;
+
+pub const SECRET_HEADERS: &[&str] = &[
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "x-goog-api-key",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+];
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// What llmtap read from the request's own headers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CallMeta {
+    pub invocation_id: Option<String>,
+    pub trace_id: Option<String>,
+    pub omit_request: bool,
+    pub omit_response: bool,
+    pub metadata: Metadata,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad header {header}: {reason}")]
+pub struct HeaderError {
+    pub header: String,
+    pub reason: String,
+}
+
+fn bad(header: &str, reason: impl Into<String>) -> HeaderError {
+    HeaderError {
+        header: header.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn text_value(name: &str, value: &HeaderValue, max: usize) -> Result<String, HeaderError> {
+    let text = value
+        .to_str()
+        .map_err(|_| bad(name, "must be visible ASCII"))?
+        .trim();
+    if text.is_empty() {
+        return Err(bad(name, "must not be empty"));
+    }
+    if text.len() > max {
+        return Err(bad(name, format!("longer than {max} bytes")));
+    }
+    Ok(text.to_string())
+}
+
+fn id_value(name: &str, value: &HeaderValue) -> Result<String, HeaderError> {
+    let text = text_value(name, value, 128)?;
+    if !text
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    {
+        return Err(bad(name, "use letters, digits, '-', '_', '.' and ':' only"));
+    }
+    Ok(text)
+}
+
+/// Reads the `x-llmtap-*` headers and removes them (and hop-by-hop headers) from `headers`.
+/// Session ids are also read from `x-session-id` and `helicone-session-id`, which stay.
+pub fn take_llmtap_headers(headers: &mut HeaderMap) -> Result<CallMeta, HeaderError> {
+    let mut meta = CallMeta::default();
+    let has_ours = headers.keys().any(|k| k.as_str().starts_with("x-llmtap-"));
+    if has_ours {
+        let names: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-llmtap-"))
+            .cloned()
+            .collect();
+        for name in names {
+            let key = name.as_str();
+            let Some(value) = headers.get(&name) else {
+                continue;
+            };
+            let m = &mut meta.metadata;
+            match key {
+                "x-llmtap-invocation-id" => meta.invocation_id = Some(id_value(key, value)?),
+                "x-llmtap-agent" => m.agent = Some(text_value(key, value, MAX_META_VALUE)?),
+                "x-llmtap-trigger" => m.trigger = Some(text_value(key, value, MAX_META_VALUE)?),
+                "x-llmtap-user-id" => m.user_id = Some(text_value(key, value, MAX_META_VALUE)?),
+                "x-llmtap-tenant" => m.tenant = Some(text_value(key, value, MAX_META_VALUE)?),
+                "x-llmtap-session-id" => m.session_id = Some(id_value(key, value)?),
+                "x-llmtap-prompt" => m.prompt = Some(text_value(key, value, MAX_META_VALUE)?),
+                "x-llmtap-task-id" => m.task_id = Some(text_value(key, value, MAX_META_VALUE)?),
+                "x-llmtap-prompt-variables" => {
+                    let text = text_value(key, value, MAX_PROMPT_VARIABLES)?;
+                    let parsed: serde_json::Value = serde_json::from_str(&text)
+                        .map_err(|e| bad(key, format!("must be a JSON object: {e}")))?;
+                    if !parsed.is_object() {
+                        return Err(bad(key, "must be a JSON object"));
+                    }
+                    m.prompt_variables = Some(parsed);
+                }
+                "x-llmtap-omit" => match text_value(key, value, 16)?.as_str() {
+                    "request" => meta.omit_request = true,
+                    "response" => meta.omit_response = true,
+                    "all" => {
+                        meta.omit_request = true;
+                        meta.omit_response = true;
+                    }
+                    _ => return Err(bad(key, "expected request, response or all")),
+                },
+                _ => {
+                    if let Some(prop) = key.strip_prefix("x-llmtap-property-") {
+                        if prop.is_empty() {
+                            return Err(bad(key, "property name is empty"));
+                        }
+                        if m.properties.len() >= MAX_PROPERTIES {
+                            return Err(bad(key, format!("at most {MAX_PROPERTIES} properties")));
+                        }
+                        m.properties
+                            .insert(prop.to_string(), text_value(key, value, MAX_META_VALUE)?);
+                    } else {
+                        return Err(bad(key, "unknown x-llmtap header"));
+                    }
+                }
+            }
+            headers.remove(&name);
+        }
+    }
+    if meta.metadata.session_id.is_none() {
+        for name in ["x-session-id", "helicone-session-id"] {
+            if let Some(v) = headers.get(name) {
+                meta.metadata.session_id = Some(id_value(name, v)?);
+                break;
+            }
+        }
+    }
+    if let Some(tp) = headers.get("traceparent") {
+        meta.trace_id = trace_id_of(tp.as_bytes());
+    }
+    remove_hop_by_hop(headers);
+    Ok(meta)
+}
+
+/// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`), if well formed and non-zero.
+pub fn trace_id_of(traceparent: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(traceparent).ok()?.trim();
+    let mut parts = text.split('-');
+    let (version, trace, parent, _flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if !hex(version, 2) || version == "ff" || !hex(trace, 32) || !hex(parent, 16) {
+        return None;
+    }
+    if trace.bytes().all(|b| b == b'0') {
+        return None;
+    }
+    Some(trace.to_ascii_lowercase())
+}
+
+/// Drops hop-by-hop headers, including any named by `Connection`.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+pub fn is_secret_header(name: &str) -> bool {
+    SECRET_HEADERS.contains(&name)
+}
+
+/// A short, stable fingerprint of a key: 8 hex of its SHA-256 and its last 4 characters.
+pub fn fingerprint(secret: &str) -> String {
+    let secret = secret.trim();
+    let secret = secret
+        .strip_prefix("Bearer ")
+        .or_else(|| secret.strip_prefix("bearer "))
+        .unwrap_or(secret)
+        .trim();
+    let digest = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
+    let hex: String = digest.as_ref()[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let tail: String = if secret.chars().count() >= 12 {
+        let chars: Vec<char> = secret.chars().collect();
+        chars[chars.len() - 4..].iter().collect()
+    } else {
+        String::new()
+    };
+    if tail.is_empty() {
+        format!("sha256:{hex}")
+    } else {
+        format!("sha256:{hex}…{tail}")
+    }
+}
+
+/// The API key a request carries (header or `key=` query parameter), as a fingerprint.
+pub fn api_key_fingerprint(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+    for name in ["authorization", "x-api-key", "api-key", "x-goog-api-key"] {
+        if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
+            if !v.trim().is_empty() {
+                return Some(fingerprint(v));
+            }
+        }
+    }
+    query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("key="))
+        .filter(|v| !v.is_empty())
+        .map(fingerprint)
+}
+
+/// Headers as text for the record, with secrets replaced.
+pub fn redacted_map(headers: &HeaderMap) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (name, value) in headers {
+        let text = if is_secret_header(name.as_str()) {
+            "[redacted]".to_string()
+        } else {
+            String::from_utf8_lossy(value.as_bytes()).into_owned()
+        };
+        out.entry(name.as_str().to_string())
+            .and_modify(|v: &mut String| {
+                v.push_str(", ");
+                v.push_str(&text);
+            })
+            .or_insert(text);
+    }
+    out
+}
+
+/// A path and query safe to store or log: the value of every `key=` parameter is replaced.
+pub fn redact_query(path: &str, query: Option<&str>) -> String {
+    match query {
+        None => path.to_string(),
+        Some(q) => {
+            let parts: Vec<String> = q
+                .split('&')
+                .map(|pair| {
+                    let name = pair.split('=').next().unwrap_or("");
+                    if name.eq_ignore_ascii_case("key") || name.eq_ignore_ascii_case("api_key") {
+                        format!("{name}=[redacted]")
+                    } else {
+                        pair.to_string()
+                    }
+                })
+                .collect();
+            format!("{path}?{}", parts.join("&"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn reads_and_removes_llmtap_headers() {
+        let mut h = map(&[
+            ("x-llmtap-invocation-id", "run-42"),
+            ("x-llmtap-agent", "writer"),
+            ("x-llmtap-property-team", "growth"),
+            ("x-llmtap-prompt-variables", r#"{"city":"Oslo"}"#),
+            ("x-llmtap-omit", "response"),
+            ("helicone-session-id", "s1"),
+            ("connection", "keep-alive, x-custom"),
+            ("x-custom", "hop"),
+            ("anthropic-version", "2023-06-01"),
+        ]);
+        let meta = take_llmtap_headers(&mut h).unwrap();
+        assert_eq!(meta.invocation_id.as_deref(), Some("run-42"));
+        assert_eq!(meta.metadata.agent.as_deref(), Some("writer"));
+        assert_eq!(meta.metadata.properties["team"], "growth");
+        assert_eq!(meta.metadata.session_id.as_deref(), Some("s1"));
+        assert!(meta.omit_response && !meta.omit_request);
+        assert!(h.keys().all(|k| !k.as_str().starts_with("x-llmtap-")));
+        assert!(h.get("x-custom").is_none() && h.get("connection").is_none());
+        assert!(h.get("helicone-session-id").is_some());
+        assert!(h.get("anthropic-version").is_some());
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        for (k, v) in [
+            ("x-llmtap-invocation-id", "has space"),
+            ("x-llmtap-prompt-variables", "[1,2]"),
+            ("x-llmtap-omit", "everything"),
+            ("x-llmtap-bogus", "1"),
+        ] {
+            let err = take_llmtap_headers(&mut map(&[(k, v)])).unwrap_err();
+            assert_eq!(err.header, k);
+        }
+        let long = "a".repeat(MAX_META_VALUE + 1);
+        assert!(take_llmtap_headers(&mut map(&[("x-llmtap-agent", &long)])).is_err());
+    }
+
+    #[test]
+    fn traceparent() {
+        assert_eq!(
+            trace_id_of(b"00-afc6e4a93195b1dfc3a21f83a353e86a-111576348bafa672-01").as_deref(),
+            Some("afc6e4a93195b1dfc3a21f83a353e86a")
+        );
+        assert_eq!(
+            trace_id_of(b"00-00000000000000000000000000000000-111576348bafa672-01"),
+            None
+        );
+        assert_eq!(trace_id_of(b"garbage"), None);
+    }
+
+    #[test]
+    fn secrets_never_appear() {
+        let h = map(&[
+            ("authorization", "Bearer sk-secret-123456789"),
+            ("accept", "x"),
+        ]);
+        let red = redacted_map(&h);
+        assert_eq!(red["authorization"], "[redacted]");
+        let fp = api_key_fingerprint(&h, None).unwrap();
+        assert!(!fp.contains("sk-secret") && fp.ends_with("6789"), "{fp}");
+        assert_eq!(fp, fingerprint("sk-secret-123456789"));
+        assert_eq!(
+            redact_query("/v1beta/models/x", Some("alt=sse&key=AIzaSECRET")),
+            "/v1beta/models/x?alt=sse&key=[redacted]"
+        );
+        assert!(
+            api_key_fingerprint(&HeaderMap::new(), Some("alt=sse&key=AIzaSECRETSECRET")).is_some()
+        );
+    }
+}

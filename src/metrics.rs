@@ -1,0 +1,158 @@
+//! Counters and histograms, rendered as Prometheus text on the API listener.
+//!
+//! Hot-path updates are single atomic increments; per-label maps are touched
+//! only by the writer thread, off the forward path.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Upper bounds, in seconds, of the upstream latency histogram buckets.
+const LATENCY_BUCKETS_S: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+#[derive(Default)]
+pub struct Metrics {
+    pub records_written: AtomicU64,
+    pub capture_failures: AtomicU64,
+    pub store_errors: AtomicU64,
+    pub unpriced_calls: AtomicU64,
+    pub rejected_backlog: AtomicU64,
+    pub passed_uncaptured: AtomicU64,
+    pub bad_requests: AtomicU64,
+    pub unrouted: AtomicU64,
+    pub truncated_bodies: AtomicU64,
+    /// Records handed to the writer and not yet stored.
+    pub backlog: AtomicU64,
+    requests: Mutex<BTreeMap<(String, &'static str), u64>>,
+    latency: Mutex<Histogram>,
+}
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; LATENCY_BUCKETS_S.len() + 1],
+    sum_s: f64,
+    count: u64,
+}
+
+impl Metrics {
+    pub fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Called by the writer for every finished call.
+    pub fn observe_call(&self, provider: &str, status: &'static str, upstream_latency_s: f64) {
+        if let Ok(mut map) = self.requests.lock() {
+            *map.entry((provider.to_string(), status)).or_default() += 1;
+        }
+        if let Ok(mut h) = self.latency.lock() {
+            let i = LATENCY_BUCKETS_S
+                .iter()
+                .position(|b| upstream_latency_s <= *b)
+                .unwrap_or(LATENCY_BUCKETS_S.len());
+            h.counts[i] += 1;
+            h.sum_s += upstream_latency_s;
+            h.count += 1;
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let counter = |out: &mut String, name: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
+        };
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let _ = writeln!(out, "# HELP llmtap_requests_total Proxied calls by provider and status.\n# TYPE llmtap_requests_total counter");
+        if let Ok(map) = self.requests.lock() {
+            for ((provider, status), n) in map.iter() {
+                let _ = writeln!(
+                    out,
+                    "llmtap_requests_total{{provider=\"{provider}\",status=\"{status}\"}} {n}"
+                );
+            }
+        }
+        counter(
+            &mut out,
+            "llmtap_records_written_total",
+            "Call records stored.",
+            get(&self.records_written),
+        );
+        counter(
+            &mut out,
+            "llmtap_capture_failures_total",
+            "Calls whose capture failed (the call itself was forwarded).",
+            get(&self.capture_failures),
+        );
+        counter(
+            &mut out,
+            "llmtap_store_errors_total",
+            "Errors writing to the store.",
+            get(&self.store_errors),
+        );
+        counter(
+            &mut out,
+            "llmtap_unpriced_calls_total",
+            "Calls with usage but no matching price.",
+            get(&self.unpriced_calls),
+        );
+        counter(
+            &mut out,
+            "llmtap_rejected_backlog_total",
+            "Requests answered 503 because the writer backlog was full.",
+            get(&self.rejected_backlog),
+        );
+        counter(
+            &mut out,
+            "llmtap_passed_uncaptured_total",
+            "Requests forwarded without capture because the writer backlog was full.",
+            get(&self.passed_uncaptured),
+        );
+        counter(
+            &mut out,
+            "llmtap_bad_requests_total",
+            "Requests refused for malformed x-llmtap headers.",
+            get(&self.bad_requests),
+        );
+        counter(
+            &mut out,
+            "llmtap_unrouted_total",
+            "Requests with no matching provider.",
+            get(&self.unrouted),
+        );
+        counter(
+            &mut out,
+            "llmtap_truncated_bodies_total",
+            "Captured bodies cut at the capture cap.",
+            get(&self.truncated_bodies),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP llmtap_backlog Records waiting for the writer.\n# TYPE llmtap_backlog gauge\nllmtap_backlog {}",
+            get(&self.backlog)
+        );
+        if let Ok(h) = self.latency.lock() {
+            let _ = writeln!(out, "# HELP llmtap_upstream_latency_seconds Time from forwarding a request to the end of its response.\n# TYPE llmtap_upstream_latency_seconds histogram");
+            let mut cumulative = 0;
+            for (i, bound) in LATENCY_BUCKETS_S.iter().enumerate() {
+                cumulative += h.counts[i];
+                let _ = writeln!(
+                    out,
+                    "llmtap_upstream_latency_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            cumulative += h.counts[LATENCY_BUCKETS_S.len()];
+            let _ = writeln!(
+                out,
+                "llmtap_upstream_latency_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+            );
+            let _ = writeln!(out, "llmtap_upstream_latency_seconds_sum {}", h.sum_s);
+            let _ = writeln!(out, "llmtap_upstream_latency_seconds_count {}", h.count);
+        }
+        out
+    }
+}

@@ -1,0 +1,194 @@
+//! Routing: which provider a request goes to and the upstream URI it becomes.
+//!
+//! Pure: a function of the request path and the provider table, nothing else.
+
+use crate::config::Provider;
+use std::collections::BTreeMap;
+
+/// Where one request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route<'a> {
+    pub provider: &'a Provider,
+    /// The path after the provider prefix, e.g. `/v1/chat/completions`. The parsers read this.
+    pub rest_path: String,
+    /// The full upstream path and query: base path prefix + rest + `?query`.
+    pub upstream_path_and_query: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("no provider for path {path}; use /{{provider}}/... with one of: {known}")]
+    UnknownProvider { path: String, known: String },
+}
+
+/// Paths that identify their provider without a prefix.
+const UNPREFIXED: &[(&str, &str)] = &[
+    ("/v1/messages", "anthropic"),
+    ("/v1/chat/completions", "openai"),
+    ("/v1/responses", "openai"),
+    ("/v1/embeddings", "openai"),
+    ("/v1beta/models/", "gemini"),
+];
+
+/// Routes `/{provider}/{rest}?{query}` to `base_url + /{rest}?{query}`, and a few
+/// well-known unprefixed paths by their shape.
+pub fn route<'a>(
+    path: &str,
+    query: Option<&str>,
+    providers: &'a BTreeMap<String, Provider>,
+) -> Result<Route<'a>, RouteError> {
+    let trimmed = path.strip_prefix('/').unwrap_or(path);
+    let (first, rest) = match trimmed.find('/') {
+        Some(i) => (&trimmed[..i], &trimmed[i..]),
+        None => (trimmed, ""),
+    };
+    let (provider, rest_path) = match providers.get(first) {
+        Some(p) => (p, rest.to_string()),
+        None => {
+            let name = UNPREFIXED
+                .iter()
+                .find(|(prefix, _)| {
+                    path == *prefix
+                        || (path.starts_with(prefix)
+                            && (prefix.ends_with('/') || path[prefix.len()..].starts_with('/')))
+                })
+                .map(|(_, name)| *name);
+            match name.and_then(|n| providers.get(n)) {
+                Some(p) => (p, path.to_string()),
+                None => {
+                    return Err(RouteError::UnknownProvider {
+                        path: path.to_string(),
+                        known: providers.keys().cloned().collect::<Vec<_>>().join(", "),
+                    })
+                }
+            }
+        }
+    };
+    let rest_path = if rest_path.is_empty() {
+        "/".to_string()
+    } else {
+        rest_path
+    };
+    let mut upstream = String::with_capacity(
+        provider.base.path_prefix.len() + rest_path.len() + query.map_or(0, |q| q.len() + 1),
+    );
+    upstream.push_str(&provider.base.path_prefix);
+    upstream.push_str(&rest_path);
+    if let Some(q) = query {
+        upstream.push('?');
+        upstream.push_str(q);
+    }
+    Ok(Route {
+        provider,
+        rest_path,
+        upstream_path_and_query: upstream,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Overrides, RawConfig};
+
+    fn providers() -> BTreeMap<String, Provider> {
+        RawConfig::from_toml(
+            "[providers.mock]\nkind = \"anthropic\"\nbase_url = \"http://127.0.0.1:9999\"",
+        )
+        .unwrap()
+        .validate(&Overrides::default())
+        .unwrap()
+        .providers
+    }
+
+    fn check(path: &str, query: Option<&str>, expected: Option<(&str, &str, &str)>) {
+        let providers = providers();
+        let got = route(path, query, &providers).ok().map(|r| {
+            (
+                r.provider.name.clone(),
+                r.rest_path.clone(),
+                r.upstream_path_and_query.clone(),
+            )
+        });
+        let expected = expected.map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()));
+        assert_eq!(got, expected, "{path} ? {query:?}");
+    }
+
+    #[test]
+    fn routes() {
+        check(
+            "/openai/v1/chat/completions",
+            None,
+            Some(("openai", "/v1/chat/completions", "/v1/chat/completions")),
+        );
+        check(
+            "/groq/v1/chat/completions",
+            None,
+            Some((
+                "groq",
+                "/v1/chat/completions",
+                "/openai/v1/chat/completions",
+            )),
+        );
+        check(
+            "/gemini/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+            Some("alt=sse&key=abc"),
+            Some((
+                "gemini",
+                "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+                "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse&key=abc",
+            )),
+        );
+        check(
+            "/mock/v1/messages",
+            None,
+            Some(("mock", "/v1/messages", "/v1/messages")),
+        );
+        check("/anthropic", None, Some(("anthropic", "/", "/")));
+        // Unprefixed, routed by shape.
+        check(
+            "/v1/messages",
+            None,
+            Some(("anthropic", "/v1/messages", "/v1/messages")),
+        );
+        check(
+            "/v1/messages/count_tokens",
+            None,
+            Some((
+                "anthropic",
+                "/v1/messages/count_tokens",
+                "/v1/messages/count_tokens",
+            )),
+        );
+        check(
+            "/v1/responses",
+            Some("x=1"),
+            Some(("openai", "/v1/responses", "/v1/responses?x=1")),
+        );
+        check(
+            "/v1/embeddings",
+            None,
+            Some(("openai", "/v1/embeddings", "/v1/embeddings")),
+        );
+        check(
+            "/v1beta/models/gemini-pro:generateContent",
+            None,
+            Some((
+                "gemini",
+                "/v1beta/models/gemini-pro:generateContent",
+                "/v1beta/models/gemini-pro:generateContent",
+            )),
+        );
+        // Ambiguous or unknown.
+        check("/v1/models", None, None);
+        check("/v1/messagesX", None, None);
+        check("/nope/v1/chat/completions", None, None);
+        check("/", None, None);
+    }
+
+    #[test]
+    fn unknown_lists_providers() {
+        let providers = providers();
+        let err = route("/nope/x", None, &providers).unwrap_err().to_string();
+        assert!(err.contains("openai") && err.contains("mock"), "{err}");
+    }
+}

@@ -1,0 +1,284 @@
+//! Listeners and lifecycle: binds the proxy and API ports, opens the store, starts
+//! the writer, serves connections (HTTP/1.1 and HTTP/2, optionally over TLS), and
+//! stops gracefully: stop accepting, let in-flight calls finish until the grace
+//! deadline, cancel the rest (each still gets its record), drain the writer, flush.
+
+use crate::api::{self, ApiState};
+use crate::capture::CallSink;
+use crate::config::Config;
+use crate::cost::PriceTable;
+use crate::forward::{self, ProxyState, RoundCounter};
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::upstream;
+use crate::writer::{self, SharedPrices, WriterControl};
+use anyhow::Context;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// A running llmtap: its addresses, its handles, and the way to stop it.
+pub struct Running {
+    pub proxy_addr: SocketAddr,
+    pub api_addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    pub writer_control: Arc<WriterControl>,
+    pub prices: SharedPrices,
+    pub store: Store,
+    shutdown: watch::Sender<bool>,
+    proxy_task: tokio::task::JoinHandle<()>,
+    api_task: tokio::task::JoinHandle<()>,
+    writer: std::thread::JoinHandle<()>,
+}
+
+/// Loads the price table the config asks for (the embedded default, layered with a user file).
+pub fn load_prices(config: &Config) -> anyhow::Result<PriceTable> {
+    PriceTable::load(config.prices_file.as_deref())
+        .with_context(|| "cannot load the price table".to_string())
+}
+
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let config = Arc::new(config);
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let store = Store::open(
+        &config.data_dir,
+        config.cache_capacity_bytes,
+        config.flush_every_ms,
+    )?;
+    let prices: SharedPrices = Arc::new(RwLock::new(Arc::new(load_prices(&config)?)));
+    let metrics = Arc::new(Metrics::default());
+    let client = upstream::build_client(config.extra_ca_file.as_deref(), config.connect_timeout)?;
+    let tls = match &config.tls {
+        Some(files) => Some(tls_acceptor(&files.cert, &files.key)?),
+        None => None,
+    };
+
+    let proxy_listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let api_listener = TcpListener::bind(config.api_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (API)", config.api_listen))?;
+    let proxy_addr = proxy_listener.local_addr()?;
+    let api_addr = api_listener.local_addr()?;
+
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let writer_control = Arc::new(WriterControl::default());
+    let writer = writer::spawn(
+        store.clone(),
+        receiver,
+        prices.clone(),
+        metrics.clone(),
+        writer_control.clone(),
+    )
+    .context("cannot start the writer thread")?;
+
+    let rounds = RoundCounter::default();
+    let since = crate::timefmt::now_unix_us().saturating_sub(3_600_000_000);
+    match store.invocations_since(since) {
+        Ok(recent) => {
+            for inv in recent {
+                rounds.seed(&inv.id, inv.rounds);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read recent invocations; round numbers restart")
+        }
+    }
+
+    let state = Arc::new(ProxyState {
+        config: config.clone(),
+        client,
+        sink: Arc::new(CallSink {
+            sender,
+            metrics: metrics.clone(),
+        }),
+        metrics: metrics.clone(),
+        rounds,
+    });
+    let api_state = Arc::new(ApiState {
+        store: store.clone(),
+        metrics: metrics.clone(),
+    });
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let grace = config.shutdown_grace;
+    let proxy_task = tokio::spawn(proxy_accept_loop(
+        proxy_listener,
+        state,
+        tls,
+        shutdown_rx.clone(),
+        grace,
+    ));
+    let api_task = tokio::spawn(api_accept_loop(api_listener, api_state, shutdown_rx));
+    tracing::info!(%proxy_addr, %api_addr, data_dir = %config.data_dir.display(), "llmtap listening");
+    Ok(Running {
+        proxy_addr,
+        api_addr,
+        metrics,
+        writer_control,
+        prices,
+        store,
+        shutdown,
+        proxy_task,
+        api_task,
+        writer,
+    })
+}
+
+impl Running {
+    /// Graceful stop. Returns once every record is stored and the store is flushed.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        let _ = self.proxy_task.await;
+        let _ = self.api_task.await;
+        tokio::task::spawn_blocking(move || self.writer.join())
+            .await
+            .context("writer join failed")?
+            .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+        Ok(())
+    }
+}
+
+async fn proxy_accept_loop(
+    listener: TcpListener,
+    state: Arc<ProxyState>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, addr) = match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // Out of file descriptors and similar: back off, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                let tls = tls.clone();
+                let shutdown = shutdown.clone();
+                connections.spawn(async move {
+                    let service = service_fn(move |req| forward::handle(state.clone(), req, addr));
+                    match tls {
+                        Some(acceptor) => match acceptor.accept(stream).await {
+                            Ok(tls_stream) => serve_connection(tls_stream, service, shutdown).await,
+                            Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        },
+                        None => serve_connection(stream, service, shutdown).await,
+                    }
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    drop(state);
+    tracing::info!(
+        connections = connections.len(),
+        "stopped accepting; waiting for in-flight calls"
+    );
+    let drained = tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            remaining = connections.len(),
+            "grace period over; canceling the remaining calls"
+        );
+        connections.shutdown().await;
+    }
+}
+
+async fn serve_connection<I, S>(io: I, service: S, mut shutdown: watch::Receiver<bool>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<forward::ProxyBody>,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "client connection ended with an error");
+            }
+            return;
+        }
+        _ = shutdown.changed() => {}
+    }
+    connection.as_mut().graceful_shutdown();
+    if let Err(e) = connection.await {
+        tracing::debug!(error = %e, "client connection ended with an error");
+    }
+}
+
+async fn api_accept_loop(
+    listener: TcpListener,
+    state: Arc<ApiState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                let state = state.clone();
+                connections.spawn(async move {
+                    let service = service_fn(move |req| api::handle(state.clone(), req));
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    connections.shutdown().await;
+}
+
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    let certs = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("cannot read TLS certificate {}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("invalid TLS certificate {}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("cannot read TLS key {}", key.display()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(upstream::crypto_provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("TLS certificate and key do not match")?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}

@@ -1,0 +1,92 @@
+//! Start-up and shutdown: graceful drain loses nothing; a store in use is refused.
+
+use super::util::*;
+use std::time::Duration;
+
+const SLOW_STREAM: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n";
+
+#[tokio::test]
+async fn graceful_stop_keeps_every_answered_call() {
+    let mock = MockUpstream::start(|req| {
+        if req.path_and_query.contains("slow") {
+            MockResponse::sse(
+                &[SLOW_STREAM, SLOW_STREAM, "data: [DONE]\n\n"],
+                Duration::from_millis(150),
+            )
+        } else {
+            MockResponse::json(200, r#"{"ok":true}"#)
+        }
+    })
+    .await;
+    let dir = TempDir::new("drain");
+    let config = test_config(dir.path(), &provider_toml("mock", "openai", &mock.url()));
+    let running = start_llmtap(config.clone()).await;
+    let addr = running.proxy_addr;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        tasks.push(tokio::spawn(async move {
+            // Keep sending until the proxy stops answering.
+            let mut ids = Vec::new();
+            for j in 0..1000 {
+                let path = if (i + j) % 5 == 0 {
+                    "/mock/v1/slow"
+                } else {
+                    "/mock/v1/fast"
+                };
+                let request = http::Request::post(format!("http://{addr}{path}"))
+                    .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
+                    .unwrap();
+                let Ok(response) = client().request(request).await else {
+                    break;
+                };
+                let id = response
+                    .headers()
+                    .get("x-llmtap-call-id")
+                    .map(|v| v.to_str().unwrap().to_string());
+                use http_body_util::BodyExt;
+                if response.into_body().collect().await.is_err() {
+                    break;
+                }
+                ids.extend(id);
+            }
+            ids
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    running.shutdown().await.unwrap();
+    let mut answered = Vec::new();
+    for t in tasks {
+        answered.extend(t.await.unwrap());
+    }
+    assert!(answered.len() > 40, "load too small: {}", answered.len());
+    // Reopen the store as a new process would.
+    let store = llmtap::store::Store::open(dir.path(), 64 << 20, 100).unwrap();
+    let missing: Vec<&String> = answered
+        .iter()
+        .filter(|id| store.get_call(id).unwrap().is_none())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} answered calls lost",
+        missing.len(),
+        answered.len()
+    );
+}
+
+#[tokio::test]
+async fn a_store_in_use_is_refused_clearly() {
+    let dir = TempDir::new("locked");
+    let running = start_llmtap(test_config(dir.path(), "")).await;
+    let second = tokio::time::timeout(
+        Duration::from_secs(10),
+        llmtap::server::start(test_config(dir.path(), "")),
+    )
+    .await
+    .expect("second open hung");
+    let message = format!("{:#}", second.err().expect("second open succeeded"));
+    assert!(
+        message.contains("in use by another llmtap process"),
+        "{message}"
+    );
+    running.shutdown().await.unwrap();
+}

@@ -1,0 +1,560 @@
+//! The forward path: streaming, header passthrough, statuses, grouping, errors.
+
+use super::util::*;
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use llmtap::record::CallStatus;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const CHAT_BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+const CHAT_RESPONSE: &str = r#"{"id":"x","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}"#;
+
+async fn setup(
+    responder: impl Fn(&SeenRequest) -> MockResponse + Send + Sync + 'static,
+    extra: &str,
+) -> (MockUpstream, llmtap::server::Running, TempDir) {
+    let mock = MockUpstream::start(responder).await;
+    let dir = TempDir::new("proxy");
+    let toml = format!(
+        "{extra}\n{}{}",
+        provider_toml("mock", "openai", &mock.url()),
+        provider_toml("mockant", "anthropic", &mock.url())
+    );
+    let running = start_llmtap(test_config(dir.path(), &toml)).await;
+    (mock, running, dir)
+}
+
+#[tokio::test]
+async fn response_bytes_reach_the_client_before_the_upstream_finishes() {
+    let first = "event: message_start\ndata: {\"type\":\"message_start\"}\n\n";
+    let (mock, running, _dir) = setup(
+        move |_| {
+            let mut r = MockResponse::sse(&[first], Duration::ZERO);
+            r.steps.push(Step::Hold);
+            r.steps.push(Step::Data(Bytes::from_static(
+                b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+            )));
+            r
+        },
+        "",
+    )
+    .await;
+    let request = http::Request::post(format!("http://{}/mockant/v1/messages", running.proxy_addr))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(Bytes::from_static(
+            br#"{"model":"claude-x","stream":true,"messages":[]}"#,
+        )))
+        .unwrap();
+    let response = client().request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let call_id = response.headers()["x-llmtap-call-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let mut body = response.into_body();
+    // The upstream is holding after its first event: the client must already have it.
+    let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .expect("first event was buffered by the proxy")
+        .unwrap()
+        .unwrap();
+    assert_eq!(frame.into_data().unwrap(), Bytes::from(first));
+    assert!(
+        running.store.get_call(&call_id).unwrap().is_none(),
+        "recorded before the end"
+    );
+    mock.release();
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert!(rest.starts_with(b"event: message_stop"));
+    let call = wait_call(&running, &call_id).await;
+    assert_eq!(call.status, Some(CallStatus::Success));
+    assert!(call.response_body.unwrap().contains("message_stop"));
+    assert!(call.first_byte_ms.unwrap() <= call.latency_ms);
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn request_bodies_are_streamed_upstream() {
+    // The upstream answers as soon as it has the head; the client is still sending.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let (got_head_tx, got_head_rx) = tokio::sync::oneshot::channel::<Vec<u8>>();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 65536];
+        let mut seen = Vec::new();
+        // Read until we have the first body chunk.
+        loop {
+            let n = s.read(&mut buf).await.unwrap();
+            seen.extend_from_slice(&buf[..n]);
+            if seen.windows(5).any(|w| w == b"part1") {
+                break;
+            }
+        }
+        let _ = got_head_tx.send(seen.clone());
+        // Drain the rest, then answer.
+        loop {
+            let n = s.read(&mut buf).await.unwrap();
+            seen.extend_from_slice(&buf[..n]);
+            if seen.windows(5).any(|w| w == b"part2") {
+                break;
+            }
+        }
+        s.write_all(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}",
+        )
+        .await
+        .unwrap();
+    });
+    let dir = TempDir::new("reqstream");
+    let running = start_llmtap(test_config(
+        dir.path(),
+        &provider_toml("up", "http", &format!("http://{upstream}")),
+    ))
+    .await;
+    let mut client = tokio::net::TcpStream::connect(running.proxy_addr)
+        .await
+        .unwrap();
+    client
+        .write_all(b"POST /up/upload HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n5\r\npart1\r\n")
+        .await
+        .unwrap();
+    // The upstream sees part1 while the client has not sent part2 yet.
+    let seen = tokio::time::timeout(Duration::from_secs(5), got_head_rx)
+        .await
+        .expect("request body was buffered by the proxy")
+        .unwrap();
+    assert!(!seen.windows(5).any(|w| w == b"part2"));
+    client.write_all(b"5\r\npart2\r\n0\r\n\r\n").await.unwrap();
+    let mut response = vec![0u8; 4096];
+    let n = client.read(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response[..n]).to_string();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("x-llmtap-call-id: "))
+        .unwrap()
+        .trim()
+        .to_string();
+    let call = wait_call(&running, &id).await;
+    assert_eq!(call.request_body.as_deref(), Some("part1part2"));
+    assert_eq!(call.request_bytes, 10);
+    assert_eq!(call.kind, "http");
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn headers_pass_through_both_ways() {
+    let (mock, running, _dir) = setup(
+        |req| {
+            let base = match req.path_and_query.as_str() {
+                p if p.contains("429") => MockResponse::json(
+                    429,
+                    r#"{"error":{"type":"rate_limit_exceeded","message":"slow down"}}"#,
+                )
+                .header("retry-after", "7")
+                .header("retry-after-ms", "7000"),
+                p if p.contains("stream") => MockResponse::sse(
+                    &["data: {\"choices\":[]}\n\n", "data: [DONE]\n\n"],
+                    Duration::ZERO,
+                ),
+                _ => MockResponse::json(200, CHAT_RESPONSE),
+            };
+            base.header("x-ratelimit-limit-requests", "500")
+                .header("x-ratelimit-remaining-requests", "499")
+                .header("x-ratelimit-reset-requests", "6m0s")
+                .header("anthropic-ratelimit-tokens-remaining", "1000")
+                .header("x-custom-upstream", "kept")
+                .header("connection", "keep-alive")
+        },
+        "",
+    )
+    .await;
+    for path in [
+        "/mock/v1/chat/completions",
+        "/mock/v1/429",
+        "/mock/v1/stream",
+    ] {
+        let got = post_json(
+            running.proxy_addr,
+            path,
+            &[
+                ("x-llmtap-agent", "tester"),
+                ("x-llmtap-invocation-id", "inv-headers"),
+                ("x-custom-client", "also-kept"),
+                ("openai-organization", "org-1"),
+            ],
+            CHAT_BODY,
+        )
+        .await;
+        assert_eq!(
+            got.header("x-ratelimit-remaining-requests"),
+            Some("499"),
+            "{path}"
+        );
+        assert_eq!(got.header("x-ratelimit-reset-requests"), Some("6m0s"));
+        assert_eq!(
+            got.header("anthropic-ratelimit-tokens-remaining"),
+            Some("1000")
+        );
+        assert_eq!(got.header("x-custom-upstream"), Some("kept"));
+        assert!(got.header("x-llmtap-call-id").unwrap().starts_with("c_"));
+        assert_eq!(got.header("x-llmtap-invocation-id"), Some("inv-headers"));
+        if path.contains("429") {
+            assert_eq!(got.status, 429);
+            assert_eq!(got.header("retry-after"), Some("7"));
+            assert_eq!(got.header("retry-after-ms"), Some("7000"));
+        }
+        let seen = mock.last_seen();
+        assert_eq!(seen.headers["x-custom-client"], "also-kept");
+        assert_eq!(seen.headers["openai-organization"], "org-1");
+        assert_eq!(seen.headers["host"], mock.addr.to_string());
+        assert!(seen
+            .headers
+            .keys()
+            .all(|k| !k.as_str().starts_with("x-llmtap-")));
+        let call = wait_call(&running, &got.call_id()).await;
+        assert_eq!(call.response_headers["x-ratelimit-limit-requests"], "500");
+        assert_eq!(call.metadata.agent.as_deref(), Some("tester"));
+    }
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn every_status_is_recorded() {
+    let (_mock, running, _dir) = setup(
+        |req| {
+            let p = req.path_and_query.as_str();
+            let mut r = if p.ends_with("/ok") {
+                MockResponse::json(200, CHAT_RESPONSE)
+            } else if p.ends_with("/500") {
+                MockResponse::json(500, r#"{"error":{"message":"boom","type":"server_error"}}"#)
+            } else if p.ends_with("/429") {
+                MockResponse::json(429, r#"{"error":{"message":"limit","type":"rate_limit"}}"#)
+            } else if p.ends_with("/401") {
+                MockResponse::json(401, r#"{"error":{"message":"bad key","type":"auth"}}"#)
+            } else if p.ends_with("/403") {
+                MockResponse::json(403, r#"{"error":{"message":"forbidden"}}"#)
+            } else if p.ends_with("/slowhead") {
+                let mut r = MockResponse::json(200, "{}");
+                r.delay_head = Duration::from_secs(5);
+                r
+            } else if p.ends_with("/idle") {
+                let mut r = MockResponse::sse(&["data: {}\n\n"], Duration::ZERO);
+                r.steps.push(Step::Sleep(Duration::from_secs(5)));
+                r
+            } else if p.ends_with("/reset") {
+                let mut r = MockResponse::sse(&["data: {}\n\n"], Duration::from_millis(100));
+                r.steps.push(Step::Reset);
+                r
+            } else {
+                MockResponse::sse(&["data: {}\n\n"], Duration::from_secs(5))
+            };
+            r.headers.push(("x-test".into(), "1".into()));
+            r
+        },
+        "first_byte_timeout_ms = 400\nidle_timeout_ms = 400",
+    )
+    .await;
+    // first_byte/idle timeouts live under [server]; the extra TOML above is appended there.
+    let cases: [(&str, u16, CallStatus); 7] = [
+        ("ok", 200, CallStatus::Success),
+        ("500", 500, CallStatus::Failed),
+        ("429", 429, CallStatus::RateLimited),
+        ("401", 401, CallStatus::Unauthorized),
+        ("403", 403, CallStatus::Unauthorized),
+        ("slowhead", 504, CallStatus::Timeout),
+        ("idle", 200, CallStatus::Timeout),
+    ];
+    for (path, http_status, status) in cases {
+        let got = post_json(
+            running.proxy_addr,
+            &format!("/mock/v1/{path}"),
+            &[],
+            CHAT_BODY,
+        )
+        .await;
+        assert_eq!(got.status, http_status, "{path}");
+        let call = wait_call(&running, &got.call_id()).await;
+        assert_eq!(call.status, Some(status), "{path}");
+        assert_eq!(call.http_status, Some(http_status), "{path}");
+        if http_status == 504 {
+            let body = got.json();
+            assert_eq!(body["error"]["source"], "llmtap");
+            assert_eq!(body["error"]["type"], "upstream_timeout");
+        }
+    }
+
+    // Upstream reset mid-stream: the client sees the stream break; the call is failed.
+    let request = http::Request::post(format!("http://{}/mock/v1/reset", running.proxy_addr))
+        .body(http_body_util::Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    let response = client().request(request).await.unwrap();
+    let id = response.headers()["x-llmtap-call-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(response.into_body().collect().await.is_err());
+    let call = wait_call(&running, &id).await;
+    assert_eq!(call.status, Some(CallStatus::Failed));
+    assert!(call
+        .error
+        .unwrap()
+        .message
+        .unwrap()
+        .contains("mid-response"));
+
+    // Client hangs up mid-stream: canceled.
+    let request = http::Request::post(format!("http://{}/mock/v1/slowstream", running.proxy_addr))
+        .body(http_body_util::Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    let response = client().request(request).await.unwrap();
+    let id = response.headers()["x-llmtap-call-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let mut body = response.into_body();
+    let _ = body.frame().await;
+    drop(body);
+    let call = wait_call(&running, &id).await;
+    assert_eq!(call.status, Some(CallStatus::Canceled));
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn unreachable_upstream_is_a_recorded_502() {
+    // Bind then drop: nothing listens on this port.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = TempDir::new("refused");
+    let running = start_llmtap(test_config(
+        dir.path(),
+        &provider_toml("dead", "openai", &format!("http://127.0.0.1:{port}")),
+    ))
+    .await;
+    let got = post_json(
+        running.proxy_addr,
+        "/dead/v1/chat/completions",
+        &[],
+        CHAT_BODY,
+    )
+    .await;
+    assert_eq!(got.status, 502);
+    assert_eq!(got.json()["error"]["source"], "llmtap");
+    let call = wait_call(&running, &got.call_id()).await;
+    assert_eq!(call.status, Some(CallStatus::Failed));
+    assert_eq!(call.http_status, Some(502));
+    assert_eq!(call.request_body.as_deref(), Some(CHAT_BODY));
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn calls_group_into_invocations_with_rounds() {
+    let (_mock, running, _dir) = setup(|_| MockResponse::json(200, CHAT_RESPONSE), "").await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let got = post_json(
+            running.proxy_addr,
+            "/mock/v1/chat/completions",
+            &[
+                ("x-llmtap-invocation-id", "run-1"),
+                ("x-llmtap-agent", "planner"),
+            ],
+            CHAT_BODY,
+        )
+        .await;
+        ids.push(got.call_id());
+    }
+    let traced: Vec<String> = {
+        let mut v = Vec::new();
+        for _ in 0..2 {
+            let got = post_json(
+                running.proxy_addr,
+                "/mock/v1/chat/completions",
+                &[(
+                    "traceparent",
+                    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                )],
+                CHAT_BODY,
+            )
+            .await;
+            assert_eq!(
+                got.header("x-llmtap-invocation-id"),
+                Some("0af7651916cd43dd8448eb211c80319c")
+            );
+            v.push(got.call_id());
+        }
+        v
+    };
+    let lone_a = post_json(
+        running.proxy_addr,
+        "/mock/v1/chat/completions",
+        &[],
+        CHAT_BODY,
+    )
+    .await;
+    let lone_b = post_json(
+        running.proxy_addr,
+        "/mock/v1/chat/completions",
+        &[],
+        CHAT_BODY,
+    )
+    .await;
+    assert_ne!(
+        lone_a.header("x-llmtap-invocation-id"),
+        lone_b.header("x-llmtap-invocation-id")
+    );
+    wait_records(&running, 7).await;
+    for (i, id) in ids.iter().enumerate() {
+        let call = running.store.get_call(id).unwrap().unwrap();
+        assert_eq!(call.round, i as u32 + 1);
+        assert_eq!(call.invocation_id, "run-1");
+    }
+    let inv = invocation(&running, "run-1").unwrap();
+    assert_eq!(inv.rounds, 3);
+    assert_eq!(inv.agent.as_deref(), Some("planner"));
+    assert_eq!(inv.usage.input_tokens, Some(15));
+    assert_eq!(inv.usage.output_tokens, Some(3));
+    assert_eq!(inv.status, Some(CallStatus::Success));
+
+    let api = api_get(&running, "/api/v1/invocations/run-1").await;
+    assert_eq!(api.status, 200);
+    let rounds: Vec<u64> = api.json()["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["round"].as_u64().unwrap())
+        .collect();
+    assert_eq!(rounds, vec![1, 2, 3]);
+    let traced_call = running.store.get_call(&traced[1]).unwrap().unwrap();
+    assert_eq!(traced_call.round, 2);
+    let lone = running.store.get_call(&lone_a.call_id()).unwrap().unwrap();
+    assert_eq!(lone.round, 1);
+    assert_eq!(api_get(&running, "/api/v1/calls/nope").await.status, 404);
+    assert_eq!(
+        api_get(&running, "/api/v1/invocations/nope").await.status,
+        404
+    );
+    assert_eq!(api_get(&running, "/healthz").await.status, 200);
+    let metrics = String::from_utf8(api_get(&running, "/metrics").await.body.to_vec()).unwrap();
+    assert!(
+        metrics.contains("llmtap_requests_total{provider=\"mock\",status=\"success\"} 7"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("llmtap_records_written_total 7"));
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn rounds_continue_after_a_restart() {
+    let mock = MockUpstream::start(|_| MockResponse::json(200, CHAT_RESPONSE)).await;
+    let dir = TempDir::new("restart");
+    let toml = provider_toml("mock", "openai", &mock.url());
+    for expected_round in [1u32, 2] {
+        let running = start_llmtap(test_config(dir.path(), &toml)).await;
+        let got = post_json(
+            running.proxy_addr,
+            "/mock/v1/chat/completions",
+            &[("x-llmtap-invocation-id", "long-run")],
+            CHAT_BODY,
+        )
+        .await;
+        let call = wait_call(&running, &got.call_id()).await;
+        assert_eq!(call.round, expected_round);
+        running.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_errors() {
+    let (_mock, running, _dir) = setup(|_| MockResponse::json(200, "{}"), "").await;
+    let got = post_json(running.proxy_addr, "/nowhere/v1/x", &[], "{}").await;
+    assert_eq!(got.status, 404);
+    let body = got.json();
+    assert_eq!(body["error"]["type"], "unknown_provider");
+    assert!(body["error"]["providers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p == "mock"));
+    let got = post_json(
+        running.proxy_addr,
+        "/mock/v1/chat/completions",
+        &[("x-llmtap-prompt-variables", "not json")],
+        "{}",
+    )
+    .await;
+    assert_eq!(got.status, 400);
+    assert!(got.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("x-llmtap-prompt-variables"));
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn backlog_bound_rejects_or_passes() {
+    for (mode, expect_status) in [("reject", 503u16), ("pass", 200u16)] {
+        let mock = MockUpstream::start(|_| MockResponse::json(200, CHAT_RESPONSE)).await;
+        let dir = TempDir::new("backlog");
+        let toml = format!(
+            "[store]\nbacklog = 2\non_backlog = \"{mode}\"\n{}",
+            provider_toml("mock", "openai", &mock.url())
+        );
+        // [store] must not land inside [server]: build the config by hand.
+        let config = llmtap::config::RawConfig::from_toml(&format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\napi_listen = \"127.0.0.1:0\"\n{toml}"
+        ))
+        .unwrap()
+        .validate(&llmtap::config::Overrides {
+            data_dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        })
+        .unwrap();
+        let running = start_llmtap(config).await;
+        running
+            .writer_control
+            .paused
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut statuses = Vec::new();
+        for _ in 0..4 {
+            statuses.push(
+                post_json(
+                    running.proxy_addr,
+                    "/mock/v1/chat/completions",
+                    &[],
+                    CHAT_BODY,
+                )
+                .await
+                .status,
+            );
+        }
+        // The writer holds one call while paused; the backlog counts calls handed over.
+        assert_eq!(&statuses[..2], &[200, 200], "{mode}");
+        assert_eq!(statuses[3], expect_status, "{mode}: {statuses:?}");
+        running
+            .writer_control
+            .paused
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        let metrics = String::from_utf8(api_get(&running, "/metrics").await.body.to_vec()).unwrap();
+        let counter = if mode == "reject" {
+            "llmtap_rejected_backlog_total"
+        } else {
+            "llmtap_passed_uncaptured_total"
+        };
+        let value: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{counter} ")))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(value >= 1, "{mode}: {metrics}");
+        let captured = statuses.iter().filter(|s| **s == 200).count() as u64
+            - if mode == "pass" { value } else { 0 };
+        wait_records(&running, captured as usize).await;
+        running.shutdown().await.unwrap();
+    }
+}

@@ -1,0 +1,415 @@
+//! Test harness: a scriptable mock upstream, an in-process llmtap, and small HTTP helpers.
+//! Everything binds 127.0.0.1:0.
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use llmtap::config::{Config, Overrides, RawConfig};
+use llmtap::record::{CallRecord, InvocationRecord};
+use llmtap::server::Running;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One step of a scripted response body.
+#[derive(Clone, Debug)]
+pub enum Step {
+    Data(Bytes),
+    Sleep(Duration),
+    /// Wait until the test sends on the mock's release channel.
+    Hold,
+    /// Fail the body (the connection is reset mid-response).
+    Reset,
+}
+
+#[derive(Clone, Debug)]
+pub struct MockResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub steps: Vec<Step>,
+    /// Wait this long before sending the response head.
+    pub delay_head: Duration,
+}
+
+impl MockResponse {
+    pub fn json(status: u16, body: &str) -> Self {
+        MockResponse {
+            status,
+            headers: vec![("content-type".into(), "application/json".into())],
+            steps: vec![Step::Data(Bytes::copy_from_slice(body.as_bytes()))],
+            delay_head: Duration::ZERO,
+        }
+    }
+
+    pub fn sse(events: &[&str], pause: Duration) -> Self {
+        let mut steps = Vec::new();
+        for e in events {
+            steps.push(Step::Data(Bytes::copy_from_slice(e.as_bytes())));
+            if !pause.is_zero() {
+                steps.push(Step::Sleep(pause));
+            }
+        }
+        MockResponse {
+            status: 200,
+            headers: vec![("content-type".into(), "text/event-stream".into())],
+            steps,
+            delay_head: Duration::ZERO,
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// What the mock saw of one request.
+#[derive(Clone, Debug)]
+pub struct SeenRequest {
+    #[allow(dead_code)]
+    pub method: String,
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    #[allow(dead_code)]
+    pub body: Bytes,
+}
+
+type Responder = dyn Fn(&SeenRequest) -> MockResponse + Send + Sync;
+
+pub struct MockUpstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<SeenRequest>>>,
+    release: Arc<tokio::sync::Notify>,
+}
+
+impl MockUpstream {
+    pub async fn start(
+        responder: impl Fn(&SeenRequest) -> MockResponse + Send + Sync + 'static,
+    ) -> Self {
+        Self::start_with_tls(responder, None).await
+    }
+
+    pub async fn start_with_tls(
+        responder: impl Fn(&SeenRequest) -> MockResponse + Send + Sync + 'static,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let release = Arc::new(tokio::sync::Notify::new());
+        let responder: Arc<Responder> = Arc::new(responder);
+        let (seen2, release2) = (seen.clone(), release.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (seen, release, responder, tls) = (
+                    seen2.clone(),
+                    release2.clone(),
+                    responder.clone(),
+                    tls.clone(),
+                );
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let (seen, release, responder) =
+                            (seen.clone(), release.clone(), responder.clone());
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            let request = SeenRequest {
+                                method: parts.method.to_string(),
+                                path_and_query: parts
+                                    .uri
+                                    .path_and_query()
+                                    .map(|p| p.to_string())
+                                    .unwrap_or_default(),
+                                headers: parts.headers,
+                                body,
+                            };
+                            let script = responder(&request);
+                            seen.lock().unwrap().push(request);
+                            if !script.delay_head.is_zero() {
+                                tokio::time::sleep(script.delay_head).await;
+                            }
+                            let (tx, rx) = mpsc::channel(64);
+                            tokio::spawn(async move {
+                                for step in script.steps {
+                                    match step {
+                                        Step::Data(d) => {
+                                            if tx.send(Ok(d)).await.is_err() {
+                                                return;
+                                            }
+                                        }
+                                        Step::Sleep(d) => tokio::time::sleep(d).await,
+                                        Step::Hold => release.notified().await,
+                                        Step::Reset => {
+                                            let _ =
+                                                tx.send(Err(BoxError::from("mock reset"))).await;
+                                            return;
+                                        }
+                                    }
+                                }
+                            });
+                            let mut response = Response::new(ChannelBody { rx });
+                            *response.status_mut() = StatusCode::from_u16(script.status).unwrap();
+                            for (k, v) in script.headers {
+                                response.headers_mut().append(
+                                    http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                                    http::HeaderValue::from_str(&v).unwrap(),
+                                );
+                            }
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    });
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        Some(acceptor) => {
+                            if let Ok(s) = acceptor.accept(stream).await {
+                                let _ = builder.serve_connection(TokioIo::new(s), service).await;
+                            }
+                        }
+                        None => {
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
+                });
+            }
+        });
+        MockUpstream {
+            addr,
+            seen,
+            release,
+        }
+    }
+
+    pub fn release(&self) {
+        self.release.notify_waiters();
+        self.release.notify_one();
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn last_seen(&self) -> SeenRequest {
+        self.seen
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("mock saw no request")
+    }
+}
+
+pub struct ChannelBody {
+    rx: mpsc::Receiver<Result<Bytes, BoxError>>,
+}
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = BoxError;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|o| o.map(|r| r.map(http_body::Frame::data)))
+    }
+}
+
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let path = std::env::temp_dir().join(format!(
+            "llmtap-test-{tag}-{}-{}",
+            std::process::id(),
+            llmtap::ids::new_id("", llmtap::timefmt::now_unix_us())
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A config for tests: ephemeral ports, the given data dir, and extra TOML.
+pub fn test_config(data_dir: &Path, extra_toml: &str) -> Config {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\napi_listen = \"127.0.0.1:0\"\nshutdown_grace_ms = 3000\n{extra_toml}"
+    );
+    RawConfig::from_toml(&text)
+        .unwrap()
+        .validate(&Overrides {
+            data_dir: Some(data_dir.to_path_buf()),
+            ..Overrides::default()
+        })
+        .unwrap()
+}
+
+pub fn provider_toml(name: &str, kind: &str, base_url: &str) -> String {
+    format!("[providers.{name}]\nkind = \"{kind}\"\nbase_url = \"{base_url}\"\n")
+}
+
+pub async fn start_llmtap(config: Config) -> Running {
+    llmtap::server::start(config).await.unwrap()
+}
+
+pub type TestClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+>;
+
+pub fn client() -> TestClient {
+    hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build(hyper_util::client::legacy::connect::HttpConnector::new())
+}
+
+pub struct Got {
+    pub status: u16,
+    pub headers: HeaderMap,
+    #[allow(dead_code)]
+    pub body: Bytes,
+}
+
+impl Got {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+    pub fn call_id(&self) -> String {
+        self.header("x-llmtap-call-id")
+            .expect("no call id")
+            .to_string()
+    }
+}
+
+pub async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Got {
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let request = builder
+        .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
+        .unwrap();
+    let response = client().request(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    Got {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
+}
+
+pub async fn post_json(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &str) -> Got {
+    let mut all = vec![("content-type", "application/json")];
+    all.extend_from_slice(headers);
+    send(addr, "POST", path, &all, body).await
+}
+
+/// Polls the read API until the call is stored (the writer is asynchronous).
+pub async fn wait_call(running: &Running, id: &str) -> CallRecord {
+    for _ in 0..400 {
+        if let Some(call) = running.store.get_call(id).unwrap() {
+            return call;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("call {id} was never recorded");
+}
+
+pub async fn wait_records(running: &Running, count: usize) {
+    for _ in 0..500 {
+        if running.store.call_count() >= count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "expected {count} records, store has {}",
+        running.store.call_count()
+    );
+}
+
+pub async fn api_get(running: &Running, path: &str) -> Got {
+    send(running.api_addr, "GET", path, &[], "").await
+}
+
+pub fn invocation(running: &Running, id: &str) -> Option<InvocationRecord> {
+    running.store.get_invocation(id).unwrap()
+}
+
+/// Fixture exchanges shipped in tests/fixtures/exchanges.
+pub fn fixture(name: &str) -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/exchanges")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// Splits an SSE body into its events (each with its blank-line terminator).
+pub fn sse_events(body: &str) -> Vec<String> {
+    let mut events = Vec::new();
+    let mut rest = body;
+    loop {
+        let cut = [
+            rest.find("\n\n").map(|i| i + 2),
+            rest.find("\r\n\r\n").map(|i| i + 4),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        match cut {
+            Some(i) => {
+                events.push(rest[..i].to_string());
+                rest = &rest[i..];
+            }
+            None => {
+                if !rest.is_empty() {
+                    events.push(rest.to_string());
+                }
+                return events;
+            }
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! All integration tests in one binary (one link step on a 2-core machine).
+
+mod it;
