@@ -156,3 +156,11 @@ start_all() { # start_all [mock flags...]
     [[ "$NGINX" == 1 ]] && start_nginx
     return 0
 }
+
+# Prints llmtap's capture counters, to show the figures were taken with capture on.
+capture_report() {
+    [[ "$LLMTAP" == 1 ]] || return 0
+    echo "llmtap capture counters (GET /metrics):"
+    curl -s "$LLMTAP_API/metrics" | grep -E '^llmtap_(records_written_total|capture_failures_total|store_errors_total|rejected_backlog_total|passed_uncaptured_total|backlog) ' | sed 's/^/  /'
+    echo "  store size: $(du -sh "$WORK/llmtap-data" | cut -f1)"
+}

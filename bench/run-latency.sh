@@ -24,3 +24,5 @@ for i in $(seq 1 "${REPEAT:-3}"); do
     FILES+=("$OUT-$i.json")
 done
 python3 "$ROOT/bench/summarize.py" latency "${FILES[@]}"
+
+capture_report

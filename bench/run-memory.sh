@@ -27,3 +27,5 @@ if [[ "$NGINX" == 1 ]]; then
         $(pgrep -P "$NGINX_PID" | sed 's/^/--pid nginx-worker=/') --json-out "$OUT-nginx.json"
     { set +x; } 2>/dev/null
 fi
+
+capture_report

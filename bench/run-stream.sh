@@ -18,3 +18,5 @@ set -x
     --connections "$CONNECTIONS" --body-size 1024 --json-out "$OUT"
 { set +x; } 2>/dev/null
 python3 "$ROOT/bench/summarize.py" stream "$OUT"
+
+capture_report

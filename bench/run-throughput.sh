@@ -15,3 +15,5 @@ set -x
     --connections "$CONNECTIONS" --body-size 1024 --p99-limit-ms "$P99_MS" --steps 5 --json-out "$OUT"
 { set +x; } 2>/dev/null
 python3 "$ROOT/bench/summarize.py" throughput "$OUT"
+
+capture_report
