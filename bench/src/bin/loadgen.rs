@@ -140,6 +140,43 @@ struct Timing {
     first_byte: Instant,
     done: Instant,
     bytes: usize,
+    /// Transit of the first / last SSE event from the mock's write to our read,
+    /// from the mock's `: sent_us=` stamps (microseconds, wall clock).
+    first_transit: Option<u64>,
+    last_transit: Option<u64>,
+}
+
+fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Finds `: sent_us=DIGITS\n` stamps in `buf`.
+fn stamps(buf: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    const PAT: &[u8] = b": sent_us=";
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        while pos + PAT.len() <= buf.len() {
+            let Some(off) = buf[pos..].windows(PAT.len()).position(|w| w == PAT) else {
+                pos = buf.len();
+                return None;
+            };
+            let start = pos + off + PAT.len();
+            let len = buf[start..]
+                .iter()
+                .take_while(|c| c.is_ascii_digit())
+                .count();
+            pos = start + len;
+            if len > 0 && buf.get(start + len) == Some(&b'\n') {
+                return std::str::from_utf8(&buf[start..start + len])
+                    .ok()?
+                    .parse()
+                    .ok();
+            }
+        }
+        None
+    })
 }
 
 async fn one_request(sender: &mut Sender, req: Request<Full<Bytes>>) -> Result<Timing, String> {
@@ -153,6 +190,10 @@ async fn one_request(sender: &mut Sender, req: Request<Full<Bytes>>) -> Result<T
     let mut body = resp.into_body();
     let mut first_byte = None;
     let mut bytes = 0;
+    let (mut first_transit, mut last_transit) = (None, None);
+    let mut last_stamp = 0;
+    // The tail of the previous frame, so a stamp split across frames is found.
+    let mut carry: Vec<u8> = Vec::new();
     while let Some(f) = body.frame().await {
         let f = f.map_err(|e| format!("body: {e}"))?;
         if let Some(d) = f.data_ref() {
@@ -160,6 +201,20 @@ async fn one_request(sender: &mut Sender, req: Request<Full<Bytes>>) -> Result<T
                 first_byte = Some(Instant::now());
             }
             bytes += d.len();
+            carry.extend_from_slice(d);
+            {
+                let now = unix_us();
+                for st in stamps(&carry) {
+                    if st != last_stamp {
+                        last_stamp = st;
+                        let transit = now.saturating_sub(st);
+                        first_transit.get_or_insert(transit);
+                        last_transit = Some(transit);
+                    }
+                }
+            }
+            let keep = carry.len().saturating_sub(32);
+            carry.drain(..keep);
         }
     }
     let done = Instant::now();
@@ -171,15 +226,19 @@ async fn one_request(sender: &mut Sender, req: Request<Full<Bytes>>) -> Result<T
         first_byte: first_byte.unwrap_or(done),
         done,
         bytes,
+        first_transit,
+        last_transit,
     })
 }
 
 #[derive(Default)]
 struct Stats {
-    total: Histogram,   // intended send -> last byte
-    ttfb: Histogram,    // intended send -> first body byte
-    service: Histogram, // actual send -> last byte
-    lag: Histogram,     // intended -> actual send (load generator lateness)
+    total: Histogram,    // intended send -> last byte
+    ttfb: Histogram,     // intended send -> first body byte
+    service: Histogram,  // actual send -> last byte
+    lag: Histogram,      // intended -> actual send (load generator lateness)
+    first_ev: Histogram, // mock write -> our read, first SSE event (stamped)
+    last_ev: Histogram,  // mock write -> our read, last SSE event (stamped)
     ok: u64,
     ok_in_window: u64,
     bytes: u64,
@@ -192,6 +251,8 @@ impl Stats {
         self.ttfb.merge(&o.ttfb);
         self.service.merge(&o.service);
         self.lag.merge(&o.lag);
+        self.first_ev.merge(&o.first_ev);
+        self.last_ev.merge(&o.last_ev);
         self.ok += o.ok;
         self.ok_in_window += o.ok_in_window;
         self.bytes += o.bytes;
@@ -282,6 +343,10 @@ async fn run_once(targets: &[Target], cfg: &RunCfg) -> Vec<Stats> {
                                 st.service.record(tm.done - tm.sent);
                                 st.lag
                                     .record(tm.sent.saturating_duration_since(job.intended));
+                                if let (Some(a), Some(b)) = (tm.first_transit, tm.last_transit) {
+                                    st.first_ev.record_us(a);
+                                    st.last_ev.record_us(b);
+                                }
                             }
                         }
                         Err(e) => {
@@ -408,6 +473,8 @@ fn report(targets: &[Target], stats: &[Stats], cfg: &RunCfg, stream: bool, as_js
             "ttfb_us": quantiles_json(&s.ttfb),
             "service_us": quantiles_json(&s.service),
             "send_lag_us": quantiles_json(&s.lag),
+            "first_event_transit_us": quantiles_json(&s.first_ev),
+            "last_event_transit_us": quantiles_json(&s.last_ev),
         }));
     }
     let mut diffs = Vec::new();
@@ -426,6 +493,8 @@ fn report(targets: &[Target], stats: &[Stats], cfg: &RunCfg, stream: bool, as_js
             "target": t.name, "baseline": targets[0].name,
             "latency_us": d(&s.total, &stats[0].total),
             "ttfb_us": d(&s.ttfb, &stats[0].ttfb),
+            "first_event_transit_us": d(&s.first_ev, &stats[0].first_ev),
+            "last_event_transit_us": d(&s.last_ev, &stats[0].last_ev),
         }));
     }
     let v = json!({
@@ -773,4 +842,16 @@ fn main() {
         std::fs::write(&path, text + "\n").unwrap_or_else(|e| die(&format!("write {path}: {e}")));
     }
     rt.shutdown_timeout(Duration::from_millis(100));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stamps;
+
+    #[test]
+    fn finds_complete_stamps_only() {
+        let buf = b"data: x\n\n: sent_us=123\n\nevent: a\n: sent_us=456\n\n: sent_us=78";
+        assert_eq!(stamps(buf).collect::<Vec<_>>(), vec![123, 456]);
+        assert_eq!(stamps(b"no stamps here").count(), 0);
+    }
 }

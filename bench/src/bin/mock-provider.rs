@@ -12,6 +12,8 @@
 //!   --events N             [MOCK_EVENTS]          SSE events per stream, default 200
 //!   --event-delay-ms MS    [MOCK_EVENT_DELAY_MS]  pause between events, default 5
 //!   --threads N            [MOCK_THREADS]         tokio worker threads, default 1
+//!   --no-stamp             do not put `: sent_us=<unix µs>` SSE comments before
+//!                          the first and last events of a stream
 //! Per-request overrides: headers `x-mock-events`, `x-mock-event-delay-ms`.
 
 use std::convert::Infallible;
@@ -42,6 +44,7 @@ struct Config {
     events: usize,
     event_delay: Duration,
     counter: AtomicU64,
+    stamp: bool,
     /// Assistant text sized so the JSON bodies come out at ~body_size bytes.
     openai_fill: String,
     anthropic_fill: String,
@@ -58,6 +61,7 @@ enum MockBody {
 struct SseStream {
     events: SseEvents,
     next: usize,
+    stamp: bool,
     delay: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
 }
@@ -84,6 +88,22 @@ impl SseEvents {
             self.tail[i - h - self.middle_count].clone()
         }
     }
+
+    /// Event `i`; the first and last events are preceded by an SSE comment
+    /// `: sent_us=<unix µs>` (ignored by SSE clients) so the load generator can
+    /// measure each hop's transit time of those events to the microsecond.
+    fn get_stamped(&self, i: usize, stamp: bool) -> Bytes {
+        let ev = self.get(i);
+        if !stamp || (i != 0 && i + 1 != self.len()) {
+            return ev;
+        }
+        let us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros());
+        let mut b = format!(": sent_us={us}\n\n").into_bytes();
+        b.extend_from_slice(&ev);
+        Bytes::from(b)
+    }
 }
 
 impl Body for MockBody {
@@ -107,7 +127,7 @@ impl Body for MockBody {
                         }
                     }
                 }
-                let ev = s.events.get(s.next);
+                let ev = s.events.get_stamped(s.next, s.stamp);
                 s.next += 1;
                 if s.next < s.events.len() && !s.delay.is_zero() {
                     // Arm the timer for the next event, counted from now.
@@ -430,6 +450,7 @@ async fn handle(
         Response::new(MockBody::Stream(SseStream {
             events: evs,
             next: 0,
+            stamp: cfg.stamp,
             delay,
             sleep: None,
         }))
@@ -448,7 +469,7 @@ async fn handle(
 }
 
 fn main() {
-    let args = Args::parse(&[]);
+    let args = Args::parse(&["no-stamp"]);
     let listen = args
         .get("listen", Some("MOCK_LISTEN"))
         .unwrap_or_else(|| "127.0.0.1:0".into());
@@ -465,6 +486,7 @@ fn main() {
             5,
         )),
         counter: AtomicU64::new(0),
+        stamp: !args.flag("no-stamp"),
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
