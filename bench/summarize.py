@@ -94,7 +94,13 @@ def throughput(doc):
 def memory(doc, name):
     print(f"\nFIGURE 5: RSS with {doc['open']} of {doc['streams']} concurrent slow streams open "
           f"({doc['failed']} failed, {doc['still_open_at_end']} still open after {doc['hold_s']:.0f}s hold)")
-    for p in doc["processes"]:
+    tl = doc.get("timeline") or []
+    for i, p in enumerate(doc["processes"]):
+        if tl:
+            first, lastt = tl[0], tl[-1]
+            print(f"  {p['name']:<8} RSS just after all streams opened {first['rss_kb'][i] / 1024:.1f} MB; "
+                  f"after {lastt['t_s']} s of streaming (one event per {doc.get('event_delay_ms', '?')} ms) "
+                  f"{lastt['rss_kb'][i] / 1024:.1f} MB")
         line = (f"  {p['name']:<8} before {p['rss_before_kb'] / 1024:.1f} MB, peak {p['rss_peak_kb'] / 1024:.1f} MB, "
                 f"~{p['kb_per_stream']:.1f} KiB/stream")
         if p["name"] == name:

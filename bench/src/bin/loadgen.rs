@@ -740,13 +740,32 @@ async fn slow_streams(t: Target, args: &Args, as_json: bool) -> Value {
     }
     let mut peak = vec![0u64; pids.len()];
     let mut last = vec![0u64; pids.len()];
-    let hold_end = Instant::now() + hold;
+    let hold_start = Instant::now();
+    let hold_end = hold_start + hold;
+    // RSS timeline: one sample per second of hold, printed every 5 s.
+    let mut timeline: Vec<Value> = Vec::new();
+    let mut next_mark = 0u64;
     while Instant::now() < hold_end {
+        let mut row = Vec::new();
         for (i, (_, p)) in pids.iter().enumerate() {
             if let Some((rss, _)) = read_rss_kb(*p) {
                 peak[i] = peak[i].max(rss);
                 last[i] = rss;
+                row.push(rss);
             }
+        }
+        let secs = hold_start.elapsed().as_secs();
+        if secs >= next_mark {
+            if !as_json && secs.is_multiple_of(5) {
+                let cols: Vec<String> = pids
+                    .iter()
+                    .zip(&row)
+                    .map(|((n, _), r)| format!("{n} {:.1} MB", *r as f64 / 1024.0))
+                    .collect();
+                println!("  t+{secs:>3}s  {}", cols.join("  "));
+            }
+            timeline.push(json!({"t_s": secs, "rss_kb": row}));
+            next_mark = secs + 1;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -777,7 +796,8 @@ async fn slow_streams(t: Target, args: &Args, as_json: bool) -> Value {
     }
     json!({"mode": "slow-streams", "url": t.url, "streams": streams, "open": open,
         "failed": failed.load(Ordering::Relaxed), "still_open_at_end": still_open,
-        "open_seconds": open_time.as_secs_f64(), "hold_s": hold.as_secs_f64(), "processes": pj})
+        "open_seconds": open_time.as_secs_f64(), "hold_s": hold.as_secs_f64(), "processes": pj,
+        "event_delay_ms": delay, "timeline": timeline})
 }
 
 fn main() {
