@@ -2,8 +2,8 @@
 """summarize.py: turn a loadgen --json-out file into the benchmark figure lines
 (same-run differences and ratios against their targets) used in BENCHMARKS.md.
 
-Usage: summarize.py latency FILE...   (several runs: median of differences)
-       summarize.py stream|throughput FILE
+Usage: summarize.py latency|stream FILE...   (several runs: median of differences)
+       summarize.py throughput FILE
        summarize.py memory FILE [process-name]
 """
 import json
@@ -53,27 +53,35 @@ def latency(docs):
         print(line)
 
 
-def stream(doc):
-    t = by_name(doc)
+def stream(docs):
+    doc = docs[0]
     print(f"\nFIGURE 2: streaming, {doc['rate_per_target']:.0f} streams/s per target "
-          f"(same run, differences vs direct-to-mock)")
-    for n, v in t.items():
-        print(f"  {n:<8} ok={v['ok']} errors={v['errors']} bytes/resp={v['mean_response_bytes']} "
-              f"TTFB p50={ms(v['ttfb_us']['p50'])} p99={ms(v['ttfb_us']['p99'])}  "
-              f"TTLB p50={ms(v['latency_us']['p50'])} p99={ms(v['latency_us']['p99'])}  "
-              f"last-event transit p50={ms(v['last_event_transit_us']['p50'])} "
-              f"p99={ms(v['last_event_transit_us']['p99'])}")
-    for n in t:
+          f"(same run, differences vs direct-to-mock; {len(docs)} run(s))")
+    for i, d in enumerate(docs, 1):
+        for n, v in by_name(d).items():
+            print(f"  run {i} {n:<8} ok={v['ok']} errors={v['errors']} bytes/resp={v['mean_response_bytes']} "
+                  f"TTFB p50={ms(v['ttfb_us']['p50'])} p99={ms(v['ttfb_us']['p99'])}  "
+                  f"TTLB p50={ms(v['latency_us']['p50'])} p99={ms(v['latency_us']['p99'])}  "
+                  f"last-event transit p50={ms(v['last_event_transit_us']['p50'])} "
+                  f"p99={ms(v['last_event_transit_us']['p99'])}")
+    for n in by_name(doc):
         if n == doc["targets"][0]["name"]:
             continue
-        f50, f99 = diff(doc, n, "ttfb_us", "p50"), diff(doc, n, "ttfb_us", "p99")
-        e50, e99 = diff(doc, n, "last_event_transit_us", "p50"), diff(doc, n, "last_event_transit_us", "p99")
-        l99 = diff(doc, n, "latency_us", "p99")
-        line = (f"  {n} - direct: TTFB p50 {f50 / 1000:+.3f} p99 {f99 / 1000:+.3f} ms; "
-                f"last byte (last-event transit) p50 {e50 / 1000:+.3f} p99 {e99 / 1000:+.3f} ms; "
-                f"raw TTLB p99 {l99 / 1000:+.3f} ms (histogram resolution ~8 ms at 1.2 s)")
+        med = {}
+        for kind in ("ttfb_us", "last_event_transit_us", "latency_us"):
+            for q in ("p50", "p99"):
+                med[kind, q] = statistics.median(diff(d, n, kind, q) for d in docs)
+        f99s = ", ".join(f"{diff(d, n, 'ttfb_us', 'p99') / 1000:+.3f}" for d in docs)
+        e99s = ", ".join(f"{diff(d, n, 'last_event_transit_us', 'p99') / 1000:+.3f}" for d in docs)
+        line = (f"  {n} - direct (median): TTFB p50 {med['ttfb_us', 'p50'] / 1000:+.3f} "
+                f"p99 {med['ttfb_us', 'p99'] / 1000:+.3f} ms; last byte (last-event transit) "
+                f"p50 {med['last_event_transit_us', 'p50'] / 1000:+.3f} "
+                f"p99 {med['last_event_transit_us', 'p99'] / 1000:+.3f} ms; raw TTLB p99 "
+                f"{med['latency_us', 'p99'] / 1000:+.3f} ms (histogram resolution ~8 ms at 1.2 s)"
+                f"\n    per run p99: TTFB {f99s}; last byte {e99s}")
         if n == "llmtap":
-            line += f"\n    [target p99 <= 0.500 ms: TTFB {verdict(f99 <= 500)}, last byte {verdict(e99 <= 500)}]"
+            line += (f"\n    [target p99 <= 0.500 ms: TTFB {verdict(med['ttfb_us', 'p99'] <= 500)}, "
+                     f"last byte {verdict(med['last_event_transit_us', 'p99'] <= 500)}]")
         print(line)
 
 
@@ -112,13 +120,13 @@ if __name__ == "__main__":
     kind, path = sys.argv[1], sys.argv[2]
     with open(path) as f:
         d = json.load(f)
-    if kind == "latency":
+    if kind in ("latency", "stream"):
         docs = [d]
         for p in sys.argv[3:]:
             with open(p) as f:
                 docs.append(json.load(f))
-        latency(docs)
+        {"latency": latency, "stream": stream}[kind](docs)
     elif kind == "memory":
         memory(d, sys.argv[3] if len(sys.argv) > 3 else "llmtap")
     else:
-        {"stream": stream, "throughput": throughput}[kind](d)
+        throughput(d)
