@@ -4,7 +4,8 @@
 # local ports, and stops everything it started on exit.
 #
 # Environment knobs: LLMTAP=0 skips llmtap (harness-only runs); NGINX=0 skips
-# nginx; KEEP=1 keeps the temporary work directory; NO_BUILD=1 skips cargo;
+# nginx; CAPTURE=off runs llmtap with capture mostly bypassed (for attribution
+# only; the targets are about capture on); KEEP=1 keeps the temporary work directory; NO_BUILD=1 skips cargo;
 # PRIO=rt|nice|none: after the build, the benchmark processes run either at
 # SCHED_FIFO priority 10 (rt; used for the low-CPU latency/stream figures so other
 # users' compilers cannot delay wake-ups) or at nice -10 (nice; used for the CPU-
@@ -103,6 +104,12 @@ base_url = "http://$MOCK_ADDR"
 kind = "anthropic"
 base_url = "http://$MOCK_ADDR"
 TOML
+    if [[ "${CAPTURE:-on}" == off ]]; then
+        # Mostly proxy path: with backlog = 1 (0 is rejected) and on_backlog =
+        # "pass", a call is captured only when the writer queue is empty; the
+        # rest are forwarded uncaptured (llmtap_passed_uncaptured_total).
+        printf '\n[store]\nbacklog = 1\non_backlog = "pass"\n' >>"$WORK/llmtap.toml"
+    fi
     RUST_LOG=${RUST_LOG:-warn} "$BIN/llmtap" serve --config "$WORK/llmtap.toml" --data-dir "$WORK/llmtap-data" \
         >"$WORK/llmtap.out" 2>"$WORK/llmtap.err" &
     LLMTAP_PID=$!
@@ -147,6 +154,34 @@ targets_for() {
         TARGET_ARGS+=(--compare "$n"); names+=,nginx
     fi
     TARGET_ARGS+=(--names "$names")
+}
+
+# --cpu-pid arguments for loadgen: CPU per request of mock, llmtap and nginx.
+cpu_args() {
+    CPU_ARGS=(--cpu-pid "mock=$MOCK_PID")
+    [[ "$LLMTAP" == 1 ]] && CPU_ARGS+=(--cpu-pid "llmtap=$LLMTAP_PID")
+    if [[ "$NGINX" == 1 ]]; then
+        local p
+        CPU_ARGS+=(--cpu-pid "nginx=$NGINX_PID")
+        for p in $(pgrep -P "$NGINX_PID"); do CPU_ARGS+=(--cpu-pid "nginx=$p"); done
+    fi
+    return 0
+}
+
+# Waits (up to QUIET_WAIT seconds, default 300) for the 1-minute load average
+# to drop below QUIET_LOAD (default 2.0), as other users share the machine.
+wait_quiet() {
+    local limit=${QUIET_LOAD:-2.0} waited=0
+    while awk -v l="$limit" '{exit !($1 >= l)}' /proc/loadavg; do
+        if ((waited >= ${QUIET_WAIT:-300})); then
+            log "load still $(cut -d' ' -f1 /proc/loadavg) after ${waited}s; measuring anyway"
+            return 0
+        fi
+        sleep 5
+        waited=$((waited + 5))
+    done
+    ((waited > 0)) && log "waited ${waited}s for load < $limit"
+    return 0
 }
 
 start_all() { # start_all [mock flags...]

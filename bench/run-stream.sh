@@ -15,13 +15,15 @@ build
 machine
 start_all --events "$EVENTS" --event-delay-ms "$DELAY_MS"
 targets_for "$API"
+cpu_args
 OUT=${OUT:-$WORK/stream}
 FILES=()
 for i in $(seq 1 "${REPEAT:-3}"); do
+    wait_quiet
     log "run $i/${REPEAT:-3}, load avg $(cut -d' ' -f1-3 /proc/loadavg)"
     set -x
     "$BIN/loadgen" run --stream "${TARGET_ARGS[@]}" --rate "$RATE" --duration "$DURATION" --warmup 3s \
-        --connections "$CONNECTIONS" --body-size 1024 --json-out "$OUT-$i.json"
+        --connections "$CONNECTIONS" --body-size 1024 "${CPU_ARGS[@]}" --json-out "$OUT-$i.json"
     { set +x; } 2>/dev/null
     FILES+=("$OUT-$i.json")
 done

@@ -10,6 +10,8 @@ machine
 start_all --body-size 1024
 targets_for "${API:-openai}"
 OUT=${OUT:-$WORK/throughput.json}
+wait_quiet
+log "load avg $(cut -d' ' -f1-3 /proc/loadavg)"
 set -x
 "$BIN/loadgen" max-rate "${TARGET_ARGS[@]}" --start-rate "$START" --duration "$STEP" --warmup 1s \
     --connections "$CONNECTIONS" --body-size 1024 --p99-limit-ms "$P99_MS" --steps 5 --json-out "$OUT"

@@ -30,6 +30,16 @@ def diff(doc, name, kind, q):
     return None
 
 
+def cpu_lines(docs):
+    rows = {}
+    for d in docs:
+        for c in d.get("cpu") or []:
+            rows.setdefault(c["name"], []).append(c["cpu_us_per_request"])
+    for name, v in rows.items():
+        print(f"  CPU per request, {name}: median {statistics.median(v):.1f} µs "
+              f"(runs: {', '.join(f'{x:.1f}' for x in v)})")
+
+
 def latency(docs):
     doc = docs[0]
     print(f"\nFIGURE 1: added latency, {doc['rate_per_target']:.0f} req/s per target, non-streaming "
@@ -51,6 +61,7 @@ def latency(docs):
             line += (f"\n    [target p50 <= 0.150 ms: {verdict(p50 <= 150)}; "
                      f"p99 <= 0.500 ms: {verdict(p99 <= 500)}]")
         print(line)
+    cpu_lines(docs)
 
 
 def stream(docs):
@@ -83,6 +94,7 @@ def stream(docs):
             line += (f"\n    [target p99 <= 0.500 ms: TTFB {verdict(med['ttfb_us', 'p99'] <= 500)}, "
                      f"last byte {verdict(med['last_event_transit_us', 'p99'] <= 500)}]")
         print(line)
+    cpu_lines(docs)
 
 
 def throughput(doc):

@@ -229,6 +229,17 @@ pub fn read_rss_kb(pid: u32) -> Option<(u64, u64)> {
     Some((field("VmRSS:")?, field("VmHWM:").unwrap_or(0)))
 }
 
+/// CPU time (user + system, all threads) consumed so far by `pid`, in seconds,
+/// from /proc/PID/stat (clock ticks of 1/100 s, the Linux USER_HZ).
+pub fn read_cpu_seconds(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
 /// Format Unix seconds as RFC 3339 UTC (`2026-11-21T22:06:27Z`).
 pub fn rfc3339(unix_secs: u64) -> String {
     let days = (unix_secs / 86_400) as i64;
@@ -294,6 +305,11 @@ mod tests {
     fn rfc3339_known_date() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn cpu_of_self_is_readable() {
+        assert!(read_cpu_seconds(std::process::id()).is_some());
     }
 
     #[test]

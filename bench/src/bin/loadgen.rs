@@ -10,6 +10,9 @@
 //!   slow-streams    opens N concurrent streaming requests, holds them, and
 //!                   samples the RSS of the given `--pid`s.
 //!
+//! `--cpu-pid name=PID` (run mode, repeatable) reports the CPU each process
+//! used during the measured window and per request.
+//!
 //! Common flags: --url URL --compare URL... --names a,b,c --rate R (per target)
 //!   --duration 20s --warmup 2s --connections 32 (per target) --body-size 1024
 //!   --stream --threads 1 --timeout 30s --drain 5s --json --json-out FILE
@@ -800,6 +803,85 @@ async fn slow_streams(t: Target, args: &Args, as_json: bool) -> Value {
         "event_delay_ms": delay, "timeline": timeline})
 }
 
+/// `--cpu-pid name=PID` (repeatable; PIDs with the same name are summed): CPU
+/// seconds each process spends during the measured window of a run.
+fn cpu_sampler(args: &Args, cfg: &RunCfg) -> Option<tokio::task::JoinHandle<Vec<(String, f64)>>> {
+    let pids: Vec<(String, u32)> = args
+        .all("cpu-pid")
+        .iter()
+        .map(|p| {
+            let (n, p) = p
+                .split_once('=')
+                .unwrap_or_else(|| die("--cpu-pid wants name=PID"));
+            (
+                n.to_string(),
+                p.parse().unwrap_or_else(|_| die("bad --cpu-pid")),
+            )
+        })
+        .collect();
+    if pids.is_empty() {
+        return None;
+    }
+    // Same window as run_once: it starts 50 ms from now, plus the warm-up.
+    let start = Instant::now() + Duration::from_millis(50);
+    let (w0, w1) = (start + cfg.warmup, start + cfg.duration);
+    Some(tokio::spawn(async move {
+        let read = |pids: &[(String, u32)]| -> Vec<f64> {
+            pids.iter()
+                .map(|(_, p)| llmtap_bench::read_cpu_seconds(*p).unwrap_or(0.0))
+                .collect()
+        };
+        tokio::time::sleep_until(w0.into()).await;
+        let a = read(&pids);
+        tokio::time::sleep_until(w1.into()).await;
+        let b = read(&pids);
+        let mut out: Vec<(String, f64)> = Vec::new();
+        for (i, (name, _)) in pids.iter().enumerate() {
+            let d = b[i] - a[i];
+            match out.iter_mut().find(|(n, _)| n == name) {
+                Some(e) => e.1 += d,
+                None => out.push((name.clone(), d)),
+            }
+        }
+        out
+    }))
+}
+
+fn cpu_report(
+    samples: &[(String, f64)],
+    targets: &[Target],
+    stats: &[Stats],
+    cfg: &RunCfg,
+    as_json: bool,
+) -> Value {
+    let window = (cfg.duration - cfg.warmup).as_secs_f64();
+    let all: u64 = stats.iter().map(|s| s.ok).sum();
+    let mut out = Vec::new();
+    if !as_json {
+        println!("\nCPU during the measured window ({window:.1}s; /proc/PID/stat, 10 ms ticks)");
+    }
+    for (name, secs) in samples {
+        // Requests this process served: its own target's, else all of them.
+        let reqs = targets
+            .iter()
+            .position(|t| &t.name == name)
+            .map_or(all, |i| stats[i].ok)
+            .max(1);
+        let us = secs * 1e6 / reqs as f64;
+        if !as_json {
+            println!(
+                "  {name:<14} {secs:>7.2} s CPU = {:>5.1} % of one core; {us:>7.1} µs CPU per request ({reqs} requests)",
+                secs / window * 100.0
+            );
+        }
+        out.push(
+            json!({"name": name, "cpu_s": secs, "core_percent": secs / window * 100.0,
+            "cpu_us_per_request": (us * 10.0).round() / 10.0, "requests": reqs}),
+        );
+    }
+    Value::Array(out)
+}
+
 fn main() {
     let args = Args::parse(&["stream", "json"]);
     let mode = args
@@ -846,8 +928,14 @@ fn main() {
     let v = rt.block_on(async {
         match mode.as_str() {
             "run" => {
+                let cpu = cpu_sampler(&args, &cfg);
                 let stats = run_once(&targets, &cfg).await;
-                report(&targets, &stats, &cfg, stream, as_json)
+                let mut v = report(&targets, &stats, &cfg, stream, as_json);
+                if let Some(cpu) = cpu {
+                    let samples = cpu.await.unwrap_or_default();
+                    v["cpu"] = cpu_report(&samples, &targets, &stats, &cfg, as_json);
+                }
+                v
             }
             "max-rate" => max_rate(&targets, cfg, &args, as_json).await,
             "slow-streams" => slow_streams(targets[0].clone(), &args, as_json).await,
