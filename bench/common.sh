@@ -8,7 +8,7 @@
 # only; the targets are about capture on); KEEP=1 keeps the temporary work directory; NO_BUILD=1 skips cargo;
 # PRIO=rt|nice|none: after the build, the benchmark processes run either at
 # SCHED_FIFO priority 10 (rt; used for the low-CPU latency/stream figures so other
-# users' compilers cannot delay wake-ups) or at nice -10 (nice; used for the CPU-
+# users' compilers cannot delay wake-ups) or at nice -20 (nice, NICE=...; used for the CPU-
 # saturating throughput figure, so other users are not starved).
 set -euo pipefail
 
@@ -41,7 +41,7 @@ build() {
 prioritise() {
     case "${PRIO:-nice}" in
     rt) chrt -f -p 10 $$ >/dev/null 2>&1 || echo "note: chrt failed; normal priority" >&2 ;;
-    nice) renice -n -10 -p $$ >/dev/null 2>&1 || echo "note: renice failed; normal priority" >&2 ;;
+    nice) renice -n "${NICE:--20}" -p $$ >/dev/null 2>&1 || echo "note: renice failed; normal priority" >&2 ;;
     *) ;;
     esac
 }
@@ -63,7 +63,7 @@ wait_port() { # wait_port PORT PID
 
 machine() {
     echo "machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/Mem:/{print $2}') GiB RAM, $(uname -sr), load avg $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "priority: PRIO=${PRIO:-nice} (rt = SCHED_FIFO 10, nice = nice -10); other users' load is not controlled"
+    echo "priority: PRIO=${PRIO:-nice} (rt = SCHED_FIFO 10, nice = nice ${NICE:--20}); other users' load is not controlled"
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)  git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
 }
 
