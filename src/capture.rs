@@ -65,6 +65,8 @@ pub struct FinishedCall {
     pub latency: Duration,
     pub first_byte: Option<Duration>,
     pub provider: String,
+    /// The price-table provider for this call (see `config::Provider::price_as`).
+    pub price_as: String,
     pub kind: ProviderKind,
     pub method: String,
     pub rest_path: String,

@@ -63,6 +63,7 @@ pub struct RawServer {
     pub first_byte_timeout_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
     pub shutdown_grace_ms: Option<u64>,
+    pub header_read_timeout_ms: Option<u64>,
     pub tls: Option<RawTls>,
 }
 
@@ -101,6 +102,9 @@ pub struct RawPrices {
 pub struct RawProvider {
     pub kind: Option<String>,
     pub base_url: Option<String>,
+    /// Which price-table provider prices this one's calls (default: its name when the
+    /// table knows it, else its wire format's provider: openai, anthropic or gemini).
+    pub price_as: Option<String>,
 }
 
 /// Command-line flags that override the file.
@@ -126,6 +130,8 @@ pub struct Provider {
     pub name: String,
     pub kind: ProviderKind,
     pub base: BaseUrl,
+    /// The provider name used to look up prices.
+    pub price_as: String,
 }
 
 /// A provider's base URL split into the parts the forwarder needs.
@@ -175,6 +181,8 @@ pub struct Config {
     pub first_byte_timeout: Duration,
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Slow clients (slowloris) lose their connection if the request head takes longer.
+    pub header_read_timeout: Duration,
     pub max_body_bytes: usize,
     pub group_by_traceparent: bool,
     pub inject_include_usage: bool,
@@ -211,6 +219,9 @@ pub const BUILTIN_PROVIDERS: &[(&str, ProviderKind, &str)] = &[
     ("together", ProviderKind::Openai, "https://api.together.xyz"),
     ("ollama", ProviderKind::Openai, "http://127.0.0.1:11434"),
 ];
+
+/// Provider names the price table knows beyond the built-ins.
+const PRICED_PROVIDER_NAMES: &[&str] = &["azure", "xai", "fireworks", "perplexity"];
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:8081";
@@ -292,6 +303,7 @@ impl RawConfig {
                     name: name.to_string(),
                     kind: *kind,
                     base,
+                    price_as: name.to_string(),
                 },
             );
         }
@@ -305,6 +317,7 @@ impl RawConfig {
                 return Err(invalid(&field, &name, "names use a-z, 0-9, - and _"));
             }
             let builtin = providers.get(&name).cloned();
+            let is_builtin = builtin.is_some();
             let kind = match raw.kind.as_deref() {
                 Some(k) => ProviderKind::parse(k).ok_or_else(|| {
                     invalid(
@@ -333,7 +346,22 @@ impl RawConfig {
                     }
                 },
             };
-            providers.insert(name.clone(), Provider { name, kind, base });
+            let price_as = match raw.price_as {
+                Some(p) => p,
+                None if is_builtin || PRICED_PROVIDER_NAMES.contains(&name.as_str()) => {
+                    name.clone()
+                }
+                None => kind.as_str().to_string(),
+            };
+            providers.insert(
+                name.clone(),
+                Provider {
+                    name,
+                    kind,
+                    base,
+                    price_as,
+                },
+            );
         }
 
         Ok(Config {
@@ -363,6 +391,11 @@ impl RawConfig {
             shutdown_grace: ms(
                 "server.shutdown_grace_ms",
                 self.server.shutdown_grace_ms,
+                30_000,
+            )?,
+            header_read_timeout: ms(
+                "server.header_read_timeout_ms",
+                self.server.header_read_timeout_ms,
                 30_000,
             )?,
             max_body_bytes,
@@ -420,6 +453,9 @@ mod tests {
         assert_eq!(config.providers["mock"].kind, ProviderKind::Anthropic);
         assert_eq!(config.providers["mock"].base.path_prefix, "");
         assert_eq!(config.providers["azure"].kind, ProviderKind::Openai);
+        assert_eq!(config.providers["azure"].price_as, "azure");
+        assert_eq!(config.providers["mock"].price_as, "anthropic");
+        assert_eq!(config.providers["groq"].price_as, "groq");
     }
 
     #[test]

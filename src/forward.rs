@@ -190,6 +190,7 @@ pub async fn handle(
             latency: Duration::ZERO,
             first_byte: None,
             provider: provider.name.clone(),
+            price_as: provider.price_as.clone(),
             kind: provider.kind,
             method: parts.method.to_string(),
             rest_path: route.rest_path.clone(),
@@ -242,13 +243,17 @@ pub async fn handle(
                 }
             }
             Ok(Collected::Partial(prefix, rest)) => {
-                // Too big to rewrite: forward as received, capture what fits.
+                // Too big to rewrite: forward as received, keep capturing (and counting) the rest.
+                let shared = Arc::new(Mutex::new(Capture::default()));
+                if let Ok(mut capture) = shared.lock() {
+                    capture.push(&prefix, cap);
+                }
                 if let Some(c) = call.as_mut() {
-                    c.set_request_body(&prefix);
+                    c.set_request_capture(shared.clone());
                 }
                 PrefixedBody {
                     prefix: Some(prefix),
-                    rest,
+                    rest: RequestTee::new(rest, shared, cap),
                 }
                 .boxed_unsync()
             }
@@ -443,12 +448,15 @@ async fn collect_bounded(mut body: Incoming, cap: usize) -> Result<Collected, hy
 }
 
 /// Bytes already read from a body, followed by the rest of it.
-struct PrefixedBody {
+struct PrefixedBody<B> {
     prefix: Option<Bytes>,
-    rest: Incoming,
+    rest: B,
 }
 
-impl http_body::Body for PrefixedBody {
+impl<B> http_body::Body for PrefixedBody<B>
+where
+    B: http_body::Body<Data = Bytes, Error = BoxError> + Unpin,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -459,8 +467,6 @@ impl http_body::Body for PrefixedBody {
         if let Some(prefix) = self.prefix.take() {
             return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(prefix))));
         }
-        std::pin::Pin::new(&mut self.rest)
-            .poll_frame(cx)
-            .map_err(BoxError::from)
+        std::pin::Pin::new(&mut self.rest).poll_frame(cx)
     }
 }

@@ -254,6 +254,15 @@ pub struct Cost {
     pub cache_creation_pusd: u64,
     pub total_pusd: u64,
     pub total_usd: Option<f64>,
+    /// The part of `output_pusd` paid for reasoning tokens (already included in it).
+    #[serde(default)]
+    pub reasoning_pusd: u64,
+    /// Set when a long-context tier applied: the input-token threshold it is "above".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier_above_input_tokens: Option<u64>,
+    /// Why `priced` is false (model not in the table, no usage reported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unpriced_reason: Option<String>,
 }
 
 /// Agent-supplied metadata from `x-llmtap-*` headers.

@@ -79,6 +79,7 @@ pub fn build_record(call: FinishedCall, prices: &PriceTable) -> CallRecord {
         latency,
         first_byte,
         provider,
+        price_as,
         kind,
         method,
         rest_path,
@@ -220,7 +221,7 @@ pub fn build_record(call: FinishedCall, prices: &PriceTable) -> CallRecord {
         notes.extend(parsed.parse_notes);
         if !record.usage.is_empty() {
             let cost = prices.price(
-                &provider,
+                &price_as,
                 record.model.as_deref(),
                 record.response_model.as_deref(),
                 &record.usage,

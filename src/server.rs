@@ -14,7 +14,7 @@ use crate::upstream;
 use crate::writer::{self, SharedPrices, WriterControl};
 use anyhow::Context;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -174,14 +174,15 @@ async fn proxy_accept_loop(
                 let state = state.clone();
                 let tls = tls.clone();
                 let shutdown = shutdown.clone();
+                let header_timeout = state.config.header_read_timeout;
                 connections.spawn(async move {
                     let service = service_fn(move |req| forward::handle(state.clone(), req, addr));
                     match tls {
                         Some(acceptor) => match acceptor.accept(stream).await {
-                            Ok(tls_stream) => serve_connection(tls_stream, service, shutdown).await,
+                            Ok(tls_stream) => serve_connection(tls_stream, service, shutdown, header_timeout).await,
                             Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
                         },
-                        None => serve_connection(stream, service, shutdown).await,
+                        None => serve_connection(stream, service, shutdown, header_timeout).await,
                     }
                 });
             }
@@ -208,8 +209,12 @@ async fn proxy_accept_loop(
     }
 }
 
-async fn serve_connection<I, S>(io: I, service: S, mut shutdown: watch::Receiver<bool>)
-where
+async fn serve_connection<I, S>(
+    io: I,
+    service: S,
+    mut shutdown: watch::Receiver<bool>,
+    header_read_timeout: Duration,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<
             http::Request<hyper::body::Incoming>,
@@ -219,7 +224,11 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
     tokio::select! {

@@ -194,8 +194,8 @@ pub fn roll_up(existing: Option<InvocationRecord>, call: &CallRecord) -> Invocat
         _ if !call.usage.is_empty() => inv.unpriced_calls += 1,
         _ => {}
     }
-    inv.cost_usd = (inv.cost_pusd > 0 || inv.unpriced_calls == 0 && !inv.usage.is_empty())
-        .then(|| inv.cost_pusd as f64 / 1e12);
+    // A partial sum would understate the bill: any unpriced call makes the total unknown.
+    inv.cost_usd = (inv.unpriced_calls == 0).then(|| inv.cost_pusd as f64 / 1e12);
     if let Some(model) = call.response_model.as_ref().or(call.model.as_ref()) {
         if !inv.models.contains(model) {
             inv.models.push(model.clone());

@@ -558,3 +558,146 @@ async fn backlog_bound_rejects_or_passes() {
         running.shutdown().await.unwrap();
     }
 }
+
+const USAGE_CHUNK: &str = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-mini\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":2,\"total_tokens\":11}}\n\n";
+
+fn stream_events(with_usage: bool) -> Vec<String> {
+    let mut events = vec![
+        "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"Hel\"}}]}\n\n".to_string(),
+        "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"},\"finish_reason\":\"stop\"}]}\n\n".to_string(),
+    ];
+    if with_usage {
+        events.push(USAGE_CHUNK.to_string());
+    }
+    events.push("data: [DONE]\n\n".to_string());
+    events
+}
+
+#[tokio::test]
+async fn streaming_usage_is_requested_and_hidden_from_clients_that_did_not_ask() {
+    // The mock behaves like OpenAI: a usage chunk only when include_usage is set.
+    let (mock, running, _dir) = setup(
+        |req| {
+            let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+            let asked = body["stream_options"]["include_usage"] == true;
+            let events = stream_events(asked);
+            let refs: Vec<&str> = events.iter().map(String::as_str).collect();
+            MockResponse::sse(&refs, Duration::from_millis(2))
+        },
+        "",
+    )
+    .await;
+    let without =
+        r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let with = r#"{"model":"gpt-4o-mini","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}"#;
+
+    // The client did not ask: upstream is asked, the client sees exactly the stream it asked for.
+    let got = post_json(
+        running.proxy_addr,
+        "/mock/v1/chat/completions",
+        &[],
+        without,
+    )
+    .await;
+    let seen: serde_json::Value = serde_json::from_slice(&mock.last_seen().body).unwrap();
+    assert_eq!(seen["stream_options"]["include_usage"], true);
+    assert_eq!(got.body, Bytes::from(stream_events(false).concat()));
+    let call = wait_call(&running, &got.call_id()).await;
+    assert_eq!(call.usage.input_tokens, Some(9));
+    assert_eq!(call.usage.output_tokens, Some(2));
+    assert_eq!(
+        call.request_body.as_deref(),
+        Some(without),
+        "the record keeps what the client sent"
+    );
+    assert_eq!(call.response.unwrap().text.as_deref(), Some("Hello"));
+    assert!(call.ttft_ms.is_some());
+
+    // The client asked: everything passes through byte for byte.
+    let got = post_json(running.proxy_addr, "/mock/v1/chat/completions", &[], with).await;
+    assert_eq!(mock.last_seen().body, Bytes::from(with));
+    assert_eq!(got.body, Bytes::from(stream_events(true).concat()));
+    let call = wait_call(&running, &got.call_id()).await;
+    assert_eq!(call.usage.total_tokens, Some(11));
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn compressed_bodies_pass_untouched_and_are_decoded_for_capture() {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(CHAT_RESPONSE.as_bytes()).unwrap();
+    let gzipped = Bytes::from(encoder.finish().unwrap());
+    let sent = gzipped.clone();
+    let (mock, running, _dir) = setup(
+        move |_| {
+            let mut r = MockResponse::json(200, "");
+            r.steps = vec![Step::Data(sent.clone())];
+            r.header("content-encoding", "gzip")
+        },
+        "",
+    )
+    .await;
+    let got = post_json(
+        running.proxy_addr,
+        "/mock/v1/chat/completions",
+        &[("accept-encoding", "gzip")],
+        CHAT_BODY,
+    )
+    .await;
+    assert_eq!(got.header("content-encoding"), Some("gzip"));
+    assert_eq!(
+        got.body, gzipped,
+        "the compressed bytes must reach the client as sent"
+    );
+    assert_eq!(mock.last_seen().headers["accept-encoding"], "gzip");
+    let call = wait_call(&running, &got.call_id()).await;
+    assert_eq!(call.usage.input_tokens, Some(5));
+    assert_eq!(call.response_body.as_deref(), Some(CHAT_RESPONSE));
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn captures_are_capped_but_forwarding_is_not() {
+    let big = "x".repeat(300_000);
+    let dir = TempDir::new("cap");
+    let mock = MockUpstream::start({
+        let chunk = Bytes::from(big.clone());
+        move |_| {
+            let mut r = MockResponse::json(200, "");
+            r.steps = (0..4).map(|_| Step::Data(chunk.clone())).collect();
+            r
+        }
+    })
+    .await;
+    let config = llmtap::config::RawConfig::from_toml(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\napi_listen = \"127.0.0.1:0\"\n[capture]\nmax_body_bytes = 100000\n{}",
+        provider_toml("mock", "openai", &mock.url())
+    ))
+    .unwrap()
+    .validate(&llmtap::config::Overrides {
+        data_dir: Some(dir.path().to_path_buf()),
+        ..Default::default()
+    })
+    .unwrap();
+    let running = start_llmtap(config).await;
+    let request_body = format!(
+        r#"{{"model":"m","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "y".repeat(150_000)
+    );
+    let got = post_json(
+        running.proxy_addr,
+        "/mock/v1/chat/completions",
+        &[],
+        &request_body,
+    )
+    .await;
+    assert_eq!(got.body.len(), 1_200_000);
+    let call = wait_call(&running, &got.call_id()).await;
+    assert!(call.truncated);
+    assert_eq!(call.response_bytes, 1_200_000);
+    assert_eq!(call.request_bytes, request_body.len() as u64);
+    assert_eq!(call.response_body.unwrap().len(), 100_000);
+    assert_eq!(call.request_body.unwrap().len(), 100_000);
+    running.shutdown().await.unwrap();
+}

@@ -1,0 +1,227 @@
+//! The real binary as a process: signals, price reloads, crash recovery.
+
+use super::util::*;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Proc {
+    pub child: Child,
+    pub proxy: SocketAddr,
+    pub api: SocketAddr,
+}
+
+/// Starts `llmtap serve` and reads the bound addresses from its first stdout line.
+pub fn spawn_llmtap(config: &Path, data_dir: &Path, extra: &[&str]) -> Proc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_llmtap"))
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(extra)
+        .env("LLMTAP_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addrs: Vec<SocketAddr> = line
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("http://"))
+        .map(|a| a.parse().unwrap())
+        .collect();
+    assert_eq!(addrs.len(), 2, "unexpected first line: {line}");
+    Proc {
+        child,
+        proxy: addrs[0],
+        api: addrs[1],
+    }
+}
+
+impl Drop for Proc {
+    /// A failed test must not leave llmtap running (it would hold the test's stderr open).
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+pub fn write_config(dir: &Path, extra: &str) -> std::path::PathBuf {
+    let path = dir.join("llmtap.toml");
+    std::fs::write(
+        &path,
+        format!("[server]\nlisten = \"127.0.0.1:0\"\napi_listen = \"127.0.0.1:0\"\n{extra}"),
+    )
+    .unwrap();
+    path
+}
+
+async fn call_cost(api: SocketAddr, id: &str) -> serde_json::Value {
+    for _ in 0..300 {
+        let got = send(api, "GET", &format!("/api/v1/calls/{id}"), &[], "").await;
+        if got.status == 200 {
+            return got.json();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("call {id} not recorded");
+}
+
+#[tokio::test]
+async fn sighup_reloads_prices_and_keeps_the_last_good_table() {
+    let mock = MockUpstream::start(|_| {
+        MockResponse::json(200, r#"{"model":"house-model","choices":[],"usage":{"prompt_tokens":1000000,"completion_tokens":0,"total_tokens":1000000}}"#)
+    })
+    .await;
+    let dir = TempDir::new("sighup");
+    let prices = dir.path().join("prices.toml");
+    std::fs::write(
+        &prices,
+        "[models.openai]\n\"house-model\" = { input = \"2\", output = \"4\" }\n",
+    )
+    .unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[prices]\nfile = \"{}\"\n{}",
+            prices.display(),
+            provider_toml("openai", "openai", &mock.url())
+        ),
+    );
+    let mut proc = spawn_llmtap(&config, &dir.path().join("data"), &[]);
+    let body = r#"{"model":"house-model","messages":[]}"#;
+    let first = post_json(proc.proxy, "/openai/v1/chat/completions", &[], body).await;
+    assert_eq!(call_cost(proc.api, &first.call_id()).await["cost_usd"], 2.0);
+
+    std::fs::write(
+        &prices,
+        "[models.openai]\n\"house-model\" = { input = \"3\", output = \"4\" }\n",
+    )
+    .unwrap();
+    signal(&proc.child, "HUP");
+    let mut reloaded = false;
+    for _ in 0..100 {
+        let got = post_json(proc.proxy, "/openai/v1/chat/completions", &[], body).await;
+        if call_cost(proc.api, &got.call_id()).await["cost_usd"] == 3.0 {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(reloaded, "SIGHUP did not reload the price file");
+
+    std::fs::write(&prices, "this is = not [ toml").unwrap();
+    signal(&proc.child, "HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after_bad = post_json(proc.proxy, "/openai/v1/chat/completions", &[], body).await;
+    assert_eq!(
+        call_cost(proc.api, &after_bad.call_id()).await["cost_usd"],
+        3.0
+    );
+
+    signal(&proc.child, "TERM");
+    let status = proc.child.wait().unwrap();
+    assert!(status.success(), "graceful stop exited with {status}");
+}
+
+#[tokio::test]
+async fn kill_9_loses_at_most_the_last_flush_interval() {
+    let mock = MockUpstream::start(|_| MockResponse::json(200, r#"{"ok":true}"#)).await;
+    let dir = TempDir::new("crash");
+    let flush_ms = 100;
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[store]\nflush_every_ms = {flush_ms}\n{}",
+            provider_toml("mock", "openai", &mock.url())
+        ),
+    );
+    let data = dir.path().join("data");
+    let mut proc = spawn_llmtap(&config, &data, &[]);
+    let addr = proc.proxy;
+    let start = Instant::now();
+    let stop_at = start + Duration::from_millis(1500);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            let client = client();
+            while Instant::now() < stop_at + Duration::from_millis(500) {
+                let request =
+                    http::Request::post(format!("http://{addr}/mock/v1/chat/completions"))
+                        .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
+                        .unwrap();
+                match client.request(request).await {
+                    Ok(r) => {
+                        let id = r.headers()["x-llmtap-call-id"]
+                            .to_str()
+                            .unwrap()
+                            .to_string();
+                        got.push((id, Instant::now()));
+                    }
+                    Err(_) => break,
+                }
+            }
+            got
+        }));
+    }
+    tokio::time::sleep_until(stop_at.into()).await;
+    proc.child.kill().unwrap();
+    let killed_at = Instant::now();
+    proc.child.wait().unwrap();
+    let mut answered = Vec::new();
+    for t in tasks {
+        answered.extend(t.await.unwrap());
+    }
+    assert!(answered.len() > 100, "load too small: {}", answered.len());
+
+    // The store opens without repair errors after the crash.
+    let store = llmtap::store::Store::open(&data, 64 << 20, 100)
+        .expect("store does not reopen after kill -9");
+    let missing: Vec<&(String, Instant)> = answered
+        .iter()
+        .filter(|(id, _)| store.get_call(id).unwrap().is_none())
+        .collect();
+    // Bound: what the writer had not yet flushed, i.e. answers from the last flush
+    // interval plus one writer batch of slack (500 ms) before the kill.
+    let window = Duration::from_millis(flush_ms + 500);
+    let recent = answered
+        .iter()
+        .filter(|(_, at)| killed_at.duration_since(*at) <= window)
+        .count();
+    eprintln!(
+        "kill -9: {} answered, {} missing, {} answered in the last {:?}",
+        answered.len(),
+        missing.len(),
+        recent,
+        window
+    );
+    assert!(
+        missing.len() <= recent,
+        "{} missing but only {recent} in the window",
+        missing.len()
+    );
+    assert!(
+        missing
+            .iter()
+            .all(|(_, at)| killed_at.duration_since(*at) <= window),
+        "an old record was lost"
+    );
+}
