@@ -6,10 +6,14 @@
 # Environment knobs: LLMTAP=0 skips llmtap (harness-only runs); NGINX=0 skips
 # nginx; CAPTURE=off runs llmtap with capture mostly bypassed (for attribution
 # only; the targets are about capture on); KEEP=1 keeps the temporary work directory; NO_BUILD=1 skips cargo;
-# PRIO=rt|nice|none: after the build, the benchmark processes run either at
+# PRIO=nice|rt|none (default nice): after the build, the benchmark processes run either at
 # SCHED_FIFO priority 10 (rt; used for the low-CPU latency/stream figures so other
 # users' compilers cannot delay wake-ups) or at nice -20 (nice, NICE=...; used for the CPU-
 # saturating throughput figure, so other users are not starved).
+# WARNING: with PRIO=rt a process that busy-waits starves the whole machine, this
+# script included (llmtap at main f0b688a spun at 190 % CPU under SCHED_FIFO and
+# never started listening; the run had to be killed by hand). Use rt only while
+# watching, on builds known to start under it.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

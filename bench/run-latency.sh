@@ -5,8 +5,8 @@
 # figures are same-run differences. Targets: llmtap-direct p50 <= 0.15 ms,
 # p99 <= 0.5 ms. The run is repeated REPEAT times and the median difference is
 # reported. Knobs: RATE=500 DURATION=30s CONNECTIONS=32 REPEAT=3 API=openai|anthropic
-# PRIO=rt (see common.sh)
-PRIO=${PRIO:-rt}
+# PRIO=nice (PRIO=rt is opt-in, see common.sh)
+PRIO=${PRIO:-nice}
 source "$(dirname "$0")/common.sh"
 RATE=${RATE:-500}; DURATION=${DURATION:-30s}; CONNECTIONS=${CONNECTIONS:-32}; API=${API:-openai}
 build

@@ -6,8 +6,8 @@
 # comment `: sent_us=...`, so "last byte added" is the same-run difference of the
 # last event's transit time, exact to the microsecond (TTLB itself is ~1.25 s and
 # dominated by the mock's timer jitter). Knobs: RATE=40 (per target) DURATION=30s CONNECTIONS=160
-# EVENTS=200 DELAY_MS=5 API=openai|anthropic PRIO=rt (see common.sh)
-PRIO=${PRIO:-rt}
+# EVENTS=200 DELAY_MS=5 API=openai|anthropic PRIO=nice (rt is opt-in, see common.sh)
+PRIO=${PRIO:-nice}
 source "$(dirname "$0")/common.sh"
 RATE=${RATE:-40}; DURATION=${DURATION:-30s}; CONNECTIONS=${CONNECTIONS:-160}; API=${API:-openai}
 EVENTS=${EVENTS:-200}; DELAY_MS=${DELAY_MS:-5}
