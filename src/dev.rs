@@ -5,13 +5,13 @@
 //! rollup is maintained exactly as in production.
 
 use crate::ids::new_id;
+use crate::record::roll_up;
 use crate::record::{
     CallRecord, CallStatus, Cost, InvocationRecord, LimitWindow, Message, Metadata, RateLimit,
     RequestView, ResponseView, ToolCall, Usage,
 };
 use crate::store::{Store, StoreError};
 use crate::timefmt::format_rfc3339_us;
-use crate::writer::roll_up;
 use std::collections::HashMap;
 
 pub const AGENTS: usize = 20;

@@ -12,6 +12,7 @@ USAGE:
   llmtap prices import-litellm FILE [--source NOTE] [--out FILE]
   llmtap prices lookup MODEL [--provider P] [--prices FILE]
   llmtap prices check FILE
+  llmtap reprice --from DATE --to DATE [--config FILE] [--data-dir DIR] [--prices FILE]
   llmtap dev seed --calls N --data-dir DIR [--days D]
   llmtap dev bench-api --data-dir DIR [--requests N]
   llmtap dev storage-bench [--dir DIR] [--conversations N] [--rounds N] [--image-bytes N] [--compression-level N] [--encrypt true] [--sled-compression false] [--batch N]
@@ -82,6 +83,7 @@ fn run(args: &[String]) -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("serve") => serve(&args[1..]),
         Some("prices") => prices(&args[1..]),
+        Some("reprice") => reprice(&args[1..]),
         Some("dev") if args.get(1).map(String::as_str) == Some("storage-bench") => {
             storage_bench(&args[2..])
         }
@@ -511,4 +513,58 @@ fn percentiles(times: &mut [f64]) -> (f64, f64) {
     times.sort_by(f64::total_cmp);
     let at = |q: f64| times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1];
     (at(0.5), at(0.99))
+}
+
+/// `llmtap reprice`: recompute stored costs with the current table (run while llmtap is stopped).
+fn reprice(args: &[String]) -> anyhow::Result<()> {
+    let mut config_file: Option<PathBuf> = None;
+    let mut overrides = Overrides::default();
+    let (mut from, mut to) = (None, None);
+    let mut flags = Flags::new(args, &["from", "to", "config", "data-dir", "prices"]);
+    while let Some((name, value)) = flags.next()? {
+        match name.as_str() {
+            "from" => from = Some(value),
+            "to" => to = Some(value),
+            "config" => config_file = Some(PathBuf::from(value)),
+            "data-dir" => overrides.data_dir = Some(PathBuf::from(value)),
+            "prices" => overrides.prices_file = Some(PathBuf::from(value)),
+            _ => bail!("unexpected argument {value:?}\n\n{USAGE}"),
+        }
+    }
+    let time = |flag: &str, value: Option<String>| -> anyhow::Result<u64> {
+        let value = value.with_context(|| format!("reprice needs --{flag} DATE"))?;
+        llmtap::timefmt::parse_rfc3339_us(&value)
+            .with_context(|| format!("--{flag} {value:?} is not a date (YYYY-MM-DD or RFC 3339)"))
+    };
+    let (from_us, to_us) = (time("from", from)?, time("to", to)?);
+    if from_us >= to_us {
+        bail!("--from must be before --to");
+    }
+    let raw = match &config_file {
+        Some(path) => RawConfig::from_file(path)?,
+        None => RawConfig::default(),
+    };
+    let config = raw.validate(&overrides)?;
+    let table = llmtap::server::load_prices(&config)?;
+    let store =
+        llmtap::store::Store::open_with(&config.data_dir, llmtap::server::store_options(&config)?)?;
+    let report = store.reprice(from_us, to_us, |call| {
+        let price_as = config
+            .providers
+            .get(&call.provider)
+            .map_or(call.provider.as_str(), |p| p.price_as.as_str());
+        table.price(
+            price_as,
+            call.model.as_deref(),
+            call.response_model.as_deref(),
+            &call.usage,
+        )
+    })?;
+    write_stdout(&format!(
+        "repriced with table {}: {} calls examined, {} changed, {} invocations updated\n",
+        table.version(),
+        report.examined,
+        report.changed,
+        report.invocations
+    ))
 }

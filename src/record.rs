@@ -415,3 +415,52 @@ impl ProviderKind {
         })
     }
 }
+
+/// Adds one call to its invocation's rollup.
+pub fn roll_up(existing: Option<InvocationRecord>, call: &CallRecord) -> InvocationRecord {
+    let ended_at_us = call.started_at_us + (call.latency_ms * 1000.0) as u64;
+    let mut inv = existing.unwrap_or_else(|| InvocationRecord {
+        id: call.invocation_id.clone(),
+        started_at_us: call.started_at_us,
+        ended_at_us,
+        ..InvocationRecord::default()
+    });
+    let m = &call.metadata;
+    for (slot, value) in [
+        (&mut inv.agent, &m.agent),
+        (&mut inv.trigger, &m.trigger),
+        (&mut inv.user_id, &m.user_id),
+        (&mut inv.tenant, &m.tenant),
+        (&mut inv.session_id, &m.session_id),
+    ] {
+        if slot.is_none() {
+            slot.clone_from(value);
+        }
+    }
+    inv.started_at_us = inv.started_at_us.min(call.started_at_us);
+    inv.ended_at_us = inv.ended_at_us.max(ended_at_us);
+    inv.started_at = crate::timefmt::format_rfc3339_us(inv.started_at_us);
+    inv.ended_at = crate::timefmt::format_rfc3339_us(inv.ended_at_us);
+    inv.latency_ms = (inv.ended_at_us - inv.started_at_us) as f64 / 1000.0;
+    if call.round >= inv.rounds {
+        inv.rounds = call.round;
+        inv.status = call.status;
+    }
+    inv.usage.accumulate(&call.usage);
+    match &call.cost {
+        Some(cost) if cost.priced => inv.cost_pusd += cost.total_pusd,
+        _ if !call.usage.is_empty() => inv.unpriced_calls += 1,
+        _ => {}
+    }
+    // A partial sum would understate the bill: any unpriced call makes the total unknown.
+    inv.cost_usd = (inv.unpriced_calls == 0).then(|| inv.cost_pusd as f64 / 1e12);
+    if let Some(model) = call.response_model.as_ref().or(call.model.as_ref()) {
+        if !inv.models.contains(model) {
+            inv.models.push(model.clone());
+        }
+    }
+    if !inv.providers.contains(&call.provider) {
+        inv.providers.push(call.provider.clone());
+    }
+    inv
+}

@@ -41,6 +41,7 @@ pub mod crypto;
 pub mod disk;
 pub mod index;
 mod query;
+mod reprice;
 pub mod retention;
 pub mod scan;
 pub mod summary;
@@ -48,6 +49,7 @@ pub mod summary;
 pub use calls::{ContentUsage, StoreStats};
 pub use crypto::Keyring;
 pub use disk::{DiskLevel, FreeSpaceProbe};
+pub use reprice::RepriceReport;
 pub use retention::{Background, SweepReport};
 
 pub use query::{AuditEntry, Page, PageRequest, Position, ScanOutcome, COUNT_CAP};

@@ -4,9 +4,9 @@
 
 use super::util::*;
 use llmtap::dev::synthetic_call;
+use llmtap::record::roll_up;
 use llmtap::record::{CallRecord, CallStatus, InvocationRecord, Message};
 use llmtap::server::Running;
-use llmtap::writer::roll_up;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
