@@ -10,7 +10,7 @@
 use crate::headers::CallMeta;
 use crate::metrics::Metrics;
 use crate::record::ProviderKind;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::HeaderMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -20,23 +20,46 @@ use tokio::sync::mpsc::UnboundedSender;
 /// Most chunk arrival times kept per call; enough to place the first content token.
 const MAX_CHUNK_TIMES: usize = 4096;
 
-/// A capped copy of a body.
+/// A capped copy of a body, kept as the received chunks themselves (`Bytes` are
+/// reference-counted): capturing costs no copy on the forward path, and a long
+/// stream holds what it received rather than a doubling buffer. The writer joins
+/// the chunks once, off the forward path.
 #[derive(Debug, Default)]
 pub struct Capture {
-    pub bytes: BytesMut,
+    chunks: Vec<Bytes>,
+    kept: usize,
     /// Bytes seen, including those beyond the cap.
     pub total: u64,
     pub truncated: bool,
 }
 
 impl Capture {
-    pub fn push(&mut self, data: &[u8], cap: usize) {
+    pub fn push(&mut self, data: &Bytes, cap: usize) {
         self.total += data.len() as u64;
-        let room = cap.saturating_sub(self.bytes.len());
+        let room = cap.saturating_sub(self.kept);
         if data.len() > room {
             self.truncated = true;
         }
-        self.bytes.extend_from_slice(&data[..data.len().min(room)]);
+        let take = data.len().min(room);
+        if take > 0 {
+            self.chunks.push(data.slice(..take));
+            self.kept += take;
+        }
+    }
+
+    /// The captured bytes in one piece (a copy only when there are several chunks).
+    pub fn contiguous(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self.chunks.as_slice() {
+            [] => std::borrow::Cow::Borrowed(&[]),
+            [one] => std::borrow::Cow::Borrowed(&one[..]),
+            many => {
+                let mut joined = Vec::with_capacity(self.kept);
+                for chunk in many {
+                    joined.extend_from_slice(chunk);
+                }
+                std::borrow::Cow::Owned(joined)
+            }
+        }
     }
 }
 
@@ -141,7 +164,7 @@ impl CallInFlight {
         self.request_capture = Some(capture);
     }
 
-    pub fn set_request_body(&mut self, bytes: &[u8]) {
+    pub fn set_request_body(&mut self, bytes: &Bytes) {
         if let Some(call) = self.call.as_mut() {
             call.request_body.push(bytes, self.cap);
         }

@@ -22,7 +22,8 @@ fn ms(d: Duration) -> f64 {
 /// Decodes a captured body according to `content-encoding`. Returns the bytes to parse
 /// and a note when decoding was impossible (the raw bytes are then kept).
 fn decode_body(headers: &HeaderMap, capture: &Capture) -> (Vec<u8>, Option<String>) {
-    let raw = &capture.bytes[..];
+    let joined = capture.contiguous();
+    let raw = &joined[..];
     let encoding = headers
         .get(http::header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
