@@ -20,18 +20,24 @@ use tokio::sync::mpsc::UnboundedSender;
 /// Most chunk arrival times kept per call; enough to place the first content token.
 const MAX_CHUNK_TIMES: usize = 4096;
 
-/// A capped copy of a body, kept as the received chunks themselves (`Bytes` are
-/// reference-counted): capturing costs no copy on the forward path, and a long
-/// stream holds what it received rather than a doubling buffer. The writer joins
-/// the chunks once, off the forward path.
+/// A capped copy of a body. Large chunks are kept as the received `Bytes` (no
+/// copy); small ones (SSE events) are copied into blocks that grow to 64 KiB and
+/// are never reallocated, because a small `Bytes` would pin the whole read buffer
+/// it was cut from. A long stream thus holds about what it received. The writer
+/// joins the pieces once, off the forward path.
 #[derive(Debug, Default)]
 pub struct Capture {
     chunks: Vec<Bytes>,
+    block: Vec<u8>,
     kept: usize,
     /// Bytes seen, including those beyond the cap.
     pub total: u64,
     pub truncated: bool,
 }
+
+/// Chunks at least this large are kept by reference.
+const SHARE_AT_LEAST: usize = 8 * 1024;
+const MAX_BLOCK: usize = 64 * 1024;
 
 impl Capture {
     pub fn push(&mut self, data: &Bytes, cap: usize) {
@@ -41,25 +47,79 @@ impl Capture {
             self.truncated = true;
         }
         let take = data.len().min(room);
-        if take > 0 {
+        if take == 0 {
+            return;
+        }
+        self.kept += take;
+        if take >= SHARE_AT_LEAST {
+            self.seal_block();
             self.chunks.push(data.slice(..take));
-            self.kept += take;
+            return;
+        }
+        if self.block.capacity() - self.block.len() < take {
+            self.seal_block();
+            let size = (self.kept.next_power_of_two())
+                .clamp(1024, MAX_BLOCK)
+                .max(take);
+            self.block = Vec::with_capacity(size);
+        }
+        self.block.extend_from_slice(&data[..take]);
+    }
+
+    fn seal_block(&mut self) {
+        if !self.block.is_empty() {
+            self.chunks
+                .push(Bytes::from(std::mem::take(&mut self.block)));
         }
     }
 
-    /// The captured bytes in one piece (a copy only when there are several chunks).
+    /// The captured bytes in one piece (a copy only when there are several pieces).
     pub fn contiguous(&self) -> std::borrow::Cow<'_, [u8]> {
-        match self.chunks.as_slice() {
+        let pieces: Vec<&[u8]> = self
+            .chunks
+            .iter()
+            .map(|c| &c[..])
+            .chain((!self.block.is_empty()).then_some(&self.block[..]))
+            .collect();
+        match pieces.as_slice() {
             [] => std::borrow::Cow::Borrowed(&[]),
-            [one] => std::borrow::Cow::Borrowed(&one[..]),
+            [one] => std::borrow::Cow::Borrowed(one),
             many => {
                 let mut joined = Vec::with_capacity(self.kept);
-                for chunk in many {
-                    joined.extend_from_slice(chunk);
+                for piece in many {
+                    joined.extend_from_slice(piece);
                 }
                 std::borrow::Cow::Owned(joined)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capture_keeps_bytes_in_order_up_to_the_cap() {
+        let mut capture = Capture::default();
+        let mut expected = Vec::new();
+        for i in 0..2000u32 {
+            let piece = if i % 97 == 0 {
+                vec![(i % 251) as u8; 9000]
+            } else {
+                format!("data: {{\"n\":{i}}}\n\n").into_bytes()
+            };
+            expected.extend_from_slice(&piece);
+            capture.push(&Bytes::from(piece), 100_000);
+        }
+        expected.truncate(100_000);
+        assert_eq!(&capture.contiguous()[..], &expected[..]);
+        assert!(capture.truncated);
+        assert!(capture.total > 100_000);
+        // Blocks do not double: what is held is close to what was kept.
+        let held: usize =
+            capture.chunks.iter().map(|c| c.len()).sum::<usize>() + capture.block.capacity();
+        assert!(held < 100_000 + MAX_BLOCK, "{held}");
     }
 }
 

@@ -115,6 +115,7 @@ pub struct RawStore {
     pub min_free_mb: Option<u64>,
     pub critical_free_mb: Option<u64>,
     pub compression_level: Option<i32>,
+    pub sled_compression: Option<bool>,
 }
 
 /// Storage efficiency and safety (`[store]` keys owned by the store module).
@@ -130,6 +131,8 @@ pub struct StorageConfig {
     pub critical_free_mb: u64,
     /// zstd level 1-19; 0 stores content uncompressed.
     pub compression_level: i32,
+    /// sled's own page compression (fixed when a store is created).
+    pub sled_compression: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -459,6 +462,7 @@ impl RawConfig {
             min_free_mb: self.store.min_free_mb.unwrap_or(1024),
             critical_free_mb: self.store.critical_free_mb.unwrap_or(256),
             compression_level: self.store.compression_level.unwrap_or(3),
+            sled_compression: self.store.sled_compression.unwrap_or(false),
         };
         if storage.critical_free_mb > storage.min_free_mb {
             return Err(invalid(

@@ -223,3 +223,81 @@ pub fn seed(
     }
     Ok(written)
 }
+
+/// A finished OpenAI chat call as the forward path would hand it to the writer:
+/// a request of about `body_bytes` (distinct text per call, so nothing deduplicates
+/// that would not in real traffic) and a JSON answer with usage and rate limits.
+pub fn synthetic_finished_call(i: usize, body_bytes: usize) -> crate::capture::FinishedCall {
+    use crate::capture::{Capture, FinishedCall, Outcome};
+    use crate::headers::CallMeta;
+    use bytes::Bytes;
+    let now = crate::timefmt::now_unix_us();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ i as u64);
+    let mut text = String::with_capacity(body_bytes);
+    while text.len() + 12 < body_bytes.saturating_sub(200) {
+        text.push_str(&format!("w{:x} ", rng.next() % 1_000_000));
+    }
+    let request = format!(
+        r#"{{"model":"gpt-4o-mini","messages":[{{"role":"system","content":"You are agent {a}."}},{{"role":"user","content":"{text}"}}],"temperature":0.2}}"#,
+        a = i % AGENTS
+    );
+    let response = format!(
+        r#"{{"id":"chatcmpl-{i}","object":"chat.completion","model":"gpt-4o-mini-2024-07-18","choices":[{{"index":0,"message":{{"role":"assistant","content":"Answer number {i}."}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":{p},"completion_tokens":12,"total_tokens":{t}}}}}"#,
+        p = body_bytes / 4,
+        t = body_bytes / 4 + 12
+    );
+    let mut request_headers = http::HeaderMap::new();
+    request_headers.insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
+    request_headers.insert(
+        "authorization",
+        http::HeaderValue::from_static("Bearer sk-bench-0000000000000000"),
+    );
+    let mut response_headers = http::HeaderMap::new();
+    response_headers.insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
+    response_headers.insert(
+        "x-ratelimit-remaining-requests",
+        http::HeaderValue::from_static("499"),
+    );
+    response_headers.insert(
+        "x-ratelimit-reset-requests",
+        http::HeaderValue::from_static("6m0s"),
+    );
+    let (mut req, mut resp) = (Capture::default(), Capture::default());
+    req.push(&Bytes::from(request), usize::MAX);
+    resp.push(&Bytes::from(response), usize::MAX);
+    let mut meta = CallMeta::default();
+    meta.metadata.agent = Some(format!("agent-{}", i % AGENTS));
+    FinishedCall {
+        id: new_id("c_", now),
+        invocation_id: new_id("i_", now),
+        arrival_round: 1,
+        started_at_us: now,
+        latency: std::time::Duration::from_millis(800),
+        first_byte: Some(std::time::Duration::from_millis(700)),
+        provider: "openai".into(),
+        price_as: "openai".into(),
+        kind: crate::record::ProviderKind::Openai,
+        method: "POST".into(),
+        rest_path: "/v1/chat/completions".into(),
+        query: None,
+        upstream_host: "api.openai.com".into(),
+        http_status: Some(200),
+        outcome: Outcome::Completed,
+        request_headers,
+        response_headers,
+        request_body: req,
+        response_body: resp,
+        chunk_times: Vec::new(),
+        meta,
+        client_ip: Some("127.0.0.1".into()),
+        user_agent: Some("bench".into()),
+        injected_include_usage: false,
+        delivered_bytes: 0,
+    }
+}

@@ -15,6 +15,7 @@ USAGE:
   llmtap reprice --from DATE --to DATE [--config FILE] [--data-dir DIR] [--prices FILE]
   llmtap dev seed --calls N --data-dir DIR [--days D]
   llmtap dev bench-api --data-dir DIR [--requests N]
+  llmtap dev writer-bench --data-dir DIR [--calls N] [--body-bytes N] [--config FILE]
   llmtap dev storage-bench [--dir DIR] [--conversations N] [--rounds N] [--image-bytes N] [--compression-level N] [--encrypt true] [--sled-compression false] [--batch N]
   llmtap help
 
@@ -345,8 +346,17 @@ fn dev(args: &[String]) -> anyhow::Result<()> {
     let sub = args.first().map(String::as_str).unwrap_or("");
     let mut flags = Flags::new(
         args.get(1..).unwrap_or(&[]),
-        &["calls", "data-dir", "days", "requests"],
+        &[
+            "calls",
+            "data-dir",
+            "days",
+            "requests",
+            "body-bytes",
+            "config",
+        ],
     );
+    let mut config_file: Option<PathBuf> = None;
+    let mut body_bytes = 20_000usize;
     let mut calls = 100_000usize;
     let mut days = 30u64;
     let mut requests = 200usize;
@@ -356,6 +366,8 @@ fn dev(args: &[String]) -> anyhow::Result<()> {
             "calls" => calls = value.parse().context("--calls needs a number")?,
             "days" => days = value.parse().context("--days needs a number")?,
             "requests" => requests = value.parse().context("--requests needs a number")?,
+            "body-bytes" => body_bytes = value.parse().context("--body-bytes needs a number")?,
+            "config" => config_file = Some(PathBuf::from(value)),
             "data-dir" => data_dir = Some(PathBuf::from(value)),
             other => bail!("unexpected argument {other:?}\n\n{USAGE}"),
         }
@@ -391,6 +403,13 @@ fn dev(args: &[String]) -> anyhow::Result<()> {
                 .build()
                 .context("cannot start the async runtime")?;
             runtime.block_on(bench_api(data_dir, requests))
+        }
+        "writer-bench" => {
+            let raw = match &config_file {
+                Some(path) => RawConfig::from_file(path)?,
+                None => RawConfig::default(),
+            };
+            writer_bench(raw, &data_dir, calls, body_bytes)
         }
         _ => bail!("unknown dev command {sub:?}\n\n{USAGE}"),
     }
@@ -567,4 +586,79 @@ fn reprice(args: &[String]) -> anyhow::Result<()> {
         report.changed,
         report.invocations
     ))
+}
+
+/// `llmtap dev writer-bench`: figure 4, records per second through the writer alone
+/// (parse, price, store) and bytes on disk per call.
+fn writer_bench(
+    raw: RawConfig,
+    data_dir: &std::path::Path,
+    calls: usize,
+    body_bytes: usize,
+) -> anyhow::Result<()> {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    std::fs::create_dir_all(data_dir)?;
+    let config = raw.validate(&Overrides {
+        data_dir: Some(data_dir.to_path_buf()),
+        ..Overrides::default()
+    })?;
+    let store = llmtap::store::Store::open_with(data_dir, llmtap::server::store_options(&config)?)?;
+    let prices = Arc::new(std::sync::RwLock::new(Arc::new(
+        llmtap::server::load_prices(&config)?,
+    )));
+    let metrics = Arc::new(llmtap::metrics::Metrics::default());
+    let finished: Vec<_> = (0..calls)
+        .map(|i| Box::new(llmtap::dev::synthetic_finished_call(i, body_bytes)))
+        .collect();
+    let raw_bytes: u64 = finished
+        .iter()
+        .map(|c| c.request_body.total + c.response_body.total)
+        .sum();
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let started = std::time::Instant::now();
+    let writer = llmtap::writer::spawn(
+        store.clone(),
+        receiver,
+        prices,
+        metrics.clone(),
+        Arc::new(llmtap::writer::WriterControl::default()),
+    )?;
+    for call in finished {
+        metrics.backlog.fetch_add(1, Ordering::Relaxed);
+        sender
+            .send(call)
+            .map_err(|_| anyhow::anyhow!("writer stopped"))?;
+    }
+    drop(sender);
+    writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+    let elapsed = started.elapsed().as_secs_f64();
+    drop(store);
+    let on_disk = dir_size(data_dir);
+    let written = metrics.records_written.load(Ordering::Relaxed);
+    write_stdout(&format!(
+        "writer alone: {written} calls of ~{body_bytes} B requests in {elapsed:.2}s = {:.0} calls/s; \
+         raw {:.0} B/call, on disk {:.0} B/call ({:.1}x smaller)\n",
+        written as f64 / elapsed,
+        raw_bytes as f64 / calls as f64,
+        on_disk as f64 / calls as f64,
+        raw_bytes as f64 / on_disk.max(1) as f64,
+    ))
+}
+
+fn dir_size(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_size(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }

@@ -64,7 +64,7 @@ pub fn store_options(config: &Config) -> anyhow::Result<StoreOptions> {
         body_retention_days: s.body_retention_days,
         min_free_mb: s.min_free_mb,
         critical_free_mb: s.critical_free_mb,
-        sled_compression: true,
+        sled_compression: s.sled_compression,
     })
 }
 

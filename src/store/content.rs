@@ -116,6 +116,23 @@ pub struct Codec {
     pub zstd_level: i32,
 }
 
+thread_local! {
+    // A zstd context costs a large allocation and a reset; one per thread is reused
+    // (creating one per value was the writer's biggest single cost).
+    static COMPRESSOR: std::cell::RefCell<zstd::block::Compressor> =
+        std::cell::RefCell::new(zstd::block::Compressor::new());
+    static DECOMPRESSOR: std::cell::RefCell<zstd::block::Decompressor> =
+        std::cell::RefCell::new(zstd::block::Decompressor::new());
+}
+
+fn compress(plain: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with(|c| c.borrow_mut().compress(plain, level))
+}
+
+fn decompress(data: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|d| d.borrow_mut().decompress(data, capacity))
+}
+
 impl Codec {
     /// `flags | [u32 LE plain length | zstd frame] or plain`, then AEAD-sealed after the flag byte.
     /// Compression comes before encryption: ciphertext does not compress.
@@ -123,7 +140,7 @@ impl Codec {
         let mut flags = 0u8;
         let mut payload = None;
         if self.zstd_level > 0 && plain.len() >= MIN_COMPRESS {
-            if let Ok(z) = zstd::block::compress(plain, self.zstd_level) {
+            if let Ok(z) = compress(plain, self.zstd_level) {
                 if z.len() + 4 < plain.len() {
                     let mut p = Vec::with_capacity(z.len() + 4);
                     p.extend_from_slice(&(plain.len() as u32).to_le_bytes());
@@ -172,7 +189,7 @@ impl Codec {
                 .and_then(|b| b.try_into().ok())
                 .ok_or_else(|| corrupt("short zstd header"))?;
             let len = (u32::from_le_bytes(len) as usize).min(MAX_DECOMPRESSED);
-            zstd::block::decompress(&payload[4..], len).map_err(|e| corrupt(&e.to_string()))
+            decompress(&payload[4..], len).map_err(|e| corrupt(&e.to_string()))
         } else {
             Ok(payload.to_vec())
         }

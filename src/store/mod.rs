@@ -120,7 +120,7 @@ impl Default for StoreOptions {
             body_retention_days: 0,
             min_free_mb: 1024,
             critical_free_mb: 256,
-            sled_compression: true,
+            sled_compression: false,
         }
     }
 }
