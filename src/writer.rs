@@ -16,9 +16,11 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 const MAX_BATCH: usize = 512;
+const BATCH_LINGER: Duration = Duration::from_millis(20);
 /// How long the writer remembers an invocation's round offset without hearing of it.
 const ROUND_BASE_IDLE: Duration = Duration::from_secs(3600);
 
@@ -51,9 +53,16 @@ pub fn spawn(
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 batch.push(first);
+                // Each batch costs one sled batch per tree whatever its size, so at a
+                // modest rate the writer waits a moment for company: a call is stored
+                // at most BATCH_LINGER later, well inside the flush interval.
+                let linger_until = Instant::now() + BATCH_LINGER;
                 while batch.len() < MAX_BATCH {
                     match receiver.try_recv() {
                         Ok(call) => batch.push(call),
+                        Err(TryRecvError::Empty) if Instant::now() < linger_until => {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
                         Err(_) => break,
                     }
                 }
