@@ -3,8 +3,8 @@
 //! stream, including `event: error` in the middle of a 200 stream.
 
 use super::common::{
-    error_from_object, mark_content, note, params_except, str_at, sum_present, u64_at, value_text,
-    Texts,
+    error_from_object, event_json, mark_content, note, params_except, str_at, sum_present, u64_at,
+    value_text, Texts,
 };
 use super::Accumulator;
 use crate::record::{Message, ParsedExchange, RequestView, ResponseView, ToolCall, Usage};
@@ -260,18 +260,8 @@ pub struct MessagesStream {
 
 impl Accumulator for MessagesStream {
     fn event(&mut self, name: Option<&str>, data: &str, end: usize, out: &mut ParsedExchange) {
-        if data.trim().is_empty() {
+        let Some(v) = event_json(data, end, out) else {
             return;
-        }
-        let v = match serde_json::from_str::<Value>(data.trim()) {
-            Ok(v) => v,
-            Err(e) => {
-                note(
-                    out,
-                    format!("invalid JSON in stream event ending at {end}: {e}"),
-                );
-                return;
-            }
         };
         let kind = str_at(&v, "type").or(name).unwrap_or("").to_owned();
         let index = u64_at(&v, &["index"]).unwrap_or(0);

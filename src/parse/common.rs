@@ -19,6 +19,24 @@ pub fn note(out: &mut ParsedExchange, text: impl Into<String>) {
     }
 }
 
+/// The JSON of one stream event; `None` (with a note) for an empty or invalid one.
+pub fn event_json(data: &str, end: usize, out: &mut ParsedExchange) -> Option<Value> {
+    let data = data.trim();
+    if data.is_empty() {
+        return None;
+    }
+    match serde_json::from_str::<Value>(data) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            note(
+                out,
+                format!("invalid JSON in stream event ending at {end}: {e}"),
+            );
+            None
+        }
+    }
+}
+
 /// Bounds a raw text kept in an error message.
 pub fn clip(text: &str) -> String {
     const MAX: usize = 2000;

@@ -7,8 +7,8 @@
 //! comment lines and error chunks inside a 200 stream.
 
 use super::common::{
-    append, error_from_body, error_from_object, mark_content, note, params_except, str_at,
-    sum_present, u64_at, url_attachment, value_text, Texts,
+    append, error_from_body, error_from_object, event_json, mark_content, note, params_except,
+    str_at, sum_present, u64_at, url_attachment, value_text, Texts,
 };
 use super::Accumulator;
 use crate::record::{Message, ParsedExchange, RequestView, ToolCall, Usage};
@@ -307,19 +307,14 @@ impl Accumulator for ChatStream {
             self.done = true;
             return;
         }
-        if trimmed.is_empty() {
+        let Some(v) = event_json(trimmed, end, out) else {
             return;
-        }
-        match serde_json::from_str::<Value>(trimmed) {
-            Ok(v) if name == Some("error") => {
-                out.error = error_from_body(&v).or_else(|| Some(Default::default()));
-                out.failed_in_body = true;
-            }
-            Ok(v) => self.chunk(&v, end, out),
-            Err(e) => note(
-                out,
-                format!("invalid JSON in stream event ending at {end}: {e}"),
-            ),
+        };
+        if name == Some("error") {
+            out.error = error_from_body(&v).or_else(|| Some(Default::default()));
+            out.failed_in_body = true;
+        } else {
+            self.chunk(&v, end, out);
         }
     }
 

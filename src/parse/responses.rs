@@ -3,7 +3,8 @@
 //! `response.completed` / `response.failed` / `response.incomplete` event.
 
 use super::common::{
-    append, error_from_object, mark_content, note, params_except, str_at, value_text, Texts,
+    append, error_from_object, event_json, mark_content, note, params_except, str_at, value_text,
+    Texts,
 };
 use super::openai;
 use super::Accumulator;
@@ -317,18 +318,8 @@ fn ignorable(kind: &str) -> bool {
 
 impl Accumulator for ResponsesStream {
     fn event(&mut self, name: Option<&str>, data: &str, end: usize, out: &mut ParsedExchange) {
-        if data.trim().is_empty() {
+        let Some(v) = event_json(data, end, out) else {
             return;
-        }
-        let v = match serde_json::from_str::<Value>(data.trim()) {
-            Ok(v) => v,
-            Err(e) => {
-                note(
-                    out,
-                    format!("invalid JSON in stream event ending at {end}: {e}"),
-                );
-                return;
-            }
         };
         let kind = str_at(&v, "type").or(name).unwrap_or("").to_owned();
         let delta = str_at(&v, "delta").unwrap_or("");

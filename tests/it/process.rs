@@ -84,13 +84,21 @@ async fn call_cost(api: SocketAddr, id: &str) -> serde_json::Value {
     panic!("call {id} not recorded");
 }
 
-#[tokio::test]
-async fn sighup_reloads_prices_and_keeps_the_last_good_table() {
+/// A mock answering 1M prompt tokens of `house-model`, a user price file pricing it at
+/// $2/M input, and a config routing `openai` to the mock with that price file.
+async fn house_model_setup(
+    tag: &str,
+) -> (
+    MockUpstream,
+    TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
     let mock = MockUpstream::start(|_| {
         MockResponse::json(200, r#"{"model":"house-model","choices":[],"usage":{"prompt_tokens":1000000,"completion_tokens":0,"total_tokens":1000000}}"#)
     })
     .await;
-    let dir = TempDir::new("sighup");
+    let dir = TempDir::new(tag);
     let prices = dir.path().join("prices.toml");
     std::fs::write(
         &prices,
@@ -105,6 +113,12 @@ async fn sighup_reloads_prices_and_keeps_the_last_good_table() {
             provider_toml("openai", "openai", &mock.url())
         ),
     );
+    (mock, dir, prices, config)
+}
+
+#[tokio::test]
+async fn sighup_reloads_prices_and_keeps_the_last_good_table() {
+    let (_mock, dir, prices, config) = house_model_setup("sighup").await;
     let mut proc = spawn_llmtap(&config, &dir.path().join("data"), &[]);
     let body = r#"{"model":"house-model","messages":[]}"#;
     let first = post_json(proc.proxy, "/openai/v1/chat/completions", &[], body).await;
@@ -234,25 +248,7 @@ async fn kill_9_loses_at_most_the_last_flush_interval() {
 
 #[tokio::test]
 async fn reprice_recomputes_stored_costs_in_a_time_range() {
-    let mock = MockUpstream::start(|_| {
-        MockResponse::json(200, r#"{"model":"house-model","choices":[],"usage":{"prompt_tokens":1000000,"completion_tokens":0,"total_tokens":1000000}}"#)
-    })
-    .await;
-    let dir = TempDir::new("reprice");
-    let prices = dir.path().join("prices.toml");
-    std::fs::write(
-        &prices,
-        "[models.openai]\n\"house-model\" = { input = \"2\", output = \"4\" }\n",
-    )
-    .unwrap();
-    let config = write_config(
-        dir.path(),
-        &format!(
-            "[prices]\nfile = \"{}\"\n{}",
-            prices.display(),
-            provider_toml("openai", "openai", &mock.url())
-        ),
-    );
+    let (_mock, dir, prices, config) = house_model_setup("reprice").await;
     let data = dir.path().join("data");
     let mut proc = spawn_llmtap(&config, &data, &[]);
     let body = r#"{"model":"house-model","messages":[]}"#;
