@@ -1,6 +1,7 @@
 //! Integration tests: client → llmtap → mock upstream, all on 127.0.0.1.
 
 mod api;
+mod architecture;
 mod chaos;
 mod cost;
 mod lifecycle;
