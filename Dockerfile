@@ -1,5 +1,7 @@
 # Build: docker build -t llmtap .
-# Run:   docker run -p 8080:8080 -p 8081:8081 -v llmtap-data:/data llmtap
+# Run:   docker run -p 8080:8080 -p 8081:8081 -v llmtap-data:/data -e LLMTAP_API_TOKENS=admin:CHANGE-ME llmtap
+# The read API serves other hosts only with tokens: without LLMTAP_API_TOKENS (or
+# [[api.tokens]] in a mounted config) llmtap refuses to bind it to 0.0.0.0.
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
