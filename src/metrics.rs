@@ -60,12 +60,7 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let counter = |out: &mut String, name: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
-        };
+        let counter = write_counter;
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let _ = writeln!(out, "# HELP llmtap_requests_total Proxied calls by provider and status.\n# TYPE llmtap_requests_total counter");
         if let Ok(map) = self.requests.lock() {
@@ -155,4 +150,12 @@ impl Metrics {
         }
         out
     }
+}
+
+/// One Prometheus counter with its help and type lines.
+pub fn write_counter(out: &mut String, name: &str, help: &str, value: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+    );
 }

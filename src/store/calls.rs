@@ -463,10 +463,7 @@ impl Store {
                 get(&s.blobs_freed),
             ),
         ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
+            crate::metrics::write_counter(&mut out, name, help, value);
         }
         let level = self.disk.level();
         let _ = writeln!(out, "# HELP llmtap_disk_level 0 ok, 1 bodies paused (disk nearly full), 2 capture paused (disk full).\n# TYPE llmtap_disk_level gauge\nllmtap_disk_level {}", level as u8);

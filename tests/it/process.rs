@@ -198,18 +198,7 @@ async fn kill_9_loses_at_most_the_last_flush_interval() {
     }
     tokio::time::sleep_until(stop_at.into()).await;
     // Calls handed to the writer but not yet stored: lost by design on kill -9.
-    let metrics = String::from_utf8(
-        send(proc.api, "GET", "/metrics", &[], "")
-            .await
-            .body
-            .to_vec(),
-    )
-    .unwrap();
-    let backlog: usize = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("llmtap_backlog "))
-        .and_then(|v| v.parse().ok())
-        .unwrap();
+    let backlog = metric(proc.api, "llmtap_backlog").await.unwrap() as usize;
     proc.child.kill().unwrap();
     let killed_at = Instant::now();
     proc.child.wait().unwrap();

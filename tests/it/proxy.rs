@@ -539,19 +539,13 @@ async fn backlog_bound_rejects_or_passes() {
             .writer_control
             .paused
             .store(false, std::sync::atomic::Ordering::SeqCst);
-        let metrics = String::from_utf8(api_get(&running, "/metrics").await.body.to_vec()).unwrap();
         let counter = if mode == "reject" {
             "llmtap_rejected_backlog_total"
         } else {
             "llmtap_passed_uncaptured_total"
         };
-        let value: u64 = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{counter} ")))
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert!(value >= 1, "{mode}: {metrics}");
+        let value = metric(running.api_addr, counter).await.unwrap();
+        assert!(value >= 1, "{mode}: {counter} = {value}");
         let captured = statuses.iter().filter(|s| **s == 200).count() as u64
             - if mode == "pass" { value } else { 0 };
         wait_records(&running, captured as usize).await;

@@ -413,3 +413,12 @@ pub fn sse_events(body: &str) -> Vec<String> {
         }
     }
 }
+
+/// One unlabelled value from the read API's `/metrics`, if present.
+pub async fn metric(api: SocketAddr, name: &str) -> Option<u64> {
+    let text =
+        String::from_utf8(send(api, "GET", "/metrics", &[], "").await.body.to_vec()).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+}
