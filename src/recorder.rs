@@ -29,7 +29,8 @@ fn decode_body(headers: &HeaderMap, capture: &Capture) -> (Vec<u8>, Option<Strin
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().to_ascii_lowercase());
     let Some(encoding) = encoding.filter(|e| !e.is_empty() && e != "identity") else {
-        return (raw.to_vec(), None);
+        // Plain bodies: the joined chunks are the result (no second copy).
+        return (joined.into_owned(), None);
     };
     let mut out = Vec::new();
     let result = match encoding.as_str() {
