@@ -16,7 +16,7 @@ USAGE:
   llmtap dev seed --calls N --data-dir DIR [--days D]
   llmtap dev bench-api --data-dir DIR [--requests N]
   llmtap dev writer-bench --data-dir DIR [--calls N] [--body-bytes N] [--config FILE]
-  llmtap dev storage-bench [--dir DIR] [--conversations N] [--rounds N] [--image-bytes N] [--compression-level N] [--encrypt true] [--sled-compression false] [--batch N]
+  llmtap dev storage-bench [--dir DIR] [--conversations N] [--rounds N] [--image-bytes N] [--compression-level N] [--encrypt true] [--sled-compression true] [--batch N]
   llmtap help
 
 Defaults: proxy on 127.0.0.1:8080, read API on 127.0.0.1:8081, data in ./llmtap-data.
@@ -192,7 +192,7 @@ fn storage_bench(args: &[String]) -> anyhow::Result<()> {
         image_bytes: 40_000,
         compression_level: 3,
         encrypt: false,
-        sled_compression: true,
+        sled_compression: llmtap::store::StoreOptions::default().sled_compression,
         batch: 1,
     };
     let mut flags = Flags::new(

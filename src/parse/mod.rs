@@ -21,7 +21,7 @@ pub mod sse;
 #[cfg(test)]
 mod tests;
 
-use crate::record::{Endpoint, ErrorInfo, ParsedExchange, ProviderKind};
+use crate::record::{Endpoint, ErrorInfo, ParsedExchange, ProviderKind, RequestView};
 use common::note;
 use jsonseq::JsonArraySplitter;
 use serde_json::Value;
@@ -340,7 +340,36 @@ fn parse_request(input: &ExchangeInput<'_>, out: &mut ParsedExchange) {
     if endpoint == Endpoint::Other {
         note(out, format!("unrecognised endpoint {}", input.path));
     }
-    let body = input.request_body;
+    parse_request_body(input.request_body, out);
+    match endpoint {
+        Endpoint::GenerateContent | Endpoint::StreamGenerateContent | Endpoint::Embed => {
+            // Gemini names the model in the path; the body's `model` (batch embeds) is prefixed.
+            if let Some(m) = gemini::model_from_path(input.path) {
+                out.model = Some(m);
+            }
+        }
+        _ => {
+            if out.model.is_none() {
+                out.model = azure_deployment(input.path);
+            }
+        }
+    }
+}
+
+/// The parsed request view of a captured request body, as `parse_exchange` makes
+/// it. The store rebuilds views from raw bodies with this rather than keeping both.
+pub fn request_view(endpoint: Endpoint, body: &[u8]) -> RequestView {
+    let mut out = ParsedExchange {
+        endpoint,
+        ..ParsedExchange::default()
+    };
+    parse_request_body(body, &mut out);
+    out.request
+}
+
+/// Reads `model`, `stream` and the request view from a request body.
+fn parse_request_body(body: &[u8], out: &mut ParsedExchange) {
+    let endpoint = out.endpoint;
     let req = if body.iter().all(|b| b.is_ascii_whitespace()) {
         None
     } else {
@@ -371,19 +400,6 @@ fn parse_request(input: &ExchangeInput<'_>, out: &mut ParsedExchange) {
             }
             Endpoint::Embed => gemini::parse_embed_request(req, &mut out.request),
             Endpoint::Other => {}
-        }
-    }
-    match endpoint {
-        Endpoint::GenerateContent | Endpoint::StreamGenerateContent | Endpoint::Embed => {
-            // Gemini names the model in the path; the body's `model` (batch embeds) is prefixed.
-            if let Some(m) = gemini::model_from_path(input.path) {
-                out.model = Some(m);
-            }
-        }
-        _ => {
-            if out.model.is_none() {
-                out.model = azure_deployment(input.path);
-            }
         }
     }
 }

@@ -10,10 +10,12 @@ use super::body::{replace_payloads, Plan};
 use super::content::{ContentTrees, Txn};
 use super::crypto::{Addr, ADDR_LEN};
 use super::disk::DiskLevel;
+use super::index::CallText;
 use super::{Store, StoreError};
-use crate::record::{CallRecord, RequestView, ResponseView};
+use crate::record::{CallRecord, Endpoint, RequestView, ResponseView};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 const MANIFEST_V1: u8 = 1;
 const HAS_REQUEST: u8 = 1;
@@ -21,6 +23,10 @@ const HAS_RESPONSE: u8 = 2;
 const HAS_REQUEST_VIEW: u8 = 4;
 const HAS_RESPONSE_VIEW: u8 = 8;
 const HAS_PROMPT_VARIABLES: u8 = 16;
+/// The request view is not stored: it is rebuilt from the raw request at read time.
+const REQUEST_VIEW_DERIVED: u8 = 32;
+const HAS_SEARCH_SYSTEM: u8 = 64;
+const HAS_SEARCH_USER: u8 = 128;
 
 /// Where a call's content lives.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -31,6 +37,14 @@ pub struct Manifest {
     pub response_view: Option<Addr>,
     /// `x-llmtap-prompt-variables` (JSON): prompt content, so sealed with the bodies.
     pub prompt_variables: Option<Addr>,
+    /// The parsers are pure, so the request view (which repeats the whole message
+    /// history) is parsed again from `request` when read rather than stored twice.
+    pub request_view_derived: bool,
+    /// The texts `q` searches (see `CallText`): the system prompt, stored once per
+    /// distinct text like any chunk, and the last user message. Prompt content, so
+    /// sealed and dropped with the bodies.
+    pub search_system: Option<Addr>,
+    pub search_user: Option<Addr>,
 }
 
 impl Manifest {
@@ -41,6 +55,8 @@ impl Manifest {
             &self.request_view,
             &self.response_view,
             &self.prompt_variables,
+            &self.search_system,
+            &self.search_user,
         ]
         .into_iter()
         .flatten()
@@ -55,11 +71,16 @@ impl Manifest {
             (HAS_REQUEST_VIEW, &self.request_view),
             (HAS_RESPONSE_VIEW, &self.response_view),
             (HAS_PROMPT_VARIABLES, &self.prompt_variables),
+            (HAS_SEARCH_SYSTEM, &self.search_system),
+            (HAS_SEARCH_USER, &self.search_user),
         ] {
             if let Some(a) = a {
                 flags |= bit;
                 out.extend_from_slice(a);
             }
+        }
+        if self.request_view_derived {
+            flags |= REQUEST_VIEW_DERIVED;
         }
         out[1] = flags;
         out
@@ -70,13 +91,18 @@ impl Manifest {
         if version != MANIFEST_V1 {
             return None;
         }
-        let mut m = Manifest::default();
+        let mut m = Manifest {
+            request_view_derived: flags & REQUEST_VIEW_DERIVED != 0,
+            ..Manifest::default()
+        };
         for (bit, slot) in [
             (HAS_REQUEST, &mut m.request),
             (HAS_RESPONSE, &mut m.response),
             (HAS_REQUEST_VIEW, &mut m.request_view),
             (HAS_RESPONSE_VIEW, &mut m.response_view),
             (HAS_PROMPT_VARIABLES, &mut m.prompt_variables),
+            (HAS_SEARCH_SYSTEM, &mut m.search_system),
+            (HAS_SEARCH_USER, &mut m.search_user),
         ] {
             if flags & bit != 0 {
                 *slot = Some(rest.get(..ADDR_LEN)?.try_into().ok()?);
@@ -204,17 +230,38 @@ pub(super) fn store_content(
         manifest.response = Some(plan.store(txn, &mut failures)?);
     }
     if let Some(view) = &call.request {
-        let json = if blobs.is_empty() {
-            serde_json::to_vec(view)
+        // The parsed view shows references, not payloads; a view that held one is
+        // stored as rewritten, any other is rebuilt from the raw request when read.
+        let rewritten = if blobs.is_empty() {
+            None
         } else {
-            // The parsed view shows references, not payloads.
-            let mut value = serde_json::to_value(view).map_err(StoreError::Encode)?;
+            let plain = serde_json::to_value(view).map_err(StoreError::Encode)?;
+            let mut value = plain.clone();
             replace_payloads(&mut value, &blobs, request_raw);
-            serde_json::to_vec(&value)
+            (value != plain).then_some(value)
+        };
+        let derivable = manifest.request.is_some()
+            && rewritten.is_none()
+            && call.endpoint.is_some_and(|e| e != Endpoint::Other);
+        if derivable {
+            debug_assert_eq!(
+                Some(view),
+                call.endpoint
+                    .map(|e| crate::parse::request_view(e, request_raw))
+                    .as_ref(),
+                "call {}: the request view must be what the parser makes of the raw request",
+                call.id
+            );
+            manifest.request_view_derived = true;
+        } else {
+            let json = match rewritten {
+                Some(value) => serde_json::to_vec(&value),
+                None => serde_json::to_vec(view),
+            }
+            .map_err(StoreError::Encode)?;
+            let plan = Plan::new(&json, txn, true, false);
+            manifest.request_view = Some(plan.store(txn, &mut failures)?);
         }
-        .map_err(StoreError::Encode)?;
-        let plan = Plan::new(&json, txn, true, false);
-        manifest.request_view = Some(plan.store(txn, &mut failures)?);
     }
     if let Some(view) = &call.response {
         let json = serde_json::to_vec(view).map_err(StoreError::Encode)?;
@@ -225,6 +272,17 @@ pub(super) fn store_content(
         let json = serde_json::to_vec(vars).map_err(StoreError::Encode)?;
         let plan = Plan::new(&json, txn, false, false);
         manifest.prompt_variables = Some(plan.store(txn, &mut failures)?);
+    }
+    if let Some(text) = CallText::of(call) {
+        for (slot, text) in [
+            (&mut manifest.search_system, text.system),
+            (&mut manifest.search_user, text.last_user),
+        ] {
+            if let Some(text) = text {
+                let plan = Plan::new(text.as_bytes(), txn, false, false);
+                *slot = Some(plan.store(txn, &mut failures)?);
+            }
+        }
     }
     for root in manifest.roots() {
         txn.ref_chunk(root);
@@ -298,7 +356,13 @@ impl Store {
         };
         let c = &self.content;
         if let Some(a) = &m.request {
-            call.request_body = Some(lossy(c.expand(a)?));
+            let raw = c.expand(a)?;
+            if m.request_view_derived {
+                if let Some(endpoint) = call.endpoint {
+                    call.request = Some(crate::parse::request_view(endpoint, &raw));
+                }
+            }
+            call.request_body = Some(lossy(raw));
         }
         if let Some(a) = &m.response {
             call.response_body = Some(lossy(c.expand(a)?));
@@ -313,6 +377,57 @@ impl Store {
             call.metadata.prompt_variables = Some(json::<serde_json::Value>(c, a)?);
         }
         Ok(())
+    }
+
+    /// The texts `q` searches and the CSV export shows: system prompt and last
+    /// user message. `Ok(None)` when the call has none stored.
+    pub fn call_text(&self, id: &str) -> Result<Option<CallText>, StoreError> {
+        if let Some(m) = self.manifest(id)? {
+            if m.search_system.is_some() || m.search_user.is_some() {
+                let text =
+                    |a: Option<Addr>| a.map(|a| self.content.expand(&a).map(lossy)).transpose();
+                return Ok(Some(CallText {
+                    system: text(m.search_system)?,
+                    last_user: text(m.search_user)?,
+                }));
+            }
+        }
+        // Stores written before the texts moved into the content store.
+        super::decode_opt(id, self.call_text.get(id.as_bytes())?)
+    }
+
+    /// Whether a call's system prompt or last user message contains `needle`
+    /// (already lowercase). Lowercased texts are cached by address, so a system
+    /// prompt shared by many calls is read and lowercased once.
+    pub(super) fn text_matches(&self, call_id: &[u8], needle: &str) -> Result<bool, StoreError> {
+        let id = String::from_utf8_lossy(call_id);
+        let Some(m) = self.manifest(&id)? else {
+            return self.legacy_text_matches(call_id, needle);
+        };
+        if m.search_system.is_none() && m.search_user.is_none() {
+            return self.legacy_text_matches(call_id, needle);
+        }
+        for addr in [m.search_system, m.search_user].into_iter().flatten() {
+            let text = match self.search_texts.get(&addr) {
+                Some(t) => t,
+                None => {
+                    let lower: Arc<str> = lossy(self.content.expand(&addr)?).to_lowercase().into();
+                    self.search_texts.put(addr, lower.clone());
+                    lower
+                }
+            };
+            if text.contains(needle) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn legacy_text_matches(&self, call_id: &[u8], needle: &str) -> Result<bool, StoreError> {
+        Ok(match self.call_text.get(call_id)? {
+            Some(bytes) => super::decode::<CallText>(call_id, &bytes)?.contains(needle),
+            None => false,
+        })
     }
 
     /// The exact captured (decoded) request or response body of a call.
@@ -387,6 +502,22 @@ impl Store {
         }
         u.ref_entries = (self.content.chunk_refs.len() + self.content.blob_refs.len()) as u64;
         Ok(u)
+    }
+
+    /// Logical size (entries, key + value bytes) of every sled tree, by name.
+    pub fn tree_usage(&self) -> Result<Vec<(String, u64, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for name in self.db.tree_names() {
+            let tree = self.db.open_tree(&name)?;
+            let (mut entries, mut bytes) = (0, 0);
+            for entry in tree.iter() {
+                let (k, v) = entry?;
+                entries += 1;
+                bytes += (k.len() + v.len()) as u64;
+            }
+            out.push((String::from_utf8_lossy(&name).into_owned(), entries, bytes));
+        }
+        Ok(out)
     }
 
     pub fn stats(&self) -> &StoreStats {
@@ -489,6 +620,28 @@ impl Store {
     }
 }
 
+/// A few lowercased search texts by address: the system prompts of the agents a
+/// `q` query walks through.
+#[derive(Default)]
+pub(super) struct SearchTexts(std::sync::Mutex<std::collections::VecDeque<(Addr, Arc<str>)>>);
+
+const SEARCH_TEXTS_KEPT: usize = 32;
+
+impl SearchTexts {
+    fn get(&self, addr: &Addr) -> Option<Arc<str>> {
+        let kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        kept.iter().find(|(a, _)| a == addr).map(|(_, t)| t.clone())
+    }
+
+    fn put(&self, addr: Addr, text: Arc<str>) {
+        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() == SEARCH_TEXTS_KEPT {
+            kept.pop_back();
+        }
+        kept.push_front((addr, text));
+    }
+}
+
 fn lossy(bytes: Vec<u8>) -> String {
     match String::from_utf8(bytes) {
         Ok(s) => s,
@@ -516,8 +669,18 @@ mod tests {
             request_view: Some([3; 32]),
             response_view: Some([4; 32]),
             prompt_variables: None,
+            request_view_derived: false,
+            search_system: Some([5; 32]),
+            search_user: None,
         };
-        assert_eq!(Manifest::decode(&m.encode()), Some(m));
+        assert_eq!(Manifest::decode(&m.encode()), Some(m.clone()));
+        let derived = Manifest {
+            request_view: None,
+            request_view_derived: true,
+            search_user: Some([6; 32]),
+            ..m
+        };
+        assert_eq!(Manifest::decode(&derived.encode()), Some(derived));
         assert_eq!(Manifest::decode(&[2, 0]), None);
         assert_eq!(Manifest::decode(&[1, 1, 0]), None);
     }

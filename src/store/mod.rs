@@ -9,7 +9,8 @@
 //! - `call_idx` / `inv_idx`: tag, value, 0x00, time, id → () (see `index.rs`);
 //!   tag `t` (empty value) is the time index of every record
 //! - `idx_counts`: `c`|`i`, tag, value → entries under that index prefix (u64 BE)
-//! - `call_text`: call id → system prompt and last user message (JSON), for `q`
+//! - `call_text`: call id → system prompt and last user message (JSON), for `q`;
+//!   legacy: calls now name these texts in their manifest (see `calls.rs`)
 //! - `rollup`:       scope, 0x00, 15-minute bucket start → counters (`RollupCell`)
 //! - `rollup_all`:   scope → all-time counters with a latency histogram
 //! - `sessions`:     session id → SessionSummary JSON; `session_list`: first time, id → tenant
@@ -158,6 +159,7 @@ pub struct Store {
     call_content: sled::Tree,
     content: content::ContentTrees,
     disk: Arc<disk::DiskGuard>,
+    search_texts: Arc<calls::SearchTexts>,
     stats: Arc<StoreStats>,
     options: Arc<StoreOptions>,
 }
@@ -295,6 +297,7 @@ impl Store {
                 options.min_free_mb,
                 options.critical_free_mb,
             )),
+            search_texts: Arc::default(),
             stats: Arc::new(StoreStats::default()),
             options: Arc::new(options),
             meta: meta.clone(),
@@ -413,9 +416,11 @@ impl Store {
                 *counts.entry(count).or_default() += 1;
             }
             // Prompt text in the clear would defeat encryption at rest: with a key,
-            // `q` search and session subjects are not kept.
+            // session subjects are not kept. New calls keep their `q` texts in the
+            // content store (`prepare_calls`); only a reindex of an old store, whose
+            // records still hold their views, writes the legacy `call_text` tree.
             let plaintext_ok = self.options.keys.is_none();
-            if let Some(text) = CallText::of(call).filter(|_| plaintext_ok) {
+            if let Some(text) = CallText::of(call).filter(|_| plaintext_ok && !write_records) {
                 text_batch.insert(
                     call.id.as_bytes(),
                     serde_json::to_vec(&text).map_err(StoreError::Encode)?,

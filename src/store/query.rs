@@ -7,7 +7,7 @@
 //! summary header. Pages never decode full records. Every scan has a budget so no
 //! request reads the whole store.
 
-use super::index::{self, CallText, RateLimitPoint, RateLimitState, RollupCell, SessionSummary};
+use super::index::{self, RateLimitPoint, RateLimitState, RollupCell, SessionSummary};
 use super::summary::{self, tag, FacetView, Filter};
 use super::{be_u64, decode, decode_opt, round_prefix, Store, StoreError};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -254,13 +254,6 @@ impl Store {
         }
     }
 
-    fn text_matches(&self, call_id: &[u8], needle: &str) -> Result<bool, StoreError> {
-        Ok(match self.call_text.get(call_id)? {
-            Some(bytes) => decode::<CallText>(call_id, &bytes)?.contains(needle),
-            None => false,
-        })
-    }
-
     fn page<T: DeserializeOwned>(
         &self,
         kind: Kind,
@@ -498,10 +491,6 @@ impl Store {
                 .and_then(|(h, _)| FacetView::parse(h))
                 .and_then(|v| v.get(tag::TENANT).map(str::to_string))
         }))
-    }
-
-    pub fn call_text(&self, id: &str) -> Result<Option<CallText>, StoreError> {
-        decode_opt(id, self.call_text.get(id.as_bytes())?)
     }
 
     /// Call ids of an invocation in round order (no record decoding).

@@ -3,7 +3,7 @@
 
 use super::util::*;
 use base64::Engine;
-use llmtap::record::{CallRecord, InvocationRecord, Message, RequestView};
+use llmtap::record::{CallRecord, Endpoint, InvocationRecord, Message, RequestView};
 use llmtap::store::{Keyring, Store, StoreOptions};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -421,10 +421,18 @@ fn body_retention_keeps_metadata_and_cost() {
     );
     let image = noise(21, 3000);
     let body = anthropic_round("sys", &image, "t", 2);
-    let mut old = call("c_01", "i", 1, now - 10 * DAY_US, &body, "{\"a\":1}");
+    let view = |mut c: CallRecord| {
+        c.endpoint = Some(Endpoint::Messages);
+        c.request = Some(llmtap::parse::request_view(
+            Endpoint::Messages,
+            body.as_bytes(),
+        ));
+        c
+    };
+    let mut old = view(call("c_01", "i", 1, now - 10 * DAY_US, &body, "{\"a\":1}"));
     old.cost_usd = Some(0.25);
     old.model = Some("claude".into());
-    let fresh = call("c_02", "i", 2, now, &body, "{\"a\":2}");
+    let fresh = view(call("c_02", "i", 2, now, &body, "{\"a\":2}"));
     store
         .write_batch(&[old, fresh], &[inv("i", now, 2)])
         .unwrap();
@@ -435,6 +443,12 @@ fn body_retention_keeps_metadata_and_cost() {
     assert_eq!(kept.model.as_deref(), Some("claude"));
     assert!(kept.request_body.is_none() && kept.response_body.is_none());
     assert!(store.get_raw("c_01", false).unwrap().is_none());
+    // The parsed view and the `q` texts are prompt content too: gone with the body.
+    assert!(kept.request.is_none());
+    assert!(store.call_text("c_01").unwrap().is_none());
+    let text = store.call_text("c_02").unwrap().unwrap();
+    assert_eq!(text.system.as_deref(), Some("sys"));
+    assert!(store.get_call("c_02").unwrap().unwrap().request.is_some());
     // The image is still used by the fresh call.
     assert!(store.get_blob(&sha256_hex(&image)).unwrap().is_some());
     assert_eq!(

@@ -5,7 +5,7 @@
 //! that have none, marked `"checked": "TODO"`; the test keeps failing until a
 //! person has compared each against the recorded body and replaced that note.
 
-use super::super::{parse_exchange, ExchangeInput, StreamParser};
+use super::super::{parse_exchange, request_view, ExchangeInput, StreamParser};
 use crate::record::{ParsedExchange, ProviderKind};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -165,6 +165,17 @@ fn every_fixture_matches_its_checked_snapshot() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The store keeps raw requests only and rebuilds the view with `request_view`:
+/// it must be the view `parse_exchange` made at capture time.
+#[test]
+fn request_view_alone_equals_the_exchange_view() {
+    for f in load_all() {
+        let parsed = parse_exchange(&f.input());
+        let alone = request_view(parsed.endpoint, f.request_body.as_bytes());
+        assert_eq!(alone, parsed.request, "{}", f.name);
+    }
 }
 
 #[test]
