@@ -12,21 +12,26 @@ use super::crypto::{Addr, ADDR_LEN};
 use super::disk::DiskLevel;
 use super::index::CallText;
 use super::{Store, StoreError};
-use crate::record::{CallRecord, Endpoint, RequestView, ResponseView};
+use crate::record::{CallRecord, Endpoint, ProviderKind, RequestView, ResponseView};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+/// Manifest layout: version, flags (one byte in v1, u16 LE in v2), then one
+/// address per `HAS_*` flag set, in flag order.
 const MANIFEST_V1: u8 = 1;
-const HAS_REQUEST: u8 = 1;
-const HAS_RESPONSE: u8 = 2;
-const HAS_REQUEST_VIEW: u8 = 4;
-const HAS_RESPONSE_VIEW: u8 = 8;
-const HAS_PROMPT_VARIABLES: u8 = 16;
+const MANIFEST_V2: u8 = 2;
+const HAS_REQUEST: u16 = 1;
+const HAS_RESPONSE: u16 = 2;
+const HAS_REQUEST_VIEW: u16 = 4;
+const HAS_RESPONSE_VIEW: u16 = 8;
+const HAS_PROMPT_VARIABLES: u16 = 16;
 /// The request view is not stored: it is rebuilt from the raw request at read time.
-const REQUEST_VIEW_DERIVED: u8 = 32;
-const HAS_SEARCH_SYSTEM: u8 = 64;
-const HAS_SEARCH_USER: u8 = 128;
+const REQUEST_VIEW_DERIVED: u16 = 32;
+const HAS_SEARCH_SYSTEM: u16 = 64;
+const HAS_SEARCH_USER: u16 = 128;
+/// The response view is rebuilt from the raw request and response at read time.
+const RESPONSE_VIEW_DERIVED: u16 = 256;
 
 /// Where a call's content lives.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -40,6 +45,8 @@ pub struct Manifest {
     /// The parsers are pure, so the request view (which repeats the whole message
     /// history) is parsed again from `request` when read rather than stored twice.
     pub request_view_derived: bool,
+    /// Likewise for the response view, parsed again from both raw bodies.
+    pub response_view_derived: bool,
     /// The texts `q` searches (see `CallText`): the system prompt, stored once per
     /// distinct text like any chunk, and the last user message. Prompt content, so
     /// sealed and dropped with the bodies.
@@ -63,8 +70,8 @@ impl Manifest {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut flags = 0;
-        let mut out = vec![MANIFEST_V1, 0];
+        let mut flags = 0u16;
+        let mut out = vec![MANIFEST_V2, 0, 0];
         for (bit, a) in [
             (HAS_REQUEST, &self.request),
             (HAS_RESPONSE, &self.response),
@@ -82,17 +89,29 @@ impl Manifest {
         if self.request_view_derived {
             flags |= REQUEST_VIEW_DERIVED;
         }
-        out[1] = flags;
+        if self.response_view_derived {
+            flags |= RESPONSE_VIEW_DERIVED;
+        }
+        out[1..3].copy_from_slice(&flags.to_le_bytes());
         out
     }
 
     pub fn decode(data: &[u8]) -> Option<Manifest> {
-        let (&[version, flags], mut rest) = data.split_first_chunk::<2>()?;
-        if version != MANIFEST_V1 {
-            return None;
-        }
+        let (&version, rest) = data.split_first()?;
+        let (flags, mut rest) = match version {
+            MANIFEST_V1 => {
+                let (&flags, rest) = rest.split_first()?;
+                (u16::from(flags), rest)
+            }
+            MANIFEST_V2 => {
+                let (flags, rest) = rest.split_first_chunk::<2>()?;
+                (u16::from_le_bytes(*flags), rest)
+            }
+            _ => return None,
+        };
         let mut m = Manifest {
             request_view_derived: flags & REQUEST_VIEW_DERIVED != 0,
+            response_view_derived: flags & RESPONSE_VIEW_DERIVED != 0,
             ..Manifest::default()
         };
         for (bit, slot) in [
@@ -264,9 +283,22 @@ pub(super) fn store_content(
         }
     }
     if let Some(view) = &call.response {
-        let json = serde_json::to_vec(view).map_err(StoreError::Encode)?;
-        let plan = Plan::new(&json, txn, false, false);
-        manifest.response_view = Some(plan.store(txn, &mut failures)?);
+        let raw = exact(&call.request_body, &call.request_body_bytes)
+            .zip(exact(&call.response_body, &call.response_body_bytes));
+        let input = raw.and_then(|(request, response)| exchange_input(call, request, response));
+        if let Some(input) = input.filter(|_| manifest.request.is_some()) {
+            debug_assert_eq!(
+                view,
+                &crate::parse::parse_exchange(&input).response,
+                "call {}: the response view must be what the parser makes of the raw bodies",
+                call.id
+            );
+            manifest.response_view_derived = true;
+        } else {
+            let json = serde_json::to_vec(view).map_err(StoreError::Encode)?;
+            let plan = Plan::new(&json, txn, false, false);
+            manifest.response_view = Some(plan.store(txn, &mut failures)?);
+        }
     }
     if let Some(vars) = &call.metadata.prompt_variables {
         let json = serde_json::to_vec(vars).map_err(StoreError::Encode)?;
@@ -294,6 +326,30 @@ pub(super) fn store_content(
         ));
     }
     Ok(manifest)
+}
+
+/// The parser's input for a stored call, as the recorder gave it at capture time
+/// (`None` for routes the parsers do not read).
+fn exchange_input<'a>(
+    call: &'a CallRecord,
+    request: &'a [u8],
+    response: &'a [u8],
+) -> Option<crate::parse::ExchangeInput<'a>> {
+    let kind = ProviderKind::parse(&call.kind).filter(|k| *k != ProviderKind::Http)?;
+    Some(crate::parse::ExchangeInput {
+        kind,
+        provider: &call.provider,
+        // The recorder keeps the path with its (redacted) query; parsers read the path.
+        path: call.path.split('?').next().unwrap_or(""),
+        query: None,
+        request_body: request,
+        response_status: call.http_status,
+        response_content_type: call
+            .response_headers
+            .get("content-type")
+            .map(String::as_str),
+        response_body: response,
+    })
 }
 
 /// Metadata records for the `calls` tree, and `(call id, sealed manifest)` pairs.
@@ -355,17 +411,29 @@ impl Store {
             return Ok(());
         };
         let c = &self.content;
-        if let Some(a) = &m.request {
-            let raw = c.expand(a)?;
+        let request = m.request.as_ref().map(|a| c.expand(a)).transpose()?;
+        let response = m.response.as_ref().map(|a| c.expand(a)).transpose()?;
+        if let Some(raw) = &request {
             if m.request_view_derived {
                 if let Some(endpoint) = call.endpoint {
-                    call.request = Some(crate::parse::request_view(endpoint, &raw));
+                    call.request = Some(crate::parse::request_view(endpoint, raw));
                 }
             }
+        }
+        if m.response_view_derived {
+            if let Some(input) = request
+                .as_deref()
+                .zip(response.as_deref())
+                .and_then(|(req, resp)| exchange_input(call, req, resp))
+            {
+                call.response = Some(crate::parse::parse_exchange(&input).response);
+            }
+        }
+        if let Some(raw) = request {
             call.request_body = Some(lossy(raw));
         }
-        if let Some(a) = &m.response {
-            call.response_body = Some(lossy(c.expand(a)?));
+        if let Some(raw) = response {
+            call.response_body = Some(lossy(raw));
         }
         if let Some(a) = &m.request_view {
             call.request = Some(json::<RequestView>(c, a)?);
@@ -670,6 +738,7 @@ mod tests {
             response_view: Some([4; 32]),
             prompt_variables: None,
             request_view_derived: false,
+            response_view_derived: false,
             search_system: Some([5; 32]),
             search_user: None,
         };
@@ -677,11 +746,22 @@ mod tests {
         let derived = Manifest {
             request_view: None,
             request_view_derived: true,
+            response_view_derived: true,
             search_user: Some([6; 32]),
             ..m
         };
         assert_eq!(Manifest::decode(&derived.encode()), Some(derived));
         assert_eq!(Manifest::decode(&[2, 0]), None);
+        // Version 1 (one flag byte), as stores written before v2 hold.
+        let mut v1 = vec![1, 2];
+        v1.extend_from_slice(&[7; 32]);
+        assert_eq!(
+            Manifest::decode(&v1),
+            Some(Manifest {
+                response: Some([7; 32]),
+                ..Manifest::default()
+            })
+        );
         assert_eq!(Manifest::decode(&[1, 1, 0]), None);
     }
 }

@@ -70,10 +70,8 @@ impl Store {
                 call.id.as_bytes(),
                 summary::encode_stored(&summary.facets(), &summary).map_err(StoreError::Encode)?,
             )?;
-            self.calls.insert(
-                call.id.as_bytes(),
-                serde_json::to_vec(&call).map_err(StoreError::Encode)?,
-            )?;
+            self.calls
+                .insert(call.id.as_bytes(), super::encode_call_meta(&call)?)?;
             touched.insert(call.invocation_id.clone());
             report.changed += 1;
         }

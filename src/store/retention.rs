@@ -81,8 +81,8 @@ impl Store {
             if let Some(mut call) = self.get_call_meta(id)? {
                 call.parse_notes
                     .push("bodies removed by store.body_retention_days".into());
-                let value = serde_json::to_vec(&call).map_err(StoreError::Encode)?;
-                self.calls.insert(id.as_bytes(), value)?;
+                self.calls
+                    .insert(id.as_bytes(), super::encode_call_meta(&call)?)?;
             }
             self.call_content.remove(id.as_bytes())?;
             for root in manifest.roots() {

@@ -348,11 +348,11 @@ pub fn encode_stored<T: Serialize>(
     facets.encode(&mut out);
     let header_len = (out.len() - 4) as u32;
     out[..4].copy_from_slice(&header_len.to_be_bytes());
-    serde_json::to_writer(&mut out, summary)?;
+    out.extend_from_slice(&super::packed::pack(serde_json::to_vec(summary)?));
     Ok(out)
 }
 
-/// Splits a stored summary into (header, JSON).
+/// Splits a stored summary into (header, JSON as packed by `packed.rs`).
 pub fn split_stored(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
     let len = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
     Some((bytes.get(4..4 + len)?, bytes.get(4 + len..)?))
@@ -433,7 +433,8 @@ mod tests {
         assert_eq!(view.time_us, 42);
         assert_eq!(view.cost_pusd, Some(500_000_000_000));
         assert_eq!(view.get(tag::AGENT), Some("bot"));
-        let back: CallSummary = serde_json::from_slice(json).unwrap();
+        let back: CallSummary =
+            serde_json::from_slice(&super::super::packed::unpack(json).unwrap()).unwrap();
         assert_eq!(back, s);
         let check = |f: Filter| f.matches(&view);
         assert!(check(Filter::default()));

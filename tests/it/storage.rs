@@ -3,7 +3,7 @@
 
 use super::util::*;
 use base64::Engine;
-use llmtap::record::{CallRecord, Endpoint, InvocationRecord, Message, RequestView};
+use llmtap::record::{CallRecord, Endpoint, InvocationRecord, Message, ProviderKind, RequestView};
 use llmtap::store::{Keyring, Store, StoreOptions};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -116,17 +116,58 @@ fn every_fixture_reconstructs_byte_for_byte() {
             let request = fx["request"]["body"].as_str().unwrap_or_default();
             let response = fx["response"]["body"].as_str().unwrap();
             let mut c = call(&format!("c_{i:04}"), "inv", i as u32, 1, request, response);
-            c.request = Some(RequestView {
-                system: Some(format!("system of {name}")),
-                messages: vec![Message {
-                    role: "user".into(),
-                    text: Some(request.chars().take(200).collect()),
-                    ..Message::default()
-                }],
-                ..RequestView::default()
+            // The record as the recorder makes it: views are the parsers' own, so the
+            // store keeps only the raw bodies and parses them again when read.
+            let provider = fx["provider"].as_str().unwrap_or("openai");
+            let kind = match provider {
+                "anthropic" => ProviderKind::Anthropic,
+                "gemini" => ProviderKind::Gemini,
+                _ => ProviderKind::Openai,
+            };
+            let url: http::Uri = fx["request"]["url"]
+                .as_str()
+                .unwrap()
+                .replace("#stream", "")
+                .parse()
+                .unwrap();
+            let status = fx["response"]["status"].as_u64().unwrap() as u16;
+            let content_type = fx["response"]["headers"]["content-type"]
+                .as_str()
+                .map(str::to_owned);
+            let parsed = llmtap::parse::parse_exchange(&llmtap::parse::ExchangeInput {
+                kind,
+                provider,
+                path: url.path(),
+                query: url.query(),
+                request_body: request.as_bytes(),
+                response_status: Some(status),
+                response_content_type: content_type.as_deref(),
+                response_body: response.as_bytes(),
             });
+            c.kind = kind.as_str().into();
+            c.provider = provider.into();
+            c.path = url.path().into();
+            c.http_status = Some(status);
+            if let Some(ct) = content_type {
+                c.response_headers.insert("content-type".into(), ct);
+            }
+            c.endpoint = Some(parsed.endpoint);
+            c.request = Some(parsed.request);
+            c.response = Some(parsed.response);
             calls.push(c);
         }
+        // A view the parsers did not make (no endpoint) is stored as it is.
+        let mut handmade = call("c_9998", "inv", 98, 1, "{}", "{}");
+        handmade.request = Some(RequestView {
+            system: Some("system of a hand-made record".into()),
+            messages: vec![Message {
+                role: "user".into(),
+                text: Some("hello".into()),
+                ..Message::default()
+            }],
+            ..RequestView::default()
+        });
+        calls.push(handmade);
         // A body that is not UTF-8 keeps its exact bytes too.
         let mut odd = call("c_9999", "inv", 99, 1, "", "");
         odd.request_body_bytes = Some(b"{\"messages\":[\"\xff\xfe\"]}".to_vec());
@@ -159,7 +200,8 @@ fn every_fixture_reconstructs_byte_for_byte() {
             let back = store.get_call(&c.id).unwrap().unwrap();
             assert_eq!(back.request_body, c.request_body);
             assert_eq!(back.response_body, c.response_body);
-            assert_eq!(back.request, c.request);
+            assert_eq!(back.request, c.request, "{}: request view", c.id);
+            assert_eq!(back.response, c.response, "{}: response view", c.id);
             // The calls tree itself holds metadata only.
             let meta = store.get_call_meta(&c.id).unwrap().unwrap();
             assert!(meta.request_body.is_none() && meta.request.is_none());
