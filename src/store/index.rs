@@ -47,7 +47,79 @@ pub fn index_entries(
             out.push((index_key(*t, v, time_us, id), count_key(kind, *t, v)));
         }
     }
+    // Derived from the pairs, not stored in the header, so headers written before this
+    // index existed still produce the same entries when a record is re-indexed.
+    let session: &[u8] = has_session_value(pairs.iter().any(|(t, _)| *t == tag::SESSION));
+    out.push((
+        index_key(tag::HAS_SESSION, session, time_us, id),
+        count_key(kind, tag::HAS_SESSION, session),
+    ));
     out
+}
+
+/// Tags whose pairwise co-occurrence is counted, so a two-filter `total` needs no scan.
+/// Sessions and users are left out: their indexes are short, so a join counts them
+/// quickly, while their many values would multiply the counters.
+const PAIRED: [u8; 8] = [
+    tag::AGENT,
+    tag::PROVIDER,
+    tag::MODEL,
+    tag::STATUS,
+    tag::TENANT,
+    tag::TRIGGER,
+    tag::PROMPT,
+    tag::HAS_SESSION,
+];
+
+/// Counter key of records carrying both (tag, value) pairs: `C`|`I`, the two tags in
+/// order, first value, 0x00, second value. Uppercase kind keeps these apart from the
+/// single-index counters (`c`|`i`).
+pub fn pair_count_key(kind: u8, a: (u8, &[u8]), b: (u8, &[u8])) -> Vec<u8> {
+    let (a, b) = if a.0 <= b.0 { (a, b) } else { (b, a) };
+    let mut key = Vec::with_capacity(a.1.len() + b.1.len() + 4);
+    key.push(kind.to_ascii_uppercase());
+    key.push(a.0);
+    key.push(b.0);
+    key.extend_from_slice(a.1);
+    key.push(0);
+    key.extend_from_slice(b.1);
+    key
+}
+
+/// Whether `pair_count_key` counts this tag.
+pub fn is_paired(t: u8) -> bool {
+    PAIRED.contains(&t)
+}
+
+/// Every pair counter one record adds to.
+pub fn pair_counts(kind: u8, pairs: &[(u8, &[u8])]) -> Vec<Vec<u8>> {
+    let session = has_session_value(pairs.iter().any(|(t, _)| *t == tag::SESSION));
+    let mut items: Vec<(u8, &[u8])> = pairs
+        .iter()
+        .filter(|(t, _)| PAIRED.contains(t))
+        .copied()
+        .collect();
+    items.push((tag::HAS_SESSION, session));
+    items.sort_unstable();
+    items.dedup();
+    let mut out = Vec::with_capacity(items.len() * items.len() / 2);
+    for (i, a) in items.iter().enumerate() {
+        for b in &items[i + 1..] {
+            if a.0 != b.0 {
+                out.push(pair_count_key(kind, *a, *b));
+            }
+        }
+    }
+    out
+}
+
+/// The `has_session` index value.
+pub fn has_session_value(has: bool) -> &'static [u8] {
+    if has {
+        b"1"
+    } else {
+        b"0"
+    }
 }
 
 pub fn facet_pairs(f: &Facets) -> Vec<(u8, &[u8])> {
@@ -384,6 +456,28 @@ mod tests {
         assert!(a < b);
         assert!(!c.starts_with(&index_prefix(tag::AGENT, b"bot")));
         assert_eq!(split_index_key(&b, 5), Some((6, &b"c_a"[..])));
+    }
+
+    #[test]
+    fn pair_counters_cover_each_pair_of_distinct_tags_once() {
+        let pairs: Vec<(u8, &[u8])> = vec![
+            (tag::AGENT, b"bot"),
+            (tag::MODEL, b"m1"),
+            (tag::MODEL, b"m2"),
+            (tag::SESSION, b"s1"),
+            (tag::USER, b"u1"),
+        ];
+        let keys = pair_counts(b'i', &pairs);
+        // agent×m1, agent×m2, agent×h, m1×h, m2×h: no model×model, session or user.
+        assert_eq!(keys.len(), 5);
+        let agent_m2 = pair_count_key(b'i', (tag::MODEL, b"m2"), (tag::AGENT, b"bot"));
+        assert!(keys.contains(&agent_m2));
+        assert!(keys.contains(&pair_count_key(
+            b'i',
+            (tag::HAS_SESSION, b"1"),
+            (tag::AGENT, b"bot")
+        )));
+        assert_eq!(agent_m2[0], b'I');
     }
 
     #[test]
