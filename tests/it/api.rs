@@ -595,6 +595,102 @@ async fn tokens_roles_tenants_and_the_audit_log() {
     running.shutdown().await.unwrap();
 }
 
+#[tokio::test]
+async fn session_subjects_are_admin_only_and_audited_and_ratelimits_need_an_unconfined_token() {
+    let toml = [
+        token_toml("root", "admin-token", "admin", None),
+        token_toml("watcher", "viewer-token", "viewer", None),
+        token_toml("acme-admin", "acme-admin-token", "admin", Some("acme")),
+        token_toml("acme-viewer", "acme-token", "viewer", Some("acme")),
+    ]
+    .concat();
+    let (running, _dir) = start(&toml).await;
+    let mine = synthetic_call(
+        "acme-chat",
+        1,
+        T0,
+        "bot",
+        "acme",
+        Some("chat-acme"),
+        0,
+        CallStatus::RateLimited,
+        100,
+        10,
+    );
+    write(&running, &[mine]);
+    let (admin, viewer, acme_admin, acme) = (
+        Some("admin-token"),
+        Some("viewer-token"),
+        Some("acme-admin-token"),
+        Some("acme-token"),
+    );
+    let audited = |v: &Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {}",
+                    e["who"].as_str().unwrap(),
+                    e["path"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+
+    // Viewers see sessions without subjects (prompt text), and nothing is audited.
+    for token in [viewer, acme] {
+        let list = get(&running, "/api/v1/sessions", token).await.json();
+        assert_eq!(ids(&list), vec!["chat-acme"]);
+        assert!(list["items"][0]["subject"].is_null());
+        let one = get(&running, "/api/v1/sessions/chat-acme", token)
+            .await
+            .json();
+        assert!(one["subject"].is_null());
+        assert_eq!(one["timeline"].as_array().unwrap().len(), 1);
+    }
+    let log = get(&running, "/api/v1/audit", admin).await.json();
+    assert_eq!(log["count"], 0, "viewer reads are not audited");
+
+    // Admins (confined or not) see subjects, and each read is audited like /calls/{id}.
+    let list = get(&running, "/api/v1/sessions", acme_admin).await.json();
+    assert!(list["items"][0]["subject"]
+        .as_str()
+        .unwrap()
+        .starts_with("Please summarise"));
+    let one = get(&running, "/api/v1/sessions/chat-acme", admin)
+        .await
+        .json();
+    assert!(one["subject"].as_str().is_some());
+    let log = get(&running, "/api/v1/audit", admin).await.json();
+    assert_eq!(
+        audited(&log),
+        vec![
+            "root /api/v1/sessions/chat-acme".to_string(),
+            "acme-admin /api/v1/sessions".to_string(),
+        ]
+    );
+    assert_eq!(log["items"][1]["tenant"], "acme");
+
+    // Rate-limit state belongs to provider keys that tenants may share: confined
+    // tokens get 403, not another tenant's remaining capacity.
+    for token in [acme, acme_admin] {
+        let got = get(&running, "/api/v1/ratelimits", token).await;
+        assert_eq!(got.status, 403);
+        assert!(got.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("per provider API key"));
+    }
+    for token in [viewer, admin] {
+        let rl = get(&running, "/api/v1/ratelimits", token).await.json();
+        assert_eq!(rl["count"], 1);
+        assert_eq!(rl["items"][0]["rate_limited_24h"], 0, "T0 is long ago");
+    }
+    running.shutdown().await.unwrap();
+}
+
 /// Records whose filters intersect sparsely, for join checks against brute force.
 fn sparse() -> Vec<CallRecord> {
     let mut x = 0x2545_f491_4f6c_dd1du64;
