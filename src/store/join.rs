@@ -22,41 +22,47 @@ pub type Key = (u64, Vec<u8>);
 /// range costs a tree descent, a few key reads' worth.
 const STEPS_BEFORE_SEEK: usize = 8;
 
-/// One reverse range scan over a single index prefix.
+/// One reverse range scan over a single index prefix. Heads are compared by their
+/// suffix (time BE, id), which orders exactly like (time, id), so the join moves
+/// without copying keys.
 struct Scan {
     tree: sled::Tree,
-    prefix: Vec<u8>,
+    prefix_len: usize,
     lo: Vec<u8>,
     iter: std::iter::Rev<sled::Iter>,
-    head: Option<Key>,
+    head: Option<sled::IVec>,
 }
 
 impl Scan {
+    fn head(&self) -> Option<&[u8]> {
+        self.head.as_ref().map(|k| &k[self.prefix_len..])
+    }
+
     fn read(&mut self, work: &mut usize) -> Result<(), StoreError> {
         self.head = None;
         for entry in self.iter.by_ref() {
             *work += 1;
             let (key, _) = entry?;
-            if let Some((time, id)) = index::split_index_key(&key, self.prefix.len()) {
-                self.head = Some((time, id.to_vec()));
+            // Shorter keys cannot hold a time: not an index entry of this prefix.
+            if key.len() >= self.prefix_len + 8 {
+                self.head = Some(key);
                 break;
             }
         }
         Ok(())
     }
 
-    /// Moves the head to the newest key at or below `target`.
-    fn seek_le(&mut self, target: &Key, work: &mut usize) -> Result<(), StoreError> {
+    /// Moves the head to the newest key at or below `target` (a suffix).
+    fn seek_le(&mut self, target: &[u8], work: &mut usize) -> Result<(), StoreError> {
         for _ in 0..STEPS_BEFORE_SEEK {
-            match &self.head {
+            match self.head() {
                 Some(h) if h > target => self.read(work)?,
                 _ => return Ok(()),
             }
         }
-        if self.head.as_ref().is_some_and(|h| h > target) {
-            let mut at = self.prefix.clone();
-            at.extend_from_slice(&target.0.to_be_bytes());
-            at.extend_from_slice(&target.1);
+        if self.head().is_some_and(|h| h > target) {
+            let mut at = self.lo[..self.prefix_len].to_vec();
+            at.extend_from_slice(target);
             self.iter = self.tree.range(self.lo.clone()..=at).rev();
             *work += 1;
             self.read(work)?;
@@ -71,11 +77,11 @@ struct Union {
 }
 
 impl Union {
-    fn head(&self) -> Option<&Key> {
-        self.scans.iter().filter_map(|s| s.head.as_ref()).max()
+    fn head(&self) -> Option<&[u8]> {
+        self.scans.iter().filter_map(Scan::head).max()
     }
 
-    fn seek_le(&mut self, target: &Key, work: &mut usize) -> Result<(), StoreError> {
+    fn seek_le(&mut self, target: &[u8], work: &mut usize) -> Result<(), StoreError> {
         for s in &mut self.scans {
             s.seek_le(target, work)?;
         }
@@ -83,14 +89,20 @@ impl Union {
     }
 
     /// Steps past `key` in every scan that stands on it.
-    fn step_past(&mut self, key: &Key, work: &mut usize) -> Result<(), StoreError> {
+    fn step_past(&mut self, key: &[u8], work: &mut usize) -> Result<(), StoreError> {
         for s in &mut self.scans {
-            if s.head.as_ref() == Some(key) {
+            if s.head() == Some(key) {
                 s.read(work)?;
             }
         }
         Ok(())
     }
+}
+
+fn split(suffix: &[u8]) -> Key {
+    let mut time = [0u8; 8];
+    time.copy_from_slice(&suffix[..8]);
+    (u64::from_be_bytes(time), suffix[8..].to_vec())
 }
 
 /// Bounds shared by every stream of a join.
@@ -115,6 +127,8 @@ pub struct Join {
     /// Set when `next` stopped for the budget; every key strictly newer than this
     /// has been decided, so a scan can resume at it (inclusive).
     pub stopped_at: Option<Key>,
+    /// The current target suffix, reused so moving the join allocates nothing.
+    target: Vec<u8>,
 }
 
 impl Join {
@@ -152,7 +166,7 @@ impl Join {
                 let mut scan = Scan {
                     tree: tree.clone(),
                     iter: tree.range(lo.clone()..hi).rev(),
-                    prefix,
+                    prefix_len: prefix.len(),
                     lo,
                     head: None,
                 };
@@ -167,6 +181,7 @@ impl Join {
             work,
             budget: usize::MAX,
             stopped_at: None,
+            target: Vec::new(),
         })
     }
 
@@ -176,37 +191,39 @@ impl Join {
         }
         loop {
             // A common key can be no newer than the oldest head.
-            let mut target: Option<Key> = None;
+            let mut oldest: Option<&[u8]> = None;
             for u in &self.unions {
                 match u.head() {
                     None => return Ok(None),
                     Some(h) => {
-                        if target.as_ref().is_none_or(|t| h < t) {
-                            target = Some(h.clone());
+                        if oldest.is_none_or(|o| h < o) {
+                            oldest = Some(h);
                         }
                     }
                 }
             }
-            let Some(target) = target else {
+            let Some(oldest) = oldest else {
                 return Ok(None);
             };
+            self.target.clear();
+            self.target.extend_from_slice(oldest);
             if self.work > self.budget {
-                self.stopped_at = Some(target);
+                self.stopped_at = Some(split(&self.target));
                 return Ok(None);
             }
             let mut all_on_target = true;
             for u in &mut self.unions {
-                u.seek_le(&target, &mut self.work)?;
+                u.seek_le(&self.target, &mut self.work)?;
                 match u.head() {
                     None => return Ok(None),
-                    Some(h) => all_on_target &= *h == target,
+                    Some(h) => all_on_target &= h == self.target.as_slice(),
                 }
             }
             if all_on_target {
                 for u in &mut self.unions {
-                    u.step_past(&target, &mut self.work)?;
+                    u.step_past(&self.target, &mut self.work)?;
                 }
-                return Ok(Some(target));
+                return Ok(Some(split(&self.target)));
             }
         }
     }

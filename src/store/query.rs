@@ -16,11 +16,13 @@ use std::sync::atomic::Ordering;
 
 /// `total` is exact up to this many matches, then a lower bound.
 pub const COUNT_CAP: u64 = 10_000;
-/// Most index entries one page request examines; beyond it the page ends early
-/// with `has_more` and a cursor to continue from.
+/// Most work (index keys read, ranges reopened, summaries read for residual filters)
+/// one page request does; beyond it the page ends early with `has_more` and a cursor
+/// to continue from.
 const PAGE_BUDGET: usize = 200_000;
-/// Most index entries examined to count `total`.
-const COUNT_BUDGET: usize = 20_000;
+/// Most work spent counting `total` when no counter answers it; beyond it `total` is
+/// a lower bound.
+const COUNT_BUDGET: usize = 100_000;
 
 /// A place in newest-first order: strictly older records come after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
