@@ -245,9 +245,11 @@ impl Store {
             };
             let Some((time_us, id)) = join.next()? else {
                 if let Some(at) = join.stopped_at.take() {
+                    // Unknown beyond this point, so there may be more: say so, and
+                    // resume after the last item (or where the scan stopped).
                     truncated = true;
+                    has_more = true;
                     if items.len() < limit {
-                        has_more = true;
                         next = Some(resume_at(at));
                     }
                 }
