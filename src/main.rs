@@ -479,7 +479,7 @@ async fn bench_api(data_dir: PathBuf, requests: usize) -> anyhow::Result<()> {
             "/api/v1/calls?agent=agent-05&has_session=true&limit=20".into(),
         ),
         (
-            "calls, agent + status=failed, `from` before all data (join count)",
+            "calls, agent + status=failed, `from` before all data",
             format!(
                 "/api/v1/calls?agent=agent-03&status=failed&from={}&limit=20",
                 llmtap::timefmt::format_rfc3339_us(now - 31 * day)

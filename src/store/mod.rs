@@ -10,7 +10,8 @@
 //!   tag `t` (empty value) is the time index of every record, tag `h` (`1`/`0`)
 //!   whether it has a session
 //! - `idx_counts`: `c`|`i`, tag, value → entries under that index prefix (u64 BE);
-//!   `C`|`I`, tag, tag, value, 0x00, value → records with both (see `index::pair_count_key`)
+//!   `C`|`I`, tag, tag, value, 0x00, value [, 0x00, day u32 BE] → records with both, all
+//!   time or that UTC day (see `index::pair_count_key`)
 //! - `call_text`: call id → system prompt and last user message (JSON), for `q`
 //! - `rollup`:       scope, 0x00, 15-minute bucket start → counters (`RollupCell`)
 //! - `rollup_all`:   scope → all-time counters with a latency histogram
@@ -20,8 +21,8 @@
 //! - `rl_429`:       that key, 0x00, time, call id → retry-after seconds (JSON)
 //! - `audit`:        time, sequence (u32 BE) → audit entry JSON (written by the API)
 //! - `meta`:         `schema` → version; `encrypted` → key id; `body_sweep_cursor`;
-//!   `read_indexes` → 1 once derived trees exist; `index_v2` → 1 once tag `h` and the
-//!   pair counters exist
+//!   `read_indexes` → 1 once derived trees exist; `index_v3` → 1 once tag `h` and the
+//!   pair counters (all time and per day) exist
 //! - `call_content`: call id → sealed manifest naming the call's content roots
 //! - `chunks`, `chunk_refs`, `blobs`, `blob_refs`: the content store (see `content.rs`)
 //!
@@ -312,12 +313,12 @@ impl Store {
             }
             meta.insert("read_indexes", b"1")?;
         }
-        if meta.get("index_v2")?.is_none() {
+        if meta.get("index_v3")?.is_none() {
             if !fresh {
                 tracing::info!("adding the has_session index and pair counters to an older store");
-                store.backfill_v2()?;
+                store.backfill_indexes()?;
             }
-            meta.insert("index_v2", b"1")?;
+            meta.insert("index_v3", b"1")?;
         }
         Ok(store)
     }
@@ -370,7 +371,7 @@ impl Store {
     /// Adds what a store indexed before them lacks: the `has_session` index entries
     /// (tag `h`) and the pair counters. Counters are set, not added, so a run cut short
     /// can simply rerun.
-    fn backfill_v2(&self) -> Result<(), StoreError> {
+    fn backfill_indexes(&self) -> Result<(), StoreError> {
         for (kind, sums, idx) in [
             (b'c', &self.call_sum, &self.call_idx),
             (b'i', &self.inv_sum, &self.inv_idx),
@@ -390,7 +391,7 @@ impl Store {
                 *counts
                     .entry(index::count_key(kind, summary::tag::HAS_SESSION, value))
                     .or_default() += 1;
-                for count in index::pair_counts(kind, &pairs) {
+                for count in index::pair_counts(kind, view.time_us, &pairs) {
                     *counts.entry(count).or_default() += 1;
                 }
                 batch.insert(
@@ -469,7 +470,7 @@ impl Store {
                 idx_batch.insert(key, &[] as &[u8]);
                 *counts.entry(count).or_default() += 1;
             }
-            for count in index::pair_counts(b'c', &pairs) {
+            for count in index::pair_counts(b'c', facets.time_us, &pairs) {
                 *counts.entry(count).or_default() += 1;
             }
             // Prompt text in the clear would defeat encryption at rest: with a key,
@@ -577,13 +578,13 @@ impl Store {
                 }
             }
             let old_pairs: HashSet<Vec<u8>> = match &old {
-                Some((view, _)) => index::pair_counts(b'i', &index::view_pairs(view))
+                Some((view, _)) => index::pair_counts(b'i', view.time_us, &index::view_pairs(view))
                     .into_iter()
                     .collect(),
                 None => HashSet::new(),
             };
             let new_pairs: HashSet<Vec<u8>> =
-                index::pair_counts(b'i', &index::facet_pairs(&facets))
+                index::pair_counts(b'i', facets.time_us, &index::facet_pairs(&facets))
                     .into_iter()
                     .collect();
             for key in old_pairs.difference(&new_pairs) {
@@ -770,7 +771,7 @@ impl Store {
                 self.call_idx.remove(key.as_slice())?;
             }
             let counters = entries.into_iter().map(|(_, count)| count);
-            for count in counters.chain(index::pair_counts(b'c', &pairs)) {
+            for count in counters.chain(index::pair_counts(b'c', view.time_us, &pairs)) {
                 let now = self.idx_counts.get(&count)?.map_or(0, |v| be_u64(&v));
                 self.idx_counts
                     .insert(count, &now.saturating_sub(1).to_be_bytes())?;

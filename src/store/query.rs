@@ -81,6 +81,9 @@ struct Plan {
     /// Filters the join does not cover, checked on each match's summary header.
     residual: bool,
     exact_total: Option<u64>,
+    /// Two paired filters within a time window: whole days come from the per-day pair
+    /// counters, only the partial days at the ends need the join.
+    pairs_by_day: bool,
 }
 
 fn bounds<'a>(filter: &Filter, before: Option<&'a Position>) -> Bounds<'a> {
@@ -147,6 +150,7 @@ impl Store {
                 conjuncts: vec![(tag::ALL, vec![Vec::new()])],
                 residual,
                 exact_total: (!residual && timeless).then_some(all),
+                pairs_by_day: false,
             });
         }
         // Counters give exact totals (one index, or a pair of them), unless ORed values
@@ -154,8 +158,12 @@ impl Store {
         let single_valued = |(t, values): &(u8, Vec<Vec<u8>>)| {
             values.len() == 1 || kind == Kind::Calls || !matches!(*t, tag::MODEL | tag::PROVIDER)
         };
-        let exact = !residual && timeless && conjuncts.iter().all(single_valued);
+        let countable = !residual && conjuncts.iter().all(single_valued);
+        let exact = countable && timeless;
         let paired = |a: u8, b: u8| a != b && index::is_paired(a) && index::is_paired(b);
+        let pairs_by_day = countable
+            && !timeless
+            && matches!(conjuncts.as_slice(), [(ta, _), (tb, _)] if paired(*ta, *tb));
         let exact_total = match conjuncts.as_slice() {
             [_] if exact => Some(estimates[0]),
             [(ta, va), (tb, vb)] if exact && paired(*ta, *tb) => {
@@ -174,7 +182,54 @@ impl Store {
             conjuncts,
             residual,
             exact_total,
+            pairs_by_day,
         })
+    }
+
+    /// `total` of two paired filters in a window: per-day counters for the whole UTC
+    /// days inside it, the join for the partial days at its ends. `None` when the window
+    /// holds no whole day (the join alone is cheap then).
+    fn pairs_by_day_total(
+        &self,
+        kind: Kind,
+        filter: &Filter,
+        plan: &Plan,
+    ) -> Result<Option<(u64, bool)>, StoreError> {
+        let (_, _, k) = self.trees(kind);
+        let [(ta, va), (tb, vb)] = plan.conjuncts.as_slice() else {
+            return Ok(None);
+        };
+        let from = filter.from_us.unwrap_or(0);
+        let first = from.div_ceil(index::DAY_US);
+        let end = filter.to_us.map_or(u64::MAX, |to| to / index::DAY_US);
+        let day = |d: u64| u32::try_from(d).unwrap_or(u32::MAX);
+        if first >= end {
+            return Ok(None);
+        }
+        let mut n = 0;
+        for a in va {
+            for b in vb {
+                let key = index::pair_count_key(k, (*ta, a), (*tb, b));
+                let range =
+                    index::pair_day_key(&key, day(first))..index::pair_day_key(&key, day(end));
+                for entry in self.idx_counts.range(range) {
+                    let (_, v) = entry?;
+                    n += be_u64(&v);
+                }
+            }
+        }
+        let mut lower = false;
+        let head = (Some(from), Some(first * index::DAY_US));
+        let tail = (Some(end.saturating_mul(index::DAY_US)), filter.to_us);
+        for (lo, hi) in [head, tail] {
+            if hi.is_some() && lo >= hi {
+                continue;
+            }
+            let (c, l) = self.count_in(kind, filter, plan, lo, hi)?;
+            n += c;
+            lower |= l;
+        }
+        Ok(Some((n, lower)))
     }
 
     /// Checks the filters the driving index does not cover.
@@ -230,8 +285,14 @@ impl Store {
             &bounds(filter, request.after.as_ref()),
         )?;
         let limit = request.limit.max(1);
-        let count_here =
-            request.count_total && request.after.is_none() && plan.exact_total.is_none();
+        let counted = match plan.exact_total {
+            Some(n) => Some((n, false)),
+            None if request.count_total && plan.pairs_by_day => {
+                self.pairs_by_day_total(kind, filter, &plan)?
+            }
+            None => None,
+        };
+        let count_here = request.count_total && request.after.is_none() && counted.is_none();
         let mut items = Vec::with_capacity(limit);
         let mut next = None;
         let mut has_more = false;
@@ -294,14 +355,14 @@ impl Store {
         if !has_more {
             next = None;
         }
-        let (total, lower) = if let Some(exact) = plan.exact_total {
-            (exact, false)
+        let (total, lower) = if let Some(counted) = counted {
+            counted
         } else if !request.count_total {
             (0, true)
         } else if count_here {
             (matched.min(COUNT_CAP), matched > COUNT_CAP || truncated)
         } else {
-            self.count(kind, filter, &plan)?
+            self.count_in(kind, filter, &plan, filter.from_us, filter.to_us)?
         };
         Ok(Page {
             items,
@@ -312,10 +373,23 @@ impl Store {
         })
     }
 
-    /// Matches from the newest, exact up to `COUNT_CAP`; (count, is a lower bound).
-    fn count(&self, kind: Kind, filter: &Filter, plan: &Plan) -> Result<(u64, bool), StoreError> {
+    /// Matches in [from, to) from the newest, exact up to `COUNT_CAP`; (count, is a
+    /// lower bound).
+    fn count_in(
+        &self,
+        kind: Kind,
+        filter: &Filter,
+        plan: &Plan,
+        from_us: Option<u64>,
+        to_us: Option<u64>,
+    ) -> Result<(u64, bool), StoreError> {
         let (idx, sums, _) = self.trees(kind);
-        let mut join = Join::new(idx, &plan.conjuncts, &bounds(filter, None))?;
+        let window = Bounds {
+            from_us,
+            to_us,
+            before: None,
+        };
+        let mut join = Join::new(idx, &plan.conjuncts, &window)?;
         join.budget = COUNT_BUDGET;
         let mut matched = 0u64;
         while let Some((_, id)) = join.next()? {
@@ -676,6 +750,78 @@ mod tests {
     }
 
     #[test]
+    fn windowed_two_filter_totals_add_day_counters_and_joined_edges() {
+        let dir = Dir(std::env::temp_dir().join(format!(
+            "llmtap-days-{}-{}",
+            std::process::id(),
+            crate::timefmt::now_unix_us()
+        )));
+        let day = index::DAY_US;
+        let t0 = 20_000 * day;
+        // 5 days, a call every 97 minutes, so calls fall at varied times of day.
+        let calls: Vec<_> = (0..75u64)
+            .map(|i| {
+                let status = if i % 3 == 0 {
+                    CallStatus::Failed
+                } else {
+                    CallStatus::Success
+                };
+                synthetic_call(
+                    &format!("inv-{i}"),
+                    1,
+                    t0 + i * 97 * 60_000_000,
+                    &format!("agent-{}", i % 2),
+                    "t",
+                    None,
+                    0,
+                    status,
+                    10,
+                    1,
+                )
+            })
+            .collect();
+        let invs: Vec<_> = calls.iter().map(|c| roll_up(None, c)).collect();
+        let store = Store::open(&dir.0, 16 << 20, 100).expect("open");
+        store.write_batch(&calls, &invs).expect("write");
+        let windows = [
+            (None, Some(t0 + 3 * day + day / 3)),
+            (Some(t0 + day + 7), None),
+            (Some(t0 + day / 2), Some(t0 + 4 * day + 5)),
+            (Some(t0 + day), Some(t0 + 3 * day)),
+            (Some(t0 + 2 * day + 100), Some(t0 + 2 * day + day / 2)),
+        ];
+        for (from_us, to_us) in windows {
+            let want: Vec<String> = calls
+                .iter()
+                .rev()
+                .filter(|c| c.metadata.agent.as_deref() == Some("agent-1"))
+                .filter(|c| c.status == Some(CallStatus::Failed))
+                .filter(|c| from_us.is_none_or(|f| c.started_at_us >= f))
+                .filter(|c| to_us.is_none_or(|t| c.started_at_us < t))
+                .map(|c| c.id.clone())
+                .collect();
+            let filter = Filter {
+                eq: vec![
+                    (tag::AGENT, vec!["agent-1".into()]),
+                    (tag::STATUS, vec!["failed".into()]),
+                ],
+                from_us,
+                to_us,
+                ..Filter::default()
+            };
+            let request = PageRequest {
+                limit: 100,
+                count_total: true,
+                ..PageRequest::default()
+            };
+            let page = store.list_calls(&filter, &request).expect("list");
+            assert_eq!(ids(&page, |s| &s.id), want, "{from_us:?}..{to_us:?}");
+            assert_eq!(page.total, want.len() as u64, "{from_us:?}..{to_us:?}");
+            assert!(!page.total_is_lower_bound);
+        }
+    }
+
+    #[test]
     fn an_older_store_gets_the_has_session_index_and_pair_counters_at_open() {
         let dir = Dir(std::env::temp_dir().join(format!(
             "llmtap-backfill-{}-{}",
@@ -731,7 +877,7 @@ mod tests {
                     store.idx_counts.remove(key).expect("remove");
                 }
             }
-            store.meta.remove("index_v2").expect("remove");
+            store.meta.remove("index_v3").expect("remove");
             store.flush().expect("flush");
         }
         let store = Store::open(&dir.0, 16 << 20, 100).expect("reopen");
