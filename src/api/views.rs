@@ -304,7 +304,12 @@ pub(super) fn sessions(state: &ApiState, who: &Principal, p: &Params) -> ApiResu
     }
     let request = params::page_request(p, true)?;
     let mut page = state.store.list_sessions(tenant.as_deref(), &request)?;
-    if !who.is_admin() {
+    if who.is_admin() {
+        // Subjects are users' first messages: prompt text, so an admin's read is audited.
+        if page.items.iter().any(|s| s.subject.is_some()) {
+            audit(state, who, "read session subjects", "/api/v1/sessions")?;
+        }
+    } else {
         for s in &mut page.items {
             s.subject = None;
         }
@@ -329,6 +334,13 @@ pub(super) fn session(state: &ApiState, who: &Principal, p: &Params, id: &str) -
     }
     if !who.is_admin() {
         s.subject = None;
+    } else if s.subject.is_some() {
+        audit(
+            state,
+            who,
+            "read session subject",
+            &format!("/api/v1/sessions/{id}"),
+        )?;
     }
     let timeline: Vec<Value> = state
         .store
@@ -555,8 +567,16 @@ fn headroom(w: &LimitWindow) -> Option<f64> {
     }
 }
 
-pub(super) fn ratelimits(state: &ApiState, _who: &Principal, p: &Params) -> ApiResult {
+pub(super) fn ratelimits(state: &ApiState, who: &Principal, p: &Params) -> ApiResult {
     p.only(&[&["series", "provider", "from", "points"]])?;
+    // Limits belong to provider API keys, which tenants may share: remaining capacity
+    // and 429 counts would show other tenants' traffic, and the state is not kept per
+    // tenant, so a confined token is refused rather than shown a partial truth.
+    if who.tenant.is_some() {
+        return Err(ApiError::Forbidden(
+            "rate-limit state is kept per provider API key, not per tenant; it needs a token that is not confined to a tenant".into(),
+        ));
+    }
     let series = p.bool("series")?.unwrap_or(false);
     let now = now_unix_us();
     let from = p.time("from")?.unwrap_or(now.saturating_sub(DAY_US));

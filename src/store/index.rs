@@ -47,7 +47,95 @@ pub fn index_entries(
             out.push((index_key(*t, v, time_us, id), count_key(kind, *t, v)));
         }
     }
+    // Derived from the pairs, not stored in the header, so headers written before this
+    // index existed still produce the same entries when a record is re-indexed.
+    let session: &[u8] = has_session_value(pairs.iter().any(|(t, _)| *t == tag::SESSION));
+    out.push((
+        index_key(tag::HAS_SESSION, session, time_us, id),
+        count_key(kind, tag::HAS_SESSION, session),
+    ));
     out
+}
+
+/// Tags whose pairwise co-occurrence is counted, so a two-filter `total` needs no scan.
+/// Sessions and users are left out: their indexes are short, so a join counts them
+/// quickly, while their many values would multiply the counters.
+const PAIRED: [u8; 8] = [
+    tag::AGENT,
+    tag::PROVIDER,
+    tag::MODEL,
+    tag::STATUS,
+    tag::TENANT,
+    tag::TRIGGER,
+    tag::PROMPT,
+    tag::HAS_SESSION,
+];
+
+/// Counter key of records carrying both (tag, value) pairs: `C`|`I`, the two tags in
+/// order, first value, 0x00, second value. Uppercase kind keeps these apart from the
+/// single-index counters (`c`|`i`).
+pub fn pair_count_key(kind: u8, a: (u8, &[u8]), b: (u8, &[u8])) -> Vec<u8> {
+    let (a, b) = if a.0 <= b.0 { (a, b) } else { (b, a) };
+    let mut key = Vec::with_capacity(a.1.len() + b.1.len() + 4);
+    key.push(kind.to_ascii_uppercase());
+    key.push(a.0);
+    key.push(b.0);
+    key.extend_from_slice(a.1);
+    key.push(0);
+    key.extend_from_slice(b.1);
+    key
+}
+
+/// Whether `pair_count_key` counts this tag.
+pub fn is_paired(t: u8) -> bool {
+    PAIRED.contains(&t)
+}
+
+/// Days of the per-day pair counters are UTC days since the epoch.
+pub const DAY_US: u64 = 86_400_000_000;
+
+/// The per-day counter of a pair: its all-time key, 0x00, day (u32 BE). Values hold no
+/// NUL, so one pair's days are one contiguous range.
+pub fn pair_day_key(pair_key: &[u8], day: u32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(pair_key.len() + 5);
+    key.extend_from_slice(pair_key);
+    key.push(0);
+    key.extend_from_slice(&day.to_be_bytes());
+    key
+}
+
+/// Every pair counter one record adds to: all time and its day.
+pub fn pair_counts(kind: u8, time_us: u64, pairs: &[(u8, &[u8])]) -> Vec<Vec<u8>> {
+    let session = has_session_value(pairs.iter().any(|(t, _)| *t == tag::SESSION));
+    let mut items: Vec<(u8, &[u8])> = pairs
+        .iter()
+        .filter(|(t, _)| PAIRED.contains(t))
+        .copied()
+        .collect();
+    items.push((tag::HAS_SESSION, session));
+    items.sort_unstable();
+    items.dedup();
+    let day = u32::try_from(time_us / DAY_US).unwrap_or(u32::MAX);
+    let mut out = Vec::with_capacity(items.len() * items.len());
+    for (i, a) in items.iter().enumerate() {
+        for b in &items[i + 1..] {
+            if a.0 != b.0 {
+                let key = pair_count_key(kind, *a, *b);
+                out.push(pair_day_key(&key, day));
+                out.push(key);
+            }
+        }
+    }
+    out
+}
+
+/// The `has_session` index value.
+pub fn has_session_value(has: bool) -> &'static [u8] {
+    if has {
+        b"1"
+    } else {
+        b"0"
+    }
 }
 
 pub fn facet_pairs(f: &Facets) -> Vec<(u8, &[u8])> {
@@ -384,6 +472,30 @@ mod tests {
         assert!(a < b);
         assert!(!c.starts_with(&index_prefix(tag::AGENT, b"bot")));
         assert_eq!(split_index_key(&b, 5), Some((6, &b"c_a"[..])));
+    }
+
+    #[test]
+    fn pair_counters_cover_each_pair_of_distinct_tags_once() {
+        let pairs: Vec<(u8, &[u8])> = vec![
+            (tag::AGENT, b"bot"),
+            (tag::MODEL, b"m1"),
+            (tag::MODEL, b"m2"),
+            (tag::SESSION, b"s1"),
+            (tag::USER, b"u1"),
+        ];
+        let keys = pair_counts(b'i', 3 * DAY_US + 5, &pairs);
+        // agent×m1, agent×m2, agent×h, m1×h, m2×h: no model×model, session or user;
+        // each all-time and for day 3.
+        assert_eq!(keys.len(), 10);
+        let agent_m2 = pair_count_key(b'i', (tag::MODEL, b"m2"), (tag::AGENT, b"bot"));
+        assert!(keys.contains(&agent_m2));
+        assert!(keys.contains(&pair_count_key(
+            b'i',
+            (tag::HAS_SESSION, b"1"),
+            (tag::AGENT, b"bot")
+        )));
+        assert_eq!(agent_m2[0], b'I');
+        assert!(keys.contains(&pair_day_key(&agent_m2, 3)));
     }
 
     #[test]

@@ -7,8 +7,11 @@
 //!   lists an invocation's calls in round order with one prefix scan
 //! - `call_sum` / `inv_sum`: id → summary (facet header + JSON, see `summary.rs`)
 //! - `call_idx` / `inv_idx`: tag, value, 0x00, time, id → () (see `index.rs`);
-//!   tag `t` (empty value) is the time index of every record
-//! - `idx_counts`: `c`|`i`, tag, value → entries under that index prefix (u64 BE)
+//!   tag `t` (empty value) is the time index of every record, tag `h` (`1`/`0`)
+//!   whether it has a session
+//! - `idx_counts`: `c`|`i`, tag, value → entries under that index prefix (u64 BE);
+//!   `C`|`I`, tag, tag, value, 0x00, value [, 0x00, day u32 BE] → records with both, all
+//!   time or that UTC day (see `index::pair_count_key`)
 //! - `call_text`: call id → system prompt and last user message (JSON), for `q`;
 //!   legacy: calls now name these texts in their manifest (see `calls.rs`)
 //! - `rollup`:       scope, 0x00, 15-minute bucket start → counters (`RollupCell`)
@@ -19,7 +22,8 @@
 //! - `rl_429`:       that key, 0x00, time, call id → retry-after seconds (JSON)
 //! - `audit`:        time, sequence (u32 BE) → audit entry JSON (written by the API)
 //! - `meta`:         `schema` → version; `encrypted` → key id; `body_sweep_cursor`;
-//!   `read_indexes` → 1 once derived trees exist
+//!   `read_indexes` → 1 once derived trees exist; `index_v3` → 1 once tag `h` and the
+//!   pair counters (all time and per day) exist
 //! - `call_content`: call id → sealed manifest naming the call's content roots
 //! - `chunks`, `chunk_refs`, `blobs`, `blob_refs`: the content store (see `content.rs`)
 //!
@@ -41,6 +45,7 @@ pub mod content;
 pub mod crypto;
 pub mod disk;
 pub mod index;
+mod join;
 mod packed;
 mod query;
 mod reprice;
@@ -322,12 +327,20 @@ impl Store {
             meta: meta.clone(),
             db,
         };
-        if meta.get("read_indexes")?.is_none() {
+        let fresh = meta.get("read_indexes")?.is_none();
+        if fresh {
             if !store.calls.is_empty() {
                 tracing::info!("building read-API indexes for an older store");
                 store.reindex()?;
             }
             meta.insert("read_indexes", b"1")?;
+        }
+        if meta.get("index_v3")?.is_none() {
+            if !fresh {
+                tracing::info!("adding the has_session index and pair counters to an older store");
+                store.backfill_indexes()?;
+            }
+            meta.insert("index_v3", b"1")?;
         }
         Ok(store)
     }
@@ -374,6 +387,52 @@ impl Store {
             }
         }
         self.write_batch_derived(&[], &invs, false)?;
+        Ok(())
+    }
+
+    /// Adds what a store indexed before them lacks: the `has_session` index entries
+    /// (tag `h`) and the pair counters. Counters are set, not added, so a run cut short
+    /// can simply rerun.
+    fn backfill_indexes(&self) -> Result<(), StoreError> {
+        for (kind, sums, idx) in [
+            (b'c', &self.call_sum, &self.call_idx),
+            (b'i', &self.inv_sum, &self.inv_idx),
+        ] {
+            let mut counts: HashMap<Vec<u8>, u64> = HashMap::new();
+            let mut batch = sled::Batch::default();
+            let mut pending = 0;
+            for entry in sums.iter() {
+                let (id, stored) = entry?;
+                let key = String::from_utf8_lossy(&id);
+                let view = summary::split_stored(&stored)
+                    .and_then(|(h, _)| FacetView::parse(h))
+                    .ok_or_else(|| corrupt(&key, "summary header"))?;
+                let pairs = index::view_pairs(&view);
+                let has = pairs.iter().any(|(t, _)| *t == summary::tag::SESSION);
+                let value = index::has_session_value(has);
+                *counts
+                    .entry(index::count_key(kind, summary::tag::HAS_SESSION, value))
+                    .or_default() += 1;
+                for count in index::pair_counts(kind, view.time_us, &pairs) {
+                    *counts.entry(count).or_default() += 1;
+                }
+                batch.insert(
+                    index::index_key(summary::tag::HAS_SESSION, value, view.time_us, &key),
+                    &[] as &[u8],
+                );
+                pending += 1;
+                if pending == 10_000 {
+                    idx.apply_batch(std::mem::take(&mut batch))?;
+                    pending = 0;
+                }
+            }
+            idx.apply_batch(batch)?;
+            let mut count_batch = sled::Batch::default();
+            for (key, n) in counts {
+                count_batch.insert(key, &n.to_be_bytes());
+            }
+            self.idx_counts.apply_batch(count_batch)?;
+        }
         Ok(())
     }
 
@@ -427,10 +486,12 @@ impl Store {
                 call.id.as_bytes(),
                 summary::encode_stored(&facets, &summary).map_err(StoreError::Encode)?,
             );
-            for (key, count) in
-                index::index_entries(b'c', facets.time_us, &call.id, &index::facet_pairs(&facets))
-            {
+            let pairs = index::facet_pairs(&facets);
+            for (key, count) in index::index_entries(b'c', facets.time_us, &call.id, &pairs) {
                 idx_batch.insert(key, &[] as &[u8]);
+                *counts.entry(count).or_default() += 1;
+            }
+            for count in index::pair_counts(b'c', facets.time_us, &pairs) {
                 *counts.entry(count).or_default() += 1;
             }
             // Prompt text in the clear would defeat encryption at rest: with a key,
@@ -538,6 +599,22 @@ impl Store {
                     inv_idx_batch.insert(key.as_slice(), &[] as &[u8]);
                     *counts.entry(count.clone()).or_default() += 1;
                 }
+            }
+            let old_pairs: HashSet<Vec<u8>> = match &old {
+                Some((view, _)) => index::pair_counts(b'i', view.time_us, &index::view_pairs(view))
+                    .into_iter()
+                    .collect(),
+                None => HashSet::new(),
+            };
+            let new_pairs: HashSet<Vec<u8>> =
+                index::pair_counts(b'i', facets.time_us, &index::facet_pairs(&facets))
+                    .into_iter()
+                    .collect();
+            for key in old_pairs.difference(&new_pairs) {
+                *counts.entry(key.clone()).or_default() -= 1;
+            }
+            for key in new_pairs.difference(&old_pairs) {
+                *counts.entry(key.clone()).or_default() += 1;
             }
             if old.is_none() {
                 for scope in index::scopes(inv.tenant.as_deref(), inv.agent.as_deref()) {
@@ -711,10 +788,13 @@ impl Store {
                 .ok_or_else(|| corrupt(&call.id, "summary header"))?;
             let view =
                 FacetView::parse(header).ok_or_else(|| corrupt(&call.id, "summary header"))?;
-            for (key, count) in
-                index::index_entries(b'c', view.time_us, &call.id, &index::view_pairs(&view))
-            {
-                self.call_idx.remove(key)?;
+            let pairs = index::view_pairs(&view);
+            let entries = index::index_entries(b'c', view.time_us, &call.id, &pairs);
+            for (key, _) in &entries {
+                self.call_idx.remove(key.as_slice())?;
+            }
+            let counters = entries.into_iter().map(|(_, count)| count);
+            for count in counters.chain(index::pair_counts(b'c', view.time_us, &pairs)) {
                 let now = self.idx_counts.get(&count)?.map_or(0, |v| be_u64(&v));
                 self.idx_counts
                     .insert(count, &now.saturating_sub(1).to_be_bytes())?;

@@ -1,13 +1,14 @@
 //! Reads for the API: filtered, newest-first pages over the secondary indexes, counts,
 //! rollups, sessions, rate-limit state and the audit log.
 //!
-//! A list query picks one "driving" index (the indexed filter with the fewest entries,
-//! per `idx_counts`, else the time index), range-scans it backwards inside the time
-//! window and below the cursor, and checks any remaining filters on each candidate's
-//! summary header. Pages never decode full records. Every scan has a budget so no
-//! request reads the whole store.
+//! A list query joins the indexes of all its indexed filters (`join.rs`; the time
+//! index when none is indexed), each range-scanned backwards inside the time window
+//! and below the cursor, and checks any remaining filters (properties, `min_cost`,
+//! `q`) on each match's summary header. Pages never decode full records. Every scan
+//! has a budget so no request reads the whole store.
 
 use super::index::{self, RateLimitPoint, RateLimitState, RollupCell, SessionSummary};
+use super::join::{Bounds, Join};
 use super::summary::{self, tag, FacetView, Filter};
 use super::{be_u64, decode, decode_opt, round_prefix, Store, StoreError};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -15,11 +16,13 @@ use std::sync::atomic::Ordering;
 
 /// `total` is exact up to this many matches, then a lower bound.
 pub const COUNT_CAP: u64 = 10_000;
-/// Most index entries one page request examines; beyond it the page ends early
-/// with `has_more` and a cursor to continue from.
+/// Most work (index keys read, ranges reopened, summaries read for residual filters)
+/// one page request does; beyond it the page ends early with `has_more` and a cursor
+/// to continue from.
 const PAGE_BUDGET: usize = 200_000;
-/// Most index entries examined to count `total`.
-const COUNT_BUDGET: usize = 20_000;
+/// Most work spent counting `total` when no counter answers it; beyond it `total` is
+/// a lower bound.
+const COUNT_BUDGET: usize = 100_000;
 
 /// A place in newest-first order: strictly older records come after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,93 +74,32 @@ pub enum Kind {
     Invocations,
 }
 
+/// How a list query reads: the index streams it joins and what it checks afterwards.
 struct Plan {
-    tag: u8,
-    values: Vec<Vec<u8>>,
+    /// ANDed (tag, ORed values); the time index alone when no filter is indexed.
+    conjuncts: Vec<(u8, Vec<Vec<u8>>)>,
+    /// Filters the join does not cover, checked on each match's summary header.
     residual: bool,
     exact_total: Option<u64>,
+    /// Two paired filters within a time window: whole days come from the per-day pair
+    /// counters, only the partial days at the ends need the join.
+    pairs_by_day: bool,
 }
 
-/// One reverse range scan: prefix length, iterator, and its current head (time, id).
-type Stream = (usize, std::iter::Rev<sled::Iter>, Option<(u64, Vec<u8>)>);
-
-/// Newest-first merge of the reverse range scans of one tag's values.
-struct Candidates {
-    streams: Vec<Stream>,
-    last: Option<(u64, Vec<u8>)>,
-}
-
-impl Candidates {
-    fn new(
-        tree: &sled::Tree,
-        tag: u8,
-        values: &[Vec<u8>],
-        from_us: Option<u64>,
-        to_us: Option<u64>,
-        before: Option<&Position>,
-    ) -> Result<Candidates, StoreError> {
-        let mut streams = Vec::with_capacity(values.len());
-        for value in values {
-            let prefix = index::index_prefix(tag, value);
-            let mut lo = prefix.clone();
-            lo.extend_from_slice(&from_us.unwrap_or(0).to_be_bytes());
-            let mut hi = prefix.clone();
-            hi.extend_from_slice(&to_us.unwrap_or(u64::MAX).to_be_bytes());
-            if to_us.is_none() {
-                hi.push(0xff);
-            }
-            if let Some(p) = before {
-                let at = index::index_key(tag, value, p.time_us, &p.id);
-                if at < hi {
-                    hi = at;
-                }
-            }
-            if lo >= hi {
-                continue;
-            }
-            let mut iter = tree.range(lo..hi).rev();
-            let head = next_key(&mut iter, prefix.len())?;
-            streams.push((prefix.len(), iter, head));
-        }
-        Ok(Candidates {
-            streams,
-            last: None,
-        })
-    }
-
-    fn next(&mut self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
-        loop {
-            let best = self
-                .streams
-                .iter()
-                .enumerate()
-                .filter_map(|(i, s)| s.2.as_ref().map(|h| (i, h)))
-                .max_by(|a, b| a.1.cmp(b.1))
-                .map(|(i, _)| i);
-            let Some(i) = best else { return Ok(None) };
-            let (prefix_len, iter, head) = &mut self.streams[i];
-            let item = head.take();
-            *head = next_key(iter, *prefix_len)?;
-            if item.is_some() && item == self.last {
-                continue;
-            }
-            self.last.clone_from(&item);
-            return Ok(item);
-        }
+fn bounds<'a>(filter: &Filter, before: Option<&'a Position>) -> Bounds<'a> {
+    Bounds {
+        from_us: filter.from_us,
+        to_us: filter.to_us,
+        before: before.map(|p| (p.time_us, p.id.as_bytes())),
     }
 }
 
-fn next_key(
-    iter: &mut std::iter::Rev<sled::Iter>,
-    prefix_len: usize,
-) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
-    for entry in iter.by_ref() {
-        let (key, _) = entry?;
-        if let Some((time, id)) = index::split_index_key(&key, prefix_len) {
-            return Ok(Some((time, id.to_vec())));
-        }
-    }
-    Ok(None)
+/// Where a scan cut short by its budget resumes: just above `key`, so the exclusive
+/// cursor still includes it (ids are ASCII, so no id continues with U+10FFFF).
+fn resume_at(key: (u64, Vec<u8>)) -> Position {
+    let mut id = String::from_utf8_lossy(&key.1).into_owned();
+    id.push('\u{10FFFF}');
+    Position { time_us: key.0, id }
 }
 
 impl Store {
@@ -177,49 +119,117 @@ impl Store {
 
     fn plan(&self, kind: Kind, filter: &Filter) -> Result<Plan, StoreError> {
         let (_, _, k) = self.trees(kind);
-        let mut best: Option<(u64, usize)> = None;
-        for (i, (t, values)) in filter.eq.iter().enumerate() {
+        let mut conjuncts: Vec<(u8, Vec<Vec<u8>>)> = Vec::new();
+        let mut estimates = Vec::new();
+        let mut unindexed = false;
+        for (t, values) in &filter.eq {
             if !tag::INDEXED.contains(t) {
+                unindexed = true;
                 continue;
             }
             let mut estimate = 0;
             for v in values {
                 estimate += self.index_count(k, *t, v.as_bytes())?;
             }
-            if best.is_none_or(|(e, _)| estimate < e) {
-                best = Some((estimate, i));
-            }
+            estimates.push(estimate);
+            conjuncts.push((*t, values.iter().map(|v| v.as_bytes().to_vec()).collect()));
         }
-        let other = !filter.properties.is_empty()
-            || filter.has_session.is_some()
+        if let Some(want) = filter.has_session {
+            let value = index::has_session_value(want);
+            estimates.push(self.index_count(k, tag::HAS_SESSION, value)?);
+            conjuncts.push((tag::HAS_SESSION, vec![value.to_vec()]));
+        }
+        let residual = unindexed
+            || !filter.properties.is_empty()
             || filter.min_cost_pusd.is_some()
             || filter.text.is_some();
         let timeless = filter.from_us.is_none() && filter.to_us.is_none();
-        Ok(match best {
-            Some((estimate, i)) => {
-                let residual = other || filter.eq.len() > 1;
-                Plan {
-                    tag: filter.eq[i].0,
-                    values: filter.eq[i]
-                        .1
-                        .iter()
-                        .map(|v| v.as_bytes().to_vec())
-                        .collect(),
-                    residual,
-                    exact_total: (!residual && timeless).then_some(estimate),
+        if conjuncts.is_empty() {
+            let all = self.index_count(k, tag::ALL, b"")?;
+            return Ok(Plan {
+                conjuncts: vec![(tag::ALL, vec![Vec::new()])],
+                residual,
+                exact_total: (!residual && timeless).then_some(all),
+                pairs_by_day: false,
+            });
+        }
+        // Counters give exact totals (one index, or a pair of them), unless ORed values
+        // can share a record (an invocation has several models and providers).
+        let single_valued = |(t, values): &(u8, Vec<Vec<u8>>)| {
+            values.len() == 1 || kind == Kind::Calls || !matches!(*t, tag::MODEL | tag::PROVIDER)
+        };
+        let countable = !residual && conjuncts.iter().all(single_valued);
+        let exact = countable && timeless;
+        let paired = |a: u8, b: u8| a != b && index::is_paired(a) && index::is_paired(b);
+        let pairs_by_day = countable
+            && !timeless
+            && matches!(conjuncts.as_slice(), [(ta, _), (tb, _)] if paired(*ta, *tb));
+        let exact_total = match conjuncts.as_slice() {
+            [_] if exact => Some(estimates[0]),
+            [(ta, va), (tb, vb)] if exact && paired(*ta, *tb) => {
+                let mut n = 0;
+                for a in va {
+                    for b in vb {
+                        let key = index::pair_count_key(k, (*ta, a), (*tb, b));
+                        n += self.idx_counts.get(key)?.map_or(0, |v| be_u64(&v));
+                    }
                 }
+                Some(n)
             }
-            None => {
-                let residual = other || !filter.eq.is_empty();
-                let all = self.index_count(k, tag::ALL, b"")?;
-                Plan {
-                    tag: tag::ALL,
-                    values: vec![Vec::new()],
-                    residual,
-                    exact_total: (!residual && timeless).then_some(all),
-                }
-            }
+            _ => None,
+        };
+        Ok(Plan {
+            conjuncts,
+            residual,
+            exact_total,
+            pairs_by_day,
         })
+    }
+
+    /// `total` of two paired filters in a window: per-day counters for the whole UTC
+    /// days inside it, the join for the partial days at its ends. `None` when the window
+    /// holds no whole day (the join alone is cheap then).
+    fn pairs_by_day_total(
+        &self,
+        kind: Kind,
+        filter: &Filter,
+        plan: &Plan,
+    ) -> Result<Option<(u64, bool)>, StoreError> {
+        let (_, _, k) = self.trees(kind);
+        let [(ta, va), (tb, vb)] = plan.conjuncts.as_slice() else {
+            return Ok(None);
+        };
+        let from = filter.from_us.unwrap_or(0);
+        let first = from.div_ceil(index::DAY_US);
+        let end = filter.to_us.map_or(u64::MAX, |to| to / index::DAY_US);
+        let day = |d: u64| u32::try_from(d).unwrap_or(u32::MAX);
+        if first >= end {
+            return Ok(None);
+        }
+        let mut n = 0;
+        for a in va {
+            for b in vb {
+                let key = index::pair_count_key(k, (*ta, a), (*tb, b));
+                let range =
+                    index::pair_day_key(&key, day(first))..index::pair_day_key(&key, day(end));
+                for entry in self.idx_counts.range(range) {
+                    let (_, v) = entry?;
+                    n += be_u64(&v);
+                }
+            }
+        }
+        let mut lower = false;
+        let head = (Some(from), Some(first * index::DAY_US));
+        let tail = (Some(end.saturating_mul(index::DAY_US)), filter.to_us);
+        for (lo, hi) in [head, tail] {
+            if hi.is_some() && lo >= hi {
+                continue;
+            }
+            let (c, l) = self.count_in(kind, filter, plan, lo, hi)?;
+            n += c;
+            lower |= l;
+        }
+        Ok(Some((n, lower)))
     }
 
     /// Checks the filters the driving index does not cover.
@@ -262,47 +272,46 @@ impl Store {
     ) -> Result<Page<T>, StoreError> {
         let (idx, sums, _) = self.trees(kind);
         let plan = self.plan(kind, filter)?;
-        let mut candidates = Candidates::new(
+        let mut join = Join::new(
             idx,
-            plan.tag,
-            &plan.values,
-            filter.from_us,
-            filter.to_us,
-            request.after.as_ref(),
+            &plan.conjuncts,
+            &bounds(filter, request.after.as_ref()),
         )?;
         let limit = request.limit.max(1);
-        let count_here =
-            request.count_total && request.after.is_none() && plan.exact_total.is_none();
+        let counted = match plan.exact_total {
+            Some(n) => Some((n, false)),
+            None if request.count_total && plan.pairs_by_day => {
+                self.pairs_by_day_total(kind, filter, &plan)?
+            }
+            None => None,
+        };
+        let count_here = request.count_total && request.after.is_none() && counted.is_none();
         let mut items = Vec::with_capacity(limit);
         let mut next = None;
         let mut has_more = false;
         let mut matched: u64 = 0;
-        let mut examined = 0usize;
         let mut truncated = false;
-        while let Some((time_us, id)) = candidates.next()? {
-            examined += 1;
-            let budget = if items.len() < limit {
+        loop {
+            join.budget = if items.len() < limit {
                 PAGE_BUDGET
             } else {
                 COUNT_BUDGET
             };
-            if examined > budget {
-                truncated = true;
-                if items.len() < limit {
+            let Some((time_us, id)) = join.next()? else {
+                if let Some(at) = join.stopped_at.take() {
+                    // Unknown beyond this point, so there may be more: say so, and
+                    // resume after the last item (or where the scan stopped).
+                    truncated = true;
                     has_more = true;
-                    next = Some(Position {
-                        time_us,
-                        id: String::from_utf8_lossy(&id).into_owned(),
-                    });
-                    // Resume at this candidate: the cursor is exclusive, so step past it.
-                    if let Some(p) = next.as_mut() {
-                        p.id.push('\u{10FFFF}');
+                    if items.len() < limit {
+                        next = Some(resume_at(at));
                     }
                 }
                 break;
-            }
+            };
             let mut stored = None;
             if plan.residual {
+                join.work += 1;
                 let Some(bytes) = sums.get(&id)? else {
                     continue;
                 };
@@ -339,14 +348,14 @@ impl Store {
         if !has_more {
             next = None;
         }
-        let (total, lower) = if let Some(exact) = plan.exact_total {
-            (exact, false)
+        let (total, lower) = if let Some(counted) = counted {
+            counted
         } else if !request.count_total {
             (0, true)
         } else if count_here {
             (matched.min(COUNT_CAP), matched > COUNT_CAP || truncated)
         } else {
-            self.count(kind, filter, &plan)?
+            self.count_in(kind, filter, &plan, filter.from_us, filter.to_us)?
         };
         Ok(Page {
             items,
@@ -357,24 +366,28 @@ impl Store {
         })
     }
 
-    fn count(&self, kind: Kind, filter: &Filter, plan: &Plan) -> Result<(u64, bool), StoreError> {
+    /// Matches in [from, to) from the newest, exact up to `COUNT_CAP`; (count, is a
+    /// lower bound).
+    fn count_in(
+        &self,
+        kind: Kind,
+        filter: &Filter,
+        plan: &Plan,
+        from_us: Option<u64>,
+        to_us: Option<u64>,
+    ) -> Result<(u64, bool), StoreError> {
         let (idx, sums, _) = self.trees(kind);
-        let mut candidates = Candidates::new(
-            idx,
-            plan.tag,
-            &plan.values,
-            filter.from_us,
-            filter.to_us,
-            None,
-        )?;
+        let window = Bounds {
+            from_us,
+            to_us,
+            before: None,
+        };
+        let mut join = Join::new(idx, &plan.conjuncts, &window)?;
+        join.budget = COUNT_BUDGET;
         let mut matched = 0u64;
-        let mut examined = 0usize;
-        while let Some((_, id)) = candidates.next()? {
-            examined += 1;
-            if examined > COUNT_BUDGET {
-                return Ok((matched.min(COUNT_CAP), true));
-            }
+        while let Some((_, id)) = join.next()? {
             if plan.residual {
+                join.work += 1;
                 let Some(bytes) = sums.get(&id)? else {
                     continue;
                 };
@@ -387,7 +400,7 @@ impl Store {
                 return Ok((COUNT_CAP, true));
             }
         }
-        Ok((matched, false))
+        Ok((matched, join.stopped_at.is_some()))
     }
 
     pub fn list_calls(
@@ -422,20 +435,9 @@ impl Store {
         };
         let (idx, sums, _) = self.trees(kind);
         let plan = self.plan(kind, filter)?;
-        let mut candidates = Candidates::new(
-            idx,
-            plan.tag,
-            &plan.values,
-            filter.from_us,
-            filter.to_us,
-            None,
-        )?;
-        let mut examined = 0usize;
-        while let Some((_, id)) = candidates.next()? {
-            examined += 1;
-            if examined > budget {
-                return Ok(ScanOutcome::Truncated);
-            }
+        let mut join = Join::new(idx, &plan.conjuncts, &bounds(filter, None))?;
+        join.budget = budget;
+        while let Some((_, id)) = join.next()? {
             let Some(bytes) = sums.get(&id)? else {
                 continue;
             };
@@ -446,6 +448,9 @@ impl Store {
             {
                 visit(&view);
             }
+        }
+        if join.stopped_at.is_some() {
+            return Ok(ScanOutcome::Truncated);
         }
         Ok(ScanOutcome::Complete)
     }
@@ -713,5 +718,182 @@ impl Store {
             out.push(decode(&key, &value)?);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dev::synthetic_call;
+    use crate::record::{roll_up, CallStatus};
+
+    struct Dir(std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn ids<T>(page: &Page<T>, id: impl Fn(&T) -> &str) -> Vec<String> {
+        page.items.iter().map(|i| id(i).to_string()).collect()
+    }
+
+    #[test]
+    fn windowed_two_filter_totals_add_day_counters_and_joined_edges() {
+        let dir = Dir(std::env::temp_dir().join(format!(
+            "llmtap-days-{}-{}",
+            std::process::id(),
+            crate::timefmt::now_unix_us()
+        )));
+        let day = index::DAY_US;
+        let t0 = 20_000 * day;
+        // 5 days, a call every 97 minutes, so calls fall at varied times of day.
+        let calls: Vec<_> = (0..75u64)
+            .map(|i| {
+                let status = if i % 3 == 0 {
+                    CallStatus::Failed
+                } else {
+                    CallStatus::Success
+                };
+                synthetic_call(
+                    &format!("inv-{i}"),
+                    1,
+                    t0 + i * 97 * 60_000_000,
+                    &format!("agent-{}", i % 2),
+                    "t",
+                    None,
+                    0,
+                    status,
+                    10,
+                    1,
+                )
+            })
+            .collect();
+        let invs: Vec<_> = calls.iter().map(|c| roll_up(None, c)).collect();
+        let store = Store::open(&dir.0, 16 << 20, 100).expect("open");
+        store.write_batch(&calls, &invs).expect("write");
+        let windows = [
+            (None, Some(t0 + 3 * day + day / 3)),
+            (Some(t0 + day + 7), None),
+            (Some(t0 + day / 2), Some(t0 + 4 * day + 5)),
+            (Some(t0 + day), Some(t0 + 3 * day)),
+            (Some(t0 + 2 * day + 100), Some(t0 + 2 * day + day / 2)),
+        ];
+        for (from_us, to_us) in windows {
+            let want: Vec<String> = calls
+                .iter()
+                .rev()
+                .filter(|c| c.metadata.agent.as_deref() == Some("agent-1"))
+                .filter(|c| c.status == Some(CallStatus::Failed))
+                .filter(|c| from_us.is_none_or(|f| c.started_at_us >= f))
+                .filter(|c| to_us.is_none_or(|t| c.started_at_us < t))
+                .map(|c| c.id.clone())
+                .collect();
+            let filter = Filter {
+                eq: vec![
+                    (tag::AGENT, vec!["agent-1".into()]),
+                    (tag::STATUS, vec!["failed".into()]),
+                ],
+                from_us,
+                to_us,
+                ..Filter::default()
+            };
+            let request = PageRequest {
+                limit: 100,
+                count_total: true,
+                ..PageRequest::default()
+            };
+            let page = store.list_calls(&filter, &request).expect("list");
+            assert_eq!(ids(&page, |s| &s.id), want, "{from_us:?}..{to_us:?}");
+            assert_eq!(page.total, want.len() as u64, "{from_us:?}..{to_us:?}");
+            assert!(!page.total_is_lower_bound);
+        }
+    }
+
+    #[test]
+    fn an_older_store_gets_the_has_session_index_and_pair_counters_at_open() {
+        let dir = Dir(std::env::temp_dir().join(format!(
+            "llmtap-backfill-{}-{}",
+            std::process::id(),
+            crate::timefmt::now_unix_us()
+        )));
+        let calls: Vec<_> = (0..60u64)
+            .map(|i| {
+                let session = (i % 3 == 0).then(|| format!("s{}", i % 4));
+                synthetic_call(
+                    &format!("inv-{i}"),
+                    1,
+                    1_000_000 + i,
+                    &format!("agent-{}", i % 2),
+                    "t",
+                    session.as_deref(),
+                    0,
+                    CallStatus::Success,
+                    10,
+                    1,
+                )
+            })
+            .collect();
+        let invs: Vec<_> = calls.iter().map(|c| roll_up(None, c)).collect();
+        let expect = |want: bool| -> Vec<String> {
+            calls
+                .iter()
+                .rev()
+                .filter(|c| c.metadata.agent.as_deref() == Some("agent-0"))
+                .filter(|c| c.metadata.session_id.is_some() == want)
+                .map(|c| c.id.clone())
+                .collect()
+        };
+        {
+            let store = Store::open(&dir.0, 16 << 20, 100).expect("open");
+            store.write_batch(&calls, &invs).expect("write");
+            // Make it look like a store indexed before tag `h` and pair counters existed.
+            for tree in [&store.call_idx, &store.inv_idx] {
+                for entry in tree.scan_prefix([tag::HAS_SESSION]) {
+                    let (key, _) = entry.expect("scan");
+                    tree.remove(key).expect("remove");
+                }
+            }
+            for kind in [b'c', b'i'] {
+                for v in [true, false] {
+                    let key = index::count_key(kind, tag::HAS_SESSION, index::has_session_value(v));
+                    store.idx_counts.remove(key).expect("remove");
+                }
+            }
+            for upper in [b'C', b'I'] {
+                for entry in store.idx_counts.scan_prefix([upper]) {
+                    let (key, _) = entry.expect("scan");
+                    store.idx_counts.remove(key).expect("remove");
+                }
+            }
+            store.meta.remove("index_v3").expect("remove");
+            store.flush().expect("flush");
+        }
+        let store = Store::open(&dir.0, 16 << 20, 100).expect("reopen");
+        for want in [true, false] {
+            let filter = Filter {
+                eq: vec![(tag::AGENT, vec!["agent-0".into()])],
+                has_session: Some(want),
+                ..Filter::default()
+            };
+            let request = PageRequest {
+                limit: 100,
+                count_total: true,
+                ..PageRequest::default()
+            };
+            let page = store.list_calls(&filter, &request).expect("list");
+            assert_eq!(ids(&page, |s| &s.id), expect(want));
+            // Two filters, no window: the pair counter, which the backfill set.
+            assert_eq!(page.total, expect(want).len() as u64);
+            assert!(!page.total_is_lower_bound);
+            // Alone, has_session is answered from its counter, which the backfill set.
+            let alone = Filter {
+                has_session: Some(want),
+                ..Filter::default()
+            };
+            let page = store.list_invocations(&alone, &request).expect("list");
+            assert_eq!(page.total, if want { 20 } else { 40 });
+            assert!(!page.total_is_lower_bound);
+        }
     }
 }

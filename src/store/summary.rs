@@ -26,6 +26,9 @@ pub mod tag {
     pub const KEY: u8 = b'k';
     pub const KIND: u8 = b'd';
     pub const PROPERTY: u8 = b'P';
+    /// Index only (never in a header): `1` when the record has a session, else `0`,
+    /// so `has_session` joins like any indexed filter.
+    pub const HAS_SESSION: u8 = b'h';
 
     pub const INDEXED: [u8; 9] = [
         AGENT, PROVIDER, MODEL, STATUS, TENANT, USER, SESSION, TRIGGER, PROMPT,

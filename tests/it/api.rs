@@ -595,6 +595,315 @@ async fn tokens_roles_tenants_and_the_audit_log() {
     running.shutdown().await.unwrap();
 }
 
+#[tokio::test]
+async fn session_subjects_are_admin_only_and_audited_and_ratelimits_need_an_unconfined_token() {
+    let toml = [
+        token_toml("root", "admin-token", "admin", None),
+        token_toml("watcher", "viewer-token", "viewer", None),
+        token_toml("acme-admin", "acme-admin-token", "admin", Some("acme")),
+        token_toml("acme-viewer", "acme-token", "viewer", Some("acme")),
+    ]
+    .concat();
+    let (running, _dir) = start(&toml).await;
+    let mine = synthetic_call(
+        "acme-chat",
+        1,
+        T0,
+        "bot",
+        "acme",
+        Some("chat-acme"),
+        0,
+        CallStatus::RateLimited,
+        100,
+        10,
+    );
+    write(&running, &[mine]);
+    let (admin, viewer, acme_admin, acme) = (
+        Some("admin-token"),
+        Some("viewer-token"),
+        Some("acme-admin-token"),
+        Some("acme-token"),
+    );
+    let audited = |v: &Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {}",
+                    e["who"].as_str().unwrap(),
+                    e["path"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+
+    // Viewers see sessions without subjects (prompt text), and nothing is audited.
+    for token in [viewer, acme] {
+        let list = get(&running, "/api/v1/sessions", token).await.json();
+        assert_eq!(ids(&list), vec!["chat-acme"]);
+        assert!(list["items"][0]["subject"].is_null());
+        let one = get(&running, "/api/v1/sessions/chat-acme", token)
+            .await
+            .json();
+        assert!(one["subject"].is_null());
+        assert_eq!(one["timeline"].as_array().unwrap().len(), 1);
+    }
+    let log = get(&running, "/api/v1/audit", admin).await.json();
+    assert_eq!(log["count"], 0, "viewer reads are not audited");
+
+    // Admins (confined or not) see subjects, and each read is audited like /calls/{id}.
+    let list = get(&running, "/api/v1/sessions", acme_admin).await.json();
+    assert!(list["items"][0]["subject"]
+        .as_str()
+        .unwrap()
+        .starts_with("Please summarise"));
+    let one = get(&running, "/api/v1/sessions/chat-acme", admin)
+        .await
+        .json();
+    assert!(one["subject"].as_str().is_some());
+    let log = get(&running, "/api/v1/audit", admin).await.json();
+    assert_eq!(
+        audited(&log),
+        vec![
+            "root /api/v1/sessions/chat-acme".to_string(),
+            "acme-admin /api/v1/sessions".to_string(),
+        ]
+    );
+    assert_eq!(log["items"][1]["tenant"], "acme");
+
+    // Rate-limit state belongs to provider keys that tenants may share: confined
+    // tokens get 403, not another tenant's remaining capacity.
+    for token in [acme, acme_admin] {
+        let got = get(&running, "/api/v1/ratelimits", token).await;
+        assert_eq!(got.status, 403);
+        assert!(got.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("per provider API key"));
+    }
+    for token in [viewer, admin] {
+        let rl = get(&running, "/api/v1/ratelimits", token).await.json();
+        assert_eq!(rl["count"], 1);
+        assert_eq!(rl["items"][0]["rate_limited_24h"], 0, "T0 is long ago");
+    }
+    running.shutdown().await.unwrap();
+}
+
+/// Records whose filters intersect sparsely, for join checks against brute force.
+fn sparse() -> Vec<CallRecord> {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    (0..1500u64)
+        .map(|i| {
+            let status = match next(20) {
+                0 => CallStatus::Failed,
+                1 => CallStatus::Timeout,
+                _ => CallStatus::Success,
+            };
+            let session = (next(4) == 0).then(|| format!("s-{}", next(50)));
+            let agent = format!("agent-{}", next(12));
+            let tenant = format!("tenant-{}", next(5));
+            let model = next(6) as usize;
+            // Several calls share a microsecond now and then: ids break the tie.
+            synthetic_call(
+                &format!("j-{i}"),
+                1,
+                T0 + i / 2 * 1_000,
+                &agent,
+                &tenant,
+                session.as_deref(),
+                model,
+                status,
+                100,
+                10,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn joined_filters_match_brute_force_in_pages_totals_and_cursor_walks() {
+    let (running, _dir) = start("").await;
+    let calls = sparse();
+    for chunk in calls.chunks(500) {
+        write(&running, chunk);
+    }
+    let from = T0 + 100_000;
+    let to = T0 + 600_000;
+    type Pred = Box<dyn Fn(&CallRecord) -> bool>;
+    let status = |c: &CallRecord, s: CallStatus| c.status == Some(s);
+    let cases: Vec<(String, Pred)> = vec![
+        (
+            "agent=agent-3&status=failed".into(),
+            Box::new(move |c| {
+                c.metadata.agent.as_deref() == Some("agent-3") && status(c, CallStatus::Failed)
+            }),
+        ),
+        (
+            "agent=agent-5&has_session=true".into(),
+            Box::new(|c| {
+                c.metadata.agent.as_deref() == Some("agent-5") && c.metadata.session_id.is_some()
+            }),
+        ),
+        (
+            "agent=agent-5&has_session=false&tenant=tenant-1".into(),
+            Box::new(|c| {
+                c.metadata.agent.as_deref() == Some("agent-5")
+                    && c.metadata.session_id.is_none()
+                    && c.metadata.tenant.as_deref() == Some("tenant-1")
+            }),
+        ),
+        (
+            "tenant=tenant-2&model=gpt-4o&status=failed,timeout".into(),
+            Box::new(move |c| {
+                c.metadata.tenant.as_deref() == Some("tenant-2")
+                    && c.model.as_deref() == Some("gpt-4o")
+                    && (status(c, CallStatus::Failed) || status(c, CallStatus::Timeout))
+            }),
+        ),
+        (
+            format!(
+                "agent=agent-1,agent-2&status=success&from={}&to={}",
+                llmtap::timefmt::format_rfc3339_us(from),
+                llmtap::timefmt::format_rfc3339_us(to)
+            ),
+            Box::new(move |c| {
+                matches!(c.metadata.agent.as_deref(), Some("agent-1" | "agent-2"))
+                    && status(c, CallStatus::Success)
+                    && (from..to).contains(&c.started_at_us)
+            }),
+        ),
+        (
+            "agent=agent-7&min_cost=0.00002".into(),
+            Box::new(|c| {
+                c.metadata.agent.as_deref() == Some("agent-7")
+                    && c.cost_usd.is_some_and(|usd| usd >= 0.00002)
+            }),
+        ),
+    ];
+    let mut newest_first: Vec<&CallRecord> = calls.iter().collect();
+    newest_first.sort_by(|a, b| (b.started_at_us, &b.id).cmp(&(a.started_at_us, &a.id)));
+    for (query, pred) in &cases {
+        let want: Vec<String> = newest_first
+            .iter()
+            .filter(|c| pred(c))
+            .map(|c| c.id.clone())
+            .collect();
+        assert!(want.len() >= 3, "{query}: a sparse but non-empty case");
+        let first = ok_json(&running, &format!("/api/v1/calls?{query}&limit=50")).await;
+        assert_eq!(
+            ids(&first),
+            want[..want.len().min(50)],
+            "{query}: first page"
+        );
+        assert_eq!(first["total"], want.len() as u64, "{query}: exact total");
+        assert_eq!(first["total_is_lower_bound"], false, "{query}");
+        let mut walked = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let url = match &cursor {
+                Some(c) => format!("/api/v1/calls?{query}&limit=7&cursor={c}"),
+                None => format!("/api/v1/calls?{query}&limit=7"),
+            };
+            let page = ok_json(&running, &url).await;
+            // A cursor page still reports the total of the whole query.
+            assert_eq!(page["total"], want.len() as u64, "{query}: total on {url}");
+            walked.extend(ids(&page));
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => break,
+            }
+        }
+        assert_eq!(
+            walked, want,
+            "{query}: cursor walk sees each match once, in order"
+        );
+    }
+    // Invocations: one per call here, so the same answers.
+    let inv = ok_json(
+        &running,
+        "/api/v1/invocations?agent=agent-3&status=failed&limit=200",
+    )
+    .await;
+    let want = newest_first
+        .iter()
+        .filter(|c| {
+            c.metadata.agent.as_deref() == Some("agent-3") && c.status == Some(CallStatus::Failed)
+        })
+        .count();
+    assert_eq!(inv["total"], want as u64);
+    assert_eq!(inv["items"].as_array().unwrap().len(), want);
+
+    // A second round changes some invocations' status and models: the pair counters
+    // (timeless two-filter totals) must follow, and agree with the join's count.
+    let second: Vec<CallRecord> = calls
+        .iter()
+        .step_by(3)
+        .map(|c| {
+            synthetic_call(
+                &c.invocation_id,
+                2,
+                c.started_at_us + 1,
+                c.metadata.agent.as_deref().unwrap(),
+                c.metadata.tenant.as_deref().unwrap(),
+                c.metadata.session_id.as_deref(),
+                3,
+                CallStatus::Failed,
+                100,
+                10,
+            )
+        })
+        .collect();
+    write(&running, &second);
+    let invocations: Vec<InvocationRecord> = calls
+        .iter()
+        .map(|c| {
+            running
+                .store
+                .get_invocation(&c.invocation_id)
+                .unwrap()
+                .unwrap()
+        })
+        .collect();
+    for (agent, status, model) in [
+        ("agent-3", Some("failed"), None),
+        ("agent-3", Some("success"), None),
+        ("agent-8", None, Some("claude-haiku-4")),
+    ] {
+        let want = invocations
+            .iter()
+            .filter(|i| i.agent.as_deref() == Some(agent))
+            .filter(|i| status.is_none_or(|s| i.status.map(|x| x.as_str()) == Some(s)))
+            .filter(|i| model.is_none_or(|m| i.models.iter().any(|x| x == m)))
+            .count() as u64;
+        assert!(want > 0, "{agent} {status:?} {model:?}");
+        let mut filter = format!("agent={agent}");
+        if let Some(s) = status {
+            filter += &format!("&status={s}");
+        }
+        if let Some(m) = model {
+            filter += &format!("&model={m}");
+        }
+        let counted = ok_json(&running, &format!("/api/v1/invocations?{filter}")).await;
+        assert_eq!(counted["total"], want, "{filter}: pair counter");
+        // A window covering everything: per-day counters plus the join at its edges.
+        let joined = ok_json(
+            &running,
+            &format!("/api/v1/invocations?{filter}&from=2020-01-01"),
+        )
+        .await;
+        assert_eq!(joined["total"], want, "{filter}: windowed count");
+    }
+    running.shutdown().await.unwrap();
+}
+
 /// A minimal RFC 4180 reader for the assertions.
 fn parse_csv(text: &str) -> Vec<Vec<String>> {
     let mut rows = Vec::new();
