@@ -76,6 +76,11 @@ const SCHEMA_VERSION: &[u8] = b"1";
 /// segment only once half of it is dead, and with its default 512 KiB segments the
 /// store took 16.2 KB per call against 10.1 KB with 2 MiB (1000 conversations).
 const SEGMENT_SIZE: usize = 4 << 20;
+/// zstd level of sled's page compression. Our values are mostly compressed
+/// already (content, packed metadata); level 1 keeps what sled's pages add
+/// (keys, counters, summaries' headers) small at a third of level 5's cost:
+/// writer-bench 691 calls/s against 439 at sled's default level 5.
+const SLED_COMPRESSION_LEVEL: i32 = 1;
 /// What stores created before `SEGMENT_SIZE` was set use.
 const LEGACY_SEGMENT_SIZE: usize = 512 << 10;
 
@@ -232,6 +237,7 @@ impl Store {
                 .cache_capacity(options.cache_bytes)
                 .flush_every_ms(Some(options.flush_every_ms.max(1)))
                 .use_compression(compression)
+                .compression_factor(SLED_COMPRESSION_LEVEL)
                 .segment_size(segment_size)
         };
         // sled fixes page compression and segment size when a store is created; a
