@@ -589,6 +589,9 @@ async fn encrypted_store_does_not_reveal_prompts_on_disk() {
     let back = store.get_call(&id).unwrap().unwrap();
     assert_eq!(back.request_body.as_deref(), Some(body.as_str()));
     assert_eq!(back.http_status, Some(200));
+    // The `q` texts are sealed like the bodies, and readable with the key.
+    let text = store.call_text(&id).unwrap().unwrap();
+    assert_eq!(text.system.as_deref(), Some(prompt));
     // Addresses are keyed: the blob is not named by its plain SHA-256.
     let att = &back.attachments[0];
     assert_ne!(att.sha256.as_deref(), Some(sha256_hex(&image).as_str()));
