@@ -588,7 +588,7 @@ impl RawConfig {
             inject_include_usage: self.capture.inject_include_usage.unwrap_or(true),
             backlog,
             on_backlog,
-            flush_every_ms: self.store.flush_every_ms.unwrap_or(200),
+            flush_every_ms: self.store.flush_every_ms.unwrap_or(50),
             cache_capacity_bytes: self.store.cache_capacity_mb.unwrap_or(256) << 20,
             storage,
             prices_file: overrides.prices_file.clone().or(self.prices.file),

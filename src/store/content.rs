@@ -17,6 +17,7 @@
 //! always has its value. Writers and the retention sweeper serialise on one mutex.
 
 use super::crypto::{address, Addr, AddrHasher, Keyring, ADDR_LEN};
+use super::writes::Writes;
 use super::StoreError;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -445,19 +446,19 @@ impl Txn<'_> {
     /// Applies the change set: new values, then counts, then removals (see module doc).
     pub fn commit(self) -> Result<Freed, StoreError> {
         let mut freed = Freed::default();
-        let mut values = sled::Batch::default();
+        let mut values = Writes::default();
         for (a, v) in &self.new_chunks {
             values.insert(&a[..], &v[..]);
         }
-        self.trees.chunks.apply_batch(values)?;
-        let mut values = sled::Batch::default();
+        values.apply_to(&self.trees.chunks)?;
+        let mut values = Writes::default();
         for (a, v) in &self.new_blobs {
             values.insert(&a[..], &v[..]);
         }
-        self.trees.blobs.apply_batch(values)?;
+        values.apply_to(&self.trees.blobs)?;
 
         let mut dead_chunks = Vec::new();
-        let mut refs = sled::Batch::default();
+        let mut refs = Writes::default();
         for (a, delta) in &self.chunk_delta {
             if *delta == 0 {
                 continue;
@@ -470,9 +471,9 @@ impl Txn<'_> {
                 dead_chunks.push(*a);
             }
         }
-        self.trees.chunk_refs.apply_batch(refs)?;
+        refs.apply_to(&self.trees.chunk_refs)?;
         let mut dead_blobs = Vec::new();
-        let mut refs = sled::Batch::default();
+        let mut refs = Writes::default();
         for (a, delta) in &self.blob_delta {
             if *delta == 0 {
                 continue;
@@ -485,18 +486,18 @@ impl Txn<'_> {
                 dead_blobs.push(*a);
             }
         }
-        self.trees.blob_refs.apply_batch(refs)?;
+        refs.apply_to(&self.trees.blob_refs)?;
 
-        let mut gone = sled::Batch::default();
+        let mut gone = Writes::default();
         for a in &dead_chunks {
             gone.remove(&a[..]);
         }
-        self.trees.chunks.apply_batch(gone)?;
-        let mut gone = sled::Batch::default();
+        gone.apply_to(&self.trees.chunks)?;
+        let mut gone = Writes::default();
         for a in &dead_blobs {
             gone.remove(&a[..]);
         }
-        self.trees.blobs.apply_batch(gone)?;
+        gone.apply_to(&self.trees.blobs)?;
         freed.chunks = dead_chunks.len() as u64;
         freed.blobs = dead_blobs.len() as u64;
         Ok(freed)

@@ -52,6 +52,7 @@ mod reprice;
 pub mod retention;
 pub mod scan;
 pub mod summary;
+mod writes;
 
 pub use calls::{ContentUsage, StoreStats};
 pub use crypto::Keyring;
@@ -69,6 +70,7 @@ use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use summary::{CallSummary, FacetView, InvocationSummary};
 use tokio::sync::broadcast;
+use writes::Writes;
 
 const SCHEMA_VERSION: &[u8] = b"1";
 
@@ -132,7 +134,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             cache_bytes: 256 << 20,
-            flush_every_ms: 200,
+            flush_every_ms: 50,
             zstd_level: 3,
             keys: None,
             retention_days: 0,
@@ -405,7 +407,7 @@ impl Store {
             (b'i', &self.inv_sum, &self.inv_idx),
         ] {
             let mut counts: HashMap<Vec<u8>, u64> = HashMap::new();
-            let mut batch = sled::Batch::default();
+            let mut batch = Writes::default();
             let mut pending = 0;
             for entry in sums.iter() {
                 let (id, stored) = entry?;
@@ -428,16 +430,16 @@ impl Store {
                 );
                 pending += 1;
                 if pending == 10_000 {
-                    idx.apply_batch(std::mem::take(&mut batch))?;
+                    std::mem::take(&mut batch).apply_to(idx)?;
                     pending = 0;
                 }
             }
-            idx.apply_batch(batch)?;
-            let mut count_batch = sled::Batch::default();
+            batch.apply_to(idx)?;
+            let mut count_batch = Writes::default();
             for (key, n) in counts {
-                count_batch.insert(key, &n.to_be_bytes());
+                count_batch.insert(key, n.to_be_bytes());
             }
-            self.idx_counts.apply_batch(count_batch)?;
+            count_batch.apply_to(&self.idx_counts)?;
         }
         Ok(())
     }
@@ -451,13 +453,13 @@ impl Store {
         invocations: &[InvocationRecord],
         write_records: bool,
     ) -> Result<BatchWritten, StoreError> {
-        let mut call_batch = sled::Batch::default();
-        let mut round_batch = sled::Batch::default();
-        let mut sum_batch = sled::Batch::default();
-        let mut idx_batch = sled::Batch::default();
-        let mut text_batch = sled::Batch::default();
-        let mut series_batch = sled::Batch::default();
-        let mut r429_batch = sled::Batch::default();
+        let mut call_batch = Writes::default();
+        let mut round_batch = Writes::default();
+        let mut sum_batch = Writes::default();
+        let mut idx_batch = Writes::default();
+        let mut text_batch = Writes::default();
+        let mut series_batch = Writes::default();
+        let mut r429_batch = Writes::default();
         let mut counts: HashMap<Vec<u8>, i64> = HashMap::new();
         let mut buckets: HashMap<Vec<u8>, RollupCell> = HashMap::new();
         let mut all_time: HashMap<Vec<u8>, RollupCell> = HashMap::new();
@@ -472,11 +474,11 @@ impl Store {
         if write_records {
             // Content first (values, then refcounts), so a stored call never names missing content.
             let (metas, manifests) = self.prepare_calls(calls)?;
-            let mut content_batch = sled::Batch::default();
+            let mut content_batch = Writes::default();
             for (id, manifest) in manifests {
                 content_batch.insert(id.as_bytes(), manifest);
             }
-            self.call_content.apply_batch(content_batch)?;
+            content_batch.apply_to(&self.call_content)?;
             for meta in &metas {
                 call_batch.insert(meta.id.as_bytes(), encode_call_meta(meta)?);
             }
@@ -550,9 +552,9 @@ impl Store {
             written.calls.push(summary);
         }
 
-        let mut inv_batch = sled::Batch::default();
-        let mut inv_sum_batch = sled::Batch::default();
-        let mut inv_idx_batch = sled::Batch::default();
+        let mut inv_batch = Writes::default();
+        let mut inv_sum_batch = Writes::default();
+        let mut inv_idx_batch = Writes::default();
         for inv in invocations {
             if write_records {
                 let value = serde_json::to_vec(inv).map_err(StoreError::Encode)?;
@@ -638,8 +640,8 @@ impl Store {
             written.invocations.push(summary);
         }
 
-        let mut session_batch = sled::Batch::default();
-        let mut session_list_batch = sled::Batch::default();
+        let mut session_batch = Writes::default();
+        let mut session_list_batch = Writes::default();
         for (id, (old, new)) in &sessions {
             if let Some(old) = old {
                 if old.first_at_us != new.first_at_us {
@@ -655,22 +657,22 @@ impl Store {
                 serde_json::to_vec(new).map_err(StoreError::Encode)?,
             );
         }
-        let mut limit_batch = sled::Batch::default();
+        let mut limit_batch = Writes::default();
         for (key, state) in &limits {
             limit_batch.insert(
                 key.as_slice(),
                 serde_json::to_vec(state).map_err(StoreError::Encode)?,
             );
         }
-        let mut count_batch = sled::Batch::default();
+        let mut count_batch = Writes::default();
         for (key, delta) in counts {
             if delta == 0 {
                 continue;
             }
             let now = self.idx_counts.get(&key)?.map_or(0, |v| be_u64(&v));
-            count_batch.insert(key, &(now as i64 + delta).max(0).to_be_bytes());
+            count_batch.insert(key, (now as i64 + delta).max(0).to_be_bytes());
         }
-        let mut bucket_batch = sled::Batch::default();
+        let mut bucket_batch = Writes::default();
         for (key, cell) in buckets {
             let mut stored = self
                 .rollup
@@ -680,7 +682,7 @@ impl Store {
             stored.merge(&cell);
             bucket_batch.insert(key, stored.encode());
         }
-        let mut all_batch = sled::Batch::default();
+        let mut all_batch = Writes::default();
         for (key, cell) in all_time {
             let mut stored = self
                 .rollup_all
@@ -692,22 +694,22 @@ impl Store {
         }
 
         // Records first: derived data never points at a call that is not stored.
-        self.calls.apply_batch(call_batch)?;
-        self.inv_rounds.apply_batch(round_batch)?;
-        self.invocations.apply_batch(inv_batch)?;
-        self.call_text.apply_batch(text_batch)?;
-        self.call_sum.apply_batch(sum_batch)?;
-        self.inv_sum.apply_batch(inv_sum_batch)?;
-        self.call_idx.apply_batch(idx_batch)?;
-        self.inv_idx.apply_batch(inv_idx_batch)?;
-        self.idx_counts.apply_batch(count_batch)?;
-        self.rollup.apply_batch(bucket_batch)?;
-        self.rollup_all.apply_batch(all_batch)?;
-        self.sessions.apply_batch(session_batch)?;
-        self.session_list.apply_batch(session_list_batch)?;
-        self.ratelimits.apply_batch(limit_batch)?;
-        self.rl_series.apply_batch(series_batch)?;
-        self.rl_429.apply_batch(r429_batch)?;
+        call_batch.apply_to(&self.calls)?;
+        round_batch.apply_to(&self.inv_rounds)?;
+        inv_batch.apply_to(&self.invocations)?;
+        text_batch.apply_to(&self.call_text)?;
+        sum_batch.apply_to(&self.call_sum)?;
+        inv_sum_batch.apply_to(&self.inv_sum)?;
+        idx_batch.apply_to(&self.call_idx)?;
+        inv_idx_batch.apply_to(&self.inv_idx)?;
+        count_batch.apply_to(&self.idx_counts)?;
+        bucket_batch.apply_to(&self.rollup)?;
+        all_batch.apply_to(&self.rollup_all)?;
+        session_batch.apply_to(&self.sessions)?;
+        session_list_batch.apply_to(&self.session_list)?;
+        limit_batch.apply_to(&self.ratelimits)?;
+        series_batch.apply_to(&self.rl_series)?;
+        r429_batch.apply_to(&self.rl_429)?;
         Ok(written)
     }
 
@@ -715,8 +717,8 @@ impl Store {
         &self,
         call: &CallRecord,
         limits: &mut HashMap<Vec<u8>, RateLimitState>,
-        series: &mut sled::Batch,
-        r429: &mut sled::Batch,
+        series: &mut Writes,
+        r429: &mut Writes,
     ) -> Result<(), StoreError> {
         let model = call.response_model.as_deref().or(call.model.as_deref());
         let key = index::ratelimit_key(&call.provider, call.api_key_fingerprint.as_deref(), model);

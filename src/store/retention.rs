@@ -14,6 +14,7 @@
 //! everything keyed by it. Index trees keyed by call add their removals to
 //! `Store::unindex_call` (in `mod.rs`), which every deletion path calls.
 
+use super::writes::Writes;
 use super::{Store, StoreError};
 use crate::record::{CallRecord, InvocationRecord};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -202,7 +203,7 @@ impl Store {
     }
 
     fn delete_invocations(&self, keys: &[sled::IVec]) -> Result<u64, StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = Writes::default();
         let mut n = 0;
         for key in keys {
             // An invocation with a call left (a late round) keeps its rollup.
@@ -214,7 +215,7 @@ impl Store {
             batch.remove(key.clone());
             n += 1;
         }
-        self.invocations.apply_batch(batch)?;
+        batch.apply_to(&self.invocations)?;
         Ok(n)
     }
 }
