@@ -53,7 +53,8 @@ pub fn spawn(
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 batch.push(first);
-                // Each batch costs one sled batch per tree whatever its size, so at a
+                // A batch merges its counter, rollup and session updates into one write
+                // per key, so at a
                 // modest rate the writer waits a moment for company: a call is stored
                 // at most BATCH_LINGER later, well inside the flush interval.
                 let linger_until = Instant::now() + BATCH_LINGER;

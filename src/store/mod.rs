@@ -445,7 +445,7 @@ impl Store {
     }
 
     /// The batch write: records, then summaries, indexes, counters, rollups,
-    /// sessions and rate-limit state. Each tree's part is one atomic sled batch;
+    /// sessions and rate-limit state. Each tree's part is applied key by key (`writes.rs`);
     /// records go first so derived data never points at a missing record.
     fn write_batch_derived(
         &self,
