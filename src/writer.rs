@@ -53,10 +53,9 @@ pub fn spawn(
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 batch.push(first);
-                // A batch merges its counter, rollup and session updates into one write
-                // per key, so at a
-                // modest rate the writer waits a moment for company: a call is stored
-                // at most BATCH_LINGER later, well inside the flush interval.
+                // A batch merges its counter, rollup and session updates into one
+                // write per key, so at a modest rate the writer waits a moment for
+                // company: a call is stored at most BATCH_LINGER later.
                 let linger_until = Instant::now() + BATCH_LINGER;
                 while batch.len() < MAX_BATCH {
                     match receiver.try_recv() {
