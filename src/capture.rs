@@ -59,14 +59,8 @@ const MAX_BLOCK: usize = 16 * 1024;
 /// Sealed blocks at least this large are worth a zstd frame.
 const PACK_AT_LEAST: usize = 4 * 1024;
 
-thread_local! {
-    // One zstd context per thread: creating one costs more than compressing a block.
-    static PACKER: std::cell::RefCell<zstd::block::Compressor> =
-        std::cell::RefCell::new(zstd::block::Compressor::new());
-}
-
 fn pack(block: &[u8]) -> Option<Vec<u8>> {
-    let mut frame = PACKER.with(|c| c.borrow_mut().compress(block, 1)).ok()?;
+    let mut frame = crate::zblock::compress(block, 1).ok()?;
     // The frame comes with room for the worst case; keep only what it uses.
     frame.shrink_to_fit();
     (frame.len() < block.len() / 4 * 3).then_some(frame)
@@ -134,7 +128,7 @@ impl Capture {
         for piece in &self.pieces {
             match piece {
                 Piece::Shared(b) => joined.extend_from_slice(b),
-                Piece::Packed { len, frame } => match zstd::block::decompress(frame, *len) {
+                Piece::Packed { len, frame } => match crate::zblock::decompress(frame, *len) {
                     Ok(plain) => joined.extend_from_slice(&plain),
                     Err(e) => {
                         // Our own frame; failing here is a bug, not bad input.

@@ -22,3 +22,4 @@ pub mod tee;
 pub mod timefmt;
 pub mod upstream;
 pub mod writer;
+pub mod zblock;

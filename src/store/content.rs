@@ -19,6 +19,7 @@
 use super::crypto::{address, Addr, AddrHasher, Keyring, ADDR_LEN};
 use super::writes::Writes;
 use super::StoreError;
+use crate::zblock::{compress, decompress};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -115,23 +116,6 @@ pub struct Codec {
     pub keys: Option<Arc<Keyring>>,
     /// zstd level; 0 disables compression.
     pub zstd_level: i32,
-}
-
-thread_local! {
-    // A zstd context costs a large allocation and a reset; one per thread is reused
-    // (creating one per value was the writer's biggest single cost).
-    static COMPRESSOR: std::cell::RefCell<zstd::block::Compressor> =
-        std::cell::RefCell::new(zstd::block::Compressor::new());
-    static DECOMPRESSOR: std::cell::RefCell<zstd::block::Decompressor> =
-        std::cell::RefCell::new(zstd::block::Decompressor::new());
-}
-
-fn compress(plain: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
-    COMPRESSOR.with(|c| c.borrow_mut().compress(plain, level))
-}
-
-fn decompress(data: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
-    DECOMPRESSOR.with(|d| d.borrow_mut().decompress(data, capacity))
 }
 
 impl Codec {
