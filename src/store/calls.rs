@@ -55,6 +55,11 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// Whether the call names its `q` texts (stores before that keep them in `call_text`).
+    fn has_search_text(&self) -> bool {
+        self.search_system.is_some() || self.search_user.is_some()
+    }
+
     pub fn roots(&self) -> impl Iterator<Item = &Addr> {
         [
             &self.request,
@@ -235,16 +240,16 @@ pub(super) fn store_content(
     let mut manifest = Manifest::default();
     let mut failures = 0u64;
     let mut blobs = Vec::new();
-    let mut request_raw: &[u8] = &[];
-    if let Some(raw) = exact(&call.request_body, &call.request_body_bytes) {
+    let request_raw = exact(&call.request_body, &call.request_body_bytes);
+    let response_raw = exact(&call.response_body, &call.response_body_bytes);
+    if let Some(raw) = request_raw {
         let plan = Plan::new(raw, txn, true, true);
         manifest.request = Some(plan.store(txn, &mut failures)?);
         meta.attachments = plan.attachments();
         StoreStats::add(&stats.attachments_mirrored, plan.blobs.len() as u64);
         blobs = plan.blobs;
-        request_raw = raw;
     }
-    if let Some(raw) = exact(&call.response_body, &call.response_body_bytes) {
+    if let Some(raw) = response_raw {
         let plan = Plan::new(raw, txn, false, false);
         manifest.response = Some(plan.store(txn, &mut failures)?);
     }
@@ -256,17 +261,18 @@ pub(super) fn store_content(
         } else {
             let plain = serde_json::to_value(view).map_err(StoreError::Encode)?;
             let mut value = plain.clone();
-            replace_payloads(&mut value, &blobs, request_raw);
+            replace_payloads(&mut value, &blobs, request_raw.unwrap_or_default());
             (value != plain).then_some(value)
         };
-        let derivable = manifest.request.is_some()
+        let derivable = request_raw.is_some()
             && rewritten.is_none()
             && call.endpoint.is_some_and(|e| e != Endpoint::Other);
         if derivable {
             debug_assert_eq!(
                 Some(view),
                 call.endpoint
-                    .map(|e| crate::parse::request_view(e, request_raw))
+                    .zip(request_raw)
+                    .map(|(e, raw)| crate::parse::request_view(e, raw))
                     .as_ref(),
                 "call {}: the request view must be what the parser makes of the raw request",
                 call.id
@@ -283,10 +289,10 @@ pub(super) fn store_content(
         }
     }
     if let Some(view) = &call.response {
-        let raw = exact(&call.request_body, &call.request_body_bytes)
-            .zip(exact(&call.response_body, &call.response_body_bytes));
-        let input = raw.and_then(|(request, response)| exchange_input(call, request, response));
-        if let Some(input) = input.filter(|_| manifest.request.is_some()) {
+        let input = request_raw
+            .zip(response_raw)
+            .and_then(|(request, response)| exchange_input(call, request, response));
+        if let Some(input) = input {
             debug_assert_eq!(
                 view,
                 &crate::parse::parse_exchange(&input).response,
@@ -450,15 +456,12 @@ impl Store {
     /// The texts `q` searches and the CSV export shows: system prompt and last
     /// user message. `Ok(None)` when the call has none stored.
     pub fn call_text(&self, id: &str) -> Result<Option<CallText>, StoreError> {
-        if let Some(m) = self.manifest(id)? {
-            if m.search_system.is_some() || m.search_user.is_some() {
-                let text =
-                    |a: Option<Addr>| a.map(|a| self.content.expand(&a).map(lossy)).transpose();
-                return Ok(Some(CallText {
-                    system: text(m.search_system)?,
-                    last_user: text(m.search_user)?,
-                }));
-            }
+        if let Some(m) = self.manifest(id)?.filter(Manifest::has_search_text) {
+            let text = |a: Option<Addr>| a.map(|a| self.content.expand(&a).map(lossy)).transpose();
+            return Ok(Some(CallText {
+                system: text(m.search_system)?,
+                last_user: text(m.search_user)?,
+            }));
         }
         // Stores written before the texts moved into the content store.
         super::decode_opt(id, self.call_text.get(id.as_bytes())?)
@@ -469,12 +472,9 @@ impl Store {
     /// prompt shared by many calls is read and lowercased once.
     pub(super) fn text_matches(&self, call_id: &[u8], needle: &str) -> Result<bool, StoreError> {
         let id = String::from_utf8_lossy(call_id);
-        let Some(m) = self.manifest(&id)? else {
+        let Some(m) = self.manifest(&id)?.filter(Manifest::has_search_text) else {
             return self.legacy_text_matches(call_id, needle);
         };
-        if m.search_system.is_none() && m.search_user.is_none() {
-            return self.legacy_text_matches(call_id, needle);
-        }
         for addr in [m.search_system, m.search_user].into_iter().flatten() {
             let text = match self.search_texts.get(&addr) {
                 Some(t) => t,
@@ -548,41 +548,27 @@ impl Store {
 
     /// How much the content store holds (stored, i.e. compressed/sealed, sizes).
     pub fn content_usage(&self) -> Result<ContentUsage, StoreError> {
-        let mut u = ContentUsage::default();
-        for entry in self.content.chunks.iter() {
-            let (k, v) = entry?;
-            u.chunks += 1;
-            u.chunk_bytes += (k.len() + v.len()) as u64;
-        }
-        for entry in self.content.blobs.iter() {
-            let (k, v) = entry?;
-            u.blobs += 1;
-            u.blob_bytes += (k.len() + v.len()) as u64;
-        }
-        for entry in self.calls.iter() {
-            let (k, v) = entry?;
-            u.calls += 1;
-            u.call_bytes += (k.len() + v.len()) as u64;
-        }
-        for entry in self.call_content.iter() {
-            let (k, v) = entry?;
-            u.manifest_bytes += (k.len() + v.len()) as u64;
-        }
-        u.ref_entries = (self.content.chunk_refs.len() + self.content.blob_refs.len()) as u64;
-        Ok(u)
+        let (chunks, chunk_bytes) = tree_size(&self.content.chunks)?;
+        let (blobs, blob_bytes) = tree_size(&self.content.blobs)?;
+        let (calls, call_bytes) = tree_size(&self.calls)?;
+        let (_, manifest_bytes) = tree_size(&self.call_content)?;
+        Ok(ContentUsage {
+            calls,
+            call_bytes,
+            manifest_bytes,
+            chunks,
+            chunk_bytes,
+            blobs,
+            blob_bytes,
+            ref_entries: (self.content.chunk_refs.len() + self.content.blob_refs.len()) as u64,
+        })
     }
 
     /// Logical size (entries, key + value bytes) of every sled tree, by name.
     pub fn tree_usage(&self) -> Result<Vec<(String, u64, u64)>, StoreError> {
         let mut out = Vec::new();
         for name in self.db.tree_names() {
-            let tree = self.db.open_tree(&name)?;
-            let (mut entries, mut bytes) = (0, 0);
-            for entry in tree.iter() {
-                let (k, v) = entry?;
-                entries += 1;
-                bytes += (k.len() + v.len()) as u64;
-            }
+            let (entries, bytes) = tree_size(&self.db.open_tree(&name)?)?;
             out.push((String::from_utf8_lossy(&name).into_owned(), entries, bytes));
         }
         Ok(out)
@@ -708,6 +694,17 @@ impl SearchTexts {
         }
         kept.push_front((addr, text));
     }
+}
+
+/// Entries and key + value bytes of a tree (a full scan).
+fn tree_size(tree: &sled::Tree) -> Result<(u64, u64), StoreError> {
+    let (mut entries, mut bytes) = (0, 0);
+    for entry in tree.iter() {
+        let (k, v) = entry?;
+        entries += 1;
+        bytes += (k.len() + v.len()) as u64;
+    }
+    Ok((entries, bytes))
 }
 
 fn lossy(bytes: Vec<u8>) -> String {
