@@ -549,7 +549,12 @@ impl Store {
     /// How much the content store holds (stored, i.e. compressed/sealed, sizes).
     pub fn content_usage(&self) -> Result<ContentUsage, StoreError> {
         let (chunks, chunk_bytes) = tree_size(&self.content.chunks)?;
-        let (blobs, blob_bytes) = tree_size(&self.content.blobs)?;
+        let (legacy_blobs, legacy_blob_bytes) = tree_size(&self.content.blobs)?;
+        let (file_blobs, file_blob_bytes) = self.content.blob_files.usage()?;
+        let (blobs, blob_bytes) = (
+            legacy_blobs + file_blobs,
+            legacy_blob_bytes + file_blob_bytes,
+        );
         let (calls, call_bytes) = tree_size(&self.calls)?;
         let (_, manifest_bytes) = tree_size(&self.call_content)?;
         Ok(ContentUsage {

@@ -15,12 +15,20 @@
 //!
 //! So after a crash a count can only be too high (a leak), and a refcount entry
 //! always has its value. Writers and the retention sweeper serialise on one mutex.
+//!
+//! Blob values live in files (`blob_files.rs`), not sled, so they follow sled's
+//! ordering by hand: a file is written and synced before anything names it, and
+//! removed only after the refcount removal is flushed. A file with no refcount
+//! (a crash between the two) is removed when the store next opens. Stores written
+//! before blob files keep their blobs in the `blobs` tree, which is still read.
 
+use super::blob_files::BlobFiles;
 use super::crypto::{address, Addr, AddrHasher, Keyring, ADDR_LEN};
 use super::writes::Writes;
 use super::StoreError;
 use crate::zblock::{compress, decompress};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 const FLAG_ZSTD: u8 = 1;
@@ -194,9 +202,13 @@ impl Codec {
 pub struct ContentTrees {
     pub chunks: sled::Tree,
     pub chunk_refs: sled::Tree,
+    /// Blob values of stores written before blob files; read, never written.
     pub blobs: sled::Tree,
     pub blob_refs: sled::Tree,
+    pub blob_files: BlobFiles,
     pub codec: Arc<Codec>,
+    /// Flushed before blob files are removed (see the module doc).
+    db: sled::Db,
     /// Serialises refcount read-modify-write between the writer and the sweeper.
     lock: Arc<Mutex<()>>,
 }
@@ -208,30 +220,54 @@ fn count(value: Option<sled::IVec>) -> u64 {
 }
 
 impl ContentTrees {
-    pub fn open(db: &sled::Db, codec: Codec) -> Result<ContentTrees, StoreError> {
-        Ok(ContentTrees {
+    pub fn open(db: &sled::Db, data_dir: &Path, codec: Codec) -> Result<ContentTrees, StoreError> {
+        let trees = ContentTrees {
             chunks: db.open_tree("chunks")?,
             chunk_refs: db.open_tree("chunk_refs")?,
             blobs: db.open_tree("blobs")?,
             blob_refs: db.open_tree("blob_refs")?,
+            blob_files: BlobFiles::open(data_dir)?,
             codec: Arc::new(codec),
+            db: db.clone(),
             lock: Arc::new(Mutex::new(())),
-        })
+        };
+        trees.remove_orphan_blob_files()?;
+        Ok(trees)
+    }
+
+    /// Removes blob files no refcount names: written just before a crash that lost
+    /// their references, or left when removing them failed.
+    fn remove_orphan_blob_files(&self) -> Result<(), StoreError> {
+        let _guard = self.lock();
+        let mut removed = 0u64;
+        for a in self.blob_files.addresses()? {
+            if count(self.blob_refs.get(a)?) == 0 {
+                self.blob_files.remove(&a)?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, "removed attachment files that nothing references");
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        match self.lock.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
     }
 
     /// Starts a change set; holds the content lock until committed or dropped.
     pub fn txn(&self) -> Txn<'_> {
-        let guard = match self.lock.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
         Txn {
             trees: self,
-            _guard: guard,
+            _guard: self.lock(),
             chunk_delta: HashMap::new(),
             blob_delta: HashMap::new(),
             new_chunks: HashMap::new(),
-            new_blobs: HashMap::new(),
+            new_blobs: HashSet::new(),
         }
     }
 
@@ -285,8 +321,12 @@ impl ContentTrees {
 
     /// A blob's media type and bytes.
     pub fn blob(&self, a: &Addr) -> Result<Option<(String, Vec<u8>)>, StoreError> {
-        let Some(stored) = self.blobs.get(a)? else {
-            return Ok(None);
+        let stored = match self.blob_files.read(a)? {
+            Some(bytes) => bytes,
+            None => match self.blobs.get(a)? {
+                Some(v) => v.to_vec(),
+                None => return Ok(None),
+            },
         };
         let plain = self.codec.open(a, &stored)?;
         let bad = || StoreError::Corrupt {
@@ -332,7 +372,8 @@ pub struct Txn<'a> {
     chunk_delta: HashMap<Addr, i64>,
     blob_delta: HashMap<Addr, i64>,
     new_chunks: HashMap<Addr, Vec<u8>>,
-    new_blobs: HashMap<Addr, Vec<u8>>,
+    /// Blob files written by this change set.
+    new_blobs: HashSet<Addr>,
 }
 
 impl Txn<'_> {
@@ -356,7 +397,7 @@ impl Txn<'_> {
     }
 
     pub fn has_blob(&self, a: &Addr) -> Result<bool, StoreError> {
-        Ok(self.new_blobs.contains_key(a) || self.blob_refs_now(a)? > 0)
+        Ok(self.new_blobs.contains(a) || self.blob_refs_now(a)? > 0)
     }
 
     /// Adds one reference to a stored or staged chunk.
@@ -383,7 +424,8 @@ impl Txn<'_> {
         Ok(())
     }
 
-    /// Stages a blob unless it is already stored; the chunk naming it takes the reference.
+    /// Stores a blob's file unless it is already stored; the chunk naming it takes
+    /// the reference.
     pub fn ensure_blob(
         &mut self,
         a: Addr,
@@ -396,7 +438,8 @@ impl Txn<'_> {
             plain.extend_from_slice(media_type.as_bytes());
             plain.extend_from_slice(bytes);
             let value = self.trees.codec.seal(&plain)?;
-            self.new_blobs.insert(a, value);
+            self.trees.blob_files.write(&a, &value)?;
+            self.new_blobs.insert(a);
         }
         Ok(())
     }
@@ -435,11 +478,6 @@ impl Txn<'_> {
             values.insert(&a[..], &v[..]);
         }
         values.apply_to(&self.trees.chunks)?;
-        let mut values = Writes::default();
-        for (a, v) in &self.new_blobs {
-            values.insert(&a[..], &v[..]);
-        }
-        values.apply_to(&self.trees.blobs)?;
 
         let mut dead_chunks = Vec::new();
         let mut refs = Writes::default();
@@ -482,6 +520,16 @@ impl Txn<'_> {
             gone.remove(&a[..]);
         }
         gone.apply_to(&self.trees.blobs)?;
+        if !dead_blobs.is_empty() {
+            // A file removed before its refcount removal is durable could be
+            // named again by the store a crash leaves behind.
+            self.trees.db.flush()?;
+            for a in &dead_blobs {
+                if let Err(e) = self.trees.blob_files.remove(a) {
+                    tracing::warn!(error = %e, "cannot remove an attachment file; it goes when the store next opens");
+                }
+            }
+        }
         freed.chunks = dead_chunks.len() as u64;
         freed.blobs = dead_blobs.len() as u64;
         Ok(freed)

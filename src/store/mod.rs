@@ -39,6 +39,7 @@
 //! the live stream; sending never blocks.
 
 pub mod bench;
+mod blob_files;
 mod body;
 mod calls;
 pub mod content;
@@ -109,6 +110,8 @@ pub enum StoreError {
     KeyRequired,
     #[error(transparent)]
     Crypto(#[from] crypto::CryptoError),
+    #[error("attachment files: {0}")]
+    Files(#[from] std::io::Error),
 }
 
 /// How the store keeps content (the `[store]` keys of the config).
@@ -323,7 +326,7 @@ impl Store {
             audit_seq: Arc::new(AtomicU32::new(0)),
             events,
             call_content: db.open_tree("call_content")?,
-            content: content::ContentTrees::open(&db, codec)?,
+            content: content::ContentTrees::open(&db, dir, codec)?,
             disk: Arc::new(disk::DiskGuard::new(
                 dir,
                 options.min_free_mb,
@@ -961,5 +964,56 @@ mod tests {
             drop(store);
             let _ = std::fs::remove_dir_all(&dir);
         }
+    }
+
+    /// Stores written before blob files kept attachment values in the `blobs` tree:
+    /// they still rebuild, and retention removes them there.
+    #[test]
+    fn blobs_kept_in_sled_by_older_stores_still_read_and_expire() {
+        use base64::Engine;
+        let dir = std::env::temp_dir().join(format!("llmtap-legacy-blobs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open_with(
+            &dir,
+            StoreOptions {
+                retention_days: 1,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        let image: Vec<u8> = (0..5000u32).map(|i| (i * 7919 % 251) as u8).collect();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&image);
+        let body = format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":[{{"type":"image","source":{{"type":"base64","media_type":"image/png","data":"{b64}"}}}}]}}]}}"#
+        );
+        let call = CallRecord {
+            id: "c_1".into(),
+            invocation_id: "i_1".into(),
+            started_at_us: 1,
+            request_body: Some(body.clone()),
+            ..CallRecord::default()
+        };
+        store.write_batch(&[call], &[]).unwrap();
+        let sha = store.content_address(&image);
+        let addr: crypto::Addr = (0..32)
+            .map(|i| u8::from_str_radix(&sha[2 * i..2 * i + 2], 16).unwrap())
+            .collect::<Vec<u8>>()
+            .try_into()
+            .unwrap();
+        // Move the value from its file into the tree, as an older llmtap kept it.
+        let value = store.content.blob_files.read(&addr).unwrap().unwrap();
+        store.content.blob_files.remove(&addr).unwrap();
+        store.content.blobs.insert(addr, value).unwrap();
+        assert_eq!(
+            store.get_raw("c_1", false).unwrap().unwrap(),
+            body.as_bytes()
+        );
+        assert_eq!(store.get_blob(&sha).unwrap().unwrap().1, image);
+        let report = store.sweep(10 * 86_400_000_000).unwrap();
+        assert_eq!((report.calls_deleted, report.blobs_freed), (1, 1));
+        assert!(store.content.blobs.is_empty());
+        assert!(store.get_blob(&sha).unwrap().is_none());
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -274,6 +274,45 @@ fn history_system_prompt_and_image_are_stored_once() {
     assert_eq!((media.as_str(), bytes), ("image/png", image));
 }
 
+/// Attachment bytes live in files beside sled, one per address: a file nothing
+/// references (a crash between writing it and recording its reference) goes when
+/// the store next opens.
+#[test]
+fn attachment_files_are_kept_outside_sled_and_orphans_are_removed() {
+    let dir = TempDir::new("blob-files");
+    let image = noise(21, 30_000);
+    let sha = sha256_hex(&image);
+    let body = anthropic_round("system", &image, "look", 2);
+    let file = dir.path().join("attachments").join(&sha[..2]).join(&sha);
+    let orphan_sha = sha256_hex(b"never referenced");
+    let orphan = dir
+        .path()
+        .join("attachments")
+        .join(&orphan_sha[..2])
+        .join(&orphan_sha);
+    {
+        let store = open(dir.path(), StoreOptions::default());
+        store
+            .write_batch(&[call("c_01", "inv", 1, 10, &body, "{}")], &[])
+            .unwrap();
+        // Stored once, as itself (the codec leaves incompressible bytes alone).
+        let on_disk = std::fs::read(&file).unwrap();
+        assert!(on_disk.len() >= image.len() && on_disk.len() < image.len() + 64);
+        std::fs::create_dir_all(orphan.parent().unwrap()).unwrap();
+        std::fs::write(&orphan, b"left by a crash").unwrap();
+    }
+    // Reopen: the orphan goes, the referenced file stays and still rebuilds the body.
+    {
+        let store = open(dir.path(), StoreOptions::default());
+        assert!(!orphan.exists());
+        assert!(file.exists());
+        assert_eq!(
+            store.get_raw("c_01", false).unwrap().unwrap(),
+            body.as_bytes()
+        );
+    }
+}
+
 #[test]
 fn attachments_of_every_provider_shape_are_found() {
     let dir = TempDir::new("shapes");
