@@ -43,6 +43,7 @@ mod blob_files;
 mod body;
 mod calls;
 pub mod content;
+mod count_cache;
 pub mod crypto;
 pub mod disk;
 pub mod index;
@@ -183,6 +184,9 @@ pub struct Store {
     content: content::ContentTrees,
     disk: Arc<disk::DiskGuard>,
     search_texts: Arc<calls::SearchTexts>,
+    /// Exact totals of filter conjunctions no counter answers (`count_cache.rs`).
+    call_counts: Arc<count_cache::CountCache>,
+    inv_counts: Arc<count_cache::CountCache>,
     stats: Arc<StoreStats>,
     options: Arc<StoreOptions>,
 }
@@ -333,6 +337,8 @@ impl Store {
                 options.critical_free_mb,
             )),
             search_texts: Arc::default(),
+            call_counts: Arc::new(count_cache::CountCache::new(false)),
+            inv_counts: Arc::new(count_cache::CountCache::new(true)),
             stats: Arc::new(StoreStats::default()),
             options: Arc::new(options),
             meta: meta.clone(),
@@ -353,7 +359,40 @@ impl Store {
             }
             meta.insert("index_v3", b"1")?;
         }
+        store.load_count_caches()?;
         Ok(store)
+    }
+
+    /// Bytes the count caches hold (bitmaps and values), for calls and invocations.
+    pub fn count_cache_bytes(&self) -> (u64, u64) {
+        (self.call_counts.usage().1, self.inv_counts.usage().1)
+    }
+
+    /// Fills the count caches from every stored summary (before the writer starts).
+    fn load_count_caches(&self) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        for (sums, cache) in [
+            (&self.call_sum, &self.call_counts),
+            (&self.inv_sum, &self.inv_counts),
+        ] {
+            cache.clear();
+            for entry in sums.iter() {
+                let (id, stored) = entry?;
+                let view = summary::split_stored(&stored)
+                    .and_then(|(h, _)| FacetView::parse(h))
+                    .ok_or_else(|| corrupt(&String::from_utf8_lossy(&id), "summary header"))?;
+                cache.note(view.time_us, &id, &index::view_pairs(&view), None);
+            }
+        }
+        let (call_days, call_bytes) = self.call_counts.usage();
+        let (_, inv_bytes) = self.inv_counts.usage();
+        tracing::info!(
+            days = call_days,
+            bytes = call_bytes + inv_bytes,
+            seconds = started.elapsed().as_secs_f64(),
+            "count cache loaded"
+        );
+        Ok(())
     }
 
     /// Live summaries of every batch stored from now on.
@@ -473,6 +512,10 @@ impl Store {
         let mut inv_extra: HashMap<&str, (Option<String>, BTreeMap<String, String>)> =
             HashMap::new();
         let mut written = BatchWritten::default();
+        // What the count caches learn once the trees hold it: (time, id, pairs).
+        let mut noted_calls: Vec<(u64, &str, OwnedPairs)> = Vec::with_capacity(calls.len());
+        let mut noted_invs: Vec<(u64, &str, OwnedPairs, Option<u64>)> =
+            Vec::with_capacity(invocations.len());
 
         if write_records {
             // Content first (values, then refcounts), so a stored call never names missing content.
@@ -498,6 +541,7 @@ impl Store {
                 summary::encode_stored(&facets, &summary).map_err(StoreError::Encode)?,
             );
             let pairs = index::facet_pairs(&facets);
+            noted_calls.push((facets.time_us, call.id.as_str(), owned_pairs(&pairs)));
             for (key, count) in index::index_entries(b'c', facets.time_us, &call.id, &pairs) {
                 idx_batch.insert(key, &[] as &[u8]);
                 *counts.entry(count).or_default() += 1;
@@ -640,6 +684,12 @@ impl Store {
                 inv.id.as_bytes(),
                 summary::encode_stored(&facets, &summary).map_err(StoreError::Encode)?,
             );
+            noted_invs.push((
+                facets.time_us,
+                inv.id.as_str(),
+                owned_pairs(&index::facet_pairs(&facets)),
+                old.as_ref().map(|(view, _)| view.time_us),
+            ));
             written.invocations.push(summary);
         }
 
@@ -713,6 +763,14 @@ impl Store {
         limit_batch.apply_to(&self.ratelimits)?;
         series_batch.apply_to(&self.rl_series)?;
         r429_batch.apply_to(&self.rl_429)?;
+        for (time_us, id, pairs) in &noted_calls {
+            self.call_counts
+                .note(*time_us, id.as_bytes(), &borrowed_pairs(pairs), None);
+        }
+        for (time_us, id, pairs, replaced) in &noted_invs {
+            self.inv_counts
+                .note(*time_us, id.as_bytes(), &borrowed_pairs(pairs), *replaced);
+        }
         Ok(written)
     }
 
@@ -804,6 +862,7 @@ impl Store {
             for (key, _) in &entries {
                 self.call_idx.remove(key.as_slice())?;
             }
+            self.call_counts.forget(view.time_us, id, &pairs);
             let counters = entries.into_iter().map(|(_, count)| count);
             for count in counters.chain(index::pair_counts(b'c', view.time_us, &pairs)) {
                 let now = self.idx_counts.get(&count)?.map_or(0, |v| be_u64(&v));
@@ -813,6 +872,32 @@ impl Store {
             self.call_sum.remove(id)?;
         }
         self.call_text.remove(id)?;
+        Ok(())
+    }
+
+    /// Removes the derived entries of an invocation being deleted: its summary and
+    /// index entries, with their counters.
+    pub fn unindex_invocation(&self, id: &[u8]) -> Result<(), StoreError> {
+        let Some(stored) = self.inv_sum.get(id)? else {
+            return Ok(());
+        };
+        let key = String::from_utf8_lossy(id).into_owned();
+        let (header, _) =
+            summary::split_stored(&stored).ok_or_else(|| corrupt(&key, "summary header"))?;
+        let view = FacetView::parse(header).ok_or_else(|| corrupt(&key, "summary header"))?;
+        let pairs = index::view_pairs(&view);
+        let entries = index::index_entries(b'i', view.time_us, &key, &pairs);
+        for (entry, _) in &entries {
+            self.inv_idx.remove(entry.as_slice())?;
+        }
+        self.inv_counts.forget(view.time_us, id, &pairs);
+        let counters = entries.into_iter().map(|(_, count)| count);
+        for count in counters.chain(index::pair_counts(b'i', view.time_us, &pairs)) {
+            let now = self.idx_counts.get(&count)?.map_or(0, |v| be_u64(&v));
+            self.idx_counts
+                .insert(count, &now.saturating_sub(1).to_be_bytes())?;
+        }
+        self.inv_sum.remove(id)?;
         Ok(())
     }
 
@@ -928,6 +1013,17 @@ fn update_session(s: &mut SessionSummary, call: &CallRecord, with_subject: bool)
     if s.tenant.is_none() {
         s.tenant.clone_from(&m.tenant);
     }
+}
+
+/// A record's (tag, value) pairs, kept past the borrow of its facets.
+type OwnedPairs = Vec<(u8, Vec<u8>)>;
+
+fn owned_pairs(pairs: &[(u8, &[u8])]) -> OwnedPairs {
+    pairs.iter().map(|(t, v)| (*t, v.to_vec())).collect()
+}
+
+fn borrowed_pairs(pairs: &[(u8, Vec<u8>)]) -> Vec<(u8, &[u8])> {
+    pairs.iter().map(|(t, v)| (*t, v.as_slice())).collect()
 }
 
 #[cfg(test)]

@@ -186,19 +186,17 @@ impl Store {
         })
     }
 
-    /// `total` of two paired filters in a window: per-day counters for the whole UTC
-    /// days inside it, the join for the partial days at its ends. `None` when the window
-    /// holds no whole day (the join alone is cheap then).
-    fn pairs_by_day_total(
+    /// `total` over whole UTC days from `whole_days` (counters or the count cache),
+    /// and from the join for the partial days at the window's ends. `None` when the
+    /// window holds no whole day (the join alone is cheap then) or `whole_days` cannot
+    /// answer.
+    fn days_total(
         &self,
         kind: Kind,
         filter: &Filter,
         plan: &Plan,
+        whole_days: impl FnOnce(std::ops::Range<u32>) -> Result<Option<u64>, StoreError>,
     ) -> Result<Option<(u64, bool)>, StoreError> {
-        let (_, _, k) = self.trees(kind);
-        let [(ta, va), (tb, vb)] = plan.conjuncts.as_slice() else {
-            return Ok(None);
-        };
         let from = filter.from_us.unwrap_or(0);
         let first = from.div_ceil(index::DAY_US);
         let end = filter.to_us.map_or(u64::MAX, |to| to / index::DAY_US);
@@ -206,18 +204,9 @@ impl Store {
         if first >= end {
             return Ok(None);
         }
-        let mut n = 0;
-        for a in va {
-            for b in vb {
-                let key = index::pair_count_key(k, (*ta, a), (*tb, b));
-                let range =
-                    index::pair_day_key(&key, day(first))..index::pair_day_key(&key, day(end));
-                for entry in self.idx_counts.range(range) {
-                    let (_, v) = entry?;
-                    n += be_u64(&v);
-                }
-            }
-        }
+        let Some(mut n) = whole_days(day(first)..day(end))? else {
+            return Ok(None);
+        };
         let mut lower = false;
         let head = (Some(from), Some(first * index::DAY_US));
         let tail = (Some(end.saturating_mul(index::DAY_US)), filter.to_us);
@@ -230,6 +219,59 @@ impl Store {
             lower |= l;
         }
         Ok(Some((n, lower)))
+    }
+
+    /// `total` of two paired filters in a window, from the per-day pair counters.
+    fn pairs_by_day_total(
+        &self,
+        kind: Kind,
+        filter: &Filter,
+        plan: &Plan,
+    ) -> Result<Option<(u64, bool)>, StoreError> {
+        let (_, _, k) = self.trees(kind);
+        let [(ta, va), (tb, vb)] = plan.conjuncts.as_slice() else {
+            return Ok(None);
+        };
+        self.days_total(kind, filter, plan, |days| {
+            let mut n = 0;
+            for a in va {
+                for b in vb {
+                    let key = index::pair_count_key(k, (*ta, a), (*tb, b));
+                    let range =
+                        index::pair_day_key(&key, days.start)..index::pair_day_key(&key, days.end);
+                    for entry in self.idx_counts.range(range) {
+                        let (_, v) = entry?;
+                        n += be_u64(&v);
+                    }
+                }
+            }
+            Ok(Some(n))
+        })
+    }
+
+    /// `total` from the count cache (`count_cache.rs`): any conjunction of cached
+    /// filters without residual ones, exact.
+    fn cached_total(
+        &self,
+        kind: Kind,
+        filter: &Filter,
+        plan: &Plan,
+    ) -> Result<Option<(u64, bool)>, StoreError> {
+        if plan.residual {
+            return Ok(None);
+        }
+        let cache = match kind {
+            Kind::Calls => &self.call_counts,
+            Kind::Invocations => &self.inv_counts,
+        };
+        if filter.from_us.is_none() && filter.to_us.is_none() {
+            return Ok(cache
+                .count(&plan.conjuncts, 0..u32::MAX)
+                .map(|n| (n, false)));
+        }
+        self.days_total(kind, filter, plan, |days| {
+            Ok(cache.count(&plan.conjuncts, days))
+        })
     }
 
     /// Checks the filters the driving index does not cover.
@@ -283,6 +325,7 @@ impl Store {
             None if request.count_total && plan.pairs_by_day => {
                 self.pairs_by_day_total(kind, filter, &plan)?
             }
+            None if request.count_total => self.cached_total(kind, filter, &plan)?,
             None => None,
         };
         let count_here = request.count_total && request.after.is_none() && counted.is_none();
@@ -808,6 +851,117 @@ mod tests {
             assert_eq!(page.total, want.len() as u64, "{from_us:?}..{to_us:?}");
             assert!(!page.total_is_lower_bound);
         }
+    }
+
+    /// Every `total` the count cache gives equals the join's exact count, for calls
+    /// and for invocations (rewritten round by round, several models each), with and
+    /// without windows, after deletions, and after a reopen loads the cache again.
+    #[test]
+    fn count_cache_totals_equal_the_join_count() {
+        let dir = Dir(std::env::temp_dir().join(format!(
+            "llmtap-count-cache-{}-{}",
+            std::process::id(),
+            crate::timefmt::now_unix_us()
+        )));
+        let day = index::DAY_US;
+        let t0 = 20_000 * day + day / 3;
+        let options = || super::super::StoreOptions {
+            retention_days: 2,
+            ..super::super::StoreOptions::default()
+        };
+        let store = Store::open_with(&dir.0, options()).expect("open");
+        let statuses = [
+            CallStatus::Success,
+            CallStatus::Failed,
+            CallStatus::RateLimited,
+        ];
+        let mut calls = Vec::new();
+        let mut invs: std::collections::HashMap<String, crate::record::InvocationRecord> =
+            std::collections::HashMap::new();
+        for i in 0..480u64 {
+            let inv_id = format!("inv-{}", i / 3);
+            let session = (i % 5 == 0).then(|| format!("s{}", i % 7));
+            let call = synthetic_call(
+                &inv_id,
+                (i % 3 + 1) as u32,
+                t0 + i * 17 * 60_000_000,
+                &format!("agent-{}", (i / 3) % 3),
+                &format!("tenant-{}", (i / 9) % 4),
+                session.as_deref(),
+                (i % 4) as usize,
+                statuses[(i % 7 % 3) as usize],
+                10,
+                1,
+            );
+            let inv = roll_up(invs.remove(&inv_id), &call);
+            store
+                .write_batch(std::slice::from_ref(&call), std::slice::from_ref(&inv))
+                .expect("write");
+            invs.insert(inv_id, inv);
+            calls.push(call);
+        }
+        let windows = [
+            (None, None),
+            (Some(t0 + day / 2), Some(t0 + 4 * day + 5)),
+            (Some(t0), Some(t0 + 3 * day)),
+            (Some(t0 + day + 1), None),
+        ];
+        let check = |store: &Store, stage: &str| {
+            let mut cached = 0;
+            for (from_us, to_us) in windows {
+                for agent in ["agent-0", "agent-2"] {
+                    for tenant in [vec!["tenant-1"], vec!["tenant-0", "tenant-3"]] {
+                        for models in [vec!["gpt-4o"], vec!["gpt-4o-mini", "claude-sonnet-4"]] {
+                            for status in [None, Some("failed")] {
+                                let mut eq = vec![
+                                    (tag::AGENT, vec![agent.to_string()]),
+                                    (tag::TENANT, tenant.iter().map(|t| t.to_string()).collect()),
+                                    (tag::MODEL, models.iter().map(|m| m.to_string()).collect()),
+                                ];
+                                if let Some(s) = status {
+                                    eq.push((tag::STATUS, vec![s.to_string()]));
+                                }
+                                let filter = Filter {
+                                    eq,
+                                    from_us,
+                                    to_us,
+                                    ..Filter::default()
+                                };
+                                for kind in [Kind::Calls, Kind::Invocations] {
+                                    let plan = store.plan(kind, &filter).expect("plan");
+                                    let joined = store
+                                        .count_in(kind, &filter, &plan, from_us, to_us)
+                                        .expect("join");
+                                    let Some(got) =
+                                        store.cached_total(kind, &filter, &plan).expect("cache")
+                                    else {
+                                        continue;
+                                    };
+                                    cached += 1;
+                                    assert_eq!(got, joined, "{stage} {kind:?} {filter:?}");
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            // Every timeless query (a quarter of them) was answered by the cache.
+            assert!(cached >= 2 * 2 * 2 * 2 * 2, "{stage}: {cached}");
+        };
+        check(&store, "written");
+        for c in calls.iter().step_by(11) {
+            assert!(store.delete_call(&c.id).expect("delete"));
+        }
+        check(&store, "after deletes");
+        let report = store.sweep(t0 + 5 * day).expect("sweep");
+        assert!(
+            report.calls_deleted > 0 && report.invocations_deleted > 0,
+            "{report:?}"
+        );
+        check(&store, "after retention");
+        drop(store);
+        let store = Store::open_with(&dir.0, options()).expect("reopen");
+        check(&store, "reopened");
     }
 
     #[test]

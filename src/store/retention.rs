@@ -212,10 +212,16 @@ impl Store {
             if self.inv_rounds.scan_prefix(&prefix).next().is_some() {
                 continue;
             }
+            // The record goes first, then what is derived from it (as for calls).
             batch.remove(key.clone());
             n += 1;
         }
         batch.apply_to(&self.invocations)?;
+        for key in keys {
+            if self.invocations.get(key)?.is_none() {
+                self.unindex_invocation(key)?;
+            }
+        }
         Ok(n)
     }
 }

@@ -464,6 +464,19 @@ fn retention_deletes_old_calls_and_only_unreferenced_content() {
     assert!(store.get_call("c_01").unwrap().is_none());
     assert!(store.get_invocation("inv-old").unwrap().is_none());
     assert!(store.invocation_calls("inv-old").unwrap().is_empty());
+    // Gone from lists and their totals too, not only as a record.
+    let listed = store
+        .list_invocations(
+            &llmtap::store::summary::Filter::default(),
+            &llmtap::store::PageRequest {
+                limit: 10,
+                count_total: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let ids: Vec<&str> = listed.items.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!((ids, listed.total), (vec!["inv-new"], 1));
     // The blob only the old calls used is gone; the shared one lives on.
     assert!(store.get_blob(&sha256_hex(&only_old)).unwrap().is_none());
     assert_eq!(
