@@ -27,20 +27,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::{Mutex, MutexGuard};
 
-/// The facets the bitmaps hold.
-const CACHED: [u8; 8] = [
-    tag::AGENT,
-    tag::PROVIDER,
-    tag::MODEL,
-    tag::STATUS,
-    tag::TENANT,
-    tag::TRIGGER,
-    tag::PROMPT,
-    tag::HAS_SESSION,
-];
-
+/// The facets the bitmaps hold: the ones the pair counters count.
 pub fn is_cached(t: u8) -> bool {
-    CACHED.contains(&t)
+    index::is_paired(t)
 }
 
 pub fn day_of(time_us: u64) -> u32 {

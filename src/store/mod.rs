@@ -852,25 +852,7 @@ impl Store {
     /// rate-limit history are aggregates over time and are kept.
     pub fn unindex_call(&self, call: &CallRecord) -> Result<(), StoreError> {
         let id = call.id.as_bytes();
-        if let Some(stored) = self.call_sum.get(id)? {
-            let (header, _) = summary::split_stored(&stored)
-                .ok_or_else(|| corrupt(&call.id, "summary header"))?;
-            let view =
-                FacetView::parse(header).ok_or_else(|| corrupt(&call.id, "summary header"))?;
-            let pairs = index::view_pairs(&view);
-            let entries = index::index_entries(b'c', view.time_us, &call.id, &pairs);
-            for (key, _) in &entries {
-                self.call_idx.remove(key.as_slice())?;
-            }
-            self.call_counts.forget(view.time_us, id, &pairs);
-            let counters = entries.into_iter().map(|(_, count)| count);
-            for count in counters.chain(index::pair_counts(b'c', view.time_us, &pairs)) {
-                let now = self.idx_counts.get(&count)?.map_or(0, |v| be_u64(&v));
-                self.idx_counts
-                    .insert(count, &now.saturating_sub(1).to_be_bytes())?;
-            }
-            self.call_sum.remove(id)?;
-        }
+        self.unindex(b'c', id)?;
         self.call_text.remove(id)?;
         Ok(())
     }
@@ -878,7 +860,16 @@ impl Store {
     /// Removes the derived entries of an invocation being deleted: its summary and
     /// index entries, with their counters.
     pub fn unindex_invocation(&self, id: &[u8]) -> Result<(), StoreError> {
-        let Some(stored) = self.inv_sum.get(id)? else {
+        self.unindex(b'i', id)
+    }
+
+    /// A record's summary, index entries, counters and count-cache entry.
+    fn unindex(&self, kind: u8, id: &[u8]) -> Result<(), StoreError> {
+        let (sums, idx, cache) = match kind {
+            b'c' => (&self.call_sum, &self.call_idx, &self.call_counts),
+            _ => (&self.inv_sum, &self.inv_idx, &self.inv_counts),
+        };
+        let Some(stored) = sums.get(id)? else {
             return Ok(());
         };
         let key = String::from_utf8_lossy(id).into_owned();
@@ -886,18 +877,18 @@ impl Store {
             summary::split_stored(&stored).ok_or_else(|| corrupt(&key, "summary header"))?;
         let view = FacetView::parse(header).ok_or_else(|| corrupt(&key, "summary header"))?;
         let pairs = index::view_pairs(&view);
-        let entries = index::index_entries(b'i', view.time_us, &key, &pairs);
+        let entries = index::index_entries(kind, view.time_us, &key, &pairs);
         for (entry, _) in &entries {
-            self.inv_idx.remove(entry.as_slice())?;
+            idx.remove(entry.as_slice())?;
         }
-        self.inv_counts.forget(view.time_us, id, &pairs);
+        cache.forget(view.time_us, id, &pairs);
         let counters = entries.into_iter().map(|(_, count)| count);
-        for count in counters.chain(index::pair_counts(b'i', view.time_us, &pairs)) {
+        for count in counters.chain(index::pair_counts(kind, view.time_us, &pairs)) {
             let now = self.idx_counts.get(&count)?.map_or(0, |v| be_u64(&v));
             self.idx_counts
                 .insert(count, &now.saturating_sub(1).to_be_bytes())?;
         }
-        self.inv_sum.remove(id)?;
+        sums.remove(id)?;
         Ok(())
     }
 
