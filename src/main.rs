@@ -488,8 +488,23 @@ async fn bench_api(data_dir: PathBuf, requests: usize) -> anyhow::Result<()> {
             ),
         ),
         (
-            "calls, agent + model + tenant (join count)",
+            "calls, agent + model + tenant (count cache)",
             "/api/v1/calls?agent=agent-03&model=gpt-4o&tenant=tenant-4&limit=20".into(),
+        ),
+        (
+            "calls, agent + model + tenant, 7-day window",
+            format!(
+                "/api/v1/calls?agent=agent-03&model=gpt-4o&tenant=tenant-4&from={}&to={to}&limit=20",
+                llmtap::timefmt::format_rfc3339_us(now - 9 * day)
+            ),
+        ),
+        (
+            "invocations, agent + tenant + two models",
+            "/api/v1/invocations?agent=agent-07&tenant=tenant-1&model=gpt-4o&model=claude-sonnet-4&limit=20".into(),
+        ),
+        (
+            "calls, agent + model + tenant + status=failed",
+            "/api/v1/calls?agent=agent-03&model=gpt-4o&tenant=tenant-4&status=failed&limit=20".into(),
         ),
         ("summary", "/api/v1/summary".into()),
         (
