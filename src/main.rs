@@ -449,8 +449,8 @@ async fn bench_api(data_dir: PathBuf, requests: usize) -> anyhow::Result<()> {
     };
     let calls = running.store.call_count();
     println!("store: {calls} calls in {}", data_dir.display());
-    let (call_cache, inv_cache) = running.store.count_cache_bytes();
-    println!("count cache: {call_cache} bytes (calls), {inv_cache} bytes (invocations)");
+    let (call_cache, inv_cache) = running.store.facet_cache_bytes();
+    println!("facet cache: {call_cache} bytes (calls), {inv_cache} bytes (invocations)");
     let now = llmtap::timefmt::now_unix_us();
     let day = 86_400_000_000u64;
     let from = llmtap::timefmt::format_rfc3339_us(now - 3 * day);
@@ -488,7 +488,7 @@ async fn bench_api(data_dir: PathBuf, requests: usize) -> anyhow::Result<()> {
             ),
         ),
         (
-            "calls, agent + model + tenant (count cache)",
+            "calls, agent + model + tenant (facet cache)",
             "/api/v1/calls?agent=agent-03&model=gpt-4o&tenant=tenant-4&limit=20".into(),
         ),
         (

@@ -91,21 +91,13 @@ pub fn is_paired(t: u8) -> bool {
     PAIRED.contains(&t)
 }
 
-/// Days of the per-day pair counters are UTC days since the epoch.
+/// A UTC day in µs.
 pub const DAY_US: u64 = 86_400_000_000;
 
-/// The per-day counter of a pair: its all-time key, 0x00, day (u32 BE). Values hold no
-/// NUL, so one pair's days are one contiguous range.
-pub fn pair_day_key(pair_key: &[u8], day: u32) -> Vec<u8> {
-    let mut key = Vec::with_capacity(pair_key.len() + 5);
-    key.extend_from_slice(pair_key);
-    key.push(0);
-    key.extend_from_slice(&day.to_be_bytes());
-    key
-}
-
-/// Every pair counter one record adds to: all time and its day.
-pub fn pair_counts(kind: u8, time_us: u64, pairs: &[(u8, &[u8])]) -> Vec<Vec<u8>> {
+/// Every pair counter one record adds to. (Stores written before the facet cache
+/// also hold per-day pair counters, keyed all-time key, 0x00, day; nothing reads
+/// them now.)
+pub fn pair_counts(kind: u8, pairs: &[(u8, &[u8])]) -> Vec<Vec<u8>> {
     let session = has_session_value(pairs.iter().any(|(t, _)| *t == tag::SESSION));
     let mut items: Vec<(u8, &[u8])> = pairs
         .iter()
@@ -115,14 +107,11 @@ pub fn pair_counts(kind: u8, time_us: u64, pairs: &[(u8, &[u8])]) -> Vec<Vec<u8>
     items.push((tag::HAS_SESSION, session));
     items.sort_unstable();
     items.dedup();
-    let day = u32::try_from(time_us / DAY_US).unwrap_or(u32::MAX);
-    let mut out = Vec::with_capacity(items.len() * items.len());
+    let mut out = Vec::with_capacity(items.len() * items.len() / 2);
     for (i, a) in items.iter().enumerate() {
         for b in &items[i + 1..] {
             if a.0 != b.0 {
-                let key = pair_count_key(kind, *a, *b);
-                out.push(pair_day_key(&key, day));
-                out.push(key);
+                out.push(pair_count_key(kind, *a, *b));
             }
         }
     }
@@ -483,10 +472,9 @@ mod tests {
             (tag::SESSION, b"s1"),
             (tag::USER, b"u1"),
         ];
-        let keys = pair_counts(b'i', 3 * DAY_US + 5, &pairs);
-        // agent×m1, agent×m2, agent×h, m1×h, m2×h: no model×model, session or user;
-        // each all-time and for day 3.
-        assert_eq!(keys.len(), 10);
+        let keys = pair_counts(b'i', &pairs);
+        // agent×m1, agent×m2, agent×h, m1×h, m2×h: no model×model, session or user.
+        assert_eq!(keys.len(), 5);
         let agent_m2 = pair_count_key(b'i', (tag::MODEL, b"m2"), (tag::AGENT, b"bot"));
         assert!(keys.contains(&agent_m2));
         assert!(keys.contains(&pair_count_key(
@@ -495,7 +483,6 @@ mod tests {
             (tag::AGENT, b"bot")
         )));
         assert_eq!(agent_m2[0], b'I');
-        assert!(keys.contains(&pair_day_key(&agent_m2, 3)));
     }
 
     #[test]

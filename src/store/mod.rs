@@ -43,9 +43,9 @@ mod blob_files;
 mod body;
 mod calls;
 pub mod content;
-mod count_cache;
 pub mod crypto;
 pub mod disk;
+mod facet_cache;
 pub mod index;
 mod join;
 mod packed;
@@ -184,9 +184,9 @@ pub struct Store {
     content: content::ContentTrees,
     disk: Arc<disk::DiskGuard>,
     search_texts: Arc<calls::SearchTexts>,
-    /// Exact totals of filter conjunctions no counter answers (`count_cache.rs`).
-    call_counts: Arc<count_cache::CountCache>,
-    inv_counts: Arc<count_cache::CountCache>,
+    /// Exact totals of filter conjunctions no counter answers (`facet_cache.rs`).
+    call_facets: Arc<facet_cache::FacetCache>,
+    inv_facets: Arc<facet_cache::FacetCache>,
     stats: Arc<StoreStats>,
     options: Arc<StoreOptions>,
 }
@@ -337,8 +337,8 @@ impl Store {
                 options.critical_free_mb,
             )),
             search_texts: Arc::default(),
-            call_counts: Arc::new(count_cache::CountCache::new(false)),
-            inv_counts: Arc::new(count_cache::CountCache::new(true)),
+            call_facets: Arc::new(facet_cache::FacetCache::new(false)),
+            inv_facets: Arc::new(facet_cache::FacetCache::new(true)),
             stats: Arc::new(StoreStats::default()),
             options: Arc::new(options),
             meta: meta.clone(),
@@ -359,21 +359,21 @@ impl Store {
             }
             meta.insert("index_v3", b"1")?;
         }
-        store.load_count_caches()?;
+        store.load_facet_caches()?;
         Ok(store)
     }
 
-    /// Bytes the count caches hold (bitmaps and values), for calls and invocations.
-    pub fn count_cache_bytes(&self) -> (u64, u64) {
-        (self.call_counts.usage().1, self.inv_counts.usage().1)
+    /// Bytes the facet caches hold (bitmaps and values), for calls and invocations.
+    pub fn facet_cache_bytes(&self) -> (u64, u64) {
+        (self.call_facets.usage().1, self.inv_facets.usage().1)
     }
 
-    /// Fills the count caches from every stored summary (before the writer starts).
-    fn load_count_caches(&self) -> Result<(), StoreError> {
+    /// Fills the facet caches from every stored summary (before the writer starts).
+    fn load_facet_caches(&self) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
         for (sums, cache) in [
-            (&self.call_sum, &self.call_counts),
-            (&self.inv_sum, &self.inv_counts),
+            (&self.call_sum, &self.call_facets),
+            (&self.inv_sum, &self.inv_facets),
         ] {
             cache.clear();
             for entry in sums.iter() {
@@ -384,13 +384,13 @@ impl Store {
                 cache.note(view.time_us, &id, &index::view_pairs(&view), None);
             }
         }
-        let (call_days, call_bytes) = self.call_counts.usage();
-        let (_, inv_bytes) = self.inv_counts.usage();
+        let (call_days, call_bytes) = self.call_facets.usage();
+        let (_, inv_bytes) = self.inv_facets.usage();
         tracing::info!(
             days = call_days,
             bytes = call_bytes + inv_bytes,
             seconds = started.elapsed().as_secs_f64(),
-            "count cache loaded"
+            "facet cache loaded"
         );
         Ok(())
     }
@@ -463,7 +463,7 @@ impl Store {
                 *counts
                     .entry(index::count_key(kind, summary::tag::HAS_SESSION, value))
                     .or_default() += 1;
-                for count in index::pair_counts(kind, view.time_us, &pairs) {
+                for count in index::pair_counts(kind, &pairs) {
                     *counts.entry(count).or_default() += 1;
                 }
                 batch.insert(
@@ -512,7 +512,7 @@ impl Store {
         let mut inv_extra: HashMap<&str, (Option<String>, BTreeMap<String, String>)> =
             HashMap::new();
         let mut written = BatchWritten::default();
-        // What the count caches learn once the trees hold it: (time, id, pairs).
+        // What the facet caches learn once the trees hold it: (time, id, pairs).
         let mut noted_calls: Vec<(u64, &str, OwnedPairs)> = Vec::with_capacity(calls.len());
         let mut noted_invs: Vec<(u64, &str, OwnedPairs, Option<u64>)> =
             Vec::with_capacity(invocations.len());
@@ -546,7 +546,7 @@ impl Store {
                 idx_batch.insert(key, &[] as &[u8]);
                 *counts.entry(count).or_default() += 1;
             }
-            for count in index::pair_counts(b'c', facets.time_us, &pairs) {
+            for count in index::pair_counts(b'c', &pairs) {
                 *counts.entry(count).or_default() += 1;
             }
             // Prompt text in the clear would defeat encryption at rest: with a key,
@@ -656,13 +656,13 @@ impl Store {
                 }
             }
             let old_pairs: HashSet<Vec<u8>> = match &old {
-                Some((view, _)) => index::pair_counts(b'i', view.time_us, &index::view_pairs(view))
+                Some((view, _)) => index::pair_counts(b'i', &index::view_pairs(view))
                     .into_iter()
                     .collect(),
                 None => HashSet::new(),
             };
             let new_pairs: HashSet<Vec<u8>> =
-                index::pair_counts(b'i', facets.time_us, &index::facet_pairs(&facets))
+                index::pair_counts(b'i', &index::facet_pairs(&facets))
                     .into_iter()
                     .collect();
             for key in old_pairs.difference(&new_pairs) {
@@ -764,11 +764,11 @@ impl Store {
         series_batch.apply_to(&self.rl_series)?;
         r429_batch.apply_to(&self.rl_429)?;
         for (time_us, id, pairs) in &noted_calls {
-            self.call_counts
+            self.call_facets
                 .note(*time_us, id.as_bytes(), &borrowed_pairs(pairs), None);
         }
         for (time_us, id, pairs, replaced) in &noted_invs {
-            self.inv_counts
+            self.inv_facets
                 .note(*time_us, id.as_bytes(), &borrowed_pairs(pairs), *replaced);
         }
         Ok(written)
@@ -866,8 +866,8 @@ impl Store {
     /// A record's summary, index entries, counters and count-cache entry.
     fn unindex(&self, kind: u8, id: &[u8]) -> Result<(), StoreError> {
         let (sums, idx, cache) = match kind {
-            b'c' => (&self.call_sum, &self.call_idx, &self.call_counts),
-            _ => (&self.inv_sum, &self.inv_idx, &self.inv_counts),
+            b'c' => (&self.call_sum, &self.call_idx, &self.call_facets),
+            _ => (&self.inv_sum, &self.inv_idx, &self.inv_facets),
         };
         let Some(stored) = sums.get(id)? else {
             return Ok(());
@@ -883,7 +883,7 @@ impl Store {
         }
         cache.forget(view.time_us, id, &pairs);
         let counters = entries.into_iter().map(|(_, count)| count);
-        for count in counters.chain(index::pair_counts(kind, view.time_us, &pairs)) {
+        for count in counters.chain(index::pair_counts(kind, &pairs)) {
             let now = self.idx_counts.get(&count)?.map_or(0, |v| be_u64(&v));
             self.idx_counts
                 .insert(count, &now.saturating_sub(1).to_be_bytes())?;

@@ -7,6 +7,7 @@
 //! `q`) on each match's summary header. Pages never decode full records. Every scan
 //! has a budget so no request reads the whole store.
 
+use super::facet_cache::{FacetCache, Window};
 use super::index::{self, RateLimitPoint, RateLimitState, RollupCell, SessionSummary};
 use super::join::{Bounds, Join};
 use super::summary::{self, tag, FacetView, Filter};
@@ -81,9 +82,6 @@ struct Plan {
     /// Filters the join does not cover, checked on each match's summary header.
     residual: bool,
     exact_total: Option<u64>,
-    /// Two paired filters within a time window: whole days come from the per-day pair
-    /// counters, only the partial days at the ends need the join.
-    pairs_by_day: bool,
 }
 
 fn bounds<'a>(filter: &Filter, before: Option<&'a Position>) -> Bounds<'a> {
@@ -150,7 +148,6 @@ impl Store {
                 conjuncts: vec![(tag::ALL, vec![Vec::new()])],
                 residual,
                 exact_total: (!residual && timeless).then_some(all),
-                pairs_by_day: false,
             });
         }
         // Counters give exact totals (one index, or a pair of them), unless ORed values
@@ -161,9 +158,6 @@ impl Store {
         let countable = !residual && conjuncts.iter().all(single_valued);
         let exact = countable && timeless;
         let paired = |a: u8, b: u8| a != b && index::is_paired(a) && index::is_paired(b);
-        let pairs_by_day = countable
-            && !timeless
-            && matches!(conjuncts.as_slice(), [(ta, _), (tb, _)] if paired(*ta, *tb));
         let exact_total = match conjuncts.as_slice() {
             [_] if exact => Some(estimates[0]),
             [(ta, va), (tb, vb)] if exact && paired(*ta, *tb) => {
@@ -182,74 +176,17 @@ impl Store {
             conjuncts,
             residual,
             exact_total,
-            pairs_by_day,
         })
     }
 
-    /// `total` over whole UTC days from `whole_days` (counters or the count cache),
-    /// and from the join for the partial days at the window's ends. `None` when the
-    /// window holds no whole day (the join alone is cheap then) or `whole_days` cannot
-    /// answer.
-    fn days_total(
-        &self,
-        kind: Kind,
-        filter: &Filter,
-        plan: &Plan,
-        whole_days: impl FnOnce(std::ops::Range<u32>) -> Result<Option<u64>, StoreError>,
-    ) -> Result<Option<(u64, bool)>, StoreError> {
-        let from = filter.from_us.unwrap_or(0);
-        let first = from.div_ceil(index::DAY_US);
-        let end = filter.to_us.map_or(u64::MAX, |to| to / index::DAY_US);
-        let day = |d: u64| u32::try_from(d).unwrap_or(u32::MAX);
-        if first >= end {
-            return Ok(None);
+    fn cache(&self, kind: Kind) -> &FacetCache {
+        match kind {
+            Kind::Calls => &self.call_facets,
+            Kind::Invocations => &self.inv_facets,
         }
-        let Some(mut n) = whole_days(day(first)..day(end))? else {
-            return Ok(None);
-        };
-        let mut lower = false;
-        let head = (Some(from), Some(first * index::DAY_US));
-        let tail = (Some(end.saturating_mul(index::DAY_US)), filter.to_us);
-        for (lo, hi) in [head, tail] {
-            if hi.is_some() && lo >= hi {
-                continue;
-            }
-            let (c, l) = self.count_in(kind, filter, plan, lo, hi)?;
-            n += c;
-            lower |= l;
-        }
-        Ok(Some((n, lower)))
     }
 
-    /// `total` of two paired filters in a window, from the per-day pair counters.
-    fn pairs_by_day_total(
-        &self,
-        kind: Kind,
-        filter: &Filter,
-        plan: &Plan,
-    ) -> Result<Option<(u64, bool)>, StoreError> {
-        let (_, _, k) = self.trees(kind);
-        let [(ta, va), (tb, vb)] = plan.conjuncts.as_slice() else {
-            return Ok(None);
-        };
-        self.days_total(kind, filter, plan, |days| {
-            let mut n = 0;
-            for a in va {
-                for b in vb {
-                    let key = index::pair_count_key(k, (*ta, a), (*tb, b));
-                    let range =
-                        index::pair_day_key(&key, days.start)..index::pair_day_key(&key, days.end);
-                    for entry in self.idx_counts.range(range) {
-                        let (_, v) = entry?;
-                        n += be_u64(&v);
-                    }
-                }
-            }
-            Ok(Some(n))
-        })
-    }
-
-    /// `total` from the count cache (`count_cache.rs`): any conjunction of cached
+    /// `total` from the facet cache (`facet_cache.rs`): any conjunction of cached
     /// filters without residual ones, exact.
     fn cached_total(
         &self,
@@ -260,18 +197,106 @@ impl Store {
         if plan.residual {
             return Ok(None);
         }
-        let cache = match kind {
-            Kind::Calls => &self.call_counts,
-            Kind::Invocations => &self.inv_counts,
+        let window = Window {
+            from_us: filter.from_us,
+            to_us: filter.to_us,
         };
-        if filter.from_us.is_none() && filter.to_us.is_none() {
-            return Ok(cache
-                .count(&plan.conjuncts, 0..u32::MAX)
-                .map(|n| (n, false)));
+        Ok(self
+            .cache(kind)
+            .count(&plan.conjuncts, window)
+            .map(|n| (n, false)))
+    }
+
+    /// A page of two or more cached filters: the matching records' times come from
+    /// the facet cache's bitmaps, newest first, and each time's ids from the time
+    /// index, checked on their summary header. The join would read every key of the
+    /// filters' interleaving between matches, which for a rare conjunction is most
+    /// of the indexes. `total` is left for the caller; `None` when the cache cannot
+    /// answer.
+    fn cached_items<T: DeserializeOwned>(
+        &self,
+        kind: Kind,
+        filter: &Filter,
+        plan: &Plan,
+        request: &PageRequest,
+    ) -> Result<Option<Page<T>>, StoreError> {
+        if plan.residual || plan.conjuncts.len() < 2 {
+            return Ok(None);
         }
-        self.days_total(kind, filter, plan, |days| {
-            Ok(cache.count(&plan.conjuncts, days))
-        })
+        let cache = self.cache(kind);
+        let window = Window {
+            from_us: filter.from_us,
+            to_us: filter.to_us,
+        };
+        let cursor = request.after.as_ref();
+        let limit = request.limit.max(1);
+        let want = request.offset + limit + 1;
+        let at_or_before = cursor.map(|p| p.time_us);
+        let Some(mut times) = cache.newest(&plan.conjuncts, window, at_or_before, want) else {
+            return Ok(None);
+        };
+        // Records at the cursor's own time may already have been shown: ask for
+        // as many more.
+        let shared = times.iter().filter(|t| Some(**t) == at_or_before).count();
+        if shared > 0 {
+            match cache.newest(&plan.conjuncts, window, at_or_before, want + shared) {
+                Some(more) => times = more,
+                None => return Ok(None),
+            }
+        }
+        times.dedup();
+        let (idx, sums, _) = self.trees(kind);
+        let prefix = index::index_prefix(tag::ALL, b"");
+        let mut items = Vec::with_capacity(limit);
+        let mut next = None;
+        let mut matched = 0usize;
+        for time_us in times {
+            let mut lo = prefix.clone();
+            lo.extend_from_slice(&time_us.to_be_bytes());
+            let mut hi = lo.clone();
+            hi.push(0xff);
+            for entry in idx.range(lo..hi).rev() {
+                let (key, _) = entry?;
+                let id = &key[prefix.len() + 8..];
+                if cursor.is_some_and(|c| c.time_us == time_us && id >= c.id.as_bytes()) {
+                    continue;
+                }
+                let Some(stored) = sums.get(id)? else {
+                    continue;
+                };
+                let Some((header, json)) = summary::split_stored(&stored) else {
+                    continue;
+                };
+                if !FacetView::parse(header).is_some_and(|v| filter.matches(&v)) {
+                    continue;
+                }
+                matched += 1;
+                if matched <= request.offset {
+                    continue;
+                }
+                if items.len() == limit {
+                    return Ok(Some(Page {
+                        items,
+                        total: 0,
+                        total_is_lower_bound: true,
+                        has_more: true,
+                        next,
+                    }));
+                }
+                items.push(decode::<T>(id, json)?);
+                next = Some(Position {
+                    time_us,
+                    id: String::from_utf8_lossy(id).into_owned(),
+                });
+            }
+        }
+        Ok(Some(Page {
+            items,
+            total: 0,
+            total_is_lower_bound: true,
+            has_more: false,
+            next: None,
+        }))
     }
 
     /// Checks the filters the driving index does not cover.
@@ -314,20 +339,25 @@ impl Store {
     ) -> Result<Page<T>, StoreError> {
         let (idx, sums, _) = self.trees(kind);
         let plan = self.plan(kind, filter)?;
+        let limit = request.limit.max(1);
+        let counted = match plan.exact_total {
+            Some(n) => Some((n, false)),
+            None if request.count_total => self.cached_total(kind, filter, &plan)?,
+            None => None,
+        };
+        if let Some(mut page) = self.cached_items::<T>(kind, filter, &plan, request)? {
+            (page.total, page.total_is_lower_bound) = match counted {
+                Some(c) => c,
+                None if !request.count_total => (0, true),
+                None => self.count_in(kind, filter, &plan, filter.from_us, filter.to_us)?,
+            };
+            return Ok(page);
+        }
         let mut join = Join::new(
             idx,
             &plan.conjuncts,
             &bounds(filter, request.after.as_ref()),
         )?;
-        let limit = request.limit.max(1);
-        let counted = match plan.exact_total {
-            Some(n) => Some((n, false)),
-            None if request.count_total && plan.pairs_by_day => {
-                self.pairs_by_day_total(kind, filter, &plan)?
-            }
-            None if request.count_total => self.cached_total(kind, filter, &plan)?,
-            None => None,
-        };
         let count_here = request.count_total && request.after.is_none() && counted.is_none();
         let mut items = Vec::with_capacity(limit);
         let mut next = None;
@@ -853,13 +883,13 @@ mod tests {
         }
     }
 
-    /// Every `total` the count cache gives equals the join's exact count, for calls
+    /// Every `total` the facet cache gives equals the join's exact count, for calls
     /// and for invocations (rewritten round by round, several models each), with and
     /// without windows, after deletions, and after a reopen loads the cache again.
     #[test]
-    fn count_cache_totals_equal_the_join_count() {
+    fn facet_cache_totals_and_pages_equal_the_join() {
         let dir = Dir(std::env::temp_dir().join(format!(
-            "llmtap-count-cache-{}-{}",
+            "llmtap-facet-cache-{}-{}",
             std::process::id(),
             crate::timefmt::now_unix_us()
         )));
@@ -884,7 +914,7 @@ mod tests {
             let call = synthetic_call(
                 &inv_id,
                 (i % 3 + 1) as u32,
-                t0 + i * 17 * 60_000_000,
+                t0 + (i / 2) * 34 * 60_000_000,
                 &format!("agent-{}", (i / 3) % 3),
                 &format!("tenant-{}", (i / 9) % 4),
                 session.as_deref(),
@@ -906,6 +936,45 @@ mod tests {
             (Some(t0), Some(t0 + 3 * day)),
             (Some(t0 + day + 1), None),
         ];
+        // Every id a list walk returns, in pages of 7 by cursor; checks that an
+        // offset page agrees with the walk.
+        let walk = |store: &Store, kind: Kind, filter: &Filter| -> Vec<String> {
+            let mut out = Vec::new();
+            let mut after = None;
+            loop {
+                let request = PageRequest {
+                    limit: 7,
+                    after: after.clone(),
+                    count_total: true,
+                    ..PageRequest::default()
+                };
+                let page: Page<serde_json::Value> =
+                    store.page(kind, filter, &request).expect("page");
+                out.extend(
+                    page.items
+                        .iter()
+                        .map(|i| i["id"].as_str().unwrap_or("").to_string()),
+                );
+                if !page.has_more {
+                    break;
+                }
+                after = page.next;
+            }
+            let request = PageRequest {
+                limit: 5,
+                offset: 3,
+                ..PageRequest::default()
+            };
+            let page: Page<serde_json::Value> = store.page(kind, filter, &request).expect("page");
+            let ids: Vec<String> = page
+                .items
+                .iter()
+                .map(|i| i["id"].as_str().unwrap_or("").to_string())
+                .collect();
+            let expected: Vec<String> = out.iter().skip(3).take(5).cloned().collect();
+            assert_eq!(ids, expected);
+            out
+        };
         let check = |store: &Store, stage: &str| {
             let mut cached = 0;
             for (from_us, to_us) in windows {
@@ -939,6 +1008,23 @@ mod tests {
                                     };
                                     cached += 1;
                                     assert_eq!(got, joined, "{stage} {kind:?} {filter:?}");
+                                    let window = Bounds {
+                                        from_us,
+                                        to_us,
+                                        before: None,
+                                    };
+                                    let (idx, _, _) = store.trees(kind);
+                                    let mut join =
+                                        Join::new(idx, &plan.conjuncts, &window).expect("join");
+                                    let mut want = Vec::new();
+                                    while let Some((_, id)) = join.next().expect("next") {
+                                        want.push(String::from_utf8(id).expect("id"));
+                                    }
+                                    assert_eq!(
+                                        walk(store, kind, &filter),
+                                        want,
+                                        "{stage} {kind:?} {filter:?}"
+                                    );
                                 }
                             }
                         }
