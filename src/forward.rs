@@ -52,9 +52,14 @@ const ROUND_PRUNE_AT: usize = 100_000;
 
 impl RoundCounter {
     /// Continues numbering after `rounds` already stored (used at start-up).
+    /// Rounds an invocation already had (from the store); rounds counted since, while
+    /// the store was opening, are kept when there are more.
     pub fn seed(&self, invocation_id: &str, rounds: u32) {
         if let Ok(mut map) = self.inner.lock() {
-            map.insert(invocation_id.to_string(), (rounds, Instant::now()));
+            let entry = map
+                .entry(invocation_id.to_string())
+                .or_insert((0, Instant::now()));
+            entry.0 = entry.0.max(rounds);
         }
     }
 

@@ -1,5 +1,6 @@
-//! Listeners and lifecycle: binds the proxy and API ports, opens the store, starts
-//! the writer, serves connections (HTTP/1.1 and HTTP/2, optionally over TLS), and
+//! Listeners and lifecycle: binds the proxy and API ports and starts forwarding,
+//! then opens the store (records wait in the writer's channel meanwhile), starts
+//! the writer and the read API, serves connections (HTTP/1.1 and HTTP/2, optionally over TLS), and
 //! stops gracefully: stop accepting, let in-flight calls finish until the grace
 //! deadline, cancel the rest (each still gets its record), drain the writer, flush.
 
@@ -78,9 +79,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let config = Arc::new(config);
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let store = Store::open_with(&config.data_dir, store_options(&config)?)?;
-    let background =
-        store::Background::spawn(store.clone()).context("cannot start the storage thread")?;
+    let store_options = store_options(&config)?;
     let prices: SharedPrices = Arc::new(RwLock::new(Arc::new(load_prices(&config)?)));
     let metrics = Arc::new(Metrics::default());
     let client = upstream::build_client(config.extra_ca_file.as_deref(), config.connect_timeout)?;
@@ -98,7 +97,52 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let proxy_addr = proxy_listener.local_addr()?;
     let api_addr = api_listener.local_addr()?;
 
+    // The proxy forwards from here on, while the store opens (sled's recovery and the
+    // facet cache take about a minute per million stored calls): records wait in the
+    // writer's channel, bounded by the backlog like any other burst.
     let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let state = Arc::new(ProxyState {
+        config: config.clone(),
+        client,
+        sink: Arc::new(CallSink {
+            sender,
+            metrics: metrics.clone(),
+        }),
+        metrics: metrics.clone(),
+        rounds: RoundCounter::default(),
+    });
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let grace = config.shutdown_grace;
+    let proxy_task = tokio::spawn(proxy_accept_loop(
+        proxy_listener,
+        state.clone(),
+        tls,
+        shutdown_rx.clone(),
+        grace,
+    ));
+    tracing::info!(%proxy_addr, "proxy listening; opening the store");
+
+    let data_dir = config.data_dir.clone();
+    let opening = std::time::Instant::now();
+    let opened = tokio::task::spawn_blocking(move || Store::open_with(&data_dir, store_options))
+        .await
+        .context("the store-opening thread failed");
+    let store = match opened {
+        Ok(Ok(store)) => store,
+        Ok(Err(e)) => {
+            let _ = shutdown.send(true);
+            let _ = proxy_task.await;
+            return Err(e.into());
+        }
+        Err(e) => {
+            let _ = shutdown.send(true);
+            let _ = proxy_task.await;
+            return Err(e);
+        }
+    };
+    tracing::info!(seconds = opening.elapsed().as_secs_f64(), "store open");
+    let background =
+        store::Background::spawn(store.clone()).context("cannot start the storage thread")?;
     let writer_control = Arc::new(WriterControl::default());
     let writer = writer::spawn(
         store.clone(),
@@ -109,12 +153,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     )
     .context("cannot start the writer thread")?;
 
-    let rounds = RoundCounter::default();
     let since = crate::timefmt::now_unix_us().saturating_sub(3_600_000_000);
     match store.invocations_since(since) {
         Ok(recent) => {
             for inv in recent {
-                rounds.seed(&inv.id, inv.rounds);
+                state.rounds.seed(&inv.id, inv.rounds);
             }
         }
         Err(e) => {
@@ -122,16 +165,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
     }
 
-    let state = Arc::new(ProxyState {
-        config: config.clone(),
-        client,
-        sink: Arc::new(CallSink {
-            sender,
-            metrics: metrics.clone(),
-        }),
-        metrics: metrics.clone(),
-        rounds,
-    });
     let api_state = Arc::new(ApiState {
         store: store.clone(),
         metrics: metrics.clone(),
@@ -145,16 +178,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             "read API requires bearer tokens"
         );
     }
-
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let grace = config.shutdown_grace;
-    let proxy_task = tokio::spawn(proxy_accept_loop(
-        proxy_listener,
-        state,
-        tls,
-        shutdown_rx.clone(),
-        grace,
-    ));
     let api_task = tokio::spawn(api_accept_loop(api_listener, api_state, shutdown_rx));
     tracing::info!(%proxy_addr, %api_addr, data_dir = %config.data_dir.display(), "llmtap listening");
     Ok(Running {

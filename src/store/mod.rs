@@ -224,12 +224,12 @@ impl Store {
 
     /// Opens the store. A lock held by a handle that is closing (sled releases it from
     /// its flusher thread shortly after the last handle drops) is waited out for up
-    /// to a second; a lock held by another live process fails with `Locked`.
+    /// to three seconds; a lock held by another live process fails with `Locked`.
     pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Store, StoreError> {
         let mut attempts = 0;
         loop {
             match Store::open_once(dir, options.clone()) {
-                Err(StoreError::Locked { .. }) if attempts < 20 => {
+                Err(StoreError::Locked { .. }) if attempts < 60 => {
                     attempts += 1;
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }

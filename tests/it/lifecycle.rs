@@ -1,4 +1,5 @@
-//! Start-up and shutdown: graceful drain loses nothing; a store in use is refused.
+//! Start-up and shutdown: graceful drain loses nothing; a store in use is refused;
+//! the proxy forwards while the store opens.
 
 use super::util::*;
 use std::time::Duration;
@@ -88,5 +89,47 @@ async fn a_store_in_use_is_refused_clearly() {
         message.contains("in use by another llmtap process"),
         "{message}"
     );
+    running.shutdown().await.unwrap();
+}
+
+/// Opening a large store takes a while (sled's recovery, the facet cache): agents
+/// must be forwarded meanwhile, and what they send is recorded once it is open.
+#[tokio::test]
+async fn the_proxy_forwards_while_the_store_opens_and_records_those_calls() {
+    let mock = MockUpstream::start(|_| MockResponse::json(200, r#"{"ok":true}"#)).await;
+    let dir = TempDir::new("opening");
+    // Holding the store keeps llmtap's open waiting (it waits up to three seconds for a
+    // handle that is closing), as a slow open would.
+    let holder = llmtap::store::Store::open(dir.path(), 16 << 20, 50).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut config = test_config(dir.path(), &provider_toml("mock", "openai", &mock.url()));
+    config.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    let addr = config.listen;
+    let starting = tokio::spawn(llmtap::server::start(config));
+    let mut answered = None;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            answered = Some(post_json(addr, "/mock/v1/chat/completions", &[], "{}").await);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let answered = answered.expect("the proxy never listened");
+    assert_eq!(answered.status, 200);
+    assert!(
+        !starting.is_finished(),
+        "the store opened before the test let it"
+    );
+    drop(holder);
+    let running = tokio::time::timeout(Duration::from_secs(10), starting)
+        .await
+        .expect("start hung")
+        .unwrap()
+        .expect("start failed");
+    wait_call(&running, &answered.call_id()).await;
     running.shutdown().await.unwrap();
 }
