@@ -20,7 +20,7 @@ use hyper_util::server::conn::auto;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -120,7 +120,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown_rx.clone(),
         grace,
     ));
-    tracing::info!(%proxy_addr, "proxy listening; opening the store");
+    // The read API answers 503 `store_opening` until the store is open.
+    let api_slot: Arc<OnceLock<Arc<ApiState>>> = Arc::default();
+    let api_task = tokio::spawn(api_accept_loop(api_listener, api_slot.clone(), shutdown_rx));
+    tracing::info!(%proxy_addr, %api_addr, "proxy listening; opening the store");
 
     let data_dir = config.data_dir.clone();
     let opening = std::time::Instant::now();
@@ -131,12 +134,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Ok(Ok(store)) => store,
         Ok(Err(e)) => {
             let _ = shutdown.send(true);
-            let _ = proxy_task.await;
+            let _ = tokio::join!(proxy_task, api_task);
             return Err(e.into());
         }
         Err(e) => {
             let _ = shutdown.send(true);
-            let _ = proxy_task.await;
+            let _ = tokio::join!(proxy_task, api_task);
             return Err(e);
         }
     };
@@ -170,6 +173,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics: metrics.clone(),
         auth: api::auth::Auth::new(config.api_tokens.clone()),
     });
+    let _ = api_slot.set(api_state);
     if config.api_tokens.is_empty() {
         tracing::warn!(%api_addr, "read API has no tokens configured: it is bound to loopback only and every request has admin rights; add [[api.tokens]] or LLMTAP_API_TOKENS to require bearer tokens");
     } else {
@@ -178,7 +182,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             "read API requires bearer tokens"
         );
     }
-    let api_task = tokio::spawn(api_accept_loop(api_listener, api_state, shutdown_rx));
     tracing::info!(%proxy_addr, %api_addr, data_dir = %config.data_dir.display(), "llmtap listening");
     Ok(Running {
         proxy_addr,
@@ -311,7 +314,7 @@ async fn serve_connection<I, S>(
 
 async fn api_accept_loop(
     listener: TcpListener,
-    state: Arc<ApiState>,
+    state: Arc<OnceLock<Arc<ApiState>>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
@@ -324,7 +327,15 @@ async fn api_accept_loop(
                 };
                 let state = state.clone();
                 connections.spawn(async move {
-                    let service = service_fn(move |req| api::handle(state.clone(), req));
+                    let service = service_fn(move |req| {
+                        let ready = state.get().cloned();
+                        async move {
+                            match ready {
+                                Some(state) => api::handle(state, req).await,
+                                None => Ok(api::store_opening()),
+                            }
+                        }
+                    });
                     let builder = auto::Builder::new(TokioExecutor::new());
                     let _ = builder.serve_connection(TokioIo::new(stream), service).await;
                 });

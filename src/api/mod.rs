@@ -237,6 +237,19 @@ fn ok<T: serde::Serialize>(value: &T) -> ApiResult {
     Ok(json(StatusCode::OK, value))
 }
 
+/// What every API request gets while the store is still opening after a start.
+pub fn store_opening() -> Response<ApiBody> {
+    let mut response = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_opening",
+        "llmtap is opening its store (the proxy is already forwarding); try again shortly",
+    );
+    response
+        .headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
+    response
+}
+
 fn error(status: StatusCode, kind: &str, message: &str) -> Response<ApiBody> {
     let body = serde_json::json!({"error": {"type": kind, "message": message}});
     let mut response = Response::new(full(Bytes::from(body.to_string())));

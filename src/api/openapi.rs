@@ -81,7 +81,8 @@ fn op(summary: &str, params: Vec<Value>, schema: &str, content_type: &str) -> Va
             "400": {"$ref": "#/components/responses/BadParameter"},
             "401": {"$ref": "#/components/responses/Unauthorized"},
             "403": {"$ref": "#/components/responses/Forbidden"},
-            "404": {"$ref": "#/components/responses/NotFound"}
+            "404": {"$ref": "#/components/responses/NotFound"},
+            "503": {"$ref": "#/components/responses/StoreOpening"}
         }
     }})
 }
@@ -138,7 +139,8 @@ pub fn document() -> Value {
                 "BadParameter": {"description": "a parameter is unknown or invalid; error.parameter names it", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
                 "Unauthorized": {"description": "missing or unknown token", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
                 "Forbidden": {"description": "role or tenant does not allow it (no hint whether the record exists)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
-                "NotFound": {"description": "unknown id", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+                "NotFound": {"description": "unknown id", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                "StoreOpening": {"description": "the store is still opening after a start (error type `store_opening`, `Retry-After` header); the proxy already forwards", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
             },
             "schemas": {
                 "Error": error,

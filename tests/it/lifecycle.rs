@@ -93,7 +93,8 @@ async fn a_store_in_use_is_refused_clearly() {
 }
 
 /// Opening a large store takes a while (sled's recovery, the facet cache): agents
-/// must be forwarded meanwhile, and what they send is recorded once it is open.
+/// must be forwarded meanwhile, and what they send is recorded once it is open; the
+/// read API answers 503 until then.
 #[tokio::test]
 async fn the_proxy_forwards_while_the_store_opens_and_records_those_calls() {
     let mock = MockUpstream::start(|_| MockResponse::json(200, r#"{"ok":true}"#)).await;
@@ -101,14 +102,16 @@ async fn the_proxy_forwards_while_the_store_opens_and_records_those_calls() {
     // Holding the store keeps llmtap's open waiting (it waits up to three seconds for a
     // handle that is closing), as a slow open would.
     let holder = llmtap::store::Store::open(dir.path(), 16 << 20, 50).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
     let mut config = test_config(dir.path(), &provider_toml("mock", "openai", &mock.url()));
-    config.listen = format!("127.0.0.1:{port}").parse().unwrap();
-    let addr = config.listen;
+    config.listen = free();
+    config.api_listen = free();
+    let (addr, api) = (config.listen, config.api_listen);
     let starting = tokio::spawn(llmtap::server::start(config));
     let mut answered = None;
     for _ in 0..100 {
@@ -120,6 +123,11 @@ async fn the_proxy_forwards_while_the_store_opens_and_records_those_calls() {
     }
     let answered = answered.expect("the proxy never listened");
     assert_eq!(answered.status, 200);
+    // The read API says why it cannot answer yet.
+    let opening = send(api, "GET", "/healthz", &[], "").await;
+    assert_eq!(opening.status, 503);
+    assert_eq!(opening.json()["error"]["type"], "store_opening");
+    assert_eq!(opening.header("retry-after"), Some("5"));
     assert!(
         !starting.is_finished(),
         "the store opened before the test let it"
@@ -131,5 +139,6 @@ async fn the_proxy_forwards_while_the_store_opens_and_records_those_calls() {
         .unwrap()
         .expect("start failed");
     wait_call(&running, &answered.call_id()).await;
+    assert_eq!(send(api, "GET", "/healthz", &[], "").await.status, 200);
     running.shutdown().await.unwrap();
 }
