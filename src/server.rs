@@ -129,14 +129,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let opening = std::time::Instant::now();
     let opened = tokio::task::spawn_blocking(move || Store::open_with(&data_dir, store_options))
         .await
-        .context("the store-opening thread failed");
+        .context("the store-opening thread failed")
+        .and_then(|opened| opened.map_err(anyhow::Error::from));
     let store = match opened {
-        Ok(Ok(store)) => store,
-        Ok(Err(e)) => {
-            let _ = shutdown.send(true);
-            let _ = tokio::join!(proxy_task, api_task);
-            return Err(e.into());
-        }
+        Ok(store) => store,
         Err(e) => {
             let _ = shutdown.send(true);
             let _ = tokio::join!(proxy_task, api_task);

@@ -23,7 +23,6 @@
 //!   Invocations are rewritten as rounds arrive, so their days keep id → number.
 
 use super::index::{self, DAY_US};
-use super::summary::tag;
 use roaring::RoaringBitmap;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
@@ -38,17 +37,8 @@ pub fn day_of(time_us: u64) -> u32 {
 }
 
 /// The cached (tag, value) pairs of a record with these summary pairs.
-pub fn cached_pairs<'a>(pairs: &[(u8, &'a [u8])]) -> Vec<(u8, &'a [u8])> {
-    let has = pairs.iter().any(|(t, _)| *t == tag::SESSION);
-    let mut out: Vec<(u8, &'a [u8])> = pairs
-        .iter()
-        .filter(|(t, _)| is_cached(*t))
-        .copied()
-        .collect();
-    out.push((tag::HAS_SESSION, index::has_session_value(has)));
-    out.sort_unstable();
-    out.dedup();
-    out
+fn cached_pairs<'a>(pairs: &[(u8, &'a [u8])]) -> Vec<(u8, &'a [u8])> {
+    index::paired_facets(pairs)
 }
 
 /// One day's records.
@@ -338,6 +328,7 @@ impl FacetCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::summary::tag;
 
     fn days(first: u64, end: u64) -> Window {
         Window {

@@ -86,6 +86,21 @@ pub fn pair_count_key(kind: u8, a: (u8, &[u8]), b: (u8, &[u8])) -> Vec<u8> {
     key
 }
 
+/// A record's (tag, value) pairs of the paired tags, with its derived
+/// `has_session` pair, sorted and without repeats.
+pub fn paired_facets<'a>(pairs: &[(u8, &'a [u8])]) -> Vec<(u8, &'a [u8])> {
+    let session = has_session_value(pairs.iter().any(|(t, _)| *t == tag::SESSION));
+    let mut items: Vec<(u8, &'a [u8])> = pairs
+        .iter()
+        .filter(|(t, _)| PAIRED.contains(t))
+        .copied()
+        .collect();
+    items.push((tag::HAS_SESSION, session));
+    items.sort_unstable();
+    items.dedup();
+    items
+}
+
 /// Whether `pair_count_key` counts this tag.
 pub fn is_paired(t: u8) -> bool {
     PAIRED.contains(&t)
@@ -98,15 +113,7 @@ pub const DAY_US: u64 = 86_400_000_000;
 /// also hold per-day pair counters, keyed all-time key, 0x00, day; nothing reads
 /// them now.)
 pub fn pair_counts(kind: u8, pairs: &[(u8, &[u8])]) -> Vec<Vec<u8>> {
-    let session = has_session_value(pairs.iter().any(|(t, _)| *t == tag::SESSION));
-    let mut items: Vec<(u8, &[u8])> = pairs
-        .iter()
-        .filter(|(t, _)| PAIRED.contains(t))
-        .copied()
-        .collect();
-    items.push((tag::HAS_SESSION, session));
-    items.sort_unstable();
-    items.dedup();
+    let items = paired_facets(pairs);
     let mut out = Vec::with_capacity(items.len() * items.len() / 2);
     for (i, a) in items.iter().enumerate() {
         for b in &items[i + 1..] {

@@ -378,9 +378,7 @@ impl Store {
             cache.clear();
             for entry in sums.iter() {
                 let (id, stored) = entry?;
-                let view = summary::split_stored(&stored)
-                    .and_then(|(h, _)| FacetView::parse(h))
-                    .ok_or_else(|| corrupt(&String::from_utf8_lossy(&id), "summary header"))?;
+                let view = stored_view(&String::from_utf8_lossy(&id), &stored)?;
                 cache.note(view.time_us, &id, &index::view_pairs(&view), None);
             }
         }
@@ -454,9 +452,7 @@ impl Store {
             for entry in sums.iter() {
                 let (id, stored) = entry?;
                 let key = String::from_utf8_lossy(&id);
-                let view = summary::split_stored(&stored)
-                    .and_then(|(h, _)| FacetView::parse(h))
-                    .ok_or_else(|| corrupt(&key, "summary header"))?;
+                let view = stored_view(&key, &stored)?;
                 let pairs = index::view_pairs(&view);
                 let has = pairs.iter().any(|(t, _)| *t == summary::tag::SESSION);
                 let value = index::has_session_value(has);
@@ -633,8 +629,8 @@ impl Store {
             }
             let summary = InvocationSummary::from_record(inv, prompt, properties);
             let facets = summary.facets();
-            let new_entries =
-                index::index_entries(b'i', facets.time_us, &inv.id, &index::facet_pairs(&facets));
+            let new_facet_pairs = index::facet_pairs(&facets);
+            let new_entries = index::index_entries(b'i', facets.time_us, &inv.id, &new_facet_pairs);
             let old_entries = match &old {
                 Some((view, _)) => {
                     index::index_entries(b'i', view.time_us, &inv.id, &index::view_pairs(view))
@@ -661,10 +657,9 @@ impl Store {
                     .collect(),
                 None => HashSet::new(),
             };
-            let new_pairs: HashSet<Vec<u8>> =
-                index::pair_counts(b'i', &index::facet_pairs(&facets))
-                    .into_iter()
-                    .collect();
+            let new_pairs: HashSet<Vec<u8>> = index::pair_counts(b'i', &new_facet_pairs)
+                .into_iter()
+                .collect();
             for key in old_pairs.difference(&new_pairs) {
                 *counts.entry(key.clone()).or_default() -= 1;
             }
@@ -687,7 +682,7 @@ impl Store {
             noted_invs.push((
                 facets.time_us,
                 inv.id.as_str(),
-                owned_pairs(&index::facet_pairs(&facets)),
+                owned_pairs(&new_facet_pairs),
                 old.as_ref().map(|(view, _)| view.time_us),
             ));
             written.invocations.push(summary);
@@ -873,9 +868,7 @@ impl Store {
             return Ok(());
         };
         let key = String::from_utf8_lossy(id).into_owned();
-        let (header, _) =
-            summary::split_stored(&stored).ok_or_else(|| corrupt(&key, "summary header"))?;
-        let view = FacetView::parse(header).ok_or_else(|| corrupt(&key, "summary header"))?;
+        let view = stored_view(&key, &stored)?;
         let pairs = index::view_pairs(&view);
         let entries = index::index_entries(kind, view.time_us, &key, &pairs);
         for (entry, _) in &entries {
@@ -964,6 +957,13 @@ fn decode_opt<T: serde::de::DeserializeOwned>(
     value: Option<sled::IVec>,
 ) -> Result<Option<T>, StoreError> {
     value.map(|v| decode(key.as_bytes(), &v)).transpose()
+}
+
+/// The facet header of a stored summary.
+fn stored_view<'a>(key: &str, stored: &'a [u8]) -> Result<FacetView<'a>, StoreError> {
+    summary::split_stored(stored)
+        .and_then(|(header, _)| FacetView::parse(header))
+        .ok_or_else(|| corrupt(key, "summary header"))
 }
 
 fn corrupt(key: &str, what: &str) -> StoreError {

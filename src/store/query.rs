@@ -92,6 +92,13 @@ fn bounds<'a>(filter: &Filter, before: Option<&'a Position>) -> Bounds<'a> {
     }
 }
 
+fn window(filter: &Filter) -> Window {
+    Window {
+        from_us: filter.from_us,
+        to_us: filter.to_us,
+    }
+}
+
 /// Where a scan cut short by its budget resumes: just above `key`, so the exclusive
 /// cursor still includes it (ids are ASCII, so no id continues with U+10FFFF).
 fn resume_at(key: (u64, Vec<u8>)) -> Position {
@@ -197,13 +204,9 @@ impl Store {
         if plan.residual {
             return Ok(None);
         }
-        let window = Window {
-            from_us: filter.from_us,
-            to_us: filter.to_us,
-        };
         Ok(self
             .cache(kind)
-            .count(&plan.conjuncts, window)
+            .count(&plan.conjuncts, window(filter))
             .map(|n| (n, false)))
     }
 
@@ -224,10 +227,7 @@ impl Store {
             return Ok(None);
         }
         let cache = self.cache(kind);
-        let window = Window {
-            from_us: filter.from_us,
-            to_us: filter.to_us,
-        };
+        let window = window(filter);
         let cursor = request.after.as_ref();
         let limit = request.limit.max(1);
         let want = request.offset + limit + 1;
@@ -801,6 +801,17 @@ mod tests {
     use crate::record::{roll_up, CallStatus};
 
     struct Dir(std::path::PathBuf);
+
+    impl Dir {
+        fn new(tag: &str) -> Dir {
+            Dir(std::env::temp_dir().join(format!(
+                "llmtap-{tag}-{}-{}",
+                std::process::id(),
+                crate::timefmt::now_unix_us()
+            )))
+        }
+    }
+
     impl Drop for Dir {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
@@ -812,12 +823,8 @@ mod tests {
     }
 
     #[test]
-    fn windowed_two_filter_totals_add_day_counters_and_joined_edges() {
-        let dir = Dir(std::env::temp_dir().join(format!(
-            "llmtap-days-{}-{}",
-            std::process::id(),
-            crate::timefmt::now_unix_us()
-        )));
+    fn windowed_two_filter_pages_and_totals_are_exact() {
+        let dir = Dir::new("days");
         let day = index::DAY_US;
         let t0 = 20_000 * day;
         // 5 days, a call every 97 minutes, so calls fall at varied times of day.
@@ -888,11 +895,7 @@ mod tests {
     /// without windows, after deletions, and after a reopen loads the cache again.
     #[test]
     fn facet_cache_totals_and_pages_equal_the_join() {
-        let dir = Dir(std::env::temp_dir().join(format!(
-            "llmtap-facet-cache-{}-{}",
-            std::process::id(),
-            crate::timefmt::now_unix_us()
-        )));
+        let dir = Dir::new("facet-cache");
         let day = index::DAY_US;
         let t0 = 20_000 * day + day / 3;
         let options = || super::super::StoreOptions {
@@ -1052,11 +1055,7 @@ mod tests {
 
     #[test]
     fn an_older_store_gets_the_has_session_index_and_pair_counters_at_open() {
-        let dir = Dir(std::env::temp_dir().join(format!(
-            "llmtap-backfill-{}-{}",
-            std::process::id(),
-            crate::timefmt::now_unix_us()
-        )));
+        let dir = Dir::new("backfill");
         let calls: Vec<_> = (0..60u64)
             .map(|i| {
                 let session = (i % 3 == 0).then(|| format!("s{}", i % 4));

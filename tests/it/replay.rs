@@ -72,12 +72,7 @@ async fn fixtures_replay_byte_for_byte() {
             &provider_toml("up", kind_of(provider), &mock.url()),
         ))
         .await;
-        let url: http::Uri = fx["request"]["url"]
-            .as_str()
-            .unwrap()
-            .replace("#stream", "")
-            .parse()
-            .unwrap();
+        let url: http::Uri = fixture_url(&fx);
         let path = format!("/up{}", url.path_and_query().unwrap());
         let request_body = fx["request"]["body"]
             .as_str()

@@ -124,12 +124,7 @@ fn every_fixture_reconstructs_byte_for_byte() {
                 "gemini" => ProviderKind::Gemini,
                 _ => ProviderKind::Openai,
             };
-            let url: http::Uri = fx["request"]["url"]
-                .as_str()
-                .unwrap()
-                .replace("#stream", "")
-                .parse()
-                .unwrap();
+            let url: http::Uri = fixture_url(&fx);
             let status = fx["response"]["status"].as_u64().unwrap() as u16;
             let content_type = fx["response"]["headers"]["content-type"]
                 .as_str()

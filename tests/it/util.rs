@@ -387,6 +387,16 @@ pub fn fixture(name: &str) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
+/// A fixture's request URL, without the `#stream` marker some recordings carry.
+pub fn fixture_url(fx: &serde_json::Value) -> http::Uri {
+    fx["request"]["url"]
+        .as_str()
+        .unwrap()
+        .replace("#stream", "")
+        .parse()
+        .unwrap()
+}
+
 /// Splits an SSE body into its events (each with its blank-line terminator).
 pub fn sse_events(body: &str) -> Vec<String> {
     let mut events = Vec::new();
