@@ -84,8 +84,7 @@ async fn calls_are_priced_and_invocations_add_up() {
     // 4,000 × 0.15 + 6,000 × 0.075 + 500 × 0.6 = 600 + 450 + 300 = 1,350 µ$.
     assert_eq!(mini.cost.as_ref().unwrap().total_pusd, 1_350_000_000);
 
-    wait_records(&running, 3).await;
-    let inv = invocation(&running, "priced-run").unwrap();
+    let inv = wait_invocation(&running, "priced-run", 3).await;
     assert_eq!(inv.cost_pusd, 22_500_000_000 * 2 + 1_350_000_000);
     assert_eq!(inv.unpriced_calls, 0);
 
@@ -100,7 +99,7 @@ async fn calls_are_priced_and_invocations_add_up() {
     let unknown = wait_call(&running, &unknown.call_id()).await;
     assert_eq!(unknown.cost_usd, None);
     assert!(!unknown.cost.unwrap().priced);
-    let inv = invocation(&running, "priced-run").unwrap();
+    let inv = wait_invocation(&running, "priced-run", 4).await;
     assert_eq!(inv.unpriced_calls, 1);
     assert_eq!(inv.cost_usd, None);
     let metrics = String::from_utf8(api_get(&running, "/metrics").await.body.to_vec()).unwrap();

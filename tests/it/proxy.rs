@@ -413,7 +413,7 @@ async fn calls_group_into_invocations_with_rounds() {
         assert_eq!(call.round, i as u32 + 1);
         assert_eq!(call.invocation_id, "run-1");
     }
-    let inv = invocation(&running, "run-1").unwrap();
+    let inv = wait_invocation(&running, "run-1", 3).await;
     assert_eq!(inv.rounds, 3);
     assert_eq!(inv.agent.as_deref(), Some("planner"));
     assert_eq!(inv.usage.input_tokens, Some(15));

@@ -379,6 +379,19 @@ pub fn invocation(running: &Running, id: &str) -> Option<InvocationRecord> {
     running.store.get_invocation(id).unwrap()
 }
 
+/// Polls until the invocation has rolled up `rounds` rounds: the writer stores a
+/// batch's calls before its invocations, so a stored call can be seen a moment
+/// before its invocation is updated.
+pub async fn wait_invocation(running: &Running, id: &str, rounds: u32) -> InvocationRecord {
+    for _ in 0..400 {
+        if let Some(inv) = invocation(running, id).filter(|inv| inv.rounds >= rounds) {
+            return inv;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("invocation {id} never reached {rounds} rounds");
+}
+
 /// Fixture exchanges shipped in tests/fixtures/exchanges.
 pub fn fixture(name: &str) -> serde_json::Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
