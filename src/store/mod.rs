@@ -23,9 +23,12 @@
 //! - `audit`:        time, sequence (u32 BE) → audit entry JSON (written by the API)
 //! - `meta`:         `schema` → version; `encrypted` → key id; `body_sweep_cursor`;
 //!   `read_indexes` → 1 once derived trees exist; `index_v3` → 1 once tag `h` and the
-//!   pair counters (all time and per day) exist
+//!   pair counters exist (stores of that time also hold per-day pair counters,
+//!   no longer read)
 //! - `call_content`: call id → sealed manifest naming the call's content roots
-//! - `chunks`, `chunk_refs`, `blobs`, `blob_refs`: the content store (see `content.rs`)
+//! - `chunks`, `chunk_refs`, `blobs`, `blob_refs`: the content store (see `content.rs`);
+//!   attachment values are files under `attachments/` (`blob_files.rs`), the `blobs`
+//!   tree holds those of older stores
 //!
 //! The `calls` value is the record's metadata only (a `CallRecord` as JSON, packed
 //! with a zstd dictionary but not sealed); `get_call` puts bodies and parsed views back from the content
