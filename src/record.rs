@@ -325,6 +325,10 @@ pub struct CallRecord {
     pub request_bytes: u64,
     pub response_bytes: u64,
     pub truncated: bool,
+    /// Which bodies were cut (`request`, `response`): at the capture cap, or at the
+    /// decode cap of a compressed body. Their stored bytes are a prefix, not exact.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub truncated_parts: Vec<String>,
     /// Request headers as forwarded, secrets redacted.
     pub request_headers: BTreeMap<String, String>,
     /// Response headers as received.

@@ -149,6 +149,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         prices.clone(),
         metrics.clone(),
         writer_control.clone(),
+        writer::WriterLimits {
+            max_decoded_bytes: config.max_decoded_bytes,
+            decode_budget_bytes: config.decode_budget_bytes,
+        },
     )
     .context("cannot start the writer thread")?;
 

@@ -215,6 +215,7 @@ fn empty_clone(call: &CallRecord) -> CallRecord {
         request_bytes: call.request_bytes,
         response_bytes: call.response_bytes,
         truncated: call.truncated,
+        truncated_parts: call.truncated_parts.clone(),
         request_headers: call.request_headers.clone(),
         response_headers: call.response_headers.clone(),
         parse_notes: call.parse_notes.clone(),

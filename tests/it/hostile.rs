@@ -205,3 +205,127 @@ async fn tenants_that_pick_the_same_invocation_and_session_ids_never_share_them(
     );
     running.shutdown().await.unwrap();
 }
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// A process's resident set (`VmRSS`) or its peak (`VmHWM`), in bytes.
+fn proc_memory(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+#[tokio::test]
+async fn a_batch_of_decompression_bombs_is_decoded_within_a_total_budget_and_marked_cut() {
+    const CAP: usize = 8 << 20;
+    let bomb = Bytes::from(gzip(&vec![0u8; CAP + 4096]));
+    let response_bomb = bomb.clone();
+    let mock = MockUpstream::start(move |_| MockResponse {
+        status: 200,
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("content-encoding".into(), "gzip".into()),
+        ],
+        steps: vec![Step::Data(response_bomb.clone())],
+        delay_head: Duration::ZERO,
+    })
+    .await;
+    let dir = TempDir::new("bombs");
+    let config = super::process::write_config(
+        dir.path(),
+        &format!(
+            "[capture]\nmax_decoded_bytes = {CAP}\ndecode_budget_bytes = {}\n{}",
+            2 * CAP,
+            provider_toml("mock", "openai", &mock.url())
+        ),
+    );
+    let data = dir.path().join("data");
+    let proc = super::process::spawn_llmtap(&config, &data, &[]);
+    let pid = proc.child.id();
+    let ok = send(proc.proxy, "POST", "/mock/v1/embeddings", &[], "{}").await;
+    assert_eq!(ok.status, 200);
+    let baseline = proc_memory(pid, "VmRSS");
+
+    // 30 bombs at once: each inflates to 8 MiB twice (request and response).
+    let sends = (0..30).map(|_| {
+        let body = bomb.clone();
+        let addr = proc.proxy;
+        tokio::spawn(async move {
+            let request = http::Request::post(format!("http://{addr}/mock/v1/embeddings"))
+                .header("content-type", "application/json")
+                .header("content-encoding", "gzip")
+                .body(http_body_util::Full::new(body))
+                .unwrap();
+            let response = client().request(request).await.unwrap();
+            let id = response.headers()["x-llmtap-call-id"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            response.into_body().collect().await.unwrap();
+            id
+        })
+    });
+    let mut ids = Vec::new();
+    for s in sends {
+        ids.push(s.await.unwrap());
+    }
+    for _ in 0..1200 {
+        let got = send(proc.api, "GET", "/api/v1/calls?limit=1", &[], "").await;
+        if got.status == 200 && got.json()["total"].as_u64() == Some(31) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let peak = proc_memory(pid, "VmHWM");
+    let grown = peak.saturating_sub(baseline);
+    eprintln!("decode peak growth: {} MiB", grown >> 20);
+    // All at once would be 30 × 16 MiB = 480 MiB of decoded bodies; the budget is 16 MiB.
+    assert!(
+        grown < 120 << 20,
+        "decoding grew the process by {} MiB",
+        grown >> 20
+    );
+
+    let call = send(
+        proc.api,
+        "GET",
+        &format!("/api/v1/calls/{}", ids[0]),
+        &[],
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(call["truncated"], true);
+    assert_eq!(
+        call["truncated_parts"],
+        serde_json::json!(["request", "response"])
+    );
+    let notes = call["parse_notes"].to_string();
+    assert!(notes.contains("stored cut at"), "{notes}");
+    let raw = send(
+        proc.api,
+        "GET",
+        &format!("/api/v1/calls/{}/raw?part=response", ids[0]),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(raw.status, 200);
+    assert_eq!(raw.header("x-llmtap-truncated"), Some("true"));
+    assert_eq!(raw.body.len(), CAP);
+    assert!(
+        metric(proc.api, "llmtap_truncated_bodies_total")
+            .await
+            .unwrap()
+            >= 60
+    );
+}
