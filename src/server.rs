@@ -103,6 +103,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
     let state = Arc::new(ProxyState {
         config: config.clone(),
+        request_buffered: Arc::default(),
         client,
         sink: Arc::new(CallSink {
             sender,

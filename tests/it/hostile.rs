@@ -329,3 +329,89 @@ async fn a_batch_of_decompression_bombs_is_decoded_within_a_total_budget_and_mar
             >= 60
     );
 }
+
+/// Opens a raw connection and sends a chat request head plus `sent` body bytes of a
+/// body announced as `announced` bytes long; the caller decides whether to finish it.
+async fn partial_chat_request(
+    proxy: std::net::SocketAddr,
+    announced: usize,
+    sent: &[u8],
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let head = format!(
+        "POST /mock/v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {announced}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(sent).await.unwrap();
+    stream
+}
+
+fn streaming_chat_body(len: usize) -> String {
+    let head = r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":""#;
+    let tail = r#""}]}"#;
+    format!("{head}{}{tail}", "a".repeat(len - head.len() - tail.len()))
+}
+
+#[tokio::test]
+async fn a_stalled_request_body_is_given_up_and_held_bodies_share_a_bound() {
+    use tokio::io::AsyncReadExt;
+    let mock =
+        MockUpstream::start(|_| MockResponse::sse(&["data: [DONE]\n\n"], Duration::ZERO)).await;
+    let dir = TempDir::new("stalled-body");
+    let toml = format!(
+        "[server]\nrequest_body_timeout_ms = 400\n[capture]\nrequest_buffer_total_bytes = 1000000\n{}",
+        provider_toml("mock", "openai", &mock.url())
+    );
+    // test_config writes its own [server] table: merge by replacing it.
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\napi_listen = \"127.0.0.1:0\"\nshutdown_grace_ms = 3000\n{}",
+        toml.replacen("[server]\n", "", 1)
+    );
+    let config = llmtap::config::RawConfig::from_toml(&text)
+        .unwrap()
+        .validate(&llmtap::config::Overrides {
+            data_dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        })
+        .unwrap();
+    let running = start_llmtap(config).await;
+
+    // A client that stops sending its body gets a 408 instead of holding it forever.
+    let mut stalled = partial_chat_request(running.proxy_addr, 1000, b"{\"model\":").await;
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), stalled.read(&mut answer))
+        .await
+        .expect("a stalled request body was held past its timeout")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_body_timeout"), "{answer}");
+    assert!(
+        mock.seen.lock().unwrap().is_empty(),
+        "nothing was forwarded"
+    );
+
+    // While one client holds 600 kB of a body (it keeps trickling, so it is not idle),
+    // the next body past the shared bound is forwarded as sent instead of held to rewrite.
+    let prefix = vec![b' '; 600_000];
+    let mut holder = partial_chat_request(running.proxy_addr, 2_000_000, &prefix).await;
+    let trickle = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if holder.write_all(b" ").await.is_err() {
+                return;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let body = streaming_chat_body(600_000);
+    let got = post_json(running.proxy_addr, "/mock/v1/chat/completions", &[], &body).await;
+    assert_eq!(got.status, 200);
+    let seen = mock.last_seen();
+    assert_eq!(seen.body.len(), body.len(), "forwarded unmodified");
+    assert!(!String::from_utf8_lossy(&seen.body).contains("include_usage"));
+    trickle.abort();
+    running.shutdown().await.unwrap();
+}
