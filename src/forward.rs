@@ -222,6 +222,7 @@ pub async fn handle(
             user_agent,
             injected_include_usage: false,
             delivered_bytes: 0,
+            notes: Vec::new(),
         });
         Some(CallInFlight::new(finished, start, state.sink.clone(), cap))
     } else {

@@ -142,9 +142,10 @@ pub fn build_record_with(call: FinishedCall, prices: &PriceTable, max_decoded: u
         user_agent,
         injected_include_usage: _,
         delivered_bytes,
+        notes: forward_notes,
     } = call;
 
-    let mut notes = Vec::new();
+    let mut notes = forward_notes;
     let request_decoded = decode_body(&request_headers, &request_body, max_decoded, "request");
     notes.extend(request_decoded.note);
     let request_bytes = request_decoded.bytes;

@@ -415,3 +415,67 @@ async fn a_stalled_request_body_is_given_up_and_held_bodies_share_a_bound() {
     trickle.abort();
     running.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_usage_chunk_filter_passes_an_sse_stream_without_blank_lines_through() {
+    // 256 KiB of `data:` lines and never a blank line, then the upstream holds.
+    let line = format!("data: {}\n", "x".repeat(1017));
+    let lines = line.repeat(256);
+    let steps = vec![Step::Data(Bytes::from(lines.clone())), Step::Hold];
+    let mock = MockUpstream::start(move |_| MockResponse {
+        status: 200,
+        headers: vec![("content-type".into(), "text/event-stream".into())],
+        steps: steps.clone(),
+        delay_head: Duration::ZERO,
+    })
+    .await;
+    let dir = TempDir::new("sse-no-blank");
+    let running = start_llmtap(test_config(
+        dir.path(),
+        &provider_toml("mock", "openai", &mock.url()),
+    ))
+    .await;
+    let request = http::Request::post(format!(
+        "http://{}/mock/v1/chat/completions",
+        running.proxy_addr
+    ))
+    .header("content-type", "application/json")
+    .body(http_body_util::Full::new(Bytes::from_static(
+        br#"{"model":"gpt-4o-mini","stream":true,"messages":[]}"#,
+    )))
+    .unwrap();
+    let response = client().request(request).await.unwrap();
+    let call_id = response.headers()["x-llmtap-call-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        mock.last_seen()
+            .body
+            .windows(13)
+            .any(|w| w == b"include_usage"),
+        "the filter is on for this call"
+    );
+    let mut body = response.into_body();
+    let mut received = Vec::new();
+    while received.len() < lines.len() {
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("the filter held the stream back")
+            .unwrap()
+            .unwrap();
+        received.extend_from_slice(&frame.into_data().unwrap());
+    }
+    assert_eq!(received, lines.as_bytes(), "passed through byte for byte");
+    mock.release();
+    drop(body);
+    let call = wait_call(&running, &call_id).await;
+    assert!(
+        call.parse_notes
+            .iter()
+            .any(|n| n.contains("passed through unfiltered")),
+        "{:?}",
+        call.parse_notes
+    );
+    running.shutdown().await.unwrap();
+}
