@@ -479,3 +479,106 @@ async fn the_usage_chunk_filter_passes_an_sse_stream_without_blank_lines_through
     );
     running.shutdown().await.unwrap();
 }
+
+/// Waits until the peer closes `stream` (EOF or reset); panics after `within`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 65536];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => panic!("the connection was still open after {within:?}"),
+            Ok(Ok(0)) | Ok(Err(_)) => return,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+fn config_with_server(dir: &std::path::Path, server: &str, rest: &str) -> llmtap::config::Config {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\napi_listen = \"127.0.0.1:0\"\nshutdown_grace_ms = 3000\n{server}\n{rest}"
+    );
+    llmtap::config::RawConfig::from_toml(&text)
+        .unwrap()
+        .validate(&llmtap::config::Overrides {
+            data_dir: Some(dir.to_path_buf()),
+            ..Default::default()
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn silent_slow_and_never_reading_clients_lose_their_connections() {
+    use tokio::io::AsyncWriteExt;
+    let chunk = Bytes::from(vec![b'x'; 1 << 20]);
+    let mock = MockUpstream::start(move |_| MockResponse {
+        status: 200,
+        headers: vec![("content-type".into(), "application/octet-stream".into())],
+        steps: vec![Step::Data(chunk.clone()); 64],
+        delay_head: Duration::ZERO,
+    })
+    .await;
+    let dir = TempDir::new("conn-limits");
+    let running = start_llmtap(config_with_server(
+        dir.path(),
+        "header_read_timeout_ms = 300\nclient_idle_timeout_ms = 600\nclient_send_timeout_ms = 500",
+        &provider_toml("mock", "http", &mock.url()),
+    ))
+    .await;
+
+    for addr in [running.proxy_addr, running.api_addr] {
+        // Sends nothing at all (not even enough to tell HTTP/1 from HTTP/2).
+        let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        closed_within(&mut silent, Duration::from_secs(3)).await;
+        // Sends half a request head and stops (slowloris).
+        let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"GET /api/v1/calls HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
+        closed_within(&mut slow, Duration::from_secs(3)).await;
+    }
+    // Idle after a request: closed once nothing moved for the idle timeout.
+    let mut idle = tokio::net::TcpStream::connect(running.api_addr)
+        .await
+        .unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    closed_within(&mut idle, Duration::from_secs(3)).await;
+
+    // Asks for 64 MiB and never reads: the connection goes, and the call is recorded.
+    let mut deaf = tokio::net::TcpStream::connect(running.proxy_addr)
+        .await
+        .unwrap();
+    deaf.write_all(b"GET /mock/big HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut recorded = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let list = send(running.api_addr, "GET", "/api/v1/calls", &[], "")
+            .await
+            .json();
+        if list["count"] == 1 {
+            recorded = Some(list["items"][0].clone());
+            break;
+        }
+    }
+    let call = recorded.expect("a client that never reads held its call open");
+    assert_eq!(call["status"], "canceled");
+    let call = send(
+        running.api_addr,
+        "GET",
+        &format!("/api/v1/calls/{}", call["id"].as_str().unwrap()),
+        &[],
+        "",
+    )
+    .await
+    .json();
+    assert!(
+        call["response_bytes"].as_u64().unwrap() < 64 << 20,
+        "the upstream body was not read to its end"
+    );
+    drop(deaf);
+    running.shutdown().await.unwrap();
+}
