@@ -111,11 +111,17 @@ fn decode_body(headers: &HeaderMap, capture: &Capture, max: u64, part: &str) -> 
 
 /// Builds a record with the default decode cap.
 pub fn build_record(call: FinishedCall, prices: &PriceTable) -> CallRecord {
-    build_record_with(call, prices, MAX_DECODED)
+    build_record_with(call, prices, MAX_DECODED, &headers::Redaction::default())
 }
 
-/// Builds a record, decoding each compressed body to at most `max_decoded` bytes.
-pub fn build_record_with(call: FinishedCall, prices: &PriceTable, max_decoded: u64) -> CallRecord {
+/// Builds a record, decoding each compressed body to at most `max_decoded` bytes and
+/// redacting the headers and query parameters `redaction` names.
+pub fn build_record_with(
+    call: FinishedCall,
+    prices: &PriceTable,
+    max_decoded: u64,
+    redaction: &headers::Redaction,
+) -> CallRecord {
     let FinishedCall {
         id,
         invocation_id,
@@ -225,7 +231,7 @@ pub fn build_record_with(call: FinishedCall, prices: &PriceTable, max_decoded: u
         kind: kind.as_str().to_string(),
         endpoint: None,
         method,
-        path: headers::redact_query(&rest_path, query.as_deref()),
+        path: headers::redact_query_with(&rest_path, query.as_deref(), redaction),
         upstream_host,
         http_status,
         status: None,
@@ -241,8 +247,8 @@ pub fn build_record_with(call: FinishedCall, prices: &PriceTable, max_decoded: u
         response_bytes: delivered_bytes.max(response_body.total),
         truncated: !truncated_parts.is_empty(),
         truncated_parts,
-        request_headers: headers::redacted_map(&request_headers),
-        response_headers: headers::redacted_map(&response_headers),
+        request_headers: headers::redacted_map_with(&request_headers, redaction),
+        response_headers: headers::redacted_map_with(&response_headers, redaction),
         metadata: meta.metadata,
         ..CallRecord::default()
     };

@@ -160,6 +160,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         writer::WriterLimits {
             max_decoded_bytes: config.max_decoded_bytes,
             decode_budget_bytes: config.decode_budget_bytes,
+            redaction: crate::headers::Redaction {
+                extra_headers: config.redact_headers.clone(),
+                extra_query_params: config.redact_query_params.clone(),
+            },
         },
     )
     .context("cannot start the writer thread")?;

@@ -26,7 +26,7 @@ const ROUND_BASE_IDLE: Duration = Duration::from_secs(3600);
 pub type SharedPrices = Arc<RwLock<Arc<PriceTable>>>;
 
 /// What bounds the writer's memory for compressed bodies.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct WriterLimits {
     /// Largest decoded size of one compressed body (`[capture] max_decoded_bytes`).
     pub max_decoded_bytes: u64,
@@ -34,6 +34,8 @@ pub struct WriterLimits {
     /// on (`[capture] decode_budget_bytes`): a batch of decompression bombs costs this,
     /// not the batch size times the cap.
     pub decode_budget_bytes: u64,
+    /// Secret header and query names beyond the built-in lists.
+    pub redaction: crate::headers::Redaction,
 }
 
 impl Default for WriterLimits {
@@ -41,6 +43,7 @@ impl Default for WriterLimits {
         WriterLimits {
             max_decoded_bytes: crate::recorder::MAX_DECODED,
             decode_budget_bytes: 256 << 20,
+            redaction: crate::headers::Redaction::default(),
         }
     }
 }
@@ -137,7 +140,12 @@ impl WriterState {
         let mut invocations: HashMap<String, InvocationRecord> = HashMap::new();
         let mut decoded_held: u64 = 0;
         for finished in batch {
-            let call = build_record_with(*finished, prices, self.limits.max_decoded_bytes);
+            let call = build_record_with(
+                *finished,
+                prices,
+                self.limits.max_decoded_bytes,
+                &self.limits.redaction,
+            );
             let mut call = call;
             call.round = self.numbered_round(&call);
             if call.cost.as_ref().is_some_and(|c| !c.priced) && !call.usage.is_empty() {

@@ -582,3 +582,60 @@ async fn silent_slow_and_never_reading_clients_lose_their_connections() {
     drop(deaf);
     running.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn secrets_in_tool_api_headers_and_encoded_query_names_are_redacted() {
+    let mock = MockUpstream::start(|_| MockResponse::json(200, r#"{"ok":true}"#)).await;
+    let dir = TempDir::new("redaction");
+    let toml = format!(
+        "[capture]\nredact_headers = [\"X-My-Credential-Id\"]\nredact_query_params = [\"SessionKey\"]\n{}",
+        provider_toml("tool", "http", &mock.url())
+    );
+    let running = start_llmtap(test_config(dir.path(), &toml)).await;
+    let secrets = [
+        "SECRET1", "SECRET2", "SECRET3", "SECRET4", "SECRET5", "SECRET6", "SECRET7", "SECRET8",
+    ];
+    let got = send(
+        running.proxy_addr,
+        "GET",
+        "/tool/search?access_token=SECRET1&token=SECRET2&api-key=SECRET3&%6Bey=SECRET4&SessionKey=SECRET8&q=rust",
+        &[
+            ("x-auth-token", "SECRET5"),
+            ("openai-api-key", "SECRET6"),
+            ("x-my-credential-id", "SECRET7"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    // Forwarded untouched: redaction is for what llmtap keeps, not for the call.
+    let seen = mock.last_seen();
+    assert!(seen.path_and_query.contains("%6Bey=SECRET4"));
+    assert_eq!(seen.headers["x-auth-token"], "SECRET5");
+    let call = wait_call(&running, &got.call_id()).await;
+    let stored = serde_json::to_string(&call).unwrap();
+    for secret in secrets {
+        assert!(!stored.contains(secret), "{secret} stored: {stored}");
+    }
+    assert!(call.path.contains("q=rust"), "{}", call.path);
+    assert_eq!(call.request_headers["openai-api-key"], "[redacted]");
+    running.shutdown().await.unwrap();
+    // Nor anywhere in the data directory.
+    let mut stack = vec![dir.path().to_path_buf()];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                stack.push(entry.unwrap().path());
+            }
+        } else {
+            let bytes = std::fs::read(&path).unwrap();
+            for secret in secrets {
+                assert!(
+                    !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                    "{secret} in {}",
+                    path.display()
+                );
+            }
+        }
+    }
+}
