@@ -92,7 +92,17 @@ pub async fn handle(
 
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().map(str::to_string);
-    let Ok(route) = route(&path, query.as_deref(), &state.config.providers) else {
+    let routed = route(&path, query.as_deref(), &state.config.providers);
+    if let Err(crate::route::RouteError::DotSegment) = routed {
+        Metrics::add(&state.metrics.bad_requests);
+        return Ok(json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_path",
+            "the path has a dot-segment (. or .., also percent-encoded); llmtap does not forward paths that could leave the provider's base path",
+            None,
+        ));
+    }
+    let Ok(route) = routed else {
         Metrics::add(&state.metrics.unrouted);
         let known: Vec<&String> = state.config.providers.keys().collect();
         return Ok(json_error(

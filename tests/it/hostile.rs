@@ -639,3 +639,33 @@ async fn secrets_in_tool_api_headers_and_encoded_query_names_are_redacted() {
         }
     }
 }
+
+#[tokio::test]
+async fn dot_segments_never_leave_the_providers_base_path() {
+    let mock = MockUpstream::start(|_| MockResponse::json(200, r#"{"ok":true}"#)).await;
+    let dir = TempDir::new("dot-segments");
+    let base = format!("{}/prefix", mock.url());
+    let running = start_llmtap(test_config(
+        dir.path(),
+        &provider_toml("tool", "http", &base),
+    ))
+    .await;
+    for path in [
+        "/tool/../../x",
+        "/tool/%2e%2e/%2E%2E/x",
+        "/tool/a/..%2f..%2fx",
+        "/tool/./x",
+    ] {
+        let got = send(running.proxy_addr, "GET", path, &[], "").await;
+        assert_eq!(got.status, 400, "{path}");
+        assert_eq!(got.json()["error"]["type"], "bad_path", "{path}");
+    }
+    assert!(
+        mock.seen.lock().unwrap().is_empty(),
+        "nothing was forwarded"
+    );
+    let got = send(running.proxy_addr, "GET", "/tool/a..b/x", &[], "").await;
+    assert_eq!(got.status, 200);
+    assert_eq!(mock.last_seen().path_and_query, "/prefix/a..b/x");
+    running.shutdown().await.unwrap();
+}
