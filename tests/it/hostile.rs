@@ -669,3 +669,68 @@ async fn dot_segments_never_leave_the_providers_base_path() {
     assert_eq!(mock.last_seen().path_and_query, "/prefix/a..b/x");
     running.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn absurd_provider_usage_is_stored_as_unknown_and_never_wraps_totals() {
+    let mock = MockUpstream::start(|seen| {
+        let huge = String::from_utf8_lossy(&seen.body).contains("huge");
+        let prompt = if huge { "18446744073709551615" } else { "1000" };
+        MockResponse::json(
+            200,
+            &format!(
+                r#"{{"id":"x","object":"chat.completion","model":"gpt-4o-mini","choices":[{{"index":0,"message":{{"role":"assistant","content":"ok"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":{prompt},"completion_tokens":10,"total_tokens":{prompt}}}}}"#
+            ),
+        )
+    })
+    .await;
+    let dir = TempDir::new("absurd-usage");
+    let running = start_llmtap(test_config(
+        dir.path(),
+        &provider_toml("mock", "openai", &mock.url()),
+    ))
+    .await;
+    let normal = post_json(
+        running.proxy_addr,
+        "/mock/v1/chat/completions",
+        &[],
+        r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
+    wait_call(&running, &normal.call_id()).await;
+    let huge = post_json(
+        running.proxy_addr,
+        "/mock/v1/chat/completions",
+        &[],
+        r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"huge"}]}"#,
+    )
+    .await;
+    let call = wait_call(&running, &huge.call_id()).await;
+    assert_eq!(call.usage.input_tokens, None, "{:?}", call.usage);
+    assert_eq!(call.usage.output_tokens, Some(10));
+    assert_eq!(call.usage.total_tokens, Some(10));
+    assert!(
+        call.parse_notes
+            .iter()
+            .any(|n| n.contains("above the sane bound")),
+        "{:?}",
+        call.parse_notes
+    );
+    assert!(call.cost_usd.unwrap_or(0.0) < 1.0, "{:?}", call.cost_usd);
+    let mut summary = Value::Null;
+    for _ in 0..200 {
+        summary = send(running.api_addr, "GET", "/api/v1/summary", &[], "")
+            .await
+            .json();
+        if summary["calls_today"] == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(summary["tokens_today"]["input"], 1000);
+    assert_eq!(summary["tokens_today"]["output"], 20);
+    assert!(
+        summary["cost_today_usd"].as_f64().unwrap() < 1.0,
+        "{summary}"
+    );
+    running.shutdown().await.unwrap();
+}
