@@ -126,6 +126,9 @@ struct WriterState {
 impl WriterState {
     fn write(&mut self, batch: std::vec::Drain<'_, Box<FinishedCall>>, prices: &PriceTable) {
         let count = batch.len() as u64;
+        // Measured per batch, not only by the storage thread every few seconds: a disk
+        // that fills fast must pause capture before the store hits "no space left".
+        self.store.disk().check();
         if self.store.capture_paused() {
             // Disk full: forwarding goes on, nothing is stored (counted, logged by the disk guard).
             drop(batch);
@@ -195,7 +198,10 @@ impl WriterState {
         }
         let count = calls.len() as u64;
         let changed: Vec<InvocationRecord> = invocations.drain().map(|(_, inv)| inv).collect();
-        match self.store.write_batch(calls, &changed) {
+        let result = self.store.write_batch(calls, &changed);
+        self.store
+            .note_write_outcome(result.as_ref().err().map(ToString::to_string));
+        match result {
             Ok(()) => {
                 self.metrics
                     .records_written

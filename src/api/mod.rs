@@ -115,14 +115,20 @@ async fn dispatch(
 ) -> ApiResult {
     match path {
         "/healthz" => {
+            // Degraded while batch writes fail: the proxy forwards, but calls are lost.
+            let status = if state.store.last_write_error().is_some() {
+                "degraded"
+            } else {
+                "ok"
+            };
             return Ok(json(
                 StatusCode::OK,
                 &serde_json::json!({
-                    "status": "ok",
+                    "status": status,
                     "backlog": state.metrics.backlog.load(std::sync::atomic::Ordering::Relaxed),
                     "storage": state.store.health(),
                 }),
-            ))
+            ));
         }
         "/api/v1/openapi.json" => {
             return Ok(json(StatusCode::OK, &openapi::document()));

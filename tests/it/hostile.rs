@@ -734,3 +734,81 @@ async fn absurd_provider_usage_is_stored_as_unknown_and_never_wraps_totals() {
     );
     running.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_disk_that_fills_between_checks_pauses_capture_and_healthz_tells_the_truth() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let mock = MockUpstream::start(|_| MockResponse::json(200, r#"{"ok":true}"#)).await;
+    let dir = TempDir::new("disk-fast-fill");
+    let running = start_llmtap(test_config(
+        dir.path(),
+        &format!(
+            "{}[store]\nmin_free_mb = 1000\ncritical_free_mb = 100\n",
+            provider_toml("tool", "http", &mock.url())
+        ),
+    ))
+    .await;
+    let free = Arc::new(AtomicU64::new(5_000 << 20));
+    let f = free.clone();
+    running
+        .store
+        .disk()
+        .set_probe(Arc::new(move |_| Ok(f.load(Ordering::Relaxed))));
+    running.store.disk().check();
+
+    // The disk fills right after a check: the next batch must see it, not the next check.
+    free.store(10 << 20, Ordering::Relaxed);
+    let got = send(running.proxy_addr, "GET", "/tool/a", &[], "").await;
+    assert_eq!(got.status, 200, "forwarding goes on");
+    let skipped = got.call_id();
+    for _ in 0..200 {
+        if running.metrics.backlog.load(Ordering::Relaxed) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        running.store.get_call(&skipped).unwrap().is_none(),
+        "stored on a full disk: the writer did not look"
+    );
+    let health = send(running.api_addr, "GET", "/healthz", &[], "")
+        .await
+        .json();
+    assert_eq!(health["storage"]["storing_calls"], false);
+
+    // Space is back: the next call is stored, without a restart or a storage-thread check.
+    free.store(5_000 << 20, Ordering::Relaxed);
+    let got = send(running.proxy_addr, "GET", "/tool/b", &[], "").await;
+    wait_call(&running, &got.call_id()).await;
+
+    // While batch writes fail, /healthz says so; the next good write clears it.
+    running
+        .store
+        .note_write_outcome(Some("No space left on device (os error 28)".into()));
+    let health = send(running.api_addr, "GET", "/healthz", &[], "")
+        .await
+        .json();
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(health["storage"]["writes_failing"], true);
+    assert_eq!(health["storage"]["storing_calls"], false);
+    assert!(health["storage"]["last_write_error"]
+        .as_str()
+        .unwrap()
+        .contains("No space left"));
+    let got = send(running.proxy_addr, "GET", "/tool/c", &[], "").await;
+    wait_call(&running, &got.call_id()).await;
+    let mut health = Value::Null;
+    for _ in 0..200 {
+        health = send(running.api_addr, "GET", "/healthz", &[], "")
+            .await
+            .json();
+        if health["status"] == "ok" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(health["status"], "ok", "{health}");
+    assert!(health["storage"]["last_write_error"].is_null());
+    running.shutdown().await.unwrap();
+}
