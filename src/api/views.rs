@@ -204,7 +204,7 @@ pub(super) fn call(
 pub(super) fn invocation(
     state: &ApiState,
     who: &Principal,
-    _params: &Params,
+    p: &Params,
     id: &str,
     path: &str,
 ) -> ApiResult {
