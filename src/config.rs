@@ -560,7 +560,8 @@ impl RawConfig {
             self.server.shutdown_grace_ms,
             30_000,
         )?;
-        let otel = crate::otel::OtelConfig::resolve(&self.otel, &overrides.otel_env, shutdown_grace)?;
+        let otel =
+            crate::otel::OtelConfig::resolve(&self.otel, &overrides.otel_env, shutdown_grace)?;
         Ok(Config {
             listen,
             api_listen,

@@ -86,7 +86,9 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         Some("serve") => serve(&args[1..]),
         Some("prices") => prices(&args[1..]),
         Some("reprice") => reprice(&args[1..]),
-        Some("otel") if args.get(1).map(String::as_str) == Some("export") => otel_export(&args[2..]),
+        Some("otel") if args.get(1).map(String::as_str) == Some("export") => {
+            otel_export(&args[2..])
+        }
         Some("dev") if args.get(1).map(String::as_str) == Some("storage-bench") => {
             storage_bench(&args[2..])
         }

@@ -212,8 +212,15 @@ pub fn otel_span_options(config: &Config) -> crate::otel::spans::SpanOptions {
         .providers
         .values()
         .map(|p| {
-            let default = if p.base.scheme == http::uri::Scheme::HTTP { 80 } else { 443 };
-            (p.name.clone(), p.base.authority.port_u16().unwrap_or(default))
+            let default = if p.base.scheme == http::uri::Scheme::HTTP {
+                80
+            } else {
+                443
+            };
+            (
+                p.name.clone(),
+                p.base.authority.port_u16().unwrap_or(default),
+            )
         })
         .collect();
     crate::otel::spans::SpanOptions {

@@ -79,7 +79,10 @@ impl Transport {
     async fn post(&self, url: &http::Uri, body: Vec<u8>) -> Result<(), ExportError> {
         let mut builder = http::Request::post(url.clone())
             .header(http::header::CONTENT_TYPE, "application/x-protobuf")
-            .header(http::header::USER_AGENT, concat!("llmtap/", env!("CARGO_PKG_VERSION")));
+            .header(
+                http::header::USER_AGENT,
+                concat!("llmtap/", env!("CARGO_PKG_VERSION")),
+            );
         for (name, value) in &self.config.headers.0 {
             builder = builder.header(name.as_str(), value.as_str());
         }
@@ -287,7 +290,9 @@ impl Exporter {
             let _ = (&mut builder).await;
             let _ = (&mut sender).await;
         };
-        let flushed = tokio::time::timeout(self.shutdown_timeout, flush).await.is_ok();
+        let flushed = tokio::time::timeout(self.shutdown_timeout, flush)
+            .await
+            .is_ok();
         if !flushed {
             builder.abort();
             sender.abort();
@@ -301,7 +306,9 @@ impl Exporter {
         }
         let lost = self.pending.swap(0, Ordering::Relaxed);
         if lost > 0 {
-            self.counters.otel_dropped.fetch_add(lost, Ordering::Relaxed);
+            self.counters
+                .otel_dropped
+                .fetch_add(lost, Ordering::Relaxed);
             tracing::warn!(
                 spans = lost,
                 "OpenTelemetry spans still queued at the end of the shutdown timeout were dropped"

@@ -19,8 +19,8 @@ use std::collections::BTreeMap;
 pub const MAX_SERIES: usize = 2000;
 
 const TOKEN_BUCKETS: [f64; 14] = [
-    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0,
-    4194304.0, 16777216.0, 67108864.0,
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+    16777216.0, 67108864.0,
 ];
 const DURATION_BUCKETS_S: [f64; 14] = [
     0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
@@ -219,7 +219,8 @@ impl ClientMetrics {
             attrs.push(("error.type", AttrValue::Text(e)));
         }
         attrs.sort();
-        self.duration.record(attrs, call.latency_ms.max(0.0) / 1000.0);
+        self.duration
+            .record(attrs, call.latency_ms.max(0.0) / 1000.0);
     }
 
     /// The metrics as of `now_ns` (empty histograms are left out).

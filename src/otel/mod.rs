@@ -125,7 +125,11 @@ fn parse_pairs(field: &str, text: &str) -> Result<Vec<(String, String)>, ConfigE
     let mut out = Vec::new();
     for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
         let Some((k, v)) = item.split_once('=') else {
-            return Err(invalid(field, "(not shown)", "expected key=value pairs separated by commas"));
+            return Err(invalid(
+                field,
+                "(not shown)",
+                "expected key=value pairs separated by commas",
+            ));
         };
         out.push((percent_decode(k.trim()), percent_decode(v.trim())));
     }
@@ -154,12 +158,14 @@ fn percent_decode(text: &str) -> String {
 fn signal_url(base: &str, signal: &str) -> Result<http::Uri, ConfigError> {
     let field = "otel.endpoint";
     let url = format!("{}/v1/{signal}", base.trim_end_matches('/'));
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|_| invalid(field, base, "not a URL"))?;
+    let uri: http::Uri = url.parse().map_err(|_| invalid(field, base, "not a URL"))?;
     match uri.scheme_str() {
         Some("http") | Some("https") if uri.authority().is_some() => Ok(uri),
-        _ => Err(invalid(field, base, "expected http://HOST:PORT or https://HOST")),
+        _ => Err(invalid(
+            field,
+            base,
+            "expected http://HOST:PORT or https://HOST",
+        )),
     }
 }
 
@@ -222,10 +228,11 @@ impl OtelConfig {
             }
             Ok(Duration::from_millis(v))
         };
-        let count = |field: &str, value: Option<usize>, default: usize| match value.unwrap_or(default) {
-            0 => Err(invalid(field, 0, "must be greater than 0")),
-            v => Ok(v),
-        };
+        let count =
+            |field: &str, value: Option<usize>, default: usize| match value.unwrap_or(default) {
+                0 => Err(invalid(field, 0, "must be greater than 0")),
+                v => Ok(v),
+            };
         let max_queue_spans = count("otel.max_queue_spans", raw.max_queue_spans, 4096)?;
         let max_batch_spans = count("otel.max_batch_spans", raw.max_batch_spans, 512)?;
         if max_batch_spans > max_queue_spans {
@@ -318,7 +325,9 @@ mod tests {
             enabled: Some(false),
             ..RawOtel::default()
         };
-        assert!(OtelConfig::resolve(&disabled, &on, GRACE).unwrap().is_none());
+        assert!(OtelConfig::resolve(&disabled, &on, GRACE)
+            .unwrap()
+            .is_none());
         let mut sdk_off = on.clone();
         sdk_off.insert("OTEL_SDK_DISABLED".into(), "true".into());
         assert!(OtelConfig::resolve(&RawOtel::default(), &sdk_off, GRACE)
@@ -338,7 +347,10 @@ mod tests {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://env.example"),
             ("OTEL_EXPORTER_OTLP_HEADERS", "x-b=two%20words, x-a=9"),
             ("OTEL_SERVICE_NAME", "agents"),
-            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod,team=ml"),
+            (
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment=prod,team=ml",
+            ),
         ]);
         let config = OtelConfig::resolve(&raw, &e, GRACE).unwrap().unwrap();
         assert_eq!(config.traces_url, "https://env.example/v1/traces");
@@ -393,7 +405,9 @@ mod tests {
                 "otel.max_queue_spans",
             ),
         ] {
-            let err = OtelConfig::resolve(&raw, &e, GRACE).unwrap_err().to_string();
+            let err = OtelConfig::resolve(&raw, &e, GRACE)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(field), "{err}");
         }
     }

@@ -222,7 +222,10 @@ pub fn response_id(call: &CallRecord) -> Option<String> {
         None
     };
     if !call.stream {
-        return serde_json::from_str::<Value>(body).ok().as_ref().and_then(pick);
+        return serde_json::from_str::<Value>(body)
+            .ok()
+            .as_ref()
+            .and_then(pick);
     }
     // Streams: the first few `data:` lines (bounded), skipping `[DONE]`.
     body.lines()
@@ -370,7 +373,10 @@ fn content_attributes(call: &CallRecord, attrs: &mut Vec<KeyValue>) {
     if let Some(request) = &call.request {
         if let Some(system) = &request.system {
             let v = json!([{"type": "text", "content": system}]);
-            attrs.push(kv_str("gen_ai.system_instructions", truncated(v.to_string())));
+            attrs.push(kv_str(
+                "gen_ai.system_instructions",
+                truncated(v.to_string()),
+            ));
         }
         let input: Vec<Value> = request.messages.iter().map(message_json).collect();
         if !input.is_empty() {
@@ -387,7 +393,8 @@ fn content_attributes(call: &CallRecord, attrs: &mut Vec<KeyValue>) {
         }
         parts.extend(response.tool_calls.iter().map(tool_call_part));
         if !parts.is_empty() {
-            let out = json!([{"role": "assistant", "parts": parts, "finish_reason": call.stop_reason}]);
+            let out =
+                json!([{"role": "assistant", "parts": parts, "finish_reason": call.stop_reason}]);
             attrs.push(kv_str("gen_ai.output.messages", truncated(out.to_string())));
         }
     }
@@ -495,7 +502,10 @@ pub fn call_span(call: &CallRecord, ctx: &TraceContext, options: &SpanOptions) -
                 None => operation.to_string(),
             };
             attrs.push(kv_str("gen_ai.operation.name", operation));
-            attrs.push(kv_str("gen_ai.provider.name", provider_name(&call.provider)));
+            attrs.push(kv_str(
+                "gen_ai.provider.name",
+                provider_name(&call.provider),
+            ));
             if let Some(model) = &call.model {
                 attrs.push(kv_str("gen_ai.request.model", model.clone()));
             }
@@ -847,8 +857,8 @@ mod tests {
 
     #[test]
     fn traceparent_parsing() {
-        let tp = parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
-            .unwrap();
+        let tp =
+            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
         assert_eq!(tp.trace_id[0], 0x4b);
         assert_eq!(tp.span_id[7], 0xb7);
         assert_eq!(tp.flags, 1);
@@ -936,7 +946,10 @@ mod tests {
         let ctx = trace_context("inv1", Some(&c));
         let inv = crate::record::roll_up(None, &c);
         let run = invocation_span(&inv, &ctx);
-        assert_eq!(run.parent_span_id, hex_bytes::<8>("00f067aa0ba902b7").unwrap());
+        assert_eq!(
+            run.parent_span_id,
+            hex_bytes::<8>("00f067aa0ba902b7").unwrap()
+        );
         assert_eq!(
             run.trace_id,
             hex_bytes::<16>("4bf92f3577b34da6a3ce929d0e0e4736").unwrap()

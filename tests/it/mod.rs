@@ -5,6 +5,7 @@ mod architecture;
 mod chaos;
 mod cost;
 mod lifecycle;
+mod otel;
 mod process;
 mod proxy;
 mod replay;
