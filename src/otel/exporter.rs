@@ -58,6 +58,8 @@ pub enum ExportError {
     Status(u16),
     #[error("cannot reach the collector: {0}")]
     Connect(String),
+    #[error("the export queue is full")]
+    QueueFull,
     #[error("cannot build the export request: {0}")]
     Request(String),
     #[error(transparent)]
@@ -330,11 +332,7 @@ fn enqueue(shared: &Shared, queue: &mpsc::Sender<Span>, spans: Vec<Span>) {
             }
             Err(_) => {
                 shared.counters.otel_dropped.fetch_add(1, Ordering::Relaxed);
-                shared.failures.note(
-                    "queue full",
-                    &ExportError::Connect("the export queue is full".into()),
-                    1,
-                );
+                shared.failures.note("spans", &ExportError::QueueFull, 1);
             }
         }
     }
@@ -444,7 +442,7 @@ async fn on_batch(
         }
         spans.push(spans::call_span(call, &run.ctx, &shared.options));
         if run.previous.as_ref().is_none_or(|p| p.round <= call.round) {
-            run.previous = Some(RoundTools::of(call));
+            run.previous = Some(RoundTools::of(call, shared.options.capture_content));
         }
     }
     enqueue(shared, queue, spans);

@@ -471,13 +471,22 @@ fn status_of(error: Option<&str>) -> Option<Status> {
     })
 }
 
-fn base_span(ctx: &TraceContext, span_id: [u8; 8], parent: Option<[u8; 8]>) -> Span {
+/// Span flags: the W3C trace flags, plus whether the parent is remote (the
+/// agent's span, from its `traceparent`) or local (llmtap's `invoke_agent` span).
+fn base_span(
+    ctx: &TraceContext,
+    span_id: [u8; 8],
+    parent: Option<[u8; 8]>,
+    remote_parent: bool,
+) -> Span {
+    const HAS_IS_REMOTE: u32 = 0x100;
+    const IS_REMOTE: u32 = 0x200;
     Span {
         trace_id: ctx.trace_id.to_vec(),
         span_id: span_id.to_vec(),
         trace_state: ctx.trace_state.clone(),
         parent_span_id: parent.map(|p| p.to_vec()).unwrap_or_default(),
-        flags: u32::from(ctx.flags) | 0x100 | if parent.is_some() { 0x200 } else { 0 },
+        flags: u32::from(ctx.flags) | HAS_IS_REMOTE | if remote_parent { IS_REMOTE } else { 0 },
         ..Span::default()
     }
 }
@@ -485,9 +494,12 @@ fn base_span(ctx: &TraceContext, span_id: [u8; 8], parent: Option<[u8; 8]>) -> S
 /// The span of one call: a GenAI client inference span, or an HTTP client span
 /// for calls that are not inference (kind `http`, unknown endpoints).
 pub fn call_span(call: &CallRecord, ctx: &TraceContext, options: &SpanOptions) -> Span {
-    let mut s = base_span(ctx, call_span_id(&call.id), Some(ctx.invocation_span_id));
-    // Only a call from the same agent context as the run's first gets no link.
-    s.flags = u32::from(ctx.flags) | 0x100;
+    let mut s = base_span(
+        ctx,
+        call_span_id(&call.id),
+        Some(ctx.invocation_span_id),
+        false,
+    );
     s.kind = span::SpanKind::Client as i32;
     s.start_time_unix_nano = us_to_ns(call.started_at_us);
     s.end_time_unix_nano = us_to_ns(call_end_us(call));
@@ -607,15 +619,26 @@ pub struct RoundTools {
 }
 
 impl RoundTools {
-    pub fn of(call: &CallRecord) -> RoundTools {
+    /// Arguments are kept only when content is exported (open runs stay small).
+    pub fn of(call: &CallRecord, keep_arguments: bool) -> RoundTools {
+        let tool_calls = call.response.as_ref().map_or_else(Vec::new, |r| {
+            r.tool_calls
+                .iter()
+                .map(|tc| ToolCall {
+                    id: tc.id.clone(),
+                    name: tc.name.clone(),
+                    arguments: if keep_arguments {
+                        tc.arguments.clone()
+                    } else {
+                        Value::Null
+                    },
+                })
+                .collect()
+        });
         RoundTools {
             round: call.round,
             ended_us: call_end_us(call),
-            tool_calls: call
-                .response
-                .as_ref()
-                .map(|r| r.tool_calls.clone())
-                .unwrap_or_default(),
+            tool_calls,
         }
     }
 }
@@ -656,8 +679,8 @@ pub fn tool_span(gap: &ToolGap, ctx: &TraceContext, options: &SpanOptions) -> Sp
         ctx,
         tool_span_id(&gap.result_call_id, &gap.tool_call_id),
         Some(ctx.invocation_span_id),
+        false,
     );
-    s.flags = u32::from(ctx.flags) | 0x100;
     s.name = format!("execute_tool {}", gap.name);
     s.kind = span::SpanKind::Internal as i32;
     s.start_time_unix_nano = us_to_ns(gap.start_us);
@@ -690,7 +713,8 @@ pub fn tool_span(gap: &ToolGap, ctx: &TraceContext, options: &SpanOptions) -> Sp
 
 /// The `invoke_agent {agent}` span of a run, from its rollup.
 pub fn invocation_span(inv: &InvocationRecord, ctx: &TraceContext) -> Span {
-    let mut s = base_span(ctx, ctx.invocation_span_id, ctx.parent_span_id);
+    let remote = ctx.parent_span_id.is_some();
+    let mut s = base_span(ctx, ctx.invocation_span_id, ctx.parent_span_id, remote);
     s.name = match &inv.agent {
         Some(agent) => format!("invoke_agent {agent}"),
         None => "invoke_agent".to_string(),
@@ -764,7 +788,7 @@ pub fn invocation_spans(
             );
         }
         spans.push(call_span(call, &ctx, options));
-        previous = Some(RoundTools::of(call));
+        previous = Some(RoundTools::of(call, options.capture_content));
     }
     spans
 }
