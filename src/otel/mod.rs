@@ -413,6 +413,18 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_keys_parse() {
+        let example = include_str!("../../config/llmtap.toml");
+        let section: Vec<&str> = example
+            .lines()
+            .skip_while(|l| !l.starts_with("# [otel]"))
+            .map(|l| l.strip_prefix("# ").unwrap_or(l))
+            .collect();
+        let raw = crate::config::RawConfig::from_toml(&section.join("\n")).unwrap();
+        assert!(raw.otel.endpoint.is_some() && raw.otel.shutdown_timeout_ms.is_some());
+    }
+
+    #[test]
     fn shutdown_flush_never_outlasts_the_grace_period() {
         let raw = RawOtel {
             endpoint: Some("http://a:1".into()),
