@@ -119,10 +119,10 @@ pub fn document() -> Value {
         "paths": {
             "/invocations": op("Invocations (agent runs), newest first", list_params(), "InvocationPage", "application/json"),
             "/calls": op("Calls, newest first", list_params(), "CallPage", "application/json"),
-            "/invocations/{id}": op("One invocation with its rounds, tool calls joined to their results, and failure hints", vec![id_param("invocation")], "InvocationDetail", "application/json"),
+            "/invocations/{id}": op("One invocation with its rounds, tool calls joined to their results, and failure hints", vec![id_param("invocation"), string_param("tenant", "the tenant whose invocation of this client-chosen id is meant (a tenant's ids are stored as id@tenant; 409 ambiguous_id when several tenants used it)")], "InvocationDetail", "application/json"),
             "/calls/{id}": op("One full call record (bodies for admins only) with a failure hint", vec![id_param("call")], "CallRecord", "application/json"),
             "/sessions": op("Sessions, newest first", concat(vec![string_param("tenant", "tenant")], page_params()), "SessionPage", "application/json"),
-            "/sessions/{id}": op("One session's timeline: LLM calls and tool HTTP calls in order", vec![id_param("session"), param("limit", "most timeline entries", json!({"type": "integer", "maximum": 10000}))], "SessionDetail", "application/json"),
+            "/sessions/{id}": op("One session's timeline: LLM calls and tool HTTP calls in order", vec![id_param("session"), string_param("tenant", "the tenant whose session of this client-chosen id is meant (stored as id@tenant)"), param("limit", "most timeline entries", json!({"type": "integer", "maximum": 10000}))], "SessionDetail", "application/json"),
             "/summary": op("Totals, today and the last 24 hours", vec![string_param("tenant", "tenant"), string_param("tz", "UTC (default) or a fixed offset like +02:00 (multiple of 15 minutes) that defines 'today'")], "Summary", "application/json"),
             "/agents": op("Per agent: invocations, calls, cost, tokens, error rate, latency percentiles", vec![string_param("tenant", "tenant")], "Agents", "application/json"),
             "/stats": op("Grouped statistics over the filtered calls", concat(vec![param("group_by", "grouping", json!({"type": "string", "enum": ["agent", "model", "provider", "prompt", "trigger", "tenant", "day", "hour"]}))], filter_params()), "Stats", "application/json"),
