@@ -281,6 +281,16 @@ fn call_end_us(call: &CallRecord) -> u64 {
     call.started_at_us + (call.latency_ms.max(0.0) * 1000.0) as u64
 }
 
+/// The session id as the agent sent it: llmtap stores a tenant's ids as
+/// `id@tenant` (so tenants never share one); `gen_ai.conversation.id` carries the
+/// agent's own id, to match the agent's telemetry (`llmtap.tenant` says whose).
+pub fn client_session_id(stored: &str, tenant: Option<&str>) -> String {
+    tenant
+        .and_then(|t| stored.strip_suffix(t)?.strip_suffix('@'))
+        .unwrap_or(stored)
+        .to_string()
+}
+
 /// `llmtap.prompt.name` and `llmtap.prompt.version` from `name@version`.
 fn prompt_parts(prompt: &str) -> (&str, Option<&str>) {
     match prompt.rsplit_once('@') {
@@ -551,7 +561,8 @@ pub fn call_span(call: &CallRecord, ctx: &TraceContext, options: &SpanOptions) -
                 request_params(&request.params, &mut attrs);
             }
             if let Some(session) = &call.metadata.session_id {
-                attrs.push(kv_str("gen_ai.conversation.id", session.clone()));
+                let id = client_session_id(session, call.metadata.tenant.as_deref());
+                attrs.push(kv_str("gen_ai.conversation.id", id));
             }
             if let Some(agent) = &call.metadata.agent {
                 attrs.push(kv_str("gen_ai.agent.name", agent.clone()));
@@ -730,7 +741,8 @@ pub fn invocation_span(inv: &InvocationRecord, ctx: &TraceContext) -> Span {
         attrs.push(kv_str("gen_ai.agent.name", agent.clone()));
     }
     if let Some(session) = &inv.session_id {
-        attrs.push(kv_str("gen_ai.conversation.id", session.clone()));
+        let id = client_session_id(session, inv.tenant.as_deref());
+        attrs.push(kv_str("gen_ai.conversation.id", id));
     }
     if let [model] = inv.models.as_slice() {
         attrs.push(kv_str("gen_ai.request.model", model.clone()));
@@ -1055,6 +1067,16 @@ mod tests {
         assert_eq!(text(&s, "server.address").as_deref(), Some("127.0.0.1"));
         assert_eq!(int(&s, "server.port"), Some(9000));
         assert!(text(&s, "gen_ai.operation.name").is_none());
+    }
+
+    #[test]
+    fn conversation_id_is_the_agents_own() {
+        assert_eq!(client_session_id("sess-9@acme", Some("acme")), "sess-9");
+        assert_eq!(
+            client_session_id("sess-9@acme", Some("other")),
+            "sess-9@acme"
+        );
+        assert_eq!(client_session_id("sess-9", None), "sess-9");
     }
 
     #[test]

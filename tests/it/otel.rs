@@ -348,7 +348,7 @@ async fn runs_tools_and_failures_export_as_genai_spans() {
         &[("x-llmtap-invocation-id", "run-fail-1")],
     )
     .await;
-    wait_invocation(&running, "run-tools-1", 2).await;
+    wait_invocation(&running, "run-tools-1@acme", 2).await;
     wait_invocation(&running, "run-fail-1", 1).await;
     let metrics = running.metrics.clone();
     running.shutdown().await.unwrap();
@@ -389,7 +389,7 @@ async fn runs_tools_and_failures_export_as_genai_spans() {
     assert_eq!(runs.len(), 3, "one invoke_agent span per run");
     let tool_run = runs
         .iter()
-        .find(|s| text(s, "llmtap.invocation.id").as_deref() == Some("run-tools-1"))
+        .find(|s| text(s, "llmtap.invocation.id").as_deref() == Some("run-tools-1@acme"))
         .unwrap();
     assert_eq!(tool_run.name, "invoke_agent calc-agent");
     assert!(
@@ -412,7 +412,10 @@ async fn runs_tools_and_failures_export_as_genai_spans() {
         llmtap::server::store_options(&config).unwrap(),
     )
     .unwrap();
-    let inv = stored_run.get_invocation("run-tools-1").unwrap().unwrap();
+    let inv = stored_run
+        .get_invocation("run-tools-1@acme")
+        .unwrap()
+        .unwrap();
     assert_eq!(tool_run.end_time_unix_nano, inv.ended_at_us * 1000);
     assert_eq!(
         int(tool_run, "gen_ai.usage.input_tokens"),
