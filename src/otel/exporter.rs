@@ -263,8 +263,14 @@ impl Exporter {
             ));
             (stop, task)
         });
+        // Host and path only: a URL's user-info part could hold a credential.
         tracing::info!(
-            endpoint = %config.traces_url,
+            endpoint = %format!(
+                "{}://{}{}",
+                config.traces_url.scheme_str().unwrap_or("http"),
+                config.traces_url.host().unwrap_or_default(),
+                config.traces_url.path()
+            ),
             service = %config.service_name,
             content = config.capture_content,
             metrics = config.metrics,
