@@ -1,7 +1,7 @@
 //! The JSON endpoints: lists, records by id (with tool-call joins and failure hints),
 //! sessions, summary, agents, stats, rate limits and the audit log; viewer redaction.
 
-use super::params::{self, bad, Params, FILTER_PARAMS, PAGE_PARAMS};
+use super::params::{self, bad, Params};
 use super::{audit, confine, ok, ApiError, ApiResult, ApiState};
 use crate::api::auth::Principal;
 use crate::record::{CallRecord, CallStatus, LimitWindow};
@@ -48,23 +48,38 @@ fn scope_session_filter(filter: &mut Filter) {
     }
 }
 
-fn page_json<T: Serialize>(page: &Page<T>, request: &PageRequest) -> Value {
+/// One page of a list, as every list endpoint answers it.
+#[derive(Serialize, schemars::JsonSchema)]
+#[schemars(rename = "{T}Page", deny_unknown_fields)]
+pub struct PageOf<T> {
+    pub items: Vec<T>,
+    pub count: usize,
+    /// Exact up to 10000 matches (and 20000 examined candidates), then a lower bound.
+    pub total: u64,
+    pub total_is_lower_bound: bool,
+    pub has_more: bool,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+    /// Pass as `offset` for the next page when paging by offset.
+    pub next_offset: Option<usize>,
+}
+
+fn page_json<T>(page: Page<T>, request: &PageRequest) -> PageOf<T> {
     let next_offset = (page.has_more && request.after.is_none())
         .then(|| request.offset + page.items.len())
         .filter(|n| *n <= params::MAX_OFFSET);
-    json!({
-        "items": page.items,
-        "count": page.items.len(),
-        "total": page.total,
-        "total_is_lower_bound": page.total_is_lower_bound,
-        "has_more": page.has_more,
-        "next_cursor": page.next.as_ref().map(params::encode_cursor),
-        "next_offset": next_offset,
-    })
+    PageOf {
+        count: page.items.len(),
+        items: page.items,
+        total: page.total,
+        total_is_lower_bound: page.total_is_lower_bound,
+        has_more: page.has_more,
+        next_cursor: page.next.as_ref().map(params::encode_cursor),
+        next_offset,
+    }
 }
 
 pub(super) fn list(state: &ApiState, who: &Principal, p: &Params, invocations: bool) -> ApiResult {
-    p.only(&[FILTER_PARAMS, PAGE_PARAMS])?;
     let filter = list_filter(who, p)?;
     let request = params::page_request(p, true)?;
     if filter.text.is_some() {
@@ -76,10 +91,17 @@ pub(super) fn list(state: &ApiState, who: &Principal, p: &Params, invocations: b
         )?;
     }
     let body = if invocations {
-        page_json(&state.store.list_invocations(&filter, &request)?, &request)
+        serde_json::to_value(page_json(
+            state.store.list_invocations(&filter, &request)?,
+            &request,
+        ))
     } else {
-        page_json(&state.store.list_calls(&filter, &request)?, &request)
-    };
+        serde_json::to_value(page_json(
+            state.store.list_calls(&filter, &request)?,
+            &request,
+        ))
+    }
+    .unwrap_or_default();
     ok(&body)
 }
 
@@ -161,11 +183,10 @@ fn redact_call(call: &mut CallRecord) {
 pub(super) fn call(
     state: &ApiState,
     who: &Principal,
-    p: &Params,
+    _params: &Params,
     id: &str,
     path: &str,
 ) -> ApiResult {
-    p.only(&[])?;
     check_access(state, who, false, id)?;
     let Some(mut call) = state.store.get_call(id)? else {
         return Err(ApiError::NotFound(format!("no call with id {id}")));
@@ -187,7 +208,6 @@ pub(super) fn invocation(
     id: &str,
     path: &str,
 ) -> ApiResult {
-    p.only(&[&["tenant"]])?;
     let id = resolve_scoped_id(state, who, p, true, id)?;
     let id = id.as_str();
     check_access(state, who, true, id)?;
@@ -360,7 +380,6 @@ pub(super) fn hint(call: &CallRecord) -> Option<String> {
 }
 
 pub(super) fn sessions(state: &ApiState, who: &Principal, p: &Params) -> ApiResult {
-    p.only(&[&["tenant"], PAGE_PARAMS])?;
     let mut tenant = p.get("tenant").map(str::to_string);
     if let Some(mine) = &who.tenant {
         if tenant.as_ref().is_some_and(|t| t != mine) {
@@ -382,11 +401,10 @@ pub(super) fn sessions(state: &ApiState, who: &Principal, p: &Params) -> ApiResu
             s.subject = None;
         }
     }
-    ok(&page_json(&page, &request))
+    ok(&page_json(page, &request))
 }
 
 pub(super) fn session(state: &ApiState, who: &Principal, p: &Params, id: &str) -> ApiResult {
-    p.only(&[&["limit", "tenant"]])?;
     let max = p.usize_in("limit", 2000, 1, 10_000)?;
     let id = resolve_scoped_id(state, who, p, false, id)?;
     let id = id.as_str();
@@ -457,7 +475,6 @@ fn tenant_param(who: &Principal, p: &Params) -> Result<Option<String>, ApiError>
 }
 
 pub(super) fn summary(state: &ApiState, who: &Principal, p: &Params) -> ApiResult {
-    p.only(&[&["tenant", "tz"]])?;
     let tenant = tenant_param(who, p)?;
     let offset_s = params::tz_offset_s(p)?;
     let scope = match &tenant {
@@ -510,7 +527,6 @@ fn cell_json(cell: &RollupCell) -> Value {
 }
 
 pub(super) fn agents(state: &ApiState, who: &Principal, p: &Params) -> ApiResult {
-    p.only(&[&["tenant"]])?;
     let tenant = tenant_param(who, p)?;
     let prefix = match &tenant {
         Some(t) => idx::scope_agent(Some(t), ""),
@@ -548,7 +564,6 @@ struct Group {
 }
 
 pub(super) fn stats(state: &ApiState, who: &Principal, p: &Params) -> ApiResult {
-    p.only(&[FILTER_PARAMS, &["group_by"]])?;
     let group_by = p.get("group_by").unwrap_or("agent");
     let group_tag = match group_by {
         "agent" => Some(tag::AGENT),
@@ -638,7 +653,6 @@ fn headroom(w: &LimitWindow) -> Option<f64> {
 }
 
 pub(super) fn ratelimits(state: &ApiState, who: &Principal, p: &Params) -> ApiResult {
-    p.only(&[&["series", "provider", "from", "points"]])?;
     // Limits belong to provider API keys, which tenants may share: remaining capacity
     // and 429 counts would show other tenants' traffic, and the state is not kept per
     // tenant, so a confined token is refused rather than shown a partial truth.
@@ -702,7 +716,6 @@ pub(super) fn ratelimits(state: &ApiState, who: &Principal, p: &Params) -> ApiRe
 }
 
 pub(super) fn audit_log(state: &ApiState, who: &Principal, p: &Params) -> ApiResult {
-    p.only(&[&["limit", "before"]])?;
     if !who.is_admin() || who.tenant.is_some() {
         return Err(ApiError::Forbidden(
             "the audit log needs an admin token that is not confined to a tenant".into(),
