@@ -1,6 +1,8 @@
 //! One llmtap with recorded provider exchanges (tests/fixtures/exchanges) replayed
 //! through it: the mock upstream answers each request with the recorded response of
 //! the fixture the request names in `x-test-fixture`.
+// A shared harness: each test uses part of it.
+#![allow(dead_code)]
 
 use super::util::*;
 use bytes::Bytes;
