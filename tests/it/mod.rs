@@ -12,5 +12,8 @@ pub mod recorded;
 mod replay;
 mod secrets;
 mod storage;
+#[path = "../../src/devtools/synthetic.rs"]
+#[allow(dead_code)]
+pub mod synthetic;
 mod tls;
 pub mod util;
