@@ -663,8 +663,6 @@ struct ExportState {
     query: String,
 }
 
-const EXPORT_PAGE: &str = "200";
-
 /// CSV columns of a call summary and of a run summary.
 const CALL_CSV: &[&str] = &[
     "id",
@@ -740,7 +738,9 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
             .to
             .clone()
             .unwrap_or_else(|| llmtap::timefmt::format_rfc3339_us(now + 1));
-        query.push("to", to).push("limit", EXPORT_PAGE);
+        query
+            .push("to", to)
+            .push("limit", args.page_size.to_string());
         ExportState {
             cursor: None,
             bytes: 0,
@@ -767,10 +767,13 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
     };
     let columns = if args.runs { RUN_CSV } else { CALL_CSV };
     let progress = Progress::new();
+    let mut pages = 0u64;
     if state.bytes == 0 && args.format == ExportFormat::Csv {
         let mut w = csv::Writer::from_writer(Vec::new());
         w.write_record(columns)?;
-        file.write_all(&w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?)?;
+        let header = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+        file.write_all(&header)?;
+        state.bytes += header.len() as u64;
     }
     loop {
         let mut q = query.clone();
@@ -812,6 +815,14 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
             break;
         }
         std::fs::write(&state_path, serde_json::to_vec(&state)?)?;
+        pages += 1;
+        if args.stop_after_pages.is_some_and(|n| pages >= n) {
+            progress.finish();
+            anyhow::bail!(
+                "stopped after {pages} pages; continue with --resume ({} rows so far)",
+                state.rows
+            );
+        }
     }
     let _ = std::fs::remove_file(&state_path);
     progress.finish();

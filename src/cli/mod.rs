@@ -372,9 +372,15 @@ pub struct ExportArgs {
     /// Export runs (invocations) instead of calls
     #[arg(long)]
     pub runs: bool,
-    /// Continue an interrupted export of the same file without writing a row twice
+    /// Continue an interrupted export of the same file (with its filters) without writing a row twice
     #[arg(long)]
     pub resume: bool,
+    /// Rows per request
+    #[arg(long, default_value_t = 200, hide = true, value_parser = clap::value_parser!(u64).range(1..=200))]
+    pub page_size: u64,
+    /// Stop after this many pages as if interrupted (tests the resume path)
+    #[arg(long, hide = true)]
+    pub stop_after_pages: Option<u64>,
     #[command(flatten)]
     pub filter: FilterArgs,
 }

@@ -14,9 +14,12 @@ impl Style {
     pub fn detect(json_flag: bool) -> Style {
         let tty = std::io::stdout().is_terminal();
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        let width = terminal_size::terminal_size()
-            .map(|(w, _)| w.0 as usize)
-            .or_else(|| std::env::var("COLUMNS").ok()?.parse().ok())
+        // COLUMNS, when set, wins (as for ls and git); then the terminal's own size.
+        let width = std::env::var("COLUMNS")
+            .ok()
+            .and_then(|c| c.parse::<usize>().ok())
+            .or_else(|| terminal_size::terminal_size().map(|(w, _)| w.0 as usize))
+            .filter(|w| *w > 0)
             .unwrap_or(120)
             .max(40);
         Style {

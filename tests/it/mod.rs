@@ -3,6 +3,7 @@
 mod api;
 mod architecture;
 mod chaos;
+mod cli;
 mod cost;
 mod lifecycle;
 mod openapi;
