@@ -6,6 +6,7 @@
 pub mod api;
 pub mod capture;
 pub mod config;
+pub mod conn_guard;
 pub mod cost;
 pub mod forward;
 pub mod headers;

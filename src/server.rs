@@ -7,6 +7,7 @@
 use crate::api::{self, ApiState};
 use crate::capture::CallSink;
 use crate::config::Config;
+use crate::conn_guard::{ConnActivity, ConnLimits, GuardedIo, InFlightBody};
 use crate::cost::PriceTable;
 use crate::forward::{self, ProxyState, RoundCounter};
 use crate::metrics::Metrics;
@@ -14,6 +15,7 @@ use crate::store::{self, Store, StoreOptions};
 use crate::upstream;
 use crate::writer::{self, SharedPrices, WriterControl};
 use anyhow::Context;
+use http_body_util::BodyExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -103,6 +105,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
     let state = Arc::new(ProxyState {
         config: config.clone(),
+        request_buffered: Arc::default(),
         client,
         sink: Arc::new(CallSink {
             sender,
@@ -122,7 +125,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     ));
     // The read API answers 503 `store_opening` until the store is open.
     let api_slot: Arc<OnceLock<Arc<ApiState>>> = Arc::default();
-    let api_task = tokio::spawn(api_accept_loop(api_listener, api_slot.clone(), shutdown_rx));
+    let api_task = tokio::spawn(api_accept_loop(
+        api_listener,
+        api_slot.clone(),
+        shutdown_rx,
+        conn_limits(&config),
+    ));
     tracing::info!(%proxy_addr, %api_addr, "proxy listening; opening the store");
 
     let data_dir = config.data_dir.clone();
@@ -149,6 +157,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         prices.clone(),
         metrics.clone(),
         writer_control.clone(),
+        writer::WriterLimits {
+            max_decoded_bytes: config.max_decoded_bytes,
+            decode_budget_bytes: config.decode_budget_bytes,
+            redaction: crate::headers::Redaction {
+                extra_headers: config.redact_headers.clone(),
+                extra_query_params: config.redact_query_params.clone(),
+            },
+        },
     )
     .context("cannot start the writer thread")?;
 
@@ -236,15 +252,26 @@ async fn proxy_accept_loop(
                 let state = state.clone();
                 let tls = tls.clone();
                 let shutdown = shutdown.clone();
-                let header_timeout = state.config.header_read_timeout;
+                let limits = conn_limits(&state.config);
                 connections.spawn(async move {
-                    let service = service_fn(move |req| forward::handle(state.clone(), req, addr));
+                    let activity = Arc::new(ConnActivity::default());
+                    let stream = GuardedIo::new(stream, limits, activity.clone());
+                    let service = service_fn(move |req| {
+                        let in_flight = activity.begin();
+                        let response = forward::handle(state.clone(), req, addr);
+                        async move {
+                            let response = response.await?;
+                            Ok::<_, std::convert::Infallible>(response.map(|body| {
+                                InFlightBody::new(body, in_flight).boxed_unsync()
+                            }))
+                        }
+                    });
                     match tls {
                         Some(acceptor) => match acceptor.accept(stream).await {
-                            Ok(tls_stream) => serve_connection(tls_stream, service, shutdown, header_timeout).await,
+                            Ok(tls_stream) => serve_connection(tls_stream, service, shutdown, limits.header_read).await,
                             Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
                         },
-                        None => serve_connection(stream, service, shutdown, header_timeout).await,
+                        None => serve_connection(stream, service, shutdown, limits.header_read).await,
                     }
                 });
             }
@@ -308,10 +335,20 @@ async fn serve_connection<I, S>(
     }
 }
 
+/// The deadlines client connections keep (`conn_guard.rs`).
+fn conn_limits(config: &Config) -> ConnLimits {
+    ConnLimits {
+        header_read: config.header_read_timeout,
+        idle: config.client_idle_timeout,
+        send: config.client_send_timeout,
+    }
+}
+
 async fn api_accept_loop(
     listener: TcpListener,
     state: Arc<OnceLock<Arc<ApiState>>>,
     mut shutdown: watch::Receiver<bool>,
+    limits: ConnLimits,
 ) {
     let mut connections = JoinSet::new();
     loop {
@@ -323,16 +360,26 @@ async fn api_accept_loop(
                 };
                 let state = state.clone();
                 connections.spawn(async move {
+                    let activity = Arc::new(ConnActivity::default());
+                    let stream = GuardedIo::new(stream, limits, activity.clone());
                     let service = service_fn(move |req| {
                         let ready = state.get().cloned();
+                        let in_flight = activity.begin();
                         async move {
-                            match ready {
-                                Some(state) => api::handle(state, req).await,
-                                None => Ok(api::store_opening()),
-                            }
+                            let response = match ready {
+                                Some(state) => api::handle(state, req).await?,
+                                None => api::store_opening(),
+                            };
+                            Ok::<_, std::convert::Infallible>(
+                                response.map(|body| InFlightBody::new(body, in_flight).boxed()),
+                            )
                         }
                     });
-                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let mut builder = auto::Builder::new(TokioExecutor::new());
+                    builder
+                        .http1()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(limits.header_read);
                     let _ = builder.serve_connection(TokioIo::new(stream), service).await;
                 });
             }

@@ -161,6 +161,11 @@ const TENANT: &[ParamSpec] = &[ParamSpec::text(
     "tenant",
     "tenant; a tenant-confined token may only pass its own",
 )];
+/// For a client-chosen id of an invocation or session: which tenant's record is meant.
+const SCOPED_ID_TENANT: &[ParamSpec] = &[ParamSpec::text(
+    "tenant",
+    "the tenant whose record of this client-chosen id is meant (a tenant's ids are stored as id@tenant; 409 ambiguous_id when several tenants used it)",
+)];
 const SUMMARY: &[ParamSpec] = &[ParamSpec::text(
     "tz",
     "the time zone that defines today: UTC (default), a fixed offset like +02:00 (a multiple of 15 minutes; an unencoded + is accepted) or an IANA name like Europe/Berlin",
@@ -314,7 +319,7 @@ pub static ROUTES: &[Route] = &[
         handler: Handler::Read(invocation),
         access: Access::Viewer,
         summary: "One invocation with its rounds, tool calls joined to their results, and failure hints",
-        params: &[],
+        params: &[SCOPED_ID_TENANT],
         reply: json(
             schema_of::<schema::InvocationDetail>,
             "the invocation, its rounds and its calls (bodies for admins only)",
@@ -373,7 +378,7 @@ pub static ROUTES: &[Route] = &[
         handler: Handler::Read(session),
         access: Access::Viewer,
         summary: "One session's timeline: LLM calls and tool HTTP calls in order",
-        params: &[SESSION],
+        params: &[SESSION, SCOPED_ID_TENANT],
         reply: json(schema_of::<schema::SessionDetail>, "the session and its timeline"),
     },
     Route {

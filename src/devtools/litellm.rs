@@ -505,6 +505,14 @@ mod tests {
     use super::*;
     use llmtap::cost::PriceTable;
 
+    fn usage(input: u64, output: u64) -> llmtap::record::Usage {
+        llmtap::record::Usage {
+            input_tokens: Some(input),
+            output_tokens: Some(output),
+            ..Default::default()
+        }
+    }
+
     const LITELLM_SAMPLE: &str = r#"{
       "sample_spec": { "input_cost_per_token": 0.0, "litellm_provider": "one of ...", "mode": "chat" },
       "gpt-4o": { "input_cost_per_token": 2.5e-06, "output_cost_per_token": 1e-05,

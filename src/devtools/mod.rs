@@ -284,6 +284,7 @@ fn writer_bench(
         prices,
         metrics.clone(),
         Arc::new(llmtap::writer::WriterControl::default()),
+        llmtap::writer::WriterLimits::default(),
     )?;
     for call in finished {
         metrics.backlog.fetch_add(1, Ordering::Relaxed);

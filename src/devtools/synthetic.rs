@@ -300,5 +300,6 @@ pub fn synthetic_finished_call(i: usize, body_bytes: usize) -> llmtap::capture::
         user_agent: Some("bench".into()),
         injected_include_usage: false,
         delivered_bytes: 0,
+        notes: Vec::new(),
     }
 }

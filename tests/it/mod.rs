@@ -5,6 +5,7 @@ mod architecture;
 mod chaos;
 mod cli;
 mod cost;
+mod hostile;
 mod lifecycle;
 mod openapi;
 mod process;
