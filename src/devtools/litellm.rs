@@ -514,99 +514,99 @@ mod tests {
     }
 
     const LITELLM_SAMPLE: &str = r#"{
-      "sample_spec": { "input_cost_per_token": 0.0, "litellm_provider": "one of ...", "mode": "chat" },
-      "gpt-4o": { "input_cost_per_token": 2.5e-06, "output_cost_per_token": 1e-05,
-                  "cache_read_input_token_cost": 1.25e-06, "input_cost_per_token_priority": 4.25e-06,
-                  "litellm_provider": "openai", "mode": "chat" },
-      "ft:gpt-4o-mini-2024-07-18": { "input_cost_per_token": 3e-07, "output_cost_per_token": 1.2e-06,
-                  "litellm_provider": "openai", "mode": "chat" },
-      "dall-e-3": { "output_cost_per_image": 0.04, "litellm_provider": "openai", "mode": "image_generation" },
-      "claude-4-opus-20250514": { "input_cost_per_token": 1.5e-05, "output_cost_per_token": 7.5e-05,
-                  "cache_read_input_token_cost": 1.5e-06, "cache_creation_input_token_cost": 1.875e-05,
-                  "litellm_provider": "anthropic", "mode": "chat" },
-      "gemini/gemini-2.5-pro": { "input_cost_per_token": 1.25e-06, "output_cost_per_token": 1e-05,
-                  "input_cost_per_token_above_200k_tokens": 2.5e-06, "output_cost_per_token_above_200k_tokens": 1.5e-05,
-                  "cache_read_input_token_cost": 1.25e-07, "cache_read_input_token_cost_above_200k_tokens": 2.5e-07,
-                  "input_cost_per_token_above_200k_tokens_priority": 5e-06,
-                  "output_cost_per_reasoning_token": 1e-05,
-                  "litellm_provider": "gemini", "mode": "chat" },
-      "gemini-2.5-pro": { "input_cost_per_token": 9e-06, "output_cost_per_token": 9e-06,
-                  "litellm_provider": "vertex_ai-language-models", "mode": "chat" },
-      "deepseek/deepseek-chat": { "input_cost_per_token": 2.8e-07, "output_cost_per_token": 4.2e-07,
-                  "cache_read_input_token_cost": 2.8e-08, "cache_creation_input_token_cost": 0.0,
-                  "litellm_provider": "deepseek", "mode": "chat" },
-      "azure/eu/gpt-4o": { "input_cost_per_token": 2.75e-06, "output_cost_per_token": 1.1e-05,
-                  "litellm_provider": "azure", "mode": "chat" },
-      "azure/gpt-4o": { "input_cost_per_token": 2.5e-06, "output_cost_per_token": 1e-05,
-                  "litellm_provider": "azure", "mode": "chat" },
-      "openrouter/anthropic/claude-sonnet-4": { "input_cost_per_token": 3e-06, "output_cost_per_token": 1.5e-05,
-                  "litellm_provider": "openrouter", "mode": "chat" },
-      "text-embedding-3-small": { "input_cost_per_token": 2e-08, "litellm_provider": "openai", "mode": "embedding" },
-      "bedrock/some-model": { "input_cost_per_token": 1e-06, "output_cost_per_token": 1e-06,
-                  "litellm_provider": "bedrock", "mode": "chat" },
-      "mistral/mistral-embed": { "litellm_provider": "mistral", "mode": "embedding" },
-      "xai/grok-tiny": { "input_cost_per_token": 1e-13, "output_cost_per_token": 1e-06,
-                  "litellm_provider": "xai", "mode": "chat" }
-    }"#;
+  "sample_spec": { "input_cost_per_token": 0.0, "litellm_provider": "one of ...", "mode": "chat" },
+  "gpt-4o": { "input_cost_per_token": 2.5e-06, "output_cost_per_token": 1e-05,
+              "cache_read_input_token_cost": 1.25e-06, "input_cost_per_token_priority": 4.25e-06,
+              "litellm_provider": "openai", "mode": "chat" },
+  "ft:gpt-4o-mini-2024-07-18": { "input_cost_per_token": 3e-07, "output_cost_per_token": 1.2e-06,
+              "litellm_provider": "openai", "mode": "chat" },
+  "dall-e-3": { "output_cost_per_image": 0.04, "litellm_provider": "openai", "mode": "image_generation" },
+  "claude-4-opus-20250514": { "input_cost_per_token": 1.5e-05, "output_cost_per_token": 7.5e-05,
+              "cache_read_input_token_cost": 1.5e-06, "cache_creation_input_token_cost": 1.875e-05,
+              "litellm_provider": "anthropic", "mode": "chat" },
+  "gemini/gemini-2.5-pro": { "input_cost_per_token": 1.25e-06, "output_cost_per_token": 1e-05,
+              "input_cost_per_token_above_200k_tokens": 2.5e-06, "output_cost_per_token_above_200k_tokens": 1.5e-05,
+              "cache_read_input_token_cost": 1.25e-07, "cache_read_input_token_cost_above_200k_tokens": 2.5e-07,
+              "input_cost_per_token_above_200k_tokens_priority": 5e-06,
+              "output_cost_per_reasoning_token": 1e-05,
+              "litellm_provider": "gemini", "mode": "chat" },
+  "gemini-2.5-pro": { "input_cost_per_token": 9e-06, "output_cost_per_token": 9e-06,
+              "litellm_provider": "vertex_ai-language-models", "mode": "chat" },
+  "deepseek/deepseek-chat": { "input_cost_per_token": 2.8e-07, "output_cost_per_token": 4.2e-07,
+              "cache_read_input_token_cost": 2.8e-08, "cache_creation_input_token_cost": 0.0,
+              "litellm_provider": "deepseek", "mode": "chat" },
+  "azure/eu/gpt-4o": { "input_cost_per_token": 2.75e-06, "output_cost_per_token": 1.1e-05,
+              "litellm_provider": "azure", "mode": "chat" },
+  "azure/gpt-4o": { "input_cost_per_token": 2.5e-06, "output_cost_per_token": 1e-05,
+              "litellm_provider": "azure", "mode": "chat" },
+  "openrouter/anthropic/claude-sonnet-4": { "input_cost_per_token": 3e-06, "output_cost_per_token": 1.5e-05,
+              "litellm_provider": "openrouter", "mode": "chat" },
+  "text-embedding-3-small": { "input_cost_per_token": 2e-08, "litellm_provider": "openai", "mode": "embedding" },
+  "bedrock/some-model": { "input_cost_per_token": 1e-06, "output_cost_per_token": 1e-06,
+              "litellm_provider": "bedrock", "mode": "chat" },
+  "mistral/mistral-embed": { "litellm_provider": "mistral", "mode": "embedding" },
+  "xai/grok-tiny": { "input_cost_per_token": 1e-13, "output_cost_per_token": 1e-06,
+              "litellm_provider": "xai", "mode": "chat" }
+}"#;
 
     const EXPECTED_HEADER: &str = r#"# llmtap price table: USD per million tokens, per model and token bucket.
-    #
-    # Generated by `llmtap prices import-litellm` from LiteLLM's model price table
-    # (https://github.com/BerriAI/litellm, model_prices_and_context_window.json, MIT License).
-    # Source: test sample, 2026-01-02
-    # 8 models: openai 3, anthropic 1, gemini 1, deepseek 1, openrouter 1, azure 1.
-    # Not imported: 2 entries without exact per-token prices; 1 duplicates of a better-ranked source.
-    #   input_cost_per_token: "1e-13" has more precision than one picodollar per token (at most 12 decimals): xai/grok-tiny
-    #   no input_cost_per_token: mistral/mistral-embed
-    #
-    "#;
+#
+# Generated by `llmtap prices import-litellm` from LiteLLM's model price table
+# (https://github.com/BerriAI/litellm, model_prices_and_context_window.json, MIT License).
+# Source: test sample, 2026-01-02
+# 8 models: openai 3, anthropic 1, gemini 1, deepseek 1, openrouter 1, azure 1.
+# Not imported: 2 entries without exact per-token prices; 1 duplicates of a better-ranked source.
+#   input_cost_per_token: "1e-13" has more precision than one picodollar per token (at most 12 decimals): xai/grok-tiny
+#   no input_cost_per_token: mistral/mistral-embed
+#
+"#;
 
     #[test]
     fn converter_produces_expected_toml() {
         let out = import_litellm(LITELLM_SAMPLE, "test sample, 2026-01-02").unwrap();
         let expected_models = r#"version = "litellm-2026-01-02"
-    source = "test sample, 2026-01-02"
-    provider_order = ["openai", "anthropic", "gemini", "deepseek", "openrouter", "azure"]
+source = "test sample, 2026-01-02"
+provider_order = ["openai", "anthropic", "gemini", "deepseek", "openrouter", "azure"]
 
-    # Azure OpenAI deployments bill OpenAI's list prices for models Azure has no entry for.
-    [providers.azure]
-    fallback = ["openai"]
+# Azure OpenAI deployments bill OpenAI's list prices for models Azure has no entry for.
+[providers.azure]
+fallback = ["openai"]
 
-    # OpenRouter names models "maker/model"; unknown ones are priced as the maker's.
-    [providers.openrouter]
-    by_maker = true
+# OpenRouter names models "maker/model"; unknown ones are priced as the maker's.
+[providers.openrouter]
+by_maker = true
 
-    # Maker prefixes that differ from our provider names.
-    [makers]
-    "google" = "gemini"
+# Maker prefixes that differ from our provider names.
+[makers]
+"google" = "gemini"
 
-    # Fine-tuned OpenAI models: ft:<base>:<org>:<suffix>:<id> bills the ft:<base> rate.
-    [[rules]]
-    provider = "openai"
-    pattern = "ft:gpt-4o-mini-2024-07-18:*"
-    model = "ft:gpt-4o-mini-2024-07-18"
+# Fine-tuned OpenAI models: ft:<base>:<org>:<suffix>:<id> bills the ft:<base> rate.
+[[rules]]
+provider = "openai"
+pattern = "ft:gpt-4o-mini-2024-07-18:*"
+model = "ft:gpt-4o-mini-2024-07-18"
 
-    [models.openai]
-    "ft:gpt-4o-mini-2024-07-18" = { input = "0.3", output = "1.2" }
-    "gpt-4o" = { input = "2.5", output = "10", cache_read = "1.25" }
-    "text-embedding-3-small" = { input = "0.02", output = "0" }
+[models.openai]
+"ft:gpt-4o-mini-2024-07-18" = { input = "0.3", output = "1.2" }
+"gpt-4o" = { input = "2.5", output = "10", cache_read = "1.25" }
+"text-embedding-3-small" = { input = "0.02", output = "0" }
 
-    [models.anthropic]
-    "claude-4-opus-20250514" = { input = "15", output = "75", cache_read = "1.5", cache_write = "18.75", cache_write_1h = "30", note = "cache_write_1h derived as 2x input (Anthropic's published rule)" }
+[models.anthropic]
+"claude-4-opus-20250514" = { input = "15", output = "75", cache_read = "1.5", cache_write = "18.75", cache_write_1h = "30", note = "cache_write_1h derived as 2x input (Anthropic's published rule)" }
 
-    [models.gemini]
-    "gemini-2.5-pro" = { input = "1.25", output = "10", cache_read = "0.125", tiers = [{ above_input_tokens = 200000, input = "2.5", output = "15", cache_read = "0.25" }] }
+[models.gemini]
+"gemini-2.5-pro" = { input = "1.25", output = "10", cache_read = "0.125", tiers = [{ above_input_tokens = 200000, input = "2.5", output = "15", cache_read = "0.25" }] }
 
-    [models.deepseek]
-    "deepseek-chat" = { input = "0.28", output = "0.42", cache_read = "0.028" }
+[models.deepseek]
+"deepseek-chat" = { input = "0.28", output = "0.42", cache_read = "0.028" }
 
-    [models.openrouter]
-    "anthropic/claude-sonnet-4" = { input = "3", output = "15" }
+[models.openrouter]
+"anthropic/claude-sonnet-4" = { input = "3", output = "15" }
 
-    [models.azure]
-    "gpt-4o" = { input = "2.5", output = "10" }
+[models.azure]
+"gpt-4o" = { input = "2.5", output = "10" }
 
-    "#;
+"#;
         // Hand-checked: sample_spec, dall-e-3 (image) and bedrock are not ours; azure/eu is
         // a data-zone variant; vertex's gemini-2.5-pro loses to gemini's own; deepseek's
         // 0.0 cache write means "none"; gemini's reasoning rate equals output; the
