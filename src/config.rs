@@ -52,6 +52,8 @@ pub struct RawConfig {
     pub providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
     pub api: RawApi,
+    #[serde(default)]
+    pub otel: crate::otel::RawOtel,
 }
 
 /// `[api]`: read-API access tokens, stored as SHA-256 hashes.
@@ -170,6 +172,8 @@ pub struct Overrides {
     pub prices_file: Option<PathBuf>,
     /// `LLMTAP_API_TOKENS`: comma-separated `role:token[:tenant]` (raw tokens, hashed at load).
     pub api_tokens_env: Option<String>,
+    /// The `OTEL_*` environment variables (`otel::env_from_process`); they override `[otel]`.
+    pub otel_env: BTreeMap<String, String>,
 }
 
 /// What a read-API token may see.
@@ -371,6 +375,8 @@ pub struct Config {
     pub providers: BTreeMap<String, Provider>,
     /// Read-API tokens; empty means no authentication, which is only allowed on loopback.
     pub api_tokens: Vec<ApiToken>,
+    /// OpenTelemetry export; `None` when off.
+    pub otel: Option<crate::otel::OtelConfig>,
 }
 
 fn lowercase_names(names: &[String]) -> Vec<String> {
@@ -591,6 +597,13 @@ impl RawConfig {
             );
         }
 
+        let shutdown_grace = ms(
+            "server.shutdown_grace_ms",
+            self.server.shutdown_grace_ms,
+            30_000,
+        )?;
+        let otel =
+            crate::otel::OtelConfig::resolve(&self.otel, &overrides.otel_env, shutdown_grace)?;
         Ok(Config {
             listen,
             api_listen,
@@ -615,11 +628,7 @@ impl RawConfig {
                 self.server.idle_timeout_ms,
                 300_000,
             )?,
-            shutdown_grace: ms(
-                "server.shutdown_grace_ms",
-                self.server.shutdown_grace_ms,
-                30_000,
-            )?,
+            shutdown_grace,
             header_read_timeout: ms(
                 "server.header_read_timeout_ms",
                 self.server.header_read_timeout_ms,
@@ -659,6 +668,7 @@ impl RawConfig {
             prices_file: overrides.prices_file.clone().or(self.prices.file),
             providers,
             api_tokens,
+            otel,
         })
     }
 }

@@ -12,6 +12,7 @@ pub mod forward;
 pub mod headers;
 pub mod ids;
 pub mod metrics;
+pub mod otel;
 pub mod parse;
 pub mod record;
 pub mod recorder;

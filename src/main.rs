@@ -7,7 +7,7 @@ mod devtools;
 
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
-use cli::{Cli, Command, ConfigArgs, PricesCommand, RepriceArgs, ServeArgs};
+use cli::{Cli, Command, ConfigArgs, OtelCommand, PricesCommand, RepriceArgs, ServeArgs};
 use llmtap::config::{Overrides, RawConfig};
 
 /// glibc keeps freed memory of large blocks in its heaps once its adaptive mmap
@@ -87,6 +87,20 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Serve(args) => serve(args),
         Command::Prices(sub) => prices(sub),
         Command::Reprice(args) => reprice(args),
+        Command::Otel(OtelCommand::Export {
+            from,
+            to,
+            config,
+            data_dir,
+        }) => otel_export(
+            &from,
+            &to,
+            ConfigArgs {
+                config,
+                data_dir,
+                prices: None,
+            },
+        ),
         Command::Dev(sub) => devtools::run(sub),
         Command::Runs(args) => commands::list(&args, true),
         Command::Calls(args) => commands::list(&args, false),
@@ -122,6 +136,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listen: args.listen,
         api_listen: args.api_listen,
         api_tokens_env: std::env::var("LLMTAP_API_TOKENS").ok(),
+        otel_env: llmtap::otel::env_from_process(),
         ..Overrides::default()
     };
     let config = load_config(&args.config, overrides)?;
@@ -271,4 +286,43 @@ fn reprice(args: RepriceArgs) -> anyhow::Result<()> {
         report.changed,
         report.invocations
     ))
+}
+
+fn parse_date(flag: &str, value: &str) -> anyhow::Result<u64> {
+    llmtap::timefmt::parse_rfc3339_us(value)
+        .with_context(|| format!("--{flag} {value:?} is not a date (YYYY-MM-DD or RFC 3339)"))
+}
+
+/// `llmtap otel export`: replays stored runs of a time range into the configured
+/// OpenTelemetry collector.
+fn otel_export(from: &str, to: &str, args: ConfigArgs) -> anyhow::Result<()> {
+    let (from_us, to_us) = (parse_date("from", from)?, parse_date("to", to)?);
+    if from_us >= to_us {
+        anyhow::bail!("--from must be before --to");
+    }
+    let overrides = Overrides {
+        otel_env: llmtap::otel::env_from_process(),
+        ..Overrides::default()
+    };
+    let config = load_config(&args, overrides)?;
+    let otel = config.otel.clone().context(
+        "no OpenTelemetry endpoint configured: set [otel] endpoint or OTEL_EXPORTER_OTLP_ENDPOINT",
+    )?;
+    let store =
+        llmtap::store::Store::open_with(&config.data_dir, llmtap::server::store_options(&config)?)?;
+    let client =
+        llmtap::upstream::build_client(config.extra_ca_file.as_deref(), config.connect_timeout)?;
+    let options = llmtap::server::otel_span_options(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = runtime.block_on(llmtap::otel::replay(
+        otel, options, &store, client, from_us, to_us,
+    ))?;
+    println!(
+        "exported {} runs, {} calls, {} spans in {} requests",
+        report.invocations, report.calls, report.spans, report.requests
+    );
+    Ok(())
 }

@@ -42,6 +42,7 @@ pub struct Running {
     api_task: tokio::task::JoinHandle<()>,
     writer: std::thread::JoinHandle<()>,
     background: store::Background,
+    otel: Option<crate::otel::Exporter>,
 }
 
 /// The store's options from the config; the encryption key comes from
@@ -150,6 +151,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     tracing::info!(seconds = opening.elapsed().as_secs_f64(), "store open");
     let background =
         store::Background::spawn(store.clone()).context("cannot start the storage thread")?;
+    // Subscribes to the store before the writer starts, so it sees every batch.
+    let otel = config.otel.clone().map(|otel| {
+        crate::otel::Exporter::start(
+            otel,
+            otel_span_options(&config),
+            store.clone(),
+            metrics.clone(),
+            state.client.clone(),
+        )
+    });
     let writer_control = Arc::new(WriterControl::default());
     let writer = writer::spawn(
         store.clone(),
@@ -207,7 +218,31 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         api_task,
         writer,
         background,
+        otel,
     })
+}
+
+/// What the span builders need from the config: content opt-in and upstream ports.
+pub fn otel_span_options(config: &Config) -> crate::otel::spans::SpanOptions {
+    let provider_ports = config
+        .providers
+        .values()
+        .map(|p| {
+            let default = if p.base.scheme == http::uri::Scheme::HTTP {
+                80
+            } else {
+                443
+            };
+            (
+                p.name.clone(),
+                p.base.authority.port_u16().unwrap_or(default),
+            )
+        })
+        .collect();
+    crate::otel::spans::SpanOptions {
+        capture_content: config.otel.as_ref().is_some_and(|o| o.capture_content),
+        provider_ports,
+    }
 }
 
 impl Running {
@@ -224,6 +259,10 @@ impl Running {
             .await
             .context("writer join failed")?
             .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+        // Every record is stored and published now; flush what the exporter holds.
+        if let Some(otel) = self.otel {
+            otel.shutdown().await;
+        }
         Ok(())
     }
 }

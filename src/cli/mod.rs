@@ -38,6 +38,9 @@ pub enum Command {
     Prices(PricesCommand),
     /// Recompute stored costs with the current price table (run while llmtap is stopped)
     Reprice(RepriceArgs),
+    /// OpenTelemetry: replay stored runs to the configured collector
+    #[command(subcommand)]
+    Otel(OtelCommand),
     /// Developer tools: synthetic data and benchmarks
     #[command(subcommand)]
     Dev(DevCommand),
@@ -127,6 +130,25 @@ pub struct RepriceArgs {
     pub to: String,
     #[command(flatten)]
     pub config: ConfigArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OtelCommand {
+    /// Send the stored runs of a time range as OTLP spans (to [otel] endpoint or OTEL_EXPORTER_OTLP_ENDPOINT)
+    Export {
+        /// Start (inclusive): YYYY-MM-DD or RFC 3339
+        #[arg(long, value_name = "DATE")]
+        from: String,
+        /// End (exclusive): YYYY-MM-DD or RFC 3339
+        #[arg(long, value_name = "DATE")]
+        to: String,
+        /// Config file (TOML)
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Where records are stored [default: ./llmtap-data]
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -8,6 +8,7 @@ mod cost;
 mod hostile;
 mod lifecycle;
 mod openapi;
+mod otel;
 mod process;
 mod proxy;
 pub mod recorded;
