@@ -24,6 +24,8 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use params::{ParamError, Params};
 use routes::{Access, Handler, PathArgs, Route};
+
+pub use export::neutralise_formula;
 use std::convert::Infallible;
 use std::sync::Arc;
 

@@ -392,31 +392,44 @@ pub fn decode_cursor(text: &str) -> Option<Position> {
     })
 }
 
-/// `tz`: `Z`, `UTC` or a fixed offset `+HH:MM` / `-HH:MM`; returns seconds east of UTC.
-pub fn tz_offset_s(params: &Params) -> Result<i64, ParamError> {
-    let Some(tz) = params.get("tz") else {
-        return Ok(0);
+/// `tz`: `Z`, `UTC`, a fixed offset `+HH:MM` / `-HH:MM` (a multiple of 15 minutes;
+/// a `+` sent unencoded arrives as a space and is read as `+`), or an IANA zone name
+/// such as `Europe/Berlin`.
+pub fn time_zone(params: &Params) -> Result<jiff::tz::TimeZone, ParamError> {
+    let Some(tz) = params.get("tz").filter(|t| !t.is_empty()) else {
+        return Ok(jiff::tz::TimeZone::UTC);
     };
     if tz == "Z" || tz.eq_ignore_ascii_case("utc") {
-        return Ok(0);
+        return Ok(jiff::tz::TimeZone::UTC);
     }
-    let b = tz.as_bytes();
     let err = || {
         bad(
             "tz",
-            "expected UTC or a fixed offset like +02:00 or -05:30 (a multiple of 15 minutes)",
+            "expected UTC, a fixed offset like +02:00 or -05:30 (a multiple of 15 minutes), or a zone name like Europe/Berlin",
         )
     };
-    if b.len() != 6 || !matches!(b[0], b'+' | b'-') || b[3] != b':' {
-        return Err(err());
+    let b = tz.as_bytes();
+    if matches!(b.first(), Some(b'+' | b'-' | b' ')) {
+        if b.len() != 6
+            || b[3] != b':'
+            || !tz[1..3]
+                .bytes()
+                .chain(tz[4..6].bytes())
+                .all(|c| c.is_ascii_digit())
+        {
+            return Err(err());
+        }
+        let h: i32 = tz[1..3].parse().map_err(|_| err())?;
+        let m: i32 = tz[4..6].parse().map_err(|_| err())?;
+        if h > 14 || m % 15 != 0 || m > 45 {
+            return Err(err());
+        }
+        let s = h * 3600 + m * 60;
+        let s = if b[0] == b'-' { -s } else { s };
+        let offset = jiff::tz::Offset::from_seconds(s).map_err(|_| err())?;
+        return Ok(jiff::tz::TimeZone::fixed(offset));
     }
-    let h: i64 = tz[1..3].parse().map_err(|_| err())?;
-    let m: i64 = tz[4..6].parse().map_err(|_| err())?;
-    if h > 14 || m % 15 != 0 || m > 45 {
-        return Err(err());
-    }
-    let s = h * 3600 + m * 60;
-    Ok(if b[0] == b'-' { -s } else { s })
+    jiff::tz::TimeZone::get(tz).map_err(|_| err())
 }
 
 #[cfg(test)]
@@ -467,10 +480,19 @@ mod tests {
 
     #[test]
     fn time_zones() {
-        let tz = |v: &str| tz_offset_s(&Params::parse(&format!("tz={v}")).unwrap());
+        let now = crate::timefmt::parse_rfc3339_us("2026-01-15T12:00:00Z").unwrap();
+        let tz = |v: &str| {
+            time_zone(&Params::parse(&format!("tz={v}")).unwrap())
+                .map(|z| crate::timefmt::start_of_day_us(now, &z).unwrap().1)
+        };
         assert_eq!(tz("%2B02:00"), Ok(7200));
+        // An unencoded `+` arrives as a space (issue 12 item 21).
+        assert_eq!(tz("+02:00"), Ok(7200));
         assert_eq!(tz("-05:30"), Ok(-19800));
         assert_eq!(tz("UTC"), Ok(0));
-        assert!(tz("Europe/Paris").is_err());
+        assert_eq!(tz("Europe/Paris"), Ok(3600));
+        for bad in ["Mars", "+99:99", "+02:10", "+2:00", "Europe/Nowhere"] {
+            assert_eq!(tz(bad).unwrap_err().parameter, "tz", "{bad}");
+        }
     }
 }

@@ -168,7 +168,7 @@ const SCOPED_ID_TENANT: &[ParamSpec] = &[ParamSpec::text(
 )];
 const SUMMARY: &[ParamSpec] = &[ParamSpec::text(
     "tz",
-    "UTC (default) or a fixed offset like +02:00 (multiple of 15 minutes) that defines today",
+    "the time zone that defines today: UTC (default), a fixed offset like +02:00 (a multiple of 15 minutes; an unencoded + is accepted) or an IANA name like Europe/Berlin",
 )];
 const SESSION: &[ParamSpec] = &[ParamSpec::query(
     "limit",

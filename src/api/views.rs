@@ -476,14 +476,14 @@ fn tenant_param(who: &Principal, p: &Params) -> Result<Option<String>, ApiError>
 
 pub(super) fn summary(state: &ApiState, who: &Principal, p: &Params) -> ApiResult {
     let tenant = tenant_param(who, p)?;
-    let offset_s = params::tz_offset_s(p)?;
+    let zone = params::time_zone(p)?;
     let scope = match &tenant {
         Some(t) => idx::scope_tenant(t),
         None => b"*".to_vec(),
     };
     let now = now_unix_us();
-    let local = now as i64 + offset_s * 1_000_000;
-    let midnight = (local - local.rem_euclid(DAY_US as i64) - offset_s * 1_000_000).max(0) as u64;
+    let (midnight, offset_s) = crate::timefmt::start_of_day_us(now, &zone)
+        .ok_or_else(|| bad("tz", "cannot find the start of today in this zone"))?;
     let total = state.store.rollup_total(&scope)?;
     let today = state.store.rollup_range(&scope, midnight, now + 1)?;
     let last_day = state

@@ -41,7 +41,6 @@
 //! batch the store publishes its summaries on a broadcast channel (`subscribe`) for
 //! the live stream; sending never blocks.
 
-pub mod bench;
 mod blob_files;
 mod body;
 mod calls;

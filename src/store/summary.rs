@@ -54,6 +54,11 @@ pub struct CallSummary {
     pub stream: bool,
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
+    /// Absent in summaries stored before these fields existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_creation_tokens: Option<u64>,
     pub cost_usd: Option<f64>,
     pub stop_reason: Option<String>,
     pub error_type: Option<String>,
@@ -62,6 +67,8 @@ pub struct CallSummary {
     pub tenant: Option<String>,
     pub user_id: Option<String>,
     pub session_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
     pub prompt: Option<String>,
     pub api_key_fingerprint: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -126,6 +133,8 @@ impl CallSummary {
             stream: call.stream,
             input_tokens: call.usage.input_tokens,
             output_tokens: call.usage.output_tokens,
+            cache_read_tokens: call.usage.cache_read_tokens,
+            cache_creation_tokens: call.usage.cache_creation_tokens,
             cost_usd: call.cost_usd,
             stop_reason: call.stop_reason.clone(),
             error_type: call.error.as_ref().and_then(|e| e.error_type.clone()),
@@ -134,6 +143,7 @@ impl CallSummary {
             tenant: m.tenant.clone(),
             user_id: m.user_id.clone(),
             session_id: m.session_id.clone(),
+            task_id: m.task_id.clone(),
             prompt: m.prompt.clone(),
             api_key_fingerprint: call.api_key_fingerprint.clone(),
             properties: m.properties.clone(),

@@ -1,9 +1,9 @@
 //! The read API: filters, paging and cursors, records by id, sessions, rollups, rate
 //! limits, CSV, the live stream, tokens, roles, tenants and the audit log.
-//! Records are synthetic (`llmtap::dev::synthetic_call`) written through `write_batch`.
+//! Records are synthetic (`src/devtools/synthetic.rs`) written through `write_batch`.
 
+use super::synthetic::synthetic_call;
 use super::util::*;
-use llmtap::dev::synthetic_call;
 use llmtap::record::roll_up;
 use llmtap::record::{CallRecord, CallStatus, InvocationRecord, Message};
 use llmtap::server::Running;

@@ -3,6 +3,7 @@
 mod api;
 mod architecture;
 mod chaos;
+mod cli;
 mod cost;
 mod hostile;
 mod lifecycle;
@@ -14,5 +15,8 @@ pub mod recorded;
 mod replay;
 mod secrets;
 mod storage;
+#[path = "../../src/devtools/synthetic.rs"]
+#[allow(dead_code)]
+pub mod synthetic;
 mod tls;
 pub mod util;

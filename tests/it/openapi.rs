@@ -114,13 +114,24 @@ fn conforms(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), 
 }
 
 /// The first chunk of a streamed answer (the live stream never ends by itself).
-async fn head_and_first_chunk(addr: std::net::SocketAddr, path: &str) -> (u16, String, String) {
+async fn head_and_first_chunk(
+    addr: std::net::SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, String, String) {
     use http_body_util::BodyExt;
-    let request = http::Request::get(format!("http://{addr}{path}"))
+    let mut request = http::Request::get(format!("http://{addr}{path}"));
+    if let Some(t) = token {
+        request = request.header("authorization", format!("Bearer {t}"));
+    }
+    let request = request
         .body(http_body_util::Full::new(bytes::Bytes::new()))
         .unwrap();
     let response = client().request(request).await.unwrap();
     let status = response.status().as_u16();
+    if status != 200 {
+        return (status, String::new(), String::new());
+    }
     let content_type = response.headers()["content-type"]
         .to_str()
         .unwrap()
@@ -189,7 +200,7 @@ async fn every_route_is_documented_and_every_documented_route_answers_as_describ
             path.push_str("?series=true");
         }
         let (status, content_type, body) = if route.reply.content_type == "text/event-stream" {
-            head_and_first_chunk(running.api_addr, &path).await
+            head_and_first_chunk(running.api_addr, &path, None).await
         } else {
             let got = send(running.api_addr, "GET", &path, &[], "").await;
             (

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 pub struct Recorded {
     pub running: Running,
-    pub mock: MockUpstream,
+    _mock: MockUpstream,
     _dir: TempDir,
 }
 
@@ -103,7 +103,7 @@ impl Recorded {
         let running = start_llmtap(test_config(dir.path(), &toml)).await;
         Recorded {
             running,
-            mock,
+            _mock: mock,
             _dir: dir,
         }
     }
