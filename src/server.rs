@@ -328,7 +328,7 @@ async fn api_accept_loop(
                         async move {
                             match ready {
                                 Some(state) => api::handle(state, req).await,
-                                None => Ok(api::store_opening()),
+                                None => Ok(api::before_store_opens(&req)),
                             }
                         }
                     });

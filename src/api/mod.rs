@@ -9,6 +9,7 @@ pub mod auth;
 mod content;
 mod export;
 mod openapi;
+pub mod page;
 pub mod params;
 mod views;
 
@@ -89,6 +90,9 @@ pub async fn handle<B>(
         ));
     }
     let path = request.uri().path().to_string();
+    if let Some(response) = page::serve(request.method(), &path, request.headers()) {
+        return Ok(response);
+    }
     let query = request.uri().query().unwrap_or("").to_string();
     let authorization = request
         .headers()
@@ -171,6 +175,7 @@ fn route(state: &ApiState, who: &Principal, path: &str, params: &Params) -> ApiR
         ["api", "v1", "stats"] => views::stats(state, who, params),
         ["api", "v1", "ratelimits"] => views::ratelimits(state, who, params),
         ["api", "v1", "audit"] => views::audit_log(state, who, params),
+        ["api", "v1", "whoami"] => views::whoami(state, who, params),
         _ => Err(ApiError::NotFound(
             "no such endpoint; see /api/v1/openapi.json".into(),
         )),
@@ -235,6 +240,12 @@ fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<ApiBody>
 
 fn ok<T: serde::Serialize>(value: &T) -> ApiResult {
     Ok(json(StatusCode::OK, value))
+}
+
+/// The answer while the store is still opening: the page itself, or `store_opening`.
+pub fn before_store_opens<B>(request: &Request<B>) -> Response<ApiBody> {
+    page::serve(request.method(), request.uri().path(), request.headers())
+        .unwrap_or_else(store_opening)
 }
 
 /// What every API request gets while the store is still opening after a start.

@@ -119,7 +119,7 @@ pub fn document() -> Value {
         "paths": {
             "/invocations": op("Invocations (agent runs), newest first", list_params(), "InvocationPage", "application/json"),
             "/calls": op("Calls, newest first", list_params(), "CallPage", "application/json"),
-            "/invocations/{id}": op("One invocation with its rounds, tool calls joined to their results, and failure hints", vec![id_param("invocation")], "InvocationDetail", "application/json"),
+            "/invocations/{id}": op("One invocation with its rounds, tool calls joined to their results, and failure hints", vec![id_param("invocation"), param("calls", "include the full call records (default true); false answers the rounds only", json!({"type": "boolean", "default": true}))], "InvocationDetail", "application/json"),
             "/calls/{id}": op("One full call record (bodies for admins only) with a failure hint", vec![id_param("call")], "CallRecord", "application/json"),
             "/sessions": op("Sessions, newest first", concat(vec![string_param("tenant", "tenant")], page_params()), "SessionPage", "application/json"),
             "/sessions/{id}": op("One session's timeline: LLM calls and tool HTTP calls in order", vec![id_param("session"), param("limit", "most timeline entries", json!({"type": "integer", "maximum": 10000}))], "SessionDetail", "application/json"),
@@ -131,6 +131,7 @@ pub fn document() -> Value {
             "/calls.csv": op("Calls as RFC 4180 CSV, streamed", filter_params(), "Csv", "text/csv"),
             "/stream": op("Server-Sent Events: `call` and `invocation` summaries as they are stored", concat(vec![param("type", "which events", json!({"type": "string", "enum": ["all", "calls", "invocations"]}))], filter_params().into_iter().filter(|p| p["name"] != "q").collect()), "Sse", "text/event-stream"),
             "/audit": op("Admin reads of bodies (admin token not confined to a tenant)", vec![param("limit", "entries", json!({"type": "integer", "maximum": 1000})), string_param("before", "RFC 3339")], "Audit", "application/json"),
+            "/whoami": op("The caller's token name, role (admin or viewer), tenant, and whether tokens are required", vec![], "WhoAmI", "application/json"),
             "/openapi.json": op("This document", vec![], "Object", "application/json")
         },
         "components": {
@@ -172,6 +173,9 @@ pub fn document() -> Value {
                 "Summary": {"type": "object", "properties": {
                     "total_runs": {"type": "integer"}, "runs_today": {"type": "integer"}, "errors_24h": {"type": "integer"},
                     "cost_today_usd": {"type": "number"}, "tokens_today": {"type": "object"}}},
+                "WhoAmI": {"type": "object", "required": ["name", "role", "tokens_required"], "properties": {
+                    "name": {"type": "string"}, "role": {"type": "string", "enum": ["admin", "viewer"]},
+                    "tenant": {"type": ["string", "null"]}, "tokens_required": {"type": "boolean"}}},
                 "Agents": object.clone(),
                 "Stats": object.clone(),
                 "RateLimits": object.clone(),

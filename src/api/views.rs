@@ -121,7 +121,10 @@ pub(super) fn invocation(
     id: &str,
     path: &str,
 ) -> ApiResult {
-    p.only(&[])?;
+    p.only(&[&["calls"]])?;
+    // `calls=false` leaves out the full call records: a page showing a 500-round run
+    // lists its rounds and fetches one call's messages when that round is opened.
+    let include_calls = p.bool("calls")?.unwrap_or(true);
     check_access(state, who, true, id)?;
     let (Some(inv), Some(summary)) = (
         state.store.get_invocation(id)?,
@@ -139,6 +142,9 @@ pub(super) fn invocation(
     value["unpriced_calls"] = json!(inv.unpriced_calls);
     value["usage"] = serde_json::to_value(&inv.usage).unwrap_or_default();
     value["rounds"] = Value::Array(rounds(&calls, who.is_admin()));
+    if !include_calls {
+        return ok(&value);
+    }
     let calls: Vec<CallRecord> = calls
         .into_iter()
         .map(|mut c| {
@@ -629,6 +635,18 @@ pub(super) fn ratelimits(state: &ApiState, who: &Principal, p: &Params) -> ApiRe
         items.push(v);
     }
     ok(&json!({"items": items, "count": items.len()}))
+}
+
+/// `GET /whoami`: the caller's role and tenant, so a client (the page) knows what it
+/// may ask for before asking.
+pub(super) fn whoami(state: &ApiState, who: &Principal, p: &Params) -> ApiResult {
+    p.only(&[])?;
+    ok(&json!({
+        "name": who.name,
+        "role": who.role.as_str(),
+        "tenant": who.tenant,
+        "tokens_required": state.auth.enabled(),
+    }))
 }
 
 pub(super) fn audit_log(state: &ApiState, who: &Principal, p: &Params) -> ApiResult {
