@@ -46,7 +46,10 @@ export function timeChart(series, marks, { width = 640, height = 180, from, to }
       s("text", { x: pad.l - 6, y: y(v) + 4, "text-anchor": "end", class: "axis" }, `${v * 100}%`),
     );
   }
-  const fmt = (t) => new Date(t).toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
+  const long = t1 - t0 > 20 * 3600_000;
+  const fmt = (t) => new Date(t).toLocaleString(undefined, long
+    ? { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" }
+    : { hour: "2-digit", minute: "2-digit", second: "2-digit" });
   svg.append(
     s("text", { x: pad.l, y: height - 6, class: "axis" }, fmt(t0)),
     s("text", { x: width - pad.r, y: height - 6, "text-anchor": "end", class: "axis" }, fmt(t1)),

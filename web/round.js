@@ -81,8 +81,9 @@ function messageView(m, toolResults) {
   for (const a of m.attachments || []) {
     const label = [a.type, a.media_type, a.filename, a.size !== undefined ? `${fmtInt(a.size)} bytes` : null, a.url]
       .filter(Boolean).join(" · ");
-    parts.push(h("div", { class: "attachment-ref" }, "📎 ", label || prettyJson(a)));
+    parts.push(h("div", { class: "attachment-ref" }, h("span", { class: "tag" }, "attachment"), " ", label || prettyJson(a)));
   }
+  if (!parts.length) parts.push(h("span", { class: "muted" }, m.text === "" ? "(empty text)" : "(no text)"));
   const head = h("div", { class: "msg-head" }, h("span", { class: `role role-${m.role}` }, m.role));
   if (m.tool_call_id) head.append(h("span", { class: "muted mono" }, ` result of ${m.tool_call_id}`));
   return h("div", { class: `msg msg-${m.role}` }, head, parts);
@@ -90,7 +91,7 @@ function messageView(m, toolResults) {
 
 function toolCallView(tc, toolResults) {
   const el = h("div", { class: "tool-call" },
-    h("div", { class: "tool-head" }, "🔧 ", h("strong", null, tc.name), tc.id ? h("span", { class: "muted mono" }, ` ${tc.id}`) : null),
+    h("div", { class: "tool-head" }, h("span", { class: "tag" }, "tool call"), " ", h("strong", null, tc.name), tc.id ? h("span", { class: "muted mono" }, ` ${tc.id}`) : null),
     h("pre", { class: "json" }, prettyJson(tc.arguments ?? {})));
   const result = toolResults && tc.id ? toolResults.get(tc.id) : null;
   if (result) {

@@ -58,7 +58,7 @@ export function runsView(main, params, ctx) {
   };
   const lists = h("div", { class: "hidden" },
     h("datalist", { id: "dl-agent" }), h("datalist", { id: "dl-provider" }), h("datalist", { id: "dl-model" }), h("datalist", { id: "dl-prompt" }));
-  form.append(
+  form.append(...[
     lists,
     field("Agent", text("agent", "any", "dl-agent")),
     field("Provider", text("provider", "any", "dl-provider")),
@@ -73,7 +73,7 @@ export function runsView(main, params, ctx) {
     h("div", { class: "filter-actions" },
       h("button", { type: "button", class: "link", id: "clear-filters" }, "Clear"),
       h("button", { type: "button", id: "export-csv", title: "Download the runs matching these filters as CSV" }, "Export CSV")),
-  );
+  ].filter(Boolean));
   const loaded = new Set();
   form.addEventListener("focusin", (e) => {
     const name = e.target.name;
@@ -532,6 +532,9 @@ function waterfall(detail, onPick) {
       const gap = e.start - lastLlmEnd;
       g.append(s("line", { x1: x(lastLlmEnd), x2: x(e.start), y1: y + rowH / 2 - 1, y2: y + rowH / 2 - 1, class: "gap" },
         s("title", {}, `tool time ${fmtMs(gap)}`)));
+      if (rowH >= 14 && x(e.start) - x(lastLlmEnd) > 90) {
+        g.append(s("text", { x: (x(lastLlmEnd) + x(e.start)) / 2, y: y + rowH / 2 - 4, "text-anchor": "middle", class: "gap-label" }, `tool time ${fmtMs(gap)}`));
+      }
     }
     const bar = s("rect", { x: x(e.start), y, width: Math.max(2, x(e.end) - x(e.start)), height: rowH - 4, rx: 2, class: `bar status-${e.status || "pending"}` },
       s("title", {}, e.kind === "llm"

@@ -203,7 +203,7 @@ export function statsView(main, params, ctx) {
       return;
     }
     const label = (g) => (g === null ? "(none)" : g);
-    out.append(
+    out.append(...[
       h("h3", null, `${metric[1]} by ${group === "prompt" ? "prompt version" : group}`),
       h("div", { class: "chart-wrap" }, barChart(st.items.map((x) => ({
         label: label(x.group),
@@ -220,7 +220,8 @@ export function statsView(main, params, ctx) {
           h("td", { class: "num" }, fmtMs(x.p95_latency_ms)),
           h("td", { class: "num" }, `${fmtInt(Math.round(x.avg_input_tokens))} / ${fmtInt(Math.round(x.avg_output_tokens))}`),
           h("td", { class: "num" }, fmtCost(x.cost_usd)))), "stats"),
-      st.truncated ? h("p", { class: "warn" }, "More calls matched than one request aggregates; narrow the period.") : null);
+      st.truncated ? h("p", { class: "warn" }, "More calls matched than one request aggregates; narrow the period.") : null,
+    ].filter(Boolean));
   }, (e) => failed(clear(out), e, ctx));
 }
 
@@ -281,8 +282,12 @@ export function rateLimitsView(main, params, ctx) {
       line("input_tokens_remaining", x.input_tokens, "input tokens remaining", "s-input"), line("output_tokens_remaining", x.output_tokens, "output tokens remaining", "s-output")]
       .filter((l) => l.points.length);
     const now = Date.now();
+    // The last 24 hours, or from a minute before the first point when the data is newer.
+    const times = lines.flatMap((l) => l.points.map((p) => p.t)).concat(marks);
+    const from = Math.max(now - 86400_000, Math.min(...times) - 60_000);
+    const width = Math.max(600, (main.clientWidth || 1200) - 80);
     const chart = lines.length || marks.length
-      ? timeChart(lines, marks, { width: 760, height: 180, from: now - 86400_000, to: now })
+      ? timeChart(lines, marks, { width, height: 180, from, to: now })
       : h("p", { class: "muted" }, "No series points in the last 24 hours.");
     return h("section", { class: "rl-card", dataset: { provider: x.provider } },
       h("div", { class: "rl-head" },
