@@ -104,7 +104,7 @@ pub async fn handle(
         ));
     };
 
-    let meta = match headers::take_llmtap_headers(&mut parts.headers) {
+    let mut meta = match headers::take_llmtap_headers(&mut parts.headers) {
         Ok(meta) => meta,
         Err(e) => {
             Metrics::add(&state.metrics.bad_requests);
@@ -116,6 +116,8 @@ pub async fn handle(
             ));
         }
     };
+
+    headers::scope_session_to_tenant(&mut meta);
 
     let capture_on =
         if state.metrics.backlog.load(Ordering::Relaxed) as usize >= state.config.backlog {
@@ -168,13 +170,18 @@ pub async fn handle(
 
     let mut call = if capture_on {
         let call_id = new_id("c_", started_at_us);
-        let grouping = meta.invocation_id.clone().or_else(|| {
-            if state.config.group_by_traceparent {
-                meta.trace_id.clone()
-            } else {
-                None
-            }
-        });
+        let grouping = meta
+            .invocation_id
+            .clone()
+            .or_else(|| {
+                if state.config.group_by_traceparent {
+                    meta.trace_id.clone()
+                } else {
+                    None
+                }
+            })
+            // Ids come from clients: two tenants that pick the same one never share it.
+            .map(|id| headers::tenant_scoped(&id, meta.metadata.tenant.as_deref()));
         let (invocation_id, arrival_round) = match grouping {
             Some(id) => {
                 let round = state.rounds.next(&id);

@@ -39,6 +39,14 @@ function headers() {
   return t ? { Authorization: `Bearer ${t}` } : {};
 }
 
+/**
+ * An id as a path segment. `@` stays as is: a tenant's client-chosen ids are stored
+ * as `id@tenant`, and the API matches path segments as sent.
+ */
+export function pathId(id) {
+  return encodeURIComponent(id).replace(/%40/g, "@");
+}
+
 /** `/api/v1` + path with the given query (an object or URLSearchParams). */
 export function url(path, query) {
   const q = query instanceof URLSearchParams ? query : new URLSearchParams();

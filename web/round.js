@@ -2,6 +2,7 @@
 // the previous round, Prompt, Cost and Metadata. Every text is set as text.
 
 import * as api from "./api.js";
+import { pathId } from "./api.js";
 import { h, clear, fmtInt, fmtCost, fmtMs, fmtTime, badge, errorBox, dash, facts, longText, prettyJson, maybeJson } from "./dom.js";
 
 const TABS = [
@@ -17,7 +18,7 @@ const calls = new Map();
 /** A call record by id, fetched once per page load (records do not change once stored). */
 async function call(id) {
   if (!calls.has(id)) {
-    const pending = api.get(`/calls/${encodeURIComponent(id)}`);
+    const pending = api.get(`/calls/${pathId(id)}`);
     calls.set(id, pending);
     pending.catch(() => calls.delete(id));
   }
@@ -114,7 +115,7 @@ function attachmentsView(record, admin) {
     let link = null;
     if (admin && a.sha256) {
       link = h("button", { type: "button", class: "link" }, "Download");
-      link.addEventListener("click", () => api.download(`/blobs/${encodeURIComponent(a.sha256)}`, null, a.filename || `attachment-${a.sha256.slice(0, 12)}`)
+      link.addEventListener("click", () => api.download(`/blobs/${pathId(a.sha256)}`, null, a.filename || `attachment-${a.sha256.slice(0, 12)}`)
         .catch((e) => link.replaceWith(errorBox(e.message))));
     } else if (a.url) {
       link = h("span", { class: "muted", title: a.url }, "by URL");
@@ -167,7 +168,7 @@ function conversation(panel, record, detail, index, admin) {
     const raw = h("div", { class: "raw-links" }, "Raw bodies: ");
     for (const part of ["request", "response"]) {
       const b = h("button", { type: "button", class: "link" }, part);
-      b.addEventListener("click", () => api.download(`/calls/${encodeURIComponent(record.id)}/raw`, { part }, `${record.id}-${part}.txt`)
+      b.addEventListener("click", () => api.download(`/calls/${pathId(record.id)}/raw`, { part }, `${record.id}-${part}.txt`)
         .catch((e) => raw.append(errorBox(e.message))));
       raw.append(b, " ");
     }

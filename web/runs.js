@@ -2,6 +2,7 @@
 // paging, live rows from /stream, and a run expanded to its rounds and waterfall.
 
 import * as api from "./api.js";
+import { pathId } from "./api.js";
 import { h, s, clear, fmtInt, fmtCost, fmtMs, fmtTime, when, badge, errorBox, dash, facts } from "./dom.js";
 import { roundDetail } from "./round.js";
 
@@ -408,7 +409,7 @@ export function runsView(main, params, ctx) {
 export async function runDetail(cell, id, ctx, openRound, { quiet = false } = {}) {
   let detail;
   try {
-    detail = await api.get(`/invocations/${encodeURIComponent(id)}`, { calls: "false" });
+    detail = await api.get(`/invocations/${pathId(id)}`, { calls: "false" });
   } catch (e) {
     if (e instanceof api.Unauthorized) return ctx.signedOut();
     if (!quiet) clear(cell).append(errorBox(e.message));

@@ -1,6 +1,7 @@
 // The Sessions, Agents, Stats and Rate limits views.
 
 import * as api from "./api.js";
+import { pathId } from "./api.js";
 import { h, clear, fmtInt, fmtCost, fmtMs, fmtPct, fmtTime, when, badge, errorBox, dash } from "./dom.js";
 import { barChart, timeChart } from "./chart.js";
 
@@ -94,7 +95,7 @@ function sessionDetail(main, id, ctx) {
   async function load() {
     let s;
     try {
-      s = await api.get(`/sessions/${encodeURIComponent(id)}`);
+      s = await api.get(`/sessions/${pathId(id)}`);
     } catch (e) {
       return failed(clear(body), e, ctx);
     }

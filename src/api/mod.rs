@@ -43,6 +43,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// An id that names records of several tenants; the message lists them.
+    #[error("{0}")]
+    Ambiguous(String),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
@@ -64,6 +67,7 @@ impl ApiError {
             }
             ApiError::Forbidden(m) => error(StatusCode::FORBIDDEN, "forbidden", m),
             ApiError::NotFound(m) => error(StatusCode::NOT_FOUND, "not_found", m),
+            ApiError::Ambiguous(m) => error(StatusCode::CONFLICT, "ambiguous_id", m),
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "store read failed");
                 error(

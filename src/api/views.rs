@@ -27,7 +27,25 @@ pub(super) fn list_filter(who: &Principal, params: &Params) -> Result<Filter, Ap
         ));
     }
     confine(who, &mut filter)?;
+    scope_session_filter(&mut filter);
     Ok(filter)
+}
+
+/// A plain `session_id` filter within one tenant also matches that tenant's scoped
+/// session id (`id@tenant`, see `headers::tenant_scoped`); a filter's values are ORed.
+fn scope_session_filter(filter: &mut Filter) {
+    let tenant = match filter.eq.iter().find(|(t, _)| *t == tag::TENANT) {
+        Some((_, values)) if values.len() == 1 => values[0].clone(),
+        _ => return,
+    };
+    if let Some((_, values)) = filter.eq.iter_mut().find(|(t, _)| *t == tag::SESSION) {
+        let scoped: Vec<String> = values
+            .iter()
+            .filter(|v| !v.contains(crate::headers::TENANT_SCOPE))
+            .map(|v| crate::headers::tenant_scoped(v, Some(&tenant)))
+            .collect();
+        values.extend(scoped);
+    }
 }
 
 fn page_json<T: Serialize>(page: &Page<T>, request: &PageRequest) -> Value {
@@ -63,6 +81,54 @@ pub(super) fn list(state: &ApiState, who: &Principal, p: &Params, invocations: b
         page_json(&state.store.list_calls(&filter, &request)?, &request)
     };
     ok(&body)
+}
+
+/// The stored id a principal means by a client-chosen invocation or session id.
+///
+/// A tenant's calls store such ids scoped, as `id@tenant` (`headers::tenant_scoped`),
+/// so two tenants that pick the same id never share a record. A scoped id is taken
+/// as written; a plain one resolves within the token's tenant, or the `tenant`
+/// parameter's, falling back to the plain id (records stored before scoping; access is
+/// checked after). An unconfined token without `tenant` gets the plain id, or the one
+/// tenant's record of that id, or 409 when several tenants used it.
+pub(super) fn resolve_scoped_id(
+    state: &ApiState,
+    who: &Principal,
+    p: &Params,
+    invocation: bool,
+    id: &str,
+) -> Result<String, ApiError> {
+    use crate::headers::{tenant_scoped, TENANT_SCOPE};
+    if id.contains(TENANT_SCOPE) {
+        return Ok(id.to_string());
+    }
+    let exists = |candidate: &str| -> Result<bool, ApiError> {
+        Ok(if invocation {
+            state.store.record_tenant(true, candidate)?.is_some()
+        } else {
+            state.store.session(candidate)?.is_some()
+        })
+    };
+    if let Some(tenant) = tenant_param(who, p)? {
+        let scoped = tenant_scoped(id, Some(&tenant));
+        return Ok(if exists(&scoped)? {
+            scoped
+        } else {
+            id.to_string()
+        });
+    }
+    if exists(id)? {
+        return Ok(id.to_string());
+    }
+    let mut scoped = state.store.tenant_scoped_ids(invocation, id, 11)?;
+    match scoped.len() {
+        0 => Ok(id.to_string()),
+        1 => Ok(scoped.remove(0)),
+        _ => Err(ApiError::Ambiguous(format!(
+            "several tenants used the id {id}: {}; ask for one with ?tenant= or by its scoped id",
+            scoped.join(", ")
+        ))),
+    }
 }
 
 /// Unknown id → 404, except for tenant-confined tokens, which get 403 for both
@@ -121,10 +187,12 @@ pub(super) fn invocation(
     id: &str,
     path: &str,
 ) -> ApiResult {
-    p.only(&[&["calls"]])?;
+    p.only(&[&["tenant", "calls"]])?;
     // `calls=false` leaves out the full call records: a page showing a 500-round run
     // lists its rounds and fetches one call's messages when that round is opened.
     let include_calls = p.bool("calls")?.unwrap_or(true);
+    let id = resolve_scoped_id(state, who, p, true, id)?;
+    let id = id.as_str();
     check_access(state, who, true, id)?;
     let (Some(inv), Some(summary)) = (
         state.store.get_invocation(id)?,
@@ -324,8 +392,10 @@ pub(super) fn sessions(state: &ApiState, who: &Principal, p: &Params) -> ApiResu
 }
 
 pub(super) fn session(state: &ApiState, who: &Principal, p: &Params, id: &str) -> ApiResult {
-    p.only(&[&["limit"]])?;
+    p.only(&[&["limit", "tenant"]])?;
     let max = p.usize_in("limit", 2000, 1, 10_000)?;
+    let id = resolve_scoped_id(state, who, p, false, id)?;
+    let id = id.as_str();
     let Some(mut s) = state.store.session(id)? else {
         return Err(if who.tenant.is_some() {
             ApiError::Forbidden(format!("this token may not read session {id}"))

@@ -4,6 +4,7 @@ mod api;
 mod architecture;
 mod chaos;
 mod cost;
+mod hostile;
 mod lifecycle;
 mod page;
 mod process;

@@ -115,12 +115,13 @@ impl Scene {
             ("x-llmtap-session-id", "conv-42"),
             ("x-llmtap-trigger", "user"),
             ("x-llmtap-prompt", "calculator@v2"),
+            ("x-llmtap-tenant", "acme"),
         ];
         self.replay("llm__test_tools__test_tool_use_basic__0.json", &tool_run)
             .await;
         self.replay("llm__test_tools__test_tool_use_basic__1.json", &tool_run)
             .await;
-        wait_invocation(&self.running, "run-tools", 2).await;
+        wait_invocation(&self.running, TOOL_RUN, 2).await;
         self.replay(
             "llm-anthropic__test_anthropic__test_prompt.json",
             &[
@@ -164,6 +165,8 @@ impl Scene {
     }
 }
 
+/// The tool run's id as stored: a tenant's client-chosen ids are scoped `id@tenant`.
+const TOOL_RUN: &str = "run-tools@acme";
 const TOOL_PROMPT: &str = "What is 1231 * 2331?";
 const PELICAN_PROMPT: &str = "Two names for a pet pelican";
 
@@ -341,7 +344,7 @@ async fn runs_view_filters_opens_rounds_updates_live_and_exports_csv() {
             json!([]),
         )
         .await;
-    assert_eq!(state, json!([true, "run-tools", true]));
+    assert_eq!(state, json!([true, TOOL_RUN, true]));
     browser.wait_text("#showing", "Showing 1 to 2 of 2").await;
     shot(&browser, "run-expanded").await;
 
@@ -434,7 +437,7 @@ async fn sign_in(browser: &Browser, token: &str) {
 async fn open_every_tab(browser: &Browser) -> Vec<String> {
     browser.wait_count("#runs-table tr.run", 5).await;
     browser
-        .click("#runs-table tr.run[data-id='run-tools']")
+        .click(&format!("#runs-table tr.run[data-id='{TOOL_RUN}']"))
         .await;
     browser.wait_count("table.rounds tr.round", 2).await;
     browser.click("table.rounds tr.round[data-round='1']").await;
