@@ -235,7 +235,9 @@ function meter(label, w) {
   const fraction = w.limit > 0 ? w.remaining / w.limit : 0;
   const fill = h("div", { class: `meter-fill ${fraction < 0.1 ? "low" : fraction < 0.3 ? "mid" : "ok"}` });
   fill.style.width = `${Math.max(0, Math.min(100, fraction * 100)).toFixed(1)}%`;
-  const reset = w.reset_at ? `resets ${new Date(w.reset_at).toLocaleTimeString()}` : w.reset_s !== null && w.reset_s !== undefined ? `resets in ${w.reset_s} s` : "";
+  const resetAt = w.reset_at ? new Date(w.reset_at) : null;
+  const sameDay = resetAt && resetAt.toDateString() === new Date().toDateString();
+  const reset = resetAt ? `resets ${sameDay ? resetAt.toLocaleTimeString() : fmtTime(w.reset_at)}` : w.reset_s !== null && w.reset_s !== undefined ? `resets in ${w.reset_s} s` : "";
   return h("div", { class: "meter" },
     h("div", { class: "meter-label" }, label, h("span", { class: "muted" }, ` ${reset}`)),
     h("div", { class: "meter-bar", role: "meter", "aria-valuemin": 0, "aria-valuemax": w.limit, "aria-valuenow": w.remaining }, fill),
@@ -286,7 +288,7 @@ export function rateLimitsView(main, params, ctx) {
     // The last 24 hours, or from a minute before the first point when the data is newer.
     const times = lines.flatMap((l) => l.points.map((p) => p.t)).concat(marks);
     const from = Math.max(now - 86400_000, Math.min(...times) - 60_000);
-    const width = Math.max(600, (main.clientWidth || 1200) - 80);
+    const width = Math.max(600, (main.clientWidth || 1200) - 130);
     const chart = lines.length || marks.length
       ? timeChart(lines, marks, { width, height: 180, from, to: now })
       : h("p", { class: "muted" }, "No series points in the last 24 hours.");
