@@ -168,6 +168,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         store: store.clone(),
         metrics: metrics.clone(),
         auth: api::auth::Auth::new(config.api_tokens.clone()),
+        prices: prices.clone(),
     });
     let _ = api_slot.set(api_state);
     if config.api_tokens.is_empty() {

@@ -273,6 +273,24 @@ function cost(panel, record) {
     table,
     h("p", { class: "muted" }, "Cache tokens are part of input; reasoning is part of output. Amounts are exact (picodollars) and summed without rounding."),
   );
+  const entry = record.price_entry;
+  if (entry) {
+    const rate = (v, base) => (v === null || v === undefined ? `at the ${base} rate` : `$${v}`);
+    const rows = (r) => [
+      ["Input", rate(r.input)],
+      ["Output", rate(r.output)],
+      ["Cache read", rate(r.cache_read, "input")],
+      ["Cache write", rate(r.cache_write, "input")],
+      ["Cache write (1 h)", r.cache_write_1h === null ? undefined : rate(r.cache_write_1h, "cache write")],
+      ["Reasoning", rate(r.reasoning, "output")],
+    ];
+    panel.append(h("h4", null, `Price-table entry ${entry.key} (${entry.unit})`), facts(rows(entry.rates)));
+    for (const t of entry.tiers || []) {
+      panel.append(h("p", { class: "muted" }, `Above ${fmtInt(t.above_input_tokens)} input tokens:`), facts(rows(t.rates)));
+    }
+    panel.append(h("p", { class: "muted" }, `Defined at ${entry.defined_at}${entry.note ? ` · ${entry.note}` : ""}.`,
+      entry.same_version_as_call ? "" : ` The table has changed since this call was priced (now ${entry.table_version}); llmtap reprice updates old costs.`));
+  }
 }
 
 function windowText(w) {

@@ -28,6 +28,8 @@ pub struct ApiState {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub auth: Auth,
+    /// The price table in use, to show a call the entry that priced it.
+    pub prices: crate::writer::SharedPrices,
 }
 
 pub type ApiBody = BoxBody<Bytes, Infallible>;

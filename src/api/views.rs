@@ -177,6 +177,7 @@ pub(super) fn call(
     }
     let mut value = serde_json::to_value(&call).unwrap_or_default();
     value["hint"] = json!(hint(&call));
+    value["price_entry"] = price_entry(state, &call);
     ok(&value)
 }
 
@@ -224,6 +225,48 @@ pub(super) fn invocation(
         .collect();
     value["calls"] = serde_json::to_value(&calls).unwrap_or_default();
     ok(&value)
+}
+
+/// The current price table's entry for the key that priced `call` (rates in USD per
+/// million tokens), and whether the table is still the version that priced it.
+fn price_entry(state: &ApiState, call: &CallRecord) -> Value {
+    use crate::cost::format_usd_per_million as per_m;
+    let Some(cost) = call.cost.as_ref().filter(|c| c.priced) else {
+        return Value::Null;
+    };
+    let Some(key) = cost.price_key.as_deref() else {
+        return Value::Null;
+    };
+    let table = match state.prices.read() {
+        Ok(guard) => guard.clone(),
+        Err(_) => return Value::Null,
+    };
+    let Some(entry) = table.entries().iter().find(|e| e.key() == key) else {
+        return Value::Null;
+    };
+    let rates = |r: &crate::cost::Rates| {
+        json!({
+            "input": per_m(r.input),
+            "output": per_m(r.output),
+            "cache_read": r.cache_read.map(per_m),
+            "cache_write": r.cache_write.map(per_m),
+            "cache_write_1h": r.cache_write_1h.map(per_m),
+            "reasoning": r.reasoning.map(per_m),
+        })
+    };
+    json!({
+        "key": key,
+        "unit": "USD per million tokens",
+        "rates": rates(&entry.rates),
+        "tiers": entry.tiers.iter().map(|t| json!({
+            "above_input_tokens": t.above_input_tokens,
+            "rates": rates(&t.rates),
+        })).collect::<Vec<_>>(),
+        "note": entry.note,
+        "defined_at": format!("{}:{}", entry.file, entry.line),
+        "table_version": table.version(),
+        "same_version_as_call": cost.table_version.as_deref() == Some(table.version()),
+    })
 }
 
 /// Each round with its tool calls joined to their results in the next round.

@@ -310,6 +310,19 @@ async fn runs_view_filters_opens_rounds_updates_live_and_exports_csv() {
     browser.wait_text(".tab-panel", "whole context").await;
     browser.click(".tab[data-tab='cost']").await;
     browser.wait_text(".tab-panel", "Price-table entry").await;
+    browser
+        .wait_text(
+            ".tab-panel",
+            "openai/gpt-4o-mini-2024-07-18 (USD per million tokens)",
+        )
+        .await;
+    browser
+        .js(
+            "document.querySelector('tr.round-detail').scrollIntoView({block: 'start'}); window.scrollBy(0, -56)",
+            json!([]),
+        )
+        .await;
+    shot(&browser, "round-cost").await;
     browser.click(".tab[data-tab='metadata']").await;
     browser.wait_text(".tab-panel", "calculator@v2").await;
     // Round 2: what it added to the context is the tool result.
