@@ -1,7 +1,7 @@
 //! The JSON endpoints: lists, records by id (with tool-call joins and failure hints),
 //! sessions, summary, agents, stats, rate limits and the audit log; viewer redaction.
 
-use super::params::{self, bad, Params, FILTER_PARAMS, PAGE_PARAMS};
+use super::params::{self, bad, Params};
 use super::{audit, confine, ok, ApiError, ApiResult, ApiState};
 use crate::api::auth::Principal;
 use crate::record::{CallRecord, CallStatus, LimitWindow};
@@ -48,23 +48,38 @@ fn scope_session_filter(filter: &mut Filter) {
     }
 }
 
-fn page_json<T: Serialize>(page: &Page<T>, request: &PageRequest) -> Value {
+/// One page of a list, as every list endpoint answers it.
+#[derive(Serialize, schemars::JsonSchema)]
+#[schemars(rename = "{T}Page", deny_unknown_fields)]
+pub struct PageOf<T> {
+    pub items: Vec<T>,
+    pub count: usize,
+    /// Exact up to 10000 matches (and 20000 examined candidates), then a lower bound.
+    pub total: u64,
+    pub total_is_lower_bound: bool,
+    pub has_more: bool,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+    /// Pass as `offset` for the next page when paging by offset.
+    pub next_offset: Option<usize>,
+}
+
+fn page_json<T>(page: Page<T>, request: &PageRequest) -> PageOf<T> {
     let next_offset = (page.has_more && request.after.is_none())
         .then(|| request.offset + page.items.len())
         .filter(|n| *n <= params::MAX_OFFSET);
-    json!({
-        "items": page.items,
-        "count": page.items.len(),
-        "total": page.total,
-        "total_is_lower_bound": page.total_is_lower_bound,
-        "has_more": page.has_more,
-        "next_cursor": page.next.as_ref().map(params::encode_cursor),
-        "next_offset": next_offset,
-    })
+    PageOf {
+        count: page.items.len(),
+        items: page.items,
+        total: page.total,
+        total_is_lower_bound: page.total_is_lower_bound,
+        has_more: page.has_more,
+        next_cursor: page.next.as_ref().map(params::encode_cursor),
+        next_offset,
+    }
 }
 
 pub(super) fn list(state: &ApiState, who: &Principal, p: &Params, invocations: bool) -> ApiResult {
-    p.only(&[FILTER_PARAMS, PAGE_PARAMS])?;
     let filter = list_filter(who, p)?;
     let request = params::page_request(p, true)?;
     if filter.text.is_some() {
@@ -76,10 +91,17 @@ pub(super) fn list(state: &ApiState, who: &Principal, p: &Params, invocations: b
         )?;
     }
     let body = if invocations {
-        page_json(&state.store.list_invocations(&filter, &request)?, &request)
+        serde_json::to_value(page_json(
+            state.store.list_invocations(&filter, &request)?,
+            &request,
+        ))
     } else {
-        page_json(&state.store.list_calls(&filter, &request)?, &request)
-    };
+        serde_json::to_value(page_json(
+            state.store.list_calls(&filter, &request)?,
+            &request,
+        ))
+    }
+    .unwrap_or_default();
     ok(&body)
 }
 
@@ -161,11 +183,10 @@ fn redact_call(call: &mut CallRecord) {
 pub(super) fn call(
     state: &ApiState,
     who: &Principal,
-    p: &Params,
+    _params: &Params,
     id: &str,
     path: &str,
 ) -> ApiResult {
-    p.only(&[])?;
     check_access(state, who, false, id)?;
     let Some(mut call) = state.store.get_call(id)? else {
         return Err(ApiError::NotFound(format!("no call with id {id}")));
@@ -177,7 +198,7 @@ pub(super) fn call(
     }
     let mut value = serde_json::to_value(&call).unwrap_or_default();
     value["hint"] = json!(hint(&call));
-    value["price_entry"] = price_entry(state, &call);
+    value["price_entry"] = json!(price_entry(state, &call));
     ok(&value)
 }
 
@@ -188,7 +209,6 @@ pub(super) fn invocation(
     id: &str,
     path: &str,
 ) -> ApiResult {
-    p.only(&[&["tenant", "calls"]])?;
     // `calls=false` leaves out the full call records: a page showing a 500-round run
     // lists its rounds and fetches one call's messages when that round is opened.
     let include_calls = p.bool("calls")?.unwrap_or(true);
@@ -229,43 +249,37 @@ pub(super) fn invocation(
 
 /// The current price table's entry for the key that priced `call` (rates in USD per
 /// million tokens), and whether the table is still the version that priced it.
-fn price_entry(state: &ApiState, call: &CallRecord) -> Value {
+fn price_entry(state: &ApiState, call: &CallRecord) -> Option<super::schema::PriceEntry> {
+    use super::schema::{PriceEntry, PriceRates, PriceTier};
     use crate::cost::format_usd_per_million as per_m;
-    let Some(cost) = call.cost.as_ref().filter(|c| c.priced) else {
-        return Value::Null;
+    let cost = call.cost.as_ref().filter(|c| c.priced)?;
+    let key = cost.price_key.as_deref()?;
+    let table = state.prices.read().ok()?.clone();
+    let entry = table.entries().iter().find(|e| e.key() == key)?;
+    let rates = |r: &crate::cost::Rates| PriceRates {
+        input: per_m(r.input),
+        output: per_m(r.output),
+        cache_read: r.cache_read.map(per_m),
+        cache_write: r.cache_write.map(per_m),
+        cache_write_1h: r.cache_write_1h.map(per_m),
+        reasoning: r.reasoning.map(per_m),
     };
-    let Some(key) = cost.price_key.as_deref() else {
-        return Value::Null;
-    };
-    let table = match state.prices.read() {
-        Ok(guard) => guard.clone(),
-        Err(_) => return Value::Null,
-    };
-    let Some(entry) = table.entries().iter().find(|e| e.key() == key) else {
-        return Value::Null;
-    };
-    let rates = |r: &crate::cost::Rates| {
-        json!({
-            "input": per_m(r.input),
-            "output": per_m(r.output),
-            "cache_read": r.cache_read.map(per_m),
-            "cache_write": r.cache_write.map(per_m),
-            "cache_write_1h": r.cache_write_1h.map(per_m),
-            "reasoning": r.reasoning.map(per_m),
-        })
-    };
-    json!({
-        "key": key,
-        "unit": "USD per million tokens",
-        "rates": rates(&entry.rates),
-        "tiers": entry.tiers.iter().map(|t| json!({
-            "above_input_tokens": t.above_input_tokens,
-            "rates": rates(&t.rates),
-        })).collect::<Vec<_>>(),
-        "note": entry.note,
-        "defined_at": format!("{}:{}", entry.file, entry.line),
-        "table_version": table.version(),
-        "same_version_as_call": cost.table_version.as_deref() == Some(table.version()),
+    Some(PriceEntry {
+        key: key.to_string(),
+        unit: "USD per million tokens",
+        rates: rates(&entry.rates),
+        tiers: entry
+            .tiers
+            .iter()
+            .map(|t| PriceTier {
+                above_input_tokens: t.above_input_tokens,
+                rates: rates(&t.rates),
+            })
+            .collect(),
+        note: entry.note.clone(),
+        defined_at: format!("{}:{}", entry.file, entry.line),
+        table_version: table.version().to_string(),
+        same_version_as_call: cost.table_version.as_deref() == Some(table.version()),
     })
 }
 
@@ -409,7 +423,6 @@ pub(super) fn hint(call: &CallRecord) -> Option<String> {
 }
 
 pub(super) fn sessions(state: &ApiState, who: &Principal, p: &Params) -> ApiResult {
-    p.only(&[&["tenant"], PAGE_PARAMS])?;
     let mut tenant = p.get("tenant").map(str::to_string);
     if let Some(mine) = &who.tenant {
         if tenant.as_ref().is_some_and(|t| t != mine) {
@@ -431,11 +444,10 @@ pub(super) fn sessions(state: &ApiState, who: &Principal, p: &Params) -> ApiResu
             s.subject = None;
         }
     }
-    ok(&page_json(&page, &request))
+    ok(&page_json(page, &request))
 }
 
 pub(super) fn session(state: &ApiState, who: &Principal, p: &Params, id: &str) -> ApiResult {
-    p.only(&[&["limit", "tenant"]])?;
     let max = p.usize_in("limit", 2000, 1, 10_000)?;
     let id = resolve_scoped_id(state, who, p, false, id)?;
     let id = id.as_str();
@@ -506,7 +518,6 @@ fn tenant_param(who: &Principal, p: &Params) -> Result<Option<String>, ApiError>
 }
 
 pub(super) fn summary(state: &ApiState, who: &Principal, p: &Params) -> ApiResult {
-    p.only(&[&["tenant", "tz"]])?;
     let tenant = tenant_param(who, p)?;
     let offset_s = params::tz_offset_s(p)?;
     let scope = match &tenant {
@@ -559,7 +570,6 @@ fn cell_json(cell: &RollupCell) -> Value {
 }
 
 pub(super) fn agents(state: &ApiState, who: &Principal, p: &Params) -> ApiResult {
-    p.only(&[&["tenant"]])?;
     let tenant = tenant_param(who, p)?;
     let prefix = match &tenant {
         Some(t) => idx::scope_agent(Some(t), ""),
@@ -597,7 +607,6 @@ struct Group {
 }
 
 pub(super) fn stats(state: &ApiState, who: &Principal, p: &Params) -> ApiResult {
-    p.only(&[FILTER_PARAMS, &["group_by"]])?;
     let group_by = p.get("group_by").unwrap_or("agent");
     let group_tag = match group_by {
         "agent" => Some(tag::AGENT),
@@ -687,7 +696,6 @@ fn headroom(w: &LimitWindow) -> Option<f64> {
 }
 
 pub(super) fn ratelimits(state: &ApiState, who: &Principal, p: &Params) -> ApiResult {
-    p.only(&[&["series", "provider", "from", "points"]])?;
     // Limits belong to provider API keys, which tenants may share: remaining capacity
     // and 429 counts would show other tenants' traffic, and the state is not kept per
     // tenant, so a confined token is refused rather than shown a partial truth.
@@ -752,18 +760,16 @@ pub(super) fn ratelimits(state: &ApiState, who: &Principal, p: &Params) -> ApiRe
 
 /// `GET /whoami`: the caller's role and tenant, so a client (the page) knows what it
 /// may ask for before asking.
-pub(super) fn whoami(state: &ApiState, who: &Principal, p: &Params) -> ApiResult {
-    p.only(&[])?;
-    ok(&json!({
-        "name": who.name,
-        "role": who.role.as_str(),
-        "tenant": who.tenant,
-        "tokens_required": state.auth.enabled(),
-    }))
+pub(super) fn whoami(state: &ApiState, who: &Principal) -> ApiResult {
+    ok(&super::schema::WhoAmI {
+        name: who.name.clone(),
+        role: who.role.as_str(),
+        tenant: who.tenant.clone(),
+        tokens_required: state.auth.enabled(),
+    })
 }
 
 pub(super) fn audit_log(state: &ApiState, who: &Principal, p: &Params) -> ApiResult {
-    p.only(&[&["limit", "before"]])?;
     if !who.is_admin() || who.tenant.is_some() {
         return Err(ApiError::Forbidden(
             "the audit log needs an admin token that is not confined to a tenant".into(),

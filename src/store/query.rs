@@ -57,7 +57,7 @@ pub enum ScanOutcome {
     Truncated,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AuditEntry {
     pub at: String,
     pub at_us: u64,
