@@ -248,6 +248,8 @@ pub struct FinishedCall {
     pub injected_include_usage: bool,
     /// Bytes the client received (differs from what upstream sent when a usage chunk was removed).
     pub delivered_bytes: u64,
+    /// What the forward path wants said on the record (e.g. a filter that gave up).
+    pub notes: Vec<String>,
 }
 
 /// Where finished calls go, and the counters that say what happened to them.
@@ -336,6 +338,12 @@ impl CallInFlight {
                 call.chunk_times
                     .push((call.response_body.total as usize, elapsed));
             }
+        }
+    }
+
+    pub fn add_note(&mut self, note: String) {
+        if let Some(call) = self.call.as_mut() {
+            call.notes.push(note);
         }
     }
 

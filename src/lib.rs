@@ -6,12 +6,14 @@
 pub mod api;
 pub mod capture;
 pub mod config;
+pub mod conn_guard;
 pub mod cost;
 pub mod dev;
 pub mod forward;
 pub mod headers;
 pub mod ids;
 pub mod metrics;
+pub mod otel;
 pub mod parse;
 pub mod record;
 pub mod recorder;

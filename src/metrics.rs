@@ -26,6 +26,12 @@ pub struct Metrics {
     pub truncated_bodies: AtomicU64,
     /// Records handed to the writer and not yet stored.
     pub backlog: AtomicU64,
+    /// OpenTelemetry spans dropped: queue full, export failed, or still queued at shutdown.
+    pub otel_dropped: AtomicU64,
+    pub otel_exported: AtomicU64,
+    pub otel_export_failures: AtomicU64,
+    /// Stored batches the OpenTelemetry builder skipped because it fell behind.
+    pub otel_lagged_batches: AtomicU64,
     requests: Mutex<BTreeMap<(String, &'static str), u64>>,
     latency: Mutex<Histogram>,
 }
@@ -125,6 +131,30 @@ impl Metrics {
             "Captured bodies cut at the capture cap.",
             get(&self.truncated_bodies),
         );
+        for (name, help, value) in [
+            (
+                "llmtap_otel_dropped_total",
+                "OpenTelemetry spans dropped (queue full, export failed, or unsent at shutdown).",
+                &self.otel_dropped,
+            ),
+            (
+                "llmtap_otel_exported_spans_total",
+                "OpenTelemetry spans the collector accepted.",
+                &self.otel_exported,
+            ),
+            (
+                "llmtap_otel_export_failures_total",
+                "OTLP export requests that failed (spans or metrics).",
+                &self.otel_export_failures,
+            ),
+            (
+                "llmtap_otel_lagged_batches_total",
+                "Stored batches the OpenTelemetry exporter skipped because it fell behind.",
+                &self.otel_lagged_batches,
+            ),
+        ] {
+            counter(&mut out, name, help, get(value));
+        }
         let _ = writeln!(
             out,
             "# HELP llmtap_backlog Records waiting for the writer.\n# TYPE llmtap_backlog gauge\nllmtap_backlog {}",

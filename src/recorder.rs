@@ -12,16 +12,25 @@ use http::HeaderMap;
 use std::io::Read;
 use std::time::Duration;
 
-/// Largest decoded size of a compressed capture; guards against decompression bombs.
-const MAX_DECODED: u64 = 64 << 20;
+/// Largest decoded size of a compressed capture by default; guards against
+/// decompression bombs (`[capture] max_decoded_bytes`).
+pub const MAX_DECODED: u64 = 64 << 20;
 
 fn ms(d: Duration) -> f64 {
     (d.as_micros() as f64) / 1000.0
 }
 
-/// Decodes a captured body according to `content-encoding`. Returns the bytes to parse
-/// and a note when decoding was impossible (the raw bytes are then kept).
-fn decode_body(headers: &HeaderMap, capture: &Capture) -> (Vec<u8>, Option<String>) {
+/// A decoded body: the bytes to parse and store, a note when decoding was impossible
+/// or partial, and whether the decoded bytes were cut at the cap.
+struct Decoded {
+    bytes: Vec<u8>,
+    note: Option<String>,
+    cut: bool,
+}
+
+/// Decodes a captured body according to `content-encoding`, at most `max` bytes.
+/// When decoding is impossible the raw bytes are kept, with a note.
+fn decode_body(headers: &HeaderMap, capture: &Capture, max: u64, part: &str) -> Decoded {
     let joined = capture.contiguous();
     let raw = &joined[..];
     let encoding = headers
@@ -30,49 +39,89 @@ fn decode_body(headers: &HeaderMap, capture: &Capture) -> (Vec<u8>, Option<Strin
         .map(|v| v.trim().to_ascii_lowercase());
     let Some(encoding) = encoding.filter(|e| !e.is_empty() && e != "identity") else {
         // Plain bodies: the joined chunks are the result (no second copy).
-        return (joined.into_owned(), None);
+        return Decoded {
+            bytes: joined.into_owned(),
+            note: None,
+            cut: false,
+        };
     };
+    // One byte past the cap tells a body that fits from one that was cut.
+    let limit = max.saturating_add(1);
     let mut out = Vec::new();
     let result = match encoding.as_str() {
         "gzip" | "x-gzip" => flate2::read::MultiGzDecoder::new(raw)
-            .take(MAX_DECODED)
+            .take(limit)
             .read_to_end(&mut out),
         "deflate" => {
             // "deflate" is zlib-wrapped per RFC 9110, but some servers send raw deflate.
             let zlib = flate2::read::ZlibDecoder::new(raw)
-                .take(MAX_DECODED)
+                .take(limit)
                 .read_to_end(&mut out);
             if zlib.is_err() {
                 out.clear();
                 flate2::read::DeflateDecoder::new(raw)
-                    .take(MAX_DECODED)
+                    .take(limit)
                     .read_to_end(&mut out)
             } else {
                 zlib
             }
         }
         "br" => brotli_decompressor::Decompressor::new(raw, 4096)
-            .take(MAX_DECODED)
+            .take(limit)
             .read_to_end(&mut out),
         other => {
-            return (
-                raw.to_vec(),
-                Some(format!("content-encoding {other} not decoded")),
-            )
+            return Decoded {
+                bytes: raw.to_vec(),
+                note: Some(format!("content-encoding {other} not decoded")),
+                cut: false,
+            }
         }
     };
+    let cut = out.len() as u64 > max;
+    if cut {
+        out.truncate(max as usize);
+        out.shrink_to_fit();
+    }
     match result {
-        Ok(_) => (out, None),
+        Ok(_) if cut => Decoded {
+            bytes: out,
+            note: Some(format!(
+                "{part} body decodes to more than {max} bytes ({encoding}); stored cut at {max} bytes"
+            )),
+            cut: true,
+        },
+        Ok(_) => Decoded {
+            bytes: out,
+            note: None,
+            cut: false,
+        },
         // A truncated capture still decodes to a usable prefix.
-        Err(e) if !out.is_empty() => (out, Some(format!("{encoding} body partly decoded: {e}"))),
-        Err(e) => (
-            raw.to_vec(),
-            Some(format!("{encoding} body not decoded: {e}")),
-        ),
+        Err(e) if !out.is_empty() => Decoded {
+            bytes: out,
+            note: Some(format!("{encoding} {part} body partly decoded: {e}")),
+            cut,
+        },
+        Err(e) => Decoded {
+            bytes: raw.to_vec(),
+            note: Some(format!("{encoding} {part} body not decoded: {e}")),
+            cut: false,
+        },
     }
 }
 
+/// Builds a record with the default decode cap.
 pub fn build_record(call: FinishedCall, prices: &PriceTable) -> CallRecord {
+    build_record_with(call, prices, MAX_DECODED, &headers::Redaction::default())
+}
+
+/// Builds a record, decoding each compressed body to at most `max_decoded` bytes and
+/// redacting the headers and query parameters `redaction` names.
+pub fn build_record_with(
+    call: FinishedCall,
+    prices: &PriceTable,
+    max_decoded: u64,
+    redaction: &headers::Redaction,
+) -> CallRecord {
     let FinishedCall {
         id,
         invocation_id,
@@ -99,13 +148,23 @@ pub fn build_record(call: FinishedCall, prices: &PriceTable) -> CallRecord {
         user_agent,
         injected_include_usage: _,
         delivered_bytes,
+        notes: forward_notes,
     } = call;
 
-    let mut notes = Vec::new();
-    let (request_bytes, note) = decode_body(&request_headers, &request_body);
-    notes.extend(note);
-    let (response_bytes, note) = decode_body(&response_headers, &response_body);
-    notes.extend(note);
+    let mut notes = forward_notes;
+    let request_decoded = decode_body(&request_headers, &request_body, max_decoded, "request");
+    notes.extend(request_decoded.note);
+    let request_bytes = request_decoded.bytes;
+    let response_decoded = decode_body(&response_headers, &response_body, max_decoded, "response");
+    notes.extend(response_decoded.note);
+    let response_bytes = response_decoded.bytes;
+    let mut truncated_parts = Vec::new();
+    if request_body.truncated || request_decoded.cut {
+        truncated_parts.push("request".to_string());
+    }
+    if response_body.truncated || response_decoded.cut {
+        truncated_parts.push("response".to_string());
+    }
 
     let content_type = response_headers
         .get(http::header::CONTENT_TYPE)
@@ -172,7 +231,7 @@ pub fn build_record(call: FinishedCall, prices: &PriceTable) -> CallRecord {
         kind: kind.as_str().to_string(),
         endpoint: None,
         method,
-        path: headers::redact_query(&rest_path, query.as_deref()),
+        path: headers::redact_query_with(&rest_path, query.as_deref(), redaction),
         upstream_host,
         http_status,
         status: None,
@@ -186,9 +245,10 @@ pub fn build_record(call: FinishedCall, prices: &PriceTable) -> CallRecord {
         },
         request_bytes: request_body.total,
         response_bytes: delivered_bytes.max(response_body.total),
-        truncated: request_body.truncated || response_body.truncated,
-        request_headers: headers::redacted_map(&request_headers),
-        response_headers: headers::redacted_map(&response_headers),
+        truncated: !truncated_parts.is_empty(),
+        truncated_parts,
+        request_headers: headers::redacted_map_with(&request_headers, redaction),
+        response_headers: headers::redacted_map_with(&response_headers, redaction),
         metadata: meta.metadata,
         ..CallRecord::default()
     };

@@ -7,6 +7,7 @@
 use crate::api::{self, ApiState};
 use crate::capture::CallSink;
 use crate::config::Config;
+use crate::conn_guard::{ConnActivity, ConnLimits, GuardedIo, InFlightBody};
 use crate::cost::PriceTable;
 use crate::forward::{self, ProxyState, RoundCounter};
 use crate::metrics::Metrics;
@@ -14,6 +15,7 @@ use crate::store::{self, Store, StoreOptions};
 use crate::upstream;
 use crate::writer::{self, SharedPrices, WriterControl};
 use anyhow::Context;
+use http_body_util::BodyExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -40,6 +42,7 @@ pub struct Running {
     api_task: tokio::task::JoinHandle<()>,
     writer: std::thread::JoinHandle<()>,
     background: store::Background,
+    otel: Option<crate::otel::Exporter>,
 }
 
 /// The store's options from the config; the encryption key comes from
@@ -103,6 +106,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
     let state = Arc::new(ProxyState {
         config: config.clone(),
+        request_buffered: Arc::default(),
         client,
         sink: Arc::new(CallSink {
             sender,
@@ -122,7 +126,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     ));
     // The read API answers 503 `store_opening` until the store is open.
     let api_slot: Arc<OnceLock<Arc<ApiState>>> = Arc::default();
-    let api_task = tokio::spawn(api_accept_loop(api_listener, api_slot.clone(), shutdown_rx));
+    let api_task = tokio::spawn(api_accept_loop(
+        api_listener,
+        api_slot.clone(),
+        shutdown_rx,
+        conn_limits(&config),
+    ));
     tracing::info!(%proxy_addr, %api_addr, "proxy listening; opening the store");
 
     let data_dir = config.data_dir.clone();
@@ -142,6 +151,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     tracing::info!(seconds = opening.elapsed().as_secs_f64(), "store open");
     let background =
         store::Background::spawn(store.clone()).context("cannot start the storage thread")?;
+    // Subscribes to the store before the writer starts, so it sees every batch.
+    let otel = config.otel.clone().map(|otel| {
+        crate::otel::Exporter::start(
+            otel,
+            otel_span_options(&config),
+            store.clone(),
+            metrics.clone(),
+            state.client.clone(),
+        )
+    });
     let writer_control = Arc::new(WriterControl::default());
     let writer = writer::spawn(
         store.clone(),
@@ -149,6 +168,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         prices.clone(),
         metrics.clone(),
         writer_control.clone(),
+        writer::WriterLimits {
+            max_decoded_bytes: config.max_decoded_bytes,
+            decode_budget_bytes: config.decode_budget_bytes,
+            redaction: crate::headers::Redaction {
+                extra_headers: config.redact_headers.clone(),
+                extra_query_params: config.redact_query_params.clone(),
+            },
+        },
     )
     .context("cannot start the writer thread")?;
 
@@ -192,7 +219,31 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         api_task,
         writer,
         background,
+        otel,
     })
+}
+
+/// What the span builders need from the config: content opt-in and upstream ports.
+pub fn otel_span_options(config: &Config) -> crate::otel::spans::SpanOptions {
+    let provider_ports = config
+        .providers
+        .values()
+        .map(|p| {
+            let default = if p.base.scheme == http::uri::Scheme::HTTP {
+                80
+            } else {
+                443
+            };
+            (
+                p.name.clone(),
+                p.base.authority.port_u16().unwrap_or(default),
+            )
+        })
+        .collect();
+    crate::otel::spans::SpanOptions {
+        capture_content: config.otel.as_ref().is_some_and(|o| o.capture_content),
+        provider_ports,
+    }
 }
 
 impl Running {
@@ -209,6 +260,10 @@ impl Running {
             .await
             .context("writer join failed")?
             .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+        // Every record is stored and published now; flush what the exporter holds.
+        if let Some(otel) = self.otel {
+            otel.shutdown().await;
+        }
         Ok(())
     }
 }
@@ -237,15 +292,26 @@ async fn proxy_accept_loop(
                 let state = state.clone();
                 let tls = tls.clone();
                 let shutdown = shutdown.clone();
-                let header_timeout = state.config.header_read_timeout;
+                let limits = conn_limits(&state.config);
                 connections.spawn(async move {
-                    let service = service_fn(move |req| forward::handle(state.clone(), req, addr));
+                    let activity = Arc::new(ConnActivity::default());
+                    let stream = GuardedIo::new(stream, limits, activity.clone());
+                    let service = service_fn(move |req| {
+                        let in_flight = activity.begin();
+                        let response = forward::handle(state.clone(), req, addr);
+                        async move {
+                            let response = response.await?;
+                            Ok::<_, std::convert::Infallible>(response.map(|body| {
+                                InFlightBody::new(body, in_flight).boxed_unsync()
+                            }))
+                        }
+                    });
                     match tls {
                         Some(acceptor) => match acceptor.accept(stream).await {
-                            Ok(tls_stream) => serve_connection(tls_stream, service, shutdown, header_timeout).await,
+                            Ok(tls_stream) => serve_connection(tls_stream, service, shutdown, limits.header_read).await,
                             Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
                         },
-                        None => serve_connection(stream, service, shutdown, header_timeout).await,
+                        None => serve_connection(stream, service, shutdown, limits.header_read).await,
                     }
                 });
             }
@@ -309,10 +375,20 @@ async fn serve_connection<I, S>(
     }
 }
 
+/// The deadlines client connections keep (`conn_guard.rs`).
+fn conn_limits(config: &Config) -> ConnLimits {
+    ConnLimits {
+        header_read: config.header_read_timeout,
+        idle: config.client_idle_timeout,
+        send: config.client_send_timeout,
+    }
+}
+
 async fn api_accept_loop(
     listener: TcpListener,
     state: Arc<OnceLock<Arc<ApiState>>>,
     mut shutdown: watch::Receiver<bool>,
+    limits: ConnLimits,
 ) {
     let mut connections = JoinSet::new();
     loop {
@@ -324,16 +400,26 @@ async fn api_accept_loop(
                 };
                 let state = state.clone();
                 connections.spawn(async move {
+                    let activity = Arc::new(ConnActivity::default());
+                    let stream = GuardedIo::new(stream, limits, activity.clone());
                     let service = service_fn(move |req| {
                         let ready = state.get().cloned();
+                        let in_flight = activity.begin();
                         async move {
-                            match ready {
-                                Some(state) => api::handle(state, req).await,
-                                None => Ok(api::before_store_opens(&req)),
-                            }
+                            let response = match ready {
+                                Some(state) => api::handle(state, req).await?,
+                                None => api::before_store_opens(&req),
+                            };
+                            Ok::<_, std::convert::Infallible>(
+                                response.map(|body| InFlightBody::new(body, in_flight).boxed()),
+                            )
                         }
                     });
-                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let mut builder = auto::Builder::new(TokioExecutor::new());
+                    builder
+                        .http1()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(limits.header_read);
                     let _ = builder.serve_connection(TokioIo::new(stream), service).await;
                 });
             }
