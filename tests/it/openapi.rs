@@ -115,8 +115,20 @@ fn conforms(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), 
 
 /// The first chunk of a streamed answer (the live stream never ends by itself).
 async fn head_and_first_chunk(addr: std::net::SocketAddr, path: &str) -> (u16, String, String) {
+    head_and_first_chunk_with(addr, path, &[]).await
+}
+
+async fn head_and_first_chunk_with(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, String) {
     use http_body_util::BodyExt;
-    let request = http::Request::get(format!("http://{addr}{path}"))
+    let mut builder = http::Request::get(format!("http://{addr}{path}"));
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let request = builder
         .body(http_body_util::Full::new(bytes::Bytes::new()))
         .unwrap();
     let response = client().request(request).await.unwrap();
@@ -251,6 +263,13 @@ async fn the_dispatcher_enforces_each_routes_role() {
             .replace("{id}", "c_x")
             .replace("{sha256}", &"0".repeat(64));
         let anonymous = send(running.api_addr, "GET", &path, &[], "").await;
+        if route.reply.content_type == "text/event-stream" {
+            // The live stream never ends: its head and first chunk are the answer.
+            assert_eq!(anonymous.status, 401, "{path}");
+            let (status, _, _) = head_and_first_chunk_with(running.api_addr, &path, &auth).await;
+            assert_eq!(status, 200, "{path}");
+            continue;
+        }
         let viewer = send(running.api_addr, "GET", &path, &auth, "").await;
         match route.access {
             llmtap::api::routes::Access::Public => assert_ne!(anonymous.status, 401, "{path}"),

@@ -163,7 +163,8 @@ impl Browser {
 
     /// Polls `script` (returning a truthy value when done) until it holds.
     pub async fn wait(&self, what: &str, script: &str, args: Value) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        // Generous: the tests share two cores with builds.
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let v = self.js(script, args.clone()).await;
             if !(v.is_null() || v == false || v == 0 || v == "") {
