@@ -195,6 +195,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         store: store.clone(),
         metrics: metrics.clone(),
         auth: api::auth::Auth::new(config.api_tokens.clone()),
+        prices: prices.clone(),
     });
     let _ = api_slot.set(api_state);
     if config.api_tokens.is_empty() {
@@ -407,7 +408,7 @@ async fn api_accept_loop(
                         async move {
                             let response = match ready {
                                 Some(state) => api::handle(state, req).await?,
-                                None => api::store_opening(),
+                                None => api::before_store_opens(&req),
                             };
                             Ok::<_, std::convert::Infallible>(
                                 response.map(|body| InFlightBody::new(body, in_flight).boxed()),

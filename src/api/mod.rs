@@ -10,6 +10,7 @@ pub mod auth;
 mod content;
 mod export;
 pub mod openapi;
+pub mod page;
 pub mod params;
 pub mod routes;
 mod schema;
@@ -33,6 +34,8 @@ pub struct ApiState {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub auth: Auth,
+    /// The price table in use, to show a call the entry that priced it.
+    pub prices: crate::writer::SharedPrices,
 }
 
 pub type ApiBody = BoxBody<Bytes, Infallible>;
@@ -91,6 +94,9 @@ pub async fn handle<B>(
     state: Arc<ApiState>,
     request: Request<B>,
 ) -> Result<Response<ApiBody>, Infallible> {
+    if let Some(response) = page::serve(request.method(), request.uri().path(), request.headers()) {
+        return Ok(response);
+    }
     let authorization = request
         .headers()
         .get(http::header::AUTHORIZATION)
@@ -229,6 +235,12 @@ fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<ApiBody>
 
 fn ok<T: serde::Serialize>(value: &T) -> ApiResult {
     Ok(json(StatusCode::OK, value))
+}
+
+/// The answer while the store is still opening: the page itself, or `store_opening`.
+pub fn before_store_opens<B>(request: &Request<B>) -> Response<ApiBody> {
+    page::serve(request.method(), request.uri().path(), request.headers())
+        .unwrap_or_else(store_opening)
 }
 
 /// What every API request gets while the store is still opening after a start.

@@ -166,6 +166,11 @@ const SCOPED_ID_TENANT: &[ParamSpec] = &[ParamSpec::text(
     "tenant",
     "the tenant whose record of this client-chosen id is meant (a tenant's ids are stored as id@tenant; 409 ambiguous_id when several tenants used it)",
 )];
+const INVOCATION: &[ParamSpec] = &[ParamSpec::query(
+    "calls",
+    "include the full call records (default true); false answers the rounds only",
+    ParamKind::Boolean,
+)];
 const SUMMARY: &[ParamSpec] = &[ParamSpec::text(
     "tz",
     "the time zone that defines today: UTC (default), a fixed offset like +02:00 (a multiple of 15 minutes; an unencoded + is accepted) or an IANA name like Europe/Berlin",
@@ -266,6 +271,9 @@ fn ratelimits(s: &ApiState, w: &Principal, p: &Params, _: &PathArgs) -> ApiResul
 fn audit_log(s: &ApiState, w: &Principal, p: &Params, _: &PathArgs) -> ApiResult {
     views::audit_log(s, w, p)
 }
+fn whoami(s: &ApiState, w: &Principal, _: &Params, _: &PathArgs) -> ApiResult {
+    views::whoami(s, w)
+}
 fn metrics(s: &ApiState, _: &Principal, _: &Params, _: &PathArgs) -> ApiResult {
     Ok(super::metrics_text(s))
 }
@@ -287,7 +295,8 @@ fn openapi(_: &ApiState, _: &Params, _: &PathArgs) -> ApiResult {
 
 const LIST: &[&[ParamSpec]] = &[FILTER_PARAMS, PAGE_PARAMS];
 
-/// Every endpoint of the read API listener.
+/// Every endpoint of the read API listener. The web page (`/`, `/assets/*`, see
+/// `page.rs`) is served ahead of this table: static files, not API endpoints.
 pub static ROUTES: &[Route] = &[
     Route {
         method: Method::GET,
@@ -319,7 +328,7 @@ pub static ROUTES: &[Route] = &[
         handler: Handler::Read(invocation),
         access: Access::Viewer,
         summary: "One invocation with its rounds, tool calls joined to their results, and failure hints",
-        params: &[SCOPED_ID_TENANT],
+        params: &[SCOPED_ID_TENANT, INVOCATION],
         reply: json(
             schema_of::<schema::InvocationDetail>,
             "the invocation, its rounds and its calls (bodies for admins only)",
@@ -330,7 +339,7 @@ pub static ROUTES: &[Route] = &[
         path: "/api/v1/calls/{id}",
         handler: Handler::Read(call),
         access: Access::Viewer,
-        summary: "One full call record (bodies for admins only) with a failure hint",
+        summary: "One full call record (bodies for admins only) with a failure hint and the price-table entry that priced it",
         params: &[],
         reply: json(schema_of::<schema::CallDetail>, "the call record"),
     },
@@ -464,6 +473,15 @@ pub static ROUTES: &[Route] = &[
         summary: "Admin reads of bodies (admin token not confined to a tenant)",
         params: &[AUDIT],
         reply: json(schema_of::<schema::AuditLog>, "the newest entries first"),
+    },
+    Route {
+        method: Method::GET,
+        path: "/api/v1/whoami",
+        handler: Handler::Read(whoami),
+        access: Access::Viewer,
+        summary: "The caller's token name, role, tenant, and whether tokens are required (the web page asks first)",
+        params: &[],
+        reply: json(schema_of::<schema::WhoAmI>, "who the token is"),
     },
     Route {
         method: Method::GET,

@@ -72,6 +72,63 @@ pub struct CallDetail {
     call: CallRecord,
     /// Why the call failed, for a human; null on success.
     hint: Option<String>,
+    /// The current price table's entry for the key that priced the call; null when
+    /// the call is unpriced or the table no longer has that key.
+    price_entry: Option<PriceEntry>,
+}
+
+/// A price-table entry as `GET /calls/{id}` shows it; rates in USD per million tokens.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct PriceEntry {
+    /// `provider/model` as the table names it (the call's `cost.price_key`).
+    pub key: String,
+    /// Always `USD per million tokens`.
+    pub unit: &'static str,
+    pub rates: PriceRates,
+    /// Long-context tiers: their rates apply to a whole request above the threshold.
+    pub tiers: Vec<PriceTier>,
+    pub note: Option<String>,
+    /// The table file and line that define the entry.
+    pub defined_at: String,
+    /// The current table's version.
+    pub table_version: String,
+    /// Whether the current table is the version that priced the call.
+    pub same_version_as_call: bool,
+}
+
+/// Rates of one entry or tier; a null rate bills at the base rate (input for cache
+/// reads and writes, cache write for 1-hour writes, output for reasoning).
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct PriceRates {
+    pub input: String,
+    pub output: String,
+    pub cache_read: Option<String>,
+    pub cache_write: Option<String>,
+    pub cache_write_1h: Option<String>,
+    pub reasoning: Option<String>,
+}
+
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct PriceTier {
+    pub above_input_tokens: u64,
+    pub rates: PriceRates,
+}
+
+/// `GET /whoami`: who the token is, so a client knows what it may ask for.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct WhoAmI {
+    /// The token's name (`local` without tokens).
+    pub name: String,
+    /// `admin` or `viewer`.
+    pub role: &'static str,
+    /// The tenant the token is confined to.
+    pub tenant: Option<String>,
+    /// Whether the read API requires tokens (false: loopback without tokens).
+    pub tokens_required: bool,
 }
 
 /// `GET /invocations/{id}`.
@@ -86,8 +143,9 @@ pub struct InvocationDetail {
     unpriced_calls: u32,
     usage: Usage,
     rounds: Vec<Round>,
-    /// The full call records in round order (bodies for admins only).
-    calls: Vec<CallRecord>,
+    /// The full call records in round order (bodies for admins only); absent with
+    /// `calls=false`.
+    calls: Option<Vec<CallRecord>>,
 }
 
 #[derive(JsonSchema)]

@@ -198,6 +198,7 @@ pub(super) fn call(
     }
     let mut value = serde_json::to_value(&call).unwrap_or_default();
     value["hint"] = json!(hint(&call));
+    value["price_entry"] = json!(price_entry(state, &call));
     ok(&value)
 }
 
@@ -208,6 +209,9 @@ pub(super) fn invocation(
     id: &str,
     path: &str,
 ) -> ApiResult {
+    // `calls=false` leaves out the full call records: a page showing a 500-round run
+    // lists its rounds and fetches one call's messages when that round is opened.
+    let include_calls = p.bool("calls")?.unwrap_or(true);
     let id = resolve_scoped_id(state, who, p, true, id)?;
     let id = id.as_str();
     check_access(state, who, true, id)?;
@@ -227,6 +231,9 @@ pub(super) fn invocation(
     value["unpriced_calls"] = json!(inv.unpriced_calls);
     value["usage"] = serde_json::to_value(&inv.usage).unwrap_or_default();
     value["rounds"] = Value::Array(rounds(&calls, who.is_admin()));
+    if !include_calls {
+        return ok(&value);
+    }
     let calls: Vec<CallRecord> = calls
         .into_iter()
         .map(|mut c| {
@@ -238,6 +245,42 @@ pub(super) fn invocation(
         .collect();
     value["calls"] = serde_json::to_value(&calls).unwrap_or_default();
     ok(&value)
+}
+
+/// The current price table's entry for the key that priced `call` (rates in USD per
+/// million tokens), and whether the table is still the version that priced it.
+fn price_entry(state: &ApiState, call: &CallRecord) -> Option<super::schema::PriceEntry> {
+    use super::schema::{PriceEntry, PriceRates, PriceTier};
+    use crate::cost::format_usd_per_million as per_m;
+    let cost = call.cost.as_ref().filter(|c| c.priced)?;
+    let key = cost.price_key.as_deref()?;
+    let table = state.prices.read().ok()?.clone();
+    let entry = table.entries().iter().find(|e| e.key() == key)?;
+    let rates = |r: &crate::cost::Rates| PriceRates {
+        input: per_m(r.input),
+        output: per_m(r.output),
+        cache_read: r.cache_read.map(per_m),
+        cache_write: r.cache_write.map(per_m),
+        cache_write_1h: r.cache_write_1h.map(per_m),
+        reasoning: r.reasoning.map(per_m),
+    };
+    Some(PriceEntry {
+        key: key.to_string(),
+        unit: "USD per million tokens",
+        rates: rates(&entry.rates),
+        tiers: entry
+            .tiers
+            .iter()
+            .map(|t| PriceTier {
+                above_input_tokens: t.above_input_tokens,
+                rates: rates(&t.rates),
+            })
+            .collect(),
+        note: entry.note.clone(),
+        defined_at: format!("{}:{}", entry.file, entry.line),
+        table_version: table.version().to_string(),
+        same_version_as_call: cost.table_version.as_deref() == Some(table.version()),
+    })
 }
 
 /// Each round with its tool calls joined to their results in the next round.
@@ -713,6 +756,17 @@ pub(super) fn ratelimits(state: &ApiState, who: &Principal, p: &Params) -> ApiRe
         items.push(v);
     }
     ok(&json!({"items": items, "count": items.len()}))
+}
+
+/// `GET /whoami`: the caller's role and tenant, so a client (the page) knows what it
+/// may ask for before asking.
+pub(super) fn whoami(state: &ApiState, who: &Principal) -> ApiResult {
+    ok(&super::schema::WhoAmI {
+        name: who.name.clone(),
+        role: who.role.as_str(),
+        tenant: who.tenant.clone(),
+        tokens_required: state.auth.enabled(),
+    })
 }
 
 pub(super) fn audit_log(state: &ApiState, who: &Principal, p: &Params) -> ApiResult {

@@ -11,6 +11,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+// Parts of this harness serve the CLI tests of another branch; allowed until they land.
+#[allow(dead_code)]
 pub struct Recorded {
     pub running: Running,
     _mock: MockUpstream,
@@ -208,6 +210,7 @@ impl Recorded {
 }
 
 /// The ids of what `Recorded::seed` stored.
+#[allow(dead_code)]
 pub struct Seeded {
     pub tool_run: String,
     pub tool_calls: Vec<String>,
@@ -217,6 +220,7 @@ pub struct Seeded {
 }
 
 impl Seeded {
+    #[allow(dead_code)]
     pub fn all_calls(&self) -> Vec<String> {
         let mut all = self.tool_calls.clone();
         all.extend([
