@@ -11,6 +11,7 @@ pub mod dev;
 pub mod forward;
 pub mod headers;
 pub mod ids;
+pub mod journal;
 pub mod metrics;
 pub mod parse;
 pub mod record;

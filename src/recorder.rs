@@ -1,10 +1,11 @@
 //! Turns a `FinishedCall` (raw bytes and timings) into a `CallRecord`: decodes
 //! compressed copies, runs the parsers, reads rate limits, prices the call, and
-//! redacts secrets. Runs on the writer thread, never on the forward path.
+//! redacts secrets. Runs off the forward path: `redact` on the capture log's thread
+//! (so no secret reaches the log), `build_redacted` on the writer thread.
 
-use crate::capture::{Capture, FinishedCall, Outcome};
+use crate::capture::{FinishedCall, Outcome};
 use crate::cost::PriceTable;
-use crate::headers;
+use crate::headers::{self, CallMeta};
 use crate::parse::{self, ExchangeInput};
 use crate::record::{CallRecord, CallStatus, ClientInfo, ErrorInfo, ProviderKind};
 use crate::timefmt::format_rfc3339_us;
@@ -19,18 +20,147 @@ fn ms(d: Duration) -> f64 {
     (d.as_micros() as f64) / 1000.0
 }
 
+/// A captured body in one piece, with what the capture knew about the rest.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CapturedBody {
+    /// The bytes kept (up to the capture cap).
+    pub bytes: Vec<u8>,
+    /// Bytes seen, including those beyond the cap.
+    pub total: u64,
+    pub truncated: bool,
+}
+
+/// A finished call with its secrets taken out: what the capture log holds and what
+/// the writer builds a record from. Secret headers keep their names (and count)
+/// with the value `[redacted]`, `key=` query values are replaced, and the API-key
+/// fingerprint, the one thing the record derives from a secret, is computed first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedactedCall {
+    pub id: String,
+    pub invocation_id: String,
+    pub arrival_round: u32,
+    pub started_at_us: u64,
+    pub latency: Duration,
+    pub first_byte: Option<Duration>,
+    pub provider: String,
+    pub price_as: String,
+    pub kind: ProviderKind,
+    pub method: String,
+    pub rest_path: String,
+    /// The query with `key=` and `api_key=` values replaced.
+    pub query: Option<String>,
+    pub upstream_host: String,
+    pub http_status: Option<u16>,
+    pub outcome: Outcome,
+    pub request_headers: HeaderMap,
+    pub response_headers: HeaderMap,
+    pub request_body: CapturedBody,
+    pub response_body: CapturedBody,
+    pub chunk_times: Vec<(usize, Duration)>,
+    pub meta: CallMeta,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub delivered_bytes: u64,
+    pub api_key_fingerprint: Option<String>,
+}
+
+/// The value every secret header is stored and logged with.
+pub const REDACTED: &str = "[redacted]";
+
+fn redact_headers(headers: &mut HeaderMap) {
+    for name in headers::SECRET_HEADERS {
+        let count = headers.get_all(*name).iter().count();
+        if count == 0 {
+            continue;
+        }
+        headers.remove(*name);
+        for _ in 0..count {
+            headers.append(*name, http::HeaderValue::from_static(REDACTED));
+        }
+    }
+}
+
+/// Takes the secrets out of a finished call and joins its captured bodies.
+pub fn redact(call: FinishedCall) -> RedactedCall {
+    let FinishedCall {
+        id,
+        invocation_id,
+        arrival_round,
+        started_at_us,
+        latency,
+        first_byte,
+        provider,
+        price_as,
+        kind,
+        method,
+        rest_path,
+        query,
+        upstream_host,
+        http_status,
+        outcome,
+        mut request_headers,
+        mut response_headers,
+        request_body,
+        response_body,
+        chunk_times,
+        meta,
+        client_ip,
+        user_agent,
+        injected_include_usage: _,
+        delivered_bytes,
+    } = call;
+    let api_key_fingerprint = headers::api_key_fingerprint(&request_headers, query.as_deref());
+    redact_headers(&mut request_headers);
+    redact_headers(&mut response_headers);
+    let query = query.map(|q| {
+        let redacted = headers::redact_query("", Some(&q));
+        redacted.strip_prefix('?').unwrap_or(&redacted).to_string()
+    });
+    let body = |capture: crate::capture::Capture| CapturedBody {
+        bytes: capture.contiguous().into_owned(),
+        total: capture.total,
+        truncated: capture.truncated,
+    };
+    RedactedCall {
+        id,
+        invocation_id,
+        arrival_round,
+        started_at_us,
+        latency,
+        first_byte,
+        provider,
+        price_as,
+        kind,
+        method,
+        rest_path,
+        query,
+        upstream_host,
+        http_status,
+        outcome,
+        request_headers,
+        response_headers,
+        request_body: body(request_body),
+        response_body: body(response_body),
+        chunk_times,
+        meta,
+        client_ip,
+        user_agent,
+        delivered_bytes,
+        api_key_fingerprint,
+    }
+}
+
 /// Decodes a captured body according to `content-encoding`. Returns the bytes to parse
 /// and a note when decoding was impossible (the raw bytes are then kept).
-fn decode_body(headers: &HeaderMap, capture: &Capture) -> (Vec<u8>, Option<String>) {
-    let joined = capture.contiguous();
-    let raw = &joined[..];
+fn decode_body(headers: &HeaderMap, captured: Vec<u8>) -> (Vec<u8>, Option<String>) {
+    let raw = &captured[..];
     let encoding = headers
         .get(http::header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().to_ascii_lowercase());
     let Some(encoding) = encoding.filter(|e| !e.is_empty() && e != "identity") else {
         // Plain bodies: the joined chunks are the result (no second copy).
-        return (joined.into_owned(), None);
+        return (captured, None);
     };
     let mut out = Vec::new();
     let result = match encoding.as_str() {
@@ -72,8 +202,14 @@ fn decode_body(headers: &HeaderMap, capture: &Capture) -> (Vec<u8>, Option<Strin
     }
 }
 
+/// Builds the record of a finished call (redacting it first).
 pub fn build_record(call: FinishedCall, prices: &PriceTable) -> CallRecord {
-    let FinishedCall {
+    build_redacted(redact(call), prices)
+}
+
+/// Builds the record of a call whose secrets are already out (from the capture log).
+pub fn build_redacted(call: RedactedCall, prices: &PriceTable) -> CallRecord {
+    let RedactedCall {
         id,
         invocation_id,
         arrival_round,
@@ -97,14 +233,16 @@ pub fn build_record(call: FinishedCall, prices: &PriceTable) -> CallRecord {
         meta,
         client_ip,
         user_agent,
-        injected_include_usage: _,
         delivered_bytes,
+        api_key_fingerprint,
     } = call;
 
+    let (request_total, response_total) = (request_body.total, response_body.total);
+    let truncated = request_body.truncated || response_body.truncated;
     let mut notes = Vec::new();
-    let (request_bytes, note) = decode_body(&request_headers, &request_body);
+    let (request_bytes, note) = decode_body(&request_headers, request_body.bytes);
     notes.extend(note);
-    let (response_bytes, note) = decode_body(&response_headers, &response_body);
+    let (response_bytes, note) = decode_body(&response_headers, response_body.bytes);
     notes.extend(note);
 
     let content_type = response_headers
@@ -179,14 +317,14 @@ pub fn build_record(call: FinishedCall, prices: &PriceTable) -> CallRecord {
         stream: false,
         usage: Default::default(),
         rate_limit,
-        api_key_fingerprint: headers::api_key_fingerprint(&request_headers, query.as_deref()),
+        api_key_fingerprint,
         client: ClientInfo {
             ip: client_ip,
             user_agent,
         },
-        request_bytes: request_body.total,
-        response_bytes: delivered_bytes.max(response_body.total),
-        truncated: request_body.truncated || response_body.truncated,
+        request_bytes: request_total,
+        response_bytes: delivered_bytes.max(response_total),
+        truncated,
         request_headers: headers::redacted_map(&request_headers),
         response_headers: headers::redacted_map(&response_headers),
         metadata: meta.metadata,

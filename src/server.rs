@@ -1,14 +1,17 @@
-//! Listeners and lifecycle: binds the proxy and API ports and starts forwarding,
-//! then opens the store (records wait in the writer's channel meanwhile), starts
-//! the writer and the read API, serves connections (HTTP/1.1 and HTTP/2, optionally over TLS), and
-//! stops gracefully: stop accepting, let in-flight calls finish until the grace
-//! deadline, cancel the rest (each still gets its record), drain the writer, flush.
+//! Listeners and lifecycle: opens the capture log, binds the proxy and API ports and
+//! starts forwarding, then opens the store (records wait in the log meanwhile),
+//! starts the writer (which first applies the log's unapplied tail) and the read
+//! API, serves connections (HTTP/1.1 and HTTP/2, optionally over TLS), and stops
+//! gracefully: stop accepting, let in-flight calls finish until the grace deadline,
+//! cancel the rest (each still gets its record), close the log, drain the writer,
+//! flush.
 
 use crate::api::{self, ApiState};
 use crate::capture::CallSink;
 use crate::config::Config;
 use crate::cost::PriceTable;
 use crate::forward::{self, ProxyState, RoundCounter};
+use crate::journal::{self, Journal, JournalOptions};
 use crate::metrics::Metrics;
 use crate::store::{self, Store, StoreOptions};
 use crate::upstream;
@@ -38,6 +41,7 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     proxy_task: tokio::task::JoinHandle<()>,
     api_task: tokio::task::JoinHandle<()>,
+    journal: std::thread::JoinHandle<()>,
     writer: std::thread::JoinHandle<()>,
     background: store::Background,
 }
@@ -99,8 +103,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     // The proxy forwards from here on, while the store opens (sled's recovery and the
     // facet cache take about a minute per million stored calls): records wait in the
-    // writer's channel, bounded by the backlog like any other burst.
-    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    // capture log, bounded by the backlog like any other burst.
+    let journal_options = JournalOptions::new(
+        config.data_dir.join("journal"),
+        config.journal_fsync,
+        store_options.keys.clone(),
+    );
+    let Journal {
+        sender,
+        appender,
+        feed,
+    } = journal::open(journal_options, metrics.clone())?;
     let state = Arc::new(ProxyState {
         config: config.clone(),
         client,
@@ -122,7 +135,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     ));
     // The read API answers 503 `store_opening` until the store is open.
     let api_slot: Arc<OnceLock<Arc<ApiState>>> = Arc::default();
-    let api_task = tokio::spawn(api_accept_loop(api_listener, api_slot.clone(), shutdown_rx));
+    let api_task = tokio::spawn(api_accept_loop(
+        api_listener,
+        api_slot.clone(),
+        shutdown_rx,
+        metrics.clone(),
+    ));
     tracing::info!(%proxy_addr, %api_addr, "proxy listening; opening the store");
 
     let data_dir = config.data_dir.clone();
@@ -136,6 +154,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Err(e) => {
             let _ = shutdown.send(true);
             let _ = tokio::join!(proxy_task, api_task);
+            drop(state);
+            drop(feed);
+            // What was logged meanwhile stays in the log for the next start.
+            let _ = tokio::task::spawn_blocking(move || appender.join()).await;
             return Err(e);
         }
     };
@@ -145,7 +167,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let writer_control = Arc::new(WriterControl::default());
     let writer = writer::spawn(
         store.clone(),
-        receiver,
+        feed,
         prices.clone(),
         metrics.clone(),
         writer_control.clone(),
@@ -189,6 +211,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown,
         proxy_task,
         api_task,
+        journal: appender,
         writer,
         background,
     })
@@ -204,6 +227,12 @@ impl Running {
         tokio::task::spawn_blocking(move || background.stop())
             .await
             .context("storage thread join failed")?;
+        // The proxy is gone, so is every sender: the log closes once it has
+        // appended what they sent, and the writer once it has applied it all.
+        tokio::task::spawn_blocking(move || self.journal.join())
+            .await
+            .context("capture log join failed")?
+            .map_err(|_| anyhow::anyhow!("the capture log thread panicked"))?;
         tokio::task::spawn_blocking(move || self.writer.join())
             .await
             .context("writer join failed")?
@@ -312,6 +341,7 @@ async fn api_accept_loop(
     listener: TcpListener,
     state: Arc<OnceLock<Arc<ApiState>>>,
     mut shutdown: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
 ) {
     let mut connections = JoinSet::new();
     loop {
@@ -322,13 +352,16 @@ async fn api_accept_loop(
                     continue;
                 };
                 let state = state.clone();
+                let metrics = metrics.clone();
                 connections.spawn(async move {
-                    let service = service_fn(move |req| {
+                    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                         let ready = state.get().cloned();
+                        let metrics = metrics.clone();
                         async move {
                             match ready {
                                 Some(state) => api::handle(state, req).await,
-                                None => Ok(api::store_opening()),
+                                // Alive (liveness) but not ready: the store is opening.
+                                None => Ok(api::while_opening(req.uri().path(), &metrics)),
                             }
                         }
                     });

@@ -1,7 +1,7 @@
 //! The read API on its own listener: routing, authentication, JSON and error responses.
 //!
-//! Endpoints live under `/api/v1` (see `openapi.rs`); `/healthz` and `/metrics` stay at
-//! the root. Reads run on tokio's blocking pool and go to the store's summaries and
+//! Endpoints live under `/api/v1` (see `openapi.rs`); `/healthz` (liveness),
+//! `/readyz` (readiness) and `/metrics` stay at the root. Reads run on tokio's blocking pool and go to the store's summaries and
 //! indexes; CSV exports and the live stream are streamed bodies. Nothing here is on
 //! the proxy's forward path.
 
@@ -115,9 +115,17 @@ async fn dispatch(
                 StatusCode::OK,
                 &serde_json::json!({
                     "status": "ok",
+                    "store": "open",
                     "backlog": state.metrics.backlog.load(std::sync::atomic::Ordering::Relaxed),
+                    "log_unapplied_bytes": state.metrics.log_unapplied_bytes(),
                     "storage": state.store.health(),
                 }),
+            ))
+        }
+        "/readyz" => {
+            return Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({"status": "ready", "store": "open"}),
             ))
         }
         "/api/v1/openapi.json" => {
@@ -237,7 +245,25 @@ fn ok<T: serde::Serialize>(value: &T) -> ApiResult {
     Ok(json(StatusCode::OK, value))
 }
 
-/// What every API request gets while the store is still opening after a start.
+/// The answer to a request that arrives while the store is still opening: the
+/// process is alive (`/healthz` 200, the proxy forwards and the capture log
+/// records) but not ready (`/readyz` and every read 503 `store_opening`).
+pub fn while_opening(path: &str, metrics: &Metrics) -> Response<ApiBody> {
+    match path {
+        "/healthz" => json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "status": "ok",
+                "store": "opening",
+                "backlog": metrics.backlog.load(std::sync::atomic::Ordering::Relaxed),
+                "log_unapplied_bytes": metrics.log_unapplied_bytes(),
+            }),
+        ),
+        _ => store_opening(),
+    }
+}
+
+/// What every API request but `/healthz` gets while the store is still opening after a start.
 pub fn store_opening() -> Response<ApiBody> {
     let mut response = error(
         StatusCode::SERVICE_UNAVAILABLE,
