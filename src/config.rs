@@ -146,13 +146,25 @@ impl ByteSize {
             "mib" | "m" => 1 << 20,
             "gb" => 1000 * 1000 * 1000,
             "gib" | "g" => 1 << 30,
-            _ => return Err(invalid(field, text, "expected bytes, or a number with B, KiB, MiB, GiB, KB, MB or GB")),
+            _ => {
+                return Err(invalid(
+                    field,
+                    text,
+                    "expected bytes, or a number with B, KiB, MiB, GiB, KB, MB or GB",
+                ))
+            }
         };
         digits
             .parse::<u64>()
             .ok()
             .and_then(|n| n.checked_mul(unit_bytes))
-            .ok_or_else(|| invalid(field, text, "expected bytes, or a number with B, KiB, MiB, GiB, KB, MB or GB"))
+            .ok_or_else(|| {
+                invalid(
+                    field,
+                    text,
+                    "expected bytes, or a number with B, KiB, MiB, GiB, KB, MB or GB",
+                )
+            })
     }
 }
 
@@ -683,7 +695,11 @@ mod tests {
                 .unwrap();
             assert_eq!(config.backlog_bytes, bytes, "{toml}");
         }
-        for bad in ["backlog = \"lots\"", "backlog = \"5 parsecs\"", "backlog = 0"] {
+        for bad in [
+            "backlog = \"lots\"",
+            "backlog = \"5 parsecs\"",
+            "backlog = 0",
+        ] {
             let err = RawConfig::from_toml(&format!("[store]\n{bad}"))
                 .unwrap()
                 .validate(&Overrides::default())

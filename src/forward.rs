@@ -104,7 +104,7 @@ pub async fn handle(
         ));
     };
 
-    let meta = match headers::take_llmtap_headers(&mut parts.headers) {
+    let mut meta = match headers::take_llmtap_headers(&mut parts.headers) {
         Ok(meta) => meta,
         Err(e) => {
             Metrics::add(&state.metrics.bad_requests);
@@ -117,26 +117,28 @@ pub async fn handle(
         }
     };
 
+    headers::scope_session_to_tenant(&mut meta);
+
     let capture_on = if backlog_full(&state) {
-            match state.config.on_backlog {
-                OnBacklog::Reject => {
-                    Metrics::add(&state.metrics.rejected_backlog);
-                    tracing::warn!("capture backlog full; answering 503");
-                    return Ok(json_error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "capture_backlog_full",
-                        "llmtap cannot record more calls until its store catches up; retry shortly",
-                        None,
-                    ));
-                }
-                OnBacklog::Pass => {
-                    Metrics::add(&state.metrics.passed_uncaptured);
-                    false
-                }
+        match state.config.on_backlog {
+            OnBacklog::Reject => {
+                Metrics::add(&state.metrics.rejected_backlog);
+                tracing::warn!("capture backlog full; answering 503");
+                return Ok(json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "capture_backlog_full",
+                    "llmtap cannot record more calls until its store catches up; retry shortly",
+                    None,
+                ));
             }
-        } else {
-            true
-        };
+            OnBacklog::Pass => {
+                Metrics::add(&state.metrics.passed_uncaptured);
+                false
+            }
+        }
+    } else {
+        true
+    };
 
     let provider = route.provider;
     let mut uri_parts = http::uri::Parts::default();
@@ -167,13 +169,18 @@ pub async fn handle(
 
     let mut call = if capture_on {
         let call_id = new_id("c_", started_at_us);
-        let grouping = meta.invocation_id.clone().or_else(|| {
-            if state.config.group_by_traceparent {
-                meta.trace_id.clone()
-            } else {
-                None
-            }
-        });
+        let grouping = meta
+            .invocation_id
+            .clone()
+            .or_else(|| {
+                if state.config.group_by_traceparent {
+                    meta.trace_id.clone()
+                } else {
+                    None
+                }
+            })
+            // Ids come from clients: two tenants that pick the same one never share it.
+            .map(|id| headers::tenant_scoped(&id, meta.metadata.tenant.as_deref()));
         let (invocation_id, arrival_round) = match grouping {
             Some(id) => {
                 let round = state.rounds.next(&id);

@@ -86,6 +86,28 @@ fn id_value(name: &str, value: &HeaderValue) -> Result<String, HeaderError> {
     Ok(text)
 }
 
+/// Separates a client-chosen id from the tenant it is scoped to (see [`tenant_scoped`]).
+pub const TENANT_SCOPE: char = '@';
+
+/// The stored form of a client-chosen id (invocation or session): `id@tenant` for a
+/// call of a tenant, the id itself otherwise. Invocation and session ids come from
+/// clients, so two tenants may pick the same one; scoping keeps their records (and
+/// every rollup over them) apart. Client ids cannot contain `@` (`id_value`), so the
+/// scoped form never collides with a client's own id and splits at the first `@`.
+pub fn tenant_scoped(id: &str, tenant: Option<&str>) -> String {
+    match tenant {
+        Some(t) if !id.contains(TENANT_SCOPE) => format!("{id}{TENANT_SCOPE}{t}"),
+        _ => id.to_string(),
+    }
+}
+
+/// Scopes the client-chosen session id of `meta` to its tenant (see [`tenant_scoped`]).
+pub fn scope_session_to_tenant(meta: &mut CallMeta) {
+    if let (Some(id), Some(tenant)) = (&mut meta.metadata.session_id, &meta.metadata.tenant) {
+        *id = tenant_scoped(id, Some(tenant));
+    }
+}
+
 /// Reads the `x-llmtap-*` headers and removes them (and hop-by-hop headers) from `headers`.
 /// Session ids are also read from `x-session-id` and `helicone-session-id`, which stay.
 pub fn take_llmtap_headers(headers: &mut HeaderMap) -> Result<CallMeta, HeaderError> {

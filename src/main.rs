@@ -704,7 +704,9 @@ fn writer_bench(
                 .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
             (
                 started.elapsed().as_secs_f64(),
-                metrics.records_written.load(std::sync::atomic::Ordering::Relaxed),
+                metrics
+                    .records_written
+                    .load(std::sync::atomic::Ordering::Relaxed),
                 "log and writer together (handed over in memory)",
             )
         }
@@ -715,13 +717,8 @@ fn writer_bench(
             let log = journal::open(log_options, metrics.clone())?;
             drop(log.sender);
             let started = Instant::now();
-            let writer = llmtap::writer::spawn(
-                store.clone(),
-                log.feed,
-                prices,
-                metrics.clone(),
-                control,
-            )?;
+            let writer =
+                llmtap::writer::spawn(store.clone(), log.feed, prices, metrics.clone(), control)?;
             log.appender
                 .join()
                 .map_err(|_| anyhow::anyhow!("the capture log thread panicked"))?;
@@ -730,7 +727,9 @@ fn writer_bench(
                 .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
             (
                 started.elapsed().as_secs_f64(),
-                metrics.records_written.load(std::sync::atomic::Ordering::Relaxed),
+                metrics
+                    .records_written
+                    .load(std::sync::atomic::Ordering::Relaxed),
                 "replay: the writer applying the log from disk",
             )
         }

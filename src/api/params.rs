@@ -33,26 +33,131 @@ pub struct Params {
     pairs: Vec<(String, String)>,
 }
 
-/// The list filters every list, export and stream endpoint accepts.
-pub const FILTER_PARAMS: &[&str] = &[
-    "agent",
-    "provider",
-    "model",
-    "status",
-    "trigger",
-    "tenant",
-    "user_id",
-    "session_id",
-    "prompt",
-    "property.<key>",
-    "has_session",
-    "from",
-    "to",
-    "min_cost",
-    "q",
+/// Where a parameter is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamIn {
+    Query,
+    Path,
+}
+
+/// The value a parameter accepts, as the OpenAPI document states it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ParamKind {
+    String,
+    Boolean,
+    Integer {
+        min: u64,
+        max: u64,
+        default: Option<u64>,
+    },
+    Number {
+        min: f64,
+    },
+    OneOf(&'static [&'static str]),
+}
+
+/// One accepted parameter: the name a handler reads, and its description. The
+/// dispatcher rejects any query parameter its route does not list, so this is the
+/// one definition of what an endpoint accepts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ParamSpec {
+    pub name: &'static str,
+    pub location: ParamIn,
+    pub description: &'static str,
+    pub kind: ParamKind,
+}
+
+impl ParamSpec {
+    pub const fn query(name: &'static str, description: &'static str, kind: ParamKind) -> Self {
+        ParamSpec {
+            name,
+            location: ParamIn::Query,
+            description,
+            kind,
+        }
+    }
+
+    pub const fn text(name: &'static str, description: &'static str) -> Self {
+        Self::query(name, description, ParamKind::String)
+    }
+}
+
+const STATUSES: &[&str] = &[
+    "success",
+    "failed",
+    "timeout",
+    "rate_limited",
+    "canceled",
+    "unauthorized",
 ];
 
-pub const PAGE_PARAMS: &[&str] = &["limit", "cursor", "offset"];
+/// The list filters every list, export, stats and stream endpoint accepts.
+pub const FILTER_PARAMS: &[ParamSpec] = &[
+    ParamSpec::text(
+        "agent",
+        "agent name (x-llmtap-agent); repeatable or comma-separated, values ORed",
+    ),
+    ParamSpec::text("provider", "provider name, e.g. openai"),
+    ParamSpec::text("model", "model name"),
+    ParamSpec::query(
+        "status",
+        "call status; repeatable, values ORed",
+        ParamKind::OneOf(STATUSES),
+    ),
+    ParamSpec::text("trigger", "user, system, task, ..."),
+    ParamSpec::text(
+        "tenant",
+        "tenant; a tenant-confined token may only pass its own",
+    ),
+    ParamSpec::text("user_id", "end user"),
+    ParamSpec::text("session_id", "conversation session"),
+    ParamSpec::text("prompt", "prompt name and version, e.g. summarise@v3"),
+    ParamSpec::text(
+        "property.<key>",
+        "property.KEY=VALUE matches x-llmtap-property-KEY",
+    ),
+    ParamSpec::query(
+        "has_session",
+        "records with (true) or without (false) a session",
+        ParamKind::Boolean,
+    ),
+    ParamSpec::text("from", "inclusive; RFC 3339 or YYYY-MM-DD (UTC midnight)"),
+    ParamSpec::text("to", "exclusive; RFC 3339 or YYYY-MM-DD"),
+    ParamSpec::query(
+        "min_cost",
+        "minimum cost in USD",
+        ParamKind::Number { min: 0.0 },
+    ),
+    ParamSpec::text(
+        "q",
+        "admin only: case-insensitive text in the system prompt or last user message",
+    ),
+];
+
+pub const PAGE_PARAMS: &[ParamSpec] = &[
+    ParamSpec::query(
+        "limit",
+        "page size",
+        ParamKind::Integer {
+            min: 1,
+            max: MAX_LIMIT as u64,
+            default: Some(DEFAULT_LIMIT as u64),
+        },
+    ),
+    ParamSpec::text(
+        "cursor",
+        "next_cursor of the previous page (opaque; stable while records arrive)",
+    ),
+    ParamSpec::query(
+        "offset",
+        "alternative to cursor",
+        ParamKind::Integer {
+            min: 0,
+            max: MAX_OFFSET as u64,
+            default: Some(0),
+        },
+    ),
+];
 
 impl Params {
     pub fn parse(query: &str) -> Result<Params, ParamError> {
@@ -82,9 +187,15 @@ impl Params {
             .collect()
     }
 
-    /// Rejects any parameter not in `groups` (a `property.<key>` entry allows all `property.*`).
-    pub fn only(&self, groups: &[&[&str]]) -> Result<(), ParamError> {
-        let allowed: Vec<&str> = groups.iter().flat_map(|g| g.iter().copied()).collect();
+    /// Rejects any query parameter not in `groups` (a `property.<key>` entry allows
+    /// all `property.*`).
+    pub fn only(&self, groups: &[&[ParamSpec]]) -> Result<(), ParamError> {
+        let allowed: Vec<&str> = groups
+            .iter()
+            .flat_map(|g| g.iter())
+            .filter(|p| p.location == ParamIn::Query)
+            .map(|p| p.name)
+            .collect();
         for (name, _) in &self.pairs {
             let ok = allowed.contains(&name.as_str())
                 || (name.starts_with("property.")

@@ -421,7 +421,8 @@ impl<'a> Reader<'a> {
         let mut map = HeaderMap::with_capacity(n);
         for _ in 0..n {
             let at = self.at;
-            let name = HeaderName::from_bytes(self.bytes()?).map_err(|_| FormatError::Malformed(at))?;
+            let name =
+                HeaderName::from_bytes(self.bytes()?).map_err(|_| FormatError::Malformed(at))?;
             let at = self.at;
             let value =
                 HeaderValue::from_bytes(self.bytes()?).map_err(|_| FormatError::Malformed(at))?;
@@ -452,10 +453,16 @@ mod tests {
         call.outcome = Outcome::Timeout {
             message: "no response".into(),
         };
-        call.chunk_times = vec![(10, Duration::from_micros(1500)), (20, Duration::from_millis(3))];
+        call.chunk_times = vec![
+            (10, Duration::from_micros(1500)),
+            (20, Duration::from_millis(3)),
+        ];
         call.meta.trace_id = Some("abc".into());
         call.meta.omit_response = true;
-        call.meta.metadata.properties.insert("team".into(), "growth".into());
+        call.meta
+            .metadata
+            .properties
+            .insert("team".into(), "growth".into());
         call.meta.metadata.prompt_variables = Some(serde_json::json!({"city": "Oslo"}));
         call.request_body.truncated = true;
         call.request_body.total = 1 << 40;

@@ -526,12 +526,20 @@ impl Feed {
             tracing::info!(bytes = behind, "replaying the capture log's unapplied tail");
         }
         self.next = next;
-        self.shared.metrics.log_applied.store(next, Ordering::Relaxed);
+        self.shared
+            .metrics
+            .log_applied
+            .store(next, Ordering::Relaxed);
     }
 
     /// Moves up to `max` records into `batch`, in log order. Waits up to `wait` for
     /// the first one when there is none.
-    pub fn fill(&mut self, batch: &mut Vec<Entry>, max: usize, wait: Option<Duration>) -> FeedState {
+    pub fn fill(
+        &mut self,
+        batch: &mut Vec<Entry>,
+        max: usize,
+        wait: Option<Duration>,
+    ) -> FeedState {
         let mut waited = wait.is_none();
         loop {
             if batch.len() >= max {
@@ -607,7 +615,11 @@ impl Feed {
             };
             let segment_until = next_start.map_or(until, |n| n.min(until));
             let Some(start) = start else {
-                tracing::error!(from = self.next, to = segment_until, "capture log: no segment holds these positions; their calls are lost");
+                tracing::error!(
+                    from = self.next,
+                    to = segment_until,
+                    "capture log: no segment holds these positions; their calls are lost"
+                );
                 self.next = segment_until;
                 continue;
             };
@@ -660,7 +672,10 @@ impl Feed {
 
     /// Notes that the store holds every record before `end` (not yet flushed).
     pub fn applied(&self, end: u64) {
-        self.shared.metrics.log_applied.store(end, Ordering::Relaxed);
+        self.shared
+            .metrics
+            .log_applied
+            .store(end, Ordering::Relaxed);
     }
 
     /// Whether a segment lies wholly before `durable` and may go once the store is flushed.

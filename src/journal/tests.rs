@@ -115,7 +115,12 @@ fn no_secret_reaches_the_log() {
         bytes.extend(std::fs::read(segment::path_of(&options.dir, start)).unwrap());
     }
     let text = String::from_utf8_lossy(&bytes);
-    for secret in ["SECRETQUERY", "SECRETHEADER", "SECRETCOOKIE", "sk-bench-0000"] {
+    for secret in [
+        "SECRETQUERY",
+        "SECRETHEADER",
+        "SECRETCOOKIE",
+        "sk-bench-0000",
+    ] {
         assert!(!text.contains(secret), "{secret} reached the log");
     }
     assert!(text.contains("[redacted]"));
@@ -252,14 +257,12 @@ fn a_record_built_from_the_log_equals_the_one_built_directly() {
         "authorization",
         http::HeaderValue::from_static("Bearer sk-second-value-123456"),
     );
-    with_secrets.request_headers.insert(
-        "cookie",
-        http::HeaderValue::from_static("a=1"),
-    );
-    with_secrets.response_headers.insert(
-        "set-cookie",
-        http::HeaderValue::from_static("b=2"),
-    );
+    with_secrets
+        .request_headers
+        .insert("cookie", http::HeaderValue::from_static("a=1"));
+    with_secrets
+        .response_headers
+        .insert("set-cookie", http::HeaderValue::from_static("b=2"));
     calls.push(with_secrets);
     let mut gemini_key = call(12);
     gemini_key.request_headers.remove("authorization");

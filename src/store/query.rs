@@ -57,7 +57,7 @@ pub enum ScanOutcome {
     Truncated,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AuditEntry {
     pub at: String,
     pub at_us: u64,
@@ -551,6 +551,29 @@ impl Store {
             }
             None => Ok(None),
         }
+    }
+
+    /// The tenant-scoped forms (`id@tenant`) stored for a client-chosen invocation
+    /// (or session) id, at most `max`, without decoding records.
+    pub fn tenant_scoped_ids(
+        &self,
+        invocation: bool,
+        id: &str,
+        max: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let tree = if invocation {
+            &self.inv_sum
+        } else {
+            &self.sessions
+        };
+        let mut prefix = id.as_bytes().to_vec();
+        prefix.push(crate::headers::TENANT_SCOPE as u8);
+        let mut out = Vec::new();
+        for entry in tree.scan_prefix(&prefix).take(max) {
+            let (key, _) = entry?;
+            out.push(String::from_utf8_lossy(&key).into_owned());
+        }
+        Ok(out)
     }
 
     /// The tenant of a call or invocation, without decoding it; `None` if unknown id.

@@ -36,7 +36,7 @@ pub mod tag {
 }
 
 /// A call as lists show it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CallSummary {
     pub id: String,
     pub invocation_id: String,
@@ -69,7 +69,7 @@ pub struct CallSummary {
 }
 
 /// An invocation (agent run) as lists show it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct InvocationSummary {
     pub id: String,
     pub started_at: String,

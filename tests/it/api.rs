@@ -1043,7 +1043,7 @@ async fn live_stream_sends_matching_summaries_as_they_are_stored() {
 }
 
 #[tokio::test]
-async fn proxied_calls_appear_in_lists_and_openapi_describes_every_endpoint() {
+async fn proxied_calls_appear_in_lists() {
     let mock = MockUpstream::start(|_| MockResponse::json(200, r#"{"choices":[]}"#)).await;
     let (running, _dir) = start(&provider_toml("mock", "openai", &mock.url())).await;
     let got = post_json(
@@ -1056,28 +1056,5 @@ async fn proxied_calls_appear_in_lists_and_openapi_describes_every_endpoint() {
     wait_call(&running, &got.call_id()).await;
     let list = ok_json(&running, "/api/v1/calls?agent=proxied").await;
     assert_eq!(ids(&list), vec![got.call_id()]);
-    let doc = ok_json(&running, "/api/v1/openapi.json").await;
-    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    for path in [
-        "/invocations",
-        "/calls",
-        "/invocations/{id}",
-        "/calls/{id}",
-        "/sessions",
-        "/sessions/{id}",
-        "/summary",
-        "/agents",
-        "/stats",
-        "/ratelimits",
-        "/invocations.csv",
-        "/calls.csv",
-        "/stream",
-        "/audit",
-    ] {
-        assert!(
-            doc["paths"][path]["get"].is_object(),
-            "{path} missing from the OpenAPI document"
-        );
-    }
     running.shutdown().await.unwrap();
 }

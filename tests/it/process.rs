@@ -318,8 +318,14 @@ async fn records_only_in_the_log_survive_kill_9_and_a_torn_tail_is_skipped() {
         503,
         "the store opened before the crash"
     );
-    assert!(child.try_wait().unwrap().is_none(), "llmtap exited before the kill");
-    assert!(began.elapsed() < Duration::from_millis(2500), "too slow to beat the open");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "llmtap exited before the kill"
+    );
+    assert!(
+        began.elapsed() < Duration::from_millis(2500),
+        "too slow to beat the open"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     drop(holder);
@@ -347,7 +353,10 @@ async fn records_only_in_the_log_survive_kill_9_and_a_torn_tail_is_skipped() {
         for id in &ids[..19] {
             assert!(store.get_call(id).unwrap().is_some(), "{id} not replayed");
         }
-        assert!(store.get_call(&ids[19]).unwrap().is_none(), "the torn record was applied");
+        assert!(
+            store.get_call(&ids[19]).unwrap().is_none(),
+            "the torn record was applied"
+        );
         let calls = store.invocation_calls("inv-crash").unwrap();
         let mut rounds: Vec<u32> = calls.iter().map(|c| c.round).collect();
         rounds.sort_unstable();

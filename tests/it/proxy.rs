@@ -543,7 +543,11 @@ async fn a_stalled_store_fills_the_log_bound_then_on_backlog_applies() {
             captured += 1;
             // Let the log thread append it before the next call is admitted.
             for _ in 0..200 {
-                if running.metrics.log_queue.load(std::sync::atomic::Ordering::SeqCst) == 0
+                if running
+                    .metrics
+                    .log_queue
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                    == 0
                     && unapplied() > before
                 {
                     break;
@@ -559,7 +563,10 @@ async fn a_stalled_store_fills_the_log_bound_then_on_backlog_applies() {
             refused_at < BOUND + per_call,
             "{mode}: {captured} calls captured, {refused_at} B"
         );
-        assert!(captured >= 3, "{mode}: only {captured} calls before the bound");
+        assert!(
+            captured >= 3,
+            "{mode}: only {captured} calls before the bound"
+        );
         let counter = if mode == "reject" {
             "llmtap_rejected_backlog_total"
         } else {
