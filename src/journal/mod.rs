@@ -110,7 +110,7 @@ pub struct Entry {
 }
 
 enum Handoff {
-    Call(Entry),
+    Call(Box<Entry>),
     /// Some records were not handed over; read them from disk (see `Shared::spilled_end`).
     Spilled,
 }
@@ -442,7 +442,7 @@ impl Appender {
                 continue;
             }
             shared.handoff_bytes.fetch_add(size, Ordering::AcqRel);
-            if self.handoff.send(Handoff::Call(entry)).is_err() {
+            if self.handoff.send(Handoff::Call(Box::new(entry))).is_err() {
                 // The writer is gone (start-up failed): the record stays in the log.
                 shared.handoff_bytes.fetch_sub(size, Ordering::AcqRel);
             }
@@ -593,7 +593,7 @@ impl Feed {
             Handoff::Call(entry) => {
                 let size = entry.end - entry.start + HANDOFF_OVERHEAD;
                 self.shared.handoff_bytes.fetch_sub(size, Ordering::AcqRel);
-                self.held = Some(entry);
+                self.held = Some(*entry);
             }
             Handoff::Spilled => self
                 .shared
