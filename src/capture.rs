@@ -249,6 +249,8 @@ pub struct FinishedCall {
     pub injected_include_usage: bool,
     /// Bytes the client received (differs from what upstream sent when a usage chunk was removed).
     pub delivered_bytes: u64,
+    /// What the forward path wants said on the record (e.g. a filter that gave up).
+    pub notes: Vec<String>,
 }
 
 /// Where finished calls go (the capture log's queue), and the counters that say what
@@ -340,6 +342,12 @@ impl CallInFlight {
                 call.chunk_times
                     .push((call.response_body.total as usize, elapsed));
             }
+        }
+    }
+
+    pub fn add_note(&mut self, note: String) {
+        if let Some(call) = self.call.as_mut() {
+            call.notes.push(note);
         }
     }
 

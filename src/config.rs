@@ -52,6 +52,8 @@ pub struct RawConfig {
     pub providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
     pub api: RawApi,
+    #[serde(default)]
+    pub otel: crate::otel::RawOtel,
 }
 
 /// `[api]`: read-API access tokens, stored as SHA-256 hashes.
@@ -84,6 +86,9 @@ pub struct RawServer {
     pub idle_timeout_ms: Option<u64>,
     pub shutdown_grace_ms: Option<u64>,
     pub header_read_timeout_ms: Option<u64>,
+    pub request_body_timeout_ms: Option<u64>,
+    pub client_idle_timeout_ms: Option<u64>,
+    pub client_send_timeout_ms: Option<u64>,
     pub tls: Option<RawTls>,
 }
 
@@ -98,6 +103,13 @@ pub struct RawTls {
 #[serde(deny_unknown_fields)]
 pub struct RawCapture {
     pub max_body_bytes: Option<usize>,
+    pub max_decoded_bytes: Option<u64>,
+    pub decode_budget_bytes: Option<u64>,
+    pub request_buffer_total_bytes: Option<usize>,
+    #[serde(default)]
+    pub redact_query_params: Vec<String>,
+    #[serde(default)]
+    pub redact_headers: Vec<String>,
     pub group_by_traceparent: Option<bool>,
     pub inject_include_usage: Option<bool>,
 }
@@ -213,6 +225,8 @@ pub struct Overrides {
     pub prices_file: Option<PathBuf>,
     /// `LLMTAP_API_TOKENS`: comma-separated `role:token[:tenant]` (raw tokens, hashed at load).
     pub api_tokens_env: Option<String>,
+    /// The `OTEL_*` environment variables (`otel::env_from_process`); they override `[otel]`.
+    pub otel_env: BTreeMap<String, String>,
 }
 
 /// What a read-API token may see.
@@ -386,7 +400,22 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Slow clients (slowloris) lose their connection if the request head takes longer.
     pub header_read_timeout: Duration,
+    /// A request body that sends nothing for this long is given up (408).
+    pub request_body_timeout: Duration,
+    /// A connection with no request in flight and no bytes moving is closed after this.
+    pub client_idle_timeout: Duration,
+    /// A client that reads nothing of its response for this long loses the connection.
+    pub client_send_timeout: Duration,
     pub max_body_bytes: usize,
+    /// Largest decoded size of one compressed body; a body cut here is marked truncated.
+    pub max_decoded_bytes: u64,
+    /// Decoded bytes the writer holds at once across a batch before it stores what it has.
+    pub decode_budget_bytes: u64,
+    /// Request bytes held at once, across all requests, while reading bodies to rewrite them.
+    pub request_buffer_total_bytes: usize,
+    /// Secret names beyond the built-in lists (lowercase, matched after percent-decoding).
+    pub redact_query_params: Vec<String>,
+    pub redact_headers: Vec<String>,
     pub group_by_traceparent: bool,
     pub inject_include_usage: bool,
     /// Bytes of capture log the store may fall behind by before `on_backlog` applies.
@@ -402,6 +431,16 @@ pub struct Config {
     pub providers: BTreeMap<String, Provider>,
     /// Read-API tokens; empty means no authentication, which is only allowed on loopback.
     pub api_tokens: Vec<ApiToken>,
+    /// OpenTelemetry export; `None` when off.
+    pub otel: Option<crate::otel::OtelConfig>,
+}
+
+fn lowercase_names(names: &[String]) -> Vec<String> {
+    names
+        .iter()
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect()
 }
 
 /// Providers that need no configuration.
@@ -518,6 +557,15 @@ impl RawConfig {
             ));
         }
         let max_body_bytes = self.capture.max_body_bytes.unwrap_or(32 << 20);
+        let max_decoded_bytes = self.capture.max_decoded_bytes.unwrap_or(64 << 20);
+        let decode_budget_bytes = self.capture.decode_budget_bytes.unwrap_or(256 << 20);
+        if max_decoded_bytes == 0 || decode_budget_bytes == 0 {
+            return Err(invalid(
+                "capture.max_decoded_bytes / capture.decode_budget_bytes",
+                max_decoded_bytes.min(decode_budget_bytes),
+                "must be greater than 0",
+            ));
+        }
         let storage = StorageConfig {
             retention_days: self.store.retention_days.unwrap_or(0),
             body_retention_days: self.store.body_retention_days.unwrap_or(0),
@@ -612,6 +660,13 @@ impl RawConfig {
             );
         }
 
+        let shutdown_grace = ms(
+            "server.shutdown_grace_ms",
+            self.server.shutdown_grace_ms,
+            30_000,
+        )?;
+        let otel =
+            crate::otel::OtelConfig::resolve(&self.otel, &overrides.otel_env, shutdown_grace)?;
         Ok(Config {
             listen,
             api_listen,
@@ -636,17 +691,36 @@ impl RawConfig {
                 self.server.idle_timeout_ms,
                 300_000,
             )?,
-            shutdown_grace: ms(
-                "server.shutdown_grace_ms",
-                self.server.shutdown_grace_ms,
-                30_000,
-            )?,
+            shutdown_grace,
             header_read_timeout: ms(
                 "server.header_read_timeout_ms",
                 self.server.header_read_timeout_ms,
                 30_000,
             )?,
+            request_body_timeout: ms(
+                "server.request_body_timeout_ms",
+                self.server.request_body_timeout_ms,
+                30_000,
+            )?,
+            client_idle_timeout: ms(
+                "server.client_idle_timeout_ms",
+                self.server.client_idle_timeout_ms,
+                75_000,
+            )?,
+            client_send_timeout: ms(
+                "server.client_send_timeout_ms",
+                self.server.client_send_timeout_ms,
+                60_000,
+            )?,
             max_body_bytes,
+            max_decoded_bytes,
+            decode_budget_bytes,
+            request_buffer_total_bytes: self
+                .capture
+                .request_buffer_total_bytes
+                .unwrap_or(256 << 20),
+            redact_query_params: lowercase_names(&self.capture.redact_query_params),
+            redact_headers: lowercase_names(&self.capture.redact_headers),
             group_by_traceparent: self.capture.group_by_traceparent.unwrap_or(true),
             inject_include_usage: self.capture.inject_include_usage.unwrap_or(true),
             backlog_bytes,
@@ -658,6 +732,7 @@ impl RawConfig {
             prices_file: overrides.prices_file.clone().or(self.prices.file),
             providers,
             api_tokens,
+            otel,
         })
     }
 }

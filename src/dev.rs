@@ -299,5 +299,6 @@ pub fn synthetic_finished_call(i: usize, body_bytes: usize) -> crate::capture::F
         user_agent: Some("bench".into()),
         injected_include_usage: false,
         delivered_bytes: 0,
+        notes: Vec::new(),
     }
 }

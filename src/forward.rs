@@ -32,6 +32,8 @@ pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 /// Everything a request needs, shared by all connections.
 pub struct ProxyState {
     pub config: Arc<Config>,
+    /// Request bytes held right now, across requests, by bodies read whole to rewrite them.
+    pub request_buffered: Arc<std::sync::atomic::AtomicUsize>,
     pub client: UpstreamClient,
     pub sink: Arc<CallSink>,
     pub metrics: Arc<Metrics>,
@@ -90,7 +92,17 @@ pub async fn handle(
 
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().map(str::to_string);
-    let Ok(route) = route(&path, query.as_deref(), &state.config.providers) else {
+    let routed = route(&path, query.as_deref(), &state.config.providers);
+    if let Err(crate::route::RouteError::DotSegment) = routed {
+        Metrics::add(&state.metrics.bad_requests);
+        return Ok(json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_path",
+            "the path has a dot-segment (. or .., also percent-encoded); llmtap does not forward paths that could leave the provider's base path",
+            None,
+        ));
+    }
+    let Ok(route) = routed else {
         Metrics::add(&state.metrics.unrouted);
         let known: Vec<&String> = state.config.providers.keys().collect();
         return Ok(json_error(
@@ -219,6 +231,7 @@ pub async fn handle(
             user_agent,
             injected_include_usage: false,
             delivered_bytes: 0,
+            notes: Vec::new(),
         });
         Some(CallInFlight::new(finished, start, state.sink.clone(), cap))
     } else {
@@ -230,7 +243,12 @@ pub async fn handle(
         && route.rest_path.ends_with("/chat/completions")
         && call.is_some();
     let upstream_body: ProxyBody = if wants_usage_injection {
-        match collect_bounded(body, cap).await {
+        let budget = ByteBudget {
+            held: state.request_buffered.clone(),
+            limit: state.config.request_buffer_total_bytes,
+            mine: 0,
+        };
+        match collect_bounded(body, cap, state.config.request_body_timeout, budget).await {
             Ok(Collected::Whole(bytes)) => {
                 if let Some(c) = call.as_mut() {
                     c.set_request_body(&bytes);
@@ -268,7 +286,7 @@ pub async fn handle(
                 }
                 .boxed_unsync()
             }
-            Err(e) => {
+            Err(CollectError::Body(e)) => {
                 let message = format!("client request body failed: {e}");
                 if let Some(mut c) = call {
                     c.finish(Outcome::Canceled);
@@ -276,6 +294,22 @@ pub async fn handle(
                 return Ok(json_error(
                     StatusCode::BAD_REQUEST,
                     "bad_request_body",
+                    &message,
+                    None,
+                ));
+            }
+            Err(CollectError::Idle(idle)) => {
+                Metrics::add(&state.metrics.bad_requests);
+                let message = format!(
+                    "the client sent no request body bytes for {} ms; llmtap gave up reading it",
+                    idle.as_millis()
+                );
+                if let Some(mut c) = call {
+                    c.finish(Outcome::Canceled);
+                }
+                return Ok(json_error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_body_timeout",
                     &message,
                     None,
                 ));
@@ -453,12 +487,62 @@ enum Collected {
 }
 
 /// Reads a request body whole if it fits in `cap`, else returns what was read and the rest.
-async fn collect_bounded(mut body: Incoming, cap: usize) -> Result<Collected, hyper::Error> {
+/// Bytes held across requests by bodies read whole; each request's share is
+/// returned when its `ByteBudget` is dropped.
+struct ByteBudget {
+    held: Arc<std::sync::atomic::AtomicUsize>,
+    limit: usize,
+    mine: usize,
+}
+
+impl ByteBudget {
+    /// Takes `n` more bytes unless that would pass the limit.
+    fn take(&mut self, n: usize) -> bool {
+        let taken = self
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held + n <= self.limit).then_some(held + n)
+            })
+            .is_ok();
+        if taken {
+            self.mine += n;
+        }
+        taken
+    }
+}
+
+impl Drop for ByteBudget {
+    fn drop(&mut self) {
+        self.held.fetch_sub(self.mine, Ordering::AcqRel);
+    }
+}
+
+enum CollectError {
+    Body(hyper::Error),
+    /// The client sent nothing for this long.
+    Idle(Duration),
+}
+
+/// Reads a request body whole (to rewrite it), at most `cap` bytes, and within the
+/// shared `budget`; past either it returns what it has and the rest, to be streamed.
+/// A client that sends nothing for `idle` is given up.
+async fn collect_bounded(
+    mut body: Incoming,
+    cap: usize,
+    idle: Duration,
+    mut budget: ByteBudget,
+) -> Result<Collected, CollectError> {
     let mut buf = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame?.into_data() {
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Ok(Some(frame)) => frame.map_err(CollectError::Body)?,
+            Ok(None) => break,
+            Err(_) => return Err(CollectError::Idle(idle)),
+        };
+        if let Ok(data) = frame.into_data() {
+            let within_budget = budget.take(data.len());
             buf.extend_from_slice(&data);
-            if buf.len() > cap {
+            if buf.len() > cap || !within_budget {
                 return Ok(Collected::Partial(buf.freeze(), body));
             }
         }

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod capture;
 pub mod config;
+pub mod conn_guard;
 pub mod cost;
 pub mod dev;
 pub mod forward;
@@ -13,6 +14,7 @@ pub mod headers;
 pub mod ids;
 pub mod journal;
 pub mod metrics;
+pub mod otel;
 pub mod parse;
 pub mod record;
 pub mod recorder;

@@ -13,6 +13,7 @@ USAGE:
   llmtap prices lookup MODEL [--provider P] [--prices FILE]
   llmtap prices check FILE
   llmtap reprice --from DATE --to DATE [--config FILE] [--data-dir DIR] [--prices FILE]
+  llmtap otel export --from DATE --to DATE [--config FILE] [--data-dir DIR]
   llmtap dev seed --calls N --data-dir DIR [--days D]
   llmtap dev bench-api --data-dir DIR [--requests N]
   llmtap dev writer-bench --data-dir DIR [--calls N] [--body-bytes N] [--config FILE] [--replay true]
@@ -85,6 +86,9 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         Some("serve") => serve(&args[1..]),
         Some("prices") => prices(&args[1..]),
         Some("reprice") => reprice(&args[1..]),
+        Some("otel") if args.get(1).map(String::as_str) == Some("export") => {
+            otel_export(&args[2..])
+        }
         Some("dev") if args.get(1).map(String::as_str) == Some("storage-bench") => {
             storage_bench(&args[2..])
         }
@@ -162,6 +166,7 @@ fn serve(args: &[String]) -> anyhow::Result<()> {
         None => RawConfig::default(),
     };
     overrides.api_tokens_env = std::env::var("LLMTAP_API_TOKENS").ok();
+    overrides.otel_env = llmtap::otel::env_from_process();
     let config = raw.validate(&overrides)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -681,6 +686,7 @@ fn writer_bench(
             prices.clone(),
             metrics.clone(),
             control.clone(),
+            llmtap::writer::WriterLimits::default(),
         )?;
         (Some(writer), None)
     };
@@ -717,8 +723,14 @@ fn writer_bench(
             let log = journal::open(log_options, metrics.clone())?;
             drop(log.sender);
             let started = Instant::now();
-            let writer =
-                llmtap::writer::spawn(store.clone(), log.feed, prices, metrics.clone(), control)?;
+            let writer = llmtap::writer::spawn(
+                store.clone(),
+                log.feed,
+                prices,
+                metrics.clone(),
+                control,
+                llmtap::writer::WriterLimits::default(),
+            )?;
             log.appender
                 .join()
                 .map_err(|_| anyhow::anyhow!("the capture log thread panicked"))?;
@@ -760,4 +772,57 @@ fn dir_size(dir: &std::path::Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+/// `llmtap otel export`: replays stored runs of a time range into the configured
+/// OTLP collector (the store must not be in use by a running llmtap).
+fn otel_export(args: &[String]) -> anyhow::Result<()> {
+    let mut config_file: Option<PathBuf> = None;
+    let mut overrides = Overrides::default();
+    let (mut from, mut to) = (None, None);
+    let mut flags = Flags::new(args, &["from", "to", "config", "data-dir"]);
+    while let Some((name, value)) = flags.next()? {
+        match name.as_str() {
+            "from" => from = Some(value),
+            "to" => to = Some(value),
+            "config" => config_file = Some(PathBuf::from(value)),
+            "data-dir" => overrides.data_dir = Some(PathBuf::from(value)),
+            _ => bail!("unexpected argument {value:?}\n\n{USAGE}"),
+        }
+    }
+    let time = |flag: &str, value: Option<String>| -> anyhow::Result<u64> {
+        let value = value.with_context(|| format!("otel export needs --{flag} DATE"))?;
+        llmtap::timefmt::parse_rfc3339_us(&value)
+            .with_context(|| format!("--{flag} {value:?} is not a date (YYYY-MM-DD or RFC 3339)"))
+    };
+    let (from_us, to_us) = (time("from", from)?, time("to", to)?);
+    if from_us >= to_us {
+        bail!("--from must be before --to");
+    }
+    let raw = match &config_file {
+        Some(path) => RawConfig::from_file(path)?,
+        None => RawConfig::default(),
+    };
+    overrides.otel_env = llmtap::otel::env_from_process();
+    let config = raw.validate(&overrides)?;
+    let otel = config.otel.clone().context(
+        "no OpenTelemetry endpoint configured: set [otel] endpoint or OTEL_EXPORTER_OTLP_ENDPOINT",
+    )?;
+    let store =
+        llmtap::store::Store::open_with(&config.data_dir, llmtap::server::store_options(&config)?)?;
+    let client =
+        llmtap::upstream::build_client(config.extra_ca_file.as_deref(), config.connect_timeout)?;
+    let options = llmtap::server::otel_span_options(&config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = runtime.block_on(llmtap::otel::replay(
+        otel, options, &store, client, from_us, to_us,
+    ))?;
+    println!(
+        "exported {} runs, {} calls, {} spans in {} requests",
+        report.invocations, report.calls, report.spans, report.requests
+    );
+    Ok(())
 }

@@ -33,6 +33,12 @@ pub struct Metrics {
     pub log_applied: AtomicU64,
     /// Torn or corrupt log records found (and skipped) when reading the log.
     pub log_torn: AtomicU64,
+    /// OpenTelemetry spans dropped: queue full, export failed, or still queued at shutdown.
+    pub otel_dropped: AtomicU64,
+    pub otel_exported: AtomicU64,
+    pub otel_export_failures: AtomicU64,
+    /// Stored batches the OpenTelemetry builder skipped because it fell behind.
+    pub otel_lagged_batches: AtomicU64,
     requests: Mutex<BTreeMap<(String, &'static str), u64>>,
     latency: Mutex<Histogram>,
 }
@@ -145,6 +151,30 @@ impl Metrics {
             "Torn or corrupt capture log records skipped (a crash in the middle of a write).",
             get(&self.log_torn),
         );
+        for (name, help, value) in [
+            (
+                "llmtap_otel_dropped_total",
+                "OpenTelemetry spans dropped (queue full, export failed, or unsent at shutdown).",
+                &self.otel_dropped,
+            ),
+            (
+                "llmtap_otel_exported_spans_total",
+                "OpenTelemetry spans the collector accepted.",
+                &self.otel_exported,
+            ),
+            (
+                "llmtap_otel_export_failures_total",
+                "OTLP export requests that failed (spans or metrics).",
+                &self.otel_export_failures,
+            ),
+            (
+                "llmtap_otel_lagged_batches_total",
+                "Stored batches the OpenTelemetry exporter skipped because it fell behind.",
+                &self.otel_lagged_batches,
+            ),
+        ] {
+            counter(&mut out, name, help, get(value));
+        }
         let _ = writeln!(
             out,
             "# HELP llmtap_backlog Records handed over and not yet stored.\n# TYPE llmtap_backlog gauge\nllmtap_backlog {}",

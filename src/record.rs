@@ -93,7 +93,7 @@ impl Usage {
     pub fn accumulate(&mut self, other: &Usage) {
         fn add(a: &mut Option<u64>, b: Option<u64>) {
             if let Some(b) = b {
-                *a = Some(a.unwrap_or(0) + b);
+                *a = Some(a.unwrap_or(0).saturating_add(b));
             }
         }
         add(&mut self.input_tokens, other.input_tokens);
@@ -325,6 +325,10 @@ pub struct CallRecord {
     pub request_bytes: u64,
     pub response_bytes: u64,
     pub truncated: bool,
+    /// Which bodies were cut (`request`, `response`): at the capture cap, or at the
+    /// decode cap of a compressed body. Their stored bytes are a prefix, not exact.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub truncated_parts: Vec<String>,
     /// Request headers as forwarded, secrets redacted.
     pub request_headers: BTreeMap<String, String>,
     /// Response headers as received.
@@ -448,7 +452,7 @@ pub fn roll_up(existing: Option<InvocationRecord>, call: &CallRecord) -> Invocat
     }
     inv.usage.accumulate(&call.usage);
     match &call.cost {
-        Some(cost) if cost.priced => inv.cost_pusd += cost.total_pusd,
+        Some(cost) if cost.priced => inv.cost_pusd = inv.cost_pusd.saturating_add(cost.total_pusd),
         _ if !call.usage.is_empty() => inv.unpriced_calls += 1,
         _ => {}
     }

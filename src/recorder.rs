@@ -1,7 +1,7 @@
 //! Turns a `FinishedCall` (raw bytes and timings) into a `CallRecord`: decodes
 //! compressed copies, runs the parsers, reads rate limits, prices the call, and
-//! redacts secrets. Runs off the forward path: `redact` on the capture log's thread
-//! (so no secret reaches the log), `build_redacted` on the writer thread.
+//! redacts secrets. Runs off the forward path: `redact_with` on the capture log's
+//! thread (so no secret reaches the log), `build_redacted_with` on the writer thread.
 
 use crate::capture::{FinishedCall, Outcome};
 use crate::cost::PriceTable;
@@ -13,8 +13,9 @@ use http::HeaderMap;
 use std::io::Read;
 use std::time::Duration;
 
-/// Largest decoded size of a compressed capture; guards against decompression bombs.
-const MAX_DECODED: u64 = 64 << 20;
+/// Largest decoded size of a compressed capture by default; guards against
+/// decompression bombs (`[capture] max_decoded_bytes`).
+pub const MAX_DECODED: u64 = 64 << 20;
 
 fn ms(d: Duration) -> f64 {
     (d.as_micros() as f64) / 1000.0
@@ -32,7 +33,7 @@ pub struct CapturedBody {
 
 /// A finished call with its secrets taken out: what the capture log holds and what
 /// the writer builds a record from. Secret headers keep their names (and count)
-/// with the value `[redacted]`, `key=` query values are replaced, and the API-key
+/// with the value `[redacted]`, secret query values are replaced, and the API-key
 /// fingerprint, the one thing the record derives from a secret, is computed first.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RedactedCall {
@@ -47,7 +48,7 @@ pub struct RedactedCall {
     pub kind: ProviderKind,
     pub method: String,
     pub rest_path: String,
-    /// The query with `key=` and `api_key=` values replaced.
+    /// The query with secret parameter values replaced.
     pub query: Option<String>,
     pub upstream_host: String,
     pub http_status: Option<u16>,
@@ -62,26 +63,31 @@ pub struct RedactedCall {
     pub user_agent: Option<String>,
     pub delivered_bytes: u64,
     pub api_key_fingerprint: Option<String>,
+    /// Notes the forward path made (they become parse notes).
+    pub notes: Vec<String>,
 }
 
 /// The value every secret header is stored and logged with.
 pub const REDACTED: &str = "[redacted]";
 
-fn redact_headers(headers: &mut HeaderMap) {
-    for name in headers::SECRET_HEADERS {
-        let count = headers.get_all(*name).iter().count();
-        if count == 0 {
-            continue;
-        }
-        headers.remove(*name);
+fn redact_headers(headers: &mut HeaderMap, redaction: &headers::Redaction) {
+    let secret: Vec<http::HeaderName> = headers
+        .keys()
+        .filter(|name| redaction.is_secret_header(name.as_str()))
+        .cloned()
+        .collect();
+    for name in secret {
+        let count = headers.get_all(&name).iter().count();
+        headers.remove(&name);
         for _ in 0..count {
-            headers.append(*name, http::HeaderValue::from_static(REDACTED));
+            headers.append(name.clone(), http::HeaderValue::from_static(REDACTED));
         }
     }
 }
 
-/// Takes the secrets out of a finished call and joins its captured bodies.
-pub fn redact(call: FinishedCall) -> RedactedCall {
+/// Takes the secrets out of a finished call (the built-in list and `redaction`'s)
+/// and joins its captured bodies.
+pub fn redact_with(call: FinishedCall, redaction: &headers::Redaction) -> RedactedCall {
     let FinishedCall {
         id,
         invocation_id,
@@ -108,12 +114,13 @@ pub fn redact(call: FinishedCall) -> RedactedCall {
         user_agent,
         injected_include_usage: _,
         delivered_bytes,
+        notes,
     } = call;
     let api_key_fingerprint = headers::api_key_fingerprint(&request_headers, query.as_deref());
-    redact_headers(&mut request_headers);
-    redact_headers(&mut response_headers);
+    redact_headers(&mut request_headers, redaction);
+    redact_headers(&mut response_headers, redaction);
     let query = query.map(|q| {
-        let redacted = headers::redact_query("", Some(&q));
+        let redacted = headers::redact_query_with("", Some(&q), redaction);
         redacted.strip_prefix('?').unwrap_or(&redacted).to_string()
     });
     let body = |capture: crate::capture::Capture| CapturedBody {
@@ -147,12 +154,26 @@ pub fn redact(call: FinishedCall) -> RedactedCall {
         user_agent,
         delivered_bytes,
         api_key_fingerprint,
+        notes,
     }
 }
 
-/// Decodes a captured body according to `content-encoding`. Returns the bytes to parse
-/// and a note when decoding was impossible (the raw bytes are then kept).
-fn decode_body(headers: &HeaderMap, captured: Vec<u8>) -> (Vec<u8>, Option<String>) {
+/// `redact_with` the built-in secret list only.
+pub fn redact(call: FinishedCall) -> RedactedCall {
+    redact_with(call, &headers::Redaction::default())
+}
+
+/// A decoded body: the bytes to parse and store, a note when decoding was impossible
+/// or partial, and whether the decoded bytes were cut at the cap.
+struct Decoded {
+    bytes: Vec<u8>,
+    note: Option<String>,
+    cut: bool,
+}
+
+/// Decodes a captured body according to `content-encoding`, at most `max` bytes.
+/// When decoding is impossible the raw bytes are kept, with a note.
+fn decode_body(headers: &HeaderMap, captured: Vec<u8>, max: u64, part: &str) -> Decoded {
     let raw = &captured[..];
     let encoding = headers
         .get(http::header::CONTENT_ENCODING)
@@ -160,55 +181,104 @@ fn decode_body(headers: &HeaderMap, captured: Vec<u8>) -> (Vec<u8>, Option<Strin
         .map(|v| v.trim().to_ascii_lowercase());
     let Some(encoding) = encoding.filter(|e| !e.is_empty() && e != "identity") else {
         // Plain bodies: the joined chunks are the result (no second copy).
-        return (captured, None);
+        return Decoded {
+            bytes: captured,
+            note: None,
+            cut: false,
+        };
     };
+    // One byte past the cap tells a body that fits from one that was cut.
+    let limit = max.saturating_add(1);
     let mut out = Vec::new();
     let result = match encoding.as_str() {
         "gzip" | "x-gzip" => flate2::read::MultiGzDecoder::new(raw)
-            .take(MAX_DECODED)
+            .take(limit)
             .read_to_end(&mut out),
         "deflate" => {
             // "deflate" is zlib-wrapped per RFC 9110, but some servers send raw deflate.
             let zlib = flate2::read::ZlibDecoder::new(raw)
-                .take(MAX_DECODED)
+                .take(limit)
                 .read_to_end(&mut out);
             if zlib.is_err() {
                 out.clear();
                 flate2::read::DeflateDecoder::new(raw)
-                    .take(MAX_DECODED)
+                    .take(limit)
                     .read_to_end(&mut out)
             } else {
                 zlib
             }
         }
         "br" => brotli_decompressor::Decompressor::new(raw, 4096)
-            .take(MAX_DECODED)
+            .take(limit)
             .read_to_end(&mut out),
         other => {
-            return (
-                raw.to_vec(),
-                Some(format!("content-encoding {other} not decoded")),
-            )
+            return Decoded {
+                bytes: raw.to_vec(),
+                note: Some(format!("content-encoding {other} not decoded")),
+                cut: false,
+            }
         }
     };
+    let cut = out.len() as u64 > max;
+    if cut {
+        out.truncate(max as usize);
+        out.shrink_to_fit();
+    }
     match result {
-        Ok(_) => (out, None),
+        Ok(_) if cut => Decoded {
+            bytes: out,
+            note: Some(format!(
+                "{part} body decodes to more than {max} bytes ({encoding}); stored cut at {max} bytes"
+            )),
+            cut: true,
+        },
+        Ok(_) => Decoded {
+            bytes: out,
+            note: None,
+            cut: false,
+        },
         // A truncated capture still decodes to a usable prefix.
-        Err(e) if !out.is_empty() => (out, Some(format!("{encoding} body partly decoded: {e}"))),
-        Err(e) => (
-            raw.to_vec(),
-            Some(format!("{encoding} body not decoded: {e}")),
-        ),
+        Err(e) if !out.is_empty() => Decoded {
+            bytes: out,
+            note: Some(format!("{encoding} {part} body partly decoded: {e}")),
+            cut,
+        },
+        Err(e) => Decoded {
+            bytes: raw.to_vec(),
+            note: Some(format!("{encoding} {part} body not decoded: {e}")),
+            cut: false,
+        },
     }
 }
 
-/// Builds the record of a finished call (redacting it first).
+/// Builds a record with the default decode cap.
 pub fn build_record(call: FinishedCall, prices: &PriceTable) -> CallRecord {
-    build_redacted(redact(call), prices)
+    build_record_with(call, prices, MAX_DECODED, &headers::Redaction::default())
+}
+
+/// Builds a record, decoding each compressed body to at most `max_decoded` bytes and
+/// redacting the headers and query parameters `redaction` names.
+pub fn build_record_with(
+    call: FinishedCall,
+    prices: &PriceTable,
+    max_decoded: u64,
+    redaction: &headers::Redaction,
+) -> CallRecord {
+    build_redacted_with(redact_with(call, redaction), prices, max_decoded, redaction)
+}
+
+/// `build_redacted_with` the default decode cap and redaction.
+pub fn build_redacted(call: RedactedCall, prices: &PriceTable) -> CallRecord {
+    build_redacted_with(call, prices, MAX_DECODED, &headers::Redaction::default())
 }
 
 /// Builds the record of a call whose secrets are already out (from the capture log).
-pub fn build_redacted(call: RedactedCall, prices: &PriceTable) -> CallRecord {
+pub fn build_redacted_with(
+    call: RedactedCall,
+    prices: &PriceTable,
+    max_decoded: u64,
+    redaction: &headers::Redaction,
+) -> CallRecord {
     let RedactedCall {
         id,
         invocation_id,
@@ -235,15 +305,30 @@ pub fn build_redacted(call: RedactedCall, prices: &PriceTable) -> CallRecord {
         user_agent,
         delivered_bytes,
         api_key_fingerprint,
+        notes: forward_notes,
     } = call;
 
     let (request_total, response_total) = (request_body.total, response_body.total);
-    let truncated = request_body.truncated || response_body.truncated;
-    let mut notes = Vec::new();
-    let (request_bytes, note) = decode_body(&request_headers, request_body.bytes);
-    notes.extend(note);
-    let (response_bytes, note) = decode_body(&response_headers, response_body.bytes);
-    notes.extend(note);
+    let (request_truncated, response_truncated) = (request_body.truncated, response_body.truncated);
+    let mut notes = forward_notes;
+    let request_decoded = decode_body(&request_headers, request_body.bytes, max_decoded, "request");
+    notes.extend(request_decoded.note);
+    let request_bytes = request_decoded.bytes;
+    let response_decoded = decode_body(
+        &response_headers,
+        response_body.bytes,
+        max_decoded,
+        "response",
+    );
+    notes.extend(response_decoded.note);
+    let response_bytes = response_decoded.bytes;
+    let mut truncated_parts = Vec::new();
+    if request_truncated || request_decoded.cut {
+        truncated_parts.push("request".to_string());
+    }
+    if response_truncated || response_decoded.cut {
+        truncated_parts.push("response".to_string());
+    }
 
     let content_type = response_headers
         .get(http::header::CONTENT_TYPE)
@@ -310,7 +395,7 @@ pub fn build_redacted(call: RedactedCall, prices: &PriceTable) -> CallRecord {
         kind: kind.as_str().to_string(),
         endpoint: None,
         method,
-        path: headers::redact_query(&rest_path, query.as_deref()),
+        path: headers::redact_query_with(&rest_path, query.as_deref(), redaction),
         upstream_host,
         http_status,
         status: None,
@@ -324,9 +409,10 @@ pub fn build_redacted(call: RedactedCall, prices: &PriceTable) -> CallRecord {
         },
         request_bytes: request_total,
         response_bytes: delivered_bytes.max(response_total),
-        truncated,
-        request_headers: headers::redacted_map(&request_headers),
-        response_headers: headers::redacted_map(&response_headers),
+        truncated: !truncated_parts.is_empty(),
+        truncated_parts,
+        request_headers: headers::redacted_map_with(&request_headers, redaction),
+        response_headers: headers::redacted_map_with(&response_headers, redaction),
         metadata: meta.metadata,
         ..CallRecord::default()
     };

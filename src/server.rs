@@ -9,6 +9,7 @@
 use crate::api::{self, ApiState};
 use crate::capture::CallSink;
 use crate::config::Config;
+use crate::conn_guard::{ConnActivity, ConnLimits, GuardedIo, InFlightBody};
 use crate::cost::PriceTable;
 use crate::forward::{self, ProxyState, RoundCounter};
 use crate::journal::{self, Journal, JournalOptions};
@@ -17,6 +18,7 @@ use crate::store::{self, Store, StoreOptions};
 use crate::upstream;
 use crate::writer::{self, SharedPrices, WriterControl};
 use anyhow::Context;
+use http_body_util::BodyExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -44,6 +46,7 @@ pub struct Running {
     journal: std::thread::JoinHandle<()>,
     writer: std::thread::JoinHandle<()>,
     background: store::Background,
+    otel: Option<crate::otel::Exporter>,
 }
 
 /// The store's options from the config; the encryption key comes from
@@ -104,11 +107,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // The proxy forwards from here on, while the store opens (sled's recovery and the
     // facet cache take about a minute per million stored calls): records wait in the
     // capture log, bounded by the backlog like any other burst.
-    let journal_options = JournalOptions::new(
+    let mut journal_options = JournalOptions::new(
         config.data_dir.join("journal"),
         config.journal_fsync,
         store_options.keys.clone(),
     );
+    journal_options.redaction = crate::headers::Redaction {
+        extra_headers: config.redact_headers.clone(),
+        extra_query_params: config.redact_query_params.clone(),
+    };
     let Journal {
         sender,
         appender,
@@ -116,6 +123,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     } = journal::open(journal_options, metrics.clone())?;
     let state = Arc::new(ProxyState {
         config: config.clone(),
+        request_buffered: Arc::default(),
         client,
         sink: Arc::new(CallSink {
             sender,
@@ -139,6 +147,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         api_listener,
         api_slot.clone(),
         shutdown_rx,
+        conn_limits(&config),
         metrics.clone(),
     ));
     tracing::info!(%proxy_addr, %api_addr, "proxy listening; opening the store");
@@ -164,6 +173,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     tracing::info!(seconds = opening.elapsed().as_secs_f64(), "store open");
     let background =
         store::Background::spawn(store.clone()).context("cannot start the storage thread")?;
+    // Subscribes to the store before the writer starts, so it sees every batch.
+    let otel = config.otel.clone().map(|otel| {
+        crate::otel::Exporter::start(
+            otel,
+            otel_span_options(&config),
+            store.clone(),
+            metrics.clone(),
+            state.client.clone(),
+        )
+    });
     let writer_control = Arc::new(WriterControl::default());
     let writer = writer::spawn(
         store.clone(),
@@ -171,6 +190,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         prices.clone(),
         metrics.clone(),
         writer_control.clone(),
+        writer::WriterLimits {
+            max_decoded_bytes: config.max_decoded_bytes,
+            decode_budget_bytes: config.decode_budget_bytes,
+            redaction: crate::headers::Redaction {
+                extra_headers: config.redact_headers.clone(),
+                extra_query_params: config.redact_query_params.clone(),
+            },
+        },
     )
     .context("cannot start the writer thread")?;
 
@@ -214,7 +241,31 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         journal: appender,
         writer,
         background,
+        otel,
     })
+}
+
+/// What the span builders need from the config: content opt-in and upstream ports.
+pub fn otel_span_options(config: &Config) -> crate::otel::spans::SpanOptions {
+    let provider_ports = config
+        .providers
+        .values()
+        .map(|p| {
+            let default = if p.base.scheme == http::uri::Scheme::HTTP {
+                80
+            } else {
+                443
+            };
+            (
+                p.name.clone(),
+                p.base.authority.port_u16().unwrap_or(default),
+            )
+        })
+        .collect();
+    crate::otel::spans::SpanOptions {
+        capture_content: config.otel.as_ref().is_some_and(|o| o.capture_content),
+        provider_ports,
+    }
 }
 
 impl Running {
@@ -237,6 +288,10 @@ impl Running {
             .await
             .context("writer join failed")?
             .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+        // Every record is stored and published now; flush what the exporter holds.
+        if let Some(otel) = self.otel {
+            otel.shutdown().await;
+        }
         Ok(())
     }
 }
@@ -265,15 +320,26 @@ async fn proxy_accept_loop(
                 let state = state.clone();
                 let tls = tls.clone();
                 let shutdown = shutdown.clone();
-                let header_timeout = state.config.header_read_timeout;
+                let limits = conn_limits(&state.config);
                 connections.spawn(async move {
-                    let service = service_fn(move |req| forward::handle(state.clone(), req, addr));
+                    let activity = Arc::new(ConnActivity::default());
+                    let stream = GuardedIo::new(stream, limits, activity.clone());
+                    let service = service_fn(move |req| {
+                        let in_flight = activity.begin();
+                        let response = forward::handle(state.clone(), req, addr);
+                        async move {
+                            let response = response.await?;
+                            Ok::<_, std::convert::Infallible>(response.map(|body| {
+                                InFlightBody::new(body, in_flight).boxed_unsync()
+                            }))
+                        }
+                    });
                     match tls {
                         Some(acceptor) => match acceptor.accept(stream).await {
-                            Ok(tls_stream) => serve_connection(tls_stream, service, shutdown, header_timeout).await,
+                            Ok(tls_stream) => serve_connection(tls_stream, service, shutdown, limits.header_read).await,
                             Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
                         },
-                        None => serve_connection(stream, service, shutdown, header_timeout).await,
+                        None => serve_connection(stream, service, shutdown, limits.header_read).await,
                     }
                 });
             }
@@ -337,10 +403,20 @@ async fn serve_connection<I, S>(
     }
 }
 
+/// The deadlines client connections keep (`conn_guard.rs`).
+fn conn_limits(config: &Config) -> ConnLimits {
+    ConnLimits {
+        header_read: config.header_read_timeout,
+        idle: config.client_idle_timeout,
+        send: config.client_send_timeout,
+    }
+}
+
 async fn api_accept_loop(
     listener: TcpListener,
     state: Arc<OnceLock<Arc<ApiState>>>,
     mut shutdown: watch::Receiver<bool>,
+    limits: ConnLimits,
     metrics: Arc<Metrics>,
 ) {
     let mut connections = JoinSet::new();
@@ -354,18 +430,28 @@ async fn api_accept_loop(
                 let state = state.clone();
                 let metrics = metrics.clone();
                 connections.spawn(async move {
+                    let activity = Arc::new(ConnActivity::default());
+                    let stream = GuardedIo::new(stream, limits, activity.clone());
                     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                         let ready = state.get().cloned();
+                        let in_flight = activity.begin();
                         let metrics = metrics.clone();
                         async move {
-                            match ready {
-                                Some(state) => api::handle(state, req).await,
+                            let response = match ready {
+                                Some(state) => api::handle(state, req).await?,
                                 // Alive (liveness) but not ready: the store is opening.
-                                None => Ok(api::while_opening(req.uri().path(), &metrics)),
-                            }
+                                None => api::while_opening(req.uri().path(), &metrics),
+                            };
+                            Ok::<_, std::convert::Infallible>(
+                                response.map(|body| InFlightBody::new(body, in_flight).boxed()),
+                            )
                         }
                     });
-                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let mut builder = auto::Builder::new(TokioExecutor::new());
+                    builder
+                        .http1()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(limits.header_read);
                     let _ = builder.serve_connection(TokioIo::new(stream), service).await;
                 });
             }

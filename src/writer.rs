@@ -13,7 +13,7 @@ use crate::cost::PriceTable;
 use crate::journal::{Entry, Feed, FeedState};
 use crate::metrics::Metrics;
 use crate::record::{CallRecord, InvocationRecord};
-use crate::recorder::build_redacted;
+use crate::recorder::build_redacted_with;
 use crate::store::Store;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -29,6 +29,29 @@ const ROUND_BASE_IDLE: Duration = Duration::from_secs(3600);
 
 pub type SharedPrices = Arc<RwLock<Arc<PriceTable>>>;
 
+/// What bounds the writer's memory for compressed bodies.
+#[derive(Debug, Clone)]
+pub struct WriterLimits {
+    /// Largest decoded size of one compressed body (`[capture] max_decoded_bytes`).
+    pub max_decoded_bytes: u64,
+    /// Decoded body bytes a batch holds before the writer stores what it has and goes
+    /// on (`[capture] decode_budget_bytes`): a batch of decompression bombs costs this,
+    /// not the batch size times the cap.
+    pub decode_budget_bytes: u64,
+    /// Secret header and query names beyond the built-in lists.
+    pub redaction: crate::headers::Redaction,
+}
+
+impl Default for WriterLimits {
+    fn default() -> Self {
+        WriterLimits {
+            max_decoded_bytes: crate::recorder::MAX_DECODED,
+            decode_budget_bytes: 256 << 20,
+            redaction: crate::headers::Redaction::default(),
+        }
+    }
+}
+
 /// Lets tests and benchmarks stall the writer to exercise the backlog path.
 #[derive(Default)]
 pub struct WriterControl {
@@ -41,6 +64,7 @@ pub fn spawn(
     prices: SharedPrices,
     metrics: Arc<Metrics>,
     control: Arc<WriterControl>,
+    limits: WriterLimits,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("llmtap-writer".into())
@@ -59,6 +83,7 @@ pub fn spawn(
                 store,
                 metrics,
                 round_base: HashMap::new(),
+                limits,
             };
             let mut batch = Vec::with_capacity(MAX_BATCH);
             loop {
@@ -113,6 +138,7 @@ struct WriterState {
     metrics: Arc<Metrics>,
     /// Rounds stored for an invocation before a run's numbering began.
     round_base: HashMap<String, RoundBase>,
+    limits: WriterLimits,
 }
 
 impl WriterState {
@@ -163,6 +189,9 @@ impl WriterState {
         if count == 0 {
             return;
         }
+        // Measured per batch, not only by the storage thread every few seconds: a disk
+        // that fills fast must pause capture before the store hits "no space left".
+        self.store.disk().check();
         if self.store.capture_paused() {
             // Disk full: forwarding goes on, nothing is stored (counted, logged by the disk guard).
             drop(batch);
@@ -174,12 +203,23 @@ impl WriterState {
         }
         let mut calls = Vec::with_capacity(batch.len());
         let mut invocations: HashMap<String, InvocationRecord> = HashMap::new();
+        let mut decoded_held: u64 = 0;
         for entry in batch {
             let run = entry.run;
-            let mut call = build_redacted(entry.call, prices);
+            let mut call = build_redacted_with(
+                entry.call,
+                prices,
+                self.limits.max_decoded_bytes,
+                &self.limits.redaction,
+            );
             call.round = self.numbered_round(run, &call, &invocations);
             if call.cost.as_ref().is_some_and(|c| !c.priced) && !call.usage.is_empty() {
                 Metrics::add(&self.metrics.unpriced_calls);
+            }
+            if !call.truncated_parts.is_empty() {
+                self.metrics
+                    .truncated_bodies
+                    .fetch_add(call.truncated_parts.len() as u64, Ordering::Relaxed);
             }
             let status = call.status.map_or("failed", |s| s.as_str());
             self.metrics
@@ -197,10 +237,32 @@ impl WriterState {
             };
             let rolled = crate::record::roll_up(entry, &call);
             invocations.insert(rolled.id.clone(), rolled);
+            decoded_held += body_bytes(&call);
             calls.push(call);
+            if decoded_held >= self.limits.decode_budget_bytes {
+                // Decoded bodies are the batch's memory: store these before decoding more.
+                self.store_part(&mut calls, &mut invocations);
+                decoded_held = 0;
+            }
         }
-        let invocations: Vec<InvocationRecord> = invocations.into_values().collect();
-        match self.store.write_batch(&calls, &invocations) {
+        self.store_part(&mut calls, &mut invocations);
+    }
+
+    /// Stores the calls built so far and the invocations they changed, and empties both.
+    fn store_part(
+        &mut self,
+        calls: &mut Vec<CallRecord>,
+        invocations: &mut HashMap<String, InvocationRecord>,
+    ) {
+        if calls.is_empty() {
+            return;
+        }
+        let count = calls.len() as u64;
+        let changed: Vec<InvocationRecord> = invocations.drain().map(|(_, inv)| inv).collect();
+        let result = self.store.write_batch(calls, &changed);
+        self.store
+            .note_write_outcome(result.as_ref().err().map(ToString::to_string));
+        match result {
             Ok(()) => {
                 self.metrics
                     .records_written
@@ -216,6 +278,7 @@ impl WriterState {
                 tracing::error!(error = %e, calls = count, "store write failed; these records are lost");
             }
         }
+        calls.clear();
     }
 
     /// Turns a round counted by the forward path into the invocation's round.
@@ -272,4 +335,14 @@ struct RoundBase {
     run: u64,
     rounds: u32,
     seen: Instant,
+}
+
+/// Bytes of decoded body text a record holds.
+fn body_bytes(call: &CallRecord) -> u64 {
+    let text = |t: &Option<String>| t.as_ref().map_or(0, |t| t.len() as u64);
+    let raw = |b: &Option<Vec<u8>>| b.as_ref().map_or(0, |b| b.len() as u64);
+    text(&call.request_body)
+        + text(&call.response_body)
+        + raw(&call.request_body_bytes)
+        + raw(&call.response_body_bytes)
 }

@@ -44,9 +44,21 @@ pub(super) fn raw(
         &call.request_headers
     };
     let content_type = headers.get("content-type").cloned();
+    // Records from before `truncated_parts` only say that some body was cut.
+    let cut = call.truncated_parts.iter().any(|p| p == part)
+        || (call.truncated && call.truncated_parts.is_empty());
     audit(state, who, "read raw body", path)?;
     match state.store.get_raw(id, response)? {
-        Some(bytes) => Ok(bytes_response(bytes, content_type.as_deref())),
+        Some(bytes) => {
+            let mut response = bytes_response(bytes, content_type.as_deref());
+            if cut {
+                // A prefix cut at a cap is not the exact body: say so, never serve it as whole.
+                response
+                    .headers_mut()
+                    .insert("x-llmtap-truncated", HeaderValue::from_static("true"));
+            }
+            Ok(response)
+        }
         None => Err(ApiError::NotFound(format!(
             "call {id} has no stored {part} body"
         ))),

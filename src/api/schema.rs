@@ -19,7 +19,8 @@ use serde::Serialize;
 #[derive(Serialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct Health {
-    /// Always `ok` when the process answers.
+    /// `ok`, or `degraded` while the store's batch writes fail (calls are being lost;
+    /// `storage.last_write_error` says why).
     pub status: &'static str,
     /// `open`, or `opening` while the store opens (the proxy forwards meanwhile).
     pub store: &'static str,
@@ -34,7 +35,12 @@ pub struct Health {
 impl Health {
     pub fn of(state: &ApiState) -> Health {
         Health {
-            status: "ok",
+            // Degraded while batch writes fail: the proxy forwards, but calls are lost.
+            status: if state.store.last_write_error().is_some() {
+                "degraded"
+            } else {
+                "ok"
+            },
             store: "open",
             backlog: state
                 .metrics
@@ -64,8 +70,15 @@ pub struct StorageHealth {
     disk: String,
     free_mb: Option<u64>,
     storing_bodies: bool,
+    /// False while capture is paused for disk space or batch writes fail.
     storing_calls: bool,
     encrypted: bool,
+    /// Whether the last batch write failed.
+    writes_failing: bool,
+    /// That failure's error, while writes fail.
+    last_write_error: Option<String>,
+    /// When it happened (RFC 3339).
+    last_write_error_at: Option<String>,
 }
 
 /// `GET /calls/{id}`: the record plus a one-line failure hint.

@@ -502,7 +502,7 @@ pub(super) fn summary(state: &ApiState, who: &Principal, p: &Params) -> ApiResul
         "tokens_today": {
             "input": today.input_tokens,
             "output": today.output_tokens,
-            "total": today.input_tokens + today.output_tokens,
+            "total": today.input_tokens.saturating_add(today.output_tokens),
         },
         "resolution": "rollups in 15-minute buckets: errors_24h covers the last 96 whole buckets",
     }))

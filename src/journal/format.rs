@@ -193,6 +193,10 @@ fn encode_payload(out: &mut Vec<u8>, run: u64, c: &RedactedCall) -> Result<(), F
     put_opt_str(out, c.user_agent.as_deref());
     put_varint(out, c.delivered_bytes);
     put_opt_str(out, c.api_key_fingerprint.as_deref());
+    put_varint(out, c.notes.len() as u64);
+    for note in &c.notes {
+        put_str(out, note);
+    }
     Ok(())
 }
 
@@ -258,6 +262,11 @@ fn decode_payload(bytes: &[u8]) -> Result<(u64, RedactedCall), FormatError> {
     let user_agent = r.opt(|r| r.string())?;
     let delivered_bytes = r.varint()?;
     let api_key_fingerprint = r.opt(|r| r.string())?;
+    let note_count = r.count()?;
+    let mut notes = Vec::with_capacity(note_count.min(64));
+    for _ in 0..note_count {
+        notes.push(r.string()?);
+    }
     Ok((
         run,
         RedactedCall {
@@ -292,6 +301,7 @@ fn decode_payload(bytes: &[u8]) -> Result<(u64, RedactedCall), FormatError> {
             user_agent,
             delivered_bytes,
             api_key_fingerprint,
+            notes,
         },
     ))
 }
@@ -466,6 +476,7 @@ mod tests {
         call.meta.metadata.prompt_variables = Some(serde_json::json!({"city": "Oslo"}));
         call.request_body.truncated = true;
         call.request_body.total = 1 << 40;
+        call.notes = vec!["a note from the forward path".into()];
         call
     }
 

@@ -57,6 +57,8 @@ pub struct JournalOptions {
     pub keys: Option<Arc<Keyring>>,
     pub segment_bytes: u64,
     pub handoff_bytes: u64,
+    /// Secret header and query names beyond the built-in lists (redacted before encoding).
+    pub redaction: crate::headers::Redaction,
 }
 
 impl JournalOptions {
@@ -67,6 +69,7 @@ impl JournalOptions {
             keys,
             segment_bytes: SEGMENT_BYTES,
             handoff_bytes: HANDOFF_BYTES,
+            redaction: crate::headers::Redaction::default(),
         }
     }
 }
@@ -231,6 +234,7 @@ pub fn open(options: JournalOptions, metrics: Arc<Metrics>) -> Result<Journal, J
                 syncer: None,
                 fsync_every: options.fsync_every,
                 segment_bytes: options.segment_bytes,
+                redaction: options.redaction,
                 handoff: handoff_tx,
             };
             appender.run(receiver);
@@ -306,6 +310,7 @@ struct Appender {
     syncer: Option<(Arc<Syncer>, JoinHandle<()>)>,
     fsync_every: Duration,
     segment_bytes: u64,
+    redaction: crate::headers::Redaction,
     handoff: mpsc::Sender<Handoff>,
 }
 
@@ -376,7 +381,7 @@ impl Appender {
         buf.clear();
         written.clear();
         for call in group.drain(..) {
-            let call = recorder::redact(*call);
+            let call = recorder::redact_with(*call, &self.redaction);
             let at = buf.len();
             match format::encode_frame(buf, shared.run, &call, shared.keys.as_deref()) {
                 Ok(len) => written.push(Entry {

@@ -7,6 +7,7 @@ mod cost;
 mod hostile;
 mod lifecycle;
 mod openapi;
+mod otel;
 mod process;
 mod proxy;
 pub mod recorded;
