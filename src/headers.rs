@@ -84,7 +84,7 @@ impl Redaction {
         let name = name.to_ascii_lowercase();
         SECRET_HEADERS.contains(&name.as_str())
             || SECRET_HEADER_PARTS.iter().any(|part| name.contains(part))
-            || self.extra_headers.iter().any(|h| *h == name)
+            || self.extra_headers.contains(&name)
     }
 
     /// `raw_name` as it appears in the query string (percent-encoded or not).

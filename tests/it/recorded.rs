@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+// Shared by suites that may not use every field (the mock keeps serving while held).
+#[allow(dead_code)]
 pub struct Recorded {
     pub running: Running,
     pub mock: MockUpstream,
@@ -206,6 +208,7 @@ impl Recorded {
 }
 
 /// The ids of what `Recorded::seed` stored.
+#[allow(dead_code)]
 pub struct Seeded {
     pub tool_run: String,
     pub tool_calls: Vec<String>,
@@ -215,6 +218,7 @@ pub struct Seeded {
 }
 
 impl Seeded {
+    #[allow(dead_code)]
     pub fn all_calls(&self) -> Vec<String> {
         let mut all = self.tool_calls.clone();
         all.extend([
