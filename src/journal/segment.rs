@@ -58,34 +58,31 @@ pub fn valid_len(file: &File) -> io::Result<(u64, usize)> {
                     offset += n;
                     frames += 1;
                 }
-                FrameCheck::Short => {
-                    // A frame larger than the chunk: read it whole, once.
-                    let rest = &buf[offset..];
-                    if rest.len() >= FRAME_HEADER && (at + offset as u64) < len {
-                        if let Some(need) = format::declared_len(rest) {
-                            let from = at + offset as u64;
-                            if from + need as u64 <= len && need > rest.len() {
-                                let mut frame = vec![0u8; need];
-                                file.read_exact_at(&mut frame, from)?;
-                                if let FrameCheck::Whole(n) = format::check_frame(&frame) {
-                                    offset += n;
-                                    frames += 1;
-                                    continue;
-                                }
-                                return Ok((from, frames));
-                            }
-                        }
-                    }
-                    break;
-                }
                 FrameCheck::Corrupt => return Ok((at + offset as u64, frames)),
+                FrameCheck::Short => break,
             }
         }
-        if offset == 0 {
-            // Not even one frame fits in what is left: a torn tail.
+        if offset > 0 {
+            // Read on from the first frame that did not fit in this chunk.
+            at += offset as u64;
+            continue;
+        }
+        // Not even the first frame fits: a torn tail, or a frame larger than a chunk.
+        let Some(need) = format::declared_len(&buf) else {
+            return Ok((at, frames));
+        };
+        if need <= buf.len() || at + need as u64 > len {
             return Ok((at, frames));
         }
-        at += offset as u64;
+        let mut frame = vec![0u8; need];
+        file.read_exact_at(&mut frame, at)?;
+        match format::check_frame(&frame) {
+            FrameCheck::Whole(n) => {
+                at += n as u64;
+                frames += 1;
+            }
+            _ => return Ok((at, frames)),
+        }
     }
     Ok((at, frames))
 }

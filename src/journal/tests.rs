@@ -282,3 +282,32 @@ fn a_record_built_from_the_log_equals_the_one_built_directly() {
         assert_eq!(from_log, direct, "call {i}");
     }
 }
+
+#[test]
+fn a_segment_larger_than_a_read_chunk_and_a_frame_larger_than_one_reopen_whole() {
+    let dir = Dir::new("large");
+    let options = options(&dir);
+    let metrics = Arc::new(Metrics::default());
+    let journal = open(options.clone(), metrics).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..3000 {
+        let mut c = call(i);
+        if i == 1500 {
+            // A body bigger than the 4 MiB read chunk.
+            c.request_body = crate::capture::Capture::default();
+            c.request_body
+                .push(&bytes::Bytes::from(vec![b'x'; 5 << 20]), usize::MAX);
+        }
+        ids.push(c.id.clone());
+        journal.sender.send(Box::new(c)).unwrap();
+    }
+    drop(journal.sender);
+    journal.appender.join().unwrap();
+    drop(journal.feed);
+    let (entries, metrics) = replay(&options, None);
+    assert_eq!(metrics.log_torn.load(Ordering::Relaxed), 0);
+    assert_in_order(&entries);
+    let got: Vec<String> = entries.iter().map(|e| e.call.id.clone()).collect();
+    assert_eq!(got, ids);
+    assert_eq!(entries[1500].call.request_body.bytes.len(), 5 << 20);
+}
