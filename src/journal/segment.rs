@@ -5,7 +5,7 @@
 //! positions count frame bytes since the log began and never go back, so a
 //! position names one byte of one segment for as long as that segment exists.
 
-use super::format::{self, FrameCheck, FRAME_HEADER};
+use super::format::{self, FrameCheck};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
