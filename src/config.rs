@@ -117,9 +117,11 @@ pub struct RawCapture {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
-    pub backlog: Option<usize>,
+    /// Bytes of capture log not yet applied (an integer, or text such as "512MiB").
+    pub backlog: Option<ByteSize>,
     pub on_backlog: Option<String>,
     pub flush_every_ms: Option<u64>,
+    pub journal_fsync_ms: Option<u64>,
     pub cache_capacity_mb: Option<u64>,
     pub retention_days: Option<u64>,
     pub body_retention_days: Option<u64>,
@@ -129,6 +131,57 @@ pub struct RawStore {
     pub compression_level: Option<i32>,
     pub sled_compression: Option<bool>,
 }
+
+/// A size in the file: bytes as an integer, or a number with a unit ("64MiB", "1GB").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ByteSize {
+    Bytes(u64),
+    Text(String),
+}
+
+impl ByteSize {
+    fn bytes(&self, field: &str) -> Result<u64, ConfigError> {
+        let text = match self {
+            ByteSize::Bytes(n) => return Ok(*n),
+            ByteSize::Text(t) => t.trim(),
+        };
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (digits, unit) = text.split_at(split);
+        let unit_bytes: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" => 1000,
+            "kib" | "k" => 1 << 10,
+            "mb" => 1000 * 1000,
+            "mib" | "m" => 1 << 20,
+            "gb" => 1000 * 1000 * 1000,
+            "gib" | "g" => 1 << 30,
+            _ => {
+                return Err(invalid(
+                    field,
+                    text,
+                    "expected bytes, or a number with B, KiB, MiB, GiB, KB, MB or GB",
+                ))
+            }
+        };
+        digits
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(unit_bytes))
+            .ok_or_else(|| {
+                invalid(
+                    field,
+                    text,
+                    "expected bytes, or a number with B, KiB, MiB, GiB, KB, MB or GB",
+                )
+            })
+    }
+}
+
+/// Default bound on the capture log's unapplied bytes (`store.backlog`).
+pub const DEFAULT_BACKLOG_BYTES: u64 = 1 << 30;
 
 /// Storage efficiency and safety (`[store]` keys owned by the store module).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -365,9 +418,12 @@ pub struct Config {
     pub redact_headers: Vec<String>,
     pub group_by_traceparent: bool,
     pub inject_include_usage: bool,
-    pub backlog: usize,
+    /// Bytes of capture log the store may fall behind by before `on_backlog` applies.
+    pub backlog_bytes: u64,
     pub on_backlog: OnBacklog,
     pub flush_every_ms: u64,
+    /// How often the capture log is synced to the device: what a power loss can lose.
+    pub journal_fsync: Duration,
     pub cache_capacity_bytes: u64,
     pub storage: StorageConfig,
     pub prices_file: Option<PathBuf>,
@@ -489,9 +545,16 @@ impl RawConfig {
                 ))
             }
         };
-        let backlog = self.store.backlog.unwrap_or(20_000);
-        if backlog == 0 {
-            return Err(invalid("store.backlog", backlog, "must be greater than 0"));
+        let backlog_bytes = match &self.store.backlog {
+            Some(size) => size.bytes("store.backlog")?,
+            None => DEFAULT_BACKLOG_BYTES,
+        };
+        if backlog_bytes == 0 {
+            return Err(invalid(
+                "store.backlog",
+                backlog_bytes,
+                "must be greater than 0",
+            ));
         }
         let max_body_bytes = self.capture.max_body_bytes.unwrap_or(32 << 20);
         let max_decoded_bytes = self.capture.max_decoded_bytes.unwrap_or(64 << 20);
@@ -660,9 +723,10 @@ impl RawConfig {
             redact_headers: lowercase_names(&self.capture.redact_headers),
             group_by_traceparent: self.capture.group_by_traceparent.unwrap_or(true),
             inject_include_usage: self.capture.inject_include_usage.unwrap_or(true),
-            backlog,
+            backlog_bytes,
             on_backlog,
             flush_every_ms: self.store.flush_every_ms.unwrap_or(50),
+            journal_fsync: Duration::from_millis(self.store.journal_fsync_ms.unwrap_or(100)),
             cache_capacity_bytes: self.store.cache_capacity_mb.unwrap_or(256) << 20,
             storage,
             prices_file: overrides.prices_file.clone().or(self.prices.file),
@@ -689,6 +753,35 @@ mod tests {
         assert_eq!(config.providers["anthropic"].kind, ProviderKind::Anthropic);
         assert!(!config.providers.contains_key("azure"));
         assert_eq!(config.on_backlog, OnBacklog::Reject);
+        assert_eq!(config.backlog_bytes, DEFAULT_BACKLOG_BYTES);
+        assert_eq!(config.journal_fsync, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn backlog_takes_bytes_or_a_size_with_a_unit() {
+        for (toml, bytes) in [
+            ("backlog = 4096", 4096),
+            ("backlog = \"512MiB\"", 512 << 20),
+            ("backlog = \"2 GB\"", 2_000_000_000),
+        ] {
+            let config = RawConfig::from_toml(&format!("[store]\n{toml}"))
+                .unwrap()
+                .validate(&Overrides::default())
+                .unwrap();
+            assert_eq!(config.backlog_bytes, bytes, "{toml}");
+        }
+        for bad in [
+            "backlog = \"lots\"",
+            "backlog = \"5 parsecs\"",
+            "backlog = 0",
+        ] {
+            let err = RawConfig::from_toml(&format!("[store]\n{bad}"))
+                .unwrap()
+                .validate(&Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("store.backlog"), "{err}");
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The proxy service: one function from a client request to a streamed response.
 //!
 //! Phases, in order (pingora's shape): read our headers and route; admit against the
-//! writer backlog; build the upstream request; send it with a first-byte timeout;
+//! capture backlog (the log's unapplied bytes); build the upstream request; send it with a first-byte timeout;
 //! wrap the response body in the tee. Every path that has admitted a call ends in
 //! exactly one `FinishedCall`, including llmtap's own 502 and 504 answers.
 
@@ -131,27 +131,26 @@ pub async fn handle(
 
     headers::scope_session_to_tenant(&mut meta);
 
-    let capture_on =
-        if state.metrics.backlog.load(Ordering::Relaxed) as usize >= state.config.backlog {
-            match state.config.on_backlog {
-                OnBacklog::Reject => {
-                    Metrics::add(&state.metrics.rejected_backlog);
-                    tracing::warn!("writer backlog full; answering 503");
-                    return Ok(json_error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "capture_backlog_full",
-                        "llmtap cannot record more calls until its store catches up; retry shortly",
-                        None,
-                    ));
-                }
-                OnBacklog::Pass => {
-                    Metrics::add(&state.metrics.passed_uncaptured);
-                    false
-                }
+    let capture_on = if backlog_full(&state) {
+        match state.config.on_backlog {
+            OnBacklog::Reject => {
+                Metrics::add(&state.metrics.rejected_backlog);
+                tracing::warn!("capture backlog full; answering 503");
+                return Ok(json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "capture_backlog_full",
+                    "llmtap cannot record more calls until its store catches up; retry shortly",
+                    None,
+                ));
             }
-        } else {
-            true
-        };
+            OnBacklog::Pass => {
+                Metrics::add(&state.metrics.passed_uncaptured);
+                false
+            }
+        }
+    } else {
+        true
+    };
 
     let provider = route.provider;
     let mut uri_parts = http::uri::Parts::default();
@@ -416,6 +415,14 @@ pub async fn handle(
     add_id_headers(&mut response_parts.headers, &call);
     let body = ResponseTee::new(response_body, call, state.config.idle_timeout, filter);
     Ok(Response::from_parts(response_parts, body.boxed_unsync()))
+}
+
+/// Whether the store is so far behind that a new call cannot be captured: the
+/// capture log holds `store.backlog` bytes it has not applied, or the log thread
+/// itself is that many calls behind (a stalled disk must not fill memory).
+fn backlog_full(state: &ProxyState) -> bool {
+    state.metrics.log_unapplied_bytes() >= state.config.backlog_bytes
+        || state.metrics.log_queue.load(Ordering::Relaxed) >= crate::journal::MAX_QUEUED_CALLS
 }
 
 /// llmtap's own answer when the upstream failed; the call is recorded with it.

@@ -11,6 +11,7 @@ pub mod cost;
 pub mod forward;
 pub mod headers;
 pub mod ids;
+pub mod journal;
 pub mod metrics;
 pub mod otel;
 pub mod parse;
@@ -29,3 +30,9 @@ pub mod zblock;
 // names this crate `llmtap` as the binary and the integration tests do.
 #[cfg(test)]
 extern crate self as llmtap;
+
+/// The developer tools' record generator (a binary module), for the library's tests.
+#[cfg(test)]
+#[path = "devtools/synthetic.rs"]
+#[allow(dead_code)]
+pub(crate) mod dev;

@@ -1,8 +1,10 @@
-//! Listeners and lifecycle: binds the proxy and API ports and starts forwarding,
-//! then opens the store (records wait in the writer's channel meanwhile), starts
-//! the writer and the read API, serves connections (HTTP/1.1 and HTTP/2, optionally over TLS), and
-//! stops gracefully: stop accepting, let in-flight calls finish until the grace
-//! deadline, cancel the rest (each still gets its record), drain the writer, flush.
+//! Listeners and lifecycle: opens the capture log, binds the proxy and API ports and
+//! starts forwarding, then opens the store (records wait in the log meanwhile),
+//! starts the writer (which first applies the log's unapplied tail) and the read
+//! API, serves connections (HTTP/1.1 and HTTP/2, optionally over TLS), and stops
+//! gracefully: stop accepting, let in-flight calls finish until the grace deadline,
+//! cancel the rest (each still gets its record), close the log, drain the writer,
+//! flush.
 
 use crate::api::{self, ApiState};
 use crate::capture::CallSink;
@@ -10,6 +12,7 @@ use crate::config::Config;
 use crate::conn_guard::{ConnActivity, ConnLimits, GuardedIo, InFlightBody};
 use crate::cost::PriceTable;
 use crate::forward::{self, ProxyState, RoundCounter};
+use crate::journal::{self, Journal, JournalOptions};
 use crate::metrics::Metrics;
 use crate::store::{self, Store, StoreOptions};
 use crate::upstream;
@@ -40,6 +43,7 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     proxy_task: tokio::task::JoinHandle<()>,
     api_task: tokio::task::JoinHandle<()>,
+    journal: std::thread::JoinHandle<()>,
     writer: std::thread::JoinHandle<()>,
     background: store::Background,
     otel: Option<crate::otel::Exporter>,
@@ -102,8 +106,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     // The proxy forwards from here on, while the store opens (sled's recovery and the
     // facet cache take about a minute per million stored calls): records wait in the
-    // writer's channel, bounded by the backlog like any other burst.
-    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    // capture log, bounded by the backlog like any other burst.
+    let mut journal_options = JournalOptions::new(
+        config.data_dir.join("journal"),
+        config.journal_fsync,
+        store_options.keys.clone(),
+    );
+    journal_options.redaction = crate::headers::Redaction {
+        extra_headers: config.redact_headers.clone(),
+        extra_query_params: config.redact_query_params.clone(),
+    };
+    let Journal {
+        sender,
+        appender,
+        feed,
+    } = journal::open(journal_options, metrics.clone())?;
     let state = Arc::new(ProxyState {
         config: config.clone(),
         request_buffered: Arc::default(),
@@ -131,6 +148,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         api_slot.clone(),
         shutdown_rx,
         conn_limits(&config),
+        metrics.clone(),
     ));
     tracing::info!(%proxy_addr, %api_addr, "proxy listening; opening the store");
 
@@ -145,6 +163,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Err(e) => {
             let _ = shutdown.send(true);
             let _ = tokio::join!(proxy_task, api_task);
+            drop(state);
+            drop(feed);
+            // What was logged meanwhile stays in the log for the next start.
+            let _ = tokio::task::spawn_blocking(move || appender.join()).await;
             return Err(e);
         }
     };
@@ -164,7 +186,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let writer_control = Arc::new(WriterControl::default());
     let writer = writer::spawn(
         store.clone(),
-        receiver,
+        feed,
         prices.clone(),
         metrics.clone(),
         writer_control.clone(),
@@ -217,6 +239,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown,
         proxy_task,
         api_task,
+        journal: appender,
         writer,
         background,
         otel,
@@ -256,6 +279,12 @@ impl Running {
         tokio::task::spawn_blocking(move || background.stop())
             .await
             .context("storage thread join failed")?;
+        // The proxy is gone, so is every sender: the log closes once it has
+        // appended what they sent, and the writer once it has applied it all.
+        tokio::task::spawn_blocking(move || self.journal.join())
+            .await
+            .context("capture log join failed")?
+            .map_err(|_| anyhow::anyhow!("the capture log thread panicked"))?;
         tokio::task::spawn_blocking(move || self.writer.join())
             .await
             .context("writer join failed")?
@@ -389,6 +418,7 @@ async fn api_accept_loop(
     state: Arc<OnceLock<Arc<ApiState>>>,
     mut shutdown: watch::Receiver<bool>,
     limits: ConnLimits,
+    metrics: Arc<Metrics>,
 ) {
     let mut connections = JoinSet::new();
     loop {
@@ -399,16 +429,19 @@ async fn api_accept_loop(
                     continue;
                 };
                 let state = state.clone();
+                let metrics = metrics.clone();
                 connections.spawn(async move {
                     let activity = Arc::new(ConnActivity::default());
                     let stream = GuardedIo::new(stream, limits, activity.clone());
-                    let service = service_fn(move |req| {
+                    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                         let ready = state.get().cloned();
                         let in_flight = activity.begin();
+                        let metrics = metrics.clone();
                         async move {
                             let response = match ready {
                                 Some(state) => api::handle(state, req).await?,
-                                None => api::before_store_opens(&req),
+                                // Alive (liveness) but not ready: the store is opening.
+                                None => api::before_store_opens(&req, &metrics),
                             };
                             Ok::<_, std::convert::Infallible>(
                                 response.map(|body| InFlightBody::new(body, in_flight).boxed()),

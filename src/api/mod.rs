@@ -1,8 +1,8 @@
 //! The read API on its own listener: routing, authentication, JSON and error responses.
 //!
 //! Every endpoint is a row of the route table in `routes.rs` (the OpenAPI document is
-//! generated from it). Endpoints live under `/api/v1`; `/healthz` and `/metrics` stay
-//! at the root. Reads run on tokio's blocking pool and go to the store's summaries and
+//! generated from it). Endpoints live under `/api/v1`; `/healthz` (liveness),
+//! `/readyz` (readiness) and `/metrics` stay at the root. Reads run on tokio's blocking pool and go to the store's summaries and
 //! indexes; CSV exports and the live stream are streamed bodies. Nothing here is on
 //! the proxy's forward path.
 
@@ -237,8 +237,22 @@ fn ok<T: serde::Serialize>(value: &T) -> ApiResult {
     Ok(json(StatusCode::OK, value))
 }
 
-/// The answer while the store is still opening: the page itself, or `store_opening`.
-pub fn before_store_opens<B>(request: &Request<B>) -> Response<ApiBody> {
+/// The answer to a request that arrives while the store is still opening: the
+/// process is alive (`/healthz` 200, the proxy forwards and the capture log
+/// records) but not ready (`/readyz` and every read 503 `store_opening`); the
+/// page itself is served, and shows the 503s it gets.
+pub fn before_store_opens<B>(request: &Request<B>, metrics: &Metrics) -> Response<ApiBody> {
+    if request.uri().path() == "/healthz" {
+        return json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "status": "ok",
+                "store": "opening",
+                "backlog": metrics.backlog.load(std::sync::atomic::Ordering::Relaxed),
+                "log_unapplied_bytes": metrics.log_unapplied_bytes(),
+            }),
+        );
+    }
     page::serve(request.method(), request.uri().path(), request.headers())
         .unwrap_or_else(store_opening)
 }

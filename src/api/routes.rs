@@ -289,6 +289,12 @@ fn stream(s: &Arc<ApiState>, w: &Principal, p: &Params, _: &PathArgs) -> ApiResu
 fn healthz(s: &ApiState, _: &Params, _: &PathArgs) -> ApiResult {
     super::ok(&schema::Health::of(s))
 }
+fn readyz(_: &ApiState, _: &Params, _: &PathArgs) -> ApiResult {
+    super::ok(&schema::Ready {
+        status: "ready",
+        store: "open",
+    })
+}
 fn openapi(_: &ApiState, _: &Params, _: &PathArgs) -> ApiResult {
     super::ok(&super::openapi::document())
 }
@@ -497,9 +503,18 @@ pub static ROUTES: &[Route] = &[
         path: "/healthz",
         handler: Handler::Public(healthz),
         access: Access::Public,
-        summary: "Liveness and storage state",
+        summary: "Liveness and storage state (200 also while the store opens)",
         params: &[],
         reply: json(schema_of::<schema::Health>, "the process serves"),
+    },
+    Route {
+        method: Method::GET,
+        path: "/readyz",
+        handler: Handler::Public(readyz),
+        access: Access::Public,
+        summary: "Readiness: the store is open (503 store_opening before)",
+        params: &[],
+        reply: json(schema_of::<schema::Ready>, "the store is open"),
     },
     Route {
         method: Method::GET,

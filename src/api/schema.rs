@@ -14,15 +14,20 @@ use crate::store::AuditEntry;
 use schemars::JsonSchema;
 use serde::Serialize;
 
-/// `GET /healthz`.
+/// `GET /healthz` (liveness). While the store opens the answer is also 200, with
+/// `store` = `opening` and no `storage`.
 #[derive(Serialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct Health {
     /// `ok`, or `degraded` while the store's batch writes fail (calls are being lost;
     /// `storage.last_write_error` says why).
     pub status: &'static str,
-    /// Finished calls waiting for the writer.
+    /// `open`, or `opening` while the store opens (the proxy forwards meanwhile).
+    pub store: &'static str,
+    /// Finished calls handed over and not yet stored.
     pub backlog: u64,
+    /// Bytes of capture log the store has not applied yet (bounded by `store.backlog`).
+    pub log_unapplied_bytes: u64,
     #[schemars(with = "StorageHealth")]
     pub storage: serde_json::Value,
 }
@@ -36,13 +41,25 @@ impl Health {
             } else {
                 "ok"
             },
+            store: "open",
             backlog: state
                 .metrics
                 .backlog
                 .load(std::sync::atomic::Ordering::Relaxed),
+            log_unapplied_bytes: state.metrics.log_unapplied_bytes(),
             storage: state.store.health(),
         }
     }
+}
+
+/// `GET /readyz` (readiness): 200 once the store is open; before, 503 `store_opening`.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Ready {
+    /// `ready`.
+    pub status: &'static str,
+    /// `open`.
+    pub store: &'static str,
 }
 
 #[derive(JsonSchema)]

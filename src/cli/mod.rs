@@ -170,7 +170,7 @@ pub enum DevCommand {
         #[arg(long, default_value_t = 200)]
         requests: usize,
     },
-    /// Records per second through the writer alone, and bytes on disk per call
+    /// Records per second through the capture log and the writer, and bytes on disk per call
     WriterBench {
         #[arg(long, value_name = "DIR")]
         data_dir: PathBuf,
@@ -180,6 +180,9 @@ pub enum DevCommand {
         body_bytes: usize,
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Log the calls first with no writer, then apply the whole log from disk, as after a restart
+        #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+        replay: bool,
     },
     /// Bytes on disk per call against bytes captured, for an agent workload
     StorageBench {

@@ -30,12 +30,13 @@ pub fn run(command: DevCommand) -> anyhow::Result<()> {
             calls,
             body_bytes,
             config,
+            replay,
         } => {
             let raw = match &config {
                 Some(path) => RawConfig::from_file(path)?,
                 None => RawConfig::default(),
             };
-            writer_bench(raw, &data_dir, calls, body_bytes)
+            writer_bench(raw, &data_dir, calls, body_bytes, replay)
         }
         DevCommand::StorageBench {
             dir,
@@ -249,26 +250,35 @@ fn percentiles(times: &mut [f64]) -> (f64, f64) {
     (at(0.5), at(0.99))
 }
 
-/// `llmtap dev writer-bench`: figure 4, records per second through the writer alone
-/// (parse, price, store) and bytes on disk per call.
+/// `llmtap dev writer-bench`: figure 4, records per second through the capture log
+/// and the writer (redact, log, parse, price, store) and bytes on disk per call.
+/// With `--replay true` the calls are logged first with no writer, and the writer
+/// then applies the whole log from disk, as after a restart.
 fn writer_bench(
     raw: RawConfig,
     data_dir: &std::path::Path,
     calls: usize,
     body_bytes: usize,
+    replay: bool,
 ) -> anyhow::Result<()> {
-    use std::sync::atomic::Ordering;
+    use llmtap::journal::{self, JournalOptions};
     use std::sync::Arc;
+    use std::time::Instant;
     std::fs::create_dir_all(data_dir)?;
     let config = raw.validate(&Overrides {
         data_dir: Some(data_dir.to_path_buf()),
         ..Overrides::default()
     })?;
-    let store = llmtap::store::Store::open_with(data_dir, llmtap::server::store_options(&config)?)?;
+    let store_options = llmtap::server::store_options(&config)?;
+    let log_options = JournalOptions::new(
+        data_dir.join("journal"),
+        config.journal_fsync,
+        store_options.keys.clone(),
+    );
+    let store = llmtap::store::Store::open_with(data_dir, store_options)?;
     let prices = Arc::new(std::sync::RwLock::new(Arc::new(
         llmtap::server::load_prices(&config)?,
     )));
-    let metrics = Arc::new(llmtap::metrics::Metrics::default());
     let finished: Vec<_> = (0..calls)
         .map(|i| Box::new(synthetic::synthetic_finished_call(i, body_bytes)))
         .collect();
@@ -276,38 +286,94 @@ fn writer_bench(
         .iter()
         .map(|c| c.request_body.total + c.response_body.total)
         .sum();
-    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
-    let started = std::time::Instant::now();
-    let writer = llmtap::writer::spawn(
-        store.clone(),
-        receiver,
-        prices,
-        metrics.clone(),
-        Arc::new(llmtap::writer::WriterControl::default()),
-        llmtap::writer::WriterLimits::default(),
-    )?;
+    let control = Arc::new(llmtap::writer::WriterControl::default());
+    let metrics = Arc::new(llmtap::metrics::Metrics::default());
+    let log = journal::open(log_options.clone(), metrics.clone())?;
+    let sink = llmtap::capture::CallSink {
+        sender: log.sender,
+        metrics: metrics.clone(),
+    };
+    let started = Instant::now();
+    let (writer, feed) = if replay {
+        (None, Some(log.feed))
+    } else {
+        let writer = llmtap::writer::spawn(
+            store.clone(),
+            log.feed,
+            prices.clone(),
+            metrics.clone(),
+            control.clone(),
+            llmtap::writer::WriterLimits::default(),
+        )?;
+        (Some(writer), None)
+    };
     for call in finished {
-        metrics.backlog.fetch_add(1, Ordering::Relaxed);
-        sender
-            .send(call)
-            .map_err(|_| anyhow::anyhow!("writer stopped"))?;
+        sink.send(call);
     }
-    drop(sender);
-    writer
+    drop(sink);
+    log.appender
         .join()
-        .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
-    let elapsed = started.elapsed().as_secs_f64();
+        .map_err(|_| anyhow::anyhow!("the capture log thread panicked"))?;
+    let logged = started.elapsed().as_secs_f64();
+    let mut report = format!(
+        "capture log: {calls} calls appended in {logged:.2}s = {:.0} calls/s, {:.0} B/call in the log\n",
+        calls as f64 / logged,
+        metrics.log_end.load(std::sync::atomic::Ordering::Relaxed) as f64 / calls as f64,
+    );
+    let (elapsed, written, what) = match writer {
+        Some(writer) => {
+            writer
+                .join()
+                .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+            (
+                started.elapsed().as_secs_f64(),
+                metrics
+                    .records_written
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                "log and writer together (handed over in memory)",
+            )
+        }
+        None => {
+            drop(feed);
+            // A restart: a new run of the log, the writer reads it all from disk.
+            let metrics = Arc::new(llmtap::metrics::Metrics::default());
+            let log = journal::open(log_options, metrics.clone())?;
+            drop(log.sender);
+            let started = Instant::now();
+            let writer = llmtap::writer::spawn(
+                store.clone(),
+                log.feed,
+                prices,
+                metrics.clone(),
+                control,
+                llmtap::writer::WriterLimits::default(),
+            )?;
+            log.appender
+                .join()
+                .map_err(|_| anyhow::anyhow!("the capture log thread panicked"))?;
+            writer
+                .join()
+                .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+            (
+                started.elapsed().as_secs_f64(),
+                metrics
+                    .records_written
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                "replay: the writer applying the log from disk",
+            )
+        }
+    };
     drop(store);
-    let on_disk = dir_size(data_dir);
-    let written = metrics.records_written.load(Ordering::Relaxed);
-    crate::write_stdout(&format!(
-        "writer alone: {written} calls of ~{body_bytes} B requests in {elapsed:.2}s = {:.0} calls/s; \
-         raw {:.0} B/call, on disk {:.0} B/call ({:.1}x smaller)\n",
+    let on_disk = dir_size(data_dir) - dir_size(&data_dir.join("journal"));
+    report.push_str(&format!(
+        "{what}: {written} calls of ~{body_bytes} B requests in {elapsed:.2}s = {:.0} calls/s; \
+         raw {:.0} B/call, store on disk {:.0} B/call ({:.1}x smaller)\n",
         written as f64 / elapsed,
         raw_bytes as f64 / calls as f64,
         on_disk as f64 / calls as f64,
         raw_bytes as f64 / on_disk.max(1) as f64,
-    ))
+    ));
+    crate::write_stdout(&report)
 }
 
 fn dir_size(dir: &std::path::Path) -> u64 {

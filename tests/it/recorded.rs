@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-// Parts of this harness serve the CLI tests of another branch; allowed until they land.
+// Shared by suites that may not use every field (the mock keeps serving while held).
 #[allow(dead_code)]
 pub struct Recorded {
     pub running: Running,
