@@ -819,8 +819,8 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use crate::dev::synthetic_call;
     use super::*;
+    use crate::dev::synthetic_call;
     use crate::record::{roll_up, CallStatus};
 
     struct Dir(std::path::PathBuf);
