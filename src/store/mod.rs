@@ -78,6 +78,9 @@ use tokio::sync::broadcast;
 use writes::Writes;
 
 const SCHEMA_VERSION: &[u8] = b"1";
+/// `meta` key of a value sealed with the store's key, checked at open.
+const META_KEY_CHECK: &[u8] = b"key_check";
+const KEY_CHECK_TEXT: &[u8] = b"llmtap key check v1";
 
 /// sled's log segment size. Measured with `llmtap dev storage-bench`: sled cleans a
 /// segment only once half of it is dead, and with its default 512 KiB segments the
@@ -112,6 +115,12 @@ pub enum StoreError {
     Corrupt { key: String, reason: String },
     #[error("the store holds encrypted content: set [store] encryption_key_file or LLMTAP_ENCRYPTION_KEY")]
     KeyRequired,
+    #[error("the encryption key cannot open the content of the store in {dir} (it was sealed with key id {sealed_with}, this keyring has {have}): use the key the store was written with; to rotate, list the new key first and keep the old one after it")]
+    WrongKey {
+        dir: String,
+        sealed_with: String,
+        have: String,
+    },
     #[error(transparent)]
     Crypto(#[from] crypto::CryptoError),
     #[error("attachment files: {0}")]
@@ -362,8 +371,44 @@ impl Store {
             }
             meta.insert("index_v3", b"1")?;
         }
+        store.check_keyring(&shown)?;
         store.load_facet_caches()?;
         Ok(store)
+    }
+
+    /// Refuses a keyring that cannot open what the store holds, before any traffic is
+    /// recorded: a sealed check value in `meta` (`key_check`), or, in stores written
+    /// before it existed, the first manifest. The check value is written with the
+    /// current key when the store has none yet.
+    fn check_keyring(&self, dir: &str) -> Result<(), StoreError> {
+        let Some(keys) = self.options.keys.as_deref() else {
+            return Ok(());
+        };
+        let wrong = |sealed: &[u8]| StoreError::WrongKey {
+            dir: dir.to_string(),
+            sealed_with: sealed
+                .get(..4)
+                .map_or_else(|| "unknown".into(), crypto::hex),
+            have: keys.ids().join(", "),
+        };
+        if let Some(sealed) = self.meta.get(META_KEY_CHECK)? {
+            return match keys.open(&sealed) {
+                Ok(plain) if plain == KEY_CHECK_TEXT => Ok(()),
+                _ => Err(wrong(&sealed)),
+            };
+        }
+        if let Some(entry) = self.call_content.iter().next() {
+            let (id, stored) = entry?;
+            match self.content.codec.open(&id, &stored) {
+                Ok(_) => {}
+                Err(StoreError::Crypto(_)) => {
+                    return Err(wrong(stored.get(1..).unwrap_or_default()));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.meta.insert(META_KEY_CHECK, keys.seal(KEY_CHECK_TEXT)?)?;
+        Ok(())
     }
 
     /// Bytes the facet caches hold (bitmaps and values), for calls and invocations.

@@ -652,6 +652,58 @@ async fn encrypted_store_does_not_reveal_prompts_on_disk() {
     );
 }
 
+const OTHER_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+#[test]
+fn a_wrong_encryption_key_is_refused_at_open() {
+    let dir = TempDir::new("wrong-key");
+    {
+        let store = open(dir.path(), keyed());
+        let c = call("c_1", "i_1", 1, 1_000, "{\"q\":\"secret\"}", "{}");
+        store.write_batch(&[c], &[inv("i_1", 1_000, 1)]).unwrap();
+        store.flush().unwrap();
+    }
+    let other = |text: &str| StoreOptions {
+        keys: Some(Arc::new(Keyring::from_text(text).unwrap())),
+        ..StoreOptions::default()
+    };
+    let refused = Store::open_with(dir.path(), other(OTHER_KEY));
+    let Err(e) = refused else {
+        panic!("a store sealed with another key opened");
+    };
+    let message = e.to_string();
+    assert!(message.contains("cannot open the content"), "{message}");
+    assert!(!message.contains(KEY) && !message.contains(OTHER_KEY), "{message}");
+    // A rotated keyring (new key first, the old one kept) opens and reads old content.
+    let store = open(dir.path(), other(&format!("{OTHER_KEY}\n{KEY}")));
+    let back = store.get_call("c_1").unwrap().unwrap();
+    assert_eq!(back.request_body.as_deref(), Some("{\"q\":\"secret\"}"));
+    drop(store);
+    // The right key still opens it.
+    drop(open(dir.path(), keyed()));
+}
+
+#[tokio::test]
+async fn llmtap_refuses_to_start_with_a_wrong_key() {
+    let dir = TempDir::new("wrong-key-serve");
+    let key_dir = TempDir::new("wrong-key-file");
+    let key_file = key_dir.path().join("key");
+    let extra = format!(
+        "[store]\nencryption_key_file = \"{}\"\n",
+        key_file.display()
+    );
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    // An empty store sealed nothing yet, but it records the key it is opened with.
+    let running = start_llmtap(test_config(dir.path(), &extra)).await;
+    running.shutdown().await.unwrap();
+    std::fs::write(&key_file, format!("{OTHER_KEY}\n")).unwrap();
+    let started = llmtap::server::start(test_config(dir.path(), &extra)).await;
+    let Err(e) = started else {
+        panic!("llmtap started with the wrong key");
+    };
+    assert!(format!("{e:#}").contains("encryption key cannot open"), "{e:#}");
+}
+
 #[tokio::test]
 async fn blobs_and_raw_bodies_are_served_by_the_api() {
     let response_body = r#"{"type":"message","content":[{"type":"text","text":"a cat"}]}"#;
