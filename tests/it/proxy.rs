@@ -323,6 +323,68 @@ async fn every_status_is_recorded() {
 }
 
 #[tokio::test]
+async fn empty_bodied_responses_keep_their_status() {
+    // OpenRouter's bare 429, a 204 and an empty 500 all come with content-length: 0.
+    let (_mock, running, _dir) = setup(
+        |req| {
+            let status = req
+                .path_and_query
+                .rsplit('/')
+                .next()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(200);
+            let mut r = MockResponse {
+                status,
+                headers: vec![],
+                steps: vec![],
+                delay_head: Duration::ZERO,
+            };
+            if status != 204 {
+                r = r.header("content-length", "0");
+            }
+            if status == 429 {
+                r = r.header("retry-after", "7");
+            }
+            r
+        },
+        "",
+    )
+    .await;
+    for (code, status) in [
+        (429, CallStatus::RateLimited),
+        (204, CallStatus::Success),
+        (500, CallStatus::Failed),
+    ] {
+        let got = post_json(
+            running.proxy_addr,
+            &format!("/mock/v1/{code}"),
+            &[],
+            CHAT_BODY,
+        )
+        .await;
+        assert_eq!(got.status, code);
+        assert!(got.body.is_empty());
+        let call = wait_call(&running, &got.call_id()).await;
+        assert_eq!(call.status, Some(status), "HTTP {code}");
+        assert_eq!(call.http_status, Some(code));
+        let error_type = call.error.as_ref().and_then(|e| e.error_type.as_deref());
+        assert_ne!(error_type, Some("canceled"), "HTTP {code}");
+        let api = api_get(&running, &format!("/api/v1/calls/{}", call.id)).await;
+        let hint = api.json()["hint"].as_str().map(str::to_string);
+        assert!(
+            !hint.as_deref().unwrap_or("").contains("went away"),
+            "HTTP {code}: {hint:?}"
+        );
+    }
+    // The bare 429 counts in the rate-limit views.
+    let limited = api_get(&running, "/api/v1/calls?status=rate_limited").await;
+    assert_eq!(limited.json()["total"], 1);
+    let rl = api_get(&running, "/api/v1/ratelimits").await.json();
+    assert_eq!(rl["items"][0]["rate_limited_1h"], 1, "{rl}");
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn unreachable_upstream_is_a_recorded_502() {
     // Bind then drop: nothing listens on this port.
     let port = {
