@@ -206,8 +206,10 @@ mod tests {
 pub enum Outcome {
     /// The response was delivered whole (whatever its HTTP status).
     Completed,
-    /// No response, or a response cut short, because of the upstream.
+    /// A response cut short because of the upstream.
     UpstreamError { message: String },
+    /// No connection to the upstream at all: llmtap answered 502 `upstream_unreachable` itself.
+    Unreachable { message: String },
     /// Connect, first-byte or idle timeout.
     Timeout { message: String },
     /// The client went away before the response was delivered.

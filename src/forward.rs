@@ -329,7 +329,7 @@ pub async fn handle(
                 (
                     StatusCode::BAD_GATEWAY,
                     "upstream_unreachable",
-                    Outcome::UpstreamError {
+                    Outcome::Unreachable {
                         message: message.clone(),
                     },
                 )

@@ -135,7 +135,7 @@ pub fn build_record(call: FinishedCall, prices: &PriceTable) -> CallRecord {
 
     let mut status = match &outcome {
         Outcome::Completed => http_status.map_or(CallStatus::Failed, CallStatus::from_http),
-        Outcome::UpstreamError { .. } => CallStatus::Failed,
+        Outcome::UpstreamError { .. } | Outcome::Unreachable { .. } => CallStatus::Failed,
         Outcome::Timeout { .. } => CallStatus::Timeout,
         Outcome::Canceled => CallStatus::Canceled,
     };
@@ -143,6 +143,11 @@ pub fn build_record(call: FinishedCall, prices: &PriceTable) -> CallRecord {
         Outcome::Completed | Outcome::Canceled => None,
         Outcome::UpstreamError { message } => Some(ErrorInfo {
             error_type: Some("upstream_error".into()),
+            message: Some(message.clone()),
+        }),
+        // The type the client got in llmtap's own 502.
+        Outcome::Unreachable { message } => Some(ErrorInfo {
+            error_type: Some("upstream_unreachable".into()),
             message: Some(message.clone()),
         }),
         Outcome::Timeout { message } => Some(ErrorInfo {

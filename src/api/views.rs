@@ -275,7 +275,16 @@ pub(super) fn hint(call: &CallRecord) -> Option<String> {
         CallStatus::Timeout => format!("no answer from {provider} in time"),
         CallStatus::Canceled => "the client went away before the response finished".into(),
         CallStatus::Failed => {
+            let llmtap_answered = call
+                .error
+                .as_ref()
+                .and_then(|e| e.error_type.as_deref())
+                == Some("upstream_unreachable");
             let mut s = match call.http_status {
+                // llmtap produced this status, not the provider.
+                Some(code) if llmtap_answered => {
+                    format!("{provider} could not be reached; llmtap answered HTTP {code}")
+                }
                 Some(code) => format!("{provider} answered HTTP {code}"),
                 None => format!("{provider} could not be reached"),
             };

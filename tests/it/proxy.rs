@@ -410,6 +410,20 @@ async fn unreachable_upstream_is_a_recorded_502() {
     assert_eq!(call.status, Some(CallStatus::Failed));
     assert_eq!(call.http_status, Some(502));
     assert_eq!(call.request_body.as_deref(), Some(CHAT_BODY));
+    // The record names what the client got, and the hint says who answered.
+    let error = call.error.clone().unwrap();
+    assert_eq!(error.error_type.as_deref(), Some("upstream_unreachable"));
+    let hint = api_get(&running, &format!("/api/v1/calls/{}", call.id))
+        .await
+        .json()["hint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        hint.starts_with("dead could not be reached; llmtap answered HTTP 502"),
+        "{hint}"
+    );
+    assert!(!hint.contains("dead answered"), "{hint}");
     running.shutdown().await.unwrap();
 }
 
