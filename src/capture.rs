@@ -222,7 +222,8 @@ pub struct FinishedCall {
     pub id: String,
     pub invocation_id: String,
     /// Round in arrival order since this process started (the writer offsets it by
-    /// rounds stored before a restart). 1 for ungrouped calls.
+    /// rounds stored before a restart). 1 for ungrouped calls; 0 for tool HTTP calls
+    /// (`kind = "http"`), which are not rounds.
     pub arrival_round: u32,
     pub started_at_us: u64,
     pub latency: Duration,

@@ -175,7 +175,11 @@ pub async fn handle(
                 None
             }
         });
+        // Rounds are the LLM calls: a tool HTTP call (`kind = "http"`) of the same
+        // invocation sits between two rounds and is not one (round 0).
         let (invocation_id, arrival_round) = match grouping {
+            Some(id) if provider.kind == ProviderKind::Http => (id, 0),
+            None if provider.kind == ProviderKind::Http => (new_id("i_", started_at_us), 0),
             Some(id) => {
                 let round = state.rounds.next(&id);
                 (id, round)

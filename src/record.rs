@@ -290,6 +290,8 @@ pub struct ClientInfo {
 pub struct CallRecord {
     pub id: String,
     pub invocation_id: String,
+    /// The LLM round (1, 2, ...); 0 for a tool HTTP call (`kind = "http"`), which
+    /// sits between rounds in the run's timeline.
     pub round: u32,
     pub started_at: String,
     pub ended_at: String,
@@ -442,8 +444,13 @@ pub fn roll_up(existing: Option<InvocationRecord>, call: &CallRecord) -> Invocat
     inv.started_at = crate::timefmt::format_rfc3339_us(inv.started_at_us);
     inv.ended_at = crate::timefmt::format_rfc3339_us(inv.ended_at_us);
     inv.latency_ms = (inv.ended_at_us - inv.started_at_us) as f64 / 1000.0;
-    if call.round >= inv.rounds {
+    // Rounds are the LLM calls; a tool HTTP call between them (round 0) decides the
+    // run's status only while the run has no LLM round.
+    let llm_round = call.kind != ProviderKind::Http.as_str();
+    if llm_round && call.round >= inv.rounds {
         inv.rounds = call.round;
+        inv.status = call.status;
+    } else if !llm_round && inv.rounds == 0 {
         inv.status = call.status;
     }
     inv.usage.accumulate(&call.usage);
@@ -463,4 +470,36 @@ pub fn roll_up(existing: Option<InvocationRecord>, call: &CallRecord) -> Invocat
         inv.providers.push(call.provider.clone());
     }
     inv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed_without_usage() -> CallRecord {
+        CallRecord {
+            id: "c_1".into(),
+            invocation_id: "i_1".into(),
+            round: 1,
+            provider: "openai".into(),
+            kind: "openai".into(),
+            status: Some(CallStatus::Failed),
+            http_status: Some(500),
+            ..CallRecord::default()
+        }
+    }
+
+    #[test]
+    fn tool_http_calls_are_not_rounds() {
+        let mut llm = failed_without_usage();
+        llm.status = Some(CallStatus::Success);
+        let inv = roll_up(None, &llm);
+        let mut tool = failed_without_usage();
+        tool.id = "c_2".into();
+        tool.kind = "http".into();
+        tool.round = 0;
+        let inv = roll_up(Some(inv), &tool);
+        assert_eq!(inv.rounds, 1);
+        assert_eq!(inv.status, Some(CallStatus::Success));
+    }
 }

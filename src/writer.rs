@@ -166,6 +166,10 @@ impl WriterState {
                 .retain(|_, (_, seen)| now.duration_since(*seen) < ROUND_BASE_IDLE);
         }
         let arrival = call.round;
+        if arrival == 0 {
+            // A tool HTTP call: not a round.
+            return 0;
+        }
         if arrival == 1 {
             // Numbering (re)starts here: rounds already stored come first.
             let stored = match self.store.get_invocation(&call.invocation_id) {

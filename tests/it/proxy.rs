@@ -771,3 +771,77 @@ async fn captures_are_capped_but_forwarding_is_not() {
     assert_eq!(call.request_body.unwrap().len(), 100_000);
     running.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn tool_http_calls_sit_between_rounds_without_being_rounds() {
+    const TOOL_ROUND: &str = r#"{"id":"x","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"lookup","arguments":"{\"id\":1}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}"#;
+    let mock = MockUpstream::start(|req| {
+        if req.path_and_query.starts_with("/lookup") {
+            let mut r = MockResponse::json(200, r#"{"found":true}"#);
+            r.delay_head = Duration::from_millis(30);
+            r
+        } else if String::from_utf8_lossy(&req.body).contains("call_1") {
+            MockResponse::json(200, CHAT_RESPONSE)
+        } else {
+            MockResponse::json(200, TOOL_ROUND)
+        }
+    })
+    .await;
+    let dir = TempDir::new("toolhttp");
+    let toml = format!(
+        "{}{}",
+        provider_toml("mock", "openai", &mock.url()),
+        provider_toml("tool", "http", &mock.url())
+    );
+    let running = start_llmtap(test_config(dir.path(), &toml)).await;
+    let run = [("x-llmtap-invocation-id", "run-tool")];
+    let r1 = post_json(running.proxy_addr, "/mock/v1/chat/completions", &run, CHAT_BODY).await;
+    let tool = send(running.proxy_addr, "GET", "/tool/lookup?id=1", &run, "").await;
+    assert_eq!(tool.status, 200);
+    let second = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"lookup","arguments":"{\"id\":1}"}}]},{"role":"tool","tool_call_id":"call_1","content":"{\"found\":true}"}]}"#;
+    let r2 = post_json(running.proxy_addr, "/mock/v1/chat/completions", &run, second).await;
+    for (id, round) in [(r1.call_id(), 1), (tool.call_id(), 0), (r2.call_id(), 2)] {
+        assert_eq!(wait_call(&running, &id).await.round, round);
+    }
+    let inv = wait_invocation(&running, "run-tool", 2).await;
+    assert_eq!(inv.rounds, 2);
+    assert_eq!(inv.status, Some(CallStatus::Success));
+    let v = api_get(&running, "/api/v1/invocations/run-tool").await.json();
+    let rounds: Vec<u64> = v["rounds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["round"].as_u64().unwrap())
+        .collect();
+    assert_eq!(rounds, vec![1, 2], "{v}");
+    let joined = &v["rounds"][0]["tool_calls"][0];
+    assert_eq!(joined["name"], "lookup");
+    assert_eq!(joined["result_round"], 2);
+    assert_eq!(joined["result_call_id"], r2.call_id());
+    assert_eq!(joined["result"], "{\"found\":true}");
+    assert!(joined["duration_ms"].as_f64().unwrap() >= 30.0, "{joined}");
+    assert_eq!(joined["http_call_ids"], serde_json::json!([tool.call_id()]));
+    let timeline: Vec<(String, String)> = v["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_string(),
+                e["call_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        timeline,
+        vec![
+            ("llm".to_string(), r1.call_id()),
+            ("http".to_string(), tool.call_id()),
+            ("llm".to_string(), r2.call_id()),
+        ]
+    );
+    assert_eq!(v["timeline"][1]["after_round"], 1);
+    assert_eq!(v["timeline"][1]["round"], serde_json::Value::Null);
+    assert!(v["timeline"][1]["duration_ms"].as_f64().unwrap() >= 30.0);
+    running.shutdown().await.unwrap();
+}
