@@ -454,13 +454,19 @@ pub fn roll_up(existing: Option<InvocationRecord>, call: &CallRecord) -> Invocat
         inv.status = call.status;
     }
     inv.usage.accumulate(&call.usage);
+    // A run has a cost once one of its calls has one (`cost_usd` is kept `None` until then).
+    let mut priced = inv.cost_usd.is_some();
     match &call.cost {
-        Some(cost) if cost.priced => inv.cost_pusd += cost.total_pusd,
+        Some(cost) if cost.priced => {
+            inv.cost_pusd += cost.total_pusd;
+            priced = true;
+        }
         _ if !call.usage.is_empty() => inv.unpriced_calls += 1,
         _ => {}
     }
-    // A partial sum would understate the bill: any unpriced call makes the total unknown.
-    inv.cost_usd = (inv.unpriced_calls == 0).then(|| inv.cost_pusd as f64 / 1e12);
+    // A partial sum would understate the bill: any unpriced call makes the total unknown,
+    // and a run none of whose calls has a cost (failed before usage) costs null, like them.
+    inv.cost_usd = (inv.unpriced_calls == 0 && priced).then(|| inv.cost_pusd as f64 / 1e12);
     if let Some(model) = call.response_model.as_ref().or(call.model.as_ref()) {
         if !inv.models.contains(model) {
             inv.models.push(model.clone());
@@ -487,6 +493,36 @@ mod tests {
             http_status: Some(500),
             ..CallRecord::default()
         }
+    }
+
+    #[test]
+    fn a_run_without_a_priced_call_costs_null_like_its_calls() {
+        let failed = failed_without_usage();
+        assert_eq!(failed.cost_usd, None);
+        let inv = roll_up(None, &failed);
+        assert_eq!(inv.cost_usd, None);
+        assert_eq!(inv.cost_pusd, 0);
+        // A priced round later gives the run a cost.
+        let mut priced = failed_without_usage();
+        priced.id = "c_2".into();
+        priced.round = 2;
+        priced.status = Some(CallStatus::Success);
+        priced.usage.input_tokens = Some(10);
+        priced.usage.output_tokens = Some(2);
+        priced.cost = Some(Cost {
+            priced: true,
+            total_pusd: 3_000_000,
+            ..Cost::default()
+        });
+        priced.cost_usd = Some(3e-6);
+        let inv = roll_up(Some(inv), &priced);
+        assert_eq!(inv.cost_usd, Some(3e-6));
+        // And a failed call after it keeps the cost.
+        let mut again = failed_without_usage();
+        again.round = 3;
+        let inv = roll_up(Some(inv), &again);
+        assert_eq!(inv.cost_usd, Some(3e-6));
+        assert_eq!(inv.cost_pusd, 3_000_000);
     }
 
     #[test]
