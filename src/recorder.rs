@@ -202,12 +202,15 @@ pub fn build_record(call: FinishedCall, prices: &PriceTable) -> CallRecord {
         if parsed.failed_in_body && status == CallStatus::Success {
             status = CallStatus::Failed;
         }
-        if let Some(offset) = parsed.first_content_offset.filter(|_| parsed.stream) {
-            record.ttft_ms = chunk_times
-                .iter()
-                .find(|(received, _)| *received >= offset)
-                .map(|(_, at)| ms(*at))
-                .or(record.ttft_ms);
+        if parsed.stream {
+            // A stream's ttft is its first content token; one that produced none
+            // (canceled, stalled, empty) has none, not the first byte.
+            record.ttft_ms = parsed.first_content_offset.and_then(|offset| {
+                chunk_times
+                    .iter()
+                    .find(|(received, _)| *received >= offset)
+                    .map(|(_, at)| ms(*at))
+            });
         }
         if error.is_none() {
             error = parsed.error.clone();

@@ -845,3 +845,41 @@ async fn tool_http_calls_sit_between_rounds_without_being_rounds() {
     assert!(v["timeline"][1]["duration_ms"].as_f64().unwrap() >= 30.0);
     running.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_stream_without_a_content_token_has_no_ttft() {
+    let (_mock, running, _dir) = setup(
+        |req| {
+            let mut r = MockResponse::sse(
+                &["data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"}}]}\n\n"],
+                Duration::ZERO,
+            );
+            if req.path_and_query.contains("stall") {
+                // Stalls after the role chunk: the idle timeout ends it.
+                r.steps.push(Step::Sleep(Duration::from_secs(5)));
+            } else {
+                r.steps.push(Step::Sleep(Duration::from_millis(50)));
+                r.steps.push(Step::Data(Bytes::from_static(
+                    b"data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n",
+                )));
+            }
+            r
+        },
+        "idle_timeout_ms = 300\n[capture]\ninject_include_usage = false",
+    )
+    .await;
+    let body = r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let stalled = post_json(running.proxy_addr, "/mock/v1/stall/chat/completions", &[], body).await;
+    let call = wait_call(&running, &stalled.call_id()).await;
+    assert_eq!(call.status, Some(CallStatus::Timeout));
+    assert!(call.stream);
+    assert!(call.first_byte_ms.is_some());
+    assert_eq!(call.ttft_ms, None, "no content token, no ttft");
+    // Control: a content token 50 ms after the first byte is the ttft.
+    let fine = post_json(running.proxy_addr, "/mock/v1/chat/completions", &[], body).await;
+    let call = wait_call(&running, &fine.call_id()).await;
+    assert_eq!(call.status, Some(CallStatus::Success));
+    let ttft = call.ttft_ms.unwrap();
+    assert!(ttft >= call.first_byte_ms.unwrap() + 40.0, "{ttft}");
+    running.shutdown().await.unwrap();
+}
