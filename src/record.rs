@@ -382,7 +382,11 @@ pub struct InvocationRecord {
     pub cost_usd: Option<f64>,
     pub cost_pusd: u64,
     pub unpriced_calls: u32,
+    /// The models the run's requests asked for (the response's when a request named none).
     pub models: Vec<String>,
+    /// The models the provider says answered (dated names, routed models).
+    #[serde(default)]
+    pub response_models: Vec<String>,
     pub providers: Vec<String>,
 }
 
@@ -467,9 +471,14 @@ pub fn roll_up(existing: Option<InvocationRecord>, call: &CallRecord) -> Invocat
     // A partial sum would understate the bill: any unpriced call makes the total unknown,
     // and a run none of whose calls has a cost (failed before usage) costs null, like them.
     inv.cost_usd = (inv.unpriced_calls == 0 && priced).then(|| inv.cost_pusd as f64 / 1e12);
-    if let Some(model) = call.response_model.as_ref().or(call.model.as_ref()) {
+    if let Some(model) = call.model.as_ref().or(call.response_model.as_ref()) {
         if !inv.models.contains(model) {
             inv.models.push(model.clone());
+        }
+    }
+    if let Some(model) = &call.response_model {
+        if !inv.response_models.contains(model) {
+            inv.response_models.push(model.clone());
         }
     }
     if !inv.providers.contains(&call.provider) {

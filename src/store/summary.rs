@@ -48,7 +48,11 @@ pub struct CallSummary {
     pub ttft_ms: Option<f64>,
     pub provider: String,
     pub kind: String,
+    /// The model the request asked for (the response's when the request named none).
     pub model: Option<String>,
+    /// The model the provider says answered (often a dated name of `model`).
+    #[serde(default)]
+    pub response_model: Option<String>,
     pub status: Option<CallStatus>,
     pub http_status: Option<u16>,
     pub stream: bool,
@@ -83,7 +87,11 @@ pub struct InvocationSummary {
     pub session_id: Option<String>,
     pub prompt: Option<String>,
     pub providers: Vec<String>,
+    /// The models the run's requests asked for, in order of first use.
     pub models: Vec<String>,
+    /// The models the provider says answered.
+    #[serde(default)]
+    pub response_models: Vec<String>,
     /// The first model, for tables with one model column.
     pub model: Option<String>,
     pub status: Option<CallStatus>,
@@ -120,7 +128,8 @@ impl CallSummary {
             ttft_ms: call.ttft_ms,
             provider: call.provider.clone(),
             kind: call.kind.clone(),
-            model: call.response_model.clone().or_else(|| call.model.clone()),
+            model: call.model.clone().or_else(|| call.response_model.clone()),
+            response_model: call.response_model.clone(),
             status: call.status,
             http_status: call.http_status,
             stream: call.stream,
@@ -149,7 +158,10 @@ impl CallSummary {
         let mut pairs = Vec::with_capacity(12);
         push(&mut pairs, tag::AGENT, &self.agent);
         pairs.push((tag::PROVIDER, self.provider.clone()));
+        // Requested model first (what grouping uses), then the answering one, so a
+        // model filter matches either.
         push(&mut pairs, tag::MODEL, &self.model);
+        push(&mut pairs, tag::MODEL, &self.response_model);
         push(
             &mut pairs,
             tag::STATUS,
@@ -197,6 +209,7 @@ impl InvocationSummary {
             prompt,
             providers: inv.providers.clone(),
             models: inv.models.clone(),
+            response_models: inv.response_models.clone(),
             model: inv.models.first().cloned(),
             status: inv.status,
             rounds: inv.rounds,
@@ -213,7 +226,7 @@ impl InvocationSummary {
         for p in &self.providers {
             pairs.push((tag::PROVIDER, p.clone()));
         }
-        for m in &self.models {
+        for m in self.models.iter().chain(&self.response_models) {
             pairs.push((tag::MODEL, m.clone()));
         }
         push(

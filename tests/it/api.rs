@@ -1081,3 +1081,55 @@ async fn proxied_calls_appear_in_lists_and_openapi_describes_every_endpoint() {
     }
     running.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn model_filter_matches_requested_or_answered_and_groups_by_requested() {
+    let (running, _dir) = start("").await;
+    let mut answered = call("m-1", 1, T0, "bot", "t", CallStatus::Success);
+    answered.model = Some("gpt-4o".into());
+    answered.response_model = Some("gpt-4o-2024-08-06".into());
+    let mut failed = call("m-2", 1, T0 + 1_000, "bot", "t", CallStatus::Failed);
+    failed.model = Some("gpt-4o".into());
+    failed.response_model = None;
+    let mut other = call("m-3", 1, T0 + 2_000, "bot", "t", CallStatus::Success);
+    other.model = Some("gpt-4o-mini".into());
+    other.response_model = Some("gpt-4o-mini-2024-07-18".into());
+    write(&running, &[answered.clone(), failed.clone(), other]);
+    let total = |v: &Value| v["total"].as_u64().unwrap();
+    let page = ok_json(&running, "/api/v1/calls?model=gpt-4o").await;
+    assert_eq!(ids(&page), vec![failed.id.clone(), answered.id.clone()]);
+    assert_eq!(total(&page), 2);
+    let dated = ok_json(&running, "/api/v1/calls?model=gpt-4o-2024-08-06").await;
+    assert_eq!(ids(&dated), vec![answered.id.clone()]);
+    assert_eq!(total(&dated), 1);
+    // Both names of one call ORed: the call counts once.
+    let both = ok_json(&running, "/api/v1/calls?model=gpt-4o,gpt-4o-2024-08-06").await;
+    assert_eq!(total(&both), 2);
+    assert_eq!(both["count"], 2);
+    // With a second filter (the facet-cache path) too.
+    let paired = ok_json(&running, "/api/v1/calls?model=gpt-4o&agent=bot&status=success").await;
+    assert_eq!(ids(&paired), vec![answered.id.clone()]);
+    assert_eq!(total(&paired), 1);
+    // Lists show both names.
+    let item = &dated["items"][0];
+    assert_eq!(item["model"], "gpt-4o");
+    assert_eq!(item["response_model"], "gpt-4o-2024-08-06");
+    // Grouping by what was requested: one group, one success of two.
+    let stats = ok_json(&running, "/api/v1/stats?group_by=model&model=gpt-4o").await;
+    let groups = stats["items"].as_array().unwrap();
+    assert_eq!(groups.len(), 1, "{stats}");
+    assert_eq!(groups[0]["group"], "gpt-4o");
+    assert_eq!(groups[0]["calls"], 2);
+    assert_eq!(groups[0]["success_rate"], 0.5);
+    // Invocations: filter on either name, show both.
+    let runs = ok_json(&running, "/api/v1/invocations?model=gpt-4o-2024-08-06").await;
+    assert_eq!(total(&runs), 1);
+    assert_eq!(runs["items"][0]["models"], serde_json::json!(["gpt-4o"]));
+    assert_eq!(
+        runs["items"][0]["response_models"],
+        serde_json::json!(["gpt-4o-2024-08-06"])
+    );
+    let runs = ok_json(&running, "/api/v1/invocations?model=gpt-4o").await;
+    assert_eq!(total(&runs), 2);
+    running.shutdown().await.unwrap();
+}
