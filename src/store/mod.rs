@@ -201,6 +201,11 @@ pub struct Store {
     inv_facets: Arc<facet_cache::FacetCache>,
     stats: Arc<StoreStats>,
     options: Arc<StoreOptions>,
+    /// Held by whoever read-modify-writes the counters and rollups (`idx_counts`,
+    /// `rollup`, `rollup_all`): the writer and the retention sweeper run on two
+    /// threads, and sled has no atomic add, so each update is read and written
+    /// under this lock or one of them would be lost.
+    counters: Arc<std::sync::Mutex<()>>,
 }
 
 fn round_key(invocation_id: &str, round: u32, call_id: &str) -> Vec<u8> {
@@ -353,6 +358,7 @@ impl Store {
             inv_facets: Arc::new(facet_cache::FacetCache::new(true)),
             stats: Arc::new(StoreStats::default()),
             options: Arc::new(options),
+            counters: Arc::default(),
             meta: meta.clone(),
             db,
         };
@@ -760,6 +766,9 @@ impl Store {
                 serde_json::to_vec(state).map_err(StoreError::Encode)?,
             );
         }
+        // Counters and rollups are read and written under the counter lock (the
+        // sweeper updates them too), until they are applied below.
+        let counters_guard = self.lock_counters();
         let mut count_batch = Writes::default();
         for (key, delta) in counts {
             if delta == 0 {
@@ -801,6 +810,7 @@ impl Store {
         count_batch.apply_to(&self.idx_counts)?;
         bucket_batch.apply_to(&self.rollup)?;
         all_batch.apply_to(&self.rollup_all)?;
+        drop(counters_guard);
         session_batch.apply_to(&self.sessions)?;
         session_list_batch.apply_to(&self.session_list)?;
         limit_batch.apply_to(&self.ratelimits)?;
@@ -900,6 +910,10 @@ impl Store {
         Ok(())
     }
 
+    fn lock_counters(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.counters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Removes the derived entries of an invocation being deleted: its summary and
     /// index entries, with their counters.
     pub fn unindex_invocation(&self, id: &[u8]) -> Result<(), StoreError> {
@@ -924,6 +938,7 @@ impl Store {
         }
         cache.forget(view.time_us, id, &pairs);
         let counters = entries.into_iter().map(|(_, count)| count);
+        let _guard = self.lock_counters();
         for count in counters.chain(index::pair_counts(kind, &pairs)) {
             let now = self.idx_counts.get(&count)?.map_or(0, |v| be_u64(&v));
             self.idx_counts

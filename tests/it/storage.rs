@@ -833,3 +833,64 @@ fn a_store_created_without_page_compression_still_opens() {
     let store = open(dir.path(), StoreOptions::default());
     assert_eq!(store.get_raw("c_1", true).unwrap().unwrap(), b"ok");
 }
+
+#[test]
+fn counters_stay_exact_while_the_writer_and_the_sweeper_update_them_together() {
+    let dir = TempDir::new("counter-race");
+    let store = open(dir.path(), StoreOptions::default());
+    let (ids_tx, ids_rx) = std::sync::mpsc::channel::<String>();
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for batch in 0..300u64 {
+                let mut calls = Vec::new();
+                let mut invs = Vec::new();
+                for i in 0..4u64 {
+                    let at = 1_000_000 + batch * 10 + i;
+                    let mut c = call(&llmtap::ids::new_id("c_", at), &format!("r{batch}-{i}"), 1, at, "{}", "{}");
+                    c.metadata.agent = Some("racer".into());
+                    c.status = Some(llmtap::record::CallStatus::Success);
+                    invs.push(llmtap::record::roll_up(None, &c));
+                    calls.push(c);
+                }
+                store.write_batch(&calls, &invs).unwrap();
+                for c in calls {
+                    ids_tx.send(c.id).unwrap();
+                }
+            }
+        })
+    };
+    let sweeper = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let mut deleted = 0u64;
+            // Every other call, as soon as it is stored.
+            for (n, id) in ids_rx.iter().enumerate() {
+                if n % 2 == 0 {
+                    assert!(store.delete_call(&id).unwrap());
+                    deleted += 1;
+                }
+            }
+            deleted
+        })
+    };
+    writer.join().unwrap();
+    let deleted = sweeper.join().unwrap();
+    let left = 1200 - deleted;
+    assert_eq!(store.call_count() as u64, left);
+    let filter = llmtap::store::summary::Filter {
+        eq: vec![(llmtap::store::summary::tag::AGENT, vec!["racer".into()])],
+        ..Default::default()
+    };
+    let page = store
+        .list_calls(
+            &filter,
+            &llmtap::store::PageRequest {
+                limit: 1,
+                count_total: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(page.total, left, "the agent counter drifted");
+}
