@@ -251,6 +251,25 @@ impl RollupCell {
         }
     }
 
+    /// Takes `other` (deleted records) out of this cell, never below zero.
+    pub fn subtract(&mut self, other: &RollupCell) {
+        self.calls = self.calls.saturating_sub(other.calls);
+        self.errors = self.errors.saturating_sub(other.errors);
+        self.invocations = self.invocations.saturating_sub(other.invocations);
+        self.cost_pusd = self.cost_pusd.saturating_sub(other.cost_pusd);
+        self.input_tokens = self.input_tokens.saturating_sub(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_sub(other.output_tokens);
+        self.latency_sum_us = self.latency_sum_us.saturating_sub(other.latency_sum_us);
+        for (a, b) in self.hist.iter_mut().zip(&other.hist) {
+            *a = a.saturating_sub(*b);
+        }
+    }
+
+    /// Nothing left counted (a cell every record of which was deleted).
+    pub fn is_empty(&self) -> bool {
+        self.calls == 0 && self.invocations == 0
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(56 + self.hist.len() * 8);
         for n in [

@@ -901,8 +901,8 @@ impl Store {
     }
 
     /// Removes the derived entries of a call being deleted (retention, `delete_call`):
-    /// its summary, text and index entries, with their counters. Rollups and
-    /// rate-limit history are aggregates over time and are kept.
+    /// its summary, text and index entries, with their counters. Rollups are taken
+    /// down by the sweeper (`subtract_rollups`); rate-limit history is kept.
     pub fn unindex_call(&self, call: &CallRecord) -> Result<(), StoreError> {
         let id = call.id.as_bytes();
         self.unindex(b'c', id)?;
@@ -912,6 +912,33 @@ impl Store {
 
     fn lock_counters(&self) -> std::sync::MutexGuard<'_, ()> {
         self.counters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes deleted records out of the rollups (`/summary`, `/agents`): per bucket
+    /// and all time, under the counter lock; a cell left empty is removed.
+    pub(super) fn subtract_rollups(
+        &self,
+        buckets: HashMap<Vec<u8>, RollupCell>,
+        all_time: HashMap<Vec<u8>, RollupCell>,
+    ) -> Result<(), StoreError> {
+        let _guard = self.lock_counters();
+        for (tree, cells) in [(&self.rollup, buckets), (&self.rollup_all, all_time)] {
+            let mut batch = Writes::default();
+            for (key, cell) in cells {
+                let Some(stored) = tree.get(&key)? else {
+                    continue;
+                };
+                let mut stored = RollupCell::decode(&stored);
+                stored.subtract(&cell);
+                if stored.is_empty() {
+                    batch.remove(key);
+                } else {
+                    batch.insert(key, stored.encode());
+                }
+            }
+            batch.apply_to(tree)?;
+        }
+        Ok(())
     }
 
     /// Removes the derived entries of an invocation being deleted: its summary and

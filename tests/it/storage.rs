@@ -834,6 +834,53 @@ fn a_store_created_without_page_compression_still_opens() {
     assert_eq!(store.get_raw("c_1", true).unwrap().unwrap(), b"ok");
 }
 
+#[tokio::test]
+async fn retention_takes_deleted_records_out_of_summary_and_agents_even_after_a_restart() {
+    let dir = TempDir::new("retention-rollups");
+    let now = llmtap::timefmt::now_unix_us();
+    let extra = "[store]\nretention_days = 30\n";
+    let running = start_llmtap(test_config(dir.path(), extra)).await;
+    let mut calls = Vec::new();
+    let mut invs = Vec::new();
+    for i in 0..6u64 {
+        // Four old runs (one agent only has old ones), two recent.
+        let at = if i < 4 { now - 40 * DAY_US + i } else { now - 60_000_000 + i };
+        let agent = if i < 2 { "old-bot" } else { "bot" };
+        let mut c = call(&format!("c_{i}"), &format!("run-{i}"), 1, at, "{}", "{}");
+        c.id = llmtap::ids::new_id("c_", at);
+        c.metadata.agent = Some(agent.into());
+        c.status = Some(llmtap::record::CallStatus::Success);
+        c.latency_ms = 100.0;
+        invs.push(llmtap::record::roll_up(None, &c));
+        calls.push(c);
+    }
+    running.store.write_batch(&calls, &invs).unwrap();
+    let summary = api_get(&running, "/api/v1/summary").await.json();
+    assert_eq!((summary["total_calls"].as_u64(), summary["total_runs"].as_u64()), (Some(6), Some(6)));
+    let report = running.store.sweep(now).unwrap();
+    assert_eq!((report.calls_deleted, report.invocations_deleted), (4, 4));
+    let check = |summary: serde_json::Value, agents: serde_json::Value| {
+        assert_eq!(summary["total_calls"], 2, "{summary}");
+        assert_eq!(summary["total_runs"], 2, "{summary}");
+        let items = agents["items"].as_array().unwrap();
+        let names: Vec<&str> = items.iter().map(|a| a["agent"].as_str().unwrap()).collect();
+        assert_eq!(names, vec!["bot"], "{agents}");
+        assert_eq!(items[0]["calls"], 2);
+        assert_eq!(items[0]["invocations"], 2);
+    };
+    check(
+        api_get(&running, "/api/v1/summary").await.json(),
+        api_get(&running, "/api/v1/agents").await.json(),
+    );
+    running.shutdown().await.unwrap();
+    let running = start_llmtap(test_config(dir.path(), extra)).await;
+    check(
+        api_get(&running, "/api/v1/summary").await.json(),
+        api_get(&running, "/api/v1/agents").await.json(),
+    );
+    running.shutdown().await.unwrap();
+}
+
 #[test]
 fn counters_stay_exact_while_the_writer_and_the_sweeper_update_them_together() {
     let dir = TempDir::new("counter-race");
@@ -893,4 +940,5 @@ fn counters_stay_exact_while_the_writer_and_the_sweeper_update_them_together() {
         )
         .unwrap();
     assert_eq!(page.total, left, "the agent counter drifted");
+    assert_eq!(store.rollup_total(b"*").unwrap().calls, left, "the rollup drifted");
 }
