@@ -353,7 +353,11 @@ pub struct SessionSummary {
     pub calls: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// `cost_pusd` as USD, for display.
     pub cost_usd: f64,
+    /// The exact sum of the calls' costs in picodollars (as for calls and runs).
+    #[serde(default)]
+    pub cost_pusd: u64,
     pub first_at: String,
     pub first_at_us: u64,
     pub last_at: String,

@@ -1076,7 +1076,16 @@ fn update_session(s: &mut SessionSummary, call: &CallRecord, with_subject: bool)
     s.calls += 1;
     s.input_tokens += call.usage.input_tokens.unwrap_or(0);
     s.output_tokens += call.usage.output_tokens.unwrap_or(0);
-    s.cost_usd += call.cost_usd.unwrap_or(0.0);
+    // Integer picodollars, so the sum never drifts; sessions stored before
+    // `cost_pusd` existed start from their float total.
+    if s.cost_pusd == 0 && s.cost_usd > 0.0 {
+        s.cost_pusd = (s.cost_usd * 1e12).round() as u64;
+    }
+    s.cost_pusd += match call.cost.as_ref().filter(|c| c.priced) {
+        Some(cost) => cost.total_pusd,
+        None => call.cost_usd.map_or(0, |usd| (usd * 1e12).round() as u64),
+    };
+    s.cost_usd = s.cost_pusd as f64 / 1e12;
     if with_subject && (call.started_at_us <= s.first_at_us || s.subject.is_none()) {
         if let Some(subject) = index::subject_of(call) {
             if call.started_at_us <= s.first_at_us || s.subject.is_none() {

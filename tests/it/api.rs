@@ -1133,3 +1133,42 @@ async fn model_filter_matches_requested_or_answered_and_groups_by_requested() {
     assert_eq!(total(&runs), 2);
     running.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn session_costs_are_exact_picodollar_sums() {
+    let (running, _dir) = start("").await;
+    // Three costs whose float sum drifts: 0.001 + 0.00101 + 0.00104 = 0.0030499999999999998.
+    let calls: Vec<CallRecord> = [1_000_000_000u64, 1_010_000_000, 1_040_000_000]
+        .iter()
+        .enumerate()
+        .map(|(i, pusd)| {
+            let mut c = synthetic_call(
+                "sess-run",
+                i as u32 + 1,
+                T0 + i as u64 * 1000,
+                "bot",
+                "t",
+                Some("chat-cost"),
+                0,
+                CallStatus::Success,
+                10,
+                1,
+            );
+            let cost = c.cost.as_mut().unwrap();
+            cost.priced = true;
+            cost.total_pusd = *pusd;
+            cost.total_usd = Some(*pusd as f64 / 1e12);
+            c.cost_usd = cost.total_usd;
+            c
+        })
+        .collect();
+    for c in &calls {
+        write(&running, std::slice::from_ref(c));
+    }
+    let s = ok_json(&running, "/api/v1/sessions/chat-cost").await;
+    assert_eq!(s["cost_pusd"], 3_050_000_000u64, "{s}");
+    assert_eq!(s["cost_usd"].as_f64(), Some(0.00305), "{s}");
+    let list = ok_json(&running, "/api/v1/sessions").await;
+    assert_eq!(list["items"][0]["cost_usd"].as_f64(), Some(0.00305));
+    running.shutdown().await.unwrap();
+}
