@@ -371,6 +371,9 @@ pub struct InvocationRecord {
     pub user_id: Option<String>,
     pub tenant: Option<String>,
     pub session_id: Option<String>,
+    /// `x-llmtap-task-id` of its first call that had one.
+    #[serde(default)]
+    pub task_id: Option<String>,
     pub started_at: String,
     pub ended_at: String,
     pub started_at_us: u64,
@@ -438,6 +441,7 @@ pub fn roll_up(existing: Option<InvocationRecord>, call: &CallRecord) -> Invocat
         (&mut inv.user_id, &m.user_id),
         (&mut inv.tenant, &m.tenant),
         (&mut inv.session_id, &m.session_id),
+        (&mut inv.task_id, &m.task_id),
     ] {
         if slot.is_none() {
             slot.clone_from(value);

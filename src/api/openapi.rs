@@ -24,7 +24,11 @@ fn filter_params() -> Vec<Value> {
             "repeatable",
             json!({"type": "string", "enum": ["success", "failed", "timeout", "rate_limited", "canceled", "unauthorized"]}),
         ),
-        string_param("trigger", "user, system, task, ..."),
+        param(
+            "trigger",
+            "what started the run (x-llmtap-trigger); repeatable",
+            json!({"type": "string", "enum": ["user", "system", "task"]}),
+        ),
         string_param(
             "tenant",
             "tenant; a tenant-confined token may only pass its own",
@@ -32,6 +36,7 @@ fn filter_params() -> Vec<Value> {
         string_param("user_id", "end user"),
         string_param("session_id", "conversation session"),
         string_param("prompt", "prompt name and version, e.g. summarise@v3"),
+        string_param("task", "task id (x-llmtap-task-id); repeatable, values ORed"),
         json!({"name": "property.<key>", "in": "query", "required": false,
                "description": "property.KEY=VALUE matches x-llmtap-property-KEY", "schema": {"type": "string"}}),
         param(

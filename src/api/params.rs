@@ -44,6 +44,7 @@ pub const FILTER_PARAMS: &[&str] = &[
     "user_id",
     "session_id",
     "prompt",
+    "task",
     "property.<key>",
     "has_session",
     "from",
@@ -178,6 +179,7 @@ pub fn filter(params: &Params) -> Result<Filter, ParamError> {
         ("user_id", tag::USER),
         ("session_id", tag::SESSION),
         ("prompt", tag::PROMPT),
+        ("task", tag::TASK),
     ] {
         let values: Vec<String> = params
             .all(name)

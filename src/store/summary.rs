@@ -26,6 +26,8 @@ pub mod tag {
     pub const KEY: u8 = b'k';
     pub const KIND: u8 = b'd';
     pub const PROPERTY: u8 = b'P';
+    /// Not indexed: the `x-llmtap-task-id` of a call or run.
+    pub const TASK: u8 = b'x';
     /// Index only (never in a header): `1` when the record has a session, else `0`,
     /// so `has_session` joins like any indexed filter.
     pub const HAS_SESSION: u8 = b'h';
@@ -67,6 +69,8 @@ pub struct CallSummary {
     pub user_id: Option<String>,
     pub session_id: Option<String>,
     pub prompt: Option<String>,
+    #[serde(default)]
+    pub task_id: Option<String>,
     pub api_key_fingerprint: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub properties: BTreeMap<String, String>,
@@ -86,6 +90,8 @@ pub struct InvocationSummary {
     pub user_id: Option<String>,
     pub session_id: Option<String>,
     pub prompt: Option<String>,
+    #[serde(default)]
+    pub task_id: Option<String>,
     pub providers: Vec<String>,
     /// The models the run's requests asked for, in order of first use.
     pub models: Vec<String>,
@@ -144,6 +150,7 @@ impl CallSummary {
             user_id: m.user_id.clone(),
             session_id: m.session_id.clone(),
             prompt: m.prompt.clone(),
+            task_id: m.task_id.clone(),
             api_key_fingerprint: call.api_key_fingerprint.clone(),
             properties: m.properties.clone(),
         }
@@ -173,6 +180,7 @@ impl CallSummary {
         push(&mut pairs, tag::TRIGGER, &self.trigger);
         push(&mut pairs, tag::PROMPT, &self.prompt);
         push(&mut pairs, tag::KEY, &self.api_key_fingerprint);
+        push(&mut pairs, tag::TASK, &self.task_id);
         pairs.push((tag::KIND, self.kind.clone()));
         for (k, v) in &self.properties {
             pairs.push((tag::PROPERTY, format!("{k}\x1f{v}")));
@@ -207,6 +215,7 @@ impl InvocationSummary {
             user_id: inv.user_id.clone(),
             session_id: inv.session_id.clone(),
             prompt,
+            task_id: inv.task_id.clone(),
             providers: inv.providers.clone(),
             models: inv.models.clone(),
             response_models: inv.response_models.clone(),
@@ -239,6 +248,7 @@ impl InvocationSummary {
         push(&mut pairs, tag::SESSION, &self.session_id);
         push(&mut pairs, tag::TRIGGER, &self.trigger);
         push(&mut pairs, tag::PROMPT, &self.prompt);
+        push(&mut pairs, tag::TASK, &self.task_id);
         for (k, v) in &self.properties {
             pairs.push((tag::PROPERTY, format!("{k}\x1f{v}")));
         }

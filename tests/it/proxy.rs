@@ -883,3 +883,54 @@ async fn a_stream_without_a_content_token_has_no_ttft() {
     assert!(ttft >= call.first_byte_ms.unwrap() + 40.0, "{ttft}");
     running.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn task_ids_reach_the_run_and_filter_and_triggers_are_checked() {
+    let (_mock, running, _dir) = setup(|_| MockResponse::json(200, CHAT_RESPONSE), "").await;
+    let bad = post_json(
+        running.proxy_addr,
+        "/mock/v1/chat/completions",
+        &[("x-llmtap-trigger", "cron")],
+        CHAT_BODY,
+    )
+    .await;
+    assert_eq!(bad.status, 400);
+    let message = bad.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("x-llmtap-trigger") && message.contains("user, system, task"),
+        "{message}"
+    );
+    let mut ids = Vec::new();
+    for (run, task, trigger) in [("run-a", "T-1", "task"), ("run-b", "T-2", "user")] {
+        let got = post_json(
+            running.proxy_addr,
+            "/mock/v1/chat/completions",
+            &[
+                ("x-llmtap-invocation-id", run),
+                ("x-llmtap-task-id", task),
+                ("x-llmtap-trigger", trigger),
+            ],
+            CHAT_BODY,
+        )
+        .await;
+        assert_eq!(got.status, 200);
+        ids.push(got.call_id());
+    }
+    for id in &ids {
+        wait_call(&running, id).await;
+    }
+    let inv = wait_invocation(&running, "run-a", 1).await;
+    assert_eq!(inv.task_id.as_deref(), Some("T-1"));
+    let calls = api_get(&running, "/api/v1/calls?task=T-1").await.json();
+    assert_eq!(calls["total"], 1, "{calls}");
+    assert_eq!(calls["items"][0]["id"], ids[0].as_str());
+    assert_eq!(calls["items"][0]["task_id"], "T-1");
+    let runs = api_get(&running, "/api/v1/invocations?task=T-2").await.json();
+    assert_eq!(runs["total"], 1, "{runs}");
+    assert_eq!(runs["items"][0]["id"], "run-b");
+    assert_eq!(runs["items"][0]["task_id"], "T-2");
+    let doc = api_get(&running, "/api/v1/openapi.json").await.json();
+    let params = doc["paths"]["/calls"]["get"]["parameters"].to_string();
+    assert!(params.contains("\"task\""), "{params}");
+    running.shutdown().await.unwrap();
+}
