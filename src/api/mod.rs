@@ -127,6 +127,12 @@ async fn dispatch(
     }
     let principal = state.auth.authenticate(authorization)?;
     let params = Params::parse(query)?;
+    // What an audit entry records: the path with its query string as sent.
+    let target = if query.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{query}")
+    };
     match path {
         "/metrics" => {
             let text = state.metrics.render() + &state.store.render_metrics();
@@ -138,13 +144,17 @@ async fn dispatch(
             return Ok(response);
         }
         "/api/v1/stream" => return export::stream(&state, &principal, &params),
-        "/api/v1/calls.csv" => return export::csv(&state, &principal, &params, false, path),
-        "/api/v1/invocations.csv" => return export::csv(&state, &principal, &params, true, path),
+        "/api/v1/calls.csv" => return export::csv(&state, &principal, &params, false, &target),
+        "/api/v1/invocations.csv" => {
+            return export::csv(&state, &principal, &params, true, &target)
+        }
         _ => {}
     }
     let path = path.to_string();
-    let result =
-        tokio::task::spawn_blocking(move || route(&state, &principal, &path, &params)).await;
+    let result = tokio::task::spawn_blocking(move || {
+        route(&state, &principal, &path, &target, &params)
+    })
+    .await;
     match result {
         Ok(r) => r,
         Err(e) => Ok(error(
@@ -155,15 +165,16 @@ async fn dispatch(
     }
 }
 
-fn route(state: &ApiState, who: &Principal, path: &str, params: &Params) -> ApiResult {
+/// `target` is the path with its query string, for audit entries.
+fn route(state: &ApiState, who: &Principal, path: &str, target: &str, params: &Params) -> ApiResult {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match segments.as_slice() {
-        ["api", "v1", "calls"] => views::list(state, who, params, false),
-        ["api", "v1", "invocations"] => views::list(state, who, params, true),
-        ["api", "v1", "calls", id] => views::call(state, who, params, id, path),
-        ["api", "v1", "calls", id, "raw"] => content::raw(state, who, params, id, path),
-        ["api", "v1", "blobs", sha256] => content::blob(state, who, params, sha256, path),
-        ["api", "v1", "invocations", id] => views::invocation(state, who, params, id, path),
+        ["api", "v1", "calls"] => views::list(state, who, params, false, target),
+        ["api", "v1", "invocations"] => views::list(state, who, params, true, target),
+        ["api", "v1", "calls", id] => views::call(state, who, params, id, target),
+        ["api", "v1", "calls", id, "raw"] => content::raw(state, who, params, id, target),
+        ["api", "v1", "blobs", sha256] => content::blob(state, who, params, sha256, target),
+        ["api", "v1", "invocations", id] => views::invocation(state, who, params, id, target),
         ["api", "v1", "sessions"] => views::sessions(state, who, params),
         ["api", "v1", "sessions", id] => views::session(state, who, params, id),
         ["api", "v1", "summary"] => views::summary(state, who, params),

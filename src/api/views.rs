@@ -45,17 +45,19 @@ fn page_json<T: Serialize>(page: &Page<T>, request: &PageRequest) -> Value {
     })
 }
 
-pub(super) fn list(state: &ApiState, who: &Principal, p: &Params, invocations: bool) -> ApiResult {
+pub(super) fn list(
+    state: &ApiState,
+    who: &Principal,
+    p: &Params,
+    invocations: bool,
+    target: &str,
+) -> ApiResult {
     p.only(&[FILTER_PARAMS, PAGE_PARAMS])?;
     let filter = list_filter(who, p)?;
     let request = params::page_request(p, true)?;
     if filter.text.is_some() {
-        audit(
-            state,
-            who,
-            "search prompts",
-            &format!("q={:?}", filter.text),
-        )?;
+        // The request as sent (path and query string), not a debug rendering.
+        audit(state, who, "search prompts", target)?;
     }
     let body = if invocations {
         page_json(&state.store.list_invocations(&filter, &request)?, &request)

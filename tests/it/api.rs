@@ -1172,3 +1172,35 @@ async fn session_costs_are_exact_picodollar_sums() {
     assert_eq!(list["items"][0]["cost_usd"].as_f64(), Some(0.00305));
     running.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn audit_entries_record_the_query_string_as_sent() {
+    let (running, _dir) = start("").await;
+    let mut c = call("audit-run", 1, T0, "bot", "t", CallStatus::Success);
+    c.request_body = Some("{\"model\":\"m\"}".into());
+    write(&running, std::slice::from_ref(&c));
+    for path in [
+        "/api/v1/calls?q=tokio&agent=bot".to_string(),
+        "/api/v1/calls.csv?agent=bot".to_string(),
+        format!("/api/v1/calls/{}/raw?part=request", c.id),
+    ] {
+        let got = get(&running, &path, None).await;
+        assert_eq!(got.status, 200, "{path}: {}", String::from_utf8_lossy(&got.body));
+    }
+    let log = ok_json(&running, "/api/v1/audit").await;
+    let mut paths: Vec<String> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap().to_string())
+        .collect();
+    paths.sort();
+    let mut expected = vec![
+        "/api/v1/calls.csv?agent=bot".to_string(),
+        "/api/v1/calls?q=tokio&agent=bot".to_string(),
+        format!("/api/v1/calls/{}/raw?part=request", c.id),
+    ];
+    expected.sort();
+    assert_eq!(paths, expected);
+    running.shutdown().await.unwrap();
+}
