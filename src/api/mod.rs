@@ -151,10 +151,9 @@ async fn dispatch(
         _ => {}
     }
     let path = path.to_string();
-    let result = tokio::task::spawn_blocking(move || {
-        route(&state, &principal, &path, &target, &params)
-    })
-    .await;
+    let result =
+        tokio::task::spawn_blocking(move || route(&state, &principal, &path, &target, &params))
+            .await;
     match result {
         Ok(r) => r,
         Err(e) => Ok(error(
@@ -166,7 +165,13 @@ async fn dispatch(
 }
 
 /// `target` is the path with its query string, for audit entries.
-fn route(state: &ApiState, who: &Principal, path: &str, target: &str, params: &Params) -> ApiResult {
+fn route(
+    state: &ApiState,
+    who: &Principal,
+    path: &str,
+    target: &str,
+    params: &Params,
+) -> ApiResult {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match segments.as_slice() {
         ["api", "v1", "calls"] => views::list(state, who, params, false, target),

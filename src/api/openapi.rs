@@ -18,7 +18,10 @@ fn filter_params() -> Vec<Value> {
             "agent name (x-llmtap-agent); repeatable, values ORed",
         ),
         string_param("provider", "provider name, e.g. openai"),
-        string_param("model", "model name, requested or answered (a call matches on either)"),
+        string_param(
+            "model",
+            "model name, requested or answered (a call matches on either)",
+        ),
         param(
             "status",
             "repeatable",
@@ -36,7 +39,10 @@ fn filter_params() -> Vec<Value> {
         string_param("user_id", "end user"),
         string_param("session_id", "conversation session"),
         string_param("prompt", "prompt name and version, e.g. summarise@v3"),
-        string_param("task", "task id (x-llmtap-task-id); repeatable, values ORed"),
+        string_param(
+            "task",
+            "task id (x-llmtap-task-id); repeatable, values ORed",
+        ),
         json!({"name": "property.<key>", "in": "query", "required": false,
                "description": "property.KEY=VALUE matches x-llmtap-property-KEY", "schema": {"type": "string"}}),
         param(

@@ -133,9 +133,7 @@ pub(super) fn invocation(
     };
     let mut calls = state.store.invocation_calls(id)?;
     // In the order they happened: tool HTTP calls (round 0) between the LLM rounds.
-    calls.sort_by(|a, b| {
-        (a.started_at_us, a.round, &a.id).cmp(&(b.started_at_us, b.round, &b.id))
-    });
+    calls.sort_by(|a, b| (a.started_at_us, a.round, &a.id).cmp(&(b.started_at_us, b.round, &b.id)));
     if who.is_admin() {
         audit(state, who, "read invocation messages and tool calls", path)?;
     }
@@ -214,7 +212,8 @@ fn rounds(calls: &[&CallRecord], http: &[&CallRecord], admin: bool) -> Vec<Value
         let gap_http: Vec<&str> = http
             .iter()
             .filter(|h| {
-                h.started_at_us >= ended_us && next.is_none_or(|n| h.started_at_us < n.started_at_us)
+                h.started_at_us >= ended_us
+                    && next.is_none_or(|n| h.started_at_us < n.started_at_us)
             })
             .map(|h| h.id.as_str())
             .collect();
@@ -337,10 +336,7 @@ pub(super) fn hint(call: &CallRecord) -> Option<String> {
         CallStatus::Timeout => format!("no answer from {provider} in time"),
         CallStatus::Canceled => "the client went away before the response finished".into(),
         CallStatus::Failed => {
-            let llmtap_answered = call
-                .error
-                .as_ref()
-                .and_then(|e| e.error_type.as_deref())
+            let llmtap_answered = call.error.as_ref().and_then(|e| e.error_type.as_deref())
                 == Some("upstream_unreachable");
             let mut s = match call.http_status {
                 // llmtap produced this status, not the provider.

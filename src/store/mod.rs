@@ -413,7 +413,8 @@ impl Store {
                 Err(e) => return Err(e),
             }
         }
-        self.meta.insert(META_KEY_CHECK, keys.seal(KEY_CHECK_TEXT)?)?;
+        self.meta
+            .insert(META_KEY_CHECK, keys.seal(KEY_CHECK_TEXT)?)?;
         Ok(())
     }
 

@@ -17,8 +17,8 @@
 use super::index::{self, RollupCell};
 use super::writes::Writes;
 use super::{Store, StoreError};
-use std::collections::HashMap;
 use crate::record::{CallRecord, InvocationRecord};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1107,7 +1107,11 @@ async fn model_filter_matches_requested_or_answered_and_groups_by_requested() {
     assert_eq!(total(&both), 2);
     assert_eq!(both["count"], 2);
     // With a second filter (the facet-cache path) too.
-    let paired = ok_json(&running, "/api/v1/calls?model=gpt-4o&agent=bot&status=success").await;
+    let paired = ok_json(
+        &running,
+        "/api/v1/calls?model=gpt-4o&agent=bot&status=success",
+    )
+    .await;
     assert_eq!(ids(&paired), vec![answered.id.clone()]);
     assert_eq!(total(&paired), 1);
     // Lists show both names.
@@ -1185,7 +1189,12 @@ async fn audit_entries_record_the_query_string_as_sent() {
         format!("/api/v1/calls/{}/raw?part=request", c.id),
     ] {
         let got = get(&running, &path, None).await;
-        assert_eq!(got.status, 200, "{path}: {}", String::from_utf8_lossy(&got.body));
+        assert_eq!(
+            got.status,
+            200,
+            "{path}: {}",
+            String::from_utf8_lossy(&got.body)
+        );
     }
     let log = ok_json(&running, "/api/v1/audit").await;
     let mut paths: Vec<String> = log["items"]

@@ -795,18 +795,32 @@ async fn tool_http_calls_sit_between_rounds_without_being_rounds() {
     );
     let running = start_llmtap(test_config(dir.path(), &toml)).await;
     let run = [("x-llmtap-invocation-id", "run-tool")];
-    let r1 = post_json(running.proxy_addr, "/mock/v1/chat/completions", &run, CHAT_BODY).await;
+    let r1 = post_json(
+        running.proxy_addr,
+        "/mock/v1/chat/completions",
+        &run,
+        CHAT_BODY,
+    )
+    .await;
     let tool = send(running.proxy_addr, "GET", "/tool/lookup?id=1", &run, "").await;
     assert_eq!(tool.status, 200);
     let second = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"lookup","arguments":"{\"id\":1}"}}]},{"role":"tool","tool_call_id":"call_1","content":"{\"found\":true}"}]}"#;
-    let r2 = post_json(running.proxy_addr, "/mock/v1/chat/completions", &run, second).await;
+    let r2 = post_json(
+        running.proxy_addr,
+        "/mock/v1/chat/completions",
+        &run,
+        second,
+    )
+    .await;
     for (id, round) in [(r1.call_id(), 1), (tool.call_id(), 0), (r2.call_id(), 2)] {
         assert_eq!(wait_call(&running, &id).await.round, round);
     }
     let inv = wait_invocation(&running, "run-tool", 2).await;
     assert_eq!(inv.rounds, 2);
     assert_eq!(inv.status, Some(CallStatus::Success));
-    let v = api_get(&running, "/api/v1/invocations/run-tool").await.json();
+    let v = api_get(&running, "/api/v1/invocations/run-tool")
+        .await
+        .json();
     let rounds: Vec<u64> = v["rounds"]
         .as_array()
         .unwrap()
@@ -868,8 +882,15 @@ async fn a_stream_without_a_content_token_has_no_ttft() {
         "idle_timeout_ms = 300\n[capture]\ninject_include_usage = false",
     )
     .await;
-    let body = r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
-    let stalled = post_json(running.proxy_addr, "/mock/v1/stall/chat/completions", &[], body).await;
+    let body =
+        r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let stalled = post_json(
+        running.proxy_addr,
+        "/mock/v1/stall/chat/completions",
+        &[],
+        body,
+    )
+    .await;
     let call = wait_call(&running, &stalled.call_id()).await;
     assert_eq!(call.status, Some(CallStatus::Timeout));
     assert!(call.stream);
@@ -925,7 +946,9 @@ async fn task_ids_reach_the_run_and_filter_and_triggers_are_checked() {
     assert_eq!(calls["total"], 1, "{calls}");
     assert_eq!(calls["items"][0]["id"], ids[0].as_str());
     assert_eq!(calls["items"][0]["task_id"], "T-1");
-    let runs = api_get(&running, "/api/v1/invocations?task=T-2").await.json();
+    let runs = api_get(&running, "/api/v1/invocations?task=T-2")
+        .await
+        .json();
     assert_eq!(runs["total"], 1, "{runs}");
     assert_eq!(runs["items"][0]["id"], "run-b");
     assert_eq!(runs["items"][0]["task_id"], "T-2");

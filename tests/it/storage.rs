@@ -673,7 +673,10 @@ fn a_wrong_encryption_key_is_refused_at_open() {
     };
     let message = e.to_string();
     assert!(message.contains("cannot open the content"), "{message}");
-    assert!(!message.contains(KEY) && !message.contains(OTHER_KEY), "{message}");
+    assert!(
+        !message.contains(KEY) && !message.contains(OTHER_KEY),
+        "{message}"
+    );
     // A rotated keyring (new key first, the old one kept) opens and reads old content.
     let store = open(dir.path(), other(&format!("{OTHER_KEY}\n{KEY}")));
     let back = store.get_call("c_1").unwrap().unwrap();
@@ -701,7 +704,10 @@ async fn llmtap_refuses_to_start_with_a_wrong_key() {
     let Err(e) = started else {
         panic!("llmtap started with the wrong key");
     };
-    assert!(format!("{e:#}").contains("encryption key cannot open"), "{e:#}");
+    assert!(
+        format!("{e:#}").contains("encryption key cannot open"),
+        "{e:#}"
+    );
 }
 
 #[tokio::test]
@@ -844,7 +850,11 @@ async fn retention_takes_deleted_records_out_of_summary_and_agents_even_after_a_
     let mut invs = Vec::new();
     for i in 0..6u64 {
         // Four old runs (one agent only has old ones), two recent.
-        let at = if i < 4 { now - 40 * DAY_US + i } else { now - 60_000_000 + i };
+        let at = if i < 4 {
+            now - 40 * DAY_US + i
+        } else {
+            now - 60_000_000 + i
+        };
         let agent = if i < 2 { "old-bot" } else { "bot" };
         let mut c = call(&format!("c_{i}"), &format!("run-{i}"), 1, at, "{}", "{}");
         c.id = llmtap::ids::new_id("c_", at);
@@ -856,7 +866,13 @@ async fn retention_takes_deleted_records_out_of_summary_and_agents_even_after_a_
     }
     running.store.write_batch(&calls, &invs).unwrap();
     let summary = api_get(&running, "/api/v1/summary").await.json();
-    assert_eq!((summary["total_calls"].as_u64(), summary["total_runs"].as_u64()), (Some(6), Some(6)));
+    assert_eq!(
+        (
+            summary["total_calls"].as_u64(),
+            summary["total_runs"].as_u64()
+        ),
+        (Some(6), Some(6))
+    );
     let report = running.store.sweep(now).unwrap();
     assert_eq!((report.calls_deleted, report.invocations_deleted), (4, 4));
     let check = |summary: serde_json::Value, agents: serde_json::Value| {
@@ -894,7 +910,14 @@ fn counters_stay_exact_while_the_writer_and_the_sweeper_update_them_together() {
                 let mut invs = Vec::new();
                 for i in 0..4u64 {
                     let at = 1_000_000 + batch * 10 + i;
-                    let mut c = call(&llmtap::ids::new_id("c_", at), &format!("r{batch}-{i}"), 1, at, "{}", "{}");
+                    let mut c = call(
+                        &llmtap::ids::new_id("c_", at),
+                        &format!("r{batch}-{i}"),
+                        1,
+                        at,
+                        "{}",
+                        "{}",
+                    );
                     c.metadata.agent = Some("racer".into());
                     c.status = Some(llmtap::record::CallStatus::Success);
                     invs.push(llmtap::record::roll_up(None, &c));
@@ -940,5 +963,66 @@ fn counters_stay_exact_while_the_writer_and_the_sweeper_update_them_together() {
         )
         .unwrap();
     assert_eq!(page.total, left, "the agent counter drifted");
-    assert_eq!(store.rollup_total(b"*").unwrap().calls, left, "the rollup drifted");
+    assert_eq!(
+        store.rollup_total(b"*").unwrap().calls,
+        left,
+        "the rollup drifted"
+    );
+}
+
+#[tokio::test]
+async fn attachment_sizes_are_decoded_sizes_and_small_ones_are_mirrored() {
+    let mock = MockUpstream::start(|_| {
+        MockResponse::json(
+            200,
+            r#"{"type":"message","content":[{"type":"text","text":"ok"}]}"#,
+        )
+    })
+    .await;
+    let dir = TempDir::new("att-sizes");
+    let running = start_llmtap(test_config(
+        dir.path(),
+        &provider_toml("up", "anthropic", &mock.url()),
+    ))
+    .await;
+    // 70 bytes are 96 base64 characters; 10 bytes are 16, under the old 64-character floor.
+    let (large, small) = (noise(51, 70), noise(52, 10));
+    assert_eq!((b64(&large).len(), b64(&small).len()), (96, 16));
+    let body = serde_json::json!({
+        "model": "claude-sonnet-4-5", "max_tokens": 16,
+        "messages": [{"role": "user", "content": [
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": b64(&large)}},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/gif", "data": b64(&small)}},
+            {"type": "text", "text": "what are these?"},
+        ]}],
+    })
+    .to_string();
+    let got = post_json(running.proxy_addr, "/up/v1/messages", &[], &body).await;
+    let call = wait_call(&running, &got.call_id()).await;
+    let listed: Vec<u64> = call.request.as_ref().unwrap().messages[0]
+        .attachments
+        .iter()
+        .map(|a| a["size"].as_u64().unwrap())
+        .collect();
+    assert_eq!(listed, vec![70, 10]);
+    let mirrored: Vec<(Option<u64>, Option<String>)> = call
+        .attachments
+        .iter()
+        .map(|a| (a.size, a.sha256.clone()))
+        .collect();
+    assert_eq!(
+        mirrored,
+        vec![
+            (Some(70), Some(sha256_hex(&large))),
+            (Some(10), Some(sha256_hex(&small)))
+        ]
+    );
+    let blob = api_get(&running, &format!("/api/v1/blobs/{}", sha256_hex(&small))).await;
+    assert_eq!((blob.status, &blob.body[..]), (200, &small[..]));
+    // The raw request still rebuilds byte for byte.
+    assert_eq!(
+        running.store.get_raw(&call.id, false).unwrap().unwrap(),
+        body.as_bytes()
+    );
+    running.shutdown().await.unwrap();
 }
