@@ -19,5 +19,9 @@ COPY --from=build /src/target/release/llmtap /usr/local/bin/llmtap
 USER llmtap
 VOLUME ["/data"]
 EXPOSE 8080 8081
+# Liveness: /healthz answers 200 whenever llmtap serves, also while a large store opens
+# (/readyz says when it is open). bash's /dev/tcp, as the image has no curl.
+HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8081 && printf 'GET /healthz HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && head -n 1 <&3 | grep -q ' 200 '"]
 ENTRYPOINT ["/usr/local/bin/llmtap"]
 CMD ["serve", "--listen", "0.0.0.0:8080", "--api-listen", "0.0.0.0:8081", "--data-dir", "/data"]

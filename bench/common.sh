@@ -4,7 +4,9 @@
 # local ports, and stops everything it started on exit.
 #
 # Environment knobs: LLMTAP=0 skips llmtap (harness-only runs); NGINX=0 skips
-# nginx; CAPTURE=off runs llmtap with capture mostly bypassed (for attribution
+# nginx; OTEL=1 adds a second llmtap with OpenTelemetry export on (target
+# "llmtap_otel"), exporting to a second mock-provider acting as the OTLP sink;
+# CAPTURE=off runs llmtap with capture mostly bypassed (for attribution
 # only; the targets are about capture on); KEEP=1 keeps the temporary work directory; NO_BUILD=1 skips cargo;
 # PRIO=nice|rt|none (default nice): after the build, the benchmark processes run either at
 # SCHED_FIFO priority 10 (rt; used for the low-CPU latency/stream figures so other
@@ -90,11 +92,34 @@ start_mock() {
 
 # start_llmtap -> LLMTAP_PID, LLMTAP_OPENAI, LLMTAP_ANTHROPIC (needs MOCK_ADDR)
 start_llmtap() {
-    local port api
+    launch_llmtap llmtap ""
+    LLMTAP_PID=$L_PID LLMTAP_API=$L_API LLMTAP_OPENAI=$L_OPENAI LLMTAP_ANTHROPIC=$L_ANTHROPIC
+}
+
+# start_llmtap_otel -> OTEL_PID, OTEL_OPENAI, OTEL_ANTHROPIC: a second llmtap
+# exporting every call to an OTLP sink (a second mock-provider).
+start_llmtap_otel() {
+    "$BIN/mock-provider" --listen 127.0.0.1:0 >"$WORK/sink.out" 2>"$WORK/sink.err" &
+    local sink_pid=$! sink="" i
+    PIDS+=("$sink_pid")
+    for i in $(seq 1 100); do
+        sink=$(head -n1 "$WORK/sink.out" 2>/dev/null || true)
+        [[ -n "$sink" ]] && break
+        sleep 0.05
+    done
+    [[ -n "$sink" ]] || { cat "$WORK/sink.err" >&2; return 1; }
+    launch_llmtap llmtap-otel "$(printf '\n[otel]\nendpoint = "http://%s"\nmetrics_interval_ms = 10000\n' "$sink")"
+    OTEL_PID=$L_PID OTEL_API=$L_API OTEL_OPENAI=$L_OPENAI OTEL_ANTHROPIC=$L_ANTHROPIC
+    log "OTLP sink (mock-provider) pid $sink_pid on $sink"
+}
+
+# launch_llmtap NAME EXTRA_TOML -> L_PID, L_API, L_OPENAI, L_ANTHROPIC
+launch_llmtap() {
+    local name=$1 extra=$2 port api
     port=$(free_port)
     api=$(free_port)
-    mkdir -p "$WORK/llmtap-data"
-    cat >"$WORK/llmtap.toml" <<TOML
+    mkdir -p "$WORK/$name-data"
+    cat >"$WORK/$name.toml" <<TOML
 # llmtap config written by bench/common.sh for one benchmark run.
 [server]
 listen = "127.0.0.1:$port"
@@ -112,17 +137,18 @@ TOML
         # Mostly proxy path: with backlog = 1 (0 is rejected) and on_backlog =
         # "pass", a call is captured only when the writer queue is empty; the
         # rest are forwarded uncaptured (llmtap_passed_uncaptured_total).
-        printf '\n[store]\nbacklog = 1\non_backlog = "pass"\n' >>"$WORK/llmtap.toml"
+        printf '\n[store]\nbacklog = 1\non_backlog = "pass"\n' >>"$WORK/$name.toml"
     fi
-    RUST_LOG=${RUST_LOG:-warn} "$BIN/llmtap" serve --config "$WORK/llmtap.toml" --data-dir "$WORK/llmtap-data" \
-        >"$WORK/llmtap.out" 2>"$WORK/llmtap.err" &
-    LLMTAP_PID=$!
-    PIDS+=("$LLMTAP_PID")
-    wait_port "$port" "$LLMTAP_PID" || { tail -20 "$WORK/llmtap.err" >&2; return 1; }
-    LLMTAP_API="http://127.0.0.1:$api"
-    LLMTAP_OPENAI="http://127.0.0.1:$port/mock/v1/chat/completions"
-    LLMTAP_ANTHROPIC="http://127.0.0.1:$port/mockanthropic/v1/messages"
-    log "llmtap pid $LLMTAP_PID on 127.0.0.1:$port (api $api), data in $WORK/llmtap-data"
+    printf '%s\n' "$extra" >>"$WORK/$name.toml"
+    RUST_LOG=${RUST_LOG:-warn} "$BIN/llmtap" serve --config "$WORK/$name.toml" --data-dir "$WORK/$name-data" \
+        >"$WORK/$name.out" 2>"$WORK/$name.err" &
+    L_PID=$!
+    PIDS+=("$L_PID")
+    wait_port "$port" "$L_PID" || { tail -20 "$WORK/$name.err" >&2; return 1; }
+    L_API="http://127.0.0.1:$api"
+    L_OPENAI="http://127.0.0.1:$port/mock/v1/chat/completions"
+    L_ANTHROPIC="http://127.0.0.1:$port/mockanthropic/v1/messages"
+    log "$name pid $L_PID on 127.0.0.1:$port (api $api), data in $WORK/$name-data"
 }
 
 # start_nginx -> NGINX_PID, NGINX_OPENAI, NGINX_ANTHROPIC (needs MOCK_ADDR)
@@ -153,6 +179,10 @@ targets_for() {
         if [[ "$api" == anthropic ]]; then l=$LLMTAP_ANTHROPIC; else l=$LLMTAP_OPENAI; fi
         TARGET_ARGS+=(--compare "$l"); names+=,llmtap
     fi
+    if [[ "${OTEL:-0}" == 1 ]]; then
+        if [[ "$api" == anthropic ]]; then l=$OTEL_ANTHROPIC; else l=$OTEL_OPENAI; fi
+        TARGET_ARGS+=(--compare "$l"); names+=,llmtap_otel
+    fi
     if [[ "$NGINX" == 1 ]]; then
         if [[ "$api" == anthropic ]]; then n=$NGINX_ANTHROPIC; else n=$NGINX_OPENAI; fi
         TARGET_ARGS+=(--compare "$n"); names+=,nginx
@@ -164,6 +194,7 @@ targets_for() {
 cpu_args() {
     CPU_ARGS=(--cpu-pid "mock=$MOCK_PID")
     [[ "$LLMTAP" == 1 ]] && CPU_ARGS+=(--cpu-pid "llmtap=$LLMTAP_PID")
+    [[ "${OTEL:-0}" == 1 ]] && CPU_ARGS+=(--cpu-pid "llmtap_otel=$OTEL_PID")
     if [[ "$NGINX" == 1 ]]; then
         local p
         CPU_ARGS+=(--cpu-pid "nginx=$NGINX_PID")
@@ -192,6 +223,7 @@ start_all() { # start_all [mock flags...]
     prioritise
     start_mock "$@"
     [[ "$LLMTAP" == 1 ]] && start_llmtap
+    [[ "${OTEL:-0}" == 1 ]] && start_llmtap_otel
     [[ "$NGINX" == 1 ]] && start_nginx
     return 0
 }
@@ -202,4 +234,8 @@ capture_report() {
     echo "llmtap capture counters (GET /metrics):"
     curl -s "$LLMTAP_API/metrics" | grep -E '^llmtap_(records_written_total|capture_failures_total|store_errors_total|rejected_backlog_total|passed_uncaptured_total|backlog) ' | sed 's/^/  /'
     echo "  store size: $(du -sh "$WORK/llmtap-data" | cut -f1)"
+    if [[ "${OTEL:-0}" == 1 ]]; then
+        echo "llmtap_otel export counters (GET /metrics):"
+        curl -s "$OTEL_API/metrics" | grep -E '^llmtap_(records_written_total|otel_[a-z_]+) ' | sed 's/^/  /'
+    fi
 }

@@ -1,11 +1,11 @@
 //! The in-flight call: everything the forward path learns about one call, and the
-//! guarantee that exactly one `FinishedCall` is handed to the writer for it.
+//! guarantee that exactly one `FinishedCall` is handed to the capture log for it.
 //!
 //! `CallInFlight` is moved along the request's life (service future, then the
 //! response body). Whoever holds it last either calls `finish` or drops it; the drop
 //! handler records the call as `canceled`, as linkerd's end-of-stream body does, so
 //! a client hang-up at any point still yields its record. Handing over is a
-//! non-blocking channel send: the forward path never waits for the store.
+//! non-blocking channel send: the forward path never waits for the log or the store.
 
 use crate::headers::CallMeta;
 use crate::metrics::Metrics;
@@ -26,9 +26,9 @@ const MAX_CHUNK_TIMES: usize = 4096;
 /// was cut from. A full block of at least 4 KiB is zstd-compressed (level 1, about
 /// 40 µs per block) when that saves a quarter: a long stream's events repeat the
 /// same JSON envelope, so a thousand slow streams hold a fraction of what they
-/// received rather than all of it. The writer joins the pieces once, off the
+/// received rather than all of it. The log thread joins the pieces once, off the
 /// forward path.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Capture {
     pieces: Vec<Piece>,
     block: Vec<u8>,
@@ -38,7 +38,7 @@ pub struct Capture {
     pub truncated: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Piece {
     Shared(Bytes),
     Packed { len: usize, frame: Vec<u8> },
@@ -216,8 +216,9 @@ pub enum Outcome {
     Canceled,
 }
 
-/// What the forward path hands to the writer. Parsing, pricing and redaction happen there.
-#[derive(Debug)]
+/// What the forward path hands to the capture log (`journal/`), which redacts it;
+/// parsing and pricing happen on the writer.
+#[derive(Debug, Clone)]
 pub struct FinishedCall {
     pub id: String,
     pub invocation_id: String,
@@ -251,22 +252,27 @@ pub struct FinishedCall {
     pub injected_include_usage: bool,
     /// Bytes the client received (differs from what upstream sent when a usage chunk was removed).
     pub delivered_bytes: u64,
+    /// What the forward path wants said on the record (e.g. a filter that gave up).
+    pub notes: Vec<String>,
 }
 
-/// Where finished calls go, and the counters that say what happened to them.
+/// Where finished calls go (the capture log's queue), and the counters that say what
+/// happened to them.
 pub struct CallSink {
     pub sender: UnboundedSender<Box<FinishedCall>>,
     pub metrics: Arc<Metrics>,
 }
 
 impl CallSink {
-    fn send(&self, call: Box<FinishedCall>) {
+    pub fn send(&self, call: Box<FinishedCall>) {
         self.metrics.backlog.fetch_add(1, Ordering::Relaxed);
+        self.metrics.log_queue.fetch_add(1, Ordering::Relaxed);
         if self.sender.send(call).is_err() {
-            // Only possible while shutting down after the writer has gone: count it.
+            // Only possible while shutting down after the log thread has gone: count it.
             self.metrics.backlog.fetch_sub(1, Ordering::Relaxed);
+            self.metrics.log_queue.fetch_sub(1, Ordering::Relaxed);
             Metrics::add(&self.metrics.capture_failures);
-            tracing::error!("writer is gone; a call record was lost during shutdown");
+            tracing::error!("capture log is gone; a call record was lost during shutdown");
         }
     }
 }
@@ -342,6 +348,12 @@ impl CallInFlight {
         }
     }
 
+    pub fn add_note(&mut self, note: String) {
+        if let Some(call) = self.call.as_mut() {
+            call.notes.push(note);
+        }
+    }
+
     pub fn on_delivered(&mut self, len: usize) {
         if let Some(call) = self.call.as_mut() {
             call.delivered_bytes += len as u64;
@@ -359,7 +371,7 @@ impl CallInFlight {
         self.call.is_none()
     }
 
-    /// Ends the call and hands it to the writer. Later calls are no-ops.
+    /// Ends the call and hands it to the capture log. Later calls are no-ops.
     pub fn finish(&mut self, outcome: Outcome) {
         let Some(mut call) = self.call.take() else {
             return;

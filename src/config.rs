@@ -52,6 +52,8 @@ pub struct RawConfig {
     pub providers: BTreeMap<String, RawProvider>,
     #[serde(default)]
     pub api: RawApi,
+    #[serde(default)]
+    pub otel: crate::otel::RawOtel,
 }
 
 /// `[api]`: read-API access tokens, stored as SHA-256 hashes.
@@ -84,6 +86,9 @@ pub struct RawServer {
     pub idle_timeout_ms: Option<u64>,
     pub shutdown_grace_ms: Option<u64>,
     pub header_read_timeout_ms: Option<u64>,
+    pub request_body_timeout_ms: Option<u64>,
+    pub client_idle_timeout_ms: Option<u64>,
+    pub client_send_timeout_ms: Option<u64>,
     pub tls: Option<RawTls>,
 }
 
@@ -98,6 +103,13 @@ pub struct RawTls {
 #[serde(deny_unknown_fields)]
 pub struct RawCapture {
     pub max_body_bytes: Option<usize>,
+    pub max_decoded_bytes: Option<u64>,
+    pub decode_budget_bytes: Option<u64>,
+    pub request_buffer_total_bytes: Option<usize>,
+    #[serde(default)]
+    pub redact_query_params: Vec<String>,
+    #[serde(default)]
+    pub redact_headers: Vec<String>,
     pub group_by_traceparent: Option<bool>,
     pub inject_include_usage: Option<bool>,
 }
@@ -105,9 +117,11 @@ pub struct RawCapture {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
-    pub backlog: Option<usize>,
+    /// Bytes of capture log not yet applied (an integer, or text such as "512MiB").
+    pub backlog: Option<ByteSize>,
     pub on_backlog: Option<String>,
     pub flush_every_ms: Option<u64>,
+    pub journal_fsync_ms: Option<u64>,
     pub cache_capacity_mb: Option<u64>,
     pub retention_days: Option<u64>,
     pub body_retention_days: Option<u64>,
@@ -117,6 +131,57 @@ pub struct RawStore {
     pub compression_level: Option<i32>,
     pub sled_compression: Option<bool>,
 }
+
+/// A size in the file: bytes as an integer, or a number with a unit ("64MiB", "1GB").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ByteSize {
+    Bytes(u64),
+    Text(String),
+}
+
+impl ByteSize {
+    fn bytes(&self, field: &str) -> Result<u64, ConfigError> {
+        let text = match self {
+            ByteSize::Bytes(n) => return Ok(*n),
+            ByteSize::Text(t) => t.trim(),
+        };
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (digits, unit) = text.split_at(split);
+        let unit_bytes: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kb" => 1000,
+            "kib" | "k" => 1 << 10,
+            "mb" => 1000 * 1000,
+            "mib" | "m" => 1 << 20,
+            "gb" => 1000 * 1000 * 1000,
+            "gib" | "g" => 1 << 30,
+            _ => {
+                return Err(invalid(
+                    field,
+                    text,
+                    "expected bytes, or a number with B, KiB, MiB, GiB, KB, MB or GB",
+                ))
+            }
+        };
+        digits
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(unit_bytes))
+            .ok_or_else(|| {
+                invalid(
+                    field,
+                    text,
+                    "expected bytes, or a number with B, KiB, MiB, GiB, KB, MB or GB",
+                )
+            })
+    }
+}
+
+/// Default bound on the capture log's unapplied bytes (`store.backlog`).
+pub const DEFAULT_BACKLOG_BYTES: u64 = 1 << 30;
 
 /// Storage efficiency and safety (`[store]` keys owned by the store module).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +225,8 @@ pub struct Overrides {
     pub prices_file: Option<PathBuf>,
     /// `LLMTAP_API_TOKENS`: comma-separated `role:token[:tenant]` (raw tokens, hashed at load).
     pub api_tokens_env: Option<String>,
+    /// The `OTEL_*` environment variables (`otel::env_from_process`); they override `[otel]`.
+    pub otel_env: BTreeMap<String, String>,
 }
 
 /// What a read-API token may see.
@@ -333,12 +400,30 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Slow clients (slowloris) lose their connection if the request head takes longer.
     pub header_read_timeout: Duration,
+    /// A request body that sends nothing for this long is given up (408).
+    pub request_body_timeout: Duration,
+    /// A connection with no request in flight and no bytes moving is closed after this.
+    pub client_idle_timeout: Duration,
+    /// A client that reads nothing of its response for this long loses the connection.
+    pub client_send_timeout: Duration,
     pub max_body_bytes: usize,
+    /// Largest decoded size of one compressed body; a body cut here is marked truncated.
+    pub max_decoded_bytes: u64,
+    /// Decoded bytes the writer holds at once across a batch before it stores what it has.
+    pub decode_budget_bytes: u64,
+    /// Request bytes held at once, across all requests, while reading bodies to rewrite them.
+    pub request_buffer_total_bytes: usize,
+    /// Secret names beyond the built-in lists (lowercase, matched after percent-decoding).
+    pub redact_query_params: Vec<String>,
+    pub redact_headers: Vec<String>,
     pub group_by_traceparent: bool,
     pub inject_include_usage: bool,
-    pub backlog: usize,
+    /// Bytes of capture log the store may fall behind by before `on_backlog` applies.
+    pub backlog_bytes: u64,
     pub on_backlog: OnBacklog,
     pub flush_every_ms: u64,
+    /// How often the capture log is synced to the device: what a power loss can lose.
+    pub journal_fsync: Duration,
     pub cache_capacity_bytes: u64,
     pub storage: StorageConfig,
     pub prices_file: Option<PathBuf>,
@@ -346,6 +431,16 @@ pub struct Config {
     pub providers: BTreeMap<String, Provider>,
     /// Read-API tokens; empty means no authentication, which is only allowed on loopback.
     pub api_tokens: Vec<ApiToken>,
+    /// OpenTelemetry export; `None` when off.
+    pub otel: Option<crate::otel::OtelConfig>,
+}
+
+fn lowercase_names(names: &[String]) -> Vec<String> {
+    names
+        .iter()
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect()
 }
 
 /// Providers that need no configuration.
@@ -450,11 +545,27 @@ impl RawConfig {
                 ))
             }
         };
-        let backlog = self.store.backlog.unwrap_or(20_000);
-        if backlog == 0 {
-            return Err(invalid("store.backlog", backlog, "must be greater than 0"));
+        let backlog_bytes = match &self.store.backlog {
+            Some(size) => size.bytes("store.backlog")?,
+            None => DEFAULT_BACKLOG_BYTES,
+        };
+        if backlog_bytes == 0 {
+            return Err(invalid(
+                "store.backlog",
+                backlog_bytes,
+                "must be greater than 0",
+            ));
         }
         let max_body_bytes = self.capture.max_body_bytes.unwrap_or(32 << 20);
+        let max_decoded_bytes = self.capture.max_decoded_bytes.unwrap_or(64 << 20);
+        let decode_budget_bytes = self.capture.decode_budget_bytes.unwrap_or(256 << 20);
+        if max_decoded_bytes == 0 || decode_budget_bytes == 0 {
+            return Err(invalid(
+                "capture.max_decoded_bytes / capture.decode_budget_bytes",
+                max_decoded_bytes.min(decode_budget_bytes),
+                "must be greater than 0",
+            ));
+        }
         let storage = StorageConfig {
             retention_days: self.store.retention_days.unwrap_or(0),
             body_retention_days: self.store.body_retention_days.unwrap_or(0),
@@ -549,6 +660,13 @@ impl RawConfig {
             );
         }
 
+        let shutdown_grace = ms(
+            "server.shutdown_grace_ms",
+            self.server.shutdown_grace_ms,
+            30_000,
+        )?;
+        let otel =
+            crate::otel::OtelConfig::resolve(&self.otel, &overrides.otel_env, shutdown_grace)?;
         Ok(Config {
             listen,
             api_listen,
@@ -573,27 +691,48 @@ impl RawConfig {
                 self.server.idle_timeout_ms,
                 300_000,
             )?,
-            shutdown_grace: ms(
-                "server.shutdown_grace_ms",
-                self.server.shutdown_grace_ms,
-                30_000,
-            )?,
+            shutdown_grace,
             header_read_timeout: ms(
                 "server.header_read_timeout_ms",
                 self.server.header_read_timeout_ms,
                 30_000,
             )?,
+            request_body_timeout: ms(
+                "server.request_body_timeout_ms",
+                self.server.request_body_timeout_ms,
+                30_000,
+            )?,
+            client_idle_timeout: ms(
+                "server.client_idle_timeout_ms",
+                self.server.client_idle_timeout_ms,
+                75_000,
+            )?,
+            client_send_timeout: ms(
+                "server.client_send_timeout_ms",
+                self.server.client_send_timeout_ms,
+                60_000,
+            )?,
             max_body_bytes,
+            max_decoded_bytes,
+            decode_budget_bytes,
+            request_buffer_total_bytes: self
+                .capture
+                .request_buffer_total_bytes
+                .unwrap_or(256 << 20),
+            redact_query_params: lowercase_names(&self.capture.redact_query_params),
+            redact_headers: lowercase_names(&self.capture.redact_headers),
             group_by_traceparent: self.capture.group_by_traceparent.unwrap_or(true),
             inject_include_usage: self.capture.inject_include_usage.unwrap_or(true),
-            backlog,
+            backlog_bytes,
             on_backlog,
             flush_every_ms: self.store.flush_every_ms.unwrap_or(50),
+            journal_fsync: Duration::from_millis(self.store.journal_fsync_ms.unwrap_or(100)),
             cache_capacity_bytes: self.store.cache_capacity_mb.unwrap_or(256) << 20,
             storage,
             prices_file: overrides.prices_file.clone().or(self.prices.file),
             providers,
             api_tokens,
+            otel,
         })
     }
 }
@@ -614,6 +753,35 @@ mod tests {
         assert_eq!(config.providers["anthropic"].kind, ProviderKind::Anthropic);
         assert!(!config.providers.contains_key("azure"));
         assert_eq!(config.on_backlog, OnBacklog::Reject);
+        assert_eq!(config.backlog_bytes, DEFAULT_BACKLOG_BYTES);
+        assert_eq!(config.journal_fsync, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn backlog_takes_bytes_or_a_size_with_a_unit() {
+        for (toml, bytes) in [
+            ("backlog = 4096", 4096),
+            ("backlog = \"512MiB\"", 512 << 20),
+            ("backlog = \"2 GB\"", 2_000_000_000),
+        ] {
+            let config = RawConfig::from_toml(&format!("[store]\n{toml}"))
+                .unwrap()
+                .validate(&Overrides::default())
+                .unwrap();
+            assert_eq!(config.backlog_bytes, bytes, "{toml}");
+        }
+        for bad in [
+            "backlog = \"lots\"",
+            "backlog = \"5 parsecs\"",
+            "backlog = 0",
+        ] {
+            let err = RawConfig::from_toml(&format!("[store]\n{bad}"))
+                .unwrap()
+                .validate(&Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("store.backlog"), "{err}");
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The proxy service: one function from a client request to a streamed response.
 //!
 //! Phases, in order (pingora's shape): read our headers and route; admit against the
-//! writer backlog; build the upstream request; send it with a first-byte timeout;
+//! capture backlog (the log's unapplied bytes); build the upstream request; send it with a first-byte timeout;
 //! wrap the response body in the tee. Every path that has admitted a call ends in
 //! exactly one `FinishedCall`, including llmtap's own 502 and 504 answers.
 
@@ -32,6 +32,8 @@ pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 /// Everything a request needs, shared by all connections.
 pub struct ProxyState {
     pub config: Arc<Config>,
+    /// Request bytes held right now, across requests, by bodies read whole to rewrite them.
+    pub request_buffered: Arc<std::sync::atomic::AtomicUsize>,
     pub client: UpstreamClient,
     pub sink: Arc<CallSink>,
     pub metrics: Arc<Metrics>,
@@ -90,7 +92,17 @@ pub async fn handle(
 
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().map(str::to_string);
-    let Ok(route) = route(&path, query.as_deref(), &state.config.providers) else {
+    let routed = route(&path, query.as_deref(), &state.config.providers);
+    if let Err(crate::route::RouteError::DotSegment) = routed {
+        Metrics::add(&state.metrics.bad_requests);
+        return Ok(json_error(
+            StatusCode::BAD_REQUEST,
+            "bad_path",
+            "the path has a dot-segment (. or .., also percent-encoded); llmtap does not forward paths that could leave the provider's base path",
+            None,
+        ));
+    }
+    let Ok(route) = routed else {
         Metrics::add(&state.metrics.unrouted);
         let known: Vec<&String> = state.config.providers.keys().collect();
         return Ok(json_error(
@@ -104,7 +116,7 @@ pub async fn handle(
         ));
     };
 
-    let meta = match headers::take_llmtap_headers(&mut parts.headers) {
+    let mut meta = match headers::take_llmtap_headers(&mut parts.headers) {
         Ok(meta) => meta,
         Err(e) => {
             Metrics::add(&state.metrics.bad_requests);
@@ -117,27 +129,28 @@ pub async fn handle(
         }
     };
 
-    let capture_on =
-        if state.metrics.backlog.load(Ordering::Relaxed) as usize >= state.config.backlog {
-            match state.config.on_backlog {
-                OnBacklog::Reject => {
-                    Metrics::add(&state.metrics.rejected_backlog);
-                    tracing::warn!("writer backlog full; answering 503");
-                    return Ok(json_error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "capture_backlog_full",
-                        "llmtap cannot record more calls until its store catches up; retry shortly",
-                        None,
-                    ));
-                }
-                OnBacklog::Pass => {
-                    Metrics::add(&state.metrics.passed_uncaptured);
-                    false
-                }
+    headers::scope_session_to_tenant(&mut meta);
+
+    let capture_on = if backlog_full(&state) {
+        match state.config.on_backlog {
+            OnBacklog::Reject => {
+                Metrics::add(&state.metrics.rejected_backlog);
+                tracing::warn!("capture backlog full; answering 503");
+                return Ok(json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "capture_backlog_full",
+                    "llmtap cannot record more calls until its store catches up; retry shortly",
+                    None,
+                ));
             }
-        } else {
-            true
-        };
+            OnBacklog::Pass => {
+                Metrics::add(&state.metrics.passed_uncaptured);
+                false
+            }
+        }
+    } else {
+        true
+    };
 
     let provider = route.provider;
     let mut uri_parts = http::uri::Parts::default();
@@ -168,13 +181,18 @@ pub async fn handle(
 
     let mut call = if capture_on {
         let call_id = new_id("c_", started_at_us);
-        let grouping = meta.invocation_id.clone().or_else(|| {
-            if state.config.group_by_traceparent {
-                meta.trace_id.clone()
-            } else {
-                None
-            }
-        });
+        let grouping = meta
+            .invocation_id
+            .clone()
+            .or_else(|| {
+                if state.config.group_by_traceparent {
+                    meta.trace_id.clone()
+                } else {
+                    None
+                }
+            })
+            // Ids come from clients: two tenants that pick the same one never share it.
+            .map(|id| headers::tenant_scoped(&id, meta.metadata.tenant.as_deref()));
         // Rounds are the LLM calls: a tool HTTP call (`kind = "http"`) of the same
         // invocation sits between two rounds and is not one (round 0).
         let (invocation_id, arrival_round) = match grouping {
@@ -217,6 +235,7 @@ pub async fn handle(
             user_agent,
             injected_include_usage: false,
             delivered_bytes: 0,
+            notes: Vec::new(),
         });
         Some(CallInFlight::new(finished, start, state.sink.clone(), cap))
     } else {
@@ -228,7 +247,12 @@ pub async fn handle(
         && route.rest_path.ends_with("/chat/completions")
         && call.is_some();
     let upstream_body: ProxyBody = if wants_usage_injection {
-        match collect_bounded(body, cap).await {
+        let budget = ByteBudget {
+            held: state.request_buffered.clone(),
+            limit: state.config.request_buffer_total_bytes,
+            mine: 0,
+        };
+        match collect_bounded(body, cap, state.config.request_body_timeout, budget).await {
             Ok(Collected::Whole(bytes)) => {
                 if let Some(c) = call.as_mut() {
                     c.set_request_body(&bytes);
@@ -266,7 +290,7 @@ pub async fn handle(
                 }
                 .boxed_unsync()
             }
-            Err(e) => {
+            Err(CollectError::Body(e)) => {
                 let message = format!("client request body failed: {e}");
                 if let Some(mut c) = call {
                     c.finish(Outcome::Canceled);
@@ -274,6 +298,22 @@ pub async fn handle(
                 return Ok(json_error(
                     StatusCode::BAD_REQUEST,
                     "bad_request_body",
+                    &message,
+                    None,
+                ));
+            }
+            Err(CollectError::Idle(idle)) => {
+                Metrics::add(&state.metrics.bad_requests);
+                let message = format!(
+                    "the client sent no request body bytes for {} ms; llmtap gave up reading it",
+                    idle.as_millis()
+                );
+                if let Some(mut c) = call {
+                    c.finish(Outcome::Canceled);
+                }
+                return Ok(json_error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_body_timeout",
                     &message,
                     None,
                 ));
@@ -381,6 +421,14 @@ pub async fn handle(
     Ok(Response::from_parts(response_parts, body.boxed_unsync()))
 }
 
+/// Whether the store is so far behind that a new call cannot be captured: the
+/// capture log holds `store.backlog` bytes it has not applied, or the log thread
+/// itself is that many calls behind (a stalled disk must not fill memory).
+fn backlog_full(state: &ProxyState) -> bool {
+    state.metrics.log_unapplied_bytes() >= state.config.backlog_bytes
+        || state.metrics.log_queue.load(Ordering::Relaxed) >= crate::journal::MAX_QUEUED_CALLS
+}
+
 /// llmtap's own answer when the upstream failed; the call is recorded with it.
 fn own_answer(
     call: Option<CallInFlight>,
@@ -443,12 +491,62 @@ enum Collected {
 }
 
 /// Reads a request body whole if it fits in `cap`, else returns what was read and the rest.
-async fn collect_bounded(mut body: Incoming, cap: usize) -> Result<Collected, hyper::Error> {
+/// Bytes held across requests by bodies read whole; each request's share is
+/// returned when its `ByteBudget` is dropped.
+struct ByteBudget {
+    held: Arc<std::sync::atomic::AtomicUsize>,
+    limit: usize,
+    mine: usize,
+}
+
+impl ByteBudget {
+    /// Takes `n` more bytes unless that would pass the limit.
+    fn take(&mut self, n: usize) -> bool {
+        let taken = self
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                (held + n <= self.limit).then_some(held + n)
+            })
+            .is_ok();
+        if taken {
+            self.mine += n;
+        }
+        taken
+    }
+}
+
+impl Drop for ByteBudget {
+    fn drop(&mut self) {
+        self.held.fetch_sub(self.mine, Ordering::AcqRel);
+    }
+}
+
+enum CollectError {
+    Body(hyper::Error),
+    /// The client sent nothing for this long.
+    Idle(Duration),
+}
+
+/// Reads a request body whole (to rewrite it), at most `cap` bytes, and within the
+/// shared `budget`; past either it returns what it has and the rest, to be streamed.
+/// A client that sends nothing for `idle` is given up.
+async fn collect_bounded(
+    mut body: Incoming,
+    cap: usize,
+    idle: Duration,
+    mut budget: ByteBudget,
+) -> Result<Collected, CollectError> {
     let mut buf = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame?.into_data() {
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Ok(Some(frame)) => frame.map_err(CollectError::Body)?,
+            Ok(None) => break,
+            Err(_) => return Err(CollectError::Idle(idle)),
+        };
+        if let Ok(data) = frame.into_data() {
+            let within_budget = budget.take(data.len());
             buf.extend_from_slice(&data);
-            if buf.len() > cap {
+            if buf.len() > cap || !within_budget {
                 return Ok(Collected::Partial(buf.freeze(), body));
             }
         }

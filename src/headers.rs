@@ -23,11 +23,115 @@ pub const SECRET_HEADERS: &[&str] = &[
     "proxy-authorization",
     "cookie",
     "set-cookie",
+    "openai-api-key",
+    "x-auth-token",
+    "x-access-token",
+    "x-api-token",
+    "api-token",
+    "private-token",
+    "x-amz-security-token",
+    "x-csrf-token",
 ];
 
 /// What may start a run (`x-llmtap-trigger`): a person, the system (a schedule, an
 /// event), or another task.
 pub const TRIGGERS: [&str; 3] = ["user", "system", "task"];
+
+/// Parts of header names that mark a secret wherever they appear (`x-my-api-key`,
+/// `x-service-auth-token`, `x-client-secret`).
+pub const SECRET_HEADER_PARTS: &[&str] = &[
+    "api-key",
+    "apikey",
+    "api_key",
+    "auth-token",
+    "access-token",
+    "secret",
+    "password",
+    "credential",
+];
+
+/// Query parameters whose values are secrets (matched after percent-decoding the
+/// name and folding case, so `%6Bey` is `key`).
+pub const SECRET_QUERY_PARAMS: &[&str] = &[
+    "key",
+    "api_key",
+    "api-key",
+    "apikey",
+    "access_token",
+    "token",
+    "id_token",
+    "refresh_token",
+    "auth",
+    "auth_token",
+    "client_secret",
+    "secret",
+    "password",
+    "signature",
+    "sig",
+    "x-amz-signature",
+    "x-amz-security-token",
+    "x-amz-credential",
+    "x-goog-signature",
+    "x-goog-credential",
+];
+
+/// Which header and query names are secrets: the built-in lists above plus the
+/// config's `[capture] redact_headers` and `redact_query_params` (lowercase).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Redaction {
+    pub extra_headers: Vec<String>,
+    pub extra_query_params: Vec<String>,
+}
+
+impl Redaction {
+    pub fn is_secret_header(&self, name: &str) -> bool {
+        let name = name.to_ascii_lowercase();
+        SECRET_HEADERS.contains(&name.as_str())
+            || SECRET_HEADER_PARTS.iter().any(|part| name.contains(part))
+            || self.extra_headers.contains(&name)
+    }
+
+    /// `raw_name` as it appears in the query string (percent-encoded or not).
+    pub fn is_secret_param(&self, raw_name: &str) -> bool {
+        let name = percent_decode(raw_name).to_ascii_lowercase();
+        let name = name.trim();
+        SECRET_QUERY_PARAMS.contains(&name) || self.extra_query_params.iter().any(|p| p == name)
+    }
+}
+
+/// Decodes `%XX` escapes (and `+` as a space, as form encoding does); invalid
+/// escapes stay as written.
+pub fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
 
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -88,6 +192,28 @@ fn id_value(name: &str, value: &HeaderValue) -> Result<String, HeaderError> {
         return Err(bad(name, "use letters, digits, '-', '_', '.' and ':' only"));
     }
     Ok(text)
+}
+
+/// Separates a client-chosen id from the tenant it is scoped to (see [`tenant_scoped`]).
+pub const TENANT_SCOPE: char = '@';
+
+/// The stored form of a client-chosen id (invocation or session): `id@tenant` for a
+/// call of a tenant, the id itself otherwise. Invocation and session ids come from
+/// clients, so two tenants may pick the same one; scoping keeps their records (and
+/// every rollup over them) apart. Client ids cannot contain `@` (`id_value`), so the
+/// scoped form never collides with a client's own id and splits at the first `@`.
+pub fn tenant_scoped(id: &str, tenant: Option<&str>) -> String {
+    match tenant {
+        Some(t) if !id.contains(TENANT_SCOPE) => format!("{id}{TENANT_SCOPE}{t}"),
+        _ => id.to_string(),
+    }
+}
+
+/// Scopes the client-chosen session id of `meta` to its tenant (see [`tenant_scoped`]).
+pub fn scope_session_to_tenant(meta: &mut CallMeta) {
+    if let (Some(id), Some(tenant)) = (&mut meta.metadata.session_id, &meta.metadata.tenant) {
+        *id = tenant_scoped(id, Some(tenant));
+    }
 }
 
 /// Reads the `x-llmtap-*` headers and removes them (and hop-by-hop headers) from `headers`.
@@ -209,8 +335,9 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// With the built-in lists only; see [`Redaction`] for the configured ones.
 pub fn is_secret_header(name: &str) -> bool {
-    SECRET_HEADERS.contains(&name)
+    Redaction::default().is_secret_header(name)
 }
 
 /// A short, stable fingerprint of a key: 8 hex of its SHA-256 and its last 4 characters.
@@ -257,9 +384,14 @@ pub fn api_key_fingerprint(headers: &HeaderMap, query: Option<&str>) -> Option<S
 
 /// Headers as text for the record, with secrets replaced.
 pub fn redacted_map(headers: &HeaderMap) -> BTreeMap<String, String> {
+    redacted_map_with(headers, &Redaction::default())
+}
+
+/// Headers as text, with the values of secret headers (`redaction`) replaced.
+pub fn redacted_map_with(headers: &HeaderMap, redaction: &Redaction) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for (name, value) in headers {
-        let text = if is_secret_header(name.as_str()) {
+        let text = if redaction.is_secret_header(name.as_str()) {
             "[redacted]".to_string()
         } else {
             String::from_utf8_lossy(value.as_bytes()).into_owned()
@@ -274,8 +406,14 @@ pub fn redacted_map(headers: &HeaderMap) -> BTreeMap<String, String> {
     out
 }
 
-/// A path and query safe to store or log: the value of every `key=` parameter is replaced.
+/// A path and query safe to store or log: the value of every secret parameter
+/// (built-in list) is replaced.
 pub fn redact_query(path: &str, query: Option<&str>) -> String {
+    redact_query_with(path, query, &Redaction::default())
+}
+
+/// A path and query with the value of every secret parameter (`redaction`) replaced.
+pub fn redact_query_with(path: &str, query: Option<&str>, redaction: &Redaction) -> String {
     match query {
         None => path.to_string(),
         Some(q) => {
@@ -283,7 +421,7 @@ pub fn redact_query(path: &str, query: Option<&str>) -> String {
                 .split('&')
                 .map(|pair| {
                     let name = pair.split('=').next().unwrap_or("");
-                    if name.eq_ignore_ascii_case("key") || name.eq_ignore_ascii_case("api_key") {
+                    if redaction.is_secret_param(name) {
                         format!("{name}=[redacted]")
                     } else {
                         pair.to_string()
@@ -381,5 +519,31 @@ mod tests {
         assert!(
             api_key_fingerprint(&HeaderMap::new(), Some("alt=sse&key=AIzaSECRETSECRET")).is_some()
         );
+    }
+
+    #[test]
+    fn secret_names_match_after_percent_decoding_and_case_folding() {
+        let r = Redaction {
+            extra_headers: vec!["x-my-credential-id".into()],
+            extra_query_params: vec!["sessionkey".into()],
+        };
+        assert_eq!(
+            redact_query_with(
+                "/x",
+                Some("access_token=a&Token=b&api-key=c&%6Bey=d&%6b%45Y=e&SessionKey=f&ok=1"),
+                &r
+            ),
+            "/x?access_token=[redacted]&Token=[redacted]&api-key=[redacted]&%6Bey=[redacted]&%6b%45Y=[redacted]&SessionKey=[redacted]&ok=1"
+        );
+        for h in [
+            "x-auth-token",
+            "openai-api-key",
+            "x-service-api-key",
+            "x-my-credential-id",
+        ] {
+            assert!(r.is_secret_header(h), "{h}");
+        }
+        assert!(!r.is_secret_header("x-ratelimit-remaining-tokens"));
+        assert_eq!(percent_decode("%6Bey%2"), "key%2");
     }
 }

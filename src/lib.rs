@@ -6,12 +6,14 @@
 pub mod api;
 pub mod capture;
 pub mod config;
+pub mod conn_guard;
 pub mod cost;
-pub mod dev;
 pub mod forward;
 pub mod headers;
 pub mod ids;
+pub mod journal;
 pub mod metrics;
+pub mod otel;
 pub mod parse;
 pub mod record;
 pub mod recorder;
@@ -23,3 +25,14 @@ pub mod timefmt;
 pub mod upstream;
 pub mod writer;
 pub mod zblock;
+
+// The store's unit tests build records with the developer tools' generator, which
+// names this crate `llmtap` as the binary and the integration tests do.
+#[cfg(test)]
+extern crate self as llmtap;
+
+/// The developer tools' record generator (a binary module), for the library's tests.
+#[cfg(test)]
+#[path = "devtools/synthetic.rs"]
+#[allow(dead_code)]
+pub(crate) mod dev;

@@ -24,8 +24,21 @@ pub struct Metrics {
     pub bad_requests: AtomicU64,
     pub unrouted: AtomicU64,
     pub truncated_bodies: AtomicU64,
-    /// Records handed to the writer and not yet stored.
+    /// Records handed over and not yet stored.
     pub backlog: AtomicU64,
+    /// Records waiting for the capture log thread.
+    pub log_queue: AtomicU64,
+    /// Capture log position: end of what was appended, and of what the store applied.
+    pub log_end: AtomicU64,
+    pub log_applied: AtomicU64,
+    /// Torn or corrupt log records found (and skipped) when reading the log.
+    pub log_torn: AtomicU64,
+    /// OpenTelemetry spans dropped: queue full, export failed, or still queued at shutdown.
+    pub otel_dropped: AtomicU64,
+    pub otel_exported: AtomicU64,
+    pub otel_export_failures: AtomicU64,
+    /// Stored batches the OpenTelemetry builder skipped because it fell behind.
+    pub otel_lagged_batches: AtomicU64,
     requests: Mutex<BTreeMap<(String, &'static str), u64>>,
     latency: Mutex<Histogram>,
 }
@@ -56,6 +69,13 @@ impl Metrics {
             h.sum_s += upstream_latency_s;
             h.count += 1;
         }
+    }
+
+    /// Bytes of the capture log the store has not applied yet (the backlog bound).
+    pub fn log_unapplied_bytes(&self) -> u64 {
+        self.log_end
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.log_applied.load(Ordering::Relaxed))
     }
 
     pub fn render(&self) -> String {
@@ -98,13 +118,13 @@ impl Metrics {
         counter(
             &mut out,
             "llmtap_rejected_backlog_total",
-            "Requests answered 503 because the writer backlog was full.",
+            "Requests answered 503 because the capture backlog (store.backlog) was full.",
             get(&self.rejected_backlog),
         );
         counter(
             &mut out,
             "llmtap_passed_uncaptured_total",
-            "Requests forwarded without capture because the writer backlog was full.",
+            "Requests forwarded without capture because the capture backlog (store.backlog) was full.",
             get(&self.passed_uncaptured),
         );
         counter(
@@ -125,10 +145,50 @@ impl Metrics {
             "Captured bodies cut at the capture cap.",
             get(&self.truncated_bodies),
         );
+        counter(
+            &mut out,
+            "llmtap_log_torn_records_total",
+            "Torn or corrupt capture log records skipped (a crash in the middle of a write).",
+            get(&self.log_torn),
+        );
+        for (name, help, value) in [
+            (
+                "llmtap_otel_dropped_total",
+                "OpenTelemetry spans dropped (queue full, export failed, or unsent at shutdown).",
+                &self.otel_dropped,
+            ),
+            (
+                "llmtap_otel_exported_spans_total",
+                "OpenTelemetry spans the collector accepted.",
+                &self.otel_exported,
+            ),
+            (
+                "llmtap_otel_export_failures_total",
+                "OTLP export requests that failed (spans or metrics).",
+                &self.otel_export_failures,
+            ),
+            (
+                "llmtap_otel_lagged_batches_total",
+                "Stored batches the OpenTelemetry exporter skipped because it fell behind.",
+                &self.otel_lagged_batches,
+            ),
+        ] {
+            counter(&mut out, name, help, get(value));
+        }
         let _ = writeln!(
             out,
-            "# HELP llmtap_backlog Records waiting for the writer.\n# TYPE llmtap_backlog gauge\nllmtap_backlog {}",
+            "# HELP llmtap_backlog Records handed over and not yet stored.\n# TYPE llmtap_backlog gauge\nllmtap_backlog {}",
             get(&self.backlog)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP llmtap_log_queue Records waiting to be appended to the capture log.\n# TYPE llmtap_log_queue gauge\nllmtap_log_queue {}",
+            get(&self.log_queue)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP llmtap_log_unapplied_bytes Capture log bytes the store has not applied (bounded by store.backlog).\n# TYPE llmtap_log_unapplied_bytes gauge\nllmtap_log_unapplied_bytes {}",
+            self.log_unapplied_bytes()
         );
         if let Ok(h) = self.latency.lock() {
             let _ = writeln!(out, "# HELP llmtap_upstream_latency_seconds Time from forwarding a request to the end of its response.\n# TYPE llmtap_upstream_latency_seconds histogram");

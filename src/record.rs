@@ -10,7 +10,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// How a call ended, from the agent's point of view.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CallStatus {
     Success,
@@ -71,7 +71,7 @@ impl CallStatus {
 /// `cache_read_tokens` and `cache_creation_tokens` are parts of `input_tokens`;
 /// `reasoning_tokens` is part of `output_tokens`. A count the provider did not
 /// report is `None`, never 0.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Usage {
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
@@ -93,7 +93,7 @@ impl Usage {
     pub fn accumulate(&mut self, other: &Usage) {
         fn add(a: &mut Option<u64>, b: Option<u64>) {
             if let Some(b) = b {
-                *a = Some(a.unwrap_or(0) + b);
+                *a = Some(a.unwrap_or(0).saturating_add(b));
             }
         }
         add(&mut self.input_tokens, other.input_tokens);
@@ -110,7 +110,7 @@ impl Usage {
 }
 
 /// An error reported by the provider (body or mid-stream event) or by llmtap itself.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ErrorInfo {
     #[serde(rename = "type")]
     pub error_type: Option<String>,
@@ -118,7 +118,7 @@ pub struct ErrorInfo {
 }
 
 /// One message of the conversation as sent in the request, normalised across providers.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Message {
     /// system | developer | user | assistant | tool (Gemini "model" becomes "assistant").
     pub role: String,
@@ -136,7 +136,7 @@ pub struct Message {
 }
 
 /// A tool call made by the model (in the response) or replayed in the history (in the request).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ToolCall {
     pub id: Option<String>,
     pub name: String,
@@ -144,7 +144,7 @@ pub struct ToolCall {
     pub arguments: Value,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RequestView {
     pub system: Option<String>,
     pub messages: Vec<Message>,
@@ -153,7 +153,7 @@ pub struct RequestView {
     pub params: BTreeMap<String, Value>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ResponseView {
     pub text: Option<String>,
     pub thinking: Option<String>,
@@ -162,7 +162,7 @@ pub struct ResponseView {
 }
 
 /// Which API of a provider a call hit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Endpoint {
     ChatCompletions,
@@ -176,7 +176,7 @@ pub enum Endpoint {
 }
 
 /// What the parsers read out of one exchange. Produced by `parse::parse_exchange`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ParsedExchange {
     pub endpoint: Endpoint,
     pub stream: bool,
@@ -220,7 +220,7 @@ impl Default for ParsedExchange {
 }
 
 /// Normalised rate-limit state from response headers. Missing headers are `None`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RateLimit {
     pub requests: Option<LimitWindow>,
     pub tokens: Option<LimitWindow>,
@@ -231,7 +231,7 @@ pub struct RateLimit {
     pub raw: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LimitWindow {
     pub limit: Option<u64>,
     pub remaining: Option<u64>,
@@ -243,7 +243,7 @@ pub struct LimitWindow {
 
 /// Cost of one call. Amounts are integer picodollars (1e-12 USD) so sums never drift;
 /// `total_usd` is the same total as a float for display.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Cost {
     pub priced: bool,
     pub price_key: Option<String>,
@@ -266,7 +266,7 @@ pub struct Cost {
 }
 
 /// Agent-supplied metadata from `x-llmtap-*` headers.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Metadata {
     pub agent: Option<String>,
     pub trigger: Option<String>,
@@ -279,14 +279,14 @@ pub struct Metadata {
     pub properties: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ClientInfo {
     pub ip: Option<String>,
     pub user_agent: Option<String>,
 }
 
 /// One captured call, as stored and as the read API returns it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CallRecord {
     pub id: String,
     pub invocation_id: String,
@@ -327,6 +327,10 @@ pub struct CallRecord {
     pub request_bytes: u64,
     pub response_bytes: u64,
     pub truncated: bool,
+    /// Which bodies were cut (`request`, `response`): at the capture cap, or at the
+    /// decode cap of a compressed body. Their stored bytes are a prefix, not exact.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub truncated_parts: Vec<String>,
     /// Request headers as forwarded, secrets redacted.
     pub request_headers: BTreeMap<String, String>,
     /// Response headers as received.
@@ -349,7 +353,7 @@ pub struct CallRecord {
 }
 
 /// One attachment of a request.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Attachment {
     /// `mirrored` (decoded and stored once by content address) or `url`.
     pub source: String,
@@ -363,7 +367,7 @@ pub struct Attachment {
 }
 
 /// One agent run: the rollup of its calls.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct InvocationRecord {
     pub id: String,
     pub agent: Option<String>,
@@ -394,7 +398,7 @@ pub struct InvocationRecord {
 }
 
 /// The wire format a provider speaks; decides which parser reads its traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProviderKind {
     Openai,
@@ -466,7 +470,7 @@ pub fn roll_up(existing: Option<InvocationRecord>, call: &CallRecord) -> Invocat
     let mut priced = inv.cost_usd.is_some();
     match &call.cost {
         Some(cost) if cost.priced => {
-            inv.cost_pusd += cost.total_pusd;
+            inv.cost_pusd = inv.cost_pusd.saturating_add(cost.total_pusd);
             priced = true;
         }
         _ if !call.usage.is_empty() => inv.unpriced_calls += 1,

@@ -1,10 +1,11 @@
 //! Turns a `FinishedCall` (raw bytes and timings) into a `CallRecord`: decodes
 //! compressed copies, runs the parsers, reads rate limits, prices the call, and
-//! redacts secrets. Runs on the writer thread, never on the forward path.
+//! redacts secrets. Runs off the forward path: `redact_with` on the capture log's
+//! thread (so no secret reaches the log), `build_redacted_with` on the writer thread.
 
-use crate::capture::{Capture, FinishedCall, Outcome};
+use crate::capture::{FinishedCall, Outcome};
 use crate::cost::PriceTable;
-use crate::headers;
+use crate::headers::{self, CallMeta};
 use crate::parse::{self, ExchangeInput};
 use crate::record::{CallRecord, CallStatus, ClientInfo, ErrorInfo, ProviderKind};
 use crate::timefmt::format_rfc3339_us;
@@ -12,68 +13,273 @@ use http::HeaderMap;
 use std::io::Read;
 use std::time::Duration;
 
-/// Largest decoded size of a compressed capture; guards against decompression bombs.
-const MAX_DECODED: u64 = 64 << 20;
+/// Largest decoded size of a compressed capture by default; guards against
+/// decompression bombs (`[capture] max_decoded_bytes`).
+pub const MAX_DECODED: u64 = 64 << 20;
 
 fn ms(d: Duration) -> f64 {
     (d.as_micros() as f64) / 1000.0
 }
 
-/// Decodes a captured body according to `content-encoding`. Returns the bytes to parse
-/// and a note when decoding was impossible (the raw bytes are then kept).
-fn decode_body(headers: &HeaderMap, capture: &Capture) -> (Vec<u8>, Option<String>) {
-    let joined = capture.contiguous();
-    let raw = &joined[..];
+/// A captured body in one piece, with what the capture knew about the rest.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CapturedBody {
+    /// The bytes kept (up to the capture cap).
+    pub bytes: Vec<u8>,
+    /// Bytes seen, including those beyond the cap.
+    pub total: u64,
+    pub truncated: bool,
+}
+
+/// A finished call with its secrets taken out: what the capture log holds and what
+/// the writer builds a record from. Secret headers keep their names (and count)
+/// with the value `[redacted]`, secret query values are replaced, and the API-key
+/// fingerprint, the one thing the record derives from a secret, is computed first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedactedCall {
+    pub id: String,
+    pub invocation_id: String,
+    pub arrival_round: u32,
+    pub started_at_us: u64,
+    pub latency: Duration,
+    pub first_byte: Option<Duration>,
+    pub provider: String,
+    pub price_as: String,
+    pub kind: ProviderKind,
+    pub method: String,
+    pub rest_path: String,
+    /// The query with secret parameter values replaced.
+    pub query: Option<String>,
+    pub upstream_host: String,
+    pub http_status: Option<u16>,
+    pub outcome: Outcome,
+    pub request_headers: HeaderMap,
+    pub response_headers: HeaderMap,
+    pub request_body: CapturedBody,
+    pub response_body: CapturedBody,
+    pub chunk_times: Vec<(usize, Duration)>,
+    pub meta: CallMeta,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub delivered_bytes: u64,
+    pub api_key_fingerprint: Option<String>,
+    /// Notes the forward path made (they become parse notes).
+    pub notes: Vec<String>,
+}
+
+/// The value every secret header is stored and logged with.
+pub const REDACTED: &str = "[redacted]";
+
+fn redact_headers(headers: &mut HeaderMap, redaction: &headers::Redaction) {
+    let secret: Vec<http::HeaderName> = headers
+        .keys()
+        .filter(|name| redaction.is_secret_header(name.as_str()))
+        .cloned()
+        .collect();
+    for name in secret {
+        let count = headers.get_all(&name).iter().count();
+        headers.remove(&name);
+        for _ in 0..count {
+            headers.append(name.clone(), http::HeaderValue::from_static(REDACTED));
+        }
+    }
+}
+
+/// Takes the secrets out of a finished call (the built-in list and `redaction`'s)
+/// and joins its captured bodies.
+pub fn redact_with(call: FinishedCall, redaction: &headers::Redaction) -> RedactedCall {
+    let FinishedCall {
+        id,
+        invocation_id,
+        arrival_round,
+        started_at_us,
+        latency,
+        first_byte,
+        provider,
+        price_as,
+        kind,
+        method,
+        rest_path,
+        query,
+        upstream_host,
+        http_status,
+        outcome,
+        mut request_headers,
+        mut response_headers,
+        request_body,
+        response_body,
+        chunk_times,
+        meta,
+        client_ip,
+        user_agent,
+        injected_include_usage: _,
+        delivered_bytes,
+        notes,
+    } = call;
+    let api_key_fingerprint = headers::api_key_fingerprint(&request_headers, query.as_deref());
+    redact_headers(&mut request_headers, redaction);
+    redact_headers(&mut response_headers, redaction);
+    let query = query.map(|q| {
+        let redacted = headers::redact_query_with("", Some(&q), redaction);
+        redacted.strip_prefix('?').unwrap_or(&redacted).to_string()
+    });
+    let body = |capture: crate::capture::Capture| CapturedBody {
+        bytes: capture.contiguous().into_owned(),
+        total: capture.total,
+        truncated: capture.truncated,
+    };
+    RedactedCall {
+        id,
+        invocation_id,
+        arrival_round,
+        started_at_us,
+        latency,
+        first_byte,
+        provider,
+        price_as,
+        kind,
+        method,
+        rest_path,
+        query,
+        upstream_host,
+        http_status,
+        outcome,
+        request_headers,
+        response_headers,
+        request_body: body(request_body),
+        response_body: body(response_body),
+        chunk_times,
+        meta,
+        client_ip,
+        user_agent,
+        delivered_bytes,
+        api_key_fingerprint,
+        notes,
+    }
+}
+
+/// `redact_with` the built-in secret list only.
+pub fn redact(call: FinishedCall) -> RedactedCall {
+    redact_with(call, &headers::Redaction::default())
+}
+
+/// A decoded body: the bytes to parse and store, a note when decoding was impossible
+/// or partial, and whether the decoded bytes were cut at the cap.
+struct Decoded {
+    bytes: Vec<u8>,
+    note: Option<String>,
+    cut: bool,
+}
+
+/// Decodes a captured body according to `content-encoding`, at most `max` bytes.
+/// When decoding is impossible the raw bytes are kept, with a note.
+fn decode_body(headers: &HeaderMap, captured: Vec<u8>, max: u64, part: &str) -> Decoded {
+    let raw = &captured[..];
     let encoding = headers
         .get(http::header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().to_ascii_lowercase());
     let Some(encoding) = encoding.filter(|e| !e.is_empty() && e != "identity") else {
         // Plain bodies: the joined chunks are the result (no second copy).
-        return (joined.into_owned(), None);
+        return Decoded {
+            bytes: captured,
+            note: None,
+            cut: false,
+        };
     };
+    // One byte past the cap tells a body that fits from one that was cut.
+    let limit = max.saturating_add(1);
     let mut out = Vec::new();
     let result = match encoding.as_str() {
         "gzip" | "x-gzip" => flate2::read::MultiGzDecoder::new(raw)
-            .take(MAX_DECODED)
+            .take(limit)
             .read_to_end(&mut out),
         "deflate" => {
             // "deflate" is zlib-wrapped per RFC 9110, but some servers send raw deflate.
             let zlib = flate2::read::ZlibDecoder::new(raw)
-                .take(MAX_DECODED)
+                .take(limit)
                 .read_to_end(&mut out);
             if zlib.is_err() {
                 out.clear();
                 flate2::read::DeflateDecoder::new(raw)
-                    .take(MAX_DECODED)
+                    .take(limit)
                     .read_to_end(&mut out)
             } else {
                 zlib
             }
         }
         "br" => brotli_decompressor::Decompressor::new(raw, 4096)
-            .take(MAX_DECODED)
+            .take(limit)
             .read_to_end(&mut out),
         other => {
-            return (
-                raw.to_vec(),
-                Some(format!("content-encoding {other} not decoded")),
-            )
+            return Decoded {
+                bytes: raw.to_vec(),
+                note: Some(format!("content-encoding {other} not decoded")),
+                cut: false,
+            }
         }
     };
+    let cut = out.len() as u64 > max;
+    if cut {
+        out.truncate(max as usize);
+        out.shrink_to_fit();
+    }
     match result {
-        Ok(_) => (out, None),
+        Ok(_) if cut => Decoded {
+            bytes: out,
+            note: Some(format!(
+                "{part} body decodes to more than {max} bytes ({encoding}); stored cut at {max} bytes"
+            )),
+            cut: true,
+        },
+        Ok(_) => Decoded {
+            bytes: out,
+            note: None,
+            cut: false,
+        },
         // A truncated capture still decodes to a usable prefix.
-        Err(e) if !out.is_empty() => (out, Some(format!("{encoding} body partly decoded: {e}"))),
-        Err(e) => (
-            raw.to_vec(),
-            Some(format!("{encoding} body not decoded: {e}")),
-        ),
+        Err(e) if !out.is_empty() => Decoded {
+            bytes: out,
+            note: Some(format!("{encoding} {part} body partly decoded: {e}")),
+            cut,
+        },
+        Err(e) => Decoded {
+            bytes: raw.to_vec(),
+            note: Some(format!("{encoding} {part} body not decoded: {e}")),
+            cut: false,
+        },
     }
 }
 
+/// Builds a record with the default decode cap.
 pub fn build_record(call: FinishedCall, prices: &PriceTable) -> CallRecord {
-    let FinishedCall {
+    build_record_with(call, prices, MAX_DECODED, &headers::Redaction::default())
+}
+
+/// Builds a record, decoding each compressed body to at most `max_decoded` bytes and
+/// redacting the headers and query parameters `redaction` names.
+pub fn build_record_with(
+    call: FinishedCall,
+    prices: &PriceTable,
+    max_decoded: u64,
+    redaction: &headers::Redaction,
+) -> CallRecord {
+    build_redacted_with(redact_with(call, redaction), prices, max_decoded, redaction)
+}
+
+/// `build_redacted_with` the default decode cap and redaction.
+pub fn build_redacted(call: RedactedCall, prices: &PriceTable) -> CallRecord {
+    build_redacted_with(call, prices, MAX_DECODED, &headers::Redaction::default())
+}
+
+/// Builds the record of a call whose secrets are already out (from the capture log).
+pub fn build_redacted_with(
+    call: RedactedCall,
+    prices: &PriceTable,
+    max_decoded: u64,
+    redaction: &headers::Redaction,
+) -> CallRecord {
+    let RedactedCall {
         id,
         invocation_id,
         arrival_round,
@@ -97,15 +303,32 @@ pub fn build_record(call: FinishedCall, prices: &PriceTable) -> CallRecord {
         meta,
         client_ip,
         user_agent,
-        injected_include_usage: _,
         delivered_bytes,
+        api_key_fingerprint,
+        notes: forward_notes,
     } = call;
 
-    let mut notes = Vec::new();
-    let (request_bytes, note) = decode_body(&request_headers, &request_body);
-    notes.extend(note);
-    let (response_bytes, note) = decode_body(&response_headers, &response_body);
-    notes.extend(note);
+    let (request_total, response_total) = (request_body.total, response_body.total);
+    let (request_truncated, response_truncated) = (request_body.truncated, response_body.truncated);
+    let mut notes = forward_notes;
+    let request_decoded = decode_body(&request_headers, request_body.bytes, max_decoded, "request");
+    notes.extend(request_decoded.note);
+    let request_bytes = request_decoded.bytes;
+    let response_decoded = decode_body(
+        &response_headers,
+        response_body.bytes,
+        max_decoded,
+        "response",
+    );
+    notes.extend(response_decoded.note);
+    let response_bytes = response_decoded.bytes;
+    let mut truncated_parts = Vec::new();
+    if request_truncated || request_decoded.cut {
+        truncated_parts.push("request".to_string());
+    }
+    if response_truncated || response_decoded.cut {
+        truncated_parts.push("response".to_string());
+    }
 
     let content_type = response_headers
         .get(http::header::CONTENT_TYPE)
@@ -177,23 +400,24 @@ pub fn build_record(call: FinishedCall, prices: &PriceTable) -> CallRecord {
         kind: kind.as_str().to_string(),
         endpoint: None,
         method,
-        path: headers::redact_query(&rest_path, query.as_deref()),
+        path: headers::redact_query_with(&rest_path, query.as_deref(), redaction),
         upstream_host,
         http_status,
         status: None,
         stream: false,
         usage: Default::default(),
         rate_limit,
-        api_key_fingerprint: headers::api_key_fingerprint(&request_headers, query.as_deref()),
+        api_key_fingerprint,
         client: ClientInfo {
             ip: client_ip,
             user_agent,
         },
-        request_bytes: request_body.total,
-        response_bytes: delivered_bytes.max(response_body.total),
-        truncated: request_body.truncated || response_body.truncated,
-        request_headers: headers::redacted_map(&request_headers),
-        response_headers: headers::redacted_map(&response_headers),
+        request_bytes: request_total,
+        response_bytes: delivered_bytes.max(response_total),
+        truncated: !truncated_parts.is_empty(),
+        truncated_parts,
+        request_headers: headers::redacted_map_with(&request_headers, redaction),
+        response_headers: headers::redacted_map_with(&response_headers, redaction),
         metadata: meta.metadata,
         ..CallRecord::default()
     };

@@ -19,6 +19,21 @@ pub struct Route<'a> {
 pub enum RouteError {
     #[error("no provider for path {path}; use /{{provider}}/... with one of: {known}")]
     UnknownProvider { path: String, known: String },
+    /// `.` or `..` segments (also percent-encoded, or hidden behind `%2f` or `\\`): on a
+    /// server that normalises paths they would climb out of the provider's base path.
+    #[error("the path has a dot-segment (. or ..), which llmtap does not forward")]
+    DotSegment,
+}
+
+/// Whether a path has a `.` or `..` segment once percent-decoded, counting `/` and `\\`
+/// (encoded or not) as separators, as some servers do.
+pub fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let decoded = crate::headers::percent_decode(&segment.replace('+', "%2B"));
+        decoded
+            .split(['/', '\\'])
+            .any(|part| part == "." || part == "..")
+    })
 }
 
 /// Paths that identify their provider without a prefix.
@@ -37,6 +52,9 @@ pub fn route<'a>(
     query: Option<&str>,
     providers: &'a BTreeMap<String, Provider>,
 ) -> Result<Route<'a>, RouteError> {
+    if has_dot_segment(path) {
+        return Err(RouteError::DotSegment);
+    }
     let trimmed = path.strip_prefix('/').unwrap_or(path);
     let (first, rest) = match trimmed.find('/') {
         Some(i) => (&trimmed[..i], &trimmed[i..]),
@@ -98,6 +116,29 @@ mod tests {
         .validate(&Overrides::default())
         .unwrap()
         .providers
+    }
+
+    #[test]
+    fn dot_segments_are_refused_in_every_spelling() {
+        let providers = providers();
+        for path in [
+            "/mock/../../x",
+            "/mock/v1/./messages",
+            "/mock/%2e%2e/x",
+            "/mock/.%2E/x",
+            "/mock/a%2f..%2fx",
+            "/mock/a%5c..%5cx",
+            "/mock/..",
+        ] {
+            assert_eq!(
+                route(path, None, &providers),
+                Err(RouteError::DotSegment),
+                "{path}"
+            );
+        }
+        for path in ["/mock/v1/messages", "/mock/a..b/.x/x."] {
+            assert!(route(path, None, &providers).is_ok(), "{path}");
+        }
     }
 
     fn check(path: &str, query: Option<&str>, expected: Option<(&str, &str, &str)>) {

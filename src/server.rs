@@ -1,19 +1,24 @@
-//! Listeners and lifecycle: binds the proxy and API ports and starts forwarding,
-//! then opens the store (records wait in the writer's channel meanwhile), starts
-//! the writer and the read API, serves connections (HTTP/1.1 and HTTP/2, optionally over TLS), and
-//! stops gracefully: stop accepting, let in-flight calls finish until the grace
-//! deadline, cancel the rest (each still gets its record), drain the writer, flush.
+//! Listeners and lifecycle: opens the capture log, binds the proxy and API ports and
+//! starts forwarding, then opens the store (records wait in the log meanwhile),
+//! starts the writer (which first applies the log's unapplied tail) and the read
+//! API, serves connections (HTTP/1.1 and HTTP/2, optionally over TLS), and stops
+//! gracefully: stop accepting, let in-flight calls finish until the grace deadline,
+//! cancel the rest (each still gets its record), close the log, drain the writer,
+//! flush.
 
 use crate::api::{self, ApiState};
 use crate::capture::CallSink;
 use crate::config::Config;
+use crate::conn_guard::{ConnActivity, ConnLimits, GuardedIo, InFlightBody};
 use crate::cost::PriceTable;
 use crate::forward::{self, ProxyState, RoundCounter};
+use crate::journal::{self, Journal, JournalOptions};
 use crate::metrics::Metrics;
 use crate::store::{self, Store, StoreOptions};
 use crate::upstream;
 use crate::writer::{self, SharedPrices, WriterControl};
 use anyhow::Context;
+use http_body_util::BodyExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -38,8 +43,10 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     proxy_task: tokio::task::JoinHandle<()>,
     api_task: tokio::task::JoinHandle<()>,
+    journal: std::thread::JoinHandle<()>,
     writer: std::thread::JoinHandle<()>,
     background: store::Background,
+    otel: Option<crate::otel::Exporter>,
 }
 
 /// The store's options from the config; the encryption key comes from
@@ -99,10 +106,24 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     // The proxy forwards from here on, while the store opens (sled's recovery and the
     // facet cache take about a minute per million stored calls): records wait in the
-    // writer's channel, bounded by the backlog like any other burst.
-    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    // capture log, bounded by the backlog like any other burst.
+    let mut journal_options = JournalOptions::new(
+        config.data_dir.join("journal"),
+        config.journal_fsync,
+        store_options.keys.clone(),
+    );
+    journal_options.redaction = crate::headers::Redaction {
+        extra_headers: config.redact_headers.clone(),
+        extra_query_params: config.redact_query_params.clone(),
+    };
+    let Journal {
+        sender,
+        appender,
+        feed,
+    } = journal::open(journal_options, metrics.clone())?;
     let state = Arc::new(ProxyState {
         config: config.clone(),
+        request_buffered: Arc::default(),
         client,
         sink: Arc::new(CallSink {
             sender,
@@ -122,7 +143,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     ));
     // The read API answers 503 `store_opening` until the store is open.
     let api_slot: Arc<OnceLock<Arc<ApiState>>> = Arc::default();
-    let api_task = tokio::spawn(api_accept_loop(api_listener, api_slot.clone(), shutdown_rx));
+    let api_task = tokio::spawn(api_accept_loop(
+        api_listener,
+        api_slot.clone(),
+        shutdown_rx,
+        conn_limits(&config),
+        metrics.clone(),
+    ));
     tracing::info!(%proxy_addr, %api_addr, "proxy listening; opening the store");
 
     let data_dir = config.data_dir.clone();
@@ -136,19 +163,41 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Err(e) => {
             let _ = shutdown.send(true);
             let _ = tokio::join!(proxy_task, api_task);
+            drop(state);
+            drop(feed);
+            // What was logged meanwhile stays in the log for the next start.
+            let _ = tokio::task::spawn_blocking(move || appender.join()).await;
             return Err(e);
         }
     };
     tracing::info!(seconds = opening.elapsed().as_secs_f64(), "store open");
     let background =
         store::Background::spawn(store.clone()).context("cannot start the storage thread")?;
+    // Subscribes to the store before the writer starts, so it sees every batch.
+    let otel = config.otel.clone().map(|otel| {
+        crate::otel::Exporter::start(
+            otel,
+            otel_span_options(&config),
+            store.clone(),
+            metrics.clone(),
+            state.client.clone(),
+        )
+    });
     let writer_control = Arc::new(WriterControl::default());
     let writer = writer::spawn(
         store.clone(),
-        receiver,
+        feed,
         prices.clone(),
         metrics.clone(),
         writer_control.clone(),
+        writer::WriterLimits {
+            max_decoded_bytes: config.max_decoded_bytes,
+            decode_budget_bytes: config.decode_budget_bytes,
+            redaction: crate::headers::Redaction {
+                extra_headers: config.redact_headers.clone(),
+                extra_query_params: config.redact_query_params.clone(),
+            },
+        },
     )
     .context("cannot start the writer thread")?;
 
@@ -168,6 +217,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         store: store.clone(),
         metrics: metrics.clone(),
         auth: api::auth::Auth::new(config.api_tokens.clone()),
+        prices: prices.clone(),
     });
     let _ = api_slot.set(api_state);
     if config.api_tokens.is_empty() {
@@ -189,9 +239,34 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown,
         proxy_task,
         api_task,
+        journal: appender,
         writer,
         background,
+        otel,
     })
+}
+
+/// What the span builders need from the config: content opt-in and upstream ports.
+pub fn otel_span_options(config: &Config) -> crate::otel::spans::SpanOptions {
+    let provider_ports = config
+        .providers
+        .values()
+        .map(|p| {
+            let default = if p.base.scheme == http::uri::Scheme::HTTP {
+                80
+            } else {
+                443
+            };
+            (
+                p.name.clone(),
+                p.base.authority.port_u16().unwrap_or(default),
+            )
+        })
+        .collect();
+    crate::otel::spans::SpanOptions {
+        capture_content: config.otel.as_ref().is_some_and(|o| o.capture_content),
+        provider_ports,
+    }
 }
 
 impl Running {
@@ -204,10 +279,20 @@ impl Running {
         tokio::task::spawn_blocking(move || background.stop())
             .await
             .context("storage thread join failed")?;
+        // The proxy is gone, so is every sender: the log closes once it has
+        // appended what they sent, and the writer once it has applied it all.
+        tokio::task::spawn_blocking(move || self.journal.join())
+            .await
+            .context("capture log join failed")?
+            .map_err(|_| anyhow::anyhow!("the capture log thread panicked"))?;
         tokio::task::spawn_blocking(move || self.writer.join())
             .await
             .context("writer join failed")?
             .map_err(|_| anyhow::anyhow!("the writer thread panicked"))?;
+        // Every record is stored and published now; flush what the exporter holds.
+        if let Some(otel) = self.otel {
+            otel.shutdown().await;
+        }
         Ok(())
     }
 }
@@ -236,15 +321,26 @@ async fn proxy_accept_loop(
                 let state = state.clone();
                 let tls = tls.clone();
                 let shutdown = shutdown.clone();
-                let header_timeout = state.config.header_read_timeout;
+                let limits = conn_limits(&state.config);
                 connections.spawn(async move {
-                    let service = service_fn(move |req| forward::handle(state.clone(), req, addr));
+                    let activity = Arc::new(ConnActivity::default());
+                    let stream = GuardedIo::new(stream, limits, activity.clone());
+                    let service = service_fn(move |req| {
+                        let in_flight = activity.begin();
+                        let response = forward::handle(state.clone(), req, addr);
+                        async move {
+                            let response = response.await?;
+                            Ok::<_, std::convert::Infallible>(response.map(|body| {
+                                InFlightBody::new(body, in_flight).boxed_unsync()
+                            }))
+                        }
+                    });
                     match tls {
                         Some(acceptor) => match acceptor.accept(stream).await {
-                            Ok(tls_stream) => serve_connection(tls_stream, service, shutdown, header_timeout).await,
+                            Ok(tls_stream) => serve_connection(tls_stream, service, shutdown, limits.header_read).await,
                             Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
                         },
-                        None => serve_connection(stream, service, shutdown, header_timeout).await,
+                        None => serve_connection(stream, service, shutdown, limits.header_read).await,
                     }
                 });
             }
@@ -308,10 +404,21 @@ async fn serve_connection<I, S>(
     }
 }
 
+/// The deadlines client connections keep (`conn_guard.rs`).
+fn conn_limits(config: &Config) -> ConnLimits {
+    ConnLimits {
+        header_read: config.header_read_timeout,
+        idle: config.client_idle_timeout,
+        send: config.client_send_timeout,
+    }
+}
+
 async fn api_accept_loop(
     listener: TcpListener,
     state: Arc<OnceLock<Arc<ApiState>>>,
     mut shutdown: watch::Receiver<bool>,
+    limits: ConnLimits,
+    metrics: Arc<Metrics>,
 ) {
     let mut connections = JoinSet::new();
     loop {
@@ -322,17 +429,30 @@ async fn api_accept_loop(
                     continue;
                 };
                 let state = state.clone();
+                let metrics = metrics.clone();
                 connections.spawn(async move {
-                    let service = service_fn(move |req| {
+                    let activity = Arc::new(ConnActivity::default());
+                    let stream = GuardedIo::new(stream, limits, activity.clone());
+                    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                         let ready = state.get().cloned();
+                        let in_flight = activity.begin();
+                        let metrics = metrics.clone();
                         async move {
-                            match ready {
-                                Some(state) => api::handle(state, req).await,
-                                None => Ok(api::store_opening()),
-                            }
+                            let response = match ready {
+                                Some(state) => api::handle(state, req).await?,
+                                // Alive (liveness) but not ready: the store is opening.
+                                None => api::before_store_opens(&req, &metrics),
+                            };
+                            Ok::<_, std::convert::Infallible>(
+                                response.map(|body| InFlightBody::new(body, in_flight).boxed()),
+                            )
                         }
                     });
-                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let mut builder = auto::Builder::new(TokioExecutor::new());
+                    builder
+                        .http1()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(limits.header_read);
                     let _ = builder.serve_connection(TokioIo::new(stream), service).await;
                 });
             }

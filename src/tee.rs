@@ -22,6 +22,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub trait ChunkFilter: Send {
     fn push(&mut self, chunk: &[u8]) -> Vec<u8>;
     fn finish(&mut self) -> Vec<u8>;
+    /// Why the filter stopped rewriting, if it did (noted on the record).
+    fn note(&self) -> Option<String> {
+        None
+    }
 }
 
 pin_project_lite::pin_project! {
@@ -148,7 +152,15 @@ where
                         Ok(data) => {
                             this.call.on_response_data(&data);
                             let data = match this.filter.as_mut() {
-                                Some(filter) => Bytes::from(filter.push(&data)),
+                                Some(filter) => {
+                                    let out = Bytes::from(filter.push(&data));
+                                    if let Some(note) = filter.note() {
+                                        // Past its bound the filter is done: note it, drop it.
+                                        this.call.add_note(note);
+                                        *this.filter = None;
+                                    }
+                                    out
+                                }
                                 None => data,
                             };
                             if this.inner.is_end_stream() {
@@ -237,5 +249,14 @@ impl ChunkFilter for crate::parse::include_usage::UsageChunkStripper {
 
     fn finish(&mut self) -> Vec<u8> {
         crate::parse::include_usage::UsageChunkStripper::finish(self)
+    }
+
+    fn note(&self) -> Option<String> {
+        self.gave_up().then(|| {
+            format!(
+                "usage-chunk filter stopped: an SSE event outgrew {} bytes, so the rest of the stream passed through unfiltered",
+                crate::parse::include_usage::MAX_HELD_EVENT
+            )
+        })
     }
 }

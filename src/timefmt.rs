@@ -1,7 +1,9 @@
-//! Time conversions: Unix microseconds to and from RFC 3339, without a date crate.
+//! Time conversions: Unix microseconds to and from RFC 3339, and days in time zones.
 //!
-//! Only UTC is produced; parsing accepts any offset. Civil-date arithmetic follows
-//! Howard Hinnant's `days_from_civil` algorithms.
+//! Parsing and zones use jiff (calendar validation, offsets, the IANA database).
+//! Formatting stays hand-written: it runs for every stored call, produces UTC only,
+//! and Howard Hinnant's `civil_from_days` does it in a few integer operations with a
+//! fixed six-digit fraction.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -11,16 +13,6 @@ pub fn now_unix_us() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
-}
-
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let m = month as i64;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
 }
 
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
@@ -57,70 +49,29 @@ pub fn format_date(unix_us: u64) -> String {
 }
 
 /// Parses RFC 3339 (`2026-04-05T14:28:55Z`, fractional seconds and offsets allowed)
-/// or a bare date `YYYY-MM-DD` (midnight UTC) into Unix microseconds.
+/// or a bare date `YYYY-MM-DD` (midnight UTC) into Unix microseconds. Dates that do
+/// not exist (2026-02-31) and offsets out of range (+99:99) are refused: jiff checks
+/// them, where the hand-written parser this replaced only checked digit counts.
 pub fn parse_rfc3339_us(text: &str) -> Option<u64> {
     let text = text.trim();
-    let b = text.as_bytes();
-    let num = |range: std::ops::Range<usize>| -> Option<i64> {
-        let s = text.get(range)?;
-        if s.bytes().all(|c| c.is_ascii_digit()) {
-            s.parse().ok()
-        } else {
-            None
-        }
+    let timestamp = if text.len() == 10 {
+        let date: jiff::civil::Date = text.parse().ok()?;
+        date.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp()
+    } else {
+        // A timestamp needs an offset (`Z` or ±HH:MM): a local time alone is ambiguous.
+        text.parse::<jiff::Timestamp>().ok()?
     };
-    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    let (year, month, day) = (num(0..4)?, num(5..7)? as u32, num(8..10)? as u32);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
-        return None;
-    }
-    let days = days_from_civil(year, month, day);
-    if b.len() == 10 {
-        return u64::try_from(days * 86_400_000_000).ok();
-    }
-    if b.len() < 19 || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    let mut i = 19;
-    let mut micros: i64 = 0;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        let digits = &text[start..i];
-        if digits.is_empty() {
-            return None;
-        }
-        let mut padded: String = digits.chars().take(6).collect();
-        while padded.len() < 6 {
-            padded.push('0');
-        }
-        micros = padded.parse().ok()?;
-    }
-    let offset_s: i64 = match b.get(i) {
-        Some(b'Z') | Some(b'z') if i + 1 == b.len() => 0,
-        Some(sign @ (b'+' | b'-')) if b.len() == i + 6 && b[i + 3] == b':' => {
-            let h = num(i + 1..i + 3)?;
-            let m = num(i + 4..i + 6)?;
-            let v = h * 3600 + m * 60;
-            if *sign == b'+' {
-                v
-            } else {
-                -v
-            }
-        }
-        _ => return None,
-    };
-    let secs = days * 86400 + hour * 3600 + minute * 60 + second - offset_s;
-    u64::try_from(secs * 1_000_000 + micros).ok()
+    u64::try_from(timestamp.as_microsecond()).ok()
+}
+
+/// The start of the day that `now_us` falls in, in `zone`, and the zone's offset
+/// from UTC then (seconds east).
+pub fn start_of_day_us(now_us: u64, zone: &jiff::tz::TimeZone) -> Option<(u64, i64)> {
+    let now = jiff::Timestamp::from_microsecond(i64::try_from(now_us).ok()?).ok()?;
+    let zoned = now.to_zoned(zone.clone());
+    let offset_s = i64::from(zoned.offset().seconds());
+    let start = zoned.start_of_day().ok()?.timestamp();
+    Some((u64::try_from(start.as_microsecond()).ok()?, offset_s))
 }
 
 /// Parses an HTTP date (`Sun, 05 Apr 2026 14:28:55 GMT`) into Unix microseconds.
@@ -167,6 +118,22 @@ mod tests {
     }
 
     #[test]
+    fn days_start_in_their_zone() {
+        let now = parse_rfc3339_us("2026-07-01T21:30:00Z").unwrap();
+        let berlin = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
+        // 23:30 in Berlin (summer time, +02:00): the day began at 22:00 UTC the day before.
+        assert_eq!(
+            start_of_day_us(now, &berlin),
+            Some((parse_rfc3339_us("2026-06-30T22:00:00Z").unwrap(), 7200))
+        );
+        let winter = parse_rfc3339_us("2026-01-01T21:30:00Z").unwrap();
+        assert_eq!(
+            start_of_day_us(winter, &berlin),
+            Some((parse_rfc3339_us("2025-12-31T23:00:00Z").unwrap(), 3600))
+        );
+    }
+
+    #[test]
     fn rejects_garbage() {
         for bad in [
             "",
@@ -175,6 +142,11 @@ mod tests {
             "2026-04-05T25:00:00Z",
             "2026-04-05T14:28:55",
             "yesterday",
+            "2026-02-31",
+            "2026-02-29",
+            "2026-04-31T10:00:00Z",
+            "2026-04-05T14:28:55+99:99",
+            "2026-04-05T14:28:55+02:60",
         ] {
             assert_eq!(parse_rfc3339_us(bad), None, "{bad}");
         }

@@ -1,29 +1,56 @@
 //! The writer: a dedicated thread that owns all writes to the store.
 //!
-//! It drains finished calls from an unbounded channel in batches, builds their
-//! records (parse, price), numbers rounds, rolls calls up into invocations, and
-//! writes each batch at once. It exits when every sender is gone (the proxy has
-//! stopped) after draining the channel and flushing the store, so a graceful stop
-//! loses nothing that reached it.
+//! It reads the capture log (`journal::Feed`) in batches, builds their records
+//! (parse, price), numbers rounds, rolls calls up into invocations, writes each
+//! batch at once, and then records the log position the store now holds. It
+//! starts where the store left off, so the log's unapplied tail from before a
+//! crash is applied first; a call already stored (its batch reached sled, its
+//! position did not) is skipped. It exits when the log has closed (the proxy has
+//! stopped) and every record is applied, after flushing the store, so a graceful
+//! stop loses nothing.
 
-use crate::capture::FinishedCall;
 use crate::cost::PriceTable;
+use crate::journal::{Entry, Feed, FeedState};
 use crate::metrics::Metrics;
 use crate::record::{CallRecord, InvocationRecord};
-use crate::recorder::build_record;
+use crate::recorder::build_redacted_with;
 use crate::store::Store;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc::UnboundedReceiver;
 
 const MAX_BATCH: usize = 512;
 const BATCH_LINGER: Duration = Duration::from_millis(20);
+/// How long the writer waits for a record before it looks at the log again.
+const IDLE_WAIT: Duration = Duration::from_millis(250);
 /// How long the writer remembers an invocation's round offset without hearing of it.
 const ROUND_BASE_IDLE: Duration = Duration::from_secs(3600);
 
 pub type SharedPrices = Arc<RwLock<Arc<PriceTable>>>;
+
+/// What bounds the writer's memory for compressed bodies.
+#[derive(Debug, Clone)]
+pub struct WriterLimits {
+    /// Largest decoded size of one compressed body (`[capture] max_decoded_bytes`).
+    pub max_decoded_bytes: u64,
+    /// Decoded body bytes a batch holds before the writer stores what it has and goes
+    /// on (`[capture] decode_budget_bytes`): a batch of decompression bombs costs this,
+    /// not the batch size times the cap.
+    pub decode_budget_bytes: u64,
+    /// Secret header and query names beyond the built-in lists.
+    pub redaction: crate::headers::Redaction,
+}
+
+impl Default for WriterLimits {
+    fn default() -> Self {
+        WriterLimits {
+            max_decoded_bytes: crate::recorder::MAX_DECODED,
+            decode_budget_bytes: 256 << 20,
+            redaction: crate::headers::Redaction::default(),
+        }
+    }
+}
 
 /// Lets tests and benchmarks stall the writer to exercise the backlog path.
 #[derive(Default)]
@@ -33,73 +60,138 @@ pub struct WriterControl {
 
 pub fn spawn(
     store: Store,
-    mut receiver: UnboundedReceiver<Box<FinishedCall>>,
+    mut feed: Feed,
     prices: SharedPrices,
     metrics: Arc<Metrics>,
     control: Arc<WriterControl>,
+    limits: WriterLimits,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("llmtap-writer".into())
         .spawn(move || {
+            match store.journal_applied() {
+                Ok(applied) => feed.start_at(applied),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot read the applied log position; replaying the whole log (stored calls are skipped)");
+                    feed.start_at(None);
+                }
+            }
+            let replay_until = feed.run_start();
+            let replay_started = Instant::now();
+            let mut replaying = feed.position() < replay_until;
             let mut state = WriterState {
                 store,
                 metrics,
                 round_base: HashMap::new(),
+                limits,
             };
             let mut batch = Vec::with_capacity(MAX_BATCH);
-            while let Some(first) = receiver.blocking_recv() {
+            loop {
                 while control.paused.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(10));
                 }
-                batch.push(first);
+                let mut log = feed.fill(&mut batch, MAX_BATCH, Some(IDLE_WAIT));
+                if batch.is_empty() {
+                    if log == FeedState::Closed {
+                        break;
+                    }
+                    continue;
+                }
                 // A batch merges its counter, rollup and session updates into one
                 // write per key, so at a modest rate the writer waits a moment for
                 // company: a call is stored at most BATCH_LINGER later. One sleep,
                 // not a 1 ms poll: at 500 calls/s the poll's thousand wake-ups a
                 // second cost the writer's core more than they saved.
-                drain_into(&mut receiver, &mut batch);
-                if batch.len() < MAX_BATCH {
+                if batch.len() < MAX_BATCH && log == FeedState::Open {
                     std::thread::sleep(BATCH_LINGER);
-                    drain_into(&mut receiver, &mut batch);
+                    log = feed.fill(&mut batch, MAX_BATCH, None);
                 }
                 let table = match prices.read() {
                     Ok(t) => t.clone(),
                     Err(p) => p.into_inner().clone(),
                 };
-                state.write(batch.drain(..), &table);
+                let end = batch.last().map(|e| e.end);
+                state.write(&mut batch, &table, replay_until);
+                if let Some(end) = end {
+                    state.applied(end, &mut feed);
+                }
+                if replaying && feed.position() >= replay_until {
+                    replaying = false;
+                    tracing::info!(
+                        seconds = replay_started.elapsed().as_secs_f64(),
+                        "capture log replayed"
+                    );
+                }
             }
             match state.store.flush() {
-                Ok(_) => tracing::info!("writer drained and flushed the store"),
+                Ok(_) => {
+                    feed.retire(feed.position());
+                    tracing::info!("writer drained and flushed the store");
+                }
                 Err(e) => tracing::error!(error = %e, "final store flush failed"),
             }
         })
 }
 
-/// Moves what is queued now into `batch`, up to `MAX_BATCH`.
-// The calls arrive boxed from the channel; keeping the boxes avoids moving a large struct.
-#[allow(clippy::vec_box)]
-fn drain_into(
-    receiver: &mut UnboundedReceiver<Box<FinishedCall>>,
-    batch: &mut Vec<Box<FinishedCall>>,
-) {
-    while batch.len() < MAX_BATCH {
-        match receiver.try_recv() {
-            Ok(call) => batch.push(call),
-            Err(_) => break,
-        }
-    }
-}
-
 struct WriterState {
     store: Store,
     metrics: Arc<Metrics>,
-    /// Rounds stored for an invocation before this process's numbering began.
-    round_base: HashMap<String, (u32, Instant)>,
+    /// Rounds stored for an invocation before a run's numbering began.
+    round_base: HashMap<String, RoundBase>,
+    limits: WriterLimits,
 }
 
 impl WriterState {
-    fn write(&mut self, batch: std::vec::Drain<'_, Box<FinishedCall>>, prices: &PriceTable) {
+    /// Stores the records of `batch` (and empties it).
+    fn write(&mut self, batch: &mut Vec<Entry>, prices: &PriceTable, run_start: u64) {
+        // Calls of this run were counted into the backlog when they were handed over.
+        let fresh = batch.iter().filter(|e| e.start >= run_start).count() as u64;
+        let mut entries = std::mem::take(batch);
+        // Records read back from disk may already be stored (a crash after their
+        // batch reached the store and before its log position did): skip those.
+        entries.retain(|entry| {
+            if !entry.from_disk {
+                return true;
+            }
+            match self.store.contains_call(&entry.call.id) {
+                Ok(stored) => !stored,
+                Err(e) => {
+                    tracing::warn!(error = %e, call = %entry.call.id, "cannot check whether a replayed call is stored; storing it");
+                    true
+                }
+            }
+        });
+        self.write_calls(entries, prices);
+        self.metrics.backlog.fetch_sub(fresh, Ordering::Relaxed);
+    }
+
+    /// Records that the store holds the log up to `end`; deletes the segments that
+    /// lie wholly before it once the store has flushed them.
+    fn applied(&mut self, end: u64, feed: &mut Feed) {
+        if let Err(e) = self.store.set_journal_applied(end) {
+            Metrics::add(&self.metrics.store_errors);
+            tracing::error!(error = %e, "cannot record the applied log position; a restart replays (and skips) these calls again");
+        }
+        feed.applied(end);
+        if feed.retirable(end) {
+            match self.store.flush() {
+                Ok(_) => feed.retire(end),
+                Err(e) => {
+                    Metrics::add(&self.metrics.store_errors);
+                    tracing::error!(error = %e, "store flush failed; applied log segments are kept");
+                }
+            }
+        }
+    }
+
+    fn write_calls(&mut self, batch: Vec<Entry>, prices: &PriceTable) {
         let count = batch.len() as u64;
+        if count == 0 {
+            return;
+        }
+        // Measured per batch, not only by the storage thread every few seconds: a disk
+        // that fills fast must pause capture before the store hits "no space left".
+        self.store.disk().check();
         if self.store.capture_paused() {
             // Disk full: forwarding goes on, nothing is stored (counted, logged by the disk guard).
             drop(batch);
@@ -107,17 +199,27 @@ impl WriterState {
             self.metrics
                 .capture_failures
                 .fetch_add(count, Ordering::Relaxed);
-            self.metrics.backlog.fetch_sub(count, Ordering::Relaxed);
             return;
         }
         let mut calls = Vec::with_capacity(batch.len());
         let mut invocations: HashMap<String, InvocationRecord> = HashMap::new();
-        for finished in batch {
-            let call = build_record(*finished, prices);
-            let mut call = call;
-            call.round = self.numbered_round(&call);
+        let mut decoded_held: u64 = 0;
+        for entry in batch {
+            let run = entry.run;
+            let mut call = build_redacted_with(
+                entry.call,
+                prices,
+                self.limits.max_decoded_bytes,
+                &self.limits.redaction,
+            );
+            call.round = self.numbered_round(run, &call, &invocations);
             if call.cost.as_ref().is_some_and(|c| !c.priced) && !call.usage.is_empty() {
                 Metrics::add(&self.metrics.unpriced_calls);
+            }
+            if !call.truncated_parts.is_empty() {
+                self.metrics
+                    .truncated_bodies
+                    .fetch_add(call.truncated_parts.len() as u64, Ordering::Relaxed);
             }
             let status = call.status.map_or("failed", |s| s.as_str());
             self.metrics
@@ -135,10 +237,32 @@ impl WriterState {
             };
             let rolled = crate::record::roll_up(entry, &call);
             invocations.insert(rolled.id.clone(), rolled);
+            decoded_held += body_bytes(&call);
             calls.push(call);
+            if decoded_held >= self.limits.decode_budget_bytes {
+                // Decoded bodies are the batch's memory: store these before decoding more.
+                self.store_part(&mut calls, &mut invocations);
+                decoded_held = 0;
+            }
         }
-        let invocations: Vec<InvocationRecord> = invocations.into_values().collect();
-        match self.store.write_batch(&calls, &invocations) {
+        self.store_part(&mut calls, &mut invocations);
+    }
+
+    /// Stores the calls built so far and the invocations they changed, and empties both.
+    fn store_part(
+        &mut self,
+        calls: &mut Vec<CallRecord>,
+        invocations: &mut HashMap<String, InvocationRecord>,
+    ) {
+        if calls.is_empty() {
+            return;
+        }
+        let count = calls.len() as u64;
+        let changed: Vec<InvocationRecord> = invocations.drain().map(|(_, inv)| inv).collect();
+        let result = self.store.write_batch(calls, &changed);
+        self.store
+            .note_write_outcome(result.as_ref().err().map(ToString::to_string));
+        match result {
             Ok(()) => {
                 self.metrics
                     .records_written
@@ -154,39 +278,75 @@ impl WriterState {
                 tracing::error!(error = %e, calls = count, "store write failed; these records are lost");
             }
         }
-        self.metrics.backlog.fetch_sub(count, Ordering::Relaxed);
+        calls.clear();
     }
 
-    /// Turns a round counted since this process started into the invocation's round,
-    /// continuing after rounds stored by an earlier run.
-    fn numbered_round(&mut self, call: &CallRecord) -> u32 {
+    /// Turns a round counted by the forward path into the invocation's round.
+    ///
+    /// The forward path numbers each invocation's calls 1, 2, ... in arrival order,
+    /// per run of the process (continuing from the store once it is open). Round 1
+    /// of a run starts after the rounds already stored; a later round of a run
+    /// adds that base. A run's later round seen first (its earlier rounds were
+    /// stored by a writer that crashed, or the counter was seeded from the store)
+    /// infers the base from what is stored, as rounds are consecutive.
+    fn numbered_round(
+        &mut self,
+        run: u64,
+        call: &CallRecord,
+        pending: &HashMap<String, InvocationRecord>,
+    ) -> u32 {
         let now = Instant::now();
         if self.round_base.len() > 100_000 {
             self.round_base
-                .retain(|_, (_, seen)| now.duration_since(*seen) < ROUND_BASE_IDLE);
+                .retain(|_, base| now.duration_since(base.seen) < ROUND_BASE_IDLE);
         }
         let arrival = call.round;
         if arrival == 0 {
             // A tool HTTP call: not a round.
             return 0;
         }
-        if arrival == 1 {
-            // Numbering (re)starts here: rounds already stored come first.
-            let stored = match self.store.get_invocation(&call.invocation_id) {
+        if arrival != 1 {
+            if let Some(base) = self.round_base.get_mut(&call.invocation_id) {
+                if base.run == run {
+                    base.seen = now;
+                    return base.rounds + arrival;
+                }
+            }
+        }
+        // Rounds stored so far, this batch's included.
+        let stored = match pending.get(&call.invocation_id) {
+            Some(inv) => inv.rounds,
+            None => match self.store.get_invocation(&call.invocation_id) {
                 Ok(Some(inv)) => inv.rounds,
                 _ => 0,
-            };
-            self.round_base
-                .insert(call.invocation_id.clone(), (stored, now));
-            return stored + 1;
-        }
-        let base = match self.round_base.get_mut(&call.invocation_id) {
-            Some(entry) => {
-                entry.1 = now;
-                entry.0
-            }
-            None => 0,
+            },
         };
-        base + arrival
+        let rounds = stored.saturating_sub(arrival.saturating_sub(1));
+        self.round_base.insert(
+            call.invocation_id.clone(),
+            RoundBase {
+                run,
+                rounds,
+                seen: now,
+            },
+        );
+        rounds + arrival
     }
+}
+
+/// Rounds an invocation had before a run's numbering began.
+struct RoundBase {
+    run: u64,
+    rounds: u32,
+    seen: Instant,
+}
+
+/// Bytes of decoded body text a record holds.
+fn body_bytes(call: &CallRecord) -> u64 {
+    let text = |t: &Option<String>| t.as_ref().map_or(0, |t| t.len() as u64);
+    let raw = |b: &Option<Vec<u8>>| b.as_ref().map_or(0, |b| b.len() as u64);
+    text(&call.request_body)
+        + text(&call.response_body)
+        + raw(&call.request_body_bytes)
+        + raw(&call.response_body_bytes)
 }

@@ -27,7 +27,6 @@ pub(super) fn raw(
     id: &str,
     path: &str,
 ) -> ApiResult {
-    p.only(&[&["part"]])?;
     require_admin(who)?;
     let part = p.get("part").unwrap_or("request");
     let response = match part {
@@ -45,9 +44,21 @@ pub(super) fn raw(
         &call.request_headers
     };
     let content_type = headers.get("content-type").cloned();
+    // Records from before `truncated_parts` only say that some body was cut.
+    let cut = call.truncated_parts.iter().any(|p| p == part)
+        || (call.truncated && call.truncated_parts.is_empty());
     audit(state, who, "read raw body", path)?;
     match state.store.get_raw(id, response)? {
-        Some(bytes) => Ok(bytes_response(bytes, content_type.as_deref())),
+        Some(bytes) => {
+            let mut response = bytes_response(bytes, content_type.as_deref());
+            if cut {
+                // A prefix cut at a cap is not the exact body: say so, never serve it as whole.
+                response
+                    .headers_mut()
+                    .insert("x-llmtap-truncated", HeaderValue::from_static("true"));
+            }
+            Ok(response)
+        }
         None => Err(ApiError::NotFound(format!(
             "call {id} has no stored {part} body"
         ))),
@@ -58,11 +69,10 @@ pub(super) fn raw(
 pub(super) fn blob(
     state: &ApiState,
     who: &Principal,
-    p: &Params,
+    _params: &Params,
     sha256: &str,
     path: &str,
 ) -> ApiResult {
-    p.only(&[])?;
     require_admin(who)?;
     if who.tenant.is_some() {
         // Blobs are shared across tenants by content; a confined token cannot prove ownership.

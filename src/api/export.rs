@@ -4,7 +4,7 @@
 //! Both bodies are fed through a small bounded channel, so memory stays bounded by a
 //! few chunks whatever the export size, and a client that goes away stops the producer.
 
-use super::params::{bad, Params, FILTER_PARAMS};
+use super::params::{bad, Params};
 use super::views::list_filter;
 use super::{audit, ApiBody, ApiError, ApiResult, ApiState};
 use crate::api::auth::Principal;
@@ -55,25 +55,43 @@ fn streamed(rx: mpsc::Receiver<Bytes>, content_type: &'static str) -> Response<A
     response
 }
 
-/// RFC 4180 field: quoted when it holds a comma, quote, CR or LF; quotes doubled.
-pub fn csv_field(out: &mut String, value: &str) {
-    if value.contains([',', '"', '\n', '\r']) {
-        out.push('"');
-        out.push_str(&value.replace('"', "\"\""));
-        out.push('"');
-    } else {
-        out.push_str(value);
+/// A cell a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, or a leading tab
+/// or carriage return that some strip before looking) gets a leading `'`, which
+/// Excel, LibreOffice and Google Sheets show as text. Prompts and agent names are
+/// untrusted text; numbers we write ourselves (a negative never occurs) pass as is.
+pub fn neutralise_formula(value: &str) -> std::borrow::Cow<'_, str> {
+    match value.as_bytes().first() {
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => format!("'{value}").into(),
+        _ => value.into(),
     }
 }
 
-fn csv_row(out: &mut String, fields: &[String]) {
-    for (i, f) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        csv_field(out, f);
-    }
-    out.push_str("\r\n");
+type CsvOut = csv::Writer<Vec<u8>>;
+
+/// An RFC 4180 writer (CRLF rows; the csv crate quotes what needs quoting) into memory.
+fn csv_out() -> CsvOut {
+    csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::with_capacity(CHUNK_BYTES * 2))
+}
+
+/// Appends one row, formula cells neutralised.
+fn csv_row(out: &mut CsvOut, fields: &[String]) {
+    // Writing into a Vec cannot fail.
+    let _ = out.write_record(
+        fields
+            .iter()
+            .map(|f| neutralise_formula(f))
+            .map(|c| c.as_bytes().to_vec()),
+    );
+}
+
+/// The bytes written so far, taken out of the writer.
+fn csv_take(out: &mut CsvOut) -> Vec<u8> {
+    // Flushing into a Vec cannot fail.
+    std::mem::replace(out, csv_out())
+        .into_inner()
+        .unwrap_or_default()
 }
 
 fn opt<T: ToString>(v: &Option<T>) -> String {
@@ -95,6 +113,7 @@ const INVOCATION_COLUMNS: &[&str] = &[
     "prompt",
     "rounds",
     "session_id",
+    "user_id",
     "input",
 ];
 const CALL_COLUMNS: &[&str] = &[
@@ -112,12 +131,27 @@ const CALL_COLUMNS: &[&str] = &[
     "latency_ms",
     "input_tokens",
     "output_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
     "cost_usd",
+    "ttft_ms",
     "stop_reason",
     "prompt",
+    "prompt_version",
     "session_id",
+    "user_id",
+    "task_id",
     "input",
 ];
+
+/// The version part of `name@version`; empty without one.
+fn prompt_version(prompt: &Option<String>) -> String {
+    prompt
+        .as_deref()
+        .and_then(|p| p.rsplit_once('@'))
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_default()
+}
 
 fn status(s: &Option<crate::record::CallStatus>) -> String {
     s.map(|s| s.as_str().to_string()).unwrap_or_default()
@@ -139,6 +173,7 @@ fn invocation_row(s: &InvocationSummary, input: String) -> Vec<String> {
         opt(&s.prompt),
         s.rounds.to_string(),
         opt(&s.session_id),
+        opt(&s.user_id),
         input,
     ]
 }
@@ -159,10 +194,16 @@ fn call_row(s: &CallSummary, input: String) -> Vec<String> {
         s.latency_ms.to_string(),
         opt(&s.input_tokens),
         opt(&s.output_tokens),
+        opt(&s.cache_read_tokens),
+        opt(&s.cache_creation_tokens),
         opt(&s.cost_usd),
+        opt(&s.ttft_ms),
         opt(&s.stop_reason),
         opt(&s.prompt),
+        prompt_version(&s.prompt),
         opt(&s.session_id),
+        opt(&s.user_id),
+        opt(&s.task_id),
         input,
     ]
 }
@@ -185,7 +226,6 @@ pub(super) fn csv(
     invocations: bool,
     path: &str,
 ) -> ApiResult {
-    p.only(&[FILTER_PARAMS])?;
     let filter = list_filter(who, p)?;
     let admin = who.is_admin();
     if admin {
@@ -208,7 +248,7 @@ fn produce_csv(
     admin: bool,
     tx: &mpsc::Sender<Bytes>,
 ) -> Result<(), ApiError> {
-    let mut buf = String::with_capacity(CHUNK_BYTES * 2);
+    let mut buf = csv_out();
     let columns = if invocations {
         INVOCATION_COLUMNS
     } else {
@@ -224,8 +264,8 @@ fn produce_csv(
         offset: 0,
         count_total: false,
     };
-    let flush = |buf: &mut String| -> bool {
-        let chunk = Bytes::from(std::mem::take(buf));
+    let flush = |buf: &mut CsvOut| -> bool {
+        let chunk = Bytes::from(csv_take(buf));
         tx.blocking_send(chunk).is_ok()
     };
     loop {
@@ -240,7 +280,7 @@ fn produce_csv(
                     _ => String::new(),
                 };
                 csv_row(&mut buf, &invocation_row(s, input));
-                if buf.len() >= CHUNK_BYTES && !flush(&mut buf) {
+                if buf.get_ref().len() >= CHUNK_BYTES && !flush(&mut buf) {
                     return Ok(());
                 }
             }
@@ -249,7 +289,7 @@ fn produce_csv(
             let page = store.list_calls(filter, &request)?;
             for s in &page.items {
                 csv_row(&mut buf, &call_row(s, call_input(store, &s.id, admin)));
-                if buf.len() >= CHUNK_BYTES && !flush(&mut buf) {
+                if buf.get_ref().len() >= CHUNK_BYTES && !flush(&mut buf) {
                     return Ok(());
                 }
             }
@@ -260,15 +300,12 @@ fn produce_csv(
             None => break,
         }
     }
-    if !buf.is_empty() {
-        flush(&mut buf);
-    }
+    flush(&mut buf);
     Ok(())
 }
 
 /// `GET /stream`: `event: call` and `event: invocation` with summary JSON, filtered.
 pub(super) fn stream(state: &Arc<ApiState>, who: &Principal, p: &Params) -> ApiResult {
-    p.only(&[FILTER_PARAMS, &["type"]])?;
     let filter = list_filter(who, p)?;
     if filter.text.is_some() {
         return Err(bad("q", "text search is not available on the live stream").into());
@@ -339,7 +376,7 @@ mod tests {
 
     #[test]
     fn csv_quoting_follows_rfc_4180() {
-        let mut out = String::new();
+        let mut out = csv_out();
         csv_row(
             &mut out,
             &[
@@ -350,6 +387,26 @@ mod tests {
                 String::new(),
             ],
         );
-        assert_eq!(out, "plain,\"a,b\",\"say \"\"hi\"\"\",\"two\nlines\",\r\n");
+        assert_eq!(
+            String::from_utf8(csv_take(&mut out)).unwrap(),
+            "plain,\"a,b\",\"say \"\"hi\"\"\",\"two\nlines\",\r\n"
+        );
+    }
+
+    #[test]
+    fn formula_cells_are_neutralised() {
+        for cell in [
+            "=HYPERLINK(\"http://evil\")",
+            "+1",
+            "-2+3",
+            "@SUM(A1)",
+            "\t=1",
+            "\r=1",
+        ] {
+            assert_eq!(neutralise_formula(cell), format!("'{cell}"));
+        }
+        for cell in ["plain", "12.5", "", "a=b"] {
+            assert_eq!(neutralise_formula(cell), cell);
+        }
     }
 }

@@ -1,25 +1,32 @@
 //! The read API on its own listener: routing, authentication, JSON and error responses.
 //!
-//! Endpoints live under `/api/v1` (see `openapi.rs`); `/healthz` and `/metrics` stay at
-//! the root. Reads run on tokio's blocking pool and go to the store's summaries and
+//! Every endpoint is a row of the route table in `routes.rs` (the OpenAPI document is
+//! generated from it). Endpoints live under `/api/v1`; `/healthz` (liveness),
+//! `/readyz` (readiness) and `/metrics` stay at the root. Reads run on tokio's blocking pool and go to the store's summaries and
 //! indexes; CSV exports and the live stream are streamed bodies. Nothing here is on
 //! the proxy's forward path.
 
 pub mod auth;
 mod content;
 mod export;
-mod openapi;
+pub mod openapi;
+pub mod page;
 pub mod params;
+pub mod routes;
+mod schema;
 mod views;
 
 use crate::metrics::Metrics;
 use crate::store::{AuditEntry, Store};
 use auth::{Auth, AuthError, Principal};
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use params::{ParamError, Params};
+use routes::{Access, Handler, PathArgs, Route};
+
+pub use export::neutralise_formula;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -27,6 +34,8 @@ pub struct ApiState {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub auth: Auth,
+    /// The price table in use, to show a call the entry that priced it.
+    pub prices: crate::writer::SharedPrices,
 }
 
 pub type ApiBody = BoxBody<Bytes, Infallible>;
@@ -42,6 +51,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// An id that names records of several tenants; the message lists them.
+    #[error("{0}")]
+    Ambiguous(String),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
@@ -63,6 +75,7 @@ impl ApiError {
             }
             ApiError::Forbidden(m) => error(StatusCode::FORBIDDEN, "forbidden", m),
             ApiError::NotFound(m) => error(StatusCode::NOT_FOUND, "not_found", m),
+            ApiError::Ambiguous(m) => error(StatusCode::CONFLICT, "ambiguous_id", m),
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "store read failed");
                 error(
@@ -81,116 +94,87 @@ pub async fn handle<B>(
     state: Arc<ApiState>,
     request: Request<B>,
 ) -> Result<Response<ApiBody>, Infallible> {
-    if request.method() != Method::GET && request.method() != Method::HEAD {
-        return Ok(error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "the read API accepts GET only",
-        ));
+    if let Some(response) = page::serve(request.method(), request.uri().path(), request.headers()) {
+        return Ok(response);
     }
-    let path = request.uri().path().to_string();
-    let query = request.uri().query().unwrap_or("").to_string();
     let authorization = request
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let (route, mut args) = match routes::find(request.method(), request.uri().path()) {
+        Ok(found) => found,
+        Err(true) => {
+            return Ok(error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "the read API accepts GET only",
+            ))
+        }
+        Err(false) => {
+            return Ok(
+                ApiError::NotFound("no such endpoint; see /api/v1/openapi.json".into()).response(),
+            )
+        }
+    };
+    args.query = request.uri().query().unwrap_or("").to_string();
     Ok(
-        match dispatch(state, &path, &query, authorization.as_deref()).await {
+        match dispatch(state, route, args, authorization.as_deref()).await {
             Ok(response) => response,
             Err(e) => e.response(),
         },
     )
 }
 
+/// Runs `route`: authentication and role, then its parameters, then its handler.
 async fn dispatch(
     state: Arc<ApiState>,
-    path: &str,
-    query: &str,
+    route: &'static Route,
+    args: PathArgs,
     authorization: Option<&str>,
 ) -> ApiResult {
-    match path {
-        "/healthz" => {
-            return Ok(json(
-                StatusCode::OK,
-                &serde_json::json!({
-                    "status": "ok",
-                    "backlog": state.metrics.backlog.load(std::sync::atomic::Ordering::Relaxed),
-                    "storage": state.store.health(),
-                }),
-            ))
-        }
-        "/api/v1/openapi.json" => {
-            return Ok(json(StatusCode::OK, &openapi::document()));
-        }
-        _ => {}
+    if let Handler::Public(handler) = route.handler {
+        let params = Params::parse(&args.query)?;
+        params.only(route.params)?;
+        return handler(&state, &params, &args);
     }
     let principal = state.auth.authenticate(authorization)?;
-    let params = Params::parse(query)?;
-    // What an audit entry records: the path with its query string as sent.
-    let target = if query.is_empty() {
-        path.to_string()
-    } else {
-        format!("{path}?{query}")
-    };
-    match path {
-        "/metrics" => {
-            let text = state.metrics.render() + &state.store.render_metrics();
-            let mut response = Response::new(full(Bytes::from(text)));
-            response.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
-            return Ok(response);
-        }
-        "/api/v1/stream" => return export::stream(&state, &principal, &params),
-        "/api/v1/calls.csv" => return export::csv(&state, &principal, &params, false, &target),
-        "/api/v1/invocations.csv" => {
-            return export::csv(&state, &principal, &params, true, &target)
-        }
-        _ => {}
+    if route.access == Access::Admin && !principal.is_admin() {
+        return Err(ApiError::Forbidden(format!(
+            "{} needs an admin token",
+            route.path
+        )));
     }
-    let path = path.to_string();
-    let result =
-        tokio::task::spawn_blocking(move || route(&state, &principal, &path, &target, &params))
-            .await;
-    match result {
-        Ok(r) => r,
-        Err(e) => Ok(error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            &format!("request handler failed: {e}"),
-        )),
+    let params = Params::parse(&args.query)?;
+    params.only(route.params)?;
+    match route.handler {
+        Handler::Public(_) => unreachable!("answered above"),
+        Handler::Stream(handler) => handler(&state, &principal, &params, &args),
+        Handler::Read(handler) => {
+            let result =
+                tokio::task::spawn_blocking(move || handler(&state, &principal, &params, &args))
+                    .await;
+            match result {
+                Ok(r) => r,
+                Err(e) => Ok(error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    &format!("request handler failed: {e}"),
+                )),
+            }
+        }
     }
 }
 
-/// `target` is the path with its query string, for audit entries.
-fn route(
-    state: &ApiState,
-    who: &Principal,
-    path: &str,
-    target: &str,
-    params: &Params,
-) -> ApiResult {
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match segments.as_slice() {
-        ["api", "v1", "calls"] => views::list(state, who, params, false, target),
-        ["api", "v1", "invocations"] => views::list(state, who, params, true, target),
-        ["api", "v1", "calls", id] => views::call(state, who, params, id, target),
-        ["api", "v1", "calls", id, "raw"] => content::raw(state, who, params, id, target),
-        ["api", "v1", "blobs", sha256] => content::blob(state, who, params, sha256, target),
-        ["api", "v1", "invocations", id] => views::invocation(state, who, params, id, target),
-        ["api", "v1", "sessions"] => views::sessions(state, who, params),
-        ["api", "v1", "sessions", id] => views::session(state, who, params, id),
-        ["api", "v1", "summary"] => views::summary(state, who, params),
-        ["api", "v1", "agents"] => views::agents(state, who, params),
-        ["api", "v1", "stats"] => views::stats(state, who, params),
-        ["api", "v1", "ratelimits"] => views::ratelimits(state, who, params),
-        ["api", "v1", "audit"] => views::audit_log(state, who, params),
-        _ => Err(ApiError::NotFound(
-            "no such endpoint; see /api/v1/openapi.json".into(),
-        )),
-    }
+/// `GET /metrics`: the process's and the store's metrics in Prometheus text.
+fn metrics_text(state: &ApiState) -> Response<ApiBody> {
+    let text = state.metrics.render() + &state.store.render_metrics();
+    let mut response = Response::new(full(Bytes::from(text)));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
 }
 
 /// Records an admin's read of bodies or prompts. A failure to audit refuses the read.
@@ -251,6 +235,26 @@ fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<ApiBody>
 
 fn ok<T: serde::Serialize>(value: &T) -> ApiResult {
     Ok(json(StatusCode::OK, value))
+}
+
+/// The answer to a request that arrives while the store is still opening: the
+/// process is alive (`/healthz` 200, the proxy forwards and the capture log
+/// records) but not ready (`/readyz` and every read 503 `store_opening`); the
+/// page itself is served, and shows the 503s it gets.
+pub fn before_store_opens<B>(request: &Request<B>, metrics: &Metrics) -> Response<ApiBody> {
+    if request.uri().path() == "/healthz" {
+        return json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "status": "ok",
+                "store": "opening",
+                "backlog": metrics.backlog.load(std::sync::atomic::Ordering::Relaxed),
+                "log_unapplied_bytes": metrics.log_unapplied_bytes(),
+            }),
+        );
+    }
+    page::serve(request.method(), request.uri().path(), request.headers())
+        .unwrap_or_else(store_opening)
 }
 
 /// What every API request gets while the store is still opening after a start.

@@ -33,27 +33,142 @@ pub struct Params {
     pairs: Vec<(String, String)>,
 }
 
-/// The list filters every list, export and stream endpoint accepts.
-pub const FILTER_PARAMS: &[&str] = &[
-    "agent",
-    "provider",
-    "model",
-    "status",
-    "trigger",
-    "tenant",
-    "user_id",
-    "session_id",
-    "prompt",
-    "task",
-    "property.<key>",
-    "has_session",
-    "from",
-    "to",
-    "min_cost",
-    "q",
+/// Where a parameter is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamIn {
+    Query,
+    Path,
+}
+
+/// The value a parameter accepts, as the OpenAPI document states it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ParamKind {
+    String,
+    Boolean,
+    Integer {
+        min: u64,
+        max: u64,
+        default: Option<u64>,
+    },
+    Number {
+        min: f64,
+    },
+    OneOf(&'static [&'static str]),
+}
+
+/// One accepted parameter: the name a handler reads, and its description. The
+/// dispatcher rejects any query parameter its route does not list, so this is the
+/// one definition of what an endpoint accepts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ParamSpec {
+    pub name: &'static str,
+    pub location: ParamIn,
+    pub description: &'static str,
+    pub kind: ParamKind,
+}
+
+impl ParamSpec {
+    pub const fn query(name: &'static str, description: &'static str, kind: ParamKind) -> Self {
+        ParamSpec {
+            name,
+            location: ParamIn::Query,
+            description,
+            kind,
+        }
+    }
+
+    pub const fn text(name: &'static str, description: &'static str) -> Self {
+        Self::query(name, description, ParamKind::String)
+    }
+}
+
+const STATUSES: &[&str] = &[
+    "success",
+    "failed",
+    "timeout",
+    "rate_limited",
+    "canceled",
+    "unauthorized",
 ];
 
-pub const PAGE_PARAMS: &[&str] = &["limit", "cursor", "offset"];
+/// The list filters every list, export, stats and stream endpoint accepts.
+pub const FILTER_PARAMS: &[ParamSpec] = &[
+    ParamSpec::text(
+        "agent",
+        "agent name (x-llmtap-agent); repeatable or comma-separated, values ORed",
+    ),
+    ParamSpec::text("provider", "provider name, e.g. openai"),
+    ParamSpec::text(
+        "model",
+        "model name, requested or answered (a call matches on either)",
+    ),
+    ParamSpec::query(
+        "status",
+        "call status; repeatable, values ORed",
+        ParamKind::OneOf(STATUSES),
+    ),
+    ParamSpec::query(
+        "trigger",
+        "what started the run (x-llmtap-trigger); repeatable",
+        ParamKind::OneOf(&["user", "system", "task"]),
+    ),
+    ParamSpec::text(
+        "tenant",
+        "tenant; a tenant-confined token may only pass its own",
+    ),
+    ParamSpec::text("user_id", "end user"),
+    ParamSpec::text("session_id", "conversation session"),
+    ParamSpec::text("prompt", "prompt name and version, e.g. summarise@v3"),
+    ParamSpec::text(
+        "task",
+        "task id (x-llmtap-task-id); repeatable, values ORed",
+    ),
+    ParamSpec::text(
+        "property.<key>",
+        "property.KEY=VALUE matches x-llmtap-property-KEY",
+    ),
+    ParamSpec::query(
+        "has_session",
+        "records with (true) or without (false) a session",
+        ParamKind::Boolean,
+    ),
+    ParamSpec::text("from", "inclusive; RFC 3339 or YYYY-MM-DD (UTC midnight)"),
+    ParamSpec::text("to", "exclusive; RFC 3339 or YYYY-MM-DD"),
+    ParamSpec::query(
+        "min_cost",
+        "minimum cost in USD",
+        ParamKind::Number { min: 0.0 },
+    ),
+    ParamSpec::text(
+        "q",
+        "admin only: case-insensitive text in the system prompt or last user message",
+    ),
+];
+
+pub const PAGE_PARAMS: &[ParamSpec] = &[
+    ParamSpec::query(
+        "limit",
+        "page size",
+        ParamKind::Integer {
+            min: 1,
+            max: MAX_LIMIT as u64,
+            default: Some(DEFAULT_LIMIT as u64),
+        },
+    ),
+    ParamSpec::text(
+        "cursor",
+        "next_cursor of the previous page (opaque; stable while records arrive)",
+    ),
+    ParamSpec::query(
+        "offset",
+        "alternative to cursor",
+        ParamKind::Integer {
+            min: 0,
+            max: MAX_OFFSET as u64,
+            default: Some(0),
+        },
+    ),
+];
 
 impl Params {
     pub fn parse(query: &str) -> Result<Params, ParamError> {
@@ -83,9 +198,15 @@ impl Params {
             .collect()
     }
 
-    /// Rejects any parameter not in `groups` (a `property.<key>` entry allows all `property.*`).
-    pub fn only(&self, groups: &[&[&str]]) -> Result<(), ParamError> {
-        let allowed: Vec<&str> = groups.iter().flat_map(|g| g.iter().copied()).collect();
+    /// Rejects any query parameter not in `groups` (a `property.<key>` entry allows
+    /// all `property.*`).
+    pub fn only(&self, groups: &[&[ParamSpec]]) -> Result<(), ParamError> {
+        let allowed: Vec<&str> = groups
+            .iter()
+            .flat_map(|g| g.iter())
+            .filter(|p| p.location == ParamIn::Query)
+            .map(|p| p.name)
+            .collect();
         for (name, _) in &self.pairs {
             let ok = allowed.contains(&name.as_str())
                 || (name.starts_with("property.")
@@ -283,31 +404,44 @@ pub fn decode_cursor(text: &str) -> Option<Position> {
     })
 }
 
-/// `tz`: `Z`, `UTC` or a fixed offset `+HH:MM` / `-HH:MM`; returns seconds east of UTC.
-pub fn tz_offset_s(params: &Params) -> Result<i64, ParamError> {
-    let Some(tz) = params.get("tz") else {
-        return Ok(0);
+/// `tz`: `Z`, `UTC`, a fixed offset `+HH:MM` / `-HH:MM` (a multiple of 15 minutes;
+/// a `+` sent unencoded arrives as a space and is read as `+`), or an IANA zone name
+/// such as `Europe/Berlin`.
+pub fn time_zone(params: &Params) -> Result<jiff::tz::TimeZone, ParamError> {
+    let Some(tz) = params.get("tz").filter(|t| !t.is_empty()) else {
+        return Ok(jiff::tz::TimeZone::UTC);
     };
     if tz == "Z" || tz.eq_ignore_ascii_case("utc") {
-        return Ok(0);
+        return Ok(jiff::tz::TimeZone::UTC);
     }
-    let b = tz.as_bytes();
     let err = || {
         bad(
             "tz",
-            "expected UTC or a fixed offset like +02:00 or -05:30 (a multiple of 15 minutes)",
+            "expected UTC, a fixed offset like +02:00 or -05:30 (a multiple of 15 minutes), or a zone name like Europe/Berlin",
         )
     };
-    if b.len() != 6 || !matches!(b[0], b'+' | b'-') || b[3] != b':' {
-        return Err(err());
+    let b = tz.as_bytes();
+    if matches!(b.first(), Some(b'+' | b'-' | b' ')) {
+        if b.len() != 6
+            || b[3] != b':'
+            || !tz[1..3]
+                .bytes()
+                .chain(tz[4..6].bytes())
+                .all(|c| c.is_ascii_digit())
+        {
+            return Err(err());
+        }
+        let h: i32 = tz[1..3].parse().map_err(|_| err())?;
+        let m: i32 = tz[4..6].parse().map_err(|_| err())?;
+        if h > 14 || m % 15 != 0 || m > 45 {
+            return Err(err());
+        }
+        let s = h * 3600 + m * 60;
+        let s = if b[0] == b'-' { -s } else { s };
+        let offset = jiff::tz::Offset::from_seconds(s).map_err(|_| err())?;
+        return Ok(jiff::tz::TimeZone::fixed(offset));
     }
-    let h: i64 = tz[1..3].parse().map_err(|_| err())?;
-    let m: i64 = tz[4..6].parse().map_err(|_| err())?;
-    if h > 14 || m % 15 != 0 || m > 45 {
-        return Err(err());
-    }
-    let s = h * 3600 + m * 60;
-    Ok(if b[0] == b'-' { -s } else { s })
+    jiff::tz::TimeZone::get(tz).map_err(|_| err())
 }
 
 #[cfg(test)]
@@ -358,10 +492,19 @@ mod tests {
 
     #[test]
     fn time_zones() {
-        let tz = |v: &str| tz_offset_s(&Params::parse(&format!("tz={v}")).unwrap());
+        let now = crate::timefmt::parse_rfc3339_us("2026-01-15T12:00:00Z").unwrap();
+        let tz = |v: &str| {
+            time_zone(&Params::parse(&format!("tz={v}")).unwrap())
+                .map(|z| crate::timefmt::start_of_day_us(now, &z).unwrap().1)
+        };
         assert_eq!(tz("%2B02:00"), Ok(7200));
+        // An unencoded `+` arrives as a space (issue 12 item 21).
+        assert_eq!(tz("+02:00"), Ok(7200));
         assert_eq!(tz("-05:30"), Ok(-19800));
         assert_eq!(tz("UTC"), Ok(0));
-        assert!(tz("Europe/Paris").is_err());
+        assert_eq!(tz("Europe/Paris"), Ok(3600));
+        for bad in ["Mars", "+99:99", "+02:10", "+2:00", "Europe/Nowhere"] {
+            assert_eq!(tz(bad).unwrap_err().parameter, "tz", "{bad}");
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The JSON endpoints: lists, records by id (with tool-call joins and failure hints),
 //! sessions, summary, agents, stats, rate limits and the audit log; viewer redaction.
 
-use super::params::{self, bad, Params, FILTER_PARAMS, PAGE_PARAMS};
+use super::params::{self, bad, Params};
 use super::{audit, confine, ok, ApiError, ApiResult, ApiState};
 use crate::api::auth::Principal;
 use crate::record::{CallRecord, CallStatus, LimitWindow};
@@ -27,22 +27,56 @@ pub(super) fn list_filter(who: &Principal, params: &Params) -> Result<Filter, Ap
         ));
     }
     confine(who, &mut filter)?;
+    scope_session_filter(&mut filter);
     Ok(filter)
 }
 
-fn page_json<T: Serialize>(page: &Page<T>, request: &PageRequest) -> Value {
+/// A plain `session_id` filter within one tenant also matches that tenant's scoped
+/// session id (`id@tenant`, see `headers::tenant_scoped`); a filter's values are ORed.
+fn scope_session_filter(filter: &mut Filter) {
+    let tenant = match filter.eq.iter().find(|(t, _)| *t == tag::TENANT) {
+        Some((_, values)) if values.len() == 1 => values[0].clone(),
+        _ => return,
+    };
+    if let Some((_, values)) = filter.eq.iter_mut().find(|(t, _)| *t == tag::SESSION) {
+        let scoped: Vec<String> = values
+            .iter()
+            .filter(|v| !v.contains(crate::headers::TENANT_SCOPE))
+            .map(|v| crate::headers::tenant_scoped(v, Some(&tenant)))
+            .collect();
+        values.extend(scoped);
+    }
+}
+
+/// One page of a list, as every list endpoint answers it.
+#[derive(Serialize, schemars::JsonSchema)]
+#[schemars(rename = "{T}Page", deny_unknown_fields)]
+pub struct PageOf<T> {
+    pub items: Vec<T>,
+    pub count: usize,
+    /// Exact up to 10000 matches (and 20000 examined candidates), then a lower bound.
+    pub total: u64,
+    pub total_is_lower_bound: bool,
+    pub has_more: bool,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+    /// Pass as `offset` for the next page when paging by offset.
+    pub next_offset: Option<usize>,
+}
+
+fn page_json<T>(page: Page<T>, request: &PageRequest) -> PageOf<T> {
     let next_offset = (page.has_more && request.after.is_none())
         .then(|| request.offset + page.items.len())
         .filter(|n| *n <= params::MAX_OFFSET);
-    json!({
-        "items": page.items,
-        "count": page.items.len(),
-        "total": page.total,
-        "total_is_lower_bound": page.total_is_lower_bound,
-        "has_more": page.has_more,
-        "next_cursor": page.next.as_ref().map(params::encode_cursor),
-        "next_offset": next_offset,
-    })
+    PageOf {
+        count: page.items.len(),
+        items: page.items,
+        total: page.total,
+        total_is_lower_bound: page.total_is_lower_bound,
+        has_more: page.has_more,
+        next_cursor: page.next.as_ref().map(params::encode_cursor),
+        next_offset,
+    }
 }
 
 pub(super) fn list(
@@ -52,7 +86,6 @@ pub(super) fn list(
     invocations: bool,
     target: &str,
 ) -> ApiResult {
-    p.only(&[FILTER_PARAMS, PAGE_PARAMS])?;
     let filter = list_filter(who, p)?;
     let request = params::page_request(p, true)?;
     if filter.text.is_some() {
@@ -60,11 +93,66 @@ pub(super) fn list(
         audit(state, who, "search prompts", target)?;
     }
     let body = if invocations {
-        page_json(&state.store.list_invocations(&filter, &request)?, &request)
+        serde_json::to_value(page_json(
+            state.store.list_invocations(&filter, &request)?,
+            &request,
+        ))
     } else {
-        page_json(&state.store.list_calls(&filter, &request)?, &request)
-    };
+        serde_json::to_value(page_json(
+            state.store.list_calls(&filter, &request)?,
+            &request,
+        ))
+    }
+    .unwrap_or_default();
     ok(&body)
+}
+
+/// The stored id a principal means by a client-chosen invocation or session id.
+///
+/// A tenant's calls store such ids scoped, as `id@tenant` (`headers::tenant_scoped`),
+/// so two tenants that pick the same id never share a record. A scoped id is taken
+/// as written; a plain one resolves within the token's tenant, or the `tenant`
+/// parameter's, falling back to the plain id (records stored before scoping; access is
+/// checked after). An unconfined token without `tenant` gets the plain id, or the one
+/// tenant's record of that id, or 409 when several tenants used it.
+pub(super) fn resolve_scoped_id(
+    state: &ApiState,
+    who: &Principal,
+    p: &Params,
+    invocation: bool,
+    id: &str,
+) -> Result<String, ApiError> {
+    use crate::headers::{tenant_scoped, TENANT_SCOPE};
+    if id.contains(TENANT_SCOPE) {
+        return Ok(id.to_string());
+    }
+    let exists = |candidate: &str| -> Result<bool, ApiError> {
+        Ok(if invocation {
+            state.store.record_tenant(true, candidate)?.is_some()
+        } else {
+            state.store.session(candidate)?.is_some()
+        })
+    };
+    if let Some(tenant) = tenant_param(who, p)? {
+        let scoped = tenant_scoped(id, Some(&tenant));
+        return Ok(if exists(&scoped)? {
+            scoped
+        } else {
+            id.to_string()
+        });
+    }
+    if exists(id)? {
+        return Ok(id.to_string());
+    }
+    let mut scoped = state.store.tenant_scoped_ids(invocation, id, 11)?;
+    match scoped.len() {
+        0 => Ok(id.to_string()),
+        1 => Ok(scoped.remove(0)),
+        _ => Err(ApiError::Ambiguous(format!(
+            "several tenants used the id {id}: {}; ask for one with ?tenant= or by its scoped id",
+            scoped.join(", ")
+        ))),
+    }
 }
 
 /// Unknown id → 404, except for tenant-confined tokens, which get 403 for both
@@ -97,11 +185,10 @@ fn redact_call(call: &mut CallRecord) {
 pub(super) fn call(
     state: &ApiState,
     who: &Principal,
-    p: &Params,
+    _params: &Params,
     id: &str,
     path: &str,
 ) -> ApiResult {
-    p.only(&[])?;
     check_access(state, who, false, id)?;
     let Some(mut call) = state.store.get_call(id)? else {
         return Err(ApiError::NotFound(format!("no call with id {id}")));
@@ -113,6 +200,7 @@ pub(super) fn call(
     }
     let mut value = serde_json::to_value(&call).unwrap_or_default();
     value["hint"] = json!(hint(&call));
+    value["price_entry"] = json!(price_entry(state, &call));
     ok(&value)
 }
 
@@ -123,7 +211,11 @@ pub(super) fn invocation(
     id: &str,
     path: &str,
 ) -> ApiResult {
-    p.only(&[])?;
+    // `calls=false` leaves out the full call records: a page showing a 500-round run
+    // lists its rounds and fetches one call's messages when that round is opened.
+    let include_calls = p.bool("calls")?.unwrap_or(true);
+    let id = resolve_scoped_id(state, who, p, true, id)?;
+    let id = id.as_str();
     check_access(state, who, true, id)?;
     let (Some(inv), Some(summary)) = (
         state.store.get_invocation(id)?,
@@ -148,6 +240,9 @@ pub(super) fn invocation(
     value["usage"] = serde_json::to_value(&inv.usage).unwrap_or_default();
     value["rounds"] = Value::Array(rounds(&llm, &http, who.is_admin()));
     value["timeline"] = Value::Array(timeline(&calls));
+    if !include_calls {
+        return ok(&value);
+    }
     let calls: Vec<CallRecord> = calls
         .into_iter()
         .map(|mut c| {
@@ -159,6 +254,42 @@ pub(super) fn invocation(
         .collect();
     value["calls"] = serde_json::to_value(&calls).unwrap_or_default();
     ok(&value)
+}
+
+/// The current price table's entry for the key that priced `call` (rates in USD per
+/// million tokens), and whether the table is still the version that priced it.
+fn price_entry(state: &ApiState, call: &CallRecord) -> Option<super::schema::PriceEntry> {
+    use super::schema::{PriceEntry, PriceRates, PriceTier};
+    use crate::cost::format_usd_per_million as per_m;
+    let cost = call.cost.as_ref().filter(|c| c.priced)?;
+    let key = cost.price_key.as_deref()?;
+    let table = state.prices.read().ok()?.clone();
+    let entry = table.entries().iter().find(|e| e.key() == key)?;
+    let rates = |r: &crate::cost::Rates| PriceRates {
+        input: per_m(r.input),
+        output: per_m(r.output),
+        cache_read: r.cache_read.map(per_m),
+        cache_write: r.cache_write.map(per_m),
+        cache_write_1h: r.cache_write_1h.map(per_m),
+        reasoning: r.reasoning.map(per_m),
+    };
+    Some(PriceEntry {
+        key: key.to_string(),
+        unit: "USD per million tokens",
+        rates: rates(&entry.rates),
+        tiers: entry
+            .tiers
+            .iter()
+            .map(|t| PriceTier {
+                above_input_tokens: t.above_input_tokens,
+                rates: rates(&t.rates),
+            })
+            .collect(),
+        note: entry.note.clone(),
+        defined_at: format!("{}:{}", entry.file, entry.line),
+        table_version: table.version().to_string(),
+        same_version_as_call: cost.table_version.as_deref() == Some(table.version()),
+    })
 }
 
 /// A call through a `kind = "http"` provider: a tool's HTTP call, not an LLM round.
@@ -359,7 +490,6 @@ pub(super) fn hint(call: &CallRecord) -> Option<String> {
 }
 
 pub(super) fn sessions(state: &ApiState, who: &Principal, p: &Params) -> ApiResult {
-    p.only(&[&["tenant"], PAGE_PARAMS])?;
     let mut tenant = p.get("tenant").map(str::to_string);
     if let Some(mine) = &who.tenant {
         if tenant.as_ref().is_some_and(|t| t != mine) {
@@ -381,12 +511,13 @@ pub(super) fn sessions(state: &ApiState, who: &Principal, p: &Params) -> ApiResu
             s.subject = None;
         }
     }
-    ok(&page_json(&page, &request))
+    ok(&page_json(page, &request))
 }
 
 pub(super) fn session(state: &ApiState, who: &Principal, p: &Params, id: &str) -> ApiResult {
-    p.only(&[&["limit"]])?;
     let max = p.usize_in("limit", 2000, 1, 10_000)?;
+    let id = resolve_scoped_id(state, who, p, false, id)?;
+    let id = id.as_str();
     let Some(mut s) = state.store.session(id)? else {
         return Err(if who.tenant.is_some() {
             ApiError::Forbidden(format!("this token may not read session {id}"))
@@ -454,16 +585,15 @@ fn tenant_param(who: &Principal, p: &Params) -> Result<Option<String>, ApiError>
 }
 
 pub(super) fn summary(state: &ApiState, who: &Principal, p: &Params) -> ApiResult {
-    p.only(&[&["tenant", "tz"]])?;
     let tenant = tenant_param(who, p)?;
-    let offset_s = params::tz_offset_s(p)?;
+    let zone = params::time_zone(p)?;
     let scope = match &tenant {
         Some(t) => idx::scope_tenant(t),
         None => b"*".to_vec(),
     };
     let now = now_unix_us();
-    let local = now as i64 + offset_s * 1_000_000;
-    let midnight = (local - local.rem_euclid(DAY_US as i64) - offset_s * 1_000_000).max(0) as u64;
+    let (midnight, offset_s) = crate::timefmt::start_of_day_us(now, &zone)
+        .ok_or_else(|| bad("tz", "cannot find the start of today in this zone"))?;
     let total = state.store.rollup_total(&scope)?;
     let today = state.store.rollup_range(&scope, midnight, now + 1)?;
     let last_day = state
@@ -482,7 +612,7 @@ pub(super) fn summary(state: &ApiState, who: &Principal, p: &Params) -> ApiResul
         "tokens_today": {
             "input": today.input_tokens,
             "output": today.output_tokens,
-            "total": today.input_tokens + today.output_tokens,
+            "total": today.input_tokens.saturating_add(today.output_tokens),
         },
         "resolution": "rollups in 15-minute buckets: errors_24h covers the last 96 whole buckets",
     }))
@@ -507,7 +637,6 @@ fn cell_json(cell: &RollupCell) -> Value {
 }
 
 pub(super) fn agents(state: &ApiState, who: &Principal, p: &Params) -> ApiResult {
-    p.only(&[&["tenant"]])?;
     let tenant = tenant_param(who, p)?;
     let prefix = match &tenant {
         Some(t) => idx::scope_agent(Some(t), ""),
@@ -545,7 +674,6 @@ struct Group {
 }
 
 pub(super) fn stats(state: &ApiState, who: &Principal, p: &Params) -> ApiResult {
-    p.only(&[FILTER_PARAMS, &["group_by"]])?;
     let group_by = p.get("group_by").unwrap_or("agent");
     let group_tag = match group_by {
         "agent" => Some(tag::AGENT),
@@ -635,7 +763,6 @@ fn headroom(w: &LimitWindow) -> Option<f64> {
 }
 
 pub(super) fn ratelimits(state: &ApiState, who: &Principal, p: &Params) -> ApiResult {
-    p.only(&[&["series", "provider", "from", "points"]])?;
     // Limits belong to provider API keys, which tenants may share: remaining capacity
     // and 429 counts would show other tenants' traffic, and the state is not kept per
     // tenant, so a confined token is refused rather than shown a partial truth.
@@ -698,8 +825,18 @@ pub(super) fn ratelimits(state: &ApiState, who: &Principal, p: &Params) -> ApiRe
     ok(&json!({"items": items, "count": items.len()}))
 }
 
+/// `GET /whoami`: the caller's role and tenant, so a client (the page) knows what it
+/// may ask for before asking.
+pub(super) fn whoami(state: &ApiState, who: &Principal) -> ApiResult {
+    ok(&super::schema::WhoAmI {
+        name: who.name.clone(),
+        role: who.role.as_str(),
+        tenant: who.tenant.clone(),
+        tokens_required: state.auth.enabled(),
+    })
+}
+
 pub(super) fn audit_log(state: &ApiState, who: &Principal, p: &Params) -> ApiResult {
-    p.only(&[&["limit", "before"]])?;
     if !who.is_admin() || who.tenant.is_some() {
         return Err(ApiError::Forbidden(
             "the audit log needs an admin token that is not confined to a tenant".into(),

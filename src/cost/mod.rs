@@ -7,12 +7,11 @@
 //! an index built once at load time, and all money is integer picodollars.
 //!
 //! Layout: `decimal` (exact $/M parsing), `table` (file format, layering,
-//! index), `matching` (model name → entry), `arith` (usage → [`Cost`]),
-//! `import` (LiteLLM JSON → our TOML).
+//! index), `matching` (model name → entry), `arith` (usage → [`Cost`]). The LiteLLM
+//! importer is developer tooling in the binary (`devtools/litellm.rs`).
 
 mod arith;
 mod decimal;
-mod import;
 mod matching;
 mod table;
 
@@ -23,8 +22,7 @@ use std::path::{Path, PathBuf};
 
 use crate::record::{Cost, Usage};
 
-pub use decimal::{format_usd_per_million, parse_usd_per_million};
-pub use import::import_litellm;
+pub use decimal::{format_usd_per_million, parse_scaled, parse_usd_per_million};
 pub use table::PriceTable;
 
 /// The default table, compiled in so a fresh binary prices calls with no setup.

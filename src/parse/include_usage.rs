@@ -48,9 +48,15 @@ pub fn inject_include_usage(request_body: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// Most bytes of one incomplete SSE event the filter holds back. A usage-only chunk
+/// is a few hundred bytes; a stream whose events grow past this (no blank lines) is
+/// passed through unfiltered from then on rather than buffered.
+pub const MAX_HELD_EVENT: usize = 64 << 10;
+
 /// Removes the usage-only chunk (`choices: []` plus `usage`) from an OpenAI SSE
 /// stream, passing every other byte through unchanged as soon as its event is
-/// complete. Holds at most the current incomplete event.
+/// complete. Holds at most the current incomplete event, and at most
+/// `MAX_HELD_EVENT` bytes of it.
 #[derive(Debug, Default)]
 pub struct UsageChunkStripper {
     /// The current, incomplete event.
@@ -63,6 +69,8 @@ pub struct UsageChunkStripper {
     drop_lf: bool,
     /// The chunk was removed; everything after passes straight through.
     stripped: bool,
+    /// An event outgrew `MAX_HELD_EVENT`: everything from it on passes unfiltered.
+    gave_up: bool,
 }
 
 impl UsageChunkStripper {
@@ -80,7 +88,7 @@ impl UsageChunkStripper {
                 rest = &rest[1..];
             }
         }
-        if self.stripped && self.pending.is_empty() {
+        if (self.stripped && self.pending.is_empty()) || self.gave_up {
             return rest.to_vec();
         }
         let mut out = Vec::new();
@@ -101,6 +109,9 @@ impl UsageChunkStripper {
             }
             let Some(pos) = rest.iter().position(|&b| b == b'\n' || b == b'\r') else {
                 self.pending.extend_from_slice(rest);
+                if self.pending.len() > MAX_HELD_EVENT {
+                    self.give_up(&mut out);
+                }
                 break;
             };
             self.pending.extend_from_slice(&rest[..=pos]);
@@ -112,6 +123,11 @@ impl UsageChunkStripper {
             }
             if line_len > 0 {
                 self.line_start = self.pending.len();
+                if self.pending.len() > MAX_HELD_EVENT {
+                    self.give_up(&mut out);
+                    out.extend_from_slice(rest);
+                    return out;
+                }
                 continue;
             }
             // A blank line: the event is complete.
@@ -133,6 +149,18 @@ impl UsageChunkStripper {
             out.extend_from_slice(&event);
         }
         out
+    }
+
+    /// Sends what is held and stops filtering: the stream's events are too large to hold.
+    fn give_up(&mut self, out: &mut Vec<u8>) {
+        out.append(&mut self.pending);
+        self.line_start = 0;
+        self.gave_up = true;
+    }
+
+    /// Whether the filter stopped filtering because an event outgrew `MAX_HELD_EVENT`.
+    pub fn gave_up(&self) -> bool {
+        self.gave_up
     }
 
     /// Ends the stream; returns what is still held (an event without its blank line).

@@ -256,10 +256,17 @@ impl StreamParser {
             }
             Framing::Ignore => {}
         }
+        for absurd in discard_absurd_usage(&mut self.out.usage) {
+            note(&mut self.out, absurd);
+        }
         let usage = &mut self.out.usage;
         if usage.input_tokens.is_some() || usage.output_tokens.is_some() {
-            usage.total_tokens =
-                Some(usage.input_tokens.unwrap_or(0) + usage.output_tokens.unwrap_or(0));
+            usage.total_tokens = Some(
+                usage
+                    .input_tokens
+                    .unwrap_or(0)
+                    .saturating_add(usage.output_tokens.unwrap_or(0)),
+            );
         }
         self.out
     }
@@ -428,4 +435,35 @@ fn parse_response(v: &Value, out: &mut ParsedExchange) {
             }
         }
     }
+}
+
+/// Most tokens one call can plausibly report for one count (no model reads or writes
+/// a billion tokens in one call). Counts above it are provider bugs or hostile
+/// upstreams; priced, they would make one call cost millions and wrap day totals.
+pub const MAX_SANE_TOKENS: u64 = 1_000_000_000;
+
+/// Sets each usage count above `MAX_SANE_TOKENS` to `None` (unknown); returns a note
+/// for each, so the record says what the provider claimed.
+pub fn discard_absurd_usage(usage: &mut crate::record::Usage) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (name, value) in [
+        ("input_tokens", &mut usage.input_tokens),
+        ("output_tokens", &mut usage.output_tokens),
+        ("cache_read_tokens", &mut usage.cache_read_tokens),
+        ("cache_creation_tokens", &mut usage.cache_creation_tokens),
+        (
+            "cache_creation_1h_tokens",
+            &mut usage.cache_creation_1h_tokens,
+        ),
+        ("reasoning_tokens", &mut usage.reasoning_tokens),
+        ("total_tokens", &mut usage.total_tokens),
+    ] {
+        if let Some(v) = value.filter(|v| *v > MAX_SANE_TOKENS) {
+            notes.push(format!(
+                "provider reported {name} = {v}, above the sane bound of {MAX_SANE_TOKENS}; stored as unknown"
+            ));
+            *value = None;
+        }
+    }
+    notes
 }

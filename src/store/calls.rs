@@ -153,6 +153,8 @@ pub struct ContentUsage {
 /// Storage counters, shown on `/metrics` and `/healthz`.
 #[derive(Default)]
 pub struct StoreStats {
+    /// The last failed batch write (message, unix µs), cleared by the next one that succeeds.
+    pub last_write_error: std::sync::Mutex<Option<(String, u64)>>,
     pub attachments_mirrored: AtomicU64,
     pub attachment_failures: AtomicU64,
     pub content_errors: AtomicU64,
@@ -215,6 +217,7 @@ fn empty_clone(call: &CallRecord) -> CallRecord {
         request_bytes: call.request_bytes,
         response_bytes: call.response_bytes,
         truncated: call.truncated,
+        truncated_parts: call.truncated_parts.clone(),
         request_headers: call.request_headers.clone(),
         response_headers: call.response_headers.clone(),
         parse_notes: call.parse_notes.clone(),
@@ -584,14 +587,35 @@ impl Store {
     }
 
     /// Storage state for `/healthz`.
+    /// Remembers a failed batch write for `/healthz` (`None`: the last write succeeded).
+    pub fn note_write_outcome(&self, error: Option<String>) {
+        let mut last = match self.stats.last_write_error.lock() {
+            Ok(l) => l,
+            Err(p) => p.into_inner(),
+        };
+        *last = error.map(|e| (e, crate::timefmt::now_unix_us()));
+    }
+
+    /// The last batch write's error while writes fail: (message, unix µs).
+    pub fn last_write_error(&self) -> Option<(String, u64)> {
+        match self.stats.last_write_error.lock() {
+            Ok(l) => l.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
     pub fn health(&self) -> serde_json::Value {
         let level = self.disk.level();
         let free = self.disk.free_bytes();
+        let failing = self.last_write_error();
         serde_json::json!({
+            "writes_failing": failing.is_some(),
+            "last_write_error": failing.as_ref().map(|(e, _)| e.clone()),
+            "last_write_error_at": failing.as_ref().map(|(_, at)| crate::timefmt::format_rfc3339_us(*at)),
             "disk": level.as_str(),
             "free_mb": (free != u64::MAX).then_some(free >> 20),
             "storing_bodies": level == DiskLevel::Ok,
-            "storing_calls": level != DiskLevel::CapturePaused,
+            "storing_calls": level != DiskLevel::CapturePaused && failing.is_none(),
             "encrypted": self.content.codec.keys.is_some(),
         })
     }

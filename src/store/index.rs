@@ -218,15 +218,20 @@ impl RollupCell {
         if call.status != Some(CallStatus::Success) {
             self.errors += 1;
         }
+        // Saturating: a total that stops at its maximum is wrong; one that wraps goes backwards.
         if let Some(c) = call.cost.as_ref().filter(|c| c.priced) {
-            self.cost_pusd += c.total_pusd;
+            self.cost_pusd = self.cost_pusd.saturating_add(c.total_pusd);
         } else if let Some(usd) = call.cost_usd {
-            self.cost_pusd += (usd * 1e12).round() as u64;
+            self.cost_pusd = self.cost_pusd.saturating_add((usd * 1e12).round() as u64);
         }
-        self.input_tokens += call.usage.input_tokens.unwrap_or(0);
-        self.output_tokens += call.usage.output_tokens.unwrap_or(0);
+        self.input_tokens = self
+            .input_tokens
+            .saturating_add(call.usage.input_tokens.unwrap_or(0));
+        self.output_tokens = self
+            .output_tokens
+            .saturating_add(call.usage.output_tokens.unwrap_or(0));
         let latency_us = (call.latency_ms * 1000.0).max(0.0) as u64;
-        self.latency_sum_us += latency_us;
+        self.latency_sum_us = self.latency_sum_us.saturating_add(latency_us);
         if with_hist {
             if self.hist.len() < HIST_BUCKETS {
                 self.hist.resize(HIST_BUCKETS, 0);
@@ -236,13 +241,13 @@ impl RollupCell {
     }
 
     pub fn merge(&mut self, other: &RollupCell) {
-        self.calls += other.calls;
-        self.errors += other.errors;
-        self.invocations += other.invocations;
-        self.cost_pusd += other.cost_pusd;
-        self.input_tokens += other.input_tokens;
-        self.output_tokens += other.output_tokens;
-        self.latency_sum_us += other.latency_sum_us;
+        self.calls = self.calls.saturating_add(other.calls);
+        self.errors = self.errors.saturating_add(other.errors);
+        self.invocations = self.invocations.saturating_add(other.invocations);
+        self.cost_pusd = self.cost_pusd.saturating_add(other.cost_pusd);
+        self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.latency_sum_us = self.latency_sum_us.saturating_add(other.latency_sum_us);
         if self.hist.len() < other.hist.len() {
             self.hist.resize(other.hist.len(), 0);
         }
@@ -343,7 +348,7 @@ fn hist_bounds_ms(i: usize) -> (f64, f64) {
 }
 
 /// One conversation session, maintained by the writer.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SessionSummary {
     pub id: String,
     /// The first user message, shortened.

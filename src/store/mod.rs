@@ -22,6 +22,7 @@
 //! - `rl_429`:       that key, 0x00, time, call id → retry-after seconds (JSON)
 //! - `audit`:        time, sequence (u32 BE) → audit entry JSON (written by the API)
 //! - `meta`:         `schema` → version; `encrypted` → key id; `body_sweep_cursor`;
+//!   `journal_applied` → capture log position applied (u64 BE, see `journal/`);
 //!   `read_indexes` → 1 once derived trees exist; `index_v3` → 1 once tag `h` and the
 //!   pair counters exist (stores of that time also hold per-day pair counters,
 //!   no longer read)
@@ -41,7 +42,6 @@
 //! batch the store publishes its summaries on a broadcast channel (`subscribe`) for
 //! the live stream; sending never blocks.
 
-pub mod bench;
 mod blob_files;
 mod body;
 mod calls;
@@ -1023,7 +1023,39 @@ impl Store {
     pub fn flush(&self) -> Result<usize, StoreError> {
         Ok(self.db.flush()?)
     }
+
+    /// Whether a call with this id is stored (replaying the capture log skips it).
+    pub fn contains_call(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.calls.contains_key(id.as_bytes())?)
+    }
+
+    /// The capture log position up to which the store holds every record (None for
+    /// a store that never applied the log).
+    pub fn journal_applied(&self) -> Result<Option<u64>, StoreError> {
+        match self.meta.get(META_JOURNAL_APPLIED)? {
+            None => Ok(None),
+            Some(v) => {
+                let bytes: [u8; 8] = v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                    key: "meta/journal_applied".into(),
+                    reason: format!("{} bytes, expected 8", v.len()),
+                })?;
+                Ok(Some(u64::from_be_bytes(bytes)))
+            }
+        }
+    }
+
+    /// Records the capture log position the store now holds everything before.
+    /// Written after the batch it ends, so sled's prefix recovery never keeps the
+    /// position without the records.
+    pub fn set_journal_applied(&self, position: u64) -> Result<(), StoreError> {
+        self.meta
+            .insert(META_JOURNAL_APPLIED, &position.to_be_bytes())?;
+        Ok(())
+    }
 }
+
+/// `meta` key of the capture log position applied (u64 BE).
+const META_JOURNAL_APPLIED: &str = "journal_applied";
 
 /// A call's metadata as the `calls` tree keeps it (packed JSON, see `packed.rs`).
 fn encode_call_meta(meta: &CallRecord) -> Result<Vec<u8>, StoreError> {

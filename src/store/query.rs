@@ -57,7 +57,7 @@ pub enum ScanOutcome {
     Truncated,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AuditEntry {
     pub at: String,
     pub at_us: u64,
@@ -555,6 +555,29 @@ impl Store {
         }
     }
 
+    /// The tenant-scoped forms (`id@tenant`) stored for a client-chosen invocation
+    /// (or session) id, at most `max`, without decoding records.
+    pub fn tenant_scoped_ids(
+        &self,
+        invocation: bool,
+        id: &str,
+        max: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let tree = if invocation {
+            &self.inv_sum
+        } else {
+            &self.sessions
+        };
+        let mut prefix = id.as_bytes().to_vec();
+        prefix.push(crate::headers::TENANT_SCOPE as u8);
+        let mut out = Vec::new();
+        for entry in tree.scan_prefix(&prefix).take(max) {
+            let (key, _) = entry?;
+            out.push(String::from_utf8_lossy(&key).into_owned());
+        }
+        Ok(out)
+    }
+
     /// The tenant of a call or invocation, without decoding it; `None` if unknown id.
     pub fn record_tenant(
         &self,
@@ -796,10 +819,16 @@ impl Store {
     }
 }
 
+/// The developer tools' record generator (a binary module), for the tests below.
+#[cfg(test)]
+#[path = "../devtools/synthetic.rs"]
+#[allow(dead_code)]
+mod synthetic;
+
 #[cfg(test)]
 mod tests {
+    use super::synthetic::synthetic_call;
     use super::*;
-    use crate::dev::synthetic_call;
     use crate::record::{roll_up, CallStatus};
 
     struct Dir(std::path::PathBuf);

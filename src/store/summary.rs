@@ -38,7 +38,7 @@ pub mod tag {
 }
 
 /// A call as lists show it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CallSummary {
     pub id: String,
     pub invocation_id: String,
@@ -60,6 +60,11 @@ pub struct CallSummary {
     pub stream: bool,
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
+    /// Absent in summaries stored before these fields existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_creation_tokens: Option<u64>,
     pub cost_usd: Option<f64>,
     pub stop_reason: Option<String>,
     pub error_type: Option<String>,
@@ -68,16 +73,16 @@ pub struct CallSummary {
     pub tenant: Option<String>,
     pub user_id: Option<String>,
     pub session_id: Option<String>,
-    pub prompt: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_id: Option<String>,
+    pub prompt: Option<String>,
     pub api_key_fingerprint: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub properties: BTreeMap<String, String>,
 }
 
 /// An invocation (agent run) as lists show it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct InvocationSummary {
     pub id: String,
     pub started_at: String,
@@ -141,6 +146,8 @@ impl CallSummary {
             stream: call.stream,
             input_tokens: call.usage.input_tokens,
             output_tokens: call.usage.output_tokens,
+            cache_read_tokens: call.usage.cache_read_tokens,
+            cache_creation_tokens: call.usage.cache_creation_tokens,
             cost_usd: call.cost_usd,
             stop_reason: call.stop_reason.clone(),
             error_type: call.error.as_ref().and_then(|e| e.error_type.clone()),
@@ -149,8 +156,8 @@ impl CallSummary {
             tenant: m.tenant.clone(),
             user_id: m.user_id.clone(),
             session_id: m.session_id.clone(),
-            prompt: m.prompt.clone(),
             task_id: m.task_id.clone(),
+            prompt: m.prompt.clone(),
             api_key_fingerprint: call.api_key_fingerprint.clone(),
             properties: m.properties.clone(),
         }

@@ -1,9 +1,9 @@
 //! The read API: filters, paging and cursors, records by id, sessions, rollups, rate
 //! limits, CSV, the live stream, tokens, roles, tenants and the audit log.
-//! Records are synthetic (`llmtap::dev::synthetic_call`) written through `write_batch`.
+//! Records are synthetic (`src/devtools/synthetic.rs`) written through `write_batch`.
 
+use super::synthetic::synthetic_call;
 use super::util::*;
-use llmtap::dev::synthetic_call;
 use llmtap::record::roll_up;
 use llmtap::record::{CallRecord, CallStatus, InvocationRecord, Message};
 use llmtap::server::Running;
@@ -1043,7 +1043,7 @@ async fn live_stream_sends_matching_summaries_as_they_are_stored() {
 }
 
 #[tokio::test]
-async fn proxied_calls_appear_in_lists_and_openapi_describes_every_endpoint() {
+async fn proxied_calls_appear_in_lists() {
     let mock = MockUpstream::start(|_| MockResponse::json(200, r#"{"choices":[]}"#)).await;
     let (running, _dir) = start(&provider_toml("mock", "openai", &mock.url())).await;
     let got = post_json(
@@ -1056,29 +1056,6 @@ async fn proxied_calls_appear_in_lists_and_openapi_describes_every_endpoint() {
     wait_call(&running, &got.call_id()).await;
     let list = ok_json(&running, "/api/v1/calls?agent=proxied").await;
     assert_eq!(ids(&list), vec![got.call_id()]);
-    let doc = ok_json(&running, "/api/v1/openapi.json").await;
-    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    for path in [
-        "/invocations",
-        "/calls",
-        "/invocations/{id}",
-        "/calls/{id}",
-        "/sessions",
-        "/sessions/{id}",
-        "/summary",
-        "/agents",
-        "/stats",
-        "/ratelimits",
-        "/invocations.csv",
-        "/calls.csv",
-        "/stream",
-        "/audit",
-    ] {
-        assert!(
-            doc["paths"][path]["get"].is_object(),
-            "{path} missing from the OpenAPI document"
-        );
-    }
     running.shutdown().await.unwrap();
 }
 

@@ -123,11 +123,16 @@ async fn the_proxy_forwards_while_the_store_opens_and_records_those_calls() {
     }
     let answered = answered.expect("the proxy never listened");
     assert_eq!(answered.status, 200);
-    // The read API says why it cannot answer yet.
-    let opening = send(api, "GET", "/healthz", &[], "").await;
-    assert_eq!(opening.status, 503);
-    assert_eq!(opening.json()["error"]["type"], "store_opening");
-    assert_eq!(opening.header("retry-after"), Some("5"));
+    // Alive (liveness 200) but not ready: readiness and reads say why.
+    let live = send(api, "GET", "/healthz", &[], "").await;
+    assert_eq!(live.status, 200);
+    assert_eq!(live.json()["store"], "opening");
+    for path in ["/readyz", "/api/v1/calls"] {
+        let opening = send(api, "GET", path, &[], "").await;
+        assert_eq!(opening.status, 503, "{path}");
+        assert_eq!(opening.json()["error"]["type"], "store_opening");
+        assert_eq!(opening.header("retry-after"), Some("5"));
+    }
     assert!(
         !starting.is_finished(),
         "the store opened before the test let it"
@@ -140,5 +145,8 @@ async fn the_proxy_forwards_while_the_store_opens_and_records_those_calls() {
         .expect("start failed");
     wait_call(&running, &answered.call_id()).await;
     assert_eq!(send(api, "GET", "/healthz", &[], "").await.status, 200);
+    let ready = send(api, "GET", "/readyz", &[], "").await;
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.json()["status"], "ready");
     running.shutdown().await.unwrap();
 }

@@ -3,12 +3,22 @@
 mod api;
 mod architecture;
 mod chaos;
+mod cli;
 mod cost;
+mod hostile;
 mod lifecycle;
+mod openapi;
+mod otel;
+mod page;
 mod process;
 mod proxy;
+pub mod recorded;
 mod replay;
 mod secrets;
 mod storage;
+#[path = "../../src/devtools/synthetic.rs"]
+#[allow(dead_code)]
+pub mod synthetic;
 mod tls;
 pub mod util;
+mod webdriver;

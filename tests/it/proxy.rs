@@ -571,13 +571,16 @@ async fn bad_requests_get_clear_errors() {
     running.shutdown().await.unwrap();
 }
 
+/// With the store stalled, calls go on being captured into the log until its
+/// unapplied bytes reach `store.backlog`; then `on_backlog` applies.
 #[tokio::test]
-async fn backlog_bound_rejects_or_passes() {
+async fn a_stalled_store_fills_the_log_bound_then_on_backlog_applies() {
+    const BOUND: u64 = 16 * 1024;
     for (mode, expect_status) in [("reject", 503u16), ("pass", 200u16)] {
         let mock = MockUpstream::start(|_| MockResponse::json(200, CHAT_RESPONSE)).await;
         let dir = TempDir::new("backlog");
         let toml = format!(
-            "[store]\nbacklog = 2\non_backlog = \"{mode}\"\n{}",
+            "[store]\nbacklog = \"16KiB\"\non_backlog = \"{mode}\"\n{}",
             provider_toml("mock", "openai", &mock.url())
         );
         // [store] must not land inside [server]: build the config by hand.
@@ -595,37 +598,72 @@ async fn backlog_bound_rejects_or_passes() {
             .writer_control
             .paused
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        let mut statuses = Vec::new();
-        for _ in 0..4 {
-            statuses.push(
-                post_json(
-                    running.proxy_addr,
-                    "/mock/v1/chat/completions",
-                    &[],
-                    CHAT_BODY,
-                )
-                .await
-                .status,
-            );
+        let unapplied = || running.metrics.log_unapplied_bytes();
+        let mut captured = 0u64;
+        let mut refused_at = None;
+        for _ in 0..200 {
+            let before = unapplied();
+            let got = post_json(
+                running.proxy_addr,
+                "/mock/v1/chat/completions",
+                &[],
+                CHAT_BODY,
+            )
+            .await;
+            if got.header("x-llmtap-call-id").is_none() {
+                assert_eq!(got.status, expect_status, "{mode}");
+                refused_at = Some(before);
+                break;
+            }
+            assert_eq!(got.status, 200, "{mode}");
+            captured += 1;
+            // Let the log thread append it before the next call is admitted.
+            for _ in 0..200 {
+                if running
+                    .metrics
+                    .log_queue
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                    == 0
+                    && unapplied() > before
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         }
-        // The writer holds one call while paused; the backlog counts calls handed over.
-        assert_eq!(&statuses[..2], &[200, 200], "{mode}");
-        assert_eq!(statuses[3], expect_status, "{mode}: {statuses:?}");
-        running
-            .writer_control
-            .paused
-            .store(false, std::sync::atomic::Ordering::SeqCst);
+        let refused_at = refused_at.expect("the bound never applied");
+        // Refused exactly when the log held the bound, not before.
+        assert!(refused_at >= BOUND, "{mode}: refused at {refused_at} B");
+        let per_call = refused_at / captured;
+        assert!(
+            refused_at < BOUND + per_call,
+            "{mode}: {captured} calls captured, {refused_at} B"
+        );
+        assert!(
+            captured >= 3,
+            "{mode}: only {captured} calls before the bound"
+        );
         let counter = if mode == "reject" {
             "llmtap_rejected_backlog_total"
         } else {
             "llmtap_passed_uncaptured_total"
         };
-        let value = metric(running.api_addr, counter).await.unwrap();
-        assert!(value >= 1, "{mode}: {counter} = {value}");
-        let captured = statuses.iter().filter(|s| **s == 200).count() as u64
-            - if mode == "pass" { value } else { 0 };
+        assert_eq!(metric(running.api_addr, counter).await, Some(1), "{mode}");
+        running
+            .writer_control
+            .paused
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         wait_records(&running, captured as usize).await;
+        for _ in 0..200 {
+            if unapplied() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(unapplied(), 0, "{mode}: the writer caught up");
         running.shutdown().await.unwrap();
+        let store = llmtap::store::Store::open(dir.path(), 16 << 20, 100).unwrap();
+        assert_eq!(store.call_count() as u64, captured, "{mode}");
     }
 }
 

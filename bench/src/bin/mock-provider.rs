@@ -419,6 +419,17 @@ async fn handle(
     cfg: Arc<Config>,
     req: Request<Incoming>,
 ) -> Result<Response<MockBody>, Infallible> {
+    // An OTLP/HTTP sink for llmtap's OpenTelemetry export (figure 1 with export on):
+    // the body is read and dropped; an empty body is an empty Export*ServiceResponse.
+    if req.method() == Method::POST && matches!(req.uri().path(), "/v1/traces" | "/v1/metrics") {
+        let _ = req.into_body().collect().await;
+        let mut r = Response::new(MockBody::Full(Some(Bytes::new())));
+        r.headers_mut().insert(
+            "content-type",
+            HeaderValue::from_static("application/x-protobuf"),
+        );
+        return Ok(r);
+    }
     let api = match (req.method(), req.uri().path()) {
         (&Method::POST, "/v1/chat/completions") => Some(Api::OpenAi),
         (&Method::POST, "/v1/messages") => Some(Api::Anthropic),

@@ -120,3 +120,21 @@ fn emits_each_event_as_soon_as_it_is_complete() {
     assert_eq!(s.push(b"tial\n\n"), b"data: partial\n\n");
     assert_eq!(s.finish(), b"");
 }
+
+#[test]
+fn an_event_that_never_ends_is_not_held_past_the_bound() {
+    let mut stripper = UsageChunkStripper::new();
+    let line = format!("data: {}\n", "x".repeat(1000));
+    let mut out = Vec::new();
+    let mut sent = Vec::new();
+    for _ in 0..200 {
+        sent.extend_from_slice(line.as_bytes());
+        out.extend(stripper.push(line.as_bytes()));
+    }
+    assert!(stripper.gave_up());
+    assert!(sent.len() - out.len() <= crate::parse::include_usage::MAX_HELD_EVENT);
+    assert_eq!(out, sent[..out.len()]);
+    // From then on, bytes pass at once, usage chunk included.
+    let usage = b"\n\ndata: {\"choices\":[],\"usage\":{\"total_tokens\":1}}\n\n";
+    assert_eq!(stripper.push(usage), usage.to_vec());
+}

@@ -1,17 +1,18 @@
-//! Developer tooling: synthetic records for load tests and benchmarks (`llmtap dev seed`).
+//! Synthetic records for load tests and benchmarks (`llmtap dev seed`, `dev writer-bench`).
+//! Also compiled into the tests (by path), which build records with it.
 //!
 //! Records are built directly (no proxy, no parsing) and written through
 //! `Store::write_batch`, the writer's own entry point, so every index, summary and
 //! rollup is maintained exactly as in production.
 
-use crate::ids::new_id;
-use crate::record::roll_up;
-use crate::record::{
+use llmtap::ids::new_id;
+use llmtap::record::roll_up;
+use llmtap::record::{
     CallRecord, CallStatus, Cost, InvocationRecord, LimitWindow, Message, Metadata, RateLimit,
     RequestView, ResponseView, ToolCall, Usage,
 };
-use crate::store::{Store, StoreError};
-use crate::timefmt::format_rfc3339_us;
+use llmtap::store::{Store, StoreError};
+use llmtap::timefmt::format_rfc3339_us;
 use std::collections::HashMap;
 
 pub const AGENTS: usize = 20;
@@ -227,11 +228,11 @@ pub fn seed(
 /// A finished OpenAI chat call as the forward path would hand it to the writer:
 /// a request of about `body_bytes` (distinct text per call, so nothing deduplicates
 /// that would not in real traffic) and a JSON answer with usage and rate limits.
-pub fn synthetic_finished_call(i: usize, body_bytes: usize) -> crate::capture::FinishedCall {
-    use crate::capture::{Capture, FinishedCall, Outcome};
-    use crate::headers::CallMeta;
+pub fn synthetic_finished_call(i: usize, body_bytes: usize) -> llmtap::capture::FinishedCall {
     use bytes::Bytes;
-    let now = crate::timefmt::now_unix_us();
+    use llmtap::capture::{Capture, FinishedCall, Outcome};
+    use llmtap::headers::CallMeta;
+    let now = llmtap::timefmt::now_unix_us();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ i as u64);
     let mut text = String::with_capacity(body_bytes);
     while text.len() + 12 < body_bytes.saturating_sub(200) {
@@ -282,7 +283,7 @@ pub fn synthetic_finished_call(i: usize, body_bytes: usize) -> crate::capture::F
         first_byte: Some(std::time::Duration::from_millis(700)),
         provider: "openai".into(),
         price_as: "openai".into(),
-        kind: crate::record::ProviderKind::Openai,
+        kind: llmtap::record::ProviderKind::Openai,
         method: "POST".into(),
         rest_path: "/v1/chat/completions".into(),
         query: None,
@@ -299,5 +300,6 @@ pub fn synthetic_finished_call(i: usize, body_bytes: usize) -> crate::capture::F
         user_agent: Some("bench".into()),
         injected_include_usage: false,
         delivered_bytes: 0,
+        notes: Vec::new(),
     }
 }

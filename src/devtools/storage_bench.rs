@@ -8,9 +8,9 @@
 //! output; the system prompt and tools are the agent's, shared by all. After
 //! writing, every call's request and response are rebuilt and compared.
 
-use super::{Keyring, Store, StoreOptions};
-use crate::record::{CallRecord, CallStatus, InvocationRecord, ProviderKind, Usage};
 use base64::Engine;
+use llmtap::record::{CallRecord, CallStatus, InvocationRecord, ProviderKind, Usage};
+use llmtap::store::{Keyring, Store, StoreOptions};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -212,11 +212,11 @@ pub fn run(opts: &BenchOptions) -> Result<String, Box<dyn std::error::Error>> {
         let inv_id = format!("inv_bench_{n:06}");
         for r in 0..opts.rounds as usize {
             let at = 1_700_000_000_000_000 + u64::from(n) * 60_000_000 + r as u64 * 2_000_000;
-            let id = crate::ids::new_id("c_", at);
+            let id = llmtap::ids::new_id("c_", at);
             let request = &conv.request_bodies[r];
             let response = &conv.response_bodies[r];
             // The views are the parsers' own, as the recorder stores them.
-            let parsed = crate::parse::parse_exchange(&crate::parse::ExchangeInput {
+            let parsed = llmtap::parse::parse_exchange(&llmtap::parse::ExchangeInput {
                 kind: ProviderKind::Anthropic,
                 provider: "anthropic",
                 path: "/v1/messages",
@@ -230,8 +230,8 @@ pub fn run(opts: &BenchOptions) -> Result<String, Box<dyn std::error::Error>> {
                 id: id.clone(),
                 invocation_id: inv_id.clone(),
                 round: r as u32 + 1,
-                started_at: crate::timefmt::format_rfc3339_us(at),
-                ended_at: crate::timefmt::format_rfc3339_us(at + 1_500_000),
+                started_at: llmtap::timefmt::format_rfc3339_us(at),
+                ended_at: llmtap::timefmt::format_rfc3339_us(at + 1_500_000),
                 started_at_us: at,
                 latency_ms: 1500.0,
                 provider: "anthropic".into(),
@@ -342,8 +342,8 @@ pub fn run(opts: &BenchOptions) -> Result<String, Box<dyn std::error::Error>> {
                 mismatches += 1;
             } else if r.is_multiple_of(5) {
                 // Views are rebuilt from the raw request when read: check a sample.
-                let expected = crate::parse::request_view(
-                    crate::record::Endpoint::Messages,
+                let expected = llmtap::parse::request_view(
+                    llmtap::record::Endpoint::Messages,
                     conv.request_bodies[r].as_bytes(),
                 );
                 let view = store.get_call(id)?.and_then(|c| c.request);

@@ -1,0 +1,391 @@
+//! The shapes of the JSON answers that handlers assemble (rather than serialize from
+//! one stored type), as types whose derived JSON Schema goes into the OpenAPI document.
+//!
+//! Stored types (`CallSummary`, `CallRecord`, ...) derive their schema where they are
+//! defined. The types here deny unknown fields, and the integration test checks real
+//! answers against the document, so a field a handler adds without adding it here
+//! fails that test instead of going undocumented.
+
+use super::ApiState;
+use crate::record::{CallRecord, CallStatus, Usage};
+use crate::store::index::SessionSummary;
+use crate::store::summary::InvocationSummary;
+use crate::store::AuditEntry;
+use schemars::JsonSchema;
+use serde::Serialize;
+
+/// `GET /healthz` (liveness). While the store opens the answer is also 200, with
+/// `store` = `opening` and no `storage`.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Health {
+    /// `ok`, or `degraded` while the store's batch writes fail (calls are being lost;
+    /// `storage.last_write_error` says why).
+    pub status: &'static str,
+    /// `open`, or `opening` while the store opens (the proxy forwards meanwhile).
+    pub store: &'static str,
+    /// Finished calls handed over and not yet stored.
+    pub backlog: u64,
+    /// Bytes of capture log the store has not applied yet (bounded by `store.backlog`).
+    pub log_unapplied_bytes: u64,
+    #[schemars(with = "StorageHealth")]
+    pub storage: serde_json::Value,
+}
+
+impl Health {
+    pub fn of(state: &ApiState) -> Health {
+        Health {
+            // Degraded while batch writes fail: the proxy forwards, but calls are lost.
+            status: if state.store.last_write_error().is_some() {
+                "degraded"
+            } else {
+                "ok"
+            },
+            store: "open",
+            backlog: state
+                .metrics
+                .backlog
+                .load(std::sync::atomic::Ordering::Relaxed),
+            log_unapplied_bytes: state.metrics.log_unapplied_bytes(),
+            storage: state.store.health(),
+        }
+    }
+}
+
+/// `GET /readyz` (readiness): 200 once the store is open; before, 503 `store_opening`.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Ready {
+    /// `ready`.
+    pub status: &'static str,
+    /// `open`.
+    pub store: &'static str,
+}
+
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct StorageHealth {
+    /// `ok`, `bodies_paused` or `capture_paused`.
+    disk: String,
+    free_mb: Option<u64>,
+    storing_bodies: bool,
+    /// False while capture is paused for disk space or batch writes fail.
+    storing_calls: bool,
+    encrypted: bool,
+    /// Whether the last batch write failed.
+    writes_failing: bool,
+    /// That failure's error, while writes fail.
+    last_write_error: Option<String>,
+    /// When it happened (RFC 3339).
+    last_write_error_at: Option<String>,
+}
+
+/// `GET /calls/{id}`: the record plus a one-line failure hint.
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+pub struct CallDetail {
+    #[serde(flatten)]
+    call: CallRecord,
+    /// Why the call failed, for a human; null on success.
+    hint: Option<String>,
+    /// The current price table's entry for the key that priced the call; null when
+    /// the call is unpriced or the table no longer has that key.
+    price_entry: Option<PriceEntry>,
+}
+
+/// A price-table entry as `GET /calls/{id}` shows it; rates in USD per million tokens.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct PriceEntry {
+    /// `provider/model` as the table names it (the call's `cost.price_key`).
+    pub key: String,
+    /// Always `USD per million tokens`.
+    pub unit: &'static str,
+    pub rates: PriceRates,
+    /// Long-context tiers: their rates apply to a whole request above the threshold.
+    pub tiers: Vec<PriceTier>,
+    pub note: Option<String>,
+    /// The table file and line that define the entry.
+    pub defined_at: String,
+    /// The current table's version.
+    pub table_version: String,
+    /// Whether the current table is the version that priced the call.
+    pub same_version_as_call: bool,
+}
+
+/// Rates of one entry or tier; a null rate bills at the base rate (input for cache
+/// reads and writes, cache write for 1-hour writes, output for reasoning).
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct PriceRates {
+    pub input: String,
+    pub output: String,
+    pub cache_read: Option<String>,
+    pub cache_write: Option<String>,
+    pub cache_write_1h: Option<String>,
+    pub reasoning: Option<String>,
+}
+
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct PriceTier {
+    pub above_input_tokens: u64,
+    pub rates: PriceRates,
+}
+
+/// `GET /whoami`: who the token is, so a client knows what it may ask for.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct WhoAmI {
+    /// The token's name (`local` without tokens).
+    pub name: String,
+    /// `admin` or `viewer`.
+    pub role: &'static str,
+    /// The tenant the token is confined to.
+    pub tenant: Option<String>,
+    /// Whether the read API requires tokens (false: loopback without tokens).
+    pub tokens_required: bool,
+}
+
+/// `GET /invocations/{id}`.
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+pub struct InvocationDetail {
+    #[serde(flatten)]
+    summary: InvocationSummary,
+    round_count: u32,
+    /// Total cost in picodollars (exact sum).
+    cost_pusd: u64,
+    unpriced_calls: u32,
+    usage: Usage,
+    rounds: Vec<Round>,
+    /// The full call records in round order (bodies for admins only); absent with
+    /// `calls=false`.
+    calls: Option<Vec<CallRecord>>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct Round {
+    round: u32,
+    call_id: String,
+    started_at: String,
+    ended_at: String,
+    latency_ms: f64,
+    ttft_ms: Option<f64>,
+    provider: String,
+    kind: String,
+    /// The answering model, else the requested one.
+    model: Option<String>,
+    status: Option<CallStatus>,
+    http_status: Option<u16>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cost_usd: Option<f64>,
+    stop_reason: Option<String>,
+    error: Option<crate::record::ErrorInfo>,
+    hint: Option<String>,
+    tool_calls: Vec<ToolCallJoin>,
+}
+
+/// A tool call the model asked for, joined to its result in the next round.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ToolCallJoin {
+    id: Option<String>,
+    name: Option<String>,
+    result_round: Option<u32>,
+    result_call_id: Option<String>,
+    /// From this round's end to the next round's start: the tool's time.
+    duration_ms: Option<f64>,
+    /// Admins only.
+    #[serde(default)]
+    arguments: Option<serde_json::Value>,
+    /// Admins only: the tool result's text.
+    #[serde(default)]
+    result: Option<String>,
+}
+
+/// `GET /sessions/{id}`.
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+pub struct SessionDetail {
+    #[serde(flatten)]
+    session: SessionSummary,
+    timeline: Vec<TimelineEntry>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct TimelineEntry {
+    /// `llm` or `http` (a tool HTTP call).
+    kind: String,
+    call_id: String,
+    invocation_id: String,
+    round: u32,
+    started_at: String,
+    ended_at: String,
+    provider: String,
+    model: Option<String>,
+    status: Option<CallStatus>,
+    http_status: Option<u16>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cost_usd: Option<f64>,
+    duration_ms: f64,
+    stop_reason: Option<String>,
+}
+
+/// `GET /summary`.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct Summary {
+    tenant: Option<String>,
+    /// Seconds east of UTC of the `tz` that defines today.
+    tz_offset_s: i64,
+    today_starts_at: String,
+    total_runs: u64,
+    total_calls: u64,
+    runs_today: u64,
+    calls_today: u64,
+    errors_24h: u64,
+    cost_today_usd: f64,
+    tokens_today: TokenTotals,
+    resolution: String,
+}
+
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct TokenTotals {
+    input: u64,
+    output: u64,
+    total: u64,
+}
+
+/// `GET /agents`.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct Agents {
+    tenant: Option<String>,
+    items: Vec<AgentRow>,
+    count: usize,
+    latency_note: String,
+}
+
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct AgentRow {
+    agent: Option<String>,
+    invocations: u64,
+    calls: u64,
+    errors: u64,
+    error_rate: Option<f64>,
+    cost_usd: f64,
+    avg_cost_per_invocation_usd: Option<f64>,
+    avg_cost_per_call_usd: Option<f64>,
+    input_tokens: u64,
+    output_tokens: u64,
+    avg_latency_ms: Option<f64>,
+    p50_latency_ms: Option<f64>,
+    p95_latency_ms: Option<f64>,
+}
+
+/// `GET /stats`.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct Stats {
+    group_by: String,
+    items: Vec<StatsRow>,
+    /// True when the scan budget ran out: the rows cover the newest part only.
+    truncated: bool,
+}
+
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct StatsRow {
+    /// The group's value; null for records without one.
+    group: Option<String>,
+    calls: u64,
+    success_rate: f64,
+    avg_latency_ms: f64,
+    p95_latency_ms: Option<f64>,
+    avg_input_tokens: f64,
+    avg_output_tokens: f64,
+    cost_usd: f64,
+}
+
+/// `GET /ratelimits`.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct RateLimits {
+    items: Vec<RateLimitRow>,
+    count: usize,
+}
+
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct RateLimitRow {
+    provider: String,
+    key_fingerprint: Option<String>,
+    model: Option<String>,
+    /// When the provider last reported this state.
+    at: String,
+    requests: Option<LimitWindowState>,
+    tokens: Option<LimitWindowState>,
+    input_tokens: Option<LimitWindowState>,
+    output_tokens: Option<LimitWindowState>,
+    /// The smallest remaining/limit percentage of the windows.
+    headroom_pct: Option<f64>,
+    retry_after_s: Option<f64>,
+    rate_limited_1h: u64,
+    rate_limited_24h: u64,
+    last_429_at: Option<String>,
+    last_retry_after_s: Option<f64>,
+    /// With `series=true` only.
+    #[serde(default)]
+    series: Option<Vec<RateLimitSeriesPoint>>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct LimitWindowState {
+    limit: Option<u64>,
+    remaining: Option<u64>,
+    reset_s: Option<f64>,
+    reset_at: Option<String>,
+    headroom_pct: Option<f64>,
+}
+
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct RateLimitSeriesPoint {
+    at: String,
+    status: Option<CallStatus>,
+    requests_remaining: Option<u64>,
+    tokens_remaining: Option<u64>,
+    input_tokens_remaining: Option<u64>,
+    output_tokens_remaining: Option<u64>,
+}
+
+/// `GET /audit`.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct AuditLog {
+    items: Vec<AuditEntry>,
+    count: usize,
+}

@@ -1,0 +1,877 @@
+//! The client commands: each reads the read API and prints a table (terminal) or JSON.
+
+use super::client::{Client, ClientError, Query};
+use super::output::{self, ago, col, ms, table, text, usd, Column, Style};
+use super::{
+    ExportArgs, ExportFormat, ListArgs, RatelimitArgs, ShowArgs, StatsArgs, SummaryArgs, TailArgs,
+    TailKind,
+};
+use anyhow::Context;
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::time::Duration;
+
+fn now_us() -> u64 {
+    llmtap::timefmt::now_unix_us()
+}
+
+fn tokens(item: &Value) -> String {
+    format!(
+        "{}/{}",
+        text(&item["input_tokens"]),
+        text(&item["output_tokens"])
+    )
+}
+
+const LIST_COLUMNS: &[Column] = &[
+    col("ID", true, false),
+    col("WHEN", false, false),
+    col("AGENT", true, false),
+    col("MODEL", true, false),
+    col("TOKENS IN/OUT", false, true),
+    col("COST", false, true),
+    col("LATENCY", false, true),
+    col("TRIGGER", true, false),
+    col("STATUS", false, false),
+];
+
+/// The paging token `--next` takes: how many rows came before, and the API's cursor.
+fn next_token(shown_before: u64, cursor: &str) -> String {
+    format!("{shown_before}.{cursor}")
+}
+
+fn parse_next(token: &str) -> (u64, String) {
+    match token.split_once('.') {
+        Some((n, c)) if n.bytes().all(|b| b.is_ascii_digit()) && !n.is_empty() => {
+            (n.parse().unwrap_or(0), c.to_string())
+        }
+        _ => (0, token.to_string()),
+    }
+}
+
+/// `llmtap runs` / `llmtap calls`.
+pub fn list(args: &ListArgs, runs: bool) -> anyhow::Result<()> {
+    let style = Style::detect(args.api.json);
+    let client = Client::new(&args.api)?;
+    let mut query = Query::default();
+    query.filters(&args.filter, now_us());
+    query.push("limit", args.limit.to_string());
+    let (before, cursor) = args
+        .next
+        .as_deref()
+        .map(parse_next)
+        .unwrap_or((0, String::new()));
+    if !cursor.is_empty() {
+        query.push("cursor", cursor);
+    }
+    let path = if runs {
+        "/api/v1/invocations"
+    } else {
+        "/api/v1/calls"
+    };
+    let page = client.get_json(path, &query)?;
+    if style.json {
+        output::emit_json(&page);
+        return Ok(());
+    }
+    let items = page["items"].as_array().cloned().unwrap_or_default();
+    let now = now_us();
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|i| {
+            vec![
+                text(&i["id"]),
+                ago(&i["started_at"], now),
+                text(&i["agent"]),
+                text(&i["model"]),
+                tokens(i),
+                usd(&i["cost_usd"]),
+                ms(&i["latency_ms"]),
+                text(&i["trigger"]),
+                text(&i["status"]),
+            ]
+        })
+        .collect();
+    let status_col = LIST_COLUMNS.len() - 1;
+    let mut out = table(&style, LIST_COLUMNS, &rows, |i, cell| {
+        if i == status_col {
+            style.status(cell)
+        } else {
+            cell.to_string()
+        }
+    });
+    let total = page["total"].as_u64().unwrap_or(0);
+    let bound = if page["total_is_lower_bound"] == true {
+        "more than "
+    } else {
+        ""
+    };
+    let what = if runs { "runs" } else { "calls" };
+    if items.is_empty() {
+        out = format!("no {what} match\n");
+    } else {
+        out.push_str(&style.dim(&format!(
+            "showing {}–{} of {bound}{total} {what}\n",
+            before + 1,
+            before + items.len() as u64
+        )));
+    }
+    if let Some(c) = page["next_cursor"].as_str() {
+        out.push_str(&style.dim(&format!(
+            "next page: llmtap {what} --next {} (with the same filters)\n",
+            next_token(before + items.len() as u64, c)
+        )));
+    }
+    output::emit(&out);
+    Ok(())
+}
+
+fn not_found(e: &ClientError) -> bool {
+    matches!(e, ClientError::Api { status: 404, .. })
+}
+
+/// `llmtap show ID [--round N]`.
+pub fn show(args: &ShowArgs) -> anyhow::Result<()> {
+    let style = Style::detect(args.api.json);
+    let client = Client::new(&args.api)?;
+    let none = Query::default();
+    let id = encode_segment(&args.id);
+    let invocation = match client.get_json(&format!("/api/v1/invocations/{id}"), &none) {
+        Ok(v) => Some(v),
+        Err(e) if not_found(&e) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let (run, call) = match invocation {
+        Some(run) => (Some(run), None),
+        None => (
+            None,
+            Some(client.get_json(&format!("/api/v1/calls/{id}"), &none)?),
+        ),
+    };
+    if let Some(n) = args.round {
+        let call_id = match (&run, &call) {
+            (Some(run), _) => run["rounds"]
+                .as_array()
+                .and_then(|r| r.iter().find(|r| r["round"] == n))
+                .and_then(|r| r["call_id"].as_str())
+                .map(str::to_string)
+                .with_context(|| format!("run {} has no round {n}", args.id))?,
+            (None, Some(c)) => c["id"].as_str().unwrap_or_default().to_string(),
+            _ => unreachable!("one of them is set"),
+        };
+        let record = client.get_json(
+            &format!("/api/v1/calls/{}", encode_segment(&call_id)),
+            &none,
+        )?;
+        if style.json {
+            output::emit_json(&record);
+        } else {
+            output::emit(&round_text(&style, &record, args.full));
+        }
+        return Ok(());
+    }
+    match (run, call) {
+        (Some(run), _) if style.json => output::emit_json(&run),
+        (Some(run), _) => output::emit(&run_text(&style, &run)),
+        (None, Some(call)) if style.json => output::emit_json(&call),
+        (None, Some(call)) => output::emit(&call_text(&style, &call)),
+        _ => unreachable!("one of them is set"),
+    }
+    Ok(())
+}
+
+fn encode_segment(id: &str) -> String {
+    id.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn field(style: &Style, out: &mut String, name: &str, value: String) {
+    out.push_str(&format!(
+        "{:<14}{}\n",
+        style.dim(&format!("{name}:")),
+        value
+    ));
+}
+
+fn run_text(style: &Style, run: &Value) -> String {
+    let mut out = String::new();
+    out.push_str(&style.bold(&format!("run {}", text(&run["id"]))));
+    out.push('\n');
+    field(
+        style,
+        &mut out,
+        "status",
+        style.status(&text(&run["status"])),
+    );
+    field(style, &mut out, "agent", text(&run["agent"]));
+    field(style, &mut out, "trigger", text(&run["trigger"]));
+    field(style, &mut out, "started", text(&run["started_at"]));
+    field(style, &mut out, "latency", ms(&run["latency_ms"]));
+    field(style, &mut out, "tokens", tokens(run));
+    field(style, &mut out, "cost", usd(&run["cost_usd"]));
+    if let Some(models) = run["models"].as_array() {
+        let m: Vec<String> = models.iter().map(text).collect();
+        field(style, &mut out, "models", m.join(", "));
+    }
+    out.push('\n');
+    let rounds = run["rounds"].as_array().cloned().unwrap_or_default();
+    let columns = [
+        col("ROUND", false, true),
+        col("CALL", true, false),
+        col("MODEL", true, false),
+        col("TOKENS IN/OUT", false, true),
+        col("COST", false, true),
+        col("LATENCY", false, true),
+        col("STOP", true, false),
+        col("STATUS", false, false),
+    ];
+    let rows: Vec<Vec<String>> = rounds
+        .iter()
+        .map(|r| {
+            vec![
+                format!("r{}", text(&r["round"])),
+                text(&r["call_id"]),
+                text(&r["model"]),
+                tokens(r),
+                usd(&r["cost_usd"]),
+                ms(&r["latency_ms"]),
+                text(&r["stop_reason"]),
+                text(&r["status"]),
+            ]
+        })
+        .collect();
+    out.push_str(&table(style, &columns, &rows, |i, cell| {
+        if i == 7 {
+            style.status(cell)
+        } else {
+            cell.to_string()
+        }
+    }));
+    for r in &rounds {
+        for tc in r["tool_calls"].as_array().into_iter().flatten() {
+            let result = match (&tc["result_round"], &tc["duration_ms"]) {
+                (Value::Null, _) => "no result".to_string(),
+                (round, d) => format!("result in r{} after {}", text(round), ms(d)),
+            };
+            out.push_str(&format!(
+                "  r{} tool {} ({}): {result}\n",
+                text(&r["round"]),
+                text(&tc["name"]),
+                text(&tc["id"]),
+            ));
+        }
+        if let Some(h) = r["hint"].as_str() {
+            out.push_str(&format!(
+                "  r{} {}\n",
+                text(&r["round"]),
+                style.paint("31", h)
+            ));
+        }
+    }
+    out.push_str(&style.dim(&format!(
+        "a round in full: llmtap show {} --round N\n",
+        text(&run["id"])
+    )));
+    out
+}
+
+fn call_text(style: &Style, call: &Value) -> String {
+    let mut out = String::new();
+    out.push_str(&style.bold(&format!("call {}", text(&call["id"]))));
+    out.push('\n');
+    field(
+        style,
+        &mut out,
+        "status",
+        style.status(&text(&call["status"])),
+    );
+    field(
+        style,
+        &mut out,
+        "run",
+        format!(
+            "{} round {}",
+            text(&call["invocation_id"]),
+            text(&call["round"])
+        ),
+    );
+    field(style, &mut out, "provider", text(&call["provider"]));
+    field(style, &mut out, "model", text(&call["model"]));
+    field(style, &mut out, "http status", text(&call["http_status"]));
+    field(style, &mut out, "started", text(&call["started_at"]));
+    field(style, &mut out, "latency", ms(&call["latency_ms"]));
+    field(style, &mut out, "ttft", ms(&call["ttft_ms"]));
+    field(
+        style,
+        &mut out,
+        "tokens",
+        format!(
+            "{}/{}",
+            text(&call["usage"]["input_tokens"]),
+            text(&call["usage"]["output_tokens"])
+        ),
+    );
+    field(style, &mut out, "cost", usd(&call["cost_usd"]));
+    field(style, &mut out, "stop reason", text(&call["stop_reason"]));
+    if let Some(h) = call["hint"].as_str() {
+        field(style, &mut out, "hint", style.paint("31", h));
+    }
+    out
+}
+
+const ELIDE_CHARS: usize = 1200;
+
+fn part(style: &Style, out: &mut String, label: &str, body: &str, full: bool) {
+    out.push_str(&style.bold(label));
+    out.push('\n');
+    let n = body.chars().count();
+    let shown = if full || n <= ELIDE_CHARS {
+        body.to_string()
+    } else {
+        let head: String = body.chars().take(ELIDE_CHARS).collect();
+        format!(
+            "{head} […{} more characters; --full shows them]",
+            n - ELIDE_CHARS
+        )
+    };
+    out.push_str(&output::wrap(&shown, style.width, "  "));
+}
+
+/// One round as the model saw it: system prompt, messages, tool calls, reply.
+fn round_text(style: &Style, call: &Value, full: bool) -> String {
+    let mut out = call_text(style, call);
+    out.push('\n');
+    let request = &call["request"];
+    if request.is_null() {
+        out.push_str(
+            &style.dim("(no messages: the token is a viewer's, or the body was not captured)\n"),
+        );
+        return out;
+    }
+    if let Some(system) = request["system"].as_str() {
+        part(style, &mut out, "system", system, full);
+    }
+    for m in request["messages"].as_array().into_iter().flatten() {
+        let role = text(&m["role"]);
+        let label = match m["tool_call_id"].as_str() {
+            Some(id) => format!("{role} (result of {id})"),
+            None => role,
+        };
+        if let Some(t) = m["text"].as_str() {
+            part(style, &mut out, &label, t, full);
+        }
+        for tc in m["tool_calls"].as_array().into_iter().flatten() {
+            part(
+                style,
+                &mut out,
+                &format!("{label} → tool {}", text(&tc["name"])),
+                &tc["arguments"].to_string(),
+                full,
+            );
+        }
+    }
+    let response = &call["response"];
+    if let Some(thinking) = response["thinking"].as_str().filter(|t| !t.is_empty()) {
+        part(style, &mut out, "reply: thinking", thinking, full);
+    }
+    if let Some(t) = response["text"].as_str() {
+        part(style, &mut out, "reply", t, full);
+    }
+    for tc in response["tool_calls"].as_array().into_iter().flatten() {
+        part(
+            style,
+            &mut out,
+            &format!("reply → tool {} ({})", text(&tc["name"]), text(&tc["id"])),
+            &tc["arguments"].to_string(),
+            full,
+        );
+    }
+    out
+}
+
+/// `llmtap tail`: the live stream, one line per record; reconnects when it drops.
+pub fn tail(args: &TailArgs) -> anyhow::Result<()> {
+    let style = Style::detect(args.api.json);
+    let client = Client::new(&args.api)?;
+    let mut query = Query::default();
+    query.filters(&args.filter, now_us());
+    query.push(
+        "type",
+        match args.kind {
+            TailKind::All => "all",
+            TailKind::Calls => "calls",
+            TailKind::Runs => "invocations",
+        },
+    );
+    let mut backoff = Duration::from_millis(250);
+    let mut connected_once = false;
+    loop {
+        match client.send("/api/v1/stream", &query, None) {
+            Ok(response) => {
+                if !connected_once && !style.json {
+                    eprintln!("{}", style.dim("waiting for new records (Ctrl-C to stop)"));
+                }
+                connected_once = true;
+                backoff = Duration::from_millis(250);
+                read_events(&style, response);
+                eprintln!("{}", style.dim("stream ended; reconnecting"));
+            }
+            // Bad filters or a refused token will not get better by retrying.
+            Err(e @ ClientError::Api { .. }) => return Err(e.into()),
+            Err(e) if !connected_once => return Err(e.into()),
+            Err(e) => {
+                eprintln!("{}", style.dim(&format!("{e}; retrying in {backoff:?}")));
+            }
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+fn read_events(style: &Style, response: reqwest::blocking::Response) {
+    let reader = BufReader::new(response);
+    let mut event = String::new();
+    for line in reader.lines() {
+        let Ok(line) = line else { return };
+        if let Some(name) = line.strip_prefix("event: ") {
+            event = name.to_string();
+        } else if let Some(data) = line.strip_prefix("data: ") {
+            let Ok(value) = serde_json::from_str::<Value>(data) else {
+                continue;
+            };
+            if style.json {
+                let mut v = value;
+                v["event"] = Value::String(event.clone());
+                output::emit(&format!("{v}\n"));
+            } else {
+                output::emit(&tail_line(style, &event, &value));
+            }
+        }
+    }
+}
+
+fn tail_line(style: &Style, event: &str, v: &Value) -> String {
+    let what = if event == "invocation" {
+        format!("run {}", text(&v["id"]))
+    } else {
+        format!("call {} r{}", text(&v["id"]), text(&v["round"]))
+    };
+    let line = format!(
+        "{}  {what}  {}  {}  {}  {}  {}  {}",
+        text(&v["started_at"]),
+        text(&v["agent"]),
+        text(&v["model"]),
+        tokens(v),
+        usd(&v["cost_usd"]),
+        ms(&v["latency_ms"]),
+        style.status(&text(&v["status"])),
+    );
+    format!("{line}\n")
+}
+
+fn window(w: &Value) -> String {
+    if w.is_null() {
+        return "-".into();
+    }
+    format!("{}/{}", text(&w["remaining"]), text(&w["limit"]))
+}
+
+/// `llmtap ratelimits [--watch]`.
+pub fn ratelimits(args: &RatelimitArgs) -> anyhow::Result<()> {
+    let style = Style::detect(args.api.json);
+    let client = Client::new(&args.api)?;
+    let mut query = Query::default();
+    query.opt("provider", &args.provider);
+    loop {
+        let state = client.get_json("/api/v1/ratelimits", &query)?;
+        if style.json {
+            output::emit(&format!("{state}\n"));
+        } else {
+            let columns = [
+                col("PROVIDER", true, false),
+                col("KEY", true, false),
+                col("MODEL", true, false),
+                col("REQUESTS", false, true),
+                col("TOKENS", false, true),
+                col("HEADROOM", false, true),
+                col("429s 1h", false, true),
+                col("RETRY-AFTER", false, true),
+                col("AT", false, false),
+            ];
+            let rows: Vec<Vec<String>> = state["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| {
+                    vec![
+                        text(&r["provider"]),
+                        text(&r["key_fingerprint"]),
+                        text(&r["model"]),
+                        window(&r["requests"]),
+                        window(&r["tokens"]),
+                        r["headroom_pct"]
+                            .as_f64()
+                            .map_or("-".into(), |h| format!("{h:.1}%")),
+                        text(&r["rate_limited_1h"]),
+                        r["last_retry_after_s"]
+                            .as_f64()
+                            .map_or("-".into(), |s| format!("{s}s")),
+                        text(&r["at"]),
+                    ]
+                })
+                .collect();
+            let mut out = String::new();
+            if args.watch.is_some() && style.color {
+                out.push_str("\x1b[2J\x1b[H");
+            }
+            if rows.is_empty() {
+                out.push_str("no rate-limit state reported by any provider yet\n");
+            } else {
+                out.push_str(&table(&style, &columns, &rows, |i, cell| {
+                    let low = cell
+                        .strip_suffix('%')
+                        .and_then(|h| h.parse::<f64>().ok())
+                        .is_some_and(|h| h < 10.0);
+                    if i == 5 && low {
+                        style.paint("31", cell)
+                    } else {
+                        cell.to_string()
+                    }
+                }));
+            }
+            output::emit(&out);
+        }
+        match args.watch {
+            Some(s) => std::thread::sleep(Duration::from_secs(s.max(1))),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// `llmtap stats --group-by ...`.
+pub fn stats(args: &StatsArgs) -> anyhow::Result<()> {
+    let style = Style::detect(args.api.json);
+    let client = Client::new(&args.api)?;
+    let mut query = Query::default();
+    query.filters(&args.filter, now_us());
+    let group = format!("{:?}", args.group_by).to_lowercase();
+    query.push("group_by", group.clone());
+    let stats = client.get_json("/api/v1/stats", &query)?;
+    if style.json {
+        output::emit_json(&stats);
+        return Ok(());
+    }
+    let columns = [
+        col("GROUP", true, false),
+        col("CALLS", false, true),
+        col("SUCCESS", false, true),
+        col("AVG LATENCY", false, true),
+        col("P95 LATENCY", false, true),
+        col("AVG IN", false, true),
+        col("AVG OUT", false, true),
+        col("COST", false, true),
+    ];
+    let rows: Vec<Vec<String>> = stats["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            vec![
+                text(&r["group"]),
+                text(&r["calls"]),
+                r["success_rate"]
+                    .as_f64()
+                    .map_or("-".into(), |x| format!("{:.1}%", x * 100.0)),
+                ms(&r["avg_latency_ms"]),
+                ms(&r["p95_latency_ms"]),
+                r["avg_input_tokens"]
+                    .as_f64()
+                    .map_or("-".into(), |x| format!("{x:.0}")),
+                r["avg_output_tokens"]
+                    .as_f64()
+                    .map_or("-".into(), |x| format!("{x:.0}")),
+                usd(&r["cost_usd"]),
+            ]
+        })
+        .collect();
+    let mut out = if rows.is_empty() {
+        "no calls match\n".to_string()
+    } else {
+        table(&style, &columns, &rows, |_, c| c.to_string())
+    };
+    if stats["truncated"] == true {
+        out.push_str(&style.dim("(the scan budget ran out: newest records only)\n"));
+    }
+    output::emit(&out);
+    Ok(())
+}
+
+/// `llmtap summary`.
+pub fn summary(args: &SummaryArgs) -> anyhow::Result<()> {
+    let style = Style::detect(args.api.json);
+    let client = Client::new(&args.api)?;
+    let mut query = Query::default();
+    query.opt("tenant", &args.tenant).opt("tz", &args.tz);
+    let s = client.get_json("/api/v1/summary", &query)?;
+    if style.json {
+        output::emit_json(&s);
+        return Ok(());
+    }
+    let mut out = String::new();
+    field(&style, &mut out, "total runs", text(&s["total_runs"]));
+    field(&style, &mut out, "total calls", text(&s["total_calls"]));
+    field(&style, &mut out, "runs today", text(&s["runs_today"]));
+    field(&style, &mut out, "calls today", text(&s["calls_today"]));
+    let errors = text(&s["errors_24h"]);
+    let painted = if s["errors_24h"].as_u64().unwrap_or(0) > 0 {
+        style.paint("31", &errors)
+    } else {
+        errors
+    };
+    field(&style, &mut out, "errors 24h", painted);
+    field(&style, &mut out, "cost today", usd(&s["cost_today_usd"]));
+    field(
+        &style,
+        &mut out,
+        "tokens today",
+        format!(
+            "{} in, {} out",
+            text(&s["tokens_today"]["input"]),
+            text(&s["tokens_today"]["output"])
+        ),
+    );
+    field(&style, &mut out, "today since", text(&s["today_starts_at"]));
+    output::emit(&out);
+    Ok(())
+}
+
+/// Where an interrupted export stands: written alongside the file as `FILE.resume`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ExportState {
+    /// The cursor of the next page to fetch.
+    cursor: Option<String>,
+    /// Bytes of the file that hold complete rows up to that cursor.
+    bytes: u64,
+    rows: u64,
+    /// The query the export began with (filters, fixed time bounds); a resume reuses it.
+    query: String,
+}
+
+/// CSV columns of a call summary and of a run summary.
+const CALL_CSV: &[&str] = &[
+    "id",
+    "invocation_id",
+    "round",
+    "started_at",
+    "status",
+    "http_status",
+    "provider",
+    "model",
+    "agent",
+    "trigger",
+    "tenant",
+    "user_id",
+    "session_id",
+    "prompt",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "latency_ms",
+    "ttft_ms",
+    "stop_reason",
+    "error_type",
+];
+const RUN_CSV: &[&str] = &[
+    "id",
+    "started_at",
+    "status",
+    "agent",
+    "trigger",
+    "tenant",
+    "user_id",
+    "session_id",
+    "prompt",
+    "model",
+    "rounds",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "latency_ms",
+];
+
+/// `llmtap export --format csv|jsonl --out FILE [--resume]`.
+pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.api)?;
+    let state_path = {
+        let mut p = args.out.clone().into_os_string();
+        p.push(".resume");
+        std::path::PathBuf::from(p)
+    };
+    let mut state = if args.resume {
+        let text = std::fs::read_to_string(&state_path).with_context(|| {
+            format!(
+                "nothing to resume: {} is missing (the export finished or never started)",
+                state_path.display()
+            )
+        })?;
+        serde_json::from_str::<ExportState>(&text)
+            .with_context(|| format!("{} is not an export state", state_path.display()))?
+    } else {
+        // The time bounds are fixed now, so a resumed export covers the same records.
+        let now = now_us();
+        let mut query = Query::default();
+        query.filters(
+            &super::FilterArgs {
+                to: None,
+                ..args.filter.clone()
+            },
+            now,
+        );
+        let to = args
+            .filter
+            .to
+            .clone()
+            .unwrap_or_else(|| llmtap::timefmt::format_rfc3339_us(now + 1));
+        query
+            .push("to", to)
+            .push("limit", args.page_size.to_string());
+        ExportState {
+            cursor: None,
+            bytes: 0,
+            rows: 0,
+            query: query.encode(),
+        }
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(!args.resume)
+        .open(&args.out)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    // Rows written after the last checkpoint are dropped: the checkpoint's cursor
+    // fetches them again.
+    file.set_len(state.bytes)?;
+    use std::io::Seek;
+    file.seek(std::io::SeekFrom::Start(state.bytes))?;
+    let query = Query::encoded(&state.query);
+    let path = if args.runs {
+        "/api/v1/invocations"
+    } else {
+        "/api/v1/calls"
+    };
+    let columns = if args.runs { RUN_CSV } else { CALL_CSV };
+    let progress = Progress::new();
+    let mut pages = 0u64;
+    if state.bytes == 0 && args.format == ExportFormat::Csv {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record(columns)?;
+        let header = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+        file.write_all(&header)?;
+        state.bytes += header.len() as u64;
+    }
+    loop {
+        let mut q = query.clone();
+        if let Some(c) = &state.cursor {
+            q.push("cursor", c.clone());
+        }
+        let page = client.get_json(path, &q)?;
+        if state.rows == 0 {
+            progress.total(page["total"].as_u64());
+        }
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        let mut chunk = Vec::new();
+        match args.format {
+            ExportFormat::Jsonl => {
+                for item in &items {
+                    serde_json::to_writer(&mut chunk, item)?;
+                    chunk.push(b'\n');
+                }
+            }
+            ExportFormat::Csv => {
+                let mut w = csv::Writer::from_writer(&mut chunk);
+                for item in &items {
+                    let row: Vec<String> = columns
+                        .iter()
+                        .map(|c| llmtap::api::neutralise_formula(&csv_cell(&item[*c])).into_owned())
+                        .collect();
+                    w.write_record(&row)?;
+                }
+                w.flush()?;
+            }
+        }
+        file.write_all(&chunk)?;
+        file.sync_data()?;
+        state.bytes += chunk.len() as u64;
+        state.rows += items.len() as u64;
+        state.cursor = page["next_cursor"].as_str().map(str::to_string);
+        progress.set(state.rows);
+        if state.cursor.is_none() {
+            break;
+        }
+        std::fs::write(&state_path, serde_json::to_vec(&state)?)?;
+        pages += 1;
+        if args.stop_after_pages.is_some_and(|n| pages >= n) {
+            progress.finish();
+            anyhow::bail!(
+                "stopped after {pages} pages; continue with --resume ({} rows so far)",
+                state.rows
+            );
+        }
+    }
+    let _ = std::fs::remove_file(&state_path);
+    progress.finish();
+    eprintln!("wrote {} rows to {}", state.rows, args.out.display());
+    Ok(())
+}
+
+fn csv_cell(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Count and rate (and total when known) on stderr, only when it is a terminal.
+struct Progress(Option<indicatif::ProgressBar>);
+
+impl Progress {
+    fn new() -> Progress {
+        use std::io::IsTerminal;
+        if !std::io::stderr().is_terminal() {
+            return Progress(None);
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {pos} rows ({per_sec}) {wide_bar} {percent}% eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        Progress(Some(bar))
+    }
+
+    fn total(&self, total: Option<u64>) {
+        if let (Some(bar), Some(t)) = (&self.0, total) {
+            bar.set_length(t);
+        }
+    }
+
+    fn set(&self, n: u64) {
+        if let Some(bar) = &self.0 {
+            bar.set_position(n);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,564 @@
+// The Runs view: filters (in the URL), one page of runs from /invocations, cursor
+// paging, live rows from /stream, and a run expanded to its rounds and waterfall.
+
+import * as api from "./api.js";
+import { pathId } from "./api.js";
+import { h, s, clear, fmtInt, fmtCost, fmtMs, fmtTime, when, badge, errorBox, dash, facts } from "./dom.js";
+import { roundDetail } from "./round.js";
+
+export const FILTERS = ["agent", "provider", "model", "status", "trigger", "has_session", "prompt", "from", "to", "q"];
+const PAGE = 20;
+const STATUSES = ["success", "failed", "timeout", "rate_limited", "canceled", "unauthorized"];
+const COLUMNS = ["ID", "When", "Agent", "Provider / model", "Tokens in / out", "Cost", "Latency", "Trigger", "Status", "Rounds"];
+
+let firstDraw = true;
+
+/** The API query of the filters in `params` (the URL). */
+export function filterQuery(params, { live = false } = {}) {
+  const q = new URLSearchParams();
+  for (const name of FILTERS) {
+    if (live && name === "q") continue;
+    for (const v of params.getAll(name)) if (v !== "") q.append(name, v);
+  }
+  return q;
+}
+
+function localInput(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return "";
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
+}
+
+export function runsView(main, params, ctx) {
+  const admin = ctx.who.role === "admin";
+  const state = {
+    cursors: [],
+    cursor: null,
+    offset: 0,
+    rows: new Map(),
+    open: params.get("run"),
+    selected: null,
+    total: 0,
+    lowerBound: false,
+    pendingNew: 0,
+    stopStream: null,
+    generation: 0,
+  };
+
+  // Filters.
+  const form = h("form", { class: "filters", id: "filters" });
+  const field = (label, input) => h("label", { class: "field" }, h("span", null, label), input);
+  const text = (name, placeholder, list) =>
+    h("input", { name, type: "search", placeholder, value: params.get(name) || "", list, autocomplete: "off" });
+  const choice = (name, options) => {
+    const el = h("select", { name });
+    for (const [value, label] of options) el.append(h("option", { value, selected: (params.get(name) || "") === value }, label));
+    return el;
+  };
+  const lists = h("div", { class: "hidden" },
+    h("datalist", { id: "dl-agent" }), h("datalist", { id: "dl-provider" }), h("datalist", { id: "dl-model" }), h("datalist", { id: "dl-prompt" }));
+  form.append(...[
+    lists,
+    field("Agent", text("agent", "any", "dl-agent")),
+    field("Provider", text("provider", "any", "dl-provider")),
+    field("Model", text("model", "any", "dl-model")),
+    field("Status", choice("status", [["", "any"], ...STATUSES.map((x) => [x, x.replace("_", " ")])])),
+    field("Trigger", choice("trigger", [["", "any"], ["user", "user"], ["system", "system"], ["task", "task"]])),
+    field("Short-term memory", choice("has_session", [["", "any"], ["true", "has a session"], ["false", "no session"]])),
+    field("Prompt version", text("prompt", "name@version", "dl-prompt")),
+    field("From", h("input", { name: "from", type: "datetime-local", value: localInput(params.get("from")) })),
+    field("To", h("input", { name: "to", type: "datetime-local", value: localInput(params.get("to")) })),
+    admin ? field("Search prompts", text("q", "text in prompts")) : null,
+    h("div", { class: "filter-actions" },
+      h("button", { type: "button", class: "link", id: "clear-filters" }, "Clear"),
+      h("button", { type: "button", id: "export-csv", title: "Download the runs matching these filters as CSV" }, "Export CSV")),
+  ].filter(Boolean));
+  const loaded = new Set();
+  form.addEventListener("focusin", (e) => {
+    const name = e.target.name;
+    if (["agent", "provider", "model", "prompt"].includes(name) && !loaded.has(name)) {
+      loaded.add(name);
+      fillDatalist(name);
+    }
+  });
+  form.addEventListener("change", () => applyFilters());
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    applyFilters();
+  });
+
+  const notice = h("div", { class: "notice hidden", id: "new-runs", role: "status" });
+  const table = h("table", { class: "runs", id: "runs-table" },
+    h("thead", null, h("tr", null, COLUMNS.map((c) => h("th", { scope: "col" }, c)))));
+  const tbody = h("tbody");
+  table.append(tbody);
+  const pager = h("div", { class: "pager" });
+  const message = h("div", { class: "message" });
+  main.append(form, notice, message, h("div", { class: "table-wrap" }, table), pager);
+
+  form.querySelector("#clear-filters").addEventListener("click", () => {
+    for (const el of form.querySelectorAll("input, select")) el.value = "";
+    applyFilters();
+  });
+  form.querySelector("#export-csv").addEventListener("click", async (e) => {
+    const button = e.currentTarget;
+    button.disabled = true;
+    try {
+      await api.download("/invocations.csv", filterQuery(ctx.params()), `llmtap-runs-${new Date().toISOString().slice(0, 10)}.csv`);
+    } catch (err) {
+      message.replaceChildren(errorBox(`Export failed: ${err.message}`));
+    } finally {
+      button.disabled = false;
+    }
+  });
+
+  async function fillDatalist(name) {
+    const list = form.querySelector(`#dl-${name}`);
+    try {
+      let values = [];
+      if (name === "agent") {
+        const a = await api.get("/agents");
+        values = a.items.map((x) => x.agent).filter(Boolean);
+      } else {
+        const week = new Date(Date.now() - 7 * 86400_000).toISOString();
+        const st = await api.get("/stats", { group_by: name, from: week });
+        values = st.items.map((x) => x.group).filter(Boolean);
+      }
+      for (const v of values) list.append(h("option", { value: v }));
+    } catch {
+      // Suggestions are a convenience; typing still works.
+    }
+  }
+
+  function applyFilters() {
+    const p = new URLSearchParams();
+    for (const el of form.querySelectorAll("input[name], select[name]")) {
+      let v = el.value.trim();
+      if (!v) continue;
+      if (el.type === "datetime-local") {
+        const d = new Date(v);
+        if (Number.isNaN(d.getTime())) continue;
+        v = d.toISOString();
+      }
+      p.set(el.name, v);
+    }
+    ctx.setParams(p);
+    state.cursors = [];
+    state.cursor = null;
+    state.offset = 0;
+    state.open = null;
+    load();
+    follow();
+  }
+
+  async function load() {
+    const generation = ++state.generation;
+    const q = filterQuery(ctx.params());
+    q.set("limit", PAGE);
+    if (state.cursor) q.set("cursor", state.cursor);
+    message.replaceChildren();
+    let page;
+    try {
+      page = await api.get("/invocations", q);
+    } catch (e) {
+      if (generation !== state.generation) return;
+      if (e instanceof api.Unauthorized) return ctx.signedOut();
+      clear(tbody);
+      message.replaceChildren(errorBox(e.message));
+      return;
+    }
+    if (generation !== state.generation) return;
+    state.total = page.total;
+    state.lowerBound = page.total_is_lower_bound;
+    state.next = page.next_cursor;
+    state.pendingNew = 0;
+    notice.classList.add("hidden");
+    clear(tbody);
+    state.rows.clear();
+    for (const inv of page.items) {
+      const tr = rowFor(inv);
+      state.rows.set(inv.id, tr);
+      tbody.append(tr);
+    }
+    if (!page.items.length) {
+      tbody.append(h("tr", { class: "empty" }, h("td", { colspan: COLUMNS.length }, "No runs match these filters yet.")));
+    }
+    drawPager();
+    if (state.open && state.rows.has(state.open)) expand(state.open, { keepRound: true });
+    if (firstDraw) {
+      firstDraw = false;
+      performance.mark("runs-table-drawn");
+    }
+  }
+
+  function drawPager() {
+    const count = [...state.rows.keys()].length;
+    const total = state.lowerBound ? `more than ${fmtInt(state.total)}` : fmtInt(state.total);
+    const label = count
+      ? `Showing ${fmtInt(state.offset + 1)} to ${fmtInt(state.offset + count)} of ${total}`
+      : "Showing 0 runs";
+    const prev = h("button", { type: "button", disabled: !state.cursors.length, id: "prev-page" }, "← Newer");
+    const next = h("button", { type: "button", disabled: !state.next, id: "next-page" }, "Older →");
+    prev.addEventListener("click", () => {
+      state.cursor = state.cursors.pop() ?? null;
+      state.offset = Math.max(0, state.offset - PAGE);
+      state.open = null;
+      load();
+    });
+    next.addEventListener("click", () => {
+      state.cursors.push(state.cursor);
+      state.cursor = state.next;
+      state.offset += count;
+      state.open = null;
+      load();
+    });
+    clear(pager).append(h("span", { id: "showing" }, label), h("span", { class: "pager-buttons" }, prev, next));
+  }
+
+  function rowFor(inv) {
+    const provider = (inv.providers || []).join(", ");
+    const model = inv.models && inv.models.length > 1 ? `${inv.model} +${inv.models.length - 1}` : inv.model;
+    const tr = h("tr", { class: "run", tabindex: "-1", dataset: { id: inv.id } },
+      h("td", { class: "id mono", title: inv.id }, inv.id),
+      h("td", null, when(inv.started_at)),
+      h("td", null, inv.agent || dash),
+      h("td", null, h("span", { class: "muted" }, provider || dash), provider && model ? " / " : "", model || ""),
+      h("td", { class: "num" }, `${fmtInt(inv.input_tokens)} / ${fmtInt(inv.output_tokens)}`),
+      h("td", { class: "num" }, inv.cost_usd === null && inv.input_tokens !== null ? h("span", { class: "warn", title: "no price for this model" }, "no price") : fmtCost(inv.cost_usd)),
+      h("td", { class: "num" }, fmtMs(inv.latency_ms)),
+      h("td", null, inv.trigger || dash),
+      h("td", null, badge(inv.status)),
+      h("td", { class: "num" }, fmtInt(inv.rounds)),
+    );
+    tr.addEventListener("click", (e) => {
+      if (e.target.closest("a, button")) return;
+      select(inv.id);
+      toggle(inv.id);
+    });
+    if (state.selected === inv.id) tr.classList.add("selected");
+    if (state.open === inv.id) tr.classList.add("open");
+    return tr;
+  }
+
+  function select(id) {
+    for (const tr of tbody.querySelectorAll("tr.run.selected")) tr.classList.remove("selected");
+    state.selected = id;
+    const tr = state.rows.get(id);
+    if (tr) {
+      tr.classList.add("selected");
+      tr.focus({ preventScroll: true });
+      tr.scrollIntoView({ block: "nearest" });
+    }
+  }
+
+  function toggle(id) {
+    if (state.open === id) collapse();
+    else expand(id);
+  }
+
+  function collapse() {
+    const old = tbody.querySelector("tr.run-detail");
+    if (old) old.remove();
+    for (const tr of tbody.querySelectorAll("tr.run.open")) tr.classList.remove("open");
+    state.open = null;
+    const p = ctx.params();
+    p.delete("run");
+    p.delete("round");
+    p.delete("tab");
+    ctx.setParams(p, { push: false });
+  }
+
+  function expand(id, { keepRound = false } = {}) {
+    const old = tbody.querySelector("tr.run-detail");
+    if (old) old.remove();
+    for (const tr of tbody.querySelectorAll("tr.run.open")) tr.classList.remove("open");
+    const tr = state.rows.get(id);
+    if (!tr) return;
+    state.open = id;
+    tr.classList.add("open");
+    const p = ctx.params();
+    p.set("run", id);
+    if (!keepRound) {
+      p.delete("round");
+      p.delete("tab");
+    }
+    ctx.setParams(p, { push: false });
+    const cell = h("td", { colspan: COLUMNS.length }, h("div", { class: "loading" }, "Loading run…"));
+    const detailRow = h("tr", { class: "run-detail", dataset: { id } }, cell);
+    tr.after(detailRow);
+    runDetail(cell, id, ctx, Number(p.get("round")) || null);
+  }
+
+  // Live rows.
+  function follow() {
+    if (state.stopStream) state.stopStream();
+    const q = filterQuery(ctx.params(), { live: true });
+    q.set("type", "invocations");
+    state.stopStream = api.stream(q, (name, inv) => {
+      if (name !== "invocation") return;
+      ctx.refreshSummary();
+      live(inv);
+    }, (on) => ctx.setLive(on));
+  }
+
+  function live(inv) {
+    const existing = state.rows.get(inv.id);
+    if (existing) {
+      const tr = rowFor(inv);
+      existing.replaceWith(tr);
+      state.rows.set(inv.id, tr);
+      if (state.open === inv.id) refreshOpen(inv.id);
+      return;
+    }
+    if (state.cursor || ctx.params().get("q")) {
+      state.pendingNew += 1;
+      notice.replaceChildren(
+        `${fmtInt(state.pendingNew)} new run${state.pendingNew === 1 ? "" : "s"} since this page was loaded. `,
+        h("button", { type: "button", class: "link", id: "show-newest" }, "Show the newest"),
+      );
+      notice.querySelector("button").addEventListener("click", () => {
+        state.cursors = [];
+        state.cursor = null;
+        state.offset = 0;
+        load();
+      });
+      notice.classList.remove("hidden");
+      return;
+    }
+    const empty = tbody.querySelector("tr.empty");
+    if (empty) empty.remove();
+    const tr = rowFor(inv);
+    tr.classList.add("fresh");
+    // Keep what the reader is looking at in place: the new row pushes the table down,
+    // so scroll by its height when the table is not at the top of the window.
+    const before = window.scrollY;
+    tbody.prepend(tr);
+    state.rows.set(inv.id, tr);
+    if (before > 0) window.scrollBy(0, tr.getBoundingClientRect().height);
+    state.total += 1;
+    // One page of rows at most: drop the oldest rows that are not open.
+    const ids = [...state.rows.keys()];
+    let extra = state.rows.size - PAGE;
+    for (let i = ids.length - 1; i >= 0 && extra > 0; i--) {
+      const victim = ids[i];
+      if (victim === state.open || victim === state.selected) continue;
+      state.rows.get(victim).remove();
+      state.rows.delete(victim);
+      extra -= 1;
+    }
+    // Rows are kept newest first in the map too.
+    state.rows = new Map([...tbody.querySelectorAll("tr.run")].map((r) => [r.dataset.id, r]));
+    drawPager();
+  }
+
+  let refreshTimer = null;
+  function refreshOpen(id) {
+    if (refreshTimer) return;
+    refreshTimer = setTimeout(() => {
+      refreshTimer = null;
+      const row = tbody.querySelector("tr.run-detail");
+      if (!row || row.dataset.id !== id) return;
+      runDetail(row.firstChild, id, ctx, Number(ctx.params().get("round")) || null, { quiet: true });
+    }, 800);
+  }
+
+  // Keyboard: j/k or arrows move, Enter opens or closes, Escape closes.
+  function onKey(e) {
+    if (e.target.closest("input, select, textarea") || e.ctrlKey || e.metaKey || e.altKey) return;
+    // Enter on a button or link is that control's own click.
+    if (e.key === "Enter" && e.target.closest("button, a")) return;
+    const inRounds = e.target.closest("table.rounds");
+    const rows = inRounds
+      ? [...inRounds.querySelectorAll("tr.round")]
+      : [...tbody.querySelectorAll("tr.run")];
+    if (!rows.length) return;
+    const current = inRounds ? e.target.closest("tr.round") : state.rows.get(state.selected);
+    let i = rows.indexOf(current);
+    if (e.key === "j" || e.key === "ArrowDown") i = Math.min(rows.length - 1, i + 1);
+    else if (e.key === "k" || e.key === "ArrowUp") i = Math.max(0, i - 1);
+    else if (e.key === "Enter") {
+      if (current) current.click();
+      e.preventDefault();
+      return;
+    } else if (e.key === "Escape") {
+      if (state.open) collapse();
+      return;
+    } else return;
+    e.preventDefault();
+    if (inRounds) {
+      rows[i].focus();
+    } else {
+      select(rows[i].dataset.id);
+    }
+  }
+  document.addEventListener("keydown", onKey);
+
+  load();
+  follow();
+  return () => {
+    state.generation += 1;
+    if (state.stopStream) state.stopStream();
+    document.removeEventListener("keydown", onKey);
+    ctx.setLive(false);
+  };
+}
+
+/** One run: its facts, waterfall and rounds; `openRound` opens that round's detail. */
+export async function runDetail(cell, id, ctx, openRound, { quiet = false } = {}) {
+  let detail;
+  try {
+    detail = await api.get(`/invocations/${pathId(id)}`, { calls: "false" });
+  } catch (e) {
+    if (e instanceof api.Unauthorized) return ctx.signedOut();
+    if (!quiet) clear(cell).append(errorBox(e.message));
+    return;
+  }
+  const rounds = detail.rounds || [];
+  const box = h("div", { class: "run-box" });
+  const cost = detail.cost_usd === null && detail.unpriced_calls > 0
+    ? h("span", { class: "warn" }, `no price for ${detail.unpriced_calls} call${detail.unpriced_calls === 1 ? "" : "s"}`)
+    : fmtCost(detail.cost_usd);
+  const session = detail.session_id
+    ? h("a", { href: `/?view=sessions&session=${encodeURIComponent(detail.session_id)}`, class: "session-link" }, detail.session_id)
+    : null;
+  box.append(
+    h("div", { class: "run-head" },
+      facts([
+        ["Run", h("span", { class: "mono" }, detail.id)],
+        ["Agent", detail.agent],
+        ["Status", badge(detail.status)],
+        ["Started", fmtTime(detail.started_at)],
+        ["Latency", fmtMs(detail.latency_ms)],
+        ["Tokens in / out", `${fmtInt(detail.usage?.input_tokens)} / ${fmtInt(detail.usage?.output_tokens)}`],
+        ["Cost", cost],
+        ["Trigger", detail.trigger],
+        ["Tenant", detail.tenant],
+        ["Session", session],
+      ])),
+  );
+  const failed = rounds.filter((r) => r.hint);
+  for (const r of failed.slice(0, 3)) {
+    box.append(h("p", { class: "hint" }, h("strong", null, `r${r.round}: `), r.hint));
+  }
+  box.append(h("h3", null, "Timeline"), waterfall(detail, (n) => openRoundRow(n)));
+  const table = h("table", { class: "rounds" },
+    h("thead", null, h("tr", null, ["Round", "Started", "Model", "Tokens in / out", "Cost", "Latency", "TTFT", "Status", "Stop reason", "Tool calls"].map((c) => h("th", { scope: "col" }, c)))));
+  const tbody = h("tbody");
+  table.append(tbody);
+  const rowsByRound = new Map();
+  for (const r of rounds) {
+    const tools = (r.tool_calls || []).map((t) =>
+      h("span", { class: "tool", title: t.duration_ms !== null && t.duration_ms !== undefined ? `result in round ${t.result_round} after ${fmtMs(t.duration_ms)}` : "no result seen" },
+        t.name, t.duration_ms !== null && t.duration_ms !== undefined ? ` (${fmtMs(t.duration_ms)})` : ""));
+    const tr = h("tr", { class: "round", tabindex: "0", dataset: { round: r.round } },
+      h("td", { class: "mono" }, `r${r.round}`),
+      h("td", null, when(r.started_at)),
+      h("td", null, r.model || dash),
+      h("td", { class: "num" }, `${fmtInt(r.input_tokens)} / ${fmtInt(r.output_tokens)}`),
+      h("td", { class: "num" }, r.cost_usd === null && r.input_tokens !== null ? h("span", { class: "warn" }, "no price") : fmtCost(r.cost_usd)),
+      h("td", { class: "num" }, fmtMs(r.latency_ms)),
+      h("td", { class: "num" }, fmtMs(r.ttft_ms)),
+      h("td", null, badge(r.status)),
+      h("td", null, r.stop_reason || dash),
+      h("td", null, tools.length ? tools : dash),
+    );
+    tr.addEventListener("click", () => openRoundRow(r.round));
+    rowsByRound.set(r.round, tr);
+    tbody.append(tr);
+  }
+  box.append(h("h3", null, `Rounds (${fmtInt(rounds.length)})`), h("div", { class: "rounds-wrap" }, table));
+  clear(cell).append(box);
+
+  function openRoundRow(n, { push = true } = {}) {
+    const old = tbody.querySelector("tr.round-detail");
+    const wasOpen = old && Number(old.dataset.round) === n;
+    if (old) old.remove();
+    for (const r of tbody.querySelectorAll("tr.round.open")) r.classList.remove("open");
+    const p = ctx.params();
+    if (wasOpen && push) {
+      p.delete("round");
+      p.delete("tab");
+      ctx.setParams(p, { push: false });
+      return;
+    }
+    const tr = rowsByRound.get(n);
+    if (!tr) return;
+    tr.classList.add("open");
+    p.set("round", n);
+    ctx.setParams(p, { push: false });
+    const td = h("td", { colspan: 10 });
+    tr.after(h("tr", { class: "round-detail", dataset: { round: n } }, td));
+    const index = rounds.findIndex((r) => r.round === n);
+    roundDetail(td, detail, index, ctx);
+    if (push) tr.scrollIntoView({ block: "nearest" });
+  }
+  if (openRound && rowsByRound.has(openRound)) openRoundRow(openRound, { push: false });
+}
+
+/**
+ * The waterfall: one bar per round (and per tool HTTP call when the API lists them)
+ * on a shared time axis, time to first token marked on each bar, and the gaps
+ * between rounds, which are the agent's tool time, drawn and labelled.
+ */
+function waterfall(detail, onPick) {
+  const entries = (detail.rounds || []).map((r) => {
+    const start = new Date(r.started_at).getTime();
+    return { kind: "llm", round: r.round, start, end: start + (r.latency_ms || 0), ttft: r.ttft_ms, status: r.status, label: `r${r.round}`, tools: r.tool_calls || [] };
+  });
+  for (const t of detail.timeline || []) {
+    if (t.kind !== "http") continue;
+    const start = new Date(t.started_at).getTime();
+    const duration = t.duration_ms ?? t.latency_ms ?? 0;
+    entries.push({ kind: "http", start, end: start + duration, status: t.status, label: "http", title: `${t.provider || "tool"} ${t.path || ""}`.trim() });
+  }
+  entries.sort((a, b) => a.start - b.start);
+  if (!entries.length) return h("p", { class: "muted" }, "No rounds recorded.");
+  const t0 = Math.min(...entries.map((e) => e.start));
+  const t1 = Math.max(...entries.map((e) => e.end), t0 + 1);
+  const width = 1000;
+  const labelW = 48;
+  const rowH = entries.length > 100 ? 10 : 18;
+  const height = entries.length * rowH + 24;
+  const x = (t) => labelW + ((t - t0) / (t1 - t0)) * (width - labelW - 60);
+  const svg = s("svg", { class: "chart waterfall", viewBox: `0 0 ${width} ${height}`, width, height, role: "img" });
+  svg.append(s("title", {}, "Rounds on a time axis; gaps are tool time"));
+  let lastLlmEnd = null;
+  entries.forEach((e, i) => {
+    const y = i * rowH + 4;
+    const g = s("g", { class: `wf-row wf-${e.kind}`, "data-round": e.round ?? "" });
+    if (rowH >= 14) g.append(s("text", { x: 4, y: y + rowH * 0.7, class: "label" }, e.label));
+    if (e.kind === "llm" && lastLlmEnd !== null && e.start > lastLlmEnd) {
+      const gap = e.start - lastLlmEnd;
+      g.append(s("line", { x1: x(lastLlmEnd), x2: x(e.start), y1: y + rowH / 2 - 1, y2: y + rowH / 2 - 1, class: "gap" },
+        s("title", {}, `tool time ${fmtMs(gap)}`)));
+      if (rowH >= 14 && x(e.start) - x(lastLlmEnd) > 90) {
+        g.append(s("text", { x: (x(lastLlmEnd) + x(e.start)) / 2, y: y + rowH / 2 - 4, "text-anchor": "middle", class: "gap-label" }, `tool time ${fmtMs(gap)}`));
+      }
+    }
+    const bar = s("rect", { x: x(e.start), y, width: Math.max(2, x(e.end) - x(e.start)), height: rowH - 4, rx: 2, class: `bar status-${e.status || "pending"}` },
+      s("title", {}, e.kind === "llm"
+        ? `${e.label}: ${fmtMs(e.end - e.start)}${e.ttft !== null && e.ttft !== undefined ? `, first token after ${fmtMs(e.ttft)}` : ""}`
+        : `${e.title}: ${fmtMs(e.end - e.start)}`));
+    g.append(bar);
+    if (e.kind === "llm" && e.ttft !== null && e.ttft !== undefined) {
+      const tx = x(e.start + e.ttft);
+      g.append(s("line", { x1: tx, x2: tx, y1: y - 1, y2: y + rowH - 3, class: "ttft" }));
+    }
+    if (rowH >= 14) g.append(s("text", { x: x(e.end) + 4, y: y + rowH * 0.7, class: "value" }, fmtMs(e.end - e.start)));
+    if (e.kind === "llm") {
+      lastLlmEnd = e.end;
+      g.addEventListener("click", () => onPick(e.round));
+    }
+    svg.append(g);
+  });
+  svg.append(s("text", { x: labelW, y: height - 4, class: "axis" }, "0"),
+    s("text", { x: width - 60, y: height - 4, class: "axis", "text-anchor": "end" }, fmtMs(t1 - t0)));
+  const legend = h("div", { class: "legend" },
+    h("span", { class: "key key-bar" }, "LLM round"),
+    h("span", { class: "key key-ttft" }, "first token"),
+    h("span", { class: "key key-gap" }, "tool time (gap)"),
+    (detail.timeline || []).some((t) => t.kind === "http") ? h("span", { class: "key key-http" }, "tool HTTP call") : null);
+  return h("div", { class: "waterfall-wrap" }, h("div", { class: "waterfall-scroll" }, svg), legend);
+}
