@@ -206,8 +206,10 @@ mod tests {
 pub enum Outcome {
     /// The response was delivered whole (whatever its HTTP status).
     Completed,
-    /// No response, or a response cut short, because of the upstream.
+    /// A response cut short because of the upstream.
     UpstreamError { message: String },
+    /// No connection to the upstream at all: llmtap answered 502 `upstream_unreachable` itself.
+    Unreachable { message: String },
     /// Connect, first-byte or idle timeout.
     Timeout { message: String },
     /// The client went away before the response was delivered.
@@ -221,7 +223,8 @@ pub struct FinishedCall {
     pub id: String,
     pub invocation_id: String,
     /// Round in arrival order since this process started (the writer offsets it by
-    /// rounds stored before a restart). 1 for ungrouped calls.
+    /// rounds stored before a restart). 1 for ungrouped calls; 0 for tool HTTP calls
+    /// (`kind = "http"`), which are not rounds.
     pub arrival_round: u32,
     pub started_at_us: u64,
     pub latency: Duration,

@@ -193,7 +193,11 @@ pub async fn handle(
             })
             // Ids come from clients: two tenants that pick the same one never share it.
             .map(|id| headers::tenant_scoped(&id, meta.metadata.tenant.as_deref()));
+        // Rounds are the LLM calls: a tool HTTP call (`kind = "http"`) of the same
+        // invocation sits between two rounds and is not one (round 0).
         let (invocation_id, arrival_round) = match grouping {
+            Some(id) if provider.kind == ProviderKind::Http => (id, 0),
+            None if provider.kind == ProviderKind::Http => (new_id("i_", started_at_us), 0),
             Some(id) => {
                 let round = state.rounds.next(&id);
                 (id, round)
@@ -369,7 +373,7 @@ pub async fn handle(
                 (
                     StatusCode::BAD_GATEWAY,
                     "upstream_unreachable",
-                    Outcome::UpstreamError {
+                    Outcome::Unreachable {
                         message: message.clone(),
                     },
                 )

@@ -33,6 +33,10 @@ pub const SECRET_HEADERS: &[&str] = &[
     "x-csrf-token",
 ];
 
+/// What may start a run (`x-llmtap-trigger`): a person, the system (a schedule, an
+/// event), or another task.
+pub const TRIGGERS: [&str; 3] = ["user", "system", "task"];
+
 /// Parts of header names that mark a secret wherever they appear (`x-my-api-key`,
 /// `x-service-auth-token`, `x-client-secret`).
 pub const SECRET_HEADER_PARTS: &[&str] = &[
@@ -232,7 +236,16 @@ pub fn take_llmtap_headers(headers: &mut HeaderMap) -> Result<CallMeta, HeaderEr
             match key {
                 "x-llmtap-invocation-id" => meta.invocation_id = Some(id_value(key, value)?),
                 "x-llmtap-agent" => m.agent = Some(text_value(key, value, MAX_META_VALUE)?),
-                "x-llmtap-trigger" => m.trigger = Some(text_value(key, value, MAX_META_VALUE)?),
+                "x-llmtap-trigger" => {
+                    let text = text_value(key, value, MAX_META_VALUE)?;
+                    if !TRIGGERS.contains(&text.as_str()) {
+                        return Err(bad(
+                            key,
+                            format!("unknown trigger {text:?}; accepted: user, system, task"),
+                        ));
+                    }
+                    m.trigger = Some(text);
+                }
                 "x-llmtap-user-id" => m.user_id = Some(text_value(key, value, MAX_META_VALUE)?),
                 "x-llmtap-tenant" => m.tenant = Some(text_value(key, value, MAX_META_VALUE)?),
                 "x-llmtap-session-id" => m.session_id = Some(id_value(key, value)?),

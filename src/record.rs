@@ -290,6 +290,8 @@ pub struct ClientInfo {
 pub struct CallRecord {
     pub id: String,
     pub invocation_id: String,
+    /// The LLM round (1, 2, ...); 0 for a tool HTTP call (`kind = "http"`), which
+    /// sits between rounds in the run's timeline.
     pub round: u32,
     pub started_at: String,
     pub ended_at: String,
@@ -373,6 +375,9 @@ pub struct InvocationRecord {
     pub user_id: Option<String>,
     pub tenant: Option<String>,
     pub session_id: Option<String>,
+    /// `x-llmtap-task-id` of its first call that had one.
+    #[serde(default)]
+    pub task_id: Option<String>,
     pub started_at: String,
     pub ended_at: String,
     pub started_at_us: u64,
@@ -384,7 +389,11 @@ pub struct InvocationRecord {
     pub cost_usd: Option<f64>,
     pub cost_pusd: u64,
     pub unpriced_calls: u32,
+    /// The models the run's requests asked for (the response's when a request named none).
     pub models: Vec<String>,
+    /// The models the provider says answered (dated names, routed models).
+    #[serde(default)]
+    pub response_models: Vec<String>,
     pub providers: Vec<String>,
 }
 
@@ -436,6 +445,7 @@ pub fn roll_up(existing: Option<InvocationRecord>, call: &CallRecord) -> Invocat
         (&mut inv.user_id, &m.user_id),
         (&mut inv.tenant, &m.tenant),
         (&mut inv.session_id, &m.session_id),
+        (&mut inv.task_id, &m.task_id),
     ] {
         if slot.is_none() {
             slot.clone_from(value);
@@ -446,25 +456,103 @@ pub fn roll_up(existing: Option<InvocationRecord>, call: &CallRecord) -> Invocat
     inv.started_at = crate::timefmt::format_rfc3339_us(inv.started_at_us);
     inv.ended_at = crate::timefmt::format_rfc3339_us(inv.ended_at_us);
     inv.latency_ms = (inv.ended_at_us - inv.started_at_us) as f64 / 1000.0;
-    if call.round >= inv.rounds {
+    // Rounds are the LLM calls; a tool HTTP call between them (round 0) decides the
+    // run's status only while the run has no LLM round.
+    let llm_round = call.kind != ProviderKind::Http.as_str();
+    if llm_round && call.round >= inv.rounds {
         inv.rounds = call.round;
+        inv.status = call.status;
+    } else if !llm_round && inv.rounds == 0 {
         inv.status = call.status;
     }
     inv.usage.accumulate(&call.usage);
+    // A run has a cost once one of its calls has one (`cost_usd` is kept `None` until then).
+    let mut priced = inv.cost_usd.is_some();
     match &call.cost {
-        Some(cost) if cost.priced => inv.cost_pusd = inv.cost_pusd.saturating_add(cost.total_pusd),
+        Some(cost) if cost.priced => {
+            inv.cost_pusd = inv.cost_pusd.saturating_add(cost.total_pusd);
+            priced = true;
+        }
         _ if !call.usage.is_empty() => inv.unpriced_calls += 1,
         _ => {}
     }
-    // A partial sum would understate the bill: any unpriced call makes the total unknown.
-    inv.cost_usd = (inv.unpriced_calls == 0).then(|| inv.cost_pusd as f64 / 1e12);
-    if let Some(model) = call.response_model.as_ref().or(call.model.as_ref()) {
+    // A partial sum would understate the bill: any unpriced call makes the total unknown,
+    // and a run none of whose calls has a cost (failed before usage) costs null, like them.
+    inv.cost_usd = (inv.unpriced_calls == 0 && priced).then(|| inv.cost_pusd as f64 / 1e12);
+    if let Some(model) = call.model.as_ref().or(call.response_model.as_ref()) {
         if !inv.models.contains(model) {
             inv.models.push(model.clone());
+        }
+    }
+    if let Some(model) = &call.response_model {
+        if !inv.response_models.contains(model) {
+            inv.response_models.push(model.clone());
         }
     }
     if !inv.providers.contains(&call.provider) {
         inv.providers.push(call.provider.clone());
     }
     inv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed_without_usage() -> CallRecord {
+        CallRecord {
+            id: "c_1".into(),
+            invocation_id: "i_1".into(),
+            round: 1,
+            provider: "openai".into(),
+            kind: "openai".into(),
+            status: Some(CallStatus::Failed),
+            http_status: Some(500),
+            ..CallRecord::default()
+        }
+    }
+
+    #[test]
+    fn a_run_without_a_priced_call_costs_null_like_its_calls() {
+        let failed = failed_without_usage();
+        assert_eq!(failed.cost_usd, None);
+        let inv = roll_up(None, &failed);
+        assert_eq!(inv.cost_usd, None);
+        assert_eq!(inv.cost_pusd, 0);
+        // A priced round later gives the run a cost.
+        let mut priced = failed_without_usage();
+        priced.id = "c_2".into();
+        priced.round = 2;
+        priced.status = Some(CallStatus::Success);
+        priced.usage.input_tokens = Some(10);
+        priced.usage.output_tokens = Some(2);
+        priced.cost = Some(Cost {
+            priced: true,
+            total_pusd: 3_000_000,
+            ..Cost::default()
+        });
+        priced.cost_usd = Some(3e-6);
+        let inv = roll_up(Some(inv), &priced);
+        assert_eq!(inv.cost_usd, Some(3e-6));
+        // And a failed call after it keeps the cost.
+        let mut again = failed_without_usage();
+        again.round = 3;
+        let inv = roll_up(Some(inv), &again);
+        assert_eq!(inv.cost_usd, Some(3e-6));
+        assert_eq!(inv.cost_pusd, 3_000_000);
+    }
+
+    #[test]
+    fn tool_http_calls_are_not_rounds() {
+        let mut llm = failed_without_usage();
+        llm.status = Some(CallStatus::Success);
+        let inv = roll_up(None, &llm);
+        let mut tool = failed_without_usage();
+        tool.id = "c_2".into();
+        tool.kind = "http".into();
+        tool.round = 0;
+        let inv = roll_up(Some(inv), &tool);
+        assert_eq!(inv.rounds, 1);
+        assert_eq!(inv.status, Some(CallStatus::Success));
+    }
 }

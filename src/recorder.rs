@@ -358,7 +358,7 @@ pub fn build_redacted_with(
 
     let mut status = match &outcome {
         Outcome::Completed => http_status.map_or(CallStatus::Failed, CallStatus::from_http),
-        Outcome::UpstreamError { .. } => CallStatus::Failed,
+        Outcome::UpstreamError { .. } | Outcome::Unreachable { .. } => CallStatus::Failed,
         Outcome::Timeout { .. } => CallStatus::Timeout,
         Outcome::Canceled => CallStatus::Canceled,
     };
@@ -366,6 +366,11 @@ pub fn build_redacted_with(
         Outcome::Completed | Outcome::Canceled => None,
         Outcome::UpstreamError { message } => Some(ErrorInfo {
             error_type: Some("upstream_error".into()),
+            message: Some(message.clone()),
+        }),
+        // The type the client got in llmtap's own 502.
+        Outcome::Unreachable { message } => Some(ErrorInfo {
+            error_type: Some("upstream_unreachable".into()),
             message: Some(message.clone()),
         }),
         Outcome::Timeout { message } => Some(ErrorInfo {
@@ -421,12 +426,15 @@ pub fn build_redacted_with(
         if parsed.failed_in_body && status == CallStatus::Success {
             status = CallStatus::Failed;
         }
-        if let Some(offset) = parsed.first_content_offset.filter(|_| parsed.stream) {
-            record.ttft_ms = chunk_times
-                .iter()
-                .find(|(received, _)| *received >= offset)
-                .map(|(_, at)| ms(*at))
-                .or(record.ttft_ms);
+        if parsed.stream {
+            // A stream's ttft is its first content token; one that produced none
+            // (canceled, stalled, empty) has none, not the first byte.
+            record.ttft_ms = parsed.first_content_offset.and_then(|offset| {
+                chunk_times
+                    .iter()
+                    .find(|(received, _)| *received >= offset)
+                    .map(|(_, at)| ms(*at))
+            });
         }
         if error.is_none() {
             error = parsed.error.clone();

@@ -101,20 +101,27 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<B> ResponseTee<B> {
+impl<B: Body> ResponseTee<B> {
     pub fn new(
         inner: B,
-        call: CallInFlight,
+        mut call: CallInFlight,
         idle_timeout: Duration,
         filter: Option<Box<dyn ChunkFilter>>,
     ) -> Self {
+        // An empty body (content-length: 0, a 204) is complete already. hyper writes
+        // such a response without ever polling the body and then drops it, which
+        // would record the call as canceled; finish it here with its real status.
+        let ended = inner.is_end_stream();
+        if ended {
+            call.finish(Outcome::Completed);
+        }
         ResponseTee {
             inner,
             idle: tokio::time::sleep(idle_timeout),
             idle_timeout,
             call,
             filter,
-            ended: false,
+            ended,
         }
     }
 }

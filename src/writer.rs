@@ -301,6 +301,10 @@ impl WriterState {
                 .retain(|_, base| now.duration_since(base.seen) < ROUND_BASE_IDLE);
         }
         let arrival = call.round;
+        if arrival == 0 {
+            // A tool HTTP call: not a round.
+            return 0;
+        }
         if arrival != 1 {
             if let Some(base) = self.round_base.get_mut(&call.invocation_id) {
                 if base.run == run {

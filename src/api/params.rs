@@ -98,13 +98,20 @@ pub const FILTER_PARAMS: &[ParamSpec] = &[
         "agent name (x-llmtap-agent); repeatable or comma-separated, values ORed",
     ),
     ParamSpec::text("provider", "provider name, e.g. openai"),
-    ParamSpec::text("model", "model name"),
+    ParamSpec::text(
+        "model",
+        "model name, requested or answered (a call matches on either)",
+    ),
     ParamSpec::query(
         "status",
         "call status; repeatable, values ORed",
         ParamKind::OneOf(STATUSES),
     ),
-    ParamSpec::text("trigger", "user, system, task, ..."),
+    ParamSpec::query(
+        "trigger",
+        "what started the run (x-llmtap-trigger); repeatable",
+        ParamKind::OneOf(&["user", "system", "task"]),
+    ),
     ParamSpec::text(
         "tenant",
         "tenant; a tenant-confined token may only pass its own",
@@ -112,6 +119,10 @@ pub const FILTER_PARAMS: &[ParamSpec] = &[
     ParamSpec::text("user_id", "end user"),
     ParamSpec::text("session_id", "conversation session"),
     ParamSpec::text("prompt", "prompt name and version, e.g. summarise@v3"),
+    ParamSpec::text(
+        "task",
+        "task id (x-llmtap-task-id); repeatable, values ORed",
+    ),
     ParamSpec::text(
         "property.<key>",
         "property.KEY=VALUE matches x-llmtap-property-KEY",
@@ -289,6 +300,7 @@ pub fn filter(params: &Params) -> Result<Filter, ParamError> {
         ("user_id", tag::USER),
         ("session_id", tag::SESSION),
         ("prompt", tag::PROMPT),
+        ("task", tag::TASK),
     ] {
         let values: Vec<String> = params
             .all(name)

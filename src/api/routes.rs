@@ -37,6 +37,15 @@ pub struct PathArgs {
 }
 
 impl PathArgs {
+    /// The path with its query string as sent: what an audit entry records.
+    pub fn target(&self) -> String {
+        if self.query.is_empty() {
+            self.path.clone()
+        } else {
+            format!("{}?{}", self.path, self.query)
+        }
+    }
+
     /// The value of the `{name}` segment; empty when the route has none of that name.
     pub fn get(&self, name: &str) -> &str {
         self.values
@@ -232,23 +241,23 @@ const RAW: &[ParamSpec] = &[ParamSpec::query(
     ParamKind::OneOf(&["request", "response"]),
 )];
 
-fn calls(s: &ApiState, w: &Principal, p: &Params, _: &PathArgs) -> ApiResult {
-    views::list(s, w, p, false)
+fn calls(s: &ApiState, w: &Principal, p: &Params, a: &PathArgs) -> ApiResult {
+    views::list(s, w, p, false, &a.target())
 }
-fn invocations(s: &ApiState, w: &Principal, p: &Params, _: &PathArgs) -> ApiResult {
-    views::list(s, w, p, true)
+fn invocations(s: &ApiState, w: &Principal, p: &Params, a: &PathArgs) -> ApiResult {
+    views::list(s, w, p, true, &a.target())
 }
 fn call(s: &ApiState, w: &Principal, p: &Params, a: &PathArgs) -> ApiResult {
-    views::call(s, w, p, a.get("id"), &a.path)
+    views::call(s, w, p, a.get("id"), &a.target())
 }
 fn call_raw(s: &ApiState, w: &Principal, p: &Params, a: &PathArgs) -> ApiResult {
-    content::raw(s, w, p, a.get("id"), &a.path)
+    content::raw(s, w, p, a.get("id"), &a.target())
 }
 fn blob(s: &ApiState, w: &Principal, p: &Params, a: &PathArgs) -> ApiResult {
-    content::blob(s, w, p, a.get("sha256"), &a.path)
+    content::blob(s, w, p, a.get("sha256"), &a.target())
 }
 fn invocation(s: &ApiState, w: &Principal, p: &Params, a: &PathArgs) -> ApiResult {
-    views::invocation(s, w, p, a.get("id"), &a.path)
+    views::invocation(s, w, p, a.get("id"), &a.target())
 }
 fn sessions(s: &ApiState, w: &Principal, p: &Params, _: &PathArgs) -> ApiResult {
     views::sessions(s, w, p)
@@ -278,10 +287,10 @@ fn metrics(s: &ApiState, _: &Principal, _: &Params, _: &PathArgs) -> ApiResult {
     Ok(super::metrics_text(s))
 }
 fn calls_csv(s: &Arc<ApiState>, w: &Principal, p: &Params, a: &PathArgs) -> ApiResult {
-    export::csv(s, w, p, false, &a.path)
+    export::csv(s, w, p, false, &a.target())
 }
 fn invocations_csv(s: &Arc<ApiState>, w: &Principal, p: &Params, a: &PathArgs) -> ApiResult {
-    export::csv(s, w, p, true, &a.path)
+    export::csv(s, w, p, true, &a.target())
 }
 fn stream(s: &Arc<ApiState>, w: &Principal, p: &Params, _: &PathArgs) -> ApiResult {
     export::stream(s, w, p)

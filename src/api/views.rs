@@ -79,16 +79,18 @@ fn page_json<T>(page: Page<T>, request: &PageRequest) -> PageOf<T> {
     }
 }
 
-pub(super) fn list(state: &ApiState, who: &Principal, p: &Params, invocations: bool) -> ApiResult {
+pub(super) fn list(
+    state: &ApiState,
+    who: &Principal,
+    p: &Params,
+    invocations: bool,
+    target: &str,
+) -> ApiResult {
     let filter = list_filter(who, p)?;
     let request = params::page_request(p, true)?;
     if filter.text.is_some() {
-        audit(
-            state,
-            who,
-            "search prompts",
-            &format!("q={:?}", filter.text),
-        )?;
+        // The request as sent (path and query string), not a debug rendering.
+        audit(state, who, "search prompts", target)?;
     }
     let body = if invocations {
         serde_json::to_value(page_json(
@@ -221,16 +223,23 @@ pub(super) fn invocation(
     ) else {
         return Err(ApiError::NotFound(format!("no invocation with id {id}")));
     };
-    let calls = state.store.invocation_calls(id)?;
+    let mut calls = state.store.invocation_calls(id)?;
+    // In the order they happened: tool HTTP calls (round 0) between the LLM rounds.
+    calls.sort_by(|a, b| (a.started_at_us, a.round, &a.id).cmp(&(b.started_at_us, b.round, &b.id)));
     if who.is_admin() {
         audit(state, who, "read invocation messages and tool calls", path)?;
     }
+    let (llm, http): (Vec<&CallRecord>, Vec<&CallRecord>) =
+        calls.iter().partition(|c| !is_tool_http(c));
+    let mut llm = llm;
+    llm.sort_by_key(|c| (c.round, c.started_at_us));
     let mut value = serde_json::to_value(&summary).unwrap_or_default();
     value["round_count"] = json!(inv.rounds);
     value["cost_pusd"] = json!(inv.cost_pusd);
     value["unpriced_calls"] = json!(inv.unpriced_calls);
     value["usage"] = serde_json::to_value(&inv.usage).unwrap_or_default();
-    value["rounds"] = Value::Array(rounds(&calls, who.is_admin()));
+    value["rounds"] = Value::Array(rounds(&llm, &http, who.is_admin()));
+    value["timeline"] = Value::Array(timeline(&calls));
     if !include_calls {
         return ok(&value);
     }
@@ -283,12 +292,62 @@ fn price_entry(state: &ApiState, call: &CallRecord) -> Option<super::schema::Pri
     })
 }
 
-/// Each round with its tool calls joined to their results in the next round.
-fn rounds(calls: &[CallRecord], admin: bool) -> Vec<Value> {
+/// A call through a `kind = "http"` provider: a tool's HTTP call, not an LLM round.
+fn is_tool_http(call: &CallRecord) -> bool {
+    call.kind == crate::record::ProviderKind::Http.as_str()
+}
+
+fn ended_us(call: &CallRecord) -> u64 {
+    call.started_at_us + (call.latency_ms * 1000.0) as u64
+}
+
+/// Every call of a run in the order it started: the LLM rounds and, between them,
+/// the tool HTTP calls (with the round they followed).
+fn timeline(calls: &[CallRecord]) -> Vec<Value> {
+    let mut last_round = 0;
+    calls
+        .iter()
+        .map(|c| {
+            let http = is_tool_http(c);
+            if !http {
+                last_round = c.round;
+            }
+            json!({
+                "kind": if http { "http" } else { "llm" },
+                "call_id": c.id,
+                "round": (!http).then_some(c.round),
+                "after_round": http.then_some(last_round),
+                "started_at": c.started_at,
+                "ended_at": c.ended_at,
+                "duration_ms": c.latency_ms,
+                "provider": c.provider,
+                "method": c.method,
+                "path": c.path,
+                "model": (!http).then(|| c.model.as_ref().or(c.response_model.as_ref())).flatten(),
+                "status": c.status,
+                "http_status": c.http_status,
+            })
+        })
+        .collect()
+}
+
+/// Each LLM round with its tool calls joined to their results in the next round
+/// (tool HTTP calls in between are not rounds; they are listed with the tool call
+/// whose gap they fall in).
+fn rounds(calls: &[&CallRecord], http: &[&CallRecord], admin: bool) -> Vec<Value> {
     let mut out = Vec::with_capacity(calls.len());
     for (i, call) in calls.iter().enumerate() {
-        let next = calls.get(i + 1);
-        let ended_us = call.started_at_us + (call.latency_ms * 1000.0) as u64;
+        let call: &CallRecord = call;
+        let next: Option<&CallRecord> = calls.get(i + 1).copied();
+        let ended_us = ended_us(call);
+        let gap_http: Vec<&str> = http
+            .iter()
+            .filter(|h| {
+                h.started_at_us >= ended_us
+                    && next.is_none_or(|n| h.started_at_us < n.started_at_us)
+            })
+            .map(|h| h.id.as_str())
+            .collect();
         let tools: Vec<Value> = call
             .response
             .iter()
@@ -314,6 +373,7 @@ fn rounds(calls: &[CallRecord], admin: bool) -> Vec<Value> {
                     "result_round": result.and(next).map(|n| n.round),
                     "result_call_id": result.and(next).map(|n| n.id.clone()),
                     "duration_ms": duration_ms,
+                    "http_call_ids": gap_http,
                 });
                 if admin {
                     t["arguments"] = tc.arguments.clone();
@@ -331,7 +391,8 @@ fn rounds(calls: &[CallRecord], admin: bool) -> Vec<Value> {
             "ttft_ms": call.ttft_ms,
             "provider": call.provider,
             "kind": call.kind,
-            "model": call.response_model.as_ref().or(call.model.as_ref()),
+            "model": call.model.as_ref().or(call.response_model.as_ref()),
+            "response_model": call.response_model,
             "status": call.status,
             "http_status": call.http_status,
             "input_tokens": call.usage.input_tokens,
@@ -406,7 +467,13 @@ pub(super) fn hint(call: &CallRecord) -> Option<String> {
         CallStatus::Timeout => format!("no answer from {provider} in time"),
         CallStatus::Canceled => "the client went away before the response finished".into(),
         CallStatus::Failed => {
+            let llmtap_answered = call.error.as_ref().and_then(|e| e.error_type.as_deref())
+                == Some("upstream_unreachable");
             let mut s = match call.http_status {
+                // llmtap produced this status, not the provider.
+                Some(code) if llmtap_answered => {
+                    format!("{provider} could not be reached; llmtap answered HTTP {code}")
+                }
                 Some(code) => format!("{provider} answered HTTP {code}"),
                 None => format!("{provider} could not be reached"),
             };
@@ -483,7 +550,7 @@ pub(super) fn session(state: &ApiState, who: &Principal, p: &Params, id: &str) -
                 "kind": if c.kind == "http" { "http" } else { "llm" },
                 "call_id": c.id,
                 "invocation_id": c.invocation_id,
-                "round": c.round,
+                "round": (c.kind != "http").then_some(c.round),
                 "started_at": c.started_at,
                 "ended_at": c.ended_at,
                 "provider": c.provider,

@@ -167,6 +167,10 @@ fn encode_payload(out: &mut Vec<u8>, run: u64, c: &RedactedCall) -> Result<(), F
             put_str(out, message);
         }
         Outcome::Canceled => out.push(3),
+        Outcome::Unreachable { message } => {
+            out.push(4);
+            put_str(out, message);
+        }
     }
     put_headers(out, &c.request_headers);
     put_headers(out, &c.response_headers);
@@ -234,6 +238,9 @@ fn decode_payload(bytes: &[u8]) -> Result<(u64, RedactedCall), FormatError> {
             message: r.string()?,
         },
         3 => Outcome::Canceled,
+        4 => Outcome::Unreachable {
+            message: r.string()?,
+        },
         _ => return Err(r.malformed()),
     };
     let request_headers = r.headers()?;

@@ -3,8 +3,8 @@
 //! stream, including `event: error` in the middle of a 200 stream.
 
 use super::common::{
-    error_from_object, event_json, mark_content, note, params_except, str_at, sum_present, u64_at,
-    value_text, Texts,
+    decoded_size, error_from_object, event_json, mark_content, note, params_except, str_at,
+    sum_present, u64_at, value_text, Texts,
 };
 use super::Accumulator;
 use crate::record::{Message, ParsedExchange, RequestView, ResponseView, ToolCall, Usage};
@@ -46,7 +46,7 @@ fn source_attachment(kind: &str, block: &Value) -> Value {
         }
         _ => {
             if let Some(data) = src.get("data") {
-                summary.insert("size".into(), json!(value_text(data).len()));
+                summary.insert("size".into(), json!(decoded_size(&value_text(data))));
             }
         }
     }

@@ -146,13 +146,33 @@ pub fn error_from_object(e: &Map<String, Value>) -> ErrorInfo {
     }
 }
 
+/// The decoded size in bytes of a base64 payload (or of a `data:` URL's payload),
+/// the size the mirrored attachment reports, not the length of its text.
+pub fn decoded_size(text: &str) -> usize {
+    let (base64, data) = match text.strip_prefix("data:") {
+        Some(rest) => {
+            let (meta, data) = rest.split_once(',').unwrap_or((rest, ""));
+            (meta.ends_with(";base64"), data)
+        }
+        None => (true, text),
+    };
+    if !base64 {
+        return data.len();
+    }
+    let symbols = data
+        .bytes()
+        .filter(|b| !b.is_ascii_whitespace() && *b != b'=')
+        .count();
+    symbols * 3 / 4
+}
+
 /// Summarises a URL attachment: data URLs become media type and size, so no
 /// payload is copied into the record.
 pub fn url_attachment(kind: &str, url: &str) -> Value {
     if let Some(rest) = url.strip_prefix("data:") {
-        let (meta, data) = rest.split_once(',').unwrap_or((rest, ""));
+        let meta = rest.split_once(',').map_or(rest, |(meta, _)| meta);
         let media_type = meta.split(';').next().unwrap_or("");
-        json!({"type": kind, "media_type": media_type, "size": data.len()})
+        json!({"type": kind, "media_type": media_type, "size": decoded_size(url)})
     } else {
         json!({"type": kind, "url": url})
     }
@@ -187,5 +207,22 @@ pub fn append(target: &mut Option<String>, piece: &str) {
     match target {
         Some(s) => s.push_str(piece),
         None => *target = Some(piece.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::decoded_size;
+
+    #[test]
+    fn attachment_sizes_are_decoded_sizes() {
+        // 70 bytes are 96 base64 characters (with padding).
+        let b64 = format!("{}AA==", "A".repeat(92));
+        assert_eq!(b64.len(), 96);
+        assert_eq!(decoded_size(&b64), 70);
+        assert_eq!(decoded_size("aGk="), 2);
+        assert_eq!(decoded_size("data:image/png;base64,aGVsbG8="), 5);
+        assert_eq!(decoded_size("data:text/plain,hello"), 5);
+        assert_eq!(decoded_size(""), 0);
     }
 }

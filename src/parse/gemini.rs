@@ -4,8 +4,8 @@
 //! `GenerateContentResponse` whose usage is a running total, so the last wins.
 
 use super::common::{
-    append, error_from_object, mark_content, note, params_except, str_at, sum_present, u64_at,
-    value_text, Texts,
+    append, decoded_size, error_from_object, mark_content, note, params_except, str_at,
+    sum_present, u64_at, value_text, Texts,
 };
 use super::Accumulator;
 use crate::record::{Message, ParsedExchange, RequestView, ToolCall, Usage};
@@ -101,7 +101,7 @@ pub fn parse_request(req: &Value, view: &mut RequestView) {
                 msg.attachments.push(json!({
                     "type": "inline_data",
                     "media_type": field(d, "mimeType", "mime_type").and_then(Value::as_str),
-                    "size": str_at(d, "data").map(str::len),
+                    "size": str_at(d, "data").map(decoded_size),
                 }));
             } else if let Some(d) = field(p, "fileData", "file_data") {
                 msg.attachments.push(json!({

@@ -7,8 +7,8 @@
 //! comment lines and error chunks inside a 200 stream.
 
 use super::common::{
-    append, error_from_body, error_from_object, event_json, mark_content, note, params_except,
-    str_at, sum_present, u64_at, url_attachment, value_text, Texts,
+    append, decoded_size, error_from_body, error_from_object, event_json, mark_content, note,
+    params_except, str_at, sum_present, u64_at, url_attachment, value_text, Texts,
 };
 use super::Accumulator;
 use crate::record::{Message, ParsedExchange, RequestView, ToolCall, Usage};
@@ -68,7 +68,7 @@ fn content_text(content: Option<&Value>, attachments: &mut Vec<Value>) -> Option
                         attachments.push(json!({
                             "type": "audio",
                             "format": str_at(audio, "format"),
-                            "size": str_at(audio, "data").map(str::len),
+                            "size": str_at(audio, "data").map(decoded_size),
                         }));
                     }
                     "file" => {
@@ -81,7 +81,7 @@ fn content_text(content: Option<&Value>, attachments: &mut Vec<Value>) -> Option
                         if let (Some(data), Some(obj)) =
                             (str_at(file, "file_data"), summary.as_object_mut())
                         {
-                            obj.insert("size".into(), json!(data.len()));
+                            obj.insert("size".into(), json!(decoded_size(data)));
                         }
                         attachments.push(summary);
                     }

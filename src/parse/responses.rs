@@ -3,8 +3,8 @@
 //! `response.completed` / `response.failed` / `response.incomplete` event.
 
 use super::common::{
-    append, error_from_object, event_json, mark_content, note, params_except, str_at, value_text,
-    Texts,
+    append, decoded_size, error_from_object, event_json, mark_content, note, params_except, str_at,
+    value_text, Texts,
 };
 use super::openai;
 use super::Accumulator;
@@ -35,7 +35,7 @@ fn content_text(content: Option<&Value>, attachments: &mut Vec<Value>) -> Option
                         "filename": str_at(part, "filename"),
                         "file_id": str_at(part, "file_id"),
                         "url": str_at(part, "file_url"),
-                        "size": str_at(part, "file_data").map(str::len),
+                        "size": str_at(part, "file_data").map(decoded_size),
                     })),
                     other => attachments.push(json!({ "type": other })),
                 }

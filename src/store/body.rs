@@ -31,8 +31,9 @@ const PIECE_KEYS: &[&str] = &[
 ];
 /// Other top-level values at least this large get a chunk of their own.
 const PIECE_MIN: usize = 512;
-/// Shorter base64 strings are left inline (not worth a blob).
-const MIN_BLOB_B64: usize = 64;
+/// The shortest base64 payload mirrored: one 4-character group. Small attachments
+/// are mirrored too, so every attachment a message lists can be downloaded.
+const MIN_BLOB_B64: usize = 4;
 const URL_KEYS: &[&str] = &[
     "image_url",
     "file_url",

@@ -131,6 +131,11 @@ impl Keyring {
         Keyring::from_text(&text)
     }
 
+    /// Every key's id, the current one first (for error messages; never key material).
+    pub fn ids(&self) -> Vec<String> {
+        self.keys.iter().map(|k| hex(&k.id)).collect()
+    }
+
     /// The current key's id, as stored beside each sealed value.
     pub fn current_id(&self) -> String {
         hex(&self.keys[0].id)

@@ -256,6 +256,25 @@ impl RollupCell {
         }
     }
 
+    /// Takes `other` (deleted records) out of this cell, never below zero.
+    pub fn subtract(&mut self, other: &RollupCell) {
+        self.calls = self.calls.saturating_sub(other.calls);
+        self.errors = self.errors.saturating_sub(other.errors);
+        self.invocations = self.invocations.saturating_sub(other.invocations);
+        self.cost_pusd = self.cost_pusd.saturating_sub(other.cost_pusd);
+        self.input_tokens = self.input_tokens.saturating_sub(other.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_sub(other.output_tokens);
+        self.latency_sum_us = self.latency_sum_us.saturating_sub(other.latency_sum_us);
+        for (a, b) in self.hist.iter_mut().zip(&other.hist) {
+            *a = a.saturating_sub(*b);
+        }
+    }
+
+    /// Nothing left counted (a cell every record of which was deleted).
+    pub fn is_empty(&self) -> bool {
+        self.calls == 0 && self.invocations == 0
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(56 + self.hist.len() * 8);
         for n in [
@@ -339,7 +358,11 @@ pub struct SessionSummary {
     pub calls: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// `cost_pusd` as USD, for display.
     pub cost_usd: f64,
+    /// The exact sum of the calls' costs in picodollars (as for calls and runs).
+    #[serde(default)]
+    pub cost_pusd: u64,
     pub first_at: String,
     pub first_at_us: u64,
     pub last_at: String,

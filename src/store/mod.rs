@@ -78,6 +78,9 @@ use tokio::sync::broadcast;
 use writes::Writes;
 
 const SCHEMA_VERSION: &[u8] = b"1";
+/// `meta` key of a value sealed with the store's key, checked at open.
+const META_KEY_CHECK: &[u8] = b"key_check";
+const KEY_CHECK_TEXT: &[u8] = b"llmtap key check v1";
 
 /// sled's log segment size. Measured with `llmtap dev storage-bench`: sled cleans a
 /// segment only once half of it is dead, and with its default 512 KiB segments the
@@ -112,6 +115,12 @@ pub enum StoreError {
     Corrupt { key: String, reason: String },
     #[error("the store holds encrypted content: set [store] encryption_key_file or LLMTAP_ENCRYPTION_KEY")]
     KeyRequired,
+    #[error("the encryption key cannot open the content of the store in {dir} (it was sealed with key id {sealed_with}, this keyring has {have}): use the key the store was written with; to rotate, list the new key first and keep the old one after it")]
+    WrongKey {
+        dir: String,
+        sealed_with: String,
+        have: String,
+    },
     #[error(transparent)]
     Crypto(#[from] crypto::CryptoError),
     #[error("attachment files: {0}")]
@@ -192,6 +201,11 @@ pub struct Store {
     inv_facets: Arc<facet_cache::FacetCache>,
     stats: Arc<StoreStats>,
     options: Arc<StoreOptions>,
+    /// Held by whoever read-modify-writes the counters and rollups (`idx_counts`,
+    /// `rollup`, `rollup_all`): the writer and the retention sweeper run on two
+    /// threads, and sled has no atomic add, so each update is read and written
+    /// under this lock or one of them would be lost.
+    counters: Arc<std::sync::Mutex<()>>,
 }
 
 fn round_key(invocation_id: &str, round: u32, call_id: &str) -> Vec<u8> {
@@ -344,6 +358,7 @@ impl Store {
             inv_facets: Arc::new(facet_cache::FacetCache::new(true)),
             stats: Arc::new(StoreStats::default()),
             options: Arc::new(options),
+            counters: Arc::default(),
             meta: meta.clone(),
             db,
         };
@@ -362,8 +377,45 @@ impl Store {
             }
             meta.insert("index_v3", b"1")?;
         }
+        store.check_keyring(&shown)?;
         store.load_facet_caches()?;
         Ok(store)
+    }
+
+    /// Refuses a keyring that cannot open what the store holds, before any traffic is
+    /// recorded: a sealed check value in `meta` (`key_check`), or, in stores written
+    /// before it existed, the first manifest. The check value is written with the
+    /// current key when the store has none yet.
+    fn check_keyring(&self, dir: &str) -> Result<(), StoreError> {
+        let Some(keys) = self.options.keys.as_deref() else {
+            return Ok(());
+        };
+        let wrong = |sealed: &[u8]| StoreError::WrongKey {
+            dir: dir.to_string(),
+            sealed_with: sealed
+                .get(..4)
+                .map_or_else(|| "unknown".into(), crypto::hex),
+            have: keys.ids().join(", "),
+        };
+        if let Some(sealed) = self.meta.get(META_KEY_CHECK)? {
+            return match keys.open(&sealed) {
+                Ok(plain) if plain == KEY_CHECK_TEXT => Ok(()),
+                _ => Err(wrong(&sealed)),
+            };
+        }
+        if let Some(entry) = self.call_content.iter().next() {
+            let (id, stored) = entry?;
+            match self.content.codec.open(&id, &stored) {
+                Ok(_) => {}
+                Err(StoreError::Crypto(_)) => {
+                    return Err(wrong(stored.get(1..).unwrap_or_default()));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.meta
+            .insert(META_KEY_CHECK, keys.seal(KEY_CHECK_TEXT)?)?;
+        Ok(())
     }
 
     /// Bytes the facet caches hold (bitmaps and values), for calls and invocations.
@@ -715,6 +767,9 @@ impl Store {
                 serde_json::to_vec(state).map_err(StoreError::Encode)?,
             );
         }
+        // Counters and rollups are read and written under the counter lock (the
+        // sweeper updates them too), until they are applied below.
+        let counters_guard = self.lock_counters();
         let mut count_batch = Writes::default();
         for (key, delta) in counts {
             if delta == 0 {
@@ -756,6 +811,7 @@ impl Store {
         count_batch.apply_to(&self.idx_counts)?;
         bucket_batch.apply_to(&self.rollup)?;
         all_batch.apply_to(&self.rollup_all)?;
+        drop(counters_guard);
         session_batch.apply_to(&self.sessions)?;
         session_list_batch.apply_to(&self.session_list)?;
         limit_batch.apply_to(&self.ratelimits)?;
@@ -846,12 +902,43 @@ impl Store {
     }
 
     /// Removes the derived entries of a call being deleted (retention, `delete_call`):
-    /// its summary, text and index entries, with their counters. Rollups and
-    /// rate-limit history are aggregates over time and are kept.
+    /// its summary, text and index entries, with their counters. Rollups are taken
+    /// down by the sweeper (`subtract_rollups`); rate-limit history is kept.
     pub fn unindex_call(&self, call: &CallRecord) -> Result<(), StoreError> {
         let id = call.id.as_bytes();
         self.unindex(b'c', id)?;
         self.call_text.remove(id)?;
+        Ok(())
+    }
+
+    fn lock_counters(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.counters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes deleted records out of the rollups (`/summary`, `/agents`): per bucket
+    /// and all time, under the counter lock; a cell left empty is removed.
+    pub(super) fn subtract_rollups(
+        &self,
+        buckets: HashMap<Vec<u8>, RollupCell>,
+        all_time: HashMap<Vec<u8>, RollupCell>,
+    ) -> Result<(), StoreError> {
+        let _guard = self.lock_counters();
+        for (tree, cells) in [(&self.rollup, buckets), (&self.rollup_all, all_time)] {
+            let mut batch = Writes::default();
+            for (key, cell) in cells {
+                let Some(stored) = tree.get(&key)? else {
+                    continue;
+                };
+                let mut stored = RollupCell::decode(&stored);
+                stored.subtract(&cell);
+                if stored.is_empty() {
+                    batch.remove(key);
+                } else {
+                    batch.insert(key, stored.encode());
+                }
+            }
+            batch.apply_to(tree)?;
+        }
         Ok(())
     }
 
@@ -879,6 +966,7 @@ impl Store {
         }
         cache.forget(view.time_us, id, &pairs);
         let counters = entries.into_iter().map(|(_, count)| count);
+        let _guard = self.lock_counters();
         for count in counters.chain(index::pair_counts(kind, &pairs)) {
             let now = self.idx_counts.get(&count)?.map_or(0, |v| be_u64(&v));
             self.idx_counts
@@ -1021,7 +1109,16 @@ fn update_session(s: &mut SessionSummary, call: &CallRecord, with_subject: bool)
     s.calls += 1;
     s.input_tokens += call.usage.input_tokens.unwrap_or(0);
     s.output_tokens += call.usage.output_tokens.unwrap_or(0);
-    s.cost_usd += call.cost_usd.unwrap_or(0.0);
+    // Integer picodollars, so the sum never drifts; sessions stored before
+    // `cost_pusd` existed start from their float total.
+    if s.cost_pusd == 0 && s.cost_usd > 0.0 {
+        s.cost_pusd = (s.cost_usd * 1e12).round() as u64;
+    }
+    s.cost_pusd += match call.cost.as_ref().filter(|c| c.priced) {
+        Some(cost) => cost.total_pusd,
+        None => call.cost_usd.map_or(0, |usd| (usd * 1e12).round() as u64),
+    };
+    s.cost_usd = s.cost_pusd as f64 / 1e12;
     if with_subject && (call.started_at_us <= s.first_at_us || s.subject.is_none()) {
         if let Some(subject) = index::subject_of(call) {
             if call.started_at_us <= s.first_at_us || s.subject.is_none() {

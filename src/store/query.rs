@@ -158,9 +158,11 @@ impl Store {
             });
         }
         // Counters give exact totals (one index, or a pair of them), unless ORed values
-        // can share a record (an invocation has several models and providers).
+        // can share a record (an invocation has several models and providers; a call
+        // has its requested and its response model).
         let single_valued = |(t, values): &(u8, Vec<Vec<u8>>)| {
-            values.len() == 1 || kind == Kind::Calls || !matches!(*t, tag::MODEL | tag::PROVIDER)
+            values.len() == 1
+                || !(*t == tag::MODEL || (*t == tag::PROVIDER && kind == Kind::Invocations))
         };
         let countable = !residual && conjuncts.iter().all(single_valued);
         let exact = countable && timeless;

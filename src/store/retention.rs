@@ -1,7 +1,7 @@
 //! Retention and the storage background thread.
 //!
-//! `retention_days` deletes calls (with their round and index entries) and
-//! invocations older than that; `body_retention_days` drops only the content of
+//! `retention_days` deletes calls (with their round and index entries, and what
+//! they added to the rollups) and invocations older than that; `body_retention_days` drops only the content of
 //! calls older than that and keeps their metadata and cost. Content pieces go when
 //! their last reference does (refcounts, see `content.rs`), so an attachment or a
 //! prompt still used by a surviving call is never deleted.
@@ -14,9 +14,11 @@
 //! everything keyed by it. Index trees keyed by call add their removals to
 //! `Store::unindex_call` (in `mod.rs`), which every deletion path calls.
 
+use super::index::{self, RollupCell};
 use super::writes::Writes;
 use super::{Store, StoreError};
 use crate::record::{CallRecord, InvocationRecord};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,10 +51,20 @@ impl Store {
     fn delete_calls(&self, ids: &[String], report: &mut SweepReport) -> Result<u64, StoreError> {
         let mut txn = self.content.txn();
         let mut deleted = 0;
+        let mut buckets: HashMap<Vec<u8>, RollupCell> = HashMap::new();
+        let mut all_time: HashMap<Vec<u8>, RollupCell> = HashMap::new();
         for id in ids {
             let Some(call) = self.get_call_meta(id)? else {
                 continue;
             };
+            let m = &call.metadata;
+            for scope in index::scopes(m.tenant.as_deref(), m.agent.as_deref()) {
+                buckets
+                    .entry(index::bucket_key(&scope, call.started_at_us))
+                    .or_default()
+                    .add_call(&call, false);
+                all_time.entry(scope).or_default().add_call(&call, true);
+            }
             let manifest = self.manifest(id)?;
             // The call goes before its content references (see content.rs).
             self.unindex_call(&call)?;
@@ -66,6 +78,8 @@ impl Store {
             deleted += 1;
         }
         let freed = txn.commit()?;
+        // The calls are gone: so is what they added to /summary and /agents.
+        self.subtract_rollups(buckets, all_time)?;
         report.calls_deleted += deleted;
         report.chunks_freed += freed.chunks;
         report.blobs_freed += freed.blobs;
@@ -205,6 +219,8 @@ impl Store {
     fn delete_invocations(&self, keys: &[sled::IVec]) -> Result<u64, StoreError> {
         let mut batch = Writes::default();
         let mut n = 0;
+        let mut buckets: HashMap<Vec<u8>, RollupCell> = HashMap::new();
+        let mut all_time: HashMap<Vec<u8>, RollupCell> = HashMap::new();
         for key in keys {
             // An invocation with a call left (a late round) keeps its rollup.
             let mut prefix = key.to_vec();
@@ -212,11 +228,23 @@ impl Store {
             if self.inv_rounds.scan_prefix(&prefix).next().is_some() {
                 continue;
             }
+            if let Some(value) = self.invocations.get(key)? {
+                let inv: InvocationRecord = super::decode(key, &value)?;
+                // The scopes and bucket the writer counted it in when it was new.
+                for scope in index::scopes(inv.tenant.as_deref(), inv.agent.as_deref()) {
+                    buckets
+                        .entry(index::bucket_key(&scope, inv.started_at_us))
+                        .or_default()
+                        .invocations += 1;
+                    all_time.entry(scope).or_default().invocations += 1;
+                }
+            }
             // The record goes first, then what is derived from it (as for calls).
             batch.remove(key.clone());
             n += 1;
         }
         batch.apply_to(&self.invocations)?;
+        self.subtract_rollups(buckets, all_time)?;
         for key in keys {
             if self.invocations.get(key)?.is_none() {
                 self.unindex_invocation(key)?;

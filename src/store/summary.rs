@@ -26,6 +26,8 @@ pub mod tag {
     pub const KEY: u8 = b'k';
     pub const KIND: u8 = b'd';
     pub const PROPERTY: u8 = b'P';
+    /// Not indexed: the `x-llmtap-task-id` of a call or run.
+    pub const TASK: u8 = b'x';
     /// Index only (never in a header): `1` when the record has a session, else `0`,
     /// so `has_session` joins like any indexed filter.
     pub const HAS_SESSION: u8 = b'h';
@@ -48,7 +50,11 @@ pub struct CallSummary {
     pub ttft_ms: Option<f64>,
     pub provider: String,
     pub kind: String,
+    /// The model the request asked for (the response's when the request named none).
     pub model: Option<String>,
+    /// The model the provider says answered (often a dated name of `model`).
+    #[serde(default)]
+    pub response_model: Option<String>,
     pub status: Option<CallStatus>,
     pub http_status: Option<u16>,
     pub stream: bool,
@@ -89,8 +95,14 @@ pub struct InvocationSummary {
     pub user_id: Option<String>,
     pub session_id: Option<String>,
     pub prompt: Option<String>,
+    #[serde(default)]
+    pub task_id: Option<String>,
     pub providers: Vec<String>,
+    /// The models the run's requests asked for, in order of first use.
     pub models: Vec<String>,
+    /// The models the provider says answered.
+    #[serde(default)]
+    pub response_models: Vec<String>,
     /// The first model, for tables with one model column.
     pub model: Option<String>,
     pub status: Option<CallStatus>,
@@ -127,7 +139,8 @@ impl CallSummary {
             ttft_ms: call.ttft_ms,
             provider: call.provider.clone(),
             kind: call.kind.clone(),
-            model: call.response_model.clone().or_else(|| call.model.clone()),
+            model: call.model.clone().or_else(|| call.response_model.clone()),
+            response_model: call.response_model.clone(),
             status: call.status,
             http_status: call.http_status,
             stream: call.stream,
@@ -159,7 +172,10 @@ impl CallSummary {
         let mut pairs = Vec::with_capacity(12);
         push(&mut pairs, tag::AGENT, &self.agent);
         pairs.push((tag::PROVIDER, self.provider.clone()));
+        // Requested model first (what grouping uses), then the answering one, so a
+        // model filter matches either.
         push(&mut pairs, tag::MODEL, &self.model);
+        push(&mut pairs, tag::MODEL, &self.response_model);
         push(
             &mut pairs,
             tag::STATUS,
@@ -171,6 +187,7 @@ impl CallSummary {
         push(&mut pairs, tag::TRIGGER, &self.trigger);
         push(&mut pairs, tag::PROMPT, &self.prompt);
         push(&mut pairs, tag::KEY, &self.api_key_fingerprint);
+        push(&mut pairs, tag::TASK, &self.task_id);
         pairs.push((tag::KIND, self.kind.clone()));
         for (k, v) in &self.properties {
             pairs.push((tag::PROPERTY, format!("{k}\x1f{v}")));
@@ -205,8 +222,10 @@ impl InvocationSummary {
             user_id: inv.user_id.clone(),
             session_id: inv.session_id.clone(),
             prompt,
+            task_id: inv.task_id.clone(),
             providers: inv.providers.clone(),
             models: inv.models.clone(),
+            response_models: inv.response_models.clone(),
             model: inv.models.first().cloned(),
             status: inv.status,
             rounds: inv.rounds,
@@ -223,7 +242,7 @@ impl InvocationSummary {
         for p in &self.providers {
             pairs.push((tag::PROVIDER, p.clone()));
         }
-        for m in &self.models {
+        for m in self.models.iter().chain(&self.response_models) {
             pairs.push((tag::MODEL, m.clone()));
         }
         push(
@@ -236,6 +255,7 @@ impl InvocationSummary {
         push(&mut pairs, tag::SESSION, &self.session_id);
         push(&mut pairs, tag::TRIGGER, &self.trigger);
         push(&mut pairs, tag::PROMPT, &self.prompt);
+        push(&mut pairs, tag::TASK, &self.task_id);
         for (k, v) in &self.properties {
             pairs.push((tag::PROPERTY, format!("{k}\x1f{v}")));
         }

@@ -1058,3 +1058,135 @@ async fn proxied_calls_appear_in_lists() {
     assert_eq!(ids(&list), vec![got.call_id()]);
     running.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn model_filter_matches_requested_or_answered_and_groups_by_requested() {
+    let (running, _dir) = start("").await;
+    let mut answered = call("m-1", 1, T0, "bot", "t", CallStatus::Success);
+    answered.model = Some("gpt-4o".into());
+    answered.response_model = Some("gpt-4o-2024-08-06".into());
+    let mut failed = call("m-2", 1, T0 + 1_000, "bot", "t", CallStatus::Failed);
+    failed.model = Some("gpt-4o".into());
+    failed.response_model = None;
+    let mut other = call("m-3", 1, T0 + 2_000, "bot", "t", CallStatus::Success);
+    other.model = Some("gpt-4o-mini".into());
+    other.response_model = Some("gpt-4o-mini-2024-07-18".into());
+    write(&running, &[answered.clone(), failed.clone(), other]);
+    let total = |v: &Value| v["total"].as_u64().unwrap();
+    let page = ok_json(&running, "/api/v1/calls?model=gpt-4o").await;
+    assert_eq!(ids(&page), vec![failed.id.clone(), answered.id.clone()]);
+    assert_eq!(total(&page), 2);
+    let dated = ok_json(&running, "/api/v1/calls?model=gpt-4o-2024-08-06").await;
+    assert_eq!(ids(&dated), vec![answered.id.clone()]);
+    assert_eq!(total(&dated), 1);
+    // Both names of one call ORed: the call counts once.
+    let both = ok_json(&running, "/api/v1/calls?model=gpt-4o,gpt-4o-2024-08-06").await;
+    assert_eq!(total(&both), 2);
+    assert_eq!(both["count"], 2);
+    // With a second filter (the facet-cache path) too.
+    let paired = ok_json(
+        &running,
+        "/api/v1/calls?model=gpt-4o&agent=bot&status=success",
+    )
+    .await;
+    assert_eq!(ids(&paired), vec![answered.id.clone()]);
+    assert_eq!(total(&paired), 1);
+    // Lists show both names.
+    let item = &dated["items"][0];
+    assert_eq!(item["model"], "gpt-4o");
+    assert_eq!(item["response_model"], "gpt-4o-2024-08-06");
+    // Grouping by what was requested: one group, one success of two.
+    let stats = ok_json(&running, "/api/v1/stats?group_by=model&model=gpt-4o").await;
+    let groups = stats["items"].as_array().unwrap();
+    assert_eq!(groups.len(), 1, "{stats}");
+    assert_eq!(groups[0]["group"], "gpt-4o");
+    assert_eq!(groups[0]["calls"], 2);
+    assert_eq!(groups[0]["success_rate"], 0.5);
+    // Invocations: filter on either name, show both.
+    let runs = ok_json(&running, "/api/v1/invocations?model=gpt-4o-2024-08-06").await;
+    assert_eq!(total(&runs), 1);
+    assert_eq!(runs["items"][0]["models"], serde_json::json!(["gpt-4o"]));
+    assert_eq!(
+        runs["items"][0]["response_models"],
+        serde_json::json!(["gpt-4o-2024-08-06"])
+    );
+    let runs = ok_json(&running, "/api/v1/invocations?model=gpt-4o").await;
+    assert_eq!(total(&runs), 2);
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn session_costs_are_exact_picodollar_sums() {
+    let (running, _dir) = start("").await;
+    // Three costs whose float sum drifts: 0.001 + 0.00101 + 0.00104 = 0.0030499999999999998.
+    let calls: Vec<CallRecord> = [1_000_000_000u64, 1_010_000_000, 1_040_000_000]
+        .iter()
+        .enumerate()
+        .map(|(i, pusd)| {
+            let mut c = synthetic_call(
+                "sess-run",
+                i as u32 + 1,
+                T0 + i as u64 * 1000,
+                "bot",
+                "t",
+                Some("chat-cost"),
+                0,
+                CallStatus::Success,
+                10,
+                1,
+            );
+            let cost = c.cost.as_mut().unwrap();
+            cost.priced = true;
+            cost.total_pusd = *pusd;
+            cost.total_usd = Some(*pusd as f64 / 1e12);
+            c.cost_usd = cost.total_usd;
+            c
+        })
+        .collect();
+    for c in &calls {
+        write(&running, std::slice::from_ref(c));
+    }
+    let s = ok_json(&running, "/api/v1/sessions/chat-cost").await;
+    assert_eq!(s["cost_pusd"], 3_050_000_000u64, "{s}");
+    assert_eq!(s["cost_usd"].as_f64(), Some(0.00305), "{s}");
+    let list = ok_json(&running, "/api/v1/sessions").await;
+    assert_eq!(list["items"][0]["cost_usd"].as_f64(), Some(0.00305));
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn audit_entries_record_the_query_string_as_sent() {
+    let (running, _dir) = start("").await;
+    let mut c = call("audit-run", 1, T0, "bot", "t", CallStatus::Success);
+    c.request_body = Some("{\"model\":\"m\"}".into());
+    write(&running, std::slice::from_ref(&c));
+    for path in [
+        "/api/v1/calls?q=tokio&agent=bot".to_string(),
+        "/api/v1/calls.csv?agent=bot".to_string(),
+        format!("/api/v1/calls/{}/raw?part=request", c.id),
+    ] {
+        let got = get(&running, &path, None).await;
+        assert_eq!(
+            got.status,
+            200,
+            "{path}: {}",
+            String::from_utf8_lossy(&got.body)
+        );
+    }
+    let log = ok_json(&running, "/api/v1/audit").await;
+    let mut paths: Vec<String> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap().to_string())
+        .collect();
+    paths.sort();
+    let mut expected = vec![
+        "/api/v1/calls.csv?agent=bot".to_string(),
+        "/api/v1/calls?q=tokio&agent=bot".to_string(),
+        format!("/api/v1/calls/{}/raw?part=request", c.id),
+    ];
+    expected.sort();
+    assert_eq!(paths, expected);
+    running.shutdown().await.unwrap();
+}

@@ -323,6 +323,68 @@ async fn every_status_is_recorded() {
 }
 
 #[tokio::test]
+async fn empty_bodied_responses_keep_their_status() {
+    // OpenRouter's bare 429, a 204 and an empty 500 all come with content-length: 0.
+    let (_mock, running, _dir) = setup(
+        |req| {
+            let status = req
+                .path_and_query
+                .rsplit('/')
+                .next()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(200);
+            let mut r = MockResponse {
+                status,
+                headers: vec![],
+                steps: vec![],
+                delay_head: Duration::ZERO,
+            };
+            if status != 204 {
+                r = r.header("content-length", "0");
+            }
+            if status == 429 {
+                r = r.header("retry-after", "7");
+            }
+            r
+        },
+        "",
+    )
+    .await;
+    for (code, status) in [
+        (429, CallStatus::RateLimited),
+        (204, CallStatus::Success),
+        (500, CallStatus::Failed),
+    ] {
+        let got = post_json(
+            running.proxy_addr,
+            &format!("/mock/v1/{code}"),
+            &[],
+            CHAT_BODY,
+        )
+        .await;
+        assert_eq!(got.status, code);
+        assert!(got.body.is_empty());
+        let call = wait_call(&running, &got.call_id()).await;
+        assert_eq!(call.status, Some(status), "HTTP {code}");
+        assert_eq!(call.http_status, Some(code));
+        let error_type = call.error.as_ref().and_then(|e| e.error_type.as_deref());
+        assert_ne!(error_type, Some("canceled"), "HTTP {code}");
+        let api = api_get(&running, &format!("/api/v1/calls/{}", call.id)).await;
+        let hint = api.json()["hint"].as_str().map(str::to_string);
+        assert!(
+            !hint.as_deref().unwrap_or("").contains("went away"),
+            "HTTP {code}: {hint:?}"
+        );
+    }
+    // The bare 429 counts in the rate-limit views.
+    let limited = api_get(&running, "/api/v1/calls?status=rate_limited").await;
+    assert_eq!(limited.json()["total"], 1);
+    let rl = api_get(&running, "/api/v1/ratelimits").await.json();
+    assert_eq!(rl["items"][0]["rate_limited_1h"], 1, "{rl}");
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn unreachable_upstream_is_a_recorded_502() {
     // Bind then drop: nothing listens on this port.
     let port = {
@@ -348,6 +410,20 @@ async fn unreachable_upstream_is_a_recorded_502() {
     assert_eq!(call.status, Some(CallStatus::Failed));
     assert_eq!(call.http_status, Some(502));
     assert_eq!(call.request_body.as_deref(), Some(CHAT_BODY));
+    // The record names what the client got, and the hint says who answered.
+    let error = call.error.clone().unwrap();
+    assert_eq!(error.error_type.as_deref(), Some("upstream_unreachable"));
+    let hint = api_get(&running, &format!("/api/v1/calls/{}", call.id))
+        .await
+        .json()["hint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        hint.starts_with("dead could not be reached; llmtap answered HTTP 502"),
+        "{hint}"
+    );
+    assert!(!hint.contains("dead answered"), "{hint}");
     running.shutdown().await.unwrap();
 }
 
@@ -731,5 +807,191 @@ async fn captures_are_capped_but_forwarding_is_not() {
     assert_eq!(call.request_bytes, request_body.len() as u64);
     assert_eq!(call.response_body.unwrap().len(), 100_000);
     assert_eq!(call.request_body.unwrap().len(), 100_000);
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn tool_http_calls_sit_between_rounds_without_being_rounds() {
+    const TOOL_ROUND: &str = r#"{"id":"x","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"lookup","arguments":"{\"id\":1}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}"#;
+    let mock = MockUpstream::start(|req| {
+        if req.path_and_query.starts_with("/lookup") {
+            let mut r = MockResponse::json(200, r#"{"found":true}"#);
+            r.delay_head = Duration::from_millis(30);
+            r
+        } else if String::from_utf8_lossy(&req.body).contains("call_1") {
+            MockResponse::json(200, CHAT_RESPONSE)
+        } else {
+            MockResponse::json(200, TOOL_ROUND)
+        }
+    })
+    .await;
+    let dir = TempDir::new("toolhttp");
+    let toml = format!(
+        "{}{}",
+        provider_toml("mock", "openai", &mock.url()),
+        provider_toml("tool", "http", &mock.url())
+    );
+    let running = start_llmtap(test_config(dir.path(), &toml)).await;
+    let run = [("x-llmtap-invocation-id", "run-tool")];
+    let r1 = post_json(
+        running.proxy_addr,
+        "/mock/v1/chat/completions",
+        &run,
+        CHAT_BODY,
+    )
+    .await;
+    let tool = send(running.proxy_addr, "GET", "/tool/lookup?id=1", &run, "").await;
+    assert_eq!(tool.status, 200);
+    let second = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"lookup","arguments":"{\"id\":1}"}}]},{"role":"tool","tool_call_id":"call_1","content":"{\"found\":true}"}]}"#;
+    let r2 = post_json(
+        running.proxy_addr,
+        "/mock/v1/chat/completions",
+        &run,
+        second,
+    )
+    .await;
+    for (id, round) in [(r1.call_id(), 1), (tool.call_id(), 0), (r2.call_id(), 2)] {
+        assert_eq!(wait_call(&running, &id).await.round, round);
+    }
+    let inv = wait_invocation(&running, "run-tool", 2).await;
+    assert_eq!(inv.rounds, 2);
+    assert_eq!(inv.status, Some(CallStatus::Success));
+    let v = api_get(&running, "/api/v1/invocations/run-tool")
+        .await
+        .json();
+    let rounds: Vec<u64> = v["rounds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["round"].as_u64().unwrap())
+        .collect();
+    assert_eq!(rounds, vec![1, 2], "{v}");
+    let joined = &v["rounds"][0]["tool_calls"][0];
+    assert_eq!(joined["name"], "lookup");
+    assert_eq!(joined["result_round"], 2);
+    assert_eq!(joined["result_call_id"], r2.call_id());
+    assert_eq!(joined["result"], "{\"found\":true}");
+    assert!(joined["duration_ms"].as_f64().unwrap() >= 30.0, "{joined}");
+    assert_eq!(joined["http_call_ids"], serde_json::json!([tool.call_id()]));
+    let timeline: Vec<(String, String)> = v["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_string(),
+                e["call_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        timeline,
+        vec![
+            ("llm".to_string(), r1.call_id()),
+            ("http".to_string(), tool.call_id()),
+            ("llm".to_string(), r2.call_id()),
+        ]
+    );
+    assert_eq!(v["timeline"][1]["after_round"], 1);
+    assert_eq!(v["timeline"][1]["round"], serde_json::Value::Null);
+    assert!(v["timeline"][1]["duration_ms"].as_f64().unwrap() >= 30.0);
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stream_without_a_content_token_has_no_ttft() {
+    let (_mock, running, _dir) = setup(
+        |req| {
+            let mut r = MockResponse::sse(
+                &["data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"}}]}\n\n"],
+                Duration::ZERO,
+            );
+            if req.path_and_query.contains("stall") {
+                // Stalls after the role chunk: the idle timeout ends it.
+                r.steps.push(Step::Sleep(Duration::from_secs(5)));
+            } else {
+                r.steps.push(Step::Sleep(Duration::from_millis(50)));
+                r.steps.push(Step::Data(Bytes::from_static(
+                    b"data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\ndata: [DONE]\n\n",
+                )));
+            }
+            r
+        },
+        "idle_timeout_ms = 300\n[capture]\ninject_include_usage = false",
+    )
+    .await;
+    let body =
+        r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+    let stalled = post_json(
+        running.proxy_addr,
+        "/mock/v1/stall/chat/completions",
+        &[],
+        body,
+    )
+    .await;
+    let call = wait_call(&running, &stalled.call_id()).await;
+    assert_eq!(call.status, Some(CallStatus::Timeout));
+    assert!(call.stream);
+    assert!(call.first_byte_ms.is_some());
+    assert_eq!(call.ttft_ms, None, "no content token, no ttft");
+    // Control: a content token 50 ms after the first byte is the ttft.
+    let fine = post_json(running.proxy_addr, "/mock/v1/chat/completions", &[], body).await;
+    let call = wait_call(&running, &fine.call_id()).await;
+    assert_eq!(call.status, Some(CallStatus::Success));
+    let ttft = call.ttft_ms.unwrap();
+    assert!(ttft >= call.first_byte_ms.unwrap() + 40.0, "{ttft}");
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn task_ids_reach_the_run_and_filter_and_triggers_are_checked() {
+    let (_mock, running, _dir) = setup(|_| MockResponse::json(200, CHAT_RESPONSE), "").await;
+    let bad = post_json(
+        running.proxy_addr,
+        "/mock/v1/chat/completions",
+        &[("x-llmtap-trigger", "cron")],
+        CHAT_BODY,
+    )
+    .await;
+    assert_eq!(bad.status, 400);
+    let message = bad.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("x-llmtap-trigger") && message.contains("user, system, task"),
+        "{message}"
+    );
+    let mut ids = Vec::new();
+    for (run, task, trigger) in [("run-a", "T-1", "task"), ("run-b", "T-2", "user")] {
+        let got = post_json(
+            running.proxy_addr,
+            "/mock/v1/chat/completions",
+            &[
+                ("x-llmtap-invocation-id", run),
+                ("x-llmtap-task-id", task),
+                ("x-llmtap-trigger", trigger),
+            ],
+            CHAT_BODY,
+        )
+        .await;
+        assert_eq!(got.status, 200);
+        ids.push(got.call_id());
+    }
+    for id in &ids {
+        wait_call(&running, id).await;
+    }
+    let inv = wait_invocation(&running, "run-a", 1).await;
+    assert_eq!(inv.task_id.as_deref(), Some("T-1"));
+    let calls = api_get(&running, "/api/v1/calls?task=T-1").await.json();
+    assert_eq!(calls["total"], 1, "{calls}");
+    assert_eq!(calls["items"][0]["id"], ids[0].as_str());
+    assert_eq!(calls["items"][0]["task_id"], "T-1");
+    let runs = api_get(&running, "/api/v1/invocations?task=T-2")
+        .await
+        .json();
+    assert_eq!(runs["total"], 1, "{runs}");
+    assert_eq!(runs["items"][0]["id"], "run-b");
+    assert_eq!(runs["items"][0]["task_id"], "T-2");
+    let doc = api_get(&running, "/api/v1/openapi.json").await.json();
+    let params = doc["paths"]["/calls"]["get"]["parameters"].to_string();
+    assert!(params.contains("\"task\""), "{params}");
     running.shutdown().await.unwrap();
 }

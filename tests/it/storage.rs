@@ -652,6 +652,64 @@ async fn encrypted_store_does_not_reveal_prompts_on_disk() {
     );
 }
 
+const OTHER_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+#[test]
+fn a_wrong_encryption_key_is_refused_at_open() {
+    let dir = TempDir::new("wrong-key");
+    {
+        let store = open(dir.path(), keyed());
+        let c = call("c_1", "i_1", 1, 1_000, "{\"q\":\"secret\"}", "{}");
+        store.write_batch(&[c], &[inv("i_1", 1_000, 1)]).unwrap();
+        store.flush().unwrap();
+    }
+    let other = |text: &str| StoreOptions {
+        keys: Some(Arc::new(Keyring::from_text(text).unwrap())),
+        ..StoreOptions::default()
+    };
+    let refused = Store::open_with(dir.path(), other(OTHER_KEY));
+    let Err(e) = refused else {
+        panic!("a store sealed with another key opened");
+    };
+    let message = e.to_string();
+    assert!(message.contains("cannot open the content"), "{message}");
+    assert!(
+        !message.contains(KEY) && !message.contains(OTHER_KEY),
+        "{message}"
+    );
+    // A rotated keyring (new key first, the old one kept) opens and reads old content.
+    let store = open(dir.path(), other(&format!("{OTHER_KEY}\n{KEY}")));
+    let back = store.get_call("c_1").unwrap().unwrap();
+    assert_eq!(back.request_body.as_deref(), Some("{\"q\":\"secret\"}"));
+    drop(store);
+    // The right key still opens it.
+    drop(open(dir.path(), keyed()));
+}
+
+#[tokio::test]
+async fn llmtap_refuses_to_start_with_a_wrong_key() {
+    let dir = TempDir::new("wrong-key-serve");
+    let key_dir = TempDir::new("wrong-key-file");
+    let key_file = key_dir.path().join("key");
+    let extra = format!(
+        "[store]\nencryption_key_file = \"{}\"\n",
+        key_file.display()
+    );
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    // An empty store sealed nothing yet, but it records the key it is opened with.
+    let running = start_llmtap(test_config(dir.path(), &extra)).await;
+    running.shutdown().await.unwrap();
+    std::fs::write(&key_file, format!("{OTHER_KEY}\n")).unwrap();
+    let started = llmtap::server::start(test_config(dir.path(), &extra)).await;
+    let Err(e) = started else {
+        panic!("llmtap started with the wrong key");
+    };
+    assert!(
+        format!("{e:#}").contains("encryption key cannot open"),
+        "{e:#}"
+    );
+}
+
 #[tokio::test]
 async fn blobs_and_raw_bodies_are_served_by_the_api() {
     let response_body = r#"{"type":"message","content":[{"type":"text","text":"a cat"}]}"#;
@@ -780,4 +838,191 @@ fn a_store_created_without_page_compression_still_opens() {
     drop(old);
     let store = open(dir.path(), StoreOptions::default());
     assert_eq!(store.get_raw("c_1", true).unwrap().unwrap(), b"ok");
+}
+
+#[tokio::test]
+async fn retention_takes_deleted_records_out_of_summary_and_agents_even_after_a_restart() {
+    let dir = TempDir::new("retention-rollups");
+    let now = llmtap::timefmt::now_unix_us();
+    let extra = "[store]\nretention_days = 30\n";
+    let running = start_llmtap(test_config(dir.path(), extra)).await;
+    let mut calls = Vec::new();
+    let mut invs = Vec::new();
+    for i in 0..6u64 {
+        // Four old runs (one agent only has old ones), two recent.
+        let at = if i < 4 {
+            now - 40 * DAY_US + i
+        } else {
+            now - 60_000_000 + i
+        };
+        let agent = if i < 2 { "old-bot" } else { "bot" };
+        let mut c = call(&format!("c_{i}"), &format!("run-{i}"), 1, at, "{}", "{}");
+        c.id = llmtap::ids::new_id("c_", at);
+        c.metadata.agent = Some(agent.into());
+        c.status = Some(llmtap::record::CallStatus::Success);
+        c.latency_ms = 100.0;
+        invs.push(llmtap::record::roll_up(None, &c));
+        calls.push(c);
+    }
+    running.store.write_batch(&calls, &invs).unwrap();
+    let summary = api_get(&running, "/api/v1/summary").await.json();
+    assert_eq!(
+        (
+            summary["total_calls"].as_u64(),
+            summary["total_runs"].as_u64()
+        ),
+        (Some(6), Some(6))
+    );
+    let report = running.store.sweep(now).unwrap();
+    assert_eq!((report.calls_deleted, report.invocations_deleted), (4, 4));
+    let check = |summary: serde_json::Value, agents: serde_json::Value| {
+        assert_eq!(summary["total_calls"], 2, "{summary}");
+        assert_eq!(summary["total_runs"], 2, "{summary}");
+        let items = agents["items"].as_array().unwrap();
+        let names: Vec<&str> = items.iter().map(|a| a["agent"].as_str().unwrap()).collect();
+        assert_eq!(names, vec!["bot"], "{agents}");
+        assert_eq!(items[0]["calls"], 2);
+        assert_eq!(items[0]["invocations"], 2);
+    };
+    check(
+        api_get(&running, "/api/v1/summary").await.json(),
+        api_get(&running, "/api/v1/agents").await.json(),
+    );
+    running.shutdown().await.unwrap();
+    let running = start_llmtap(test_config(dir.path(), extra)).await;
+    check(
+        api_get(&running, "/api/v1/summary").await.json(),
+        api_get(&running, "/api/v1/agents").await.json(),
+    );
+    running.shutdown().await.unwrap();
+}
+
+#[test]
+fn counters_stay_exact_while_the_writer_and_the_sweeper_update_them_together() {
+    let dir = TempDir::new("counter-race");
+    let store = open(dir.path(), StoreOptions::default());
+    let (ids_tx, ids_rx) = std::sync::mpsc::channel::<String>();
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for batch in 0..300u64 {
+                let mut calls = Vec::new();
+                let mut invs = Vec::new();
+                for i in 0..4u64 {
+                    let at = 1_000_000 + batch * 10 + i;
+                    let mut c = call(
+                        &llmtap::ids::new_id("c_", at),
+                        &format!("r{batch}-{i}"),
+                        1,
+                        at,
+                        "{}",
+                        "{}",
+                    );
+                    c.metadata.agent = Some("racer".into());
+                    c.status = Some(llmtap::record::CallStatus::Success);
+                    invs.push(llmtap::record::roll_up(None, &c));
+                    calls.push(c);
+                }
+                store.write_batch(&calls, &invs).unwrap();
+                for c in calls {
+                    ids_tx.send(c.id).unwrap();
+                }
+            }
+        })
+    };
+    let sweeper = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let mut deleted = 0u64;
+            // Every other call, as soon as it is stored.
+            for (n, id) in ids_rx.iter().enumerate() {
+                if n % 2 == 0 {
+                    assert!(store.delete_call(&id).unwrap());
+                    deleted += 1;
+                }
+            }
+            deleted
+        })
+    };
+    writer.join().unwrap();
+    let deleted = sweeper.join().unwrap();
+    let left = 1200 - deleted;
+    assert_eq!(store.call_count() as u64, left);
+    let filter = llmtap::store::summary::Filter {
+        eq: vec![(llmtap::store::summary::tag::AGENT, vec!["racer".into()])],
+        ..Default::default()
+    };
+    let page = store
+        .list_calls(
+            &filter,
+            &llmtap::store::PageRequest {
+                limit: 1,
+                count_total: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(page.total, left, "the agent counter drifted");
+    assert_eq!(
+        store.rollup_total(b"*").unwrap().calls,
+        left,
+        "the rollup drifted"
+    );
+}
+
+#[tokio::test]
+async fn attachment_sizes_are_decoded_sizes_and_small_ones_are_mirrored() {
+    let mock = MockUpstream::start(|_| {
+        MockResponse::json(
+            200,
+            r#"{"type":"message","content":[{"type":"text","text":"ok"}]}"#,
+        )
+    })
+    .await;
+    let dir = TempDir::new("att-sizes");
+    let running = start_llmtap(test_config(
+        dir.path(),
+        &provider_toml("up", "anthropic", &mock.url()),
+    ))
+    .await;
+    // 70 bytes are 96 base64 characters; 10 bytes are 16, under the old 64-character floor.
+    let (large, small) = (noise(51, 70), noise(52, 10));
+    assert_eq!((b64(&large).len(), b64(&small).len()), (96, 16));
+    let body = serde_json::json!({
+        "model": "claude-sonnet-4-5", "max_tokens": 16,
+        "messages": [{"role": "user", "content": [
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": b64(&large)}},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/gif", "data": b64(&small)}},
+            {"type": "text", "text": "what are these?"},
+        ]}],
+    })
+    .to_string();
+    let got = post_json(running.proxy_addr, "/up/v1/messages", &[], &body).await;
+    let call = wait_call(&running, &got.call_id()).await;
+    let listed: Vec<u64> = call.request.as_ref().unwrap().messages[0]
+        .attachments
+        .iter()
+        .map(|a| a["size"].as_u64().unwrap())
+        .collect();
+    assert_eq!(listed, vec![70, 10]);
+    let mirrored: Vec<(Option<u64>, Option<String>)> = call
+        .attachments
+        .iter()
+        .map(|a| (a.size, a.sha256.clone()))
+        .collect();
+    assert_eq!(
+        mirrored,
+        vec![
+            (Some(70), Some(sha256_hex(&large))),
+            (Some(10), Some(sha256_hex(&small)))
+        ]
+    );
+    let blob = api_get(&running, &format!("/api/v1/blobs/{}", sha256_hex(&small))).await;
+    assert_eq!((blob.status, &blob.body[..]), (200, &small[..]));
+    // The raw request still rebuilds byte for byte.
+    assert_eq!(
+        running.store.get_raw(&call.id, false).unwrap().unwrap(),
+        body.as_bytes()
+    );
+    running.shutdown().await.unwrap();
 }
