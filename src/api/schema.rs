@@ -160,9 +160,35 @@ pub struct InvocationDetail {
     unpriced_calls: u32,
     usage: Usage,
     rounds: Vec<Round>,
+    /// Every call of the run in the order it started: the LLM rounds and, between
+    /// them, the tool HTTP calls (which are not rounds).
+    timeline: Vec<RunTimelineEntry>,
     /// The full call records in round order (bodies for admins only); absent with
     /// `calls=false`.
     calls: Option<Vec<CallRecord>>,
+}
+
+/// One call of a run's timeline.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct RunTimelineEntry {
+    /// `llm` (a round) or `http` (a tool HTTP call between rounds).
+    kind: String,
+    call_id: String,
+    /// The round number, for LLM calls.
+    round: Option<u32>,
+    /// The round a tool HTTP call followed.
+    after_round: Option<u32>,
+    started_at: String,
+    ended_at: String,
+    duration_ms: f64,
+    provider: String,
+    method: String,
+    path: String,
+    model: Option<String>,
+    status: Option<CallStatus>,
+    http_status: Option<u16>,
 }
 
 #[derive(JsonSchema)]
@@ -177,8 +203,10 @@ pub struct Round {
     ttft_ms: Option<f64>,
     provider: String,
     kind: String,
-    /// The answering model, else the requested one.
+    /// The requested model, else the answering one.
     model: Option<String>,
+    /// The model the provider says answered (e.g. a dated version of the requested one).
+    response_model: Option<String>,
     status: Option<CallStatus>,
     http_status: Option<u16>,
     input_tokens: Option<u64>,
@@ -201,6 +229,8 @@ pub struct ToolCallJoin {
     result_call_id: Option<String>,
     /// From this round's end to the next round's start: the tool's time.
     duration_ms: Option<f64>,
+    /// Tool HTTP calls (through `kind = "http"` providers) made in that gap.
+    http_call_ids: Vec<String>,
     /// Admins only.
     #[serde(default)]
     arguments: Option<serde_json::Value>,
