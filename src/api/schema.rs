@@ -256,7 +256,8 @@ pub struct TimelineEntry {
     kind: String,
     call_id: String,
     invocation_id: String,
-    round: u32,
+    /// The LLM round; null for a tool HTTP call, which is not a round.
+    round: Option<u32>,
     started_at: String,
     ended_at: String,
     provider: String,
