@@ -160,6 +160,8 @@ pub struct InvocationDetail {
     unpriced_calls: u32,
     usage: Usage,
     rounds: Vec<Round>,
+    /// Every call in start order: the LLM rounds and the tool HTTP calls between them.
+    timeline: Vec<RunTimelineEntry>,
     /// The full call records in round order (bodies for admins only); absent with
     /// `calls=false`.
     calls: Option<Vec<CallRecord>>,
@@ -177,8 +179,10 @@ pub struct Round {
     ttft_ms: Option<f64>,
     provider: String,
     kind: String,
-    /// The answering model, else the requested one.
+    /// The requested model, else the answering one.
     model: Option<String>,
+    /// The model the provider says answered.
+    response_model: Option<String>,
     status: Option<CallStatus>,
     http_status: Option<u16>,
     input_tokens: Option<u64>,
@@ -199,14 +203,40 @@ pub struct ToolCallJoin {
     name: Option<String>,
     result_round: Option<u32>,
     result_call_id: Option<String>,
-    /// From this round's end to the next round's start: the tool's time.
+    /// From this round's end to the next LLM round's start: the tool's time.
     duration_ms: Option<f64>,
+    /// The tool HTTP calls made in that gap.
+    http_call_ids: Vec<String>,
     /// Admins only.
     #[serde(default)]
     arguments: Option<serde_json::Value>,
     /// Admins only: the tool result's text.
     #[serde(default)]
     result: Option<String>,
+}
+
+/// One call of a run's timeline (`GET /invocations/{id}`).
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct RunTimelineEntry {
+    /// `llm` (a round) or `http` (a tool HTTP call).
+    kind: String,
+    call_id: String,
+    /// The LLM round; null for a tool HTTP call.
+    round: Option<u32>,
+    /// For a tool HTTP call: the round it followed (0 before the first).
+    after_round: Option<u32>,
+    started_at: String,
+    ended_at: String,
+    duration_ms: f64,
+    provider: String,
+    method: String,
+    path: String,
+    /// LLM rounds only: the requested model, else the answering one.
+    model: Option<String>,
+    status: Option<CallStatus>,
+    http_status: Option<u16>,
 }
 
 /// `GET /sessions/{id}`.
@@ -226,7 +256,8 @@ pub struct TimelineEntry {
     kind: String,
     call_id: String,
     invocation_id: String,
-    round: u32,
+    /// The LLM round; null for a tool HTTP call, which is not a round.
+    round: Option<u32>,
     started_at: String,
     ended_at: String,
     provider: String,

@@ -991,7 +991,7 @@ async fn task_ids_reach_the_run_and_filter_and_triggers_are_checked() {
     assert_eq!(runs["items"][0]["id"], "run-b");
     assert_eq!(runs["items"][0]["task_id"], "T-2");
     let doc = api_get(&running, "/api/v1/openapi.json").await.json();
-    let params = doc["paths"]["/calls"]["get"]["parameters"].to_string();
+    let params = doc["paths"]["/api/v1/calls"]["get"]["parameters"].to_string();
     assert!(params.contains("\"task\""), "{params}");
     running.shutdown().await.unwrap();
 }
