@@ -819,16 +819,10 @@ impl Store {
     }
 }
 
-/// The developer tools' record generator (a binary module), for the tests below.
-#[cfg(test)]
-#[path = "../devtools/synthetic.rs"]
-#[allow(dead_code)]
-mod synthetic;
-
 #[cfg(test)]
 mod tests {
-    use super::synthetic::synthetic_call;
     use super::*;
+    use crate::dev::synthetic_call;
     use crate::record::{roll_up, CallStatus};
 
     struct Dir(std::path::PathBuf);
