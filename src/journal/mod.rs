@@ -514,12 +514,7 @@ impl Feed {
     /// Starts reading at `applied`, the end of what the store holds (None for a
     /// store that never applied the log: from the oldest segment).
     pub fn start_at(&mut self, applied: Option<u64>) {
-        let oldest = self
-            .shared
-            .segments()
-            .first()
-            .copied()
-            .unwrap_or(self.shared.run_start);
+        let oldest = self.oldest_position();
         let mut next = applied.unwrap_or(0).max(oldest);
         if next > self.shared.run_start {
             tracing::warn!(
@@ -540,17 +535,21 @@ impl Feed {
             .store(next, Ordering::Relaxed);
     }
 
+    /// The first position the log still holds.
+    fn oldest_position(&self) -> u64 {
+        self.shared
+            .segments()
+            .first()
+            .copied()
+            .unwrap_or(self.shared.run_start)
+    }
+
     /// Reads again from `applied`, the position a reopened store holds (after its
     /// writes failed): what the failed batch held and what the store lost is read
     /// back from the segments, whose calls the writer checks against the store, so
     /// each is applied exactly once. Never moves forward.
     pub fn rewind(&mut self, applied: Option<u64>) {
-        let oldest = self
-            .shared
-            .segments()
-            .first()
-            .copied()
-            .unwrap_or(self.shared.run_start);
+        let oldest = self.oldest_position();
         let to = applied.unwrap_or(0).max(oldest);
         if to < self.next {
             tracing::info!(

@@ -880,6 +880,18 @@ async fn health(running: &llmtap::server::Running) -> serde_json::Value {
         .json()
 }
 
+/// llmtap on `dir` with the disk guard off, as when a disk fills faster than its checks.
+async fn start_guard_off(dir: &std::path::Path, mock: &MockUpstream) -> llmtap::server::Running {
+    start_llmtap(test_config(
+        dir,
+        &format!(
+            "{}[store]\nmin_free_mb = 0\ncritical_free_mb = 0\n",
+            provider_toml("mock", "openai", &mock.url())
+        ),
+    ))
+    .await
+}
+
 /// One chat round of the run (the mock answers 5 input and 1 output tokens).
 async fn round(running: &llmtap::server::Running, invocation: &str) -> String {
     let got = post_json(
@@ -905,15 +917,7 @@ async fn a_full_store_disk_is_recovered_from_without_a_restart_and_nothing_logge
     // calls are logged while the store's disk is full.
     Tmpfs::mount(&data.path().join("journal"), 64);
     let mock = MockUpstream::start(echo_model).await;
-    let running = start_llmtap(test_config(
-        data.path(),
-        &format!(
-            // The disk guard is off, as when the disk fills faster than its checks.
-            "{}[store]\nmin_free_mb = 0\ncritical_free_mb = 0\n",
-            provider_toml("mock", "openai", &mock.url())
-        ),
-    ))
-    .await;
+    let running = start_guard_off(data.path(), &mock).await;
     let mut before = Vec::new();
     for _ in 0..5 {
         before.push(round(&running, "run-before").await);
@@ -1003,14 +1007,7 @@ async fn a_full_capture_log_disk_loses_only_what_it_could_not_write_and_resumes(
     Tmpfs::mount(&journal, 8);
     let _unmount = Tmpfs(TempDir(journal.clone()));
     let mock = MockUpstream::start(echo_model).await;
-    let running = start_llmtap(test_config(
-        data.path(),
-        &format!(
-            "{}[store]\nmin_free_mb = 0\ncritical_free_mb = 0\n",
-            provider_toml("mock", "openai", &mock.url())
-        ),
-    ))
-    .await;
+    let running = start_guard_off(data.path(), &mock).await;
     let first = round(&running, "log-run").await;
     wait_call(&running, &first).await;
     let filler = fill_disk(&journal);
