@@ -10,6 +10,7 @@ mod lifecycle;
 mod openapi;
 mod otel;
 mod page;
+pub mod pg;
 mod process;
 mod proxy;
 pub mod recorded;
