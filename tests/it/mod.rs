@@ -11,6 +11,7 @@ mod openapi;
 mod otel;
 mod page;
 pub mod pg;
+mod postgres;
 mod process;
 mod proxy;
 pub mod recorded;

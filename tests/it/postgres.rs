@@ -1,0 +1,276 @@
+//! The PostgreSQL engine against a real server (`pg.rs`): migrations, partitions, the
+//! pool's bound, TLS by rustls, and what `llmtap serve` does with `[store] url`.
+
+use super::pg;
+use llmtap::config::{PostgresConfig, RawConfig, StoreEngine};
+use llmtap::store_postgres::{self as engine, PgError, Pool, PoolOptions};
+use std::time::Duration;
+
+fn pool(url: &str, size: usize, ca_pem: Option<&str>) -> Pool {
+    Pool::new(&PoolOptions {
+        url: url.to_string(),
+        size,
+        wait: Duration::from_millis(300),
+        ca_pem: ca_pem.map(str::to_string),
+    })
+    .unwrap()
+}
+
+async fn versions(client: &tokio_postgres::Client) -> Vec<i32> {
+    client
+        .query("SELECT version FROM llmtap_schema ORDER BY version", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn instances_starting_together_apply_each_migration_once() {
+    let db = pg::fresh_db("migrate_race").await;
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let url = db.url();
+        tasks.push(tokio::spawn(async move {
+            let mut client = pg::connect(&url).await;
+            engine::migrate(&mut client).await.unwrap()
+        }));
+    }
+    let mut applied = Vec::new();
+    for t in tasks {
+        applied.extend(t.await.unwrap());
+    }
+    assert_eq!(applied, vec![1], "exactly one instance applied version 1");
+    let client = db.connect().await;
+    assert_eq!(versions(&client).await, vec![1]);
+    // Running it again changes nothing.
+    let mut again = db.connect().await;
+    assert!(engine::migrate(&mut again).await.unwrap().is_empty());
+    let tables: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = ANY($1)",
+            &[&vec![
+                "calls",
+                "chunks",
+                "blobs",
+                "invocations",
+                "sessions",
+                "rollups",
+                "ratelimits",
+                "audit",
+            ]],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 8);
+}
+
+#[tokio::test]
+async fn a_schema_newer_than_the_binary_is_refused_untouched() {
+    let db = pg::fresh_db("schema_newer").await;
+    let mut client = db.connect().await;
+    engine::migrate(&mut client).await.unwrap();
+    client
+        .execute(
+            "INSERT INTO llmtap_schema (version, name) VALUES (99, 'from the future')",
+            &[],
+        )
+        .await
+        .unwrap();
+    match engine::migrate(&mut client).await {
+        Err(PgError::SchemaTooNew { found, known }) => {
+            assert_eq!((found, known), (99, 1));
+        }
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+    // `llmtap serve` refuses to start on it, saying why.
+    let err = start_with_url(&db.url()).await;
+    assert!(err.contains("newer than this llmtap knows"), "{err}");
+    assert_eq!(versions(&client).await, vec![1, 99]);
+}
+
+/// `server::start` with `[store] url`; returns its error text.
+async fn start_with_url(url: &str) -> String {
+    let dir = super::util::TempDir::new("pg-serve");
+    let mut config = super::util::test_config(dir.path(), "");
+    config.engine = StoreEngine::Postgres(PostgresConfig {
+        url: RawConfig::from_toml(&format!("[store]\nurl = \"{url}\""))
+            .unwrap()
+            .validate(&Default::default())
+            .map(|c| match c.engine {
+                StoreEngine::Postgres(pg) => pg.url,
+                StoreEngine::Sled => unreachable!(),
+            })
+            .unwrap(),
+        pool_size: 2,
+        ca_file: None,
+    });
+    match llmtap::server::start(config).await {
+        Ok(running) => {
+            let _ = running.shutdown().await;
+            panic!("llmtap started on PostgreSQL although the engine is not there yet")
+        }
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+#[tokio::test]
+async fn serve_with_a_url_prepares_the_schema_then_refuses_to_record_elsewhere() {
+    let db = pg::fresh_db("serve_url").await;
+    let err = start_with_url(&db.url()).await;
+    assert!(err.contains("not available in this build yet"), "{err}");
+    let client = db.connect().await;
+    assert_eq!(versions(&client).await, vec![1]);
+    // Yesterday to a week ahead, for each of the three partitioned tables.
+    let parts: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'calls'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!((9..=10).contains(&parts), "{parts} partitions of calls");
+}
+
+#[tokio::test]
+async fn retention_drops_whole_day_partitions() {
+    let db = pg::fresh_db("partitions").await;
+    let mut client = db.connect().await;
+    engine::migrate(&mut client).await.unwrap();
+    let day = 86_400_000_000u64;
+    let d0 = 20_000 * day; // 2024-10-04 00:00 UTC
+    assert_eq!(
+        engine::ensure_partitions(&client, d0, d0 + 2 * day)
+            .await
+            .unwrap(),
+        6,
+        "two days of calls, call_content and ratelimit_points"
+    );
+    assert_eq!(
+        engine::ensure_partitions(&client, d0, d0 + 2 * day)
+            .await
+            .unwrap(),
+        0
+    );
+    let insert = "INSERT INTO calls (started_us, id, invocation_id, round, provider, kind, latency_us, record, summary) \
+                  VALUES ($1, $2, 'i', 1, 'openai', 'openai', 0, '{}', '{}')";
+    for (t, id) in [
+        (d0 + 5, "c_day0"),
+        (d0 + day + 5, "c_day1"),
+        (d0 - 3 * day, "c_old"),
+    ] {
+        client.execute(insert, &[&(t as i64), &id]).await.unwrap();
+    }
+    let place = |id: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(
+                    "SELECT tableoid::regclass::text FROM calls WHERE id = $1",
+                    &[&id],
+                )
+                .await
+                .unwrap()
+                .get::<_, String>(0)
+        }
+    };
+    assert_eq!(place("c_day0").await, "calls_p20241004");
+    assert_eq!(place("c_day1").await, "calls_p20241005");
+    assert_eq!(place("c_old").await, "calls_default");
+    // A cutoff inside day 1 drops day 0 whole, keeps day 1, and deletes old default rows.
+    assert_eq!(
+        engine::drop_partitions_before(&client, d0 + day + 10)
+            .await
+            .unwrap(),
+        3
+    );
+    let left: Vec<String> = client
+        .query("SELECT id FROM calls ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left, vec!["c_day1"]);
+    // A day that already has rows in the default partition is left there, not attached.
+    client
+        .execute(insert, &[&((d0 + 9 * day) as i64), &"c_future"])
+        .await
+        .unwrap();
+    assert_eq!(
+        engine::ensure_partitions(&client, d0 + 9 * day, d0 + 10 * day)
+            .await
+            .unwrap(),
+        2,
+        "call_content and ratelimit_points only"
+    );
+    assert_eq!(place("c_future").await, "calls_default");
+}
+
+#[tokio::test]
+async fn the_pool_never_opens_more_than_its_size() {
+    let db = pg::fresh_db("pool_bound").await;
+    let pool = pool(&db.url(), 2, None);
+    let a = pool.get().await.unwrap();
+    let b = pool.get().await.unwrap();
+    match pool.get().await {
+        Err(PgError::PoolTimeout { size: 2, .. }) => {}
+        Err(other) => panic!("expected PoolTimeout, got {other}"),
+        Ok(_) => panic!("a third connection from a pool of 2"),
+    }
+    let pid_a: i32 = a
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    drop(a);
+    assert_eq!(pool.idle(), 1);
+    // The returned connection is reused, not a new one.
+    let c = pool.get().await.unwrap();
+    let pid_c: i32 = c
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(pid_a, pid_c);
+    let backends: i64 = b
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(backends, 2);
+}
+
+#[tokio::test]
+async fn tls_to_the_database_goes_through_rustls_and_checks_the_certificate() {
+    let db = pg::fresh_db("tls").await;
+    let ca = &pg::server().ca_pem;
+    let url = format!("{}?sslmode=require", db.url_with_tls_mode_unset());
+    let trusted = pool(&url, 1, Some(ca));
+    let client = trusted.get().await.unwrap();
+    let ssl: bool = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ssl, "the connection is encrypted");
+    // Without the test CA the server's certificate is not trusted: no silent fallback.
+    let untrusted = pool(&url, 1, None);
+    let err = untrusted.get().await.err().expect("untrusted certificate");
+    let mut chain = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        chain.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    assert!(chain.contains("UnknownIssuer"), "{chain}");
+}
