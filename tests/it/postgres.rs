@@ -274,3 +274,105 @@ async fn tls_to_the_database_goes_through_rustls_and_checks_the_certificate() {
     }
     assert!(chain.contains("UnknownIssuer"), "{chain}");
 }
+
+fn cell(calls: u64, cost: u64, hist: Vec<u64>) -> llmtap::store::index::RollupCell {
+    llmtap::store::index::RollupCell {
+        calls,
+        errors: calls / 2,
+        invocations: 1,
+        cost_pusd: cost,
+        input_tokens: 10 * calls,
+        output_tokens: 20 * calls,
+        latency_sum_us: 1000 * calls,
+        hist,
+    }
+}
+
+#[tokio::test]
+async fn rollups_from_instances_writing_at_once_add_up_exactly() {
+    use engine::rollups::{self, RollupDelta};
+    use llmtap::store::index::BUCKET_US;
+    let db = pg::fresh_db("rollups").await;
+    engine::migrate(&mut db.connect().await).await.unwrap();
+    let t0 = 20_000 * 96 * BUCKET_US; // a bucket boundary
+                                      // Eight writers (as eight instances), 40 batches each, all hitting the same cells
+                                      // in different orders: every increment must count, and none may deadlock.
+    let pool = pool(&db.url(), 8, None);
+    let mut tasks = Vec::new();
+    for w in 0..8u64 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            for b in 0..40u64 {
+                let mut deltas = vec![
+                    RollupDelta {
+                        scope: b"*".to_vec(),
+                        bucket_us: None,
+                        cell: cell(2, 5, vec![1, 0, 3]),
+                    },
+                    RollupDelta {
+                        scope: b"*".to_vec(),
+                        bucket_us: Some(t0 + (b % 3) * BUCKET_US + 17),
+                        cell: cell(2, 5, vec![]),
+                    },
+                    RollupDelta {
+                        scope: format!("A{}", w % 2).into_bytes(),
+                        bucket_us: None,
+                        cell: cell(1, 1, vec![0, 1]),
+                    },
+                ];
+                if (w + b) % 2 == 1 {
+                    deltas.reverse();
+                }
+                let mut client = pool.get().await.unwrap();
+                let tx = client.transaction().await.unwrap();
+                rollups::add(&tx, &deltas).await.unwrap();
+                tx.commit().await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let client = pool.get().await.unwrap();
+    let all = rollups::total(&*client, b"*").await.unwrap();
+    assert_eq!(all.calls, 8 * 40 * 2);
+    assert_eq!(all.cost_pusd, 8 * 40 * 5);
+    assert_eq!(all.invocations, 8 * 40);
+    assert_eq!(all.hist, vec![320, 0, 960]);
+    // Buckets: the first of the three 15-minute buckets got batches 0, 3, 6, ... (14 of 40).
+    let first = rollups::range(&*client, b"*", t0, t0 + BUCKET_US)
+        .await
+        .unwrap();
+    assert_eq!(first.calls, 8 * 14 * 2);
+    let three = rollups::range(&*client, b"*", t0, t0 + 3 * BUCKET_US)
+        .await
+        .unwrap();
+    assert_eq!(three.calls, 8 * 40 * 2);
+    // A range starting inside a bucket leaves that bucket out, as sled does.
+    let later = rollups::range(&*client, b"*", t0 + 1, t0 + 3 * BUCKET_US)
+        .await
+        .unwrap();
+    assert_eq!(later.calls, 8 * 26 * 2);
+    let agents = rollups::scopes(&*client, b"A").await.unwrap();
+    let names: Vec<_> = agents.iter().map(|(s, c)| (s.clone(), c.calls)).collect();
+    assert_eq!(names, vec![(b"A0".to_vec(), 160), (b"A1".to_vec(), 160)]);
+    assert_eq!(agents[0].1.hist, vec![0, 160]);
+
+    // Totals saturate at the column's maximum instead of failing or wrapping.
+    let huge = RollupDelta {
+        scope: b"S".to_vec(),
+        bucket_us: None,
+        cell: cell(1, u64::MAX, vec![]),
+    };
+    rollups::add(&*client, std::slice::from_ref(&huge))
+        .await
+        .unwrap();
+    // Two deltas of one cell in one batch are folded into one row of the upsert.
+    rollups::add(&*client, &[huge.clone(), huge]).await.unwrap();
+    let s = rollups::total(&*client, b"S").await.unwrap();
+    assert_eq!((s.calls, s.cost_pusd), (3, i64::MAX as u64));
+    assert_eq!(
+        rollups::total(&*client, b"none").await.unwrap(),
+        Default::default()
+    );
+}

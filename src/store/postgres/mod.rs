@@ -7,6 +7,7 @@
 
 pub mod migrate;
 pub mod pool;
+pub mod rollups;
 
 pub use migrate::{migrate, MIGRATIONS};
 pub use pool::{Pool, PoolOptions, PooledClient};

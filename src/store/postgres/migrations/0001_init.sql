@@ -152,6 +152,19 @@ CREATE TABLE rollups (
     PRIMARY KEY (scope, bucket_us)
 );
 
+-- Saturating addition for counters (a total that stops at its maximum is wrong; one
+-- that overflows fails the batch), and element-wise addition of latency histograms.
+CREATE FUNCTION llmtap_sat_add(a bigint, b bigint) RETURNS bigint
+LANGUAGE sql IMMUTABLE STRICT AS $$
+    SELECT LEAST(GREATEST(a::numeric + b, 0), 9223372036854775807)::bigint
+$$;
+CREATE FUNCTION llmtap_hist_add(a bigint[], b bigint[]) RETURNS bigint[]
+LANGUAGE sql IMMUTABLE STRICT AS $$
+    SELECT coalesce(array_agg(llmtap_sat_add(coalesce(x, 0), coalesce(y, 0)) ORDER BY i), '{}')
+    FROM generate_series(1, GREATEST(coalesce(array_length(a, 1), 0), coalesce(array_length(b, 1), 0))) AS i,
+         LATERAL (SELECT a[i] AS x, b[i] AS y) AS pair
+$$;
+
 -- Latest rate-limit state per provider, key fingerprint and model (RateLimitState JSON).
 CREATE TABLE ratelimits (
     provider        text   NOT NULL,
