@@ -20,10 +20,6 @@ pub mod recorder;
 pub mod route;
 pub mod server;
 pub mod store;
-/// The PostgreSQL engine; declared here until `store/` has its engine split, then
-/// `store::postgres`.
-#[path = "store/postgres/mod.rs"]
-pub mod store_postgres;
 pub mod tee;
 pub mod timefmt;
 pub mod upstream;

@@ -268,7 +268,7 @@ fn reprice(args: RepriceArgs) -> anyhow::Result<()> {
     let table = llmtap::server::load_prices(&config)?;
     let store =
         llmtap::store::Store::open_with(&config.data_dir, llmtap::server::store_options(&config)?)?;
-    let report = store.reprice(from_us, to_us, |call| {
+    let report = store.reprice(from_us, to_us, &mut |call: &llmtap::record::CallRecord| {
         let price_as = config
             .providers
             .get(&call.provider)

@@ -91,7 +91,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         // The schema is prepared (migrations under the advisory lock, day partitions),
         // but the engine's reads and writes are not in this build: refuse to start
         // rather than record into sled while the operator asked for PostgreSQL.
-        let version = crate::store_postgres::prepare(pg)
+        let version = crate::store::postgres::prepare(pg)
             .await
             .with_context(|| format!("PostgreSQL store {}", pg.url.redacted()))?
             .1;

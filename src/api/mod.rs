@@ -76,6 +76,16 @@ impl ApiError {
             ApiError::Forbidden(m) => error(StatusCode::FORBIDDEN, "forbidden", m),
             ApiError::NotFound(m) => error(StatusCode::NOT_FOUND, "not_found", m),
             ApiError::Ambiguous(m) => error(StatusCode::CONFLICT, "ambiguous_id", m),
+            ApiError::Store(crate::store::StoreError::Closed) => {
+                let mut r = error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_reopening",
+                    "llmtap is reopening its store after failed writes (the proxy is forwarding, calls wait in the capture log); try again shortly",
+                );
+                r.headers_mut()
+                    .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+                r
+            }
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "store read failed");
                 error(

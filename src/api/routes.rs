@@ -10,7 +10,7 @@
 use super::auth::Principal;
 use super::params::{ParamKind, ParamSpec, Params, FILTER_PARAMS, PAGE_PARAMS};
 use super::schema;
-use super::{content, export, views, ApiResult, ApiState};
+use super::{content, export, views, ApiError, ApiResult, ApiState};
 use crate::store::summary::{CallSummary, InvocationSummary};
 use http::Method;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
@@ -298,7 +298,10 @@ fn stream(s: &Arc<ApiState>, w: &Principal, p: &Params, _: &PathArgs) -> ApiResu
 fn healthz(s: &ApiState, _: &Params, _: &PathArgs) -> ApiResult {
     super::ok(&schema::Health::of(s))
 }
-fn readyz(_: &ApiState, _: &Params, _: &PathArgs) -> ApiResult {
+fn readyz(s: &ApiState, _: &Params, _: &PathArgs) -> ApiResult {
+    if !s.store.is_open() {
+        return Err(ApiError::Store(crate::store::StoreError::Closed));
+    }
     super::ok(&schema::Ready {
         status: "ready",
         store: "open",
@@ -521,7 +524,7 @@ pub static ROUTES: &[Route] = &[
         path: "/readyz",
         handler: Handler::Public(readyz),
         access: Access::Public,
-        summary: "Readiness: the store is open (503 store_opening before)",
+        summary: "Readiness: the store is open (503 store_opening before, store_reopening while it reopens after failed writes)",
         params: &[],
         reply: json(schema_of::<schema::Ready>, "the store is open"),
     },

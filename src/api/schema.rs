@@ -19,8 +19,8 @@ use serde::Serialize;
 #[derive(Serialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct Health {
-    /// `ok`, or `degraded` while the store's batch writes fail (calls are being lost;
-    /// `storage.last_write_error` says why).
+    /// `ok`, or `degraded` while the store's batch writes fail or it reopens after
+    /// they did (calls wait in the capture log; `storage.last_write_error` says why).
     pub status: &'static str,
     /// `open`, or `opening` while the store opens (the proxy forwards meanwhile).
     pub store: &'static str,
@@ -28,20 +28,23 @@ pub struct Health {
     pub backlog: u64,
     /// Bytes of capture log the store has not applied yet (bounded by `store.backlog`).
     pub log_unapplied_bytes: u64,
-    #[schemars(with = "StorageHealth")]
-    pub storage: serde_json::Value,
+    pub storage: crate::store::StorageHealth,
 }
 
 impl Health {
     pub fn of(state: &ApiState) -> Health {
         Health {
             // Degraded while batch writes fail: the proxy forwards, but calls are lost.
-            status: if state.store.last_write_error().is_some() {
+            status: if state.store.last_write_error().is_some() || !state.store.is_open() {
                 "degraded"
             } else {
                 "ok"
             },
-            store: "open",
+            store: if state.store.is_open() {
+                "open"
+            } else {
+                "reopening"
+            },
             backlog: state
                 .metrics
                 .backlog
@@ -52,7 +55,8 @@ impl Health {
     }
 }
 
-/// `GET /readyz` (readiness): 200 once the store is open; before, 503 `store_opening`.
+/// `GET /readyz` (readiness): 200 once the store is open; before, 503 `store_opening`;
+/// while it reopens after failed writes, 503 `store_reopening`.
 #[derive(Serialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct Ready {
@@ -60,25 +64,6 @@ pub struct Ready {
     pub status: &'static str,
     /// `open`.
     pub store: &'static str,
-}
-
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-#[allow(dead_code)]
-pub struct StorageHealth {
-    /// `ok`, `bodies_paused` or `capture_paused`.
-    disk: String,
-    free_mb: Option<u64>,
-    storing_bodies: bool,
-    /// False while capture is paused for disk space or batch writes fail.
-    storing_calls: bool,
-    encrypted: bool,
-    /// Whether the last batch write failed.
-    writes_failing: bool,
-    /// That failure's error, while writes fail.
-    last_write_error: Option<String>,
-    /// When it happened (RFC 3339).
-    last_write_error_at: Option<String>,
 }
 
 /// `GET /calls/{id}`: the record plus a one-line failure hint.

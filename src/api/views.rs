@@ -695,7 +695,7 @@ pub(super) fn stats(state: &ApiState, who: &Principal, p: &Params) -> ApiResult 
     let mut groups: BTreeMap<Option<String>, Group> = BTreeMap::new();
     let outcome = state
         .store
-        .scan_facets(false, &filter, STATS_BUDGET, |v: &FacetView<'_>| {
+        .scan_facets(false, &filter, STATS_BUDGET, &mut |v: &FacetView<'_>| {
             let key = match group_tag {
                 Some(t) => v.get(t).map(str::to_string),
                 None if group_by == "day" => Some(format_date(v.time_us)),

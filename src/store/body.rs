@@ -9,7 +9,7 @@
 //! blob references. Everything between pieces is kept as literal bytes, so the body
 //! is rebuilt exactly. Bodies that are not JSON objects are stored as one chunk.
 
-use super::content::{Seg, Txn};
+use super::content::{ContentSink, Seg};
 use super::crypto::{hex, Addr};
 use super::scan::{self, Kind, Node};
 use super::StoreError;
@@ -66,7 +66,7 @@ pub struct Plan<'a> {
 }
 
 impl<'a> Plan<'a> {
-    pub fn new(raw: &'a [u8], txn: &Txn<'_>, split: bool, attachments: bool) -> Plan<'a> {
+    pub fn new(raw: &'a [u8], txn: &dyn ContentSink, split: bool, attachments: bool) -> Plan<'a> {
         let root = if split || attachments {
             scan::scan(raw)
         } else {
@@ -120,7 +120,7 @@ impl<'a> Plan<'a> {
 
     /// Stores the body's pieces and returns its root address. The root gains no
     /// reference here: the caller (the call manifest) takes it.
-    pub fn store(&self, txn: &mut Txn<'_>, failures: &mut u64) -> Result<Addr, StoreError> {
+    pub fn store(&self, txn: &mut dyn ContentSink, failures: &mut u64) -> Result<Addr, StoreError> {
         let addr = txn.codec().addr(self.raw);
         if txn.has_chunk(&addr)? {
             return Ok(addr);
@@ -166,7 +166,7 @@ impl<'a> Plan<'a> {
     /// Literal bytes with blob holes.
     fn leaf(
         &self,
-        txn: &mut Txn<'_>,
+        txn: &mut dyn ContentSink,
         range: Range<usize>,
         segs: &mut Vec<Seg>,
         failures: &mut u64,
@@ -194,7 +194,7 @@ impl<'a> Plan<'a> {
     /// A chunk for one value (a message, the system prompt, ...).
     fn piece(
         &self,
-        txn: &mut Txn<'_>,
+        txn: &mut dyn ContentSink,
         range: Range<usize>,
         failures: &mut u64,
     ) -> Result<Addr, StoreError> {
@@ -211,7 +211,7 @@ impl<'a> Plan<'a> {
     /// `0..k` names the longest stored prefix and holds the elements after it.
     fn history(
         &self,
-        txn: &mut Txn<'_>,
+        txn: &mut dyn ContentSink,
         items: &[Node],
         failures: &mut u64,
     ) -> Result<Addr, StoreError> {
@@ -290,7 +290,7 @@ fn text<'a>(raw: &'a [u8], node: &Node) -> Option<&'a str> {
 /// reference rebuilds the original bytes exactly.
 fn try_blob(
     plan: &mut Plan<'_>,
-    txn: &Txn<'_>,
+    txn: &dyn ContentSink,
     range: Range<usize>,
     media_type: &str,
     filename: Option<&str>,
@@ -315,7 +315,13 @@ fn try_blob(
     });
 }
 
-fn find(plan: &mut Plan<'_>, txn: &Txn<'_>, node: &Node, parent_key: Option<&str>, depth: usize) {
+fn find(
+    plan: &mut Plan<'_>,
+    txn: &dyn ContentSink,
+    node: &Node,
+    parent_key: Option<&str>,
+    depth: usize,
+) {
     let raw = plan.raw;
     match &node.kind {
         Kind::Object(members) => {

@@ -1,109 +1,59 @@
-//! The only module that knows sled: key layout, encoding, batch writes and reads.
+//! The store: what llmtap keeps of every call, behind one handle.
 //!
-//! Key layout (all keys are bytes; ids are time-ordered ASCII; "time" is u64 BE µs):
-//! - `calls`:        call id → CallRecord metadata (JSON, packed by `packed.rs`)
-//! - `invocations`:  invocation id → InvocationRecord (JSON)
-//! - `inv_rounds`:   invocation id, 0x00, round (u32 BE), call id → ()
-//!   lists an invocation's calls in round order with one prefix scan
-//! - `call_sum` / `inv_sum`: id → summary (facet header + JSON, see `summary.rs`)
-//! - `call_idx` / `inv_idx`: tag, value, 0x00, time, id → () (see `index.rs`);
-//!   tag `t` (empty value) is the time index of every record, tag `h` (`1`/`0`)
-//!   whether it has a session
-//! - `idx_counts`: `c`|`i`, tag, value → entries under that index prefix (u64 BE);
-//!   `C`|`I`, tag, tag, value, 0x00, value [, 0x00, day u32 BE] → records with both, all
-//!   time or that UTC day (see `index::pair_count_key`)
-//! - `call_text`: call id → system prompt and last user message (JSON), for `q`;
-//!   legacy: calls now name these texts in their manifest (see `calls.rs`)
-//! - `rollup`:       scope, 0x00, 15-minute bucket start → counters (`RollupCell`)
-//! - `rollup_all`:   scope → all-time counters with a latency histogram
-//! - `sessions`:     session id → SessionSummary JSON; `session_list`: first time, id → tenant
-//! - `ratelimits`:   provider, 0, key fingerprint, 0, model → latest RateLimitState JSON
-//! - `rl_series`:    that key, 0x00, time, call id → RateLimitPoint JSON
-//! - `rl_429`:       that key, 0x00, time, call id → retry-after seconds (JSON)
-//! - `audit`:        time, sequence (u32 BE) → audit entry JSON (written by the API)
-//! - `meta`:         `schema` → version; `encrypted` → key id; `body_sweep_cursor`;
-//!   `journal_applied` → capture log position applied (u64 BE, see `journal/`);
-//!   `read_indexes` → 1 once derived trees exist; `index_v3` → 1 once tag `h` and the
-//!   pair counters exist (stores of that time also hold per-day pair counters,
-//!   no longer read)
-//! - `call_content`: call id → sealed manifest naming the call's content roots
-//! - `chunks`, `chunk_refs`, `blobs`, `blob_refs`: the content store (see `content.rs`);
-//!   attachment values are files under `attachments/` (`blob_files.rs`), the `blobs`
-//!   tree holds those of older stores
+//! `Store` is the handle the writer, the read API, the storage thread and the
+//! OpenTelemetry exporter hold. It owns what outlives an engine (the live-stream
+//! channel, the disk guard, the storage counters and write health, see
+//! `health.rs`) and holds the open engine (`engine.rs`). When an engine's writes
+//! fail with an I/O error (sled refuses every write after one, e.g. a full disk,
+//! until it is reopened), the writer asks the handle to `reopen` it: the handle
+//! swaps in `engine::Closed` (reads answer `StoreError::Closed`, `/readyz` 503),
+//! drops the failed engine and opens it again, so capture resumes without a
+//! restart.
 //!
-//! The `calls` value is the record's metadata only (a `CallRecord` as JSON, packed
-//! with a zstd dictionary but not sealed); `get_call` puts bodies and parsed views back from the content
-//! store, `get_call_meta` does not. Derived trees (summaries, indexes, rollups) are
-//! computed from the full record before its content is split off.
-//!
-//! Writes come from the single writer thread (plus the append-only audit log,
-//! written by API handlers, and the retention sweeper, which only deletes under the
-//! content lock); readers share the handle. After each
-//! batch the store publishes its summaries on a broadcast channel (`subscribe`) for
-//! the live stream; sending never blocks.
+//! The rooms: this folder is engine-independent (summaries and filters, content
+//! cutting and encoding, the JSON scanner, encryption, packed metadata, index and
+//! rollup types, the disk guard, the storage thread); `sled/` is the embedded
+//! engine and the only code that knows sled.
 
-mod blob_files;
-mod body;
-mod calls;
+pub mod background;
+pub mod body;
 pub mod content;
 pub mod crypto;
 pub mod disk;
-mod facet_cache;
+pub mod engine;
+mod health;
 pub mod index;
-mod join;
 mod packed;
-mod query;
-mod reprice;
-pub mod retention;
+pub mod postgres;
 pub mod scan;
+pub mod sled;
 pub mod summary;
-mod writes;
 
-pub use calls::{ContentUsage, StoreStats};
+pub use self::sled::{
+    AuditEntry, ContentUsage, Page, PageRequest, Position, RepriceReport, ScanOutcome, SweepReport,
+    COUNT_CAP,
+};
+pub use background::Background;
 pub use crypto::Keyring;
-pub use disk::{DiskLevel, FreeSpaceProbe};
-pub use reprice::RepriceReport;
-pub use retention::{Background, SweepReport};
+pub use disk::{DiskGuard, DiskLevel, FreeSpaceProbe};
+pub use engine::Engine;
+pub use health::{StorageHealth, StoreStats};
 
-pub use query::{AuditEntry, Page, PageRequest, Position, ScanOutcome, COUNT_CAP};
-
-use crate::record::{CallRecord, CallStatus, InvocationRecord};
-use index::{CallText, RateLimitPoint, RateLimitState, RollupCell, SessionSummary};
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::Path;
-use std::sync::atomic::AtomicU32;
-use std::sync::Arc;
-use summary::{CallSummary, FacetView, InvocationSummary};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use summary::{CallSummary, InvocationSummary};
 use tokio::sync::broadcast;
-use writes::Writes;
-
-const SCHEMA_VERSION: &[u8] = b"1";
-/// `meta` key of a value sealed with the store's key, checked at open.
-const META_KEY_CHECK: &[u8] = b"key_check";
-const KEY_CHECK_TEXT: &[u8] = b"llmtap key check v1";
-
-/// sled's log segment size. Measured with `llmtap dev storage-bench`: sled cleans a
-/// segment only once half of it is dead, and with its default 512 KiB segments the
-/// store took 16.2 KB per call against 10.1 KB with 2 MiB (1000 conversations).
-const SEGMENT_SIZE: usize = 4 << 20;
-/// zstd level of sled's page compression. Our values are mostly compressed
-/// already (content, packed metadata); level 1 keeps what sled's pages add
-/// (keys, counters, summaries' headers) small at a third of level 5's cost:
-/// writer-bench 691 calls/s against 439 at sled's default level 5.
-const SLED_COMPRESSION_LEVEL: i32 = 1;
-/// What stores created before `SEGMENT_SIZE` was set use.
-const LEGACY_SEGMENT_SIZE: usize = 512 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("the store in {dir} is in use by another llmtap process (sled holds a lock on it); stop that process or choose another --data-dir")]
     Locked { dir: String },
     #[error("cannot open the store in {dir}: {source}")]
-    Open { dir: String, source: sled::Error },
+    Open { dir: String, source: ::sled::Error },
     #[error("store schema {found} is not supported by this llmtap (expects {expected})")]
     Schema { found: String, expected: String },
     #[error("store error: {0}")]
-    Sled(#[from] sled::Error),
+    Sled(#[from] ::sled::Error),
     #[error("stored record {key} is corrupt: {source}")]
     Decode {
         key: String,
@@ -125,6 +75,20 @@ pub enum StoreError {
     Crypto(#[from] crypto::CryptoError),
     #[error("attachment files: {0}")]
     Files(#[from] std::io::Error),
+    #[error("the store is reopening after a failed write; try again shortly")]
+    Closed,
+}
+
+impl StoreError {
+    /// An I/O failure of the engine (a full disk, a failing device): reopening the
+    /// engine once the cause is gone resumes writes. Other errors (a record that
+    /// cannot be encoded, corrupt data) would fail the same way again.
+    pub fn is_io(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Sled(::sled::Error::Io(_)) | StoreError::Files(_) | StoreError::Closed
+        )
+    }
 }
 
 /// How the store keeps content (the `[store]` keys of the config).
@@ -169,63 +133,43 @@ pub struct BatchWritten {
     pub invocations: Vec<InvocationSummary>,
 }
 
+/// What an engine shares with the handle and keeps across a reopen.
 #[derive(Clone)]
-pub struct Store {
-    db: sled::Db,
-    calls: sled::Tree,
-    invocations: sled::Tree,
-    inv_rounds: sled::Tree,
-    call_sum: sled::Tree,
-    inv_sum: sled::Tree,
-    call_idx: sled::Tree,
-    inv_idx: sled::Tree,
-    idx_counts: sled::Tree,
-    call_text: sled::Tree,
-    rollup: sled::Tree,
-    rollup_all: sled::Tree,
-    sessions: sled::Tree,
-    session_list: sled::Tree,
-    ratelimits: sled::Tree,
-    rl_series: sled::Tree,
-    rl_429: sled::Tree,
-    audit: sled::Tree,
-    audit_seq: Arc<AtomicU32>,
-    events: broadcast::Sender<Arc<BatchWritten>>,
-    meta: sled::Tree,
-    call_content: sled::Tree,
-    content: content::ContentTrees,
-    disk: Arc<disk::DiskGuard>,
-    search_texts: Arc<calls::SearchTexts>,
-    /// Exact totals of filter conjunctions no counter answers (`facet_cache.rs`).
-    call_facets: Arc<facet_cache::FacetCache>,
-    inv_facets: Arc<facet_cache::FacetCache>,
-    stats: Arc<StoreStats>,
-    options: Arc<StoreOptions>,
-    /// Held by whoever read-modify-writes the counters and rollups (`idx_counts`,
-    /// `rollup`, `rollup_all`): the writer and the retention sweeper run on two
-    /// threads, and sled has no atomic add, so each update is read and written
-    /// under this lock or one of them would be lost.
-    counters: Arc<std::sync::Mutex<()>>,
+pub struct EngineContext {
+    pub events: broadcast::Sender<Arc<BatchWritten>>,
+    pub disk: Arc<DiskGuard>,
+    pub stats: Arc<StoreStats>,
 }
 
-fn round_key(invocation_id: &str, round: u32, call_id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(invocation_id.len() + 5 + call_id.len());
-    key.extend_from_slice(invocation_id.as_bytes());
-    key.push(0);
-    key.extend_from_slice(&round.to_be_bytes());
-    key.extend_from_slice(call_id.as_bytes());
-    key
-}
-
-fn round_prefix(invocation_id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(invocation_id.len() + 1);
-    key.extend_from_slice(invocation_id.as_bytes());
-    key.push(0);
-    key
+impl EngineContext {
+    /// A fresh context for the store in `dir`.
+    pub fn new(dir: &Path, options: &StoreOptions) -> EngineContext {
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        EngineContext {
+            events,
+            disk: Arc::new(DiskGuard::new(
+                dir,
+                options.min_free_mb,
+                options.critical_free_mb,
+            )),
+            stats: Arc::default(),
+        }
+    }
 }
 
 /// Live-stream buffer per subscriber; a slower reader skips ahead (and is told).
 const EVENT_BUFFER: usize = 4096;
+
+/// Opens an engine: at start, and again after its writes failed.
+type Opener = dyn Fn(&EngineContext) -> Result<Arc<dyn Engine>, StoreError> + Send + Sync;
+
+#[derive(Clone)]
+pub struct Store {
+    engine: Arc<RwLock<Arc<dyn Engine>>>,
+    opener: Arc<Opener>,
+    context: EngineContext,
+    options: Arc<StoreOptions>,
+}
 
 impl Store {
     pub fn open(dir: &Path, cache_bytes: u64, flush_every_ms: u64) -> Result<Store, StoreError> {
@@ -239,1000 +183,87 @@ impl Store {
         )
     }
 
-    /// Opens the store. A lock held by a handle that is closing (sled releases it from
-    /// its flusher thread shortly after the last handle drops) is waited out for up
-    /// to three seconds; a lock held by another live process fails with `Locked`.
+    /// Opens the embedded sled store in `dir`.
     pub fn open_with(dir: &Path, options: StoreOptions) -> Result<Store, StoreError> {
-        let mut attempts = 0;
-        loop {
-            match Store::open_once(dir, options.clone()) {
-                Err(StoreError::Locked { .. }) if attempts < 60 => {
-                    attempts += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-                other => return other,
-            }
-        }
-    }
-
-    fn open_once(dir: &Path, options: StoreOptions) -> Result<Store, StoreError> {
-        let shown = dir.display().to_string();
-        let config = |compression: bool, segment_size: usize| {
-            sled::Config::new()
-                .path(dir)
-                .cache_capacity(options.cache_bytes)
-                .flush_every_ms(Some(options.flush_every_ms.max(1)))
-                .use_compression(compression)
-                .compression_factor(SLED_COMPRESSION_LEVEL)
-                .segment_size(segment_size)
+        let context = EngineContext::new(dir, &options);
+        let dir: PathBuf = dir.to_path_buf();
+        let engine_options = options.clone();
+        let opener = move |context: &EngineContext| -> Result<Arc<dyn Engine>, StoreError> {
+            let engine = sled::SledStore::open_with(&dir, engine_options.clone(), context)?;
+            Ok(Arc::new(engine))
         };
-        // sled fixes page compression and segment size when a store is created; a
-        // store made by an earlier llmtap (or with the other setting) opens with the
-        // settings it has.
-        let (mut compression, mut segment_size) = (options.sled_compression, SEGMENT_SIZE);
-        let mut opened = config(compression, segment_size).open();
-        for _ in 0..2 {
-            match &opened {
-                Err(sled::Error::Unsupported(why)) if why.contains("compression") => {
-                    compression = !compression;
-                }
-                Err(sled::Error::Unsupported(why)) if why.contains("io buffer size") => {
-                    segment_size = LEGACY_SEGMENT_SIZE;
-                }
-                _ => break,
-            }
-            tracing::info!(
-                compression,
-                segment_size,
-                "opening the store with the settings it was created with"
-            );
-            opened = config(compression, segment_size).open();
-        }
-        let db = opened.map_err(|source| match &source {
-            sled::Error::Io(io)
-                if io.kind() == std::io::ErrorKind::WouldBlock
-                    || io.to_string().contains("lock") =>
-            {
-                StoreError::Locked { dir: shown.clone() }
-            }
-            _ => StoreError::Open {
-                dir: shown.clone(),
-                source,
-            },
-        })?;
-        let meta = db.open_tree("meta")?;
-        match meta.get("schema")? {
-            None => {
-                meta.insert("schema", SCHEMA_VERSION)?;
-            }
-            Some(v) if v.as_ref() == SCHEMA_VERSION => {}
-            Some(v) => {
-                return Err(StoreError::Schema {
-                    found: String::from_utf8_lossy(&v).into_owned(),
-                    expected: String::from_utf8_lossy(SCHEMA_VERSION).into_owned(),
-                })
-            }
-        }
-        // Once a store holds sealed content it cannot be opened without a key.
-        match (meta.get("encrypted")?, &options.keys) {
-            (Some(_), None) => return Err(StoreError::KeyRequired),
-            (None, Some(keys)) => {
-                meta.insert("encrypted", keys.current_id().as_bytes())?;
-            }
-            _ => {}
-        }
-        let codec = content::Codec {
-            keys: options.keys.clone(),
-            zstd_level: options.zstd_level,
-        };
-        let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let store = Store {
-            calls: db.open_tree("calls")?,
-            invocations: db.open_tree("invocations")?,
-            inv_rounds: db.open_tree("inv_rounds")?,
-            call_sum: db.open_tree("call_sum")?,
-            inv_sum: db.open_tree("inv_sum")?,
-            call_idx: db.open_tree("call_idx")?,
-            inv_idx: db.open_tree("inv_idx")?,
-            idx_counts: db.open_tree("idx_counts")?,
-            call_text: db.open_tree("call_text")?,
-            rollup: db.open_tree("rollup")?,
-            rollup_all: db.open_tree("rollup_all")?,
-            sessions: db.open_tree("sessions")?,
-            session_list: db.open_tree("session_list")?,
-            ratelimits: db.open_tree("ratelimits")?,
-            rl_series: db.open_tree("rl_series")?,
-            rl_429: db.open_tree("rl_429")?,
-            audit: db.open_tree("audit")?,
-            audit_seq: Arc::new(AtomicU32::new(0)),
-            events,
-            call_content: db.open_tree("call_content")?,
-            content: content::ContentTrees::open(&db, dir, codec)?,
-            disk: Arc::new(disk::DiskGuard::new(
-                dir,
-                options.min_free_mb,
-                options.critical_free_mb,
-            )),
-            search_texts: Arc::default(),
-            call_facets: Arc::new(facet_cache::FacetCache::new(false)),
-            inv_facets: Arc::new(facet_cache::FacetCache::new(true)),
-            stats: Arc::new(StoreStats::default()),
+        let engine = opener(&context)?;
+        Ok(Store {
+            engine: Arc::new(RwLock::new(engine)),
+            opener: Arc::new(opener),
+            context,
             options: Arc::new(options),
-            counters: Arc::default(),
-            meta: meta.clone(),
-            db,
-        };
-        let fresh = meta.get("read_indexes")?.is_none();
-        if fresh {
-            if !store.calls.is_empty() {
-                tracing::info!("building read-API indexes for an older store");
-                store.reindex()?;
-            }
-            meta.insert("read_indexes", b"1")?;
-        }
-        if meta.get("index_v3")?.is_none() {
-            if !fresh {
-                tracing::info!("adding the has_session index and pair counters to an older store");
-                store.backfill_indexes()?;
-            }
-            meta.insert("index_v3", b"1")?;
-        }
-        store.check_keyring(&shown)?;
-        store.load_facet_caches()?;
-        Ok(store)
+        })
     }
 
-    /// Refuses a keyring that cannot open what the store holds, before any traffic is
-    /// recorded: a sealed check value in `meta` (`key_check`), or, in stores written
-    /// before it existed, the first manifest. The check value is written with the
-    /// current key when the store has none yet.
-    fn check_keyring(&self, dir: &str) -> Result<(), StoreError> {
-        let Some(keys) = self.options.keys.as_deref() else {
-            return Ok(());
-        };
-        let wrong = |sealed: &[u8]| StoreError::WrongKey {
-            dir: dir.to_string(),
-            sealed_with: sealed
-                .get(..4)
-                .map_or_else(|| "unknown".into(), crypto::hex),
-            have: keys.ids().join(", "),
-        };
-        if let Some(sealed) = self.meta.get(META_KEY_CHECK)? {
-            return match keys.open(&sealed) {
-                Ok(plain) if plain == KEY_CHECK_TEXT => Ok(()),
-                _ => Err(wrong(&sealed)),
-            };
+    /// The open engine (or `engine::Closed` while it reopens).
+    fn engine(&self) -> Arc<dyn Engine> {
+        match self.engine.read() {
+            Ok(e) => e.clone(),
+            Err(p) => p.into_inner().clone(),
         }
-        if let Some(entry) = self.call_content.iter().next() {
-            let (id, stored) = entry?;
-            match self.content.codec.open(&id, &stored) {
-                Ok(_) => {}
-                Err(StoreError::Crypto(_)) => {
-                    return Err(wrong(stored.get(1..).unwrap_or_default()));
-                }
-                Err(e) => return Err(e),
+    }
+
+    fn set_engine(&self, engine: Arc<dyn Engine>) {
+        match self.engine.write() {
+            Ok(mut e) => *e = engine,
+            Err(p) => *p.into_inner() = engine,
+        }
+    }
+
+    /// False while the handle reopens a failed engine.
+    pub fn is_open(&self) -> bool {
+        self.context
+            .stats
+            .reopening
+            .load(std::sync::atomic::Ordering::Acquire)
+            == 0
+    }
+
+    /// Closes the engine and opens it again (after its writes failed with an I/O
+    /// error). Reads answer `StoreError::Closed` meanwhile. On failure the handle
+    /// stays closed; call again later.
+    pub fn reopen(&self) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        self.context.stats.reopening.store(1, Ordering::Release);
+        // Our reference to the failed engine goes here; readers holding one finish
+        // their request and drop theirs, and sled's open waits for its lock.
+        self.set_engine(Arc::new(engine::Closed));
+        match (self.opener)(&self.context) {
+            Ok(engine) => {
+                self.set_engine(engine);
+                self.context.stats.reopening.store(0, Ordering::Release);
+                StoreStats::add(&self.context.stats.reopens, 1);
+                tracing::warn!("store reopened: writes resume");
+                Ok(())
+            }
+            Err(e) => {
+                StoreStats::add(&self.context.stats.reopen_failures, 1);
+                Err(e)
             }
         }
-        self.meta
-            .insert(META_KEY_CHECK, keys.seal(KEY_CHECK_TEXT)?)?;
-        Ok(())
     }
 
-    /// Bytes the facet caches hold (bitmaps and values), for calls and invocations.
-    pub fn facet_cache_bytes(&self) -> (u64, u64) {
-        (self.call_facets.usage().1, self.inv_facets.usage().1)
-    }
-
-    /// Fills the facet caches from every stored summary (before the writer starts).
-    fn load_facet_caches(&self) -> Result<(), StoreError> {
-        let started = std::time::Instant::now();
-        for (sums, cache) in [
-            (&self.call_sum, &self.call_facets),
-            (&self.inv_sum, &self.inv_facets),
-        ] {
-            cache.clear();
-            for entry in sums.iter() {
-                let (id, stored) = entry?;
-                let view = stored_view(&String::from_utf8_lossy(&id), &stored)?;
-                cache.note(view.time_us, &id, &index::view_pairs(&view), None);
-            }
-        }
-        let (call_days, call_bytes) = self.call_facets.usage();
-        let (_, inv_bytes) = self.inv_facets.usage();
-        tracing::info!(
-            days = call_days,
-            bytes = call_bytes + inv_bytes,
-            seconds = started.elapsed().as_secs_f64(),
-            "facet cache loaded"
-        );
-        Ok(())
-    }
-
-    /// Live summaries of every batch stored from now on.
+    /// Every stored batch's summaries, for the live stream and the exporter. The
+    /// channel belongs to the handle, so subscribers outlive a reopen.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<BatchWritten>> {
-        self.events.subscribe()
+        self.context.events.subscribe()
     }
 
-    /// Stores a batch of calls and the invocations they changed.
-    pub fn write_batch(
-        &self,
-        calls: &[CallRecord],
-        invocations: &[InvocationRecord],
-    ) -> Result<(), StoreError> {
-        let written = self.write_batch_derived(calls, invocations, true)?;
-        if self.events.receiver_count() > 0 {
-            // Never blocks: a full buffer drops the oldest event for lagging readers.
-            let _ = self.events.send(Arc::new(written));
-        }
-        Ok(())
+    pub fn disk(&self) -> &DiskGuard {
+        &self.context.disk
     }
 
-    /// Rebuilds every derived tree from `calls` and `invocations` (stores written
-    /// before the read indexes existed).
-    fn reindex(&self) -> Result<(), StoreError> {
-        let mut batch = Vec::with_capacity(1000);
-        for entry in self.calls.iter() {
-            let (key, value) = entry?;
-            batch.push(decode::<CallRecord>(&key, &value)?);
-            if batch.len() == 1000 {
-                self.write_batch_derived(&batch, &[], false)?;
-                batch.clear();
-            }
-        }
-        self.write_batch_derived(&batch, &[], false)?;
-        let mut invs = Vec::with_capacity(1000);
-        for entry in self.invocations.iter() {
-            let (key, value) = entry?;
-            invs.push(decode::<InvocationRecord>(&key, &value)?);
-            if invs.len() == 1000 {
-                self.write_batch_derived(&[], &invs, false)?;
-                invs.clear();
-            }
-        }
-        self.write_batch_derived(&[], &invs, false)?;
-        Ok(())
+    pub fn stats(&self) -> &StoreStats {
+        &self.context.stats
     }
 
-    /// Adds what a store indexed before them lacks: the `has_session` index entries
-    /// (tag `h`) and the pair counters. Counters are set, not added, so a run cut short
-    /// can simply rerun.
-    fn backfill_indexes(&self) -> Result<(), StoreError> {
-        for (kind, sums, idx) in [
-            (b'c', &self.call_sum, &self.call_idx),
-            (b'i', &self.inv_sum, &self.inv_idx),
-        ] {
-            let mut counts: HashMap<Vec<u8>, u64> = HashMap::new();
-            let mut batch = Writes::default();
-            let mut pending = 0;
-            for entry in sums.iter() {
-                let (id, stored) = entry?;
-                let key = String::from_utf8_lossy(&id);
-                let view = stored_view(&key, &stored)?;
-                let pairs = index::view_pairs(&view);
-                let has = pairs.iter().any(|(t, _)| *t == summary::tag::SESSION);
-                let value = index::has_session_value(has);
-                *counts
-                    .entry(index::count_key(kind, summary::tag::HAS_SESSION, value))
-                    .or_default() += 1;
-                for count in index::pair_counts(kind, &pairs) {
-                    *counts.entry(count).or_default() += 1;
-                }
-                batch.insert(
-                    index::index_key(summary::tag::HAS_SESSION, value, view.time_us, &key),
-                    &[] as &[u8],
-                );
-                pending += 1;
-                if pending == 10_000 {
-                    std::mem::take(&mut batch).apply_to(idx)?;
-                    pending = 0;
-                }
-            }
-            batch.apply_to(idx)?;
-            let mut count_batch = Writes::default();
-            for (key, n) in counts {
-                count_batch.insert(key, n.to_be_bytes());
-            }
-            count_batch.apply_to(&self.idx_counts)?;
-        }
-        Ok(())
-    }
-
-    /// The batch write: records, then summaries, indexes, counters, rollups,
-    /// sessions and rate-limit state. Each tree's part is applied key by key (`writes.rs`);
-    /// records go first so derived data never points at a missing record.
-    fn write_batch_derived(
-        &self,
-        calls: &[CallRecord],
-        invocations: &[InvocationRecord],
-        write_records: bool,
-    ) -> Result<BatchWritten, StoreError> {
-        let mut call_batch = Writes::default();
-        let mut round_batch = Writes::default();
-        let mut sum_batch = Writes::default();
-        let mut idx_batch = Writes::default();
-        let mut text_batch = Writes::default();
-        let mut series_batch = Writes::default();
-        let mut r429_batch = Writes::default();
-        let mut counts: HashMap<Vec<u8>, i64> = HashMap::new();
-        let mut buckets: HashMap<Vec<u8>, RollupCell> = HashMap::new();
-        let mut all_time: HashMap<Vec<u8>, RollupCell> = HashMap::new();
-        let mut sessions: HashMap<String, (Option<SessionSummary>, SessionSummary)> =
-            HashMap::new();
-        let mut limits: HashMap<Vec<u8>, RateLimitState> = HashMap::new();
-        // Prompt name and properties of each invocation, from its calls in this batch.
-        let mut inv_extra: HashMap<&str, (Option<String>, BTreeMap<String, String>)> =
-            HashMap::new();
-        let mut written = BatchWritten::default();
-        // What the facet caches learn once the trees hold it: (time, id, pairs).
-        let mut noted_calls: Vec<(u64, &str, OwnedPairs)> = Vec::with_capacity(calls.len());
-        let mut noted_invs: Vec<(u64, &str, OwnedPairs, Option<u64>)> =
-            Vec::with_capacity(invocations.len());
-
-        if write_records {
-            // Content first (values, then refcounts), so a stored call never names missing content.
-            let (metas, manifests) = self.prepare_calls(calls)?;
-            let mut content_batch = Writes::default();
-            for (id, manifest) in manifests {
-                content_batch.insert(id.as_bytes(), manifest);
-            }
-            content_batch.apply_to(&self.call_content)?;
-            for meta in &metas {
-                call_batch.insert(meta.id.as_bytes(), encode_call_meta(meta)?);
-            }
-        }
-        for call in calls {
-            round_batch.insert(
-                round_key(&call.invocation_id, call.round, &call.id),
-                &[] as &[u8],
-            );
-            let summary = CallSummary::from_record(call);
-            let facets = summary.facets();
-            sum_batch.insert(
-                call.id.as_bytes(),
-                summary::encode_stored(&facets, &summary).map_err(StoreError::Encode)?,
-            );
-            let pairs = index::facet_pairs(&facets);
-            noted_calls.push((facets.time_us, call.id.as_str(), owned_pairs(&pairs)));
-            for (key, count) in index::index_entries(b'c', facets.time_us, &call.id, &pairs) {
-                idx_batch.insert(key, &[] as &[u8]);
-                *counts.entry(count).or_default() += 1;
-            }
-            for count in index::pair_counts(b'c', &pairs) {
-                *counts.entry(count).or_default() += 1;
-            }
-            // Prompt text in the clear would defeat encryption at rest: with a key,
-            // session subjects are not kept. New calls keep their `q` texts in the
-            // content store (`prepare_calls`); only a reindex of an old store, whose
-            // records still hold their views, writes the legacy `call_text` tree.
-            let plaintext_ok = self.options.keys.is_none();
-            if let Some(text) = CallText::of(call).filter(|_| plaintext_ok && !write_records) {
-                text_batch.insert(
-                    call.id.as_bytes(),
-                    serde_json::to_vec(&text).map_err(StoreError::Encode)?,
-                );
-            }
-            let m = &call.metadata;
-            for scope in index::scopes(m.tenant.as_deref(), m.agent.as_deref()) {
-                buckets
-                    .entry(index::bucket_key(&scope, call.started_at_us))
-                    .or_default()
-                    .add_call(call, false);
-                all_time.entry(scope).or_default().add_call(call, true);
-            }
-            if let Some(session_id) = &m.session_id {
-                let entry = match sessions.remove(session_id) {
-                    Some(e) => e,
-                    None => {
-                        let old: Option<SessionSummary> =
-                            decode_opt(session_id, self.sessions.get(session_id.as_bytes())?)?;
-                        let current = old.clone().unwrap_or_else(|| SessionSummary {
-                            id: session_id.clone(),
-                            first_at_us: call.started_at_us,
-                            ..SessionSummary::default()
-                        });
-                        (old, current)
-                    }
-                };
-                let (old, mut s) = entry;
-                update_session(&mut s, call, plaintext_ok);
-                sessions.insert(session_id.clone(), (old, s));
-            }
-            if call.rate_limit.is_some() || call.status == Some(CallStatus::RateLimited) {
-                self.note_rate_limit(call, &mut limits, &mut series_batch, &mut r429_batch)?;
-            }
-            let extra = inv_extra.entry(call.invocation_id.as_str()).or_default();
-            if extra.0.is_none() {
-                extra.0.clone_from(&m.prompt);
-            }
-            for (k, v) in &m.properties {
-                extra.1.entry(k.clone()).or_insert_with(|| v.clone());
-            }
-            written.calls.push(summary);
-        }
-
-        let mut inv_batch = Writes::default();
-        let mut inv_sum_batch = Writes::default();
-        let mut inv_idx_batch = Writes::default();
-        for inv in invocations {
-            if write_records {
-                let value = serde_json::to_vec(inv).map_err(StoreError::Encode)?;
-                inv_batch.insert(inv.id.as_bytes(), value);
-            }
-            let old_stored = self.inv_sum.get(inv.id.as_bytes())?;
-            let old = match &old_stored {
-                Some(bytes) => {
-                    let (header, json) = summary::split_stored(bytes)
-                        .ok_or_else(|| corrupt(&inv.id, "summary header"))?;
-                    let view = FacetView::parse(header)
-                        .ok_or_else(|| corrupt(&inv.id, "summary header"))?;
-                    let old_summary: InvocationSummary = decode(inv.id.as_bytes(), json)?;
-                    Some((view, old_summary))
-                }
-                None => None,
-            };
-            let (mut prompt, mut properties) = match &old {
-                Some((_, s)) => (s.prompt.clone(), s.properties.clone()),
-                None => (None, BTreeMap::new()),
-            };
-            if let Some((p, props)) = inv_extra.get(inv.id.as_str()) {
-                if prompt.is_none() {
-                    prompt.clone_from(p);
-                }
-                for (k, v) in props {
-                    properties.entry(k.clone()).or_insert_with(|| v.clone());
-                }
-            }
-            let summary = InvocationSummary::from_record(inv, prompt, properties);
-            let facets = summary.facets();
-            let new_facet_pairs = index::facet_pairs(&facets);
-            let new_entries = index::index_entries(b'i', facets.time_us, &inv.id, &new_facet_pairs);
-            let old_entries = match &old {
-                Some((view, _)) => {
-                    index::index_entries(b'i', view.time_us, &inv.id, &index::view_pairs(view))
-                }
-                None => Vec::new(),
-            };
-            let old_keys: HashSet<&Vec<u8>> = old_entries.iter().map(|(k, _)| k).collect();
-            let new_keys: HashSet<&Vec<u8>> = new_entries.iter().map(|(k, _)| k).collect();
-            for (key, count) in &old_entries {
-                if !new_keys.contains(key) {
-                    inv_idx_batch.remove(key.as_slice());
-                    *counts.entry(count.clone()).or_default() -= 1;
-                }
-            }
-            for (key, count) in &new_entries {
-                if !old_keys.contains(key) {
-                    inv_idx_batch.insert(key.as_slice(), &[] as &[u8]);
-                    *counts.entry(count.clone()).or_default() += 1;
-                }
-            }
-            let old_pairs: HashSet<Vec<u8>> = match &old {
-                Some((view, _)) => index::pair_counts(b'i', &index::view_pairs(view))
-                    .into_iter()
-                    .collect(),
-                None => HashSet::new(),
-            };
-            let new_pairs: HashSet<Vec<u8>> = index::pair_counts(b'i', &new_facet_pairs)
-                .into_iter()
-                .collect();
-            for key in old_pairs.difference(&new_pairs) {
-                *counts.entry(key.clone()).or_default() -= 1;
-            }
-            for key in new_pairs.difference(&old_pairs) {
-                *counts.entry(key.clone()).or_default() += 1;
-            }
-            if old.is_none() {
-                for scope in index::scopes(inv.tenant.as_deref(), inv.agent.as_deref()) {
-                    buckets
-                        .entry(index::bucket_key(&scope, inv.started_at_us))
-                        .or_default()
-                        .invocations += 1;
-                    all_time.entry(scope).or_default().invocations += 1;
-                }
-            }
-            inv_sum_batch.insert(
-                inv.id.as_bytes(),
-                summary::encode_stored(&facets, &summary).map_err(StoreError::Encode)?,
-            );
-            noted_invs.push((
-                facets.time_us,
-                inv.id.as_str(),
-                owned_pairs(&new_facet_pairs),
-                old.as_ref().map(|(view, _)| view.time_us),
-            ));
-            written.invocations.push(summary);
-        }
-
-        let mut session_batch = Writes::default();
-        let mut session_list_batch = Writes::default();
-        for (id, (old, new)) in &sessions {
-            if let Some(old) = old {
-                if old.first_at_us != new.first_at_us {
-                    session_list_batch.remove(index::session_list_key(old.first_at_us, id));
-                }
-            }
-            session_list_batch.insert(
-                index::session_list_key(new.first_at_us, id),
-                new.tenant.as_deref().unwrap_or("").as_bytes(),
-            );
-            session_batch.insert(
-                id.as_bytes(),
-                serde_json::to_vec(new).map_err(StoreError::Encode)?,
-            );
-        }
-        let mut limit_batch = Writes::default();
-        for (key, state) in &limits {
-            limit_batch.insert(
-                key.as_slice(),
-                serde_json::to_vec(state).map_err(StoreError::Encode)?,
-            );
-        }
-        // Counters and rollups are read and written under the counter lock (the
-        // sweeper updates them too), until they are applied below.
-        let counters_guard = self.lock_counters();
-        let mut count_batch = Writes::default();
-        for (key, delta) in counts {
-            if delta == 0 {
-                continue;
-            }
-            let now = self.idx_counts.get(&key)?.map_or(0, |v| be_u64(&v));
-            count_batch.insert(key, (now as i64 + delta).max(0).to_be_bytes());
-        }
-        let mut bucket_batch = Writes::default();
-        for (key, cell) in buckets {
-            let mut stored = self
-                .rollup
-                .get(&key)?
-                .map(|v| RollupCell::decode(&v))
-                .unwrap_or_default();
-            stored.merge(&cell);
-            bucket_batch.insert(key, stored.encode());
-        }
-        let mut all_batch = Writes::default();
-        for (key, cell) in all_time {
-            let mut stored = self
-                .rollup_all
-                .get(&key)?
-                .map(|v| RollupCell::decode(&v))
-                .unwrap_or_default();
-            stored.merge(&cell);
-            all_batch.insert(key, stored.encode());
-        }
-
-        // Records first: derived data never points at a call that is not stored.
-        call_batch.apply_to(&self.calls)?;
-        round_batch.apply_to(&self.inv_rounds)?;
-        inv_batch.apply_to(&self.invocations)?;
-        text_batch.apply_to(&self.call_text)?;
-        sum_batch.apply_to(&self.call_sum)?;
-        inv_sum_batch.apply_to(&self.inv_sum)?;
-        idx_batch.apply_to(&self.call_idx)?;
-        inv_idx_batch.apply_to(&self.inv_idx)?;
-        count_batch.apply_to(&self.idx_counts)?;
-        bucket_batch.apply_to(&self.rollup)?;
-        all_batch.apply_to(&self.rollup_all)?;
-        drop(counters_guard);
-        session_batch.apply_to(&self.sessions)?;
-        session_list_batch.apply_to(&self.session_list)?;
-        limit_batch.apply_to(&self.ratelimits)?;
-        series_batch.apply_to(&self.rl_series)?;
-        r429_batch.apply_to(&self.rl_429)?;
-        for (time_us, id, pairs) in &noted_calls {
-            self.call_facets
-                .note(*time_us, id.as_bytes(), &borrowed_pairs(pairs), None);
-        }
-        for (time_us, id, pairs, replaced) in &noted_invs {
-            self.inv_facets
-                .note(*time_us, id.as_bytes(), &borrowed_pairs(pairs), *replaced);
-        }
-        Ok(written)
-    }
-
-    fn note_rate_limit(
-        &self,
-        call: &CallRecord,
-        limits: &mut HashMap<Vec<u8>, RateLimitState>,
-        series: &mut Writes,
-        r429: &mut Writes,
-    ) -> Result<(), StoreError> {
-        let model = call.response_model.as_deref().or(call.model.as_deref());
-        let key = index::ratelimit_key(&call.provider, call.api_key_fingerprint.as_deref(), model);
-        let mut state = match limits.remove(&key) {
-            Some(s) => s,
-            None => decode_opt::<RateLimitState>(&call.provider, self.ratelimits.get(&key)?)?
-                .unwrap_or_else(|| RateLimitState {
-                    provider: call.provider.clone(),
-                    key_fingerprint: call.api_key_fingerprint.clone(),
-                    model: model.map(str::to_string),
-                    ..RateLimitState::default()
-                }),
-        };
-        let rl = call.rate_limit.clone().unwrap_or_default();
-        if call.started_at_us >= state.at_us {
-            state.at_us = call.started_at_us;
-            state.at.clone_from(&call.started_at);
-            state.requests = rl.requests.clone().or(state.requests.take());
-            state.tokens = rl.tokens.clone().or(state.tokens.take());
-            state.input_tokens = rl.input_tokens.clone().or(state.input_tokens.take());
-            state.output_tokens = rl.output_tokens.clone().or(state.output_tokens.take());
-            state.retry_after_s = rl.retry_after_s;
-        }
-        let limited = call.status == Some(CallStatus::RateLimited);
-        if limited {
-            if state.last_429_us.is_none_or(|t| t <= call.started_at_us) {
-                state.last_429_us = Some(call.started_at_us);
-                state.last_429_at = Some(call.started_at.clone());
-                state.last_retry_after_s = rl.retry_after_s.or(state.last_retry_after_s);
-            }
-            r429.insert(
-                index::series_key(&key, call.started_at_us, &call.id),
-                serde_json::to_vec(&rl.retry_after_s).map_err(StoreError::Encode)?,
-            );
-        }
-        let remaining =
-            |w: &Option<crate::record::LimitWindow>| w.as_ref().and_then(|w| w.remaining);
-        let point = RateLimitPoint {
-            at_us: call.started_at_us,
-            status: call.status,
-            requests_remaining: remaining(&rl.requests),
-            tokens_remaining: remaining(&rl.tokens),
-            input_tokens_remaining: remaining(&rl.input_tokens),
-            output_tokens_remaining: remaining(&rl.output_tokens),
-        };
-        series.insert(
-            index::series_key(&key, call.started_at_us, &call.id),
-            serde_json::to_vec(&point).map_err(StoreError::Encode)?,
-        );
-        limits.insert(key, state);
-        Ok(())
-    }
-
-    /// A call with its bodies and parsed views.
-    pub fn get_call(&self, id: &str) -> Result<Option<CallRecord>, StoreError> {
-        let Some(mut call) = self.get_call_meta(id)? else {
-            return Ok(None);
-        };
-        self.hydrate(&mut call)?;
-        Ok(Some(call))
-    }
-
-    /// A call's metadata only: no bodies, no parsed views (cheap; for lists and indexes).
-    pub fn get_call_meta(&self, id: &str) -> Result<Option<CallRecord>, StoreError> {
-        decode_opt(id, self.calls.get(id.as_bytes())?)
-    }
-
-    /// Removes the derived entries of a call being deleted (retention, `delete_call`):
-    /// its summary, text and index entries, with their counters. Rollups are taken
-    /// down by the sweeper (`subtract_rollups`); rate-limit history is kept.
-    pub fn unindex_call(&self, call: &CallRecord) -> Result<(), StoreError> {
-        let id = call.id.as_bytes();
-        self.unindex(b'c', id)?;
-        self.call_text.remove(id)?;
-        Ok(())
-    }
-
-    fn lock_counters(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.counters.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Takes deleted records out of the rollups (`/summary`, `/agents`): per bucket
-    /// and all time, under the counter lock; a cell left empty is removed.
-    pub(super) fn subtract_rollups(
-        &self,
-        buckets: HashMap<Vec<u8>, RollupCell>,
-        all_time: HashMap<Vec<u8>, RollupCell>,
-    ) -> Result<(), StoreError> {
-        let _guard = self.lock_counters();
-        for (tree, cells) in [(&self.rollup, buckets), (&self.rollup_all, all_time)] {
-            let mut batch = Writes::default();
-            for (key, cell) in cells {
-                let Some(stored) = tree.get(&key)? else {
-                    continue;
-                };
-                let mut stored = RollupCell::decode(&stored);
-                stored.subtract(&cell);
-                if stored.is_empty() {
-                    batch.remove(key);
-                } else {
-                    batch.insert(key, stored.encode());
-                }
-            }
-            batch.apply_to(tree)?;
-        }
-        Ok(())
-    }
-
-    /// Removes the derived entries of an invocation being deleted: its summary and
-    /// index entries, with their counters.
-    pub fn unindex_invocation(&self, id: &[u8]) -> Result<(), StoreError> {
-        self.unindex(b'i', id)
-    }
-
-    /// A record's summary, index entries, counters and count-cache entry.
-    fn unindex(&self, kind: u8, id: &[u8]) -> Result<(), StoreError> {
-        let (sums, idx, cache) = match kind {
-            b'c' => (&self.call_sum, &self.call_idx, &self.call_facets),
-            _ => (&self.inv_sum, &self.inv_idx, &self.inv_facets),
-        };
-        let Some(stored) = sums.get(id)? else {
-            return Ok(());
-        };
-        let key = String::from_utf8_lossy(id).into_owned();
-        let view = stored_view(&key, &stored)?;
-        let pairs = index::view_pairs(&view);
-        let entries = index::index_entries(kind, view.time_us, &key, &pairs);
-        for (entry, _) in &entries {
-            idx.remove(entry.as_slice())?;
-        }
-        cache.forget(view.time_us, id, &pairs);
-        let counters = entries.into_iter().map(|(_, count)| count);
-        let _guard = self.lock_counters();
-        for count in counters.chain(index::pair_counts(kind, &pairs)) {
-            let now = self.idx_counts.get(&count)?.map_or(0, |v| be_u64(&v));
-            self.idx_counts
-                .insert(count, &now.saturating_sub(1).to_be_bytes())?;
-        }
-        sums.remove(id)?;
-        Ok(())
-    }
-
-    pub fn get_invocation(&self, id: &str) -> Result<Option<InvocationRecord>, StoreError> {
-        decode_opt(id, self.invocations.get(id.as_bytes())?)
-    }
-
-    /// The calls of an invocation in round order.
-    pub fn invocation_calls(&self, invocation_id: &str) -> Result<Vec<CallRecord>, StoreError> {
-        let prefix = round_prefix(invocation_id);
-        let mut out = Vec::new();
-        for entry in self.inv_rounds.scan_prefix(&prefix) {
-            let (key, _) = entry?;
-            let call_id = String::from_utf8_lossy(&key[prefix.len() + 4..]).into_owned();
-            if let Some(call) = self.get_call(&call_id)? {
-                out.push(call);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Invocations that ended at or after `since_us`, for seeding round counters at start-up.
-    pub fn invocations_since(&self, since_us: u64) -> Result<Vec<InvocationRecord>, StoreError> {
-        let mut out = Vec::new();
-        for entry in self.invocations.iter() {
-            let (key, value) = entry?;
-            let inv: InvocationRecord = decode(&key, &value)?;
-            if inv.ended_at_us >= since_us {
-                out.push(inv);
-            }
-        }
-        Ok(out)
-    }
-
-    pub fn call_count(&self) -> usize {
-        self.calls.len()
-    }
-
-    /// Every stored call id, oldest first.
-    pub fn call_ids(&self) -> Result<Vec<String>, StoreError> {
-        self.calls
-            .iter()
-            .keys()
-            .map(|k| Ok(String::from_utf8_lossy(&k?).into_owned()))
-            .collect()
-    }
-
-    pub fn flush(&self) -> Result<usize, StoreError> {
-        Ok(self.db.flush()?)
-    }
-
-    /// Whether a call with this id is stored (replaying the capture log skips it).
-    pub fn contains_call(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self.calls.contains_key(id.as_bytes())?)
-    }
-
-    /// The capture log position up to which the store holds every record (None for
-    /// a store that never applied the log).
-    pub fn journal_applied(&self) -> Result<Option<u64>, StoreError> {
-        match self.meta.get(META_JOURNAL_APPLIED)? {
-            None => Ok(None),
-            Some(v) => {
-                let bytes: [u8; 8] = v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
-                    key: "meta/journal_applied".into(),
-                    reason: format!("{} bytes, expected 8", v.len()),
-                })?;
-                Ok(Some(u64::from_be_bytes(bytes)))
-            }
-        }
-    }
-
-    /// Records the capture log position the store now holds everything before.
-    /// Written after the batch it ends, so sled's prefix recovery never keeps the
-    /// position without the records.
-    pub fn set_journal_applied(&self, position: u64) -> Result<(), StoreError> {
-        self.meta
-            .insert(META_JOURNAL_APPLIED, &position.to_be_bytes())?;
-        Ok(())
-    }
-}
-
-/// `meta` key of the capture log position applied (u64 BE).
-const META_JOURNAL_APPLIED: &str = "journal_applied";
-
-/// A call's metadata as the `calls` tree keeps it (packed JSON, see `packed.rs`).
-fn encode_call_meta(meta: &CallRecord) -> Result<Vec<u8>, StoreError> {
-    let json = serde_json::to_vec(meta).map_err(StoreError::Encode)?;
-    Ok(packed::pack(json))
-}
-
-/// Decodes a stored JSON value, packed or plain.
-fn decode<T: serde::de::DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T, StoreError> {
-    let json = packed::unpack(value).map_err(|reason| StoreError::Corrupt {
-        key: String::from_utf8_lossy(key).into_owned(),
-        reason,
-    })?;
-    serde_json::from_slice(&json).map_err(|source| StoreError::Decode {
-        key: String::from_utf8_lossy(key).into_owned(),
-        source,
-    })
-}
-
-fn decode_opt<T: serde::de::DeserializeOwned>(
-    key: &str,
-    value: Option<sled::IVec>,
-) -> Result<Option<T>, StoreError> {
-    value.map(|v| decode(key.as_bytes(), &v)).transpose()
-}
-
-/// The facet header of a stored summary.
-fn stored_view<'a>(key: &str, stored: &'a [u8]) -> Result<FacetView<'a>, StoreError> {
-    summary::split_stored(stored)
-        .and_then(|(header, _)| FacetView::parse(header))
-        .ok_or_else(|| corrupt(key, "summary header"))
-}
-
-fn corrupt(key: &str, what: &str) -> StoreError {
-    StoreError::Decode {
-        key: key.to_string(),
-        source: serde::de::Error::custom(format!("bad {what}")),
-    }
-}
-
-fn be_u64(bytes: &[u8]) -> u64 {
-    bytes
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u64::from_be_bytes)
-}
-
-fn update_session(s: &mut SessionSummary, call: &CallRecord, with_subject: bool) {
-    use crate::timefmt::format_rfc3339_us;
-    let m = &call.metadata;
-    s.calls += 1;
-    s.input_tokens += call.usage.input_tokens.unwrap_or(0);
-    s.output_tokens += call.usage.output_tokens.unwrap_or(0);
-    // Integer picodollars, so the sum never drifts; sessions stored before
-    // `cost_pusd` existed start from their float total.
-    if s.cost_pusd == 0 && s.cost_usd > 0.0 {
-        s.cost_pusd = (s.cost_usd * 1e12).round() as u64;
-    }
-    s.cost_pusd += match call.cost.as_ref().filter(|c| c.priced) {
-        Some(cost) => cost.total_pusd,
-        None => call.cost_usd.map_or(0, |usd| (usd * 1e12).round() as u64),
-    };
-    s.cost_usd = s.cost_pusd as f64 / 1e12;
-    if with_subject && (call.started_at_us <= s.first_at_us || s.subject.is_none()) {
-        if let Some(subject) = index::subject_of(call) {
-            if call.started_at_us <= s.first_at_us || s.subject.is_none() {
-                s.subject = Some(subject);
-            }
-        }
-    }
-    s.first_at_us = s.first_at_us.min(call.started_at_us);
-    s.last_at_us = s.last_at_us.max(call.started_at_us);
-    s.first_at = format_rfc3339_us(s.first_at_us);
-    s.last_at = format_rfc3339_us(s.last_at_us);
-    if s.agent.is_none() {
-        s.agent.clone_from(&m.agent);
-    }
-    if s.tenant.is_none() {
-        s.tenant.clone_from(&m.tenant);
-    }
-}
-
-/// A record's (tag, value) pairs, kept past the borrow of its facets.
-type OwnedPairs = Vec<(u8, Vec<u8>)>;
-
-fn owned_pairs(pairs: &[(u8, &[u8])]) -> OwnedPairs {
-    pairs.iter().map(|(t, v)| (*t, v.to_vec())).collect()
-}
-
-fn borrowed_pairs(pairs: &[(u8, Vec<u8>)]) -> Vec<(u8, &[u8])> {
-    pairs.iter().map(|(t, v)| (*t, v.as_slice())).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Stores made before llmtap chose sled's segment size and page compression
-    /// keep the settings they were created with.
-    #[test]
-    fn a_store_with_older_sled_settings_opens() {
-        for compression in [false, true] {
-            let dir = std::env::temp_dir().join(format!(
-                "llmtap-legacy-sled-{}-{compression}",
-                std::process::id()
-            ));
-            let _ = std::fs::remove_dir_all(&dir);
-            let db = sled::Config::new()
-                .path(&dir)
-                .use_compression(compression)
-                .segment_size(LEGACY_SEGMENT_SIZE)
-                .open()
-                .unwrap();
-            db.flush().unwrap();
-            drop(db);
-            let store = Store::open_with(&dir, StoreOptions::default()).unwrap();
-            let call = CallRecord {
-                id: "c_1".into(),
-                invocation_id: "i_1".into(),
-                response_body: Some("ok".into()),
-                ..CallRecord::default()
-            };
-            store.write_batch(&[call], &[]).unwrap();
-            assert_eq!(store.get_raw("c_1", true).unwrap().unwrap(), b"ok");
-            drop(store);
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-    }
-
-    /// Stores written before blob files kept attachment values in the `blobs` tree:
-    /// they still rebuild, and retention removes them there.
-    #[test]
-    fn blobs_kept_in_sled_by_older_stores_still_read_and_expire() {
-        use base64::Engine;
-        let dir = std::env::temp_dir().join(format!("llmtap-legacy-blobs-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let store = Store::open_with(
-            &dir,
-            StoreOptions {
-                retention_days: 1,
-                ..StoreOptions::default()
-            },
-        )
-        .unwrap();
-        let image: Vec<u8> = (0..5000u32).map(|i| (i * 7919 % 251) as u8).collect();
-        let b64 = base64::engine::general_purpose::STANDARD.encode(&image);
-        let body = format!(
-            r#"{{"model":"m","messages":[{{"role":"user","content":[{{"type":"image","source":{{"type":"base64","media_type":"image/png","data":"{b64}"}}}}]}}]}}"#
-        );
-        let call = CallRecord {
-            id: "c_1".into(),
-            invocation_id: "i_1".into(),
-            started_at_us: 1,
-            request_body: Some(body.clone()),
-            ..CallRecord::default()
-        };
-        store.write_batch(&[call], &[]).unwrap();
-        let sha = store.content_address(&image);
-        let addr: crypto::Addr = (0..32)
-            .map(|i| u8::from_str_radix(&sha[2 * i..2 * i + 2], 16).unwrap())
-            .collect::<Vec<u8>>()
-            .try_into()
-            .unwrap();
-        // Move the value from its file into the tree, as an older llmtap kept it.
-        let value = store.content.blob_files.read(&addr).unwrap().unwrap();
-        store.content.blob_files.remove(&addr).unwrap();
-        store.content.blobs.insert(addr, value).unwrap();
-        assert_eq!(
-            store.get_raw("c_1", false).unwrap().unwrap(),
-            body.as_bytes()
-        );
-        assert_eq!(store.get_blob(&sha).unwrap().unwrap().1, image);
-        let report = store.sweep(10 * 86_400_000_000).unwrap();
-        assert_eq!((report.calls_deleted, report.blobs_freed), (1, 1));
-        assert!(store.content.blobs.is_empty());
-        assert!(store.get_blob(&sha).unwrap().is_none());
-        drop(store);
-        let _ = std::fs::remove_dir_all(&dir);
+    pub fn options(&self) -> &StoreOptions {
+        &self.options
     }
 }

@@ -3,7 +3,7 @@
 
 use super::pg;
 use llmtap::config::{PostgresConfig, RawConfig, StoreEngine};
-use llmtap::store_postgres::{self as engine, PgError, Pool, PoolOptions};
+use llmtap::store::postgres::{self as engine, PgError, Pool, PoolOptions};
 use std::time::Duration;
 
 fn pool(url: &str, size: usize, ca_pem: Option<&str>) -> Pool {

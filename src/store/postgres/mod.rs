@@ -2,8 +2,7 @@
 //!
 //! So far: the connection pool with rustls TLS (`pool.rs`) and the versioned schema
 //! migrations applied at start-up under an advisory lock (`migrate.rs`,
-//! `migrations/*.sql`). The `Engine` implementation (writes and reads) follows the
-//! storage split.
+//! `migrations/*.sql`) and rollups (`rollups.rs`). The `Engine` implementation follows.
 
 pub mod migrate;
 pub mod pool;

@@ -10,23 +10,20 @@
 //! batch, so the writer waits at most one batch; capture never waits for a whole
 //! sweep. The same thread checks free disk space every few seconds.
 //!
-//! Deleting a call: `Store::delete_call` is the one way to remove a call and
+//! Deleting a call: `SledStore::delete_call` is the one way to remove a call and
 //! everything keyed by it. Index trees keyed by call add their removals to
-//! `Store::unindex_call` (in `mod.rs`), which every deletion path calls.
+//! `SledStore::unindex_call` (in `mod.rs`), which every deletion path calls.
 
-use super::index::{self, RollupCell};
 use super::writes::Writes;
-use super::{Store, StoreError};
+use super::{SledStore, StoreError};
 use crate::record::{CallRecord, InvocationRecord};
+use crate::store::index::{self, RollupCell};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 const BATCH: usize = 256;
 const DAY_US: u64 = 86_400_000_000;
-const DISK_CHECK_EVERY: Duration = Duration::from_secs(5);
-const SWEEP_EVERY: Duration = Duration::from_secs(600);
 const META_BODY_CURSOR: &[u8] = b"body_sweep_cursor";
 
 /// What one sweep did.
@@ -39,7 +36,7 @@ pub struct SweepReport {
     pub blobs_freed: u64,
 }
 
-impl Store {
+impl SledStore {
     /// Deletes one call, its round entry, its index entries and its content
     /// references. Returns false when there was no such call.
     pub fn delete_call(&self, id: &str) -> Result<bool, StoreError> {
@@ -251,52 +248,5 @@ impl Store {
             }
         }
         Ok(n)
-    }
-}
-
-/// The storage background thread (disk checks, retention); stopped on shutdown.
-pub struct Background {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Background {
-    pub fn spawn(store: Store) -> std::io::Result<Background> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("llmtap-storage".into())
-            .spawn(move || {
-                store.disk.check();
-                // First sweep soon after start, then every SWEEP_EVERY.
-                let mut next_sweep = Instant::now() + Duration::from_secs(30);
-                while !stop2.load(Ordering::Relaxed) {
-                    std::thread::park_timeout(DISK_CHECK_EVERY);
-                    if stop2.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    store.disk.check();
-                    let retention =
-                        store.options.retention_days > 0 || store.options.body_retention_days > 0;
-                    if retention && Instant::now() >= next_sweep {
-                        if let Err(e) = store.sweep(crate::timefmt::now_unix_us()) {
-                            tracing::error!(error = %e, "retention sweep failed; will retry");
-                        }
-                        next_sweep = Instant::now() + SWEEP_EVERY;
-                    }
-                }
-            })?;
-        Ok(Background {
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    pub fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.thread().unpark();
-            let _ = t.join();
-        }
     }
 }

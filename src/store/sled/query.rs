@@ -8,10 +8,10 @@
 //! has a budget so no request reads the whole store.
 
 use super::facet_cache::{FacetCache, Window};
-use super::index::{self, RateLimitPoint, RateLimitState, RollupCell, SessionSummary};
 use super::join::{Bounds, Join};
-use super::summary::{self, tag, FacetView, Filter};
-use super::{be_u64, decode, decode_opt, round_prefix, Store, StoreError};
+use super::{be_u64, decode, decode_opt, round_prefix, SledStore, StoreError};
+use crate::store::index::{self, RateLimitPoint, RateLimitState, RollupCell, SessionSummary};
+use crate::store::summary::{self, tag, FacetView, Filter};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::sync::atomic::Ordering;
 
@@ -107,7 +107,7 @@ fn resume_at(key: (u64, Vec<u8>)) -> Position {
     Position { time_us: key.0, id }
 }
 
-impl Store {
+impl SledStore {
     fn trees(&self, kind: Kind) -> (&sled::Tree, &sled::Tree, u8) {
         match kind {
             Kind::Calls => (&self.call_idx, &self.call_sum, b'c'),
@@ -875,7 +875,7 @@ mod tests {
             })
             .collect();
         let invs: Vec<_> = calls.iter().map(|c| roll_up(None, c)).collect();
-        let store = Store::open(&dir.0, 16 << 20, 100).expect("open");
+        let store = SledStore::open(&dir.0, 16 << 20, 100).expect("open");
         store.write_batch(&calls, &invs).expect("write");
         let windows = [
             (None, Some(t0 + 3 * day + day / 3)),
@@ -927,7 +927,7 @@ mod tests {
             retention_days: 2,
             ..super::super::StoreOptions::default()
         };
-        let store = Store::open_with(&dir.0, options()).expect("open");
+        let store = SledStore::open_alone(&dir.0, options()).expect("open");
         let statuses = [
             CallStatus::Success,
             CallStatus::Failed,
@@ -966,7 +966,7 @@ mod tests {
         ];
         // Every id a list walk returns, in pages of 7 by cursor; checks that an
         // offset page agrees with the walk.
-        let walk = |store: &Store, kind: Kind, filter: &Filter| -> Vec<String> {
+        let walk = |store: &SledStore, kind: Kind, filter: &Filter| -> Vec<String> {
             let mut out = Vec::new();
             let mut after = None;
             loop {
@@ -1003,7 +1003,7 @@ mod tests {
             assert_eq!(ids, expected);
             out
         };
-        let check = |store: &Store, stage: &str| {
+        let check = |store: &SledStore, stage: &str| {
             let mut cached = 0;
             for (from_us, to_us) in windows {
                 for agent in ["agent-0", "agent-2"] {
@@ -1074,7 +1074,7 @@ mod tests {
         );
         check(&store, "after retention");
         drop(store);
-        let store = Store::open_with(&dir.0, options()).expect("reopen");
+        let store = SledStore::open_alone(&dir.0, options()).expect("reopen");
         check(&store, "reopened");
     }
 
@@ -1109,7 +1109,7 @@ mod tests {
                 .collect()
         };
         {
-            let store = Store::open(&dir.0, 16 << 20, 100).expect("open");
+            let store = SledStore::open(&dir.0, 16 << 20, 100).expect("open");
             store.write_batch(&calls, &invs).expect("write");
             // Make it look like a store indexed before tag `h` and pair counters existed.
             for tree in [&store.call_idx, &store.inv_idx] {
@@ -1133,7 +1133,7 @@ mod tests {
             store.meta.remove("index_v3").expect("remove");
             store.flush().expect("flush");
         }
-        let store = Store::open(&dir.0, 16 << 20, 100).expect("reopen");
+        let store = SledStore::open(&dir.0, 16 << 20, 100).expect("reopen");
         for want in [true, false] {
             let filter = Filter {
                 eq: vec![(tag::AGENT, vec!["agent-0".into()])],

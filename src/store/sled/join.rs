@@ -12,8 +12,8 @@
 //! reopens its range at the target (cheap when one stream must skip far, e.g. a
 //! rare agent against a common status).
 
-use super::index;
 use super::StoreError;
+use crate::store::index;
 
 /// A place in an index stream: (time µs, id).
 pub type Key = (u64, Vec<u8>);

@@ -4,10 +4,10 @@
 //! invocation is rolled up again from its calls, and the cost in the 15-minute and
 //! all-time rollups moves by the difference, so lists, summaries and `/agents` agree.
 
-use super::index::{self, RollupCell};
-use super::summary::{self, CallSummary, InvocationSummary};
-use super::{decode, round_prefix, Store, StoreError};
+use super::{decode, round_prefix, SledStore, StoreError};
 use crate::record::{roll_up, CallRecord, Cost};
+use crate::store::index::{self, RollupCell};
+use crate::store::summary::{self, CallSummary, InvocationSummary};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// What a reprice run did.
@@ -24,7 +24,7 @@ fn priced_pusd(cost: &Option<Cost>) -> u64 {
         .map_or(0, |c| c.total_pusd)
 }
 
-impl Store {
+impl SledStore {
     /// Reprices the calls that started in `[from_us, to_us)`. `price` returns the new
     /// cost of a call (from its provider, models and usage).
     pub fn reprice(

@@ -14,7 +14,7 @@
 //! Records of a day are numbered in the order the cache learns of them; a day's
 //! bitmaps map (tag, value) to those numbers. The store is the truth and the cache a
 //! view of it, kept in step by the store's own write and delete paths:
-//! - `Store::open` loads every stored summary (about a second per million calls),
+//! - `SledStore::open` loads every stored summary (about a second per million calls),
 //!   before the writer starts, so the cache never races a build;
 //! - the writer notes each record after storing it (`note`);
 //! - a deletion forgets it (`forget`). Calls are never rewritten, so a call's day
@@ -22,7 +22,7 @@
 //!   the deleted call's facets: every count stays the same as if it were that one.
 //!   Invocations are rewritten as rounds arrive, so their days keep id → number.
 
-use super::index::{self, DAY_US};
+use crate::store::index::{self, DAY_US};
 use roaring::RoaringBitmap;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};

@@ -6,15 +6,13 @@
 //! parsed request/response views go to the content store; the record's manifest in
 //! `call_content` (sealed like every other content value) names their root chunks.
 
-use super::body::{replace_payloads, Plan};
 use super::content::{ContentTrees, Txn};
-use super::crypto::{Addr, ADDR_LEN};
-use super::disk::DiskLevel;
-use super::index::CallText;
-use super::{Store, StoreError};
+use super::{SledStore, StoreError, StoreStats};
 use crate::record::{CallRecord, Endpoint, ProviderKind, RequestView, ResponseView};
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::store::body::{replace_payloads, Plan};
+use crate::store::crypto::{Addr, ADDR_LEN};
+use crate::store::disk::DiskLevel;
+use crate::store::index::CallText;
 use std::sync::Arc;
 
 /// Manifest layout: version, flags (one byte in v1, u16 LE in v2), then one
@@ -148,29 +146,6 @@ pub struct ContentUsage {
     pub blobs: u64,
     pub blob_bytes: u64,
     pub ref_entries: u64,
-}
-
-/// Storage counters, shown on `/metrics` and `/healthz`.
-#[derive(Default)]
-pub struct StoreStats {
-    /// The last failed batch write (message, unix µs), cleared by the next one that succeeds.
-    pub last_write_error: std::sync::Mutex<Option<(String, u64)>>,
-    pub attachments_mirrored: AtomicU64,
-    pub attachment_failures: AtomicU64,
-    pub content_errors: AtomicU64,
-    pub bodies_skipped_disk: AtomicU64,
-    pub calls_skipped_disk: AtomicU64,
-    pub retention_calls_deleted: AtomicU64,
-    pub retention_bodies_dropped: AtomicU64,
-    pub retention_invocations_deleted: AtomicU64,
-    pub chunks_freed: AtomicU64,
-    pub blobs_freed: AtomicU64,
-}
-
-impl StoreStats {
-    fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
 }
 
 /// What goes into the `calls` tree: the record without its content (built field
@@ -364,7 +339,7 @@ fn exchange_input<'a>(
 /// Metadata records for the `calls` tree, and `(call id, sealed manifest)` pairs.
 pub(super) type Prepared = (Vec<CallRecord>, Vec<(String, Vec<u8>)>);
 
-impl Store {
+impl SledStore {
     /// Splits each call into metadata (returned, for the `calls` tree) and content
     /// (staged in the content store); returns `(call id, sealed manifest)` pairs.
     /// Content failures fail open: the call keeps its metadata and a note.
@@ -582,124 +557,9 @@ impl Store {
         Ok(out)
     }
 
-    pub fn stats(&self) -> &StoreStats {
-        &self.stats
-    }
-
-    /// Storage state for `/healthz`.
-    /// Remembers a failed batch write for `/healthz` (`None`: the last write succeeded).
-    pub fn note_write_outcome(&self, error: Option<String>) {
-        let mut last = match self.stats.last_write_error.lock() {
-            Ok(l) => l,
-            Err(p) => p.into_inner(),
-        };
-        *last = error.map(|e| (e, crate::timefmt::now_unix_us()));
-    }
-
-    /// The last batch write's error while writes fail: (message, unix µs).
-    pub fn last_write_error(&self) -> Option<(String, u64)> {
-        match self.stats.last_write_error.lock() {
-            Ok(l) => l.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
-    }
-
-    pub fn health(&self) -> serde_json::Value {
-        let level = self.disk.level();
-        let free = self.disk.free_bytes();
-        let failing = self.last_write_error();
-        serde_json::json!({
-            "writes_failing": failing.is_some(),
-            "last_write_error": failing.as_ref().map(|(e, _)| e.clone()),
-            "last_write_error_at": failing.as_ref().map(|(_, at)| crate::timefmt::format_rfc3339_us(*at)),
-            "disk": level.as_str(),
-            "free_mb": (free != u64::MAX).then_some(free >> 20),
-            "storing_bodies": level == DiskLevel::Ok,
-            "storing_calls": level != DiskLevel::CapturePaused && failing.is_none(),
-            "encrypted": self.content.codec.keys.is_some(),
-        })
-    }
-
-    /// Storage metrics in Prometheus text, appended to `/metrics`.
-    pub fn render_metrics(&self) -> String {
-        let s = &self.stats;
-        let mut out = String::new();
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        for (name, help, value) in [
-            (
-                "llmtap_attachments_mirrored_total",
-                "Base64 attachments decoded into the blob store (occurrences).",
-                get(&s.attachments_mirrored),
-            ),
-            (
-                "llmtap_attachment_failures_total",
-                "Attachments that could not be mirrored (kept inline).",
-                get(&s.attachment_failures),
-            ),
-            (
-                "llmtap_content_errors_total",
-                "Calls whose content could not be stored (metadata kept).",
-                get(&s.content_errors),
-            ),
-            (
-                "llmtap_bodies_skipped_disk_total",
-                "Calls stored without bodies because the disk was nearly full.",
-                get(&s.bodies_skipped_disk),
-            ),
-            (
-                "llmtap_calls_skipped_disk_total",
-                "Calls not stored at all because the disk was full.",
-                get(&s.calls_skipped_disk),
-            ),
-            (
-                "llmtap_retention_calls_deleted_total",
-                "Calls deleted by retention.",
-                get(&s.retention_calls_deleted),
-            ),
-            (
-                "llmtap_retention_bodies_dropped_total",
-                "Calls whose bodies were dropped by body retention.",
-                get(&s.retention_bodies_dropped),
-            ),
-            (
-                "llmtap_retention_invocations_deleted_total",
-                "Invocations deleted by retention.",
-                get(&s.retention_invocations_deleted),
-            ),
-            (
-                "llmtap_content_chunks_freed_total",
-                "Content chunks freed when nothing referenced them.",
-                get(&s.chunks_freed),
-            ),
-            (
-                "llmtap_blobs_freed_total",
-                "Attachment blobs freed when nothing referenced them.",
-                get(&s.blobs_freed),
-            ),
-        ] {
-            crate::metrics::write_counter(&mut out, name, help, value);
-        }
-        let level = self.disk.level();
-        let _ = writeln!(out, "# HELP llmtap_disk_level 0 ok, 1 bodies paused (disk nearly full), 2 capture paused (disk full).\n# TYPE llmtap_disk_level gauge\nllmtap_disk_level {}", level as u8);
-        let free = self.disk.free_bytes();
-        if free != u64::MAX {
-            let _ = writeln!(out, "# HELP llmtap_disk_free_bytes Free bytes on the data directory's file system.\n# TYPE llmtap_disk_free_bytes gauge\nllmtap_disk_free_bytes {free}");
-        }
-        out
-    }
-
-    /// True when the disk is too full to store anything; the writer then drops calls (counted).
-    pub fn capture_paused(&self) -> bool {
-        self.disk.level() == DiskLevel::CapturePaused
-    }
-
-    /// Counts calls the writer dropped because capture is paused.
-    pub fn count_skipped(&self, n: u64) {
-        StoreStats::add(&self.stats.calls_skipped_disk, n);
-    }
-
-    pub fn disk(&self) -> &super::disk::DiskGuard {
-        &self.disk
+    /// Whether content is sealed with a key.
+    pub fn encrypted(&self) -> bool {
+        self.content.codec.keys.is_some()
     }
 }
 

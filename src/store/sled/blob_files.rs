@@ -12,7 +12,7 @@
 //! that exists always has its whole value. `content.rs` decides when files are
 //! written and removed; this module only does the file work.
 
-use super::crypto::{hex, Addr, ADDR_LEN};
+use crate::store::crypto::{hex, Addr, ADDR_LEN};
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};

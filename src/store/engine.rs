@@ -1,0 +1,162 @@
+//! The storage boundary: what the writer and the read API ask of an engine.
+//!
+//! One list (`engine_api!` below) defines every operation once and generates three
+//! things from it: the `Engine` trait each engine implements, the `Store` handle's
+//! methods (which ask the open engine, see `mod.rs`), and `Closed`, the stand-in
+//! the handle holds while it reopens a failed engine, which answers every read with
+//! `StoreError::Closed`. The sled engine's operations are its inherent methods; its
+//! `Engine` impl forwards to them.
+
+use super::index::{CallText, RateLimitPoint, RateLimitState, RollupCell, SessionSummary};
+use super::sled::{
+    AuditEntry, ContentUsage, Page, PageRequest, RepriceReport, ScanOutcome, SledStore, SweepReport,
+};
+use super::summary::{CallSummary, FacetView, Filter, InvocationSummary};
+use super::{Store, StoreError};
+use crate::record::{CallRecord, Cost, InvocationRecord};
+
+/// What an operation answers while no engine is open (the handle is reopening one).
+pub trait WhileClosed {
+    fn while_closed() -> Self;
+}
+
+impl<T> WhileClosed for Result<T, StoreError> {
+    fn while_closed() -> Self {
+        Err(StoreError::Closed)
+    }
+}
+
+impl WhileClosed for usize {
+    fn while_closed() -> Self {
+        0
+    }
+}
+
+impl WhileClosed for bool {
+    fn while_closed() -> Self {
+        false
+    }
+}
+
+impl WhileClosed for String {
+    fn while_closed() -> Self {
+        String::new()
+    }
+}
+
+impl WhileClosed for (u64, u64) {
+    fn while_closed() -> Self {
+        (0, 0)
+    }
+}
+
+/// The engine a closed handle holds: every answer is `WhileClosed`.
+pub struct Closed;
+
+/// Called with each matching record's facets (see `Engine::scan_facets`).
+pub type FacetVisitor<'a> = &'a mut dyn FnMut(&FacetView<'_>);
+
+/// A cost for a stored call: `None` leaves it as it is (see `Engine::reprice`).
+pub type Pricer<'a> = &'a mut dyn FnMut(&CallRecord) -> Option<Cost>;
+
+macro_rules! engine_api {
+    ($( $(#[$doc:meta])* fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty; )*) => {
+        /// A storage engine: the embedded sled store, or (later) a shared database.
+        pub trait Engine: Send + Sync {
+            $( $(#[$doc])* fn $name(&self $(, $arg: $ty)*) -> $ret; )*
+        }
+
+        impl Engine for SledStore {
+            $( fn $name(&self $(, $arg: $ty)*) -> $ret { SledStore::$name(self $(, $arg)*) } )*
+        }
+
+        impl Engine for Closed {
+            $( fn $name(&self $(, _: $ty)*) -> $ret { <$ret as WhileClosed>::while_closed() } )*
+        }
+
+        impl Store {
+            $( $(#[$doc])* pub fn $name(&self $(, $arg: $ty)*) -> $ret { self.engine().$name($($arg),*) } )*
+        }
+    };
+}
+
+engine_api! {
+    /// Stores a batch of calls and the invocations they changed.
+    fn write_batch(&self, calls: &[CallRecord], invocations: &[InvocationRecord]) -> Result<(), StoreError>;
+    /// Makes what was written durable; returns the bytes flushed.
+    fn flush(&self) -> Result<usize, StoreError>;
+    /// A call with its bodies and views.
+    fn get_call(&self, id: &str) -> Result<Option<CallRecord>, StoreError>;
+    /// A call's metadata only (no bodies).
+    fn get_call_meta(&self, id: &str) -> Result<Option<CallRecord>, StoreError>;
+    /// A call's raw request (or response) body as captured.
+    fn get_raw(&self, id: &str, response: bool) -> Result<Option<Vec<u8>>, StoreError>;
+    /// A mirrored attachment: media type and bytes.
+    fn get_blob(&self, sha256: &str) -> Result<Option<(String, Vec<u8>)>, StoreError>;
+    /// References held on an attachment (tests and storage checks).
+    fn blob_refs(&self, addr: &str) -> Result<u64, StoreError>;
+    /// References held on a content chunk (tests and storage checks).
+    fn chunk_refs(&self, addr: &str) -> Result<u64, StoreError>;
+    /// The system prompt and last user message of a call (for `q`).
+    fn call_text(&self, id: &str) -> Result<Option<CallText>, StoreError>;
+    /// Whether a call with this id is stored (replaying the capture log skips it).
+    fn contains_call(&self, id: &str) -> Result<bool, StoreError>;
+    /// Stored calls.
+    fn call_count(&self) -> usize;
+    /// Every stored call id, oldest first.
+    fn call_ids(&self) -> Result<Vec<String>, StoreError>;
+    fn get_invocation(&self, id: &str) -> Result<Option<InvocationRecord>, StoreError>;
+    /// The calls of an invocation in round order.
+    fn invocation_calls(&self, invocation_id: &str) -> Result<Vec<CallRecord>, StoreError>;
+    fn invocation_call_ids(&self, invocation_id: &str) -> Result<Vec<String>, StoreError>;
+    fn invocation_summary(&self, id: &str) -> Result<Option<InvocationSummary>, StoreError>;
+    /// Invocations that started at or after the time (round counters at start-up).
+    fn invocations_since(&self, since_us: u64) -> Result<Vec<InvocationRecord>, StoreError>;
+    /// A filtered, newest-first page of call summaries.
+    fn list_calls(&self, filter: &Filter, request: &PageRequest) -> Result<Page<CallSummary>, StoreError>;
+    /// A filtered, newest-first page of invocation summaries.
+    fn list_invocations(&self, filter: &Filter, request: &PageRequest) -> Result<Page<InvocationSummary>, StoreError>;
+    /// The tenant of a stored record: `None` when there is no such record.
+    fn record_tenant(&self, invocation: bool, id: &str) -> Result<Option<Option<String>>, StoreError>;
+    /// The tenant-scoped ids (`id@tenant`) stored for a plain id.
+    fn tenant_scoped_ids(&self, invocation: bool, id: &str, max: usize) -> Result<Vec<String>, StoreError>;
+    fn list_sessions(&self, tenant: Option<&str>, request: &PageRequest) -> Result<Page<SessionSummary>, StoreError>;
+    fn session(&self, id: &str) -> Result<Option<SessionSummary>, StoreError>;
+    /// Every call of a session, chronological, at most `max`.
+    fn session_calls(&self, session_id: &str, max: usize) -> Result<Vec<CallSummary>, StoreError>;
+    /// All-time counters of a rollup scope.
+    fn rollup_total(&self, scope: &[u8]) -> Result<RollupCell, StoreError>;
+    /// Counters of a rollup scope over a time range (15-minute buckets).
+    fn rollup_range(&self, scope: &[u8], from_us: u64, to_us: u64) -> Result<RollupCell, StoreError>;
+    /// All-time counters of every rollup scope under the prefix.
+    fn rollup_scopes(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, RollupCell)>, StoreError>;
+    /// Visits the facets of every record the filter matches, newest first, within a budget.
+    fn scan_facets(&self, invocations: bool, filter: &Filter, budget: usize, visit: FacetVisitor<'_>) -> Result<ScanOutcome, StoreError>;
+    /// The latest rate-limit state of every key and model.
+    fn ratelimit_states(&self) -> Result<Vec<(Vec<u8>, RateLimitState)>, StoreError>;
+    /// 429 answers of a rate-limit key since the time.
+    fn count_429_since(&self, key: &[u8], since_us: u64) -> Result<u64, StoreError>;
+    /// A rate-limit key's history from the time, at most `max` points.
+    fn ratelimit_series(&self, key: &[u8], from_us: u64, max: usize) -> Result<Vec<RateLimitPoint>, StoreError>;
+    /// Appends an entry to the audit log (API handlers write it).
+    fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// Audit entries newest first, before the time.
+    fn audit_entries(&self, before_us: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+    /// The capture-log position up to which the store holds every record.
+    fn journal_applied(&self) -> Result<Option<u64>, StoreError>;
+    fn set_journal_applied(&self, position: u64) -> Result<(), StoreError>;
+    /// One retention pass at the time given.
+    fn sweep(&self, now_us: u64) -> Result<SweepReport, StoreError>;
+    /// Deletes a call and everything keyed by it.
+    fn delete_call(&self, id: &str) -> Result<bool, StoreError>;
+    /// Recomputes stored costs in the time range with the pricer.
+    fn reprice(&self, from_us: u64, to_us: u64, price: Pricer<'_>) -> Result<RepriceReport, StoreError>;
+    /// What the content store holds.
+    fn content_usage(&self) -> Result<ContentUsage, StoreError>;
+    /// Per tree (or table): name, entries, bytes.
+    fn tree_usage(&self) -> Result<Vec<(String, u64, u64)>, StoreError>;
+    /// Memory of the facet caches (calls, invocations).
+    fn facet_cache_bytes(&self) -> (u64, u64);
+    /// Whether content is sealed with a key.
+    fn encrypted(&self) -> bool;
+}

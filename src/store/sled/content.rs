@@ -1,0 +1,430 @@
+//! The content store: deduplicated, compressed, optionally encrypted pieces of
+//! captured bodies ("chunks") and decoded attachments ("blobs"), with refcounts.
+//!
+//! A chunk is a *template*: a list of literal bytes, references to other chunks,
+//! and references to blobs (rebuilt as their standard base64 text). A chunk's
+//! address is the hash of the bytes it rebuilds to, so the same message, system
+//! prompt or history prefix sent by a thousand calls is stored once.
+//!
+//! Refcounts: `chunk_refs[a]` / `blob_refs[a]` count the parents (call manifests
+//! and chunk templates, once per occurrence) that reference `a`. Ordering keeps a
+//! crash from ever losing live content:
+//! - writing: values first, then refcount increments, then (in `mod.rs`) the call;
+//! - deleting: the call first, then refcount decrements, then refcount entries of
+//!   dead pieces, then their values.
+//!
+//! So after a crash a count can only be too high (a leak), and a refcount entry
+//! always has its value. Writers and the retention sweeper serialise on one mutex.
+//!
+//! Blob values live in files (`blob_files.rs`), not sled, so they follow sled's
+//! ordering by hand: a file is written and synced before anything names it, and
+//! removed only after the refcount removal is flushed. A file with no refcount
+//! (a crash between the two) is removed when the store next opens. Stores written
+//! before blob files keep their blobs in the `blobs` tree, which is still read.
+
+use super::blob_files::BlobFiles;
+use super::writes::Writes;
+use crate::store::content::{
+    decode_template, encode_template, get_varint, put_varint, Codec, Seg, MAX_EXPAND_STEPS,
+};
+use crate::store::crypto::Addr;
+use crate::store::StoreError;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+/// The sled trees of the content store.
+#[derive(Clone)]
+pub struct ContentTrees {
+    pub chunks: sled::Tree,
+    pub chunk_refs: sled::Tree,
+    /// Blob values of stores written before blob files; read, never written.
+    pub blobs: sled::Tree,
+    pub blob_refs: sled::Tree,
+    pub blob_files: BlobFiles,
+    pub codec: Arc<Codec>,
+    /// Flushed before blob files are removed (see the module doc).
+    db: sled::Db,
+    /// Serialises refcount read-modify-write between the writer and the sweeper.
+    lock: Arc<Mutex<()>>,
+}
+
+fn count(value: Option<sled::IVec>) -> u64 {
+    value
+        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+impl ContentTrees {
+    pub fn open(db: &sled::Db, data_dir: &Path, codec: Codec) -> Result<ContentTrees, StoreError> {
+        let trees = ContentTrees {
+            chunks: db.open_tree("chunks")?,
+            chunk_refs: db.open_tree("chunk_refs")?,
+            blobs: db.open_tree("blobs")?,
+            blob_refs: db.open_tree("blob_refs")?,
+            blob_files: BlobFiles::open(data_dir)?,
+            codec: Arc::new(codec),
+            db: db.clone(),
+            lock: Arc::new(Mutex::new(())),
+        };
+        trees.remove_orphan_blob_files()?;
+        Ok(trees)
+    }
+
+    /// Removes blob files no refcount names: written just before a crash that lost
+    /// their references, or left when removing them failed.
+    fn remove_orphan_blob_files(&self) -> Result<(), StoreError> {
+        let _guard = self.lock();
+        let mut removed = 0u64;
+        for a in self.blob_files.addresses()? {
+            if count(self.blob_refs.get(a)?) == 0 {
+                self.blob_files.remove(&a)?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::info!(removed, "removed attachment files that nothing references");
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        match self.lock.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Starts a change set; holds the content lock until committed or dropped.
+    pub fn txn(&self) -> Txn<'_> {
+        Txn {
+            trees: self,
+            _guard: self.lock(),
+            chunk_delta: HashMap::new(),
+            blob_delta: HashMap::new(),
+            new_chunks: HashMap::new(),
+            new_blobs: HashSet::new(),
+        }
+    }
+
+    /// Rebuilds the bytes a chunk stands for.
+    pub fn expand(&self, root: &Addr) -> Result<Vec<u8>, StoreError> {
+        let mut out = Vec::new();
+        let mut stack: Vec<std::vec::IntoIter<Seg>> = vec![vec![Seg::Chunk(*root)].into_iter()];
+        let mut steps = 0usize;
+        let mut b64 = Vec::new();
+        while let Some(top) = stack.last_mut() {
+            let Some(seg) = top.next() else {
+                stack.pop();
+                continue;
+            };
+            steps += 1;
+            if steps > MAX_EXPAND_STEPS {
+                return Err(StoreError::Corrupt {
+                    key: super::crypto::hex(root),
+                    reason: "template does not terminate".into(),
+                });
+            }
+            match seg {
+                Seg::Lit(bytes) => out.extend_from_slice(&bytes),
+                Seg::Chunk(a) => stack.push(self.template(&a)?.into_iter()),
+                Seg::Blob(a) => {
+                    let (_, bytes) = self.blob(&a)?.ok_or_else(|| missing(&a, "blob"))?;
+                    use base64::Engine;
+                    b64.clear();
+                    b64.resize(bytes.len().div_ceil(3) * 4, 0);
+                    let n = base64::engine::general_purpose::STANDARD
+                        .encode_slice(&bytes, &mut b64)
+                        .map_err(|e| StoreError::Corrupt {
+                            key: super::crypto::hex(&a),
+                            reason: e.to_string(),
+                        })?;
+                    out.extend_from_slice(&b64[..n]);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn template(&self, a: &Addr) -> Result<Vec<Seg>, StoreError> {
+        let stored = self.chunks.get(a)?.ok_or_else(|| missing(a, "chunk"))?;
+        let plain = self.codec.open(a, &stored)?;
+        decode_template(&plain).ok_or_else(|| StoreError::Corrupt {
+            key: super::crypto::hex(a),
+            reason: "bad template".into(),
+        })
+    }
+
+    /// A blob's media type and bytes.
+    pub fn blob(&self, a: &Addr) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        let stored = match self.blob_files.read(a)? {
+            Some(bytes) => bytes,
+            None => match self.blobs.get(a)? {
+                Some(v) => v.to_vec(),
+                None => return Ok(None),
+            },
+        };
+        let plain = self.codec.open(a, &stored)?;
+        let bad = || StoreError::Corrupt {
+            key: super::crypto::hex(a),
+            reason: "bad blob header".into(),
+        };
+        let (len, rest) = get_varint(&plain).ok_or_else(bad)?;
+        let len = usize::try_from(len).map_err(|_| bad())?;
+        let media = rest.get(..len).ok_or_else(bad)?;
+        Ok(Some((
+            String::from_utf8_lossy(media).into_owned(),
+            rest[len..].to_vec(),
+        )))
+    }
+
+    pub fn chunk_count(&self, a: &Addr) -> Result<u64, StoreError> {
+        Ok(count(self.chunk_refs.get(a)?))
+    }
+
+    pub fn blob_count(&self, a: &Addr) -> Result<u64, StoreError> {
+        Ok(count(self.blob_refs.get(a)?))
+    }
+}
+
+fn missing(a: &Addr, what: &str) -> StoreError {
+    StoreError::Corrupt {
+        key: super::crypto::hex(a),
+        reason: format!("referenced {what} is missing"),
+    }
+}
+
+/// Pieces removed by a commit.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Freed {
+    pub chunks: u64,
+    pub blobs: u64,
+}
+
+/// A set of content changes under the content lock.
+pub struct Txn<'a> {
+    pub trees: &'a ContentTrees,
+    _guard: MutexGuard<'a, ()>,
+    chunk_delta: HashMap<Addr, i64>,
+    blob_delta: HashMap<Addr, i64>,
+    new_chunks: HashMap<Addr, Vec<u8>>,
+    /// Blob files written by this change set.
+    new_blobs: HashSet<Addr>,
+}
+
+impl Txn<'_> {
+    pub fn codec(&self) -> &Codec {
+        &self.trees.codec
+    }
+
+    fn chunk_refs_now(&self, a: &Addr) -> Result<i64, StoreError> {
+        let base = count(self.trees.chunk_refs.get(a)?) as i64;
+        Ok(base + self.chunk_delta.get(a).copied().unwrap_or(0))
+    }
+
+    fn blob_refs_now(&self, a: &Addr) -> Result<i64, StoreError> {
+        let base = count(self.trees.blob_refs.get(a)?) as i64;
+        Ok(base + self.blob_delta.get(a).copied().unwrap_or(0))
+    }
+
+    /// True when the chunk is stored and live, or staged in this change set.
+    pub fn has_chunk(&self, a: &Addr) -> Result<bool, StoreError> {
+        Ok(self.new_chunks.contains_key(a) || self.chunk_refs_now(a)? > 0)
+    }
+
+    pub fn has_blob(&self, a: &Addr) -> Result<bool, StoreError> {
+        Ok(self.new_blobs.contains(a) || self.blob_refs_now(a)? > 0)
+    }
+
+    /// Adds one reference to a stored or staged chunk.
+    pub fn ref_chunk(&mut self, a: &Addr) {
+        *self.chunk_delta.entry(*a).or_default() += 1;
+    }
+
+    pub fn ref_blob(&mut self, a: &Addr) {
+        *self.blob_delta.entry(*a).or_default() += 1;
+    }
+
+    /// Stages a new chunk (with no reference yet: its parent takes one), and takes
+    /// one reference on each piece its template names, which must be stored or staged.
+    pub fn add_chunk(&mut self, a: Addr, segs: &[Seg]) -> Result<(), StoreError> {
+        let value = self.trees.codec.seal(&encode_template(segs))?;
+        for seg in segs {
+            match seg {
+                Seg::Chunk(c) => self.ref_chunk(c),
+                Seg::Blob(b) => self.ref_blob(b),
+                Seg::Lit(_) => {}
+            }
+        }
+        self.new_chunks.insert(a, value);
+        Ok(())
+    }
+
+    /// Stores a blob's file unless it is already stored; the chunk naming it takes
+    /// the reference.
+    pub fn ensure_blob(
+        &mut self,
+        a: Addr,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        if !self.has_blob(&a)? {
+            let mut plain = Vec::with_capacity(bytes.len() + media_type.len() + 2);
+            put_varint(&mut plain, media_type.len() as u64);
+            plain.extend_from_slice(media_type.as_bytes());
+            plain.extend_from_slice(bytes);
+            let value = self.trees.codec.seal(&plain)?;
+            self.trees.blob_files.write(&a, &value)?;
+            self.new_blobs.insert(a);
+        }
+        Ok(())
+    }
+
+    /// Drops one reference to a chunk; dead chunks release what they reference.
+    pub fn unref_chunk(&mut self, a: &Addr) -> Result<(), StoreError> {
+        let mut work = vec![*a];
+        while let Some(a) = work.pop() {
+            *self.chunk_delta.entry(a).or_default() -= 1;
+            if self.chunk_refs_now(&a)? == 0 {
+                // Read the template before the value goes: its children lose a parent.
+                let segs = match self.new_chunks.get(&a) {
+                    Some(v) => decode_template(&self.trees.codec.open(&a, v)?),
+                    None => match self.trees.chunks.get(a)? {
+                        Some(v) => decode_template(&self.trees.codec.open(&a, &v)?),
+                        None => Some(Vec::new()),
+                    },
+                };
+                for seg in segs.unwrap_or_default() {
+                    match seg {
+                        Seg::Chunk(c) => work.push(c),
+                        Seg::Blob(b) => *self.blob_delta.entry(b).or_default() -= 1,
+                        Seg::Lit(_) => {}
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the change set: new values, then counts, then removals (see module doc).
+    pub fn commit(self) -> Result<Freed, StoreError> {
+        let mut freed = Freed::default();
+        let mut values = Writes::default();
+        for (a, v) in &self.new_chunks {
+            values.insert(&a[..], &v[..]);
+        }
+        values.apply_to(&self.trees.chunks)?;
+
+        let mut dead_chunks = Vec::new();
+        let mut refs = Writes::default();
+        for (a, delta) in &self.chunk_delta {
+            if *delta == 0 {
+                continue;
+            }
+            let now = count(self.trees.chunk_refs.get(a)?) as i64 + delta;
+            if now > 0 {
+                refs.insert(&a[..], &(now as u64).to_be_bytes()[..]);
+            } else {
+                refs.remove(&a[..]);
+                dead_chunks.push(*a);
+            }
+        }
+        refs.apply_to(&self.trees.chunk_refs)?;
+        let mut dead_blobs = Vec::new();
+        let mut refs = Writes::default();
+        for (a, delta) in &self.blob_delta {
+            if *delta == 0 {
+                continue;
+            }
+            let now = count(self.trees.blob_refs.get(a)?) as i64 + delta;
+            if now > 0 {
+                refs.insert(&a[..], &(now as u64).to_be_bytes()[..]);
+            } else {
+                refs.remove(&a[..]);
+                dead_blobs.push(*a);
+            }
+        }
+        refs.apply_to(&self.trees.blob_refs)?;
+
+        let mut gone = Writes::default();
+        for a in &dead_chunks {
+            gone.remove(&a[..]);
+        }
+        gone.apply_to(&self.trees.chunks)?;
+        let mut gone = Writes::default();
+        for a in &dead_blobs {
+            gone.remove(&a[..]);
+        }
+        gone.apply_to(&self.trees.blobs)?;
+        if !dead_blobs.is_empty() {
+            // A file removed before its refcount removal is durable could be
+            // named again by the store a crash leaves behind.
+            self.trees.db.flush()?;
+            for a in &dead_blobs {
+                if let Err(e) = self.trees.blob_files.remove(a) {
+                    tracing::warn!(error = %e, "cannot remove an attachment file; it goes when the store next opens");
+                }
+            }
+        }
+        freed.chunks = dead_chunks.len() as u64;
+        freed.blobs = dead_blobs.len() as u64;
+        Ok(freed)
+    }
+}
+
+impl crate::store::content::ContentSink for Txn<'_> {
+    fn codec(&self) -> &Codec {
+        Txn::codec(self)
+    }
+    fn has_chunk(&self, a: &Addr) -> Result<bool, StoreError> {
+        Txn::has_chunk(self, a)
+    }
+    fn add_chunk(&mut self, a: Addr, segs: &[Seg]) -> Result<(), StoreError> {
+        Txn::add_chunk(self, a, segs)
+    }
+    fn ensure_blob(&mut self, a: Addr, media_type: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        Txn::ensure_blob(self, a, media_type, bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::content::SEG_CHUNK;
+    use crate::store::crypto::Keyring;
+
+    #[test]
+    fn template_encoding_round_trips() {
+        let segs = vec![
+            Seg::Lit(b"{\"a\":".to_vec()),
+            Seg::Chunk([7; 32]),
+            Seg::Lit(vec![0; 300]),
+            Seg::Blob([9; 32]),
+        ];
+        assert_eq!(decode_template(&encode_template(&segs)).unwrap(), segs);
+        assert!(decode_template(&[SEG_CHUNK, 1, 2]).is_none());
+        assert!(decode_template(&[9]).is_none());
+    }
+
+    #[test]
+    fn codec_compresses_and_seals() {
+        let text = "the same words again and again ".repeat(40);
+        let plain = Codec {
+            keys: None,
+            zstd_level: 3,
+        };
+        let stored = plain.seal(text.as_bytes()).unwrap();
+        assert!(stored.len() < text.len() / 4);
+        assert_eq!(plain.open(b"k", &stored).unwrap(), text.as_bytes());
+        let keys = Keyring::from_text(&"ab".repeat(32)).unwrap();
+        let sealed = Codec {
+            keys: Some(Arc::new(keys)),
+            zstd_level: 3,
+        };
+        let stored = sealed.seal(text.as_bytes()).unwrap();
+        assert_eq!(sealed.open(b"k", &stored).unwrap(), text.as_bytes());
+        assert!(matches!(
+            plain.open(b"k", &stored),
+            Err(StoreError::KeyRequired)
+        ));
+    }
+}
