@@ -376,3 +376,97 @@ async fn rollups_from_instances_writing_at_once_add_up_exactly() {
         Default::default()
     );
 }
+
+#[tokio::test]
+async fn the_engine_behind_the_store_handle_answers_or_says_not_yet() {
+    use llmtap::store::{EngineContext, Store, StoreError, StoreOptions};
+    let db = pg::fresh_db("engine_handle").await;
+    let config = PostgresConfig {
+        url: RawConfig::from_toml(&format!("[store]\nurl = \"{}\"", db.url()))
+            .unwrap()
+            .validate(&Default::default())
+            .map(|c| match c.engine {
+                StoreEngine::Postgres(pg) => pg.url,
+                StoreEngine::Sled => unreachable!(),
+            })
+            .unwrap(),
+        pool_size: 2,
+        ca_file: None,
+    };
+    let (pool, version) = engine::prepare(&config).await.unwrap();
+    assert_eq!(version, 1);
+    // Two instances on one database.
+    let dir = super::util::TempDir::new("pg-engine");
+    let open = |instance: &str| {
+        let (pool, instance) = (pool.clone(), instance.to_string());
+        let options = StoreOptions::default();
+        Store::open_engine(
+            EngineContext::new(dir.path(), &options),
+            options,
+            move |_| {
+                Ok(std::sync::Arc::new(engine::PostgresStore::new(
+                    pool.clone(),
+                    instance.clone(),
+                )?))
+            },
+        )
+        .unwrap()
+    };
+    let (a, b) = (open("a"), open("b"));
+    engine::rollups::add(
+        &*pool.get().await.unwrap(),
+        &[engine::rollups::RollupDelta {
+            scope: b"*".to_vec(),
+            bucket_us: None,
+            cell: cell(3, 7, vec![0, 3]),
+        }],
+    )
+    .await
+    .unwrap();
+    // The engine is synchronous, like sled's: called from a blocking thread.
+    let (a2, b2) = (a.clone(), b.clone());
+    tokio::task::spawn_blocking(move || {
+        let total = b2.rollup_total(b"*").unwrap();
+        assert_eq!((total.calls, total.cost_pusd), (3, 7));
+        assert_eq!(a2.rollup_scopes(b"").unwrap().len(), 1);
+        // Capture-log positions are per instance.
+        assert_eq!(a2.journal_applied().unwrap(), None);
+        a2.set_journal_applied(4096).unwrap();
+        a2.set_journal_applied(100).unwrap(); // never goes back
+        assert_eq!(a2.journal_applied().unwrap(), Some(4096));
+        assert_eq!(b2.journal_applied().unwrap(), None);
+        // Audit entries written by one instance are read by the other.
+        for (i, at) in [10u64, 20].into_iter().enumerate() {
+            a2.append_audit(&llmtap::store::sled::AuditEntry {
+                at: format!("t{i}"),
+                at_us: at,
+                who: "admin".into(),
+                role: "admin".into(),
+                tenant: None,
+                action: "raw".into(),
+                path: format!("/api/v1/calls/c{i}/raw"),
+            })
+            .unwrap();
+        }
+        let audit = b2.audit_entries(None, 10).unwrap();
+        assert_eq!(
+            audit.iter().map(|e| e.at_us).collect::<Vec<_>>(),
+            vec![20, 10]
+        );
+        assert_eq!(b2.audit_entries(Some(20), 10).unwrap().len(), 1);
+        assert!(!a2.contains_call("c_nope").unwrap());
+        assert_eq!(a2.call_count(), 0);
+        // What is not there yet says so, typed, instead of panicking or answering empty.
+        match a2.get_call("c_1") {
+            Err(StoreError::NotOnPostgres { operation }) => assert_eq!(operation, "get_call"),
+            other => panic!("expected NotOnPostgres, got {other:?}"),
+        }
+        let err = a2.write_batch(&[], &[]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "write_batch is not yet available on the PostgreSQL store"
+        );
+    })
+    .await
+    .unwrap();
+}

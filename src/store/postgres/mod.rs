@@ -2,12 +2,15 @@
 //!
 //! So far: the connection pool with rustls TLS (`pool.rs`) and the versioned schema
 //! migrations applied at start-up under an advisory lock (`migrate.rs`,
-//! `migrations/*.sql`) and rollups (`rollups.rs`). The `Engine` implementation follows.
+//! `migrations/*.sql`), rollups (`rollups.rs`) and `PostgresStore` (`engine.rs`), the
+//! `Engine` implementation, whose unfinished operations answer `NotOnPostgres`.
 
+pub mod engine;
 pub mod migrate;
 pub mod pool;
 pub mod rollups;
 
+pub use engine::PostgresStore;
 pub use migrate::{migrate, MIGRATIONS};
 pub use pool::{Pool, PoolOptions, PooledClient};
 
@@ -24,6 +27,8 @@ pub enum PgError {
     SchemaTooNew { found: i32, known: i32 },
     #[error("TLS setup for PostgreSQL: {0}")]
     Tls(String),
+    #[error("the PostgreSQL engine's runtime: {0}")]
+    Runtime(String),
     #[error("cannot read [store] ca_file {path}: {source}")]
     CaFile {
         path: String,
