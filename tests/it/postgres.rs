@@ -470,3 +470,41 @@ async fn the_engine_behind_the_store_handle_answers_or_says_not_yet() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn batch_notices_reach_other_instances_only_when_committed() {
+    use engine::notify;
+    let db = pg::fresh_db("notify").await;
+    let writer_pool = pool(&db.url(), 2, None);
+    let mut listener_b = notify::listen(&pool(&db.url(), 1, None)).await.unwrap();
+    let mut listener_c = notify::listen(&pool(&db.url(), 1, None)).await.unwrap();
+    let mut listener_a = notify::listen(&pool(&db.url(), 1, None)).await.unwrap();
+    let mut client = writer_pool.get().await.unwrap();
+    // A batch rolled back is never announced.
+    let tx = client.transaction().await.unwrap();
+    let rolled_back = notify::payload("a", &["c_rolled_back".into()], &[]);
+    notify::notify(&tx, &rolled_back).await.unwrap();
+    tx.rollback().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    let text = notify::payload("a", &["c_1".into(), "c_2".into()], &["run-1".into()]);
+    notify::notify(&tx, &text).await.unwrap();
+    // Nothing is delivered before the commit.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), listener_b.recv())
+            .await
+            .is_err(),
+        "a notice arrived before its batch committed"
+    );
+    tx.commit().await.unwrap();
+    for listener in [&mut listener_a, &mut listener_b, &mut listener_c] {
+        let notice = tokio::time::timeout(Duration::from_secs(5), listener.recv())
+            .await
+            .expect("notice after commit")
+            .expect("listener open");
+        assert_eq!(notice.instance, "a");
+        assert_eq!(notice.calls, vec!["c_1", "c_2"]);
+        assert_eq!(notice.invocations, vec!["run-1"]);
+        // The rolled-back batch's notice never comes.
+        assert!(listener.try_recv().is_err());
+    }
+}

@@ -2,11 +2,12 @@
 //!
 //! So far: the connection pool with rustls TLS (`pool.rs`) and the versioned schema
 //! migrations applied at start-up under an advisory lock (`migrate.rs`,
-//! `migrations/*.sql`), rollups (`rollups.rs`) and `PostgresStore` (`engine.rs`), the
+//! `migrations/*.sql`), rollups (`rollups.rs`), batch notices (`notify.rs`) and `PostgresStore` (`engine.rs`), the
 //! `Engine` implementation, whose unfinished operations answer `NotOnPostgres`.
 
 pub mod engine;
 pub mod migrate;
+pub mod notify;
 pub mod pool;
 pub mod rollups;
 

@@ -73,6 +73,25 @@ impl Pool {
         self.inner.idle.lock().map(|v| v.len()).unwrap_or(0)
     }
 
+    /// A connection outside the pool's bound (the live-stream listener), with its
+    /// connection half for the caller to drive.
+    pub async fn connect_dedicated(
+        &self,
+    ) -> Result<
+        (
+            Client,
+            tokio_postgres::Connection<
+                tokio_postgres::Socket,
+                <tokio_postgres_rustls::MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<
+                    tokio_postgres::Socket,
+                >>::Stream,
+            >,
+        ),
+        PgError,
+    > {
+        Ok(self.inner.config.connect(self.inner.tls.clone()).await?)
+    }
+
     /// An idle connection, or a new one while fewer than `size` exist.
     pub async fn get(&self) -> Result<PooledClient, PgError> {
         let permit =
