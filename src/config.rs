@@ -130,6 +130,12 @@ pub struct RawStore {
     pub critical_free_mb: Option<u64>,
     pub compression_level: Option<i32>,
     pub sled_compression: Option<bool>,
+    /// `postgres://...`: the shared PostgreSQL engine instead of sled in `data_dir`.
+    pub url: Option<String>,
+    /// Connections to PostgreSQL at most (default 8).
+    pub pool_size: Option<usize>,
+    /// Extra CA certificates (PEM) trusted for TLS to PostgreSQL.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// A size in the file: bytes as an integer, or a number with a unit ("64MiB", "1GB").
@@ -216,6 +222,65 @@ pub struct RawProvider {
     pub price_as: Option<String>,
 }
 
+/// Which engine keeps the records (`[store] url`, or `LLMTAP_STORE_URL`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreEngine {
+    /// The embedded sled store in `data_dir` (the default).
+    Sled,
+    Postgres(PostgresConfig),
+}
+
+/// Default `[store] pool_size`.
+pub const DEFAULT_POOL_SIZE: usize = 8;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresConfig {
+    pub url: StoreUrl,
+    pub pool_size: usize,
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A database URL; its password never reaches `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreUrl(String);
+
+impl StoreUrl {
+    /// The URL with its password, to connect with.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced by `[redacted]`.
+    pub fn redacted(&self) -> String {
+        let text = &self.0;
+        let Some(scheme_end) = text.find("://").map(|i| i + 3) else {
+            return text.clone();
+        };
+        let authority_end = text[scheme_end..]
+            .find(['/', '?'])
+            .map_or(text.len(), |i| scheme_end + i);
+        let authority = &text[scheme_end..authority_end];
+        let (Some(at), Some(colon)) = (authority.rfind('@'), authority.find(':')) else {
+            return text.clone();
+        };
+        if colon > at {
+            return text.clone();
+        }
+        format!(
+            "{}{}:[redacted]{}",
+            &text[..scheme_end],
+            &authority[..colon],
+            &text[scheme_end + at..]
+        )
+    }
+}
+
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
 /// Command-line flags that override the file.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -225,6 +290,8 @@ pub struct Overrides {
     pub prices_file: Option<PathBuf>,
     /// `LLMTAP_API_TOKENS`: comma-separated `role:token[:tenant]` (raw tokens, hashed at load).
     pub api_tokens_env: Option<String>,
+    /// `LLMTAP_STORE_URL`: overrides `[store] url`.
+    pub store_url_env: Option<String>,
     /// The `OTEL_*` environment variables (`otel::env_from_process`); they override `[otel]`.
     pub otel_env: BTreeMap<String, String>,
 }
@@ -426,6 +493,7 @@ pub struct Config {
     pub journal_fsync: Duration,
     pub cache_capacity_bytes: u64,
     pub storage: StorageConfig,
+    pub engine: StoreEngine,
     pub prices_file: Option<PathBuf>,
     /// Keyed by name; built-ins merged with the file's table.
     pub providers: BTreeMap<String, Provider>,
@@ -590,6 +658,8 @@ impl RawConfig {
             ));
         }
 
+        let engine = store_engine(&self.store, overrides.store_url_env.as_deref())?;
+
         let mut providers = BTreeMap::new();
         for (name, kind, url) in BUILTIN_PROVIDERS {
             let base = BaseUrl::parse(url).map_err(|r| invalid("builtin", url, &r))?;
@@ -729,12 +799,53 @@ impl RawConfig {
             journal_fsync: Duration::from_millis(self.store.journal_fsync_ms.unwrap_or(100)),
             cache_capacity_bytes: self.store.cache_capacity_mb.unwrap_or(256) << 20,
             storage,
+            engine,
             prices_file: overrides.prices_file.clone().or(self.prices.file),
             providers,
             api_tokens,
             otel,
         })
     }
+}
+
+/// `[store] url` / `LLMTAP_STORE_URL` (which wins), `pool_size`, `ca_file`.
+fn store_engine(raw: &RawStore, url_env: Option<&str>) -> Result<StoreEngine, ConfigError> {
+    let (field, url) = match url_env.map(str::trim).filter(|u| !u.is_empty()) {
+        Some(url) => ("LLMTAP_STORE_URL", url),
+        None => match raw.url.as_deref().map(str::trim) {
+            Some(url) => ("store.url", url),
+            None => {
+                if raw.pool_size.is_some() || raw.ca_file.is_some() {
+                    return Err(invalid(
+                        "store.pool_size / store.ca_file",
+                        "",
+                        "apply to the PostgreSQL engine only: set store.url too",
+                    ));
+                }
+                return Ok(StoreEngine::Sled);
+            }
+        },
+    };
+    let shown = StoreUrl(url.to_string()).redacted();
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(invalid(
+            field,
+            shown,
+            "expected postgres://user@host:port/database (sled needs no URL: leave it unset)",
+        ));
+    }
+    if let Err(e) = url.parse::<tokio_postgres::Config>() {
+        return Err(invalid(field, shown, &e.to_string()));
+    }
+    let pool_size = raw.pool_size.unwrap_or(DEFAULT_POOL_SIZE);
+    if !(1..=1000).contains(&pool_size) {
+        return Err(invalid("store.pool_size", pool_size, "expected 1 to 1000"));
+    }
+    Ok(StoreEngine::Postgres(PostgresConfig {
+        url: StoreUrl(url.to_string()),
+        pool_size,
+        ca_file: raw.ca_file.clone(),
+    }))
 }
 
 #[cfg(test)]
@@ -755,6 +866,75 @@ mod tests {
         assert_eq!(config.on_backlog, OnBacklog::Reject);
         assert_eq!(config.backlog_bytes, DEFAULT_BACKLOG_BYTES);
         assert_eq!(config.journal_fsync, Duration::from_millis(100));
+        assert_eq!(config.engine, StoreEngine::Sled);
+    }
+
+    #[test]
+    fn store_url_picks_postgres_and_the_environment_wins() {
+        let raw =
+            "[store]\nurl = \"postgres://llmtap:hunter2@db.internal:5433/llmtap\"\npool_size = 3";
+        let config = RawConfig::from_toml(raw)
+            .unwrap()
+            .validate(&Overrides::default())
+            .unwrap();
+        let StoreEngine::Postgres(pg) = &config.engine else {
+            panic!("{:?}", config.engine);
+        };
+        assert_eq!(pg.pool_size, 3);
+        assert_eq!(
+            pg.url.expose(),
+            "postgres://llmtap:hunter2@db.internal:5433/llmtap"
+        );
+        // The password never reaches Debug output (the config is logged at start-up).
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("postgres://llmtap:[redacted]@db.internal:5433/llmtap"));
+
+        let config = RawConfig::from_toml(raw)
+            .unwrap()
+            .validate(&Overrides {
+                store_url_env: Some("postgresql://other@127.0.0.1/x".into()),
+                ..Overrides::default()
+            })
+            .unwrap();
+        let StoreEngine::Postgres(pg) = &config.engine else {
+            panic!("{:?}", config.engine);
+        };
+        assert_eq!(pg.url.expose(), "postgresql://other@127.0.0.1/x");
+        assert_eq!(pg.pool_size, 3);
+        let config = RawConfig::from_toml("[store]\nurl = \"postgres://u@h/d\"")
+            .unwrap()
+            .validate(&Overrides::default())
+            .unwrap();
+        assert_eq!(
+            config.engine,
+            StoreEngine::Postgres(PostgresConfig {
+                url: StoreUrl("postgres://u@h/d".into()),
+                pool_size: DEFAULT_POOL_SIZE,
+                ca_file: None,
+            })
+        );
+    }
+
+    #[test]
+    fn bad_store_urls_and_pool_sizes_are_refused_without_the_password() {
+        for (toml, field) in [
+            ("url = \"mysql://u:pw@h/d\"", "store.url"),
+            ("url = \"postgres://u:pw@h:notaport/d\"", "store.url"),
+            (
+                "url = \"postgres://u:pw@h/d\"\npool_size = 0",
+                "store.pool_size",
+            ),
+            ("pool_size = 4", "store.pool_size"),
+        ] {
+            let err = RawConfig::from_toml(&format!("[store]\n{toml}"))
+                .unwrap()
+                .validate(&Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field), "{toml}: {err}");
+            assert!(!err.contains(":pw@"), "{toml}: {err}");
+        }
     }
 
     #[test]

@@ -136,6 +136,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listen: args.listen,
         api_listen: args.api_listen,
         api_tokens_env: std::env::var("LLMTAP_API_TOKENS").ok(),
+        store_url_env: std::env::var("LLMTAP_STORE_URL").ok(),
         otel_env: llmtap::otel::env_from_process(),
         ..Overrides::default()
     };

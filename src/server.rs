@@ -87,6 +87,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let store_options = store_options(&config)?;
+    if let crate::config::StoreEngine::Postgres(pg) = &config.engine {
+        // The schema is prepared (migrations under the advisory lock, day partitions),
+        // but the engine's reads and writes are not in this build: refuse to start
+        // rather than record into sled while the operator asked for PostgreSQL.
+        let version = crate::store::postgres::prepare(pg)
+            .await
+            .with_context(|| format!("PostgreSQL store {}", pg.url.redacted()))?
+            .1;
+        anyhow::bail!(
+            "PostgreSQL store {}: schema version {version} is ready, but the PostgreSQL engine's \
+             reads and writes are not available in this build yet; unset [store] url and \
+             LLMTAP_STORE_URL to use the embedded store",
+            pg.url.redacted()
+        );
+    }
     let prices: SharedPrices = Arc::new(RwLock::new(Arc::new(load_prices(&config)?)));
     let metrics = Arc::new(Metrics::default());
     let client = upstream::build_client(config.extra_ca_file.as_deref(), config.connect_timeout)?;

@@ -86,6 +86,13 @@ impl ApiError {
                     .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
                 r
             }
+            ApiError::Store(e @ crate::store::StoreError::NotOnPostgres { .. }) => error(
+                StatusCode::NOT_IMPLEMENTED,
+                "not_on_postgres",
+                &format!(
+                    "{e}: this endpoint is answered by the embedded store only, for now (issue 17)"
+                ),
+            ),
             ApiError::Store(e) => {
                 tracing::error!(error = %e, "store read failed");
                 error(
@@ -289,4 +296,18 @@ fn error(status: StatusCode, kind: &str, message: &str) -> Response<ApiBody> {
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_operation_the_postgres_engine_lacks_is_a_clear_501() {
+        let e = ApiError::Store(crate::store::StoreError::NotOnPostgres {
+            operation: "list_calls",
+        });
+        let response = e.response();
+        assert_eq!(response.status(), StatusCode::NOT_IMPLEMENTED);
+    }
 }

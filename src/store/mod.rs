@@ -24,6 +24,7 @@ pub mod engine;
 mod health;
 pub mod index;
 mod packed;
+pub mod postgres;
 pub mod scan;
 pub mod sled;
 pub mod summary;
@@ -76,6 +77,11 @@ pub enum StoreError {
     Files(#[from] std::io::Error),
     #[error("the store is reopening after a failed write; try again shortly")]
     Closed,
+    #[error(transparent)]
+    Postgres(#[from] postgres::PgError),
+    /// An operation the PostgreSQL engine does not have yet (issue 17 is in progress).
+    #[error("{operation} is not yet available on the PostgreSQL store")]
+    NotOnPostgres { operation: &'static str },
 }
 
 impl StoreError {
@@ -191,6 +197,22 @@ impl Store {
             let engine = sled::SledStore::open_with(&dir, engine_options.clone(), context)?;
             Ok(Arc::new(engine))
         };
+        let engine = opener(&context)?;
+        Ok(Store {
+            engine: Arc::new(RwLock::new(engine)),
+            opener: Arc::new(opener),
+            context,
+            options: Arc::new(options),
+        })
+    }
+
+    /// A handle on an engine that `opener` opens (now, and again after failed writes),
+    /// e.g. `postgres::PostgresStore`.
+    pub fn open_engine(
+        context: EngineContext,
+        options: StoreOptions,
+        opener: impl Fn(&EngineContext) -> Result<Arc<dyn Engine>, StoreError> + Send + Sync + 'static,
+    ) -> Result<Store, StoreError> {
         let engine = opener(&context)?;
         Ok(Store {
             engine: Arc::new(RwLock::new(engine)),

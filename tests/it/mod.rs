@@ -10,6 +10,8 @@ mod lifecycle;
 mod openapi;
 mod otel;
 mod page;
+pub mod pg;
+mod postgres;
 mod process;
 mod proxy;
 pub mod recorded;

@@ -1,0 +1,82 @@
+//! Versioned schema migrations, embedded from `migrations/NNNN_name.sql`.
+//!
+//! `migrate` runs in one transaction that first takes a transaction-level advisory
+//! lock, so instances starting together apply each migration once (the others wait,
+//! then find it applied). The applied versions are rows of `llmtap_schema`; a
+//! database whose newest version is above the newest this binary embeds is refused
+//! (`PgError::SchemaTooNew`) before anything is changed. PostgreSQL's DDL is
+//! transactional, so a failed migration leaves the schema as it was.
+
+use super::PgError;
+use tokio_postgres::Client;
+
+/// One step of the schema.
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// Every migration, in version order; append only.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sql: include_str!("migrations/0001_init.sql"),
+}];
+
+/// The advisory lock key that serialises migrations ("llmtap" in ASCII).
+pub const MIGRATION_LOCK: i64 = 0x6c6c_6d74_6170;
+
+/// The newest version this binary knows.
+pub fn latest_version() -> i32 {
+    MIGRATIONS.last().map(|m| m.version).unwrap_or(0)
+}
+
+/// Brings the schema to `latest_version()`; returns the migrations applied now.
+pub async fn migrate(client: &mut Client) -> Result<Vec<i32>, PgError> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS llmtap_schema (
+             version    integer     PRIMARY KEY,
+             name       text        NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         )",
+    )
+    .await?;
+    let found: i32 = tx
+        .query_one("SELECT coalesce(max(version), 0) FROM llmtap_schema", &[])
+        .await?
+        .get(0);
+    let known = latest_version();
+    if found > known {
+        return Err(PgError::SchemaTooNew { found, known });
+    }
+    let mut applied = Vec::new();
+    for migration in MIGRATIONS.iter().filter(|m| m.version > found) {
+        tx.batch_execute(migration.sql).await?;
+        tx.execute(
+            "INSERT INTO llmtap_schema (version, name) VALUES ($1, $2)",
+            &[&migration.version, &migration.name],
+        )
+        .await?;
+        applied.push(migration.version);
+    }
+    tx.commit().await?;
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_consecutive_from_one_and_files_named_after_them() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i as i32 + 1);
+            assert!(!m.sql.trim().is_empty(), "{}", m.name);
+        }
+        assert_eq!(latest_version(), MIGRATIONS.len() as i32);
+    }
+}

@@ -1,0 +1,105 @@
+//! The PostgreSQL engine: a shared store for several llmtap instances (issue 17).
+//!
+//! So far: the connection pool with rustls TLS (`pool.rs`) and the versioned schema
+//! migrations applied at start-up under an advisory lock (`migrate.rs`,
+//! `migrations/*.sql`), rollups (`rollups.rs`), batch notices (`notify.rs`) and `PostgresStore` (`engine.rs`), the
+//! `Engine` implementation, whose unfinished operations answer `NotOnPostgres`.
+
+pub mod engine;
+pub mod migrate;
+pub mod notify;
+pub mod pool;
+pub mod rollups;
+
+pub use engine::PostgresStore;
+pub use migrate::{migrate, MIGRATIONS};
+pub use pool::{Pool, PoolOptions, PooledClient};
+
+/// What the PostgreSQL engine can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("invalid PostgreSQL URL: {0}")]
+    Url(String),
+    #[error("PostgreSQL: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("no PostgreSQL connection free within {waited_ms} ms (pool of {size}; raise [store] pool_size)")]
+    PoolTimeout { size: usize, waited_ms: u64 },
+    #[error("the database's llmtap schema is version {found}, newer than this llmtap knows (up to {known}): upgrade llmtap on this instance")]
+    SchemaTooNew { found: i32, known: i32 },
+    #[error("TLS setup for PostgreSQL: {0}")]
+    Tls(String),
+    #[error("the PostgreSQL engine's runtime: {0}")]
+    Runtime(String),
+    #[error("cannot read [store] ca_file {path}: {source}")]
+    CaFile {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Day partitions made ahead of the clock at start-up (and by the storage thread).
+pub const PARTITION_DAYS_AHEAD: u64 = 7;
+
+const DAY_US: u64 = 86_400_000_000;
+
+/// Connects, brings the schema up to date (or refuses a newer one) and makes the day
+/// partitions from yesterday to `PARTITION_DAYS_AHEAD` days ahead. Returns the pool
+/// and the schema version.
+pub async fn prepare(config: &crate::config::PostgresConfig) -> Result<(Pool, i32), PgError> {
+    let ca_pem = match &config.ca_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path).map_err(|source| PgError::CaFile {
+                path: path.display().to_string(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    let pool = Pool::new(&PoolOptions {
+        url: config.url.expose().to_string(),
+        size: config.pool_size,
+        wait: std::time::Duration::from_secs(10),
+        ca_pem,
+    })?;
+    let mut client = pool.get().await?;
+    migrate(&mut client).await?;
+    let now = crate::timefmt::now_unix_us();
+    ensure_partitions(
+        &client,
+        now.saturating_sub(DAY_US),
+        now + PARTITION_DAYS_AHEAD * DAY_US,
+    )
+    .await?;
+    drop(client);
+    Ok((pool, migrate::latest_version()))
+}
+
+/// Creates the missing UTC-day partitions covering `[from_us, to_us)`; returns how many.
+pub async fn ensure_partitions(
+    client: &tokio_postgres::Client,
+    from_us: u64,
+    to_us: u64,
+) -> Result<i32, PgError> {
+    let row = client
+        .query_one(
+            "SELECT llmtap_ensure_partitions($1, $2)",
+            &[&(from_us as i64), &(to_us as i64)],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Retention: drops the day partitions wholly before `cutoff_us` (and deletes older
+/// rows of the default partitions); returns the partitions dropped.
+pub async fn drop_partitions_before(
+    client: &tokio_postgres::Client,
+    cutoff_us: u64,
+) -> Result<i32, PgError> {
+    let row = client
+        .query_one(
+            "SELECT llmtap_drop_partitions_before($1)",
+            &[&(cutoff_us as i64)],
+        )
+        .await?;
+    Ok(row.get(0))
+}

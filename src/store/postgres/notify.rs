@@ -1,0 +1,131 @@
+//! The live stream across instances: each batch's transaction ends with
+//! `pg_notify('llmtap_batches', payload)`, which PostgreSQL delivers to every
+//! listening session at commit (never for a batch rolled back); each instance listens
+//! on one dedicated connection and turns notices into reads of the rows named.
+//!
+//! A payload names the batch's call and invocation ids, as many as fit in
+//! `MAX_PAYLOAD` bytes (PostgreSQL's limit is 8,000); `more` tells a listener that
+//! the batch had more, to be read by time instead.
+
+use super::{PgError, Pool};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, GenericClient};
+
+/// The NOTIFY channel.
+pub const CHANNEL: &str = "llmtap_batches";
+/// Largest payload sent; below PostgreSQL's 8,000 bytes.
+pub const MAX_PAYLOAD: usize = 7900;
+
+/// What one committed batch's notice says.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BatchNotice {
+    /// The writing instance (its own notices can be skipped: it published them).
+    pub instance: String,
+    pub calls: Vec<String>,
+    pub invocations: Vec<String>,
+    /// The batch named more ids than fit.
+    #[serde(default)]
+    pub more: bool,
+}
+
+/// The payload for a batch: ids in order while the JSON stays within `MAX_PAYLOAD`.
+pub fn payload(instance: &str, calls: &[String], invocations: &[String]) -> String {
+    let mut notice = BatchNotice {
+        instance: instance.to_string(),
+        ..BatchNotice::default()
+    };
+    // `{"instance":..,"calls":[],"invocations":[],"more":true}` plus each id quoted.
+    let mut size = serde_json::to_string(&BatchNotice {
+        more: true,
+        ..notice.clone()
+    })
+    .map_or(0, |s| s.len());
+    for (ids, into) in [(calls, 0), (invocations, 1)] {
+        for id in ids {
+            let cost = serde_json::to_string(id).map_or(usize::MAX, |s| s.len()) + 1;
+            if notice.more || size + cost > MAX_PAYLOAD {
+                notice.more = true;
+                break;
+            }
+            size += cost;
+            if into == 0 {
+                notice.calls.push(id.clone());
+            } else {
+                notice.invocations.push(id.clone());
+            }
+        }
+    }
+    serde_json::to_string(&notice).unwrap_or_default()
+}
+
+/// Sends a notice within the caller's transaction (delivered when it commits).
+pub async fn notify(client: &impl GenericClient, payload: &str) -> Result<(), PgError> {
+    client
+        .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
+        .await?;
+    Ok(())
+}
+
+/// Listens on a connection of its own (outside the pool's bound); every notice is
+/// sent on the returned channel. The channel closes when the connection ends (the
+/// caller reconnects); undecodable payloads are skipped with a warning.
+pub async fn listen(pool: &Pool) -> Result<mpsc::Receiver<BatchNotice>, PgError> {
+    let (client, mut connection) = pool.connect_dedicated().await?;
+    let client = std::sync::Arc::new(client);
+    let (tx, rx) = mpsc::channel(1024);
+    let keep = client.clone();
+    tokio::spawn(async move {
+        // The client lives as long as the connection is driven here.
+        let _client = keep;
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(n))) if n.channel() == CHANNEL => {
+                    match serde_json::from_str::<BatchNotice>(n.payload()) {
+                        Ok(notice) => {
+                            if tx.send(notice).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "undecodable batch notice"),
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "PostgreSQL listener connection lost");
+                    return;
+                }
+                None => return,
+            }
+        }
+    });
+    // In effect when this returns: every batch committed from now on is heard.
+    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+    Ok(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_small_batch_names_every_id() {
+        let text = payload("i1", &["c_1".into(), "c_2".into()], &["run".into()]);
+        let notice: BatchNotice = serde_json::from_str(&text).unwrap();
+        assert_eq!(notice.calls, vec!["c_1", "c_2"]);
+        assert_eq!(notice.invocations, vec!["run"]);
+        assert!(!notice.more);
+    }
+
+    #[test]
+    fn a_large_batch_is_cut_below_the_limit_and_says_so() {
+        let calls: Vec<String> = (0..2000).map(|i| format!("c_01J{i:023}")).collect();
+        let text = payload("instance-a", &calls, &["run-1".into()]);
+        assert!(text.len() <= MAX_PAYLOAD, "{}", text.len());
+        let notice: BatchNotice = serde_json::from_str(&text).unwrap();
+        assert!(notice.more);
+        assert!(notice.calls.len() > 200, "{}", notice.calls.len());
+        assert_eq!(notice.calls[..], calls[..notice.calls.len()]);
+        assert!(notice.invocations.is_empty());
+    }
+}
