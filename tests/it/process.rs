@@ -173,7 +173,8 @@ async fn replay_and_stop(config: &Path, data: &Path) {
     let mut proc = spawn_llmtap(config, data, &[]);
     wait_ready(proc.api).await;
     signal(&proc.child, "TERM");
-    assert!(proc.child.wait().unwrap().success());
+    let status = proc.child.wait().unwrap();
+    assert!(status.success(), "the replaying llmtap exited with {status}");
 }
 
 #[tokio::test]
