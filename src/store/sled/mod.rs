@@ -559,8 +559,7 @@ impl SledStore {
         let mut inv_idx_batch = Writes::default();
         for inv in invocations {
             if write_records {
-                let value = serde_json::to_vec(inv).map_err(StoreError::Encode)?;
-                inv_batch.insert(inv.id.as_bytes(), value);
+                inv_batch.insert(inv.id.as_bytes(), encode_invocation(inv)?);
             }
             let old_stored = self.inv_sum.get(inv.id.as_bytes())?;
             let old = match &old_stored {
@@ -964,6 +963,13 @@ const META_JOURNAL_APPLIED: &str = "journal_applied";
 /// A call's metadata as the `calls` tree keeps it (packed JSON, see `packed.rs`).
 fn encode_call_meta(meta: &CallRecord) -> Result<Vec<u8>, StoreError> {
     let json = serde_json::to_vec(meta).map_err(StoreError::Encode)?;
+    Ok(packed::pack(json))
+}
+
+/// An invocation as the `invocations` tree keeps it (packed JSON, like `calls`;
+/// stores written before hold plain JSON, which reads the same).
+fn encode_invocation(inv: &InvocationRecord) -> Result<Vec<u8>, StoreError> {
+    let json = serde_json::to_vec(inv).map_err(StoreError::Encode)?;
     Ok(packed::pack(json))
 }
 

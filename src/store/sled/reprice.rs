@@ -122,10 +122,8 @@ impl SledStore {
             id.as_bytes(),
             summary::encode_stored(&summary.facets(), &summary).map_err(StoreError::Encode)?,
         )?;
-        self.invocations.insert(
-            id.as_bytes(),
-            serde_json::to_vec(&inv).map_err(StoreError::Encode)?,
-        )?;
+        self.invocations
+            .insert(id.as_bytes(), super::encode_invocation(&inv)?)?;
         Ok(())
     }
 }
