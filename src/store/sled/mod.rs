@@ -897,12 +897,29 @@ impl SledStore {
         Ok(out)
     }
 
-    /// Invocations that ended at or after `since_us`, for seeding round counters at start-up.
+    /// Invocations that ended at or after `since_us` and started at most a day before
+    /// it, for seeding round counters at start-up: read from the time index, so the
+    /// start does not decode every stored run (2.4 s at a million calls). A run that
+    /// started earlier still gets its rounds right: the writer takes their base from
+    /// the store.
     pub fn invocations_since(&self, since_us: u64) -> Result<Vec<InvocationRecord>, StoreError> {
+        const LOOKBACK_US: u64 = 86_400_000_000;
+        let prefix = index::index_prefix(summary::tag::ALL, b"");
+        let mut from = prefix.clone();
+        from.extend_from_slice(&since_us.saturating_sub(LOOKBACK_US).to_be_bytes());
         let mut out = Vec::new();
-        for entry in self.invocations.iter() {
-            let (key, value) = entry?;
-            let inv: InvocationRecord = decode(&key, &value)?;
+        for entry in self.inv_idx.range(from..) {
+            let (key, _) = entry?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            let Some(id) = key.get(prefix.len() + 8..) else {
+                continue;
+            };
+            let Some(value) = self.invocations.get(id)? else {
+                continue;
+            };
+            let inv: InvocationRecord = decode(id, &value)?;
             if inv.ended_at_us >= since_us {
                 out.push(inv);
             }
