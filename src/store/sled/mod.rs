@@ -509,11 +509,13 @@ impl SledStore {
             // content store (`prepare_calls`); only a reindex of an old store, whose
             // records still hold their views, writes the legacy `call_text` tree.
             let plaintext_ok = self.options.keys.is_none();
-            if let Some(text) = CallText::of(call).filter(|_| plaintext_ok && !write_records) {
-                text_batch.insert(
-                    call.id.as_bytes(),
-                    serde_json::to_vec(&text).map_err(StoreError::Encode)?,
-                );
+            if plaintext_ok && !write_records {
+                if let Some(text) = CallText::of(call) {
+                    text_batch.insert(
+                        call.id.as_bytes(),
+                        serde_json::to_vec(&text).map_err(StoreError::Encode)?,
+                    );
+                }
             }
             let m = &call.metadata;
             for scope in index::scopes(m.tenant.as_deref(), m.agent.as_deref()) {
