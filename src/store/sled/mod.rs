@@ -491,10 +491,7 @@ impl SledStore {
             );
             let summary = CallSummary::from_record(call);
             let facets = summary.facets();
-            sum_batch.insert(
-                call.id.as_bytes(),
-                summary::encode_stored(&facets, &summary).map_err(StoreError::Encode)?,
-            );
+            sum_batch.insert(call.id.as_bytes(), summary::encode_header_only(&facets));
             let pairs = index::facet_pairs(&facets);
             noted_calls.push((facets.time_us, call.id.as_str(), owned_pairs(&pairs)));
             for (key, count) in index::index_entries(b'c', facets.time_us, &call.id, &pairs) {
