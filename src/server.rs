@@ -280,7 +280,11 @@ impl Running {
             .await
             .context("storage thread join failed")?;
         // The proxy is gone, so is every sender: the log closes once it has
-        // appended what they sent, and the writer once it has applied it all.
+        // appended what they sent, and the writer once it has applied it all (or,
+        // with a store that fails to write, once it gave up: the log keeps the rest).
+        self.writer_control
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         tokio::task::spawn_blocking(move || self.journal.join())
             .await
             .context("capture log join failed")?

@@ -14,7 +14,7 @@ use crate::journal::{Entry, Feed, FeedState};
 use crate::metrics::Metrics;
 use crate::record::{CallRecord, InvocationRecord};
 use crate::recorder::build_redacted_with;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
@@ -56,7 +56,17 @@ impl Default for WriterLimits {
 #[derive(Default)]
 pub struct WriterControl {
     pub paused: std::sync::atomic::AtomicBool,
+    /// Set by a graceful stop: a writer waiting for a failed store to come back gives
+    /// up after a few more attempts (its calls stay in the capture log for the next
+    /// start) rather than hold the stop forever.
+    pub stopping: std::sync::atomic::AtomicBool,
 }
+
+/// First wait before reopening a store whose writes failed; doubled up to the max.
+const REOPEN_FIRST_WAIT: Duration = Duration::from_millis(100);
+const REOPEN_MAX_WAIT: Duration = Duration::from_secs(5);
+/// Reopen attempts a stopping writer still makes.
+const REOPEN_TRIES_WHEN_STOPPING: u32 = 3;
 
 pub fn spawn(
     store: Store,
@@ -111,7 +121,23 @@ pub fn spawn(
                     Err(p) => p.into_inner().clone(),
                 };
                 let end = batch.last().map(|e| e.end);
-                state.write(&mut batch, &table, replay_until);
+                if let Err(e) = state.write(&mut batch, &table, replay_until) {
+                    // An I/O failure (a full disk): nothing after the store's applied
+                    // position is lost, it is all in the capture log. Reopen the
+                    // store and read the log again from where it stands.
+                    batch.clear();
+                    tracing::error!(error = %e, "store write failed; calls wait in the capture log while the store is reopened");
+                    if !state.recover(&control) {
+                        tracing::error!("the store did not come back before the stop; the capture log keeps its calls for the next start");
+                        return;
+                    }
+                    let applied = state.store.journal_applied().unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "cannot read the reopened store's log position; replaying the whole log (stored calls are skipped)");
+                        None
+                    });
+                    feed.rewind(applied);
+                    continue;
+                }
                 if let Some(end) = end {
                     state.applied(end, &mut feed);
                 }
@@ -142,9 +168,17 @@ struct WriterState {
 }
 
 impl WriterState {
-    /// Stores the records of `batch` (and empties it).
-    fn write(&mut self, batch: &mut Vec<Entry>, prices: &PriceTable, run_start: u64) {
-        // Calls of this run were counted into the backlog when they were handed over.
+    /// Stores the records of `batch` (and empties it). An I/O error of the store
+    /// comes back (the batch is to be read again once the store is reopened); other
+    /// failures are counted and logged here.
+    fn write(
+        &mut self,
+        batch: &mut Vec<Entry>,
+        prices: &PriceTable,
+        run_start: u64,
+    ) -> Result<(), StoreError> {
+        // Calls of this run were counted into the backlog when they were handed over;
+        // a batch read again after a failed write was not taken off it.
         let fresh = batch.iter().filter(|e| e.start >= run_start).count() as u64;
         let mut entries = std::mem::take(batch);
         // Records read back from disk may already be stored (a crash after their
@@ -161,8 +195,36 @@ impl WriterState {
                 }
             }
         });
-        self.write_calls(entries, prices);
+        self.write_calls(entries, prices)?;
         self.metrics.backlog.fetch_sub(fresh, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Reopens the store after its writes failed, waiting with backoff until it
+    /// opens. False when the writer is stopping and the store did not come back.
+    fn recover(&mut self, control: &WriterControl) -> bool {
+        let mut wait = REOPEN_FIRST_WAIT;
+        let mut tries_left = REOPEN_TRIES_WHEN_STOPPING;
+        loop {
+            if control.stopping.load(Ordering::Relaxed) {
+                if tries_left == 0 {
+                    return false;
+                }
+                tries_left -= 1;
+            }
+            std::thread::sleep(wait);
+            wait = (wait * 2).min(REOPEN_MAX_WAIT);
+            match self.store.reopen() {
+                Ok(()) => {
+                    // Rounds are numbered again from what the reopened store holds.
+                    self.round_base.clear();
+                    return true;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "cannot reopen the store yet")
+                }
+            }
+        }
     }
 
     /// Records that the store holds the log up to `end`; deletes the segments that
@@ -184,10 +246,10 @@ impl WriterState {
         }
     }
 
-    fn write_calls(&mut self, batch: Vec<Entry>, prices: &PriceTable) {
+    fn write_calls(&mut self, batch: Vec<Entry>, prices: &PriceTable) -> Result<(), StoreError> {
         let count = batch.len() as u64;
         if count == 0 {
-            return;
+            return Ok(());
         }
         // Measured per batch, not only by the storage thread every few seconds: a disk
         // that fills fast must pause capture before the store hits "no space left".
@@ -199,7 +261,7 @@ impl WriterState {
             self.metrics
                 .capture_failures
                 .fetch_add(count, Ordering::Relaxed);
-            return;
+            return Ok(());
         }
         let mut calls = Vec::with_capacity(batch.len());
         let mut invocations: HashMap<String, InvocationRecord> = HashMap::new();
@@ -243,11 +305,11 @@ impl WriterState {
             calls.push(call);
             if decoded_held >= self.limits.decode_budget_bytes {
                 // Decoded bodies are the batch's memory: store these before decoding more.
-                self.store_part(&mut calls, &mut invocations);
+                self.store_part(&mut calls, &mut invocations)?;
                 decoded_held = 0;
             }
         }
-        self.store_part(&mut calls, &mut invocations);
+        self.store_part(&mut calls, &mut invocations)
     }
 
     /// Stores the calls built so far and the invocations they changed, and empties both.
@@ -255,9 +317,9 @@ impl WriterState {
         &mut self,
         calls: &mut Vec<CallRecord>,
         invocations: &mut HashMap<String, InvocationRecord>,
-    ) {
+    ) -> Result<(), StoreError> {
         if calls.is_empty() {
-            return;
+            return Ok(());
         }
         let count = calls.len() as u64;
         let changed: Vec<InvocationRecord> = invocations.drain().map(|(_, inv)| inv).collect();
@@ -270,6 +332,11 @@ impl WriterState {
                     .records_written
                     .fetch_add(count, Ordering::Relaxed);
             }
+            Err(e) if e.is_io() => {
+                Metrics::add(&self.metrics.store_errors);
+                calls.clear();
+                return Err(e);
+            }
             Err(e) => {
                 self.metrics
                     .store_errors
@@ -281,6 +348,7 @@ impl WriterState {
             }
         }
         calls.clear();
+        Ok(())
     }
 
     /// Turns a round counted by the forward path into the invocation's round.

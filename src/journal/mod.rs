@@ -251,6 +251,7 @@ pub fn open(options: JournalOptions, metrics: Arc<Metrics>) -> Result<Journal, J
             held: None,
             reader: None,
             closed: false,
+            reread_until: 0,
         },
     })
 }
@@ -495,6 +496,8 @@ pub struct Feed {
     held: Option<Entry>,
     reader: Option<segment::SegmentReader>,
     closed: bool,
+    /// After a `rewind`: where the writer had read to; everything before it is on disk.
+    reread_until: u64,
 }
 
 impl Feed {
@@ -537,6 +540,30 @@ impl Feed {
             .store(next, Ordering::Relaxed);
     }
 
+    /// Reads again from `applied`, the position a reopened store holds (after its
+    /// writes failed): what the failed batch held and what the store lost is read
+    /// back from the segments, whose calls the writer checks against the store, so
+    /// each is applied exactly once. Never moves forward.
+    pub fn rewind(&mut self, applied: Option<u64>) {
+        let oldest = self
+            .shared
+            .segments()
+            .first()
+            .copied()
+            .unwrap_or(self.shared.run_start);
+        let to = applied.unwrap_or(0).max(oldest);
+        if to < self.next {
+            tracing::info!(
+                bytes = self.next - to,
+                "reading the capture log again from the reopened store's position"
+            );
+            self.reread_until = self.reread_until.max(self.next);
+            self.next = to;
+            self.reader = None;
+        }
+        self.shared.metrics.log_applied.store(to, Ordering::Relaxed);
+    }
+
     /// Moves up to `max` records into `batch`, in log order. Waits up to `wait` for
     /// the first one when there is none.
     pub fn fill(
@@ -572,6 +599,11 @@ impl Feed {
                 }
                 Err(mpsc::TryRecvError::Empty) => {}
                 Err(mpsc::TryRecvError::Disconnected) => self.closed = true,
+            }
+            if self.next < self.reread_until {
+                let until = self.reread_until;
+                self.read_disk(batch, max, until);
+                continue;
             }
             let spilled = self.shared.spilled_end.load(Ordering::Acquire);
             if self.next < spilled {

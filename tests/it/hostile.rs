@@ -812,3 +812,228 @@ async fn a_disk_that_fills_between_checks_pauses_capture_and_healthz_tells_the_t
     assert!(health["storage"]["last_write_error"].is_null());
     running.shutdown().await.unwrap();
 }
+
+/// A real small file system for a test: a tmpfs of `size_mb` mounted on a fresh
+/// directory (tests run as root, as CI does), unmounted on drop.
+struct Tmpfs(TempDir);
+
+impl Tmpfs {
+    fn mount(at: &std::path::Path, size_mb: u64) {
+        std::fs::create_dir_all(at).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_mb}m"), "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("mount(8) runs");
+        assert!(
+            status.success(),
+            "cannot mount a tmpfs on {}: the test runs as root",
+            at.display()
+        );
+    }
+
+    fn new(tag: &str, size_mb: u64) -> Tmpfs {
+        let dir = TempDir::new(tag);
+        Tmpfs::mount(dir.path(), size_mb);
+        Tmpfs(dir)
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazily, with any mount below it: the store's files may still be closing.
+        let _ = std::process::Command::new("umount")
+            .args(["-R", "-l"])
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// Writes a file until its file system is full; returns its path.
+fn fill_disk(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let block = vec![0x5au8; 64 << 10];
+    loop {
+        match file.write_all(&block) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc_enospc()) => break,
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+    let _ = file.sync_all();
+    path
+}
+
+fn libc_enospc() -> i32 {
+    28
+}
+
+async fn health(running: &llmtap::server::Running) -> serde_json::Value {
+    send(running.api_addr, "GET", "/healthz", &[], "")
+        .await
+        .json()
+}
+
+/// One chat round of the run (the mock answers 5 input and 1 output tokens).
+async fn round(running: &llmtap::server::Running, invocation: &str) -> String {
+    let got = post_json(
+        running.proxy_addr,
+        "/mock/v1/chat/completions",
+        &[("x-llmtap-invocation-id", invocation)],
+        r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
+    assert_eq!(got.status, 200, "forwarding goes on whatever the disk");
+    got.call_id()
+}
+
+/// Issue 12 item 9: a store disk that fills between the disk guard's checks makes
+/// sled fail every later write (it keeps the first I/O error until reopened).
+/// The writer reopens the store once space is back, reads the capture log again
+/// from the store's position and applies each call exactly once, without a restart;
+/// `/healthz` and `/readyz` tell the truth meanwhile, and `/metrics` counts it.
+#[tokio::test]
+async fn a_full_store_disk_is_recovered_from_without_a_restart_and_nothing_logged_is_lost() {
+    let data = Tmpfs::new("store-enospc", 48);
+    // The capture log on a file system of its own, as a separate volume would be:
+    // calls are logged while the store's disk is full.
+    Tmpfs::mount(&data.path().join("journal"), 64);
+    let mock = MockUpstream::start(echo_model).await;
+    let running = start_llmtap(test_config(
+        data.path(),
+        &format!(
+            // The disk guard is off, as when the disk fills faster than its checks.
+            "{}[store]\nmin_free_mb = 0\ncritical_free_mb = 0\n",
+            provider_toml("mock", "openai", &mock.url())
+        ),
+    ))
+    .await;
+    let mut before = Vec::new();
+    for _ in 0..5 {
+        before.push(round(&running, "run-before").await);
+    }
+    for id in &before {
+        wait_call(&running, id).await;
+    }
+    assert_eq!(health(&running).await["status"], "ok");
+
+    let filler = fill_disk(data.path());
+    let mut during = Vec::new();
+    let mut failing = false;
+    for _ in 0..200 {
+        during.push(round(&running, "run-full").await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let h = health(&running).await;
+        if h["storage"]["writes_failing"] == true {
+            failing = true;
+            assert_eq!(h["status"], "degraded", "{h}");
+            assert_eq!(h["storage"]["storing_calls"], false, "{h}");
+            break;
+        }
+    }
+    assert!(failing, "the store never failed on a full disk");
+    for _ in 0..5 {
+        during.push(round(&running, "run-full").await);
+    }
+
+    // Space comes back: capture resumes by itself.
+    std::fs::remove_file(&filler).unwrap();
+    let mut after = Vec::new();
+    for _ in 0..5 {
+        after.push(round(&running, "run-after").await);
+    }
+    for id in before.iter().chain(&during).chain(&after) {
+        wait_call(&running, id).await;
+    }
+    let h = health(&running).await;
+    assert_eq!(h["status"], "ok", "{h}");
+    assert_eq!(h["storage"]["store"], "open", "{h}");
+    assert_eq!(h["storage"]["storing_calls"], true, "{h}");
+    assert!(h["storage"]["reopens"].as_u64().unwrap() >= 1, "{h}");
+    let ready = send(running.api_addr, "GET", "/readyz", &[], "").await;
+    assert_eq!(ready.status, 200);
+    assert!(
+        metric(running.api_addr, "llmtap_store_reopens_total")
+            .await
+            .unwrap()
+            >= 1
+    );
+    assert_eq!(
+        metric(running.api_addr, "llmtap_capture_failures_total").await,
+        Some(0),
+        "a logged call was dropped"
+    );
+
+    // Exactly once: each run's rollup counts its calls once, rounds are 1..n.
+    for (run, ids) in [
+        ("run-before", &before),
+        ("run-full", &during),
+        ("run-after", &after),
+    ] {
+        let inv = invocation(&running, run).expect("run stored");
+        assert_eq!(inv.rounds as usize, ids.len(), "{run}: {inv:?}");
+        assert_eq!(inv.usage.input_tokens, Some(5 * ids.len() as u64), "{run}");
+        let mut rounds: Vec<u32> = ids
+            .iter()
+            .map(|id| running.store.get_call_meta(id).unwrap().unwrap().round)
+            .collect();
+        rounds.sort_unstable();
+        assert_eq!(rounds, (1..=ids.len() as u32).collect::<Vec<_>>(), "{run}");
+    }
+    assert_eq!(
+        running.store.call_count(),
+        before.len() + during.len() + after.len()
+    );
+    running.shutdown().await.unwrap();
+    drop(data);
+}
+
+/// The capture log's own disk fills: calls are forwarded and counted as not
+/// recorded, and logging resumes by itself once space is back.
+#[tokio::test]
+async fn a_full_capture_log_disk_loses_only_what_it_could_not_write_and_resumes() {
+    let data = TempDir::new("log-enospc");
+    let journal = data.path().join("journal");
+    Tmpfs::mount(&journal, 8);
+    let _unmount = Tmpfs(TempDir(journal.clone()));
+    let mock = MockUpstream::start(echo_model).await;
+    let running = start_llmtap(test_config(
+        data.path(),
+        &format!(
+            "{}[store]\nmin_free_mb = 0\ncritical_free_mb = 0\n",
+            provider_toml("mock", "openai", &mock.url())
+        ),
+    ))
+    .await;
+    let first = round(&running, "log-run").await;
+    wait_call(&running, &first).await;
+    let filler = fill_disk(&journal);
+    // The segment's last page may still take a few records.
+    for _ in 0..30 {
+        round(&running, "log-run").await;
+    }
+    let mut lost = 0;
+    for _ in 0..200 {
+        lost = metric(running.api_addr, "llmtap_capture_failures_total")
+            .await
+            .unwrap_or(0);
+        if lost > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        lost > 0 && lost <= 30,
+        "calls the log could not write are counted: {lost}"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    let later = round(&running, "log-run").await;
+    wait_call(&running, &later).await;
+    running.shutdown().await.unwrap();
+}

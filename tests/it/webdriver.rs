@@ -192,7 +192,15 @@ impl Browser {
             .to_string()
     }
 
+    /// Clicks the element once it exists: pages render what they fetch a moment
+    /// after the click that asked for it (a round's tabs after its row).
     pub async fn click(&self, css: &str) {
+        self.wait(
+            &format!("element {css}"),
+            "return !!document.querySelector(arguments[0])",
+            json!([css]),
+        )
+        .await;
         let el = self.find(css).await;
         self.cmd("POST", &format!("/element/{el}/click"), Some(json!({})))
             .await;
