@@ -274,7 +274,20 @@ impl WriterState {
                 self.limits.max_decoded_bytes,
                 &self.limits.redaction,
             );
-            call.round = self.numbered_round(run, &call, &invocations);
+            // The invocation as it stands: this batch's, else the stored one (read once,
+            // for the round number and the rollup).
+            let prior = match invocations.remove(&call.invocation_id) {
+                Some(inv) => Some(inv),
+                None => match self.store.get_invocation(&call.invocation_id) {
+                    Ok(inv) => inv,
+                    Err(e) => {
+                        Metrics::add(&self.metrics.store_errors);
+                        tracing::error!(error = %e, invocation = %call.invocation_id, "cannot read invocation; rebuilding it from this call");
+                        None
+                    }
+                },
+            };
+            call.round = self.numbered_round(run, &call, prior.as_ref());
             if call.cost.as_ref().is_some_and(|c| !c.priced) && !call.usage.is_empty() {
                 Metrics::add(&self.metrics.unpriced_calls);
             }
@@ -286,18 +299,7 @@ impl WriterState {
             let status = call.status.map_or("failed", |s| s.as_str());
             self.metrics
                 .observe_call(&call.provider, status, call.latency_ms / 1000.0);
-            let entry = match invocations.remove(&call.invocation_id) {
-                Some(inv) => Some(inv),
-                None => match self.store.get_invocation(&call.invocation_id) {
-                    Ok(inv) => inv,
-                    Err(e) => {
-                        Metrics::add(&self.metrics.store_errors);
-                        tracing::error!(error = %e, invocation = %call.invocation_id, "cannot read invocation; rebuilding it from this call");
-                        None
-                    }
-                },
-            };
-            let rolled = crate::record::roll_up(entry, &call);
+            let rolled = crate::record::roll_up(prior, &call);
             invocations.insert(rolled.id.clone(), rolled);
             decoded_held += body_bytes(&call);
             calls.push(call);
@@ -361,7 +363,7 @@ impl WriterState {
         &mut self,
         run: u64,
         call: &CallRecord,
-        pending: &HashMap<String, InvocationRecord>,
+        prior: Option<&InvocationRecord>,
     ) -> u32 {
         let now = Instant::now();
         if self.round_base.len() > 100_000 {
@@ -382,13 +384,7 @@ impl WriterState {
             }
         }
         // Rounds stored so far, this batch's included.
-        let stored = match pending.get(&call.invocation_id) {
-            Some(inv) => inv.rounds,
-            None => match self.store.get_invocation(&call.invocation_id) {
-                Ok(Some(inv)) => inv.rounds,
-                _ => 0,
-            },
-        };
+        let stored = prior.map_or(0, |inv| inv.rounds);
         let rounds = stored.saturating_sub(arrival.saturating_sub(1));
         self.round_base.insert(
             call.invocation_id.clone(),

@@ -363,6 +363,14 @@ fn writer_bench(
             )
         }
     };
+    // Logical bytes per call by sled tree: what the writer stores, before sled's log.
+    let mut trees = String::new();
+    for (name, entries, bytes) in store.tree_usage()?.into_iter().filter(|t| t.1 > 0) {
+        trees.push_str(&format!(
+            "  {name}: {entries} entries, {:.0} B/call\n",
+            bytes as f64 / calls.max(1) as f64
+        ));
+    }
     drop(store);
     let on_disk = dir_size(data_dir) - dir_size(&data_dir.join("journal"));
     report.push_str(&format!(
@@ -373,6 +381,8 @@ fn writer_bench(
         on_disk as f64 / calls as f64,
         raw_bytes as f64 / on_disk.max(1) as f64,
     ));
+    report.push_str("logical bytes by sled tree (keys + values):\n");
+    report.push_str(&trees);
     crate::write_stdout(&report)
 }
 

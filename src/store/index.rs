@@ -458,7 +458,16 @@ const TEXT_MAX: usize = 8192;
 impl CallText {
     pub fn of(call: &CallRecord) -> Option<CallText> {
         let request = call.request.as_ref()?;
-        let cut = |s: &str| s.chars().take(TEXT_MAX).collect::<String>();
+        // At most TEXT_MAX characters; a text of at most that many bytes is whole.
+        let cut = |s: &str| {
+            if s.len() <= TEXT_MAX {
+                return s.to_string();
+            }
+            match s.char_indices().nth(TEXT_MAX) {
+                Some((end, _)) => s[..end].to_string(),
+                None => s.to_string(),
+            }
+        };
         let system = request.system.as_deref().map(cut).or_else(|| {
             request
                 .messages
@@ -487,6 +496,28 @@ impl CallText {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn search_texts_keep_at_most_8192_characters() {
+        let call = |text: String| CallRecord {
+            request: Some(crate::record::RequestView {
+                messages: vec![crate::record::Message {
+                    role: "user".into(),
+                    text: Some(text),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..CallRecord::default()
+        };
+        let last_user = |text: &str| CallText::of(&call(text.into())).unwrap().last_user.unwrap();
+        assert_eq!(last_user("short"), "short");
+        // Two bytes a character: 5,000 characters are 10,000 bytes, and kept whole.
+        let wide = "é".repeat(5000);
+        assert_eq!(last_user(&wide), wide);
+        assert_eq!(last_user(&"é".repeat(9000)), "é".repeat(TEXT_MAX));
+        assert_eq!(last_user(&"a".repeat(TEXT_MAX + 1)), "a".repeat(TEXT_MAX));
+    }
 
     #[test]
     fn keys_sort_by_time_within_a_prefix() {

@@ -385,7 +385,19 @@ pub fn encode_stored<T: Serialize>(
     Ok(out)
 }
 
-/// Splits a stored summary into (header, JSON as packed by `packed.rs`).
+/// A stored summary that is its facet header alone: a call's, whose JSON is made
+/// from the call's metadata when read (`CallSummary::from_record`), so the store
+/// does not encode and keep the same fields twice.
+pub fn encode_header_only(facets: &Facets) -> Vec<u8> {
+    let mut out = vec![0u8; 4];
+    facets.encode(&mut out);
+    let header_len = (out.len() - 4) as u32;
+    out[..4].copy_from_slice(&header_len.to_be_bytes());
+    out
+}
+
+/// Splits a stored summary into (header, JSON as packed by `packed.rs`; empty for
+/// a call summary stored as its header alone).
 pub fn split_stored(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
     let len = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
     Some((bytes.get(4..4 + len)?, bytes.get(4 + len..)?))

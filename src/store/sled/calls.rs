@@ -15,10 +15,21 @@ use crate::store::disk::DiskLevel;
 use crate::store::index::CallText;
 use std::sync::Arc;
 
-/// Manifest layout: version, flags (one byte in v1, u16 LE in v2), then one
-/// address per `HAS_*` flag set, in flag order.
+/// Manifest layout: version, flags (one byte in v1, u16 LE in v2 and v3), then one
+/// address per `HAS_*` flag set, in flag order; v3 then holds the inline pieces:
+/// a mask (`INLINE_*` bits) and, per bit set in order, a varint length and the bytes.
 const MANIFEST_V1: u8 = 1;
 const MANIFEST_V2: u8 = 2;
+const MANIFEST_V3: u8 = 3;
+const INLINE_REQUEST: u8 = 1;
+const INLINE_RESPONSE: u8 = 2;
+const INLINE_SEARCH_SYSTEM: u8 = 4;
+const INLINE_SEARCH_USER: u8 = 8;
+/// Bodies up to this size without attachment payloads are kept in the manifest
+/// itself rather than content-addressed: one zstd frame with the manifest, no
+/// chunks, refcounts or hashes. What deduplication gains is in the repeated
+/// system prompts, tools and histories of agent rounds, which are larger.
+pub(super) const INLINE_MAX: usize = 4096;
 const HAS_REQUEST: u16 = 1;
 const HAS_RESPONSE: u16 = 2;
 const HAS_REQUEST_VIEW: u16 = 4;
@@ -50,12 +61,56 @@ pub struct Manifest {
     /// sealed and dropped with the bodies.
     pub search_system: Option<Addr>,
     pub search_user: Option<Addr>,
+    /// Pieces kept in the manifest itself (small bodies, see `INLINE_MAX`); a piece
+    /// is either inline or addressed, never both.
+    pub inline: Inline,
+}
+
+/// A small call's content, kept in its manifest.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Inline {
+    pub request: Option<Vec<u8>>,
+    pub response: Option<Vec<u8>>,
+    pub search_system: Option<Vec<u8>>,
+    pub search_user: Option<Vec<u8>>,
+}
+
+impl Inline {
+    fn slots(&self) -> [(u8, &Option<Vec<u8>>); 4] {
+        [
+            (INLINE_REQUEST, &self.request),
+            (INLINE_RESPONSE, &self.response),
+            (INLINE_SEARCH_SYSTEM, &self.search_system),
+            (INLINE_SEARCH_USER, &self.search_user),
+        ]
+    }
+
+    fn is_empty(&self) -> bool {
+        self.slots().iter().all(|(_, s)| s.is_none())
+    }
 }
 
 impl Manifest {
     /// Whether the call names its `q` texts (stores before that keep them in `call_text`).
     fn has_search_text(&self) -> bool {
-        self.search_system.is_some() || self.search_user.is_some()
+        self.search_system.is_some()
+            || self.search_user.is_some()
+            || self.inline.search_system.is_some()
+            || self.inline.search_user.is_some()
+    }
+
+    /// The request or response body: inline, else rebuilt from its root chunk.
+    fn body(&self, c: &ContentTrees, response: bool) -> Result<Option<Vec<u8>>, StoreError> {
+        let (inline, root) = if response {
+            (&self.inline.response, &self.response)
+        } else {
+            (&self.inline.request, &self.request)
+        };
+        match (inline, root) {
+            (Some(bytes), _) => Ok(Some(bytes.clone())),
+            (None, Some(a)) => c.expand(a).map(Some),
+            (None, None) => Ok(None),
+        }
     }
 
     pub fn roots(&self) -> impl Iterator<Item = &Addr> {
@@ -74,7 +129,12 @@ impl Manifest {
 
     pub fn encode(&self) -> Vec<u8> {
         let mut flags = 0u16;
-        let mut out = vec![MANIFEST_V2, 0, 0];
+        let version = if self.inline.is_empty() {
+            MANIFEST_V2
+        } else {
+            MANIFEST_V3
+        };
+        let mut out = vec![version, 0, 0];
         for (bit, a) in [
             (HAS_REQUEST, &self.request),
             (HAS_RESPONSE, &self.response),
@@ -96,6 +156,21 @@ impl Manifest {
             flags |= RESPONSE_VIEW_DERIVED;
         }
         out[1..3].copy_from_slice(&flags.to_le_bytes());
+        if version == MANIFEST_V3 {
+            let mask = self
+                .inline
+                .slots()
+                .iter()
+                .filter(|(_, s)| s.is_some())
+                .fold(0u8, |m, (bit, _)| m | bit);
+            out.push(mask);
+            for (_, slot) in self.inline.slots() {
+                if let Some(bytes) = slot {
+                    crate::store::content::put_varint(&mut out, bytes.len() as u64);
+                    out.extend_from_slice(bytes);
+                }
+            }
+        }
         out
     }
 
@@ -106,7 +181,7 @@ impl Manifest {
                 let (&flags, rest) = rest.split_first()?;
                 (u16::from(flags), rest)
             }
-            MANIFEST_V2 => {
+            MANIFEST_V2 | MANIFEST_V3 => {
                 let (flags, rest) = rest.split_first_chunk::<2>()?;
                 (u16::from_le_bytes(*flags), rest)
             }
@@ -129,6 +204,25 @@ impl Manifest {
             if flags & bit != 0 {
                 *slot = Some(rest.get(..ADDR_LEN)?.try_into().ok()?);
                 rest = &rest[ADDR_LEN..];
+            }
+        }
+        if version == MANIFEST_V3 {
+            let (&mask, mut at) = rest.split_first()?;
+            for (bit, slot) in [
+                (INLINE_REQUEST, &mut m.inline.request),
+                (INLINE_RESPONSE, &mut m.inline.response),
+                (INLINE_SEARCH_SYSTEM, &mut m.inline.search_system),
+                (INLINE_SEARCH_USER, &mut m.inline.search_user),
+            ] {
+                if mask & bit != 0 {
+                    let (len, tail) = crate::store::content::get_varint(at)?;
+                    let len = usize::try_from(len).ok()?;
+                    *slot = Some(tail.get(..len)?.to_vec());
+                    at = &tail[len..];
+                }
+            }
+            if !at.is_empty() {
+                return None;
             }
         }
         Some(m)
@@ -220,16 +314,26 @@ pub(super) fn store_content(
     let mut blobs = Vec::new();
     let request_raw = exact(&call.request_body, &call.request_body_bytes);
     let response_raw = exact(&call.response_body, &call.response_body_bytes);
+    let mut inline_request = false;
     if let Some(raw) = request_raw {
         let plan = Plan::new(raw, txn, true, true);
-        manifest.request = Some(plan.store(txn, &mut failures)?);
         meta.attachments = plan.attachments();
-        StoreStats::add(&stats.attachments_mirrored, plan.blobs.len() as u64);
-        blobs = plan.blobs;
+        if raw.len() <= INLINE_MAX && plan.blobs.is_empty() {
+            manifest.inline.request = Some(raw.to_vec());
+            inline_request = true;
+        } else {
+            manifest.request = Some(plan.store(txn, &mut failures)?);
+            StoreStats::add(&stats.attachments_mirrored, plan.blobs.len() as u64);
+            blobs = plan.blobs;
+        }
     }
     if let Some(raw) = response_raw {
-        let plan = Plan::new(raw, txn, false, false);
-        manifest.response = Some(plan.store(txn, &mut failures)?);
+        if raw.len() <= INLINE_MAX {
+            manifest.inline.response = Some(raw.to_vec());
+        } else {
+            let plan = Plan::new(raw, txn, false, false);
+            manifest.response = Some(plan.store(txn, &mut failures)?);
+        }
     }
     if let Some(view) = &call.request {
         // The parsed view shows references, not payloads; a view that held one is
@@ -290,13 +394,20 @@ pub(super) fn store_content(
         manifest.prompt_variables = Some(plan.store(txn, &mut failures)?);
     }
     if let Some(text) = CallText::of(call) {
-        for (slot, text) in [
-            (&mut manifest.search_system, text.system),
-            (&mut manifest.search_user, text.last_user),
-        ] {
-            if let Some(text) = text {
-                let plan = Plan::new(text.as_bytes(), txn, false, false);
-                *slot = Some(plan.store(txn, &mut failures)?);
+        if inline_request {
+            // Beside the request in one zstd frame, the texts cost a few bytes of
+            // back-references, not their length.
+            manifest.inline.search_system = text.system.map(String::into_bytes);
+            manifest.inline.search_user = text.last_user.map(String::into_bytes);
+        } else {
+            for (slot, text) in [
+                (&mut manifest.search_system, text.system),
+                (&mut manifest.search_user, text.last_user),
+            ] {
+                if let Some(text) = text {
+                    let plan = Plan::new(text.as_bytes(), txn, false, false);
+                    *slot = Some(plan.store(txn, &mut failures)?);
+                }
             }
         }
     }
@@ -395,8 +506,8 @@ impl SledStore {
             return Ok(());
         };
         let c = &self.content;
-        let request = m.request.as_ref().map(|a| c.expand(a)).transpose()?;
-        let response = m.response.as_ref().map(|a| c.expand(a)).transpose()?;
+        let request = m.body(c, false)?;
+        let response = m.body(c, true)?;
         if let Some(raw) = &request {
             if m.request_view_derived {
                 if let Some(endpoint) = call.endpoint {
@@ -435,10 +546,13 @@ impl SledStore {
     /// user message. `Ok(None)` when the call has none stored.
     pub fn call_text(&self, id: &str) -> Result<Option<CallText>, StoreError> {
         if let Some(m) = self.manifest(id)?.filter(Manifest::has_search_text) {
-            let text = |a: Option<Addr>| a.map(|a| self.content.expand(&a).map(lossy)).transpose();
+            let text = |inline: Option<Vec<u8>>, a: Option<Addr>| match inline {
+                Some(bytes) => Ok(Some(lossy(bytes))),
+                None => a.map(|a| self.content.expand(&a).map(lossy)).transpose(),
+            };
             return Ok(Some(CallText {
-                system: text(m.search_system)?,
-                last_user: text(m.search_user)?,
+                system: text(m.inline.search_system, m.search_system)?,
+                last_user: text(m.inline.search_user, m.search_user)?,
             }));
         }
         // Stores written before the texts moved into the content store.
@@ -453,6 +567,17 @@ impl SledStore {
         let Some(m) = self.manifest(&id)?.filter(Manifest::has_search_text) else {
             return self.legacy_text_matches(call_id, needle);
         };
+        for inline in [&m.inline.search_system, &m.inline.search_user]
+            .into_iter()
+            .flatten()
+        {
+            if String::from_utf8_lossy(inline)
+                .to_lowercase()
+                .contains(needle)
+            {
+                return Ok(true);
+            }
+        }
         for addr in [m.search_system, m.search_user].into_iter().flatten() {
             let text = match self.search_texts.get(&addr) {
                 Some(t) => t,
@@ -480,8 +605,7 @@ impl SledStore {
     /// `Ok(None)` when the call or that body is not stored.
     pub fn get_raw(&self, id: &str, response: bool) -> Result<Option<Vec<u8>>, StoreError> {
         if let Some(m) = self.manifest(id)? {
-            let root = if response { m.response } else { m.request };
-            return root.map(|a| self.content.expand(&a)).transpose();
+            return m.body(&self.content, response);
         }
         // Records written before content addressing keep their bodies inline.
         let Some(call) = self.get_call_meta(id)? else {
@@ -627,6 +751,7 @@ mod tests {
             response_view_derived: false,
             search_system: Some([5; 32]),
             search_user: None,
+            inline: Inline::default(),
         };
         assert_eq!(Manifest::decode(&m.encode()), Some(m.clone()));
         let derived = Manifest {
@@ -636,7 +761,23 @@ mod tests {
             search_user: Some([6; 32]),
             ..m
         };
-        assert_eq!(Manifest::decode(&derived.encode()), Some(derived));
+        assert_eq!(Manifest::decode(&derived.encode()), Some(derived.clone()));
+        // v3: small bodies and their search texts inline, beside addressed pieces.
+        let inline = Manifest {
+            request: None,
+            search_user: None,
+            inline: Inline {
+                request: Some(b"{\"messages\":[]}".to_vec()),
+                response: Some(Vec::new()),
+                search_system: None,
+                search_user: Some("h\u{e9}llo".as_bytes().to_vec()),
+            },
+            ..derived
+        };
+        let encoded = inline.encode();
+        assert_eq!(encoded[0], MANIFEST_V3);
+        assert_eq!(Manifest::decode(&encoded), Some(inline));
+        assert_eq!(Manifest::decode(&encoded[..encoded.len() - 1]), None);
         assert_eq!(Manifest::decode(&[2, 0]), None);
         // Version 1 (one flag byte), as stores written before v2 hold.
         let mut v1 = vec![1, 2];

@@ -25,6 +25,50 @@ const PAGE_BUDGET: usize = 200_000;
 /// a lower bound.
 const COUNT_BUDGET: usize = 100_000;
 
+/// A summary as lists show it, from its stored JSON or, for calls stored without
+/// one (the summary is a function of the record's metadata), from the record.
+pub(super) trait StoredSummary: DeserializeOwned {
+    fn derive(store: &SledStore, id: &[u8]) -> Result<Option<Self>, StoreError>;
+}
+
+impl StoredSummary for summary::CallSummary {
+    fn derive(store: &SledStore, id: &[u8]) -> Result<Option<Self>, StoreError> {
+        let meta = store.get_call_meta(&String::from_utf8_lossy(id))?;
+        Ok(meta.map(|call| summary::CallSummary::from_record(&call)))
+    }
+}
+
+/// Either kind as plain JSON (tests walk both with one helper).
+impl StoredSummary for serde_json::Value {
+    fn derive(store: &SledStore, id: &[u8]) -> Result<Option<Self>, StoreError> {
+        summary::CallSummary::derive(store, id)?
+            .map(|s| serde_json::to_value(s).map_err(StoreError::Encode))
+            .transpose()
+    }
+}
+
+impl StoredSummary for summary::InvocationSummary {
+    fn derive(_: &SledStore, id: &[u8]) -> Result<Option<Self>, StoreError> {
+        Err(super::corrupt(
+            &String::from_utf8_lossy(id),
+            "invocation summary without JSON",
+        ))
+    }
+}
+
+/// The summary behind a stored header's JSON part (`None`: its record is gone).
+fn load_summary<T: StoredSummary>(
+    store: &SledStore,
+    id: &[u8],
+    json: &[u8],
+) -> Result<Option<T>, StoreError> {
+    if json.is_empty() {
+        T::derive(store, id)
+    } else {
+        decode(id, json).map(Some)
+    }
+}
+
 /// A place in newest-first order: strictly older records come after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Position {
@@ -218,7 +262,7 @@ impl SledStore {
     /// filters' interleaving between matches, which for a rare conjunction is most
     /// of the indexes. `total` is left for the caller; `None` when the cache cannot
     /// answer.
-    fn cached_items<T: DeserializeOwned>(
+    fn cached_items<T: StoredSummary>(
         &self,
         kind: Kind,
         filter: &Filter,
@@ -285,7 +329,10 @@ impl SledStore {
                         next,
                     }));
                 }
-                items.push(decode::<T>(id, json)?);
+                let Some(item) = load_summary::<T>(self, id, json)? else {
+                    continue;
+                };
+                items.push(item);
                 next = Some(Position {
                     time_us,
                     id: String::from_utf8_lossy(id).into_owned(),
@@ -333,7 +380,7 @@ impl SledStore {
         }
     }
 
-    fn page<T: DeserializeOwned>(
+    fn page<T: StoredSummary>(
         &self,
         kind: Kind,
         filter: &Filter,
@@ -408,7 +455,10 @@ impl SledStore {
                     },
                 };
                 let json = summary::split_stored(&bytes).map(|(_, j)| j).unwrap_or(&[]);
-                items.push(decode::<T>(&id, json)?);
+                let Some(item) = load_summary::<T>(self, &id, json)? else {
+                    continue;
+                };
+                items.push(item);
                 next = Some(Position {
                     time_us,
                     id: String::from_utf8_lossy(&id).into_owned(),
@@ -541,7 +591,7 @@ impl SledStore {
         self.stored_summary(&self.inv_sum, id)
     }
 
-    fn stored_summary<T: DeserializeOwned>(
+    fn stored_summary<T: StoredSummary>(
         &self,
         tree: &sled::Tree,
         id: &str,
@@ -549,7 +599,7 @@ impl SledStore {
         match tree.get(id.as_bytes())? {
             Some(bytes) => {
                 let json = summary::split_stored(&bytes).map(|(_, j)| j).unwrap_or(&[]);
-                Ok(Some(decode(id.as_bytes(), json)?))
+                load_summary(self, id.as_bytes(), json)
             }
             None => Ok(None),
         }

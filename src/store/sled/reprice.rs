@@ -68,7 +68,7 @@ impl SledStore {
             let summary = CallSummary::from_record(&call);
             self.call_sum.insert(
                 call.id.as_bytes(),
-                summary::encode_stored(&summary.facets(), &summary).map_err(StoreError::Encode)?,
+                summary::encode_header_only(&summary.facets()),
             )?;
             self.calls
                 .insert(call.id.as_bytes(), super::encode_call_meta(&call)?)?;
@@ -122,10 +122,8 @@ impl SledStore {
             id.as_bytes(),
             summary::encode_stored(&summary.facets(), &summary).map_err(StoreError::Encode)?,
         )?;
-        self.invocations.insert(
-            id.as_bytes(),
-            serde_json::to_vec(&inv).map_err(StoreError::Encode)?,
-        )?;
+        self.invocations
+            .insert(id.as_bytes(), super::encode_invocation(&inv)?)?;
         Ok(())
     }
 }
