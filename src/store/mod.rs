@@ -197,13 +197,7 @@ impl Store {
             let engine = sled::SledStore::open_with(&dir, engine_options.clone(), context)?;
             Ok(Arc::new(engine))
         };
-        let engine = opener(&context)?;
-        Ok(Store {
-            engine: Arc::new(RwLock::new(engine)),
-            opener: Arc::new(opener),
-            context,
-            options: Arc::new(options),
-        })
+        Store::open_engine(context, options, opener)
     }
 
     /// A handle on an engine that `opener` opens (now, and again after failed writes),

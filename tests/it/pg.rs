@@ -262,11 +262,11 @@ impl Drop for PgServer {
 }
 
 fn start_shared() -> Result<Shared, String> {
-    let pki = test_pki();
+    let pki = super::util::TestPki::new("llmtap test PostgreSQL CA");
     // The parent-death signal follows the thread that spawned the server, and each test
     // runs on a thread of its own: spawn it from a thread that lives as long as the process.
     let (tx, rx) = std::sync::mpsc::channel();
-    let (cert, key) = (pki.1.clone(), pki.2.clone());
+    let (cert, key) = (pki.cert_pem.clone(), pki.key_pem.clone());
     std::thread::Builder::new()
         .name("test-postgres".into())
         .spawn(move || {
@@ -281,7 +281,7 @@ fn start_shared() -> Result<Shared, String> {
         .map_err(|_| "the server thread died".to_string())??;
     let shared = Shared {
         port: server.port,
-        ca_pem: pki.0,
+        ca_pem: pki.ca_pem,
     };
     *RUNNING.lock().unwrap_or_else(|e| e.into_inner()) = Some(server);
     // Statics are never dropped: stop the server when the test binary exits.
@@ -295,23 +295,6 @@ fn start_shared() -> Result<Shared, String> {
         libc::atexit(stop_at_exit);
     }
     Ok(shared)
-}
-
-/// (CA PEM, server certificate PEM for 127.0.0.1 and localhost, key PEM).
-fn test_pki() -> (String, String, String) {
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "llmtap test PostgreSQL CA");
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let params =
-        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    (ca.pem(), cert.pem(), key.serialize_pem())
 }
 
 /// The `postgres` user's uid and gid when we are root (PostgreSQL refuses to run as root).

@@ -174,7 +174,10 @@ async fn replay_and_stop(config: &Path, data: &Path) {
     wait_ready(proc.api).await;
     signal(&proc.child, "TERM");
     let status = proc.child.wait().unwrap();
-    assert!(status.success(), "the replaying llmtap exited with {status}");
+    assert!(
+        status.success(),
+        "the replaying llmtap exited with {status}"
+    );
 }
 
 #[tokio::test]

@@ -6,32 +6,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use std::sync::Arc;
 
-struct TestPki {
-    ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
-}
-
-fn make_pki() -> TestPki {
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "llmtap test CA");
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let params =
-        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    TestPki {
-        ca_pem: ca.pem(),
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    }
-}
-
 fn acceptor(pki: &TestPki) -> tokio_rustls::TlsAcceptor {
     use rustls_pki_types::pem::PemObject;
     let certs =
@@ -50,7 +24,7 @@ fn acceptor(pki: &TestPki) -> tokio_rustls::TlsAcceptor {
 
 #[tokio::test]
 async fn https_upstream_and_downstream() {
-    let pki = make_pki();
+    let pki = TestPki::new("llmtap test CA");
     let mock = MockUpstream::start_with_tls(
         |_| {
             MockResponse::json(
@@ -119,7 +93,7 @@ async fn https_upstream_and_downstream() {
 
 #[tokio::test]
 async fn untrusted_upstream_certificate_is_a_502() {
-    let pki = make_pki();
+    let pki = TestPki::new("llmtap test CA");
     let mock =
         MockUpstream::start_with_tls(|_| MockResponse::json(200, "{}"), Some(acceptor(&pki))).await;
     let dir = TempDir::new("tls-untrusted");
