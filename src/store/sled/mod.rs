@@ -624,13 +624,7 @@ impl SledStore {
                 *counts.entry(key.clone()).or_default() += 1;
             }
             if old.is_none() {
-                for scope in index::scopes(inv.tenant.as_deref(), inv.agent.as_deref()) {
-                    buckets
-                        .entry(index::bucket_key(&scope, inv.started_at_us))
-                        .or_default()
-                        .invocations += 1;
-                    all_time.entry(scope).or_default().invocations += 1;
-                }
+                index::count_invocation(&mut buckets, &mut all_time, inv);
             }
             inv_sum_batch.insert(
                 inv.id.as_bytes(),

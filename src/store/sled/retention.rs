@@ -228,13 +228,7 @@ impl SledStore {
             if let Some(value) = self.invocations.get(key)? {
                 let inv: InvocationRecord = super::decode(key, &value)?;
                 // The scopes and bucket the writer counted it in when it was new.
-                for scope in index::scopes(inv.tenant.as_deref(), inv.agent.as_deref()) {
-                    buckets
-                        .entry(index::bucket_key(&scope, inv.started_at_us))
-                        .or_default()
-                        .invocations += 1;
-                    all_time.entry(scope).or_default().invocations += 1;
-                }
+                index::count_invocation(&mut buckets, &mut all_time, &inv);
             }
             // The record goes first, then what is derived from it (as for calls).
             batch.remove(key.clone());
