@@ -27,6 +27,7 @@ mod packed;
 pub mod postgres;
 pub mod scan;
 pub mod sled;
+pub mod stored;
 pub mod summary;
 
 pub use self::sled::{

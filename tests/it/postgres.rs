@@ -377,12 +377,10 @@ async fn rollups_from_instances_writing_at_once_add_up_exactly() {
     );
 }
 
-#[tokio::test]
-async fn the_engine_behind_the_store_handle_answers_or_says_not_yet() {
-    use llmtap::store::{EngineContext, Store, StoreError, StoreOptions};
-    let db = pg::fresh_db("engine_handle").await;
-    let config = PostgresConfig {
-        url: RawConfig::from_toml(&format!("[store]\nurl = \"{}\"", db.url()))
+/// `[store]` settings for a test database, read as `llmtap serve` reads them.
+fn engine_config(url: &str) -> PostgresConfig {
+    PostgresConfig {
+        url: RawConfig::from_toml(&format!("[store]\nurl = \"{url}\""))
             .unwrap()
             .validate(&Default::default())
             .map(|c| match c.engine {
@@ -392,7 +390,14 @@ async fn the_engine_behind_the_store_handle_answers_or_says_not_yet() {
             .unwrap(),
         pool_size: 2,
         ca_file: None,
-    };
+    }
+}
+
+#[tokio::test]
+async fn the_engine_behind_the_store_handle_answers_or_says_not_yet() {
+    use llmtap::store::{EngineContext, Store, StoreError, StoreOptions};
+    let db = pg::fresh_db("engine_handle").await;
+    let config = engine_config(&db.url());
     let (pool, version) = engine::prepare(&config).await.unwrap();
     assert_eq!(version, 1);
     // Two instances on one database.
@@ -507,4 +512,90 @@ async fn batch_notices_reach_other_instances_only_when_committed() {
         // The rolled-back batch's notice never comes.
         assert!(listener.try_recv().is_err());
     }
+}
+
+#[tokio::test]
+async fn call_rows_from_two_instances_are_stored_once_and_read_in_start_order() {
+    use super::synthetic::synthetic_call;
+    use llmtap::record::CallStatus;
+    use llmtap::store::summary::CallSummary;
+    use llmtap::store::Engine;
+    let db = pg::fresh_db("call_rows").await;
+    let (pool, _) = engine::prepare(&engine_config(&db.url())).await.unwrap();
+    let t0 = 1_780_000_000_000_000u64;
+    // One run whose rounds went through two instances: each numbered its own rounds.
+    let call = |round: u32, offset_us: u64| {
+        synthetic_call(
+            "run-1",
+            round,
+            t0 + offset_us,
+            "planner",
+            "acme",
+            Some("s-1"),
+            round as usize,
+            CallStatus::Success,
+            100 * u64::from(round),
+            7,
+        )
+    };
+    let (first, third) = (call(1, 0), call(2, 20_000));
+    let second = call(1, 10_000);
+    let (other_first, other_second) = (first.clone(), second.clone());
+    let summary_of_second = serde_json::to_value(CallSummary::from_record(&second)).unwrap();
+    let (ids, meta) = tokio::task::spawn_blocking({
+        let pool = pool.clone();
+        move || {
+            let a = engine::PostgresStore::new(pool.clone(), "a".into()).unwrap();
+            let b = engine::PostgresStore::new(pool, "b".into()).unwrap();
+            assert_eq!(
+                a.write_call_rows(&[first.clone(), third.clone()]).unwrap(),
+                2
+            );
+            // b replays a's first call (as a rewound capture log would) with its own.
+            assert_eq!(b.write_call_rows(&[other_first, other_second]).unwrap(), 1);
+            assert_eq!(a.write_call_rows(std::slice::from_ref(&third)).unwrap(), 0);
+            assert_eq!((a.call_count(), b.call_count()), (3, 3));
+            assert!(b.contains_call(&third.id).unwrap());
+            let expected = vec![first.id.clone(), second.id.clone(), third.id.clone()];
+            for store in [&a, &b] {
+                assert_eq!(store.invocation_call_ids("run-1").unwrap(), expected);
+                assert_eq!(store.call_ids().unwrap(), expected);
+            }
+            assert!(a.invocation_call_ids("run-2").unwrap().is_empty());
+            assert_eq!(
+                b.record_tenant(false, &second.id).unwrap(),
+                Some(Some("acme".to_string()))
+            );
+            assert_eq!(b.record_tenant(false, "c_nope").unwrap(), None);
+            assert!(a.get_call_meta("c_nope").unwrap().is_none());
+            let meta = a.get_call_meta(&second.id).unwrap().unwrap();
+            (expected, (meta, second))
+        }
+    })
+    .await
+    .unwrap();
+    let (meta, second) = meta;
+    // The metadata is what sled keeps of a call: the one shared stored form.
+    assert_eq!(
+        serde_json::to_value(&meta).unwrap(),
+        serde_json::to_value(llmtap::store::stored::metadata_only(&second)).unwrap()
+    );
+    assert!(meta.request_body.is_none() && meta.response_body.is_none());
+    let client = db.connect().await;
+    let row = client
+        .query_one(
+            "SELECT summary, round, tenant, session_id, input_tokens FROM calls WHERE id = $1",
+            &[&ids[1]],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, serde_json::Value>(0), summary_of_second);
+    assert_eq!(
+        row.get::<_, i32>(1),
+        1,
+        "the round as the writing instance numbered it"
+    );
+    assert_eq!(row.get::<_, Option<String>>(2).as_deref(), Some("acme"));
+    assert_eq!(row.get::<_, Option<String>>(3).as_deref(), Some("s-1"));
+    assert_eq!(row.get::<_, Option<i64>>(4), Some(100));
 }

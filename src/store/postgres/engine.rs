@@ -6,11 +6,13 @@
 //! from any thread but the engine's own.
 //!
 //! Implemented: rollups (`rollup_total`, `rollup_range`, `rollup_scopes`), the audit
-//! log, this instance's applied capture-log position, `contains_call`, `call_count`.
+//! log, this instance's applied capture-log position, `contains_call`, `call_count`,
+//! and the call rows (`write_call_rows`, `get_call_meta`, `call_ids`,
+//! `invocation_call_ids`, a call's `record_tenant`; `calls.rs`).
 //! Every other operation answers `StoreError::NotOnPostgres`, which the read API
 //! turns into 501 `not_on_postgres`; none panics.
 
-use super::{rollups, PgError, Pool};
+use super::{calls, rollups, PgError, Pool};
 use crate::record::{CallRecord, InvocationRecord};
 use crate::store::engine::{FacetVisitor, Pricer};
 use crate::store::index::{CallText, RateLimitPoint, RateLimitState, RollupCell, SessionSummary};
@@ -162,6 +164,14 @@ impl PostgresStore {
         })
     }
 
+    /// Stores the batch's call rows (metadata and list summary, not yet content or
+    /// invocations: `write_batch` stays `NotOnPostgres` until it stores all of a
+    /// batch); returns how many were new. Idempotent by call id across instances.
+    pub fn write_call_rows(&self, batch: &[CallRecord]) -> Result<u64, StoreError> {
+        let batch = batch.to_vec();
+        self.run(move |c| async move { calls::insert(&*c, &batch).await })
+    }
+
     /// Every statement is committed when it returns: nothing to flush.
     fn flush(&self) -> Result<usize, StoreError> {
         Ok(0)
@@ -228,8 +238,9 @@ impl Engine for PostgresStore {
     fn get_call(&self, _id: &str) -> Result<Option<CallRecord>, StoreError> {
         Err(not_yet("get_call"))
     }
-    fn get_call_meta(&self, _id: &str) -> Result<Option<CallRecord>, StoreError> {
-        Err(not_yet("get_call_meta"))
+    fn get_call_meta(&self, id: &str) -> Result<Option<CallRecord>, StoreError> {
+        let id = id.to_string();
+        self.run(move |c| async move { calls::meta(&*c, &id).await })
     }
     fn get_raw(&self, _id: &str, _response: bool) -> Result<Option<Vec<u8>>, StoreError> {
         Err(not_yet("get_raw"))
@@ -253,7 +264,7 @@ impl Engine for PostgresStore {
         PostgresStore::call_count(self)
     }
     fn call_ids(&self) -> Result<Vec<String>, StoreError> {
-        Err(not_yet("call_ids"))
+        self.run(|c| async move { calls::ids(&*c).await })
     }
     fn get_invocation(&self, _id: &str) -> Result<Option<InvocationRecord>, StoreError> {
         Err(not_yet("get_invocation"))
@@ -261,8 +272,9 @@ impl Engine for PostgresStore {
     fn invocation_calls(&self, _invocation_id: &str) -> Result<Vec<CallRecord>, StoreError> {
         Err(not_yet("invocation_calls"))
     }
-    fn invocation_call_ids(&self, _invocation_id: &str) -> Result<Vec<String>, StoreError> {
-        Err(not_yet("invocation_call_ids"))
+    fn invocation_call_ids(&self, invocation_id: &str) -> Result<Vec<String>, StoreError> {
+        let id = invocation_id.to_string();
+        self.run(move |c| async move { calls::invocation_ids(&*c, &id).await })
     }
     fn invocation_summary(&self, _id: &str) -> Result<Option<InvocationSummary>, StoreError> {
         Err(not_yet("invocation_summary"))
@@ -286,10 +298,14 @@ impl Engine for PostgresStore {
     }
     fn record_tenant(
         &self,
-        _invocation: bool,
-        _id: &str,
+        invocation: bool,
+        id: &str,
     ) -> Result<Option<Option<String>>, StoreError> {
-        Err(not_yet("record_tenant"))
+        if invocation {
+            return Err(not_yet("record_tenant"));
+        }
+        let id = id.to_string();
+        self.run(move |c| async move { calls::tenant(&*c, &id).await })
     }
     fn tenant_scoped_ids(
         &self,

@@ -5,6 +5,7 @@
 //! `migrations/*.sql`), rollups (`rollups.rs`), batch notices (`notify.rs`) and `PostgresStore` (`engine.rs`), the
 //! `Engine` implementation, whose unfinished operations answer `NotOnPostgres`.
 
+pub mod calls;
 pub mod engine;
 pub mod migrate;
 pub mod notify;
@@ -28,6 +29,10 @@ pub enum PgError {
     SchemaTooNew { found: i32, known: i32 },
     #[error("TLS setup for PostgreSQL: {0}")]
     Tls(String),
+    #[error("cannot encode a record for PostgreSQL: {0}")]
+    Encode(String),
+    #[error("a record stored in PostgreSQL is corrupt: {0}")]
+    Decode(String),
     #[error("the PostgreSQL engine's runtime: {0}")]
     Runtime(String),
     #[error("cannot read [store] ca_file {path}: {source}")]

@@ -13,6 +13,7 @@ use crate::store::body::{replace_payloads, Plan};
 use crate::store::crypto::{Addr, ADDR_LEN};
 use crate::store::disk::DiskLevel;
 use crate::store::index::CallText;
+use crate::store::stored::metadata_only;
 use std::sync::Arc;
 
 /// Manifest layout: version, flags (one byte in v1, u16 LE in v2 and v3), then one
@@ -240,59 +241,6 @@ pub struct ContentUsage {
     pub blobs: u64,
     pub blob_bytes: u64,
     pub ref_entries: u64,
-}
-
-/// What goes into the `calls` tree: the record without its content (built field
-/// by field so the bodies are never copied).
-pub(super) fn metadata_only(call: &CallRecord) -> CallRecord {
-    let mut meta = empty_clone(call);
-    meta.metadata.prompt_variables = None;
-    meta
-}
-
-/// A clone of `call` whose bulky fields are left empty.
-fn empty_clone(call: &CallRecord) -> CallRecord {
-    CallRecord {
-        id: call.id.clone(),
-        invocation_id: call.invocation_id.clone(),
-        round: call.round,
-        started_at: call.started_at.clone(),
-        ended_at: call.ended_at.clone(),
-        started_at_us: call.started_at_us,
-        latency_ms: call.latency_ms,
-        ttft_ms: call.ttft_ms,
-        first_byte_ms: call.first_byte_ms,
-        provider: call.provider.clone(),
-        kind: call.kind.clone(),
-        endpoint: call.endpoint,
-        method: call.method.clone(),
-        path: call.path.clone(),
-        upstream_host: call.upstream_host.clone(),
-        http_status: call.http_status,
-        status: call.status,
-        stream: call.stream,
-        model: call.model.clone(),
-        response_model: call.response_model.clone(),
-        usage: call.usage.clone(),
-        raw_usage: call.raw_usage.clone(),
-        cost_usd: call.cost_usd,
-        cost: call.cost.clone(),
-        stop_reason: call.stop_reason.clone(),
-        error: call.error.clone(),
-        rate_limit: call.rate_limit.clone(),
-        metadata: call.metadata.clone(),
-        api_key_fingerprint: call.api_key_fingerprint.clone(),
-        client: call.client.clone(),
-        request_bytes: call.request_bytes,
-        response_bytes: call.response_bytes,
-        truncated: call.truncated,
-        truncated_parts: call.truncated_parts.clone(),
-        request_headers: call.request_headers.clone(),
-        response_headers: call.response_headers.clone(),
-        parse_notes: call.parse_notes.clone(),
-        attachments: call.attachments.clone(),
-        ..CallRecord::default()
-    }
 }
 
 fn exact<'a>(text: &'a Option<String>, bytes: &'a Option<Vec<u8>>) -> Option<&'a [u8]> {

@@ -1,0 +1,175 @@
+//! The `calls` rows: one per call, with the columns the list filters need, the
+//! call's metadata (`store::stored::metadata_only`, the same JSON sled keeps) and
+//! its list summary (`CallSummary`). Inserted for a whole batch in one statement
+//! (`unnest` over column arrays); a call already stored (the capture log replayed,
+//! by this instance or another) is left as it is, so writes are idempotent by id.
+//!
+//! An invocation's calls are read in (started_us, id) order: the round order every
+//! instance agrees on, whichever instance numbered and wrote each call.
+
+use super::PgError;
+use crate::record::CallRecord;
+use crate::store::stored::metadata_only;
+use crate::store::summary::CallSummary;
+use tokio_postgres::GenericClient;
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn encode(value: &impl serde::Serialize) -> Result<serde_json::Value, PgError> {
+    serde_json::to_value(value).map_err(|e| PgError::Encode(e.to_string()))
+}
+
+/// Inserts the batch's calls; returns how many were new.
+pub async fn insert(client: &impl GenericClient, calls: &[CallRecord]) -> Result<u64, PgError> {
+    if calls.is_empty() {
+        return Ok(0);
+    }
+    let n = calls.len();
+    let mut started = Vec::with_capacity(n);
+    let mut ids = Vec::with_capacity(n);
+    let mut invocations = Vec::with_capacity(n);
+    let mut rounds = Vec::with_capacity(n);
+    let mut text: [Vec<Option<String>>; 12] = Default::default();
+    let mut providers = Vec::with_capacity(n);
+    let mut kinds = Vec::with_capacity(n);
+    let mut http = Vec::with_capacity(n);
+    let mut latency = Vec::with_capacity(n);
+    let mut cost = Vec::with_capacity(n);
+    let mut input = Vec::with_capacity(n);
+    let mut output = Vec::with_capacity(n);
+    let mut properties = Vec::with_capacity(n);
+    let mut records = Vec::with_capacity(n);
+    let mut summaries = Vec::with_capacity(n);
+    for call in calls {
+        let summary = CallSummary::from_record(call);
+        started.push(to_i64(call.started_at_us));
+        ids.push(call.id.clone());
+        invocations.push(call.invocation_id.clone());
+        rounds.push(i32::try_from(call.round).unwrap_or(i32::MAX));
+        let m = &call.metadata;
+        let columns = [
+            m.tenant.clone(),
+            m.agent.clone(),
+            call.model.clone(),
+            call.response_model.clone(),
+            call.status.map(|s| s.as_str().to_string()),
+            m.trigger.clone(),
+            m.user_id.clone(),
+            m.session_id.clone(),
+            m.prompt.clone(),
+            m.task_id.clone(),
+            call.api_key_fingerprint.clone(),
+            None,
+        ];
+        for (column, value) in text.iter_mut().zip(columns) {
+            column.push(value);
+        }
+        providers.push(call.provider.clone());
+        kinds.push(call.kind.clone());
+        http.push(call.http_status.map(i32::from));
+        latency.push((call.latency_ms * 1000.0).round().max(0.0) as i64);
+        cost.push(summary.cost_pusd().map(to_i64));
+        input.push(call.usage.input_tokens.map(to_i64));
+        output.push(call.usage.output_tokens.map(to_i64));
+        properties.push(encode(&m.properties)?);
+        records.push(encode(&metadata_only(call))?);
+        summaries.push(encode(&summary)?);
+    }
+    let [tenant, agent, model, response_model, status, trigger, user_id, session_id, prompt, task_id, fingerprint, _] =
+        &text;
+    let inserted = client
+        .execute(
+            "INSERT INTO calls (started_us, id, invocation_id, round, tenant, agent, provider, kind, \
+             model, response_model, status, http_status, trigger, user_id, session_id, prompt, \
+             task_id, key_fingerprint, latency_us, cost_pusd, input_tokens, output_tokens, \
+             properties, record, summary) \
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::int[], $5::text[], \
+             $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::int[], \
+             $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], \
+             $19::bigint[], $20::bigint[], $21::bigint[], $22::bigint[], $23::jsonb[], \
+             $24::jsonb[], $25::jsonb[]) \
+             ON CONFLICT DO NOTHING",
+            &[
+                &started,
+                &ids,
+                &invocations,
+                &rounds,
+                tenant,
+                agent,
+                &providers,
+                &kinds,
+                model,
+                response_model,
+                status,
+                &http,
+                trigger,
+                user_id,
+                session_id,
+                prompt,
+                task_id,
+                fingerprint,
+                &latency,
+                &cost,
+                &input,
+                &output,
+                &properties,
+                &records,
+                &summaries,
+            ],
+        )
+        .await?;
+    Ok(inserted)
+}
+
+fn decode(id: &str, value: serde_json::Value) -> Result<CallRecord, PgError> {
+    serde_json::from_value(value).map_err(|e| PgError::Decode(format!("call {id}: {e}")))
+}
+
+/// A call's metadata (no bodies), as `insert` stored it.
+pub async fn meta(client: &impl GenericClient, id: &str) -> Result<Option<CallRecord>, PgError> {
+    client
+        .query_opt("SELECT record FROM calls WHERE id = $1", &[&id])
+        .await?
+        .map(|row| decode(id, row.get(0)))
+        .transpose()
+}
+
+/// Every stored call id, oldest first.
+pub async fn ids(client: &impl GenericClient) -> Result<Vec<String>, PgError> {
+    Ok(client
+        .query("SELECT id FROM calls ORDER BY started_us, id", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// An invocation's call ids in round order: (started_us, id), whichever instance
+/// wrote them.
+pub async fn invocation_ids(
+    client: &impl GenericClient,
+    invocation_id: &str,
+) -> Result<Vec<String>, PgError> {
+    Ok(client
+        .query(
+            "SELECT id FROM calls WHERE invocation_id = $1 ORDER BY started_us, id",
+            &[&invocation_id],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// The tenant of a stored call: `None` when there is no such call.
+pub async fn tenant(
+    client: &impl GenericClient,
+    id: &str,
+) -> Result<Option<Option<String>>, PgError> {
+    Ok(client
+        .query_opt("SELECT tenant FROM calls WHERE id = $1", &[&id])
+        .await?
+        .map(|r| r.get(0)))
+}
