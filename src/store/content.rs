@@ -183,4 +183,12 @@ pub trait ContentSink {
     fn add_chunk(&mut self, a: Addr, segs: &[Seg]) -> Result<(), StoreError>;
     /// Stores an attachment unless it is already stored.
     fn ensure_blob(&mut self, a: Addr, media_type: &str, bytes: &[u8]) -> Result<(), StoreError>;
+    /// Takes one reference on a stored or staged chunk (a manifest's root).
+    fn ref_chunk(&mut self, a: &Addr);
+}
+
+/// Where `manifest::hydrate` reads pieces back: an engine's content store.
+pub trait ContentSource {
+    /// The bytes a chunk (with every piece its template names) rebuilds to.
+    fn expand(&self, root: &Addr) -> Result<Vec<u8>, StoreError>;
 }

@@ -23,6 +23,7 @@ pub mod disk;
 pub mod engine;
 mod health;
 pub mod index;
+pub mod manifest;
 mod packed;
 pub mod postgres;
 pub mod scan;

@@ -371,6 +371,12 @@ impl Txn<'_> {
     }
 }
 
+impl crate::store::content::ContentSource for ContentTrees {
+    fn expand(&self, root: &Addr) -> Result<Vec<u8>, StoreError> {
+        ContentTrees::expand(self, root)
+    }
+}
+
 impl crate::store::content::ContentSink for Txn<'_> {
     fn codec(&self) -> &Codec {
         Txn::codec(self)
@@ -383,6 +389,9 @@ impl crate::store::content::ContentSink for Txn<'_> {
     }
     fn ensure_blob(&mut self, a: Addr, media_type: &str, bytes: &[u8]) -> Result<(), StoreError> {
         Txn::ensure_blob(self, a, media_type, bytes)
+    }
+    fn ref_chunk(&mut self, a: &Addr) {
+        Txn::ref_chunk(self, a)
     }
 }
 
