@@ -192,3 +192,86 @@ pub trait ContentSource {
     /// The bytes a chunk (with every piece its template names) rebuilds to.
     fn expand(&self, root: &Addr) -> Result<Vec<u8>, StoreError>;
 }
+
+/// Rebuilds the bytes a chunk stands for from an engine's `template` and `blob`
+/// lookups (a blob is rebuilt as its standard, padded base64 text).
+pub fn expand(
+    root: &Addr,
+    template: impl Fn(&Addr) -> Result<Vec<Seg>, StoreError>,
+    blob: impl Fn(&Addr) -> Result<Option<(String, Vec<u8>)>, StoreError>,
+) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::new();
+    let mut stack: Vec<std::vec::IntoIter<Seg>> = vec![vec![Seg::Chunk(*root)].into_iter()];
+    let mut steps = 0usize;
+    let mut b64 = Vec::new();
+    while let Some(top) = stack.last_mut() {
+        let Some(seg) = top.next() else {
+            stack.pop();
+            continue;
+        };
+        steps += 1;
+        if steps > MAX_EXPAND_STEPS {
+            return Err(StoreError::Corrupt {
+                key: super::crypto::hex(root),
+                reason: "template does not terminate".into(),
+            });
+        }
+        match seg {
+            Seg::Lit(bytes) => out.extend_from_slice(&bytes),
+            Seg::Chunk(a) => stack.push(template(&a)?.into_iter()),
+            Seg::Blob(a) => {
+                let (_, bytes) = blob(&a)?.ok_or_else(|| missing(&a, "blob"))?;
+                use base64::Engine;
+                b64.clear();
+                b64.resize(bytes.len().div_ceil(3) * 4, 0);
+                let n = base64::engine::general_purpose::STANDARD
+                    .encode_slice(&bytes, &mut b64)
+                    .map_err(|e| StoreError::Corrupt {
+                        key: super::crypto::hex(&a),
+                        reason: e.to_string(),
+                    })?;
+                out.extend_from_slice(&b64[..n]);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A blob value's plain form: varint media-type length, media type, bytes.
+pub fn encode_blob(media_type: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut plain = Vec::with_capacity(bytes.len() + media_type.len() + 2);
+    put_varint(&mut plain, media_type.len() as u64);
+    plain.extend_from_slice(media_type.as_bytes());
+    plain.extend_from_slice(bytes);
+    plain
+}
+
+/// A blob's media type and bytes from its plain form (`encode_blob`).
+pub fn decode_blob(a: &Addr, plain: &[u8]) -> Result<(String, Vec<u8>), StoreError> {
+    let bad = || StoreError::Corrupt {
+        key: super::crypto::hex(a),
+        reason: "bad blob header".into(),
+    };
+    let (len, rest) = get_varint(plain).ok_or_else(bad)?;
+    let len = usize::try_from(len).map_err(|_| bad())?;
+    let media = rest.get(..len).ok_or_else(bad)?;
+    Ok((
+        String::from_utf8_lossy(media).into_owned(),
+        rest[len..].to_vec(),
+    ))
+}
+
+/// A template's pieces from a chunk's plain value.
+pub fn template_of(a: &Addr, plain: &[u8]) -> Result<Vec<Seg>, StoreError> {
+    decode_template(plain).ok_or_else(|| StoreError::Corrupt {
+        key: super::crypto::hex(a),
+        reason: "bad template".into(),
+    })
+}
+
+pub fn missing(a: &Addr, what: &str) -> StoreError {
+    StoreError::Corrupt {
+        key: super::crypto::hex(a),
+        reason: format!("referenced {what} is missing"),
+    }
+}

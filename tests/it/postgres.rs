@@ -41,9 +41,12 @@ async fn instances_starting_together_apply_each_migration_once() {
     for t in tasks {
         applied.extend(t.await.unwrap());
     }
-    assert_eq!(applied, vec![1], "exactly one instance applied version 1");
+    let all: Vec<i32> = engine::MIGRATIONS.iter().map(|m| m.version).collect();
+    assert_eq!(all, vec![1, 2]);
+    applied.sort_unstable();
+    assert_eq!(applied, all, "exactly one instance applied each version");
     let client = db.connect().await;
-    assert_eq!(versions(&client).await, vec![1]);
+    assert_eq!(versions(&client).await, all);
     // Running it again changes nothing.
     let mut again = db.connect().await;
     assert!(engine::migrate(&mut again).await.unwrap().is_empty());
@@ -81,14 +84,14 @@ async fn a_schema_newer_than_the_binary_is_refused_untouched() {
         .unwrap();
     match engine::migrate(&mut client).await {
         Err(PgError::SchemaTooNew { found, known }) => {
-            assert_eq!((found, known), (99, 1));
+            assert_eq!((found, known), (99, 2));
         }
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
     // `llmtap serve` refuses to start on it, saying why.
     let err = start_with_url(&db.url()).await;
     assert!(err.contains("newer than this llmtap knows"), "{err}");
-    assert_eq!(versions(&client).await, vec![1, 99]);
+    assert_eq!(versions(&client).await, vec![1, 2, 99]);
 }
 
 /// `server::start` with `[store] url`; returns its error text.
@@ -122,7 +125,7 @@ async fn serve_with_a_url_prepares_the_schema_then_refuses_to_record_elsewhere()
     let err = start_with_url(&db.url()).await;
     assert!(err.contains("not available in this build yet"), "{err}");
     let client = db.connect().await;
-    assert_eq!(versions(&client).await, vec![1]);
+    assert_eq!(versions(&client).await, vec![1, 2]);
     // Yesterday to a week ahead, for each of the three partitioned tables.
     let parts: i64 = client
         .query_one(
@@ -399,19 +402,22 @@ async fn the_engine_behind_the_store_handle_answers_or_says_not_yet() {
     let db = pg::fresh_db("engine_handle").await;
     let config = engine_config(&db.url());
     let (pool, version) = engine::prepare(&config).await.unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
     // Two instances on one database.
     let dir = super::util::TempDir::new("pg-engine");
     let open = |instance: &str| {
         let (pool, instance) = (pool.clone(), instance.to_string());
         let options = StoreOptions::default();
+        let engine_options = options.clone();
         Store::open_engine(
             EngineContext::new(dir.path(), &options),
             options,
-            move |_| {
+            move |context| {
                 Ok(std::sync::Arc::new(engine::PostgresStore::new(
                     pool.clone(),
                     instance.clone(),
+                    context,
+                    &engine_options,
                 )?))
             },
         )
@@ -462,15 +468,12 @@ async fn the_engine_behind_the_store_handle_answers_or_says_not_yet() {
         assert!(!a2.contains_call("c_nope").unwrap());
         assert_eq!(a2.call_count(), 0);
         // What is not there yet says so, typed, instead of panicking or answering empty.
-        match a2.get_call("c_1") {
-            Err(StoreError::NotOnPostgres { operation }) => assert_eq!(operation, "get_call"),
+        match a2.list_sessions(None, &Default::default()) {
+            Err(StoreError::NotOnPostgres { operation }) => assert_eq!(operation, "list_sessions"),
             other => panic!("expected NotOnPostgres, got {other:?}"),
         }
-        let err = a2.write_batch(&[], &[]).unwrap_err().to_string();
-        assert_eq!(
-            err,
-            "write_batch is not yet available on the PostgreSQL store"
-        );
+        let err = a2.sweep(0).unwrap_err().to_string();
+        assert_eq!(err, "sweep is not yet available on the PostgreSQL store");
     })
     .await
     .unwrap();
@@ -514,73 +517,176 @@ async fn batch_notices_reach_other_instances_only_when_committed() {
     }
 }
 
+/// An engine of instance `name` on the database, as `serve` makes one.
+fn pg_engine(
+    pool: &Pool,
+    name: &str,
+    options: &llmtap::store::StoreOptions,
+) -> engine::PostgresStore {
+    let dir = std::env::temp_dir();
+    let context = llmtap::store::EngineContext::new(&dir, options);
+    engine::PostgresStore::new(pool.clone(), name.into(), &context, options).unwrap()
+}
+
+/// Text that does not compress away: `n` bytes of hex from a seed.
+fn distinct_text(seed: &str, n: usize) -> String {
+    let mut out = String::with_capacity(n + 64);
+    let mut i = 0u64;
+    while out.len() < n {
+        let d = ring::digest::digest(&ring::digest::SHA256, format!("{seed}{i}").as_bytes());
+        out.extend(d.as_ref().iter().map(|b| format!("{b:02x}")));
+        i += 1;
+    }
+    out.truncate(n);
+    out
+}
+
+/// A synthetic round of `run` with an OpenAI chat request above the inline limit
+/// (its system prompt, shared by every round, is content-addressed) and a small answer.
+fn round_with_bodies(
+    run: &str,
+    round: u32,
+    started_us: u64,
+    system: &str,
+    status: llmtap::record::CallStatus,
+) -> llmtap::record::CallRecord {
+    let mut call = super::synthetic::synthetic_call(
+        run,
+        round,
+        started_us,
+        "planner",
+        "acme",
+        Some("s-1"),
+        0,
+        status,
+        100 * u64::from(round) + 1,
+        7,
+    );
+    call.request_body = Some(
+        serde_json::json!({
+            "model": "gpt-4o-mini",
+            "messages": [
+                {"role": "system", "content": system},
+                {"role": "user", "content": format!("step {round} at {started_us}")},
+            ],
+        })
+        .to_string(),
+    );
+    call.response_body = Some(format!(
+        "{{\"id\":\"chatcmpl-{started_us}\",\"choices\":[]}}"
+    ));
+    // The response view would be parsed again from the bodies; these are not a real
+    // exchange, so keep only the request view (stored as given: no endpoint).
+    call.response = None;
+    call
+}
+
 #[tokio::test]
-async fn call_rows_from_two_instances_are_stored_once_and_read_in_start_order() {
-    use super::synthetic::synthetic_call;
+async fn a_run_written_through_two_instances_reads_back_whole_from_either() {
     use llmtap::record::CallStatus;
+    use llmtap::store::index::CallText;
     use llmtap::store::summary::CallSummary;
-    use llmtap::store::Engine;
-    let db = pg::fresh_db("call_rows").await;
+    use llmtap::store::{Engine, StoreOptions};
+    let db = pg::fresh_db("two_writers").await;
     let (pool, _) = engine::prepare(&engine_config(&db.url())).await.unwrap();
     let t0 = 1_780_000_000_000_000u64;
-    // One run whose rounds went through two instances: each numbered its own rounds.
-    let call = |round: u32, offset_us: u64| {
-        synthetic_call(
-            "run-1",
-            round,
-            t0 + offset_us,
-            "planner",
-            "acme",
-            Some("s-1"),
-            round as usize,
-            CallStatus::Success,
-            100 * u64::from(round),
-            7,
-        )
-    };
-    let (first, third) = (call(1, 0), call(2, 20_000));
-    let second = call(1, 10_000);
-    let (other_first, other_second) = (first.clone(), second.clone());
+    let system = distinct_text("planner system prompt", 12_000);
+    let first = round_with_bodies("run-1", 1, t0, &system, CallStatus::Success);
+    // The second round went through instance b, which reaches the database last.
+    let second = round_with_bodies("run-1", 1, t0 + 10_000, &system, CallStatus::Failed);
+    let third = round_with_bodies("run-1", 2, t0 + 20_000, &system, CallStatus::Success);
     let summary_of_second = serde_json::to_value(CallSummary::from_record(&second)).unwrap();
-    let (ids, meta) = tokio::task::spawn_blocking({
-        let pool = pool.clone();
-        move || {
-            let a = engine::PostgresStore::new(pool.clone(), "a".into()).unwrap();
-            let b = engine::PostgresStore::new(pool, "b".into()).unwrap();
+    let sent = [first.clone(), second.clone(), third.clone()];
+    let ids: Vec<String> = sent.iter().map(|c| c.id.clone()).collect();
+    let options = StoreOptions::default();
+    let (a, b) = (
+        pg_engine(&pool, "a", &options),
+        pg_engine(&pool, "b", &options),
+    );
+    let expected_ids = ids.clone();
+    let (a, b) = tokio::task::spawn_blocking(move || {
+        a.write_batch(&[first.clone(), third.clone()], &[]).unwrap();
+        b.write_batch(std::slice::from_ref(&second), &[]).unwrap();
+        // a replays its first call (as a rewound capture log would): nothing doubles.
+        a.write_batch(std::slice::from_ref(&first), &[]).unwrap();
+        assert_eq!((a.call_count(), b.call_count()), (3, 3));
+        for store in [&a, &b] {
+            assert_eq!(store.invocation_call_ids("run-1").unwrap(), expected_ids);
+            assert_eq!(store.call_ids().unwrap(), expected_ids);
+            let inv = store.get_invocation("run-1").unwrap().unwrap();
+            assert_eq!(inv.rounds, 3);
+            // The latest-started round's status, though an earlier one was written last.
+            assert_eq!(inv.status, Some(CallStatus::Success));
+            let tokens: u64 = sent.iter().filter_map(|c| c.usage.input_tokens).sum();
+            assert_eq!(inv.usage.input_tokens, Some(tokens));
+            let cost: u64 = sent
+                .iter()
+                .filter_map(|c| c.cost.as_ref())
+                .map(|c| c.total_pusd)
+                .sum();
+            assert_eq!(inv.cost_pusd, cost);
             assert_eq!(
-                a.write_call_rows(&[first.clone(), third.clone()]).unwrap(),
-                2
+                (inv.started_at_us, inv.agent.as_deref()),
+                (t0, Some("planner"))
             );
-            // b replays a's first call (as a rewound capture log would) with its own.
-            assert_eq!(b.write_call_rows(&[other_first, other_second]).unwrap(), 1);
-            assert_eq!(a.write_call_rows(std::slice::from_ref(&third)).unwrap(), 0);
-            assert_eq!((a.call_count(), b.call_count()), (3, 3));
-            assert!(b.contains_call(&third.id).unwrap());
-            let expected = vec![first.id.clone(), second.id.clone(), third.id.clone()];
-            for store in [&a, &b] {
-                assert_eq!(store.invocation_call_ids("run-1").unwrap(), expected);
-                assert_eq!(store.call_ids().unwrap(), expected);
+            let summary = store.invocation_summary("run-1").unwrap().unwrap();
+            assert_eq!(
+                (summary.rounds, summary.status),
+                (3, Some(CallStatus::Success))
+            );
+            let calls = store.invocation_calls("run-1").unwrap();
+            assert_eq!(
+                calls.iter().map(|c| c.round).collect::<Vec<_>>(),
+                vec![1, 2, 3]
+            );
+            for (got, want) in calls.iter().zip(&sent) {
+                assert_eq!(got.id, want.id);
+                assert_eq!(got.request_body, want.request_body);
+                assert_eq!(got.response_body, want.response_body);
+                assert_eq!(got.request, want.request);
             }
-            assert!(a.invocation_call_ids("run-2").unwrap().is_empty());
+            let second = store.get_call(&sent[1].id).unwrap().unwrap();
             assert_eq!(
-                b.record_tenant(false, &second.id).unwrap(),
-                Some(Some("acme".to_string()))
+                second.round, 2,
+                "numbered by start time, not by the writing instance"
             );
-            assert_eq!(b.record_tenant(false, "c_nope").unwrap(), None);
-            assert!(a.get_call_meta("c_nope").unwrap().is_none());
-            let meta = a.get_call_meta(&second.id).unwrap().unwrap();
-            (expected, (meta, second))
+            assert_eq!(store.get_call_meta(&sent[1].id).unwrap().unwrap().round, 2);
+            assert_eq!(
+                store.get_raw(&sent[2].id, false).unwrap().unwrap(),
+                sent[2].request_body.clone().unwrap().into_bytes()
+            );
+            assert_eq!(
+                store.get_raw(&sent[2].id, true).unwrap().unwrap(),
+                sent[2].response_body.clone().unwrap().into_bytes()
+            );
+            assert_eq!(
+                store.call_text(&sent[0].id).unwrap(),
+                CallText::of(&sent[0])
+            );
+            let total = store.rollup_total(b"*").unwrap();
+            assert_eq!((total.calls, total.invocations, total.errors), (3, 1, 1));
+            assert_eq!(
+                store.record_tenant(true, "run-1").unwrap(),
+                Some(Some("acme".into()))
+            );
+            assert_eq!(store.record_tenant(false, "c_nope").unwrap(), None);
+            assert!(store.get_call("c_nope").unwrap().is_none());
+            assert!(store.get_invocation("run-2").unwrap().is_none());
         }
+        // The metadata is what sled keeps of a call: the one shared stored form.
+        let meta = a.get_call_meta(&sent[1].id).unwrap().unwrap();
+        let mut want = llmtap::store::stored::metadata_only(&sent[1]);
+        want.round = 2;
+        assert_eq!(
+            serde_json::to_value(&meta).unwrap(),
+            serde_json::to_value(want).unwrap()
+        );
+        assert!(meta.request_body.is_none() && meta.response_body.is_none());
+        (a, b)
     })
     .await
     .unwrap();
-    let (meta, second) = meta;
-    // The metadata is what sled keeps of a call: the one shared stored form.
-    assert_eq!(
-        serde_json::to_value(&meta).unwrap(),
-        serde_json::to_value(llmtap::store::stored::metadata_only(&second)).unwrap()
-    );
-    assert!(meta.request_body.is_none() && meta.response_body.is_none());
+    drop((a, b));
     let client = db.connect().await;
     let row = client
         .query_one(
@@ -597,5 +703,168 @@ async fn call_rows_from_two_instances_are_stored_once_and_read_in_start_order() 
     );
     assert_eq!(row.get::<_, Option<String>>(2).as_deref(), Some("acme"));
     assert_eq!(row.get::<_, Option<String>>(3).as_deref(), Some("s-1"));
-    assert_eq!(row.get::<_, Option<i64>>(4), Some(100));
+    // The shared system prompt is stored once for the three calls (12 KB of hex
+    // compresses to about 6 KB; three copies would be 18 KB).
+    let chunk_bytes: i64 = client
+        .query_one(
+            "SELECT coalesce(sum(octet_length(value)), 0)::bigint FROM chunks",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        chunk_bytes > 3_000 && chunk_bytes < 9_000,
+        "{chunk_bytes} bytes of chunks"
+    );
+    let manifests: i64 = client
+        .query_one("SELECT count(*) FROM call_content", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(manifests, 3);
+}
+
+/// `(addr, refs)` of every chunk, in address order.
+async fn chunk_refs(client: &tokio_postgres::Client) -> Vec<(Vec<u8>, i64)> {
+    client
+        .query("SELECT addr, refs FROM chunks ORDER BY addr", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[tokio::test]
+async fn instances_writing_the_same_content_at_once_count_references_as_one_writer_would() {
+    use llmtap::record::CallStatus;
+    use llmtap::store::{Engine, StoreOptions};
+    let shared = pg::fresh_db("content_race").await;
+    let alone = pg::fresh_db("content_alone").await;
+    let (shared_pool, _) = engine::prepare(&engine_config(&shared.url()))
+        .await
+        .unwrap();
+    let (alone_pool, _) = engine::prepare(&engine_config(&alone.url())).await.unwrap();
+    let t0 = 1_780_000_000_000_000u64;
+    let system = distinct_text("shared prompt", 9_000);
+    // Three instances, each with its own runs, every round with the same system prompt.
+    let batches: Vec<Vec<Vec<llmtap::record::CallRecord>>> = (0..3)
+        .map(|instance| {
+            (0..8u64)
+                .map(|batch| {
+                    (0..3u64)
+                        .map(|i| {
+                            let t = t0 + (instance * 1_000 + batch * 10 + i) * 1_000;
+                            round_with_bodies(
+                                &format!("run-{instance}-{i}"),
+                                batch as u32 + 1,
+                                t,
+                                &system,
+                                CallStatus::Success,
+                            )
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    let options = StoreOptions::default();
+    let threads: Vec<_> = batches
+        .iter()
+        .enumerate()
+        .map(|(n, instance_batches)| {
+            let store = pg_engine(&shared_pool, &format!("i{n}"), &options);
+            let instance_batches = instance_batches.clone();
+            std::thread::spawn(move || {
+                for batch in instance_batches {
+                    store.write_batch(&batch, &[]).unwrap();
+                }
+            })
+        })
+        .collect();
+    let one = pg_engine(&alone_pool, "alone", &options);
+    let all: Vec<_> = batches.into_iter().flatten().collect();
+    let one = tokio::task::spawn_blocking(move || {
+        for batch in &all {
+            one.write_batch(batch, &[]).unwrap();
+        }
+        one
+    })
+    .await
+    .unwrap();
+    for t in threads {
+        tokio::task::spawn_blocking(move || t.join().unwrap())
+            .await
+            .unwrap();
+    }
+    drop(one);
+    let (shared_client, alone_client) = (shared.connect().await, alone.connect().await);
+    let (raced, sequential) = (
+        chunk_refs(&shared_client).await,
+        chunk_refs(&alone_client).await,
+    );
+    assert!(!sequential.is_empty());
+    assert_eq!(
+        raced, sequential,
+        "the same chunks with the same reference counts"
+    );
+    let calls: i64 = shared_client
+        .query_one("SELECT count(*) FROM calls", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(calls, 72);
+}
+
+#[tokio::test]
+async fn with_a_key_content_in_postgresql_is_sealed_and_reads_back() {
+    use llmtap::record::CallStatus;
+    use llmtap::store::{Engine, Keyring, StoreOptions};
+    let db = pg::fresh_db("sealed").await;
+    let (pool, _) = engine::prepare(&engine_config(&db.url())).await.unwrap();
+    let system = distinct_text("secret system prompt", 8_000);
+    let call = round_with_bodies(
+        "run-s",
+        1,
+        1_780_000_000_000_000,
+        &system,
+        CallStatus::Success,
+    );
+    let options = StoreOptions {
+        keys: Some(std::sync::Arc::new(
+            Keyring::from_text("5f0c0e8d7a6b4c3d2e1f00112233445566778899aabbccddeeff001122334455")
+                .unwrap(),
+        )),
+        ..StoreOptions::default()
+    };
+    let store = pg_engine(&pool, "a", &options);
+    let plain = pg_engine(&pool, "b", &StoreOptions::default());
+    let sent = call.clone();
+    tokio::task::spawn_blocking(move || {
+        assert!(store.encrypted());
+        store.write_batch(std::slice::from_ref(&sent), &[]).unwrap();
+        let back = store.get_call(&sent.id).unwrap().unwrap();
+        assert_eq!(back.request_body, sent.request_body);
+        // An instance without the key cannot open it, and says so.
+        assert!(plain.get_call(&sent.id).is_err());
+    })
+    .await
+    .unwrap();
+    let client = db.connect().await;
+    let needle = &system[..64];
+    for (table, column) in [("chunks", "value"), ("call_content", "manifest")] {
+        let rows = client
+            .query(&format!("SELECT {column} FROM {table}"), &[])
+            .await
+            .unwrap();
+        assert!(!rows.is_empty(), "{table} holds the call's content");
+        for row in rows {
+            let value: Vec<u8> = row.get(0);
+            assert!(
+                !String::from_utf8_lossy(&value).contains(needle),
+                "{table} holds prompt text in the clear"
+            );
+        }
+    }
 }

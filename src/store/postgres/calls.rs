@@ -9,8 +9,8 @@
 
 use super::PgError;
 use crate::record::CallRecord;
-use crate::store::stored::metadata_only;
 use crate::store::summary::CallSummary;
+use std::collections::HashSet;
 use tokio_postgres::GenericClient;
 
 fn to_i64(v: u64) -> i64 {
@@ -21,10 +21,14 @@ fn encode(value: &impl serde::Serialize) -> Result<serde_json::Value, PgError> {
     serde_json::to_value(value).map_err(|e| PgError::Encode(e.to_string()))
 }
 
-/// Inserts the batch's calls; returns how many were new.
-pub async fn insert(client: &impl GenericClient, calls: &[CallRecord]) -> Result<u64, PgError> {
+/// Inserts the batch's calls, each with its stored metadata (`stored::metadata_only`
+/// with the engine's notes); returns the ids that were new.
+pub async fn insert(
+    client: &impl GenericClient,
+    calls: &[(&CallRecord, &CallRecord)],
+) -> Result<HashSet<String>, PgError> {
     if calls.is_empty() {
-        return Ok(0);
+        return Ok(HashSet::new());
     }
     let n = calls.len();
     let mut started = Vec::with_capacity(n);
@@ -42,7 +46,7 @@ pub async fn insert(client: &impl GenericClient, calls: &[CallRecord]) -> Result
     let mut properties = Vec::with_capacity(n);
     let mut records = Vec::with_capacity(n);
     let mut summaries = Vec::with_capacity(n);
-    for call in calls {
+    for (call, meta) in calls {
         let summary = CallSummary::from_record(call);
         started.push(to_i64(call.started_at_us));
         ids.push(call.id.clone());
@@ -74,13 +78,13 @@ pub async fn insert(client: &impl GenericClient, calls: &[CallRecord]) -> Result
         input.push(call.usage.input_tokens.map(to_i64));
         output.push(call.usage.output_tokens.map(to_i64));
         properties.push(encode(&m.properties)?);
-        records.push(encode(&metadata_only(call))?);
+        records.push(encode(meta)?);
         summaries.push(encode(&summary)?);
     }
     let [tenant, agent, model, response_model, status, trigger, user_id, session_id, prompt, task_id, fingerprint, _] =
         &text;
     let inserted = client
-        .execute(
+        .query(
             "INSERT INTO calls (started_us, id, invocation_id, round, tenant, agent, provider, kind, \
              model, response_model, status, http_status, trigger, user_id, session_id, prompt, \
              task_id, key_fingerprint, latency_us, cost_pusd, input_tokens, output_tokens, \
@@ -90,7 +94,7 @@ pub async fn insert(client: &impl GenericClient, calls: &[CallRecord]) -> Result
              $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], \
              $19::bigint[], $20::bigint[], $21::bigint[], $22::bigint[], $23::jsonb[], \
              $24::jsonb[], $25::jsonb[]) \
-             ON CONFLICT DO NOTHING",
+             ON CONFLICT DO NOTHING RETURNING id",
             &[
                 &started,
                 &ids,
@@ -120,7 +124,109 @@ pub async fn insert(client: &impl GenericClient, calls: &[CallRecord]) -> Result
             ],
         )
         .await?;
-    Ok(inserted)
+    Ok(inserted.iter().map(|r| r.get(0)).collect())
+}
+
+/// Stores the sealed content manifests of new calls: (started_us, id, manifest).
+pub async fn insert_manifests(
+    client: &impl GenericClient,
+    manifests: &[(u64, String, Vec<u8>)],
+) -> Result<(), PgError> {
+    if manifests.is_empty() {
+        return Ok(());
+    }
+    let started: Vec<i64> = manifests.iter().map(|m| to_i64(m.0)).collect();
+    let ids: Vec<&str> = manifests.iter().map(|m| m.1.as_str()).collect();
+    let values: Vec<&[u8]> = manifests.iter().map(|m| m.2.as_slice()).collect();
+    client
+        .execute(
+            "INSERT INTO call_content (started_us, call_id, manifest) \
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::bytea[]) ON CONFLICT DO NOTHING",
+            &[&started, &ids, &values],
+        )
+        .await?;
+    Ok(())
+}
+
+/// A call's sealed manifest.
+pub async fn manifest(client: &impl GenericClient, id: &str) -> Result<Option<Vec<u8>>, PgError> {
+    Ok(client
+        .query_opt(
+            "SELECT manifest FROM call_content WHERE call_id = $1",
+            &[&id],
+        )
+        .await?
+        .map(|r| r.get(0)))
+}
+
+/// Of these ids, the calls already stored (a replayed capture log).
+pub async fn stored_ids(
+    client: &impl GenericClient,
+    ids: &[&str],
+) -> Result<HashSet<String>, PgError> {
+    Ok(client
+        .query("SELECT id FROM calls WHERE id = ANY($1)", &[&ids])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// Numbers the rounds of stored calls as every instance agrees: an LLM call's round
+/// is its place among its run's LLM calls by (started_us, id); tool calls stay 0.
+pub async fn number_rounds(
+    client: &impl GenericClient,
+    calls: &mut [CallRecord],
+) -> Result<(), PgError> {
+    let ids: Vec<&str> = calls
+        .iter()
+        .filter(|c| c.kind != "http")
+        .map(|c| c.id.as_str())
+        .collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let rounds: std::collections::HashMap<String, i64> = client
+        .query(
+            "SELECT c.id, (SELECT count(*) FROM calls o WHERE o.invocation_id = c.invocation_id \
+             AND o.kind <> 'http' AND (o.started_us, o.id) <= (c.started_us, c.id)) \
+             FROM calls c WHERE c.id = ANY($1) AND c.kind <> 'http'",
+            &[&ids],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    for call in calls.iter_mut() {
+        if let Some(&n) = rounds.get(&call.id) {
+            call.round = u32::try_from(n).unwrap_or(u32::MAX);
+        }
+    }
+    Ok(())
+}
+
+/// An invocation's calls' metadata in round order.
+pub async fn of_invocation(
+    client: &impl GenericClient,
+    invocation_id: &str,
+) -> Result<Vec<CallRecord>, PgError> {
+    let mut calls = client
+        .query(
+            "SELECT id, record FROM calls WHERE invocation_id = $1 ORDER BY started_us, id",
+            &[&invocation_id],
+        )
+        .await?
+        .into_iter()
+        .map(|row| decode(row.get::<_, &str>(0), row.get(1)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut round = 0u32;
+    for call in &mut calls {
+        if call.kind != "http" {
+            round += 1;
+            call.round = round;
+        }
+    }
+    Ok(calls)
 }
 
 fn decode(id: &str, value: serde_json::Value) -> Result<CallRecord, PgError> {

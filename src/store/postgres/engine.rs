@@ -1,35 +1,105 @@
 //! `PostgresStore`: the PostgreSQL engine behind the `Engine` trait, in progress.
 //!
 //! The trait is synchronous (the writer thread and the API's blocking tasks call it);
-//! the engine owns a small tokio runtime of its own for its connections, and each
-//! operation runs there while the caller's thread waits (`run`), so it can be called
-//! from any thread but the engine's own.
+//! each operation runs on the process-wide PostgreSQL runtime (`pool::io_runtime`,
+//! where the pool's connections live) while the caller's thread waits (`run`), so it
+//! can be called from any thread but that runtime's own. Dropping an engine (a
+//! reopen, a test) leaves the pool's connections alive for the next one.
 //!
-//! Implemented: rollups (`rollup_total`, `rollup_range`, `rollup_scopes`), the audit
-//! log, this instance's applied capture-log position, `contains_call`, `call_count`,
-//! and the call rows (`write_call_rows`, `get_call_meta`, `call_ids`,
-//! `invocation_call_ids`, a call's `record_tenant`; `calls.rs`).
-//! Every other operation answers `StoreError::NotOnPostgres`, which the read API
-//! turns into 501 `not_on_postgres`; none panics.
+//! Implemented: `write_batch` (calls, content, runs merged across instances, rollups,
+//! the live-stream notice; `batch.rs`), point reads of calls with their content
+//! (`get_call`, `get_raw`, `call_text`, `get_blob`, refcounts), runs
+//! (`get_invocation`, `invocation_calls`, `invocation_summary`, `invocations_since`),
+//! rollups, the audit log, this instance's applied capture-log position.
+//! Every other operation (lists, sessions, rate limits, facet scans, retention)
+//! answers `StoreError::NotOnPostgres`, which the read API turns into 501
+//! `not_on_postgres`; none panics. Sessions and rate-limit state are not written yet.
 
-use super::{calls, rollups, PgError, Pool};
+use super::{batch, calls, content, invocations, rollups, PgError, Pool};
 use crate::record::{CallRecord, InvocationRecord};
+use crate::store::content::Codec;
+use crate::store::crypto::Addr;
 use crate::store::engine::{FacetVisitor, Pricer};
 use crate::store::index::{CallText, RateLimitPoint, RateLimitState, RollupCell, SessionSummary};
+use crate::store::manifest::{hydrate, search_text, Manifest};
 use crate::store::sled::{
     AuditEntry, ContentUsage, Page, PageRequest, RepriceReport, ScanOutcome, SweepReport,
 };
 use crate::store::summary::{CallSummary, Filter, InvocationSummary};
+use crate::store::{BatchWritten, EngineContext, StoreOptions, StoreStats};
 use crate::store::{Engine, StoreError};
 use std::future::Future;
+use std::sync::Arc;
+use tokio::sync::broadcast;
 
 /// The PostgreSQL engine of one llmtap instance.
 pub struct PostgresStore {
     pool: Pool,
     /// Names this instance's capture-log position (`journal_applied` rows).
     instance: String,
-    /// Always `Some` until drop.
-    runtime: Option<tokio::runtime::Runtime>,
+    /// Seals content (and keys its addresses) as sled does with the same options.
+    codec: Arc<Codec>,
+    stats: Arc<StoreStats>,
+    /// This instance's live stream (the handle's channel).
+    events: broadcast::Sender<Arc<BatchWritten>>,
+}
+
+/// Attempts of a batch whose transaction lost a deadlock or serialization race
+/// with another instance's (PostgreSQL aborts one of them; the batch is retried).
+const WRITE_ATTEMPTS: u32 = 8;
+
+fn retryable(e: &PgError) -> bool {
+    use tokio_postgres::error::SqlState;
+    matches!(e, PgError::Db(db) if db.code().is_some_and(|c| {
+        *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+    }))
+}
+
+/// 0-9 ms from the clock, so two instances that lost the same race retry apart.
+fn rand_jitter() -> u8 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    (nanos % 10) as u8
+}
+
+/// A manifest as stored (sealed), opened.
+fn open_manifest(codec: &Codec, id: &str, sealed: &[u8]) -> Result<Manifest, StoreError> {
+    let plain = codec.open(id.as_bytes(), sealed)?;
+    Manifest::decode(&plain).ok_or_else(|| StoreError::Corrupt {
+        key: id.to_string(),
+        reason: "bad manifest".into(),
+    })
+}
+
+/// Puts a call's content back into its metadata record.
+async fn hydrate_call(
+    client: &impl tokio_postgres::GenericClient,
+    codec: &Arc<Codec>,
+    call: &mut CallRecord,
+) -> Result<(), StoreError> {
+    let Some(sealed) = calls::manifest(client, &call.id).await? else {
+        return Ok(());
+    };
+    let m = open_manifest(codec, &call.id, &sealed)?;
+    let roots: Vec<Addr> = m.roots().copied().collect();
+    let loaded = content::load(client, codec.clone(), &roots).await?;
+    hydrate(&m, &loaded, call)
+}
+
+/// A call's manifest and the pieces of the roots `pick` chooses.
+async fn manifest_with(
+    client: &impl tokio_postgres::GenericClient,
+    codec: &Arc<Codec>,
+    id: &str,
+    pick: impl Fn(&Manifest) -> Vec<Addr>,
+) -> Result<Option<(Manifest, content::Loaded)>, StoreError> {
+    let Some(sealed) = calls::manifest(client, id).await? else {
+        return Ok(None);
+    };
+    let m = open_manifest(codec, id, &sealed)?;
+    let loaded = content::load(client, codec.clone(), &pick(&m)).await?;
+    Ok(Some((m, loaded)))
 }
 
 fn not_yet(operation: &'static str) -> StoreError {
@@ -39,21 +109,26 @@ fn not_yet(operation: &'static str) -> StoreError {
 impl PostgresStore {
     /// An engine over a prepared database (`super::prepare`). `instance` must be
     /// stable across restarts of one instance and differ between instances.
-    pub fn new(pool: Pool, instance: String) -> Result<PostgresStore, StoreError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("llmtap-postgres")
-            .enable_all()
-            .build()
-            .map_err(|e| PgError::Runtime(e.to_string()))?;
+    pub fn new(
+        pool: Pool,
+        instance: String,
+        context: &EngineContext,
+        options: &StoreOptions,
+    ) -> Result<PostgresStore, StoreError> {
+        super::pool::io_runtime()?;
         Ok(PostgresStore {
             pool,
             instance,
-            runtime: Some(runtime),
+            codec: Arc::new(Codec {
+                keys: options.keys.clone(),
+                zstd_level: options.zstd_level,
+            }),
+            stats: context.stats.clone(),
+            events: context.events.clone(),
         })
     }
 
-    /// Runs `f` with a pooled connection on the engine's runtime and waits for it.
+    /// Runs `f` with a pooled connection on the PostgreSQL runtime and waits for it.
     fn run<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -62,10 +137,7 @@ impl PostgresStore {
     {
         let pool = self.pool.clone();
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let Some(runtime) = &self.runtime else {
-            return Err(PgError::Runtime("the engine's runtime stopped".into()).into());
-        };
-        runtime.spawn(async move {
+        super::pool::io_runtime()?.spawn(async move {
             let result = match pool.get().await {
                 Ok(client) => f(client).await,
                 Err(e) => Err(e),
@@ -73,9 +145,20 @@ impl PostgresStore {
             let _ = tx.send(result);
         });
         rx.recv()
-            .map_err(|_| PgError::Runtime("the engine's runtime stopped".into()))
+            .map_err(|_| PgError::Runtime("the PostgreSQL runtime stopped".into()))
             .and_then(|r| r)
             .map_err(StoreError::from)
+    }
+
+    /// `run` for operations that fail with a `StoreError` (content decoding).
+    fn run_read<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(super::PooledClient) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, StoreError>> + Send,
+    {
+        self.run(move |c| async move { Ok(f(c).await) })
+            .and_then(|r| r)
     }
 
     fn rollup_total(&self, scope: &[u8]) -> Result<RollupCell, StoreError> {
@@ -164,12 +247,51 @@ impl PostgresStore {
         })
     }
 
-    /// Stores the batch's call rows (metadata and list summary, not yet content or
-    /// invocations: `write_batch` stays `NotOnPostgres` until it stores all of a
-    /// batch); returns how many were new. Idempotent by call id across instances.
-    pub fn write_call_rows(&self, batch: &[CallRecord]) -> Result<u64, StoreError> {
-        let batch = batch.to_vec();
-        self.run(move |c| async move { calls::insert(&*c, &batch).await })
+    /// Stores a batch in one transaction (`batch.rs`), retried when it loses a
+    /// deadlock to another instance's. The writer's rolled-up runs are not used: the
+    /// engine merges runs from the calls in the database, with every instance's rounds.
+    fn write_batch(&self, batch: &[CallRecord]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = batch.iter().map(|c| c.id.clone()).collect();
+        let stored = self.run(move |c| async move {
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            calls::stored_ids(&*c, &ids).await
+        })?;
+        let prepared = Arc::new(batch::prepare(
+            self.codec.clone(),
+            &self.stats,
+            batch,
+            &stored,
+        ));
+        if prepared.calls.is_empty() {
+            return Ok(());
+        }
+        let instance = self.instance.clone();
+        let written = self.run(move |mut c| async move {
+            let mut attempt = 1;
+            loop {
+                let tx = c.transaction().await?;
+                let result = match batch::write(&tx, &prepared, &instance).await {
+                    Ok(written) => tx.commit().await.map(|()| written).map_err(PgError::from),
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Err(e) if retryable(&e) && attempt < WRITE_ATTEMPTS => {
+                        tracing::debug!(error = %e, attempt, "batch lost a race with another instance; retrying");
+                        attempt += 1;
+                        let backoff = 5 * u64::from(attempt) + u64::from(rand_jitter());
+                        tokio::time::sleep(std::time::Duration::from_millis(backoff)).await;
+                    }
+                    other => return other,
+                }
+            }
+        })?;
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(Arc::new(written));
+        }
+        Ok(())
     }
 
     /// Every statement is committed when it returns: nothing to flush.
@@ -208,54 +330,88 @@ impl PostgresStore {
         (0, 0)
     }
 
-    /// No content is stored yet, so none is sealed.
+    /// Whether content is sealed with a key.
     fn encrypted(&self) -> bool {
-        false
-    }
-}
-
-impl Drop for PostgresStore {
-    /// Without waiting: the handle may be dropped on an async task, where a blocking
-    /// runtime shutdown would panic. Connections close as their tasks end.
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
+        self.codec.keys.is_some()
     }
 }
 
 impl Engine for PostgresStore {
     fn write_batch(
         &self,
-        _calls: &[CallRecord],
+        calls: &[CallRecord],
         _invocations: &[InvocationRecord],
     ) -> Result<(), StoreError> {
-        Err(not_yet("write_batch"))
+        PostgresStore::write_batch(self, calls)
     }
     fn flush(&self) -> Result<usize, StoreError> {
         PostgresStore::flush(self)
     }
-    fn get_call(&self, _id: &str) -> Result<Option<CallRecord>, StoreError> {
-        Err(not_yet("get_call"))
+    fn get_call(&self, id: &str) -> Result<Option<CallRecord>, StoreError> {
+        let id = id.to_string();
+        let codec = self.codec.clone();
+        self.run_read(move |c| async move {
+            let Some(mut call) = calls::meta(&*c, &id).await? else {
+                return Ok(None);
+            };
+            hydrate_call(&*c, &codec, &mut call).await?;
+            calls::number_rounds(&*c, std::slice::from_mut(&mut call)).await?;
+            Ok(Some(call))
+        })
     }
     fn get_call_meta(&self, id: &str) -> Result<Option<CallRecord>, StoreError> {
         let id = id.to_string();
-        self.run(move |c| async move { calls::meta(&*c, &id).await })
+        self.run(move |c| async move {
+            let Some(mut call) = calls::meta(&*c, &id).await? else {
+                return Ok(None);
+            };
+            calls::number_rounds(&*c, std::slice::from_mut(&mut call)).await?;
+            Ok(Some(call))
+        })
     }
-    fn get_raw(&self, _id: &str, _response: bool) -> Result<Option<Vec<u8>>, StoreError> {
-        Err(not_yet("get_raw"))
+    fn get_raw(&self, id: &str, response: bool) -> Result<Option<Vec<u8>>, StoreError> {
+        let id = id.to_string();
+        let codec = self.codec.clone();
+        self.run_read(move |c| async move {
+            let pick = |m: &Manifest| {
+                let root = if response { m.response } else { m.request };
+                root.into_iter().collect()
+            };
+            match manifest_with(&*c, &codec, &id, pick).await? {
+                Some((m, loaded)) => m.body(&loaded, response),
+                None => Ok(None),
+            }
+        })
     }
-    fn get_blob(&self, _sha256: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
-        Err(not_yet("get_blob"))
+    fn get_blob(&self, sha256: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        let Some(a) = crate::store::crypto::parse_addr(sha256) else {
+            return Ok(None);
+        };
+        let codec = self.codec.clone();
+        self.run_read(move |c| async move { content::blob(&*c, &codec, &a).await })
     }
-    fn blob_refs(&self, _addr: &str) -> Result<u64, StoreError> {
-        Err(not_yet("blob_refs"))
+    fn blob_refs(&self, addr: &str) -> Result<u64, StoreError> {
+        let Some(a) = crate::store::crypto::parse_addr(addr) else {
+            return Ok(0);
+        };
+        self.run(move |c| async move { content::refs(&*c, true, &a).await })
     }
-    fn chunk_refs(&self, _addr: &str) -> Result<u64, StoreError> {
-        Err(not_yet("chunk_refs"))
+    fn chunk_refs(&self, addr: &str) -> Result<u64, StoreError> {
+        let Some(a) = crate::store::crypto::parse_addr(addr) else {
+            return Ok(0);
+        };
+        self.run(move |c| async move { content::refs(&*c, false, &a).await })
     }
-    fn call_text(&self, _id: &str) -> Result<Option<CallText>, StoreError> {
-        Err(not_yet("call_text"))
+    fn call_text(&self, id: &str) -> Result<Option<CallText>, StoreError> {
+        let id = id.to_string();
+        let codec = self.codec.clone();
+        self.run_read(move |c| async move {
+            let pick = |m: &Manifest| m.search_system.into_iter().chain(m.search_user).collect();
+            match manifest_with(&*c, &codec, &id, pick).await? {
+                Some((m, loaded)) => search_text(&m, &loaded),
+                None => Ok(None),
+            }
+        })
     }
     fn contains_call(&self, id: &str) -> Result<bool, StoreError> {
         PostgresStore::contains_call(self, id)
@@ -266,21 +422,31 @@ impl Engine for PostgresStore {
     fn call_ids(&self) -> Result<Vec<String>, StoreError> {
         self.run(|c| async move { calls::ids(&*c).await })
     }
-    fn get_invocation(&self, _id: &str) -> Result<Option<InvocationRecord>, StoreError> {
-        Err(not_yet("get_invocation"))
+    fn get_invocation(&self, id: &str) -> Result<Option<InvocationRecord>, StoreError> {
+        let id = id.to_string();
+        self.run(move |c| async move { invocations::get(&*c, &id).await })
     }
-    fn invocation_calls(&self, _invocation_id: &str) -> Result<Vec<CallRecord>, StoreError> {
-        Err(not_yet("invocation_calls"))
+    fn invocation_calls(&self, invocation_id: &str) -> Result<Vec<CallRecord>, StoreError> {
+        let id = invocation_id.to_string();
+        let codec = self.codec.clone();
+        self.run_read(move |c| async move {
+            let mut calls = calls::of_invocation(&*c, &id).await?;
+            for call in &mut calls {
+                hydrate_call(&*c, &codec, call).await?;
+            }
+            Ok(calls)
+        })
     }
     fn invocation_call_ids(&self, invocation_id: &str) -> Result<Vec<String>, StoreError> {
         let id = invocation_id.to_string();
         self.run(move |c| async move { calls::invocation_ids(&*c, &id).await })
     }
-    fn invocation_summary(&self, _id: &str) -> Result<Option<InvocationSummary>, StoreError> {
-        Err(not_yet("invocation_summary"))
+    fn invocation_summary(&self, id: &str) -> Result<Option<InvocationSummary>, StoreError> {
+        let id = id.to_string();
+        self.run(move |c| async move { invocations::summary(&*c, &id).await })
     }
-    fn invocations_since(&self, _since_us: u64) -> Result<Vec<InvocationRecord>, StoreError> {
-        Err(not_yet("invocations_since"))
+    fn invocations_since(&self, since_us: u64) -> Result<Vec<InvocationRecord>, StoreError> {
+        self.run(move |c| async move { invocations::since(&*c, since_us).await })
     }
     fn list_calls(
         &self,
@@ -301,11 +467,14 @@ impl Engine for PostgresStore {
         invocation: bool,
         id: &str,
     ) -> Result<Option<Option<String>>, StoreError> {
-        if invocation {
-            return Err(not_yet("record_tenant"));
-        }
         let id = id.to_string();
-        self.run(move |c| async move { calls::tenant(&*c, &id).await })
+        self.run(move |c| async move {
+            if invocation {
+                invocations::tenant(&*c, &id).await
+            } else {
+                calls::tenant(&*c, &id).await
+            }
+        })
     }
     fn tenant_scoped_ids(
         &self,

@@ -18,11 +18,18 @@ pub struct Migration {
 }
 
 /// Every migration, in version order; append only.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("migrations/0001_init.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("migrations/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "invocation_last_round",
+        sql: include_str!("migrations/0002_invocation_last_round.sql"),
+    },
+];
 
 /// The advisory lock key that serialises migrations ("llmtap" in ASCII).
 pub const MIGRATION_LOCK: i64 = 0x6c6c_6d74_6170;

@@ -5,8 +5,11 @@
 //! `migrations/*.sql`), rollups (`rollups.rs`), batch notices (`notify.rs`) and `PostgresStore` (`engine.rs`), the
 //! `Engine` implementation, whose unfinished operations answer `NotOnPostgres`.
 
+pub mod batch;
 pub mod calls;
+pub mod content;
 pub mod engine;
+pub mod invocations;
 pub mod migrate;
 pub mod notify;
 pub mod pool;

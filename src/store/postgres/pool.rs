@@ -4,6 +4,10 @@
 //! connection is made when a permit is taken and none is idle). A connection the
 //! server closed is dropped on return, not reused. `get` waits at most `wait` for a
 //! permit, so a database that holds every connection turns into an error, not a hang.
+//!
+//! Connections are made and driven on one process-wide runtime (`io_runtime`), never
+//! on the caller's: a pooled connection outlives the task, engine or test runtime
+//! that first asked for it (a tokio socket dies with the runtime it was made on).
 
 use super::PgError;
 use std::str::FromStr;
@@ -11,6 +15,24 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::Client;
+
+/// The runtime PostgreSQL connections and the engine's operations live on: two
+/// workers, for the whole process.
+pub fn io_runtime() -> Result<&'static tokio::runtime::Runtime, PgError> {
+    static RUNTIME: std::sync::OnceLock<Result<tokio::runtime::Runtime, String>> =
+        std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("llmtap-postgres")
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| PgError::Runtime(e.clone()))
+}
 
 /// How the pool connects.
 #[derive(Clone)]
@@ -115,14 +137,19 @@ impl Pool {
         let client = match reused {
             Some(client) => client,
             None => {
-                let (client, connection) =
-                    self.inner.config.connect(self.inner.tls.clone()).await?;
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::warn!(error = %e, "PostgreSQL connection closed");
-                    }
-                });
-                client
+                let (config, tls) = (self.inner.config.clone(), self.inner.tls.clone());
+                io_runtime()?
+                    .spawn(async move {
+                        let (client, connection) = config.connect(tls).await?;
+                        tokio::spawn(async move {
+                            if let Err(e) = connection.await {
+                                tracing::warn!(error = %e, "PostgreSQL connection closed");
+                            }
+                        });
+                        Ok::<_, PgError>(client)
+                    })
+                    .await
+                    .map_err(|e| PgError::Runtime(e.to_string()))??
             }
         };
         Ok(PooledClient {

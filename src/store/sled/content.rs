@@ -25,7 +25,7 @@
 use super::blob_files::BlobFiles;
 use super::writes::Writes;
 use crate::store::content::{
-    decode_template, encode_template, get_varint, put_varint, Codec, Seg, MAX_EXPAND_STEPS,
+    decode_blob, decode_template, encode_blob, encode_template, missing, template_of, Codec, Seg,
 };
 use crate::store::crypto::Addr;
 use crate::store::StoreError;
@@ -108,50 +108,12 @@ impl ContentTrees {
 
     /// Rebuilds the bytes a chunk stands for.
     pub fn expand(&self, root: &Addr) -> Result<Vec<u8>, StoreError> {
-        let mut out = Vec::new();
-        let mut stack: Vec<std::vec::IntoIter<Seg>> = vec![vec![Seg::Chunk(*root)].into_iter()];
-        let mut steps = 0usize;
-        let mut b64 = Vec::new();
-        while let Some(top) = stack.last_mut() {
-            let Some(seg) = top.next() else {
-                stack.pop();
-                continue;
-            };
-            steps += 1;
-            if steps > MAX_EXPAND_STEPS {
-                return Err(StoreError::Corrupt {
-                    key: super::crypto::hex(root),
-                    reason: "template does not terminate".into(),
-                });
-            }
-            match seg {
-                Seg::Lit(bytes) => out.extend_from_slice(&bytes),
-                Seg::Chunk(a) => stack.push(self.template(&a)?.into_iter()),
-                Seg::Blob(a) => {
-                    let (_, bytes) = self.blob(&a)?.ok_or_else(|| missing(&a, "blob"))?;
-                    use base64::Engine;
-                    b64.clear();
-                    b64.resize(bytes.len().div_ceil(3) * 4, 0);
-                    let n = base64::engine::general_purpose::STANDARD
-                        .encode_slice(&bytes, &mut b64)
-                        .map_err(|e| StoreError::Corrupt {
-                            key: super::crypto::hex(&a),
-                            reason: e.to_string(),
-                        })?;
-                    out.extend_from_slice(&b64[..n]);
-                }
-            }
-        }
-        Ok(out)
+        crate::store::content::expand(root, |a| self.template(a), |a| self.blob(a))
     }
 
     pub fn template(&self, a: &Addr) -> Result<Vec<Seg>, StoreError> {
         let stored = self.chunks.get(a)?.ok_or_else(|| missing(a, "chunk"))?;
-        let plain = self.codec.open(a, &stored)?;
-        decode_template(&plain).ok_or_else(|| StoreError::Corrupt {
-            key: super::crypto::hex(a),
-            reason: "bad template".into(),
-        })
+        template_of(a, &self.codec.open(a, &stored)?)
     }
 
     /// A blob's media type and bytes.
@@ -163,18 +125,7 @@ impl ContentTrees {
                 None => return Ok(None),
             },
         };
-        let plain = self.codec.open(a, &stored)?;
-        let bad = || StoreError::Corrupt {
-            key: super::crypto::hex(a),
-            reason: "bad blob header".into(),
-        };
-        let (len, rest) = get_varint(&plain).ok_or_else(bad)?;
-        let len = usize::try_from(len).map_err(|_| bad())?;
-        let media = rest.get(..len).ok_or_else(bad)?;
-        Ok(Some((
-            String::from_utf8_lossy(media).into_owned(),
-            rest[len..].to_vec(),
-        )))
+        decode_blob(a, &self.codec.open(a, &stored)?).map(Some)
     }
 
     pub fn chunk_count(&self, a: &Addr) -> Result<u64, StoreError> {
@@ -183,13 +134,6 @@ impl ContentTrees {
 
     pub fn blob_count(&self, a: &Addr) -> Result<u64, StoreError> {
         Ok(count(self.blob_refs.get(a)?))
-    }
-}
-
-fn missing(a: &Addr, what: &str) -> StoreError {
-    StoreError::Corrupt {
-        key: super::crypto::hex(a),
-        reason: format!("referenced {what} is missing"),
     }
 }
 
@@ -268,11 +212,7 @@ impl Txn<'_> {
         bytes: &[u8],
     ) -> Result<(), StoreError> {
         if !self.has_blob(&a)? {
-            let mut plain = Vec::with_capacity(bytes.len() + media_type.len() + 2);
-            put_varint(&mut plain, media_type.len() as u64);
-            plain.extend_from_slice(media_type.as_bytes());
-            plain.extend_from_slice(bytes);
-            let value = self.trees.codec.seal(&plain)?;
+            let value = self.trees.codec.seal(&encode_blob(media_type, bytes))?;
             self.trees.blob_files.write(&a, &value)?;
             self.new_blobs.insert(a);
         }

@@ -1,0 +1,288 @@
+//! The `invocations` rows: one per agent run, merged from the calls every instance
+//! writes.
+//!
+//! An instance's writer rolls a run up from what it saw; with several instances
+//! each sees only some rounds. So the engine merges in the database: in the
+//! batch's transaction it takes a transaction-level advisory lock per run (keys
+//! sorted, so two instances lock shared runs in one order), reads the stored rows,
+//! folds the batch's new calls into them in start order with `record::roll_up`,
+//! and upserts them. Only calls the batch inserted are folded (a replayed call
+//! adds nothing). A run's rounds are its LLM calls counted, and numbered 1..n by
+//! (start time, id) on read; its status is that of its latest-started round
+//! (`last_round_us`, `last_round_id`), whichever instance wrote it last.
+
+use super::PgError;
+use crate::record::{roll_up, CallRecord, InvocationRecord, ProviderKind};
+use crate::store::summary::InvocationSummary;
+use std::collections::{BTreeMap, HashMap};
+use tokio_postgres::GenericClient;
+
+/// A run after the batch: its record, its list summary, and whether the batch made it.
+#[derive(Debug, Clone)]
+pub struct Merged {
+    pub record: InvocationRecord,
+    pub summary: InvocationSummary,
+    pub created: bool,
+}
+
+/// The advisory-lock key of a run: the first 8 bytes of SHA-256 of its id, so every
+/// instance (whatever its version) derives the same key.
+pub fn lock_key(id: &str) -> i64 {
+    let digest = ring::digest::digest(&ring::digest::SHA256, id.as_bytes());
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&digest.as_ref()[..8]);
+    i64::from_be_bytes(key)
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn encode(value: &impl serde::Serialize) -> Result<serde_json::Value, PgError> {
+    serde_json::to_value(value).map_err(|e| PgError::Encode(e.to_string()))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    id: &str,
+    value: serde_json::Value,
+) -> Result<T, PgError> {
+    serde_json::from_value(value).map_err(|e| PgError::Decode(format!("invocation {id}: {e}")))
+}
+
+fn is_round(call: &CallRecord) -> bool {
+    call.kind != ProviderKind::Http.as_str()
+}
+
+/// What a stored run carries besides its record.
+struct Stored {
+    record: InvocationRecord,
+    summary: InvocationSummary,
+    last_round: (i64, String),
+}
+
+/// Folds `calls` (the batch's new calls) into their runs; returns every run changed.
+pub async fn merge(
+    client: &impl GenericClient,
+    calls: &[&CallRecord],
+) -> Result<Vec<Merged>, PgError> {
+    let mut runs: BTreeMap<&str, Vec<&CallRecord>> = BTreeMap::new();
+    for call in calls {
+        runs.entry(call.invocation_id.as_str())
+            .or_default()
+            .push(call);
+    }
+    if runs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<&str> = runs.keys().copied().collect();
+    let mut keys: Vec<i64> = ids.iter().map(|id| lock_key(id)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    client
+        .execute(
+            "SELECT count(pg_advisory_xact_lock(k)) FROM \
+             (SELECT k FROM unnest($1::bigint[]) WITH ORDINALITY AS t(k, o) ORDER BY o) AS s",
+            &[&keys],
+        )
+        .await?;
+    let mut stored: HashMap<String, Stored> = HashMap::new();
+    for row in client
+        .query(
+            "SELECT id, record, summary, last_round_us, last_round_id FROM invocations WHERE id = ANY($1)",
+            &[&ids],
+        )
+        .await?
+    {
+        let id: String = row.get(0);
+        let record = decode(&id, row.get(1))?;
+        let summary = decode(&id, row.get(2))?;
+        let last_round = (row.get(3), row.get(4));
+        stored.insert(
+            id,
+            Stored {
+                record,
+                summary,
+                last_round,
+            },
+        );
+    }
+    let mut merged = Vec::with_capacity(runs.len());
+    let mut last_rounds = Vec::with_capacity(runs.len());
+    for (id, mut new_calls) in runs {
+        new_calls.sort_by(|a, b| (a.started_at_us, &a.id).cmp(&(b.started_at_us, &b.id)));
+        let prior = stored.remove(id);
+        let created = prior.is_none();
+        let (mut record, mut prompt, mut properties, mut last_round) = match prior {
+            Some(s) => (
+                Some(s.record),
+                s.summary.prompt,
+                s.summary.properties,
+                s.last_round,
+            ),
+            None => (None, None, BTreeMap::new(), (-1, String::new())),
+        };
+        for call in new_calls {
+            let rounds_before = record.as_ref().map_or(0, |r| r.rounds);
+            let status_before = record.as_ref().and_then(|r| r.status);
+            let numbered = CallRecord {
+                round: if is_round(call) { rounds_before + 1 } else { 0 },
+                ..crate::store::stored::metadata_only(call)
+            };
+            let mut next = roll_up(record.take(), &numbered);
+            if is_round(call) {
+                let key = (to_i64(call.started_at_us), call.id.clone());
+                if key > last_round {
+                    last_round = key;
+                } else {
+                    // Started before the run's latest round: it counts, but that
+                    // round's status stands.
+                    next.status = status_before;
+                }
+            }
+            if prompt.is_none() {
+                prompt.clone_from(&call.metadata.prompt);
+            }
+            for (k, v) in &call.metadata.properties {
+                properties.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+            record = Some(next);
+        }
+        let Some(record) = record else { continue };
+        let summary = InvocationSummary::from_record(&record, prompt, properties);
+        last_rounds.push(last_round);
+        merged.push(Merged {
+            record,
+            summary,
+            created,
+        });
+    }
+    upsert(client, &merged, &last_rounds).await?;
+    Ok(merged)
+}
+
+async fn upsert(
+    client: &impl GenericClient,
+    runs: &[Merged],
+    last_rounds: &[(i64, String)],
+) -> Result<(), PgError> {
+    let n = runs.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut started = Vec::with_capacity(n);
+    let mut ended = Vec::with_capacity(n);
+    let mut text: [Vec<Option<String>>; 7] = Default::default();
+    let mut cost = Vec::with_capacity(n);
+    let mut records = Vec::with_capacity(n);
+    let mut summaries = Vec::with_capacity(n);
+    let mut last_us = Vec::with_capacity(n);
+    let mut last_id = Vec::with_capacity(n);
+    let mut model_runs = Vec::new();
+    let mut models = Vec::new();
+    for (run, (round_us, round_id)) in runs.iter().zip(last_rounds) {
+        let r = &run.record;
+        ids.push(r.id.clone());
+        started.push(to_i64(r.started_at_us));
+        ended.push(to_i64(r.ended_at_us));
+        let columns = [
+            r.tenant.clone(),
+            r.agent.clone(),
+            r.status.map(|s| s.as_str().to_string()),
+            r.trigger.clone(),
+            r.user_id.clone(),
+            r.session_id.clone(),
+            run.summary.prompt.clone(),
+        ];
+        for (column, value) in text.iter_mut().zip(columns) {
+            column.push(value);
+        }
+        cost.push(to_i64(r.cost_pusd));
+        records.push(encode(r)?);
+        summaries.push(encode(&run.summary)?);
+        last_us.push(*round_us);
+        last_id.push(round_id.clone());
+        for model in r.models.iter().chain(&r.response_models) {
+            model_runs.push(r.id.clone());
+            models.push(model.clone());
+        }
+    }
+    let [tenant, agent, status, trigger, user_id, session_id, prompt] = &text;
+    client
+        .execute(
+            "INSERT INTO invocations (id, started_us, ended_us, tenant, agent, status, trigger, \
+             user_id, session_id, prompt, cost_pusd, record, summary, last_round_us, last_round_id) \
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], \
+             $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[], \
+             $12::jsonb[], $13::jsonb[], $14::bigint[], $15::text[]) \
+             ON CONFLICT (id) DO UPDATE SET started_us = excluded.started_us, \
+             ended_us = excluded.ended_us, tenant = excluded.tenant, agent = excluded.agent, \
+             status = excluded.status, trigger = excluded.trigger, user_id = excluded.user_id, \
+             session_id = excluded.session_id, prompt = excluded.prompt, \
+             cost_pusd = excluded.cost_pusd, record = excluded.record, summary = excluded.summary, \
+             last_round_us = excluded.last_round_us, last_round_id = excluded.last_round_id",
+            &[
+                &ids, &started, &ended, tenant, agent, status, trigger, user_id, session_id,
+                prompt, &cost, &records, &summaries, &last_us, &last_id,
+            ],
+        )
+        .await?;
+    if !models.is_empty() {
+        client
+            .execute(
+                "INSERT INTO invocation_models (invocation_id, model) \
+                 SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING",
+                &[&model_runs, &models],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// A run's record.
+pub async fn get(
+    client: &impl GenericClient,
+    id: &str,
+) -> Result<Option<InvocationRecord>, PgError> {
+    client
+        .query_opt("SELECT record FROM invocations WHERE id = $1", &[&id])
+        .await?
+        .map(|row| decode(id, row.get(0)))
+        .transpose()
+}
+
+/// A run's list summary.
+pub async fn summary(
+    client: &impl GenericClient,
+    id: &str,
+) -> Result<Option<InvocationSummary>, PgError> {
+    client
+        .query_opt("SELECT summary FROM invocations WHERE id = $1", &[&id])
+        .await?
+        .map(|row| decode(id, row.get(0)))
+        .transpose()
+}
+
+/// Runs that started at or after the time, oldest first.
+pub async fn since(
+    client: &impl GenericClient,
+    since_us: u64,
+) -> Result<Vec<InvocationRecord>, PgError> {
+    client
+        .query(
+            "SELECT id, record FROM invocations WHERE started_us >= $1 ORDER BY started_us, id",
+            &[&to_i64(since_us)],
+        )
+        .await?
+        .into_iter()
+        .map(|row| decode(row.get::<_, &str>(0), row.get(1)))
+        .collect()
+}
+
+/// The tenant of a stored run: `None` when there is no such run.
+pub async fn tenant(
+    client: &impl GenericClient,
+    id: &str,
+) -> Result<Option<Option<String>>, PgError> {
+    Ok(client
+        .query_opt("SELECT tenant FROM invocations WHERE id = $1", &[&id])
+        .await?
+        .map(|r| r.get(0)))
+}
