@@ -868,3 +868,240 @@ async fn with_a_key_content_in_postgresql_is_sealed_and_reads_back() {
         }
     }
 }
+
+/// Calls of 14 runs with varied facets, rounds interleaved in time, written in start
+/// order (so the writer's rounds and start-order rounds agree).
+fn varied_runs(t0: u64) -> Vec<llmtap::record::CallRecord> {
+    use llmtap::record::CallStatus;
+    let statuses = [
+        CallStatus::Success,
+        CallStatus::Failed,
+        CallStatus::Success,
+        CallStatus::RateLimited,
+    ];
+    let mut calls = Vec::new();
+    for run in 0..14u64 {
+        let rounds = 1 + run % 4;
+        for round in 1..=rounds {
+            let started = t0 + run * 700_000 + round * 1_500_000;
+            let mut call = super::synthetic::synthetic_call(
+                &format!("run-{run}"),
+                round as u32,
+                started,
+                ["planner", "coder", "critic"][(run % 3) as usize],
+                ["acme", "globex"][(run % 2) as usize],
+                (run % 3 != 0).then(|| format!("s-{}", run % 4)).as_deref(),
+                (run + round) as usize,
+                statuses[((run + round) % 4) as usize],
+                50 * run + round,
+                7 + round,
+            );
+            if run % 5 == 1 {
+                call.metadata
+                    .properties
+                    .insert("env".into(), ["prod", "dev"][(round % 2) as usize].into());
+            }
+            calls.push(call);
+        }
+    }
+    // Two calls of different runs start in the same microsecond: the id breaks the tie.
+    let mut twin = super::synthetic::synthetic_call(
+        "run-twin",
+        1,
+        calls[3].started_at_us,
+        "planner",
+        "acme",
+        None,
+        2,
+        CallStatus::Success,
+        9,
+        9,
+    );
+    twin.id = format!("{}z", calls[3].id);
+    calls.push(twin);
+    calls.sort_by(|a, b| (a.started_at_us, &a.id).cmp(&(b.started_at_us, &b.id)));
+    calls
+}
+
+/// Every page of a list, walked by cursor: (items, has_more, next, total, lower bound)
+/// per page, as JSON.
+fn walk<T: serde::Serialize>(
+    mut page: impl FnMut(&llmtap::store::sled::PageRequest) -> llmtap::store::sled::Page<T>,
+    limit: usize,
+) -> Vec<serde_json::Value> {
+    use llmtap::store::sled::PageRequest;
+    let mut request = PageRequest {
+        limit,
+        count_total: true,
+        ..PageRequest::default()
+    };
+    let mut pages = Vec::new();
+    loop {
+        let got = page(&request);
+        pages.push(serde_json::json!({
+            "items": serde_json::to_value(&got.items).unwrap(),
+            "has_more": got.has_more,
+            "next": got.next.as_ref().map(|p| (p.time_us, p.id.clone())),
+            "total": got.total,
+            "lower_bound": got.total_is_lower_bound,
+        }));
+        match got.next {
+            Some(next) if pages.len() < 50 => request.after = Some(next),
+            _ => break,
+        }
+    }
+    // One page by offset, as `?offset=` asks.
+    let got = page(&PageRequest {
+        limit: 4,
+        offset: 3,
+        count_total: false,
+        ..PageRequest::default()
+    });
+    pages.push(serde_json::to_value(&got.items).unwrap());
+    pages
+}
+
+#[tokio::test]
+async fn list_pages_totals_and_cursors_on_postgresql_are_those_of_sled() {
+    use llmtap::record::roll_up;
+    use llmtap::store::summary::{tag, Filter};
+    use llmtap::store::{Engine, StoreOptions};
+    let db = pg::fresh_db("lists").await;
+    let (pool, _) = engine::prepare(&engine_config(&db.url())).await.unwrap();
+    let t0 = 1_780_000_000_000_000u64;
+    let calls = varied_runs(t0);
+    let dir = super::util::TempDir::new("lists-sled");
+    let model = calls[0].model.clone().unwrap();
+    let eq = |pairs: &[(u8, &[&str])]| Filter {
+        eq: pairs
+            .iter()
+            .map(|(t, vs)| (*t, vs.iter().map(|v| v.to_string()).collect()))
+            .collect(),
+        ..Filter::default()
+    };
+    let filters: Vec<(&str, Filter)> = vec![
+        ("everything", Filter::default()),
+        ("tenant", eq(&[(tag::TENANT, &["acme"])])),
+        ("agent", eq(&[(tag::AGENT, &["coder"])])),
+        (
+            "tenant and agent",
+            eq(&[(tag::TENANT, &["globex"]), (tag::AGENT, &["critic"])]),
+        ),
+        ("model", eq(&[(tag::MODEL, &[model.as_str()])])),
+        ("provider", eq(&[(tag::PROVIDER, &["anthropic"])])),
+        ("one status", eq(&[(tag::STATUS, &["failed"])])),
+        (
+            "two statuses",
+            eq(&[(tag::STATUS, &["success", "rate_limited"])]),
+        ),
+        ("session", eq(&[(tag::SESSION, &["s-1"])])),
+        ("kind", eq(&[(tag::KIND, &["openai"])])),
+        (
+            "time range",
+            Filter {
+                from_us: Some(t0 + 3_000_000),
+                to_us: Some(t0 + 9_000_000),
+                ..Filter::default()
+            },
+        ),
+        (
+            "with a session",
+            Filter {
+                has_session: Some(true),
+                ..Filter::default()
+            },
+        ),
+        (
+            "without a session",
+            Filter {
+                has_session: Some(false),
+                ..Filter::default()
+            },
+        ),
+        (
+            "min cost",
+            Filter {
+                min_cost_pusd: Some(20_000_000),
+                ..Filter::default()
+            },
+        ),
+        (
+            "property",
+            Filter {
+                properties: vec![("env".into(), "prod".into())],
+                ..Filter::default()
+            },
+        ),
+        (
+            "tenant and status",
+            eq(&[(tag::TENANT, &["acme"]), (tag::STATUS, &["success"])]),
+        ),
+    ];
+    let options = StoreOptions::default();
+    let pg_store = pg_engine(&pool, "a", &options);
+    let sled_dir = dir.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let sled = llmtap::store::Store::open_with(&sled_dir, options).unwrap();
+        for batch in calls.chunks(9) {
+            let mut runs = std::collections::HashMap::new();
+            for c in batch {
+                let existing = runs
+                    .remove(&c.invocation_id)
+                    .or_else(|| sled.get_invocation(&c.invocation_id).unwrap());
+                runs.insert(c.invocation_id.clone(), roll_up(existing, c));
+            }
+            let runs: Vec<_> = runs.into_values().collect();
+            sled.write_batch(batch, &runs).unwrap();
+            pg_store.write_batch(batch, &[]).unwrap();
+        }
+        for (name, filter) in &filters {
+            let on_sled = walk(
+                |r| {
+                    sled.list_calls(filter, r)
+                        .unwrap_or_else(|e| panic!("{name}: {e}"))
+                },
+                5,
+            );
+            let on_pg = walk(
+                |r| {
+                    pg_store
+                        .list_calls(filter, r)
+                        .unwrap_or_else(|e| panic!("{name}: {e}"))
+                },
+                5,
+            );
+            assert!(
+                on_sled[0]["total"].as_u64().unwrap() > 0,
+                "calls, {name}: the filter matches something"
+            );
+            assert_eq!(on_pg, on_sled, "calls, {name}");
+            let on_sled = walk(
+                |r| {
+                    sled.list_invocations(filter, r)
+                        .unwrap_or_else(|e| panic!("{name}: {e}"))
+                },
+                3,
+            );
+            let on_pg = walk(
+                |r| {
+                    pg_store
+                        .list_invocations(filter, r)
+                        .unwrap_or_else(|e| panic!("{name}: {e}"))
+                },
+                3,
+            );
+            assert_eq!(on_pg, on_sled, "runs, {name}");
+        }
+        // Text search is not on PostgreSQL yet: it says so rather than ignoring `q`.
+        let text = Filter {
+            text: Some("ticket".into()),
+            ..Filter::default()
+        };
+        assert!(matches!(
+            pg_store.list_calls(&text, &Default::default()),
+            Err(llmtap::store::StoreError::NotOnPostgres { .. })
+        ));
+    })
+    .await
+    .unwrap();
+}

@@ -10,12 +10,13 @@
 //! the live-stream notice; `batch.rs`), point reads of calls with their content
 //! (`get_call`, `get_raw`, `call_text`, `get_blob`, refcounts), runs
 //! (`get_invocation`, `invocation_calls`, `invocation_summary`, `invocations_since`),
-//! rollups, the audit log, this instance's applied capture-log position.
-//! Every other operation (lists, sessions, rate limits, facet scans, retention)
+//! rollups, the audit log, this instance's applied capture-log position, and the
+//! call and run lists with totals and cursors (`lists.rs`; not yet text search).
+//! Every other operation (sessions, rate limits, facet scans, retention)
 //! answers `StoreError::NotOnPostgres`, which the read API turns into 501
 //! `not_on_postgres`; none panics. Sessions and rate-limit state are not written yet.
 
-use super::{batch, calls, content, invocations, rollups, PgError, Pool};
+use super::{batch, calls, content, invocations, lists, rollups, PgError, Pool};
 use crate::record::{CallRecord, InvocationRecord};
 use crate::store::content::Codec;
 use crate::store::crypto::Addr;
@@ -147,7 +148,10 @@ impl PostgresStore {
         rx.recv()
             .map_err(|_| PgError::Runtime("the PostgreSQL runtime stopped".into()))
             .and_then(|r| r)
-            .map_err(StoreError::from)
+            .map_err(|e| match e {
+                PgError::Unsupported(operation) => StoreError::NotOnPostgres { operation },
+                other => StoreError::from(other),
+            })
     }
 
     /// `run` for operations that fail with a `StoreError` (content decoding).
@@ -450,17 +454,19 @@ impl Engine for PostgresStore {
     }
     fn list_calls(
         &self,
-        _filter: &Filter,
-        _request: &PageRequest,
+        filter: &Filter,
+        request: &PageRequest,
     ) -> Result<Page<CallSummary>, StoreError> {
-        Err(not_yet("list_calls"))
+        let (filter, request) = (filter.clone(), request.clone());
+        self.run(move |c| async move { lists::calls(&*c, &filter, &request).await })
     }
     fn list_invocations(
         &self,
-        _filter: &Filter,
-        _request: &PageRequest,
+        filter: &Filter,
+        request: &PageRequest,
     ) -> Result<Page<InvocationSummary>, StoreError> {
-        Err(not_yet("list_invocations"))
+        let (filter, request) = (filter.clone(), request.clone());
+        self.run(move |c| async move { lists::invocations(&*c, &filter, &request).await })
     }
     fn record_tenant(
         &self,

@@ -10,6 +10,7 @@ pub mod calls;
 pub mod content;
 pub mod engine;
 pub mod invocations;
+pub mod lists;
 pub mod migrate;
 pub mod notify;
 pub mod pool;
@@ -36,6 +37,8 @@ pub enum PgError {
     Encode(String),
     #[error("a record stored in PostgreSQL is corrupt: {0}")]
     Decode(String),
+    #[error("{0} is not yet available on the PostgreSQL store")]
+    Unsupported(&'static str),
     #[error("the PostgreSQL engine's runtime: {0}")]
     Runtime(String),
     #[error("cannot read [store] ca_file {path}: {source}")]
