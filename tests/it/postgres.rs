@@ -926,10 +926,14 @@ fn varied_runs(t0: u64) -> Vec<llmtap::record::CallRecord> {
 /// Every page of a list, walked by cursor: (items, has_more, next, total, lower bound)
 /// per page, as JSON.
 fn walk<T: serde::Serialize>(
-    mut page: impl FnMut(&llmtap::store::sled::PageRequest) -> llmtap::store::sled::Page<T>,
+    name: &str,
+    list: impl Fn(
+        &llmtap::store::sled::PageRequest,
+    ) -> Result<llmtap::store::sled::Page<T>, llmtap::store::StoreError>,
     limit: usize,
 ) -> Vec<serde_json::Value> {
     use llmtap::store::sled::PageRequest;
+    let page = |request: &PageRequest| list(request).unwrap_or_else(|e| panic!("{name}: {e}"));
     let mut request = PageRequest {
         limit,
         count_total: true,
@@ -1055,41 +1059,15 @@ async fn list_pages_totals_and_cursors_on_postgresql_are_those_of_sled() {
             pg_store.write_batch(batch, &[]).unwrap();
         }
         for (name, filter) in &filters {
-            let on_sled = walk(
-                |r| {
-                    sled.list_calls(filter, r)
-                        .unwrap_or_else(|e| panic!("{name}: {e}"))
-                },
-                5,
-            );
-            let on_pg = walk(
-                |r| {
-                    pg_store
-                        .list_calls(filter, r)
-                        .unwrap_or_else(|e| panic!("{name}: {e}"))
-                },
-                5,
-            );
+            let on_sled = walk(name, |r| sled.list_calls(filter, r), 5);
+            let on_pg = walk(name, |r| pg_store.list_calls(filter, r), 5);
             assert!(
                 on_sled[0]["total"].as_u64().unwrap() > 0,
                 "calls, {name}: the filter matches something"
             );
             assert_eq!(on_pg, on_sled, "calls, {name}");
-            let on_sled = walk(
-                |r| {
-                    sled.list_invocations(filter, r)
-                        .unwrap_or_else(|e| panic!("{name}: {e}"))
-                },
-                3,
-            );
-            let on_pg = walk(
-                |r| {
-                    pg_store
-                        .list_invocations(filter, r)
-                        .unwrap_or_else(|e| panic!("{name}: {e}"))
-                },
-                3,
-            );
+            let on_sled = walk(name, |r| sled.list_invocations(filter, r), 3);
+            let on_pg = walk(name, |r| pg_store.list_invocations(filter, r), 3);
             assert_eq!(on_pg, on_sled, "runs, {name}");
         }
         // Text search is not on PostgreSQL yet: it says so rather than ignoring `q`.

@@ -246,32 +246,43 @@ async fn rows(
         .collect())
 }
 
-fn page_of<T>(
-    rows: Vec<(serde_json::Value, i64, String, i64)>,
-    limit: usize,
-    mut decode: impl FnMut(serde_json::Value, i64, &str) -> Result<T, PgError>,
+fn decode<T: serde::de::DeserializeOwned>(id: &str, json: serde_json::Value) -> Result<T, PgError> {
+    serde_json::from_value(json).map_err(|e| PgError::Decode(format!("summary of {id}: {e}")))
+}
+
+/// A newest-first page of `table`, each row made an item by `item` (stored summary
+/// JSON, round as read, id).
+async fn page<T>(
+    client: &impl GenericClient,
+    table: Table,
+    filter: &Filter,
+    request: &PageRequest,
+    mut item: impl FnMut(serde_json::Value, i64, &str) -> Result<T, PgError>,
 ) -> Result<Page<T>, PgError> {
-    let has_more = rows.len() > limit;
+    let limit = request.limit.clamp(1, MAX_LIMIT);
+    let found = rows(client, table, filter, request, limit).await?;
+    let has_more = found.len() > limit;
     let mut items = Vec::with_capacity(limit);
     let mut next = None;
-    for (json, started, id, round) in rows.into_iter().take(limit) {
-        items.push(decode(json, round, &id)?);
+    for (json, started, id, round) in found.into_iter().take(limit) {
+        items.push(item(json, round, &id)?);
         next = Some(Position {
             time_us: started.max(0) as u64,
             id,
         });
     }
+    let (total, total_is_lower_bound) = if request.count_total {
+        total(client, table, filter).await?
+    } else {
+        (0, true)
+    };
     Ok(Page {
         items,
-        total: 0,
-        total_is_lower_bound: true,
+        total,
+        total_is_lower_bound,
         has_more,
         next: if has_more { next } else { None },
     })
-}
-
-fn decode<T: serde::de::DeserializeOwned>(id: &str, json: serde_json::Value) -> Result<T, PgError> {
-    serde_json::from_value(json).map_err(|e| PgError::Decode(format!("summary of {id}: {e}")))
 }
 
 /// A newest-first page of call summaries.
@@ -280,17 +291,12 @@ pub async fn calls(
     filter: &Filter,
     request: &PageRequest,
 ) -> Result<Page<CallSummary>, PgError> {
-    let limit = request.limit.clamp(1, MAX_LIMIT);
-    let found = rows(client, Table::Calls, filter, request, limit).await?;
-    let mut page = page_of(found, limit, |json, round, id| {
+    page(client, Table::Calls, filter, request, |json, round, id| {
         let mut summary: CallSummary = decode(id, json)?;
         summary.round = u32::try_from(round).unwrap_or(u32::MAX);
         Ok(summary)
-    })?;
-    if request.count_total {
-        (page.total, page.total_is_lower_bound) = total(client, Table::Calls, filter).await?;
-    }
-    Ok(page)
+    })
+    .await
 }
 
 /// A newest-first page of run summaries.
@@ -299,11 +305,12 @@ pub async fn invocations(
     filter: &Filter,
     request: &PageRequest,
 ) -> Result<Page<InvocationSummary>, PgError> {
-    let limit = request.limit.clamp(1, MAX_LIMIT);
-    let found = rows(client, Table::Invocations, filter, request, limit).await?;
-    let mut page = page_of(found, limit, |json, _, id| decode(id, json))?;
-    if request.count_total {
-        (page.total, page.total_is_lower_bound) = total(client, Table::Invocations, filter).await?;
-    }
-    Ok(page)
+    page(
+        client,
+        Table::Invocations,
+        filter,
+        request,
+        |json, _, id| decode(id, json),
+    )
+    .await
 }
