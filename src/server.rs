@@ -47,6 +47,8 @@ pub struct Running {
     writer: std::thread::JoinHandle<()>,
     background: store::Background,
     otel: Option<crate::otel::Exporter>,
+    /// With PostgreSQL: other instances' batches relayed into the live stream.
+    _relay: Option<crate::store::postgres::notify::Relay>,
 }
 
 /// The store's options from the config; the encryption key comes from
@@ -87,21 +89,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
     let store_options = store_options(&config)?;
-    if let crate::config::StoreEngine::Postgres(pg) = &config.engine {
-        // The schema is prepared (migrations under the advisory lock, day partitions),
-        // but the engine's reads and writes are not in this build: refuse to start
-        // rather than record into sled while the operator asked for PostgreSQL.
-        let version = crate::store::postgres::prepare(pg)
-            .await
-            .with_context(|| format!("PostgreSQL store {}", pg.url.redacted()))?
-            .1;
-        anyhow::bail!(
-            "PostgreSQL store {}: schema version {version} is ready, but the PostgreSQL engine's \
-             reads and writes are not available in this build yet; unset [store] url and \
-             LLMTAP_STORE_URL to use the embedded store",
-            pg.url.redacted()
-        );
-    }
     let prices: SharedPrices = Arc::new(RwLock::new(Arc::new(load_prices(&config)?)));
     let metrics = Arc::new(Metrics::default());
     let client = upstream::build_client(config.extra_ca_file.as_deref(), config.connect_timeout)?;
@@ -167,14 +154,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     ));
     tracing::info!(%proxy_addr, %api_addr, "proxy listening; opening the store");
 
-    let data_dir = config.data_dir.clone();
     let opening = std::time::Instant::now();
-    let opened = tokio::task::spawn_blocking(move || Store::open_with(&data_dir, store_options))
-        .await
-        .context("the store-opening thread failed")
-        .and_then(|opened| opened.map_err(anyhow::Error::from));
-    let store = match opened {
-        Ok(store) => store,
+    let opened = open_store(&config, store_options).await;
+    let (store, relay) = match opened {
+        Ok(opened) => opened,
         Err(e) => {
             let _ = shutdown.send(true);
             let _ = tokio::join!(proxy_task, api_task);
@@ -258,7 +241,51 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         writer,
         background,
         otel,
+        _relay: relay,
     })
+}
+
+/// Opens the configured store: sled in `data_dir`, or the shared PostgreSQL (schema
+/// prepared under the migration lock, this instance named by its data directory,
+/// other instances' batches relayed into the live stream).
+async fn open_store(
+    config: &Config,
+    options: StoreOptions,
+) -> anyhow::Result<(Store, Option<crate::store::postgres::notify::Relay>)> {
+    use crate::store::postgres;
+    let data_dir = config.data_dir.clone();
+    let pg = match &config.engine {
+        crate::config::StoreEngine::Sled => {
+            let store = tokio::task::spawn_blocking(move || Store::open_with(&data_dir, options))
+                .await
+                .context("the store-opening thread failed")??;
+            return Ok((store, None));
+        }
+        crate::config::StoreEngine::Postgres(pg) => pg,
+    };
+    let (pool, version) = postgres::prepare(pg)
+        .await
+        .with_context(|| format!("PostgreSQL store {}", pg.url.redacted()))?;
+    let instance = postgres::instance_name(&data_dir)
+        .with_context(|| format!("cannot name this instance in {}", data_dir.display()))?;
+    tracing::info!(url = %pg.url.redacted(), version, %instance, "PostgreSQL store ready");
+    let context = crate::store::EngineContext::new(&data_dir, &options);
+    let relay = postgres::notify::relay(pool.clone(), instance.clone(), context.events.clone())?;
+    let engine_options = options.clone();
+    let store = tokio::task::spawn_blocking(move || {
+        Store::open_engine(context, options, move |context| {
+            let engine = postgres::PostgresStore::new(
+                pool.clone(),
+                instance.clone(),
+                context,
+                &engine_options,
+            )?;
+            Ok(Arc::new(engine) as Arc<dyn crate::store::Engine>)
+        })
+    })
+    .await
+    .context("the store-opening thread failed")??;
+    Ok((store, Some(relay)))
 }
 
 /// What the span builders need from the config: content opt-in and upstream ports.

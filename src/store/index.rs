@@ -387,6 +387,59 @@ pub struct SessionSummary {
     pub last_at_us: u64,
 }
 
+impl SessionSummary {
+    /// A session first seen with `call` (before `add_call` adds it).
+    pub fn starting(id: &str, call: &CallRecord) -> SessionSummary {
+        SessionSummary {
+            id: id.to_string(),
+            first_at_us: call.started_at_us,
+            ..SessionSummary::default()
+        }
+    }
+
+    /// Adds a call of the session. `with_subject`: whether the session may keep its
+    /// first user message as its subject (not with encryption at rest: it is prompt
+    /// text in the clear).
+    pub fn add_call(&mut self, call: &CallRecord, with_subject: bool) {
+        use crate::timefmt::format_rfc3339_us;
+        let m = &call.metadata;
+        self.calls += 1;
+        self.input_tokens += call.usage.input_tokens.unwrap_or(0);
+        self.output_tokens += call.usage.output_tokens.unwrap_or(0);
+        // Integer picodollars, so the sum never drifts; sessions stored before
+        // `cost_pusd` existed start from their float total.
+        if self.cost_pusd == 0 && self.cost_usd > 0.0 {
+            self.cost_pusd = (self.cost_usd * 1e12).round() as u64;
+        }
+        self.cost_pusd += call_cost_pusd(call);
+        self.cost_usd = self.cost_pusd as f64 / 1e12;
+        if with_subject && (call.started_at_us <= self.first_at_us || self.subject.is_none()) {
+            if let Some(subject) = subject_of(call) {
+                self.subject = Some(subject);
+            }
+        }
+        self.first_at_us = self.first_at_us.min(call.started_at_us);
+        self.last_at_us = self.last_at_us.max(call.started_at_us);
+        self.first_at = format_rfc3339_us(self.first_at_us);
+        self.last_at = format_rfc3339_us(self.last_at_us);
+        if self.agent.is_none() {
+            self.agent.clone_from(&m.agent);
+        }
+        if self.tenant.is_none() {
+            self.tenant.clone_from(&m.tenant);
+        }
+    }
+}
+
+/// A call's cost in picodollars as sessions sum it: the exact priced total, else the
+/// provider-reported USD.
+pub fn call_cost_pusd(call: &CallRecord) -> u64 {
+    match call.cost.as_ref().filter(|c| c.priced) {
+        Some(cost) => cost.total_pusd,
+        None => call.cost_usd.map_or(0, |usd| (usd * 1e12).round() as u64),
+    }
+}
+
 /// Session list key: first time (u64 BE), session id. Value: tenant.
 pub fn session_list_key(first_us: u64, id: &str) -> Vec<u8> {
     let mut key = first_us.to_be_bytes().to_vec();
@@ -444,6 +497,75 @@ pub struct RateLimitPoint {
     pub tokens_remaining: Option<u64>,
     pub input_tokens_remaining: Option<u64>,
     pub output_tokens_remaining: Option<u64>,
+}
+
+/// Whether a call adds to rate-limit state: it carried rate-limit headers or was a 429.
+pub fn notes_rate_limit(call: &CallRecord) -> bool {
+    call.rate_limit.is_some() || call.status == Some(CallStatus::RateLimited)
+}
+
+/// The rate-limit key a call's limits are kept under (the answering model first).
+pub fn ratelimit_key_of(call: &CallRecord) -> Vec<u8> {
+    let model = call.response_model.as_deref().or(call.model.as_deref());
+    ratelimit_key(&call.provider, call.api_key_fingerprint.as_deref(), model)
+}
+
+/// What one call adds to its rate-limit key: a series point, and, for a 429, its
+/// retry-after (`Some(retry_after_s)`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimitNoted {
+    pub point: RateLimitPoint,
+    pub limited: Option<Option<f64>>,
+}
+
+impl RateLimitState {
+    /// The state of a key before its first call.
+    pub fn first_for(call: &CallRecord) -> RateLimitState {
+        RateLimitState {
+            provider: call.provider.clone(),
+            key_fingerprint: call.api_key_fingerprint.clone(),
+            model: call
+                .response_model
+                .as_deref()
+                .or(call.model.as_deref())
+                .map(str::to_string),
+            ..RateLimitState::default()
+        }
+    }
+
+    /// Folds a call into the state (the latest-started call's windows win, whatever
+    /// order calls arrive in) and says what it adds to the series.
+    pub fn note(&mut self, call: &CallRecord) -> RateLimitNoted {
+        let rl = call.rate_limit.clone().unwrap_or_default();
+        if call.started_at_us >= self.at_us {
+            self.at_us = call.started_at_us;
+            self.at.clone_from(&call.started_at);
+            self.requests = rl.requests.clone().or(self.requests.take());
+            self.tokens = rl.tokens.clone().or(self.tokens.take());
+            self.input_tokens = rl.input_tokens.clone().or(self.input_tokens.take());
+            self.output_tokens = rl.output_tokens.clone().or(self.output_tokens.take());
+            self.retry_after_s = rl.retry_after_s;
+        }
+        let limited = call.status == Some(CallStatus::RateLimited);
+        if limited && self.last_429_us.is_none_or(|t| t <= call.started_at_us) {
+            self.last_429_us = Some(call.started_at_us);
+            self.last_429_at = Some(call.started_at.clone());
+            self.last_retry_after_s = rl.retry_after_s.or(self.last_retry_after_s);
+        }
+        let remaining =
+            |w: &Option<crate::record::LimitWindow>| w.as_ref().and_then(|w| w.remaining);
+        RateLimitNoted {
+            point: RateLimitPoint {
+                at_us: call.started_at_us,
+                status: call.status,
+                requests_remaining: remaining(&rl.requests),
+                tokens_remaining: remaining(&rl.tokens),
+                input_tokens_remaining: remaining(&rl.input_tokens),
+                output_tokens_remaining: remaining(&rl.output_tokens),
+            },
+            limited: limited.then_some(rl.retry_after_s),
+        }
+    }
 }
 
 /// `provider, 0, key fingerprint, 0, model`.

@@ -36,11 +36,78 @@ fn write(running: &Running, calls: &[CallRecord]) {
     running.store.write_batch(calls, &invs).unwrap();
 }
 
+/// The engine the running test reads and writes (see `on_both_engines!`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    Sled,
+    Postgres,
+}
+
+tokio::task_local! {
+    static ENGINE: Engine;
+}
+
+/// llmtap on the test's engine: sled in a temporary directory, or a fresh database
+/// on the tests' PostgreSQL (`pg.rs`).
 async fn start(extra: &str) -> (Running, TempDir) {
     let dir = TempDir::new("api");
-    let running = start_llmtap(test_config(dir.path(), extra)).await;
+    let mut config = test_config(dir.path(), extra);
+    if ENGINE.try_with(|e| *e) == Ok(Engine::Postgres) {
+        let db = super::pg::fresh_db("api").await;
+        let url = llmtap::config::RawConfig::from_toml(&format!("[store]\nurl = \"{}\"", db.url()))
+            .unwrap()
+            .validate(&Default::default())
+            .map(|c| match c.engine {
+                llmtap::config::StoreEngine::Postgres(pg) => pg,
+                llmtap::config::StoreEngine::Sled => unreachable!(),
+            })
+            .unwrap();
+        config.engine = llmtap::config::StoreEngine::Postgres(url);
+    }
+    let running = start_llmtap(config).await;
     (running, dir)
 }
+
+/// Runs each listed test on sled (`api::on_sled::name`) and on PostgreSQL
+/// (`api::on_postgres::name`): one suite, both engines, the same assertions.
+macro_rules! on_both_engines {
+    ($($test:ident),* $(,)?) => {
+        mod on_sled {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::ENGINE.scope(super::Engine::Sled, super::$test()).await
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    super::ENGINE.scope(super::Engine::Postgres, super::$test()).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_engines!(
+    lists_filter_every_field_newest_first,
+    cursor_walk_sees_every_record_once_while_new_records_arrive,
+    bad_parameters_are_400_naming_the_parameter_and_unknown_ids_404,
+    invocation_joins_tool_calls_to_results_and_explains_failures,
+    sessions_list_and_timeline_include_tool_http_calls,
+    summary_agents_stats_and_ratelimits_come_from_rollups,
+    tokens_roles_tenants_and_the_audit_log,
+    session_subjects_are_admin_only_and_audited_and_ratelimits_need_an_unconfined_token,
+    joined_filters_match_brute_force_in_pages_totals_and_cursor_walks,
+    csv_exports_quote_prompts_with_commas_quotes_and_newlines,
+    live_stream_sends_matching_summaries_as_they_are_stored,
+    proxied_calls_appear_in_lists,
+    model_filter_matches_requested_or_answered_and_groups_by_requested,
+    session_costs_are_exact_picodollar_sums,
+    audit_entries_record_the_query_string_as_sent,
+);
 
 async fn get(running: &Running, path: &str, token: Option<&str>) -> Got {
     let auth = token.map(|t| format!("Bearer {t}"));
@@ -102,7 +169,6 @@ fn varied() -> Vec<CallRecord> {
         .collect()
 }
 
-#[tokio::test]
 async fn lists_filter_every_field_newest_first() {
     let (running, _dir) = start("").await;
     let calls = varied();
@@ -159,7 +225,6 @@ async fn lists_filter_every_field_newest_first() {
     running.shutdown().await.unwrap();
 }
 
-#[tokio::test]
 async fn cursor_walk_sees_every_record_once_while_new_records_arrive() {
     let (running, _dir) = start("").await;
     let first: Vec<CallRecord> = (0..250u64)
@@ -239,7 +304,6 @@ async fn cursor_walk_sees_every_record_once_while_new_records_arrive() {
     running.shutdown().await.unwrap();
 }
 
-#[tokio::test]
 async fn bad_parameters_are_400_naming_the_parameter_and_unknown_ids_404() {
     let (running, _dir) = start("").await;
     for (path, param) in [
@@ -269,7 +333,6 @@ async fn bad_parameters_are_400_naming_the_parameter_and_unknown_ids_404() {
     running.shutdown().await.unwrap();
 }
 
-#[tokio::test]
 async fn invocation_joins_tool_calls_to_results_and_explains_failures() {
     let (running, _dir) = start("").await;
     let r1 = call("run-tools", 1, T0, "a", "t", CallStatus::Success);
@@ -330,7 +393,6 @@ async fn invocation_joins_tool_calls_to_results_and_explains_failures() {
     running.shutdown().await.unwrap();
 }
 
-#[tokio::test]
 async fn sessions_list_and_timeline_include_tool_http_calls() {
     let (running, _dir) = start("").await;
     let mut a = synthetic_call(
@@ -414,7 +476,6 @@ async fn sessions_list_and_timeline_include_tool_http_calls() {
     running.shutdown().await.unwrap();
 }
 
-#[tokio::test]
 async fn summary_agents_stats_and_ratelimits_come_from_rollups() {
     let (running, _dir) = start("").await;
     let now = llmtap::timefmt::now_unix_us();
@@ -495,7 +556,6 @@ fn token_toml(name: &str, token: &str, role: &str, tenant: Option<&str>) -> Stri
     format!("[[api.tokens]]\nname = \"{name}\"\nsha256 = \"{hash}\"\nrole = \"{role}\"\n{tenant}")
 }
 
-#[tokio::test]
 async fn tokens_roles_tenants_and_the_audit_log() {
     let toml = [
         token_toml("root", "admin-token", "admin", None),
@@ -607,7 +667,6 @@ async fn tokens_roles_tenants_and_the_audit_log() {
     running.shutdown().await.unwrap();
 }
 
-#[tokio::test]
 async fn session_subjects_are_admin_only_and_audited_and_ratelimits_need_an_unconfined_token() {
     let toml = [
         token_toml("root", "admin-token", "admin", None),
@@ -740,7 +799,6 @@ fn sparse() -> Vec<CallRecord> {
         .collect()
 }
 
-#[tokio::test]
 async fn joined_filters_match_brute_force_in_pages_totals_and_cursor_walks() {
     let (running, _dir) = start("").await;
     let calls = sparse();
@@ -944,7 +1002,6 @@ fn parse_csv(text: &str) -> Vec<Vec<String>> {
     rows
 }
 
-#[tokio::test]
 async fn csv_exports_quote_prompts_with_commas_quotes_and_newlines() {
     let (running, _dir) = start("").await;
     let awkward = "Hello, \"world\"\nsecond line, too";
@@ -1002,7 +1059,6 @@ async fn csv_exports_quote_prompts_with_commas_quotes_and_newlines() {
     running.shutdown().await.unwrap();
 }
 
-#[tokio::test]
 async fn live_stream_sends_matching_summaries_as_they_are_stored() {
     use http_body_util::BodyExt;
     let (running, _dir) = start("").await;
@@ -1042,7 +1098,6 @@ async fn live_stream_sends_matching_summaries_as_they_are_stored() {
     running.shutdown().await.unwrap();
 }
 
-#[tokio::test]
 async fn proxied_calls_appear_in_lists() {
     let mock = MockUpstream::start(|_| MockResponse::json(200, r#"{"choices":[]}"#)).await;
     let (running, _dir) = start(&provider_toml("mock", "openai", &mock.url())).await;
@@ -1059,7 +1114,6 @@ async fn proxied_calls_appear_in_lists() {
     running.shutdown().await.unwrap();
 }
 
-#[tokio::test]
 async fn model_filter_matches_requested_or_answered_and_groups_by_requested() {
     let (running, _dir) = start("").await;
     let mut answered = call("m-1", 1, T0, "bot", "t", CallStatus::Success);
@@ -1115,7 +1169,6 @@ async fn model_filter_matches_requested_or_answered_and_groups_by_requested() {
     running.shutdown().await.unwrap();
 }
 
-#[tokio::test]
 async fn session_costs_are_exact_picodollar_sums() {
     let (running, _dir) = start("").await;
     // Three costs whose float sum drifts: 0.001 + 0.00101 + 0.00104 = 0.0030499999999999998.
@@ -1154,7 +1207,6 @@ async fn session_costs_are_exact_picodollar_sums() {
     running.shutdown().await.unwrap();
 }
 
-#[tokio::test]
 async fn audit_entries_record_the_query_string_as_sent() {
     let (running, _dir) = start("").await;
     let mut c = call("audit-run", 1, T0, "bot", "t", CallStatus::Success);

@@ -16,6 +16,7 @@ mod process;
 mod proxy;
 pub mod recorded;
 mod replay;
+mod scale_out;
 mod secrets;
 mod storage;
 #[path = "../../src/devtools/synthetic.rs"]

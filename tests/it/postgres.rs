@@ -42,7 +42,7 @@ async fn instances_starting_together_apply_each_migration_once() {
         applied.extend(t.await.unwrap());
     }
     let all: Vec<i32> = engine::MIGRATIONS.iter().map(|m| m.version).collect();
-    assert_eq!(all, vec![1, 2]);
+    assert_eq!(all, vec![1, 2, 3]);
     applied.sort_unstable();
     assert_eq!(applied, all, "exactly one instance applied each version");
     let client = db.connect().await;
@@ -70,6 +70,20 @@ async fn instances_starting_together_apply_each_migration_once() {
     assert_eq!(tables, 8);
 }
 
+/// `server::start` with `[store] url` on a database it must refuse; the error text.
+async fn refused_start(url: &str) -> String {
+    let dir = super::util::TempDir::new("pg-refused");
+    let mut config = super::util::test_config(dir.path(), "");
+    config.engine = StoreEngine::Postgres(engine_config(url));
+    match llmtap::server::start(config).await {
+        Ok(running) => {
+            let _ = running.shutdown().await;
+            panic!("llmtap started on a database it should refuse")
+        }
+        Err(e) => format!("{e:#}"),
+    }
+}
+
 #[tokio::test]
 async fn a_schema_newer_than_the_binary_is_refused_untouched() {
     let db = pg::fresh_db("schema_newer").await;
@@ -84,48 +98,33 @@ async fn a_schema_newer_than_the_binary_is_refused_untouched() {
         .unwrap();
     match engine::migrate(&mut client).await {
         Err(PgError::SchemaTooNew { found, known }) => {
-            assert_eq!((found, known), (99, 2));
+            assert_eq!((found, known), (99, engine::migrate::latest_version()));
         }
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
     // `llmtap serve` refuses to start on it, saying why.
-    let err = start_with_url(&db.url()).await;
+    let err = refused_start(&db.url()).await;
     assert!(err.contains("newer than this llmtap knows"), "{err}");
-    assert_eq!(versions(&client).await, vec![1, 2, 99]);
-}
-
-/// `server::start` with `[store] url`; returns its error text.
-async fn start_with_url(url: &str) -> String {
-    let dir = super::util::TempDir::new("pg-serve");
-    let mut config = super::util::test_config(dir.path(), "");
-    config.engine = StoreEngine::Postgres(PostgresConfig {
-        url: RawConfig::from_toml(&format!("[store]\nurl = \"{url}\""))
-            .unwrap()
-            .validate(&Default::default())
-            .map(|c| match c.engine {
-                StoreEngine::Postgres(pg) => pg.url,
-                StoreEngine::Sled => unreachable!(),
-            })
-            .unwrap(),
-        pool_size: 2,
-        ca_file: None,
-    });
-    match llmtap::server::start(config).await {
-        Ok(running) => {
-            let _ = running.shutdown().await;
-            panic!("llmtap started on PostgreSQL although the engine is not there yet")
-        }
-        Err(e) => format!("{e:#}"),
-    }
+    assert_eq!(versions(&client).await, vec![1, 2, 3, 99]);
 }
 
 #[tokio::test]
-async fn serve_with_a_url_prepares_the_schema_then_refuses_to_record_elsewhere() {
+async fn serve_with_a_url_prepares_the_schema_and_records_into_postgresql() {
+    use super::util::*;
     let db = pg::fresh_db("serve_url").await;
-    let err = start_with_url(&db.url()).await;
-    assert!(err.contains("not available in this build yet"), "{err}");
+    let mock = MockUpstream::start(|_| MockResponse::json(200, r#"{"choices":[]}"#)).await;
+    let dir = TempDir::new("pg-serve");
+    let mut config = test_config(dir.path(), &provider_toml("mock", "openai", &mock.url()));
+    config.engine = StoreEngine::Postgres(engine_config(&db.url()));
+    let running = start_llmtap(config).await;
     let client = db.connect().await;
-    assert_eq!(versions(&client).await, vec![1, 2]);
+    assert_eq!(
+        versions(&client).await,
+        engine::MIGRATIONS
+            .iter()
+            .map(|m| m.version)
+            .collect::<Vec<_>>()
+    );
     // Yesterday to a week ahead, for each of the three partitioned tables.
     let parts: i64 = client
         .query_one(
@@ -136,6 +135,26 @@ async fn serve_with_a_url_prepares_the_schema_then_refuses_to_record_elsewhere()
         .unwrap()
         .get(0);
     assert!((9..=10).contains(&parts), "{parts} partitions of calls");
+    let got = post_json(
+        running.proxy_addr,
+        "/mock/v1/chat/completions",
+        &[("x-llmtap-agent", "on-pg")],
+        "{}",
+    )
+    .await;
+    wait_call(&running, &got.call_id()).await;
+    // The call is a row of the database, not of a sled store in the data directory.
+    let agent: String = client
+        .query_one("SELECT agent FROM calls WHERE id = $1", &[&got.call_id()])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(agent, "on-pg");
+    assert!(!dir.path().join("db").exists(), "no sled store was made");
+    // The instance is named by its data directory, the same after a restart.
+    let name = std::fs::read_to_string(dir.path().join("postgres-instance")).unwrap();
+    assert_eq!(engine::instance_name(dir.path()).unwrap(), name);
+    running.shutdown().await.unwrap();
 }
 
 #[tokio::test]
@@ -402,7 +421,7 @@ async fn the_engine_behind_the_store_handle_answers_or_says_not_yet() {
     let db = pg::fresh_db("engine_handle").await;
     let config = engine_config(&db.url());
     let (pool, version) = engine::prepare(&config).await.unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, engine::migrate::latest_version());
     // Two instances on one database.
     let dir = super::util::TempDir::new("pg-engine");
     let open = |instance: &str| {
@@ -468,8 +487,8 @@ async fn the_engine_behind_the_store_handle_answers_or_says_not_yet() {
         assert!(!a2.contains_call("c_nope").unwrap());
         assert_eq!(a2.call_count(), 0);
         // What is not there yet says so, typed, instead of panicking or answering empty.
-        match a2.list_sessions(None, &Default::default()) {
-            Err(StoreError::NotOnPostgres { operation }) => assert_eq!(operation, "list_sessions"),
+        match a2.content_usage() {
+            Err(StoreError::NotOnPostgres { operation }) => assert_eq!(operation, "content_usage"),
             other => panic!("expected NotOnPostgres, got {other:?}"),
         }
         let err = a2.sweep(0).unwrap_err().to_string();
@@ -1040,6 +1059,21 @@ async fn list_pages_totals_and_cursors_on_postgresql_are_those_of_sled() {
             "tenant and status",
             eq(&[(tag::TENANT, &["acme"]), (tag::STATUS, &["success"])]),
         ),
+        (
+            "text",
+            Filter {
+                text: Some("ticket #0 for acme".into()),
+                ..Filter::default()
+            },
+        ),
+        (
+            "text and agent",
+            Filter {
+                text: Some("ticket".into()),
+                eq: vec![(tag::AGENT, vec!["coder".into()])],
+                ..Filter::default()
+            },
+        ),
     ];
     let options = StoreOptions::default();
     let pg_store = pg_engine(&pool, "a", &options);
@@ -1070,15 +1104,71 @@ async fn list_pages_totals_and_cursors_on_postgresql_are_those_of_sled() {
             let on_pg = walk(name, |r| pg_store.list_invocations(filter, r), 3);
             assert_eq!(on_pg, on_sled, "runs, {name}");
         }
-        // Text search is not on PostgreSQL yet: it says so rather than ignoring `q`.
-        let text = Filter {
-            text: Some("ticket".into()),
-            ..Filter::default()
-        };
-        assert!(matches!(
-            pg_store.list_calls(&text, &Default::default()),
-            Err(llmtap::store::StoreError::NotOnPostgres { .. })
-        ));
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_nul_character_in_a_value_is_replaced_and_fails_nothing() {
+    use llmtap::record::CallStatus;
+    use llmtap::store::{Engine, StoreOptions};
+    let db = pg::fresh_db("nul").await;
+    let (pool, _) = engine::prepare(&engine_config(&db.url())).await.unwrap();
+    let t0 = 1_780_000_000_000_000u64;
+    let plain = super::synthetic::synthetic_call(
+        "run-nul",
+        1,
+        t0,
+        "bot",
+        "acme",
+        Some("s-nul"),
+        0,
+        CallStatus::Success,
+        5,
+        5,
+    );
+    // PostgreSQL refuses NUL in text and jsonb; an agent can send one in any string.
+    let mut odd = super::synthetic::synthetic_call(
+        "run-nul",
+        2,
+        t0 + 1000,
+        "bot",
+        "acme",
+        Some("s-nul"),
+        0,
+        CallStatus::Failed,
+        5,
+        5,
+    );
+    odd.model = Some("gpt\0-4o".into());
+    odd.metadata.agent = Some("b\0t".into());
+    odd.metadata.properties.insert("k\0".into(), "v\0".into());
+    odd.parse_notes.push("note with \0 inside".into());
+    odd.request_body = Some("{\"model\":\"gpt\\u0000-4o\",\"messages\":[]}".into());
+    let store = pg_engine(&pool, "a", &StoreOptions::default());
+    let (plain_id, odd_id) = (plain.id.clone(), odd.id.clone());
+    tokio::task::spawn_blocking(move || {
+        store.write_batch(&[plain, odd], &[]).unwrap();
+        assert!(store.get_call(&plain_id).unwrap().is_some());
+        let back = store
+            .get_call(&odd_id)
+            .unwrap()
+            .expect("the odd call is stored");
+        assert_eq!(back.model.as_deref(), Some("gpt\u{FFFD}-4o"));
+        assert_eq!(back.metadata.agent.as_deref(), Some("b\u{FFFD}t"));
+        assert_eq!(back.metadata.properties["k\u{FFFD}"], "v\u{FFFD}");
+        assert!(back
+            .parse_notes
+            .iter()
+            .any(|n| n == "note with \u{FFFD} inside"));
+        // Bodies are content, kept byte for byte.
+        assert_eq!(
+            store.get_raw(&odd_id, false).unwrap().unwrap(),
+            b"{\"model\":\"gpt\\u0000-4o\",\"messages\":[]}"
+        );
+        let run = store.get_invocation("run-nul").unwrap().unwrap();
+        assert_eq!(run.rounds, 2);
     })
     .await
     .unwrap();

@@ -63,6 +63,12 @@ fn signal(child: &Child, sig: &str) {
     assert!(status.success());
 }
 
+/// SIGTERM, then waits for the process to exit (graceful stop).
+pub fn terminate(child: &mut Child) {
+    signal(child, "TERM");
+    let _ = child.wait();
+}
+
 pub fn write_config(dir: &Path, extra: &str) -> std::path::PathBuf {
     let path = dir.join("llmtap.toml");
     std::fs::write(

@@ -7,12 +7,13 @@
 //! rows (`ON CONFLICT DO NOTHING RETURNING id`: only the calls this transaction
 //! inserted count from here on), their manifests, the runs they change merged with
 //! what other instances wrote (`invocations.rs`), the rollup deltas of those calls and
-//! of the runs they started, and a notice on the live-stream channel (`notify.rs`),
+//! of the runs they started, their sessions (`sessions.rs`) and rate-limit state
+//! (`ratelimits.rs`), and a notice on the live-stream channel (`notify.rs`),
 //! delivered to every instance when the transaction commits. So a batch is all
 //! there or not at all, and replaying it (the capture log after a crash) adds
 //! nothing twice.
 
-use super::{calls, content, invocations, notify, rollups, PgError};
+use super::{calls, content, invocations, notify, ratelimits, rollups, sessions, PgError};
 use crate::record::CallRecord;
 use crate::store::content::Codec;
 use crate::store::index;
@@ -33,6 +34,8 @@ pub struct Prepared {
     /// `(started_us, call id, sealed manifest)` of the calls with content.
     pub manifests: Vec<(u64, String, Vec<u8>)>,
     pub staging: content::Staging,
+    /// Whether sessions may keep their first user message (not when content is sealed).
+    pub with_subject: bool,
 }
 
 /// Splits the batch's new calls into metadata and staged content. Content failures
@@ -48,6 +51,7 @@ pub fn prepare(
         metas: Vec::with_capacity(batch.len()),
         manifests: Vec::new(),
         staging: content::Staging::new(codec.clone()),
+        with_subject: codec.keys.is_none(),
     };
     let mut seen = HashSet::new();
     for call in batch {
@@ -107,6 +111,8 @@ pub async fn write(
         .collect();
     let runs = invocations::merge(tx, &new_calls).await?;
     rollups::add(tx, &rollup_deltas(&new_calls, &runs)).await?;
+    sessions::add(tx, &new_calls, prepared.with_subject).await?;
+    ratelimits::add(tx, &new_calls).await?;
     let call_ids: Vec<String> = new_calls.iter().map(|c| c.id.clone()).collect();
     let run_ids: Vec<String> = runs.iter().map(|r| r.record.id.clone()).collect();
     if !call_ids.is_empty() {

@@ -17,8 +17,9 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// JSON for a `jsonb` column (NUL replaced, see `text.rs`).
 fn encode(value: &impl serde::Serialize) -> Result<serde_json::Value, PgError> {
-    serde_json::to_value(value).map_err(|e| PgError::Encode(e.to_string()))
+    super::text::json(value)
 }
 
 /// Inserts the batch's calls, each with its stored metadata (`stored::metadata_only`
@@ -68,10 +69,10 @@ pub async fn insert(
             None,
         ];
         for (column, value) in text.iter_mut().zip(columns) {
-            column.push(value);
+            column.push(super::text::opt(value));
         }
-        providers.push(call.provider.clone());
-        kinds.push(call.kind.clone());
+        providers.push(super::text::owned(call.provider.clone()));
+        kinds.push(super::text::owned(call.kind.clone()));
         http.push(call.http_status.map(i32::from));
         latency.push((call.latency_ms * 1000.0).round().max(0.0) as i64);
         cost.push(summary.cost_pusd().map(to_i64));
@@ -157,6 +158,22 @@ pub async fn manifest(client: &impl GenericClient, id: &str) -> Result<Option<Ve
         )
         .await?
         .map(|r| r.get(0)))
+}
+
+/// The sealed manifests of these calls (those that have content).
+pub async fn manifests(
+    client: &impl GenericClient,
+    ids: &[String],
+) -> Result<Vec<(String, Vec<u8>)>, PgError> {
+    Ok(client
+        .query(
+            "SELECT call_id, manifest FROM call_content WHERE call_id = ANY($1)",
+            &[&ids],
+        )
+        .await?
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
 }
 
 /// Of these ids, the calls already stored (a replayed capture log).

@@ -16,7 +16,9 @@
 //! answers `StoreError::NotOnPostgres`, which the read API turns into 501
 //! `not_on_postgres`; none panics. Sessions and rate-limit state are not written yet.
 
-use super::{batch, calls, content, invocations, lists, rollups, PgError, Pool};
+use super::{
+    batch, calls, content, invocations, lists, ratelimits, rollups, search, sessions, PgError, Pool,
+};
 use crate::record::{CallRecord, InvocationRecord};
 use crate::store::content::Codec;
 use crate::store::crypto::Addr;
@@ -26,7 +28,7 @@ use crate::store::manifest::{hydrate, search_text, Manifest};
 use crate::store::sled::{
     AuditEntry, ContentUsage, Page, PageRequest, RepriceReport, ScanOutcome, SweepReport,
 };
-use crate::store::summary::{CallSummary, Filter, InvocationSummary};
+use crate::store::summary::{self, CallSummary, FacetView, Filter, InvocationSummary};
 use crate::store::{BatchWritten, EngineContext, StoreOptions, StoreStats};
 use crate::store::{Engine, StoreError};
 use std::future::Future;
@@ -65,7 +67,11 @@ fn rand_jitter() -> u8 {
 }
 
 /// A manifest as stored (sealed), opened.
-fn open_manifest(codec: &Codec, id: &str, sealed: &[u8]) -> Result<Manifest, StoreError> {
+pub(super) fn open_manifest(
+    codec: &Codec,
+    id: &str,
+    sealed: &[u8],
+) -> Result<Manifest, StoreError> {
     let plain = codec.open(id.as_bytes(), sealed)?;
     Manifest::decode(&plain).ok_or_else(|| StoreError::Corrupt {
         key: id.to_string(),
@@ -102,6 +108,9 @@ async fn manifest_with(
     let loaded = content::load(client, codec.clone(), &pick(&m)).await?;
     Ok(Some((m, loaded)))
 }
+
+/// Rows a facet scan reads per query.
+const SCAN_CHUNK: usize = 5000;
 
 fn not_yet(operation: &'static str) -> StoreError {
     StoreError::NotOnPostgres { operation }
@@ -186,7 +195,7 @@ impl PostgresStore {
     }
 
     fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        let json = serde_json::to_value(entry).map_err(StoreError::Encode)?;
+        let json = super::text::json(entry)?;
         let at = i64::try_from(entry.at_us).unwrap_or(i64::MAX);
         self.run(move |c| async move {
             c.execute(
@@ -458,6 +467,20 @@ impl Engine for PostgresStore {
         request: &PageRequest,
     ) -> Result<Page<CallSummary>, StoreError> {
         let (filter, request) = (filter.clone(), request.clone());
+        if filter.text.is_some() {
+            let codec = self.codec.clone();
+            return self.run_read(move |c| async move {
+                search::page(
+                    &*c,
+                    &codec,
+                    lists::Table::Calls,
+                    &filter,
+                    &request,
+                    lists::call_summary,
+                )
+                .await
+            });
+        }
         self.run(move |c| async move { lists::calls(&*c, &filter, &request).await })
     }
     fn list_invocations(
@@ -466,6 +489,21 @@ impl Engine for PostgresStore {
         request: &PageRequest,
     ) -> Result<Page<InvocationSummary>, StoreError> {
         let (filter, request) = (filter.clone(), request.clone());
+        if filter.text.is_some() {
+            let codec = self.codec.clone();
+            return self.run_read(move |c| async move {
+                let decode = |json, _, id: &str| lists::decode(id, json);
+                search::page(
+                    &*c,
+                    &codec,
+                    lists::Table::Invocations,
+                    &filter,
+                    &request,
+                    decode,
+                )
+                .await
+            });
+        }
         self.run(move |c| async move { lists::invocations(&*c, &filter, &request).await })
     }
     fn record_tenant(
@@ -484,28 +522,34 @@ impl Engine for PostgresStore {
     }
     fn tenant_scoped_ids(
         &self,
-        _invocation: bool,
-        _id: &str,
-        _max: usize,
+        invocation: bool,
+        id: &str,
+        max: usize,
     ) -> Result<Vec<String>, StoreError> {
-        Err(not_yet("tenant_scoped_ids"))
+        // As on sled: runs for a run id, sessions otherwise (call ids are never scoped).
+        let table = if invocation {
+            "invocations"
+        } else {
+            "sessions"
+        };
+        let id = id.to_string();
+        self.run(move |c| async move { sessions::scoped_ids(&*c, table, &id, max).await })
     }
     fn list_sessions(
         &self,
-        _tenant: Option<&str>,
-        _request: &PageRequest,
+        tenant: Option<&str>,
+        request: &PageRequest,
     ) -> Result<Page<SessionSummary>, StoreError> {
-        Err(not_yet("list_sessions"))
+        let (tenant, request) = (tenant.map(str::to_string), request.clone());
+        self.run(move |c| async move { sessions::list(&*c, tenant.as_deref(), &request).await })
     }
-    fn session(&self, _id: &str) -> Result<Option<SessionSummary>, StoreError> {
-        Err(not_yet("session"))
+    fn session(&self, id: &str) -> Result<Option<SessionSummary>, StoreError> {
+        let id = id.to_string();
+        self.run(move |c| async move { sessions::get(&*c, &id).await })
     }
-    fn session_calls(
-        &self,
-        _session_id: &str,
-        _max: usize,
-    ) -> Result<Vec<CallSummary>, StoreError> {
-        Err(not_yet("session_calls"))
+    fn session_calls(&self, session_id: &str, max: usize) -> Result<Vec<CallSummary>, StoreError> {
+        let id = session_id.to_string();
+        self.run(move |c| async move { sessions::calls(&*c, &id, max).await })
     }
     fn rollup_total(&self, scope: &[u8]) -> Result<RollupCell, StoreError> {
         PostgresStore::rollup_total(self, scope)
@@ -521,28 +565,63 @@ impl Engine for PostgresStore {
     fn rollup_scopes(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, RollupCell)>, StoreError> {
         PostgresStore::rollup_scopes(self, prefix)
     }
+    /// Visits the facets of what the filter matches, newest first, reading
+    /// `SCAN_CHUNK` rows at a time by keyset (memory stays bounded whatever the
+    /// budget); `Truncated` once `budget` records were visited and more match.
     fn scan_facets(
         &self,
-        _invocations: bool,
-        _filter: &Filter,
-        _budget: usize,
-        _visit: FacetVisitor<'_>,
+        invocations: bool,
+        filter: &Filter,
+        budget: usize,
+        visit: FacetVisitor<'_>,
     ) -> Result<ScanOutcome, StoreError> {
-        Err(not_yet("scan_facets"))
+        let table = if invocations {
+            lists::Table::Invocations
+        } else {
+            lists::Table::Calls
+        };
+        let mut after = None;
+        let mut visited = 0usize;
+        loop {
+            // One row beyond the budget tells a complete scan from a cut one.
+            let want = SCAN_CHUNK.min(budget - visited + 1);
+            let (f, a) = (filter.clone(), after.take());
+            let rows =
+                self.run(move |c| async move { lists::facets(&*c, table, &f, a, want).await })?;
+            let n = rows.len();
+            for (facets, position) in rows {
+                if visited == budget {
+                    return Ok(ScanOutcome::Truncated);
+                }
+                visited += 1;
+                let header = summary::encode_header_only(&facets);
+                if let Some(view) =
+                    summary::split_stored(&header).and_then(|(h, _)| FacetView::parse(h))
+                {
+                    visit(&view);
+                }
+                after = Some(position);
+            }
+            if n < want {
+                return Ok(ScanOutcome::Complete);
+            }
+        }
     }
     fn ratelimit_states(&self) -> Result<Vec<(Vec<u8>, RateLimitState)>, StoreError> {
-        Err(not_yet("ratelimit_states"))
+        self.run(move |c| async move { ratelimits::states(&*c).await })
     }
-    fn count_429_since(&self, _key: &[u8], _since_us: u64) -> Result<u64, StoreError> {
-        Err(not_yet("count_429_since"))
+    fn count_429_since(&self, key: &[u8], since_us: u64) -> Result<u64, StoreError> {
+        let key = key.to_vec();
+        self.run(move |c| async move { ratelimits::count_429_since(&*c, &key, since_us).await })
     }
     fn ratelimit_series(
         &self,
-        _key: &[u8],
-        _from_us: u64,
-        _max: usize,
+        key: &[u8],
+        from_us: u64,
+        max: usize,
     ) -> Result<Vec<RateLimitPoint>, StoreError> {
-        Err(not_yet("ratelimit_series"))
+        let key = key.to_vec();
+        self.run(move |c| async move { ratelimits::series(&*c, &key, from_us, max).await })
     }
     fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         PostgresStore::append_audit(self, entry)

@@ -34,12 +34,28 @@ pub fn lock_key(id: &str) -> i64 {
     i64::from_be_bytes(key)
 }
 
+/// Takes the transaction-level advisory locks, sorted and once each, so transactions
+/// that share keys take them in one order and never wait on each other in a cycle.
+pub async fn lock_in_order(client: &impl GenericClient, mut keys: Vec<i64>) -> Result<(), PgError> {
+    keys.sort_unstable();
+    keys.dedup();
+    client
+        .execute(
+            "SELECT count(pg_advisory_xact_lock(k)) FROM \
+             (SELECT k FROM unnest($1::bigint[]) WITH ORDINALITY AS t(k, o) ORDER BY o) AS s",
+            &[&keys],
+        )
+        .await?;
+    Ok(())
+}
+
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// JSON for a `jsonb` column (NUL replaced, see `text.rs`).
 fn encode(value: &impl serde::Serialize) -> Result<serde_json::Value, PgError> {
-    serde_json::to_value(value).map_err(|e| PgError::Encode(e.to_string()))
+    super::text::json(value)
 }
 
 fn decode<T: serde::de::DeserializeOwned>(
@@ -75,16 +91,7 @@ pub async fn merge(
         return Ok(Vec::new());
     }
     let ids: Vec<&str> = runs.keys().copied().collect();
-    let mut keys: Vec<i64> = ids.iter().map(|id| lock_key(id)).collect();
-    keys.sort_unstable();
-    keys.dedup();
-    client
-        .execute(
-            "SELECT count(pg_advisory_xact_lock(k)) FROM \
-             (SELECT k FROM unnest($1::bigint[]) WITH ORDINALITY AS t(k, o) ORDER BY o) AS s",
-            &[&keys],
-        )
-        .await?;
+    lock_in_order(client, ids.iter().map(|id| lock_key(id)).collect()).await?;
     let mut stored: HashMap<String, Stored> = HashMap::new();
     for row in client
         .query(
@@ -192,7 +199,7 @@ async fn upsert(
             run.summary.prompt.clone(),
         ];
         for (column, value) in text.iter_mut().zip(columns) {
-            column.push(value);
+            column.push(super::text::opt(value));
         }
         cost.push(to_i64(r.cost_pusd));
         records.push(encode(r)?);
@@ -201,7 +208,7 @@ async fn upsert(
         last_id.push(round_id.clone());
         for model in r.models.iter().chain(&r.response_models) {
             model_runs.push(r.id.clone());
-            models.push(model.clone());
+            models.push(super::text::owned(model.clone()));
         }
     }
     let [tenant, agent, status, trigger, user_id, session_id, prompt] = &text;

@@ -9,12 +9,12 @@
 //! ANDing the facets, as `Filter::matches` does on a header. `total` is exact from
 //! the rollups when the filter is one of their scopes (nothing, a tenant, an agent,
 //! or both, over all time), else a count capped at `COUNT_CAP` like sled's, beyond
-//! which it is a lower bound. Text search (`q`) reads content and is not here yet.
+//! which it is a lower bound. Text search (`q`) reads content: `search.rs`.
 
 use super::PgError;
 use crate::store::index;
 use crate::store::sled::{Page, PageRequest, Position, COUNT_CAP};
-use crate::store::summary::{tag, CallSummary, Filter, InvocationSummary};
+use crate::store::summary::{tag, CallSummary, Facets, Filter, InvocationSummary};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::GenericClient;
 
@@ -58,6 +58,20 @@ impl Where {
 
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A call's round (alias `r`) numbered on read by start order within its run, the
+/// order every instance agrees on (see `calls.rs`); tool HTTP calls are round 0.
+pub const ROUND_ON_READ: &str =
+    "CASE WHEN r.kind = 'http' THEN 0 ELSE (SELECT count(*) FROM calls o \
+     WHERE o.invocation_id = r.invocation_id AND o.kind <> 'http' \
+     AND (o.started_us, o.id) <= (r.started_us, r.id)) END";
+
+/// A call's list summary from its stored JSON and its round as read.
+pub fn call_summary(json: serde_json::Value, round: i64, id: &str) -> Result<CallSummary, PgError> {
+    let mut summary: CallSummary = decode(id, json)?;
+    summary.round = u32::try_from(round).unwrap_or(u32::MAX);
+    Ok(summary)
 }
 
 /// Which table a list reads.
@@ -207,13 +221,15 @@ async fn total(
     Ok((n.min(COUNT_CAP), n > COUNT_CAP))
 }
 
-/// One page of rows: (stored summary JSON, started_us, id, round as read).
-async fn rows(
+/// One page of rows: (stored summary JSON, started_us, id, round as read; 0 when
+/// `with_round` is false, which spares the per-row count).
+pub(super) async fn rows(
     client: &impl GenericClient,
     table: Table,
     filter: &Filter,
     request: &PageRequest,
     limit: usize,
+    with_round: bool,
 ) -> Result<Vec<(serde_json::Value, i64, String, i64)>, PgError> {
     let mut w = Where::default();
     conditions(table, filter, &mut w)?;
@@ -221,14 +237,9 @@ async fn rows(
         let (t, id) = (w.param(to_i64(after.time_us)), w.param(after.id.clone()));
         w.push(format!("(r.started_us, r.id) < ({t}, {id})"));
     }
-    // Rounds are numbered on read by start order within the run (see `calls.rs`).
     let round = match table {
-        Table::Calls => {
-            "CASE WHEN r.kind = 'http' THEN 0 ELSE (SELECT count(*) FROM calls o \
-             WHERE o.invocation_id = r.invocation_id AND o.kind <> 'http' \
-             AND (o.started_us, o.id) <= (r.started_us, r.id)) END"
-        }
-        Table::Invocations => "0::bigint",
+        Table::Calls if with_round => ROUND_ON_READ,
+        _ => "0::bigint",
     };
     let lim = w.param((limit + 1) as i64);
     let off = w.param(request.offset as i64);
@@ -246,13 +257,16 @@ async fn rows(
         .collect())
 }
 
-fn decode<T: serde::de::DeserializeOwned>(id: &str, json: serde_json::Value) -> Result<T, PgError> {
+pub(super) fn decode<T: serde::de::DeserializeOwned>(
+    id: &str,
+    json: serde_json::Value,
+) -> Result<T, PgError> {
     serde_json::from_value(json).map_err(|e| PgError::Decode(format!("summary of {id}: {e}")))
 }
 
 /// A newest-first page of `table`, each row made an item by `item` (stored summary
 /// JSON, round as read, id).
-async fn page<T>(
+pub(super) async fn page<T>(
     client: &impl GenericClient,
     table: Table,
     filter: &Filter,
@@ -260,7 +274,7 @@ async fn page<T>(
     mut item: impl FnMut(serde_json::Value, i64, &str) -> Result<T, PgError>,
 ) -> Result<Page<T>, PgError> {
     let limit = request.limit.clamp(1, MAX_LIMIT);
-    let found = rows(client, table, filter, request, limit).await?;
+    let found = rows(client, table, filter, request, limit, true).await?;
     let has_more = found.len() > limit;
     let mut items = Vec::with_capacity(limit);
     let mut next = None;
@@ -291,12 +305,7 @@ pub async fn calls(
     filter: &Filter,
     request: &PageRequest,
 ) -> Result<Page<CallSummary>, PgError> {
-    page(client, Table::Calls, filter, request, |json, round, id| {
-        let mut summary: CallSummary = decode(id, json)?;
-        summary.round = u32::try_from(round).unwrap_or(u32::MAX);
-        Ok(summary)
-    })
-    .await
+    page(client, Table::Calls, filter, request, call_summary).await
 }
 
 /// A newest-first page of run summaries.
@@ -313,4 +322,43 @@ pub async fn invocations(
         |json, _, id| decode(id, json),
     )
     .await
+}
+
+/// Up to `limit` records the filter matches, newest first, after the position: each
+/// as its facets (what `/stats` and summaries group by) with its position.
+pub async fn facets(
+    client: &impl GenericClient,
+    table: Table,
+    filter: &Filter,
+    after: Option<Position>,
+    limit: usize,
+) -> Result<Vec<(Facets, Position)>, PgError> {
+    let request = PageRequest {
+        after,
+        limit,
+        ..PageRequest::default()
+    };
+    // `rows` reads one beyond the limit it is given (to tell whether more follow).
+    rows(
+        client,
+        table,
+        filter,
+        &request,
+        limit.saturating_sub(1),
+        false,
+    )
+    .await?
+    .into_iter()
+    .map(|(json, started, id, _)| {
+        let facets = match table {
+            Table::Calls => decode::<CallSummary>(&id, json)?.facets(),
+            Table::Invocations => decode::<InvocationSummary>(&id, json)?.facets(),
+        };
+        let position = Position {
+            time_us: started.max(0) as u64,
+            id,
+        };
+        Ok((facets, position))
+    })
+    .collect()
 }

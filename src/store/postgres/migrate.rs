@@ -29,6 +29,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "invocation_last_round",
         sql: include_str!("migrations/0002_invocation_last_round.sql"),
     },
+    Migration {
+        version: 3,
+        name: "prefix_lookups",
+        sql: include_str!("migrations/0003_prefix_lookups.sql"),
+    },
 ];
 
 /// The advisory lock key that serialises migrations ("llmtap" in ASCII).

@@ -1,9 +1,12 @@
 //! The PostgreSQL engine: a shared store for several llmtap instances (issue 17).
 //!
-//! So far: the connection pool with rustls TLS (`pool.rs`) and the versioned schema
-//! migrations applied at start-up under an advisory lock (`migrate.rs`,
-//! `migrations/*.sql`), rollups (`rollups.rs`), batch notices (`notify.rs`) and `PostgresStore` (`engine.rs`), the
-//! `Engine` implementation, whose unfinished operations answer `NotOnPostgres`.
+//! The connection pool with rustls TLS (`pool.rs`); the versioned schema migrations
+//! applied at start-up under an advisory lock (`migrate.rs`, `migrations/*.sql`);
+//! `PostgresStore` (`engine.rs`), the `Engine` implementation, over one module per
+//! table group (`calls.rs`, `content.rs`, `invocations.rs`, `sessions.rs`,
+//! `ratelimits.rs`, `rollups.rs`, `lists.rs`); one batch's transaction (`batch.rs`);
+//! the live stream between instances (`notify.rs`); text as PostgreSQL accepts it
+//! (`text.rs`). Operations not built yet answer `NotOnPostgres`.
 
 pub mod batch;
 pub mod calls;
@@ -14,7 +17,11 @@ pub mod lists;
 pub mod migrate;
 pub mod notify;
 pub mod pool;
+pub mod ratelimits;
 pub mod rollups;
+pub mod search;
+pub mod sessions;
+pub mod text;
 
 pub use engine::PostgresStore;
 pub use migrate::{migrate, MIGRATIONS};
@@ -46,6 +53,30 @@ pub enum PgError {
         path: String,
         source: std::io::Error,
     },
+}
+
+/// This instance's name on the shared database (its capture-log position, its own
+/// live-stream notices): kept in `data_dir/postgres-instance`, made at first start,
+/// so it is stable across restarts and differs between data directories.
+pub fn instance_name(data_dir: &std::path::Path) -> std::io::Result<String> {
+    let path = data_dir.join("postgres-instance");
+    match std::fs::read_to_string(&path) {
+        Ok(name) if !name.trim().is_empty() => return Ok(name.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut bytes = [0u8; 8];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| std::io::Error::other("no randomness for the instance name"))?;
+    let name: String = std::iter::once("i-".to_string())
+        .chain(bytes.iter().map(|b| format!("{b:02x}")))
+        .collect();
+    // Written whole then renamed, so a crash never leaves half a name.
+    let partial = data_dir.join("postgres-instance.partial");
+    std::fs::write(&partial, &name)?;
+    std::fs::rename(&partial, &path)?;
+    Ok(name)
 }
 
 /// Day partitions made ahead of the clock at start-up (and by the storage thread).

@@ -104,6 +104,93 @@ pub async fn listen(pool: &Pool) -> Result<mpsc::Receiver<BatchNotice>, PgError>
     Ok(rx)
 }
 
+/// Relays other instances' batches into this instance's live stream: listens,
+/// reads the rows each notice names and publishes them as a `BatchWritten` (this
+/// instance's own batches are published by its writer). Reconnects with backoff
+/// when the listening connection is lost; stops when the handle is dropped.
+pub fn relay(
+    pool: Pool,
+    instance: String,
+    events: tokio::sync::broadcast::Sender<std::sync::Arc<crate::store::BatchWritten>>,
+) -> Result<Relay, PgError> {
+    let task = super::pool::io_runtime()?.spawn(async move {
+        let mut backoff = std::time::Duration::from_millis(100);
+        loop {
+            match listen(&pool).await {
+                Ok(mut notices) => {
+                    backoff = std::time::Duration::from_millis(100);
+                    while let Some(notice) = notices.recv().await {
+                        if notice.instance == instance {
+                            continue;
+                        }
+                        if notice.more {
+                            tracing::debug!("a batch notice was cut; the stream shows the ids it names");
+                        }
+                        match written(&pool, &notice).await {
+                            Ok(batch) => {
+                                let _ = events.send(std::sync::Arc::new(batch));
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot read a batch another instance wrote")
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot listen for other instances' batches"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+        }
+    });
+    Ok(Relay(task))
+}
+
+/// The relay task; aborted when dropped.
+pub struct Relay(tokio::task::JoinHandle<()>);
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The summaries a notice names, as the live stream shows them.
+async fn written(pool: &Pool, notice: &BatchNotice) -> Result<crate::store::BatchWritten, PgError> {
+    let client = pool.get().await?;
+    let mut batch = crate::store::BatchWritten::default();
+    for row in client
+        .query(
+            &format!(
+                "SELECT r.summary, r.id, {} FROM calls r WHERE r.id = ANY($1) \
+                 ORDER BY r.started_us, r.id",
+                super::lists::ROUND_ON_READ
+            ),
+            &[&notice.calls],
+        )
+        .await?
+    {
+        batch.calls.push(super::lists::call_summary(
+            row.get(0),
+            row.get(2),
+            row.get::<_, &str>(1),
+        )?);
+    }
+    for row in client
+        .query(
+            "SELECT id, summary FROM invocations WHERE id = ANY($1) ORDER BY started_us, id",
+            &[&notice.invocations],
+        )
+        .await?
+    {
+        let id: &str = row.get(0);
+        batch.invocations.push(
+            serde_json::from_value(row.get(1))
+                .map_err(|e| PgError::Decode(format!("summary of {id}: {e}")))?,
+        );
+    }
+    Ok(batch)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

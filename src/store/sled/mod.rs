@@ -62,8 +62,8 @@ pub use query::{AuditEntry, Page, PageRequest, Position, ScanOutcome, COUNT_CAP}
 pub use reprice::RepriceReport;
 pub use retention::SweepReport;
 
-use crate::record::{CallRecord, CallStatus, InvocationRecord};
-use index::{CallText, RateLimitPoint, RateLimitState, RollupCell, SessionSummary};
+use crate::record::{CallRecord, InvocationRecord};
+use index::{CallText, RateLimitState, RollupCell, SessionSummary};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::AtomicU32;
@@ -537,10 +537,10 @@ impl SledStore {
                     }
                 };
                 let (old, mut s) = entry;
-                update_session(&mut s, call, plaintext_ok);
+                s.add_call(call, plaintext_ok);
                 sessions.insert(session_id.clone(), (old, s));
             }
-            if call.rate_limit.is_some() || call.status == Some(CallStatus::RateLimited) {
+            if index::notes_rate_limit(call) {
                 self.note_rate_limit(call, &mut limits, &mut series_batch, &mut r429_batch)?;
             }
             let extra = inv_extra.entry(call.invocation_id.as_str()).or_default();
@@ -731,53 +731,22 @@ impl SledStore {
         series: &mut Writes,
         r429: &mut Writes,
     ) -> Result<(), StoreError> {
-        let model = call.response_model.as_deref().or(call.model.as_deref());
-        let key = index::ratelimit_key(&call.provider, call.api_key_fingerprint.as_deref(), model);
+        let key = index::ratelimit_key_of(call);
         let mut state = match limits.remove(&key) {
             Some(s) => s,
             None => decode_opt::<RateLimitState>(&call.provider, self.ratelimits.get(&key)?)?
-                .unwrap_or_else(|| RateLimitState {
-                    provider: call.provider.clone(),
-                    key_fingerprint: call.api_key_fingerprint.clone(),
-                    model: model.map(str::to_string),
-                    ..RateLimitState::default()
-                }),
+                .unwrap_or_else(|| RateLimitState::first_for(call)),
         };
-        let rl = call.rate_limit.clone().unwrap_or_default();
-        if call.started_at_us >= state.at_us {
-            state.at_us = call.started_at_us;
-            state.at.clone_from(&call.started_at);
-            state.requests = rl.requests.clone().or(state.requests.take());
-            state.tokens = rl.tokens.clone().or(state.tokens.take());
-            state.input_tokens = rl.input_tokens.clone().or(state.input_tokens.take());
-            state.output_tokens = rl.output_tokens.clone().or(state.output_tokens.take());
-            state.retry_after_s = rl.retry_after_s;
-        }
-        let limited = call.status == Some(CallStatus::RateLimited);
-        if limited {
-            if state.last_429_us.is_none_or(|t| t <= call.started_at_us) {
-                state.last_429_us = Some(call.started_at_us);
-                state.last_429_at = Some(call.started_at.clone());
-                state.last_retry_after_s = rl.retry_after_s.or(state.last_retry_after_s);
-            }
+        let noted = state.note(call);
+        if let Some(retry_after_s) = noted.limited {
             r429.insert(
                 index::series_key(&key, call.started_at_us, &call.id),
-                serde_json::to_vec(&rl.retry_after_s).map_err(StoreError::Encode)?,
+                serde_json::to_vec(&retry_after_s).map_err(StoreError::Encode)?,
             );
         }
-        let remaining =
-            |w: &Option<crate::record::LimitWindow>| w.as_ref().and_then(|w| w.remaining);
-        let point = RateLimitPoint {
-            at_us: call.started_at_us,
-            status: call.status,
-            requests_remaining: remaining(&rl.requests),
-            tokens_remaining: remaining(&rl.tokens),
-            input_tokens_remaining: remaining(&rl.input_tokens),
-            output_tokens_remaining: remaining(&rl.output_tokens),
-        };
         series.insert(
             index::series_key(&key, call.started_at_us, &call.id),
-            serde_json::to_vec(&point).map_err(StoreError::Encode)?,
+            serde_json::to_vec(&noted.point).map_err(StoreError::Encode)?,
         );
         limits.insert(key, state);
         Ok(())
@@ -1021,41 +990,6 @@ fn be_u64(bytes: &[u8]) -> u64 {
         .get(..8)
         .and_then(|b| b.try_into().ok())
         .map_or(0, u64::from_be_bytes)
-}
-
-fn update_session(s: &mut SessionSummary, call: &CallRecord, with_subject: bool) {
-    use crate::timefmt::format_rfc3339_us;
-    let m = &call.metadata;
-    s.calls += 1;
-    s.input_tokens += call.usage.input_tokens.unwrap_or(0);
-    s.output_tokens += call.usage.output_tokens.unwrap_or(0);
-    // Integer picodollars, so the sum never drifts; sessions stored before
-    // `cost_pusd` existed start from their float total.
-    if s.cost_pusd == 0 && s.cost_usd > 0.0 {
-        s.cost_pusd = (s.cost_usd * 1e12).round() as u64;
-    }
-    s.cost_pusd += match call.cost.as_ref().filter(|c| c.priced) {
-        Some(cost) => cost.total_pusd,
-        None => call.cost_usd.map_or(0, |usd| (usd * 1e12).round() as u64),
-    };
-    s.cost_usd = s.cost_pusd as f64 / 1e12;
-    if with_subject && (call.started_at_us <= s.first_at_us || s.subject.is_none()) {
-        if let Some(subject) = index::subject_of(call) {
-            if call.started_at_us <= s.first_at_us || s.subject.is_none() {
-                s.subject = Some(subject);
-            }
-        }
-    }
-    s.first_at_us = s.first_at_us.min(call.started_at_us);
-    s.last_at_us = s.last_at_us.max(call.started_at_us);
-    s.first_at = format_rfc3339_us(s.first_at_us);
-    s.last_at = format_rfc3339_us(s.last_at_us);
-    if s.agent.is_none() {
-        s.agent.clone_from(&m.agent);
-    }
-    if s.tenant.is_none() {
-        s.tenant.clone_from(&m.tenant);
-    }
 }
 
 /// A record's (tag, value) pairs, kept past the borrow of its facets.
