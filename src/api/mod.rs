@@ -54,6 +54,9 @@ pub enum ApiError {
     /// An id that names records of several tenants; the message lists them.
     #[error("{0}")]
     Ambiguous(String),
+    /// The store takes no writes (a full disk, an unreachable database): not ready.
+    #[error("{0}")]
+    WritesFailing(String),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
@@ -76,6 +79,12 @@ impl ApiError {
             ApiError::Forbidden(m) => error(StatusCode::FORBIDDEN, "forbidden", m),
             ApiError::NotFound(m) => error(StatusCode::NOT_FOUND, "not_found", m),
             ApiError::Ambiguous(m) => error(StatusCode::CONFLICT, "ambiguous_id", m),
+            ApiError::WritesFailing(m) => {
+                let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "store_writes_failing", m);
+                r.headers_mut()
+                    .insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
+                r
+            }
             ApiError::Store(crate::store::StoreError::Closed) => {
                 let mut r = error(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -302,6 +302,14 @@ fn readyz(s: &ApiState, _: &Params, _: &PathArgs) -> ApiResult {
     if !s.store.is_open() {
         return Err(ApiError::Store(crate::store::StoreError::Closed));
     }
+    if let Some((why, at_us)) = s.store.last_write_error() {
+        return Err(ApiError::WritesFailing(format!(
+            "the store's writes fail since {} ({why}); the proxy forwards and calls wait in \
+             the capture log ({} bytes unapplied)",
+            crate::timefmt::format_rfc3339_us(at_us),
+            s.metrics.log_unapplied_bytes()
+        )));
+    }
     super::ok(&schema::Ready {
         status: "ready",
         store: "open",

@@ -56,7 +56,8 @@ impl Health {
 }
 
 /// `GET /readyz` (readiness): 200 once the store is open; before, 503 `store_opening`;
-/// while it reopens after failed writes, 503 `store_reopening`.
+/// while it reopens after failed writes, 503 `store_reopening`; while its writes fail
+/// (a full disk, an unreachable database), 503 `store_writes_failing` with the error.
 #[derive(Serialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct Ready {

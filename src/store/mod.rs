@@ -87,14 +87,19 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// An I/O failure of the engine (a full disk, a failing device): reopening the
-    /// engine once the cause is gone resumes writes. Other errors (a record that
-    /// cannot be encoded, corrupt data) would fail the same way again.
+    /// An I/O failure of the engine (a full disk, a failing device, a database that
+    /// cannot be reached or is shutting down): reopening the engine once the cause is
+    /// gone resumes writes, so the writer keeps the batch in the capture log. Other
+    /// errors (a record that cannot be encoded, corrupt data) would fail the same way
+    /// again.
     pub fn is_io(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Sled(::sled::Error::Io(_)) | StoreError::Files(_) | StoreError::Closed
-        )
+        match self {
+            StoreError::Sled(::sled::Error::Io(_)) | StoreError::Files(_) | StoreError::Closed => {
+                true
+            }
+            StoreError::Postgres(e) => e.is_transient(),
+            _ => false,
+        }
     }
 }
 

@@ -491,8 +491,11 @@ async fn the_engine_behind_the_store_handle_answers_or_says_not_yet() {
             Err(StoreError::NotOnPostgres { operation }) => assert_eq!(operation, "content_usage"),
             other => panic!("expected NotOnPostgres, got {other:?}"),
         }
-        let err = a2.sweep(0).unwrap_err().to_string();
-        assert_eq!(err, "sweep is not yet available on the PostgreSQL store");
+        let err = a2.delete_call("c_1").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "delete_call is not yet available on the PostgreSQL store"
+        );
     })
     .await
     .unwrap();
@@ -1172,4 +1175,325 @@ async fn a_nul_character_in_a_value_is_replaced_and_fails_nothing() {
     })
     .await
     .unwrap();
+}
+
+/// The chunks' stored reference counts, and the counts recounted from what names
+/// them (each manifest's roots, each template's chunks), both sorted by address.
+async fn recount_refs(
+    client: &tokio_postgres::Client,
+) -> (Vec<(Vec<u8>, i64)>, Vec<(Vec<u8>, i64)>) {
+    use llmtap::store::content::{decode_template, Codec, Seg};
+    use llmtap::store::manifest::Manifest;
+    let codec = Codec {
+        keys: None,
+        zstd_level: 3,
+    };
+    let mut counted: std::collections::BTreeMap<Vec<u8>, i64> = Default::default();
+    for row in client
+        .query("SELECT call_id, manifest FROM call_content", &[])
+        .await
+        .unwrap()
+    {
+        let id: String = row.get(0);
+        let plain = codec.open(id.as_bytes(), row.get::<_, &[u8]>(1)).unwrap();
+        for root in Manifest::decode(&plain).unwrap().roots() {
+            *counted.entry(root.to_vec()).or_default() += 1;
+        }
+    }
+    let stored = chunk_refs(client).await;
+    for row in client
+        .query("SELECT addr, value FROM chunks", &[])
+        .await
+        .unwrap()
+    {
+        let addr: Vec<u8> = row.get(0);
+        counted.entry(addr.clone()).or_default();
+        for seg in decode_template(&codec.open(&addr, row.get::<_, &[u8]>(1)).unwrap()).unwrap() {
+            if let Seg::Chunk(c) = seg {
+                *counted.entry(c.to_vec()).or_default() += 1;
+            }
+        }
+    }
+    (stored, counted.into_iter().collect())
+}
+
+/// The partitions of `calls` (names), sorted.
+async fn call_partitions(client: &tokio_postgres::Client) -> Vec<String> {
+    let mut names: Vec<String> = client
+        .query(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             WHERE i.inhparent = 'calls'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn retention_sweeps_whole_days_and_frees_exactly_the_content_no_call_keeps() {
+    use llmtap::record::CallStatus;
+    use llmtap::store::{Engine, StoreOptions};
+    const DAY: u64 = 86_400_000_000;
+    let db = pg::fresh_db("sweep").await;
+    let (pool, _) = engine::prepare(&engine_config(&db.url())).await.unwrap();
+    let client = db.connect().await;
+    let now = llmtap::timefmt::now_unix_us();
+    let old = now - 5 * DAY;
+    let older = now - 6 * DAY;
+    // Day partitions for the old days too, so that dropping them is what happens.
+    engine::ensure_partitions(&client, older - DAY, now)
+        .await
+        .unwrap();
+    let shared = distinct_text("kept system prompt", 9_000);
+    let only_old = distinct_text("expired system prompt", 9_000);
+    let oldest_run = [
+        round_with_bodies("old-run", 1, older, &only_old, CallStatus::Success),
+        round_with_bodies("old-run", 2, older + 1000, &only_old, CallStatus::Success),
+    ];
+    // An expired call that shares its prompt with a call that stays.
+    let old_shared = round_with_bodies("old-shared", 1, old, &shared, CallStatus::Failed);
+    let recent: Vec<_> = (0..3)
+        .map(|i| {
+            round_with_bodies(
+                "new-run",
+                i + 1,
+                now - 3_600_000_000 + u64::from(i),
+                &shared,
+                CallStatus::Success,
+            )
+        })
+        .collect();
+    // A call old enough for body retention, not for retention.
+    let aged = round_with_bodies("aged-run", 1, now - 2 * DAY, &shared, CallStatus::Success);
+    let options = StoreOptions {
+        retention_days: 4,
+        body_retention_days: 1,
+        ..StoreOptions::default()
+    };
+    let store = pg_engine(&pool, "a", &options);
+    let mut all: Vec<_> = oldest_run.to_vec();
+    all.push(old_shared.clone());
+    all.push(aged.clone());
+    all.extend(recent.iter().cloned());
+    let (aged_id, recent_ids) = (
+        aged.id.clone(),
+        recent.iter().map(|c| c.id.clone()).collect::<Vec<_>>(),
+    );
+    let gone: Vec<String> = oldest_run
+        .iter()
+        .chain([&old_shared])
+        .map(|c| c.id.clone())
+        .collect();
+    let report = tokio::task::spawn_blocking(move || {
+        store.write_batch(&all, &[]).unwrap();
+        assert_eq!(store.rollup_total(b"*").unwrap().calls, 7);
+        let report = store.sweep(now).unwrap();
+        for id in &gone {
+            assert!(store.get_call(id).unwrap().is_none(), "{id} expired");
+        }
+        assert!(store.get_invocation("old-run").unwrap().is_none());
+        assert!(store.get_invocation("old-shared").unwrap().is_none());
+        // The survivors read back whole, the shared prompt included.
+        for id in &recent_ids {
+            let call = store.get_call(id).unwrap().unwrap();
+            assert!(call.request_body.unwrap().contains(&shared[..64]));
+        }
+        // Body retention: the aged call keeps its metadata, loses its content.
+        let aged_call = store.get_call(&aged_id).unwrap().expect("metadata kept");
+        assert!(aged_call.request_body.is_none());
+        assert!(store.get_raw(&aged_id, false).unwrap().is_none());
+        assert!(aged_call
+            .parse_notes
+            .iter()
+            .any(|n| n == "bodies removed by store.body_retention_days"));
+        // The rollups no longer count what is gone.
+        let total = store.rollup_total(b"*").unwrap();
+        assert_eq!((total.calls, total.invocations), (4, 2), "{total:?}");
+        // A second pass finds nothing more to do.
+        assert_eq!(store.sweep(now).unwrap(), Default::default());
+        report
+    })
+    .await
+    .unwrap();
+    assert_eq!(report.calls_deleted, 3, "{report:?}");
+    assert_eq!(report.invocations_deleted, 2, "{report:?}");
+    assert_eq!(report.bodies_dropped, 1, "{report:?}");
+    assert!(report.chunks_freed > 0, "{report:?}");
+    // Every piece left is referenced, and its count is the references that remain
+    // (manifests' roots and templates' children), recounted from scratch: nothing
+    // leaked, and nothing a survivor names was freed (it would be counted, not stored).
+    let (stored, recounted) = recount_refs(&client).await;
+    assert_eq!(stored, recounted);
+    assert!(stored.iter().all(|(_, n)| *n > 0));
+    // The expired days' partitions are gone, not emptied.
+    let parts = call_partitions(&client).await;
+    let day_name = |t: u64| {
+        let date = llmtap::timefmt::format_rfc3339_us(t);
+        format!("calls_p{}", date[..10].replace('-', ""))
+    };
+    assert!(!parts.contains(&day_name(older)), "{parts:?}");
+    assert!(!parts.contains(&day_name(old)), "{parts:?}");
+    assert!(parts.contains(&day_name(now)), "{parts:?}");
+}
+
+/// A TCP hop to the test database that can be cut (its connections closed, new ones
+/// closed as soon as they arrive) and restored: a network outage between llmtap and
+/// PostgreSQL, with the real server on the other side.
+struct CuttableHop {
+    port: u16,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl CuttableHop {
+    /// Serves on a runtime of its own: the engine's calls block the test's thread
+    /// while PostgreSQL answers through this hop.
+    fn start(target_port: u16) -> CuttableHop {
+        use std::sync::atomic::Ordering;
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std_listener.set_nonblocking(true).unwrap();
+        let port = std_listener.local_addr().unwrap().port();
+        let hop = CuttableHop {
+            port,
+            down: Default::default(),
+            connections: Default::default(),
+        };
+        let (down, connections) = (hop.down.clone(), hop.connections.clone());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if down.load(Ordering::SeqCst) {
+                        continue; // dropped: the client sees its connection closed
+                    }
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut outbound) =
+                            tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
+                        {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    connections.lock().unwrap().push(task);
+                }
+            });
+        });
+        hop
+    }
+
+    fn cut(&self) {
+        self.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        for task in self.connections.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn a_database_outage_loses_no_answered_call_and_readyz_says_so() {
+    use super::util::*;
+    let db = pg::fresh_db("outage").await;
+    let hop = CuttableHop::start(db.port);
+    let mock = MockUpstream::start(|_| MockResponse::json(200, r#"{"choices":[]}"#)).await;
+    let dir = TempDir::new("pg-outage");
+    let mut config = test_config(dir.path(), &provider_toml("mock", "openai", &mock.url()));
+    let through_hop = format!(
+        "postgres://postgres@127.0.0.1:{}/{}?sslmode=disable",
+        hop.port, db.name
+    );
+    config.engine = StoreEngine::Postgres(engine_config(&through_hop));
+    let running = start_llmtap(config).await;
+    let send_call = || async {
+        let got = post_json(
+            running.proxy_addr,
+            "/mock/v1/chat/completions",
+            &[("x-llmtap-invocation-id", "outage-run")],
+            "{}",
+        )
+        .await;
+        assert_eq!(got.status, 200, "forwarding goes on");
+        got.call_id()
+    };
+    let mut sent = Vec::new();
+    for _ in 0..3 {
+        sent.push(send_call().await);
+    }
+    for id in &sent {
+        wait_call(&running, id).await;
+    }
+    assert_eq!(
+        send(running.api_addr, "GET", "/readyz", &[], "")
+            .await
+            .status,
+        200
+    );
+
+    hop.cut();
+    for _ in 0..10 {
+        sent.push(send_call().await);
+    }
+    // Readiness and the metrics say the store takes no writes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready = send(running.api_addr, "GET", "/readyz", &[], "").await;
+        if ready.status == 503 && ready.json()["error"]["type"] == "store_writes_failing" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "readyz never said so");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        metric(running.api_addr, "llmtap_store_writes_failing").await,
+        Some(1)
+    );
+
+    // The database comes back: every answered call is written, once.
+    hop.restore();
+    let client = db.connect().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let stored: i64 = client
+            .query_one("SELECT count(*) FROM calls WHERE id = ANY($1)", &[&sent])
+            .await
+            .unwrap()
+            .get(0);
+        if stored == sent.len() as i64 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{stored} of {} calls stored after the outage",
+            sent.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while send(running.api_addr, "GET", "/readyz", &[], "")
+        .await
+        .status
+        != 200
+    {
+        assert!(std::time::Instant::now() < deadline, "never ready again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let run = running.store.get_invocation("outage-run").unwrap().unwrap();
+    assert_eq!(run.rounds, 13, "each call counted once");
+    assert_eq!(
+        metric(running.api_addr, "llmtap_capture_failures_total").await,
+        Some(0)
+    );
+    running.shutdown().await.unwrap();
 }

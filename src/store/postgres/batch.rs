@@ -14,7 +14,7 @@
 //! nothing twice.
 
 use super::{calls, content, invocations, notify, ratelimits, rollups, sessions, PgError};
-use crate::record::CallRecord;
+use crate::record::{CallRecord, InvocationRecord};
 use crate::store::content::Codec;
 use crate::store::index;
 use crate::store::manifest::store_content;
@@ -110,7 +110,12 @@ pub async fn write(
         .filter(|c| new.contains(&c.id))
         .collect();
     let runs = invocations::merge(tx, &new_calls).await?;
-    rollups::add(tx, &rollup_deltas(&new_calls, &runs)).await?;
+    let created: Vec<&InvocationRecord> = runs
+        .iter()
+        .filter(|r| r.created)
+        .map(|r| &r.record)
+        .collect();
+    rollups::add(tx, &rollup_deltas(&new_calls, &created)).await?;
     sessions::add(tx, &new_calls, prepared.with_subject).await?;
     ratelimits::add(tx, &new_calls).await?;
     let call_ids: Vec<String> = new_calls.iter().map(|c| c.id.clone()).collect();
@@ -127,10 +132,11 @@ pub async fn write(
     })
 }
 
-/// The rollup cells the batch's new calls, and the runs they started, add to.
-fn rollup_deltas(
+/// The rollup cells these calls and runs count in (what a batch adds for its new
+/// calls and the runs it started; what retention takes off when they go).
+pub fn rollup_deltas(
     new_calls: &[&CallRecord],
-    runs: &[invocations::Merged],
+    new_runs: &[&InvocationRecord],
 ) -> Vec<rollups::RollupDelta> {
     let mut cells: HashMap<(Vec<u8>, Option<u64>), index::RollupCell> = HashMap::new();
     let bucket = |t: u64| Some(t - t % index::BUCKET_US);
@@ -144,8 +150,7 @@ fn rollup_deltas(
             cells.entry((scope, None)).or_default().add_call(call, true);
         }
     }
-    for run in runs.iter().filter(|r| r.created) {
-        let inv = &run.record;
+    for inv in new_runs {
         for scope in index::scopes(inv.tenant.as_deref(), inv.agent.as_deref()) {
             cells
                 .entry((scope.clone(), bucket(inv.started_at_us)))

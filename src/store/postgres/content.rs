@@ -118,12 +118,20 @@ fn to_addr(bytes: &[u8]) -> Result<Addr, PgError> {
         .map_err(|_| PgError::Decode(format!("a content address of {} bytes", bytes.len())))
 }
 
+/// Writers share this advisory lock for their transaction; retention holds it alone
+/// while it releases content, so a piece is never freed at refs 0 while a batch
+/// finds it stored and adds a reference to it.
+pub const SWEEP_LOCK: i64 = 0x6c6c_6d74_6170_0001;
+
 /// Stores the staged pieces and their references (in the caller's transaction).
 pub async fn write(client: &impl GenericClient, staging: &Staging) -> Result<Written, PgError> {
     let mut written = Written::default();
     if staging.is_empty() {
         return Ok(written);
     }
+    client
+        .execute("SELECT pg_advisory_xact_lock_shared($1)", &[&SWEEP_LOCK])
+        .await?;
     let mut new_blobs: HashSet<Addr> = HashSet::new();
     if !staging.blobs.is_empty() {
         let keys = addrs(staging.blobs.keys().copied());
@@ -201,6 +209,93 @@ pub async fn write(client: &impl GenericClient, staging: &Staging) -> Result<Wri
         }
     }
     Ok(written)
+}
+
+/// What `release` freed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Freed {
+    pub chunks: u64,
+    pub blobs: u64,
+}
+
+/// Takes references off chunks (retention: the manifests naming them are gone) and
+/// deletes each piece whose count reaches zero, releasing in turn what its template
+/// names, level by level. Call it holding `SWEEP_LOCK` alone, in the transaction
+/// that deletes the manifests.
+pub async fn release(
+    client: &impl GenericClient,
+    codec: &Codec,
+    roots: HashMap<Addr, i64>,
+) -> Result<Freed, StoreError> {
+    let mut freed = Freed::default();
+    let mut chunk_delta: BTreeMap<Addr, i64> = roots.into_iter().collect();
+    let mut blob_delta: BTreeMap<Addr, i64> = BTreeMap::new();
+    while !chunk_delta.is_empty() {
+        let zero = unref(client, "chunks", &chunk_delta).await?;
+        chunk_delta.clear();
+        if zero.is_empty() {
+            break;
+        }
+        let rows = client
+            .query(
+                "DELETE FROM chunks WHERE addr = ANY($1) AND refs <= 0 RETURNING addr, value",
+                &[&addrs(zero)],
+            )
+            .await
+            .map_err(PgError::from)?;
+        freed.chunks += rows.len() as u64;
+        for row in rows {
+            let a = to_addr(row.get::<_, &[u8]>(0))?;
+            for seg in template_of(&a, &codec.open(&a, row.get::<_, &[u8]>(1))?)? {
+                match seg {
+                    Seg::Chunk(c) => *chunk_delta.entry(c).or_default() += 1,
+                    Seg::Blob(b) => *blob_delta.entry(b).or_default() += 1,
+                    Seg::Lit(_) => {}
+                }
+            }
+        }
+    }
+    if !blob_delta.is_empty() {
+        let zero = unref(client, "blobs", &blob_delta).await?;
+        if !zero.is_empty() {
+            freed.blobs = client
+                .execute(
+                    "DELETE FROM blobs WHERE addr = ANY($1) AND refs <= 0",
+                    &[&addrs(zero)],
+                )
+                .await
+                .map_err(PgError::from)?;
+        }
+    }
+    Ok(freed)
+}
+
+/// Subtracts the deltas from `table`'s refs (rows in address order); the addresses
+/// left at zero or below.
+async fn unref(
+    client: &impl GenericClient,
+    table: &str,
+    delta: &BTreeMap<Addr, i64>,
+) -> Result<Vec<Addr>, PgError> {
+    let keys = addrs(delta.keys().copied());
+    let counts: Vec<i64> = delta.values().copied().collect();
+    let rows = client
+        .query(
+            &format!(
+                "UPDATE {table} SET refs = refs - d.n \
+                 FROM (SELECT a, n FROM unnest($1::bytea[], $2::bigint[]) AS t(a, n) ORDER BY a) AS d \
+                 WHERE {table}.addr = d.a RETURNING {table}.addr, {table}.refs"
+            ),
+            &[&keys, &counts],
+        )
+        .await?;
+    let mut zero = Vec::new();
+    for row in rows {
+        if row.get::<_, i64>(1) <= 0 {
+            zero.push(to_addr(row.get::<_, &[u8]>(0))?);
+        }
+    }
+    Ok(zero)
 }
 
 /// A call's pieces, fetched for `manifest::hydrate`.

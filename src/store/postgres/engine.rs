@@ -45,6 +45,8 @@ pub struct PostgresStore {
     stats: Arc<StoreStats>,
     /// This instance's live stream (the handle's channel).
     events: broadcast::Sender<Arc<BatchWritten>>,
+    /// `retention_days` and `body_retention_days`.
+    retention: (u64, u64),
 }
 
 /// Attempts of a batch whose transaction lost a deadlock or serialization race
@@ -135,6 +137,7 @@ impl PostgresStore {
             }),
             stats: context.stats.clone(),
             events: context.events.clone(),
+            retention: (options.retention_days, options.body_retention_days),
         })
     }
 
@@ -639,8 +642,22 @@ impl Engine for PostgresStore {
     fn set_journal_applied(&self, position: u64) -> Result<(), StoreError> {
         PostgresStore::set_journal_applied(self, position)
     }
-    fn sweep(&self, _now_us: u64) -> Result<SweepReport, StoreError> {
-        Err(not_yet("sweep"))
+    fn sweep(&self, now_us: u64) -> Result<SweepReport, StoreError> {
+        let codec = self.codec.clone();
+        let (days, body_days) = self.retention;
+        let report = self.run_read(move |mut c| async move {
+            super::retention::sweep(&mut c, &codec, now_us, days, body_days).await
+        })?;
+        let s = &self.stats;
+        StoreStats::add(&s.retention_calls_deleted, report.calls_deleted);
+        StoreStats::add(&s.retention_bodies_dropped, report.bodies_dropped);
+        StoreStats::add(&s.retention_invocations_deleted, report.invocations_deleted);
+        StoreStats::add(&s.chunks_freed, report.chunks_freed);
+        StoreStats::add(&s.blobs_freed, report.blobs_freed);
+        if report != SweepReport::default() {
+            tracing::info!(?report, "retention sweep done");
+        }
+        Ok(report)
     }
     fn delete_call(&self, _id: &str) -> Result<bool, StoreError> {
         Err(not_yet("delete_call"))

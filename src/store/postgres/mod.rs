@@ -18,6 +18,7 @@ pub mod migrate;
 pub mod notify;
 pub mod pool;
 pub mod ratelimits;
+pub mod retention;
 pub mod rollups;
 pub mod search;
 pub mod sessions;
@@ -53,6 +54,34 @@ pub enum PgError {
         path: String,
         source: std::io::Error,
     },
+}
+
+impl PgError {
+    /// A failure that passes: the connection is gone or was refused, the pool had
+    /// none free, or the server is shutting down, starting, out of resources or
+    /// read-only (a failover). The batch is written again later; other errors (SQL
+    /// the server refuses for what it says) would fail the same way again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PgError::PoolTimeout { .. } | PgError::Runtime(_) => true,
+            PgError::Db(e) => match e.code() {
+                // No SQLSTATE: the connection failed or closed (I/O, TLS, EOF).
+                None => true,
+                Some(code) => {
+                    let code = code.code();
+                    // 08 connection exception, 53 insufficient resources, 57P
+                    // operator intervention (shutdown, cannot connect now), 40
+                    // transaction rollback (deadlocks that outlived the retries),
+                    // 25006 read-only transaction (a standby after a failover).
+                    ["08", "53", "57P", "40"]
+                        .iter()
+                        .any(|p| code.starts_with(p))
+                        || code == "25006"
+                }
+            },
+            _ => false,
+        }
+    }
 }
 
 /// This instance's name on the shared database (its capture-log position, its own

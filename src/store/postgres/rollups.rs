@@ -47,6 +47,21 @@ type Row<'a> = (&'a [u8], i64, [i64; 7], Vec<i64>);
 
 /// Adds every delta to its stored cell (creating it), in one statement per 1,000 cells.
 pub async fn add(client: &impl GenericClient, deltas: &[RollupDelta]) -> Result<(), PgError> {
+    apply(client, deltas, 1).await
+}
+
+/// Takes every delta off its stored cell (retention: the calls are gone); counters
+/// stop at zero.
+pub async fn subtract(client: &impl GenericClient, deltas: &[RollupDelta]) -> Result<(), PgError> {
+    apply(client, deltas, -1).await
+}
+
+async fn apply(
+    client: &impl GenericClient,
+    deltas: &[RollupDelta],
+    sign: i64,
+) -> Result<(), PgError> {
+    let signed = |n: u64| to_db(n).saturating_mul(sign);
     let mut rows: Vec<Row<'_>> = deltas
         .iter()
         .map(|d| {
@@ -63,8 +78,8 @@ pub async fn add(client: &impl GenericClient, deltas: &[RollupDelta]) -> Result<
                     c.output_tokens,
                     c.latency_sum_us,
                 ]
-                .map(to_db),
-                c.hist.iter().map(|&n| to_db(n)).collect(),
+                .map(signed),
+                c.hist.iter().map(|&n| signed(n)).collect(),
             )
         })
         .collect();
