@@ -271,20 +271,10 @@ async fn open_store(
     tracing::info!(url = %pg.url.redacted(), version, %instance, "PostgreSQL store ready");
     let context = crate::store::EngineContext::new(&data_dir, &options);
     let relay = postgres::notify::relay(pool.clone(), instance.clone(), context.events.clone())?;
-    let engine_options = options.clone();
-    let store = tokio::task::spawn_blocking(move || {
-        Store::open_engine(context, options, move |context| {
-            let engine = postgres::PostgresStore::new(
-                pool.clone(),
-                instance.clone(),
-                context,
-                &engine_options,
-            )?;
-            Ok(Arc::new(engine) as Arc<dyn crate::store::Engine>)
-        })
-    })
-    .await
-    .context("the store-opening thread failed")??;
+    let store =
+        tokio::task::spawn_blocking(move || postgres::open_store(pool, instance, context, options))
+            .await
+            .context("the store-opening thread failed")??;
     Ok((store, Some(relay)))
 }
 

@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 use crate::record::{CallRecord, InvocationRecord};
 use crate::recorder::build_redacted_with;
 use crate::store::{Store, StoreError};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -266,6 +266,28 @@ impl WriterState {
         let mut calls = Vec::with_capacity(batch.len());
         let mut invocations: HashMap<String, InvocationRecord> = HashMap::new();
         let mut decoded_held: u64 = 0;
+        // The batch's runs as stored, read at once (one query, not one per run, on a
+        // database engine): each is taken once; a run seen again after part of the
+        // batch was stored (below) is read back from the store.
+        let mut run_ids: Vec<String> = batch.iter().map(|e| e.call.invocation_id.clone()).collect();
+        run_ids.sort_unstable();
+        run_ids.dedup();
+        let (mut stored_runs, mut new_runs): (HashMap<String, InvocationRecord>, HashSet<String>) =
+            match self.store.get_invocations(&run_ids) {
+                Ok(runs) => {
+                    let stored: HashMap<String, InvocationRecord> =
+                        runs.into_iter().map(|r| (r.id.clone(), r)).collect();
+                    let new = run_ids
+                        .into_iter()
+                        .filter(|id| !stored.contains_key(id))
+                        .collect();
+                    (stored, new)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the batch's runs at once; reading them one by one");
+                    Default::default()
+                }
+            };
         for entry in batch {
             let run = entry.run;
             let mut call = build_redacted_with(
@@ -276,8 +298,12 @@ impl WriterState {
             );
             // The invocation as it stands: this batch's, else the stored one (read once,
             // for the round number and the rollup).
-            let prior = match invocations.remove(&call.invocation_id) {
+            let prior = match invocations
+                .remove(&call.invocation_id)
+                .or_else(|| stored_runs.remove(&call.invocation_id))
+            {
                 Some(inv) => Some(inv),
+                None if new_runs.remove(&call.invocation_id) => None,
                 None => match self.store.get_invocation(&call.invocation_id) {
                     Ok(inv) => inv,
                     Err(e) => {

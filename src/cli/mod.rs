@@ -162,6 +162,9 @@ pub enum DevCommand {
         /// Spread over this many days before now
         #[arg(long, default_value_t = 30)]
         days: u64,
+        /// Store in PostgreSQL at this URL instead of sled in the data directory
+        #[arg(long, value_name = "URL")]
+        store_url: Option<String>,
     },
     /// Time read-API requests against a seeded store
     BenchApi {
@@ -169,6 +172,9 @@ pub enum DevCommand {
         data_dir: PathBuf,
         #[arg(long, default_value_t = 200)]
         requests: usize,
+        /// Store in PostgreSQL at this URL instead of sled in the data directory
+        #[arg(long, value_name = "URL")]
+        store_url: Option<String>,
     },
     /// Records per second through the capture log and the writer, and bytes on disk per call
     WriterBench {
@@ -183,6 +189,10 @@ pub enum DevCommand {
         /// Log the calls first with no writer, then apply the whole log from disk, as after a restart
         #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
         replay: bool,
+        /// Number the synthetic calls from here (instances run side by side write
+        /// distinct text when their ranges do not overlap)
+        #[arg(long, default_value_t = 0)]
+        first_call: usize,
     },
     /// Bytes on disk per call against bytes captured, for an agent workload
     StorageBench {
@@ -204,6 +214,9 @@ pub enum DevCommand {
         sled_compression: Option<bool>,
         #[arg(long, default_value_t = 1)]
         batch: usize,
+        /// Store in PostgreSQL at this URL instead of sled in the data directory
+        #[arg(long, value_name = "URL")]
+        store_url: Option<String>,
     },
 }
 

@@ -17,13 +17,18 @@ pub fn run(command: DevCommand) -> anyhow::Result<()> {
             calls,
             data_dir,
             days,
-        } => seed(&data_dir, calls, days),
-        DevCommand::BenchApi { data_dir, requests } => {
+            store_url,
+        } => seed(&data_dir, calls, days, store_url.as_deref()),
+        DevCommand::BenchApi {
+            data_dir,
+            requests,
+            store_url,
+        } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            runtime.block_on(bench_api(data_dir, requests))
+            runtime.block_on(bench_api(data_dir, requests, store_url))
         }
         DevCommand::WriterBench {
             data_dir,
@@ -31,12 +36,19 @@ pub fn run(command: DevCommand) -> anyhow::Result<()> {
             body_bytes,
             config,
             replay,
+            first_call,
         } => {
             let raw = match &config {
                 Some(path) => RawConfig::from_file(path)?,
                 None => RawConfig::default(),
             };
-            writer_bench(raw, &data_dir, calls, body_bytes, replay)
+            writer_bench(
+                raw,
+                &data_dir,
+                first_call..first_call + calls,
+                body_bytes,
+                replay,
+            )
         }
         DevCommand::StorageBench {
             dir,
@@ -47,8 +59,10 @@ pub fn run(command: DevCommand) -> anyhow::Result<()> {
             encrypt,
             sled_compression,
             batch,
+            store_url,
         } => {
             let opts = storage_bench::BenchOptions {
+                engine: engine_from_url(store_url.as_deref())?,
                 dir: dir.unwrap_or_else(|| {
                     std::env::temp_dir()
                         .join(format!("llmtap-storage-bench-{}", std::process::id()))
@@ -70,9 +84,58 @@ pub fn run(command: DevCommand) -> anyhow::Result<()> {
     }
 }
 
-fn seed(data_dir: &std::path::Path, calls: usize, days: u64) -> anyhow::Result<()> {
+/// The engine a `--store-url` names: PostgreSQL, or sled in the data directory.
+pub fn engine_from_url(url: Option<&str>) -> anyhow::Result<llmtap::config::StoreEngine> {
+    let Some(url) = url else {
+        return Ok(llmtap::config::StoreEngine::Sled);
+    };
+    let raw = RawConfig::from_toml(&format!("[store]\nurl = \"{url}\""))
+        .map_err(|e| anyhow::anyhow!(e))?;
+    Ok(raw.validate(&Overrides::default())?.engine)
+}
+
+/// The store a dev command works on: sled in `data_dir`, or PostgreSQL (schema
+/// prepared, day partitions made for the last `days_back` days, so seeded history
+/// lands in partitions as live traffic does).
+pub fn open_store(
+    data_dir: &std::path::Path,
+    options: llmtap::store::StoreOptions,
+    engine: &llmtap::config::StoreEngine,
+    days_back: u64,
+) -> anyhow::Result<llmtap::store::Store> {
+    use llmtap::store::postgres;
+    let llmtap::config::StoreEngine::Postgres(pg) = engine else {
+        return Ok(llmtap::store::Store::open_with(data_dir, options)?);
+    };
+    const DAY: u64 = 86_400_000_000;
+    let pool = postgres::pool::io_runtime()?.block_on(async {
+        let (pool, _) = postgres::prepare(pg).await?;
+        let now = llmtap::timefmt::now_unix_us();
+        postgres::ensure_partitions(
+            &*pool.get().await?,
+            now.saturating_sub((days_back + 1) * DAY),
+            now + DAY,
+        )
+        .await?;
+        Ok::<_, postgres::PgError>(pool)
+    })?;
+    let instance = postgres::instance_name(data_dir)?;
+    let context = llmtap::store::EngineContext::new(data_dir, &options);
+    Ok(postgres::open_store(pool, instance, context, options)?)
+}
+
+fn seed(
+    data_dir: &std::path::Path,
+    calls: usize,
+    days: u64,
+    store_url: Option<&str>,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir)?;
-    let store = llmtap::store::Store::open(data_dir, 512 << 20, 1000)?;
+    let options = llmtap::store::StoreOptions {
+        cache_bytes: 512 << 20,
+        ..llmtap::store::StoreOptions::default()
+    };
+    let store = open_store(data_dir, options, &engine_from_url(store_url)?, days)?;
     let started = std::time::Instant::now();
     let now = llmtap::timefmt::now_unix_us();
     let mut last_report = 0;
@@ -94,11 +157,19 @@ fn seed(data_dir: &std::path::Path, calls: usize, days: u64) -> anyhow::Result<(
     Ok(())
 }
 
-async fn bench_api(data_dir: PathBuf, requests: usize) -> anyhow::Result<()> {
+async fn bench_api(
+    data_dir: PathBuf,
+    requests: usize,
+    store_url: Option<String>,
+) -> anyhow::Result<()> {
     use http_body_util::BodyExt;
-    let raw =
-        RawConfig::from_toml("[server]\nlisten = \"127.0.0.1:0\"\napi_listen = \"127.0.0.1:0\"")
-            .map_err(|e| anyhow::anyhow!(e))?;
+    let store = store_url
+        .map(|url| format!("[store]\nurl = \"{url}\"\n"))
+        .unwrap_or_default();
+    let raw = RawConfig::from_toml(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\napi_listen = \"127.0.0.1:0\"\n{store}"
+    ))
+    .map_err(|e| anyhow::anyhow!(e))?;
     let config = raw.validate(&Overrides {
         data_dir: Some(data_dir.clone()),
         ..Overrides::default()
@@ -257,11 +328,12 @@ fn percentiles(times: &mut [f64]) -> (f64, f64) {
 fn writer_bench(
     raw: RawConfig,
     data_dir: &std::path::Path,
-    calls: usize,
+    numbers: std::ops::Range<usize>,
     body_bytes: usize,
     replay: bool,
 ) -> anyhow::Result<()> {
     use llmtap::journal::{self, JournalOptions};
+    let calls = numbers.len();
     use std::sync::Arc;
     use std::time::Instant;
     std::fs::create_dir_all(data_dir)?;
@@ -275,11 +347,11 @@ fn writer_bench(
         config.journal_fsync,
         store_options.keys.clone(),
     );
-    let store = llmtap::store::Store::open_with(data_dir, store_options)?;
+    let store = open_store(data_dir, store_options, &config.engine, 1)?;
     let prices = Arc::new(std::sync::RwLock::new(Arc::new(
         llmtap::server::load_prices(&config)?,
     )));
-    let finished: Vec<_> = (0..calls)
+    let finished: Vec<_> = numbers
         .map(|i| Box::new(synthetic::synthetic_finished_call(i, body_bytes)))
         .collect();
     let raw_bytes: u64 = finished
@@ -371,8 +443,16 @@ fn writer_bench(
             bytes as f64 / calls.max(1) as f64
         ));
     }
+    // On PostgreSQL, the tables' bytes; on sled, the data directory but the log.
+    let on_disk = match config.engine {
+        llmtap::config::StoreEngine::Postgres(_) => {
+            store.tree_usage()?.iter().map(|t| t.2).sum::<u64>()
+        }
+        llmtap::config::StoreEngine::Sled => {
+            dir_size(data_dir) - dir_size(&data_dir.join("journal"))
+        }
+    };
     drop(store);
-    let on_disk = dir_size(data_dir) - dir_size(&data_dir.join("journal"));
     report.push_str(&format!(
         "{what}: {written} calls of ~{body_bytes} B requests in {elapsed:.2}s = {:.0} calls/s; \
          raw {:.0} B/call, store on disk {:.0} B/call ({:.1}x smaller)\n",
@@ -381,7 +461,7 @@ fn writer_bench(
         on_disk as f64 / calls as f64,
         raw_bytes as f64 / on_disk.max(1) as f64,
     ));
-    report.push_str("logical bytes by sled tree (keys + values):\n");
+    report.push_str("bytes by sled tree (keys + values) or PostgreSQL table (on disk):\n");
     report.push_str(&trees);
     crate::write_stdout(&report)
 }

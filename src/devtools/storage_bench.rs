@@ -10,7 +10,7 @@
 
 use base64::Engine;
 use llmtap::record::{CallRecord, CallStatus, InvocationRecord, ProviderKind, Usage};
-use llmtap::store::{Keyring, Store, StoreOptions};
+use llmtap::store::{Keyring, StoreOptions};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,6 +27,8 @@ pub struct BenchOptions {
     /// Calls per `write_batch`: 1 is one agent at a time; the writer batches
     /// whatever is queued (up to 512) when many agents run at once.
     pub batch: usize,
+    /// sled in `dir`, or PostgreSQL (bytes are then the tables' on disk).
+    pub engine: llmtap::config::StoreEngine,
 }
 
 struct Rng(u64);
@@ -180,7 +182,7 @@ pub fn run(opts: &BenchOptions) -> Result<String, Box<dyn std::error::Error>> {
     } else {
         None
     };
-    let store = Store::open_with(
+    let store = super::open_store(
         &opts.dir,
         StoreOptions {
             zstd_level: opts.compression_level,
@@ -188,6 +190,8 @@ pub fn run(opts: &BenchOptions) -> Result<String, Box<dyn std::error::Error>> {
             sled_compression: opts.sled_compression,
             ..StoreOptions::default()
         },
+        &opts.engine,
+        1,
     )?;
     let system = system_prompt();
     let tools = tools();
@@ -303,8 +307,14 @@ pub fn run(opts: &BenchOptions) -> Result<String, Box<dyn std::error::Error>> {
     let write_s = started.elapsed().as_secs_f64();
     let usage = store.content_usage()?;
     let trees = store.tree_usage()?;
+    let (apparent, allocated) = match opts.engine {
+        llmtap::config::StoreEngine::Sled => dir_bytes(&opts.dir),
+        llmtap::config::StoreEngine::Postgres(_) => {
+            let bytes = trees.iter().map(|t| t.2).sum();
+            (bytes, bytes)
+        }
+    };
     drop(store);
-    let (apparent, allocated) = dir_bytes(&opts.dir);
 
     // Reopen and rebuild every body: exact reconstruction or the run fails.
     let verify_started = Instant::now();
@@ -313,13 +323,15 @@ pub fn run(opts: &BenchOptions) -> Result<String, Box<dyn std::error::Error>> {
     } else {
         None
     };
-    let store = Store::open_with(
+    let store = super::open_store(
         &opts.dir,
         StoreOptions {
             keys,
             sled_compression: opts.sled_compression,
             ..StoreOptions::default()
         },
+        &opts.engine,
+        1,
     )?;
     let ids = store.call_ids()?;
     let mut by_inv: BTreeMap<String, Vec<(u32, String)>> = BTreeMap::new();

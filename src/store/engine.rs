@@ -106,6 +106,9 @@ engine_api! {
     /// Every stored call id, oldest first.
     fn call_ids(&self) -> Result<Vec<String>, StoreError>;
     fn get_invocation(&self, id: &str) -> Result<Option<InvocationRecord>, StoreError>;
+    /// The stored runs among these ids, in one read (the writer's batch needs each
+    /// run's rounds so far).
+    fn get_invocations(&self, ids: &[String]) -> Result<Vec<InvocationRecord>, StoreError>;
     /// The calls of an invocation in round order.
     fn invocation_calls(&self, invocation_id: &str) -> Result<Vec<CallRecord>, StoreError>;
     fn invocation_call_ids(&self, invocation_id: &str) -> Result<Vec<String>, StoreError>;

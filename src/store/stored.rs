@@ -56,3 +56,32 @@ fn empty_clone(call: &CallRecord) -> CallRecord {
         ..CallRecord::default()
     }
 }
+
+/// The picodollars a cost counts for in rollups (priced costs only).
+pub fn priced_pusd(cost: &Option<crate::record::Cost>) -> u64 {
+    cost.as_ref()
+        .filter(|c| c.priced)
+        .map_or(0, |c| c.total_pusd)
+}
+
+/// Repricing's rule, the same on every engine: a call with usage takes the cost the
+/// pricer gives; one without keeps its own. When that changes the cost, the call
+/// gets it (and its USD figure) and the picodollars it counted for before come
+/// back; otherwise `None` and the call is untouched.
+pub fn reprice_call(
+    call: &mut CallRecord,
+    price: &mut dyn FnMut(&CallRecord) -> Option<crate::record::Cost>,
+) -> Option<u64> {
+    let new = if call.usage.is_empty() {
+        call.cost.clone()
+    } else {
+        price(call)
+    };
+    if new == call.cost {
+        return None;
+    }
+    let old_pusd = priced_pusd(&call.cost);
+    call.cost_usd = new.as_ref().filter(|c| c.priced).and_then(|c| c.total_usd);
+    call.cost = new;
+    Some(old_pusd)
+}

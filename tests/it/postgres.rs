@@ -42,7 +42,7 @@ async fn instances_starting_together_apply_each_migration_once() {
         applied.extend(t.await.unwrap());
     }
     let all: Vec<i32> = engine::MIGRATIONS.iter().map(|m| m.version).collect();
-    assert_eq!(all, vec![1, 2, 3]);
+    assert_eq!(all, vec![1, 2, 3, 4]);
     applied.sort_unstable();
     assert_eq!(applied, all, "exactly one instance applied each version");
     let client = db.connect().await;
@@ -105,7 +105,7 @@ async fn a_schema_newer_than_the_binary_is_refused_untouched() {
     // `llmtap serve` refuses to start on it, saying why.
     let err = refused_start(&db.url()).await;
     assert!(err.contains("newer than this llmtap knows"), "{err}");
-    assert_eq!(versions(&client).await, vec![1, 2, 3, 99]);
+    assert_eq!(versions(&client).await, vec![1, 2, 3, 4, 99]);
 }
 
 #[tokio::test]
@@ -487,8 +487,8 @@ async fn the_engine_behind_the_store_handle_answers_or_says_not_yet() {
         assert!(!a2.contains_call("c_nope").unwrap());
         assert_eq!(a2.call_count(), 0);
         // What is not there yet says so, typed, instead of panicking or answering empty.
-        match a2.content_usage() {
-            Err(StoreError::NotOnPostgres { operation }) => assert_eq!(operation, "content_usage"),
+        match a2.delete_call("c_1") {
+            Err(StoreError::NotOnPostgres { operation }) => assert_eq!(operation, "delete_call"),
             other => panic!("expected NotOnPostgres, got {other:?}"),
         }
         let err = a2.delete_call("c_1").unwrap_err().to_string();
@@ -1496,4 +1496,73 @@ async fn a_database_outage_loses_no_answered_call_and_readyz_says_so() {
         Some(0)
     );
     running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn repricing_on_postgresql_changes_what_it_changes_on_sled() {
+    use llmtap::record::{roll_up, CallRecord, Cost};
+    use llmtap::store::summary::Filter;
+    use llmtap::store::{Engine, StoreOptions};
+    let db = pg::fresh_db("reprice").await;
+    let (pool, _) = engine::prepare(&engine_config(&db.url())).await.unwrap();
+    let t0 = 1_780_000_000_000_000u64;
+    let calls = varied_runs(t0);
+    let dir = super::util::TempDir::new("reprice-sled");
+    let pg_store = pg_engine(&pool, "a", &StoreOptions::default());
+    let sled_dir = dir.path().to_path_buf();
+    // Every priced call costs three times as much, from the fourth second on.
+    let triple = |call: &CallRecord| -> Option<Cost> {
+        let mut cost = call.cost.clone()?;
+        cost.total_pusd *= 3;
+        cost.total_usd = Some(cost.total_pusd as f64 / 1e12);
+        Some(cost)
+    };
+    tokio::task::spawn_blocking(move || {
+        let sled = llmtap::store::Store::open_with(&sled_dir, StoreOptions::default()).unwrap();
+        let mut runs = std::collections::HashMap::new();
+        for c in &calls {
+            let existing = runs.remove(&c.invocation_id);
+            runs.insert(c.invocation_id.clone(), roll_up(existing, c));
+        }
+        let runs: Vec<_> = runs.into_values().collect();
+        sled.write_batch(&calls, &runs).unwrap();
+        pg_store.write_batch(&calls, &[]).unwrap();
+        let (from, to) = (t0 + 4_000_000, t0 + 20_000_000);
+        let on_sled = sled.reprice(from, to, &mut |c| triple(c)).unwrap();
+        let on_pg = pg_store.reprice(from, to, &mut |c| triple(c)).unwrap();
+        assert!(
+            on_sled.changed > 0 && on_sled.changed < calls.len() as u64,
+            "{on_sled:?}"
+        );
+        assert_eq!(
+            (on_pg.examined, on_pg.changed),
+            (on_sled.examined, on_sled.changed)
+        );
+        let all = Filter::default();
+        assert_eq!(
+            walk("calls", |r| pg_store.list_calls(&all, r), 7),
+            walk("calls", |r| sled.list_calls(&all, r), 7)
+        );
+        assert_eq!(
+            walk("runs", |r| pg_store.list_invocations(&all, r), 5),
+            walk("runs", |r| sled.list_invocations(&all, r), 5)
+        );
+        for scope in [b"*".to_vec(), llmtap::store::index::scope_tenant("acme")] {
+            assert_eq!(
+                pg_store.rollup_total(&scope).unwrap().cost_pusd,
+                sled.rollup_total(&scope).unwrap().cost_pusd
+            );
+            assert_eq!(
+                pg_store
+                    .rollup_range(&scope, t0, t0 + 30_000_000)
+                    .unwrap()
+                    .cost_pusd,
+                sled.rollup_range(&scope, t0, t0 + 30_000_000)
+                    .unwrap()
+                    .cost_pusd
+            );
+        }
+    })
+    .await
+    .unwrap();
 }

@@ -118,6 +118,21 @@ fn not_yet(operation: &'static str) -> StoreError {
     StoreError::NotOnPostgres { operation }
 }
 
+/// The store handle over this engine: opened now, and again (the same way) when the
+/// handle reopens it after failed writes.
+pub fn open_store(
+    pool: Pool,
+    instance: String,
+    context: EngineContext,
+    options: StoreOptions,
+) -> Result<crate::store::Store, StoreError> {
+    let engine_options = options.clone();
+    crate::store::Store::open_engine(context, options, move |context| {
+        let engine = PostgresStore::new(pool.clone(), instance.clone(), context, &engine_options)?;
+        Ok(Arc::new(engine) as Arc<dyn Engine>)
+    })
+}
+
 impl PostgresStore {
     /// An engine over a prepared database (`super::prepare`). `instance` must be
     /// stable across restarts of one instance and differ between instances.
@@ -442,6 +457,10 @@ impl Engine for PostgresStore {
         let id = id.to_string();
         self.run(move |c| async move { invocations::get(&*c, &id).await })
     }
+    fn get_invocations(&self, ids: &[String]) -> Result<Vec<InvocationRecord>, StoreError> {
+        let ids = ids.to_vec();
+        self.run(move |c| async move { invocations::get_many(&*c, &ids).await })
+    }
     fn invocation_calls(&self, invocation_id: &str) -> Result<Vec<CallRecord>, StoreError> {
         let id = invocation_id.to_string();
         let codec = self.codec.clone();
@@ -664,17 +683,92 @@ impl Engine for PostgresStore {
     }
     fn reprice(
         &self,
-        _from_us: u64,
-        _to_us: u64,
-        _price: Pricer<'_>,
+        from_us: u64,
+        to_us: u64,
+        price: Pricer<'_>,
     ) -> Result<RepriceReport, StoreError> {
-        Err(not_yet("reprice"))
+        use super::reprice;
+        let mut report = RepriceReport::default();
+        let mut after = (i64::MIN, String::new());
+        loop {
+            let position = after.clone();
+            let calls = self.run(move |c| async move {
+                reprice::candidates(&*c, from_us, to_us, &position).await
+            })?;
+            let Some(last) = calls.last() else { break };
+            after = (
+                i64::try_from(last.started_at_us).unwrap_or(i64::MAX),
+                last.id.clone(),
+            );
+            let mut changed = Vec::new();
+            for mut call in calls {
+                report.examined += 1;
+                if let Some(old_pusd) = crate::store::stored::reprice_call(&mut call, price) {
+                    changed.push((call, old_pusd));
+                }
+            }
+            if changed.is_empty() {
+                continue;
+            }
+            report.changed += changed.len() as u64;
+            report.invocations += self.run(move |mut c| async move {
+                let tx = c.transaction().await?;
+                let runs = reprice::apply(&tx, &changed).await?;
+                tx.commit().await?;
+                Ok(runs)
+            })?;
+        }
+        Ok(report)
     }
     fn content_usage(&self) -> Result<ContentUsage, StoreError> {
-        Err(not_yet("content_usage"))
+        self.run(|c| async move {
+            let row = c
+                .query_one(
+                    "SELECT (SELECT count(*) FROM calls), \
+                     (SELECT coalesce(sum(pg_column_size(record) + pg_column_size(summary)), 0)::bigint FROM calls), \
+                     (SELECT coalesce(sum(length(manifest)), 0)::bigint FROM call_content), \
+                     (SELECT count(*) FROM chunks), \
+                     (SELECT coalesce(sum(length(value)), 0)::bigint FROM chunks), \
+                     (SELECT count(*) FROM blobs), \
+                     (SELECT coalesce(sum(length(value)), 0)::bigint FROM blobs)",
+                    &[],
+                )
+                .await?;
+            let n = |i: usize| row.get::<_, i64>(i).max(0) as u64;
+            Ok(ContentUsage {
+                calls: n(0),
+                call_bytes: n(1),
+                manifest_bytes: n(2),
+                chunks: n(3),
+                chunk_bytes: n(4),
+                blobs: n(5),
+                blob_bytes: n(6),
+                // References are a column of the content rows, not entries of their own.
+                ref_entries: 0,
+            })
+        })
     }
+    /// Each table: rows and bytes on disk (heap, TOAST and indexes; a partitioned
+    /// table's partitions summed).
     fn tree_usage(&self) -> Result<Vec<(String, u64, u64)>, StoreError> {
-        Err(not_yet("tree_usage"))
+        self.run(|c| async move {
+            let mut out = Vec::new();
+            for table in super::TABLES {
+                let row = c
+                    .query_one(
+                        &format!(
+                            "SELECT (SELECT count(*) FROM {table}), \
+                             (SELECT coalesce(sum(pg_total_relation_size(relid)), 0)::bigint \
+                              FROM pg_partition_tree('{table}'))"
+                        ),
+                        &[],
+                    )
+                    .await?;
+                let n = |i: usize| row.get::<_, i64>(i).max(0) as u64;
+                out.push((table.to_string(), n(0), n(1)));
+            }
+            Ok(out)
+        })
     }
     fn facet_cache_bytes(&self) -> (u64, u64) {
         PostgresStore::facet_cache_bytes(self)

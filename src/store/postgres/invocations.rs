@@ -243,6 +243,44 @@ async fn upsert(
     Ok(())
 }
 
+/// Rolls a run up again from its stored calls, in start order, as a merge from
+/// nothing would (repricing changed their costs); keeps its prompt and properties.
+/// Takes the run's advisory lock, so it cannot interleave with a batch's merge.
+pub async fn reroll(client: &impl GenericClient, id: &str) -> Result<bool, PgError> {
+    lock_in_order(client, vec![lock_key(id)]).await?;
+    let calls = super::calls::of_invocation(client, id).await?;
+    let Some(row) = client
+        .query_opt("SELECT summary FROM invocations WHERE id = $1", &[&id])
+        .await?
+    else {
+        return Ok(false);
+    };
+    let old: InvocationSummary = decode(id, row.get(0))?;
+    let mut record = None;
+    let mut last_round = (-1, String::new());
+    for call in &calls {
+        if is_round(call) {
+            last_round = (to_i64(call.started_at_us), call.id.clone());
+        }
+        record = Some(roll_up(record, call));
+    }
+    let Some(record) = record else {
+        return Ok(false);
+    };
+    let summary = InvocationSummary::from_record(&record, old.prompt, old.properties);
+    upsert(
+        client,
+        &[Merged {
+            record,
+            summary,
+            created: false,
+        }],
+        &[last_round],
+    )
+    .await?;
+    Ok(true)
+}
+
 /// A run's record.
 pub async fn get(
     client: &impl GenericClient,
@@ -253,6 +291,22 @@ pub async fn get(
         .await?
         .map(|row| decode(id, row.get(0)))
         .transpose()
+}
+
+/// The stored runs among these ids.
+pub async fn get_many(
+    client: &impl GenericClient,
+    ids: &[String],
+) -> Result<Vec<InvocationRecord>, PgError> {
+    client
+        .query(
+            "SELECT id, record FROM invocations WHERE id = ANY($1)",
+            &[&ids],
+        )
+        .await?
+        .into_iter()
+        .map(|row| decode(row.get::<_, &str>(0), row.get(1)))
+        .collect()
 }
 
 /// A run's list summary.

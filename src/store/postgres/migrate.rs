@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "prefix_lookups",
         sql: include_str!("migrations/0003_prefix_lookups.sql"),
     },
+    Migration {
+        version: 4,
+        name: "drop_redundant_time_index",
+        sql: include_str!("migrations/0004_drop_redundant_time_index.sql"),
+    },
 ];
 
 /// The advisory lock key that serialises migrations ("llmtap" in ASCII).

@@ -18,13 +18,14 @@ pub mod migrate;
 pub mod notify;
 pub mod pool;
 pub mod ratelimits;
+pub mod reprice;
 pub mod retention;
 pub mod rollups;
 pub mod search;
 pub mod sessions;
 pub mod text;
 
-pub use engine::PostgresStore;
+pub use engine::{open_store, PostgresStore};
 pub use migrate::{migrate, MIGRATIONS};
 pub use pool::{Pool, PoolOptions, PooledClient};
 
@@ -107,6 +108,21 @@ pub fn instance_name(data_dir: &std::path::Path) -> std::io::Result<String> {
     std::fs::rename(&partial, &path)?;
     Ok(name)
 }
+
+/// The engine's tables (storage figures list them).
+pub const TABLES: &[&str] = &[
+    "calls",
+    "call_content",
+    "chunks",
+    "blobs",
+    "invocations",
+    "invocation_models",
+    "sessions",
+    "rollups",
+    "ratelimits",
+    "ratelimit_points",
+    "audit",
+];
 
 /// Day partitions made ahead of the clock at start-up (and by the storage thread).
 pub const PARTITION_DAYS_AHEAD: u64 = 7;

@@ -845,6 +845,14 @@ impl SledStore {
         decode_opt(id, self.invocations.get(id.as_bytes())?)
     }
 
+    pub fn get_invocations(&self, ids: &[String]) -> Result<Vec<InvocationRecord>, StoreError> {
+        let mut out = Vec::new();
+        for id in ids {
+            out.extend(self.get_invocation(id)?);
+        }
+        Ok(out)
+    }
+
     /// The calls of an invocation in round order.
     pub fn invocation_calls(&self, invocation_id: &str) -> Result<Vec<CallRecord>, StoreError> {
         let prefix = round_prefix(invocation_id);

@@ -7,6 +7,7 @@
 use super::{decode, round_prefix, SledStore, StoreError};
 use crate::record::{roll_up, CallRecord, Cost};
 use crate::store::index::{self, RollupCell};
+use crate::store::stored::{priced_pusd, reprice_call};
 use crate::store::summary::{self, CallSummary, InvocationSummary};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -16,12 +17,6 @@ pub struct RepriceReport {
     pub examined: u64,
     pub changed: u64,
     pub invocations: u64,
-}
-
-fn priced_pusd(cost: &Option<Cost>) -> u64 {
-    cost.as_ref()
-        .filter(|c| c.priced)
-        .map_or(0, |c| c.total_pusd)
 }
 
 impl SledStore {
@@ -43,17 +38,10 @@ impl SledStore {
                 continue;
             }
             report.examined += 1;
-            let new = if call.usage.is_empty() {
-                call.cost.clone()
-            } else {
-                price(&call)
-            };
-            if new == call.cost {
+            let Some(old_pusd) = reprice_call(&mut call, &mut price) else {
                 continue;
-            }
-            let (old_pusd, new_pusd) = (priced_pusd(&call.cost), priced_pusd(&new));
-            call.cost_usd = new.as_ref().filter(|c| c.priced).and_then(|c| c.total_usd);
-            call.cost = new;
+            };
+            let new_pusd = priced_pusd(&call.cost);
             let m = &call.metadata;
             for scope in index::scopes(m.tenant.as_deref(), m.agent.as_deref()) {
                 for cell in [
