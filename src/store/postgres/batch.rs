@@ -121,7 +121,9 @@ pub async fn write(
     let call_ids: Vec<String> = new_calls.iter().map(|c| c.id.clone()).collect();
     let run_ids: Vec<String> = runs.iter().map(|r| r.record.id.clone()).collect();
     if !call_ids.is_empty() {
-        notify::notify(tx, &notify::payload(instance, &call_ids, &run_ids)).await?;
+        for payload in notify::payloads(instance, &call_ids, &run_ids) {
+            notify::notify(tx, &payload).await?;
+        }
     }
     Ok(BatchWritten {
         calls: new_calls

@@ -15,6 +15,7 @@ use super::PgError;
 use crate::store::index;
 use crate::store::sled::{Page, PageRequest, Position, COUNT_CAP};
 use crate::store::summary::{tag, CallSummary, Facets, Filter, InvocationSummary};
+use std::collections::HashMap;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::GenericClient;
 
@@ -66,6 +67,46 @@ pub const ROUND_ON_READ: &str =
     "CASE WHEN r.kind = 'http' THEN 0 ELSE (SELECT count(*) FROM calls o \
      WHERE o.invocation_id = r.invocation_id AND o.kind <> 'http' \
      AND (o.started_us, o.id) <= (r.started_us, r.id)) END";
+
+/// The rounds as read (`ROUND_ON_READ`'s numbering: start order within the run,
+/// tool HTTP calls 0) of every call of these runs, by call id, in one query (a count
+/// per row would probe every day partition's index once per row).
+pub async fn rounds_of(
+    client: &impl GenericClient,
+    runs: &[String],
+) -> Result<HashMap<String, i64>, PgError> {
+    let mut out = HashMap::new();
+    if runs.is_empty() {
+        return Ok(out);
+    }
+    let mut runs = runs.to_vec();
+    runs.sort_unstable();
+    runs.dedup();
+    let rows = client
+        .query(
+            "SELECT id, invocation_id, kind FROM calls WHERE invocation_id = ANY($1) \
+             ORDER BY invocation_id, started_us, id",
+            &[&runs],
+        )
+        .await?;
+    let mut run: Option<String> = None;
+    let mut round = 0i64;
+    for row in rows {
+        let (id, invocation, kind): (String, String, &str) = (row.get(0), row.get(1), row.get(2));
+        if run.as_deref() != Some(invocation.as_str()) {
+            run = Some(invocation);
+            round = 0;
+        }
+        let this = if kind == "http" {
+            0
+        } else {
+            round += 1;
+            round
+        };
+        out.insert(id, this);
+    }
+    Ok(out)
+}
 
 /// A call's list summary from its stored JSON and its round as read.
 pub fn call_summary(json: serde_json::Value, round: i64, id: &str) -> Result<CallSummary, PgError> {
@@ -274,11 +315,25 @@ pub(super) async fn page<T>(
     mut item: impl FnMut(serde_json::Value, i64, &str) -> Result<T, PgError>,
 ) -> Result<Page<T>, PgError> {
     let limit = request.limit.clamp(1, MAX_LIMIT);
-    let found = rows(client, table, filter, request, limit, true).await?;
+    let mut found = rows(client, table, filter, request, limit, false).await?;
     let has_more = found.len() > limit;
+    found.truncate(limit);
+    // The page's rounds in one query (a count per row would probe every day
+    // partition's index once per row).
+    let rounds = match table {
+        Table::Calls => {
+            let runs: Vec<String> = found
+                .iter()
+                .filter_map(|r| r.0.get("invocation_id")?.as_str().map(str::to_string))
+                .collect();
+            rounds_of(client, &runs).await?
+        }
+        Table::Invocations => HashMap::new(),
+    };
     let mut items = Vec::with_capacity(limit);
     let mut next = None;
-    for (json, started, id, round) in found.into_iter().take(limit) {
+    for (json, started, id, _) in found {
+        let round = rounds.get(&id).copied().unwrap_or(0);
         items.push(item(json, round, &id)?);
         next = Some(Position {
             time_us: started.max(0) as u64,

@@ -4,8 +4,8 @@
 //! on one dedicated connection and turns notices into reads of the rows named.
 //!
 //! A payload names the batch's call and invocation ids, as many as fit in
-//! `MAX_PAYLOAD` bytes (PostgreSQL's limit is 8,000); `more` tells a listener that
-//! the batch had more, to be read by time instead.
+//! `MAX_PAYLOAD` bytes (PostgreSQL's limit is 8,000); a batch with more sends as
+//! many notices as it takes (`payloads`), all delivered at its commit.
 
 use super::{PgError, Pool};
 use serde::{Deserialize, Serialize};
@@ -24,8 +24,8 @@ pub struct BatchNotice {
     pub instance: String,
     pub calls: Vec<String>,
     pub invocations: Vec<String>,
-    /// The batch named more ids than fit.
-    #[serde(default)]
+    /// The batch named more ids than fit: more notices of it follow (`payloads`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub more: bool,
 }
 
@@ -57,6 +57,45 @@ pub fn payload(instance: &str, calls: &[String], invocations: &[String]) -> Stri
         }
     }
     serde_json::to_string(&notice).unwrap_or_default()
+}
+
+/// The notices that name every id of a batch: as many payloads as it takes, each
+/// within `MAX_PAYLOAD` (sent in one transaction, they are delivered together at
+/// its commit, in order).
+pub fn payloads(instance: &str, calls: &[String], invocations: &[String]) -> Vec<String> {
+    let (mut calls, mut invocations) = (calls, invocations);
+    let mut out = Vec::new();
+    loop {
+        let text = payload(instance, calls, invocations);
+        let Ok(notice) = serde_json::from_str::<BatchNotice>(&text) else {
+            break;
+        };
+        let (c, i) = (notice.calls.len(), notice.invocations.len());
+        if c == 0 && i == 0 && notice.more {
+            // One id longer than a payload: name it in none rather than loop.
+            tracing::warn!(
+                "an id too long for a batch notice; the live stream of other instances skips it"
+            );
+            if !calls.is_empty() {
+                calls = &calls[1..];
+            } else {
+                invocations = &invocations[1..];
+            }
+            continue;
+        }
+        calls = &calls[c..];
+        invocations = &invocations[i..];
+        let done = calls.is_empty() && invocations.is_empty();
+        // `more` now says whether more notices of this batch follow (false is not
+        // written, so the payload only shrinks).
+        let mut notice = notice;
+        notice.more = !done;
+        out.push(serde_json::to_string(&notice).unwrap_or(text));
+        if done {
+            break;
+        }
+    }
+    out
 }
 
 /// Sends a notice within the caller's transaction (delivered when it commits).
@@ -122,9 +161,6 @@ pub fn relay(
                     while let Some(notice) = notices.recv().await {
                         if notice.instance == instance {
                             continue;
-                        }
-                        if notice.more {
-                            tracing::debug!("a batch notice was cut; the stream shows the ids it names");
                         }
                         match written(&pool, &notice).await {
                             Ok(batch) => {
@@ -202,6 +238,24 @@ mod tests {
         assert_eq!(notice.calls, vec!["c_1", "c_2"]);
         assert_eq!(notice.invocations, vec!["run"]);
         assert!(!notice.more);
+    }
+
+    #[test]
+    fn a_large_batch_is_named_whole_across_several_notices() {
+        let calls: Vec<String> = (0..2000).map(|i| format!("c_01J{i:023}")).collect();
+        let runs: Vec<String> = (0..300).map(|i| format!("run-{i}")).collect();
+        let texts = payloads("instance-a", &calls, &runs);
+        assert!(texts.len() > 5, "{}", texts.len());
+        let mut named_calls = Vec::new();
+        let mut named_runs = Vec::new();
+        for text in &texts {
+            assert!(text.len() <= MAX_PAYLOAD, "{}", text.len());
+            let notice: BatchNotice = serde_json::from_str(text).unwrap();
+            named_calls.extend(notice.calls);
+            named_runs.extend(notice.invocations);
+        }
+        assert_eq!(named_calls, calls);
+        assert_eq!(named_runs, runs);
     }
 
     #[test]
