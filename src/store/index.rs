@@ -504,10 +504,18 @@ pub fn notes_rate_limit(call: &CallRecord) -> bool {
     call.rate_limit.is_some() || call.status == Some(CallStatus::RateLimited)
 }
 
-/// The rate-limit key a call's limits are kept under (the answering model first).
+/// The model a call's limits are kept under: the answering one, else the requested.
+fn limit_model(call: &CallRecord) -> Option<&str> {
+    call.response_model.as_deref().or(call.model.as_deref())
+}
+
+/// The rate-limit key a call's limits are kept under.
 pub fn ratelimit_key_of(call: &CallRecord) -> Vec<u8> {
-    let model = call.response_model.as_deref().or(call.model.as_deref());
-    ratelimit_key(&call.provider, call.api_key_fingerprint.as_deref(), model)
+    ratelimit_key(
+        &call.provider,
+        call.api_key_fingerprint.as_deref(),
+        limit_model(call),
+    )
 }
 
 /// What one call adds to its rate-limit key: a series point, and, for a 429, its
@@ -524,11 +532,7 @@ impl RateLimitState {
         RateLimitState {
             provider: call.provider.clone(),
             key_fingerprint: call.api_key_fingerprint.clone(),
-            model: call
-                .response_model
-                .as_deref()
-                .or(call.model.as_deref())
-                .map(str::to_string),
+            model: limit_model(call).map(str::to_string),
             ..RateLimitState::default()
         }
     }

@@ -10,7 +10,7 @@
 use super::PgError;
 use crate::record::CallRecord;
 use crate::store::summary::CallSummary;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use tokio_postgres::GenericClient;
 
 fn to_i64(v: u64) -> i64 {
@@ -189,31 +189,54 @@ pub async fn stored_ids(
         .collect())
 }
 
-/// Numbers the rounds of stored calls as every instance agrees: an LLM call's round
-/// is its place among its run's LLM calls by (started_us, id); tool calls stay 0.
+/// The rounds as read, as every instance agrees (an LLM call's place among its
+/// run's LLM calls by (started_us, id); tool HTTP calls 0), of every call of these
+/// runs, by call id, in one query (a count per call would probe every day
+/// partition's index once per call).
+pub async fn rounds_of(
+    client: &impl GenericClient,
+    runs: &[String],
+) -> Result<HashMap<String, i64>, PgError> {
+    let mut out = HashMap::new();
+    if runs.is_empty() {
+        return Ok(out);
+    }
+    let mut runs = runs.to_vec();
+    runs.sort_unstable();
+    runs.dedup();
+    let rows = client
+        .query(
+            "SELECT id, invocation_id, kind FROM calls WHERE invocation_id = ANY($1) \
+             ORDER BY invocation_id, started_us, id",
+            &[&runs],
+        )
+        .await?;
+    let mut run: Option<String> = None;
+    let mut round = 0i64;
+    for row in rows {
+        let (id, invocation, kind): (String, String, &str) = (row.get(0), row.get(1), row.get(2));
+        if run.as_deref() != Some(invocation.as_str()) {
+            run = Some(invocation);
+            round = 0;
+        }
+        let this = if kind == "http" {
+            0
+        } else {
+            round += 1;
+            round
+        };
+        out.insert(id, this);
+    }
+    Ok(out)
+}
+
+/// Numbers the rounds of stored calls (`rounds_of`).
 pub async fn number_rounds(
     client: &impl GenericClient,
     calls: &mut [CallRecord],
 ) -> Result<(), PgError> {
-    let ids: Vec<&str> = calls
-        .iter()
-        .filter(|c| c.kind != "http")
-        .map(|c| c.id.as_str())
-        .collect();
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let rounds: std::collections::HashMap<String, i64> = client
-        .query(
-            "SELECT c.id, (SELECT count(*) FROM calls o WHERE o.invocation_id = c.invocation_id \
-             AND o.kind <> 'http' AND (o.started_us, o.id) <= (c.started_us, c.id)) \
-             FROM calls c WHERE c.id = ANY($1) AND c.kind <> 'http'",
-            &[&ids],
-        )
-        .await?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let runs: Vec<String> = calls.iter().map(|c| c.invocation_id.clone()).collect();
+    let rounds = rounds_of(client, &runs).await?;
     for call in calls.iter_mut() {
         if let Some(&n) = rounds.get(&call.id) {
             call.round = u32::try_from(n).unwrap_or(u32::MAX);

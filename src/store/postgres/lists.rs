@@ -61,53 +61,6 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// A call's round (alias `r`) numbered on read by start order within its run, the
-/// order every instance agrees on (see `calls.rs`); tool HTTP calls are round 0.
-pub const ROUND_ON_READ: &str =
-    "CASE WHEN r.kind = 'http' THEN 0 ELSE (SELECT count(*) FROM calls o \
-     WHERE o.invocation_id = r.invocation_id AND o.kind <> 'http' \
-     AND (o.started_us, o.id) <= (r.started_us, r.id)) END";
-
-/// The rounds as read (`ROUND_ON_READ`'s numbering: start order within the run,
-/// tool HTTP calls 0) of every call of these runs, by call id, in one query (a count
-/// per row would probe every day partition's index once per row).
-pub async fn rounds_of(
-    client: &impl GenericClient,
-    runs: &[String],
-) -> Result<HashMap<String, i64>, PgError> {
-    let mut out = HashMap::new();
-    if runs.is_empty() {
-        return Ok(out);
-    }
-    let mut runs = runs.to_vec();
-    runs.sort_unstable();
-    runs.dedup();
-    let rows = client
-        .query(
-            "SELECT id, invocation_id, kind FROM calls WHERE invocation_id = ANY($1) \
-             ORDER BY invocation_id, started_us, id",
-            &[&runs],
-        )
-        .await?;
-    let mut run: Option<String> = None;
-    let mut round = 0i64;
-    for row in rows {
-        let (id, invocation, kind): (String, String, &str) = (row.get(0), row.get(1), row.get(2));
-        if run.as_deref() != Some(invocation.as_str()) {
-            run = Some(invocation);
-            round = 0;
-        }
-        let this = if kind == "http" {
-            0
-        } else {
-            round += 1;
-            round
-        };
-        out.insert(id, this);
-    }
-    Ok(out)
-}
-
 /// A call's list summary from its stored JSON and its round as read.
 pub fn call_summary(json: serde_json::Value, round: i64, id: &str) -> Result<CallSummary, PgError> {
     let mut summary: CallSummary = decode(id, json)?;
@@ -262,30 +215,24 @@ async fn total(
     Ok((n.min(COUNT_CAP), n > COUNT_CAP))
 }
 
-/// One page of rows: (stored summary JSON, started_us, id, round as read; 0 when
-/// `with_round` is false, which spares the per-row count).
+/// One page of rows: (stored summary JSON, started_us, id).
 pub(super) async fn rows(
     client: &impl GenericClient,
     table: Table,
     filter: &Filter,
     request: &PageRequest,
     limit: usize,
-    with_round: bool,
-) -> Result<Vec<(serde_json::Value, i64, String, i64)>, PgError> {
+) -> Result<Vec<(serde_json::Value, i64, String)>, PgError> {
     let mut w = Where::default();
     conditions(table, filter, &mut w)?;
     if let Some(after) = &request.after {
         let (t, id) = (w.param(to_i64(after.time_us)), w.param(after.id.clone()));
         w.push(format!("(r.started_us, r.id) < ({t}, {id})"));
     }
-    let round = match table {
-        Table::Calls if with_round => ROUND_ON_READ,
-        _ => "0::bigint",
-    };
     let lim = w.param((limit + 1) as i64);
     let off = w.param(request.offset as i64);
     let sql = format!(
-        "SELECT r.summary, r.started_us, r.id, {round} FROM {} r WHERE {} \
+        "SELECT r.summary, r.started_us, r.id FROM {} r WHERE {} \
          ORDER BY r.started_us DESC, r.id DESC LIMIT {lim} OFFSET {off}",
         table.name(),
         w.sql()
@@ -294,8 +241,35 @@ pub(super) async fn rows(
         .query(&sql, &w.refs())
         .await?
         .into_iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect())
+}
+
+/// The rounds of call rows (stored summary JSON), read over their runs in one query
+/// (`calls::rounds_of`); none for runs.
+pub(super) async fn rounds_for<'a>(
+    client: &impl GenericClient,
+    table: Table,
+    summaries: impl Iterator<Item = &'a serde_json::Value>,
+) -> Result<HashMap<String, i64>, PgError> {
+    if table == Table::Invocations {
+        return Ok(HashMap::new());
+    }
+    let runs: Vec<String> = summaries
+        .filter_map(|json| json.get("invocation_id")?.as_str().map(str::to_string))
+        .collect();
+    super::calls::rounds_of(client, &runs).await
+}
+
+/// Call summaries from their rows (stored summary JSON, id), with their rounds.
+pub async fn call_summaries(
+    client: &impl GenericClient,
+    rows: Vec<(serde_json::Value, String)>,
+) -> Result<Vec<CallSummary>, PgError> {
+    let rounds = rounds_for(client, Table::Calls, rows.iter().map(|r| &r.0)).await?;
+    rows.into_iter()
+        .map(|(json, id)| call_summary(json, rounds.get(&id).copied().unwrap_or(0), &id))
+        .collect()
 }
 
 pub(super) fn decode<T: serde::de::DeserializeOwned>(
@@ -315,24 +289,13 @@ pub(super) async fn page<T>(
     mut item: impl FnMut(serde_json::Value, i64, &str) -> Result<T, PgError>,
 ) -> Result<Page<T>, PgError> {
     let limit = request.limit.clamp(1, MAX_LIMIT);
-    let mut found = rows(client, table, filter, request, limit, false).await?;
+    let mut found = rows(client, table, filter, request, limit).await?;
     let has_more = found.len() > limit;
     found.truncate(limit);
-    // The page's rounds in one query (a count per row would probe every day
-    // partition's index once per row).
-    let rounds = match table {
-        Table::Calls => {
-            let runs: Vec<String> = found
-                .iter()
-                .filter_map(|r| r.0.get("invocation_id")?.as_str().map(str::to_string))
-                .collect();
-            rounds_of(client, &runs).await?
-        }
-        Table::Invocations => HashMap::new(),
-    };
+    let rounds = rounds_for(client, table, found.iter().map(|r| &r.0)).await?;
     let mut items = Vec::with_capacity(limit);
     let mut next = None;
-    for (json, started, id, _) in found {
+    for (json, started, id) in found {
         let round = rounds.get(&id).copied().unwrap_or(0);
         items.push(item(json, round, &id)?);
         next = Some(Position {
@@ -394,26 +357,19 @@ pub async fn facets(
         ..PageRequest::default()
     };
     // `rows` reads one beyond the limit it is given (to tell whether more follow).
-    rows(
-        client,
-        table,
-        filter,
-        &request,
-        limit.saturating_sub(1),
-        false,
-    )
-    .await?
-    .into_iter()
-    .map(|(json, started, id, _)| {
-        let facets = match table {
-            Table::Calls => decode::<CallSummary>(&id, json)?.facets(),
-            Table::Invocations => decode::<InvocationSummary>(&id, json)?.facets(),
-        };
-        let position = Position {
-            time_us: started.max(0) as u64,
-            id,
-        };
-        Ok((facets, position))
-    })
-    .collect()
+    rows(client, table, filter, &request, limit.saturating_sub(1))
+        .await?
+        .into_iter()
+        .map(|(json, started, id)| {
+            let facets = match table {
+                Table::Calls => decode::<CallSummary>(&id, json)?.facets(),
+                Table::Invocations => decode::<InvocationSummary>(&id, json)?.facets(),
+            };
+            let position = Position {
+                time_us: started.max(0) as u64,
+                id,
+            };
+            Ok((facets, position))
+        })
+        .collect()
 }

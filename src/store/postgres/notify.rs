@@ -194,23 +194,17 @@ impl Drop for Relay {
 async fn written(pool: &Pool, notice: &BatchNotice) -> Result<crate::store::BatchWritten, PgError> {
     let client = pool.get().await?;
     let mut batch = crate::store::BatchWritten::default();
-    for row in client
+    let rows = client
         .query(
-            &format!(
-                "SELECT r.summary, r.id, {} FROM calls r WHERE r.id = ANY($1) \
-                 ORDER BY r.started_us, r.id",
-                super::lists::ROUND_ON_READ
-            ),
+            "SELECT summary, id FROM calls WHERE id = ANY($1) ORDER BY started_us, id",
             &[&notice.calls],
         )
-        .await?
-    {
-        batch.calls.push(super::lists::call_summary(
-            row.get(0),
-            row.get(2),
-            row.get::<_, &str>(1),
-        )?);
-    }
+        .await?;
+    batch.calls = super::lists::call_summaries(
+        &*client,
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+    )
+    .await?;
     for row in client
         .query(
             "SELECT id, summary FROM invocations WHERE id = ANY($1) ORDER BY started_us, id",

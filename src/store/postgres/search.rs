@@ -86,9 +86,9 @@ async fn matching(
     }
 }
 
-/// What one walk found.
-struct Walk<T> {
-    items: Vec<T>,
+/// What one walk found: the rows kept (stored summary JSON, id).
+struct Walk {
+    items: Vec<(serde_json::Value, String)>,
     next: Option<Position>,
     has_more: bool,
     matched: u64,
@@ -98,7 +98,7 @@ struct Walk<T> {
 /// Walks from `after`: skips `offset` matches, keeps `limit`, then (when `count`)
 /// goes on counting matches up to `COUNT_CAP`.
 #[allow(clippy::too_many_arguments)]
-async fn walk<T>(
+async fn walk(
     client: &impl GenericClient,
     codec: &Arc<Codec>,
     table: Table,
@@ -108,8 +108,7 @@ async fn walk<T>(
     offset: u64,
     limit: usize,
     count: bool,
-    item: &mut impl FnMut(serde_json::Value, i64, &str) -> Result<T, PgError>,
-) -> Result<Walk<T>, StoreError> {
+) -> Result<Walk, StoreError> {
     let mut walk = Walk {
         items: Vec::new(),
         next: None,
@@ -124,13 +123,12 @@ async fn walk<T>(
             limit: CHUNK,
             ..PageRequest::default()
         };
-        // Rounds are read with the rows (kept items show them); a chunk is small.
-        let mut rows = lists::rows(client, table, filter, &request, CHUNK, true).await?;
+        let mut rows = lists::rows(client, table, filter, &request, CHUNK).await?;
         let more_rows = rows.len() > CHUNK;
         rows.truncate(CHUNK);
         let ids: Vec<String> = rows.iter().map(|r| r.2.clone()).collect();
         let hits = matching(client, codec, table, &ids, needle).await?;
-        for (json, started, id, round) in rows {
+        for (json, started, id) in rows {
             examined += 1;
             let position = Position {
                 time_us: started.max(0) as u64,
@@ -145,7 +143,7 @@ async fn walk<T>(
                 continue;
             }
             if walk.items.len() < limit {
-                walk.items.push(item(json, round, &id)?);
+                walk.items.push((json, id));
                 walk.next = Some(position);
                 continue;
             }
@@ -199,7 +197,6 @@ pub async fn page<T>(
         request.offset as u64,
         limit,
         count_here,
-        &mut item,
     )
     .await?;
     let (total, total_is_lower_bound) = if !request.count_total {
@@ -211,17 +208,21 @@ pub async fn page<T>(
         )
     } else {
         // A later page counts from the start, as the first did.
-        let all = walk(
-            client, codec, table, &rest, &needle, None, 0, 0, true, &mut item,
-        )
-        .await?;
+        let all = walk(client, codec, table, &rest, &needle, None, 0, 0, true).await?;
         (
             all.matched.min(COUNT_CAP),
             all.matched > COUNT_CAP || all.truncated,
         )
     };
+    // Rounds for the kept rows only, in one query.
+    let rounds = lists::rounds_for(client, table, found.items.iter().map(|r| &r.0)).await?;
+    let items = found
+        .items
+        .into_iter()
+        .map(|(json, id)| item(json, rounds.get(&id).copied().unwrap_or(0), &id))
+        .collect::<Result<Vec<T>, PgError>>()?;
     Ok(Page {
-        items: found.items,
+        items,
         total,
         total_is_lower_bound,
         has_more: found.has_more,

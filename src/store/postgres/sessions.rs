@@ -207,18 +207,13 @@ pub async fn calls(
 ) -> Result<Vec<CallSummary>, PgError> {
     let rows = client
         .query(
-            &format!(
-                "SELECT r.summary, r.id, {} FROM calls r WHERE r.session_id = $1 \
-                 OR r.invocation_id IN (SELECT id FROM invocations WHERE session_id = $1) \
-                 ORDER BY r.started_us, r.id LIMIT $2",
-                super::lists::ROUND_ON_READ
-            ),
+            "SELECT summary, id FROM calls WHERE session_id = $1 \
+             OR invocation_id IN (SELECT id FROM invocations WHERE session_id = $1) \
+             ORDER BY started_us, id LIMIT $2",
             &[&session_id, &to_i64(max as u64)],
         )
         .await?;
-    rows.iter()
-        .map(|row| super::lists::call_summary(row.get(0), row.get(2), row.get::<_, &str>(1)))
-        .collect()
+    super::lists::call_summaries(client, rows.iter().map(|r| (r.get(0), r.get(1))).collect()).await
 }
 
 /// The tenant-scoped ids (`id@tenant`) of a plain session id, at most `max`.
