@@ -42,7 +42,7 @@ async fn instances_starting_together_apply_each_migration_once() {
         applied.extend(t.await.unwrap());
     }
     let all: Vec<i32> = engine::MIGRATIONS.iter().map(|m| m.version).collect();
-    assert_eq!(all, vec![1, 2, 3, 4]);
+    assert_eq!(all, vec![1, 2, 3, 4, 5]);
     applied.sort_unstable();
     assert_eq!(applied, all, "exactly one instance applied each version");
     let client = db.connect().await;
@@ -105,7 +105,7 @@ async fn a_schema_newer_than_the_binary_is_refused_untouched() {
     // `llmtap serve` refuses to start on it, saying why.
     let err = refused_start(&db.url()).await;
     assert!(err.contains("newer than this llmtap knows"), "{err}");
-    assert_eq!(versions(&client).await, vec![1, 2, 3, 4, 99]);
+    assert_eq!(versions(&client).await, vec![1, 2, 3, 4, 5, 99]);
 }
 
 #[tokio::test]
@@ -894,6 +894,11 @@ async fn with_a_key_content_in_postgresql_is_sealed_and_reads_back() {
 /// Calls of 14 runs with varied facets, rounds interleaved in time, written in start
 /// order (so the writer's rounds and start-order rounds agree).
 fn varied_runs(t0: u64) -> Vec<llmtap::record::CallRecord> {
+    varied_runs_apart(t0, 700_000)
+}
+
+/// `varied_runs` with runs starting `run_gap_us` apart.
+fn varied_runs_apart(t0: u64, run_gap_us: u64) -> Vec<llmtap::record::CallRecord> {
     use llmtap::record::CallStatus;
     let statuses = [
         CallStatus::Success,
@@ -905,7 +910,7 @@ fn varied_runs(t0: u64) -> Vec<llmtap::record::CallRecord> {
     for run in 0..14u64 {
         let rounds = 1 + run % 4;
         for round in 1..=rounds {
-            let started = t0 + run * 700_000 + round * 1_500_000;
+            let started = t0 + run * run_gap_us + round * 1_500_000;
             let mut call = super::synthetic::synthetic_call(
                 &format!("run-{run}"),
                 round as u32,
@@ -989,14 +994,26 @@ fn walk<T: serde::Serialize>(
 
 #[tokio::test]
 async fn list_pages_totals_and_cursors_on_postgresql_are_those_of_sled() {
+    lists_match_sled("lists", 700_000).await;
+}
+
+/// The same over five days (a run every seven hours), so pages span day
+/// partitions, windows cut days, and the per-day facet counts bound the pages.
+#[tokio::test]
+async fn list_pages_over_several_days_on_postgresql_are_those_of_sled() {
+    lists_match_sled("lists-days", 7 * 3_600_000_000).await;
+}
+
+async fn lists_match_sled(name: &str, run_gap_us: u64) {
     use llmtap::record::roll_up;
     use llmtap::store::summary::{tag, Filter};
     use llmtap::store::{Engine, StoreOptions};
-    let db = pg::fresh_db("lists").await;
+    let db = pg::fresh_db(name).await;
     let (pool, _) = engine::prepare(&engine_config(&db.url())).await.unwrap();
     let t0 = 1_780_000_000_000_000u64;
-    let calls = varied_runs(t0);
-    let dir = super::util::TempDir::new("lists-sled");
+    let calls = varied_runs_apart(t0, run_gap_us);
+    let last = calls.last().map(|c| c.started_at_us).unwrap();
+    let dir = super::util::TempDir::new(name);
     let model = calls[0].model.clone().unwrap();
     let eq = |pairs: &[(u8, &[&str])]| Filter {
         eq: pairs
@@ -1025,8 +1042,8 @@ async fn list_pages_totals_and_cursors_on_postgresql_are_those_of_sled() {
         (
             "time range",
             Filter {
-                from_us: Some(t0 + 3_000_000),
-                to_us: Some(t0 + 9_000_000),
+                from_us: Some(t0 + 2 * run_gap_us + 3_000_000),
+                to_us: Some(t0 + 4 * run_gap_us + 9_000_000),
                 ..Filter::default()
             },
         ),
@@ -1061,6 +1078,38 @@ async fn list_pages_totals_and_cursors_on_postgresql_are_those_of_sled() {
         (
             "tenant and status",
             eq(&[(tag::TENANT, &["acme"]), (tag::STATUS, &["success"])]),
+        ),
+        (
+            "middle of the time",
+            Filter {
+                from_us: Some(t0 + (last - t0) / 3),
+                to_us: Some(t0 + 2 * (last - t0) / 3),
+                ..Filter::default()
+            },
+        ),
+        (
+            "agent since the middle",
+            Filter {
+                from_us: Some(t0 + (last - t0) / 2),
+                eq: vec![(tag::AGENT, vec!["planner".into()])],
+                ..Filter::default()
+            },
+        ),
+        (
+            "agent with a session",
+            Filter {
+                has_session: Some(true),
+                eq: vec![(tag::AGENT, vec!["coder".into(), "critic".into()])],
+                ..Filter::default()
+            },
+        ),
+        (
+            "agent, tenant and status",
+            eq(&[
+                (tag::AGENT, &["planner"]),
+                (tag::TENANT, &["acme"]),
+                (tag::STATUS, &["success", "failed"]),
+            ]),
         ),
         (
             "text",
@@ -1110,6 +1159,41 @@ async fn list_pages_totals_and_cursors_on_postgresql_are_those_of_sled() {
     })
     .await
     .unwrap();
+    // The counts the writer kept batch by batch are those the migration computes
+    // from the stored calls (what an upgraded store starts from).
+    let client = db.connect().await;
+    async fn counts(client: &tokio_postgres::Client) -> Vec<(String, i64, i64)> {
+        client
+            .query(
+                "SELECT facet, day_us, n FROM call_facet_days WHERE n <> 0 ORDER BY 1, 2",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    }
+    let kept = counts(&client).await;
+    assert!(kept.len() > 20, "{kept:?}");
+    assert!(
+        kept.contains(&("t=".to_string(), (t0 - t0 % 86_400_000_000) as i64, {
+            let first_day: Vec<_> = varied_runs_apart(t0, run_gap_us)
+                .into_iter()
+                .filter(|c| c.started_at_us < t0 - t0 % 86_400_000_000 + 86_400_000_000)
+                .collect();
+            first_day.len() as i64
+        }))
+    );
+    let migration = include_str!("../../src/store/postgres/migrations/0005_facet_counts.sql");
+    let backfill = &migration[migration
+        .find("INSERT INTO call_facet_days")
+        .expect("the migration fills the counts")..];
+    client
+        .batch_execute(&format!("TRUNCATE call_facet_days; {backfill}"))
+        .await
+        .unwrap();
+    assert_eq!(counts(&client).await, kept);
 }
 
 #[tokio::test]
@@ -1339,6 +1423,27 @@ async fn retention_sweeps_whole_days_and_frees_exactly_the_content_no_call_keeps
     assert!(!parts.contains(&day_name(older)), "{parts:?}");
     assert!(!parts.contains(&day_name(old)), "{parts:?}");
     assert!(parts.contains(&day_name(now)), "{parts:?}");
+    // The dropped days' facet counts went with them; the calls left are counted.
+    let counted: Vec<(i64, i64)> = client
+        .query(
+            "SELECT day_us, n FROM call_facet_days WHERE facet = 't=' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let day_of = |t: u64| (t - t % DAY) as i64;
+    let mut want = vec![(day_of(now - 2 * DAY), 1), (day_of(now - 3_600_000_000), 3)];
+    want.dedup_by(|b, a| {
+        let same = a.0 == b.0;
+        if same {
+            a.1 += b.1;
+        }
+        same
+    });
+    assert_eq!(counted, want);
 }
 
 /// A TCP hop to the test database that can be cut (its connections closed, new ones

@@ -5,7 +5,8 @@
 //! the same split as sled's) and stages the pieces. `write` then stores, in one
 //! transaction: the content pieces and their references (`content.rs`), the call
 //! rows (`ON CONFLICT DO NOTHING RETURNING id`: only the calls this transaction
-//! inserted count from here on), their manifests, the runs they change merged with
+//! inserted count from here on), their manifests, their per-day facet counts
+//! (`facets.rs`), the runs they change merged with
 //! what other instances wrote (`invocations.rs`), the rollup deltas of those calls and
 //! of the runs they started, their sessions (`sessions.rs`) and rate-limit state
 //! (`ratelimits.rs`), and a notice on the live-stream channel (`notify.rs`),
@@ -13,7 +14,7 @@
 //! there or not at all, and replaying it (the capture log after a crash) adds
 //! nothing twice.
 
-use super::{calls, content, invocations, notify, ratelimits, rollups, sessions, PgError};
+use super::{calls, content, facets, invocations, notify, ratelimits, rollups, sessions, PgError};
 use crate::record::{CallRecord, InvocationRecord};
 use crate::store::content::Codec;
 use crate::store::index;
@@ -109,6 +110,7 @@ pub async fn write(
         .iter()
         .filter(|c| new.contains(&c.id))
         .collect();
+    facets::add(tx, &new_calls).await?;
     let runs = invocations::merge(tx, &new_calls).await?;
     let created: Vec<&InvocationRecord> = runs
         .iter()

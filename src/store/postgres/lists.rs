@@ -6,13 +6,26 @@
 //! `(started_us, id) < (t, id)`, a keyset seek rather than an OFFSET walk. Each
 //! facet of `summary::tag` maps onto a column (calls) or a column, the
 //! `invocation_models` table or the stored JSON (runs), ORing a facet's values and
-//! ANDing the facets, as `Filter::matches` does on a header. `total` is exact from
-//! the rollups when the filter is one of their scopes (nothing, a tenant, an agent,
-//! or both, over all time), else a count capped at `COUNT_CAP` like sled's, beyond
-//! which it is a lower bound. Text search (`q`) reads content: `search.rs`.
+//! ANDing the facets, as `Filter::matches` does on a header. Text search (`q`)
+//! reads content: `search.rs`.
+//!
+//! `total` is exact from the rollups when the filter is one of their scopes
+//! (nothing, a tenant, an agent, or both, over all time); else, for a call filter of
+//! one facet that `call_facet_days` counts (`facets.rs`: the facets sled's facet
+//! cache holds), exact from those per-day counts plus a count of the partial days a
+//! time window cuts; else a count capped at `COUNT_CAP` like sled's, beyond which
+//! it is a lower bound.
+//!
+//! Why the per-day counts also bound call pages: a query over all of `calls` is
+//! planned over every day partition and its indexes (about 4 ms at 40 partitions,
+//! more than the page's execution). The counts say from which day on the newest
+//! `limit + 1` matches lie (at most, for a conjunction, whose matches they bound
+//! from above), so the page query names that window and the planner prunes every
+//! other partition. When the window holds fewer, the page is read again without it.
 
+use super::facets::Days;
 use super::PgError;
-use crate::store::index;
+use crate::store::index::{self, DAY_US};
 use crate::store::sled::{Page, PageRequest, Position, COUNT_CAP};
 use crate::store::summary::{tag, CallSummary, Facets, Filter, InvocationSummary};
 use std::collections::HashMap;
@@ -156,6 +169,71 @@ fn conditions(table: Table, filter: &Filter, w: &mut Where) -> Result<(), PgErro
     Ok(())
 }
 
+/// The exact total of a one-facet filter from its per-day counts: whole days as
+/// counted, the (at most two) days the window cuts counted in the table.
+async fn counted_total(
+    client: &impl GenericClient,
+    table: Table,
+    filter: &Filter,
+    days: &[(u64, u64)],
+) -> Result<u64, PgError> {
+    let mut total = 0u64;
+    for &(day, n) in days {
+        let from = filter.from_us.filter(|f| *f > day);
+        let to = filter.to_us.filter(|t| *t < day + DAY_US);
+        if from.is_none() && to.is_none() {
+            total = total.saturating_add(n);
+            continue;
+        }
+        let part = Filter {
+            from_us: Some(from.unwrap_or(day)),
+            to_us: Some(to.unwrap_or(day + DAY_US)),
+            ..filter.clone()
+        };
+        let mut w = Where::default();
+        conditions(table, &part, &mut w)?;
+        let sql = format!("SELECT count(*) FROM {} r WHERE {}", table.name(), w.sql());
+        let counted = client.query_one(&sql, &w.refs()).await?.get::<_, i64>(0);
+        total = total.saturating_add(counted.max(0) as u64);
+    }
+    Ok(total)
+}
+
+/// The earliest start a page must read from so that it holds `need` matches, by
+/// the per-day counts; `None` when the counts cannot say (too few days counted, or
+/// the window's first day is cut, so its count may overstate). Days not wholly
+/// before the page's upper end (the cursor, the window's `to`) are not counted,
+/// since part of their matches lie above it.
+fn window_start(
+    days: &[(u64, u64)],
+    filter: &Filter,
+    after: Option<&Position>,
+    need: usize,
+) -> Option<u64> {
+    let upper = match (filter.to_us, after.map(|p| p.time_us.saturating_add(1))) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let cut_first_day = filter
+        .from_us
+        .filter(|f| f % DAY_US != 0)
+        .map(|f| f - f % DAY_US);
+    let mut have = 0u64;
+    for &(day, n) in days {
+        if upper.is_some_and(|u| day + DAY_US > u) {
+            continue;
+        }
+        if Some(day) == cut_first_day {
+            return None;
+        }
+        have = have.saturating_add(n);
+        if have >= need as u64 {
+            return Some(day);
+        }
+    }
+    None
+}
+
 /// The rollup scope that counts exactly what the filter matches, when there is one.
 fn rollup_scope(filter: &Filter) -> Option<Vec<u8>> {
     if filter.from_us.is_some()
@@ -185,11 +263,13 @@ fn rollup_scope(filter: &Filter) -> Option<Vec<u8>> {
     })
 }
 
-/// The filter's total: (count, is a lower bound).
+/// The filter's total: (count, is a lower bound); `days` are its per-day counts
+/// when there are any (`facets::days`).
 async fn total(
     client: &impl GenericClient,
     table: Table,
     filter: &Filter,
+    days: Option<&Days>,
 ) -> Result<(u64, bool), PgError> {
     if let Some(scope) = rollup_scope(filter) {
         let cell = super::rollups::total(client, &scope).await?;
@@ -198,6 +278,12 @@ async fn total(
             Table::Invocations => cell.invocations,
         };
         return Ok((n, false));
+    }
+    if let Some(days) = days.filter(|d| d.exact) {
+        return Ok((
+            counted_total(client, table, filter, &days.days).await?,
+            false,
+        ));
     }
     let mut w = Where::default();
     conditions(table, filter, &mut w)?;
@@ -215,7 +301,7 @@ async fn total(
     Ok((n.min(COUNT_CAP), n > COUNT_CAP))
 }
 
-/// One page of rows: (stored summary JSON, started_us, id).
+/// One page of rows: (stored summary JSON, started_us, id), up to `limit + 1`.
 pub(super) async fn rows(
     client: &impl GenericClient,
     table: Table,
@@ -223,8 +309,29 @@ pub(super) async fn rows(
     request: &PageRequest,
     limit: usize,
 ) -> Result<Vec<(serde_json::Value, i64, String)>, PgError> {
+    rows_within(client, table, filter, request, limit, None, None).await
+}
+
+/// `rows`, reading only rows that started in [since, until) where given.
+async fn rows_within(
+    client: &impl GenericClient,
+    table: Table,
+    filter: &Filter,
+    request: &PageRequest,
+    limit: usize,
+    since: Option<u64>,
+    until: Option<u64>,
+) -> Result<Vec<(serde_json::Value, i64, String)>, PgError> {
     let mut w = Where::default();
     conditions(table, filter, &mut w)?;
+    if let Some(since) = since {
+        let p = w.param(to_i64(since));
+        w.push(format!("r.started_us >= {p}"));
+    }
+    if let Some(until) = until {
+        let p = w.param(to_i64(until));
+        w.push(format!("r.started_us < {p}"));
+    }
     if let Some(after) = &request.after {
         let (t, id) = (w.param(to_i64(after.time_us)), w.param(after.id.clone()));
         w.push(format!("(r.started_us, r.id) < ({t}, {id})"));
@@ -243,6 +350,33 @@ pub(super) async fn rows(
         .into_iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect())
+}
+
+/// `rows` in the window the per-day counts give (module doc), with those counts.
+async fn windowed_rows(
+    client: &impl GenericClient,
+    table: Table,
+    filter: &Filter,
+    request: &PageRequest,
+    limit: usize,
+) -> Result<(Vec<(serde_json::Value, i64, String)>, Option<Days>), PgError> {
+    if table != Table::Calls {
+        return Ok((rows(client, table, filter, request, limit).await?, None));
+    }
+    let days = super::facets::days(client, filter).await?;
+    let need = request.offset + limit + 1;
+    let since = window_start(&days.days, filter, request.after.as_ref(), need)
+        .filter(|since| filter.from_us.is_none_or(|from| *since > from));
+    // Nothing started after the newest counted day: naming its end prunes the
+    // partitions made ahead for days to come.
+    let until = days.end();
+    let mut found = rows_within(client, table, filter, request, limit, since, until).await?;
+    if found.len() <= limit && (since.is_some() || until.is_some()) {
+        // Fewer than the window should hold (the counts bound a conjunction's
+        // matches only from above, or a sweep ran meanwhile): read without it.
+        found = rows_within(client, table, filter, request, limit, None, None).await?;
+    }
+    Ok((found, Some(days)))
 }
 
 /// The rounds of call rows (stored summary JSON), read over their runs in one query
@@ -289,7 +423,8 @@ pub(super) async fn page<T>(
     mut item: impl FnMut(serde_json::Value, i64, &str) -> Result<T, PgError>,
 ) -> Result<Page<T>, PgError> {
     let limit = request.limit.clamp(1, MAX_LIMIT);
-    let mut found = rows(client, table, filter, request, limit).await?;
+    let (found, days) = windowed_rows(client, table, filter, request, limit).await?;
+    let mut found = found;
     let has_more = found.len() > limit;
     found.truncate(limit);
     let rounds = rounds_for(client, table, found.iter().map(|r| &r.0)).await?;
@@ -304,7 +439,7 @@ pub(super) async fn page<T>(
         });
     }
     let (total, total_is_lower_bound) = if request.count_total {
-        total(client, table, filter).await?
+        total(client, table, filter, days.as_ref()).await?
     } else {
         (0, true)
     };
@@ -357,8 +492,9 @@ pub async fn facets(
         ..PageRequest::default()
     };
     // `rows` reads one beyond the limit it is given (to tell whether more follow).
-    rows(client, table, filter, &request, limit.saturating_sub(1))
+    windowed_rows(client, table, filter, &request, limit.saturating_sub(1))
         .await?
+        .0
         .into_iter()
         .map(|(json, started, id)| {
             let facets = match table {

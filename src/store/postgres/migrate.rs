@@ -39,6 +39,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "drop_redundant_time_index",
         sql: include_str!("migrations/0004_drop_redundant_time_index.sql"),
     },
+    Migration {
+        version: 5,
+        name: "facet_counts",
+        sql: include_str!("migrations/0005_facet_counts.sql"),
+    },
 ];
 
 /// The advisory lock key that serialises migrations ("llmtap" in ASCII).

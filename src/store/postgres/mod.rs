@@ -12,6 +12,7 @@ pub mod batch;
 pub mod calls;
 pub mod content;
 pub mod engine;
+pub mod facets;
 pub mod invocations;
 pub mod lists;
 pub mod migrate;

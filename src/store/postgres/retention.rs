@@ -6,7 +6,7 @@
 //! freeing pieces at zero), takes the day's calls off the rollups, drops the day's
 //! partitions of `calls`, `call_content` and `ratelimit_points`
 //! (`llmtap_drop_partitions_before`; rows of the default partitions older than that
-//! are deleted), and deletes the runs that ended before it and kept no call. No
+//! are deleted) with the day's facet counts, and deletes the runs that ended before it and kept no call. No
 //! large DELETE, no index bloat: the data goes with its table. Calls are kept up to
 //! one day longer than `retention_days` says, since their day must end first.
 //!
@@ -193,6 +193,7 @@ async fn drop_day(
     tx.execute("SELECT llmtap_drop_partitions_before($1)", &[&end])
         .await
         .map_err(PgError::from)?;
+    super::facets::drop_before(&tx, end).await?;
     tx.commit().await.map_err(PgError::from)?;
     report.chunks_freed += freed.chunks;
     report.blobs_freed += freed.blobs;

@@ -1,0 +1,272 @@
+//! Calls per UTC day and facet value (`call_facet_days`, migration 0005): what the
+//! call lists read to find from which day on a page's matches lie, and a one-facet
+//! filter's exact total.
+//!
+//! The writer adds each batch's counts in the batch's transaction (`add`), so the
+//! counts and the calls commit together; retention deletes a dropped day's counts
+//! with its partitions (`drop_before`). The facets are those sled's facet cache
+//! counts (`index::is_paired`), read from the columns the engine writes, plus `t=`
+//! for every call, so a time window alone has counts too.
+
+use super::PgError;
+use crate::record::CallRecord;
+use crate::store::index::{self, DAY_US};
+use crate::store::summary::{tag, Filter};
+use std::collections::{BTreeMap, HashMap};
+use tokio_postgres::GenericClient;
+
+/// Values longer than this (bytes) are counted by their SHA-256 (migration 0005).
+const LONGEST_PLAIN: usize = 200;
+
+/// Rows per upsert statement (three parameters each).
+const ROWS_PER_STATEMENT: usize = 5000;
+
+/// The facet every call carries.
+const ALL: &str = "t=";
+
+/// A facet as `call_facet_days` keys it; the same rule as the migration's
+/// `llmtap_facet`.
+pub fn facet(t: u8, value: &str) -> String {
+    let value = super::text::clean(value);
+    if value.len() <= LONGEST_PLAIN {
+        format!("{}={value}", char::from(t))
+    } else {
+        let digest = ring::digest::digest(&ring::digest::SHA256, value.as_bytes());
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}#{hex}", char::from(t))
+    }
+}
+
+/// The facets one call counts under, once each.
+pub fn of_call(call: &CallRecord) -> Vec<String> {
+    let m = &call.metadata;
+    let mut out = vec![ALL.to_string()];
+    let mut push = |t: u8, v: &Option<String>| {
+        if let Some(v) = v {
+            out.push(facet(t, v));
+        }
+    };
+    push(tag::AGENT, &m.agent);
+    push(tag::PROVIDER, &Some(call.provider.clone()));
+    push(tag::MODEL, &call.model);
+    push(tag::MODEL, &call.response_model);
+    push(tag::STATUS, &call.status.map(|s| s.as_str().to_string()));
+    push(tag::TENANT, &m.tenant);
+    push(tag::TRIGGER, &m.trigger);
+    push(tag::PROMPT, &m.prompt);
+    out.push(facet(
+        tag::HAS_SESSION,
+        &String::from_utf8_lossy(index::has_session_value(m.session_id.is_some())),
+    ));
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Adds the calls (the ones a batch inserted) to their days' counts, in key order
+/// (two instances' batches lock shared rows in one order).
+pub async fn add(client: &impl GenericClient, calls: &[&CallRecord]) -> Result<(), PgError> {
+    let mut counts: BTreeMap<(String, i64), i64> = BTreeMap::new();
+    for call in calls {
+        let day = call.started_at_us - call.started_at_us % DAY_US;
+        let day = i64::try_from(day).unwrap_or(i64::MAX);
+        for f in of_call(call) {
+            *counts.entry((f, day)).or_default() += 1;
+        }
+    }
+    let rows: Vec<_> = counts.into_iter().collect();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let facets: Vec<&str> = chunk.iter().map(|((f, _), _)| f.as_str()).collect();
+        let days: Vec<i64> = chunk.iter().map(|((_, d), _)| *d).collect();
+        let ns: Vec<i64> = chunk.iter().map(|(_, n)| *n).collect();
+        client
+            .execute(
+                "INSERT INTO call_facet_days AS c (facet, day_us, n) \
+                 SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) \
+                 ON CONFLICT (facet, day_us) DO UPDATE SET n = c.n + excluded.n",
+                &[&facets, &days, &ns],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Deletes the counts of the days before `day_end` (a day boundary), whose
+/// partitions retention dropped.
+pub async fn drop_before(client: &impl GenericClient, day_end: i64) -> Result<(), PgError> {
+    client
+        .execute("DELETE FROM call_facet_days WHERE day_us < $1", &[&day_end])
+        .await?;
+    Ok(())
+}
+
+/// What the counts say about a filter's matches, per day.
+#[derive(Debug, Clone, Default)]
+pub struct Days {
+    /// (day start, matches), newest day first. Days the filter's window cuts count
+    /// whole.
+    pub days: Vec<(u64, u64)>,
+    /// Whether `days` are the matches (else at least as many as the matches).
+    pub exact: bool,
+}
+
+impl Days {
+    /// The end of the newest day with a match (nothing started later, as counted).
+    pub fn end(&self) -> Option<u64> {
+        self.days.first().map(|(d, _)| d + DAY_US)
+    }
+}
+
+/// The facet groups a filter ANDs, each the facets its values OR (all calls when it
+/// names none), and whether their counts are its matches exactly: only for one
+/// group with nothing else to test. What the counts do not hold (text, cost,
+/// properties, users, sessions, tasks, keys, kinds) only narrows the matches, so
+/// the counts of the rest still bound them from above.
+fn groups(filter: &Filter) -> (Vec<Vec<String>>, bool) {
+    let mut exact =
+        filter.text.is_none() && filter.min_cost_pusd.is_none() && filter.properties.is_empty();
+    let mut groups = Vec::new();
+    if let Some(want) = filter.has_session {
+        groups.push(vec![facet(
+            tag::HAS_SESSION,
+            &String::from_utf8_lossy(index::has_session_value(want)),
+        )]);
+    }
+    for (t, values) in &filter.eq {
+        if !index::is_paired(*t) {
+            exact = false;
+            continue;
+        }
+        // A call carries one value of each of these but the model (requested and
+        // answering): ORed models may both be one call's, and the sum overstates.
+        if *t == tag::MODEL && values.len() > 1 {
+            exact = false;
+        }
+        groups.push(values.iter().map(|v| facet(*t, v)).collect());
+    }
+    if groups.is_empty() {
+        groups.push(vec![ALL.to_string()]);
+    }
+    let exact = exact && groups.len() == 1;
+    (groups, exact)
+}
+
+/// The filter's matches per day, by the counts: exact for one facet (or none),
+/// else an upper bound (each day's fewest over the facets ANDed).
+pub async fn days(client: &impl GenericClient, filter: &Filter) -> Result<Days, PgError> {
+    let (groups, exact) = groups(filter);
+    let all: Vec<&str> = groups.iter().flatten().map(String::as_str).collect();
+    let from = filter
+        .from_us
+        .map(|f| to_i64(f - f % DAY_US))
+        .unwrap_or(i64::MIN);
+    let to = filter.to_us.map(to_i64).unwrap_or(i64::MAX);
+    let rows = client
+        .query(
+            "SELECT facet, day_us, n FROM call_facet_days \
+             WHERE facet = ANY($1) AND day_us >= $2 AND day_us < $3",
+            &[&all, &from, &to],
+        )
+        .await?;
+    let mut per: HashMap<(&str, u64), u64> = HashMap::new();
+    let mut day_set = std::collections::BTreeSet::new();
+    for row in &rows {
+        let (f, d, n): (&str, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        let d = d.max(0) as u64;
+        per.insert((f, d), n.max(0) as u64);
+        day_set.insert(d);
+    }
+    let mut days = Vec::new();
+    for d in day_set.into_iter().rev() {
+        let n = groups
+            .iter()
+            .map(|g| {
+                g.iter()
+                    .map(|f| per.get(&(f.as_str(), d)).copied().unwrap_or(0))
+                    .fold(0u64, u64::saturating_add)
+            })
+            .min()
+            .unwrap_or(0);
+        if n > 0 {
+            days.push((d, n));
+        }
+    }
+    Ok(Days { days, exact })
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{CallStatus, Metadata};
+
+    #[test]
+    fn a_call_counts_under_every_paired_tag_and_all_calls_once_each() {
+        let call = CallRecord {
+            provider: "openai".into(),
+            model: Some("gpt-4o".into()),
+            response_model: Some("gpt-4o".into()),
+            status: Some(CallStatus::Failed),
+            metadata: Metadata {
+                agent: Some("bot".into()),
+                tenant: Some("acme".into()),
+                trigger: Some("cron".into()),
+                prompt: Some("triage".into()),
+                session_id: Some("s1".into()),
+                user_id: Some("u1".into()),
+                ..Metadata::default()
+            },
+            ..CallRecord::default()
+        };
+        let facets = of_call(&call);
+        let mut tags: Vec<u8> = facets.iter().map(|f| f.as_bytes()[0]).collect();
+        tags.dedup();
+        let mut want: Vec<u8> = (0..=255u8).filter(|t| index::is_paired(*t)).collect();
+        want.push(tag::ALL);
+        want.sort_unstable();
+        assert_eq!(tags, want, "{facets:?}");
+        assert_eq!(facets.iter().filter(|f| f.starts_with('m')).count(), 1);
+        assert!(facets.contains(&"h=1".to_string()));
+    }
+
+    #[test]
+    fn long_values_are_keyed_by_their_digest() {
+        let long = "x".repeat(LONGEST_PLAIN + 1);
+        let key = facet(tag::MODEL, &long);
+        assert_eq!(key.len(), 2 + 64);
+        assert!(key.starts_with("m#"));
+        assert_eq!(facet(tag::MODEL, "gpt"), "m=gpt");
+        assert_ne!(key, facet(tag::MODEL, &"x".repeat(LONGEST_PLAIN + 2)));
+    }
+
+    #[test]
+    fn one_facet_is_exact_and_a_conjunction_an_upper_bound() {
+        let one = Filter {
+            eq: vec![(tag::AGENT, vec!["a".into(), "b".into()])],
+            ..Filter::default()
+        };
+        assert!(groups(&one).1);
+        let two_models = Filter {
+            eq: vec![(tag::MODEL, vec!["a".into(), "b".into()])],
+            ..Filter::default()
+        };
+        assert!(!groups(&two_models).1);
+        let pair = Filter {
+            eq: vec![(tag::AGENT, vec!["a".into()])],
+            has_session: Some(true),
+            ..Filter::default()
+        };
+        assert!(!groups(&pair).1);
+        let user = Filter {
+            eq: vec![(tag::USER, vec!["u".into()])],
+            ..Filter::default()
+        };
+        let (g, exact) = groups(&user);
+        assert!(!exact);
+        assert_eq!(g, vec![vec![ALL.to_string()]]);
+        assert!(groups(&Filter::default()).1);
+    }
+}
