@@ -31,7 +31,7 @@ echo "== PostgreSQL, one instance"
     --config "$(config one)" | head -2
 echo "database size after one instance: $(psql_ "SELECT pg_database_size(current_database())") B"
 
-psql_ "TRUNCATE calls, call_content, chunks, blobs, invocations, invocation_models, sessions, rollups, ratelimits, ratelimit_points"
+psql_ "TRUNCATE calls, call_content, chunks, blobs, invocations, invocation_models, sessions, rollups, ratelimits, ratelimit_points, call_facet_days"
 echo "== PostgreSQL, three instances at once ($CALLS calls each)"
 start=$(date +%s.%N)
 for i in 0 1 2; do

@@ -416,8 +416,8 @@ fn engine_config(url: &str) -> PostgresConfig {
 }
 
 #[tokio::test]
-async fn the_engine_behind_the_store_handle_answers_or_says_not_yet() {
-    use llmtap::store::{EngineContext, Store, StoreError, StoreOptions};
+async fn the_engine_behind_the_store_handle_answers_for_both_instances() {
+    use llmtap::store::{EngineContext, Store, StoreOptions};
     let db = pg::fresh_db("engine_handle").await;
     let config = engine_config(&db.url());
     let (pool, version) = engine::prepare(&config).await.unwrap();
@@ -486,16 +486,8 @@ async fn the_engine_behind_the_store_handle_answers_or_says_not_yet() {
         assert_eq!(b2.audit_entries(Some(20), 10).unwrap().len(), 1);
         assert!(!a2.contains_call("c_nope").unwrap());
         assert_eq!(a2.call_count(), 0);
-        // What is not there yet says so, typed, instead of panicking or answering empty.
-        match a2.delete_call("c_1") {
-            Err(StoreError::NotOnPostgres { operation }) => assert_eq!(operation, "delete_call"),
-            other => panic!("expected NotOnPostgres, got {other:?}"),
-        }
-        let err = a2.delete_call("c_1").unwrap_err().to_string();
-        assert_eq!(
-            err,
-            "delete_call is not yet available on the PostgreSQL store"
-        );
+        // A call that is not there is not deleted.
+        assert!(!a2.delete_call("c_1").unwrap());
     })
     .await
     .unwrap();
@@ -1194,6 +1186,69 @@ async fn lists_match_sled(name: &str, run_gap_us: u64) {
         .await
         .unwrap();
     assert_eq!(counts(&client).await, kept);
+}
+
+#[tokio::test]
+async fn deleting_a_call_frees_its_content_and_takes_it_off_every_count() {
+    use llmtap::record::CallStatus;
+    use llmtap::store::{Engine, StoreOptions};
+    let db = pg::fresh_db("delete").await;
+    let (pool, _) = engine::prepare(&engine_config(&db.url())).await.unwrap();
+    let t0 = 1_780_000_000_000_000u64;
+    let shared = distinct_text("shared prompt", 9_000);
+    let own = distinct_text("prompt of the deleted call", 9_000);
+    let kept = round_with_bodies("run", 1, t0, &shared, CallStatus::Success);
+    let deleted = round_with_bodies("run", 2, t0 + 1000, &own, CallStatus::Failed);
+    let also = round_with_bodies("other", 1, t0 + 2000, &shared, CallStatus::Success);
+    let store = pg_engine(&pool, "a", &StoreOptions::default());
+    let batch = vec![kept.clone(), deleted.clone(), also.clone()];
+    let id = deleted.id.clone();
+    tokio::task::spawn_blocking(move || {
+        store.write_batch(&batch, &[]).unwrap();
+        assert!(store.delete_call(&id).unwrap());
+        assert!(store.get_call(&id).unwrap().is_none());
+        assert!(!store.delete_call(&id).unwrap(), "gone already");
+        for survivor in [&kept, &also] {
+            let call = store.get_call(&survivor.id).unwrap().unwrap();
+            assert!(call.request_body.unwrap().contains(&shared[..64]));
+        }
+        let total = store.rollup_total(b"*").unwrap();
+        assert_eq!(total.calls, 2, "{total:?}");
+        assert_eq!(total.errors, 0, "{total:?}");
+        let failed = llmtap::store::summary::Filter {
+            eq: vec![(llmtap::store::summary::tag::STATUS, vec!["failed".into()])],
+            ..Default::default()
+        };
+        let page = store
+            .list_calls(
+                &failed,
+                &llmtap::store::sled::PageRequest {
+                    limit: 10,
+                    count_total: true,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert_eq!((page.items.len(), page.total), (0, 0));
+    })
+    .await
+    .unwrap();
+    let client = db.connect().await;
+    let (stored, recounted) = recount_refs(&client).await;
+    assert_eq!(stored, recounted, "no reference leaked or lost");
+    assert!(
+        stored.iter().all(|(_, n)| *n > 0),
+        "the deleted prompt is freed"
+    );
+    let all: i64 = client
+        .query_one(
+            "SELECT coalesce(sum(n), 0)::bigint FROM call_facet_days WHERE facet = 't='",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(all, 2);
 }
 
 #[tokio::test]

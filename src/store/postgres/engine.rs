@@ -1,4 +1,4 @@
-//! `PostgresStore`: the PostgreSQL engine behind the `Engine` trait, in progress.
+//! `PostgresStore`: the PostgreSQL engine behind the `Engine` trait.
 //!
 //! The trait is synchronous (the writer thread and the API's blocking tasks call it);
 //! each operation runs on the process-wide PostgreSQL runtime (`pool::io_runtime`,
@@ -6,15 +6,13 @@
 //! can be called from any thread but that runtime's own. Dropping an engine (a
 //! reopen, a test) leaves the pool's connections alive for the next one.
 //!
-//! Implemented: `write_batch` (calls, content, runs merged across instances, rollups,
-//! the live-stream notice; `batch.rs`), point reads of calls with their content
-//! (`get_call`, `get_raw`, `call_text`, `get_blob`, refcounts), runs
-//! (`get_invocation`, `invocation_calls`, `invocation_summary`, `invocations_since`),
-//! rollups, the audit log, this instance's applied capture-log position, and the
-//! call and run lists with totals and cursors (`lists.rs`; not yet text search).
-//! Every other operation (sessions, rate limits, facet scans, retention)
-//! answers `StoreError::NotOnPostgres`, which the read API turns into 501
-//! `not_on_postgres`; none panics. Sessions and rate-limit state are not written yet.
+//! Every operation of the trait is here, each over the module of its tables:
+//! batches (`batch.rs`), point reads of calls with their content and of runs, the
+//! lists with totals and cursors (`lists.rs`, text search `search.rs`), sessions,
+//! rate limits, rollups, facet scans, the audit log, this instance's applied
+//! capture-log position, repricing, retention and `delete_call` (`retention.rs`). A
+//! request the engine cannot express answers `StoreError::NotOnPostgres`, which the
+//! read API turns into 501 `not_on_postgres`; none panics.
 
 use super::{
     batch, calls, content, invocations, lists, ratelimits, rollups, search, sessions, PgError, Pool,
@@ -113,10 +111,6 @@ async fn manifest_with(
 
 /// Rows a facet scan reads per query.
 const SCAN_CHUNK: usize = 5000;
-
-fn not_yet(operation: &'static str) -> StoreError {
-    StoreError::NotOnPostgres { operation }
-}
 
 /// The store handle over this engine: opened now, and again (the same way) when the
 /// handle reopens it after failed writes.
@@ -678,8 +672,12 @@ impl Engine for PostgresStore {
         }
         Ok(report)
     }
-    fn delete_call(&self, _id: &str) -> Result<bool, StoreError> {
-        Err(not_yet("delete_call"))
+    fn delete_call(&self, id: &str) -> Result<bool, StoreError> {
+        let codec = self.codec.clone();
+        let id = id.to_string();
+        self.run_read(move |mut c| async move {
+            super::retention::delete_call(&mut c, &codec, &id).await
+        })
     }
     fn reprice(
         &self,

@@ -3,8 +3,9 @@
 //! filter's exact total.
 //!
 //! The writer adds each batch's counts in the batch's transaction (`add`), so the
-//! counts and the calls commit together; retention deletes a dropped day's counts
-//! with its partitions (`drop_before`). The facets are those sled's facet cache
+//! counts and the calls commit together; `delete_call` takes its call off them
+//! (`subtract`), and retention deletes a dropped day's counts with its partitions
+//! (`drop_before`). The facets are those sled's facet cache
 //! counts (`index::is_paired`), read from the columns the engine writes, plus `t=`
 //! for every call, so a time window alone has counts too.
 
@@ -63,15 +64,29 @@ pub fn of_call(call: &CallRecord) -> Vec<String> {
     out
 }
 
-/// Adds the calls (the ones a batch inserted) to their days' counts, in key order
-/// (two instances' batches lock shared rows in one order).
+/// Adds the calls (the ones a batch inserted) to their days' counts.
 pub async fn add(client: &impl GenericClient, calls: &[&CallRecord]) -> Result<(), PgError> {
+    apply(client, calls, 1).await
+}
+
+/// Takes deleted calls off their days' counts.
+pub async fn subtract(client: &impl GenericClient, calls: &[&CallRecord]) -> Result<(), PgError> {
+    apply(client, calls, -1).await
+}
+
+/// Adds `sign` per call to each of its counts, in key order (two instances'
+/// batches lock shared rows in one order).
+async fn apply(
+    client: &impl GenericClient,
+    calls: &[&CallRecord],
+    sign: i64,
+) -> Result<(), PgError> {
     let mut counts: BTreeMap<(String, i64), i64> = BTreeMap::new();
     for call in calls {
         let day = call.started_at_us - call.started_at_us % DAY_US;
         let day = i64::try_from(day).unwrap_or(i64::MAX);
         for f in of_call(call) {
-            *counts.entry((f, day)).or_default() += 1;
+            *counts.entry((f, day)).or_default() += sign;
         }
     }
     let rows: Vec<_> = counts.into_iter().collect();
@@ -108,13 +123,6 @@ pub struct Days {
     pub days: Vec<(u64, u64)>,
     /// Whether `days` are the matches (else at least as many as the matches).
     pub exact: bool,
-}
-
-impl Days {
-    /// The end of the newest day with a match (nothing started later, as counted).
-    pub fn end(&self) -> Option<u64> {
-        self.days.first().map(|(d, _)| d + DAY_US)
-    }
 }
 
 /// The facet groups a filter ANDs, each the facets its values OR (all calls when it

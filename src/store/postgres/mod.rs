@@ -6,7 +6,8 @@
 //! table group (`calls.rs`, `content.rs`, `invocations.rs`, `sessions.rs`,
 //! `ratelimits.rs`, `rollups.rs`, `lists.rs`); one batch's transaction (`batch.rs`);
 //! the live stream between instances (`notify.rs`); text as PostgreSQL accepts it
-//! (`text.rs`). Operations not built yet answer `NotOnPostgres`.
+//! (`text.rs`); calls per day and facet (`facets.rs`). A request the engine cannot
+//! express answers `NotOnPostgres`.
 
 pub mod batch;
 pub mod calls;

@@ -227,3 +227,48 @@ async fn delete_runs(
     rollups::subtract(client, &rollup_deltas(&[], &refs)).await?;
     Ok(runs.len() as u64)
 }
+
+/// Deletes one call and what is keyed by it, as `SledStore::delete_call` does: its
+/// row and manifest, its content references (pieces at zero are freed), and what it
+/// added to the rollups and the facet counts. Its run keeps its totals and its
+/// rate-limit points stay, as on sled. Under the sweep lock, like retention, so no
+/// writer references a piece this frees. Returns false when there was no such call.
+pub async fn delete_call(
+    client: &mut tokio_postgres::Client,
+    codec: &Codec,
+    id: &str,
+) -> Result<bool, StoreError> {
+    let tx = client.transaction().await.map_err(PgError::from)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&content::SWEEP_LOCK])
+        .await
+        .map_err(PgError::from)?;
+    let Some(row) = tx
+        .query_opt(
+            "DELETE FROM calls WHERE id = $1 RETURNING started_us, record",
+            &[&id],
+        )
+        .await
+        .map_err(PgError::from)?
+    else {
+        return Ok(false);
+    };
+    let started: i64 = row.get(0);
+    let call = decode::<CallRecord>("call", row.get(1))?;
+    let manifests: Vec<(String, Vec<u8>)> = tx
+        .query(
+            "DELETE FROM call_content WHERE started_us = $1 AND call_id = $2 RETURNING manifest",
+            &[&started, &id],
+        )
+        .await
+        .map_err(PgError::from)?
+        .into_iter()
+        .map(|r| (id.to_string(), r.get(0)))
+        .collect();
+    let mut roots = HashMap::new();
+    count_roots(codec, &manifests, &mut roots)?;
+    content::release(&tx, codec, roots).await?;
+    rollups::subtract(&tx, &rollup_deltas(&[&call], &[])).await?;
+    super::facets::subtract(&tx, &[&call]).await?;
+    tx.commit().await.map_err(PgError::from)?;
+    Ok(true)
+}
