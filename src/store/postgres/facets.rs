@@ -202,6 +202,13 @@ pub async fn days(client: &impl GenericClient, filter: &Filter) -> Result<Days, 
     Ok(Days { days, exact })
 }
 
+impl Days {
+    /// The end of the newest day with a match: no match started later.
+    pub fn end(&self) -> Option<u64> {
+        self.days.first().map(|(d, _)| d + DAY_US)
+    }
+}
+
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }

@@ -309,10 +309,10 @@ pub(super) async fn rows(
     request: &PageRequest,
     limit: usize,
 ) -> Result<Vec<(serde_json::Value, i64, String)>, PgError> {
-    rows_within(client, table, filter, request, limit, None).await
+    rows_within(client, table, filter, request, limit, None, None).await
 }
 
-/// `rows`, reading only rows that started at or after `since` when given.
+/// `rows`, reading only rows that started in [since, until) where given.
 async fn rows_within(
     client: &impl GenericClient,
     table: Table,
@@ -320,12 +320,17 @@ async fn rows_within(
     request: &PageRequest,
     limit: usize,
     since: Option<u64>,
+    until: Option<u64>,
 ) -> Result<Vec<(serde_json::Value, i64, String)>, PgError> {
     let mut w = Where::default();
     conditions(table, filter, &mut w)?;
     if let Some(since) = since {
         let p = w.param(to_i64(since));
         w.push(format!("r.started_us >= {p}"));
+    }
+    if let Some(until) = until {
+        let p = w.param(to_i64(until));
+        w.push(format!("r.started_us < {p}"));
     }
     if let Some(after) = &request.after {
         let (t, id) = (w.param(to_i64(after.time_us)), w.param(after.id.clone()));
@@ -362,12 +367,15 @@ async fn windowed_rows(
     let need = request.offset + limit + 1;
     let since = window_start(&days.days, filter, request.after.as_ref(), need)
         .filter(|since| filter.from_us.is_none_or(|from| *since > from));
-    // Only a lower bound: rows above it are never left out, whatever the counts say.
-    let mut found = rows_within(client, table, filter, request, limit, since).await?;
+    // No match started after the newest day the counts have one on (they commit
+    // with the calls): naming its end prunes the partitions made ahead for days to
+    // come and the default one.
+    let until = days.end();
+    let mut found = rows_within(client, table, filter, request, limit, since, until).await?;
     if found.len() <= limit && since.is_some() {
         // Fewer than the window should hold (the counts bound a conjunction's
         // matches only from above, or a sweep ran meanwhile): read without it.
-        found = rows_within(client, table, filter, request, limit, None).await?;
+        found = rows_within(client, table, filter, request, limit, None, None).await?;
     }
     Ok((found, Some(days)))
 }
