@@ -1,8 +1,10 @@
 //! One batch's write to PostgreSQL, in one transaction.
 //!
-//! `prepare` runs on the writer's thread, off the engine's runtime: it splits each
-//! call that is not stored yet into metadata and content (`manifest::store_content`,
-//! the same split as sled's) and stages the pieces. `write` then stores, in one
+//! `probe` and `prepare` run on the writer's thread, off the engine's runtime:
+//! `probe` lists the stored pieces cutting could build on, and once the database
+//! said which of those it holds, `prepare` splits each call that is not stored yet
+//! into metadata and content (`manifest::store_content`, the same split as sled's)
+//! and stages the pieces. `write` then stores, in one
 //! transaction: the content pieces and their references (`content.rs`), the call
 //! rows (`ON CONFLICT DO NOTHING RETURNING id`: only the calls this transaction
 //! inserted count from here on), their manifests, their per-day facet counts
@@ -17,6 +19,7 @@
 use super::{calls, content, facets, invocations, notify, ratelimits, rollups, sessions, PgError};
 use crate::record::{CallRecord, InvocationRecord};
 use crate::store::content::Codec;
+use crate::store::crypto::Addr;
 use crate::store::index;
 use crate::store::manifest::store_content;
 use crate::store::stored::metadata_only;
@@ -39,19 +42,38 @@ pub struct Prepared {
     pub with_subject: bool,
 }
 
-/// Splits the batch's new calls into metadata and staged content. Content failures
-/// fail open, as in sled: the call keeps its metadata and a note.
+/// The chunks cutting the batch's new calls could build on if they are stored (the
+/// first pass; `content.rs` module doc). Nothing is staged or counted.
+pub fn probe(
+    codec: Arc<Codec>,
+    batch: &[CallRecord],
+    already_stored: &HashSet<String>,
+) -> HashSet<Addr> {
+    let mut probe = content::Probe::new(codec);
+    let scratch = StoreStats::default();
+    for call in batch.iter().filter(|c| !already_stored.contains(&c.id)) {
+        let mut meta = metadata_only(call);
+        // A failure here fails the same way when the batch is cut for real.
+        let _ = store_content(&mut probe, &scratch, call, &mut meta);
+    }
+    probe.asked()
+}
+
+/// Splits the batch's new calls into metadata and staged content, building on the
+/// chunks the database held (`stored`, from `probe` and `content::stored_among`).
+/// Content failures fail open, as in sled: the call keeps its metadata and a note.
 pub fn prepare(
     codec: Arc<Codec>,
     stats: &StoreStats,
     batch: &[CallRecord],
     already_stored: &HashSet<String>,
+    stored: HashSet<Addr>,
 ) -> Prepared {
     let mut prepared = Prepared {
         calls: Vec::with_capacity(batch.len()),
         metas: Vec::with_capacity(batch.len()),
         manifests: Vec::new(),
-        staging: content::Staging::new(codec.clone()),
+        staging: content::Staging::with_stored(codec.clone(), stored),
         with_subject: codec.keys.is_none(),
     };
     let mut seen = HashSet::new();

@@ -7,9 +7,16 @@
 //! from the same system prompt is stored once and only the transaction that
 //! inserted it takes references on the pieces its template names; then every
 //! reference delta (manifest roots, children of new chunks) in one update per table.
-//! Staging cannot ask the database whether a chunk exists (one round trip per
-//! piece), so it stages every piece a call needs and the insert sorts out which are
-//! new. Rows are written in address order; two instances that still lock the same
+//! Staging cannot ask the database piece by piece (one round trip each), yet what is
+//! stored changes how a body is cut: a round's history names the previous round's
+//! stored history and holds only what it added (`body.rs`). So the engine first cuts
+//! the batch with a `Probe` that records every piece the cutting asks about, asks
+//! the database once which of them are stored (`stored_among`), and stages with
+//! that answer (`Staging::with_stored`). Should one of those be freed before the
+//! batch's transaction holds the sweep lock (a retention sweep in between), the
+//! reference update finds it missing and `write` answers `ContentGone`: the engine
+//! cuts the batch again. Pieces not known stored are staged and the insert sorts out
+//! which are new. Rows are written in address order; two instances that still lock the same
 //! rows in a different order get a deadlock error, and the engine retries the batch.
 //!
 //! Reading: `load` fetches a call's pieces breadth first, one query per template
@@ -41,15 +48,23 @@ pub struct Staging {
     blobs: BTreeMap<Addr, Vec<u8>>,
     /// References the batch's manifests take on their roots.
     roots: HashMap<Addr, i64>,
+    /// Chunks the database held when the batch was cut.
+    stored: HashSet<Addr>,
 }
 
 impl Staging {
     pub fn new(codec: Arc<Codec>) -> Staging {
+        Staging::with_stored(codec, HashSet::new())
+    }
+
+    /// Staging that builds on these stored chunks (`stored_among`).
+    pub fn with_stored(codec: Arc<Codec>, stored: HashSet<Addr>) -> Staging {
         Staging {
             codec,
             chunks: BTreeMap::new(),
             blobs: BTreeMap::new(),
             roots: HashMap::new(),
+            stored,
         }
     }
 
@@ -63,9 +78,9 @@ impl ContentSink for Staging {
         &self.codec
     }
 
-    /// Only what this batch staged: the database is not asked (see the module doc).
+    /// What this batch staged or the database held when asked (see the module doc).
     fn has_chunk(&self, a: &Addr) -> Result<bool, StoreError> {
-        Ok(self.chunks.contains_key(a))
+        Ok(self.chunks.contains_key(a) || self.stored.contains(a))
     }
 
     fn add_chunk(&mut self, a: Addr, segs: &[Seg]) -> Result<(), StoreError> {
@@ -99,6 +114,67 @@ impl ContentSink for Staging {
     fn ref_chunk(&mut self, a: &Addr) {
         *self.roots.entry(*a).or_default() += 1;
     }
+}
+
+/// A sink that stores nothing and records every chunk the cutting asks about (the
+/// first pass of a batch, see the module doc).
+pub struct Probe {
+    codec: Arc<Codec>,
+    asked: std::cell::RefCell<HashSet<Addr>>,
+}
+
+impl Probe {
+    pub fn new(codec: Arc<Codec>) -> Probe {
+        Probe {
+            codec,
+            asked: Default::default(),
+        }
+    }
+
+    /// Every chunk the cutting asked about.
+    pub fn asked(self) -> HashSet<Addr> {
+        self.asked.into_inner()
+    }
+}
+
+impl ContentSink for Probe {
+    fn codec(&self) -> &Codec {
+        &self.codec
+    }
+
+    /// Nothing is known stored here, so the cutting asks about every piece it might
+    /// build on.
+    fn has_chunk(&self, a: &Addr) -> Result<bool, StoreError> {
+        self.asked.borrow_mut().insert(*a);
+        Ok(false)
+    }
+
+    fn add_chunk(&mut self, _a: Addr, _segs: &[Seg]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn ensure_blob(&mut self, _a: Addr, _media: &str, _bytes: &[u8]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn ref_chunk(&mut self, _a: &Addr) {}
+}
+
+/// Which of these chunks the database holds.
+pub async fn stored_among(
+    client: &impl GenericClient,
+    asked: &HashSet<Addr>,
+) -> Result<HashSet<Addr>, PgError> {
+    if asked.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let keys = addrs(asked.iter().copied());
+    client
+        .query("SELECT addr FROM chunks WHERE addr = ANY($1)", &[&keys])
+        .await?
+        .iter()
+        .map(|row| to_addr(row.get::<_, &[u8]>(0)))
+        .collect()
 }
 
 /// What `write` stored.
@@ -200,12 +276,13 @@ pub async fn write(client: &impl GenericClient, staging: &Staging) -> Result<Wri
             )
             .await?;
         if updated != keys.len() as u64 {
-            // A reference to a piece that is not stored: the staging or the store is wrong.
-            return Err(PgError::Decode(format!(
-                "{} of {} referenced {table} rows are missing",
-                keys.len() as u64 - updated,
-                keys.len()
-            )));
+            // A reference to a piece that is not stored: one the batch was cut on was
+            // freed before this transaction held the sweep lock (or the store is wrong,
+            // which cutting the batch again against the database also sorts out).
+            return Err(PgError::ContentGone {
+                missing: keys.len() as u64 - updated,
+                named: keys.len() as u64,
+            });
         }
     }
     Ok(written)

@@ -284,35 +284,53 @@ impl PostgresStore {
             let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
             calls::stored_ids(&*c, &ids).await
         })?;
-        let prepared = Arc::new(batch::prepare(
-            self.codec.clone(),
-            &self.stats,
-            batch,
-            &stored,
-        ));
-        if prepared.calls.is_empty() {
-            return Ok(());
-        }
-        let instance = self.instance.clone();
-        let written = self.run(move |mut c| async move {
-            let mut attempt = 1;
-            loop {
-                let tx = c.transaction().await?;
-                let result = match batch::write(&tx, &prepared, &instance).await {
-                    Ok(written) => tx.commit().await.map(|()| written).map_err(PgError::from),
-                    Err(e) => Err(e),
-                };
-                match result {
-                    Err(e) if retryable(&e) && attempt < WRITE_ATTEMPTS => {
-                        tracing::debug!(error = %e, attempt, "batch lost a race with another instance; retrying");
-                        attempt += 1;
-                        let backoff = 5 * u64::from(attempt) + u64::from(rand_jitter());
-                        tokio::time::sleep(std::time::Duration::from_millis(backoff)).await;
-                    }
-                    other => return other,
-                }
+        let mut cut = 1;
+        let written = loop {
+            // What the cutting may build on, as the database holds it now.
+            let asked = batch::probe(self.codec.clone(), batch, &stored);
+            let held =
+                self.run(move |c| async move { content::stored_among(&*c, &asked).await })?;
+            let prepared = Arc::new(batch::prepare(
+                self.codec.clone(),
+                &self.stats,
+                batch,
+                &stored,
+                held,
+            ));
+            if prepared.calls.is_empty() {
+                return Ok(());
             }
-        })?;
+            let instance = self.instance.clone();
+            let outcome = self.run(move |mut c| async move {
+                let mut attempt = 1;
+                loop {
+                    let tx = c.transaction().await?;
+                    let result = match batch::write(&tx, &prepared, &instance).await {
+                        Ok(written) => tx.commit().await.map(|()| written).map_err(PgError::from),
+                        Err(e) => Err(e),
+                    };
+                    match result {
+                        Err(e) if retryable(&e) && attempt < WRITE_ATTEMPTS => {
+                            tracing::debug!(error = %e, attempt, "batch lost a race with another instance; retrying");
+                            attempt += 1;
+                            let backoff = 5 * u64::from(attempt) + u64::from(rand_jitter());
+                            tokio::time::sleep(std::time::Duration::from_millis(backoff)).await;
+                        }
+                        // Cut again against what is stored now (the caller's loop).
+                        Err(gone @ PgError::ContentGone { .. }) => return Ok(Err(gone)),
+                        other => return other.map(Ok),
+                    }
+                }
+            })?;
+            match outcome {
+                Ok(written) => break written,
+                Err(gone) if cut < WRITE_ATTEMPTS => {
+                    tracing::debug!(cut, error = %gone, "cutting the batch again");
+                    cut += 1;
+                }
+                Err(gone) => return Err(gone.into()),
+            }
+        };
         if self.events.receiver_count() > 0 {
             let _ = self.events.send(Arc::new(written));
         }

@@ -50,6 +50,8 @@ pub enum PgError {
     Decode(String),
     #[error("{0} is not yet available on the PostgreSQL store")]
     Unsupported(&'static str),
+    #[error("{missing} of {named} content pieces the batch builds on were freed meanwhile")]
+    ContentGone { missing: u64, named: u64 },
     #[error("the PostgreSQL engine's runtime: {0}")]
     Runtime(String),
     #[error("cannot read [store] ca_file {path}: {source}")]
