@@ -42,7 +42,7 @@ async fn instances_starting_together_apply_each_migration_once() {
         applied.extend(t.await.unwrap());
     }
     let all: Vec<i32> = engine::MIGRATIONS.iter().map(|m| m.version).collect();
-    assert_eq!(all, vec![1, 2, 3, 4, 5]);
+    assert_eq!(all, vec![1, 2, 3, 4, 5, 6]);
     applied.sort_unstable();
     assert_eq!(applied, all, "exactly one instance applied each version");
     let client = db.connect().await;
@@ -105,7 +105,7 @@ async fn a_schema_newer_than_the_binary_is_refused_untouched() {
     // `llmtap serve` refuses to start on it, saying why.
     let err = refused_start(&db.url()).await;
     assert!(err.contains("newer than this llmtap knows"), "{err}");
-    assert_eq!(versions(&client).await, vec![1, 2, 3, 4, 5, 99]);
+    assert_eq!(versions(&client).await, vec![1, 2, 3, 4, 5, 6, 99]);
 }
 
 #[tokio::test]
@@ -1169,7 +1169,9 @@ async fn lists_match_sled(name: &str, run_gap_us: u64) {
     async fn counts(client: &tokio_postgres::Client) -> Vec<(String, i64, i64)> {
         client
             .query(
-                "SELECT facet, day_us, n FROM call_facet_days WHERE n <> 0 ORDER BY 1, 2",
+                "SELECT facet, day_us, n FROM call_facet_days WHERE n <> 0 \
+                 UNION ALL SELECT a || ' & ' || b, day_us, n FROM call_facet_pair_days \
+                 WHERE n <> 0 ORDER BY 1, 2",
                 &[],
             )
             .await
@@ -1189,12 +1191,23 @@ async fn lists_match_sled(name: &str, run_gap_us: u64) {
             first_day.len() as i64
         }))
     );
-    let migration = include_str!("../../src/store/postgres/migrations/0005_facet_counts.sql");
-    let backfill = &migration[migration
-        .find("INSERT INTO call_facet_days")
-        .expect("the migration fills the counts")..];
+    assert!(
+        kept.iter().any(|(f, _, _)| f.contains(" & ")),
+        "pairs counted"
+    );
+    let singles = include_str!("../../src/store/postgres/migrations/0005_facet_counts.sql");
+    let pairs = include_str!("../../src/store/postgres/migrations/0006_facet_pair_counts.sql");
+    let backfill = |sql: &'static str, table: &str| {
+        &sql[sql
+            .find(&format!("INSERT INTO {table}"))
+            .expect("the migration fills the counts")..]
+    };
     client
-        .batch_execute(&format!("TRUNCATE call_facet_days; {backfill}"))
+        .batch_execute(&format!(
+            "TRUNCATE call_facet_days, call_facet_pair_days; {} {}",
+            backfill(singles, "call_facet_days"),
+            backfill(pairs, "call_facet_pair_days")
+        ))
         .await
         .unwrap();
     assert_eq!(counts(&client).await, kept);
@@ -1273,6 +1286,22 @@ async fn rounds_written_batch_by_batch_build_on_the_stored_history_as_on_sled() 
         for call in &rounds {
             let back = pg_store.get_call(&call.id).unwrap().unwrap();
             assert_eq!(back.request_body, call.request_body, "{}", call.id);
+        }
+        // Storage figures count every table, partitioned or not.
+        let usage = pg_store.tree_usage().unwrap();
+        for table in [
+            "calls",
+            "call_content",
+            "chunks",
+            "invocations",
+            "call_facet_days",
+        ] {
+            assert!(
+                usage
+                    .iter()
+                    .any(|(name, _, bytes)| name == table && *bytes > 0),
+                "{table}: {usage:?}"
+            );
         }
     })
     .await

@@ -772,10 +772,15 @@ impl Engine for PostgresStore {
             for table in super::TABLES {
                 let row = c
                     .query_one(
+                        // A plain table is no partition tree (pg_partition_tree
+                        // returns nothing for it): its own size, with indexes and TOAST.
                         &format!(
                             "SELECT (SELECT count(*) FROM {table}), \
-                             (SELECT coalesce(sum(pg_total_relation_size(relid)), 0)::bigint \
-                              FROM pg_partition_tree('{table}'))"
+                             (SELECT CASE WHEN c.relkind = 'p' THEN \
+                                 (SELECT coalesce(sum(pg_total_relation_size(relid)), 0) \
+                                  FROM pg_partition_tree(c.oid)) \
+                               ELSE pg_total_relation_size(c.oid) END::bigint \
+                              FROM pg_class c WHERE c.oid = '{table}'::regclass)"
                         ),
                         &[],
                     )

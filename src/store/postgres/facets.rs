@@ -89,6 +89,60 @@ async fn apply(
             *counts.entry((f, day)).or_default() += sign;
         }
     }
+    upsert_singles(client, counts).await?;
+    let mut pairs: BTreeMap<(String, String, i64), i64> = BTreeMap::new();
+    for call in calls {
+        let day = call.started_at_us - call.started_at_us % DAY_US;
+        let day = i64::try_from(day).unwrap_or(i64::MAX);
+        let facets = of_call(call);
+        for (a, b) in pairs_of(&facets) {
+            *pairs
+                .entry((a.to_string(), b.to_string(), day))
+                .or_default() += sign;
+        }
+    }
+    let rows: Vec<_> = pairs.into_iter().collect();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let a: Vec<&str> = chunk.iter().map(|((a, _, _), _)| a.as_str()).collect();
+        let b: Vec<&str> = chunk.iter().map(|((_, b, _), _)| b.as_str()).collect();
+        let days: Vec<i64> = chunk.iter().map(|((_, _, d), _)| *d).collect();
+        let ns: Vec<i64> = chunk.iter().map(|(_, n)| *n).collect();
+        client
+            .execute(
+                "INSERT INTO call_facet_pair_days AS c (a, b, day_us, n) \
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) \
+                 ON CONFLICT (a, b, day_us) DO UPDATE SET n = c.n + excluded.n",
+                &[&a, &b, &days, &ns],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// The pairs of a call's facets that `call_facet_pair_days` counts: tags differ,
+/// the lower tag first, the all-calls facet left out (migration 6).
+pub fn pairs_of(facets: &[String]) -> Vec<(&str, &str)> {
+    let mut out = Vec::new();
+    for (i, x) in facets.iter().enumerate() {
+        for y in &facets[i + 1..] {
+            let (tx, ty) = (x.as_bytes()[0], y.as_bytes()[0]);
+            if tx == tag::ALL || ty == tag::ALL || tx == ty {
+                continue;
+            }
+            out.push(if tx < ty {
+                (x.as_str(), y.as_str())
+            } else {
+                (y.as_str(), x.as_str())
+            });
+        }
+    }
+    out
+}
+
+async fn upsert_singles(
+    client: &impl GenericClient,
+    counts: BTreeMap<(String, i64), i64>,
+) -> Result<(), PgError> {
     let rows: Vec<_> = counts.into_iter().collect();
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let facets: Vec<&str> = chunk.iter().map(|((f, _), _)| f.as_str()).collect();
@@ -109,9 +163,14 @@ async fn apply(
 /// Deletes the counts of the days before `day_end` (a day boundary), whose
 /// partitions retention dropped.
 pub async fn drop_before(client: &impl GenericClient, day_end: i64) -> Result<(), PgError> {
-    client
-        .execute("DELETE FROM call_facet_days WHERE day_us < $1", &[&day_end])
-        .await?;
+    for table in ["call_facet_days", "call_facet_pair_days"] {
+        client
+            .execute(
+                &format!("DELETE FROM {table} WHERE day_us < $1"),
+                &[&day_end],
+            )
+            .await?;
+    }
     Ok(())
 }
 
@@ -123,47 +182,82 @@ pub struct Days {
     pub days: Vec<(u64, u64)>,
     /// Whether `days` are the matches (else at least as many as the matches).
     pub exact: bool,
+    /// Whether the filter names only counted facets (and a window): its matches
+    /// are then a conjunction the counts bound, as sled's facet cache counts it.
+    pub counted_only: bool,
 }
 
-/// The facet groups a filter ANDs, each the facets its values OR (all calls when it
-/// names none), and whether their counts are its matches exactly: only for one
-/// group with nothing else to test. What the counts do not hold (text, cost,
-/// properties, users, sessions, tasks, keys, kinds) only narrows the matches, so
-/// the counts of the rest still bound them from above.
-fn groups(filter: &Filter) -> (Vec<Vec<String>>, bool) {
-    let mut exact =
+/// The facet groups a filter ANDs, each (tag, the facets its values OR); all calls
+/// when it names none. What the counts do not hold (text, cost, properties, users,
+/// sessions, tasks, keys, kinds) only narrows the matches, so the counts of the
+/// rest still bound them from above.
+struct Groups {
+    groups: Vec<(u8, Vec<String>)>,
+    /// Nothing but counted facets and a window.
+    counted_only: bool,
+    /// A facet a call may carry twice (requested and answering model) is ORed over
+    /// several values: a sum of their counts may count a call twice.
+    overlapping: bool,
+}
+
+fn groups(filter: &Filter) -> Groups {
+    let mut counted_only =
         filter.text.is_none() && filter.min_cost_pusd.is_none() && filter.properties.is_empty();
+    let mut overlapping = false;
     let mut groups = Vec::new();
     if let Some(want) = filter.has_session {
-        groups.push(vec![facet(
+        groups.push((
             tag::HAS_SESSION,
-            &String::from_utf8_lossy(index::has_session_value(want)),
-        )]);
+            vec![facet(
+                tag::HAS_SESSION,
+                &String::from_utf8_lossy(index::has_session_value(want)),
+            )],
+        ));
     }
     for (t, values) in &filter.eq {
         if !index::is_paired(*t) {
-            exact = false;
+            counted_only = false;
             continue;
         }
-        // A call carries one value of each of these but the model (requested and
-        // answering): ORed models may both be one call's, and the sum overstates.
         if *t == tag::MODEL && values.len() > 1 {
-            exact = false;
+            overlapping = true;
         }
-        groups.push(values.iter().map(|v| facet(*t, v)).collect());
+        groups.push((*t, values.iter().map(|v| facet(*t, v)).collect()));
     }
     if groups.is_empty() {
-        groups.push(vec![ALL.to_string()]);
+        groups.push((tag::ALL, vec![ALL.to_string()]));
     }
-    let exact = exact && groups.len() == 1;
-    (groups, exact)
+    let mut tags: Vec<u8> = groups.iter().map(|g| g.0).collect();
+    tags.sort_unstable();
+    tags.dedup();
+    // One tag named twice: the pair counts cannot say (a pair has two tags).
+    overlapping |= tags.len() < groups.len();
+    Groups {
+        groups,
+        counted_only,
+        overlapping,
+    }
 }
 
-/// The filter's matches per day, by the counts: exact for one facet (or none),
-/// else an upper bound (each day's fewest over the facets ANDed).
+impl Groups {
+    /// Whether the per-day counts are the matches: one or two groups of counted
+    /// facets and nothing else, no call counted twice.
+    fn exact(&self) -> bool {
+        self.counted_only && !self.overlapping && self.groups.len() <= 2
+    }
+}
+
+/// The filter's matches per day, by the counts: exact for one or two counted
+/// facets (`Groups::exact`), else an upper bound (each day's fewest over the
+/// facets and pairs of facets ANDed).
 pub async fn days(client: &impl GenericClient, filter: &Filter) -> Result<Days, PgError> {
-    let (groups, exact) = groups(filter);
-    let all: Vec<&str> = groups.iter().flatten().map(String::as_str).collect();
+    let g = groups(filter);
+    let all: Vec<&str> = g
+        .groups
+        .iter()
+        .flat_map(|(_, v)| v)
+        .map(String::as_str)
+        .collect();
     let from = filter
         .from_us
         .map(|f| to_i64(f - f % DAY_US))
@@ -184,22 +278,59 @@ pub async fn days(client: &impl GenericClient, filter: &Filter) -> Result<Days, 
         per.insert((f, d), n.max(0) as u64);
         day_set.insert(d);
     }
+    let pair_rows = if g.groups.len() >= 2 {
+        client
+            .query(
+                "SELECT a, b, day_us, n FROM call_facet_pair_days \
+                 WHERE a = ANY($1) AND b = ANY($1) AND day_us >= $2 AND day_us < $3",
+                &[&all, &from, &to],
+            )
+            .await?
+    } else {
+        Vec::new()
+    };
+    let mut pairs: HashMap<(&str, &str, u64), u64> = HashMap::new();
+    for row in &pair_rows {
+        let (a, b, d, n): (&str, &str, i64, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
+        pairs.insert((a, b, d.max(0) as u64), n.max(0) as u64);
+    }
     let mut days = Vec::new();
     for d in day_set.into_iter().rev() {
-        let n = groups
-            .iter()
-            .map(|g| {
-                g.iter()
-                    .map(|f| per.get(&(f.as_str(), d)).copied().unwrap_or(0))
-                    .fold(0u64, u64::saturating_add)
-            })
-            .min()
-            .unwrap_or(0);
+        let single = |(_, facets): &(u8, Vec<String>)| {
+            facets
+                .iter()
+                .map(|f| per.get(&(f.as_str(), d)).copied().unwrap_or(0))
+                .fold(0u64, u64::saturating_add)
+        };
+        let mut n = g.groups.iter().map(single).min().unwrap_or(0);
+        for (i, (tx, xs)) in g.groups.iter().enumerate() {
+            for (ty, ys) in &g.groups[i + 1..] {
+                if tx == ty {
+                    continue;
+                }
+                let mut sum = 0u64;
+                for x in xs {
+                    for y in ys {
+                        let key = if tx < ty {
+                            (x.as_str(), y.as_str(), d)
+                        } else {
+                            (y.as_str(), x.as_str(), d)
+                        };
+                        sum = sum.saturating_add(pairs.get(&key).copied().unwrap_or(0));
+                    }
+                }
+                n = n.min(sum);
+            }
+        }
         if n > 0 {
             days.push((d, n));
         }
     }
-    Ok(Days { days, exact })
+    Ok(Days {
+        days,
+        exact: g.exact(),
+        counted_only: g.counted_only,
+    })
 }
 
 impl Days {
@@ -258,30 +389,40 @@ mod tests {
     }
 
     #[test]
-    fn one_facet_is_exact_and_a_conjunction_an_upper_bound() {
+    fn one_or_two_facets_are_exact_and_longer_conjunctions_an_upper_bound() {
         let one = Filter {
             eq: vec![(tag::AGENT, vec!["a".into(), "b".into()])],
             ..Filter::default()
         };
-        assert!(groups(&one).1);
+        assert!(groups(&one).exact());
         let two_models = Filter {
             eq: vec![(tag::MODEL, vec!["a".into(), "b".into()])],
             ..Filter::default()
         };
-        assert!(!groups(&two_models).1);
+        assert!(!groups(&two_models).exact());
         let pair = Filter {
             eq: vec![(tag::AGENT, vec!["a".into()])],
             has_session: Some(true),
             ..Filter::default()
         };
-        assert!(!groups(&pair).1);
+        assert!(groups(&pair).exact(), "a pair is counted");
+        let three = Filter {
+            eq: vec![
+                (tag::AGENT, vec!["a".into()]),
+                (tag::TENANT, vec!["t".into()]),
+            ],
+            has_session: Some(true),
+            ..Filter::default()
+        };
+        assert!(!groups(&three).exact());
+        assert!(groups(&three).counted_only);
         let user = Filter {
             eq: vec![(tag::USER, vec!["u".into()])],
             ..Filter::default()
         };
-        let (g, exact) = groups(&user);
-        assert!(!exact);
-        assert_eq!(g, vec![vec![ALL.to_string()]]);
-        assert!(groups(&Filter::default()).1);
+        let g = groups(&user);
+        assert!(!g.exact() && !g.counted_only);
+        assert_eq!(g.groups, vec![(tag::ALL, vec![ALL.to_string()])]);
+        assert!(groups(&Filter::default()).exact());
     }
 }

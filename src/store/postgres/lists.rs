@@ -11,10 +11,12 @@
 //!
 //! `total` is exact from the rollups when the filter is one of their scopes
 //! (nothing, a tenant, an agent, or both, over all time); else, for a call filter of
-//! one facet that `call_facet_days` counts (`facets.rs`: the facets sled's facet
-//! cache holds), exact from those per-day counts plus a count of the partial days a
-//! time window cuts; else a count capped at `COUNT_CAP` like sled's, beyond which
-//! it is a lower bound.
+//! one or two facets that `call_facet_days` and `call_facet_pair_days` count
+//! (`facets.rs`: the facets sled's facet cache holds), exact from those per-day
+//! counts plus a count of the partial days a time window cuts; for a longer
+//! conjunction of them, exact as sled's (a count, capped only while the counts say
+//! it stays under the cap); else a count capped at `COUNT_CAP` like sled's, beyond
+//! which it is a lower bound.
 //!
 //! Why the per-day counts also bound call pages: a query over all of `calls` is
 //! planned over every day partition and its indexes (about 4 ms at 40 partitions,
@@ -284,6 +286,22 @@ async fn total(
             counted_total(client, table, filter, &days.days).await?,
             false,
         ));
+    }
+    // A longer conjunction of counted facets: sled's facet cache counts it exactly
+    // at any size, so count it all when the counts say it may pass the cap (below
+    // it, the capped count is exact).
+    let bound = days.filter(|d| d.counted_only).map(|d| {
+        d.days
+            .iter()
+            .map(|(_, n)| *n)
+            .fold(0u64, u64::saturating_add)
+    });
+    if bound.is_some_and(|b| b > COUNT_CAP) {
+        let mut w = Where::default();
+        conditions(table, filter, &mut w)?;
+        let sql = format!("SELECT count(*) FROM {} r WHERE {}", table.name(), w.sql());
+        let n = client.query_one(&sql, &w.refs()).await?.get::<_, i64>(0);
+        return Ok((n.max(0) as u64, false));
     }
     let mut w = Where::default();
     conditions(table, filter, &mut w)?;

@@ -44,6 +44,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "facet_counts",
         sql: include_str!("migrations/0005_facet_counts.sql"),
     },
+    Migration {
+        version: 6,
+        name: "facet_pair_counts",
+        sql: include_str!("migrations/0006_facet_pair_counts.sql"),
+    },
 ];
 
 /// The advisory lock key that serialises migrations ("llmtap" in ASCII).

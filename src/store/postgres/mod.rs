@@ -126,6 +126,8 @@ pub const TABLES: &[&str] = &[
     "ratelimits",
     "ratelimit_points",
     "audit",
+    "call_facet_days",
+    "call_facet_pair_days",
 ];
 
 /// Day partitions made ahead of the clock at start-up (and by the storage thread).
