@@ -1311,6 +1311,109 @@ async fn rounds_written_batch_by_batch_build_on_the_stored_history_as_on_sled() 
     assert_eq!(stored, recounted);
 }
 
+/// Past the 10,000 a capped count stops at, a total over facets sled's facet cache
+/// counts is exact on both engines, for calls (pair counts) and for runs (a count of
+/// them all), and the same.
+#[tokio::test]
+async fn totals_past_the_count_cap_are_exact_as_on_sled() {
+    use llmtap::record::CallStatus;
+    use llmtap::store::sled::PageRequest;
+    use llmtap::store::summary::{tag, Filter};
+    use llmtap::store::{Engine, StoreOptions};
+    let db = pg::fresh_db("past_cap").await;
+    let (pool, _) = engine::prepare(&engine_config(&db.url())).await.unwrap();
+    let t0 = 1_780_000_000_000_000u64;
+    let calls: Vec<_> = (0..10_300u64)
+        .map(|i| {
+            super::synthetic::synthetic_call(
+                &format!("run-{i}"),
+                1,
+                t0 + i * 1_000,
+                "planner",
+                "acme",
+                None,
+                0,
+                if i % 100 == 0 {
+                    CallStatus::Failed
+                } else {
+                    CallStatus::Success
+                },
+                10,
+                3,
+            )
+        })
+        .collect();
+    let model = calls[0].model.clone().unwrap();
+    let dir = super::util::TempDir::new("past-cap-sled");
+    let sled_dir = dir.path().to_path_buf();
+    let pg_store = pg_engine(&pool, "a", &StoreOptions::default());
+    tokio::task::spawn_blocking(move || {
+        let sled = llmtap::store::Store::open_with(&sled_dir, StoreOptions::default()).unwrap();
+        for batch in calls.chunks(2_000) {
+            let runs: Vec<_> = batch
+                .iter()
+                .map(|c| llmtap::record::roll_up(None, c))
+                .collect();
+            sled.write_batch(batch, &runs).unwrap();
+            pg_store.write_batch(batch, &[]).unwrap();
+        }
+        let request = PageRequest {
+            limit: 5,
+            count_total: true,
+            ..PageRequest::default()
+        };
+        let filters = [
+            Filter {
+                eq: vec![(tag::MODEL, vec![model.clone()])],
+                ..Filter::default()
+            },
+            Filter {
+                eq: vec![
+                    (tag::MODEL, vec![model.clone()]),
+                    (tag::STATUS, vec!["success".into()]),
+                ],
+                ..Filter::default()
+            },
+            Filter {
+                eq: vec![
+                    (tag::MODEL, vec![model.clone()]),
+                    (tag::PROVIDER, vec!["openai".into()]),
+                    (tag::AGENT, vec!["planner".into()]),
+                ],
+                has_session: Some(false),
+                ..Filter::default()
+            },
+        ];
+        for filter in &filters {
+            let (s, p) = (
+                sled.list_calls(filter, &request).unwrap(),
+                pg_store.list_calls(filter, &request).unwrap(),
+            );
+            assert!(
+                s.total > 10_000 && !s.total_is_lower_bound,
+                "{filter:?}: {}",
+                s.total
+            );
+            assert_eq!(
+                (p.total, p.total_is_lower_bound),
+                (s.total, false),
+                "calls {filter:?}"
+            );
+            let (s, p) = (
+                sled.list_invocations(filter, &request).unwrap(),
+                pg_store.list_invocations(filter, &request).unwrap(),
+            );
+            assert_eq!(
+                (p.total, p.total_is_lower_bound),
+                (s.total, s.total_is_lower_bound),
+                "runs {filter:?}"
+            );
+        }
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn deleting_a_call_frees_its_content_and_takes_it_off_every_count() {
     use llmtap::record::CallStatus;

@@ -239,6 +239,12 @@ fn groups(filter: &Filter) -> Groups {
     }
 }
 
+/// Whether the filter names only facets sled's facet cache counts (and a window),
+/// whose totals it answers exactly at any size.
+pub fn counted_only(filter: &Filter) -> bool {
+    groups(filter).counted_only
+}
+
 impl Groups {
     /// Whether the per-day counts are the matches: one or two groups of counted
     /// facets and nothing else, no call counted twice.
