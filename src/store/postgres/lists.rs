@@ -16,7 +16,8 @@
 //! counts plus a count of the partial days a time window cuts; for a longer
 //! conjunction of them, exact as sled's (a count, capped only while the counts say
 //! it stays under the cap); else a count capped at `COUNT_CAP` like sled's, beyond
-//! which it is a lower bound.
+//! which it is a lower bound, except over counted facets only (runs, which have no
+//! per-day counts yet), which sled counts exactly at any size: counted whole.
 //!
 //! Why the per-day counts also bound call pages: a query over all of `calls` is
 //! planned over every day partition and its indexes (about 4 ms at 40 partitions,
