@@ -146,6 +146,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        // Before anything serves: a SIGTERM that arrives while the store opens (or
+        // the moment /readyz first answers) is then a graceful stop once started,
+        // not the default action that kills the process mid-replay.
+        let signals = Signals::install();
         let running = llmtap::server::start(config.clone()).await?;
         println!(
             "llmtap proxy on http://{} , read API on http://{} , data in {}",
@@ -153,7 +157,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             running.api_addr,
             config.data_dir.display()
         );
-        wait_for_signals(&running, &config).await;
+        wait_for_signals(signals, &running, &config).await;
         tracing::info!("shutting down");
         running.shutdown().await
     })?;
@@ -161,14 +165,37 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The process's SIGTERM, SIGINT and SIGHUP streams (`None` when they cannot be
+/// installed).
+struct Signals(
+    Option<(
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+        tokio::signal::unix::Signal,
+    )>,
+);
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(term), Ok(int), Ok(hup)) => Signals(Some((term, int, hup))),
+            _ => Signals(None),
+        }
+    }
+}
+
 /// Returns on SIGTERM or SIGINT; reloads prices on SIGHUP.
-async fn wait_for_signals(running: &llmtap::server::Running, config: &llmtap::config::Config) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
+async fn wait_for_signals(
+    signals: Signals,
+    running: &llmtap::server::Running,
+    config: &llmtap::config::Config,
+) {
+    let Some((mut term, mut int, mut hup)) = signals.0 else {
         tracing::error!("cannot install signal handlers; stop with kill -9 only");
         std::future::pending::<()>().await;
         return;
