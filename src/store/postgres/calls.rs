@@ -215,27 +215,14 @@ pub async fn rounds_of(
         )
         .await?;
     let (from, to): (Option<i64>, Option<i64>) = (span.get(0), span.get(1));
-    let rows = match (from, to) {
-        (Some(from), Some(to)) => {
-            client
-                .query(
-                    "SELECT id, invocation_id, kind FROM calls WHERE invocation_id = ANY($1) \
-                     AND started_us >= $2 AND started_us <= $3 \
-                     ORDER BY invocation_id, started_us, id",
-                    &[&runs, &from, &to],
-                )
-                .await?
-        }
-        _ => {
-            client
-                .query(
-                    "SELECT id, invocation_id, kind FROM calls WHERE invocation_id = ANY($1) \
-                     ORDER BY invocation_id, started_us, id",
-                    &[&runs],
-                )
-                .await?
-        }
-    };
+    let rows = client
+        .query(
+            "SELECT id, invocation_id, kind FROM calls WHERE invocation_id = ANY($1) \
+             AND started_us >= $2 AND started_us <= $3 \
+             ORDER BY invocation_id, started_us, id",
+            &[&runs, &from.unwrap_or(i64::MIN), &to.unwrap_or(i64::MAX)],
+        )
+        .await?;
     let mut run: Option<String> = None;
     let mut round = 0i64;
     for row in rows {

@@ -82,14 +82,6 @@ async fn apply(
     sign: i64,
 ) -> Result<(), PgError> {
     let mut counts: BTreeMap<(String, i64), i64> = BTreeMap::new();
-    for call in calls {
-        let day = call.started_at_us - call.started_at_us % DAY_US;
-        let day = i64::try_from(day).unwrap_or(i64::MAX);
-        for f in of_call(call) {
-            *counts.entry((f, day)).or_default() += sign;
-        }
-    }
-    upsert_singles(client, counts).await?;
     let mut pairs: BTreeMap<(String, String, i64), i64> = BTreeMap::new();
     for call in calls {
         let day = call.started_at_us - call.started_at_us % DAY_US;
@@ -100,7 +92,11 @@ async fn apply(
                 .entry((a.to_string(), b.to_string(), day))
                 .or_default() += sign;
         }
+        for f in facets {
+            *counts.entry((f, day)).or_default() += sign;
+        }
     }
+    upsert_singles(client, counts).await?;
     let rows: Vec<_> = pairs.into_iter().collect();
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let a: Vec<&str> = chunk.iter().map(|((a, _, _), _)| a.as_str()).collect();
@@ -182,9 +178,6 @@ pub struct Days {
     pub days: Vec<(u64, u64)>,
     /// Whether `days` are the matches (else at least as many as the matches).
     pub exact: bool,
-    /// Whether the filter names only counted facets (and a window): its matches
-    /// are then a conjunction the counts bound, as sled's facet cache counts it.
-    pub counted_only: bool,
 }
 
 /// The facet groups a filter ANDs, each (tag, the facets its values OR); all calls
@@ -335,7 +328,6 @@ pub async fn days(client: &impl GenericClient, filter: &Filter) -> Result<Days, 
     Ok(Days {
         days,
         exact: g.exact(),
-        counted_only: g.counted_only,
     })
 }
 

@@ -172,8 +172,25 @@ fn conditions(table: Table, filter: &Filter, w: &mut Where) -> Result<(), PgErro
     Ok(())
 }
 
-/// The exact total of a one-facet filter from its per-day counts: whole days as
-/// counted, the (at most two) days the window cuts counted in the table.
+/// Every match of the filter, counted in the table.
+async fn count_all(
+    client: &impl GenericClient,
+    table: Table,
+    filter: &Filter,
+) -> Result<u64, PgError> {
+    let mut w = Where::default();
+    conditions(table, filter, &mut w)?;
+    let sql = format!("SELECT count(*) FROM {} r WHERE {}", table.name(), w.sql());
+    Ok(client
+        .query_one(&sql, &w.refs())
+        .await?
+        .get::<_, i64>(0)
+        .max(0) as u64)
+}
+
+/// The exact total of a filter whose per-day counts are exact (`Days::exact`):
+/// whole days as counted, the (at most two) days the window cuts counted in the
+/// table.
 async fn counted_total(
     client: &impl GenericClient,
     table: Table,
@@ -193,11 +210,7 @@ async fn counted_total(
             to_us: Some(to.unwrap_or(day + DAY_US)),
             ..filter.clone()
         };
-        let mut w = Where::default();
-        conditions(table, &part, &mut w)?;
-        let sql = format!("SELECT count(*) FROM {} r WHERE {}", table.name(), w.sql());
-        let counted = client.query_one(&sql, &w.refs()).await?.get::<_, i64>(0);
-        total = total.saturating_add(counted.max(0) as u64);
+        total = total.saturating_add(count_all(client, table, &part).await?);
     }
     Ok(total)
 }
@@ -288,21 +301,18 @@ async fn total(
             false,
         ));
     }
-    // A longer conjunction of counted facets: sled's facet cache counts it exactly
-    // at any size, so count it all when the counts say it may pass the cap (below
-    // it, the capped count is exact).
-    let bound = days.filter(|d| d.counted_only).map(|d| {
+    // Facets sled's facet cache counts are counted exactly at any size there, so
+    // here too: whole, once the count passes the cap, or straight away when the
+    // per-day counts say it may.
+    let counted_only = super::facets::counted_only(filter);
+    let bound = days.map(|d| {
         d.days
             .iter()
             .map(|(_, n)| *n)
             .fold(0u64, u64::saturating_add)
     });
-    if bound.is_some_and(|b| b > COUNT_CAP) {
-        let mut w = Where::default();
-        conditions(table, filter, &mut w)?;
-        let sql = format!("SELECT count(*) FROM {} r WHERE {}", table.name(), w.sql());
-        let n = client.query_one(&sql, &w.refs()).await?.get::<_, i64>(0);
-        return Ok((n.max(0) as u64, false));
+    if counted_only && bound.is_some_and(|b| b > COUNT_CAP) {
+        return Ok((count_all(client, table, filter).await?, false));
     }
     let mut w = Where::default();
     conditions(table, filter, &mut w)?;
@@ -317,14 +327,8 @@ async fn total(
         .await?
         .get::<_, i64>(0)
         .max(0) as u64;
-    if n > COUNT_CAP && super::facets::counted_only(filter) {
-        // Facets sled's facet cache counts exactly at any size (runs have no
-        // per-day counts here yet): count them all, as it does.
-        let mut w = Where::default();
-        conditions(table, filter, &mut w)?;
-        let sql = format!("SELECT count(*) FROM {} r WHERE {}", table.name(), w.sql());
-        let n = client.query_one(&sql, &w.refs()).await?.get::<_, i64>(0);
-        return Ok((n.max(0) as u64, false));
+    if n > COUNT_CAP && counted_only {
+        return Ok((count_all(client, table, filter).await?, false));
     }
     Ok((n.min(COUNT_CAP), n > COUNT_CAP))
 }

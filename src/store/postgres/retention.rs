@@ -6,8 +6,9 @@
 //! freeing pieces at zero), takes the day's calls off the rollups, drops the day's
 //! partitions of `calls`, `call_content` and `ratelimit_points`
 //! (`llmtap_drop_partitions_before`; rows of the default partitions older than that
-//! are deleted) with the day's facet counts, and deletes the runs that ended before it and kept no call. No
-//! large DELETE, no index bloat: the data goes with its table. Calls are kept up to
+//! are deleted) with the day's facet counts, and deletes the runs that ended before
+//! it and kept no call. No large DELETE, no index bloat: the data goes with its
+//! table. Calls are kept up to
 //! one day longer than `retention_days` says, since their day must end first.
 //!
 //! `body_retention_days`: calls older than that lose their content (bodies, parsed
