@@ -130,6 +130,8 @@ pub struct RawStore {
     pub critical_free_mb: Option<u64>,
     pub compression_level: Option<i32>,
     pub sled_compression: Option<bool>,
+    /// Bytes stored between sled snapshots (an integer or "256MiB"; 0 never).
+    pub snapshot_every: Option<ByteSize>,
     /// `postgres://...`: the shared PostgreSQL engine instead of sled in `data_dir`.
     pub url: Option<String>,
     /// Connections to PostgreSQL at most (default 8).
@@ -204,6 +206,8 @@ pub struct StorageConfig {
     pub compression_level: i32,
     /// sled's own page compression (fixed when a store is created).
     pub sled_compression: bool,
+    /// Bytes stored between sled snapshots; 0 never (`StoreOptions::snapshot_every_bytes`).
+    pub snapshot_every_bytes: u64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -642,6 +646,10 @@ impl RawConfig {
             critical_free_mb: self.store.critical_free_mb.unwrap_or(256),
             compression_level: self.store.compression_level.unwrap_or(3),
             sled_compression: self.store.sled_compression.unwrap_or(false),
+            snapshot_every_bytes: match &self.store.snapshot_every {
+                Some(size) => size.bytes("store.snapshot_every")?,
+                None => crate::store::DEFAULT_SNAPSHOT_EVERY,
+            },
         };
         if storage.critical_free_mb > storage.min_free_mb {
             return Err(invalid(

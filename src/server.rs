@@ -75,6 +75,7 @@ pub fn store_options(config: &Config) -> anyhow::Result<StoreOptions> {
         min_free_mb: s.min_free_mb,
         critical_free_mb: s.critical_free_mb,
         sled_compression: s.sled_compression,
+        snapshot_every_bytes: s.snapshot_every_bytes,
     })
 }
 

@@ -127,19 +127,21 @@ pub fn spawn(
                     // store and read the log again from where it stands.
                     batch.clear();
                     tracing::error!(error = %e, "store write failed; calls wait in the capture log while the store is reopened");
-                    if !state.recover(&control) {
-                        tracing::error!("the store did not come back before the stop; the capture log keeps its calls for the next start");
+                    if !state.recover(&control, &mut feed) {
                         return;
                     }
-                    let applied = state.store.journal_applied().unwrap_or_else(|e| {
-                        tracing::error!(error = %e, "cannot read the reopened store's log position; replaying the whole log (stored calls are skipped)");
-                        None
-                    });
-                    feed.rewind(applied);
                     continue;
                 }
                 if let Some(end) = end {
                     state.applied(end, &mut feed);
+                }
+                // Every `store.snapshot_every` bytes: reopen the engine so the next
+                // start replays a bounded log (calls wait in the capture log).
+                if let Err(e) = state.store.maintain() {
+                    tracing::error!(error = %e, "reopening the store for a snapshot failed; reopening it as after a failed write");
+                    if !state.recover(&control, &mut feed) {
+                        return;
+                    }
                 }
                 if replaying && feed.position() >= replay_until {
                     replaying = false;
@@ -201,13 +203,16 @@ impl WriterState {
     }
 
     /// Reopens the store after its writes failed, waiting with backoff until it
-    /// opens. False when the writer is stopping and the store did not come back.
-    fn recover(&mut self, control: &WriterControl) -> bool {
+    /// opens, and reads the capture log again from the position the store holds.
+    /// False when the writer is stopping and the store did not come back (the log
+    /// keeps its calls for the next start).
+    fn recover(&mut self, control: &WriterControl, feed: &mut Feed) -> bool {
         let mut wait = REOPEN_FIRST_WAIT;
         let mut tries_left = REOPEN_TRIES_WHEN_STOPPING;
         loop {
             if control.stopping.load(Ordering::Relaxed) {
                 if tries_left == 0 {
+                    tracing::error!("the store did not come back before the stop; the capture log keeps its calls for the next start");
                     return false;
                 }
                 tries_left -= 1;
@@ -218,6 +223,11 @@ impl WriterState {
                 Ok(()) => {
                     // Rounds are numbered again from what the reopened store holds.
                     self.round_base.clear();
+                    let applied = self.store.journal_applied().unwrap_or_else(|e| {
+                        tracing::error!(error = %e, "cannot read the reopened store's log position; replaying the whole log (stored calls are skipped)");
+                        None
+                    });
+                    feed.rewind(applied);
                     return true;
                 }
                 Err(e) => {

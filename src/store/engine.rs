@@ -12,8 +12,9 @@ use super::sled::{
     AuditEntry, ContentUsage, Page, PageRequest, RepriceReport, ScanOutcome, SledStore, SweepReport,
 };
 use super::summary::{CallSummary, FacetView, Filter, InvocationSummary};
-use super::{Store, StoreError};
+use super::{EngineContext, Store, StoreError};
 use crate::record::{CallRecord, Cost, InvocationRecord};
+use std::sync::Arc;
 
 /// What an operation answers while no engine is open (the handle is reopening one).
 pub trait WhileClosed {
@@ -53,6 +54,9 @@ impl WhileClosed for (u64, u64) {
 /// The engine a closed handle holds: every answer is `WhileClosed`.
 pub struct Closed;
 
+/// Opens an engine again once the handle has dropped the old one (`Engine::snapshot_due`).
+pub type Reopen = Box<dyn FnOnce(&EngineContext) -> Result<Arc<dyn Engine>, StoreError> + Send>;
+
 /// Called with each matching record's facets (see `Engine::scan_facets`).
 pub type FacetVisitor<'a> = &'a mut dyn FnMut(&FacetView<'_>);
 
@@ -64,10 +68,21 @@ macro_rules! engine_api {
         /// A storage engine: the embedded sled store, or (later) a shared database.
         pub trait Engine: Send + Sync {
             $( $(#[$doc])* fn $name(&self $(, $arg: $ty)*) -> $ret; )*
+
+            /// When the engine wants to be closed and opened again (sled: to write its
+            /// snapshot), what opens it again, carrying its in-memory state; `None` for
+            /// engines that never need it. Asked by `Store::maintain`.
+            fn snapshot_due(&self) -> Option<Reopen> {
+                None
+            }
         }
 
         impl Engine for SledStore {
             $( fn $name(&self $(, $arg: $ty)*) -> $ret { SledStore::$name(self $(, $arg)*) } )*
+
+            fn snapshot_due(&self) -> Option<Reopen> {
+                SledStore::snapshot_due(self)
+            }
         }
 
         impl Engine for Closed {

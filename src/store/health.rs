@@ -27,6 +27,10 @@ pub struct StoreStats {
     pub reopen_failures: AtomicU64,
     /// 1 while the handle reopens its engine.
     pub reopening: AtomicU64,
+    /// Snapshots taken by reopening the engine (`Store::maintain`), and the time the
+    /// writer spent on them, in microseconds.
+    pub snapshots: AtomicU64,
+    pub snapshot_us: AtomicU64,
 }
 
 impl StoreStats {
@@ -165,6 +169,16 @@ impl Store {
                 "llmtap_store_reopen_failures_total",
                 "Attempts to reopen the store that failed (retried).",
                 get(&s.reopen_failures),
+            ),
+            (
+                "llmtap_store_snapshots_total",
+                "Times the store was reopened to write its snapshot (store.snapshot_every).",
+                get(&s.snapshots),
+            ),
+            (
+                "llmtap_store_snapshot_microseconds_total",
+                "Time the writer spent reopening the store for snapshots.",
+                get(&s.snapshot_us),
             ),
         ] {
             crate::metrics::write_counter(&mut out, name, help, value);

@@ -120,6 +120,11 @@ pub struct StoreOptions {
     pub critical_free_mb: u64,
     /// sled's own zstd compression of pages (metadata, refcounts, manifests).
     pub sled_compression: bool,
+    /// Bytes the writer stores before the engine is reopened to write its snapshot
+    /// (`Store::maintain`); 0 never. sled 0.34 writes a snapshot only while it opens
+    /// and replays every log byte written since the last one when it next opens, so
+    /// this bounds how long a restart takes to open the store.
+    pub snapshot_every_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -134,9 +139,15 @@ impl Default for StoreOptions {
             min_free_mb: 1024,
             critical_free_mb: 256,
             sled_compression: false,
+            snapshot_every_bytes: DEFAULT_SNAPSHOT_EVERY,
         }
     }
 }
+
+/// `store.snapshot_every`: measured on the 1M-call seed, sled replays its log at
+/// about 150 MB of stored bytes a second, so a restart replays at most ~2 s and a
+/// snapshot pauses the writer for about as long (see BENCHMARKS.md).
+pub const DEFAULT_SNAPSHOT_EVERY: u64 = 256 << 20;
 
 /// What the live stream carries: the summaries of one stored batch.
 #[derive(Debug, Clone, Default)]
@@ -181,6 +192,55 @@ pub struct Store {
     opener: Arc<Opener>,
     context: EngineContext,
     options: Arc<StoreOptions>,
+    snapshotting: Arc<Snapshotting>,
+}
+
+/// Readers wait (up to `SNAPSHOT_READ_WAIT`) while the handle reopens its engine for
+/// a snapshot, rather than be told the store is closed: it is a routine pause.
+#[derive(Default)]
+struct Snapshotting {
+    active: std::sync::atomic::AtomicBool,
+    lock: std::sync::Mutex<()>,
+    done: std::sync::Condvar,
+}
+
+/// How long a read waits for a snapshot's reopen before it is answered as closed. A
+/// reader that holds the old engine while it asks for the engine again (none does
+/// today) would hold sled's lock that long, then let the reopen go on.
+const SNAPSHOT_READ_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl Snapshotting {
+    fn set(&self, active: bool) {
+        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.active
+            .store(active, std::sync::atomic::Ordering::Release);
+        if !active {
+            self.done.notify_all();
+        }
+    }
+
+    fn is_active(&self) -> bool {
+        self.active.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn wait(&self) {
+        use std::sync::atomic::Ordering;
+        if !self.active.load(Ordering::Acquire) {
+            return;
+        }
+        let deadline = std::time::Instant::now() + SNAPSHOT_READ_WAIT;
+        let mut guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        while self.active.load(Ordering::Acquire) {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return;
+            }
+            guard = match self.done.wait_timeout(guard, deadline - now) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
 }
 
 impl Store {
@@ -220,11 +280,25 @@ impl Store {
             opener: Arc::new(opener),
             context,
             options: Arc::new(options),
+            snapshotting: Arc::default(),
         })
     }
 
     /// The open engine (or `engine::Closed` while it reopens).
     fn engine(&self) -> Arc<dyn Engine> {
+        self.snapshotting.wait();
+        let engine = self.current_engine();
+        // A snapshot that began as we took it: we may hold the stand-in, or the old
+        // engine, which must drop for sled's open to get its lock. Wait for the new one.
+        if self.snapshotting.is_active() {
+            drop(engine);
+            self.snapshotting.wait();
+            return self.current_engine();
+        }
+        engine
+    }
+
+    fn current_engine(&self) -> Arc<dyn Engine> {
         match self.engine.read() {
             Ok(e) => e.clone(),
             Err(p) => p.into_inner().clone(),
@@ -269,6 +343,41 @@ impl Store {
                 Err(e)
             }
         }
+    }
+
+    /// Closes and reopens the engine when it asks (`Engine::snapshot_due`: sled,
+    /// every `store.snapshot_every` bytes stored), so sled writes its snapshot and the
+    /// next start replays a bounded log. Called by the writer between batches (calls
+    /// wait in the capture log); reads wait for it. True when it reopened. On failure
+    /// the handle is left closed and the caller reopens it as after a failed write.
+    pub fn maintain(&self) -> Result<bool, StoreError> {
+        let Some(reopen) = self.engine().snapshot_due() else {
+            return Ok(false);
+        };
+        let started = std::time::Instant::now();
+        self.snapshotting.set(true);
+        // Readers in flight finish with the old engine and drop it; sled's open waits
+        // for its lock meanwhile.
+        self.set_engine(Arc::new(engine::Closed));
+        let closed = started.elapsed();
+        let reopened = reopen(&self.context);
+        let outcome = match reopened {
+            Ok(engine) => {
+                self.set_engine(engine);
+                let us = started.elapsed().as_micros() as u64;
+                StoreStats::add(&self.context.stats.snapshots, 1);
+                StoreStats::add(&self.context.stats.snapshot_us, us);
+                tracing::info!(
+                    seconds = us as f64 / 1e6,
+                    closing_seconds = closed.as_secs_f64(),
+                    "store reopened to write its snapshot"
+                );
+                Ok(true)
+            }
+            Err(e) => Err(e),
+        };
+        self.snapshotting.set(false);
+        outcome
     }
 
     /// Every stored batch's summaries, for the live stream and the exporter. The

@@ -1026,3 +1026,116 @@ async fn attachment_sizes_are_decoded_sizes_and_small_ones_are_mirrored() {
     );
     running.shutdown().await.unwrap();
 }
+
+/// `store.snapshot_every`: the writer's store is reopened every so many stored bytes
+/// (so sled writes its snapshot and a restart replays a bounded log). Reads made
+/// meanwhile wait for the reopened engine instead of failing, and what the reopen
+/// carries over (the facet caches that answer three-facet totals) stays exact.
+#[test]
+fn snapshots_reopen_the_store_while_reads_go_on() {
+    use llmtap::store::summary::{tag, Filter};
+    use llmtap::store::PageRequest;
+    let dir = TempDir::new("snapshots");
+    let store = open(
+        dir.path(),
+        StoreOptions {
+            snapshot_every_bytes: 64 << 10,
+            ..StoreOptions::default()
+        },
+    );
+    let three_facets = Filter {
+        eq: vec![
+            (tag::AGENT, vec!["snapper".into()]),
+            (tag::MODEL, vec!["m-even".into()]),
+            (tag::STATUS, vec!["success".into()]),
+        ],
+        ..Default::default()
+    };
+    let total = |store: &Store, filter: &Filter| {
+        store
+            .list_calls(
+                filter,
+                &PageRequest {
+                    limit: 5,
+                    count_total: true,
+                    ..Default::default()
+                },
+            )
+            .map(|page| (page.total, page.items.len()))
+    };
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (store, done, filter) = (store.clone(), done.clone(), three_facets.clone());
+        std::thread::spawn(move || {
+            let (mut reads, mut last_total) = (0u64, 0u64);
+            while !done.load(Ordering::Relaxed) {
+                let (total, _) = total(&store, &filter).expect("a read during a snapshot failed");
+                assert!(
+                    total >= last_total,
+                    "the total went back: {total} < {last_total}"
+                );
+                last_total = total;
+                store
+                    .rollup_total(b"*")
+                    .expect("a rollup read during a snapshot failed");
+                reads += 1;
+            }
+            reads
+        })
+    };
+    let mut even_successes = 0u64;
+    for batch in 0..150u64 {
+        let mut calls = Vec::new();
+        let mut invs = Vec::new();
+        for i in 0..4u64 {
+            let n = batch * 4 + i;
+            let at = 1_000_000 + n;
+            let text = format!(
+                "{{\"prompt\":\"{}\"}}",
+                "distinct words ".repeat(20) + &n.to_string()
+            );
+            let mut c = call(
+                &format!("c_snap{n:05}"),
+                &format!("r{n}"),
+                1,
+                at,
+                &text,
+                &text,
+            );
+            c.metadata.agent = Some("snapper".into());
+            c.model = Some(if n % 2 == 0 { "m-even" } else { "m-odd" }.into());
+            let ok = n % 3 != 0;
+            c.status = Some(if ok {
+                llmtap::record::CallStatus::Success
+            } else {
+                llmtap::record::CallStatus::Failed
+            });
+            even_successes += u64::from(ok && n % 2 == 0);
+            invs.push(llmtap::record::roll_up(None, &c));
+            calls.push(c);
+        }
+        store.write_batch(&calls, &invs).unwrap();
+        store.maintain().unwrap();
+    }
+    done.store(true, Ordering::Relaxed);
+    let reads = reader.join().unwrap();
+    let snapshots = store.stats().snapshots.load(Ordering::Relaxed);
+    assert!(
+        snapshots >= 5,
+        "600 calls of ~1 KB took {snapshots} snapshots at 64 KiB"
+    );
+    assert!(reads > 0);
+    assert_eq!(total(&store, &three_facets).unwrap(), (even_successes, 5));
+    assert_eq!(store.call_count(), 600);
+    assert_eq!(store.rollup_total(b"*").unwrap().calls, 600);
+    let last = store
+        .get_call("c_snap00599")
+        .unwrap()
+        .expect("the last call");
+    assert!(last.request_body.unwrap().ends_with("599\"}"));
+    // The facet caches the reopens carried agree with ones built from the trees.
+    drop(store);
+    let store = open(dir.path(), StoreOptions::default());
+    assert_eq!(total(&store, &three_facets).unwrap(), (even_successes, 5));
+    assert_eq!(store.call_count(), 600);
+}

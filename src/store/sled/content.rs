@@ -31,6 +31,7 @@ use crate::store::crypto::Addr;
 use crate::store::StoreError;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 /// The sled trees of the content store.
 #[derive(Clone)]
@@ -46,6 +47,8 @@ pub struct ContentTrees {
     db: sled::Db,
     /// Serialises refcount read-modify-write between the writer and the sweeper.
     lock: Arc<Mutex<()>>,
+    /// The engine's count of bytes stored since it opened (`SledStore::snapshot_due`).
+    logged: Arc<AtomicU64>,
 }
 
 fn count(value: Option<sled::IVec>) -> u64 {
@@ -55,7 +58,12 @@ fn count(value: Option<sled::IVec>) -> u64 {
 }
 
 impl ContentTrees {
-    pub fn open(db: &sled::Db, data_dir: &Path, codec: Codec) -> Result<ContentTrees, StoreError> {
+    pub fn open(
+        db: &sled::Db,
+        data_dir: &Path,
+        codec: Codec,
+        logged: Arc<AtomicU64>,
+    ) -> Result<ContentTrees, StoreError> {
         let trees = ContentTrees {
             chunks: db.open_tree("chunks")?,
             chunk_refs: db.open_tree("chunk_refs")?,
@@ -65,9 +73,15 @@ impl ContentTrees {
             codec: Arc::new(codec),
             db: db.clone(),
             lock: Arc::new(Mutex::new(())),
+            logged,
         };
         trees.remove_orphan_blob_files()?;
         Ok(trees)
+    }
+
+    /// Counts bytes written toward the engine's next snapshot.
+    fn note_logged(&self, bytes: u64) {
+        self.logged.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// Removes blob files no refcount names: written just before a crash that lost
@@ -252,7 +266,7 @@ impl Txn<'_> {
         for (a, v) in &self.new_chunks {
             values.insert(&a[..], &v[..]);
         }
-        values.apply_to(&self.trees.chunks)?;
+        self.trees.note_logged(values.apply_to(&self.trees.chunks)?);
 
         let mut dead_chunks = Vec::new();
         let mut refs = Writes::default();
@@ -268,7 +282,8 @@ impl Txn<'_> {
                 dead_chunks.push(*a);
             }
         }
-        refs.apply_to(&self.trees.chunk_refs)?;
+        self.trees
+            .note_logged(refs.apply_to(&self.trees.chunk_refs)?);
         let mut dead_blobs = Vec::new();
         let mut refs = Writes::default();
         for (a, delta) in &self.blob_delta {
@@ -283,7 +298,8 @@ impl Txn<'_> {
                 dead_blobs.push(*a);
             }
         }
-        refs.apply_to(&self.trees.blob_refs)?;
+        self.trees
+            .note_logged(refs.apply_to(&self.trees.blob_refs)?);
 
         let mut gone = Writes::default();
         for a in &dead_chunks {

@@ -66,7 +66,7 @@ use crate::record::{CallRecord, InvocationRecord};
 use index::{CallText, RateLimitState, RollupCell, SessionSummary};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::Arc;
 use summary::{CallSummary, FacetView, InvocationSummary};
 use tokio::sync::broadcast;
@@ -126,6 +126,20 @@ pub struct SledStore {
     /// threads, and sled has no atomic add, so each update is read and written
     /// under this lock or one of them would be lost.
     counters: Arc<std::sync::Mutex<()>>,
+    /// The data directory, to open the store again (`snapshot_due`).
+    dir: Arc<Path>,
+    /// Bytes the writer stored since this engine opened (`Writes::apply_to`): what
+    /// sled's next open would replay, as sled snapshots only while opening.
+    logged: Arc<AtomicU64>,
+}
+
+/// What a reopen for a snapshot carries over: the in-memory state built from the
+/// trees, which the reopened trees hold unchanged.
+struct Carried {
+    call_facets: Arc<facet_cache::FacetCache>,
+    inv_facets: Arc<facet_cache::FacetCache>,
+    search_texts: Arc<calls::SearchTexts>,
+    audit_seq: Arc<AtomicU32>,
 }
 
 fn round_key(invocation_id: &str, round: u32, call_id: &str) -> Vec<u8> {
@@ -153,14 +167,31 @@ impl SledStore {
         options: StoreOptions,
         context: &EngineContext,
     ) -> Result<SledStore, StoreError> {
+        SledStore::open_waiting(dir, options, context, None)
+    }
+
+    fn open_waiting(
+        dir: &Path,
+        options: StoreOptions,
+        context: &EngineContext,
+        carried: Option<&Carried>,
+    ) -> Result<SledStore, StoreError> {
         let mut attempts = 0;
+        let started = std::time::Instant::now();
         loop {
-            match SledStore::open_once(dir, options.clone(), context) {
+            match SledStore::open_once(dir, options.clone(), context, carried) {
                 Err(StoreError::Locked { .. }) if attempts < 60 => {
                     attempts += 1;
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
-                other => return other,
+                other => {
+                    tracing::debug!(
+                        lock_waits = attempts,
+                        seconds = started.elapsed().as_secs_f64(),
+                        "sled store opened"
+                    );
+                    return other;
+                }
             }
         }
     }
@@ -169,6 +200,7 @@ impl SledStore {
         dir: &Path,
         options: StoreOptions,
         context: &EngineContext,
+        carried: Option<&Carried>,
     ) -> Result<SledStore, StoreError> {
         let shown = dir.display().to_string();
         let config = |compression: bool, segment_size: usize| {
@@ -239,6 +271,7 @@ impl SledStore {
             keys: options.keys.clone(),
             zstd_level: options.zstd_level,
         };
+        let logged = Arc::new(AtomicU64::new(0));
         let store = SledStore {
             calls: db.open_tree("calls")?,
             invocations: db.open_tree("invocations")?,
@@ -257,18 +290,26 @@ impl SledStore {
             rl_series: db.open_tree("rl_series")?,
             rl_429: db.open_tree("rl_429")?,
             audit: db.open_tree("audit")?,
-            audit_seq: Arc::new(AtomicU32::new(0)),
+            audit_seq: carried.map_or_else(Arc::default, |c| c.audit_seq.clone()),
             events: context.events.clone(),
             call_content: db.open_tree("call_content")?,
-            content: content::ContentTrees::open(&db, dir, codec)?,
+            content: content::ContentTrees::open(&db, dir, codec, logged.clone())?,
             disk: context.disk.clone(),
-            search_texts: Arc::default(),
-            call_facets: Arc::new(facet_cache::FacetCache::new(false)),
-            inv_facets: Arc::new(facet_cache::FacetCache::new(true)),
+            search_texts: carried.map_or_else(Arc::default, |c| c.search_texts.clone()),
+            call_facets: carried.map_or_else(
+                || Arc::new(facet_cache::FacetCache::new(false)),
+                |c| c.call_facets.clone(),
+            ),
+            inv_facets: carried.map_or_else(
+                || Arc::new(facet_cache::FacetCache::new(true)),
+                |c| c.inv_facets.clone(),
+            ),
             stats: context.stats.clone(),
             options: Arc::new(options),
             counters: Arc::default(),
             meta: meta.clone(),
+            dir: Arc::from(dir),
+            logged,
             db,
         };
         let fresh = meta.get("read_indexes")?.is_none();
@@ -287,8 +328,37 @@ impl SledStore {
             meta.insert("index_v3", b"1")?;
         }
         store.check_keyring(&shown)?;
-        store.load_facet_caches()?;
+        if carried.is_none() {
+            store.load_facet_caches()?;
+        }
         Ok(store)
+    }
+
+    /// Once `snapshot_every_bytes` have been stored since this engine opened: flushes
+    /// it and answers how to open it again with the facet caches it built, so the
+    /// reopen costs what sled's open costs (replaying its log since the last snapshot
+    /// and writing a new one), not a reload of every summary.
+    pub fn snapshot_due(&self) -> Option<super::engine::Reopen> {
+        let every = self.options.snapshot_every_bytes;
+        if every == 0 || self.logged.load(std::sync::atomic::Ordering::Relaxed) < every {
+            return None;
+        }
+        if let Err(e) = self.db.flush() {
+            tracing::warn!(error = %e, "store flush before a snapshot failed; not reopening now");
+            return None;
+        }
+        let carried = Carried {
+            call_facets: self.call_facets.clone(),
+            inv_facets: self.inv_facets.clone(),
+            search_texts: self.search_texts.clone(),
+            audit_seq: self.audit_seq.clone(),
+        };
+        let dir = self.dir.clone();
+        let options = (*self.options).clone();
+        Some(Box::new(move |context: &EngineContext| {
+            let store = SledStore::open_waiting(&dir, options, context, Some(&carried))?;
+            Ok(Arc::new(store) as Arc<dyn super::Engine>)
+        }))
     }
 
     /// Refuses a keyring that cannot open what the store holds, before any traffic is
@@ -479,7 +549,10 @@ impl SledStore {
             for (id, manifest) in manifests {
                 content_batch.insert(id.as_bytes(), manifest);
             }
-            content_batch.apply_to(&self.call_content)?;
+            self.logged.fetch_add(
+                content_batch.apply_to(&self.call_content)?,
+                std::sync::atomic::Ordering::Relaxed,
+            );
             for meta in &metas {
                 call_batch.insert(meta.id.as_bytes(), encode_call_meta(meta)?);
             }
@@ -696,23 +769,26 @@ impl SledStore {
         }
 
         // Records first: derived data never points at a call that is not stored.
-        call_batch.apply_to(&self.calls)?;
-        round_batch.apply_to(&self.inv_rounds)?;
-        inv_batch.apply_to(&self.invocations)?;
-        text_batch.apply_to(&self.call_text)?;
-        sum_batch.apply_to(&self.call_sum)?;
-        inv_sum_batch.apply_to(&self.inv_sum)?;
-        idx_batch.apply_to(&self.call_idx)?;
-        inv_idx_batch.apply_to(&self.inv_idx)?;
-        count_batch.apply_to(&self.idx_counts)?;
-        bucket_batch.apply_to(&self.rollup)?;
-        all_batch.apply_to(&self.rollup_all)?;
+        let mut logged = 0;
+        logged += call_batch.apply_to(&self.calls)?;
+        logged += round_batch.apply_to(&self.inv_rounds)?;
+        logged += inv_batch.apply_to(&self.invocations)?;
+        logged += text_batch.apply_to(&self.call_text)?;
+        logged += sum_batch.apply_to(&self.call_sum)?;
+        logged += inv_sum_batch.apply_to(&self.inv_sum)?;
+        logged += idx_batch.apply_to(&self.call_idx)?;
+        logged += inv_idx_batch.apply_to(&self.inv_idx)?;
+        logged += count_batch.apply_to(&self.idx_counts)?;
+        logged += bucket_batch.apply_to(&self.rollup)?;
+        logged += all_batch.apply_to(&self.rollup_all)?;
         drop(counters_guard);
-        session_batch.apply_to(&self.sessions)?;
-        session_list_batch.apply_to(&self.session_list)?;
-        limit_batch.apply_to(&self.ratelimits)?;
-        series_batch.apply_to(&self.rl_series)?;
-        r429_batch.apply_to(&self.rl_429)?;
+        logged += session_batch.apply_to(&self.sessions)?;
+        logged += session_list_batch.apply_to(&self.session_list)?;
+        logged += limit_batch.apply_to(&self.ratelimits)?;
+        logged += series_batch.apply_to(&self.rl_series)?;
+        logged += r429_batch.apply_to(&self.rl_429)?;
+        self.logged
+            .fetch_add(logged, std::sync::atomic::Ordering::Relaxed);
         for (time_us, id, pairs) in &noted_calls {
             self.call_facets
                 .note(*time_us, id.as_bytes(), &borrowed_pairs(pairs), None);

@@ -24,15 +24,21 @@ impl Writes {
         self.0.insert(key.as_ref().to_vec(), None);
     }
 
-    /// Applies the writes in key order.
-    pub fn apply_to(self, tree: &sled::Tree) -> Result<(), sled::Error> {
+    /// Applies the writes in key order; returns the bytes written (keys and values),
+    /// what sled's log grows by before its own framing.
+    pub fn apply_to(self, tree: &sled::Tree) -> Result<u64, sled::Error> {
+        let mut bytes = 0;
         for (key, value) in self.0 {
+            bytes += key.len() as u64;
             match value {
-                Some(v) => tree.insert(key, v)?,
+                Some(v) => {
+                    bytes += v.len() as u64;
+                    tree.insert(key, v)?
+                }
                 None => tree.remove(key)?,
             };
         }
-        Ok(())
+        Ok(bytes)
     }
 }
 
@@ -51,7 +57,7 @@ mod tests {
         w.insert("b", "1");
         w.remove("b");
         w.remove("gone");
-        w.apply_to(&tree).unwrap();
+        assert_eq!(w.apply_to(&tree).unwrap(), 1 + 1 + 1 + 4);
         assert_eq!(tree.get("a").unwrap().as_deref(), Some(&b"2"[..]));
         assert_eq!(tree.get("b").unwrap(), None);
         assert_eq!(tree.get("gone").unwrap(), None);
