@@ -7,7 +7,8 @@
 # nginx; OTEL=1 adds a second llmtap with OpenTelemetry export on (target
 # "llmtap_otel"), exporting to a second mock-provider acting as the OTLP sink;
 # CAPTURE=off runs llmtap with capture mostly bypassed (for attribution
-# only; the targets are about capture on); KEEP=1 keeps the temporary work directory; NO_BUILD=1 skips cargo;
+# only; the targets are about capture on); LLMTAP_TOML='...' appends TOML to
+# llmtap's config (e.g. $'[store]\nflush_every_ms = 1000' to try a setting); KEEP=1 keeps the temporary work directory; NO_BUILD=1 skips cargo;
 # PRIO=nice|rt|none (default nice): after the build, the benchmark processes run either at
 # SCHED_FIFO priority 10 (rt; used for the low-CPU latency/stream figures so other
 # users' compilers cannot delay wake-ups) or at nice -20 (nice, NICE=...; used for the CPU-
@@ -92,7 +93,7 @@ start_mock() {
 
 # start_llmtap -> LLMTAP_PID, LLMTAP_OPENAI, LLMTAP_ANTHROPIC (needs MOCK_ADDR)
 start_llmtap() {
-    launch_llmtap llmtap ""
+    launch_llmtap llmtap "${LLMTAP_TOML:-}"
     LLMTAP_PID=$L_PID LLMTAP_API=$L_API LLMTAP_OPENAI=$L_OPENAI LLMTAP_ANTHROPIC=$L_ANTHROPIC
 }
 

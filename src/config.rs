@@ -121,6 +121,7 @@ pub struct RawStore {
     pub backlog: Option<ByteSize>,
     pub on_backlog: Option<String>,
     pub flush_every_ms: Option<u64>,
+    pub batch_linger_ms: Option<u64>,
     pub journal_fsync_ms: Option<u64>,
     pub cache_capacity_mb: Option<u64>,
     pub retention_days: Option<u64>,
@@ -493,6 +494,8 @@ pub struct Config {
     pub backlog_bytes: u64,
     pub on_backlog: OnBacklog,
     pub flush_every_ms: u64,
+    /// How long the writer waits to fill a batch: how late a call shows in lists.
+    pub batch_linger: Duration,
     /// How often the capture log is synced to the device: what a power loss can lose.
     pub journal_fsync: Duration,
     pub cache_capacity_bytes: u64,
@@ -804,6 +807,10 @@ impl RawConfig {
             backlog_bytes,
             on_backlog,
             flush_every_ms: self.store.flush_every_ms.unwrap_or(50),
+            batch_linger: self
+                .store
+                .batch_linger_ms
+                .map_or(crate::writer::DEFAULT_BATCH_LINGER, Duration::from_millis),
             journal_fsync: Duration::from_millis(self.store.journal_fsync_ms.unwrap_or(100)),
             cache_capacity_bytes: self.store.cache_capacity_mb.unwrap_or(256) << 20,
             storage,

@@ -2,6 +2,7 @@
 //! `prices`, `reprice`), the read-API client commands (`cli::commands`) and the
 //! developer tools (`devtools`), which live here and not in the library.
 
+mod alloc;
 mod cli;
 mod devtools;
 
@@ -10,45 +11,11 @@ use clap::{CommandFactory, Parser};
 use cli::{Cli, Command, ConfigArgs, OtelCommand, PricesCommand, RepriceArgs, ServeArgs};
 use llmtap::config::{Overrides, RawConfig};
 
-/// glibc keeps freed memory of large blocks in its heaps once its adaptive mmap
-/// threshold has grown, so one 100 MB response would leave the process 100 MB larger
-/// for good. A fixed threshold sends every block over 1 MiB (capture buffers, big
-/// bodies) to mmap, which returns it to the system when freed; fewer arenas keep the
-/// small-block heaps of the runtime's threads from multiplying.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn tune_allocator() {
-    extern "C" {
-        fn mallopt(param: i32, value: i32) -> i32;
-    }
-    const M_MMAP_THRESHOLD: i32 = -3;
-    const M_ARENA_MAX: i32 = -8;
-    // SAFETY: mallopt only adjusts allocator parameters; called once before any thread starts.
-    unsafe {
-        mallopt(M_MMAP_THRESHOLD, 1 << 20);
-        mallopt(M_ARENA_MAX, 4);
-    }
-    // Freed small blocks stay mapped inside glibc's heaps after a burst (thousands of
-    // streams); a periodic trim hands whole free pages back. It runs every few
-    // seconds and takes well under a millisecond on an idle heap.
-    let _ = std::thread::Builder::new()
-        .name("llmtap-trim".into())
-        .spawn(|| loop {
-            extern "C" {
-                fn malloc_trim(pad: usize) -> i32;
-            }
-            std::thread::sleep(std::time::Duration::from_secs(5));
-            // SAFETY: malloc_trim is thread-safe and only releases free memory.
-            unsafe {
-                malloc_trim(0);
-            }
-        });
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn tune_allocator() {}
+#[global_allocator]
+static ALLOCATOR: alloc::SplitAllocator = alloc::SplitAllocator;
 
 fn main() -> std::process::ExitCode {
-    tune_allocator();
+    alloc::tune();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LLMTAP_LOG")

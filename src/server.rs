@@ -190,6 +190,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics.clone(),
         writer_control.clone(),
         writer::WriterLimits {
+            batch_linger: config.batch_linger,
             max_decoded_bytes: config.max_decoded_bytes,
             decode_budget_bytes: config.decode_budget_bytes,
             redaction: crate::headers::Redaction {

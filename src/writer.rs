@@ -21,7 +21,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 const MAX_BATCH: usize = 512;
-const BATCH_LINGER: Duration = Duration::from_millis(20);
+/// `[store] batch_linger_ms` unless set.
+pub const DEFAULT_BATCH_LINGER: Duration = Duration::from_millis(20);
 /// How long the writer waits for a record before it looks at the log again.
 const IDLE_WAIT: Duration = Duration::from_millis(250);
 /// How long the writer remembers an invocation's round offset without hearing of it.
@@ -29,9 +30,14 @@ const ROUND_BASE_IDLE: Duration = Duration::from_secs(3600);
 
 pub type SharedPrices = Arc<RwLock<Arc<PriceTable>>>;
 
-/// What bounds the writer's memory for compressed bodies.
+/// What bounds the writer's memory for compressed bodies, and how long it waits to
+/// fill a batch.
 #[derive(Debug, Clone)]
 pub struct WriterLimits {
+    /// How long a batch that is not full waits for company (`[store] batch_linger_ms`):
+    /// a call is stored at most this much later. The capture log already holds it, so
+    /// the wait costs visibility, not durability.
+    pub batch_linger: Duration,
     /// Largest decoded size of one compressed body (`[capture] max_decoded_bytes`).
     pub max_decoded_bytes: u64,
     /// Decoded body bytes a batch holds before the writer stores what it has and goes
@@ -45,6 +51,7 @@ pub struct WriterLimits {
 impl Default for WriterLimits {
     fn default() -> Self {
         WriterLimits {
+            batch_linger: DEFAULT_BATCH_LINGER,
             max_decoded_bytes: crate::recorder::MAX_DECODED,
             decode_budget_bytes: 256 << 20,
             redaction: crate::headers::Redaction::default(),
@@ -109,11 +116,11 @@ pub fn spawn(
                 }
                 // A batch merges its counter, rollup and session updates into one
                 // write per key, so at a modest rate the writer waits a moment for
-                // company: a call is stored at most BATCH_LINGER later. One sleep,
+                // company: a call is stored at most `batch_linger` later. One sleep,
                 // not a 1 ms poll: at 500 calls/s the poll's thousand wake-ups a
                 // second cost the writer's core more than they saved.
                 if batch.len() < MAX_BATCH && log == FeedState::Open {
-                    std::thread::sleep(BATCH_LINGER);
+                    std::thread::sleep(state.limits.batch_linger);
                     log = feed.fill(&mut batch, MAX_BATCH, None);
                 }
                 let table = match prices.read() {

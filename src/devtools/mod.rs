@@ -375,7 +375,10 @@ fn writer_bench(
             prices.clone(),
             metrics.clone(),
             control.clone(),
-            llmtap::writer::WriterLimits::default(),
+            llmtap::writer::WriterLimits {
+                batch_linger: config.batch_linger,
+                ..llmtap::writer::WriterLimits::default()
+            },
         )?;
         (Some(writer), None)
     };
@@ -418,7 +421,10 @@ fn writer_bench(
                 prices,
                 metrics.clone(),
                 control,
-                llmtap::writer::WriterLimits::default(),
+                llmtap::writer::WriterLimits {
+                    batch_linger: config.batch_linger,
+                    ..llmtap::writer::WriterLimits::default()
+                },
             )?;
             log.appender
                 .join()
