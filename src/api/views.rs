@@ -204,6 +204,9 @@ pub(super) fn call(
     ok(&value)
 }
 
+/// Reads of a run and its calls until they agree on its rounds (`invocation`).
+const RUN_READ_ATTEMPTS: u32 = 3;
+
 pub(super) fn invocation(
     state: &ApiState,
     who: &Principal,
@@ -217,13 +220,26 @@ pub(super) fn invocation(
     let id = resolve_scoped_id(state, who, p, true, id)?;
     let id = id.as_str();
     check_access(state, who, true, id)?;
-    let (Some(inv), Some(summary)) = (
-        state.store.get_invocation(id)?,
-        state.store.invocation_summary(id)?,
-    ) else {
-        return Err(ApiError::NotFound(format!("no invocation with id {id}")));
+    // The run and its calls are separate reads, and a writer stores a batch's calls
+    // before the run's roll-up (PostgreSQL instances in separate transactions too),
+    // so a read racing a batch can see a round the run does not count yet. Read
+    // again while the two disagree, a few times at most (a run that is busy for
+    // good, or whose calls retention removed, is answered as read).
+    let mut attempts = 0;
+    let (inv, summary, mut calls) = loop {
+        let (Some(inv), Some(summary)) = (
+            state.store.get_invocation(id)?,
+            state.store.invocation_summary(id)?,
+        ) else {
+            return Err(ApiError::NotFound(format!("no invocation with id {id}")));
+        };
+        let calls = state.store.invocation_calls(id)?;
+        let rounds_read = calls.iter().filter(|c| !is_tool_http(c)).count();
+        attempts += 1;
+        if rounds_read == inv.rounds as usize || attempts == RUN_READ_ATTEMPTS {
+            break (inv, summary, calls);
+        }
     };
-    let mut calls = state.store.invocation_calls(id)?;
     // In the order they happened: tool HTTP calls (round 0) between the LLM rounds.
     calls.sort_by(|a, b| (a.started_at_us, a.round, &a.id).cmp(&(b.started_at_us, b.round, &b.id)));
     if who.is_admin() {
