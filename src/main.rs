@@ -108,8 +108,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ..Overrides::default()
     };
     let config = load_config(&args.config, overrides)?;
+    llmtap::writer::set_idle_hook(alloc::release_idle_memory);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(alloc::release_idle_memory)
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {

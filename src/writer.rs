@@ -28,6 +28,16 @@ const IDLE_WAIT: Duration = Duration::from_millis(250);
 /// How long the writer remembers an invocation's round offset without hearing of it.
 const ROUND_BASE_IDLE: Duration = Duration::from_secs(3600);
 
+/// What the writer runs when it finds nothing to do (at most every `IDLE_WAIT`): the
+/// binary's allocator hands this thread's free memory back (`src/alloc.rs`). Set once
+/// by `set_idle_hook`; the library itself does not know which allocator it runs on.
+static IDLE_HOOK: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets what the writer runs when idle (the first call wins).
+pub fn set_idle_hook(hook: fn()) {
+    let _ = IDLE_HOOK.set(hook);
+}
+
 pub type SharedPrices = Arc<RwLock<Arc<PriceTable>>>;
 
 /// What bounds the writer's memory for compressed bodies, and how long it waits to
@@ -111,6 +121,9 @@ pub fn spawn(
                 if batch.is_empty() {
                     if log == FeedState::Closed {
                         break;
+                    }
+                    if let Some(on_idle) = IDLE_HOOK.get() {
+                        on_idle();
                     }
                     continue;
                 }
