@@ -3,7 +3,7 @@
 //! Why split: the writer's time was a third glibc malloc and free (sled clones and
 //! drops a tree node on most inserts, ZSTD and JSON allocate per record); mimalloc's
 //! thread-local free lists make those blocks cheap, and writer throughput rose by
-//! about 70 % (BENCHMARKS.md, "Writer profile"). But mimalloc keeps freed memory in
+//! 45–60 % (BENCHMARKS.md, "Writer profile and allocator"). But mimalloc keeps freed memory in
 //! its heaps (purged per thread, only as that thread allocates again), so a 100 MB
 //! response or a burst of streams left the process tens of MB larger (the chaos
 //! test's "memory comes back" check failed). Large blocks (capture buffers, bodies)

@@ -359,6 +359,10 @@ fn writer_bench(
         .map(|c| c.request_body.total + c.response_body.total)
         .sum();
     let control = Arc::new(llmtap::writer::WriterControl::default());
+    let writer_limits = llmtap::writer::WriterLimits {
+        batch_linger: config.batch_linger,
+        ..llmtap::writer::WriterLimits::default()
+    };
     let metrics = Arc::new(llmtap::metrics::Metrics::default());
     let log = journal::open(log_options.clone(), metrics.clone())?;
     let sink = llmtap::capture::CallSink {
@@ -375,10 +379,7 @@ fn writer_bench(
             prices.clone(),
             metrics.clone(),
             control.clone(),
-            llmtap::writer::WriterLimits {
-                batch_linger: config.batch_linger,
-                ..llmtap::writer::WriterLimits::default()
-            },
+            writer_limits.clone(),
         )?;
         (Some(writer), None)
     };
@@ -421,10 +422,7 @@ fn writer_bench(
                 prices,
                 metrics.clone(),
                 control,
-                llmtap::writer::WriterLimits {
-                    batch_linger: config.batch_linger,
-                    ..llmtap::writer::WriterLimits::default()
-                },
+                writer_limits,
             )?;
             log.appender
                 .join()
