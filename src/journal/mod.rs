@@ -59,6 +59,9 @@ pub struct JournalOptions {
     pub handoff_bytes: u64,
     /// Secret header and query names beyond the built-in lists (redacted before encoding).
     pub redaction: crate::headers::Redaction,
+    /// Largest decoded size of a compressed body read before an opted-out body is
+    /// dropped (`[capture] max_decoded_bytes`).
+    pub max_decoded: u64,
 }
 
 impl JournalOptions {
@@ -70,6 +73,7 @@ impl JournalOptions {
             segment_bytes: SEGMENT_BYTES,
             handoff_bytes: HANDOFF_BYTES,
             redaction: crate::headers::Redaction::default(),
+            max_decoded: crate::recorder::MAX_DECODED,
         }
     }
 }
@@ -235,6 +239,7 @@ pub fn open(options: JournalOptions, metrics: Arc<Metrics>) -> Result<Journal, J
                 fsync_every: options.fsync_every,
                 segment_bytes: options.segment_bytes,
                 redaction: options.redaction,
+                max_decoded: options.max_decoded,
                 handoff: handoff_tx,
             };
             appender.run(receiver);
@@ -312,6 +317,7 @@ struct Appender {
     fsync_every: Duration,
     segment_bytes: u64,
     redaction: crate::headers::Redaction,
+    max_decoded: u64,
     handoff: mpsc::Sender<Handoff>,
 }
 
@@ -382,7 +388,7 @@ impl Appender {
         buf.clear();
         written.clear();
         for call in group.drain(..) {
-            let call = recorder::redact_with(*call, &self.redaction);
+            let call = recorder::redact_with(*call, &self.redaction, self.max_decoded);
             let at = buf.len();
             match format::encode_frame(buf, shared.run, &call, shared.keys.as_deref()) {
                 Ok(len) => written.push(Entry {

@@ -103,3 +103,82 @@ async fn secrets_never_reach_the_data_directory() {
         assert!(!bytes.windows(21).any(|w| w == b"upstream-cookie-value"));
     }
 }
+
+/// Finding 1 of issue 33: `x-llmtap-omit` applies before the capture log, so an
+/// opted-out prompt or answer is in no file under `data_dir`, while the record
+/// still has what is not content (model, usage, cost, status).
+#[tokio::test]
+async fn opted_out_bodies_never_reach_the_capture_log() {
+    // Each call's prompt names its omit value; the mock answers with a text that
+    // names it too, so every body can be looked for on its own.
+    let mock = MockUpstream::start(move |req| {
+        let text = String::from_utf8_lossy(&req.body).to_string();
+        let tag = ["all", "request", "response"]
+            .into_iter()
+            .find(|t| text.contains(&format!("prompt-{t}-")))
+            .unwrap_or("none");
+        MockResponse::json(
+            200,
+            &format!(
+                r#"{{"id":"x","model":"gpt-4o-mini-2024-07-18","choices":[{{"index":0,"message":{{"role":"assistant","content":"answer-{tag}-51be20"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":11,"completion_tokens":7,"total_tokens":18}}}}"#
+            ),
+        )
+    })
+    .await;
+    let dir = TempDir::new("omit-log");
+    let running = start_llmtap(test_config(
+        dir.path(),
+        &provider_toml("oa", "openai", &mock.url()),
+    ))
+    .await;
+    let omits = ["all", "request", "response"];
+    let mut ids = Vec::new();
+    for omit in omits {
+        let body = format!(
+            r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"prompt-{omit}-7f3a9c"}}]}}"#
+        );
+        let got = post_json(
+            running.proxy_addr,
+            "/oa/v1/chat/completions",
+            &[("x-llmtap-omit", omit)],
+            &body,
+        )
+        .await;
+        assert_eq!(got.status, 200);
+        let answer = format!("answer-{omit}-51be20");
+        assert!(String::from_utf8_lossy(&got.body).contains(&answer));
+        ids.push(got.call_id());
+    }
+    for (id, omit) in ids.iter().zip(omits) {
+        let call = wait_call(&running, id).await;
+        assert_eq!(call.model.as_deref(), Some("gpt-4o-mini"), "{omit}");
+        assert_eq!(call.usage.input_tokens, Some(11), "{omit}");
+        assert_eq!(call.usage.output_tokens, Some(7), "{omit}");
+        assert!(call.cost_usd.is_some(), "{omit}: still priced");
+        assert_eq!(call.request_body.is_some(), omit == "response", "{omit}");
+        assert_eq!(call.response_body.is_some(), omit == "request", "{omit}");
+        assert_eq!(call.request.is_some(), omit == "response", "{omit}");
+        assert_eq!(call.response.is_some(), omit == "request", "{omit}");
+    }
+    running.shutdown().await.unwrap();
+    let mut files = Vec::new();
+    files_under(dir.path(), &mut files);
+    let found = |needle: &str| {
+        files.iter().any(|file| {
+            let bytes = std::fs::read(file).unwrap();
+            bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+        })
+    };
+    for (omit, prompt_kept, answer_kept) in [
+        ("all", false, false),
+        ("request", false, true),
+        ("response", true, false),
+    ] {
+        let prompt = format!("prompt-{omit}-7f3a9c");
+        let answer = format!("answer-{omit}-51be20");
+        // A kept body is in the capture log in the clear (the scan can see it); an
+        // omitted one is nowhere.
+        assert_eq!(found(&prompt), prompt_kept, "{prompt}");
+        assert_eq!(found(&answer), answer_kept, "{answer}");
+    }
+}
