@@ -118,6 +118,15 @@ pub fn check_frame(bytes: &[u8]) -> FrameCheck {
     FrameCheck::Whole(FRAME_HEADER + len)
 }
 
+/// Whether `bytes` may start a frame that fits in `room` bytes: a possible length
+/// and a known flags byte. The cheap test before a CRC when the log looks for the
+/// next whole frame after a damaged one.
+pub fn plausible_start(bytes: &[u8], room: u64) -> Option<usize> {
+    let need = declared_len(bytes)?;
+    let flags = *bytes.get(FRAME_HEADER)?;
+    (need as u64 <= room && flags & !FLAG_SEALED == 0).then_some(need)
+}
+
 /// The declared body length of the frame at the start of `bytes` (at least 8 bytes).
 pub fn declared_len(bytes: &[u8]) -> Option<usize> {
     let len = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as usize;

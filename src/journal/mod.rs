@@ -180,7 +180,18 @@ pub fn open(options: JournalOptions, metrics: Arc<Metrics>) -> Result<Journal, J
             .append(true)
             .open(&path)
             .map_err(io_error(&path))?;
-        let (valid, _) = segment::valid_len(&file).map_err(io_error(&path))?;
+        let scan = segment::scan(&file).map_err(io_error(&path))?;
+        let valid = scan.valid;
+        for (from, to) in &scan.damaged {
+            // Not cut off: the whole records after the damage are kept, and the
+            // feed steps over it (and counts it) when it reads this far.
+            tracing::error!(
+                segment = %path.display(),
+                from,
+                to,
+                "capture log: damaged bytes in the middle of the log; the records after them are kept"
+            );
+        }
         let len = file.metadata().map_err(io_error(&path))?.len();
         if valid < len {
             tracing::warn!(
@@ -699,9 +710,31 @@ impl Feed {
                     }
                 }
                 Ok(segment::Read::End) => {
-                    tracing::error!(from = self.next, to = segment_until, "capture log: corrupt record in the middle of the log; the rest of its segment is skipped");
-                    Metrics::add(&self.shared.metrics.log_torn);
-                    self.next = segment_until;
+                    // Damage in the middle of the log: step over it to the next
+                    // whole record, so only the damaged ones are lost.
+                    let metrics = &self.shared.metrics;
+                    let resumed = reader.resync(self.next, segment_until);
+                    let to = match resumed {
+                        Ok(Some(next)) => next,
+                        Ok(None) => segment_until,
+                        Err(e) => {
+                            tracing::error!(error = %e, "capture log: cannot read on after damage");
+                            Metrics::add(&metrics.store_errors);
+                            segment_until
+                        }
+                    };
+                    tracing::error!(
+                        from = self.next,
+                        to,
+                        "capture log: damaged record(s) skipped; reading goes on at the next whole record"
+                    );
+                    Metrics::add(&metrics.log_damaged);
+                    // At least one record was in the damage.
+                    Metrics::add(&metrics.capture_failures);
+                    metrics
+                        .log_damaged_bytes
+                        .fetch_add(to - self.next, Ordering::Relaxed);
+                    self.next = to;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, from = self.next, to = segment_until, "capture log: cannot read a segment; the rest of it is skipped");
