@@ -76,18 +76,51 @@ pub struct RedactedCall {
 pub const REDACTED: &str = "[redacted]";
 
 fn redact_headers(headers: &mut HeaderMap, redaction: &headers::Redaction) {
-    let secret: Vec<http::HeaderName> = headers
+    let changed: Vec<(http::HeaderName, Vec<http::HeaderValue>)> = headers
         .keys()
-        .filter(|name| redaction.is_secret_header(name.as_str()))
-        .cloned()
+        .filter_map(|name| {
+            let mut any = false;
+            let values = headers
+                .get_all(name)
+                .iter()
+                .map(
+                    |value| match redaction.stored_value(name.as_str(), value.as_bytes()) {
+                        Some(text) => {
+                            any = true;
+                            http::HeaderValue::from_str(&text)
+                                .unwrap_or(http::HeaderValue::from_static(REDACTED))
+                        }
+                        None => value.clone(),
+                    },
+                )
+                .collect();
+            any.then(|| (name.clone(), values))
+        })
         .collect();
-    for name in secret {
-        let count = headers.get_all(&name).iter().count();
+    for (name, values) in changed {
         headers.remove(&name);
-        for _ in 0..count {
-            headers.append(name.clone(), http::HeaderValue::from_static(REDACTED));
+        for value in values {
+            headers.append(name.clone(), value);
         }
     }
+}
+
+/// A tool HTTP call's JSON body with its credential fields replaced
+/// (`credentials::redact_json`); `None` when it is not JSON or holds none. LLM
+/// bodies never come here: their prompts are stored exactly.
+fn redact_tool_body(headers: &HeaderMap, body: &[u8]) -> Option<Vec<u8>> {
+    let encoded = headers
+        .get(http::header::CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes() != b"identity");
+    let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
+    if encoded || !matches!(first, b'{' | b'[') {
+        return None;
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    if crate::credentials::redact_json(&mut value) == 0 {
+        return None;
+    }
+    serde_json::to_vec(&value).ok()
 }
 
 /// Takes the secrets out of a finished call (the built-in list and `redaction`'s),
@@ -138,6 +171,18 @@ pub fn redact_with(
         total: capture.total,
         truncated: capture.truncated,
     };
+    let mut request_body = body(request_body);
+    let mut response_body = body(response_body);
+    if kind == ProviderKind::Http {
+        for (headers, body) in [
+            (&request_headers, &mut request_body),
+            (&response_headers, &mut response_body),
+        ] {
+            if let Some(redacted) = redact_tool_body(headers, &body.bytes) {
+                body.bytes = redacted;
+            }
+        }
+    }
     let call = RedactedCall {
         id,
         invocation_id,
@@ -156,8 +201,8 @@ pub fn redact_with(
         outcome,
         request_headers,
         response_headers,
-        request_body: body(request_body),
-        response_body: body(response_body),
+        request_body,
+        response_body,
         chunk_times,
         meta,
         client_ip,
