@@ -99,7 +99,7 @@ impl Redaction {
         let lower = name.to_ascii_lowercase();
         SECRET_QUERY_PARAMS.contains(&lower.as_str())
             || crate::credentials::is_secret_name(name)
-            || self.extra_query_params.iter().any(|p| *p == lower)
+            || self.extra_query_params.contains(&lower)
     }
 
     /// What a header's value is kept as: `[redacted]` when the header is a secret
