@@ -47,11 +47,31 @@ fn json_answers() -> StreamableHttpServerConfig {
 
 /// An llmtap with the tool server as provider `tools` (`kind = "mcp"`).
 async fn llmtap_before(server: SocketAddr, dir: &TempDir, extra: &str) -> llmtap::server::Running {
+    start_llmtap(mcp_config(server, dir, extra)).await
+}
+
+fn mcp_config(server: SocketAddr, dir: &TempDir, extra: &str) -> llmtap::config::Config {
     let toml = format!(
         "{}{extra}",
         provider_toml("tools", "mcp", &format!("http://{server}"))
     );
-    start_llmtap(test_config(dir.path(), &toml)).await
+    test_config(dir.path(), &toml)
+}
+
+/// The same llmtap recording into a fresh database of the tests' PostgreSQL.
+async fn llmtap_on_postgres(
+    server: SocketAddr,
+    dir: &TempDir,
+) -> (llmtap::server::Running, super::pg::TestDb) {
+    let db = super::pg::fresh_db("mcp").await;
+    let mut config = mcp_config(server, dir, "");
+    let url = llmtap::config::RawConfig::from_toml(&format!("[store]\nurl = \"{}\"", db.url()))
+        .unwrap()
+        .validate(&Default::default())
+        .map(|c| c.engine)
+        .unwrap();
+    config.engine = url;
+    (start_llmtap(config).await, db)
 }
 
 /// An rmcp client through llmtap, its calls grouped into `run`.
@@ -127,7 +147,19 @@ fn tool_call<'a>(calls: &'a [CallRecord], tool: &str) -> &'a CallRecord {
 async fn mcp_over_http_with_json_answers_records_each_tool_call() {
     let server = serve_tools(json_answers()).await;
     let dir = TempDir::new("mcpjson");
-    let running = llmtap_before(server, &dir, "").await;
+    json_answers_recorded(llmtap_before(server, &dir, "").await).await;
+}
+
+/// The same exchanges stored in PostgreSQL read back the same.
+#[tokio::test]
+async fn mcp_tool_calls_are_stored_in_postgres_too() {
+    let server = serve_tools(json_answers()).await;
+    let dir = TempDir::new("mcpjsonpg");
+    let (running, _db) = llmtap_on_postgres(server, &dir).await;
+    json_answers_recorded(running).await;
+}
+
+async fn json_answers_recorded(running: llmtap::server::Running) {
     let client = client_through(&running, "run-json", None).await;
 
     let ok = client
