@@ -210,7 +210,7 @@ pub fn redact_urls_in(text: &str, is_secret_param: impl Fn(&str) -> bool) -> Opt
     changed.then_some(out)
 }
 
-/// Replaces, in a JSON value, every scalar under a secret field name and every
+/// Replaces, in a JSON value, every string under a secret field name and every
 /// string shaped like a credential; returns how many were replaced. For tool HTTP
 /// calls' bodies: an LLM request's prompts are the product and are never touched.
 pub fn redact_json(value: &mut serde_json::Value) -> usize {
@@ -219,7 +219,8 @@ pub fn redact_json(value: &mut serde_json::Value) -> usize {
         Value::Object(map) => map
             .iter_mut()
             .map(|(name, field)| match field {
-                Value::String(_) | Value::Number(_) | Value::Bool(_) if is_secret_name(name) => {
+                // Credentials are strings; a number under such a name is a count.
+                Value::String(_) if is_secret_name(name) => {
                     *field = Value::String(crate::recorder::REDACTED.to_string());
                     1
                 }
@@ -254,7 +255,6 @@ mod tests {
             "private_token",
             "subscription-key",
             "accessToken",
-            "code",
             "APIKey",
             "client_secret",
             "X-Amz-Signature",
@@ -331,7 +331,8 @@ mod tests {
             "api_key": "k-123",
             "auth": {"password": "hunter2", "user": "ann"},
             "items": [{"note": "Bearer abcdefghijklmnopq"}],
-            "max_tokens": 5
+            "max_tokens": 5,
+            "error": {"code": -32602, "token_count": 3}
         });
         assert_eq!(redact_json(&mut v), 3);
         assert_eq!(v["city"], "paris");
@@ -340,5 +341,7 @@ mod tests {
         assert_eq!(v["auth"]["user"], "ann");
         assert_eq!(v["items"][0]["note"], "[redacted]");
         assert_eq!(v["max_tokens"], 5);
+        assert_eq!(v["error"]["code"], -32602);
+        assert_eq!(v["error"]["token_count"], 3);
     }
 }

@@ -54,6 +54,8 @@ pub const SECRET_HEADER_PARTS: &[&str] = &[
 /// name and folding case, so `%6Bey` is `key`).
 pub const SECRET_QUERY_PARAMS: &[&str] = &[
     "key",
+    // OAuth's authorization code.
+    "code",
     "api_key",
     "api-key",
     "apikey",

@@ -173,7 +173,8 @@ pub fn redact_with(
     };
     let mut request_body = body(request_body);
     let mut response_body = body(response_body);
-    if kind == ProviderKind::Http {
+    // Tool calls (HTTP and MCP): their JSON may carry credentials as fields.
+    if !kind.is_round() {
         for (headers, body) in [
             (&request_headers, &mut request_body),
             (&response_headers, &mut response_body),
@@ -230,7 +231,7 @@ fn omit_before_log(mut call: RedactedCall, max_decoded: u64) -> RedactedCall {
     if !omit_request && !omit_response {
         return call;
     }
-    if call.kind != ProviderKind::Http {
+    if call.kind.is_round() {
         let request = decode_encoded(
             &call.request_headers,
             &call.request_body.bytes,
@@ -491,7 +492,7 @@ pub fn build_redacted_with(
     let content_type = response_headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let parsed = (kind != ProviderKind::Http).then(|| {
+    let parsed = kind.is_round().then(|| {
         if let Some(parsed) = pre_parsed {
             return *parsed;
         }
@@ -504,6 +505,20 @@ pub fn build_redacted_with(
             response_status: http_status,
             response_content_type: content_type,
             response_body: &response_bytes,
+        })
+    });
+
+    let mcp = (kind == ProviderKind::Mcp).then(|| {
+        fn session(h: &HeaderMap) -> Option<&str> {
+            h.get(crate::parse::mcp::SESSION_HEADER)
+                .and_then(|v| v.to_str().ok())
+        }
+        crate::parse::mcp::parse_mcp(&crate::parse::mcp::McpInput {
+            transport: crate::parse::mcp::transport_of(&method),
+            request_body: &request_bytes,
+            response_content_type: content_type,
+            response_body: &response_bytes,
+            session_id: session(&response_headers).or_else(|| session(&request_headers)),
         })
     });
 
@@ -624,6 +639,38 @@ pub fn build_redacted_with(
             record.cost_usd = cost.as_ref().filter(|c| c.priced).and_then(|c| c.total_usd);
             record.cost = cost;
         }
+    }
+    if let Some((mut exchange, mcp_notes)) = mcp {
+        notes.extend(mcp_notes);
+        // A tool that reports an error, or a JSON-RPC error answer, is a failed call
+        // even though the HTTP exchange (or the stdio line) went through.
+        if exchange.failed() && status == CallStatus::Success {
+            status = CallStatus::Failed;
+        }
+        if error.is_none() {
+            error = match &exchange.error {
+                Some(e) => Some(ErrorInfo {
+                    error_type: Some("jsonrpc_error".into()),
+                    message: Some(format!("{} {}", e.code, e.message)),
+                }),
+                // The tool's own error text is content (it may echo the arguments):
+                // it stays in `result_text`, out of the metadata viewers see.
+                None if exchange.is_error => Some(ErrorInfo {
+                    error_type: Some("tool_error".into()),
+                    message: Some("the tool returned isError: true".into()),
+                }),
+                None => None,
+            };
+        }
+        if meta.omit_request {
+            exchange.arguments = None;
+        }
+        if meta.omit_response {
+            exchange.result_text = None;
+            exchange.structured_content = None;
+            exchange.result = None;
+        }
+        record.mcp = Some(exchange);
     }
     // A lossy string loses bytes; keep the exact ones beside it for the store.
     if !meta.omit_request {
