@@ -36,6 +36,7 @@ pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
 pub fn build_client(
     extra_ca_file: Option<&Path>,
     connect_timeout: Duration,
+    idle_timeout: Duration,
 ) -> Result<UpstreamClient, UpstreamSetupError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -74,7 +75,10 @@ pub fn build_client(
         .wrap_connector(http);
 
     Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
+        // Without a timer the pool drops an expired connection only when it next
+        // looks at that host, so a burst's connections stayed open for good.
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .pool_idle_timeout(idle_timeout)
         .pool_max_idle_per_host(1024)
         .build(https))
 }

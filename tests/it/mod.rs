@@ -7,6 +7,7 @@ mod cli;
 mod cost;
 mod hostile;
 mod lifecycle;
+mod limits;
 mod mcp;
 pub mod mcp_tools;
 mod openapi;
