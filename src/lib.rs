@@ -11,6 +11,7 @@ pub mod cost;
 pub mod forward;
 pub mod headers;
 pub mod ids;
+pub mod intercept;
 pub mod journal;
 pub mod metrics;
 pub mod otel;
