@@ -51,6 +51,8 @@ pub struct RoundCounter {
 
 const ROUND_IDLE: Duration = Duration::from_secs(3600);
 const ROUND_PRUNE_AT: usize = 100_000;
+/// The idle limit of an MCP server's GET event stream (a year: none in practice).
+const MCP_EVENT_STREAM_IDLE: Duration = Duration::from_secs(365 * 24 * 3600);
 
 impl RoundCounter {
     /// Continues numbering after `rounds` already stored (used at start-up).
@@ -231,11 +233,12 @@ async fn handle_to(
             })
             // Ids come from clients: two tenants that pick the same one never share it.
             .map(|id| headers::tenant_scoped(&id, meta.metadata.tenant.as_deref()));
-        // Rounds are the LLM calls: a tool HTTP call (`kind = "http"`) of the same
-        // invocation sits between two rounds and is not one (round 0).
+        // Rounds are the LLM calls: a tool HTTP call (`kind = "http"`) or an MCP
+        // exchange (`kind = "mcp"`) of the same invocation sits between two rounds
+        // and is not one (round 0).
         let (invocation_id, arrival_round) = match grouping {
-            Some(id) if provider.kind == ProviderKind::Http => (id, 0),
-            None if provider.kind == ProviderKind::Http => (new_id("i_", started_at_us), 0),
+            Some(id) if !provider.kind.is_round() => (id, 0),
+            None if !provider.kind.is_round() => (new_id("i_", started_at_us), 0),
             Some(id) => {
                 let round = state.rounds.next(&id);
                 (id, round)
@@ -455,7 +458,15 @@ async fn handle_to(
         None
     };
     add_id_headers(&mut response_parts.headers, &call);
-    let body = ResponseTee::new(response_body, call, state.config.idle_timeout, filter);
+    // An MCP server's GET event stream carries only what the server pushes and may
+    // be silent for hours; an idle cut would close the session's server-to-client
+    // channel, so it ends when either side closes it.
+    let idle_timeout = if provider.kind == ProviderKind::Mcp && parts.method == http::Method::GET {
+        MCP_EVENT_STREAM_IDLE
+    } else {
+        state.config.idle_timeout
+    };
+    let body = ResponseTee::new(response_body, call, idle_timeout, filter);
     Ok(Response::from_parts(response_parts, body.boxed_unsync()))
 }
 

@@ -180,6 +180,9 @@ fn redact_call(call: &mut CallRecord) {
     call.request_body = None;
     call.response_body = None;
     call.metadata.prompt_variables = None;
+    if let Some(mcp) = call.mcp.as_mut() {
+        *mcp = mcp.without_content();
+    }
 }
 
 pub(super) fn call(
@@ -255,7 +258,7 @@ pub(super) fn invocation(
     value["unpriced_calls"] = json!(inv.unpriced_calls);
     value["usage"] = serde_json::to_value(&inv.usage).unwrap_or_default();
     value["rounds"] = Value::Array(rounds(&llm, &http, who.is_admin()));
-    value["timeline"] = Value::Array(timeline(&calls));
+    value["timeline"] = Value::Array(timeline(&calls, who.is_admin()));
     if !include_calls {
         return ok(&value);
     }
@@ -308,9 +311,18 @@ fn price_entry(state: &ApiState, call: &CallRecord) -> Option<super::schema::Pri
     })
 }
 
-/// A call through a `kind = "http"` provider: a tool's HTTP call, not an LLM round.
+/// A call through a `kind = "http"` provider (a tool's HTTP call) or an MCP exchange
+/// (`kind = "mcp"`): tool traffic, not an LLM round.
 fn is_tool_http(call: &CallRecord) -> bool {
-    call.kind == crate::record::ProviderKind::Http.as_str()
+    !crate::record::is_round_kind(&call.kind)
+}
+
+/// The timeline's `kind` of a call: `llm`, `http` or `mcp`.
+fn timeline_kind(kind: &str) -> &'static str {
+    match crate::record::ProviderKind::parse(kind) {
+        Some(k) if !k.is_round() => k.as_str(),
+        _ => "llm",
+    }
 }
 
 fn ended_us(call: &CallRecord) -> u64 {
@@ -318,8 +330,10 @@ fn ended_us(call: &CallRecord) -> u64 {
 }
 
 /// Every call of a run in the order it started: the LLM rounds and, between them,
-/// the tool HTTP calls (with the round they followed).
-fn timeline(calls: &[CallRecord]) -> Vec<Value> {
+/// the tool HTTP calls and MCP exchanges (with the round they followed). An MCP
+/// exchange names its method, tool, server and failure; its arguments and result
+/// only for admins.
+fn timeline(calls: &[CallRecord], admin: bool) -> Vec<Value> {
     let mut last_round = 0;
     calls
         .iter()
@@ -328,8 +342,8 @@ fn timeline(calls: &[CallRecord]) -> Vec<Value> {
             if !http {
                 last_round = c.round;
             }
-            json!({
-                "kind": if http { "http" } else { "llm" },
+            let mut entry = json!({
+                "kind": timeline_kind(&c.kind),
                 "call_id": c.id,
                 "round": (!http).then_some(c.round),
                 "after_round": http.then_some(last_round),
@@ -342,7 +356,25 @@ fn timeline(calls: &[CallRecord]) -> Vec<Value> {
                 "model": (!http).then(|| c.model.as_ref().or(c.response_model.as_ref())).flatten(),
                 "status": c.status,
                 "http_status": c.http_status,
-            })
+            });
+            if let Some(mcp) = &c.mcp {
+                entry["mcp"] = json!({
+                    "transport": mcp.transport,
+                    "method": mcp.method,
+                    "tool": mcp.tool,
+                    "target": mcp.target,
+                    "server": mcp.server,
+                    "session_id": mcp.session_id,
+                    "is_error": mcp.is_error,
+                    "error": mcp.error,
+                });
+                if admin {
+                    entry["mcp"]["arguments"] = json!(mcp.arguments);
+                    entry["mcp"]["result_text"] = json!(mcp.result_text);
+                    entry["mcp"]["structured_content"] = json!(mcp.structured_content);
+                }
+            }
+            entry
         })
         .collect()
 }
@@ -563,10 +595,12 @@ pub(super) fn session(state: &ApiState, who: &Principal, p: &Params, id: &str) -
         .filter(|c| who.may_see(c.tenant.as_deref()))
         .map(|c| {
             json!({
-                "kind": if c.kind == "http" { "http" } else { "llm" },
+                "kind": timeline_kind(&c.kind),
                 "call_id": c.id,
                 "invocation_id": c.invocation_id,
-                "round": (c.kind != "http").then_some(c.round),
+                "round": crate::record::is_round_kind(&c.kind).then_some(c.round),
+                "mcp_method": c.mcp_method,
+                "tool": c.tool,
                 "started_at": c.started_at,
                 "ended_at": c.ended_at,
                 "provider": c.provider,

@@ -53,6 +53,10 @@ fn empty_clone(call: &CallRecord) -> CallRecord {
         response_headers: call.response_headers.clone(),
         parse_notes: call.parse_notes.clone(),
         attachments: call.attachments.clone(),
+        mcp: call
+            .mcp
+            .as_ref()
+            .map(crate::record::McpExchange::without_content),
         ..CallRecord::default()
     }
 }

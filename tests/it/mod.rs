@@ -8,6 +8,8 @@ mod cost;
 mod hostile;
 mod intercept;
 mod lifecycle;
+mod mcp;
+pub mod mcp_tools;
 mod openapi;
 mod otel;
 mod page;

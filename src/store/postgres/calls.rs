@@ -231,7 +231,7 @@ pub async fn rounds_of(
             run = Some(invocation);
             round = 0;
         }
-        let this = if kind == "http" {
+        let this = if !crate::record::is_round_kind(kind) {
             0
         } else {
             round += 1;
@@ -273,7 +273,7 @@ pub async fn of_invocation(
         .collect::<Result<Vec<_>, _>>()?;
     let mut round = 0u32;
     for call in &mut calls {
-        if call.kind != "http" {
+        if crate::record::is_round_kind(&call.kind) {
             round += 1;
             call.round = round;
         }
