@@ -13,6 +13,7 @@ pub mod forward;
 pub mod headers;
 pub mod ids;
 pub mod ingest;
+pub mod intercept;
 pub mod journal;
 pub mod metrics;
 pub mod otel;

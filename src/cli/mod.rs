@@ -6,6 +6,7 @@
 //! `ratelimits`, `stats`, `summary`, `export`) talk to a running llmtap's read API
 //! (`client.rs`) and print tables or JSON (`output.rs`).
 
+pub mod ca;
 pub mod client;
 pub mod commands;
 pub mod mcp;
@@ -42,6 +43,11 @@ pub enum Command {
     /// OpenTelemetry: replay stored runs to the configured collector
     #[command(subcommand)]
     Otel(OtelCommand),
+    /// llmtap's local CA, which HTTPS_PROXY clients trust (created on first use)
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Print the shell lines that send this shell's HTTPS clients through llmtap: eval "$(llmtap env)"
+    Env(EnvArgs),
     /// Developer tools: synthetic data and benchmarks
     #[command(subcommand)]
     Dev(DevCommand),
@@ -112,6 +118,36 @@ pub struct ServeArgs {
     /// Read-API listen address [default: 127.0.0.1:8081]
     #[arg(long, value_name = "ADDR")]
     pub api_listen: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CaCommand {
+    /// Print the path of the CA certificate (for NODE_EXTRA_CA_CERTS), creating the CA on first use
+    Path(CaArgs),
+    /// Print the CA's SHA-256 fingerprint, expiry and how its key is kept
+    Show(CaArgs),
+    /// Write the system's trusted roots plus llmtap's CA to FILE (for SSL_CERT_FILE, which replaces the system roots)
+    Bundle {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        ca: CaArgs,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct CaArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct EnvArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// The proxy address clients use [default: server.listen, 0.0.0.0 as 127.0.0.1]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub proxy: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
