@@ -6,6 +6,7 @@ mod chaos;
 mod cli;
 mod cost;
 mod hostile;
+mod intercept;
 mod lifecycle;
 mod limits;
 mod mcp;
