@@ -473,7 +473,7 @@ async fn handle_to(
 /// Whether the store is so far behind that a new call cannot be captured: the
 /// capture log holds `store.backlog` bytes it has not applied, or the log thread
 /// itself is that many calls behind (a stalled disk must not fill memory).
-fn backlog_full(state: &ProxyState) -> bool {
+pub(crate) fn backlog_full(state: &ProxyState) -> bool {
     state.metrics.log_unapplied_bytes() >= state.config.backlog_bytes
         || state.metrics.log_queue.load(Ordering::Relaxed) >= crate::journal::MAX_QUEUED_CALLS
 }

@@ -83,6 +83,11 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Stats(args) => commands::stats(&args),
         Command::Summary(args) => commands::summary(&args),
         Command::Export(args) => commands::export(&args),
+        Command::Mcp(args) => {
+            let code = cli::mcp::run(&args.api, args.name.as_deref(), &args.command)?;
+            // The wrapper exits as the server did.
+            std::process::exit(code);
+        }
         Command::Completions { shell } => {
             let mut command = Cli::command();
             clap_complete::generate(shell, &mut command, "llmtap", &mut std::io::stdout());

@@ -234,6 +234,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics: metrics.clone(),
         auth: api::auth::Auth::new(config.api_tokens.clone()),
         prices: prices.clone(),
+        proxy: state.clone(),
     });
     let _ = api_slot.set(api_state);
     if config.api_tokens.is_empty() {

@@ -9,6 +9,7 @@
 pub mod ca;
 pub mod client;
 pub mod commands;
+pub mod mcp;
 pub mod output;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -66,11 +67,32 @@ pub enum Command {
     Summary(SummaryArgs),
     /// Write every matching call or run to a file (CSV or JSON lines)
     Export(ExportArgs),
+    /// Run a stdio MCP server (COMMAND ARGS...) and record its exchanges in a running llmtap
+    Mcp(McpArgs),
     /// Print a shell completion script
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "stdin, stdout and stderr pass through unchanged. Each exchange is sent to \
+        the read API (--api); the environment variables LLMTAP_INVOCATION_ID, \
+        LLMTAP_SESSION_ID and LLMTAP_AGENT group them into a run, a session and an agent. \
+        If llmtap cannot be reached the server still runs, and the wrapper says so once on \
+        stderr.\n\nExample: llmtap mcp --name files -- npx -y @modelcontextprotocol/server-filesystem /tmp"
+)]
+pub struct McpArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// The name the server is recorded under (its provider) [default: the command's file name]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// The server's command and its arguments, after --
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]
