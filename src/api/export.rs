@@ -142,6 +142,10 @@ const CALL_COLUMNS: &[&str] = &[
     "user_id",
     "task_id",
     "input",
+    "kind",
+    "error_type",
+    "mcp_method",
+    "tool",
 ];
 
 /// The version part of `name@version`; empty without one.
@@ -205,6 +209,10 @@ fn call_row(s: &CallSummary, input: String) -> Vec<String> {
         opt(&s.user_id),
         opt(&s.task_id),
         input,
+        s.kind.clone(),
+        opt(&s.error_type),
+        opt(&s.mcp_method),
+        opt(&s.tool),
     ]
 }
 
