@@ -44,6 +44,8 @@ pub struct Metrics {
     /// Stored batches the OpenTelemetry builder skipped because it fell behind.
     pub otel_lagged_batches: AtomicU64,
     requests: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Each listener's connection slots, for the open/capacity/refused lines.
+    listeners: Mutex<Vec<(&'static str, std::sync::Arc<crate::conn_limit::Slots>)>>,
     latency: Mutex<Histogram>,
 }
 
@@ -55,6 +57,17 @@ struct Histogram {
 }
 
 impl Metrics {
+    /// Reports a listener's connections in `/metrics`.
+    pub fn watch_listener(
+        &self,
+        name: &'static str,
+        slots: std::sync::Arc<crate::conn_limit::Slots>,
+    ) {
+        if let Ok(mut listeners) = self.listeners.lock() {
+            listeners.push((name, slots));
+        }
+    }
+
     pub fn add(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -93,6 +106,35 @@ impl Metrics {
                     out,
                     "llmtap_requests_total{{provider=\"{provider}\",status=\"{status}\"}} {n}"
                 );
+            }
+        }
+        if let Ok(listeners) = self.listeners.lock() {
+            for (head, help, kind) in [
+                (
+                    "llmtap_connections_open",
+                    "Client connections held, by listener.",
+                    "gauge",
+                ),
+                (
+                    "llmtap_connections_capacity",
+                    "Client connections a listener may hold (conn_limit).",
+                    "gauge",
+                ),
+                (
+                    "llmtap_connections_refused_total",
+                    "Read-API connections closed at once because their address held its share.",
+                    "counter",
+                ),
+            ] {
+                let _ = writeln!(out, "# HELP {head} {help}\n# TYPE {head} {kind}");
+                for (name, slots) in listeners.iter() {
+                    let value = match kind {
+                        "counter" => slots.refused.load(Ordering::Relaxed),
+                        _ if head.ends_with("open") => slots.open() as u64,
+                        _ => slots.capacity as u64,
+                    };
+                    let _ = writeln!(out, "{head}{{listener=\"{name}\"}} {value}");
+                }
             }
         }
         counter(
