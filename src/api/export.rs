@@ -141,11 +141,11 @@ const CALL_COLUMNS: &[&str] = &[
     "session_id",
     "user_id",
     "task_id",
-    "input",
     "kind",
     "error_type",
     "mcp_method",
     "tool",
+    "input",
 ];
 
 /// The version part of `name@version`; empty without one.
@@ -208,11 +208,11 @@ fn call_row(s: &CallSummary, input: String) -> Vec<String> {
         opt(&s.session_id),
         opt(&s.user_id),
         opt(&s.task_id),
-        input,
         s.kind.clone(),
         opt(&s.error_type),
         opt(&s.mcp_method),
         opt(&s.tool),
+        input,
     ]
 }
 

@@ -760,10 +760,10 @@ async fn an_agent_run_shows_its_mcp_tool_calls_between_the_rounds() {
             .lines()
             .next()
             .unwrap()
-            .ends_with("kind,error_type,mcp_method,tool"),
+            .ends_with("kind,error_type,mcp_method,tool,input"),
         "{csv_text}"
     );
-    assert!(csv_text.contains(",mcp,,tools/call,weather"), "{csv_text}");
+    assert!(csv_text.contains(",mcp,,tools/call,weather,"), "{csv_text}");
 
     // OpenTelemetry: each MCP tool call is its tool's span, with the MCP timing.
     let inv = invocation(&running, "run-e2e").unwrap();
