@@ -37,6 +37,10 @@ pub struct Metrics {
     /// loses the records in it, never those after it), and their bytes.
     pub log_damaged: AtomicU64,
     pub log_damaged_bytes: AtomicU64,
+    /// 1 while the capture log appends nothing because its volume is nearly full.
+    pub log_paused: AtomicU64,
+    /// Calls forwarded but not recorded while the capture log was paused.
+    pub log_paused_calls: AtomicU64,
     /// OpenTelemetry spans dropped: queue full, export failed, or still queued at shutdown.
     pub otel_dropped: AtomicU64,
     pub otel_exported: AtomicU64,
@@ -196,6 +200,17 @@ impl Metrics {
             "llmtap_log_torn_records_total",
             "Torn or corrupt capture log records skipped (a crash in the middle of a write).",
             get(&self.log_torn),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP llmtap_capture_paused 1 while the capture log records nothing because its volume is nearly full (store.critical_free_mb).\n# TYPE llmtap_capture_paused gauge\nllmtap_capture_paused {}",
+            get(&self.log_paused)
+        );
+        counter(
+            &mut out,
+            "llmtap_capture_paused_calls_total",
+            "Calls forwarded but not recorded while the capture log was paused for disk space.",
+            get(&self.log_paused_calls),
         );
         counter(
             &mut out,

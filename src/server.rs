@@ -39,6 +39,8 @@ pub struct Running {
     pub proxy_addr: SocketAddr,
     pub api_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
+    /// Free space as the capture log sees it (tests replace its probe).
+    pub log_disk: Arc<store::DiskGuard>,
     pub writer_control: Arc<WriterControl>,
     pub prices: SharedPrices,
     pub store: Store,
@@ -144,6 +146,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         extra_query_params: config.redact_query_params.clone(),
     };
     journal_options.max_decoded = config.max_decoded_bytes;
+    let log_disk = Arc::new(store::DiskGuard::new(
+        &config.data_dir,
+        config.storage.min_free_mb,
+        config.storage.critical_free_mb,
+    ));
+    journal_options.disk = Some(log_disk.clone());
     let Journal {
         sender,
         appender,
@@ -269,6 +277,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         proxy_addr,
         api_addr,
         metrics,
+        log_disk,
         writer_control,
         prices,
         store,

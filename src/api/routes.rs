@@ -325,6 +325,16 @@ fn readyz(s: &ApiState, _: &Params, _: &PathArgs) -> ApiResult {
     if !s.store.is_open() {
         return Err(ApiError::Store(crate::store::StoreError::Closed));
     }
+    if s.metrics
+        .log_paused
+        .load(std::sync::atomic::Ordering::Relaxed)
+        != 0
+    {
+        return Err(ApiError::CapturePaused(format!(
+            "the capture log's volume is nearly full (below store.critical_free_mb): calls are forwarded but not recorded ({} so far); recording resumes by itself when space is back",
+            s.metrics.log_paused_calls.load(std::sync::atomic::Ordering::Relaxed)
+        )));
+    }
     if let Some((why, at_us)) = s.store.last_write_error() {
         return Err(ApiError::WritesFailing(format!(
             "the store's writes fail since {} ({why}); the proxy forwards and calls wait in \

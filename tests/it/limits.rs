@@ -273,3 +273,72 @@ async fn the_data_directory_is_private() {
     }
     assert!(files > 2);
 }
+
+/// Finding 7: on a nearly full volume the capture log appends nothing (it never
+/// takes the last space itself), the proxy keeps forwarding, `/readyz` and
+/// `/healthz` say capture is paused, and recording resumes by itself when space
+/// is back.
+#[tokio::test]
+async fn a_nearly_full_disk_pauses_capture_and_it_resumes_by_itself() {
+    let mock = MockUpstream::start(|_| MockResponse::json(200, r#"{"usage":{}}"#)).await;
+    let dir = TempDir::new("log-disk");
+    let running = start_llmtap(test_config(
+        dir.path(),
+        &provider_toml("oa", "openai", &mock.url()),
+    ))
+    .await;
+    let free = Arc::new(std::sync::atomic::AtomicU64::new(5 << 20));
+    let probe = free.clone();
+    running
+        .log_disk
+        .set_probe(Arc::new(move |_| Ok(probe.load(Ordering::Relaxed))));
+    let call = || {
+        post_json(
+            running.proxy_addr,
+            "/oa/v1/chat/completions",
+            &[],
+            r#"{"model":"m","messages":[]}"#,
+        )
+    };
+    for _ in 0..10 {
+        assert_eq!(call().await.status, 200, "forwarding goes on");
+    }
+    // The log thread takes each finished call a moment after its answer.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric(running.api_addr, "llmtap_capture_paused_calls_total").await != Some(10) {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ready = api_get(&running, "/readyz").await;
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.json()["error"]["type"], "capture_paused");
+    let health = api_get(&running, "/healthz").await.json();
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(health["capture_log"]["paused"], true);
+    assert_eq!(health["capture_log"]["paused_calls"], 10);
+    assert_eq!(
+        metric(running.api_addr, "llmtap_capture_paused").await,
+        Some(1)
+    );
+    assert_eq!(
+        metric(running.api_addr, "llmtap_capture_paused_calls_total").await,
+        Some(10)
+    );
+    // Space comes back: the next calls are recorded, without a restart.
+    free.store(64 << 30, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(call().await.call_id());
+    }
+    for id in &ids {
+        wait_call(&running, id).await;
+    }
+    assert_eq!(api_get(&running, "/readyz").await.status, 200);
+    assert_eq!(
+        metric(running.api_addr, "llmtap_capture_paused").await,
+        Some(0)
+    );
+    assert_eq!(running.store.call_ids().unwrap().len(), 3);
+    running.shutdown().await.unwrap();
+}
