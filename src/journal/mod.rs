@@ -46,6 +46,8 @@ pub const HANDOFF_BYTES: u64 = 64 << 20;
 const HANDOFF_OVERHEAD: u64 = 512;
 /// Most calls one group commit takes from the queue.
 const MAX_GROUP: usize = 1024;
+/// Captured bytes past which a group commit takes no more calls.
+const MAX_GROUP_BYTES: usize = 8 << 20;
 
 #[derive(Debug, Clone)]
 pub struct JournalOptions {
@@ -458,10 +460,16 @@ impl Appender {
         let mut buf = Vec::new();
         let mut written = Vec::with_capacity(MAX_GROUP);
         while let Some(first) = receiver.blocking_recv() {
+            let mut bytes = first.request_body.held() + first.response_body.held();
             group.push(first);
-            while group.len() < MAX_GROUP {
+            // A group is encoded whole before its one write: bound it by bytes too,
+            // or 500 queued 1 MiB answers become one 500 MiB buffer.
+            while group.len() < MAX_GROUP && bytes < MAX_GROUP_BYTES {
                 match receiver.try_recv() {
-                    Ok(call) => group.push(call),
+                    Ok(call) => {
+                        bytes += call.request_body.held() + call.response_body.held();
+                        group.push(call);
+                    }
                     Err(_) => break,
                 }
             }
