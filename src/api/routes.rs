@@ -197,7 +197,7 @@ const STATS: &[ParamSpec] = &[ParamSpec::query(
     "group_by",
     "grouping (default agent)",
     ParamKind::OneOf(&[
-        "agent", "model", "provider", "prompt", "trigger", "tenant", "day", "hour",
+        "agent", "model", "provider", "tool", "prompt", "trigger", "tenant", "day", "hour",
     ]),
 )];
 const RATELIMITS: &[ParamSpec] = &[

@@ -43,6 +43,9 @@ pub struct CallSummary {
     pub id: String,
     pub invocation_id: String,
     pub round: u32,
+    /// Which retry of its round the call is (`CallRecord::retry`).
+    #[serde(default)]
+    pub retry: u32,
     pub started_at: String,
     pub started_at_us: u64,
     pub ended_at: String,
@@ -132,6 +135,7 @@ impl CallSummary {
             id: call.id.clone(),
             invocation_id: call.invocation_id.clone(),
             round: call.round,
+            retry: call.retry,
             started_at: call.started_at.clone(),
             started_at_us: call.started_at_us,
             ended_at: call.ended_at.clone(),
@@ -354,6 +358,18 @@ impl<'a> FacetView<'a> {
 
     pub fn has(&self, tag: u8, value: &[u8]) -> bool {
         self.pairs().any(|(t, v)| t == tag && v == value)
+    }
+
+    /// Every distinct value with `tag`, in header order.
+    pub fn all(&self, tag: u8) -> impl Iterator<Item = &'a str> {
+        let mut seen: Vec<&'a [u8]> = Vec::new();
+        self.pairs().filter_map(move |(t, v)| {
+            if t != tag || seen.contains(&v) {
+                return None;
+            }
+            seen.push(v);
+            std::str::from_utf8(v).ok()
+        })
     }
 }
 
