@@ -759,3 +759,250 @@ impl Conversations {
         self.by_prefix.insert(key, entry);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::ToolCall;
+
+    fn llm(digest: &str, status: CallStatus) -> LoopCall<'_> {
+        LoopCall {
+            llm: true,
+            digest: Some(digest),
+            status: Some(status),
+            retry_hint: None,
+        }
+    }
+
+    fn places(calls: Vec<LoopCall<'_>>) -> Vec<(u32, u32)> {
+        number_run(calls)
+            .into_iter()
+            .map(|p| (p.round, p.attempt))
+            .collect()
+    }
+
+    #[test]
+    fn a_repeat_after_a_failure_is_an_attempt_and_after_a_success_a_round() {
+        use CallStatus::*;
+        assert_eq!(
+            places(vec![
+                llm("a", RateLimited),
+                llm("a", Failed),
+                llm("a", Success),
+                llm("a", Success),
+                llm("b", Failed),
+                llm("c", Success),
+            ]),
+            vec![(1, 1), (1, 2), (1, 3), (2, 1), (3, 1), (4, 1)]
+        );
+    }
+
+    #[test]
+    fn without_digests_the_sdk_retry_count_decides_and_tools_are_no_rounds() {
+        let retry = |hint| LoopCall {
+            llm: true,
+            digest: None,
+            status: Some(CallStatus::Failed),
+            retry_hint: hint,
+        };
+        let tool = LoopCall {
+            llm: false,
+            digest: None,
+            status: Some(CallStatus::Failed),
+            retry_hint: None,
+        };
+        assert_eq!(
+            places(vec![retry(Some(0)), tool, retry(Some(1)), retry(None)]),
+            vec![(1, 1), (0, 0), (1, 2), (2, 1)]
+        );
+        let mut rounds = 0;
+        let mut state = LoopState::default();
+        for call in [retry(Some(0)), tool, retry(Some(1))] {
+            let at = place(rounds, &state, &call);
+            advance(&mut rounds, &mut state, &call, at);
+        }
+        assert_eq!(
+            (rounds, state.retries, state.tool_calls, state.tool_failures),
+            (1, 1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn outcomes_read_as_a_person_would_say_them() {
+        let run = |status, retries, round_attempts| InvocationRecord {
+            status: Some(status),
+            agent_loop: LoopState {
+                retries,
+                round_attempts,
+                ..LoopState::default()
+            },
+            ..InvocationRecord::default()
+        };
+        assert_eq!(outcome(&run(CallStatus::Success, 0, 1)).text, "success");
+        assert_eq!(
+            outcome(&run(CallStatus::Success, 2, 3)).text,
+            "success, recovered after 2 retries"
+        );
+        let failed = outcome(&run(CallStatus::RateLimited, 2, 3));
+        assert_eq!(
+            failed.text,
+            "rate_limited after 3 attempts of its last round"
+        );
+        assert!(failed.failed);
+    }
+
+    fn chat(kind: &str, run: &str, messages: Vec<Message>, status: CallStatus) -> CallRecord {
+        CallRecord {
+            invocation_id: run.into(),
+            kind: kind.into(),
+            status: Some(status),
+            request: Some(RequestView {
+                system: Some("sys".into()),
+                messages,
+                ..RequestView::default()
+            }),
+            ..CallRecord::default()
+        }
+    }
+
+    fn msg(role: &str, text: &str) -> Message {
+        Message {
+            role: role.into(),
+            text: Some(text.into()),
+            ..Message::default()
+        }
+    }
+
+    fn tool_result(id: &str) -> Message {
+        Message {
+            role: "tool".into(),
+            text: Some("ok".into()),
+            tool_call_id: Some(id.into()),
+            ..Message::default()
+        }
+    }
+
+    fn asked(id: &str, arguments: Value) -> Message {
+        Message {
+            role: "assistant".into(),
+            tool_calls: vec![ToolCall {
+                id: Some(id.into()),
+                name: "search".into(),
+                arguments,
+            }],
+            ..Message::default()
+        }
+    }
+
+    #[test]
+    fn conversations_continue_on_tool_results_and_split_on_user_turns() {
+        let mut c = Conversations::default();
+        let ok = CallStatus::Success;
+        let first = vec![msg("user", "fix it")];
+        let g1 = c
+            .group(&chat("anthropic", "i_1", first.clone(), ok), 1)
+            .unwrap();
+        assert_eq!((g1.run.as_str(), g1.how), ("i_1", "new"));
+        // Anthropic's tool_use as an object, its tool_result as a tool message.
+        let mut second = first.clone();
+        second.push(asked("t1", serde_json::json!({"q": "x"})));
+        second.push(tool_result("t1"));
+        let g2 = c
+            .group(&chat("anthropic", "i_2", second.clone(), ok), 2)
+            .unwrap();
+        assert_eq!(
+            (g2.run.as_str(), g2.how, g2.session.as_str()),
+            ("i_1", "continued", "conv_1")
+        );
+        let mut third = second.clone();
+        third.push(msg("assistant", "done"));
+        third.push(msg("user", "and a test"));
+        let g3 = c.group(&chat("anthropic", "i_3", third, ok), 3).unwrap();
+        assert_eq!(
+            (g3.run.as_str(), g3.how, g3.session.as_str()),
+            ("i_3", "new_turn", "conv_1")
+        );
+        // Another provider kind or system prompt is another conversation.
+        let g4 = c.group(&chat("gemini", "i_4", second, ok), 4).unwrap();
+        assert_eq!(g4.how, "new");
+        // The same request again after a success is independent; after a failure, a retry.
+        let g5 = c
+            .group(
+                &chat("anthropic", "i_5", first.clone(), CallStatus::Failed),
+                5,
+            )
+            .unwrap();
+        assert_eq!(g5.how, "new");
+        let g6 = c.group(&chat("anthropic", "i_6", first, ok), 6).unwrap();
+        assert_eq!((g6.run.as_str(), g6.how), ("i_5", "continued"));
+        // Forgotten after an hour quiet.
+        let later = 6 + CONVERSATION_IDLE_US + 1;
+        let mut again = vec![msg("user", "fix it")];
+        again.push(asked("t1", serde_json::json!({"q": "x"})));
+        again.push(tool_result("t1"));
+        assert_eq!(
+            c.group(&chat("anthropic", "i_7", again, ok), later)
+                .unwrap()
+                .how,
+            "new"
+        );
+    }
+
+    #[test]
+    fn the_conversation_table_stays_bounded() {
+        let mut c = Conversations::default();
+        for i in 0..(CONVERSATIONS_MAX as u64 + 500) {
+            let call = chat(
+                "openai",
+                &format!("i_{i}"),
+                vec![msg("user", &i.to_string())],
+                CallStatus::Success,
+            );
+            c.group(&call, i);
+        }
+        assert!(c.len() <= CONVERSATIONS_MAX, "{}", c.len());
+    }
+
+    #[test]
+    fn tool_calls_join_by_the_only_one_by_name_and_arguments_or_by_path_values() {
+        let requested = |args: [&str; 2]| -> Vec<RequestedTool> {
+            args.iter()
+                .enumerate()
+                .map(|(i, a)| RequestedTool {
+                    id: Some(format!("c{i}")),
+                    name: if i == 0 {
+                        "weather".into()
+                    } else {
+                        "news".into()
+                    },
+                    arguments: Value::String(format!("{{\"city\":\"{a}\"}}")),
+                    result: None,
+                    result_round: None,
+                    tool_call_ids: Vec::new(),
+                })
+                .collect()
+        };
+        let http = |path: &str| CallRecord {
+            kind: "http".into(),
+            path: path.into(),
+            ..CallRecord::default()
+        };
+        let two = requested(["Paris", "São Paulo"]);
+        assert_eq!(join_tool_call(&two, &http("/w?city=paris")), Some(0));
+        assert_eq!(
+            join_tool_call(&two, &http("/n?city=S%C3%A3o+Paulo")),
+            Some(1)
+        );
+        assert_eq!(join_tool_call(&two, &http("/other")), None);
+        assert_eq!(join_tool_call(&two[..1], &http("/other")), Some(0));
+        let mcp = CallRecord {
+            tool: Some(crate::record::ToolInvocation {
+                name: "news".into(),
+                arguments: serde_json::json!({"city": "São Paulo"}),
+                ..Default::default()
+            }),
+            ..http("/mcp")
+        };
+        assert_eq!(join_tool_call(&two, &mcp), Some(1));
+    }
+}

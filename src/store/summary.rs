@@ -110,6 +110,13 @@ pub struct InvocationSummary {
     pub model: Option<String>,
     pub status: Option<CallStatus>,
     pub rounds: u32,
+    /// Attempts beyond each round's first (`agent_loop::LoopState::retries`); 0 in
+    /// summaries stored before retries were told apart.
+    #[serde(default)]
+    pub retries: u32,
+    /// Tool calls captured in the run; 0 in summaries stored before they were counted.
+    #[serde(default)]
+    pub tool_calls: u32,
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
     pub cost_usd: Option<f64>,
@@ -233,6 +240,8 @@ impl InvocationSummary {
             model: inv.models.first().cloned(),
             status: inv.status,
             rounds: inv.rounds,
+            retries: inv.agent_loop.retries,
+            tool_calls: inv.agent_loop.tool_calls,
             input_tokens: inv.usage.input_tokens,
             output_tokens: inv.usage.output_tokens,
             cost_usd: inv.cost_usd,

@@ -144,6 +144,71 @@ async fn a_429_then_success_is_one_round_of_two_attempts() {
     assert_eq!(summary["failed_calls_24h"], 1);
     assert_eq!(summary["total_runs"], 1);
     assert_eq!(summary["total_calls"], 2);
+    // CSV: one run of one round and one retry; the calls with their attempts.
+    let csv = String::from_utf8(
+        api_get(&running, "/api/v1/invocations.csv")
+            .await
+            .body
+            .to_vec(),
+    )
+    .unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let row: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    assert_eq!(
+        (row[col("rounds")], row[col("retries")], row[col("status")]),
+        ("1", "1", "success"),
+        "{csv}"
+    );
+    let csv =
+        String::from_utf8(api_get(&running, "/api/v1/calls.csv").await.body.to_vec()).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let (round, attempt) = (
+        header.iter().position(|h| *h == "round").unwrap(),
+        header.iter().position(|h| *h == "attempt").unwrap(),
+    );
+    let mut places: Vec<(String, String)> = csv
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let cells: Vec<&str> = l.split(',').collect();
+            (cells[round].to_string(), cells[attempt].to_string())
+        })
+        .collect();
+    places.sort();
+    assert_eq!(
+        places,
+        vec![("1".into(), "1".into()), ("1".into(), "2".into())]
+    );
+    // OpenTelemetry: the run span says how it ended; each call its attempt.
+    let inv = invocation(&running, "run-429").unwrap();
+    let calls: Vec<CallRecord> = {
+        let mut v = Vec::new();
+        for id in &ids {
+            v.push(wait_call(&running, id).await);
+        }
+        v
+    };
+    let spans = llmtap::otel::spans::invocation_spans(
+        &inv,
+        &calls,
+        &llmtap::otel::spans::SpanOptions::default(),
+    );
+    let attr = |span: &opentelemetry_proto::tonic::trace::v1::Span, key: &str| {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.clone())
+            .and_then(|v| v.value)
+    };
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    assert_eq!(
+        attr(&spans[0], "llmtap.outcome"),
+        Some(Any::StringValue("success, recovered after 1 retry".into()))
+    );
+    assert_eq!(attr(&spans[0], "llmtap.retries"), Some(Any::IntValue(1)));
+    assert_eq!(attr(&spans[2], "llmtap.attempt"), Some(Any::IntValue(2)));
     running.shutdown().await.unwrap();
 }
 
