@@ -10,7 +10,7 @@
 //! CLI, CSV export and OpenTelemetry show a run through [`describe`] and
 //! [`outcome`]. Nothing else decides a round number.
 
-use crate::record::{CallRecord, CallStatus, InvocationRecord, Message, ProviderKind, RequestView};
+use crate::record::{CallRecord, CallStatus, InvocationRecord, Message, RequestView};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::hash_map::DefaultHasher;
@@ -90,9 +90,9 @@ impl<'a> LoopCall<'a> {
     }
 }
 
-/// An LLM call, as opposed to a tool's call (`kind = "http"`, later MCP).
+/// An LLM call, as opposed to a tool's call (`kind = "http"` or `"mcp"`).
 pub fn is_llm(call: &CallRecord) -> bool {
-    call.kind != ProviderKind::Http.as_str()
+    crate::record::is_round_kind(&call.kind)
 }
 
 /// The retry number an SDK put on the request (`x-stainless-retry-count`).
@@ -311,6 +311,8 @@ impl GapKind {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ToolCallSeen {
     pub call_id: String,
+    /// The MCP tool it called (`tools/call`), when it is an MCP exchange.
+    pub tool: Option<String>,
     pub method: String,
     pub host: String,
     pub path: String,
@@ -365,21 +367,23 @@ fn argument_strings(arguments: &Value, out: &mut Vec<String>) {
 }
 
 /// The requested tool call a captured tool call answers, when the evidence allows:
-/// the only one requested; else the one whose name (an MCP call's `tool.name`) and
-/// arguments match; else the only one whose argument values all appear in the
-/// call's path and query.
+/// the only one requested; else, for an MCP `tools/call` (`CallRecord.mcp`: `tool`,
+/// `arguments`), the one whose name and arguments match, or the only one of that
+/// name; else the only one whose argument values all appear in the call's path and
+/// query. A join by name or arguments is exact; several candidates join none.
 fn join_tool_call(requested: &[RequestedTool], seen: &CallRecord) -> Option<usize> {
     if requested.len() == 1 {
         return Some(0);
     }
-    if let Some(tool) = &seen.tool {
+    if let Some(tool) = seen.mcp.as_ref().and_then(|m| m.tool.as_deref()) {
+        let arguments = seen.mcp.as_ref().and_then(|m| m.arguments.as_ref());
         let by_name: Vec<usize> = (0..requested.len())
-            .filter(|&i| requested[i].name == tool.name)
+            .filter(|&i| requested[i].name == tool)
             .collect();
         let by_args: Vec<usize> = by_name
             .iter()
             .copied()
-            .filter(|&i| same_arguments(&requested[i].arguments, &tool.arguments))
+            .filter(|&i| arguments.is_some_and(|a| same_arguments(&requested[i].arguments, a)))
             .collect();
         return match (by_args.as_slice(), by_name.as_slice()) {
             ([one], _) | ([], [one]) => Some(*one),
@@ -430,6 +434,7 @@ fn percent_decode(text: &str) -> String {
 fn seen(call: &CallRecord) -> ToolCallSeen {
     ToolCallSeen {
         call_id: call.id.clone(),
+        tool: call.mcp.as_ref().and_then(|m| m.tool.clone()),
         method: call.method.clone(),
         host: call.upstream_host.clone(),
         path: call.path.clone(),
@@ -598,6 +603,143 @@ pub fn describe(calls: &[CallRecord]) -> RunLoop {
         gaps,
         outside_gaps,
     }
+}
+
+/// One entry of a session read as a conversation (`conversation`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Turn {
+    /// `user` (a run's new user message), `reply` (a round's answer), `tool_call` (a
+    /// tool the model asked for, with its result from the next round), `tool` (a
+    /// captured tool call: HTTP or MCP), `failure` (an attempt that failed).
+    pub kind: String,
+    pub invocation_id: String,
+    /// The round the entry opens (for `tool`: the round it followed).
+    pub round: u32,
+    pub call_id: String,
+    pub at: String,
+    /// The text: the user message, the reply, the tool result.
+    pub text: Option<String>,
+    /// `tool_call`: its name; `tool`: the MCP tool, or method and path.
+    pub name: Option<String>,
+    /// `tool_call`: its arguments.
+    pub arguments: Option<Value>,
+    pub status: Option<CallStatus>,
+    pub http_status: Option<u16>,
+}
+
+/// A session's calls as a conversation, in order: for each run, its user turn; for
+/// each round, its failed attempts, its reply and the tool calls it asked for (with
+/// their results), and the tool calls captured after it.
+pub fn conversation(calls: &[CallRecord]) -> Vec<Turn> {
+    let mut runs: Vec<&str> = Vec::new();
+    let mut by_run: HashMap<&str, Vec<CallRecord>> = HashMap::new();
+    let mut ordered: Vec<&CallRecord> = calls.iter().collect();
+    ordered.sort_by(|a, b| (a.started_at_us, &a.id).cmp(&(b.started_at_us, &b.id)));
+    for c in ordered {
+        if !by_run.contains_key(c.invocation_id.as_str()) {
+            runs.push(&c.invocation_id);
+        }
+        by_run.entry(&c.invocation_id).or_default().push(c.clone());
+    }
+    let mut out = Vec::new();
+    for run in runs {
+        let calls = &by_run[run];
+        let described = describe(calls);
+        let by_id: HashMap<&str, &CallRecord> = calls.iter().map(|c| (c.id.as_str(), c)).collect();
+        let turn = |kind: &str, call: &CallRecord, round: u32| Turn {
+            kind: kind.to_string(),
+            invocation_id: call.invocation_id.clone(),
+            round,
+            call_id: call.id.clone(),
+            at: call.started_at.clone(),
+            text: None,
+            name: None,
+            arguments: None,
+            status: call.status,
+            http_status: call.http_status,
+        };
+        if let Some(first) = described
+            .rounds
+            .first()
+            .and_then(|r| r.attempts.first())
+            .and_then(|a| by_id.get(a.call_id.as_str()))
+        {
+            let user = first
+                .request
+                .as_ref()
+                .and_then(|v| v.messages.iter().rev().find(|m| is_user_turn(m)))
+                .and_then(|m| m.text.clone());
+            out.push(Turn {
+                text: user,
+                ..turn("user", first, 1)
+            });
+        }
+        let tool_turn = |t: &ToolCallSeen, round: u32| -> Option<Turn> {
+            let call = by_id.get(t.call_id.as_str())?;
+            Some(Turn {
+                name: Some(
+                    t.tool
+                        .clone()
+                        .unwrap_or_else(|| format!("{} {}{}", t.method, t.host, t.path)),
+                ),
+                arguments: call.mcp.as_ref().and_then(|m| m.arguments.clone()),
+                text: call.mcp.as_ref().and_then(|m| m.result_text.clone()),
+                ..turn("tool", call, round)
+            })
+        };
+        for round in &described.rounds {
+            for a in &round.attempts {
+                let Some(call) = by_id.get(a.call_id.as_str()) else {
+                    continue;
+                };
+                if a.status != Some(CallStatus::Success) {
+                    out.push(Turn {
+                        text: call.error.as_ref().and_then(|e| e.message.clone()),
+                        ..turn("failure", call, round.round)
+                    });
+                }
+            }
+            let Some(settled) = by_id.get(round.call_id.as_str()) else {
+                continue;
+            };
+            if settled.status == Some(CallStatus::Success) {
+                let text = settled.response.as_ref().and_then(|r| r.text.clone());
+                if text.is_some() || round.requested_tools.is_empty() {
+                    out.push(Turn {
+                        text,
+                        ..turn("reply", settled, round.round)
+                    });
+                }
+            }
+            for tool in &round.requested_tools {
+                out.push(Turn {
+                    name: Some(tool.name.clone()),
+                    arguments: Some(tool.arguments.clone()),
+                    text: tool.result.clone(),
+                    ..turn("tool_call", settled, round.round)
+                });
+            }
+            for gap in described
+                .gaps
+                .iter()
+                .filter(|g| g.after_round == round.round && g.before_round != round.round)
+            {
+                out.extend(
+                    gap.tool_calls
+                        .iter()
+                        .filter_map(|t| tool_turn(t, round.round)),
+                );
+            }
+        }
+        let last = described.rounds.last().map_or(0, |r| r.round);
+        out.extend(
+            described
+                .outside_gaps
+                .iter()
+                .filter_map(|t| tool_turn(t, last)),
+        );
+    }
+    out
 }
 
 /// Requests seen of each recent conversation of calls that named no run, at most
@@ -996,9 +1138,11 @@ mod tests {
         assert_eq!(join_tool_call(&two, &http("/other")), None);
         assert_eq!(join_tool_call(&two[..1], &http("/other")), Some(0));
         let mcp = CallRecord {
-            tool: Some(crate::record::ToolInvocation {
-                name: "news".into(),
-                arguments: serde_json::json!({"city": "São Paulo"}),
+            kind: "mcp".into(),
+            mcp: Some(crate::record::McpExchange {
+                method: Some("tools/call".into()),
+                tool: Some("news".into()),
+                arguments: Some(serde_json::json!({"city": "São Paulo"})),
                 ..Default::default()
             }),
             ..http("/mcp")

@@ -700,7 +700,7 @@ impl RawConfig {
                     invalid(
                         &format!("{field}.kind"),
                         k,
-                        "expected openai, anthropic, gemini or http",
+                        "expected openai, anthropic, gemini, http or mcp",
                     )
                 })?,
                 None => match &builtin {

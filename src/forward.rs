@@ -38,6 +38,9 @@ pub struct ProxyState {
     pub metrics: Arc<Metrics>,
 }
 
+/// The idle limit of an MCP server's GET event stream (a year: none in practice).
+const MCP_EVENT_STREAM_IDLE: Duration = Duration::from_secs(365 * 24 * 3600);
+
 pub async fn handle(
     state: Arc<ProxyState>,
     request: Request<Incoming>,
@@ -152,7 +155,7 @@ pub async fn handle(
             .map(|id| headers::tenant_scoped(&id, meta.metadata.tenant.as_deref()));
         // Rounds and attempts are numbered by the writer (`agent_loop`); the forward
         // path only says whether the call is an LLM call (1) or a tool's (0).
-        let arrival_round = u32::from(provider.kind != ProviderKind::Http);
+        let arrival_round = u32::from(provider.kind.is_round());
         let invocation_id = grouping.unwrap_or_else(|| new_id("i_", started_at_us));
         let user_agent = parts
             .headers
@@ -367,7 +370,15 @@ pub async fn handle(
         None
     };
     add_id_headers(&mut response_parts.headers, &call);
-    let body = ResponseTee::new(response_body, call, state.config.idle_timeout, filter);
+    // An MCP server's GET event stream carries only what the server pushes and may
+    // be silent for hours; an idle cut would close the session's server-to-client
+    // channel, so it ends when either side closes it.
+    let idle_timeout = if provider.kind == ProviderKind::Mcp && parts.method == http::Method::GET {
+        MCP_EVENT_STREAM_IDLE
+    } else {
+        state.config.idle_timeout
+    };
+    let body = ResponseTee::new(response_body, call, idle_timeout, filter);
     Ok(Response::from_parts(response_parts, body.boxed_unsync()))
 }
 

@@ -54,6 +54,8 @@ pub const SECRET_HEADER_PARTS: &[&str] = &[
 /// name and folding case, so `%6Bey` is `key`).
 pub const SECRET_QUERY_PARAMS: &[&str] = &[
     "key",
+    // OAuth's authorization code.
+    "code",
     "api_key",
     "api-key",
     "apikey",
@@ -88,14 +90,32 @@ impl Redaction {
         let name = name.to_ascii_lowercase();
         SECRET_HEADERS.contains(&name.as_str())
             || SECRET_HEADER_PARTS.iter().any(|part| name.contains(part))
+            || crate::credentials::is_secret_name(&name)
             || self.extra_headers.contains(&name)
     }
 
     /// `raw_name` as it appears in the query string (percent-encoded or not).
     pub fn is_secret_param(&self, raw_name: &str) -> bool {
-        let name = percent_decode(raw_name).to_ascii_lowercase();
-        let name = name.trim();
-        SECRET_QUERY_PARAMS.contains(&name) || self.extra_query_params.iter().any(|p| p == name)
+        let decoded = percent_decode(raw_name);
+        let name = decoded.trim();
+        let lower = name.to_ascii_lowercase();
+        SECRET_QUERY_PARAMS.contains(&lower.as_str())
+            || crate::credentials::is_secret_name(name)
+            || self.extra_query_params.contains(&lower)
+    }
+
+    /// What a header's value is kept as: `[redacted]` when the header is a secret
+    /// by its name or its value's shape; its URLs' secret parameters replaced
+    /// (`location: …?sig=…`); `None` when it is kept as it is.
+    pub fn stored_value(&self, name: &str, value: &[u8]) -> Option<String> {
+        if self.is_secret_header(name) {
+            return Some(crate::recorder::REDACTED.to_string());
+        }
+        let text = String::from_utf8_lossy(value);
+        if crate::credentials::looks_like_credential(&text) {
+            return Some(crate::recorder::REDACTED.to_string());
+        }
+        crate::credentials::redact_urls_in(&text, |param| self.is_secret_param(param))
     }
 }
 
@@ -404,11 +424,9 @@ pub fn redacted_map(headers: &HeaderMap) -> BTreeMap<String, String> {
 pub fn redacted_map_with(headers: &HeaderMap, redaction: &Redaction) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for (name, value) in headers {
-        let text = if redaction.is_secret_header(name.as_str()) {
-            "[redacted]".to_string()
-        } else {
-            String::from_utf8_lossy(value.as_bytes()).into_owned()
-        };
+        let text = redaction
+            .stored_value(name.as_str(), value.as_bytes())
+            .unwrap_or_else(|| String::from_utf8_lossy(value.as_bytes()).into_owned());
         out.entry(name.as_str().to_string())
             .and_modify(|v: &mut String| {
                 v.push_str(", ");
@@ -433,8 +451,10 @@ pub fn redact_query_with(path: &str, query: Option<&str>, redaction: &Redaction)
             let parts: Vec<String> = q
                 .split('&')
                 .map(|pair| {
-                    let name = pair.split('=').next().unwrap_or("");
-                    if redaction.is_secret_param(name) {
+                    let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+                    if redaction.is_secret_param(name)
+                        || crate::credentials::looks_like_credential(&percent_decode(value))
+                    {
                         format!("{name}=[redacted]")
                     } else {
                         pair.to_string()

@@ -9,6 +9,7 @@ pub mod capture;
 pub mod config;
 pub mod conn_guard;
 pub mod cost;
+pub mod credentials;
 pub mod forward;
 pub mod headers;
 pub mod ids;

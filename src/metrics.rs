@@ -33,6 +33,10 @@ pub struct Metrics {
     pub log_applied: AtomicU64,
     /// Torn or corrupt log records found (and skipped) when reading the log.
     pub log_torn: AtomicU64,
+    /// Damaged stretches of the capture log stepped over while reading it (each
+    /// loses the records in it, never those after it), and their bytes.
+    pub log_damaged: AtomicU64,
+    pub log_damaged_bytes: AtomicU64,
     /// OpenTelemetry spans dropped: queue full, export failed, or still queued at shutdown.
     pub otel_dropped: AtomicU64,
     pub otel_exported: AtomicU64,
@@ -150,6 +154,18 @@ impl Metrics {
             "llmtap_log_torn_records_total",
             "Torn or corrupt capture log records skipped (a crash in the middle of a write).",
             get(&self.log_torn),
+        );
+        counter(
+            &mut out,
+            "llmtap_log_damaged_total",
+            "Damaged stretches in the middle of the capture log stepped over (their records are lost, the ones after them kept).",
+            get(&self.log_damaged),
+        );
+        counter(
+            &mut out,
+            "llmtap_log_damaged_bytes_total",
+            "Bytes of the capture log stepped over as damaged.",
+            get(&self.log_damaged_bytes),
         );
         for (name, help, value) in [
             (

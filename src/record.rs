@@ -290,8 +290,8 @@ pub struct ClientInfo {
 pub struct CallRecord {
     pub id: String,
     pub invocation_id: String,
-    /// The LLM round (1, 2, ...); 0 for a tool HTTP call (`kind = "http"`), which
-    /// sits between rounds in the run's timeline.
+    /// The LLM round (1, 2, ...); 0 for a tool HTTP call (`kind = "http"`) or an
+    /// MCP exchange (`kind = "mcp"`), which sit between rounds in the run's timeline.
     pub round: u32,
     /// Which retry of its round the call is: 0 the first try (and a tool call), 1 the
     /// first retry, ... (`agent_loop`). Calls stored before retries were told apart
@@ -305,10 +305,6 @@ pub struct CallRecord {
     /// `new`, `continued` or `new_turn`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grouped_by_conversation: Option<String>,
-    /// What a tool call (an MCP `tools/call`) invoked: the requested tool call of the
-    /// round before it is joined to it by name and arguments.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tool: Option<ToolInvocation>,
     pub started_at: String,
     pub ended_at: String,
     /// Microseconds since the Unix epoch of `started_at`; the sort and index key.
@@ -366,18 +362,108 @@ pub struct CallRecord {
     pub request_body_bytes: Option<Vec<u8>>,
     #[serde(skip)]
     pub response_body_bytes: Option<Vec<u8>>,
+    /// For `kind = "mcp"` calls (an MCP server over streamable HTTP, or a stdio server
+    /// wrapped by `llmtap mcp`): the JSON-RPC exchange read out of the bodies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<McpExchange>,
 }
 
-/// A tool invocation a tool call record carries (MCP `tools/call`).
+/// One MCP exchange (an HTTP POST, GET or DELETE of the streamable HTTP transport, or
+/// one request and its response on a stdio server), read by `parse::mcp`.
+///
+/// The fields a tool step needs are flat: `tool`, `arguments`, `result_text`,
+/// `structured_content`, `is_error`, `error`, `server`. `arguments`, `result`,
+/// `result_text` and `structured_content` are content: stored in the call's bodies
+/// (sealed when the store is encrypted), put back when the call is read, and never
+/// shown to viewer tokens.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct ToolInvocation {
-    pub name: String,
-    #[serde(default)]
-    pub arguments: Value,
+pub struct McpExchange {
+    /// `http` (streamable HTTP) or `stdio`.
+    pub transport: String,
+    /// The JSON-RPC method of the request (`initialize`, `tools/list`, `tools/call`,
+    /// `resources/read`, `prompts/get`, `notifications/...`); `None` for the GET event
+    /// stream, a DELETE, or a POST that carried only responses.
+    pub method: Option<String>,
+    /// The JSON-RPC id of the request (a number or a string, as sent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<String>,
-    #[serde(default)]
+    pub request_id: Option<Value>,
+    /// The `Mcp-Session-Id` of the exchange (for stdio: one id per wrapped process).
+    pub session_id: Option<String>,
+    /// The server, from its `initialize` answer (on later calls of the session, as
+    /// remembered by the writer).
+    pub server: Option<McpServer>,
+    /// `protocolVersion` of an `initialize` answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol_version: Option<String>,
+    /// The tool of a `tools/call`.
+    pub tool: Option<String>,
+    /// The resource URI of a `resources/read`, the prompt name of a `prompts/get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// `params.arguments` of a `tools/call` or `prompts/get` (content).
+    pub arguments: Option<Value>,
+    /// The text parts of a `tools/call` result joined with "\n" (content).
+    pub result_text: Option<String>,
+    /// `structuredContent` of a `tools/call` result (content).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub structured_content: Option<Value>,
+    /// The JSON-RPC `result` of any other method, as sent (content).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// The tool reported a failure (`isError: true`): the call's status is `failed`.
     pub is_error: bool,
+    /// A JSON-RPC error answer: the call's status is `failed`.
+    pub error: Option<JsonRpcError>,
+    /// JSON-RPC messages in the request (more than 1 for a batch).
+    pub request_messages: u32,
+    /// JSON-RPC messages in the response (an SSE answer may carry notifications and
+    /// server requests before the response).
+    pub response_messages: u32,
+    /// Methods of the notifications and requests the server sent in the response
+    /// (progress, logging, list changes), at most 32.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server_messages: Vec<String>,
+}
+
+/// An MCP server as its `initialize` answer names it (`serverInfo`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct McpServer {
+    pub name: String,
+    pub version: Option<String>,
+}
+
+/// A JSON-RPC error object.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct JsonRpcError {
+    pub code: i64,
+    pub message: String,
+}
+
+impl McpExchange {
+    /// The exchange without its content (what the engines keep in a call's metadata).
+    pub fn without_content(&self) -> McpExchange {
+        McpExchange {
+            arguments: None,
+            result_text: None,
+            structured_content: None,
+            result: None,
+            ..self.clone()
+        }
+    }
+
+    /// Takes the content fields of `parsed` (the same exchange, read again from the
+    /// stored bodies).
+    pub fn restore_content(&mut self, parsed: McpExchange) {
+        self.arguments = parsed.arguments;
+        self.result_text = parsed.result_text;
+        self.structured_content = parsed.structured_content;
+        self.result = parsed.result;
+    }
+
+    /// Whether the exchange failed at the MCP level (a tool error or a JSON-RPC error).
+    pub fn failed(&self) -> bool {
+        self.is_error || self.error.is_some()
+    }
 }
 
 /// One attachment of a request.
@@ -437,6 +523,9 @@ pub enum ProviderKind {
     Gemini,
     /// Any HTTP API: forwarded and recorded without LLM parsing (agent tool calls).
     Http,
+    /// An MCP server (streamable HTTP, or stdio through `llmtap mcp`): its JSON-RPC
+    /// read by `parse::mcp`; tool traffic, not rounds.
+    Mcp,
 }
 
 impl ProviderKind {
@@ -446,7 +535,14 @@ impl ProviderKind {
             ProviderKind::Anthropic => "anthropic",
             ProviderKind::Gemini => "gemini",
             ProviderKind::Http => "http",
+            ProviderKind::Mcp => "mcp",
         }
+    }
+
+    /// Whether calls of this kind are LLM rounds; tool traffic (`http`, `mcp`) sits
+    /// between rounds (round 0).
+    pub fn is_round(self) -> bool {
+        !matches!(self, ProviderKind::Http | ProviderKind::Mcp)
     }
 
     pub fn parse(text: &str) -> Option<ProviderKind> {
@@ -455,9 +551,15 @@ impl ProviderKind {
             "anthropic" => ProviderKind::Anthropic,
             "gemini" => ProviderKind::Gemini,
             "http" => ProviderKind::Http,
+            "mcp" => ProviderKind::Mcp,
             _ => return None,
         })
     }
+}
+
+/// Whether a stored call's `kind` is an LLM round (`ProviderKind::is_round`).
+pub fn is_round_kind(kind: &str) -> bool {
+    ProviderKind::parse(kind).is_none_or(ProviderKind::is_round)
 }
 
 /// Adds one call to its invocation's rollup.

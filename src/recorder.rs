@@ -7,7 +7,7 @@ use crate::capture::{FinishedCall, Outcome};
 use crate::cost::PriceTable;
 use crate::headers::{self, CallMeta};
 use crate::parse::{self, ExchangeInput};
-use crate::record::{CallRecord, CallStatus, ClientInfo, ErrorInfo, ProviderKind};
+use crate::record::{CallRecord, CallStatus, ClientInfo, ErrorInfo, ParsedExchange, ProviderKind};
 use crate::timefmt::format_rfc3339_us;
 use http::HeaderMap;
 use std::io::Read;
@@ -65,29 +65,72 @@ pub struct RedactedCall {
     pub api_key_fingerprint: Option<String>,
     /// Notes the forward path made (they become parse notes).
     pub notes: Vec<String>,
+    /// For a call whose request or response was opted out of storage
+    /// (`x-llmtap-omit`): what the parsers read from both bodies before the omitted
+    /// one was dropped, its omitted view already cleared. The omitted body itself
+    /// never reaches the capture log (`omit_before_log`).
+    pub pre_parsed: Option<Box<ParsedExchange>>,
 }
 
 /// The value every secret header is stored and logged with.
 pub const REDACTED: &str = "[redacted]";
 
 fn redact_headers(headers: &mut HeaderMap, redaction: &headers::Redaction) {
-    let secret: Vec<http::HeaderName> = headers
+    let changed: Vec<(http::HeaderName, Vec<http::HeaderValue>)> = headers
         .keys()
-        .filter(|name| redaction.is_secret_header(name.as_str()))
-        .cloned()
+        .filter_map(|name| {
+            let mut any = false;
+            let values = headers
+                .get_all(name)
+                .iter()
+                .map(
+                    |value| match redaction.stored_value(name.as_str(), value.as_bytes()) {
+                        Some(text) => {
+                            any = true;
+                            http::HeaderValue::from_str(&text)
+                                .unwrap_or(http::HeaderValue::from_static(REDACTED))
+                        }
+                        None => value.clone(),
+                    },
+                )
+                .collect();
+            any.then(|| (name.clone(), values))
+        })
         .collect();
-    for name in secret {
-        let count = headers.get_all(&name).iter().count();
+    for (name, values) in changed {
         headers.remove(&name);
-        for _ in 0..count {
-            headers.append(name.clone(), http::HeaderValue::from_static(REDACTED));
+        for value in values {
+            headers.append(name.clone(), value);
         }
     }
 }
 
-/// Takes the secrets out of a finished call (the built-in list and `redaction`'s)
-/// and joins its captured bodies.
-pub fn redact_with(call: FinishedCall, redaction: &headers::Redaction) -> RedactedCall {
+/// A tool HTTP call's JSON body with its credential fields replaced
+/// (`credentials::redact_json`); `None` when it is not JSON or holds none. LLM
+/// bodies never come here: their prompts are stored exactly.
+fn redact_tool_body(headers: &HeaderMap, body: &[u8]) -> Option<Vec<u8>> {
+    let encoded = headers
+        .get(http::header::CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes() != b"identity");
+    let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
+    if encoded || !matches!(first, b'{' | b'[') {
+        return None;
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    if crate::credentials::redact_json(&mut value) == 0 {
+        return None;
+    }
+    serde_json::to_vec(&value).ok()
+}
+
+/// Takes the secrets out of a finished call (the built-in list and `redaction`'s),
+/// joins its captured bodies, and drops the bodies its client opted out of storing
+/// (after reading from them what the record needs; see `omit_before_log`).
+pub fn redact_with(
+    call: FinishedCall,
+    redaction: &headers::Redaction,
+    max_decoded: u64,
+) -> RedactedCall {
     let FinishedCall {
         id,
         invocation_id,
@@ -128,7 +171,20 @@ pub fn redact_with(call: FinishedCall, redaction: &headers::Redaction) -> Redact
         total: capture.total,
         truncated: capture.truncated,
     };
-    RedactedCall {
+    let mut request_body = body(request_body);
+    let mut response_body = body(response_body);
+    // Tool calls (HTTP and MCP): their JSON may carry credentials as fields.
+    if !kind.is_round() {
+        for (headers, body) in [
+            (&request_headers, &mut request_body),
+            (&response_headers, &mut response_body),
+        ] {
+            if let Some(redacted) = redact_tool_body(headers, &body.bytes) {
+                body.bytes = redacted;
+            }
+        }
+    }
+    let call = RedactedCall {
         id,
         invocation_id,
         arrival_round,
@@ -146,8 +202,8 @@ pub fn redact_with(call: FinishedCall, redaction: &headers::Redaction) -> Redact
         outcome,
         request_headers,
         response_headers,
-        request_body: body(request_body),
-        response_body: body(response_body),
+        request_body,
+        response_body,
         chunk_times,
         meta,
         client_ip,
@@ -155,12 +211,85 @@ pub fn redact_with(call: FinishedCall, redaction: &headers::Redaction) -> Redact
         delivered_bytes,
         api_key_fingerprint,
         notes,
-    }
+        pre_parsed: None,
+    };
+    omit_before_log(call, max_decoded)
 }
 
-/// `redact_with` the built-in secret list only.
+/// `redact_with` the built-in secret list and the default decode cap.
 pub fn redact(call: FinishedCall) -> RedactedCall {
-    redact_with(call, &headers::Redaction::default())
+    redact_with(call, &headers::Redaction::default(), MAX_DECODED)
+}
+
+/// Applies `x-llmtap-omit` before anything is written: a client that asked for its
+/// prompt (or answer) not to be stored must not find it in the capture log either.
+/// The parsers still read both bodies first (model, usage, stop reason, errors,
+/// stream timing come from them and are not content), the omitted side's parsed
+/// view is cleared, and the omitted bytes are dropped; their sizes stay.
+fn omit_before_log(mut call: RedactedCall, max_decoded: u64) -> RedactedCall {
+    let (omit_request, omit_response) = (call.meta.omit_request, call.meta.omit_response);
+    if !omit_request && !omit_response {
+        return call;
+    }
+    if call.kind.is_round() {
+        let request = decode_encoded(
+            &call.request_headers,
+            &call.request_body.bytes,
+            max_decoded,
+            "request",
+        );
+        let response = decode_encoded(
+            &call.response_headers,
+            &call.response_body.bytes,
+            max_decoded,
+            "response",
+        );
+        let content_type = call
+            .response_headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let mut parsed = parse::parse_exchange(&ExchangeInput {
+            kind: call.kind,
+            provider: &call.provider,
+            path: &call.rest_path,
+            query: call.query.as_deref(),
+            request_body: request
+                .as_ref()
+                .map_or(&call.request_body.bytes, |d| &d.bytes),
+            response_status: call.http_status,
+            response_content_type: content_type,
+            response_body: response
+                .as_ref()
+                .map_or(&call.response_body.bytes, |d| &d.bytes),
+        });
+        if omit_request {
+            parsed.request = Default::default();
+        }
+        if omit_response {
+            parsed.response = Default::default();
+        }
+        // The omitted side's decoding notes and cut go with it; the kept side is
+        // decoded again by the writer, as for any call.
+        for (omitted, decoded, body) in [
+            (omit_request, request, &mut call.request_body),
+            (omit_response, response, &mut call.response_body),
+        ] {
+            if let (true, Some(decoded)) = (omitted, decoded) {
+                call.notes.extend(decoded.note);
+                body.truncated |= decoded.cut;
+            }
+        }
+        call.pre_parsed = Some(Box::new(parsed));
+    }
+    for (omitted, body) in [
+        (omit_request, &mut call.request_body),
+        (omit_response, &mut call.response_body),
+    ] {
+        if omitted {
+            body.bytes = Vec::new();
+        }
+    }
+    call
 }
 
 /// A decoded body: the bytes to parse and store, a note when decoding was impossible
@@ -174,19 +303,25 @@ struct Decoded {
 /// Decodes a captured body according to `content-encoding`, at most `max` bytes.
 /// When decoding is impossible the raw bytes are kept, with a note.
 fn decode_body(headers: &HeaderMap, captured: Vec<u8>, max: u64, part: &str) -> Decoded {
-    let raw = &captured[..];
-    let encoding = headers
-        .get(http::header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().to_ascii_lowercase());
-    let Some(encoding) = encoding.filter(|e| !e.is_empty() && e != "identity") else {
+    match decode_encoded(headers, &captured, max, part) {
+        Some(decoded) => decoded,
         // Plain bodies: the joined chunks are the result (no second copy).
-        return Decoded {
+        None => Decoded {
             bytes: captured,
             note: None,
             cut: false,
-        };
-    };
+        },
+    }
+}
+
+/// `decode_body` of a borrowed body; `None` when it is not encoded (the bytes are
+/// the body).
+fn decode_encoded(headers: &HeaderMap, raw: &[u8], max: u64, part: &str) -> Option<Decoded> {
+    let encoding = headers
+        .get(http::header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .filter(|e| !e.is_empty() && e != "identity")?;
     // One byte past the cap tells a body that fits from one that was cut.
     let limit = max.saturating_add(1);
     let mut out = Vec::new();
@@ -212,11 +347,11 @@ fn decode_body(headers: &HeaderMap, captured: Vec<u8>, max: u64, part: &str) -> 
             .take(limit)
             .read_to_end(&mut out),
         other => {
-            return Decoded {
+            return Some(Decoded {
                 bytes: raw.to_vec(),
                 note: Some(format!("content-encoding {other} not decoded")),
                 cut: false,
-            }
+            })
         }
     };
     let cut = out.len() as u64 > max;
@@ -224,7 +359,7 @@ fn decode_body(headers: &HeaderMap, captured: Vec<u8>, max: u64, part: &str) -> 
         out.truncate(max as usize);
         out.shrink_to_fit();
     }
-    match result {
+    Some(match result {
         Ok(_) if cut => Decoded {
             bytes: out,
             note: Some(format!(
@@ -248,7 +383,7 @@ fn decode_body(headers: &HeaderMap, captured: Vec<u8>, max: u64, part: &str) -> 
             note: Some(format!("{encoding} {part} body not decoded: {e}")),
             cut: false,
         },
-    }
+    })
 }
 
 /// Builds a record with the default decode cap.
@@ -264,7 +399,12 @@ pub fn build_record_with(
     max_decoded: u64,
     redaction: &headers::Redaction,
 ) -> CallRecord {
-    build_redacted_with(redact_with(call, redaction), prices, max_decoded, redaction)
+    build_redacted_with(
+        redact_with(call, redaction, max_decoded),
+        prices,
+        max_decoded,
+        redaction,
+    )
 }
 
 /// `build_redacted_with` the default decode cap and redaction.
@@ -306,18 +446,37 @@ pub fn build_redacted_with(
         delivered_bytes,
         api_key_fingerprint,
         notes: forward_notes,
+        pre_parsed,
     } = call;
 
     let (request_total, response_total) = (request_body.total, response_body.total);
     let (request_truncated, response_truncated) = (request_body.truncated, response_body.truncated);
     let mut notes = forward_notes;
-    let request_decoded = decode_body(&request_headers, request_body.bytes, max_decoded, "request");
+    // An omitted side was dropped before the log (its bytes are empty, its
+    // decoding already noted): nothing to decode.
+    let decode = |omitted: bool, headers: &HeaderMap, bytes: Vec<u8>, part: &str| {
+        if omitted {
+            Decoded {
+                bytes,
+                note: None,
+                cut: false,
+            }
+        } else {
+            decode_body(headers, bytes, max_decoded, part)
+        }
+    };
+    let request_decoded = decode(
+        meta.omit_request,
+        &request_headers,
+        request_body.bytes,
+        "request",
+    );
     notes.extend(request_decoded.note);
     let request_bytes = request_decoded.bytes;
-    let response_decoded = decode_body(
+    let response_decoded = decode(
+        meta.omit_response,
         &response_headers,
         response_body.bytes,
-        max_decoded,
         "response",
     );
     notes.extend(response_decoded.note);
@@ -333,7 +492,10 @@ pub fn build_redacted_with(
     let content_type = response_headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
-    let parsed = (kind != ProviderKind::Http).then(|| {
+    let parsed = kind.is_round().then(|| {
+        if let Some(parsed) = pre_parsed {
+            return *parsed;
+        }
         parse::parse_exchange(&ExchangeInput {
             kind,
             provider: &provider,
@@ -343,6 +505,20 @@ pub fn build_redacted_with(
             response_status: http_status,
             response_content_type: content_type,
             response_body: &response_bytes,
+        })
+    });
+
+    let mcp = (kind == ProviderKind::Mcp).then(|| {
+        fn session(h: &HeaderMap) -> Option<&str> {
+            h.get(crate::parse::mcp::SESSION_HEADER)
+                .and_then(|v| v.to_str().ok())
+        }
+        crate::parse::mcp::parse_mcp(&crate::parse::mcp::McpInput {
+            transport: crate::parse::mcp::transport_of(&method),
+            request_body: &request_bytes,
+            response_content_type: content_type,
+            response_body: &response_bytes,
+            session_id: session(&response_headers).or_else(|| session(&request_headers)),
         })
     });
 
@@ -463,6 +639,38 @@ pub fn build_redacted_with(
             record.cost_usd = cost.as_ref().filter(|c| c.priced).and_then(|c| c.total_usd);
             record.cost = cost;
         }
+    }
+    if let Some((mut exchange, mcp_notes)) = mcp {
+        notes.extend(mcp_notes);
+        // A tool that reports an error, or a JSON-RPC error answer, is a failed call
+        // even though the HTTP exchange (or the stdio line) went through.
+        if exchange.failed() && status == CallStatus::Success {
+            status = CallStatus::Failed;
+        }
+        if error.is_none() {
+            error = match &exchange.error {
+                Some(e) => Some(ErrorInfo {
+                    error_type: Some("jsonrpc_error".into()),
+                    message: Some(format!("{} {}", e.code, e.message)),
+                }),
+                // The tool's own error text is content (it may echo the arguments):
+                // it stays in `result_text`, out of the metadata viewers see.
+                None if exchange.is_error => Some(ErrorInfo {
+                    error_type: Some("tool_error".into()),
+                    message: Some("the tool returned isError: true".into()),
+                }),
+                None => None,
+            };
+        }
+        if meta.omit_request {
+            exchange.arguments = None;
+        }
+        if meta.omit_response {
+            exchange.result_text = None;
+            exchange.structured_content = None;
+            exchange.result = None;
+        }
+        record.mcp = Some(exchange);
     }
     // A lossy string loses bytes; keep the exact ones beside it for the store.
     if !meta.omit_request {

@@ -119,6 +119,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         extra_headers: config.redact_headers.clone(),
         extra_query_params: config.redact_query_params.clone(),
     };
+    journal_options.max_decoded = config.max_decoded_bytes;
     let Journal {
         sender,
         appender,

@@ -110,6 +110,7 @@ pub fn spawn(
                 store,
                 metrics,
                 conversations: crate::agent_loop::Conversations::default(),
+                mcp_servers: McpServers::default(),
                 limits,
             };
             let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -186,7 +187,48 @@ struct WriterState {
     metrics: Arc<Metrics>,
     /// Recent conversations of calls that named no run (bounded).
     conversations: crate::agent_loop::Conversations,
+    /// MCP servers by session, from their `initialize` answers.
+    mcp_servers: McpServers,
     limits: WriterLimits,
+}
+
+/// The server each MCP session talks to, as its `initialize` answer named it, so the
+/// session's later exchanges (which do not repeat it) carry it too. Bounded: past
+/// `MAX_MCP_SESSIONS` the oldest half is forgotten (a forgotten session's calls keep
+/// their provider name, without the server's own).
+#[derive(Default)]
+struct McpServers {
+    by_session: HashMap<String, (u64, crate::record::McpServer)>,
+    noted: u64,
+}
+
+const MAX_MCP_SESSIONS: usize = 10_000;
+
+impl McpServers {
+    fn note(&mut self, call: &mut crate::record::CallRecord) {
+        let Some(mcp) = call.mcp.as_mut() else {
+            return;
+        };
+        let Some(session) = mcp.session_id.clone() else {
+            return;
+        };
+        // Sessions are the server's ids: two providers (or tenants) never share one
+        // in practice, but keying by provider too costs nothing.
+        let key = format!("{}\u{0}{}", call.provider, session);
+        match &mcp.server {
+            Some(server) => {
+                self.noted += 1;
+                if self.by_session.len() >= MAX_MCP_SESSIONS {
+                    let mut ages: Vec<u64> = self.by_session.values().map(|v| v.0).collect();
+                    ages.sort_unstable();
+                    let cut = ages[ages.len() / 2];
+                    self.by_session.retain(|_, v| v.0 > cut);
+                }
+                self.by_session.insert(key, (self.noted, server.clone()));
+            }
+            None => mcp.server = self.by_session.get(&key).map(|v| v.1.clone()),
+        }
+    }
 }
 
 impl WriterState {
@@ -356,6 +398,7 @@ impl WriterState {
                 },
             };
             crate::agent_loop::place_call(prior.as_ref(), &mut call);
+            self.mcp_servers.note(&mut call);
             if call.cost.as_ref().is_some_and(|c| !c.priced) && !call.usage.is_empty() {
                 Metrics::add(&self.metrics.unpriced_calls);
             }

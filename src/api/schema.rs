@@ -28,14 +28,43 @@ pub struct Health {
     pub backlog: u64,
     /// Bytes of capture log the store has not applied yet (bounded by `store.backlog`).
     pub log_unapplied_bytes: u64,
+    pub capture_log: CaptureLogHealth,
     pub storage: crate::store::StorageHealth,
+}
+
+/// What the capture log lost since start: damage stepped over (`degraded` once
+/// any), torn last records cut off after a crash.
+#[derive(Serialize, JsonSchema)]
+pub struct CaptureLogHealth {
+    /// Damaged stretches in the middle of the log stepped over since start; their
+    /// records are lost, the ones after them were kept.
+    pub damaged: u64,
+    pub damaged_bytes: u64,
+    /// Torn records cut off the end of the log at start (a crash mid-write).
+    pub torn: u64,
+}
+
+impl CaptureLogHealth {
+    pub fn of(metrics: &crate::metrics::Metrics) -> CaptureLogHealth {
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        CaptureLogHealth {
+            damaged: get(&metrics.log_damaged),
+            damaged_bytes: get(&metrics.log_damaged_bytes),
+            torn: get(&metrics.log_torn),
+        }
+    }
 }
 
 impl Health {
     pub fn of(state: &ApiState) -> Health {
+        let capture_log = CaptureLogHealth::of(&state.metrics);
         Health {
-            // Degraded while batch writes fail: the proxy forwards, but calls are lost.
-            status: if state.store.last_write_error().is_some() || !state.store.is_open() {
+            // Degraded while batch writes fail (the proxy forwards, calls wait in
+            // the log) and once the log lost records to damage.
+            status: if state.store.last_write_error().is_some()
+                || !state.store.is_open()
+                || capture_log.damaged > 0
+            {
                 "degraded"
             } else {
                 "ok"
@@ -50,6 +79,7 @@ impl Health {
                 .backlog
                 .load(std::sync::atomic::Ordering::Relaxed),
             log_unapplied_bytes: state.metrics.log_unapplied_bytes(),
+            capture_log,
             storage: state.store.health(),
         }
     }
@@ -266,6 +296,32 @@ pub struct SessionDetail {
     #[serde(flatten)]
     session: SessionSummary,
     timeline: Vec<TimelineEntry>,
+    /// With `conversation=true`: the session as a conversation, in order.
+    conversation: Option<Vec<ConversationTurn>>,
+}
+
+/// One entry of a session's conversation (`agent_loop::Turn`), with a failure's hint.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ConversationTurn {
+    /// `user`, `reply`, `tool_call`, `tool` or `failure`.
+    kind: String,
+    invocation_id: String,
+    /// The round it opens.
+    round: u32,
+    call_id: String,
+    at: String,
+    /// Admins only: the user message, the reply, the tool result.
+    text: Option<String>,
+    name: Option<String>,
+    /// Admins only.
+    arguments: Option<serde_json::Value>,
+    status: Option<CallStatus>,
+    http_status: Option<u16>,
+    /// Failures: a one-line explanation.
+    #[serde(default)]
+    hint: Option<String>,
 }
 
 #[derive(JsonSchema)]
@@ -280,6 +336,10 @@ pub struct TimelineEntry {
     round: Option<u32>,
     /// The attempt within the round; null for a tool HTTP call.
     attempt: Option<u32>,
+    /// An MCP exchange's JSON-RPC method.
+    mcp_method: Option<String>,
+    /// An MCP `tools/call`'s tool.
+    tool: Option<String>,
     started_at: String,
     ended_at: String,
     provider: String,

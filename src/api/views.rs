@@ -180,6 +180,9 @@ fn redact_call(call: &mut CallRecord) {
     call.request_body = None;
     call.response_body = None;
     call.metadata.prompt_variables = None;
+    if let Some(mcp) = call.mcp.as_mut() {
+        *mcp = mcp.without_content();
+    }
 }
 
 pub(super) fn call(
@@ -261,7 +264,7 @@ pub(super) fn invocation(
     value["unpriced_calls"] = json!(inv.unpriced_calls);
     value["usage"] = serde_json::to_value(&inv.usage).unwrap_or_default();
     value["rounds"] = Value::Array(rounds(&described, &calls, who.is_admin()));
-    value["timeline"] = Value::Array(timeline(&calls));
+    value["timeline"] = Value::Array(timeline(&calls, who.is_admin()));
     if !include_calls {
         return ok(&value);
     }
@@ -314,14 +317,25 @@ fn price_entry(state: &ApiState, call: &CallRecord) -> Option<super::schema::Pri
     })
 }
 
-/// A call through a `kind = "http"` provider: a tool's HTTP call, not an LLM round.
+/// A call through a `kind = "http"` provider (a tool's HTTP call) or an MCP exchange
+/// (`kind = "mcp"`): tool traffic, not an LLM round.
 fn is_tool_http(call: &CallRecord) -> bool {
-    call.kind == crate::record::ProviderKind::Http.as_str()
+    !crate::record::is_round_kind(&call.kind)
+}
+
+/// The timeline's `kind` of a call: `llm`, `http` or `mcp`.
+fn timeline_kind(kind: &str) -> &'static str {
+    match crate::record::ProviderKind::parse(kind) {
+        Some(k) if !k.is_round() => k.as_str(),
+        _ => "llm",
+    }
 }
 
 /// Every call of a run in the order it started: the LLM rounds and, between them,
-/// the tool HTTP calls (with the round they followed).
-fn timeline(calls: &[CallRecord]) -> Vec<Value> {
+/// the tool HTTP calls and MCP exchanges (with the round they followed). An MCP
+/// exchange names its method, tool, server and failure; its arguments and result
+/// only for admins.
+fn timeline(calls: &[CallRecord], admin: bool) -> Vec<Value> {
     let mut last_round = 0;
     calls
         .iter()
@@ -330,8 +344,8 @@ fn timeline(calls: &[CallRecord]) -> Vec<Value> {
             if !http {
                 last_round = c.round;
             }
-            json!({
-                "kind": if http { "http" } else { "llm" },
+            let mut entry = json!({
+                "kind": timeline_kind(&c.kind),
                 "call_id": c.id,
                 "round": (!http).then_some(c.round),
                 "attempt": (!http).then_some(c.retry + 1),
@@ -345,7 +359,25 @@ fn timeline(calls: &[CallRecord]) -> Vec<Value> {
                 "model": (!http).then(|| c.model.as_ref().or(c.response_model.as_ref())).flatten(),
                 "status": c.status,
                 "http_status": c.http_status,
-            })
+            });
+            if let Some(mcp) = &c.mcp {
+                entry["mcp"] = json!({
+                    "transport": mcp.transport,
+                    "method": mcp.method,
+                    "tool": mcp.tool,
+                    "target": mcp.target,
+                    "server": mcp.server,
+                    "session_id": mcp.session_id,
+                    "is_error": mcp.is_error,
+                    "error": mcp.error,
+                });
+                if admin {
+                    entry["mcp"]["arguments"] = json!(mcp.arguments);
+                    entry["mcp"]["result_text"] = json!(mcp.result_text);
+                    entry["mcp"]["structured_content"] = json!(mcp.structured_content);
+                }
+            }
+            entry
         })
         .collect()
 }
@@ -548,18 +580,28 @@ pub(super) fn session(state: &ApiState, who: &Principal, p: &Params, id: &str) -
             &format!("/api/v1/sessions/{id}"),
         )?;
     }
-    let timeline: Vec<Value> = state
+    let summaries: Vec<_> = state
         .store
         .session_calls(id, max)?
         .into_iter()
         .filter(|c| who.may_see(c.tenant.as_deref()))
+        .collect();
+    let conversation = if p.bool("conversation")?.unwrap_or(false) {
+        Some(session_conversation(state, who, &summaries, id)?)
+    } else {
+        None
+    };
+    let timeline: Vec<Value> = summaries
+        .into_iter()
         .map(|c| {
             json!({
-                "kind": if c.kind == "http" { "http" } else { "llm" },
+                "kind": timeline_kind(&c.kind),
                 "call_id": c.id,
                 "invocation_id": c.invocation_id,
-                "round": (c.kind != "http").then_some(c.round),
-                "attempt": (c.kind != "http").then_some(c.retry + 1),
+                "round": crate::record::is_round_kind(&c.kind).then_some(c.round),
+                "attempt": crate::record::is_round_kind(&c.kind).then_some(c.retry + 1),
+                "mcp_method": c.mcp_method,
+                "tool": c.tool,
                 "started_at": c.started_at,
                 "ended_at": c.ended_at,
                 "provider": c.provider,
@@ -576,7 +618,55 @@ pub(super) fn session(state: &ApiState, who: &Principal, p: &Params, id: &str) -
         .collect();
     let mut value = serde_json::to_value(&s).unwrap_or_default();
     value["timeline"] = Value::Array(timeline);
+    if let Some(conversation) = conversation {
+        value["conversation"] = conversation;
+    }
     ok(&value)
+}
+
+/// Calls of a session read back whole for its conversation, the newest this many.
+const CONVERSATION_CALLS: usize = 500;
+
+/// The session as a conversation (`agent_loop::conversation`), each failure with its
+/// hint; texts and arguments for admins only (the read is audited).
+fn session_conversation(
+    state: &ApiState,
+    who: &Principal,
+    summaries: &[crate::store::summary::CallSummary],
+    id: &str,
+) -> Result<Value, ApiError> {
+    let skip = summaries.len().saturating_sub(CONVERSATION_CALLS);
+    let mut calls = Vec::with_capacity(summaries.len() - skip);
+    for summary in &summaries[skip..] {
+        if let Some(call) = state.store.get_call(&summary.id)? {
+            calls.push(call);
+        }
+    }
+    if who.is_admin() {
+        audit(
+            state,
+            who,
+            "read session conversation",
+            &format!("/api/v1/sessions/{id}"),
+        )?;
+    }
+    let hints: std::collections::HashMap<&str, Option<String>> =
+        calls.iter().map(|c| (c.id.as_str(), hint(c))).collect();
+    let turns: Vec<Value> = crate::agent_loop::conversation(&calls)
+        .into_iter()
+        .map(|mut t| {
+            if !who.is_admin() {
+                t.text = None;
+                t.arguments = None;
+            }
+            let mut v = serde_json::to_value(&t).unwrap_or_default();
+            if t.kind == "failure" {
+                v["hint"] = json!(hints.get(t.call_id.as_str()).cloned().flatten());
+            }
+            v
+        })
+        .collect();
+    Ok(Value::Array(turns))
 }
 
 fn tenant_param(who: &Principal, p: &Params) -> Result<Option<String>, ApiError> {
@@ -788,7 +878,9 @@ pub(super) fn stats(state: &ApiState, who: &Principal, p: &Params) -> ApiResult 
         .scan_facets(false, &filter, STATS_BUDGET, &mut |v: &FacetView<'_>| {
             // A tool call is no LLM call: counted apart, never in a model's group or
             // the LLM latency and error figures; `group_by=tool` counts only them.
-            let tool = v.get(tag::KIND) == Some(crate::record::ProviderKind::Http.as_str());
+            let tool = v
+                .get(tag::KIND)
+                .is_some_and(|k| !crate::record::is_round_kind(k));
             if by_tool != tool {
                 if tool && group_tag != Some(tag::MODEL) && group_tag != Some(tag::PROVIDER) {
                     groups.entry(key_of(v)).or_default().tool_calls += 1;

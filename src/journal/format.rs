@@ -6,7 +6,9 @@
 //! with the store's keyring. A frame whose length runs past the end of what was
 //! written, or whose CRC does not match, is a torn write: nothing of it is used.
 //!
-//! The payload (plain, or what sealing wraps) is `version (u8) | run (varint) | call`,
+//! The payload (plain, or what sealing wraps) is `version (u8) | run (varint) | call`
+//! (version 2: the call ends with its pre-parsed facts, present only for opted-out
+//! bodies),
 //! with integers as LEB128 varints, strings and byte strings as a varint length and
 //! the bytes, and optional values as a presence byte then the value. Durations are
 //! whole microseconds, the precision every record field uses.
@@ -25,7 +27,9 @@ pub const FRAME_HEADER: usize = 8;
 /// bodies (32 MiB each by default, configurable) plus headers fit many times over.
 pub const MAX_FRAME_BODY: usize = 1 << 30;
 const FLAG_SEALED: u8 = 1;
-const VERSION: u8 = 1;
+/// Version 2 adds, after the notes, the facts parsed before an opted-out body was
+/// dropped (`RedactedCall::pre_parsed`, JSON); version 1 records still read.
+const VERSION: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
@@ -112,6 +116,15 @@ pub fn check_frame(bytes: &[u8]) -> FrameCheck {
         return FrameCheck::Corrupt;
     }
     FrameCheck::Whole(FRAME_HEADER + len)
+}
+
+/// Whether `bytes` may start a frame that fits in `room` bytes: a possible length
+/// and a known flags byte. The cheap test before a CRC when the log looks for the
+/// next whole frame after a damaged one.
+pub fn plausible_start(bytes: &[u8], room: u64) -> Option<usize> {
+    let need = declared_len(bytes)?;
+    let flags = *bytes.get(FRAME_HEADER)?;
+    (need as u64 <= room && flags & !FLAG_SEALED == 0).then_some(need)
 }
 
 /// The declared body length of the frame at the start of `bytes` (at least 8 bytes).
@@ -201,13 +214,24 @@ fn encode_payload(out: &mut Vec<u8>, run: u64, c: &RedactedCall) -> Result<(), F
     for note in &c.notes {
         put_str(out, note);
     }
+    match &c.pre_parsed {
+        None => out.push(0),
+        Some(parsed) => {
+            let json = serde_json::to_vec(parsed).map_err(|e| FormatError::Field {
+                field: "pre_parsed",
+                reason: e.to_string(),
+            })?;
+            out.push(1);
+            put_bytes(out, &json);
+        }
+    }
     Ok(())
 }
 
 fn decode_payload(bytes: &[u8]) -> Result<(u64, RedactedCall), FormatError> {
     let mut r = Reader { bytes, at: 0 };
     let version = r.u8()?;
-    if version != VERSION {
+    if version != 1 && version != VERSION {
         return Err(FormatError::Version(version));
     }
     let run = r.varint()?;
@@ -274,6 +298,16 @@ fn decode_payload(bytes: &[u8]) -> Result<(u64, RedactedCall), FormatError> {
     for _ in 0..note_count {
         notes.push(r.string()?);
     }
+    let pre_parsed = if version >= 2 {
+        r.opt(|r| {
+            serde_json::from_slice(r.bytes()?).map_err(|e| FormatError::Field {
+                field: "pre_parsed",
+                reason: e.to_string(),
+            })
+        })?
+    } else {
+        None
+    };
     Ok((
         run,
         RedactedCall {
@@ -309,6 +343,7 @@ fn decode_payload(bytes: &[u8]) -> Result<(u64, RedactedCall), FormatError> {
             delivered_bytes,
             api_key_fingerprint,
             notes,
+            pre_parsed,
         },
     ))
 }

@@ -59,6 +59,9 @@ pub struct JournalOptions {
     pub handoff_bytes: u64,
     /// Secret header and query names beyond the built-in lists (redacted before encoding).
     pub redaction: crate::headers::Redaction,
+    /// Largest decoded size of a compressed body read before an opted-out body is
+    /// dropped (`[capture] max_decoded_bytes`).
+    pub max_decoded: u64,
 }
 
 impl JournalOptions {
@@ -70,6 +73,7 @@ impl JournalOptions {
             segment_bytes: SEGMENT_BYTES,
             handoff_bytes: HANDOFF_BYTES,
             redaction: crate::headers::Redaction::default(),
+            max_decoded: crate::recorder::MAX_DECODED,
         }
     }
 }
@@ -176,7 +180,18 @@ pub fn open(options: JournalOptions, metrics: Arc<Metrics>) -> Result<Journal, J
             .append(true)
             .open(&path)
             .map_err(io_error(&path))?;
-        let (valid, _) = segment::valid_len(&file).map_err(io_error(&path))?;
+        let scan = segment::scan(&file).map_err(io_error(&path))?;
+        let valid = scan.valid;
+        for (from, to) in &scan.damaged {
+            // Not cut off: the whole records after the damage are kept, and the
+            // feed steps over it (and counts it) when it reads this far.
+            tracing::error!(
+                segment = %path.display(),
+                from,
+                to,
+                "capture log: damaged bytes in the middle of the log; the records after them are kept"
+            );
+        }
         let len = file.metadata().map_err(io_error(&path))?.len();
         if valid < len {
             tracing::warn!(
@@ -235,6 +250,7 @@ pub fn open(options: JournalOptions, metrics: Arc<Metrics>) -> Result<Journal, J
                 fsync_every: options.fsync_every,
                 segment_bytes: options.segment_bytes,
                 redaction: options.redaction,
+                max_decoded: options.max_decoded,
                 handoff: handoff_tx,
             };
             appender.run(receiver);
@@ -312,6 +328,7 @@ struct Appender {
     fsync_every: Duration,
     segment_bytes: u64,
     redaction: crate::headers::Redaction,
+    max_decoded: u64,
     handoff: mpsc::Sender<Handoff>,
 }
 
@@ -382,7 +399,7 @@ impl Appender {
         buf.clear();
         written.clear();
         for call in group.drain(..) {
-            let call = recorder::redact_with(*call, &self.redaction);
+            let call = recorder::redact_with(*call, &self.redaction, self.max_decoded);
             let at = buf.len();
             match format::encode_frame(buf, shared.run, &call, shared.keys.as_deref()) {
                 Ok(len) => written.push(Entry {
@@ -693,9 +710,31 @@ impl Feed {
                     }
                 }
                 Ok(segment::Read::End) => {
-                    tracing::error!(from = self.next, to = segment_until, "capture log: corrupt record in the middle of the log; the rest of its segment is skipped");
-                    Metrics::add(&self.shared.metrics.log_torn);
-                    self.next = segment_until;
+                    // Damage in the middle of the log: step over it to the next
+                    // whole record, so only the damaged ones are lost.
+                    let metrics = &self.shared.metrics;
+                    let resumed = reader.resync(self.next, segment_until);
+                    let to = match resumed {
+                        Ok(Some(next)) => next,
+                        Ok(None) => segment_until,
+                        Err(e) => {
+                            tracing::error!(error = %e, "capture log: cannot read on after damage");
+                            Metrics::add(&metrics.store_errors);
+                            segment_until
+                        }
+                    };
+                    tracing::error!(
+                        from = self.next,
+                        to,
+                        "capture log: damaged record(s) skipped; reading goes on at the next whole record"
+                    );
+                    Metrics::add(&metrics.log_damaged);
+                    // At least one record was in the damage.
+                    Metrics::add(&metrics.capture_failures);
+                    metrics
+                        .log_damaged_bytes
+                        .fetch_add(to - self.next, Ordering::Relaxed);
+                    self.next = to;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, from = self.next, to = segment_until, "capture log: cannot read a segment; the rest of it is skipped");

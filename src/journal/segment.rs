@@ -40,51 +40,95 @@ pub fn list(dir: &Path) -> io::Result<Vec<u64>> {
     Ok(starts)
 }
 
-/// Length of the valid prefix of a segment: every frame whole and its CRC right.
-/// Whatever follows (a torn last write, or garbage) is not part of the log.
-pub fn valid_len(file: &File) -> io::Result<(u64, usize)> {
+/// What a scan of a whole segment found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Scan {
+    /// End of the last whole frame: what follows it (a torn last write, or
+    /// garbage) is not part of the log.
+    pub valid: u64,
+    /// Whole frames found.
+    pub frames: usize,
+    /// Damaged stretches (segment offsets, end exclusive) with whole frames after
+    /// them: damage in the middle of the log, not a crash's torn tail.
+    pub damaged: Vec<(u64, u64)>,
+}
+
+/// Scans a segment frame by frame. A damaged frame followed by whole ones is
+/// stepped over (only the damage is lost); one with nothing whole after it ends
+/// the valid part.
+pub fn scan(file: &File) -> io::Result<Scan> {
     let len = file.metadata()?.len();
+    let mut out = Scan::default();
     let mut at = 0u64;
-    let mut frames = 0usize;
-    let mut buf = Vec::new();
     while at < len {
-        let want = (len - at).min(READ_CHUNK as u64) as usize;
-        buf.resize(want, 0);
-        file.read_exact_at(&mut buf, at)?;
-        let mut offset = 0usize;
-        loop {
-            match format::check_frame(&buf[offset..]) {
-                FrameCheck::Whole(n) => {
-                    offset += n;
-                    frames += 1;
-                }
-                FrameCheck::Corrupt => return Ok((at + offset as u64, frames)),
-                FrameCheck::Short => break,
-            }
-        }
-        if offset > 0 {
-            // Read on from the first frame that did not fit in this chunk.
-            at += offset as u64;
-            continue;
-        }
-        // Not even the first frame fits: a torn tail, or a frame larger than a chunk.
-        let Some(need) = format::declared_len(&buf) else {
-            return Ok((at, frames));
-        };
-        if need <= buf.len() || at + need as u64 > len {
-            return Ok((at, frames));
-        }
-        let mut frame = vec![0u8; need];
-        file.read_exact_at(&mut frame, at)?;
-        match format::check_frame(&frame) {
-            FrameCheck::Whole(n) => {
+        match frame_at(file, at, len)? {
+            Some(n) => {
                 at += n as u64;
-                frames += 1;
+                out.frames += 1;
             }
-            _ => return Ok((at, frames)),
+            None => match next_whole_frame(file, at + 1, len)? {
+                Some(next) => {
+                    out.damaged.push((at, next));
+                    at = next;
+                }
+                None => break,
+            },
         }
     }
-    Ok((at, frames))
+    out.valid = at;
+    Ok(out)
+}
+
+/// The length of the whole frame at segment offset `at`, reading nothing at or
+/// past `limit`; `None` when there is none.
+fn frame_at(file: &File, at: u64, limit: u64) -> io::Result<Option<usize>> {
+    let mut head = [0u8; format::FRAME_HEADER + 1];
+    let got = read_up_to(file, &mut head, at)?;
+    let Some(need) = format::plausible_start(&head[..got], limit - at) else {
+        return Ok(None);
+    };
+    let mut frame = vec![0u8; need];
+    let got = read_up_to(file, &mut frame, at)?;
+    Ok((got == need && format::check_frame(&frame) == FrameCheck::Whole(need)).then_some(need))
+}
+
+/// The first segment offset at or after `from` (and before `limit`) where a whole
+/// frame starts: where reading resumes after a damaged frame. Most offsets fail
+/// the length and flags test, so only a few are checked by CRC.
+pub fn next_whole_frame(file: &File, from: u64, limit: u64) -> io::Result<Option<u64>> {
+    let mut buf = Vec::new();
+    let mut at = from;
+    while at < limit {
+        let want = (limit - at).min(READ_CHUNK as u64) as usize;
+        buf.resize(want, 0);
+        let got = read_up_to(file, &mut buf, at)?;
+        buf.truncate(got);
+        if got == 0 {
+            return Ok(None);
+        }
+        // Offsets whose header the chunk cuts are tested from the next chunk.
+        let last = got < want || at + got as u64 >= limit;
+        let testable = if last {
+            got
+        } else {
+            got - format::FRAME_HEADER
+        };
+        for i in 0..testable {
+            let here = at + i as u64;
+            let Some(need) = format::plausible_start(&buf[i..], limit - here) else {
+                continue;
+            };
+            let whole = match buf.get(i..i + need) {
+                Some(frame) => format::check_frame(frame) == FrameCheck::Whole(need),
+                None => frame_at(file, here, limit)?.is_some(),
+            };
+            if whole {
+                return Ok(Some(here));
+            }
+        }
+        at += testable as u64;
+    }
+    Ok(None)
 }
 
 /// What reading at a position found.
@@ -93,6 +137,15 @@ pub enum Read {
     Frame(Vec<u8>),
     /// Nothing valid at this position in this segment (corrupt or past its end).
     End,
+}
+
+impl SegmentReader {
+    /// The log position of the first whole frame after the damaged one at `at`,
+    /// reading nothing at or past `until`.
+    pub fn resync(&self, at: u64, until: u64) -> io::Result<Option<u64>> {
+        let found = next_whole_frame(&self.file, at + 1 - self.start, until - self.start)?;
+        Ok(found.map(|offset| self.start + offset))
+    }
 }
 
 /// Reads frames of one segment sequentially, a chunk at a time.

@@ -313,3 +313,65 @@ fn a_segment_larger_than_a_read_chunk_and_a_frame_larger_than_one_reopen_whole()
     assert_eq!(got, ids);
     assert_eq!(entries[1500].call.request_body.bytes.len(), 5 << 20);
 }
+
+/// Issue 33, finding 5: eight bytes flipped in the middle of a segment of 100
+/// unapplied records lose the one record they hit, not the 50 after it; the loss
+/// is counted, and new records still follow the last whole one.
+#[test]
+fn damage_in_the_middle_loses_only_the_damaged_record() {
+    let dir = Dir::new("damage");
+    let options = options(&dir);
+    let expected = append(&options, 0..100);
+    let last = *segment::list(&options.dir).unwrap().last().unwrap();
+    let path = segment::path_of(&options.dir, last);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let len = bytes.len();
+    let middle = len / 2;
+    for b in &mut bytes[middle..middle + 8] {
+        *b ^= 0xa5;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let (entries, metrics) = replay(&options, None);
+    assert_eq!(entries.len(), 99, "only the damaged record is lost");
+    assert!(entries.windows(2).all(|w| w[0].end <= w[1].start));
+    let got: Vec<&str> = entries.iter().map(|e| e.call.id.as_str()).collect();
+    let lost: Vec<&str> = expected
+        .iter()
+        .map(|c| c.id.as_str())
+        .filter(|id| !got.contains(id))
+        .collect();
+    assert_eq!(lost.len(), 1);
+    assert_eq!(metrics.log_damaged.load(Ordering::Relaxed), 1);
+    assert!(metrics.log_damaged_bytes.load(Ordering::Relaxed) > 0);
+    assert_eq!(metrics.capture_failures.load(Ordering::Relaxed), 1);
+    // Not cut at the damage: the segment keeps its length, and records appended
+    // now follow the last whole one.
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), len as u64);
+    let more = append(&options, 100..103);
+    let (entries, _) = replay(&options, None);
+    assert_eq!(entries.len(), 102);
+    assert_eq!(entries[101].call.id, more[2].id);
+}
+
+/// A byte flipped anywhere in a small log costs exactly the frame it is in.
+#[test]
+fn a_scan_steps_over_damage_wherever_it_is() {
+    let dir = Dir::new("damage-walk");
+    let options = options(&dir);
+    append(&options, 0..6);
+    let last = *segment::list(&options.dir).unwrap().last().unwrap();
+    let path = segment::path_of(&options.dir, last);
+    let clean = std::fs::read(&path).unwrap();
+    let step = (clean.len() / 40).max(1);
+    for at in (0..clean.len()).step_by(step) {
+        let mut bytes = clean.clone();
+        bytes[at] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let file = File::open(&path).unwrap();
+        let scan = segment::scan(&file).unwrap();
+        assert_eq!(
+            scan.frames, 5,
+            "one byte flipped at {at} costs one frame: {scan:?}"
+        );
+    }
+}

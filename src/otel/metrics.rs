@@ -173,7 +173,9 @@ impl ClientMetrics {
 
     /// Adds one stored call (inference calls only).
     pub fn record(&mut self, call: &CallRecord, options: &SpanOptions) {
-        let Some(operation) = operation_name(call.endpoint).filter(|_| call.kind != "http") else {
+        let Some(operation) =
+            operation_name(call.endpoint).filter(|_| crate::record::is_round_kind(&call.kind))
+        else {
             return;
         };
         let mut attrs: Attributes = vec![

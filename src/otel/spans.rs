@@ -520,7 +520,7 @@ pub fn call_span(call: &CallRecord, ctx: &TraceContext, options: &SpanOptions) -
     let (address, port) = server_address(call, options);
     let error = error_type(call);
     let mut attrs = Vec::with_capacity(32);
-    match operation_name(call.endpoint).filter(|_| call.kind != "http") {
+    match operation_name(call.endpoint).filter(|_| crate::record::is_round_kind(&call.kind)) {
         Some(operation) => {
             let model = call.model.as_deref().or(call.response_model.as_deref());
             s.name = match model {

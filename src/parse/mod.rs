@@ -13,6 +13,7 @@ mod common;
 mod gemini;
 pub mod include_usage;
 pub mod jsonseq;
+pub mod mcp;
 mod openai;
 pub mod ratelimit;
 mod responses;
@@ -61,7 +62,7 @@ pub fn parse_exchange(input: &ExchangeInput<'_>) -> ParsedExchange {
 /// Which API a path addresses. `kind` only rules out parsing for plain HTTP routes;
 /// the path alone says which wire format to expect.
 pub fn detect_endpoint(kind: ProviderKind, path: &str) -> Endpoint {
-    if kind == ProviderKind::Http {
+    if !kind.is_round() {
         return Endpoint::Other;
     }
     let path = path.trim_end_matches('/');

@@ -365,7 +365,7 @@ fn exchange_input<'a>(
     request: &'a [u8],
     response: &'a [u8],
 ) -> Option<crate::parse::ExchangeInput<'a>> {
-    let kind = ProviderKind::parse(&call.kind).filter(|k| *k != ProviderKind::Http)?;
+    let kind = ProviderKind::parse(&call.kind).filter(|k| k.is_round())?;
     Some(crate::parse::ExchangeInput {
         kind,
         provider: &call.provider,
@@ -405,6 +405,21 @@ pub fn hydrate(
         {
             call.response = Some(crate::parse::parse_exchange(&input).response);
         }
+    }
+    // An MCP exchange's arguments and results are content: read again from the bodies.
+    if let (Some(mcp), Some(raw)) = (call.mcp.as_mut(), &request) {
+        use crate::parse::mcp::{parse_mcp, transport_of, McpInput};
+        let (parsed, _notes) = parse_mcp(&McpInput {
+            transport: transport_of(&call.method),
+            request_body: raw,
+            response_content_type: call
+                .response_headers
+                .get("content-type")
+                .map(String::as_str),
+            response_body: response.as_deref().unwrap_or_default(),
+            session_id: None,
+        });
+        mcp.restore_content(parsed);
     }
     if let Some(raw) = request {
         call.request_body = Some(lossy(raw));

@@ -21,7 +21,6 @@ fn empty_clone(call: &CallRecord) -> CallRecord {
         retry: call.retry,
         request_digest: call.request_digest.clone(),
         grouped_by_conversation: call.grouped_by_conversation.clone(),
-        tool: call.tool.clone(),
         started_at: call.started_at.clone(),
         ended_at: call.ended_at.clone(),
         started_at_us: call.started_at_us,
@@ -57,6 +56,10 @@ fn empty_clone(call: &CallRecord) -> CallRecord {
         response_headers: call.response_headers.clone(),
         parse_notes: call.parse_notes.clone(),
         attachments: call.attachments.clone(),
+        mcp: call
+            .mcp
+            .as_ref()
+            .map(crate::record::McpExchange::without_content),
         ..CallRecord::default()
     }
 }

@@ -82,6 +82,11 @@ pub struct CallSummary {
     pub api_key_fingerprint: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub properties: BTreeMap<String, String>,
+    /// For an MCP exchange: the JSON-RPC method, and the tool of a `tools/call`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
 }
 
 /// An invocation (agent run) as lists show it.
@@ -171,6 +176,8 @@ impl CallSummary {
             prompt: m.prompt.clone(),
             api_key_fingerprint: call.api_key_fingerprint.clone(),
             properties: m.properties.clone(),
+            mcp_method: call.mcp.as_ref().and_then(|x| x.method.clone()),
+            tool: call.mcp.as_ref().and_then(|x| x.tool.clone()),
         }
     }
 

@@ -587,6 +587,42 @@ async fn a_headerless_conversation_is_grouped_into_runs_of_one_session() {
             (second_run.clone(), 1),
         ]
     );
+    // The session as a conversation: each run's user turn, tool calls with their
+    // arguments and results, replies; every entry names the round it opens.
+    let c = api_get(
+        &running,
+        &format!("/api/v1/sessions/{session}?conversation=true"),
+    )
+    .await;
+    assert_eq!(c.status, 200);
+    let c = c.json();
+    let turns: Vec<(String, u64, Value)> = c["conversation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["kind"].as_str().unwrap().to_string(),
+                t["round"].as_u64().unwrap(),
+                t["text"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        turns,
+        vec![
+            ("user".to_string(), 1, json!("fix the bug")),
+            ("tool_call".to_string(), 1, json!("found it")),
+            ("tool_call".to_string(), 2, json!("patched")),
+            ("reply".to_string(), 3, json!("hello")),
+            ("user".to_string(), 1, json!("now add a test")),
+            ("reply".to_string(), 1, json!("hello")),
+        ],
+        "{c}"
+    );
+    assert_eq!(c["conversation"][1]["name"], "search");
+    assert_eq!(c["conversation"][1]["arguments"], "{\"q\":\"1\"}");
+    assert_eq!(c["conversation"][4]["invocation_id"], second_run.as_str());
     running.shutdown().await.unwrap();
 }
 
@@ -623,4 +659,137 @@ async fn a_coding_agents_session_header_is_the_session_and_explicit_headers_win(
     assert_eq!(s.status, 200);
     assert_eq!(s.json()["timeline"].as_array().unwrap().len(), 1);
     running.shutdown().await.unwrap();
+}
+
+/// The page in a real headless Chromium: a round's attempts with their backoff, the
+/// Tools section of the stats view, and a session read as a conversation.
+#[tokio::test]
+async fn the_page_shows_attempts_tools_and_the_session_as_a_conversation() {
+    let failures = Arc::new(AtomicUsize::new(0));
+    let seen = failures.clone();
+    let mock = MockUpstream::start(move |req| {
+        let body = String::from_utf8_lossy(&req.body).into_owned();
+        if req.path_and_query.starts_with("/weather") {
+            MockResponse::json(200, r#"{"temp":20}"#)
+        } else if body.contains("retry me") && seen.fetch_add(1, Ordering::SeqCst) == 0 {
+            MockResponse::json(429, RATE_LIMITED)
+        } else if body.contains("\"tool\"") || body.contains("retry me") {
+            MockResponse::json(200, CHAT_RESPONSE)
+        } else {
+            MockResponse::json(200, &TOOL_ASK.replace("call_N", "call_1"))
+        }
+    })
+    .await;
+    let (running, _dir) = start(&[("tool", "http")], &mock, "looppage").await;
+    let retry_body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"retry me"}]}"#;
+    for n in ["0", "1"] {
+        post_json(
+            running.proxy_addr,
+            "/mock/v1/chat/completions",
+            &[
+                ("x-llmtap-invocation-id", "run-retry"),
+                ("x-stainless-retry-count", n),
+            ],
+            retry_body,
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    // A headerless conversation: the user turn, a tool call and its HTTP call, the reply.
+    let first =
+        json!({"model":"gpt-4o-mini","messages":[{"role":"user","content":"what is the weather"}]});
+    let r1 = post_json(
+        running.proxy_addr,
+        "/mock/v1/chat/completions",
+        &[],
+        &first.to_string(),
+    )
+    .await;
+    send(
+        running.proxy_addr,
+        "GET",
+        "/tool/weather?city=Paris",
+        &[],
+        "",
+    )
+    .await;
+    let second = json!({"model":"gpt-4o-mini","messages":[
+        {"role":"user","content":"what is the weather"},
+        tool_turn(1),
+        {"role":"tool","tool_call_id":"call_1","content":"sunny, 20C"}]});
+    let r2 = post_json(
+        running.proxy_addr,
+        "/mock/v1/chat/completions",
+        &[],
+        &second.to_string(),
+    )
+    .await;
+    wait_run(&running, "run-retry", 2, 0).await;
+    let session = wait_call(&running, &r1.call_id())
+        .await
+        .metadata
+        .session_id
+        .unwrap();
+    wait_call(&running, &r2.call_id()).await;
+    wait_records(&running, 5).await;
+
+    let browser = super::webdriver::Browser::start().await;
+    let page = format!("http://{}/", running.api_addr);
+    browser.goto(&format!("{page}?run=run-retry")).await;
+    browser.wait_count("table.rounds tr.round", 1).await;
+    browser.wait_text("table.rounds .attempts", "backoff").await;
+    assert_eq!(browser.count("table.rounds .attempts .attempt").await, 2);
+    assert_eq!(browser.count("svg.waterfall rect.bar").await, 2);
+    assert_eq!(browser.count("svg.waterfall .gap-backoff").await, 1);
+    browser
+        .wait_text(".run-head", "recovered after 1 retry")
+        .await;
+
+    browser.goto(&format!("{page}?view=stats")).await;
+    browser.wait_text(".tools-section table", "tool").await;
+    let tools = browser.text(".tools-section table").await;
+    assert!(tools.contains("Failures"), "{tools}");
+
+    browser
+        .goto(&format!(
+            "{page}?view=sessions&session={}",
+            urlencode(&session)
+        ))
+        .await;
+    // (The tool's HTTP call named no run: it stays a run of its own, README.)
+    browser.wait_count("ol.conversation li", 3).await;
+    let kinds = browser
+        .js(
+            "return [...document.querySelectorAll('ol.conversation li')].map((li) => li.className)",
+            json!([]),
+        )
+        .await;
+    assert_eq!(kinds, json!(["turn-user", "turn-tool_call", "turn-reply"]));
+    assert!(browser
+        .text("ol.conversation li.turn-user")
+        .await
+        .contains("what is the weather"));
+    let tool_call = browser.text("ol.conversation li.turn-tool_call").await;
+    assert!(
+        tool_call.contains("search") && tool_call.contains("sunny, 20C"),
+        "{tool_call}"
+    );
+    assert!(browser
+        .text("ol.conversation li.turn-reply")
+        .await
+        .contains("hello"));
+    // Each entry opens its round.
+    browser.click("ol.conversation li.turn-reply").await;
+    browser.wait_count("table.rounds tr.round", 2).await;
+    browser.close().await;
+    running.shutdown().await.unwrap();
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

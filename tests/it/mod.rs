@@ -8,6 +8,8 @@ mod cli;
 mod cost;
 mod hostile;
 mod lifecycle;
+mod mcp;
+pub mod mcp_tools;
 mod openapi;
 mod otel;
 mod page;

@@ -9,7 +9,7 @@
 
 use super::PgError;
 use crate::agent_loop::{number_run, LoopCall, Place};
-use crate::record::{CallRecord, CallStatus, ProviderKind};
+use crate::record::{CallRecord, CallStatus};
 use crate::store::summary::CallSummary;
 use std::collections::{HashMap, HashSet};
 use tokio_postgres::GenericClient;
@@ -244,7 +244,7 @@ pub async fn rounds_of(
             let status: Option<&str> = row.get(3);
             let hint: Option<&str> = row.get(5);
             LoopCall {
-                llm: kind != ProviderKind::Http.as_str(),
+                llm: crate::record::is_round_kind(kind),
                 digest: row.get(4),
                 status: status.and_then(CallStatus::parse),
                 retry_hint: hint.and_then(|h| h.trim().parse().ok()),

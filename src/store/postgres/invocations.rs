@@ -12,7 +12,7 @@
 //! (`last_round_us`, `last_round_id`), whichever instance wrote it last.
 
 use super::PgError;
-use crate::record::{roll_up, CallRecord, InvocationRecord, ProviderKind};
+use crate::record::{roll_up, CallRecord, InvocationRecord};
 use crate::store::summary::InvocationSummary;
 use std::collections::{BTreeMap, HashMap};
 use tokio_postgres::GenericClient;
@@ -66,7 +66,7 @@ fn decode<T: serde::de::DeserializeOwned>(
 }
 
 fn is_round(call: &CallRecord) -> bool {
-    call.kind != ProviderKind::Http.as_str()
+    crate::record::is_round_kind(&call.kind)
 }
 
 /// What a stored run carries besides its record.

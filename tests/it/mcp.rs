@@ -1,0 +1,371 @@
+//! MCP capture with real peers: the official Rust SDK (`rmcp`) as server and client,
+//! over streamable HTTP through a `kind = "mcp"` provider (JSON answers and SSE
+//! answers with sessions) and over stdio through `llmtap mcp --`.
+
+use super::mcp_tools::TestTools;
+use super::util::*;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use llmtap::record::{CallRecord, CallStatus};
+use rmcp::model::{CallToolRequestParams, ClientConfig, ProtocolVersion};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::streamable_http_server::{
+    session::local::LocalSessionManager, StreamableHttpServerConfig, StreamableHttpService,
+};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::ServiceExt;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Serves `TestTools` over streamable HTTP at `http://addr/mcp` (hyper, no framework).
+pub async fn serve_tools(config: StreamableHttpServerConfig) -> SocketAddr {
+    let service: StreamableHttpService<TestTools, LocalSessionManager> =
+        StreamableHttpService::new(|| Ok(TestTools::new()), Default::default(), config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = hyper_util::service::TowerToHyperService::new(service.clone());
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Stateless, answering with `application/json` when it can.
+fn json_answers() -> StreamableHttpServerConfig {
+    StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(false)
+        .with_json_response(true)
+        .with_sse_keep_alive(None)
+}
+
+/// An llmtap with the tool server as provider `tools` (`kind = "mcp"`).
+async fn llmtap_before(server: SocketAddr, dir: &TempDir, extra: &str) -> llmtap::server::Running {
+    start_llmtap(mcp_config(server, dir, extra)).await
+}
+
+fn mcp_config(server: SocketAddr, dir: &TempDir, extra: &str) -> llmtap::config::Config {
+    let toml = format!(
+        "{}{extra}",
+        provider_toml("tools", "mcp", &format!("http://{server}"))
+    );
+    test_config(dir.path(), &toml)
+}
+
+/// The same llmtap recording into a fresh database of the tests' PostgreSQL.
+async fn llmtap_on_postgres(
+    server: SocketAddr,
+    dir: &TempDir,
+) -> (llmtap::server::Running, super::pg::TestDb) {
+    let db = super::pg::fresh_db("mcp").await;
+    let mut config = mcp_config(server, dir, "");
+    let url = llmtap::config::RawConfig::from_toml(&format!("[store]\nurl = \"{}\"", db.url()))
+        .unwrap()
+        .validate(&Default::default())
+        .map(|c| c.engine)
+        .unwrap();
+    config.engine = url;
+    (start_llmtap(config).await, db)
+}
+
+/// An rmcp client through llmtap, its calls grouped into `run`.
+async fn client_through(
+    running: &llmtap::server::Running,
+    run: &str,
+    version: Option<ProtocolVersion>,
+) -> rmcp::service::RunningService<rmcp::RoleClient, ClientConfig> {
+    let mut headers = HashMap::new();
+    headers.insert(
+        http::HeaderName::from_static("x-llmtap-invocation-id"),
+        http::HeaderValue::from_str(run).unwrap(),
+    );
+    let config = StreamableHttpClientTransportConfig::with_uri(format!(
+        "http://{}/tools/mcp",
+        running.proxy_addr
+    ))
+    .custom_headers(headers);
+    let transport = StreamableHttpClientTransport::from_config(config);
+    let mut info = ClientConfig::default();
+    if let Some(v) = version {
+        info = info.with_protocol_version(v);
+    }
+    info.serve(transport)
+        .await
+        .expect("client connects through llmtap")
+}
+
+fn call(name: &str, arguments: Value) -> CallToolRequestParams {
+    let params = CallToolRequestParams::new(name.to_string());
+    match arguments {
+        Value::Object(map) => params.with_arguments(map),
+        _ => params,
+    }
+}
+
+/// The stored calls of a run, in start order, once `tool_calls` MCP `tools/call`
+/// exchanges of it are stored.
+pub async fn run_calls(
+    running: &llmtap::server::Running,
+    run: &str,
+    tool_calls: usize,
+) -> Vec<CallRecord> {
+    for _ in 0..500 {
+        let calls = running.store.invocation_calls(run).unwrap_or_default();
+        let stored_tool_calls = calls
+            .iter()
+            .filter(|c| c.mcp.as_ref().is_some_and(|m| m.tool.is_some()))
+            .count();
+        if stored_tool_calls >= tool_calls {
+            let mut full: Vec<CallRecord> = calls
+                .iter()
+                .map(|c| running.store.get_call(&c.id).unwrap().unwrap())
+                .collect();
+            full.sort_by_key(|c| c.started_at_us);
+            return full;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("run {run} never had {tool_calls} tool calls");
+}
+
+fn tool_call<'a>(calls: &'a [CallRecord], tool: &str) -> &'a CallRecord {
+    calls
+        .iter()
+        .find(|c| c.mcp.as_ref().and_then(|m| m.tool.as_deref()) == Some(tool))
+        .unwrap_or_else(|| panic!("no tools/call of {tool} among {calls:#?}"))
+}
+
+/// JSON answers: success, `isError`, a JSON-RPC error, a 2 s tool in parallel with a
+/// quick one; each a failed or successful tool call with its arguments and result.
+#[tokio::test]
+async fn mcp_over_http_with_json_answers_records_each_tool_call() {
+    let server = serve_tools(json_answers()).await;
+    let dir = TempDir::new("mcpjson");
+    json_answers_recorded(llmtap_before(server, &dir, "").await).await;
+}
+
+/// The same exchanges stored in PostgreSQL read back the same.
+#[tokio::test]
+async fn mcp_tool_calls_are_stored_in_postgres_too() {
+    let server = serve_tools(json_answers()).await;
+    let dir = TempDir::new("mcpjsonpg");
+    let (running, _db) = llmtap_on_postgres(server, &dir).await;
+    json_answers_recorded(running).await;
+}
+
+async fn json_answers_recorded(running: llmtap::server::Running) {
+    let client = client_through(&running, "run-json", None).await;
+
+    let ok = client
+        .call_tool(call("add", json!({"a": 2, "b": 3})))
+        .await
+        .unwrap();
+    assert_eq!(ok.is_error, Some(false).filter(|_| ok.is_error.is_some()));
+    let failed = client.call_tool(call("fail", json!({}))).await.unwrap();
+    assert_eq!(failed.is_error, Some(true));
+    let rejected = client.call_tool(call("reject", json!({}))).await;
+    assert!(
+        rejected.is_err(),
+        "a JSON-RPC error reaches the client as one"
+    );
+    let started = std::time::Instant::now();
+    let (slow, quick) = tokio::join!(
+        client.call_tool(call("sleep", json!({"ms": 2000}))),
+        client.call_tool(call("add", json!({"a": 40, "b": 2}))),
+    );
+    slow.unwrap();
+    quick.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(3500),
+        "calls ran in parallel"
+    );
+    client.cancel().await.unwrap();
+
+    let calls = run_calls(&running, "run-json", 5).await;
+    for c in &calls {
+        assert_eq!(c.kind, "mcp");
+        assert_eq!(c.round, 0, "MCP exchanges are not rounds");
+        assert_eq!(c.provider, "tools");
+    }
+    let adds: Vec<&CallRecord> = calls
+        .iter()
+        .filter(|c| c.mcp.as_ref().and_then(|m| m.tool.as_deref()) == Some("add"))
+        .collect();
+    assert_eq!(adds.len(), 2);
+    let add = adds[0].mcp.as_ref().unwrap();
+    assert_eq!(adds[0].status, Some(CallStatus::Success));
+    assert_eq!(add.method.as_deref(), Some("tools/call"));
+    assert_eq!(add.arguments, Some(json!({"a": 2, "b": 3})));
+    assert_eq!(add.result_text.as_deref(), Some("5"));
+    assert_eq!(add.transport, "http");
+    assert_eq!(
+        adds[1].mcp.as_ref().unwrap().result_text.as_deref(),
+        Some("42")
+    );
+
+    let fail = tool_call(&calls, "fail");
+    assert_eq!(
+        fail.status,
+        Some(CallStatus::Failed),
+        "isError is a failure"
+    );
+    let m = fail.mcp.as_ref().unwrap();
+    assert!(m.is_error);
+    assert_eq!(m.result_text.as_deref(), Some("disk full"));
+    assert_eq!(
+        fail.error.as_ref().unwrap().error_type.as_deref(),
+        Some("tool_error")
+    );
+
+    let reject = tool_call(&calls, "reject");
+    assert_eq!(
+        reject.status,
+        Some(CallStatus::Failed),
+        "a JSON-RPC error is a failure"
+    );
+    let e = reject.mcp.as_ref().unwrap().error.clone().unwrap();
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (-32602, "rejected on purpose")
+    );
+
+    let slow = tool_call(&calls, "sleep");
+    assert!(slow.latency_ms >= 2000.0, "{}", slow.latency_ms);
+    assert_eq!(
+        slow.mcp.as_ref().unwrap().result_text.as_deref(),
+        Some("slept 2000 ms")
+    );
+    assert_eq!(slow.status, Some(CallStatus::Success));
+    running.shutdown().await.unwrap();
+}
+
+/// SSE answers in a session (protocol 2025-11-25): `initialize` names the server and
+/// the session, later calls carry both; the GET event stream is forwarded and
+/// recorded when it closes.
+#[tokio::test]
+async fn mcp_over_http_with_sse_answers_keeps_the_session_and_server() {
+    let server = serve_tools(StreamableHttpServerConfig::default()).await;
+    let dir = TempDir::new("mcpsse");
+    let running = llmtap_before(server, &dir, "").await;
+    let client = client_through(&running, "run-sse", Some(ProtocolVersion::V_2025_11_25)).await;
+    let result = client
+        .call_tool(call("weather", json!({"city": "Oslo"})))
+        .await
+        .unwrap();
+    assert_eq!(
+        result.content[0].as_text().map(|t| t.text.as_str()),
+        Some("sunny in Oslo")
+    );
+    let failed = client.call_tool(call("fail", json!({}))).await.unwrap();
+    assert_eq!(failed.is_error, Some(true));
+    client.cancel().await.unwrap();
+
+    let calls = run_calls(&running, "run-sse", 2).await;
+    let init = calls
+        .iter()
+        .find(|c| c.mcp.as_ref().and_then(|m| m.method.as_deref()) == Some("initialize"))
+        .expect("initialize recorded");
+    let init_mcp = init.mcp.as_ref().unwrap();
+    let server_info = init_mcp.server.clone().expect("serverInfo read");
+    assert_eq!(server_info.name, "rmcp");
+    let session = init_mcp.session_id.clone().expect("Mcp-Session-Id read");
+    let weather = tool_call(&calls, "weather");
+    assert_eq!(
+        weather
+            .response_headers
+            .get("content-type")
+            .map(String::as_str),
+        Some("text/event-stream")
+    );
+    let m = weather.mcp.as_ref().unwrap();
+    assert_eq!(m.result_text.as_deref(), Some("sunny in Oslo"));
+    assert_eq!(m.session_id.as_deref(), Some(session.as_str()));
+    assert_eq!(
+        m.server.as_ref(),
+        Some(&server_info),
+        "the session's server, remembered"
+    );
+    let fail = tool_call(&calls, "fail");
+    assert_eq!(fail.status, Some(CallStatus::Failed));
+    // The client's GET event stream (ended by the client: canceled) and its closing
+    // DELETE went through too.
+    let mut methods = Vec::new();
+    for _ in 0..300 {
+        methods = running
+            .store
+            .invocation_calls("run-sse")
+            .unwrap()
+            .iter()
+            .map(|c| c.method.clone())
+            .collect::<Vec<_>>();
+        if methods.iter().any(|m| m == "GET") && methods.iter().any(|m| m == "DELETE") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(methods.iter().any(|m| m == "GET"), "{methods:?}");
+    assert!(methods.iter().any(|m| m == "DELETE"), "{methods:?}");
+    running.shutdown().await.unwrap();
+}
+
+/// What the client receives is exactly what the server sent, SSE framing included:
+/// the same raw request straight to the server and through llmtap gets the same
+/// bytes, and llmtap's stored copy is those bytes.
+#[tokio::test]
+async fn mcp_answers_pass_through_byte_for_byte() {
+    let server = serve_tools(StreamableHttpServerConfig::default()).await;
+    let dir = TempDir::new("mcpbytes");
+    let running = llmtap_before(server, &dir, "").await;
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#;
+    let accept = [("accept", "application/json, text/event-stream")];
+    let direct = post_json(server, "/mcp", &accept, init).await;
+    let proxied = post_json(running.proxy_addr, "/tools/mcp", &accept, init).await;
+    assert_eq!(direct.status, 200);
+    assert_eq!(proxied.header("content-type"), Some("text/event-stream"));
+    assert!(proxied.header("mcp-session-id").is_some());
+    assert_eq!(proxied.body, direct.body, "the SSE answer is unchanged");
+    let stored = wait_call(&running, &proxied.call_id()).await;
+    assert_eq!(
+        stored.response_body.as_deref().map(str::as_bytes),
+        Some(&proxied.body[..])
+    );
+    assert_eq!(
+        stored.mcp.as_ref().unwrap().method.as_deref(),
+        Some("initialize")
+    );
+
+    // A stateless JSON answer.
+    let server = serve_tools(json_answers()).await;
+    let dir2 = TempDir::new("mcpbytes2");
+    let running2 = llmtap_before(server, &dir2, "").await;
+    let list = r#"{"jsonrpc":"2.0","id":7,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"raw","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+    let headers = [
+        ("accept", "application/json, text/event-stream"),
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/list"),
+    ];
+    let direct = post_json(server, "/mcp", &headers, list).await;
+    let proxied = post_json(running2.proxy_addr, "/tools/mcp", &headers, list).await;
+    assert_eq!(direct.status, 200, "{:?}", direct.body);
+    assert_eq!(proxied.body, direct.body);
+    assert_eq!(
+        proxied.header("content-type"),
+        direct.header("content-type")
+    );
+    let stored = wait_call(&running2, &proxied.call_id()).await;
+    assert_eq!(
+        stored.response_body.as_deref().map(str::as_bytes),
+        Some(&proxied.body[..])
+    );
+    let m = stored.mcp.unwrap();
+    assert_eq!(m.method.as_deref(), Some("tools/list"));
+    assert!(m.result.unwrap()["tools"].as_array().unwrap().len() >= 5);
+    running.shutdown().await.unwrap();
+    running2.shutdown().await.unwrap();
+}
