@@ -54,6 +54,26 @@ pub struct RawConfig {
     pub api: RawApi,
     #[serde(default)]
     pub otel: crate::otel::RawOtel,
+    #[serde(default)]
+    pub intercept: RawIntercept,
+}
+
+/// `[intercept]`: llmtap as an `HTTPS_PROXY` (CONNECT), `src/intercept/`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIntercept {
+    /// Hosts whose TLS llmtap terminates and records (`"*"` all, `"*.example.com"`
+    /// subdomains); default `crate::intercept::DEFAULT_HOSTS`.
+    pub hosts: Option<Vec<String>>,
+    /// Ports CONNECT may reach (default 443 only).
+    pub ports: Option<Vec<u16>>,
+    /// Hosts tunnelled untouched even when `hosts` matches them (clients that pin).
+    #[serde(default)]
+    pub tunnel: Vec<String>,
+    /// Hex SHA-256 of the token a client must send in `Proxy-Authorization` (Basic
+    /// password or Bearer) to use CONNECT or absolute-form requests; required when the
+    /// proxy listens on a non-loopback address.
+    pub proxy_token_sha256: Option<String>,
 }
 
 /// `[api]`: read-API access tokens, stored as SHA-256 hashes.
@@ -90,6 +110,9 @@ pub struct RawServer {
     pub client_idle_timeout_ms: Option<u64>,
     pub client_send_timeout_ms: Option<u64>,
     pub tls: Option<RawTls>,
+    /// `"host:port" = "ip:port"`, like curl's `--resolve`, for every upstream connection.
+    #[serde(default)]
+    pub resolve: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -508,6 +531,10 @@ pub struct Config {
     pub api_tokens: Vec<ApiToken>,
     /// OpenTelemetry export; `None` when off.
     pub otel: Option<crate::otel::OtelConfig>,
+    /// `[server.resolve]`: upstream `host:port` (lowercase) to the address to connect to.
+    pub resolve: BTreeMap<String, SocketAddr>,
+    /// `[intercept]`: which CONNECT targets are decrypted and recorded.
+    pub intercept: crate::intercept::InterceptConfig,
 }
 
 fn lowercase_names(names: &[String]) -> Vec<String> {
@@ -748,6 +775,27 @@ impl RawConfig {
         )?;
         let otel =
             crate::otel::OtelConfig::resolve(&self.otel, &overrides.otel_env, shutdown_grace)?;
+        let mut resolve = BTreeMap::new();
+        for (from, to) in &self.server.resolve {
+            let field = format!("server.resolve.\"{from}\"");
+            let key = from.trim().to_ascii_lowercase();
+            let valid_key = key
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !valid_key {
+                return Err(invalid(
+                    &field,
+                    from,
+                    "keys are HOST:PORT, e.g. \"api.openai.com:443\"",
+                ));
+            }
+            let addr = to
+                .parse::<SocketAddr>()
+                .map_err(|_| invalid(&field, to, "expected IP:PORT, e.g. 127.0.0.1:8443"))?;
+            resolve.insert(key, addr);
+        }
+        let intercept = crate::intercept::InterceptConfig::from_raw(&self.intercept)
+            .map_err(|(field, value, reason)| invalid(&field, value, &reason))?;
         Ok(Config {
             listen,
             api_listen,
@@ -819,6 +867,8 @@ impl RawConfig {
             providers,
             api_tokens,
             otel,
+            resolve,
+            intercept,
         })
     }
 }

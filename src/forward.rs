@@ -41,10 +41,41 @@ pub struct ProxyState {
 /// The idle limit of an MCP server's GET event stream (a year: none in practice).
 const MCP_EVENT_STREAM_IDLE: Duration = Duration::from_secs(365 * 24 * 3600);
 
+/// A request whose upstream is the host the client named (a CONNECT llmtap
+/// intercepted, or an absolute-form request), not a path prefix: `src/intercept/`.
+pub struct HostTarget {
+    /// The provider found from the host; `base` is the host itself, and its path
+    /// prefix (if the provider has one) is taken off the path the parsers read.
+    pub provider: crate::config::Provider,
+    /// The client these requests go upstream with (`[server.resolve]`, public
+    /// addresses only unless allowed by name).
+    pub client: UpstreamClient,
+}
+
+/// A base-URL request: routed by its path prefix (`route.rs`).
 pub async fn handle(
     state: Arc<ProxyState>,
     request: Request<Incoming>,
     client_addr: SocketAddr,
+) -> Result<Response<ProxyBody>, std::convert::Infallible> {
+    handle_to(state, request, client_addr, None).await
+}
+
+/// A request to the host a proxy client named; captured exactly as a base-URL call.
+pub async fn handle_for_host(
+    state: Arc<ProxyState>,
+    request: Request<Incoming>,
+    client_addr: SocketAddr,
+    target: Arc<HostTarget>,
+) -> Result<Response<ProxyBody>, std::convert::Infallible> {
+    handle_to(state, request, client_addr, Some(target)).await
+}
+
+async fn handle_to(
+    state: Arc<ProxyState>,
+    request: Request<Incoming>,
+    client_addr: SocketAddr,
+    target: Option<Arc<HostTarget>>,
 ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
     let start = Instant::now();
     let started_at_us = now_unix_us();
@@ -52,7 +83,14 @@ pub async fn handle(
 
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().map(str::to_string);
-    let routed = route(&path, query.as_deref(), &state.config.providers);
+    let routed = match &target {
+        None => route(&path, query.as_deref(), &state.config.providers),
+        Some(target) => crate::route::route_for_host(&path, query.as_deref(), &target.provider),
+    };
+    let client = match &target {
+        None => &state.client,
+        Some(target) => &target.client,
+    };
     if let Err(crate::route::RouteError::DotSegment) = routed {
         Metrics::add(&state.metrics.bad_requests);
         return Ok(json_error(
@@ -306,7 +344,7 @@ pub async fn handle(
 
     let sent = tokio::time::timeout(
         state.config.first_byte_timeout,
-        state.client.request(upstream_request),
+        client.request(upstream_request),
     )
     .await;
     let response = match sent {
@@ -385,7 +423,7 @@ pub async fn handle(
 /// Whether the store is so far behind that a new call cannot be captured: the
 /// capture log holds `store.backlog` bytes it has not applied, or the log thread
 /// itself is that many calls behind (a stalled disk must not fill memory).
-fn backlog_full(state: &ProxyState) -> bool {
+pub(crate) fn backlog_full(state: &ProxyState) -> bool {
     state.metrics.log_unapplied_bytes() >= state.config.backlog_bytes
         || state.metrics.log_queue.load(Ordering::Relaxed) >= crate::journal::MAX_QUEUED_CALLS
 }

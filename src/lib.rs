@@ -13,6 +13,8 @@ pub mod credentials;
 pub mod forward;
 pub mod headers;
 pub mod ids;
+pub mod ingest;
+pub mod intercept;
 pub mod journal;
 pub mod metrics;
 pub mod otel;

@@ -68,6 +68,12 @@ fn run(command: Command) -> anyhow::Result<()> {
                 prices: None,
             },
         ),
+        Command::Ca(sub) => {
+            cli::ca::run(sub, |args| load_config(args, serve_overrides(None, None)))
+        }
+        Command::Env(args) => {
+            cli::ca::env(&args, |args| load_config(args, serve_overrides(None, None)))
+        }
         Command::Dev(sub) => devtools::run(sub),
         Command::Runs(args) => commands::list(&args, true),
         Command::Calls(args) => commands::list(&args, false),
@@ -77,6 +83,11 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Stats(args) => commands::stats(&args),
         Command::Summary(args) => commands::summary(&args),
         Command::Export(args) => commands::export(&args),
+        Command::Mcp(args) => {
+            let code = cli::mcp::run(&args.api, args.name.as_deref(), &args.command)?;
+            // The wrapper exits as the server did.
+            std::process::exit(code);
+        }
         Command::Completions { shell } => {
             let mut command = Cli::command();
             clap_complete::generate(shell, &mut command, "llmtap", &mut std::io::stdout());
@@ -98,15 +109,21 @@ fn load_config(
     Ok(raw.validate(&overrides)?)
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let overrides = Overrides {
-        listen: args.listen,
-        api_listen: args.api_listen,
+/// The overrides `serve` reads (flags and environment), so `ca` and `env` see the
+/// configuration `serve` would run with.
+fn serve_overrides(listen: Option<String>, api_listen: Option<String>) -> Overrides {
+    Overrides {
+        listen,
+        api_listen,
         api_tokens_env: std::env::var("LLMTAP_API_TOKENS").ok(),
         store_url_env: std::env::var("LLMTAP_STORE_URL").ok(),
         otel_env: llmtap::otel::env_from_process(),
         ..Overrides::default()
-    };
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let overrides = serve_overrides(args.listen, args.api_listen);
     let config = load_config(&args.config, overrides)?;
     llmtap::writer::set_idle_hook(alloc::release_idle_memory);
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -593,9 +593,7 @@ pub fn roll_up(existing: Option<InvocationRecord>, call: &CallRecord) -> Invocat
     // `agent_loop::place_call`); a tool call between them (round 0) decides the run's
     // status only while the run has no LLM round.
     let llm_round = crate::agent_loop::is_llm(call);
-    if llm_round && call.round >= inv.rounds {
-        inv.status = call.status;
-    } else if !llm_round && inv.rounds == 0 {
+    if (llm_round && call.round >= inv.rounds) || (!llm_round && inv.rounds == 0) {
         inv.status = call.status;
     }
     let at = crate::agent_loop::Place {

@@ -533,7 +533,12 @@ pub fn build_redacted_with(
     );
 
     let mut status = match &outcome {
-        Outcome::Completed => http_status.map_or(CallStatus::Failed, CallStatus::from_http),
+        Outcome::Completed => match http_status {
+            Some(http) => CallStatus::from_http(http),
+            // A stdio MCP exchange (`llmtap mcp`) has no HTTP status: it was answered.
+            None if kind == ProviderKind::Mcp => CallStatus::Success,
+            None => CallStatus::Failed,
+        },
         Outcome::UpstreamError { .. } | Outcome::Unreachable { .. } => CallStatus::Failed,
         Outcome::Timeout { .. } => CallStatus::Timeout,
         Outcome::Canceled => CallStatus::Canceled,

@@ -103,6 +103,40 @@ pub fn route<'a>(
     })
 }
 
+/// Routes a request a proxy client sent to a provider's own host (`src/intercept/`):
+/// the path is the upstream path as sent, and the parsers read it without the
+/// provider's base path prefix, as they would on the base-URL path.
+pub fn route_for_host<'a>(
+    path: &str,
+    query: Option<&str>,
+    provider: &'a Provider,
+) -> Result<Route<'a>, RouteError> {
+    if has_dot_segment(path) {
+        return Err(RouteError::DotSegment);
+    }
+    let prefix = provider.base.path_prefix.as_str();
+    let rest_path = match path.strip_prefix(prefix) {
+        Some(rest) if !prefix.is_empty() && (rest.is_empty() || rest.starts_with('/')) => {
+            if rest.is_empty() {
+                "/".to_string()
+            } else {
+                rest.to_string()
+            }
+        }
+        _ => path.to_string(),
+    };
+    let mut upstream = path.to_string();
+    if let Some(q) = query {
+        upstream.push('?');
+        upstream.push_str(q);
+    }
+    Ok(Route {
+        provider,
+        rest_path,
+        upstream_path_and_query: upstream,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,5 +265,24 @@ mod tests {
         let providers = providers();
         let err = route("/nope/x", None, &providers).unwrap_err().to_string();
         assert!(err.contains("openai") && err.contains("mock"), "{err}");
+    }
+
+    #[test]
+    fn host_routes_keep_the_path_and_read_it_without_the_base_prefix() {
+        let providers = providers();
+        let groq = &providers["groq"];
+        let r = route_for_host("/openai/v1/chat/completions", Some("a=1"), groq).unwrap();
+        assert_eq!(r.rest_path, "/v1/chat/completions");
+        assert_eq!(r.upstream_path_and_query, "/openai/v1/chat/completions?a=1");
+        // A path outside the prefix is read as it is.
+        let r = route_for_host("/openaiX/v1", None, groq).unwrap();
+        assert_eq!(r.rest_path, "/openaiX/v1");
+        let openai = &providers["openai"];
+        let r = route_for_host("/v1/responses", None, openai).unwrap();
+        assert_eq!(r.rest_path, "/v1/responses");
+        assert_eq!(
+            route_for_host("/v1/%2e%2e/admin", None, openai),
+            Err(RouteError::DotSegment)
+        );
     }
 }

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::conn_guard::{ConnActivity, ConnLimits, GuardedIo, InFlightBody};
 use crate::cost::PriceTable;
 use crate::forward::{self, ProxyState};
+use crate::intercept::{self, Intercept, ProxyConn, Upgrades};
 use crate::journal::{self, Journal, JournalOptions};
 use crate::metrics::Metrics;
 use crate::store::{self, Store, StoreOptions};
@@ -92,7 +93,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let store_options = store_options(&config)?;
     let prices: SharedPrices = Arc::new(RwLock::new(Arc::new(load_prices(&config)?)));
     let metrics = Arc::new(Metrics::default());
-    let client = upstream::build_client(config.extra_ca_file.as_deref(), config.connect_timeout)?;
+    // Base-URL calls connect where `[server.resolve]` says (else by DNS), to any address.
+    let client = upstream::build_client_with(
+        upstream::tls_client_config(config.extra_ca_file.as_deref())?,
+        Arc::new(upstream::DialPolicy {
+            resolve: config.resolve.clone(),
+            ..upstream::DialPolicy::default()
+        }),
+        config.connect_timeout,
+    );
     let tls = match &config.tls {
         Some(files) => Some(tls_acceptor(&files.cert, &files.key)?),
         None => None,
@@ -137,9 +146,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let grace = config.shutdown_grace;
+    let intercept = Arc::new(Intercept::new(
+        config.clone(),
+        store_options.keys.clone(),
+        shutdown_rx.clone(),
+    )?);
     let proxy_task = tokio::spawn(proxy_accept_loop(
         proxy_listener,
         state.clone(),
+        intercept,
         tls,
         shutdown_rx.clone(),
         grace,
@@ -206,6 +221,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics: metrics.clone(),
         auth: api::auth::Auth::new(config.api_tokens.clone()),
         prices: prices.clone(),
+        proxy: state.clone(),
     });
     let _ = api_slot.set(api_state);
     if config.api_tokens.is_empty() {
@@ -326,6 +342,7 @@ impl Running {
 async fn proxy_accept_loop(
     listener: TcpListener,
     state: Arc<ProxyState>,
+    intercept: Arc<Intercept>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
@@ -345,15 +362,20 @@ async fn proxy_accept_loop(
                 };
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
+                let intercept = intercept.clone();
                 let tls = tls.clone();
                 let shutdown = shutdown.clone();
                 let limits = conn_limits(&state.config);
                 connections.spawn(async move {
                     let activity = Arc::new(ConnActivity::default());
                     let stream = GuardedIo::new(stream, limits, activity.clone());
+                    // CONNECT tunnels outlive the request that opened them: this task
+                    // waits for them too (`src/intercept/`).
+                    let upgrades = Arc::new(Upgrades::default());
+                    let conn = ProxyConn { client_addr: addr, activity: activity.clone(), upgrades: upgrades.clone() };
                     let service = service_fn(move |req| {
                         let in_flight = activity.begin();
-                        let response = forward::handle(state.clone(), req, addr);
+                        let response = intercept::serve(state.clone(), intercept.clone(), conn.clone(), req);
                         async move {
                             let response = response.await?;
                             Ok::<_, std::convert::Infallible>(response.map(|body| {
@@ -368,6 +390,7 @@ async fn proxy_accept_loop(
                         },
                         None => serve_connection(stream, service, shutdown, limits.header_read).await,
                     }
+                    upgrades.join().await;
                 });
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -393,7 +416,9 @@ async fn proxy_accept_loop(
     }
 }
 
-async fn serve_connection<I, S>(
+/// Serves one client connection (HTTP/1.1 or HTTP/2, upgrades allowed) until it
+/// ends, or, once `shutdown` fires, gracefully.
+pub(crate) async fn serve_connection<I, S>(
     io: I,
     service: S,
     mut shutdown: watch::Receiver<bool>,
@@ -413,7 +438,7 @@ async fn serve_connection<I, S>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout);
-    let connection = builder.serve_connection(TokioIo::new(io), service);
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => {

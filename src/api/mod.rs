@@ -1,4 +1,5 @@
-//! The read API on its own listener: routing, authentication, JSON and error responses.
+//! The read API on its own listener: routing, authentication, JSON and error responses,
+//! and the one report route (`POST /api/v1/ingest/mcp`, `crate::ingest`).
 //!
 //! Every endpoint is a row of the route table in `routes.rs` (the OpenAPI document is
 //! generated from it). Endpoints live under `/api/v1`; `/healthz` (liveness),
@@ -36,6 +37,9 @@ pub struct ApiState {
     pub auth: Auth,
     /// The price table in use, to show a call the entry that priced it.
     pub prices: crate::writer::SharedPrices,
+    /// The proxy's state: reported exchanges (`POST /api/v1/ingest/mcp`) join its
+    /// capture path.
+    pub proxy: Arc<crate::forward::ProxyState>,
 }
 
 pub type ApiBody = BoxBody<Bytes, Infallible>;
@@ -45,6 +49,11 @@ pub type ApiBody = BoxBody<Bytes, Infallible>;
 pub enum ApiError {
     #[error(transparent)]
     Param(#[from] ParamError),
+    /// A POST body that is not what the route takes.
+    #[error("{0}")]
+    BadBody(String),
+    #[error("the body is larger than {0} bytes")]
+    TooLarge(usize),
     #[error("{0}")]
     Unauthorized(#[from] AuthError),
     #[error("{0}")]
@@ -77,6 +86,12 @@ impl ApiError {
                 r
             }
             ApiError::Forbidden(m) => error(StatusCode::FORBIDDEN, "forbidden", m),
+            ApiError::BadBody(m) => error(StatusCode::BAD_REQUEST, "bad_body", m),
+            ApiError::TooLarge(_) => error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                &self.to_string(),
+            ),
             ApiError::NotFound(m) => error(StatusCode::NOT_FOUND, "not_found", m),
             ApiError::Ambiguous(m) => error(StatusCode::CONFLICT, "ambiguous_id", m),
             ApiError::WritesFailing(m) => {
@@ -119,7 +134,11 @@ pub type ApiResult = Result<Response<ApiBody>, ApiError>;
 pub async fn handle<B>(
     state: Arc<ApiState>,
     request: Request<B>,
-) -> Result<Response<ApiBody>, Infallible> {
+) -> Result<Response<ApiBody>, Infallible>
+where
+    B: http_body::Body<Data = Bytes> + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     if let Some(response) = page::serve(request.method(), request.uri().path(), request.headers()) {
         return Ok(response);
     }
@@ -134,7 +153,7 @@ pub async fn handle<B>(
             return Ok(error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
-                "the read API accepts GET only",
+                "method not allowed here; see /api/v1/openapi.json",
             ))
         }
         Err(false) => {
@@ -144,6 +163,14 @@ pub async fn handle<B>(
         }
     };
     args.query = request.uri().query().unwrap_or("").to_string();
+    if let Handler::Ingest(handler, _) = route.handler {
+        return Ok(
+            match ingest(state, handler, request, authorization.as_deref()).await {
+                Ok(response) => response,
+                Err(e) => e.response(),
+            },
+        );
+    }
     Ok(
         match dispatch(state, route, args, authorization.as_deref()).await {
             Ok(response) => response,
@@ -174,7 +201,7 @@ async fn dispatch(
     let params = Params::parse(&args.query)?;
     params.only(route.params)?;
     match route.handler {
-        Handler::Public(_) => unreachable!("answered above"),
+        Handler::Public(_) | Handler::Ingest(..) => unreachable!("answered above"),
         Handler::Stream(handler) => handler(&state, &principal, &params, &args),
         Handler::Read(handler) => {
             let result =
@@ -190,6 +217,32 @@ async fn dispatch(
             }
         }
     }
+}
+
+/// Runs an ingest route: authentication (any token, as reads), then its body read
+/// whole up to `ingest::MAX_REPORT_BYTES`, then its handler. It needs no store, only
+/// the capture path.
+async fn ingest<B>(
+    state: Arc<ApiState>,
+    handler: routes::IngestHandler,
+    request: Request<B>,
+    authorization: Option<&str>,
+) -> ApiResult
+where
+    B: http_body::Body<Data = Bytes> + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let principal = state.auth.authenticate(authorization)?;
+    let (parts, body) = request.into_parts();
+    let limit = crate::ingest::MAX_REPORT_BYTES;
+    let body = match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(ApiError::TooLarge(limit))
+        }
+        Err(e) => return Err(ApiError::BadBody(format!("cannot read the body: {e}"))),
+    };
+    handler(&state, &principal, &parts.headers, &body)
 }
 
 /// `GET /metrics`: the process's and the store's metrics in Prometheus text.

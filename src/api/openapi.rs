@@ -88,6 +88,10 @@ fn operation(route: &Route, generator: &mut schemars::SchemaGenerator) -> Value 
     if route.access == Access::Public {
         op["security"] = json!([]);
     }
+    if let crate::api::routes::Handler::Ingest(_, body_schema) = route.handler {
+        op["requestBody"] = json!({"required": true,
+            "content": {"application/json": {"schema": Value::from(body_schema(generator))}}});
+    }
     op
 }
 

@@ -59,6 +59,9 @@ impl PathArgs {
 pub type ReadHandler = fn(&ApiState, &Principal, &Params, &PathArgs) -> ApiResult;
 pub type StreamHandler = fn(&Arc<ApiState>, &Principal, &Params, &PathArgs) -> ApiResult;
 pub type PublicHandler = fn(&ApiState, &Params, &PathArgs) -> ApiResult;
+/// A report's request headers and its body (read whole, at most
+/// `ingest::MAX_REPORT_BYTES`).
+pub type IngestHandler = fn(&ApiState, &Principal, &http::HeaderMap, &[u8]) -> ApiResult;
 
 /// How a route's handler runs.
 #[derive(Clone, Copy)]
@@ -69,6 +72,8 @@ pub enum Handler {
     Read(ReadHandler),
     /// Answers at once with a streamed body that a task of its own feeds.
     Stream(StreamHandler),
+    /// Takes a report (a POST body, described by the schema) into the capture path.
+    Ingest(IngestHandler, fn(&mut SchemaGenerator) -> Schema),
 }
 
 /// What a successful answer carries.
@@ -251,6 +256,18 @@ const RAW: &[ParamSpec] = &[ParamSpec::query(
 fn calls(s: &ApiState, w: &Principal, p: &Params, a: &PathArgs) -> ApiResult {
     views::list(s, w, p, false, &a.target())
 }
+fn ingest_mcp(s: &ApiState, w: &Principal, headers: &http::HeaderMap, body: &[u8]) -> ApiResult {
+    let report: crate::ingest::McpReport = serde_json::from_slice(body)
+        .map_err(|e| super::ApiError::BadBody(format!("not an MCP exchange report: {e}")))?;
+    match crate::ingest::mcp_exchange(&s.proxy, report, headers.clone(), w.tenant.as_deref(), None)
+    {
+        Ok(call_id) => super::ok(&schema::Ingested { call_id }),
+        Err(crate::ingest::IngestError::Invalid(m)) => Err(super::ApiError::BadBody(m)),
+        Err(e @ crate::ingest::IngestError::BacklogFull) => {
+            Err(super::ApiError::WritesFailing(e.to_string()))
+        }
+    }
+}
 fn invocations(s: &ApiState, w: &Principal, p: &Params, a: &PathArgs) -> ApiResult {
     views::list(s, w, p, true, &a.target())
 }
@@ -331,6 +348,18 @@ const LIST: &[&[ParamSpec]] = &[FILTER_PARAMS, PAGE_PARAMS];
 /// Every endpoint of the read API listener. The web page (`/`, `/assets/*`, see
 /// `page.rs`) is served ahead of this table: static files, not API endpoints.
 pub static ROUTES: &[Route] = &[
+    Route {
+        method: Method::POST,
+        path: "/api/v1/ingest/mcp",
+        handler: Handler::Ingest(ingest_mcp, schema_of::<crate::ingest::McpReport>),
+        access: Access::Viewer,
+        summary: "Report one stdio MCP exchange (what `llmtap mcp` sends): recorded like a forwarded call; grouping from the x-llmtap-* headers, the tenant of a tenant token forced",
+        params: &[],
+        reply: json(
+            schema_of::<schema::Ingested>,
+            "the id the exchange is recorded under (empty when capture is paused by `on_backlog = \"pass\"`)",
+        ),
+    },
     Route {
         method: Method::GET,
         path: "/api/v1/invocations",

@@ -194,12 +194,21 @@ pub struct InvocationDetail {
     calls: Option<Vec<CallRecord>>,
 }
 
+/// `POST /ingest/mcp`.
+#[derive(serde::Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Ingested {
+    /// The call the exchange is recorded under.
+    pub call_id: String,
+}
+
 /// One call of a run's timeline.
 #[derive(JsonSchema)]
 #[schemars(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct RunTimelineEntry {
-    /// `llm` (a round) or `http` (a tool HTTP call between rounds).
+    /// `llm` (a round), `http` (a tool HTTP call between rounds) or `mcp` (an MCP
+    /// exchange between rounds).
     kind: String,
     call_id: String,
     /// The round number, for LLM calls.
@@ -217,6 +226,35 @@ pub struct RunTimelineEntry {
     model: Option<String>,
     status: Option<CallStatus>,
     http_status: Option<u16>,
+    /// For an MCP exchange.
+    #[serde(default)]
+    mcp: Option<McpTimelineEntry>,
+}
+
+/// What a run's timeline says of an MCP exchange.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct McpTimelineEntry {
+    /// `http` or `stdio`.
+    transport: String,
+    method: Option<String>,
+    tool: Option<String>,
+    /// The resource URI or prompt name.
+    target: Option<String>,
+    server: Option<crate::record::McpServer>,
+    session_id: Option<String>,
+    is_error: bool,
+    error: Option<crate::record::JsonRpcError>,
+    /// Admins only.
+    #[serde(default)]
+    arguments: Option<serde_json::Value>,
+    /// Admins only.
+    #[serde(default)]
+    result_text: Option<String>,
+    /// Admins only.
+    #[serde(default)]
+    structured_content: Option<serde_json::Value>,
 }
 
 #[derive(JsonSchema)]
@@ -328,17 +366,16 @@ pub struct ConversationTurn {
 #[schemars(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct TimelineEntry {
-    /// `llm` or `http` (a tool HTTP call).
+    /// `llm`, `http` (a tool HTTP call) or `mcp` (an MCP exchange).
     kind: String,
     call_id: String,
     invocation_id: String,
-    /// The LLM round; null for a tool HTTP call, which is not a round.
+    /// The LLM round; null for a tool HTTP call or MCP exchange, which are not rounds.
     round: Option<u32>,
-    /// The attempt within the round; null for a tool HTTP call.
+    /// The attempt within the round; null for a tool HTTP call or MCP exchange.
     attempt: Option<u32>,
-    /// An MCP exchange's JSON-RPC method.
+    /// For an MCP exchange: its JSON-RPC method, and the tool of a `tools/call`.
     mcp_method: Option<String>,
-    /// An MCP `tools/call`'s tool.
     tool: Option<String>,
     started_at: String,
     ended_at: String,

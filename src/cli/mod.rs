@@ -6,8 +6,10 @@
 //! `ratelimits`, `stats`, `summary`, `export`) talk to a running llmtap's read API
 //! (`client.rs`) and print tables or JSON (`output.rs`).
 
+pub mod ca;
 pub mod client;
 pub mod commands;
+pub mod mcp;
 pub mod output;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -41,6 +43,11 @@ pub enum Command {
     /// OpenTelemetry: replay stored runs to the configured collector
     #[command(subcommand)]
     Otel(OtelCommand),
+    /// llmtap's local CA, which HTTPS_PROXY clients trust (created on first use)
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Print the shell lines that send this shell's HTTPS clients through llmtap: eval "$(llmtap env)"
+    Env(EnvArgs),
     /// Developer tools: synthetic data and benchmarks
     #[command(subcommand)]
     Dev(DevCommand),
@@ -60,11 +67,32 @@ pub enum Command {
     Summary(SummaryArgs),
     /// Write every matching call or run to a file (CSV or JSON lines)
     Export(ExportArgs),
+    /// Run a stdio MCP server (COMMAND ARGS...) and record its exchanges in a running llmtap
+    Mcp(McpArgs),
     /// Print a shell completion script
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "stdin, stdout and stderr pass through unchanged. Each exchange is sent to \
+        the read API (--api); the environment variables LLMTAP_INVOCATION_ID, \
+        LLMTAP_SESSION_ID and LLMTAP_AGENT group them into a run, a session and an agent. \
+        If llmtap cannot be reached the server still runs, and the wrapper says so once on \
+        stderr.\n\nExample: llmtap mcp --name files -- npx -y @modelcontextprotocol/server-filesystem /tmp"
+)]
+pub struct McpArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// The name the server is recorded under (its provider) [default: the command's file name]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// The server's command and its arguments, after --
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -90,6 +118,36 @@ pub struct ServeArgs {
     /// Read-API listen address [default: 127.0.0.1:8081]
     #[arg(long, value_name = "ADDR")]
     pub api_listen: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CaCommand {
+    /// Print the path of the CA certificate (for NODE_EXTRA_CA_CERTS), creating the CA on first use
+    Path(CaArgs),
+    /// Print the CA's SHA-256 fingerprint, expiry and how its key is kept
+    Show(CaArgs),
+    /// Write the system's trusted roots plus llmtap's CA to FILE (for SSL_CERT_FILE, which replaces the system roots)
+    Bundle {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        #[command(flatten)]
+        ca: CaArgs,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct CaArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct EnvArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// The proxy address clients use [default: server.listen, 0.0.0.0 as 127.0.0.1]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub proxy: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

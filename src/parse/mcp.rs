@@ -185,23 +185,37 @@ fn read_answer(answer: &Value, out: &mut McpExchange) {
     }
 }
 
-/// The messages of a JSON body: one object, or the objects of a batch.
+/// The messages of a JSON body: one object, or the objects of a batch; else one
+/// message (or batch) per line, as a stdio server writes them.
 fn messages_of_json(body: &[u8], part: &str, notes: &mut Vec<String>) -> Vec<Value> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Vec::new();
     }
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Array(items)) => items.into_iter().filter(Value::is_object).collect(),
-        Ok(value @ Value::Object(_)) => vec![value],
-        Ok(_) => {
-            notes.push(format!("{part} body is JSON but not JSON-RPC"));
-            Vec::new()
-        }
+    let whole = serde_json::from_slice::<Value>(body);
+    let values = match whole {
+        Ok(value) => vec![value],
         Err(e) => {
-            notes.push(format!("{part} body is not JSON: {e}"));
-            Vec::new()
+            let lines: Vec<Result<Value, _>> = body
+                .split(|b| *b == b'\n')
+                .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+                .map(serde_json::from_slice::<Value>)
+                .collect();
+            if lines.len() < 2 || lines.iter().any(Result::is_err) {
+                notes.push(format!("{part} body is not JSON: {e}"));
+                return Vec::new();
+            }
+            lines.into_iter().flatten().collect()
+        }
+    };
+    let mut out = Vec::new();
+    for value in values {
+        match value {
+            Value::Array(items) => out.extend(items.into_iter().filter(Value::is_object)),
+            value @ Value::Object(_) => out.push(value),
+            _ => notes.push(format!("{part} body is JSON but not JSON-RPC")),
         }
     }
+    out
 }
 
 /// The messages of an SSE body: each event's data is one message (or a batch).
@@ -340,6 +354,16 @@ mod tests {
         );
         assert_eq!(e.method, None);
         assert_eq!(e.server_messages, ["notifications/tools/list_changed"]);
+        // A stdio answer: the server's lines, a progress notification before it.
+        let (e, _) = parse_mcp(&McpInput {
+            transport: "stdio",
+            request_body: br#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"t"}}"#,
+            response_content_type: None,
+            response_body: b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n{\"jsonrpc\":\"2.0\",\"id\":4,\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"ok\"}]}}",
+            session_id: None,
+        });
+        assert_eq!(e.result_text.as_deref(), Some("ok"));
+        assert_eq!(e.server_messages, ["notifications/progress"]);
         // Not JSON at all: nothing read, nothing failed.
         let (e, notes) = parse_mcp(&McpInput {
             transport: "http",

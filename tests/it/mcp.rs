@@ -369,3 +369,273 @@ async fn mcp_answers_pass_through_byte_for_byte() {
     running.shutdown().await.unwrap();
     running2.shutdown().await.unwrap();
 }
+
+/// The stdio test server (`examples/mcp_test_server.rs`), which `cargo test` builds
+/// with the examples.
+fn stdio_test_server() -> std::path::PathBuf {
+    let llmtap = std::path::Path::new(env!("CARGO_BIN_EXE_llmtap"));
+    let path = llmtap
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join("mcp_test_server");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo test` (which builds the examples) or `cargo build --example mcp_test_server`",
+        path.display()
+    );
+    path
+}
+
+/// `llmtap mcp --api … --name calc -- mcp_test_server`, as an MCP client starts it.
+fn wrapped_server(api: &str, env: &[(&str, &str)]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_llmtap"));
+    command
+        .args(["mcp", "--api", api, "--name", "calc", "--"])
+        .arg(stdio_test_server())
+        .env_remove("LLMTAP_API_TOKEN")
+        .env_remove("LLMTAP_INVOCATION_ID")
+        .env_remove("LLMTAP_SESSION_ID")
+        .env_remove("LLMTAP_AGENT");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command
+}
+
+/// An rmcp client runs the stdio server through `llmtap mcp --`: every exchange is
+/// recorded in the run the environment names, with the same failures and durations
+/// as over HTTP.
+#[tokio::test]
+async fn mcp_over_stdio_through_the_wrapper_records_each_exchange() {
+    let dir = TempDir::new("mcpstdio");
+    let running = start_llmtap(test_config(dir.path(), "")).await;
+    let api = format!("http://{}", running.api_addr);
+    let command = wrapped_server(
+        &api,
+        &[
+            ("LLMTAP_INVOCATION_ID", "run-stdio"),
+            ("LLMTAP_AGENT", "tester"),
+            ("LLMTAP_SESSION_ID", "sess-stdio"),
+        ],
+    );
+    let transport = rmcp::transport::TokioChildProcess::new(command).unwrap();
+    let client = ClientConfig::default()
+        .with_protocol_version(ProtocolVersion::V_2025_11_25)
+        .serve(transport)
+        .await
+        .expect("the wrapped server answers");
+    let ok = client
+        .call_tool(call("add", json!({"a": 20, "b": 22})))
+        .await
+        .unwrap();
+    assert_eq!(ok.content[0].as_text().map(|t| t.text.as_str()), Some("42"));
+    assert_eq!(
+        client
+            .call_tool(call("fail", json!({})))
+            .await
+            .unwrap()
+            .is_error,
+        Some(true)
+    );
+    assert!(client.call_tool(call("reject", json!({}))).await.is_err());
+    let (slow, quick) = tokio::join!(
+        client.call_tool(call("sleep", json!({"ms": 2000}))),
+        client.call_tool(call("weather", json!({"city": "Bergen"}))),
+    );
+    slow.unwrap();
+    quick.unwrap();
+    client.cancel().await.unwrap();
+
+    let calls = run_calls(&running, "run-stdio", 5).await;
+    for c in &calls {
+        assert_eq!(
+            (c.kind.as_str(), c.provider.as_str(), c.round),
+            ("mcp", "calc", 0)
+        );
+        assert_eq!(c.metadata.agent.as_deref(), Some("tester"));
+        assert_eq!(c.metadata.session_id.as_deref(), Some("sess-stdio"));
+        let m = c.mcp.as_ref().unwrap();
+        assert_eq!(m.transport, "stdio");
+        assert!(m.session_id.as_deref().unwrap().starts_with("stdio_"));
+    }
+    let init = calls
+        .iter()
+        .find(|c| c.mcp.as_ref().unwrap().method.as_deref() == Some("initialize"))
+        .expect("initialize recorded");
+    assert_eq!(
+        init.mcp.as_ref().unwrap().server.as_ref().unwrap().name,
+        "rmcp"
+    );
+    let add = tool_call(&calls, "add");
+    assert_eq!(add.status, Some(CallStatus::Success));
+    let m = add.mcp.as_ref().unwrap();
+    assert_eq!(m.arguments, Some(json!({"a": 20, "b": 22})));
+    assert_eq!(m.result_text.as_deref(), Some("42"));
+    assert_eq!(
+        m.server.as_ref().unwrap().name,
+        "rmcp",
+        "the session's server"
+    );
+    assert_eq!(tool_call(&calls, "fail").status, Some(CallStatus::Failed));
+    assert!(tool_call(&calls, "fail").mcp.as_ref().unwrap().is_error);
+    let reject = tool_call(&calls, "reject");
+    assert_eq!(reject.status, Some(CallStatus::Failed));
+    assert_eq!(
+        reject.mcp.as_ref().unwrap().error.as_ref().unwrap().code,
+        -32602
+    );
+    let slow = tool_call(&calls, "sleep");
+    assert!(slow.latency_ms >= 2000.0, "{}", slow.latency_ms);
+    assert!(slow.latency_ms < 3000.0, "{}", slow.latency_ms);
+    let weather = tool_call(&calls, "weather");
+    assert!(
+        weather.latency_ms < 1000.0,
+        "ran beside the slow one: {}",
+        weather.latency_ms
+    );
+    running.shutdown().await.unwrap();
+}
+
+/// Raw lines through the wrapper: the client reads exactly what the server wrote, and
+/// with no llmtap to report to the server still works and the wrapper says once that
+/// capture is off.
+#[tokio::test]
+async fn the_stdio_wrapper_passes_bytes_unchanged_and_works_without_llmtap() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let input = concat!(
+        r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#,
+        "\n",
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        "\n",
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{"a":1,"b":2}}}"#,
+        "\n",
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"fail","arguments":{}}}"#,
+        "\n",
+        r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"reject","arguments":{}}}"#,
+        "\n",
+    );
+    async fn run(mut command: tokio::process::Command, input: &str) -> (Vec<u8>, String) {
+        let mut child = command
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        stdin.write_all(input.as_bytes()).await.unwrap();
+        // Read the three answers, then close stdin: the server exits.
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while out.iter().filter(|b| **b == b'\n').count() < 4 {
+            let n = tokio::time::timeout(Duration::from_secs(10), stdout.read(&mut buf))
+                .await
+                .expect("the server answers")
+                .unwrap();
+            assert!(
+                n > 0,
+                "stdout closed early: {}",
+                String::from_utf8_lossy(&out)
+            );
+            out.extend_from_slice(&buf[..n]);
+        }
+        drop(stdin);
+        let output = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        out.extend_from_slice(&output.stdout);
+        assert!(output.status.success(), "{:?}", output.status);
+        (out, String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+    let (direct, _) = run(tokio::process::Command::new(stdio_test_server()), input).await;
+    // Port 9 on loopback: nothing listens.
+    let (wrapped, stderr) = run(wrapped_server("http://127.0.0.1:9", &[]), input).await;
+    assert_eq!(
+        String::from_utf8_lossy(&wrapped),
+        String::from_utf8_lossy(&direct)
+    );
+    assert_eq!(wrapped, direct, "the client reads the server's bytes");
+    assert_eq!(stderr.matches("capture is off").count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("mcp_test_server: ready"),
+        "the server's stderr passes: {stderr}"
+    );
+}
+
+/// The report endpoint takes tokens like the read API, confines a tenant token's
+/// reports to its tenant, and bounds what it reads.
+#[tokio::test]
+async fn the_report_endpoint_is_authenticated_tenant_confined_and_bounded() {
+    let sha = llmtap::config::token_sha256_hex;
+    let toml = format!(
+        "[[api.tokens]]\nname = \"acme-agent\"\nrole = \"viewer\"\nsha256 = \"{}\"\ntenant = \"acme\"\n",
+        sha("acme-token")
+    );
+    let dir = TempDir::new("mcpingest");
+    let running = start_llmtap(test_config(dir.path(), &toml)).await;
+    let report = json!({
+        "server": "calc",
+        "session_id": "stdio_x",
+        "started_at_us": llmtap::timefmt::now_unix_us(),
+        "duration_us": 1500,
+        "request": r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","arguments":{"a":1,"b":1}}}"#,
+        "response": r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"2"}]}}"#,
+    })
+    .to_string();
+    let path = "/api/v1/ingest/mcp";
+    let anonymous = post_json(running.api_addr, path, &[], &report).await;
+    assert_eq!(anonymous.status, 401);
+    let auth = ("authorization", "Bearer acme-token");
+    let taken = post_json(
+        running.api_addr,
+        path,
+        &[
+            auth,
+            ("x-llmtap-tenant", "globex"),
+            ("x-llmtap-invocation-id", "run-t"),
+        ],
+        &report,
+    )
+    .await;
+    assert_eq!(taken.status, 200, "{:?}", taken.body);
+    let id = taken.json()["call_id"].as_str().unwrap().to_string();
+    let call = wait_call(&running, &id).await;
+    assert_eq!(
+        call.metadata.tenant.as_deref(),
+        Some("acme"),
+        "the token's tenant wins"
+    );
+    assert_eq!(call.invocation_id, "run-t@acme");
+    assert_eq!(call.latency_ms, 1.5);
+    assert_eq!(call.mcp.as_ref().unwrap().result_text.as_deref(), Some("2"));
+    // A viewer reading it back sees the tool, never its arguments or result.
+    let seen = send(
+        running.api_addr,
+        "GET",
+        &format!("/api/v1/calls/{id}"),
+        &[auth],
+        "",
+    )
+    .await;
+    let seen = seen.json();
+    assert_eq!(seen["mcp"]["tool"], "add");
+    assert!(
+        seen["mcp"].get("arguments").is_none_or(Value::is_null),
+        "{seen}"
+    );
+    assert!(
+        seen["mcp"].get("result_text").is_none_or(Value::is_null),
+        "{seen}"
+    );
+    assert!(seen["request_body"].is_null());
+
+    let bad = post_json(running.api_addr, path, &[auth], r#"{"server":"no spaces allowed","session_id":"s","started_at_us":1,"duration_us":1,"request":"{}"}"#).await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.json()["error"]["type"], "bad_body");
+    let huge = "x".repeat(llmtap::ingest::MAX_REPORT_BYTES + 1);
+    let too_large = post_json(running.api_addr, path, &[auth], &huge).await;
+    assert_eq!(too_large.status, 413);
+    running.shutdown().await.unwrap();
+}

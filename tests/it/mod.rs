@@ -7,6 +7,7 @@ mod chaos;
 mod cli;
 mod cost;
 mod hostile;
+mod intercept;
 mod lifecycle;
 mod mcp;
 pub mod mcp_tools;

@@ -456,6 +456,12 @@ pub struct TestPki {
 
 impl TestPki {
     pub fn new(ca_name: &str) -> TestPki {
+        TestPki::for_hosts(ca_name, &["localhost", "127.0.0.1"])
+    }
+
+    /// A CA and a server certificate for these names (the intercept tests' upstream
+    /// poses as the providers' real hosts).
+    pub fn for_hosts(ca_name: &str, hosts: &[&str]) -> TestPki {
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         ca_params
@@ -464,7 +470,7 @@ impl TestPki {
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let ca = ca_params.self_signed(&ca_key).unwrap();
         let params =
-            rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            rcgen::CertificateParams::new(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>())
                 .unwrap();
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
