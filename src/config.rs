@@ -82,6 +82,11 @@ pub struct RawIntercept {
 pub struct RawApi {
     #[serde(default)]
     pub tokens: Vec<RawApiToken>,
+    /// Connections the read API holds at once (default: an eighth of the open-file
+    /// budget, at most 1024).
+    pub max_connections: Option<usize>,
+    /// Read-API connections one client address may hold (default 64).
+    pub max_connections_per_ip: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +107,10 @@ pub struct RawServer {
     pub data_dir: Option<PathBuf>,
     pub extra_ca_file: Option<PathBuf>,
     pub connect_timeout_ms: Option<u64>,
+    /// Client connections the proxy listener holds at once (default: what the
+    /// open-file limit leaves, two descriptors per call).
+    pub max_connections: Option<usize>,
+    pub upstream_idle_timeout_ms: Option<u64>,
     pub first_byte_timeout_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
     pub shutdown_grace_ms: Option<u64>,
@@ -490,6 +499,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     pub extra_ca_file: Option<PathBuf>,
     pub connect_timeout: Duration,
+    /// An idle pooled upstream connection is closed after this.
+    pub upstream_idle_timeout: Duration,
     pub first_byte_timeout: Duration,
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
@@ -529,12 +540,26 @@ pub struct Config {
     pub providers: BTreeMap<String, Provider>,
     /// Read-API tokens; empty means no authentication, which is only allowed on loopback.
     pub api_tokens: Vec<ApiToken>,
+    /// Connection caps (`server.max_connections`, `api.max_connections`,
+    /// `api.max_connections_per_ip`); unset ones are derived from the open-file
+    /// limit at start (`conn_limit::ConnBudget`).
+    pub max_connections: Option<usize>,
+    pub api_max_connections: Option<usize>,
+    pub api_max_connections_per_ip: Option<usize>,
     /// OpenTelemetry export; `None` when off.
     pub otel: Option<crate::otel::OtelConfig>,
     /// `[server.resolve]`: upstream `host:port` (lowercase) to the address to connect to.
     pub resolve: BTreeMap<String, SocketAddr>,
     /// `[intercept]`: which CONNECT targets are decrypted and recorded.
     pub intercept: crate::intercept::InterceptConfig,
+}
+
+/// A count that must be at least 1 when set.
+fn positive(key: &str, value: Option<usize>) -> Result<Option<usize>, ConfigError> {
+    match value {
+        Some(0) => Err(invalid(key, 0, "must be at least 1")),
+        other => Ok(other),
+    }
 }
 
 fn lowercase_names(names: &[String]) -> Vec<String> {
@@ -810,6 +835,11 @@ impl RawConfig {
                 self.server.connect_timeout_ms,
                 10_000,
             )?,
+            upstream_idle_timeout: ms(
+                "server.upstream_idle_timeout_ms",
+                self.server.upstream_idle_timeout_ms,
+                90_000,
+            )?,
             first_byte_timeout: ms(
                 "server.first_byte_timeout_ms",
                 self.server.first_byte_timeout_ms,
@@ -866,6 +896,12 @@ impl RawConfig {
             prices_file: overrides.prices_file.clone().or(self.prices.file),
             providers,
             api_tokens,
+            max_connections: positive("server.max_connections", self.server.max_connections)?,
+            api_max_connections: positive("api.max_connections", self.api.max_connections)?,
+            api_max_connections_per_ip: positive(
+                "api.max_connections_per_ip",
+                self.api.max_connections_per_ip,
+            )?,
             otel,
             resolve,
             intercept,

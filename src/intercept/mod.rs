@@ -203,8 +203,12 @@ impl Intercept {
             public_only: true,
             allowed_names: allowed_names(&config),
         });
-        let client =
-            upstream::build_client_with(tls.clone(), policy.clone(), config.connect_timeout);
+        let client = upstream::build_client_with(
+            tls.clone(),
+            policy.clone(),
+            config.connect_timeout,
+            config.upstream_idle_timeout,
+        );
         let mut ws_tls = tls;
         ws_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Intercept {
@@ -465,7 +469,11 @@ async fn connect(
             Err(e) => return dial_refusal(&host, port, &conn, &e),
         };
         tracing::debug!(%host, port, client = %conn.client_addr, "tunnelling");
+        // A tunnel counts as a request in flight for its whole life: the connection's
+        // idle deadline must not cut a provider that is silent while it thinks.
+        let in_flight = conn.activity.begin();
         conn.upgrades.push(tokio::spawn(async move {
+            let _in_flight = in_flight;
             let Ok(upgraded) = on_upgrade.await else {
                 return;
             };
@@ -639,7 +647,9 @@ async fn websocket(
     };
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let upstream_upgrade = hyper::upgrade::on(&mut response);
+        let in_flight = conn.activity.begin();
         conn.upgrades.push(tokio::spawn(async move {
+            let _in_flight = in_flight;
             let (Ok(client), Ok(upstream)) = tokio::join!(client_upgrade, upstream_upgrade) else {
                 return;
             };

@@ -62,6 +62,10 @@ pub struct JournalOptions {
     /// Largest decoded size of a compressed body read before an opted-out body is
     /// dropped (`[capture] max_decoded_bytes`).
     pub max_decoded: u64,
+    /// Free space on the log's volume: below its critical level the log appends
+    /// nothing (calls are forwarded, counted, not recorded) so it never fills the
+    /// disk; it appends again once space is back (`store.critical_free_mb`).
+    pub disk: Option<Arc<crate::store::DiskGuard>>,
 }
 
 impl JournalOptions {
@@ -74,6 +78,7 @@ impl JournalOptions {
             handoff_bytes: HANDOFF_BYTES,
             redaction: crate::headers::Redaction::default(),
             max_decoded: crate::recorder::MAX_DECODED,
+            disk: None,
         }
     }
 }
@@ -251,6 +256,11 @@ pub fn open(options: JournalOptions, metrics: Arc<Metrics>) -> Result<Journal, J
                 segment_bytes: options.segment_bytes,
                 redaction: options.redaction,
                 max_decoded: options.max_decoded,
+                disk: options.disk.map(|guard| DiskWatch {
+                    guard,
+                    checked: None,
+                    appended: 0,
+                }),
                 handoff: handoff_tx,
             };
             appender.run(receiver);
@@ -329,7 +339,58 @@ struct Appender {
     segment_bytes: u64,
     redaction: crate::headers::Redaction,
     max_decoded: u64,
+    disk: Option<DiskWatch>,
     handoff: mpsc::Sender<Handoff>,
+}
+
+/// How often the log measures free space while appending, and while paused.
+const DISK_CHECK_EVERY: Duration = Duration::from_secs(1);
+const DISK_CHECK_PAUSED: Duration = Duration::from_millis(200);
+/// Bytes appended after which free space is measured again whatever the time.
+const DISK_CHECK_BYTES: u64 = 16 << 20;
+
+/// The log's view of free space on its volume.
+struct DiskWatch {
+    guard: Arc<crate::store::DiskGuard>,
+    checked: Option<std::time::Instant>,
+    appended: u64,
+}
+
+impl DiskWatch {
+    /// Whether the log must not append now: free space below the critical level.
+    fn paused(&mut self, metrics: &Metrics) -> bool {
+        let was = metrics.log_paused.load(Ordering::Relaxed) != 0;
+        let every = if was {
+            DISK_CHECK_PAUSED
+        } else {
+            DISK_CHECK_EVERY
+        };
+        let due = self.checked.is_none_or(|at| at.elapsed() >= every)
+            || self.appended >= DISK_CHECK_BYTES;
+        if !due {
+            return was;
+        }
+        self.checked = Some(std::time::Instant::now());
+        self.appended = 0;
+        let paused = self.guard.check() == crate::store::DiskLevel::CapturePaused;
+        if paused != was {
+            metrics
+                .log_paused
+                .store(u64::from(paused), Ordering::Relaxed);
+            if paused {
+                tracing::error!(
+                    free_bytes = self.guard.free_bytes(),
+                    "capture log: the disk is nearly full; calls are forwarded but NOT recorded until space is back"
+                );
+            } else {
+                tracing::warn!(
+                    free_bytes = self.guard.free_bytes(),
+                    "capture log: disk space is back; recording again"
+                );
+            }
+        }
+        paused
+    }
 }
 
 impl Appender {
@@ -395,6 +456,14 @@ impl Appender {
         let shared = self.shared.clone();
         let metrics = &shared.metrics;
         let taken = group.len() as u64;
+        if self.disk.as_mut().is_some_and(|disk| disk.paused(metrics)) {
+            // Forwarded, not recorded: the log never takes the volume's last space.
+            group.clear();
+            metrics.log_queue.fetch_sub(taken, Ordering::Relaxed);
+            metrics.backlog.fetch_sub(taken, Ordering::Relaxed);
+            metrics.log_paused_calls.fetch_add(taken, Ordering::Relaxed);
+            return;
+        }
         let base = shared.appended_end.load(Ordering::Acquire);
         buf.clear();
         written.clear();
@@ -438,6 +507,9 @@ impl Appender {
             return;
         }
         self.active.len += buf.len() as u64;
+        if let Some(disk) = self.disk.as_mut() {
+            disk.appended += buf.len() as u64;
+        }
         let end = base + buf.len() as u64;
         shared.appended_end.store(end, Ordering::Release);
         metrics.log_end.store(end, Ordering::Relaxed);

@@ -89,19 +89,20 @@ struct Rig {
 
 impl Rig {
     async fn start(extra_toml: &str) -> Rig {
-        let pki = TestPki::for_hosts("intercept test CA", UPSTREAM_HOSTS);
-        let mock = MockUpstream::start_with_tls(scripted, Some(tls_acceptor(&pki))).await;
-        Rig::start_with(pki, mock, extra_toml).await
+        Rig::start_with("", extra_toml).await
     }
 
-    async fn start_with(pki: TestPki, mock: MockUpstream, extra_toml: &str) -> Rig {
+    /// `server_toml`: more `[server]` keys; `extra_toml`: more tables.
+    async fn start_with(server_toml: &str, extra_toml: &str) -> Rig {
+        let pki = TestPki::for_hosts("intercept test CA", UPSTREAM_HOSTS);
+        let mock = MockUpstream::start_with_tls(scripted, Some(tls_acceptor(&pki))).await;
         let data = TempDir::new("intercept");
         let files = TempDir::new("intercept-pki");
         let upstream_ca = files.path().join("upstream-ca.pem");
         std::fs::write(&upstream_ca, &pki.ca_pem).unwrap();
         let port = mock.addr.port();
         let toml = format!(
-            "extra_ca_file = \"{}\"\n[server.resolve]\n\"api.openai.com:443\" = \"127.0.0.1:{port}\"\n\"api.anthropic.com:443\" = \"127.0.0.1:{port}\"\n\"upstream.test:443\" = \"127.0.0.1:{port}\"\n{extra_toml}",
+            "extra_ca_file = \"{}\"\n{server_toml}\n[server.resolve]\n\"api.openai.com:443\" = \"127.0.0.1:{port}\"\n\"api.anthropic.com:443\" = \"127.0.0.1:{port}\"\n\"upstream.test:443\" = \"127.0.0.1:{port}\"\n{extra_toml}",
             upstream_ca.display()
         );
         let config = test_config(data.path(), &toml);
@@ -532,7 +533,8 @@ async fn http1_over<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
 
 #[tokio::test]
 async fn other_hosts_are_tunnelled_untouched_and_not_recorded() {
-    let rig = Rig::start("").await;
+    // A short client idle deadline: a tunnel must outlive it while nothing moves.
+    let rig = Rig::start_with("client_idle_timeout_ms = 300", "").await;
     let (status, tunnel) = connect(rig.running.proxy_addr, "upstream.test:443", "").await;
     assert_eq!(status, 200);
     // This client trusts only the upstream's CA, not llmtap's: the handshake succeeds,
@@ -547,6 +549,8 @@ async fn other_hosts_are_tunnelled_untouched_and_not_recorded() {
     let upstream_cert: rustls_pki_types::CertificateDer =
         rustls_pki_types::pem::PemObject::from_pem_slice(rig.pki.cert_pem.as_bytes()).unwrap();
     assert_eq!(seen, upstream_cert);
+    // Silent for longer than the idle deadline (a model thinking): the tunnel stays.
+    tokio::time::sleep(Duration::from_millis(900)).await;
     let response = http1_over(
         &mut tls,
         &format!(
@@ -592,6 +596,43 @@ async fn connect_to_loopback_private_addresses_and_other_ports_is_refused() {
     assert_eq!(connect(proxy, "localhost:443", "").await.0, 403);
     // Allowed by name in [server.resolve], loopback included.
     assert_eq!(connect(proxy, "upstream.test:443", "").await.0, 200);
+    rig.running.shutdown().await.unwrap();
+
+    // With every host intercepted, the same rules hold before anything is decrypted,
+    // and a host no provider serves is recorded as a plain HTTP call.
+    let rig = Rig::start("[intercept]\nhosts = [\"*\"]\n").await;
+    let proxy = rig.running.proxy_addr;
+    assert_eq!(connect(proxy, "127.0.0.1:443", "").await.0, 403);
+    assert_eq!(connect(proxy, "10.1.2.3:443", "").await.0, 403);
+    assert_eq!(connect(proxy, "localhost:443", "").await.0, 403);
+    let (status, tunnel) = connect(proxy, "upstream.test:443", "").await;
+    assert_eq!(status, 200);
+    let name = rustls_pki_types::ServerName::try_from("upstream.test").unwrap();
+    let mut tls = client_tls(&rig.llmtap_ca, &[b"http/1.1"])
+        .connect(name, tunnel)
+        .await
+        .expect("llmtap's leaf for upstream.test");
+    let body = openai_body(false);
+    let response = http1_over(
+        &mut tls,
+        &format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: upstream.test\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await;
+    let id = response
+        .lines()
+        .find_map(|l| l.strip_prefix("x-llmtap-call-id: "))
+        .unwrap_or_else(|| panic!("{response}"))
+        .trim()
+        .to_string();
+    let record = wait_call(&rig.running, &id).await;
+    assert_eq!(
+        (record.provider.as_str(), record.kind.as_str()),
+        ("upstream.test", "http")
+    );
+    assert_eq!(record.upstream_host, "upstream.test");
     rig.running.shutdown().await.unwrap();
 
     // With the default ports, 127.0.0.1:22 is refused for its port alone.
