@@ -372,6 +372,10 @@ fn argument_strings(arguments: &Value, out: &mut Vec<String>) {
 /// name; else the only one whose argument values all appear in the call's path and
 /// query. A join by name or arguments is exact; several candidates join none.
 fn join_tool_call(requested: &[RequestedTool], seen: &CallRecord) -> Option<usize> {
+    if seen.mcp.as_ref().is_some_and(|m| m.tool.is_none()) {
+        // An MCP exchange that calls no tool (initialize, tools/list, notifications).
+        return None;
+    }
     if requested.len() == 1 {
         return Some(0);
     }

@@ -639,3 +639,152 @@ async fn the_report_endpoint_is_authenticated_tenant_confined_and_bounded() {
     assert_eq!(too_large.status, 413);
     running.shutdown().await.unwrap();
 }
+
+/// One agent run: the model asks for two tools, the agent calls them on an MCP server
+/// through llmtap, and sends their results in the next round. The run shows both
+/// tool calls, in order, between the two rounds, with their durations and results, in
+/// the read API (which the page and the CLI's `show` read), the CSV export and the
+/// OpenTelemetry spans.
+#[tokio::test]
+async fn an_agent_run_shows_its_mcp_tool_calls_between_the_rounds() {
+    const ASKS_FOR_TOOLS: &str = r#"{"id":"x","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_w","type":"function","function":{"name":"weather","arguments":"{\"city\":\"Oslo\"}"}},{"id":"call_t","type":"function","function":{"name":"time","arguments":"{\"city\":\"Oslo\"}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":20,"completion_tokens":10,"total_tokens":30}}"#;
+    const ANSWERS: &str = r#"{"id":"y","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Sunny, noon."},"finish_reason":"stop"}],"usage":{"prompt_tokens":40,"completion_tokens":4,"total_tokens":44}}"#;
+    let llm = MockUpstream::start(|req| {
+        if String::from_utf8_lossy(&req.body).contains("call_w") {
+            MockResponse::json(200, ANSWERS)
+        } else {
+            MockResponse::json(200, ASKS_FOR_TOOLS)
+        }
+    })
+    .await;
+    let server = serve_tools(json_answers()).await;
+    let dir = TempDir::new("mcpe2e");
+    let running = llmtap_before(server, &dir, &provider_toml("llm", "openai", &llm.url())).await;
+    let run = [
+        ("x-llmtap-invocation-id", "run-e2e"),
+        ("x-llmtap-agent", "planner"),
+    ];
+    let r1 = post_json(
+        running.proxy_addr,
+        "/llm/v1/chat/completions",
+        &run,
+        r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Weather and time in Oslo?"}]}"#,
+    )
+    .await;
+    assert_eq!(r1.status, 200);
+    let client = client_through(&running, "run-e2e", None).await;
+    let weather = client
+        .call_tool(call("weather", json!({"city": "Oslo"})))
+        .await
+        .unwrap();
+    let time = client
+        .call_tool(call("time", json!({"city": "Oslo"})))
+        .await
+        .unwrap();
+    client.cancel().await.unwrap();
+    let text = |r: &rmcp::model::CallToolResult| r.content[0].as_text().unwrap().text.clone();
+    let second = json!({"model": "gpt-4o-mini", "messages": [
+        {"role": "user", "content": "Weather and time in Oslo?"},
+        {"role": "assistant", "content": null, "tool_calls": [
+            {"id": "call_w", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Oslo\"}"}},
+            {"id": "call_t", "type": "function", "function": {"name": "time", "arguments": "{\"city\":\"Oslo\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_w", "content": text(&weather)},
+        {"role": "tool", "tool_call_id": "call_t", "content": text(&time)}]});
+    let r2 = post_json(
+        running.proxy_addr,
+        "/llm/v1/chat/completions",
+        &run,
+        &second.to_string(),
+    )
+    .await;
+    assert_eq!(r2.status, 200);
+    wait_invocation(&running, "run-e2e", 2).await;
+    run_calls(&running, "run-e2e", 2).await;
+
+    let v = api_get(&running, "/api/v1/invocations/run-e2e")
+        .await
+        .json();
+    let steps: Vec<(String, Option<String>)> = v["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["kind"] == "llm" || t["mcp"]["method"] == "tools/call")
+        .map(|t| {
+            (
+                t["kind"].as_str().unwrap().to_string(),
+                t["mcp"]["tool"].as_str().map(str::to_string),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("llm".to_string(), None),
+            ("mcp".to_string(), Some("weather".to_string())),
+            ("mcp".to_string(), Some("time".to_string())),
+            ("llm".to_string(), None),
+        ],
+        "{v}"
+    );
+    let tools: Vec<&Value> = v["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["mcp"]["method"] == "tools/call")
+        .collect();
+    for (t, result) in tools.iter().zip(["sunny in Oslo", "12:00 in Oslo"]) {
+        assert_eq!(t["after_round"], 1);
+        assert_eq!(t["status"], "success");
+        assert!(t["duration_ms"].as_f64().unwrap() > 0.0);
+        assert_eq!(t["mcp"]["arguments"], json!({"city": "Oslo"}));
+        assert_eq!(t["mcp"]["result_text"], result);
+        // Stateless (protocol 2026-07-28): no initialize names the server; the provider does.
+        assert_eq!(t["provider"], "tools");
+    }
+    // The round that asked for them joins each MCP call made in its gap to the tool
+    // call it answers, by tool name and arguments (`agent_loop::describe`).
+    for (i, t) in tools.iter().enumerate() {
+        assert_eq!(
+            v["rounds"][0]["tool_calls"][i]["http_call_ids"],
+            json!([t["call_id"]]),
+            "{v}"
+        );
+    }
+    let gap = &v["gaps"][0];
+    assert_eq!(gap["kind"], "tool");
+    let joined: Vec<(&str, &str)> = gap["tool_calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| Some((t["tool"].as_str()?, t["joined_to"].as_str()?)))
+        .collect();
+    assert_eq!(joined, [("weather", "call_w"), ("time", "call_t")], "{gap}");
+    assert_eq!(v["round_count"], 2);
+
+    // CSV: the MCP calls carry their tool.
+    let csv = api_get(&running, "/api/v1/calls.csv?provider=tools").await;
+    let csv_text = String::from_utf8_lossy(&csv.body);
+    assert!(
+        csv_text
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with("kind,error_type,mcp_method,tool,input"),
+        "{csv_text}"
+    );
+    assert!(csv_text.contains(",mcp,,tools/call,weather,"), "{csv_text}");
+
+    // OpenTelemetry: each MCP tool call is its tool's span, with the MCP timing.
+    let inv = invocation(&running, "run-e2e").unwrap();
+    let mut calls = run_calls(&running, "run-e2e", 2).await;
+    calls.sort_by_key(|c| c.started_at_us);
+    let spans = llmtap::otel::spans::invocation_spans(&inv, &calls, &Default::default());
+    let tool_spans: Vec<&str> = spans
+        .iter()
+        .map(|s| s.name.as_str())
+        .filter(|n| n.starts_with("execute_tool"))
+        .collect();
+    assert_eq!(tool_spans, ["execute_tool weather", "execute_tool time"]);
+
+    running.shutdown().await.unwrap();
+}
