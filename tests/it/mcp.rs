@@ -630,6 +630,24 @@ async fn the_report_endpoint_is_authenticated_tenant_confined_and_bounded() {
         "{seen}"
     );
     assert!(seen["request_body"].is_null());
+    // The same in the run's timeline: the tool, its duration and status, no content.
+    wait_invocation(&running, "run-t@acme", 0).await;
+    let run = send(
+        running.api_addr,
+        "GET",
+        "/api/v1/invocations/run-t",
+        &[auth],
+        "",
+    )
+    .await;
+    assert_eq!(run.status, 200, "{:?}", run.body);
+    let entry = &run.json()["timeline"][0];
+    assert_eq!(entry["kind"], "mcp");
+    assert_eq!(entry["mcp"]["tool"], "add");
+    assert_eq!(entry["duration_ms"], 1.5);
+    assert_eq!(entry["status"], "success");
+    assert!(entry["mcp"].get("arguments").is_none(), "{entry}");
+    assert!(entry["mcp"].get("result_text").is_none(), "{entry}");
 
     let bad = post_json(running.api_addr, path, &[auth], r#"{"server":"no spaces allowed","session_id":"s","started_at_us":1,"duration_us":1,"request":"{}"}"#).await;
     assert_eq!(bad.status, 400);
