@@ -82,6 +82,11 @@ pub struct RawIntercept {
 pub struct RawApi {
     #[serde(default)]
     pub tokens: Vec<RawApiToken>,
+    /// Connections the read API holds at once (default: an eighth of the open-file
+    /// budget, at most 1024).
+    pub max_connections: Option<usize>,
+    /// Read-API connections one client address may hold (default 64).
+    pub max_connections_per_ip: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +107,10 @@ pub struct RawServer {
     pub data_dir: Option<PathBuf>,
     pub extra_ca_file: Option<PathBuf>,
     pub connect_timeout_ms: Option<u64>,
+    /// Client connections the proxy listener holds at once (default: what the
+    /// open-file limit leaves, two descriptors per call).
+    pub max_connections: Option<usize>,
+    pub upstream_idle_timeout_ms: Option<u64>,
     pub first_byte_timeout_ms: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
     pub shutdown_grace_ms: Option<u64>,
@@ -129,6 +138,7 @@ pub struct RawCapture {
     pub max_decoded_bytes: Option<u64>,
     pub decode_budget_bytes: Option<u64>,
     pub request_buffer_total_bytes: Option<usize>,
+    pub memory_budget_bytes: Option<usize>,
     #[serde(default)]
     pub redact_query_params: Vec<String>,
     #[serde(default)]
@@ -490,6 +500,8 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     pub extra_ca_file: Option<PathBuf>,
     pub connect_timeout: Duration,
+    /// An idle pooled upstream connection is closed after this.
+    pub upstream_idle_timeout: Duration,
     pub first_byte_timeout: Duration,
     pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
@@ -508,6 +520,8 @@ pub struct Config {
     pub decode_budget_bytes: u64,
     /// Request bytes held at once, across all requests, while reading bodies to rewrite them.
     pub request_buffer_total_bytes: usize,
+    /// Captured bytes all in-flight calls hold together (`capture::MemoryBudget`).
+    pub capture_memory_budget: usize,
     /// Secret names beyond the built-in lists (lowercase, matched after percent-decoding).
     pub redact_query_params: Vec<String>,
     pub redact_headers: Vec<String>,
@@ -529,12 +543,26 @@ pub struct Config {
     pub providers: BTreeMap<String, Provider>,
     /// Read-API tokens; empty means no authentication, which is only allowed on loopback.
     pub api_tokens: Vec<ApiToken>,
+    /// Connection caps (`server.max_connections`, `api.max_connections`,
+    /// `api.max_connections_per_ip`); unset ones are derived from the open-file
+    /// limit at start (`conn_limit::ConnBudget`).
+    pub max_connections: Option<usize>,
+    pub api_max_connections: Option<usize>,
+    pub api_max_connections_per_ip: Option<usize>,
     /// OpenTelemetry export; `None` when off.
     pub otel: Option<crate::otel::OtelConfig>,
     /// `[server.resolve]`: upstream `host:port` (lowercase) to the address to connect to.
     pub resolve: BTreeMap<String, SocketAddr>,
     /// `[intercept]`: which CONNECT targets are decrypted and recorded.
     pub intercept: crate::intercept::InterceptConfig,
+}
+
+/// A count that must be at least 1 when set.
+fn positive(key: &str, value: Option<usize>) -> Result<Option<usize>, ConfigError> {
+    match value {
+        Some(0) => Err(invalid(key, 0, "must be at least 1")),
+        other => Ok(other),
+    }
 }
 
 fn lowercase_names(names: &[String]) -> Vec<String> {
@@ -810,6 +838,11 @@ impl RawConfig {
                 self.server.connect_timeout_ms,
                 10_000,
             )?,
+            upstream_idle_timeout: ms(
+                "server.upstream_idle_timeout_ms",
+                self.server.upstream_idle_timeout_ms,
+                90_000,
+            )?,
             first_byte_timeout: ms(
                 "server.first_byte_timeout_ms",
                 self.server.first_byte_timeout_ms,
@@ -848,6 +881,10 @@ impl RawConfig {
                 .capture
                 .request_buffer_total_bytes
                 .unwrap_or(256 << 20),
+            capture_memory_budget: self
+                .capture
+                .memory_budget_bytes
+                .unwrap_or(crate::capture::DEFAULT_MEMORY_BUDGET),
             redact_query_params: lowercase_names(&self.capture.redact_query_params),
             redact_headers: lowercase_names(&self.capture.redact_headers),
             group_by_traceparent: self.capture.group_by_traceparent.unwrap_or(true),
@@ -866,6 +903,12 @@ impl RawConfig {
             prices_file: overrides.prices_file.clone().or(self.prices.file),
             providers,
             api_tokens,
+            max_connections: positive("server.max_connections", self.server.max_connections)?,
+            api_max_connections: positive("api.max_connections", self.api.max_connections)?,
+            api_max_connections_per_ip: positive(
+                "api.max_connections_per_ip",
+                self.api.max_connections_per_ip,
+            )?,
             otel,
             resolve,
             intercept,

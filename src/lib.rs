@@ -7,6 +7,7 @@ pub mod api;
 pub mod capture;
 pub mod config;
 pub mod conn_guard;
+pub mod conn_limit;
 pub mod cost;
 pub mod credentials;
 pub mod forward;

@@ -324,8 +324,11 @@ fn otel_export(from: &str, to: &str, args: ConfigArgs) -> anyhow::Result<()> {
     )?;
     let store =
         llmtap::store::Store::open_with(&config.data_dir, llmtap::server::store_options(&config)?)?;
-    let client =
-        llmtap::upstream::build_client(config.extra_ca_file.as_deref(), config.connect_timeout)?;
+    let client = llmtap::upstream::build_client(
+        config.extra_ca_file.as_deref(),
+        config.connect_timeout,
+        config.upstream_idle_timeout,
+    )?;
     let options = llmtap::server::otel_span_options(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -37,6 +37,10 @@ pub struct Metrics {
     /// loses the records in it, never those after it), and their bytes.
     pub log_damaged: AtomicU64,
     pub log_damaged_bytes: AtomicU64,
+    /// 1 while the capture log appends nothing because its volume is nearly full.
+    pub log_paused: AtomicU64,
+    /// Calls forwarded but not recorded while the capture log was paused.
+    pub log_paused_calls: AtomicU64,
     /// OpenTelemetry spans dropped: queue full, export failed, or still queued at shutdown.
     pub otel_dropped: AtomicU64,
     pub otel_exported: AtomicU64,
@@ -44,6 +48,10 @@ pub struct Metrics {
     /// Stored batches the OpenTelemetry builder skipped because it fell behind.
     pub otel_lagged_batches: AtomicU64,
     requests: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// The in-flight capture budget, for its held/cuts lines.
+    capture_budget: std::sync::OnceLock<std::sync::Arc<crate::capture::MemoryBudget>>,
+    /// Each listener's connection slots, for the open/capacity/refused lines.
+    listeners: Mutex<Vec<(&'static str, std::sync::Arc<crate::conn_limit::Slots>)>>,
     latency: Mutex<Histogram>,
 }
 
@@ -55,6 +63,22 @@ struct Histogram {
 }
 
 impl Metrics {
+    /// Reports the in-flight capture budget in `/metrics`.
+    pub fn watch_capture_budget(&self, budget: std::sync::Arc<crate::capture::MemoryBudget>) {
+        let _ = self.capture_budget.set(budget);
+    }
+
+    /// Reports a listener's connections in `/metrics`.
+    pub fn watch_listener(
+        &self,
+        name: &'static str,
+        slots: std::sync::Arc<crate::conn_limit::Slots>,
+    ) {
+        if let Ok(mut listeners) = self.listeners.lock() {
+            listeners.push((name, slots));
+        }
+    }
+
     pub fn add(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -93,6 +117,49 @@ impl Metrics {
                     out,
                     "llmtap_requests_total{{provider=\"{provider}\",status=\"{status}\"}} {n}"
                 );
+            }
+        }
+        if let Some(budget) = self.capture_budget.get() {
+            let _ = writeln!(
+                out,
+                "# HELP llmtap_capture_memory_bytes Captured bytes in-flight calls hold now (capture.memory_budget_bytes bounds them).\n# TYPE llmtap_capture_memory_bytes gauge\nllmtap_capture_memory_bytes {}\n# HELP llmtap_capture_memory_budget_bytes capture.memory_budget_bytes.\n# TYPE llmtap_capture_memory_budget_bytes gauge\nllmtap_capture_memory_budget_bytes {}",
+                budget.held(),
+                budget.limit
+            );
+            counter(
+                &mut out,
+                "llmtap_capture_budget_cuts_total",
+                "Captures cut (truncated, marked) because in-flight captures held the memory budget; forwarding was untouched.",
+                budget.cuts.load(Ordering::Relaxed),
+            );
+        }
+        if let Ok(listeners) = self.listeners.lock() {
+            for (head, help, kind) in [
+                (
+                    "llmtap_connections_open",
+                    "Client connections held, by listener.",
+                    "gauge",
+                ),
+                (
+                    "llmtap_connections_capacity",
+                    "Client connections a listener may hold (conn_limit).",
+                    "gauge",
+                ),
+                (
+                    "llmtap_connections_refused_total",
+                    "Read-API connections closed at once because their address held its share.",
+                    "counter",
+                ),
+            ] {
+                let _ = writeln!(out, "# HELP {head} {help}\n# TYPE {head} {kind}");
+                for (name, slots) in listeners.iter() {
+                    let value = match kind {
+                        "counter" => slots.refused.load(Ordering::Relaxed),
+                        _ if head.ends_with("open") => slots.open() as u64,
+                        _ => slots.capacity as u64,
+                    };
+                    let _ = writeln!(out, "{head}{{listener=\"{name}\"}} {value}");
+                }
             }
         }
         counter(
@@ -154,6 +221,17 @@ impl Metrics {
             "llmtap_log_torn_records_total",
             "Torn or corrupt capture log records skipped (a crash in the middle of a write).",
             get(&self.log_torn),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP llmtap_capture_paused 1 while the capture log records nothing because its volume is nearly full (store.critical_free_mb).\n# TYPE llmtap_capture_paused gauge\nllmtap_capture_paused {}",
+            get(&self.log_paused)
+        );
+        counter(
+            &mut out,
+            "llmtap_capture_paused_calls_total",
+            "Calls forwarded but not recorded while the capture log was paused for disk space.",
+            get(&self.log_paused_calls),
         );
         counter(
             &mut out,

@@ -10,6 +10,7 @@ use crate::api::{self, ApiState};
 use crate::capture::CallSink;
 use crate::config::Config;
 use crate::conn_guard::{ConnActivity, ConnLimits, GuardedIo, InFlightBody};
+use crate::conn_limit::{self, Slots};
 use crate::cost::PriceTable;
 use crate::forward::{self, ProxyState, RoundCounter};
 use crate::intercept::{self, Intercept, ProxyConn, Upgrades};
@@ -38,6 +39,8 @@ pub struct Running {
     pub proxy_addr: SocketAddr,
     pub api_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
+    /// Free space as the capture log sees it (tests replace its probe).
+    pub log_disk: Arc<store::DiskGuard>,
     pub writer_control: Arc<WriterControl>,
     pub prices: SharedPrices,
     pub store: Store,
@@ -88,8 +91,23 @@ pub fn load_prices(config: &Config) -> anyhow::Result<PriceTable> {
 
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let config = Arc::new(config);
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    private_data_dir(&config.data_dir)?;
+    let open_files = conn_limit::raise_open_file_limit();
+    let budget = conn_limit::ConnBudget::new(
+        open_files,
+        config.max_connections,
+        config.api_max_connections,
+        config.api_max_connections_per_ip,
+    );
+    tracing::info!(
+        open_files,
+        proxy = budget.proxy,
+        api = budget.api,
+        api_per_address = budget.api_per_address,
+        "connection limits"
+    );
+    let proxy_slots = conn_limit::Slots::new(budget.proxy, None);
+    let api_slots = conn_limit::Slots::new(budget.api, Some(budget.api_per_address));
     let store_options = store_options(&config)?;
     let prices: SharedPrices = Arc::new(RwLock::new(Arc::new(load_prices(&config)?)));
     let metrics = Arc::new(Metrics::default());
@@ -101,17 +119,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             ..upstream::DialPolicy::default()
         }),
         config.connect_timeout,
+        config.upstream_idle_timeout,
     );
     let tls = match &config.tls {
         Some(files) => Some(tls_acceptor(&files.cert, &files.key)?),
         None => None,
     };
 
-    let proxy_listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let api_listener = TcpListener::bind(config.api_listen)
-        .await
+    let proxy_listener =
+        listen(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
+    let api_listener = listen(config.api_listen)
         .with_context(|| format!("cannot listen on {} (API)", config.api_listen))?;
     let proxy_addr = proxy_listener.local_addr()?;
     let api_addr = api_listener.local_addr()?;
@@ -129,6 +146,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         extra_query_params: config.redact_query_params.clone(),
     };
     journal_options.max_decoded = config.max_decoded_bytes;
+    let log_disk = Arc::new(store::DiskGuard::new(
+        &config.data_dir,
+        config.storage.min_free_mb,
+        config.storage.critical_free_mb,
+    ));
+    journal_options.disk = Some(log_disk.clone());
+    let capture_budget = crate::capture::MemoryBudget::new(config.capture_memory_budget);
+    metrics.watch_capture_budget(capture_budget.clone());
     let Journal {
         sender,
         appender,
@@ -141,12 +166,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         sink: Arc::new(CallSink {
             sender,
             metrics: metrics.clone(),
+            budget: capture_budget.clone(),
         }),
         metrics: metrics.clone(),
         rounds: RoundCounter::default(),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let grace = config.shutdown_grace;
+    metrics.watch_listener("proxy", proxy_slots.clone());
+    metrics.watch_listener("api", api_slots.clone());
     let intercept = Arc::new(Intercept::new(
         config.clone(),
         store_options.keys.clone(),
@@ -154,6 +182,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     )?);
     let proxy_task = tokio::spawn(proxy_accept_loop(
         proxy_listener,
+        proxy_slots,
         state.clone(),
         intercept,
         tls,
@@ -164,6 +193,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let api_slot: Arc<OnceLock<Arc<ApiState>>> = Arc::default();
     let api_task = tokio::spawn(api_accept_loop(
         api_listener,
+        api_slots,
         api_slot.clone(),
         shutdown_rx,
         conn_limits(&config),
@@ -250,6 +280,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         proxy_addr,
         api_addr,
         metrics,
+        log_disk,
         writer_control,
         prices,
         store,
@@ -262,6 +293,22 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         otel,
         _relay: relay,
     })
+}
+
+/// Creates `data_dir` readable by this user only (0700, also an existing one made
+/// by an older llmtap with 0755), and makes every file this process creates from
+/// now on 0600: the capture log, sled's files and attachments hold prompts.
+/// sled creates its own files, so the process's umask is the one place to say it.
+fn private_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot make data directory {} private", dir.display()))
 }
 
 /// Opens the configured store: sled in `data_dir`, or the shared PostgreSQL (schema
@@ -352,8 +399,39 @@ impl Running {
     }
 }
 
+/// Clients that wait in the kernel's queue while a listener holds all its
+/// connections (`conn_limit`): a burst of agents waits rather than being refused.
+const ACCEPT_QUEUE: u32 = 4096;
+
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_QUEUE)
+}
+
+/// Accepts a connection once the listener has a slot for it (`conn_limit`): a
+/// full listener leaves new clients in the kernel's accept queue.
+async fn accept_within(
+    listener: &TcpListener,
+    slots: &Slots,
+) -> std::io::Result<(
+    tokio::net::TcpStream,
+    std::net::SocketAddr,
+    tokio::sync::OwnedSemaphorePermit,
+)> {
+    let permit = slots.reserve().await;
+    let (stream, addr) = listener.accept().await?;
+    Ok((stream, addr, permit))
+}
+
 async fn proxy_accept_loop(
     listener: TcpListener,
+    slots: Arc<Slots>,
     state: Arc<ProxyState>,
     intercept: Arc<Intercept>,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -363,15 +441,18 @@ async fn proxy_accept_loop(
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, addr) = match accepted {
-                    Ok(pair) => pair,
+            accepted = accept_within(&listener, &slots) => {
+                let (stream, addr, permit) = match accepted {
+                    Ok(accepted) => accepted,
                     Err(e) => {
                         // Out of file descriptors and similar: back off, keep serving.
                         tracing::warn!(error = %e, "accept failed");
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         continue;
                     }
+                };
+                let Some(slot) = slots.admit(permit, addr.ip()) else {
+                    continue;
                 };
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
@@ -380,6 +461,7 @@ async fn proxy_accept_loop(
                 let shutdown = shutdown.clone();
                 let limits = conn_limits(&state.config);
                 connections.spawn(async move {
+                    let _slot = slot;
                     let activity = Arc::new(ConnActivity::default());
                     let stream = GuardedIo::new(stream, limits, activity.clone());
                     // CONNECT tunnels outlive the request that opened them: this task
@@ -479,6 +561,7 @@ fn conn_limits(config: &Config) -> ConnLimits {
 
 async fn api_accept_loop(
     listener: TcpListener,
+    slots: Arc<Slots>,
     state: Arc<OnceLock<Arc<ApiState>>>,
     mut shutdown: watch::Receiver<bool>,
     limits: ConnLimits,
@@ -487,14 +570,19 @@ async fn api_accept_loop(
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else {
+            accepted = accept_within(&listener, &slots) => {
+                let Ok((stream, addr, permit)) = accepted else {
                     tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                // An address holding its share is closed at once (counted).
+                let Some(slot) = slots.admit(permit, addr.ip()) else {
                     continue;
                 };
                 let state = state.clone();
                 let metrics = metrics.clone();
                 connections.spawn(async move {
+                    let _slot = slot;
                     let activity = Arc::new(ConnActivity::default());
                     let stream = GuardedIo::new(stream, limits, activity.clone());
                     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {

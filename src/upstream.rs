@@ -38,12 +38,14 @@ pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
 pub fn build_client(
     extra_ca_file: Option<&Path>,
     connect_timeout: Duration,
+    idle_timeout: Duration,
 ) -> Result<UpstreamClient, UpstreamSetupError> {
     let tls = tls_client_config(extra_ca_file)?;
     Ok(build_client_with(
         tls,
         Arc::new(DialPolicy::default()),
         connect_timeout,
+        idle_timeout,
     ))
 }
 
@@ -83,6 +85,7 @@ pub fn build_client_with(
     tls: rustls::ClientConfig,
     policy: Arc<DialPolicy>,
     connect_timeout: Duration,
+    idle_timeout: Duration,
 ) -> UpstreamClient {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
@@ -98,7 +101,10 @@ pub fn build_client_with(
         .wrap_connector(DialConnector { http, policy });
 
     Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
+        // Without a timer the pool drops an expired connection only when it next
+        // looks at that host, so a burst's connections stayed open for good.
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .pool_idle_timeout(idle_timeout)
         .pool_max_idle_per_host(1024)
         .build(https)
 }

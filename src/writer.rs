@@ -25,6 +25,10 @@ const MAX_BATCH: usize = 512;
 pub const DEFAULT_BATCH_LINGER: Duration = Duration::from_millis(20);
 /// How long the writer waits for a record before it looks at the log again.
 const IDLE_WAIT: Duration = Duration::from_millis(250);
+/// How long the capture log must be quiet, with everything in it stored, before
+/// its segment is sealed and deleted (calls leave the log within seconds).
+pub const LOG_SEAL_IDLE: Duration = Duration::from_secs(2);
+
 /// How long the writer remembers an invocation's round offset without hearing of it.
 const ROUND_BASE_IDLE: Duration = Duration::from_secs(3600);
 
@@ -125,6 +129,18 @@ pub fn spawn(
                     }
                     if let Some(on_idle) = IDLE_HOOK.get() {
                         on_idle();
+                    }
+                    // Quiet and wholly applied: the log's segment goes now, not
+                    // when 64 MiB more have been written.
+                    let applied = feed.position();
+                    if !replaying && feed.seal(applied, LOG_SEAL_IDLE) {
+                        match state.store.flush() {
+                            Ok(_) => feed.retire(applied),
+                            Err(e) => {
+                                Metrics::add(&state.metrics.store_errors);
+                                tracing::error!(error = %e, "store flush failed; applied log segments are kept");
+                            }
+                        }
                     }
                     continue;
                 }

@@ -498,9 +498,11 @@ export async function runDetail(cell, id, ctx, openRound, { quiet = false } = {}
 }
 
 /**
- * The waterfall: one bar per round (and per tool HTTP call when the API lists them)
- * on a shared time axis, time to first token marked on each bar, and the gaps
- * between rounds, which are the agent's tool time, drawn and labelled.
+ * The waterfall: one bar per round (and per tool HTTP call and MCP request when the
+ * API lists them) on a shared time axis, time to first token marked on each bar, and
+ * the gaps between rounds, which are the agent's tool time, drawn and labelled. An
+ * MCP tool call is labelled with its tool and server and drawn red when it failed;
+ * notifications and the server's long-lived event stream are left out.
  */
 function waterfall(detail, onPick) {
   const entries = (detail.rounds || []).map((r) => {
@@ -508,10 +510,19 @@ function waterfall(detail, onPick) {
     return { kind: "llm", round: r.round, start, end: start + (r.latency_ms || 0), ttft: r.ttft_ms, status: r.status, label: `r${r.round}`, tools: r.tool_calls || [] };
   });
   for (const t of detail.timeline || []) {
-    if (t.kind !== "http") continue;
+    if (t.kind !== "http" && t.kind !== "mcp") continue;
     const start = new Date(t.started_at).getTime();
     const duration = t.duration_ms ?? t.latency_ms ?? 0;
-    entries.push({ kind: "http", start, end: start + duration, status: t.status, label: "http", title: `${t.provider || "tool"} ${t.path || ""}`.trim() });
+    if (t.kind === "http") {
+      entries.push({ kind: "http", start, end: start + duration, status: t.status, label: "http", title: `${t.provider || "tool"} ${t.path || ""}`.trim() });
+      continue;
+    }
+    const mcp = t.mcp || {};
+    if (!mcp.method || mcp.method.startsWith("notifications/")) continue;
+    const server = (mcp.server && mcp.server.name) || t.provider || "mcp";
+    const what = mcp.tool || mcp.target || mcp.method;
+    const failure = mcp.error ? ` (JSON-RPC error ${mcp.error.code}: ${mcp.error.message})` : mcp.is_error ? " (tool error)" : "";
+    entries.push({ kind: "mcp", start, end: start + duration, status: t.status, label: mcp.tool ? "tool" : "mcp", title: `MCP ${server} ${mcp.method}${mcp.tool ? ` ${what}` : mcp.target ? ` ${what}` : ""}${failure}` });
   }
   entries.sort((a, b) => a.start - b.start);
   if (!entries.length) return h("p", { class: "muted" }, "No rounds recorded.");
@@ -559,6 +570,7 @@ function waterfall(detail, onPick) {
     h("span", { class: "key key-bar" }, "LLM round"),
     h("span", { class: "key key-ttft" }, "first token"),
     h("span", { class: "key key-gap" }, "tool time (gap)"),
-    (detail.timeline || []).some((t) => t.kind === "http") ? h("span", { class: "key key-http" }, "tool HTTP call") : null);
+    (detail.timeline || []).some((t) => t.kind === "http") ? h("span", { class: "key key-http" }, "tool HTTP call") : null,
+    (detail.timeline || []).some((t) => t.kind === "mcp") ? h("span", { class: "key key-mcp" }, "MCP request (red: failed)") : null);
   return h("div", { class: "waterfall-wrap" }, h("div", { class: "waterfall-scroll" }, svg), legend);
 }

@@ -107,11 +107,13 @@ function sessionDetail(main, id, ctx) {
       const run = h("a", { href: `/?run=${encodeURIComponent(t.invocation_id)}` }, t.invocation_id);
       return h("tr", { class: `timeline-${t.kind}` },
         h("td", null, when(t.started_at)),
-        h("td", null, t.kind === "http" ? h("span", { class: "kind-http" }, "tool HTTP") : h("span", { class: "kind-llm" }, `LLM r${t.round}`)),
+        h("td", null, t.kind === "http" ? h("span", { class: "kind-http" }, "tool HTTP")
+          : t.kind === "mcp" ? h("span", { class: "kind-mcp" }, t.tool ? `MCP ${t.tool}` : `MCP ${t.mcp_method || "stream"}`)
+          : h("span", { class: "kind-llm" }, `LLM r${t.round}`)),
         h("td", null, run),
         h("td", null, `${t.provider}${t.model ? ` / ${t.model}` : ""}`),
         h("td", null, badge(t.status)),
-        h("td", { class: "num" }, t.kind === "http" ? dash : `${fmtInt(t.input_tokens)} / ${fmtInt(t.output_tokens)}`),
+        h("td", { class: "num" }, t.kind !== "llm" ? dash : `${fmtInt(t.input_tokens)} / ${fmtInt(t.output_tokens)}`),
         h("td", { class: "num" }, fmtCost(t.cost_usd)),
         h("td", { class: "num" }, fmtMs(t.duration_ms)),
         h("td", null, t.stop_reason || (t.http_status ? `HTTP ${t.http_status}` : dash)));

@@ -141,6 +141,10 @@ const CALL_COLUMNS: &[&str] = &[
     "session_id",
     "user_id",
     "task_id",
+    "kind",
+    "error_type",
+    "mcp_method",
+    "tool",
     "input",
 ];
 
@@ -204,6 +208,10 @@ fn call_row(s: &CallSummary, input: String) -> Vec<String> {
         opt(&s.session_id),
         opt(&s.user_id),
         opt(&s.task_id),
+        s.kind.clone(),
+        opt(&s.error_type),
+        opt(&s.mcp_method),
+        opt(&s.tool),
         input,
     ]
 }

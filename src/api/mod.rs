@@ -66,6 +66,9 @@ pub enum ApiError {
     /// The store takes no writes (a full disk, an unreachable database): not ready.
     #[error("{0}")]
     WritesFailing(String),
+    /// The capture log records nothing: its volume is nearly full (not ready).
+    #[error("{0}")]
+    CapturePaused(String),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
@@ -96,6 +99,12 @@ impl ApiError {
             ApiError::Ambiguous(m) => error(StatusCode::CONFLICT, "ambiguous_id", m),
             ApiError::WritesFailing(m) => {
                 let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "store_writes_failing", m);
+                r.headers_mut()
+                    .insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
+                r
+            }
+            ApiError::CapturePaused(m) => {
+                let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "capture_paused", m);
                 r.headers_mut()
                     .insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
                 r

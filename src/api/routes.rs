@@ -300,7 +300,13 @@ fn audit_log(s: &ApiState, w: &Principal, p: &Params, _: &PathArgs) -> ApiResult
 fn whoami(s: &ApiState, w: &Principal, _: &Params, _: &PathArgs) -> ApiResult {
     views::whoami(s, w)
 }
-fn metrics(s: &ApiState, _: &Principal, _: &Params, _: &PathArgs) -> ApiResult {
+fn metrics(s: &ApiState, w: &Principal, _: &Params, _: &PathArgs) -> ApiResult {
+    // Request counts per provider and status are every tenant's traffic.
+    if w.tenant.is_some() {
+        return Err(ApiError::Forbidden(
+            "metrics count every tenant's calls; they need an admin token that is not confined to a tenant".into(),
+        ));
+    }
     Ok(super::metrics_text(s))
 }
 fn calls_csv(s: &Arc<ApiState>, w: &Principal, p: &Params, a: &PathArgs) -> ApiResult {
@@ -318,6 +324,16 @@ fn healthz(s: &ApiState, _: &Params, _: &PathArgs) -> ApiResult {
 fn readyz(s: &ApiState, _: &Params, _: &PathArgs) -> ApiResult {
     if !s.store.is_open() {
         return Err(ApiError::Store(crate::store::StoreError::Closed));
+    }
+    if s.metrics
+        .log_paused
+        .load(std::sync::atomic::Ordering::Relaxed)
+        != 0
+    {
+        return Err(ApiError::CapturePaused(format!(
+            "the capture log's volume is nearly full (below store.critical_free_mb): calls are forwarded but not recorded ({} so far); recording resumes by itself when space is back",
+            s.metrics.log_paused_calls.load(std::sync::atomic::Ordering::Relaxed)
+        )));
     }
     if let Some((why, at_us)) = s.store.last_write_error() {
         return Err(ApiError::WritesFailing(format!(
@@ -569,8 +585,8 @@ pub static ROUTES: &[Route] = &[
         method: Method::GET,
         path: "/metrics",
         handler: Handler::Read(metrics),
-        access: Access::Viewer,
-        summary: "Prometheus metrics",
+        access: Access::Admin,
+        summary: "Prometheus metrics (an admin token not confined to a tenant)",
         params: &[],
         reply: Reply {
             content_type: "text/plain; version=0.0.4",

@@ -42,6 +42,11 @@ pub struct CaptureLogHealth {
     pub damaged_bytes: u64,
     /// Torn records cut off the end of the log at start (a crash mid-write).
     pub torn: u64,
+    /// True while the log records nothing because its volume is nearly full
+    /// (`store.critical_free_mb`); calls are forwarded and counted meanwhile.
+    pub paused: bool,
+    /// Calls forwarded but not recorded while paused, since start.
+    pub paused_calls: u64,
 }
 
 impl CaptureLogHealth {
@@ -51,6 +56,8 @@ impl CaptureLogHealth {
             damaged: get(&metrics.log_damaged),
             damaged_bytes: get(&metrics.log_damaged_bytes),
             torn: get(&metrics.log_torn),
+            paused: get(&metrics.log_paused) != 0,
+            paused_calls: get(&metrics.log_paused_calls),
         }
     }
 }
@@ -64,6 +71,7 @@ impl Health {
             status: if state.store.last_write_error().is_some()
                 || !state.store.is_open()
                 || capture_log.damaged > 0
+                || capture_log.paused
             {
                 "degraded"
             } else {

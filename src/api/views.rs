@@ -173,8 +173,12 @@ pub(super) fn check_access(
     }
 }
 
-/// Removes what a viewer may not see: bodies, messages, prompts, tool arguments.
+/// Removes what a viewer may not see: bodies, messages, prompts, tool arguments
+/// (a tool call's query string is its arguments).
 fn redact_call(call: &mut CallRecord) {
+    if is_tool_http(call) {
+        call.path = path_for_viewer(call).to_string();
+    }
     call.request = None;
     call.response = None;
     call.request_body = None;
@@ -317,6 +321,16 @@ fn is_tool_http(call: &CallRecord) -> bool {
     !crate::record::is_round_kind(&call.kind)
 }
 
+/// A tool call's path without its query string (its arguments: `?city=paris`),
+/// as a viewer sees it; an LLM call's path as it is.
+fn path_for_viewer(call: &CallRecord) -> &str {
+    if is_tool_http(call) {
+        call.path.split('?').next().unwrap_or("")
+    } else {
+        &call.path
+    }
+}
+
 /// The timeline's `kind` of a call: `llm`, `http` or `mcp`.
 fn timeline_kind(kind: &str) -> &'static str {
     match crate::record::ProviderKind::parse(kind) {
@@ -352,7 +366,7 @@ fn timeline(calls: &[CallRecord], admin: bool) -> Vec<Value> {
                 "duration_ms": c.latency_ms,
                 "provider": c.provider,
                 "method": c.method,
-                "path": c.path,
+                "path": if admin { c.path.as_str() } else { path_for_viewer(c) },
                 "model": (!http).then(|| c.model.as_ref().or(c.response_model.as_ref())).flatten(),
                 "status": c.status,
                 "http_status": c.http_status,

@@ -274,11 +274,110 @@ fn run_text(style: &Style, run: &Value) -> String {
             ));
         }
     }
+    out.push_str(&mcp_steps_text(style, run));
     out.push_str(&style.dim(&format!(
         "a round in full: llmtap show {} --round N\n",
         text(&run["id"])
     )));
     out
+}
+
+/// The run's MCP requests (not notifications or event streams), in order, with the
+/// round they followed; arguments and results when the token may see them.
+fn mcp_steps_text(style: &Style, run: &Value) -> String {
+    let steps: Vec<&Value> = run["timeline"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["kind"] == "mcp")
+        .filter(|t| {
+            t["mcp"]["method"]
+                .as_str()
+                .is_some_and(|m| !m.starts_with("notifications/"))
+        })
+        .collect();
+    if steps.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\n");
+    let columns = [
+        col("AFTER", false, true),
+        col("MCP", true, false),
+        col("SERVER", true, false),
+        col("DURATION", false, true),
+        col("STATUS", false, false),
+    ];
+    let rows: Vec<Vec<String>> = steps
+        .iter()
+        .map(|t| {
+            let m = &t["mcp"];
+            let what = match (&m["tool"], &m["target"]) {
+                (Value::String(tool), _) => format!("{} {tool}", text(&m["method"])),
+                (_, Value::String(target)) => format!("{} {target}", text(&m["method"])),
+                _ => text(&m["method"]),
+            };
+            let server = match &m["server"]["name"] {
+                Value::String(name) => name.clone(),
+                _ => text(&t["provider"]),
+            };
+            vec![
+                format!("r{}", text(&t["after_round"])),
+                what,
+                server,
+                ms(&t["duration_ms"]),
+                text(&t["status"]),
+            ]
+        })
+        .collect();
+    out.push_str(&table(style, &columns, &rows, |i, cell| {
+        if i == 4 {
+            style.status(cell)
+        } else {
+            cell.to_string()
+        }
+    }));
+    for t in steps {
+        let m = &t["mcp"];
+        let tool = text(&m["tool"]);
+        if let Some(e) = m["error"].as_object() {
+            out.push_str(&format!(
+                "  {tool}: {}\n",
+                style.paint(
+                    "31",
+                    &format!(
+                        "JSON-RPC error {}: {}",
+                        text(&e["code"]),
+                        text(&e["message"])
+                    )
+                )
+            ));
+        }
+        if !m["arguments"].is_null() {
+            out.push_str(&format!(
+                "  {tool} arguments: {}\n",
+                clip(&m["arguments"].to_string())
+            ));
+        }
+        if let Some(result) = m["result_text"].as_str() {
+            let label = if m["is_error"] == true {
+                "error"
+            } else {
+                "result"
+            };
+            out.push_str(&format!("  {tool} {label}: {}\n", clip(result)));
+        }
+    }
+    out
+}
+
+/// A value cut to one screen line's worth.
+fn clip(text: &str) -> String {
+    const MAX: usize = 160;
+    let flat = text.replace('\n', " ");
+    match flat.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}…", &flat[..cut]),
+        None => flat,
+    }
 }
 
 fn call_text(style: &Style, call: &Value) -> String {
@@ -319,6 +418,44 @@ fn call_text(style: &Style, call: &Value) -> String {
     );
     field(style, &mut out, "cost", usd(&call["cost_usd"]));
     field(style, &mut out, "stop reason", text(&call["stop_reason"]));
+    if let Some(m) = call["mcp"].as_object() {
+        field(
+            style,
+            &mut out,
+            "mcp",
+            format!("{} over {}", text(&m["method"]), text(&m["transport"])),
+        );
+        field(style, &mut out, "tool", text(&m["tool"]));
+        field(style, &mut out, "server", text(&m["server"]["name"]));
+        field(style, &mut out, "mcp session", text(&m["session_id"]));
+        if let Some(e) = m["error"].as_object() {
+            field(
+                style,
+                &mut out,
+                "json-rpc error",
+                style.paint(
+                    "31",
+                    &format!("{} {}", text(&e["code"]), text(&e["message"])),
+                ),
+            );
+        }
+        if !m["arguments"].is_null() {
+            field(
+                style,
+                &mut out,
+                "arguments",
+                clip(&m["arguments"].to_string()),
+            );
+        }
+        if let Some(result) = m["result_text"].as_str() {
+            let label = if m["is_error"] == true {
+                "tool error"
+            } else {
+                "result"
+            };
+            field(style, &mut out, label, clip(result));
+        }
+    }
     if let Some(h) = call["hint"].as_str() {
         field(style, &mut out, "hint", style.paint("31", h));
     }
@@ -873,5 +1010,43 @@ impl Progress {
         if let Some(bar) = &self.0 {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn show_lists_a_runs_mcp_tool_calls_after_their_round() {
+        let style = Style {
+            color: false,
+            json: false,
+            width: 120,
+        };
+        let run = json!({
+            "id": "run-1", "status": "success", "rounds": [],
+            "timeline": [
+                {"kind": "llm", "round": 1},
+                {"kind": "mcp", "after_round": 1, "provider": "tools", "duration_ms": 12.5, "status": "success",
+                 "mcp": {"method": "notifications/initialized"}},
+                {"kind": "mcp", "after_round": 1, "provider": "tools", "duration_ms": 12.5, "status": "success",
+                 "mcp": {"method": "tools/call", "tool": "weather", "server": {"name": "rmcp"},
+                         "arguments": {"city": "Oslo"}, "result_text": "sunny", "is_error": false}},
+                {"kind": "mcp", "after_round": 1, "provider": "tools", "duration_ms": 3.0, "status": "failed",
+                 "mcp": {"method": "tools/call", "tool": "reject", "error": {"code": -32602, "message": "no"}}},
+            ]
+        });
+        let text = run_text(&style, &run);
+        assert!(text.contains("tools/call weather"), "{text}");
+        assert!(text.contains("rmcp"), "{text}");
+        assert!(
+            text.contains("weather arguments: {\"city\":\"Oslo\"}"),
+            "{text}"
+        );
+        assert!(text.contains("weather result: sunny"), "{text}");
+        assert!(text.contains("reject: JSON-RPC error -32602: no"), "{text}");
+        assert!(!text.contains("notifications/initialized"), "{text}");
     }
 }

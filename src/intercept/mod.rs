@@ -203,8 +203,12 @@ impl Intercept {
             public_only: true,
             allowed_names: allowed_names(&config),
         });
-        let client =
-            upstream::build_client_with(tls.clone(), policy.clone(), config.connect_timeout);
+        let client = upstream::build_client_with(
+            tls.clone(),
+            policy.clone(),
+            config.connect_timeout,
+            config.upstream_idle_timeout,
+        );
         let mut ws_tls = tls;
         ws_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Intercept {

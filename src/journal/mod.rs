@@ -62,6 +62,10 @@ pub struct JournalOptions {
     /// Largest decoded size of a compressed body read before an opted-out body is
     /// dropped (`[capture] max_decoded_bytes`).
     pub max_decoded: u64,
+    /// Free space on the log's volume: below its critical level the log appends
+    /// nothing (calls are forwarded, counted, not recorded) so it never fills the
+    /// disk; it appends again once space is back (`store.critical_free_mb`).
+    pub disk: Option<Arc<crate::store::DiskGuard>>,
 }
 
 impl JournalOptions {
@@ -74,6 +78,7 @@ impl JournalOptions {
             handoff_bytes: HANDOFF_BYTES,
             redaction: crate::headers::Redaction::default(),
             max_decoded: crate::recorder::MAX_DECODED,
+            disk: None,
         }
     }
 }
@@ -136,6 +141,13 @@ struct Shared {
     spill_signal_pending: AtomicBool,
     /// Segment start positions, oldest first; the last one is being appended.
     segments: Mutex<Vec<u64>>,
+    /// The segment being appended: the log thread holds it while it writes a
+    /// group; the writer takes it to seal a wholly applied segment (`Feed::seal`).
+    active: Mutex<Active>,
+    /// The fsync thread's handle on the active segment, moved on each new segment.
+    syncer: std::sync::OnceLock<Arc<Syncer>>,
+    /// When the log thread last appended (µs since the epoch).
+    last_append_us: AtomicU64,
     /// Where this run's records begin.
     run_start: u64,
     run: u64,
@@ -149,6 +161,31 @@ impl Shared {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         }
+    }
+
+    fn active(&self) -> std::sync::MutexGuard<'_, Active> {
+        match self.active.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Starts a new segment at `at` (the end of what was appended): the old one is
+    /// synced first, and the fsync thread follows the new one.
+    fn start_segment(&self, active: &mut Active, at: u64) -> Result<(), JournalError> {
+        let next = Active::create(&self.dir, at)?;
+        if let Err(e) = active.file.sync_data() {
+            tracing::error!(error = %e, "capture log: fsync failed");
+        }
+        if let Some(syncer) = self.syncer.get() {
+            if let Ok(mut file) = syncer.file.lock() {
+                *file = next.file.clone();
+            }
+        }
+        self.segments().push(at);
+        tracing::debug!(start = at, "capture log: new segment");
+        *active = next;
+        Ok(())
     }
 }
 
@@ -229,6 +266,9 @@ pub fn open(options: JournalOptions, metrics: Arc<Metrics>) -> Result<Journal, J
         handoff_limit: options.handoff_bytes,
         spill_signal_pending: AtomicBool::new(false),
         segments: Mutex::new(starts.clone()),
+        active: Mutex::new(active),
+        syncer: std::sync::OnceLock::new(),
+        last_append_us: AtomicU64::new(0),
         run_start: end,
         run,
         _lock: lock,
@@ -245,12 +285,16 @@ pub fn open(options: JournalOptions, metrics: Arc<Metrics>) -> Result<Journal, J
         .spawn(move || {
             let mut appender = Appender {
                 shared: thread_shared,
-                active,
                 syncer: None,
                 fsync_every: options.fsync_every,
                 segment_bytes: options.segment_bytes,
                 redaction: options.redaction,
                 max_decoded: options.max_decoded,
+                disk: options.disk.map(|guard| DiskWatch {
+                    guard,
+                    checked: None,
+                    appended: 0,
+                }),
                 handoff: handoff_tx,
             };
             appender.run(receiver);
@@ -323,20 +367,70 @@ impl Syncer {
 
 struct Appender {
     shared: Arc<Shared>,
-    active: Active,
     syncer: Option<(Arc<Syncer>, JoinHandle<()>)>,
     fsync_every: Duration,
     segment_bytes: u64,
     redaction: crate::headers::Redaction,
     max_decoded: u64,
+    disk: Option<DiskWatch>,
     handoff: mpsc::Sender<Handoff>,
+}
+
+/// How often the log measures free space while appending, and while paused.
+const DISK_CHECK_EVERY: Duration = Duration::from_secs(1);
+const DISK_CHECK_PAUSED: Duration = Duration::from_millis(200);
+/// Bytes appended after which free space is measured again whatever the time.
+const DISK_CHECK_BYTES: u64 = 16 << 20;
+
+/// The log's view of free space on its volume.
+struct DiskWatch {
+    guard: Arc<crate::store::DiskGuard>,
+    checked: Option<std::time::Instant>,
+    appended: u64,
+}
+
+impl DiskWatch {
+    /// Whether the log must not append now: free space below the critical level.
+    fn paused(&mut self, metrics: &Metrics) -> bool {
+        let was = metrics.log_paused.load(Ordering::Relaxed) != 0;
+        let every = if was {
+            DISK_CHECK_PAUSED
+        } else {
+            DISK_CHECK_EVERY
+        };
+        let due = self.checked.is_none_or(|at| at.elapsed() >= every)
+            || self.appended >= DISK_CHECK_BYTES;
+        if !due {
+            return was;
+        }
+        self.checked = Some(std::time::Instant::now());
+        self.appended = 0;
+        let paused = self.guard.check() == crate::store::DiskLevel::CapturePaused;
+        if paused != was {
+            metrics
+                .log_paused
+                .store(u64::from(paused), Ordering::Relaxed);
+            if paused {
+                tracing::error!(
+                    free_bytes = self.guard.free_bytes(),
+                    "capture log: the disk is nearly full; calls are forwarded but NOT recorded until space is back"
+                );
+            } else {
+                tracing::warn!(
+                    free_bytes = self.guard.free_bytes(),
+                    "capture log: disk space is back; recording again"
+                );
+            }
+        }
+        paused
+    }
 }
 
 impl Appender {
     fn run(&mut self, mut receiver: UnboundedReceiver<Box<FinishedCall>>) {
         if !self.fsync_every.is_zero() {
             let syncer = Arc::new(Syncer {
-                file: Mutex::new(self.active.file.clone()),
+                file: Mutex::new(self.shared.active().file.clone()),
                 dirty: AtomicBool::new(false),
                 stop: AtomicBool::new(false),
             });
@@ -350,7 +444,10 @@ impl Appender {
                         thread_syncer.sync();
                     }
                 }) {
-                Ok(handle) => self.syncer = Some((syncer, handle)),
+                Ok(handle) => {
+                    let _ = self.shared.syncer.set(syncer.clone());
+                    self.syncer = Some((syncer, handle));
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "capture log: no sync thread; syncing every group");
                     self.fsync_every = Duration::ZERO;
@@ -370,7 +467,7 @@ impl Appender {
             }
             self.append_group(&mut group, &mut buf, &mut written);
         }
-        if let Err(e) = self.active.file.sync_data() {
+        if let Err(e) = self.shared.active().file.sync_data() {
             tracing::error!(error = %e, "capture log: final fsync failed");
         }
         if let Some((syncer, handle)) = self.syncer.take() {
@@ -395,6 +492,14 @@ impl Appender {
         let shared = self.shared.clone();
         let metrics = &shared.metrics;
         let taken = group.len() as u64;
+        if self.disk.as_mut().is_some_and(|disk| disk.paused(metrics)) {
+            // Forwarded, not recorded: the log never takes the volume's last space.
+            group.clear();
+            metrics.log_queue.fetch_sub(taken, Ordering::Relaxed);
+            metrics.backlog.fetch_sub(taken, Ordering::Relaxed);
+            metrics.log_paused_calls.fetch_add(taken, Ordering::Relaxed);
+            return;
+        }
         let base = shared.appended_end.load(Ordering::Acquire);
         buf.clear();
         written.clear();
@@ -421,15 +526,16 @@ impl Appender {
         if buf.is_empty() {
             return;
         }
-        if self.active.len > 0 && self.active.len + buf.len() as u64 > self.segment_bytes {
-            if let Err(e) = self.rotate(base) {
+        let mut active = shared.active();
+        if active.len > 0 && active.len + buf.len() as u64 > self.segment_bytes {
+            if let Err(e) = shared.start_segment(&mut active, base) {
                 tracing::error!(error = %e, "capture log: cannot start a new segment; appending to the current one");
             }
         }
-        if let Err(e) = (&*self.active.file).write_all(buf) {
+        if let Err(e) = (&*active.file).write_all(buf) {
             // Cut off whatever part of the group reached the file: the log stays a
             // sequence of whole records.
-            let _ = self.active.file.set_len(self.active.len);
+            let _ = active.file.set_len(active.len);
             let lost = written.len() as u64;
             metrics.capture_failures.fetch_add(lost, Ordering::Relaxed);
             metrics.backlog.fetch_sub(lost, Ordering::Relaxed);
@@ -437,18 +543,25 @@ impl Appender {
             written.clear();
             return;
         }
-        self.active.len += buf.len() as u64;
+        active.len += buf.len() as u64;
+        if let Some(disk) = self.disk.as_mut() {
+            disk.appended += buf.len() as u64;
+        }
         let end = base + buf.len() as u64;
         shared.appended_end.store(end, Ordering::Release);
+        shared
+            .last_append_us
+            .store(crate::timefmt::now_unix_us(), Ordering::Relaxed);
         metrics.log_end.store(end, Ordering::Relaxed);
         match &self.syncer {
             Some((syncer, _)) => syncer.dirty.store(true, Ordering::Release),
             None => {
-                if let Err(e) = self.active.file.sync_data() {
+                if let Err(e) = active.file.sync_data() {
                     tracing::error!(error = %e, "capture log: fsync failed");
                 }
             }
         }
+        drop(active);
         self.hand_over(written);
     }
 
@@ -473,24 +586,6 @@ impl Appender {
         if spilled && !shared.spill_signal_pending.swap(true, Ordering::AcqRel) {
             let _ = self.handoff.send(Handoff::Spilled);
         }
-    }
-
-    fn rotate(&mut self, at: u64) -> Result<(), JournalError> {
-        let next = Active::create(&self.shared.dir, at)?;
-        // Everything in the old segment is synced before it stops being the one the
-        // sync thread watches.
-        if let Err(e) = self.active.file.sync_data() {
-            tracing::error!(error = %e, "capture log: fsync failed");
-        }
-        if let Some((syncer, _)) = &self.syncer {
-            if let Ok(mut file) = syncer.file.lock() {
-                *file = next.file.clone();
-            }
-        }
-        self.shared.segments().push(at);
-        tracing::debug!(start = at, "capture log: new segment");
-        self.active = next;
-        Ok(())
     }
 }
 
@@ -751,6 +846,34 @@ impl Feed {
             .metrics
             .log_applied
             .store(end, Ordering::Relaxed);
+    }
+
+    /// Starts a new segment when the active one holds only records the store has
+    /// applied (up to `applied`) and nothing was appended for `idle`: the caller
+    /// then flushes the store and retires it, so applied calls (prompts included)
+    /// leave the disk within seconds of being stored rather than when a 64 MiB
+    /// segment fills. Returns whether it did.
+    pub fn seal(&self, applied: u64, idle: Duration) -> bool {
+        let shared = &self.shared;
+        let last = shared.last_append_us.load(Ordering::Relaxed);
+        if last == 0 || crate::timefmt::now_unix_us().saturating_sub(last) < idle.as_micros() as u64
+        {
+            return false;
+        }
+        // The log thread writes only while holding the active segment, so what was
+        // appended cannot move while we hold it.
+        let mut active = shared.active();
+        let end = shared.appended_end.load(Ordering::Acquire);
+        if active.len == 0 || end != applied || self.next != end {
+            return false;
+        }
+        match shared.start_segment(&mut active, end) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "capture log: cannot seal the applied segment");
+                false
+            }
+        }
     }
 
     /// Whether a segment lies wholly before `durable` and may go once the store is flushed.

@@ -185,8 +185,13 @@ impl FailureLog {
 struct OpenRun {
     ctx: TraceContext,
     previous: Option<RoundTools>,
+    /// Tools called over MCP since the previous round (at most `MAX_MCP_TOOLS`).
+    mcp_tools: Vec<String>,
     last_seen: Instant,
 }
+
+/// MCP tool calls an open run remembers between two rounds at most.
+const MAX_MCP_TOOLS: usize = 256;
 
 /// The running exporter.
 pub struct Exporter {
@@ -436,12 +441,18 @@ async fn on_batch(
             .or_insert_with(|| OpenRun {
                 ctx: spans::trace_context(&call.invocation_id, Some(call)),
                 previous: None,
+                mcp_tools: Vec::new(),
                 last_seen: Instant::now(),
             });
         run.last_seen = Instant::now();
+        if let Some(tool) = spans::mcp_tool_name(call) {
+            if run.mcp_tools.len() < MAX_MCP_TOOLS {
+                run.mcp_tools.push(tool.to_string());
+            }
+        }
         if let Some(previous) = run.previous.as_ref().filter(|p| p.round < call.round) {
             spans.extend(
-                spans::tool_gaps(previous, call)
+                spans::gaps_not_spanned(spans::tool_gaps(previous, call), &mut run.mcp_tools)
                     .iter()
                     .map(|g| spans::tool_span(g, &run.ctx, &shared.options)),
             );

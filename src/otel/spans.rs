@@ -571,6 +571,11 @@ pub fn call_span(call: &CallRecord, ctx: &TraceContext, options: &SpanOptions) -
                 content_attributes(call, &mut attrs);
             }
         }
+        None if call.mcp.is_some() => {
+            if let Some(mcp) = &call.mcp {
+                mcp_attributes(call, mcp, options, &mut s, &mut attrs);
+            }
+        }
         None => {
             s.name = call.method.clone();
             attrs.push(kv_str("http.request.method", call.method.clone()));
@@ -604,6 +609,95 @@ pub fn call_span(call: &CallRecord, ctx: &TraceContext, options: &SpanOptions) -
         }
     }
     s
+}
+
+/// An MCP exchange's span: `execute_tool {tool}` (internal, as the GenAI conventions
+/// name tool execution) for a `tools/call`, with the MCP call's own timing; a client
+/// span named by the JSON-RPC method for the others.
+fn mcp_attributes(
+    call: &CallRecord,
+    mcp: &crate::record::McpExchange,
+    options: &SpanOptions,
+    s: &mut Span,
+    attrs: &mut Vec<KeyValue>,
+) {
+    let method = mcp.method.clone().unwrap_or_else(|| call.method.clone());
+    match (&mcp.tool, mcp.method.as_deref()) {
+        (Some(tool), Some("tools/call")) => {
+            s.name = format!("execute_tool {tool}");
+            s.kind = span::SpanKind::Internal as i32;
+            attrs.push(kv_str("gen_ai.operation.name", "execute_tool"));
+            attrs.push(kv_str("gen_ai.tool.name", tool.clone()));
+            attrs.push(kv_str("gen_ai.tool.type", "extension"));
+            if options.capture_content {
+                if let Some(arguments) = &mcp.arguments {
+                    attrs.push(kv_str(
+                        "gen_ai.tool.call.arguments",
+                        truncated(arguments.to_string()),
+                    ));
+                }
+                if let Some(result) = &mcp.result_text {
+                    attrs.push(kv_str("gen_ai.tool.call.result", truncated(result.clone())));
+                }
+            }
+        }
+        _ => s.name = method.clone(),
+    }
+    attrs.push(kv_str("mcp.method.name", method));
+    if let Some(session) = &mcp.session_id {
+        attrs.push(kv_str("mcp.session.id", session.clone()));
+    }
+    if let Some(version) = &mcp.protocol_version {
+        attrs.push(kv_str("mcp.protocol.version", version.clone()));
+    }
+    if let Some(server) = &mcp.server {
+        attrs.push(kv_str("llmtap.mcp.server.name", server.name.clone()));
+        if let Some(version) = &server.version {
+            attrs.push(kv_str("llmtap.mcp.server.version", version.clone()));
+        }
+    }
+    attrs.push(kv_str(
+        "network.transport",
+        if mcp.transport == "stdio" {
+            "pipe"
+        } else {
+            "tcp"
+        },
+    ));
+    if let Some(e) = &mcp.error {
+        attrs.push(kv_int("rpc.jsonrpc.error_code", e.code));
+        attrs.push(kv_str("rpc.jsonrpc.error_message", e.message.clone()));
+    }
+    if let Some(code) = call.http_status {
+        attrs.push(kv_int("http.response.status_code", i64::from(code)));
+    }
+}
+
+/// The tool of an MCP `tools/call` (whose own span times the tool).
+pub fn mcp_tool_name(call: &CallRecord) -> Option<&str> {
+    let mcp = call.mcp.as_ref()?;
+    (mcp.method.as_deref() == Some("tools/call"))
+        .then_some(mcp.tool.as_deref())
+        .flatten()
+}
+
+/// The gaps no MCP `tools/call` of the run already spans: the MCP call's own
+/// `execute_tool` span has the real timing, so the gap's estimate for the same tool
+/// is left out (one gap per MCP call of that name). `mcp_tools` are the tools called
+/// over MCP since the previous round; it is emptied.
+pub fn gaps_not_spanned(gaps: Vec<ToolGap>, mcp_tools: &mut Vec<String>) -> Vec<ToolGap> {
+    let out = gaps
+        .into_iter()
+        .filter(|g| match mcp_tools.iter().position(|t| *t == g.name) {
+            Some(i) => {
+                mcp_tools.remove(i);
+                false
+            }
+            None => true,
+        })
+        .collect();
+    mcp_tools.clear();
+    out
 }
 
 /// A tool call of one round answered in the next: the gap between the two.
@@ -791,16 +885,24 @@ pub fn invocation_spans(
     let mut spans = Vec::with_capacity(calls.len() * 2 + 1);
     spans.push(invocation_span(inv, &ctx));
     let mut previous: Option<RoundTools> = None;
+    let mut mcp_tools: Vec<String> = Vec::new();
     for call in calls {
-        if let Some(prev) = &previous {
+        if let Some(tool) = mcp_tool_name(call) {
+            mcp_tools.push(tool.to_string());
+        }
+        let round = crate::record::is_round_kind(&call.kind);
+        if let Some(prev) = previous.as_ref().filter(|_| round) {
             spans.extend(
-                tool_gaps(prev, call)
+                gaps_not_spanned(tool_gaps(prev, call), &mut mcp_tools)
                     .iter()
                     .map(|g| tool_span(g, &ctx, options)),
             );
         }
         spans.push(call_span(call, &ctx, options));
-        previous = Some(RoundTools::of(call, options.capture_content));
+        // Tool traffic between rounds is not the round whose tool calls the next answers.
+        if round || previous.is_none() {
+            previous = Some(RoundTools::of(call, options.capture_content));
+        }
     }
     spans
 }
@@ -1052,6 +1154,70 @@ mod tests {
         let again = tool_span_id("c_2", "call_a");
         assert_eq!(tool.span_id, again.to_vec());
         assert!(spans[0].parent_span_id.is_empty());
+    }
+
+    #[test]
+    fn an_mcp_tool_call_is_the_tool_span_with_its_own_timing() {
+        let mut first = call("c_1", 1, 0);
+        first.response = Some(ResponseView {
+            tool_calls: vec![ToolCall {
+                id: Some("call_a".into()),
+                name: "weather".into(),
+                arguments: json!({"city": "Oslo"}),
+            }],
+            ..ResponseView::default()
+        });
+        let mut mcp = call("c_m", 0, 150_000);
+        mcp.kind = "mcp".into();
+        mcp.endpoint = None;
+        mcp.latency_ms = 120.0;
+        mcp.status = Some(CallStatus::Failed);
+        mcp.error = Some(ErrorInfo {
+            error_type: Some("tool_error".into()),
+            message: None,
+        });
+        mcp.mcp = Some(crate::record::McpExchange {
+            transport: "http".into(),
+            method: Some("tools/call".into()),
+            tool: Some("weather".into()),
+            session_id: Some("s1".into()),
+            is_error: true,
+            ..crate::record::McpExchange::default()
+        });
+        let mut second = call("c_2", 2, 400_000);
+        second.request.as_mut().unwrap().messages.push(Message {
+            role: "tool".into(),
+            text: Some("rain".into()),
+            tool_call_id: Some("call_a".into()),
+            ..Message::default()
+        });
+        let inv = crate::record::roll_up(None, &first);
+        let spans = invocation_spans(&inv, &[first, mcp, second], &options());
+        let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+        // The MCP call's span replaces the gap's estimate for the same tool.
+        assert_eq!(
+            names,
+            [
+                "invoke_agent",
+                "chat gpt-4o-mini",
+                "execute_tool weather",
+                "chat gpt-4o-mini"
+            ]
+        );
+        let tool = &spans[2];
+        assert_eq!(tool.start_time_unix_nano, 150_000_000);
+        assert_eq!(tool.end_time_unix_nano, 270_000_000);
+        assert_eq!(
+            text(tool, "gen_ai.operation.name").as_deref(),
+            Some("execute_tool")
+        );
+        assert_eq!(text(tool, "mcp.method.name").as_deref(), Some("tools/call"));
+        assert_eq!(text(tool, "mcp.session.id").as_deref(), Some("s1"));
+        assert_eq!(text(tool, "error.type").as_deref(), Some("tool_error"));
+        assert_eq!(
+            tool.status.as_ref().map(|s| s.code),
+            Some(status::StatusCode::Error as i32)
+        );
     }
 
     #[test]

@@ -66,6 +66,16 @@ pub struct DiskGuard {
     critical_free: u64,
 }
 
+impl std::fmt::Debug for DiskGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskGuard")
+            .field("dir", &self.dir)
+            .field("level", &self.level())
+            .field("free_bytes", &self.free_bytes())
+            .finish_non_exhaustive()
+    }
+}
+
 impl DiskGuard {
     pub fn new(dir: &Path, min_free_mb: u64, critical_free_mb: u64) -> DiskGuard {
         DiskGuard {

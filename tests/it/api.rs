@@ -618,6 +618,10 @@ async fn tokens_roles_tenants_and_the_audit_log() {
     assert_eq!(entry["path"], format!("/api/v1/calls/{}", mine.id));
     assert!(entry["at"].as_str().unwrap().ends_with('Z'));
     assert_eq!(audit["count"], 1, "viewer reads are not audited");
+    // Metrics count every tenant's calls: admin only (issue 33, finding 8).
+    assert_eq!(get(&running, "/metrics", viewer).await.status, 403);
+    assert_eq!(get(&running, "/metrics", acme).await.status, 403);
+    assert_eq!(get(&running, "/metrics", admin).await.status, 200);
 
     // Tenant confinement.
     let list = get(&running, "/api/v1/calls", acme).await.json();

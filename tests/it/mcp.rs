@@ -630,6 +630,24 @@ async fn the_report_endpoint_is_authenticated_tenant_confined_and_bounded() {
         "{seen}"
     );
     assert!(seen["request_body"].is_null());
+    // The same in the run's timeline: the tool, its duration and status, no content.
+    wait_invocation(&running, "run-t@acme", 0).await;
+    let run = send(
+        running.api_addr,
+        "GET",
+        "/api/v1/invocations/run-t",
+        &[auth],
+        "",
+    )
+    .await;
+    assert_eq!(run.status, 200, "{:?}", run.body);
+    let entry = &run.json()["timeline"][0];
+    assert_eq!(entry["kind"], "mcp");
+    assert_eq!(entry["mcp"]["tool"], "add");
+    assert_eq!(entry["duration_ms"], 1.5);
+    assert_eq!(entry["status"], "success");
+    assert!(entry["mcp"].get("arguments").is_none(), "{entry}");
+    assert!(entry["mcp"].get("result_text").is_none(), "{entry}");
 
     let bad = post_json(running.api_addr, path, &[auth], r#"{"server":"no spaces allowed","session_id":"s","started_at_us":1,"duration_us":1,"request":"{}"}"#).await;
     assert_eq!(bad.status, 400);
@@ -637,5 +655,145 @@ async fn the_report_endpoint_is_authenticated_tenant_confined_and_bounded() {
     let huge = "x".repeat(llmtap::ingest::MAX_REPORT_BYTES + 1);
     let too_large = post_json(running.api_addr, path, &[auth], &huge).await;
     assert_eq!(too_large.status, 413);
+    running.shutdown().await.unwrap();
+}
+
+/// One agent run: the model asks for two tools, the agent calls them on an MCP server
+/// through llmtap, and sends their results in the next round. The run shows both
+/// tool calls, in order, between the two rounds, with their durations and results, in
+/// the read API (which the page and the CLI's `show` read), the CSV export and the
+/// OpenTelemetry spans.
+#[tokio::test]
+async fn an_agent_run_shows_its_mcp_tool_calls_between_the_rounds() {
+    const ASKS_FOR_TOOLS: &str = r#"{"id":"x","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_w","type":"function","function":{"name":"weather","arguments":"{\"city\":\"Oslo\"}"}},{"id":"call_t","type":"function","function":{"name":"time","arguments":"{\"city\":\"Oslo\"}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":20,"completion_tokens":10,"total_tokens":30}}"#;
+    const ANSWERS: &str = r#"{"id":"y","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Sunny, noon."},"finish_reason":"stop"}],"usage":{"prompt_tokens":40,"completion_tokens":4,"total_tokens":44}}"#;
+    let llm = MockUpstream::start(|req| {
+        if String::from_utf8_lossy(&req.body).contains("call_w") {
+            MockResponse::json(200, ANSWERS)
+        } else {
+            MockResponse::json(200, ASKS_FOR_TOOLS)
+        }
+    })
+    .await;
+    let server = serve_tools(json_answers()).await;
+    let dir = TempDir::new("mcpe2e");
+    let running = llmtap_before(server, &dir, &provider_toml("llm", "openai", &llm.url())).await;
+    let run = [
+        ("x-llmtap-invocation-id", "run-e2e"),
+        ("x-llmtap-agent", "planner"),
+    ];
+    let r1 = post_json(
+        running.proxy_addr,
+        "/llm/v1/chat/completions",
+        &run,
+        r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Weather and time in Oslo?"}]}"#,
+    )
+    .await;
+    assert_eq!(r1.status, 200);
+    let client = client_through(&running, "run-e2e", None).await;
+    let weather = client
+        .call_tool(call("weather", json!({"city": "Oslo"})))
+        .await
+        .unwrap();
+    let time = client
+        .call_tool(call("time", json!({"city": "Oslo"})))
+        .await
+        .unwrap();
+    client.cancel().await.unwrap();
+    let text = |r: &rmcp::model::CallToolResult| r.content[0].as_text().unwrap().text.clone();
+    let second = json!({"model": "gpt-4o-mini", "messages": [
+        {"role": "user", "content": "Weather and time in Oslo?"},
+        {"role": "assistant", "content": null, "tool_calls": [
+            {"id": "call_w", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Oslo\"}"}},
+            {"id": "call_t", "type": "function", "function": {"name": "time", "arguments": "{\"city\":\"Oslo\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_w", "content": text(&weather)},
+        {"role": "tool", "tool_call_id": "call_t", "content": text(&time)}]});
+    let r2 = post_json(
+        running.proxy_addr,
+        "/llm/v1/chat/completions",
+        &run,
+        &second.to_string(),
+    )
+    .await;
+    assert_eq!(r2.status, 200);
+    wait_invocation(&running, "run-e2e", 2).await;
+    run_calls(&running, "run-e2e", 2).await;
+
+    let v = api_get(&running, "/api/v1/invocations/run-e2e")
+        .await
+        .json();
+    let steps: Vec<(String, Option<String>)> = v["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["kind"] == "llm" || t["mcp"]["method"] == "tools/call")
+        .map(|t| {
+            (
+                t["kind"].as_str().unwrap().to_string(),
+                t["mcp"]["tool"].as_str().map(str::to_string),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("llm".to_string(), None),
+            ("mcp".to_string(), Some("weather".to_string())),
+            ("mcp".to_string(), Some("time".to_string())),
+            ("llm".to_string(), None),
+        ],
+        "{v}"
+    );
+    let tools: Vec<&Value> = v["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["mcp"]["method"] == "tools/call")
+        .collect();
+    for (t, result) in tools.iter().zip(["sunny in Oslo", "12:00 in Oslo"]) {
+        assert_eq!(t["after_round"], 1);
+        assert_eq!(t["status"], "success");
+        assert!(t["duration_ms"].as_f64().unwrap() > 0.0);
+        assert_eq!(t["mcp"]["arguments"], json!({"city": "Oslo"}));
+        assert_eq!(t["mcp"]["result_text"], result);
+        // Stateless (protocol 2026-07-28): no initialize names the server; the provider does.
+        assert_eq!(t["provider"], "tools");
+    }
+    // The round that asked for them lists the MCP calls made in its gap.
+    let gap_ids = &v["rounds"][0]["tool_calls"][0]["http_call_ids"];
+    for t in &tools {
+        assert!(
+            gap_ids.as_array().unwrap().contains(&t["call_id"]),
+            "{gap_ids} lacks {}",
+            t["call_id"]
+        );
+    }
+    assert_eq!(v["round_count"], 2);
+
+    // CSV: the MCP calls carry their tool.
+    let csv = api_get(&running, "/api/v1/calls.csv?provider=tools").await;
+    let csv_text = String::from_utf8_lossy(&csv.body);
+    assert!(
+        csv_text
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with("kind,error_type,mcp_method,tool,input"),
+        "{csv_text}"
+    );
+    assert!(csv_text.contains(",mcp,,tools/call,weather,"), "{csv_text}");
+
+    // OpenTelemetry: each MCP tool call is its tool's span, with the MCP timing.
+    let inv = invocation(&running, "run-e2e").unwrap();
+    let mut calls = run_calls(&running, "run-e2e", 2).await;
+    calls.sort_by_key(|c| c.started_at_us);
+    let spans = llmtap::otel::spans::invocation_spans(&inv, &calls, &Default::default());
+    let tool_spans: Vec<&str> = spans
+        .iter()
+        .map(|s| s.name.as_str())
+        .filter(|n| n.starts_with("execute_tool"))
+        .collect();
+    assert_eq!(tool_spans, ["execute_tool weather", "execute_tool time"]);
+
     running.shutdown().await.unwrap();
 }

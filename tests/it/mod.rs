@@ -8,6 +8,7 @@ mod cost;
 mod hostile;
 mod intercept;
 mod lifecycle;
+mod limits;
 mod mcp;
 pub mod mcp_tools;
 mod openapi;

@@ -556,7 +556,9 @@ async fn runs_tools_and_failures_export_as_genai_spans() {
     let (replay_addr, replayed) = start_receiver(false).await;
     let mut replay_config = config.otel.clone().unwrap();
     replay_config.traces_url = format!("http://{replay_addr}/v1/traces").parse().unwrap();
-    let client = llmtap::upstream::build_client(None, Duration::from_secs(5)).unwrap();
+    let client =
+        llmtap::upstream::build_client(None, Duration::from_secs(5), Duration::from_secs(90))
+            .unwrap();
     let report = llmtap::otel::replay(
         replay_config,
         llmtap::server::otel_span_options(&config),

@@ -457,3 +457,62 @@ async fn forty_real_world_credential_spellings_are_kept_nowhere() {
         }
     }
 }
+
+/// Issue 33, finding 2 (the capture log's part): once stored, calls leave the
+/// capture log within seconds (a quiet, wholly applied segment is sealed and
+/// deleted), so a prompt later deleted or expired is not kept there until a 64 MiB
+/// segment fills; a restart afterwards starts cleanly and keeps every call.
+#[tokio::test]
+async fn stored_calls_leave_the_capture_log_within_seconds() {
+    let mock = MockUpstream::start(|_| MockResponse::json(200, r#"{"usage":{}}"#)).await;
+    let dir = TempDir::new("log-retire");
+    let config = || test_config(dir.path(), &provider_toml("oa", "openai", &mock.url()));
+    let running = start_llmtap(config()).await;
+    let prompt = "prompt-that-must-leave-the-log-9d1e";
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let body =
+            format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{prompt}"}}]}}"#);
+        ids.push(
+            post_json(running.proxy_addr, "/oa/v1/chat/completions", &[], &body)
+                .await
+                .call_id(),
+        );
+    }
+    for id in &ids {
+        wait_call(&running, id).await;
+    }
+    let journal = dir.path().join("journal");
+    let in_log = || {
+        let mut files = Vec::new();
+        files_under(&journal, &mut files);
+        files.iter().any(|f| {
+            let bytes = std::fs::read(f).unwrap_or_default();
+            bytes.windows(prompt.len()).any(|w| w == prompt.as_bytes())
+        })
+    };
+    assert!(in_log(), "written to the log first");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while in_log() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "applied calls still in the capture log after 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    running.shutdown().await.unwrap();
+    let running = start_llmtap(config()).await;
+    for id in &ids {
+        assert!(running.store.get_call(id).unwrap().is_some());
+    }
+    let more = post_json(
+        running.proxy_addr,
+        "/oa/v1/chat/completions",
+        &[],
+        r#"{"model":"m"}"#,
+    )
+    .await;
+    wait_call(&running, &more.call_id()).await;
+    assert_eq!(running.store.call_ids().unwrap().len(), 6);
+    running.shutdown().await.unwrap();
+}

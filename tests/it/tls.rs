@@ -61,6 +61,7 @@ async fn https_upstream_and_downstream() {
     let client = llmtap::upstream::build_client(
         Some(std::path::Path::new(&ca)),
         std::time::Duration::from_secs(5),
+        std::time::Duration::from_secs(90),
     )
     .unwrap();
     let request = http::Request::post(format!(
