@@ -28,7 +28,7 @@ const MAX_CHUNK_TIMES: usize = 4096;
 /// same JSON envelope, so a thousand slow streams hold a fraction of what they
 /// received rather than all of it. The log thread joins the pieces once, off the
 /// forward path.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct Capture {
     pieces: Vec<Piece>,
     block: Vec<u8>,
@@ -36,6 +36,84 @@ pub struct Capture {
     /// Bytes seen, including those beyond the cap.
     pub total: u64,
     pub truncated: bool,
+    /// Cut because every in-flight capture together held the memory budget.
+    pub over_budget: bool,
+    /// The budget this capture's bytes count against, and how many it holds.
+    budget: Option<Arc<MemoryBudget>>,
+    charged: usize,
+}
+
+impl Clone for Capture {
+    /// A copy counts against no budget (tests and the journal's own copies).
+    fn clone(&self) -> Self {
+        Capture {
+            pieces: self.pieces.clone(),
+            block: self.block.clone(),
+            kept: self.kept,
+            total: self.total,
+            truncated: self.truncated,
+            over_budget: self.over_budget,
+            budget: None,
+            charged: 0,
+        }
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.held.fetch_sub(self.charged, Ordering::AcqRel);
+        }
+    }
+}
+
+/// One bound on the bytes all in-flight captures hold together
+/// (`capture.memory_budget_bytes`), whatever clients and upstreams send: past it a
+/// capture keeps no more bytes (the record says `truncated`, with a note) while
+/// forwarding goes on untouched. Bytes go back when the log thread has encoded the
+/// call; after that the capture log's own bounds apply.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    pub limit: usize,
+    held: std::sync::atomic::AtomicUsize,
+    /// Captures cut by the budget.
+    pub cuts: std::sync::atomic::AtomicU64,
+}
+
+/// Default `capture.memory_budget_bytes`.
+pub const DEFAULT_MEMORY_BUDGET: usize = 256 << 20;
+
+impl MemoryBudget {
+    pub fn new(limit: usize) -> Arc<MemoryBudget> {
+        Arc::new(MemoryBudget {
+            limit,
+            held: std::sync::atomic::AtomicUsize::new(0),
+            cuts: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// Bytes held now by in-flight captures.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+
+    fn reserve(&self, bytes: usize) -> bool {
+        let mut held = self.held.load(Ordering::Acquire);
+        loop {
+            if held + bytes > self.limit {
+                return false;
+            }
+            match self.held.compare_exchange_weak(
+                held,
+                held + bytes,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(now) => held = now,
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -67,8 +145,18 @@ fn pack(block: &[u8]) -> Option<Vec<u8>> {
 }
 
 impl Capture {
+    /// An empty capture whose bytes count against `budget`.
+    pub fn within(budget: &Arc<MemoryBudget>) -> Capture {
+        let mut capture = Capture::default();
+        capture.budget = Some(budget.clone());
+        capture
+    }
+
     pub fn push(&mut self, data: &Bytes, cap: usize) {
         self.total += data.len() as u64;
+        if self.over_budget {
+            return;
+        }
         let room = cap.saturating_sub(self.kept);
         if data.len() > room {
             self.truncated = true;
@@ -76,6 +164,15 @@ impl Capture {
         let take = data.len().min(room);
         if take == 0 {
             return;
+        }
+        if let Some(budget) = &self.budget {
+            if !budget.reserve(take) {
+                self.truncated = true;
+                self.over_budget = true;
+                budget.cuts.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            self.charged += take;
         }
         self.kept += take;
         if take >= SHARE_AT_LEAST {
@@ -261,9 +358,16 @@ pub struct FinishedCall {
 pub struct CallSink {
     pub sender: UnboundedSender<Box<FinishedCall>>,
     pub metrics: Arc<Metrics>,
+    /// What every in-flight capture's bytes count against.
+    pub budget: Arc<MemoryBudget>,
 }
 
 impl CallSink {
+    /// An empty capture within this sink's memory budget.
+    pub fn capture(&self) -> Capture {
+        Capture::within(&self.budget)
+    }
+
     pub fn send(&self, call: Box<FinishedCall>) {
         self.metrics.backlog.fetch_add(1, Ordering::Relaxed);
         self.metrics.log_queue.fetch_add(1, Ordering::Relaxed);

@@ -138,6 +138,7 @@ pub struct RawCapture {
     pub max_decoded_bytes: Option<u64>,
     pub decode_budget_bytes: Option<u64>,
     pub request_buffer_total_bytes: Option<usize>,
+    pub memory_budget_bytes: Option<usize>,
     #[serde(default)]
     pub redact_query_params: Vec<String>,
     #[serde(default)]
@@ -519,6 +520,8 @@ pub struct Config {
     pub decode_budget_bytes: u64,
     /// Request bytes held at once, across all requests, while reading bodies to rewrite them.
     pub request_buffer_total_bytes: usize,
+    /// Captured bytes all in-flight calls hold together (`capture::MemoryBudget`).
+    pub capture_memory_budget: usize,
     /// Secret names beyond the built-in lists (lowercase, matched after percent-decoding).
     pub redact_query_params: Vec<String>,
     pub redact_headers: Vec<String>,
@@ -878,6 +881,10 @@ impl RawConfig {
                 .capture
                 .request_buffer_total_bytes
                 .unwrap_or(256 << 20),
+            capture_memory_budget: self
+                .capture
+                .memory_budget_bytes
+                .unwrap_or(crate::capture::DEFAULT_MEMORY_BUDGET),
             redact_query_params: lowercase_names(&self.capture.redact_query_params),
             redact_headers: lowercase_names(&self.capture.redact_headers),
             group_by_traceparent: self.capture.group_by_traceparent.unwrap_or(true),

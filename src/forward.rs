@@ -5,7 +5,7 @@
 //! wrap the response body in the tee. Every path that has admitted a call ends in
 //! exactly one `FinishedCall`, including llmtap's own 502 and 504 answers.
 
-use crate::capture::{CallInFlight, CallSink, Capture, FinishedCall, Outcome};
+use crate::capture::{CallInFlight, CallSink, FinishedCall, Outcome};
 use crate::config::{Config, OnBacklog};
 use crate::headers;
 use crate::ids::new_id;
@@ -268,8 +268,8 @@ async fn handle_to(
             outcome: Outcome::Canceled,
             request_headers: parts.headers.clone(),
             response_headers: HeaderMap::new(),
-            request_body: Capture::default(),
-            response_body: Capture::default(),
+            request_body: state.sink.capture(),
+            response_body: state.sink.capture(),
             chunk_times: Vec::new(),
             meta,
             client_ip: Some(client_addr.ip().to_string()),
@@ -318,7 +318,7 @@ async fn handle_to(
             }
             Ok(Collected::Partial(prefix, rest)) => {
                 // Too big to rewrite: forward as received, keep capturing (and counting) the rest.
-                let shared = Arc::new(Mutex::new(Capture::default()));
+                let shared = Arc::new(Mutex::new(state.sink.capture()));
                 if let Ok(mut capture) = shared.lock() {
                     capture.push(&prefix, cap);
                 }
@@ -363,7 +363,7 @@ async fn handle_to(
     } else {
         match call.as_mut() {
             Some(c) => {
-                let shared = Arc::new(Mutex::new(Capture::default()));
+                let shared = Arc::new(Mutex::new(state.sink.capture()));
                 c.set_request_capture(shared.clone());
                 RequestTee::new(body, shared, cap).boxed_unsync()
             }

@@ -6,7 +6,7 @@
 //! stored like one. Admission follows the proxy's backlog rule; what a report may
 //! carry is bounded (`MAX_REPORT_BYTES`, then the capture cap per body).
 
-use crate::capture::{Capture, FinishedCall, Outcome};
+use crate::capture::{FinishedCall, Outcome};
 use crate::forward::ProxyState;
 use crate::headers;
 use crate::ids::new_id;
@@ -110,7 +110,7 @@ pub fn mcp_exchange(
     };
     let cap = state.config.max_body_bytes;
     let capture = |text: String| {
-        let mut c = Capture::default();
+        let mut c = state.sink.capture();
         c.push(&Bytes::from(text), cap);
         c
     };

@@ -48,6 +48,8 @@ pub struct Metrics {
     /// Stored batches the OpenTelemetry builder skipped because it fell behind.
     pub otel_lagged_batches: AtomicU64,
     requests: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// The in-flight capture budget, for its held/cuts lines.
+    capture_budget: std::sync::OnceLock<std::sync::Arc<crate::capture::MemoryBudget>>,
     /// Each listener's connection slots, for the open/capacity/refused lines.
     listeners: Mutex<Vec<(&'static str, std::sync::Arc<crate::conn_limit::Slots>)>>,
     latency: Mutex<Histogram>,
@@ -61,6 +63,11 @@ struct Histogram {
 }
 
 impl Metrics {
+    /// Reports the in-flight capture budget in `/metrics`.
+    pub fn watch_capture_budget(&self, budget: std::sync::Arc<crate::capture::MemoryBudget>) {
+        let _ = self.capture_budget.set(budget);
+    }
+
     /// Reports a listener's connections in `/metrics`.
     pub fn watch_listener(
         &self,
@@ -111,6 +118,20 @@ impl Metrics {
                     "llmtap_requests_total{{provider=\"{provider}\",status=\"{status}\"}} {n}"
                 );
             }
+        }
+        if let Some(budget) = self.capture_budget.get() {
+            let _ = writeln!(
+                out,
+                "# HELP llmtap_capture_memory_bytes Captured bytes in-flight calls hold now (capture.memory_budget_bytes bounds them).\n# TYPE llmtap_capture_memory_bytes gauge\nllmtap_capture_memory_bytes {}\n# HELP llmtap_capture_memory_budget_bytes capture.memory_budget_bytes.\n# TYPE llmtap_capture_memory_budget_bytes gauge\nllmtap_capture_memory_budget_bytes {}",
+                budget.held(),
+                budget.limit
+            );
+            counter(
+                &mut out,
+                "llmtap_capture_budget_cuts_total",
+                "Captures cut (truncated, marked) because in-flight captures held the memory budget; forwarding was untouched.",
+                budget.cuts.load(Ordering::Relaxed),
+            );
         }
         if let Ok(listeners) = self.listeners.lock() {
             for (head, help, kind) in [

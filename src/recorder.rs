@@ -166,6 +166,14 @@ pub fn redact_with(
         let redacted = headers::redact_query_with("", Some(&q), redaction);
         redacted.strip_prefix('?').unwrap_or(&redacted).to_string()
     });
+    let mut notes = notes;
+    for (part, capture) in [("request", &request_body), ("response", &response_body)] {
+        if capture.over_budget {
+            notes.push(format!(
+                "{part} body cut: in-flight captures held capture.memory_budget_bytes; forwarding was untouched"
+            ));
+        }
+    }
     let body = |capture: crate::capture::Capture| CapturedBody {
         bytes: capture.contiguous().into_owned(),
         total: capture.total,

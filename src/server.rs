@@ -152,6 +152,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.storage.critical_free_mb,
     ));
     journal_options.disk = Some(log_disk.clone());
+    let capture_budget = crate::capture::MemoryBudget::new(config.capture_memory_budget);
+    metrics.watch_capture_budget(capture_budget.clone());
     let Journal {
         sender,
         appender,
@@ -164,6 +166,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         sink: Arc::new(CallSink {
             sender,
             metrics: metrics.clone(),
+            budget: capture_budget.clone(),
         }),
         metrics: metrics.clone(),
         rounds: RoundCounter::default(),

@@ -342,3 +342,71 @@ async fn a_nearly_full_disk_pauses_capture_and_it_resumes_by_itself() {
     assert_eq!(running.store.call_ids().unwrap().len(), 3);
     running.shutdown().await.unwrap();
 }
+
+/// Finding 6: one budget bounds what all in-flight captures hold together. Ten
+/// concurrent 1 MiB streams against a 2 MiB budget: every client gets every byte,
+/// the captures past the budget are cut and say so, the budget is never passed,
+/// and it is all given back once the calls are logged.
+#[tokio::test]
+async fn one_memory_budget_bounds_every_capture_in_flight() {
+    let event = format!("data: {{\"x\":\"{}\"}}\n\n", "y".repeat(64 * 1024 - 20));
+    let events: Vec<String> = (0..16).map(|_| event.clone()).collect();
+    let mock = MockUpstream::start(move |_| {
+        let refs: Vec<&str> = events.iter().map(String::as_str).collect();
+        MockResponse::sse(&refs, Duration::from_millis(15))
+    })
+    .await;
+    let dir = TempDir::new("budget");
+    let mut config = test_config(dir.path(), &provider_toml("tool", "http", &mock.url()));
+    config.capture_memory_budget = 2 << 20;
+    let running = start_llmtap(config).await;
+    let api = running.api_addr;
+    let watcher = tokio::spawn(async move {
+        let mut peak = 0;
+        for _ in 0..60 {
+            peak = peak.max(
+                metric(api, "llmtap_capture_memory_bytes")
+                    .await
+                    .unwrap_or(0),
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        peak
+    });
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let proxy = running.proxy_addr;
+            tokio::spawn(async move { send(proxy, "GET", "/tool/stream", &[], "").await })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for call in calls {
+        let got = call.await.unwrap();
+        assert_eq!(got.status, 200);
+        assert_eq!(
+            got.body.len(),
+            16 * event.len(),
+            "the client gets every byte"
+        );
+        ids.push(got.call_id());
+    }
+    let peak = watcher.await.unwrap();
+    assert!(peak <= 2 << 20, "in-flight captures held {peak} bytes");
+    let mut cut = 0;
+    for id in &ids {
+        let call = wait_call(&running, id).await;
+        if call.parse_notes.iter().any(|n| n.contains("memory_budget")) {
+            assert!(call.truncated);
+            cut += 1;
+        }
+    }
+    assert!(cut >= 5, "{cut} of 10 captures cut by a 2 MiB budget");
+    assert!(
+        metric(api, "llmtap_capture_budget_cuts_total")
+            .await
+            .unwrap()
+            >= 5
+    );
+    assert_eq!(metric(api, "llmtap_capture_memory_bytes").await, Some(0));
+    running.shutdown().await.unwrap();
+}
