@@ -806,3 +806,56 @@ async fn an_agent_run_shows_its_mcp_tool_calls_between_the_rounds() {
 
     running.shutdown().await.unwrap();
 }
+
+/// The server's GET event stream is not cut by the idle timeout that guards response
+/// frames: with `idle_timeout_ms = 300` and a server that sends no keep-alives, the
+/// stream is still open (not recorded as timed out) after a second of silence, and it
+/// ends when the client closes it.
+#[tokio::test]
+async fn the_mcp_event_stream_outlives_the_idle_timeout() {
+    let server = serve_tools(StreamableHttpServerConfig::default().with_sse_keep_alive(None)).await;
+    let dir2 = TempDir::new("mcpidle");
+    // Lands in the test config's `[server]` table.
+    let toml = format!(
+        "idle_timeout_ms = 300\n{}",
+        provider_toml("tools", "mcp", &format!("http://{server}"))
+    );
+    let running2 = start_llmtap(test_config(dir2.path(), &toml)).await;
+    let client = client_through(&running2, "run-idle", Some(ProtocolVersion::V_2025_11_25)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let get_calls = |running: &llmtap::server::Running| {
+        running
+            .store
+            .invocation_calls("run-idle")
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.method == "GET")
+            .collect::<Vec<_>>()
+    };
+    assert!(get_calls(&running2).is_empty(), "the event stream was cut");
+    let result = client
+        .call_tool(call("add", json!({"a": 1, "b": 1})))
+        .await
+        .unwrap();
+    assert_eq!(
+        result.content[0].as_text().map(|t| t.text.as_str()),
+        Some("2")
+    );
+    client.cancel().await.unwrap();
+    let mut gets = Vec::new();
+    for _ in 0..300 {
+        gets = get_calls(&running2);
+        if !gets.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(gets.len(), 1);
+    assert_eq!(
+        gets[0].status,
+        Some(CallStatus::Canceled),
+        "closed by the client, not timed out"
+    );
+    assert!(gets[0].latency_ms >= 1200.0, "{}", gets[0].latency_ms);
+    running2.shutdown().await.unwrap();
+}
