@@ -21,7 +21,6 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -37,51 +36,10 @@ pub struct ProxyState {
     pub client: UpstreamClient,
     pub sink: Arc<CallSink>,
     pub metrics: Arc<Metrics>,
-    pub rounds: RoundCounter,
 }
 
-/// Numbers the calls of each invocation 1, 2, ... in arrival order.
-///
-/// Entries idle for an hour are forgotten; the writer continues numbering from
-/// the store for invocations that outlive that (or a restart).
-#[derive(Default)]
-pub struct RoundCounter {
-    inner: Mutex<HashMap<String, (u32, Instant)>>,
-}
-
-const ROUND_IDLE: Duration = Duration::from_secs(3600);
-const ROUND_PRUNE_AT: usize = 100_000;
 /// The idle limit of an MCP server's GET event stream (a year: none in practice).
 const MCP_EVENT_STREAM_IDLE: Duration = Duration::from_secs(365 * 24 * 3600);
-
-impl RoundCounter {
-    /// Continues numbering after `rounds` already stored (used at start-up).
-    /// Rounds an invocation already had (from the store); rounds counted since, while
-    /// the store was opening, are kept when there are more.
-    pub fn seed(&self, invocation_id: &str, rounds: u32) {
-        if let Ok(mut map) = self.inner.lock() {
-            let entry = map
-                .entry(invocation_id.to_string())
-                .or_insert((0, Instant::now()));
-            entry.0 = entry.0.max(rounds);
-        }
-    }
-
-    pub fn next(&self, invocation_id: &str) -> u32 {
-        let now = Instant::now();
-        let mut map = match self.inner.lock() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
-        if map.len() >= ROUND_PRUNE_AT {
-            map.retain(|_, (_, seen)| now.duration_since(*seen) < ROUND_IDLE);
-        }
-        let entry = map.entry(invocation_id.to_string()).or_insert((0, now));
-        entry.0 += 1;
-        entry.1 = now;
-        entry.0
-    }
-}
 
 /// A request whose upstream is the host the client named (a CONNECT llmtap
 /// intercepted, or an absolute-form request), not a path prefix: `src/intercept/`.
@@ -233,18 +191,10 @@ async fn handle_to(
             })
             // Ids come from clients: two tenants that pick the same one never share it.
             .map(|id| headers::tenant_scoped(&id, meta.metadata.tenant.as_deref()));
-        // Rounds are the LLM calls: a tool HTTP call (`kind = "http"`) or an MCP
-        // exchange (`kind = "mcp"`) of the same invocation sits between two rounds
-        // and is not one (round 0).
-        let (invocation_id, arrival_round) = match grouping {
-            Some(id) if !provider.kind.is_round() => (id, 0),
-            None if !provider.kind.is_round() => (new_id("i_", started_at_us), 0),
-            Some(id) => {
-                let round = state.rounds.next(&id);
-                (id, round)
-            }
-            None => (new_id("i_", started_at_us), 1),
-        };
+        // Rounds and attempts are numbered by the writer (`agent_loop`); the forward
+        // path only says whether the call is an LLM call (1) or a tool's (0).
+        let arrival_round = u32::from(provider.kind.is_round());
+        let invocation_id = grouping.unwrap_or_else(|| new_id("i_", started_at_us));
         let user_agent = parts
             .headers
             .get(http::header::USER_AGENT)

@@ -236,8 +236,14 @@ pub fn scope_session_to_tenant(meta: &mut CallMeta) {
     }
 }
 
+/// Session headers coding agents send on every request of a session: Claude Code's
+/// `x-claude-code-session-id`, and OpenAI Codex CLI's `session_id`. Read after the
+/// explicit ones, and left in place.
+pub const CODING_AGENT_SESSION_HEADERS: [&str; 2] = ["x-claude-code-session-id", "session_id"];
+
 /// Reads the `x-llmtap-*` headers and removes them (and hop-by-hop headers) from `headers`.
-/// Session ids are also read from `x-session-id` and `helicone-session-id`, which stay.
+/// Session ids are also read from `x-session-id` and `helicone-session-id`, then from
+/// coding agents' session headers (`CODING_AGENT_SESSION_HEADERS`), which all stay.
 pub fn take_llmtap_headers(headers: &mut HeaderMap) -> Result<CallMeta, HeaderError> {
     let mut meta = CallMeta::default();
     let has_ours = headers.keys().any(|k| k.as_str().starts_with("x-llmtap-"));
@@ -314,6 +320,13 @@ pub fn take_llmtap_headers(headers: &mut HeaderMap) -> Result<CallMeta, HeaderEr
                 break;
             }
         }
+    }
+    if meta.metadata.session_id.is_none() {
+        // Coding agents' own session headers; a value llmtap would refuse as an id is
+        // left alone here (the agent did not ask llmtap for anything).
+        meta.metadata.session_id = CODING_AGENT_SESSION_HEADERS
+            .iter()
+            .find_map(|name| id_value(name, headers.get(*name)?).ok());
     }
     if let Some(tp) = headers.get("traceparent") {
         meta.trace_id = trace_id_of(tp.as_bytes());

@@ -3,6 +3,7 @@
 //! Data flow: `server` (listener) → `route` → `forward` → `tee` → `capture` →
 //! `writer` (`recorder` → `parse`, `cost`) → `store` → `api`. See ARCHITECTURE.md.
 
+pub mod agent_loop;
 pub mod api;
 pub mod capture;
 pub mod config;

@@ -293,6 +293,18 @@ pub struct CallRecord {
     /// The LLM round (1, 2, ...); 0 for a tool HTTP call (`kind = "http"`) or an
     /// MCP exchange (`kind = "mcp"`), which sit between rounds in the run's timeline.
     pub round: u32,
+    /// Which retry of its round the call is: 0 the first try (and a tool call), 1 the
+    /// first retry, ... (`agent_loop`). Calls stored before retries were told apart
+    /// read 0: each was its own round's first try, as it was numbered.
+    #[serde(default)]
+    pub retry: u32,
+    /// SHA-256 (128 bits, hex) of the request body: a retry repeats it (`agent_loop`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_digest: Option<String>,
+    /// How the call's run was found when the client named none (`agent_loop::Grouping`):
+    /// `new`, `continued` or `new_turn`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grouped_by_conversation: Option<String>,
     pub started_at: String,
     pub ended_at: String,
     /// Microseconds since the Unix epoch of `started_at`; the sort and index key.
@@ -487,6 +499,9 @@ pub struct InvocationRecord {
     pub latency_ms: f64,
     pub rounds: u32,
     pub status: Option<CallStatus>,
+    /// Where its loop stands: retries, tool calls, the latest request (`agent_loop`).
+    #[serde(default)]
+    pub agent_loop: crate::agent_loop::LoopState,
     pub usage: Usage,
     pub cost_usd: Option<f64>,
     pub cost_pusd: u64,
@@ -574,15 +589,23 @@ pub fn roll_up(existing: Option<InvocationRecord>, call: &CallRecord) -> Invocat
     inv.started_at = crate::timefmt::format_rfc3339_us(inv.started_at_us);
     inv.ended_at = crate::timefmt::format_rfc3339_us(inv.ended_at_us);
     inv.latency_ms = (inv.ended_at_us - inv.started_at_us) as f64 / 1000.0;
-    // Rounds are the LLM calls; a tool HTTP call between them (round 0) decides the
-    // run's status only while the run has no LLM round.
-    let llm_round = is_round_kind(&call.kind);
-    if llm_round && call.round >= inv.rounds {
-        inv.rounds = call.round;
-        inv.status = call.status;
-    } else if !llm_round && inv.rounds == 0 {
+    // Rounds are the LLM calls (a retry is an attempt of its round, placed by
+    // `agent_loop::place_call`); a tool call between them (round 0) decides the run's
+    // status only while the run has no LLM round.
+    let llm_round = crate::agent_loop::is_llm(call);
+    if (llm_round && call.round >= inv.rounds) || (!llm_round && inv.rounds == 0) {
         inv.status = call.status;
     }
+    let at = crate::agent_loop::Place {
+        round: call.round,
+        attempt: if llm_round { call.retry + 1 } else { 0 },
+    };
+    crate::agent_loop::advance(
+        &mut inv.rounds,
+        &mut inv.agent_loop,
+        &crate::agent_loop::LoopCall::of(call),
+        at,
+    );
     inv.usage.accumulate(&call.usage);
     // A run has a cost once one of its calls has one (`cost_usd` is kept `None` until then).
     let mut priced = inv.cost_usd.is_some();

@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::conn_guard::{ConnActivity, ConnLimits, GuardedIo, InFlightBody};
 use crate::conn_limit::{self, Slots};
 use crate::cost::PriceTable;
-use crate::forward::{self, ProxyState, RoundCounter};
+use crate::forward::{self, ProxyState};
 use crate::intercept::{self, Intercept, ProxyConn, Upgrades};
 use crate::journal::{self, Journal, JournalOptions};
 use crate::metrics::Metrics;
@@ -169,7 +169,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             budget: capture_budget.clone(),
         }),
         metrics: metrics.clone(),
-        rounds: RoundCounter::default(),
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let grace = config.shutdown_grace;
@@ -246,18 +245,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         },
     )
     .context("cannot start the writer thread")?;
-
-    let since = crate::timefmt::now_unix_us().saturating_sub(3_600_000_000);
-    match store.invocations_since(since) {
-        Ok(recent) => {
-            for inv in recent {
-                state.rounds.seed(&inv.id, inv.rounds);
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read recent invocations; round numbers restart")
-        }
-    }
 
     let api_state = Arc::new(ApiState {
         store: store.clone(),

@@ -1,7 +1,9 @@
 //! The writer: a dedicated thread that owns all writes to the store.
 //!
 //! It reads the capture log (`journal::Feed`) in batches, builds their records
-//! (parse, price), numbers rounds, rolls calls up into invocations, writes each
+//! (parse, price), groups calls that named no run by their conversation, places
+//! each call in its run's loop (`agent_loop`: round, attempt), rolls calls up into
+//! invocations, writes each
 //! batch at once, and then records the log position the store now holds. It
 //! starts where the store left off, so the log's unapplied tail from before a
 //! crash is applied first; a call already stored (its batch reached sled, its
@@ -28,9 +30,6 @@ const IDLE_WAIT: Duration = Duration::from_millis(250);
 /// How long the capture log must be quiet, with everything in it stored, before
 /// its segment is sealed and deleted (calls leave the log within seconds).
 pub const LOG_SEAL_IDLE: Duration = Duration::from_secs(2);
-
-/// How long the writer remembers an invocation's round offset without hearing of it.
-const ROUND_BASE_IDLE: Duration = Duration::from_secs(3600);
 
 /// What the writer runs when it finds nothing to do (at most every `IDLE_WAIT`): the
 /// binary's allocator hands this thread's free memory back (`src/alloc.rs`). Set once
@@ -113,7 +112,7 @@ pub fn spawn(
             let mut state = WriterState {
                 store,
                 metrics,
-                round_base: HashMap::new(),
+                conversations: crate::agent_loop::Conversations::default(),
                 mcp_servers: McpServers::default(),
                 limits,
             };
@@ -201,8 +200,8 @@ pub fn spawn(
 struct WriterState {
     store: Store,
     metrics: Arc<Metrics>,
-    /// Rounds stored for an invocation before a run's numbering began.
-    round_base: HashMap<String, RoundBase>,
+    /// Recent conversations of calls that named no run (bounded).
+    conversations: crate::agent_loop::Conversations,
     /// MCP servers by session, from their `initialize` answers.
     mcp_servers: McpServers,
     limits: WriterLimits,
@@ -299,8 +298,6 @@ impl WriterState {
             wait = (wait * 2).min(REOPEN_MAX_WAIT);
             match self.store.reopen() {
                 Ok(()) => {
-                    // Rounds are numbered again from what the reopened store holds.
-                    self.round_base.clear();
                     let applied = self.store.journal_applied().unwrap_or_else(|e| {
                         tracing::error!(error = %e, "cannot read the reopened store's log position; replaying the whole log (stored calls are skipped)");
                         None
@@ -377,13 +374,27 @@ impl WriterState {
                 }
             };
         for entry in batch {
-            let run = entry.run;
+            let named_run =
+                entry.call.meta.invocation_id.is_some() || entry.call.meta.trace_id.is_some();
             let mut call = build_redacted_with(
                 entry.call,
                 prices,
                 self.limits.max_decoded_bytes,
                 &self.limits.redaction,
             );
+            call.request_digest = crate::agent_loop::request_digest(&call);
+            if !named_run && crate::agent_loop::is_llm(&call) {
+                if let Some(group) = self.conversations.group(&call, call.started_at_us) {
+                    call.invocation_id = group.run;
+                    if call.metadata.session_id.is_none() {
+                        call.metadata.session_id = Some(crate::headers::tenant_scoped(
+                            &group.session,
+                            call.metadata.tenant.as_deref(),
+                        ));
+                    }
+                    call.grouped_by_conversation = Some(group.how.to_string());
+                }
+            }
             // The invocation as it stands: this batch's, else the stored one (read once,
             // for the round number and the rollup).
             let prior = match invocations
@@ -401,7 +412,7 @@ impl WriterState {
                     }
                 },
             };
-            call.round = self.numbered_round(run, &call, prior.as_ref());
+            crate::agent_loop::place_call(prior.as_ref(), &mut call);
             self.mcp_servers.note(&mut call);
             if call.cost.as_ref().is_some_and(|c| !c.priced) && !call.usage.is_empty() {
                 Metrics::add(&self.metrics.unpriced_calls);
@@ -465,59 +476,6 @@ impl WriterState {
         calls.clear();
         Ok(())
     }
-
-    /// Turns a round counted by the forward path into the invocation's round.
-    ///
-    /// The forward path numbers each invocation's calls 1, 2, ... in arrival order,
-    /// per run of the process (continuing from the store once it is open). Round 1
-    /// of a run starts after the rounds already stored; a later round of a run
-    /// adds that base. A run's later round seen first (its earlier rounds were
-    /// stored by a writer that crashed, or the counter was seeded from the store)
-    /// infers the base from what is stored, as rounds are consecutive.
-    fn numbered_round(
-        &mut self,
-        run: u64,
-        call: &CallRecord,
-        prior: Option<&InvocationRecord>,
-    ) -> u32 {
-        let now = Instant::now();
-        if self.round_base.len() > 100_000 {
-            self.round_base
-                .retain(|_, base| now.duration_since(base.seen) < ROUND_BASE_IDLE);
-        }
-        let arrival = call.round;
-        if arrival == 0 {
-            // A tool HTTP call or an MCP exchange: not a round.
-            return 0;
-        }
-        if arrival != 1 {
-            if let Some(base) = self.round_base.get_mut(&call.invocation_id) {
-                if base.run == run {
-                    base.seen = now;
-                    return base.rounds + arrival;
-                }
-            }
-        }
-        // Rounds stored so far, this batch's included.
-        let stored = prior.map_or(0, |inv| inv.rounds);
-        let rounds = stored.saturating_sub(arrival.saturating_sub(1));
-        self.round_base.insert(
-            call.invocation_id.clone(),
-            RoundBase {
-                run,
-                rounds,
-                seen: now,
-            },
-        );
-        rounds + arrival
-    }
-}
-
-/// Rounds an invocation had before a run's numbering began.
-struct RoundBase {
-    run: u64,
-    rounds: u32,
-    seen: Instant,
 }
 
 /// Bytes of decoded body text a record holds.

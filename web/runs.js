@@ -429,6 +429,8 @@ export async function runDetail(cell, id, ctx, openRound, { quiet = false } = {}
         ["Run", h("span", { class: "mono" }, detail.id)],
         ["Agent", detail.agent],
         ["Status", badge(detail.status)],
+        ["Outcome", detail.outcome ? h("span", { class: "outcome" }, detail.outcome.text) : null],
+        ["Calls", `${fmtInt(detail.round_count)} rounds · ${fmtInt(detail.llm_calls)} LLM calls · ${fmtInt(detail.tool_calls)} tool calls`],
         ["Started", fmtTime(detail.started_at)],
         ["Latency", fmtMs(detail.latency_ms)],
         ["Tokens in / out", `${fmtInt(detail.usage?.input_tokens)} / ${fmtInt(detail.usage?.output_tokens)}`],
@@ -438,13 +440,15 @@ export async function runDetail(cell, id, ctx, openRound, { quiet = false } = {}
         ["Session", session],
       ])),
   );
-  const failed = rounds.filter((r) => r.hint);
-  for (const r of failed.slice(0, 3)) {
-    box.append(h("p", { class: "hint" }, h("strong", null, `r${r.round}: `), r.hint));
+  // Failures with their hints: a round's failed attempts too (a recovered retry).
+  const failed = rounds.flatMap((r) => (r.attempts || [r]).filter((a) => a.hint)
+    .map((a) => ({ label: (r.attempts || []).length > 1 ? `r${r.round} attempt ${a.attempt}` : `r${r.round}`, hint: a.hint })));
+  for (const f of failed.slice(0, 3)) {
+    box.append(h("p", { class: "hint" }, h("strong", null, `${f.label}: `), f.hint));
   }
   box.append(h("h3", null, "Timeline"), waterfall(detail, (n) => openRoundRow(n)));
   const table = h("table", { class: "rounds" },
-    h("thead", null, h("tr", null, ["Round", "Started", "Model", "Tokens in / out", "Cost", "Latency", "TTFT", "Status", "Stop reason", "Tool calls"].map((c) => h("th", { scope: "col" }, c)))));
+    h("thead", null, h("tr", null, ["Round", "Started", "Model", "Tokens in / out", "Cost", "Latency", "TTFT", "Status", "Attempts", "Stop reason", "Tool calls"].map((c) => h("th", { scope: "col" }, c)))));
   const tbody = h("tbody");
   table.append(tbody);
   const rowsByRound = new Map();
@@ -461,6 +465,7 @@ export async function runDetail(cell, id, ctx, openRound, { quiet = false } = {}
       h("td", { class: "num" }, fmtMs(r.latency_ms)),
       h("td", { class: "num" }, fmtMs(r.ttft_ms)),
       h("td", null, badge(r.status)),
+      h("td", null, attemptsCell(r.attempts || [])),
       h("td", null, r.stop_reason || dash),
       h("td", null, tools.length ? tools : dash),
     );
@@ -488,7 +493,7 @@ export async function runDetail(cell, id, ctx, openRound, { quiet = false } = {}
     tr.classList.add("open");
     p.set("round", n);
     ctx.setParams(p, { push: false });
-    const td = h("td", { colspan: 10 });
+    const td = h("td", { colspan: 11 });
     tr.after(h("tr", { class: "round-detail", dataset: { round: n } }, td));
     const index = rounds.findIndex((r) => r.round === n);
     roundDetail(td, detail, index, ctx);
@@ -497,17 +502,30 @@ export async function runDetail(cell, id, ctx, openRound, { quiet = false } = {}
   if (openRound && rowsByRound.has(openRound)) openRoundRow(openRound, { push: false });
 }
 
+/** A round's attempts: each status, and the backoff waited before each retry. */
+function attemptsCell(attempts) {
+  if (attempts.length <= 1) return h("span", { class: "muted" }, "1");
+  return h("span", { class: "attempts" }, ...attempts.map((a) => h("span", { class: "attempt", title: a.hint || a.status },
+    a.backoff_ms !== null && a.backoff_ms !== undefined ? h("span", { class: "backoff" }, `backoff ${fmtMs(a.backoff_ms)}`) : null,
+    badge(a.status), a.http_status ? ` ${a.http_status}` : "")));
+}
+
 /**
- * The waterfall: one bar per round (and per tool HTTP call and MCP request when the
+ * The waterfall: one bar per attempt of each round (and per tool HTTP call and MCP request when the
  * API lists them) on a shared time axis, time to first token marked on each bar, and
- * the gaps between rounds, which are the agent's tool time, drawn and labelled. An
+ * the gaps between LLM calls (tool time, backoff or agent time, as the API says), drawn and labelled. An
  * MCP tool call is labelled with its tool and server and drawn red when it failed;
  * notifications and the server's long-lived event stream are left out.
  */
 function waterfall(detail, onPick) {
-  const entries = (detail.rounds || []).map((r) => {
-    const start = new Date(r.started_at).getTime();
-    return { kind: "llm", round: r.round, start, end: start + (r.latency_ms || 0), ttft: r.ttft_ms, status: r.status, label: `r${r.round}`, tools: r.tool_calls || [] };
+  const entries = (detail.rounds || []).flatMap((r) => {
+    const attempts = r.attempts && r.attempts.length ? r.attempts : [{ attempt: 1, call_id: r.call_id, started_at: r.started_at, duration_ms: r.latency_ms, status: r.status }];
+    return attempts.map((a) => {
+      const start = new Date(a.started_at).getTime();
+      const settled = a.call_id === r.call_id;
+      return { kind: "llm", round: r.round, start, end: start + (a.duration_ms || 0), ttft: settled ? r.ttft_ms : null, status: a.status,
+        label: attempts.length > 1 ? `r${r.round}.${a.attempt}` : `r${r.round}`, tools: settled ? r.tool_calls || [] : [] };
+    });
   });
   for (const t of detail.timeline || []) {
     if (t.kind !== "http" && t.kind !== "mcp") continue;
@@ -534,20 +552,26 @@ function waterfall(detail, onPick) {
   const height = entries.length * rowH + 24;
   const x = (t) => labelW + ((t - t0) / (t1 - t0)) * (width - labelW - 60);
   const svg = s("svg", { class: "chart waterfall", viewBox: `0 0 ${width} ${height}`, width, height, role: "img" });
-  svg.append(s("title", {}, "Rounds on a time axis; gaps are tool time"));
+  svg.append(s("title", {}, "Rounds on a time axis; gaps are tool time, backoff or agent time"));
   let lastLlmEnd = null;
+  let llmSeen = 0;
+  const gaps = detail.gaps || [];
   entries.forEach((e, i) => {
     const y = i * rowH + 4;
     const g = s("g", { class: `wf-row wf-${e.kind}`, "data-round": e.round ?? "" });
     if (rowH >= 14) g.append(s("text", { x: 4, y: y + rowH * 0.7, class: "label" }, e.label));
+    // The API says what each gap between LLM calls was: tool time, backoff, agent time.
+    const kind = e.kind === "llm" && llmSeen > 0 ? gaps[llmSeen - 1] : null;
     if (e.kind === "llm" && lastLlmEnd !== null && e.start > lastLlmEnd) {
       const gap = e.start - lastLlmEnd;
-      g.append(s("line", { x1: x(lastLlmEnd), x2: x(e.start), y1: y + rowH / 2 - 1, y2: y + rowH / 2 - 1, class: "gap" },
-        s("title", {}, `tool time ${fmtMs(gap)}`)));
+      const label = `${kind ? kind.label : "tool time"} ${fmtMs(gap)}`;
+      g.append(s("line", { x1: x(lastLlmEnd), x2: x(e.start), y1: y + rowH / 2 - 1, y2: y + rowH / 2 - 1, class: `gap gap-${kind ? kind.kind : "tool"}` },
+        s("title", {}, label)));
       if (rowH >= 14 && x(e.start) - x(lastLlmEnd) > 90) {
-        g.append(s("text", { x: (x(lastLlmEnd) + x(e.start)) / 2, y: y + rowH / 2 - 4, "text-anchor": "middle", class: "gap-label" }, `tool time ${fmtMs(gap)}`));
+        g.append(s("text", { x: (x(lastLlmEnd) + x(e.start)) / 2, y: y + rowH / 2 - 4, "text-anchor": "middle", class: "gap-label" }, label));
       }
     }
+    if (e.kind === "llm") llmSeen += 1;
     const bar = s("rect", { x: x(e.start), y, width: Math.max(2, x(e.end) - x(e.start)), height: rowH - 4, rx: 2, class: `bar status-${e.status || "pending"}` },
       s("title", {}, e.kind === "llm"
         ? `${e.label}: ${fmtMs(e.end - e.start)}${e.ttft !== null && e.ttft !== undefined ? `, first token after ${fmtMs(e.ttft)}` : ""}`
@@ -569,7 +593,7 @@ function waterfall(detail, onPick) {
   const legend = h("div", { class: "legend" },
     h("span", { class: "key key-bar" }, "LLM round"),
     h("span", { class: "key key-ttft" }, "first token"),
-    h("span", { class: "key key-gap" }, "tool time (gap)"),
+    h("span", { class: "key key-gap" }, "gap: tool time, backoff or agent time"),
     (detail.timeline || []).some((t) => t.kind === "http") ? h("span", { class: "key key-http" }, "tool HTTP call") : null,
     (detail.timeline || []).some((t) => t.kind === "mcp") ? h("span", { class: "key key-mcp" }, "MCP request (red: failed)") : null);
   return h("div", { class: "waterfall-wrap" }, h("div", { class: "waterfall-scroll" }, svg), legend);

@@ -95,7 +95,7 @@ function sessionDetail(main, id, ctx) {
   async function load() {
     let s;
     try {
-      s = await api.get(`/sessions/${pathId(id)}`);
+      s = await api.get(`/sessions/${pathId(id)}`, { conversation: "true" });
     } catch (e) {
       return failed(clear(body), e, ctx);
     }
@@ -118,7 +118,11 @@ function sessionDetail(main, id, ctx) {
         h("td", { class: "num" }, fmtMs(t.duration_ms)),
         h("td", null, t.stop_reason || (t.http_status ? `HTTP ${t.http_status}` : dash)));
     });
-    clear(body).append(table([["When"], ["Kind"], ["Run"], ["Provider / model"], ["Status"], ["Tokens in / out", 1], ["Cost", 1], ["Duration", 1], ["Stop / HTTP"]], rows, "timeline"));
+    clear(body).append(
+      h("h3", null, "Conversation"),
+      conversationList(s.conversation || []),
+      h("h3", null, "Calls"),
+      table([["When"], ["Kind"], ["Run"], ["Provider / model"], ["Status"], ["Tokens in / out", 1], ["Cost", 1], ["Duration", 1], ["Stop / HTTP"]], rows, "timeline"));
   }
   load();
   let timer = null;
@@ -135,6 +139,47 @@ function sessionDetail(main, id, ctx) {
     clearTimeout(timer);
     ctx.setLive(false);
   };
+}
+
+/**
+ * A session read as a chat: each run's user turn, each round's reply, the tool calls
+ * the model asked for with their arguments and results, the tool HTTP and MCP calls
+ * captured, failures with their hint. Every entry opens its round.
+ */
+function conversationList(turns) {
+  if (!turns.length) return h("p", { class: "muted" }, "Nothing said yet.");
+  const who = {
+    user: "User",
+    reply: "Reply",
+    tool_call: "Tool call",
+    tool: "Tool HTTP call",
+    failure: "Failed",
+  };
+  const list = h("ol", { class: "conversation" });
+  for (const t of turns) {
+    const href = `/?run=${encodeURIComponent(t.invocation_id)}&round=${t.round}`;
+    const head = h("span", { class: "who" }, `${who[t.kind] || t.kind} · r${t.round} · `, when(t.at));
+    const parts = [head];
+    if (t.kind === "tool_call" || t.kind === "tool") {
+      parts.push(h("strong", null, t.name || "tool"));
+      if (t.http_status) parts.push(` HTTP ${t.http_status}`);
+      if (t.arguments !== null && t.arguments !== undefined) {
+        parts.push(h("pre", { class: "arguments" }, typeof t.arguments === "string" ? t.arguments : JSON.stringify(t.arguments)));
+      }
+      if (t.text) parts.push(h("pre", { class: "result" }, `→ ${t.text}`));
+    } else if (t.kind === "failure") {
+      parts.push(badge(t.status), t.http_status ? ` HTTP ${t.http_status}` : "");
+      if (t.hint) parts.push(h("p", { class: "hint" }, t.hint));
+    } else {
+      parts.push(h("pre", null, t.text || "(no text)"));
+    }
+    const li = h("li", { class: `turn-${t.kind}`, tabindex: "0", dataset: { href } }, ...parts);
+    const open = () => { window.location.href = href; };
+    li.addEventListener("click", open);
+    li.addEventListener("keydown", (e) => { if (e.key === "Enter") open(); });
+    list.append(li);
+  }
+  return list;
 }
 
 // Agents.
@@ -214,18 +259,35 @@ export function statsView(main, params, ctx) {
         text: metric[2](x[metric[0]]),
         cls: metric[0] === "success_rate" && x.success_rate < 0.95 ? "bar bar-bad" : "bar",
       })), { width: 900 })),
-      table([[group === "prompt" ? "Prompt version" : group[0].toUpperCase() + group.slice(1)], ["Calls", 1], ["Success rate", 1], ["Avg latency", 1], ["p95 latency", 1], ["Avg tokens in / out", 1], ["Cost", 1]],
+      table([[group === "prompt" ? "Prompt version" : group[0].toUpperCase() + group.slice(1)], ["Runs", 1], ["Failed runs", 1], ["LLM calls", 1], ["Tool calls", 1], ["Success rate", 1], ["Avg latency", 1], ["p95 latency", 1], ["Avg tokens in / out", 1], ["Cost", 1]],
         st.items.map((x) => h("tr", null,
           h("td", null, label(x.group)),
+          h("td", { class: "num" }, fmtInt(x.runs)),
+          h("td", { class: `num ${x.failed_runs > 0 ? "bad" : ""}` }, fmtInt(x.failed_runs)),
           h("td", { class: "num" }, fmtInt(x.calls)),
+          h("td", { class: "num" }, fmtInt(x.tool_calls)),
           h("td", { class: `num ${x.success_rate < 0.95 ? "bad" : ""}` }, fmtPct(x.success_rate)),
           h("td", { class: "num" }, fmtMs(x.avg_latency_ms)),
           h("td", { class: "num" }, fmtMs(x.p95_latency_ms)),
           h("td", { class: "num" }, `${fmtInt(Math.round(x.avg_input_tokens))} / ${fmtInt(Math.round(x.avg_output_tokens))}`),
           h("td", { class: "num" }, fmtCost(x.cost_usd)))), "stats"),
       st.truncated ? h("p", { class: "warn" }, "More calls matched than one request aggregates; narrow the period.") : null,
+      tools,
     ].filter(Boolean));
   }, (e) => failed(clear(out), e, ctx));
+  // Tools: the tool calls of the period, per tool (calls, failures, p50 / p95).
+  const tools = h("section", { class: "tools-section" }, h("h3", null, "Tools"));
+  api.get("/stats", { ...q, group_by: "tool" }).then((st) => {
+    tools.append(st.items.length
+      ? table([["Tool"], ["Calls", 1], ["Failures", 1], ["p50 duration", 1], ["p95 duration", 1]],
+        st.items.map((x) => h("tr", null,
+          h("td", null, x.tool === null ? "(none)" : x.tool),
+          h("td", { class: "num" }, fmtInt(x.calls)),
+          h("td", { class: `num ${x.failures > 0 ? "bad" : ""}` }, fmtInt(x.failures)),
+          h("td", { class: "num" }, fmtMs(x.p50_duration_ms)),
+          h("td", { class: "num" }, fmtMs(x.p95_duration_ms)))), "tools")
+      : h("p", { class: "muted" }, "No tool calls in this period."));
+  }, (e) => failed(tools, e, ctx));
 }
 
 // Rate limits.

@@ -112,6 +112,8 @@ const INVOCATION_COLUMNS: &[&str] = &[
     "model",
     "prompt",
     "rounds",
+    "retries",
+    "tool_calls",
     "session_id",
     "user_id",
     "input",
@@ -120,6 +122,7 @@ const CALL_COLUMNS: &[&str] = &[
     "id",
     "invocation_id",
     "round",
+    "attempt",
     "status",
     "http_status",
     "trigger",
@@ -176,6 +179,8 @@ fn invocation_row(s: &InvocationSummary, input: String) -> Vec<String> {
         opt(&s.model),
         opt(&s.prompt),
         s.rounds.to_string(),
+        s.retries.to_string(),
+        s.tool_calls.to_string(),
         opt(&s.session_id),
         opt(&s.user_id),
         input,
@@ -187,6 +192,12 @@ fn call_row(s: &CallSummary, input: String) -> Vec<String> {
         s.id.clone(),
         s.invocation_id.clone(),
         s.round.to_string(),
+        // Attempt within the round (1 the first try); empty for a tool call.
+        if s.kind == crate::record::ProviderKind::Http.as_str() {
+            String::new()
+        } else {
+            (s.retry + 1).to_string()
+        },
         status(&s.status),
         opt(&s.http_status),
         opt(&s.trigger),

@@ -189,20 +189,27 @@ const SUMMARY: &[ParamSpec] = &[ParamSpec::text(
     "tz",
     "the time zone that defines today: UTC (default), a fixed offset like +02:00 (a multiple of 15 minutes; an unencoded + is accepted) or an IANA name like Europe/Berlin",
 )];
-const SESSION: &[ParamSpec] = &[ParamSpec::query(
-    "limit",
-    "most timeline entries",
-    ParamKind::Integer {
-        min: 1,
-        max: 10_000,
-        default: Some(2000),
-    },
-)];
+const SESSION: &[ParamSpec] = &[
+    ParamSpec::query(
+        "limit",
+        "most timeline entries",
+        ParamKind::Integer {
+            min: 1,
+            max: 10_000,
+            default: Some(2000),
+        },
+    ),
+    ParamSpec::query(
+        "conversation",
+        "also read the session as a conversation (`conversation`: user turns, replies, tool calls with arguments and results, tool HTTP and MCP calls, failures; texts for admins only), from at most the newest 500 calls",
+        ParamKind::Boolean,
+    ),
+];
 const STATS: &[ParamSpec] = &[ParamSpec::query(
     "group_by",
     "grouping (default agent)",
     ParamKind::OneOf(&[
-        "agent", "model", "provider", "prompt", "trigger", "tenant", "day", "hour",
+        "agent", "model", "provider", "tool", "prompt", "trigger", "tenant", "day", "hour",
     ]),
 )];
 const RATELIMITS: &[ParamSpec] = &[

@@ -178,7 +178,17 @@ pub struct WhoAmI {
 pub struct InvocationDetail {
     #[serde(flatten)]
     summary: InvocationSummary,
+    /// Distinct rounds (a retry is an attempt of its round, not a round).
     round_count: u32,
+    /// LLM calls, every attempt counted.
+    llm_calls: u32,
+    /// Tool calls captured (tool HTTP calls).
+    tool_calls: u32,
+    /// How the run ended (`agent_loop::outcome`).
+    outcome: crate::agent_loop::RunOutcome,
+    /// The time between consecutive LLM calls: tool time, backoff or agent time,
+    /// with the tool calls captured in it.
+    gaps: Vec<crate::agent_loop::Gap>,
     /// Total cost in picodollars (exact sum).
     cost_pusd: u64,
     unpriced_calls: u32,
@@ -211,6 +221,8 @@ pub struct RunTimelineEntry {
     call_id: String,
     /// The round number, for LLM calls.
     round: Option<u32>,
+    /// The attempt within the round, for LLM calls.
+    attempt: Option<u32>,
     /// The round a tool HTTP call followed.
     after_round: Option<u32>,
     started_at: String,
@@ -277,7 +289,27 @@ pub struct Round {
     stop_reason: Option<String>,
     error: Option<crate::record::ErrorInfo>,
     hint: Option<String>,
+    /// Every attempt of the round, the settling one last.
+    attempts: Vec<RoundAttempt>,
     tool_calls: Vec<ToolCallJoin>,
+}
+
+/// One attempt of a round (`agent_loop::Attempt`) with its failure's hint.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct RoundAttempt {
+    attempt: u32,
+    call_id: String,
+    started_at: String,
+    duration_ms: f64,
+    status: Option<CallStatus>,
+    http_status: Option<u16>,
+    /// The SDK's retry count header, when it sent one.
+    retry_hint: Option<u32>,
+    /// The wait since the previous attempt ended: the client's backoff.
+    backoff_ms: Option<f64>,
+    hint: Option<String>,
 }
 
 /// A tool call the model asked for, joined to its result in the next round.
@@ -291,7 +323,9 @@ pub struct ToolCallJoin {
     result_call_id: Option<String>,
     /// From this round's end to the next round's start: the tool's time.
     duration_ms: Option<f64>,
-    /// Tool HTTP calls (through `kind = "http"` providers) made in that gap.
+    /// Tool calls captured in that gap joined to this one (`agent_loop::describe`:
+    /// the only one requested, else by tool name and arguments, else by argument
+    /// values in the call's path).
     http_call_ids: Vec<String>,
     /// Admins only.
     #[serde(default)]
@@ -308,6 +342,32 @@ pub struct SessionDetail {
     #[serde(flatten)]
     session: SessionSummary,
     timeline: Vec<TimelineEntry>,
+    /// With `conversation=true`: the session as a conversation, in order.
+    conversation: Option<Vec<ConversationTurn>>,
+}
+
+/// One entry of a session's conversation (`agent_loop::Turn`), with a failure's hint.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ConversationTurn {
+    /// `user`, `reply`, `tool_call`, `tool` or `failure`.
+    kind: String,
+    invocation_id: String,
+    /// The round it opens.
+    round: u32,
+    call_id: String,
+    at: String,
+    /// Admins only: the user message, the reply, the tool result.
+    text: Option<String>,
+    name: Option<String>,
+    /// Admins only.
+    arguments: Option<serde_json::Value>,
+    status: Option<CallStatus>,
+    http_status: Option<u16>,
+    /// Failures: a one-line explanation.
+    #[serde(default)]
+    hint: Option<String>,
 }
 
 #[derive(JsonSchema)]
@@ -320,6 +380,8 @@ pub struct TimelineEntry {
     invocation_id: String,
     /// The LLM round; null for a tool HTTP call or MCP exchange, which are not rounds.
     round: Option<u32>,
+    /// The attempt within the round; null for a tool HTTP call or MCP exchange.
+    attempt: Option<u32>,
     /// For an MCP exchange: its JSON-RPC method, and the tool of a `tools/call`.
     mcp_method: Option<String>,
     tool: Option<String>,
@@ -349,7 +411,11 @@ pub struct Summary {
     total_calls: u64,
     runs_today: u64,
     calls_today: u64,
+    /// Runs started in the last 24 h that ended in failure (their last round's last
+    /// attempt failed).
     errors_24h: u64,
+    /// Failed LLM calls (every attempt) in the last 24 h.
+    failed_calls_24h: u64,
     cost_today_usd: f64,
     tokens_today: TokenTotals,
     resolution: String,
@@ -381,9 +447,19 @@ pub struct Agents {
 pub struct AgentRow {
     agent: Option<String>,
     invocations: u64,
+    /// The same as `invocations`.
+    runs: u64,
+    /// Runs that ended in failure.
+    failed_runs: u64,
+    run_error_rate: Option<f64>,
+    /// LLM calls, every attempt (tool calls are not counted).
     calls: u64,
+    llm_calls: u64,
+    /// Failed LLM calls.
     errors: u64,
+    failed_llm_calls: u64,
     error_rate: Option<f64>,
+    llm_call_error_rate: Option<f64>,
     cost_usd: f64,
     avg_cost_per_invocation_usd: Option<f64>,
     avg_cost_per_call_usd: Option<f64>,
@@ -411,13 +487,46 @@ pub struct Stats {
 pub struct StatsRow {
     /// The group's value; null for records without one.
     group: Option<String>,
+    /// `group_by=tool`: the tool (its `kind = "http"` provider's name).
+    #[serde(default)]
+    tool: Option<String>,
+    /// `group_by=tool`: tool calls that failed.
+    #[serde(default)]
+    failures: Option<u64>,
+    #[serde(default)]
+    p50_duration_ms: Option<f64>,
+    #[serde(default)]
+    p95_duration_ms: Option<f64>,
+    /// Runs of the group (a run counts in each model group its calls made).
+    #[serde(default)]
+    runs: Option<u64>,
+    #[serde(default)]
+    failed_runs: Option<u64>,
+    #[serde(default)]
+    run_error_rate: Option<f64>,
+    /// LLM calls (every attempt); tool calls with `group_by=tool`.
     calls: u64,
-    success_rate: f64,
-    avg_latency_ms: f64,
+    #[serde(default)]
+    llm_calls: Option<u64>,
+    /// Tool calls of the group (not in model or provider groups).
+    #[serde(default)]
+    tool_calls: Option<u64>,
+    #[serde(default)]
+    success_rate: Option<f64>,
+    #[serde(default)]
+    llm_call_error_rate: Option<f64>,
+    #[serde(default)]
+    avg_latency_ms: Option<f64>,
+    #[serde(default)]
+    p50_latency_ms: Option<f64>,
+    #[serde(default)]
     p95_latency_ms: Option<f64>,
-    avg_input_tokens: f64,
-    avg_output_tokens: f64,
-    cost_usd: f64,
+    #[serde(default)]
+    avg_input_tokens: Option<f64>,
+    #[serde(default)]
+    avg_output_tokens: Option<f64>,
+    #[serde(default)]
+    cost_usd: Option<f64>,
 }
 
 /// `GET /ratelimits`.

@@ -241,7 +241,12 @@ pub(super) fn invocation(
             return Err(ApiError::NotFound(format!("no invocation with id {id}")));
         };
         let calls = state.store.invocation_calls(id)?;
-        let rounds_read = calls.iter().filter(|c| !is_tool_http(c)).count();
+        let rounds_read = calls
+            .iter()
+            .filter(|c| !is_tool_http(c))
+            .map(|c| c.round)
+            .collect::<std::collections::HashSet<_>>()
+            .len();
         attempts += 1;
         if rounds_read == inv.rounds as usize || attempts == RUN_READ_ATTEMPTS {
             break (inv, summary, calls);
@@ -252,16 +257,17 @@ pub(super) fn invocation(
     if who.is_admin() {
         audit(state, who, "read invocation messages and tool calls", path)?;
     }
-    let (llm, http): (Vec<&CallRecord>, Vec<&CallRecord>) =
-        calls.iter().partition(|c| !is_tool_http(c));
-    let mut llm = llm;
-    llm.sort_by_key(|c| (c.round, c.started_at_us));
+    let described = crate::agent_loop::describe(&calls);
     let mut value = serde_json::to_value(&summary).unwrap_or_default();
     value["round_count"] = json!(inv.rounds);
+    value["llm_calls"] = json!(calls.iter().filter(|c| !is_tool_http(c)).count());
+    value["tool_calls"] = json!(calls.iter().filter(|c| is_tool_http(c)).count());
+    value["outcome"] = serde_json::to_value(crate::agent_loop::outcome(&inv)).unwrap_or_default();
+    value["gaps"] = serde_json::to_value(&described.gaps).unwrap_or_default();
     value["cost_pusd"] = json!(inv.cost_pusd);
     value["unpriced_calls"] = json!(inv.unpriced_calls);
     value["usage"] = serde_json::to_value(&inv.usage).unwrap_or_default();
-    value["rounds"] = Value::Array(rounds(&llm, &http, who.is_admin()));
+    value["rounds"] = Value::Array(rounds(&described, &calls, who.is_admin()));
     value["timeline"] = Value::Array(timeline(&calls, who.is_admin()));
     if !include_calls {
         return ok(&value);
@@ -339,10 +345,6 @@ fn timeline_kind(kind: &str) -> &'static str {
     }
 }
 
-fn ended_us(call: &CallRecord) -> u64 {
-    call.started_at_us + (call.latency_ms * 1000.0) as u64
-}
-
 /// Every call of a run in the order it started: the LLM rounds and, between them,
 /// the tool HTTP calls and MCP exchanges (with the round they followed). An MCP
 /// exchange names its method, tool, server and failure; its arguments and result
@@ -360,6 +362,7 @@ fn timeline(calls: &[CallRecord], admin: bool) -> Vec<Value> {
                 "kind": timeline_kind(&c.kind),
                 "call_id": c.id,
                 "round": (!http).then_some(c.round),
+                "attempt": (!http).then_some(c.retry + 1),
                 "after_round": http.then_some(last_round),
                 "started_at": c.started_at,
                 "ended_at": c.ended_at,
@@ -393,53 +396,37 @@ fn timeline(calls: &[CallRecord], admin: bool) -> Vec<Value> {
         .collect()
 }
 
-/// Each LLM round with its tool calls joined to their results in the next round
-/// (tool HTTP calls in between are not rounds; they are listed with the tool call
-/// whose gap they fall in).
-fn rounds(calls: &[&CallRecord], http: &[&CallRecord], admin: bool) -> Vec<Value> {
-    let mut out = Vec::with_capacity(calls.len());
-    for (i, call) in calls.iter().enumerate() {
-        let call: &CallRecord = call;
-        let next: Option<&CallRecord> = calls.get(i + 1).copied();
-        let ended_us = ended_us(call);
-        let gap_http: Vec<&str> = http
+/// Each LLM round (`agent_loop::describe`): the call that settled it, its attempts,
+/// and the tool calls its answer asked for, joined to their results in the next
+/// round and to the tool calls captured in the gap.
+fn rounds(described: &crate::agent_loop::RunLoop, calls: &[CallRecord], admin: bool) -> Vec<Value> {
+    let by_id: std::collections::HashMap<&str, &CallRecord> =
+        calls.iter().map(|c| (c.id.as_str(), c)).collect();
+    let mut out = Vec::with_capacity(described.rounds.len());
+    for (i, round) in described.rounds.iter().enumerate() {
+        let Some(call) = by_id.get(round.call_id.as_str()).copied() else {
+            continue;
+        };
+        let next = described.rounds.get(i + 1);
+        let gap = described
+            .gaps
             .iter()
-            .filter(|h| {
-                h.started_at_us >= ended_us
-                    && next.is_none_or(|n| h.started_at_us < n.started_at_us)
-            })
-            .map(|h| h.id.as_str())
-            .collect();
-        let tools: Vec<Value> = call
-            .response
+            .find(|g| g.after_round == round.round && g.before_round != round.round);
+        let tools: Vec<Value> = round
+            .requested_tools
             .iter()
-            .flat_map(|r| r.tool_calls.iter())
             .map(|tc| {
-                let result = next.and_then(|n| {
-                    let id = tc.id.as_deref()?;
-                    n.request
-                        .as_ref()?
-                        .messages
-                        .iter()
-                        .find(|m| m.tool_call_id.as_deref() == Some(id))
-                });
-                let duration_ms = match (result, next) {
-                    (Some(_), Some(n)) => {
-                        Some(n.started_at_us.saturating_sub(ended_us) as f64 / 1000.0)
-                    }
-                    _ => None,
-                };
                 let mut t = json!({
                     "id": tc.id,
                     "name": tc.name,
-                    "result_round": result.and(next).map(|n| n.round),
-                    "result_call_id": result.and(next).map(|n| n.id.clone()),
-                    "duration_ms": duration_ms,
-                    "http_call_ids": gap_http,
+                    "result_round": tc.result_round,
+                    "result_call_id": tc.result_round.and(next).and_then(|n| n.attempts.first()).map(|a| a.call_id.clone()),
+                    "duration_ms": tc.result_round.and(gap).map(|g| g.duration_ms),
+                    "http_call_ids": tc.tool_call_ids,
                 });
                 if admin {
                     t["arguments"] = tc.arguments.clone();
-                    t["result"] = json!(result.and_then(|m| m.text.clone()));
+                    t["result"] = json!(tc.result);
                 }
                 t
             })
@@ -463,6 +450,11 @@ fn rounds(calls: &[&CallRecord], http: &[&CallRecord], admin: bool) -> Vec<Value
             "stop_reason": call.stop_reason,
             "error": call.error,
             "hint": hint(call),
+            "attempts": round.attempts.iter().map(|a| {
+                let mut v = serde_json::to_value(a).unwrap_or_default();
+                v["hint"] = json!(by_id.get(a.call_id.as_str()).and_then(|c| hint(c)));
+                v
+            }).collect::<Vec<Value>>(),
             "tool_calls": tools,
         }));
     }
@@ -602,17 +594,26 @@ pub(super) fn session(state: &ApiState, who: &Principal, p: &Params, id: &str) -
             &format!("/api/v1/sessions/{id}"),
         )?;
     }
-    let timeline: Vec<Value> = state
+    let summaries: Vec<_> = state
         .store
         .session_calls(id, max)?
         .into_iter()
         .filter(|c| who.may_see(c.tenant.as_deref()))
+        .collect();
+    let conversation = if p.bool("conversation")?.unwrap_or(false) {
+        Some(session_conversation(state, who, &summaries, id)?)
+    } else {
+        None
+    };
+    let timeline: Vec<Value> = summaries
+        .into_iter()
         .map(|c| {
             json!({
                 "kind": timeline_kind(&c.kind),
                 "call_id": c.id,
                 "invocation_id": c.invocation_id,
                 "round": crate::record::is_round_kind(&c.kind).then_some(c.round),
+                "attempt": crate::record::is_round_kind(&c.kind).then_some(c.retry + 1),
                 "mcp_method": c.mcp_method,
                 "tool": c.tool,
                 "started_at": c.started_at,
@@ -631,7 +632,55 @@ pub(super) fn session(state: &ApiState, who: &Principal, p: &Params, id: &str) -
         .collect();
     let mut value = serde_json::to_value(&s).unwrap_or_default();
     value["timeline"] = Value::Array(timeline);
+    if let Some(conversation) = conversation {
+        value["conversation"] = conversation;
+    }
     ok(&value)
+}
+
+/// Calls of a session read back whole for its conversation, the newest this many.
+const CONVERSATION_CALLS: usize = 500;
+
+/// The session as a conversation (`agent_loop::conversation`), each failure with its
+/// hint; texts and arguments for admins only (the read is audited).
+fn session_conversation(
+    state: &ApiState,
+    who: &Principal,
+    summaries: &[crate::store::summary::CallSummary],
+    id: &str,
+) -> Result<Value, ApiError> {
+    let skip = summaries.len().saturating_sub(CONVERSATION_CALLS);
+    let mut calls = Vec::with_capacity(summaries.len() - skip);
+    for summary in &summaries[skip..] {
+        if let Some(call) = state.store.get_call(&summary.id)? {
+            calls.push(call);
+        }
+    }
+    if who.is_admin() {
+        audit(
+            state,
+            who,
+            "read session conversation",
+            &format!("/api/v1/sessions/{id}"),
+        )?;
+    }
+    let hints: std::collections::HashMap<&str, Option<String>> =
+        calls.iter().map(|c| (c.id.as_str(), hint(c))).collect();
+    let turns: Vec<Value> = crate::agent_loop::conversation(&calls)
+        .into_iter()
+        .map(|mut t| {
+            if !who.is_admin() {
+                t.text = None;
+                t.arguments = None;
+            }
+            let mut v = serde_json::to_value(&t).unwrap_or_default();
+            if t.kind == "failure" {
+                v["hint"] = json!(hints.get(t.call_id.as_str()).cloned().flatten());
+            }
+            v
+        })
+        .collect();
+    Ok(Value::Array(turns))
 }
 
 fn tenant_param(who: &Principal, p: &Params) -> Result<Option<String>, ApiError> {
@@ -663,6 +712,14 @@ pub(super) fn summary(state: &ApiState, who: &Principal, p: &Params) -> ApiResul
     let last_day = state
         .store
         .rollup_range(&scope, now.saturating_sub(DAY_US), now + 1)?;
+    let mut runs_last_day = Filter {
+        from_us: Some(now.saturating_sub(DAY_US)),
+        ..Filter::default()
+    };
+    if let Some(t) = &tenant {
+        runs_last_day.eq.push((tag::TENANT, vec![t.clone()]));
+    }
+    let errors_24h = failed_runs(state, runs_last_day)?;
     ok(&json!({
         "tenant": tenant,
         "tz_offset_s": offset_s,
@@ -671,24 +728,52 @@ pub(super) fn summary(state: &ApiState, who: &Principal, p: &Params) -> ApiResul
         "total_calls": total.calls,
         "runs_today": today.invocations,
         "calls_today": today.calls,
-        "errors_24h": last_day.errors,
+        "errors_24h": errors_24h,
+        "failed_calls_24h": last_day.errors,
         "cost_today_usd": today.cost_pusd as f64 / 1e12,
         "tokens_today": {
             "input": today.input_tokens,
             "output": today.output_tokens,
             "total": today.input_tokens.saturating_add(today.output_tokens),
         },
-        "resolution": "rollups in 15-minute buckets: errors_24h covers the last 96 whole buckets",
+        "resolution": "errors_24h: runs started in the last 24 h that ended in failure; failed_calls_24h: failed LLM calls (every attempt) in the last 96 whole 15-minute buckets",
     }))
+}
+
+/// Runs among those `filter` matches that ended in failure (`agent_loop::outcome`:
+/// their last round's last attempt failed), counted by the store's run index (exact
+/// for the status facet with a tenant or agent, on every engine).
+fn failed_runs(state: &ApiState, mut filter: Filter) -> Result<u64, ApiError> {
+    let failing: Vec<String> = CallStatus::ALL
+        .iter()
+        .filter(|s| **s != CallStatus::Success)
+        .map(|s| s.as_str().to_string())
+        .collect();
+    filter.eq.retain(|(t, _)| *t != tag::STATUS);
+    filter.eq.push((tag::STATUS, failing));
+    let page = state.store.list_invocations(
+        &filter,
+        &PageRequest {
+            limit: 1,
+            after: None,
+            offset: 0,
+            count_total: true,
+        },
+    )?;
+    Ok(page.total)
 }
 
 fn cell_json(cell: &RollupCell) -> Value {
     let avg = |sum: f64, n: u64| if n == 0 { None } else { Some(sum / n as f64) };
     json!({
         "invocations": cell.invocations,
+        "runs": cell.invocations,
         "calls": cell.calls,
+        "llm_calls": cell.calls,
         "errors": cell.errors,
+        "failed_llm_calls": cell.errors,
         "error_rate": avg(cell.errors as f64, cell.calls),
+        "llm_call_error_rate": avg(cell.errors as f64, cell.calls),
         "cost_usd": cell.cost_pusd as f64 / 1e12,
         "avg_cost_per_invocation_usd": avg(cell.cost_pusd as f64 / 1e12, cell.invocations),
         "avg_cost_per_call_usd": avg(cell.cost_pusd as f64 / 1e12, cell.calls),
@@ -713,11 +798,42 @@ pub(super) fn agents(state: &ApiState, who: &Principal, p: &Params) -> ApiResult
         .map(|(k, c)| (String::from_utf8_lossy(&k[prefix.len()..]).into_owned(), c))
         .collect();
     rows.sort_by(|a, b| b.1.calls.cmp(&a.1.calls).then(a.0.cmp(&b.0)));
+    let scoped = |agent: Option<&str>| {
+        let mut filter = Filter::default();
+        if let Some(t) = &tenant {
+            filter.eq.push((tag::TENANT, vec![t.clone()]));
+        }
+        if let Some(a) = agent {
+            filter.eq.push((tag::AGENT, vec![a.to_string()]));
+        }
+        filter
+    };
+    // Runs without an agent: all failed runs less the named agents'.
+    let mut unnamed_failed = failed_runs(state, scoped(None))?;
+    let mut failed = Vec::with_capacity(rows.len());
+    for (agent, _) in &rows {
+        let n = if agent.is_empty() {
+            0
+        } else {
+            failed_runs(state, scoped(Some(agent)))?
+        };
+        unnamed_failed = unnamed_failed.saturating_sub(n);
+        failed.push(n);
+    }
     let items: Vec<Value> = rows
         .iter()
-        .map(|(agent, cell)| {
+        .zip(failed)
+        .map(|((agent, cell), failed)| {
+            let failed = if agent.is_empty() {
+                unnamed_failed
+            } else {
+                failed
+            };
             let mut v = cell_json(cell);
             v["agent"] = json!((!agent.is_empty()).then_some(agent));
+            v["failed_runs"] = json!(failed);
+            v["run_error_rate"] =
+                json!((cell.invocations > 0).then(|| failed as f64 / cell.invocations as f64));
             v
         })
         .collect();
@@ -729,7 +845,11 @@ pub(super) fn agents(state: &ApiState, who: &Principal, p: &Params) -> ApiResult
 
 #[derive(Default)]
 struct Group {
+    /// LLM calls (every attempt), or tool calls with `group_by=tool`.
     calls: u64,
+    tool_calls: u64,
+    runs: u64,
+    failed_runs: u64,
     success: u64,
     latencies_us: Vec<u64>,
     input_tokens: u64,
@@ -742,7 +862,7 @@ pub(super) fn stats(state: &ApiState, who: &Principal, p: &Params) -> ApiResult 
     let group_tag = match group_by {
         "agent" => Some(tag::AGENT),
         "model" => Some(tag::MODEL),
-        "provider" => Some(tag::PROVIDER),
+        "provider" | "tool" => Some(tag::PROVIDER),
         "prompt" => Some(tag::PROMPT),
         "trigger" => Some(tag::TRIGGER),
         "tenant" => Some(tag::TENANT),
@@ -750,25 +870,38 @@ pub(super) fn stats(state: &ApiState, who: &Principal, p: &Params) -> ApiResult 
         _ => {
             return Err(bad(
                 "group_by",
-                "expected agent, model, provider, prompt, trigger, tenant, day or hour",
+                "expected agent, model, provider, tool, prompt, trigger, tenant, day or hour",
             )
             .into())
         }
     };
+    let by_tool = group_by == "tool";
     let filter = list_filter(who, p)?;
+    let key_of = |v: &FacetView<'_>| match group_tag {
+        Some(t) => v.get(t).map(str::to_string),
+        None if group_by == "day" => Some(format_date(v.time_us)),
+        None => Some(format!(
+            "{}:00:00Z",
+            &format_rfc3339_us(v.time_us - v.time_us % HOUR_US)[..13]
+        )),
+    };
     let mut groups: BTreeMap<Option<String>, Group> = BTreeMap::new();
+    let mut truncated = false;
     let outcome = state
         .store
         .scan_facets(false, &filter, STATS_BUDGET, &mut |v: &FacetView<'_>| {
-            let key = match group_tag {
-                Some(t) => v.get(t).map(str::to_string),
-                None if group_by == "day" => Some(format_date(v.time_us)),
-                None => Some(format!(
-                    "{}:00:00Z",
-                    &format_rfc3339_us(v.time_us - v.time_us % HOUR_US)[..13]
-                )),
-            };
-            let g = groups.entry(key).or_default();
+            // A tool call is no LLM call: counted apart, never in a model's group or
+            // the LLM latency and error figures; `group_by=tool` counts only them.
+            let tool = v
+                .get(tag::KIND)
+                .is_some_and(|k| !crate::record::is_round_kind(k));
+            if by_tool != tool {
+                if tool && group_tag != Some(tag::MODEL) && group_tag != Some(tag::PROVIDER) {
+                    groups.entry(key_of(v)).or_default().tool_calls += 1;
+                }
+                return;
+            }
+            let g = groups.entry(key_of(v)).or_default();
             g.calls += 1;
             if v.get(tag::STATUS) == Some("success") {
                 g.success += 1;
@@ -778,20 +911,69 @@ pub(super) fn stats(state: &ApiState, who: &Principal, p: &Params) -> ApiResult 
             g.output_tokens += v.output_tokens;
             g.cost_pusd += v.cost_pusd.unwrap_or(0);
         })?;
+    truncated |= outcome == crate::store::ScanOutcome::Truncated;
+    if !by_tool {
+        // Runs, by the same facets (a run carries each model it used).
+        let outcome =
+            state
+                .store
+                .scan_facets(true, &filter, STATS_BUDGET, &mut |v: &FacetView<'_>| {
+                    let keys: Vec<Option<String>> = match group_tag {
+                        Some(t) if t == tag::MODEL || t == tag::PROVIDER => {
+                            v.all(t).map(|s| Some(s.to_string())).collect()
+                        }
+                        _ => vec![key_of(v)],
+                    };
+                    for key in keys {
+                        // A run carries its requested and its answering models: it
+                        // counts in the groups its calls made (the requested model's).
+                        let g = match groups.get_mut(&key) {
+                            Some(g) => g,
+                            None if group_tag == Some(tag::MODEL) => continue,
+                            None => groups.entry(key).or_default(),
+                        };
+                        g.runs += 1;
+                        if v.get(tag::STATUS).is_some_and(|s| s != "success") {
+                            g.failed_runs += 1;
+                        }
+                    }
+                })?;
+        truncated |= outcome == crate::store::ScanOutcome::Truncated;
+    }
     let items: Vec<Value> = groups
         .into_iter()
+        .filter(|(key, g)| !(key.is_none() && g.calls == 0 && g.runs == 0) || g.tool_calls > 0)
         .map(|(key, mut g)| {
             g.latencies_us.sort_unstable();
             let n = g.calls.max(1) as f64;
-            let p95 = g
-                .latencies_us
-                .get(((g.latencies_us.len() as f64 * 0.95).ceil() as usize).saturating_sub(1))
-                .map(|us| *us as f64 / 1000.0);
+            let quantile = |q: f64| {
+                g.latencies_us
+                    .get(((g.latencies_us.len() as f64 * q).ceil() as usize).saturating_sub(1))
+                    .map(|us| *us as f64 / 1000.0)
+            };
+            let (p50, p95) = (quantile(0.5), quantile(0.95));
+            if by_tool {
+                return json!({
+                    "group": key,
+                    "tool": key,
+                    "calls": g.calls,
+                    "failures": g.calls - g.success,
+                    "p50_duration_ms": p50,
+                    "p95_duration_ms": p95,
+                });
+            }
             json!({
                 "group": key,
+                "runs": g.runs,
+                "failed_runs": g.failed_runs,
+                "run_error_rate": (g.runs > 0).then(|| g.failed_runs as f64 / g.runs as f64),
                 "calls": g.calls,
+                "llm_calls": g.calls,
+                "tool_calls": g.tool_calls,
                 "success_rate": g.success as f64 / n,
+                "llm_call_error_rate": (g.calls > 0).then(|| (g.calls - g.success) as f64 / n),
                 "avg_latency_ms": g.latencies_us.iter().sum::<u64>() as f64 / n / 1000.0,
+                "p50_latency_ms": p50,
                 "p95_latency_ms": p95,
                 "avg_input_tokens": g.input_tokens as f64 / n,
                 "avg_output_tokens": g.output_tokens as f64 / n,
@@ -802,7 +984,7 @@ pub(super) fn stats(state: &ApiState, who: &Principal, p: &Params) -> ApiResult 
     ok(&json!({
         "group_by": group_by,
         "items": items,
-        "truncated": outcome == crate::store::ScanOutcome::Truncated,
+        "truncated": truncated,
     }))
 }
 

@@ -209,6 +209,20 @@ fn run_text(style: &Style, run: &Value) -> String {
         "status",
         style.status(&text(&run["status"])),
     );
+    if let Some(outcome) = run["outcome"]["text"].as_str() {
+        field(style, &mut out, "outcome", outcome.to_string());
+    }
+    field(
+        style,
+        &mut out,
+        "calls",
+        format!(
+            "{} rounds, {} LLM calls, {} tool calls",
+            text(&run["round_count"]),
+            text(&run["llm_calls"]),
+            text(&run["tool_calls"])
+        ),
+    );
     field(style, &mut out, "agent", text(&run["agent"]));
     field(style, &mut out, "trigger", text(&run["trigger"]));
     field(style, &mut out, "started", text(&run["started_at"]));
@@ -229,6 +243,7 @@ fn run_text(style: &Style, run: &Value) -> String {
         col("COST", false, true),
         col("LATENCY", false, true),
         col("STOP", true, false),
+        col("ATTEMPTS", false, true),
         col("STATUS", false, false),
     ];
     let rows: Vec<Vec<String>> = rounds
@@ -242,18 +257,36 @@ fn run_text(style: &Style, run: &Value) -> String {
                 usd(&r["cost_usd"]),
                 ms(&r["latency_ms"]),
                 text(&r["stop_reason"]),
+                r["attempts"].as_array().map_or(1, Vec::len).to_string(),
                 text(&r["status"]),
             ]
         })
         .collect();
     out.push_str(&table(style, &columns, &rows, |i, cell| {
-        if i == 7 {
+        if i == 8 {
             style.status(cell)
         } else {
             cell.to_string()
         }
     }));
     for r in &rounds {
+        let attempts = r["attempts"].as_array().cloned().unwrap_or_default();
+        if attempts.len() > 1 {
+            for a in &attempts {
+                let backoff = match &a["backoff_ms"] {
+                    Value::Null => String::new(),
+                    d => format!(" after {} backoff", ms(d)),
+                };
+                out.push_str(&format!(
+                    "  r{} attempt {}{backoff}: {} (HTTP {}) {}\n",
+                    text(&r["round"]),
+                    text(&a["attempt"]),
+                    style.status(&text(&a["status"])),
+                    text(&a["http_status"]),
+                    text(&a["call_id"]),
+                ));
+            }
+        }
         for tc in r["tool_calls"].as_array().into_iter().flatten() {
             let result = match (&tc["result_round"], &tc["duration_ms"]) {
                 (Value::Null, _) => "no result".to_string(),
@@ -704,9 +737,42 @@ pub fn stats(args: &StatsArgs) -> anyhow::Result<()> {
         output::emit_json(&stats);
         return Ok(());
     }
+    if group == "tool" {
+        let columns = [
+            col("TOOL", true, false),
+            col("CALLS", false, true),
+            col("FAILURES", false, true),
+            col("P50", false, true),
+            col("P95", false, true),
+        ];
+        let rows: Vec<Vec<String>> = stats["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                vec![
+                    text(&r["tool"]),
+                    text(&r["calls"]),
+                    text(&r["failures"]),
+                    ms(&r["p50_duration_ms"]),
+                    ms(&r["p95_duration_ms"]),
+                ]
+            })
+            .collect();
+        let out = if rows.is_empty() {
+            "no tool calls match\n".to_string()
+        } else {
+            table(&style, &columns, &rows, |_, c| c.to_string())
+        };
+        output::emit(&out);
+        return Ok(());
+    }
     let columns = [
         col("GROUP", true, false),
-        col("CALLS", false, true),
+        col("RUNS", false, true),
+        col("FAILED RUNS", false, true),
+        col("LLM CALLS", false, true),
+        col("TOOL CALLS", false, true),
         col("SUCCESS", false, true),
         col("AVG LATENCY", false, true),
         col("P95 LATENCY", false, true),
@@ -721,7 +787,10 @@ pub fn stats(args: &StatsArgs) -> anyhow::Result<()> {
         .map(|r| {
             vec![
                 text(&r["group"]),
+                text(&r["runs"]),
+                text(&r["failed_runs"]),
                 text(&r["calls"]),
+                text(&r["tool_calls"]),
                 r["success_rate"]
                     .as_f64()
                     .map_or("-".into(), |x| format!("{:.1}%", x * 100.0)),
@@ -762,7 +831,7 @@ pub fn summary(args: &SummaryArgs) -> anyhow::Result<()> {
     }
     let mut out = String::new();
     field(&style, &mut out, "total runs", text(&s["total_runs"]));
-    field(&style, &mut out, "total calls", text(&s["total_calls"]));
+    field(&style, &mut out, "LLM calls", text(&s["total_calls"]));
     field(&style, &mut out, "runs today", text(&s["runs_today"]));
     field(&style, &mut out, "calls today", text(&s["calls_today"]));
     let errors = text(&s["errors_24h"]);
@@ -771,7 +840,13 @@ pub fn summary(args: &SummaryArgs) -> anyhow::Result<()> {
     } else {
         errors
     };
-    field(&style, &mut out, "errors 24h", painted);
+    field(&style, &mut out, "failed runs 24h", painted);
+    field(
+        &style,
+        &mut out,
+        "failed calls 24h",
+        text(&s["failed_calls_24h"]),
+    );
     field(&style, &mut out, "cost today", usd(&s["cost_today_usd"]));
     field(
         &style,

@@ -422,6 +422,8 @@ pub enum GroupBy {
     Agent,
     Model,
     Provider,
+    /// Tool calls per tool (its `kind = "http"` provider).
+    Tool,
     Prompt,
     Trigger,
     Tenant,

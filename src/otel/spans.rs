@@ -415,6 +415,10 @@ fn llmtap_call_attributes(call: &CallRecord, attrs: &mut Vec<KeyValue>) {
     attrs.push(kv_str("llmtap.call.id", call.id.clone()));
     attrs.push(kv_str("llmtap.invocation.id", call.invocation_id.clone()));
     attrs.push(kv_int("llmtap.round", i64::from(call.round)));
+    if crate::agent_loop::is_llm(call) {
+        // The attempt within the round (`agent_loop`): 2 and up are retries.
+        attrs.push(kv_int("llmtap.attempt", i64::from(call.retry) + 1));
+    }
     attrs.push(kv_str("llmtap.provider", call.provider.clone()));
     if let Some(status) = call.status {
         attrs.push(kv_str("llmtap.status", status.as_str()));
@@ -856,6 +860,13 @@ pub fn invocation_span(inv: &InvocationRecord, ctx: &TraceContext) -> Span {
     }
     attrs.push(kv_str("llmtap.invocation.id", inv.id.clone()));
     attrs.push(kv_int("llmtap.rounds", i64::from(inv.rounds)));
+    let outcome = crate::agent_loop::outcome(inv);
+    attrs.push(kv_int("llmtap.retries", i64::from(outcome.retries)));
+    attrs.push(kv_int(
+        "llmtap.tool_calls",
+        i64::from(inv.agent_loop.tool_calls),
+    ));
+    attrs.push(kv_str("llmtap.outcome", outcome.text));
     if let Some(cost) = inv.cost_usd {
         attrs.push(kv_f64("llmtap.cost_usd", cost));
     }

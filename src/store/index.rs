@@ -231,7 +231,13 @@ pub struct RollupCell {
 }
 
 impl RollupCell {
+    /// Counts an LLM call (every attempt); a tool call (`kind = "http"`) is no LLM
+    /// call and adds nothing: its latency would mix into the LLM percentiles and its
+    /// failures into the per-call error rate (per-tool figures: `/stats?group_by=tool`).
     pub fn add_call(&mut self, call: &CallRecord, with_hist: bool) {
+        if !crate::agent_loop::is_llm(call) {
+            return;
+        }
         self.calls += 1;
         if call.status != Some(CallStatus::Success) {
             self.errors += 1;

@@ -43,6 +43,9 @@ pub struct CallSummary {
     pub id: String,
     pub invocation_id: String,
     pub round: u32,
+    /// Which retry of its round the call is (`CallRecord::retry`).
+    #[serde(default)]
+    pub retry: u32,
     pub started_at: String,
     pub started_at_us: u64,
     pub ended_at: String,
@@ -112,6 +115,13 @@ pub struct InvocationSummary {
     pub model: Option<String>,
     pub status: Option<CallStatus>,
     pub rounds: u32,
+    /// Attempts beyond each round's first (`agent_loop::LoopState::retries`); 0 in
+    /// summaries stored before retries were told apart.
+    #[serde(default)]
+    pub retries: u32,
+    /// Tool calls captured in the run; 0 in summaries stored before they were counted.
+    #[serde(default)]
+    pub tool_calls: u32,
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
     pub cost_usd: Option<f64>,
@@ -137,6 +147,7 @@ impl CallSummary {
             id: call.id.clone(),
             invocation_id: call.invocation_id.clone(),
             round: call.round,
+            retry: call.retry,
             started_at: call.started_at.clone(),
             started_at_us: call.started_at_us,
             ended_at: call.ended_at.clone(),
@@ -236,6 +247,8 @@ impl InvocationSummary {
             model: inv.models.first().cloned(),
             status: inv.status,
             rounds: inv.rounds,
+            retries: inv.agent_loop.retries,
+            tool_calls: inv.agent_loop.tool_calls,
             input_tokens: inv.usage.input_tokens,
             output_tokens: inv.usage.output_tokens,
             cost_usd: inv.cost_usd,
@@ -361,6 +374,18 @@ impl<'a> FacetView<'a> {
 
     pub fn has(&self, tag: u8, value: &[u8]) -> bool {
         self.pairs().any(|(t, v)| t == tag && v == value)
+    }
+
+    /// Every distinct value with `tag`, in header order.
+    pub fn all(&self, tag: u8) -> impl Iterator<Item = &'a str> {
+        let mut seen: Vec<&'a [u8]> = Vec::new();
+        self.pairs().filter_map(move |(t, v)| {
+            if t != tag || seen.contains(&v) {
+                return None;
+            }
+            seen.push(v);
+            std::str::from_utf8(v).ok()
+        })
     }
 }
 

@@ -147,6 +147,15 @@ fn comparable(record: &CallRecord) -> serde_json::Value {
     {
         headers.remove("date");
     }
+    // A call that names no session gets its conversation's, named after its run.
+    if let Some(meta) = value["metadata"].as_object_mut() {
+        if meta["session_id"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("conv_"))
+        {
+            meta.remove("session_id");
+        }
+    }
     value
 }
 

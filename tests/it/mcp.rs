@@ -759,15 +759,24 @@ async fn an_agent_run_shows_its_mcp_tool_calls_between_the_rounds() {
         // Stateless (protocol 2026-07-28): no initialize names the server; the provider does.
         assert_eq!(t["provider"], "tools");
     }
-    // The round that asked for them lists the MCP calls made in its gap.
-    let gap_ids = &v["rounds"][0]["tool_calls"][0]["http_call_ids"];
-    for t in &tools {
-        assert!(
-            gap_ids.as_array().unwrap().contains(&t["call_id"]),
-            "{gap_ids} lacks {}",
-            t["call_id"]
+    // The round that asked for them joins each MCP call made in its gap to the tool
+    // call it answers, by tool name and arguments (`agent_loop::describe`).
+    for (i, t) in tools.iter().enumerate() {
+        assert_eq!(
+            v["rounds"][0]["tool_calls"][i]["http_call_ids"],
+            json!([t["call_id"]]),
+            "{v}"
         );
     }
+    let gap = &v["gaps"][0];
+    assert_eq!(gap["kind"], "tool");
+    let joined: Vec<(&str, &str)> = gap["tool_calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| Some((t["tool"].as_str()?, t["joined_to"].as_str()?)))
+        .collect();
+    assert_eq!(joined, [("weather", "call_w"), ("time", "call_t")], "{gap}");
     assert_eq!(v["round_count"], 2);
 
     // CSV: the MCP calls carry their tool.
@@ -796,4 +805,57 @@ async fn an_agent_run_shows_its_mcp_tool_calls_between_the_rounds() {
     assert_eq!(tool_spans, ["execute_tool weather", "execute_tool time"]);
 
     running.shutdown().await.unwrap();
+}
+
+/// The server's GET event stream is not cut by the idle timeout that guards response
+/// frames: with `idle_timeout_ms = 300` and a server that sends no keep-alives, the
+/// stream is still open (not recorded as timed out) after a second of silence, and it
+/// ends when the client closes it.
+#[tokio::test]
+async fn the_mcp_event_stream_outlives_the_idle_timeout() {
+    let server = serve_tools(StreamableHttpServerConfig::default().with_sse_keep_alive(None)).await;
+    let dir2 = TempDir::new("mcpidle");
+    // Lands in the test config's `[server]` table.
+    let toml = format!(
+        "idle_timeout_ms = 300\n{}",
+        provider_toml("tools", "mcp", &format!("http://{server}"))
+    );
+    let running2 = start_llmtap(test_config(dir2.path(), &toml)).await;
+    let client = client_through(&running2, "run-idle", Some(ProtocolVersion::V_2025_11_25)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let get_calls = |running: &llmtap::server::Running| {
+        running
+            .store
+            .invocation_calls("run-idle")
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.method == "GET")
+            .collect::<Vec<_>>()
+    };
+    assert!(get_calls(&running2).is_empty(), "the event stream was cut");
+    let result = client
+        .call_tool(call("add", json!({"a": 1, "b": 1})))
+        .await
+        .unwrap();
+    assert_eq!(
+        result.content[0].as_text().map(|t| t.text.as_str()),
+        Some("2")
+    );
+    client.cancel().await.unwrap();
+    let mut gets = Vec::new();
+    for _ in 0..300 {
+        gets = get_calls(&running2);
+        if !gets.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(gets.len(), 1);
+    assert_eq!(
+        gets[0].status,
+        Some(CallStatus::Canceled),
+        "closed by the client, not timed out"
+    );
+    assert!(gets[0].latency_ms >= 1200.0, "{}", gets[0].latency_ms);
+    running2.shutdown().await.unwrap();
 }

@@ -1,5 +1,6 @@
 //! Integration tests: client → llmtap → mock upstream, all on 127.0.0.1.
 
+mod agent_loop;
 mod api;
 mod architecture;
 mod chaos;

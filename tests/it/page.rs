@@ -409,7 +409,8 @@ async fn runs_view_filters_opens_rounds_updates_live_and_exports_csv() {
         .await;
     browser.wait_text("main", TOOL_PROMPT).await;
     shot(&browser, "sessions").await;
-    browser.click("table.sessions a").await;
+    // (Calls that named no session are sessions of their conversations: pick conv-42.)
+    browser.click("table.sessions a[href*='conv-42']").await;
     browser.wait_count("table.timeline tbody tr", 2).await;
     shot(&browser, "session-timeline").await;
     browser

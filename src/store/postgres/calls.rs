@@ -8,7 +8,8 @@
 //! instance agrees on, whichever instance numbered and wrote each call.
 
 use super::PgError;
-use crate::record::CallRecord;
+use crate::agent_loop::{number_run, LoopCall, Place};
+use crate::record::{CallRecord, CallStatus};
 use crate::store::summary::CallSummary;
 use std::collections::{HashMap, HashSet};
 use tokio_postgres::GenericClient;
@@ -189,14 +190,14 @@ pub async fn stored_ids(
         .collect())
 }
 
-/// The rounds as read, as every instance agrees (an LLM call's place among its
-/// run's LLM calls by (started_us, id); tool HTTP calls 0), of every call of these
-/// runs, by call id, in one query (a count per call would probe every day
+/// The places as read, as every instance agrees (`agent_loop::number_run` over each
+/// run's calls by (started_us, id): rounds and attempts; tool calls 0), of every call
+/// of these runs, by call id, in one query (a count per call would probe every day
 /// partition's index once per call).
 pub async fn rounds_of(
     client: &impl GenericClient,
     runs: &[String],
-) -> Result<HashMap<String, i64>, PgError> {
+) -> Result<HashMap<String, Place>, PgError> {
     let mut out = HashMap::new();
     if runs.is_empty() {
         return Ok(out);
@@ -215,34 +216,49 @@ pub async fn rounds_of(
         )
         .await?;
     let (from, to): (Option<i64>, Option<i64>) = (span.get(0), span.get(1));
+    let hint = crate::agent_loop::RETRY_HINT_HEADERS[0];
     let rows = client
         .query(
-            "SELECT id, invocation_id, kind FROM calls WHERE invocation_id = ANY($1) \
+            "SELECT id, invocation_id, kind, status, record->>'request_digest', \
+             record->'request_headers'->>$4 FROM calls WHERE invocation_id = ANY($1) \
              AND started_us >= $2 AND started_us <= $3 \
              ORDER BY invocation_id, started_us, id",
-            &[&runs, &from.unwrap_or(i64::MIN), &to.unwrap_or(i64::MAX)],
+            &[
+                &runs,
+                &from.unwrap_or(i64::MIN),
+                &to.unwrap_or(i64::MAX),
+                &hint,
+            ],
         )
         .await?;
-    let mut run: Option<String> = None;
-    let mut round = 0i64;
-    for row in rows {
-        let (id, invocation, kind): (String, String, &str) = (row.get(0), row.get(1), row.get(2));
-        if run.as_deref() != Some(invocation.as_str()) {
-            run = Some(invocation);
-            round = 0;
+    let mut start = 0;
+    while start < rows.len() {
+        let run: &str = rows[start].get(1);
+        let end = start
+            + rows[start..]
+                .iter()
+                .take_while(|r| r.get::<_, &str>(1) == run)
+                .count();
+        let places = number_run(rows[start..end].iter().map(|row| {
+            let kind: &str = row.get(2);
+            let status: Option<&str> = row.get(3);
+            let hint: Option<&str> = row.get(5);
+            LoopCall {
+                llm: crate::record::is_round_kind(kind),
+                digest: row.get(4),
+                status: status.and_then(CallStatus::parse),
+                retry_hint: hint.and_then(|h| h.trim().parse().ok()),
+            }
+        }));
+        for (row, place) in rows[start..end].iter().zip(places) {
+            out.insert(row.get(0), place);
         }
-        let this = if !crate::record::is_round_kind(kind) {
-            0
-        } else {
-            round += 1;
-            round
-        };
-        out.insert(id, this);
+        start = end;
     }
     Ok(out)
 }
 
-/// Numbers the rounds of stored calls (`rounds_of`).
+/// Numbers the rounds and attempts of stored calls (`rounds_of`).
 pub async fn number_rounds(
     client: &impl GenericClient,
     calls: &mut [CallRecord],
@@ -250,8 +266,9 @@ pub async fn number_rounds(
     let runs: Vec<String> = calls.iter().map(|c| c.invocation_id.clone()).collect();
     let rounds = rounds_of(client, &runs).await?;
     for call in calls.iter_mut() {
-        if let Some(&n) = rounds.get(&call.id) {
-            call.round = u32::try_from(n).unwrap_or(u32::MAX);
+        if let Some(place) = rounds.get(&call.id) {
+            call.round = place.round;
+            call.retry = place.retry();
         }
     }
     Ok(())
@@ -271,12 +288,10 @@ pub async fn of_invocation(
         .into_iter()
         .map(|row| decode(row.get::<_, &str>(0), row.get(1)))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut round = 0u32;
-    for call in &mut calls {
-        if crate::record::is_round_kind(&call.kind) {
-            round += 1;
-            call.round = round;
-        }
+    let places = number_run(calls.iter().map(LoopCall::of));
+    for (call, place) in calls.iter_mut().zip(places) {
+        call.round = place.round;
+        call.retry = place.retry();
     }
     Ok(calls)
 }

@@ -129,12 +129,9 @@ pub async fn merge(
             None => (None, None, BTreeMap::new(), (-1, String::new())),
         };
         for call in new_calls {
-            let rounds_before = record.as_ref().map_or(0, |r| r.rounds);
             let status_before = record.as_ref().and_then(|r| r.status);
-            let numbered = CallRecord {
-                round: if is_round(call) { rounds_before + 1 } else { 0 },
-                ..crate::store::stored::metadata_only(call)
-            };
+            let mut numbered = crate::store::stored::metadata_only(call);
+            crate::agent_loop::place_call(record.as_ref(), &mut numbered);
             let mut next = roll_up(record.take(), &numbered);
             if is_round(call) {
                 let key = (to_i64(call.started_at_us), call.id.clone());

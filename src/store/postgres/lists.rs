@@ -28,6 +28,7 @@
 
 use super::facets::Days;
 use super::PgError;
+use crate::agent_loop::{Place, NO_PLACE};
 use crate::store::index::{self, DAY_US};
 use crate::store::sled::{Page, PageRequest, Position, COUNT_CAP};
 use crate::store::summary::{tag, CallSummary, Facets, Filter, InvocationSummary};
@@ -78,9 +79,14 @@ fn to_i64(v: u64) -> i64 {
 }
 
 /// A call's list summary from its stored JSON and its round as read.
-pub fn call_summary(json: serde_json::Value, round: i64, id: &str) -> Result<CallSummary, PgError> {
+pub fn call_summary(
+    json: serde_json::Value,
+    place: Place,
+    id: &str,
+) -> Result<CallSummary, PgError> {
     let mut summary: CallSummary = decode(id, json)?;
-    summary.round = u32::try_from(round).unwrap_or(u32::MAX);
+    summary.round = place.round;
+    summary.retry = place.retry();
     Ok(summary)
 }
 
@@ -418,7 +424,7 @@ pub(super) async fn rounds_for<'a>(
     client: &impl GenericClient,
     table: Table,
     summaries: impl Iterator<Item = &'a serde_json::Value>,
-) -> Result<HashMap<String, i64>, PgError> {
+) -> Result<HashMap<String, Place>, PgError> {
     if table == Table::Invocations {
         return Ok(HashMap::new());
     }
@@ -435,7 +441,7 @@ pub async fn call_summaries(
 ) -> Result<Vec<CallSummary>, PgError> {
     let rounds = rounds_for(client, Table::Calls, rows.iter().map(|r| &r.0)).await?;
     rows.into_iter()
-        .map(|(json, id)| call_summary(json, rounds.get(&id).copied().unwrap_or(0), &id))
+        .map(|(json, id)| call_summary(json, rounds.get(&id).copied().unwrap_or(NO_PLACE), &id))
         .collect()
 }
 
@@ -453,7 +459,7 @@ pub(super) async fn page<T>(
     table: Table,
     filter: &Filter,
     request: &PageRequest,
-    mut item: impl FnMut(serde_json::Value, i64, &str) -> Result<T, PgError>,
+    mut item: impl FnMut(serde_json::Value, Place, &str) -> Result<T, PgError>,
 ) -> Result<Page<T>, PgError> {
     let limit = request.limit.clamp(1, MAX_LIMIT);
     let (found, days) = windowed_rows(client, table, filter, request, limit).await?;
@@ -464,7 +470,7 @@ pub(super) async fn page<T>(
     let mut items = Vec::with_capacity(limit);
     let mut next = None;
     for (json, started, id) in found {
-        let round = rounds.get(&id).copied().unwrap_or(0);
+        let round = rounds.get(&id).copied().unwrap_or(NO_PLACE);
         items.push(item(json, round, &id)?);
         next = Some(Position {
             time_us: started.max(0) as u64,

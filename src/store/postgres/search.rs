@@ -178,7 +178,7 @@ pub async fn page<T>(
     table: Table,
     filter: &Filter,
     request: &PageRequest,
-    mut item: impl FnMut(serde_json::Value, i64, &str) -> Result<T, PgError>,
+    mut item: impl FnMut(serde_json::Value, crate::agent_loop::Place, &str) -> Result<T, PgError>,
 ) -> Result<Page<T>, StoreError> {
     let needle = filter.text.clone().unwrap_or_default().to_lowercase();
     let rest = Filter {
@@ -219,7 +219,16 @@ pub async fn page<T>(
     let items = found
         .items
         .into_iter()
-        .map(|(json, id)| item(json, rounds.get(&id).copied().unwrap_or(0), &id))
+        .map(|(json, id)| {
+            item(
+                json,
+                rounds
+                    .get(&id)
+                    .copied()
+                    .unwrap_or(crate::agent_loop::NO_PLACE),
+                &id,
+            )
+        })
         .collect::<Result<Vec<T>, PgError>>()?;
     Ok(Page {
         items,
