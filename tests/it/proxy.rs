@@ -980,6 +980,8 @@ async fn task_ids_reach_the_run_and_filter_and_triggers_are_checked() {
     }
     let inv = wait_invocation(&running, "run-a", 1).await;
     assert_eq!(inv.task_id.as_deref(), Some("T-1"));
+    // A batch stores its calls before its runs' roll-ups: wait for run-b's too.
+    wait_invocation(&running, "run-b", 1).await;
     let calls = api_get(&running, "/api/v1/calls?task=T-1").await.json();
     assert_eq!(calls["total"], 1, "{calls}");
     assert_eq!(calls["items"][0]["id"], ids[0].as_str());
