@@ -5,7 +5,6 @@
 
 use super::process::write_config;
 use super::util::*;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,31 +26,18 @@ async fn a_flood_of_idle_api_connections_leaves_the_proxy_serving() {
     let dir = TempDir::new("flood");
     let config = write_config(dir.path(), &provider_toml("oa", "openai", &mock.url()));
     let log = dir.path().join("stderr.log");
-    let mut child = std::process::Command::new("sh")
+    let mut command = std::process::Command::new("sh");
+    command
         .arg("-c")
         .arg("ulimit -n 256 && exec \"$0\" serve --config \"$1\" --data-dir \"$2\"")
         .arg(env!("CARGO_BIN_EXE_llmtap"))
         .arg(&config)
         .arg(dir.path().join("data"))
         .env("LLMTAP_LOG", "info")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let addrs: Vec<SocketAddr> = line
-        .split_whitespace()
-        .filter_map(|w| w.strip_prefix("http://"))
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let (proxy, api) = (addrs[0], addrs[1]);
-    let mut child = KillOnDrop(child);
-    let pid = child.0.id();
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut proc = super::process::spawn_command(command);
+    let (proxy, api) = (proc.proxy, proc.api);
+    let pid = proc.child.id();
     let fds = || {
         std::fs::read_dir(format!("/proc/{pid}/fd"))
             .unwrap()
@@ -93,22 +79,10 @@ async fn a_flood_of_idle_api_connections_leaves_the_proxy_serving() {
     let held = fds();
     assert!(held < 256, "llmtap holds {held} descriptors");
     drop(flood);
-    super::process::terminate(&mut child.0);
+    super::process::terminate(&mut proc.child);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(!text.contains("Too many open files"), "{text}");
     assert!(text.contains("connection limits"), "{text}");
-}
-
-/// A child process killed if the test fails before stopping it.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
 }
 
 /// The read API caps connections per client address: one address over its share

@@ -15,7 +15,8 @@ pub struct Proc {
 
 /// Starts `llmtap serve` and reads the bound addresses from its first stdout line.
 pub fn spawn_llmtap(config: &Path, data_dir: &Path, extra: &[&str]) -> Proc {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_llmtap"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_llmtap"));
+    command
         .arg("serve")
         .arg("--config")
         .arg(config)
@@ -23,10 +24,14 @@ pub fn spawn_llmtap(config: &Path, data_dir: &Path, extra: &[&str]) -> Proc {
         .arg(data_dir)
         .args(extra)
         .env("LLMTAP_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::inherit());
+    spawn_command(command)
+}
+
+/// Runs a command that starts `llmtap serve` (its stderr as the caller set it) and
+/// reads the bound addresses from its first stdout line.
+pub fn spawn_command(mut command: Command) -> Proc {
+    let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)

@@ -323,29 +323,17 @@ async fn forty_real_world_credential_spellings_are_kept_nowhere() {
     );
     let log_path = dir.path().join("stderr.log");
     let data_dir = dir.path().join("data");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_llmtap"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_llmtap"));
+    command
         .arg("serve")
         .arg("--config")
         .arg(&config)
         .arg("--data-dir")
         .arg(&data_dir)
         .env("LLMTAP_LOG", "debug")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let addrs: Vec<std::net::SocketAddr> = line
-        .split_whitespace()
-        .filter_map(|w| w.strip_prefix("http://"))
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let (proxy, api) = (addrs[0], addrs[1]);
+        .stderr(std::fs::File::create(&log_path).unwrap());
+    let mut proc = super::process::spawn_command(command);
+    let (proxy, api) = (proc.proxy, proc.api);
 
     let query_string = query
         .iter()
@@ -433,7 +421,7 @@ async fn forty_real_world_credential_spellings_are_kept_nowhere() {
         "non-secret parameters stay: {}",
         seen[0]
     );
-    super::process::terminate(&mut child);
+    super::process::terminate(&mut proc.child);
 
     let mut files = Vec::new();
     files_under(&data_dir, &mut files);
