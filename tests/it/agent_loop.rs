@@ -26,8 +26,19 @@ async fn start(
     for (name, kind) in extra_providers {
         toml.push_str(&provider_toml(name, kind, &mock.url()));
     }
-    (start_llmtap(test_config(dir.path(), &toml)).await, dir)
+    let mut config = test_config(dir.path(), &toml);
+    on_test_engine(&mut config, tag).await;
+    (start_llmtap(config).await, dir)
 }
+
+on_both_engines!(
+    a_429_then_success_is_one_round_of_two_attempts,
+    an_anthropic_529_then_success_is_one_round_without_headers,
+    three_500s_then_the_sdk_gives_up_is_one_failed_round,
+    parallel_tool_calls_join_the_tool_http_calls_in_their_gap,
+    a_headerless_conversation_is_grouped_into_runs_of_one_session,
+    a_coding_agents_session_header_is_the_session_and_explicit_headers_win,
+);
 
 /// Waits until the run has rolled up `llm_calls` LLM calls and `tool_calls` tool calls.
 async fn wait_run(
@@ -88,7 +99,6 @@ fn failing_then(
     }
 }
 
-#[tokio::test]
 async fn a_429_then_success_is_one_round_of_two_attempts() {
     let mock = MockUpstream::start(failing_then(1, 429, RATE_LIMITED, CHAT_RESPONSE)).await;
     let (running, _dir) = start(&[], &mock, "loop429").await;
@@ -220,7 +230,6 @@ const OVERLOADED: &str =
 
 /// Without any run header: the retry repeats the failed request, so the
 /// conversation grouping keeps it in the same run and the loop makes it an attempt.
-#[tokio::test]
 async fn an_anthropic_529_then_success_is_one_round_without_headers() {
     let mock = MockUpstream::start(failing_then(1, 529, OVERLOADED, ANTHROPIC_RESPONSE)).await;
     let (running, _dir) = start(&[], &mock, "loop529").await;
@@ -258,7 +267,6 @@ async fn an_anthropic_529_then_success_is_one_round_without_headers() {
     running.shutdown().await.unwrap();
 }
 
-#[tokio::test]
 async fn three_500s_then_the_sdk_gives_up_is_one_failed_round() {
     let mock = MockUpstream::start(|_| {
         MockResponse::json(500, r#"{"error":{"type":"server_error","message":"boom"}}"#)
@@ -322,7 +330,6 @@ async fn three_500s_then_the_sdk_gives_up_is_one_failed_round() {
 
 const TWO_TOOLS: &str = r#"{"id":"x","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_paris","type":"function","function":{"name":"weather","arguments":"{\"city\":\"Paris\"}"}},{"id":"call_tokyo","type":"function","function":{"name":"weather","arguments":"{\"city\":\"Tokyo\"}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}"#;
 
-#[tokio::test]
 async fn parallel_tool_calls_join_the_tool_http_calls_in_their_gap() {
     let mock = MockUpstream::start(|req| {
         let body = String::from_utf8_lossy(&req.body);
@@ -463,7 +470,6 @@ fn tool_turn(n: u32) -> Value {
 
 /// A coding agent with no headers: three rounds continued by tool results, then a
 /// new user turn that starts a second run in the same session.
-#[tokio::test]
 async fn a_headerless_conversation_is_grouped_into_runs_of_one_session() {
     let asked = Arc::new(AtomicUsize::new(0));
     let counter = asked.clone();
@@ -626,7 +632,6 @@ async fn a_headerless_conversation_is_grouped_into_runs_of_one_session() {
     running.shutdown().await.unwrap();
 }
 
-#[tokio::test]
 async fn a_coding_agents_session_header_is_the_session_and_explicit_headers_win() {
     let mock = MockUpstream::start(|_| MockResponse::json(200, CHAT_RESPONSE)).await;
     let (running, _dir) = start(&[], &mock, "loopcc").await;
