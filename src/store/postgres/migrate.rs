@@ -49,6 +49,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "facet_pair_counts",
         sql: include_str!("migrations/0006_facet_pair_counts.sql"),
     },
+    Migration {
+        version: 7,
+        name: "session_models",
+        sql: include_str!("migrations/0007_session_models.sql"),
+    },
 ];
 
 /// The advisory lock key that serialises migrations ("llmtap" in ASCII).
