@@ -756,6 +756,28 @@ async fn the_page_shows_attempts_tools_and_the_session_as_a_conversation() {
     let tools = browser.text(".tools-section table").await;
     assert!(tools.contains("Failures"), "{tools}");
 
+    // The session list's filters, from the address and from the form.
+    browser
+        .goto(&format!(
+            "{page}?view=sessions&model=gpt-4o-mini&from=2020-01-01"
+        ))
+        .await;
+    browser.wait_count("table.sessions tr.session", 1).await;
+    assert_eq!(
+        browser
+            .js(
+                "return document.querySelector('.session-filters input[name=model]').value",
+                json!([]),
+            )
+            .await,
+        json!("gpt-4o-mini")
+    );
+    browser
+        .goto(&format!("{page}?view=sessions&agent=nobody"))
+        .await;
+    browser
+        .wait_text("main", "No session matches these filters")
+        .await;
     browser
         .goto(&format!(
             "{page}?view=sessions&session={}",
