@@ -477,6 +477,9 @@ pub struct AgentRow {
 pub struct Stats {
     group_by: String,
     items: Vec<StatsRow>,
+    /// Tool calls that carry no value of the grouping (no agent, prompt, ...): counted
+    /// here, not as a group of their own (0 with `group_by` model, provider or tool).
+    tool_calls_without_group: u64,
     /// True when the scan budget ran out: the rows cover the newest part only.
     truncated: bool,
 }

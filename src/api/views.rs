@@ -886,6 +886,7 @@ pub(super) fn stats(state: &ApiState, who: &Principal, p: &Params) -> ApiResult 
         )),
     };
     let mut groups: BTreeMap<Option<String>, Group> = BTreeMap::new();
+    let mut tool_calls_without_group = 0u64;
     let mut truncated = false;
     let outcome = state
         .store
@@ -897,7 +898,12 @@ pub(super) fn stats(state: &ApiState, who: &Principal, p: &Params) -> ApiResult 
                 .is_some_and(|k| !crate::record::is_round_kind(k));
             if by_tool != tool {
                 if tool && group_tag != Some(tag::MODEL) && group_tag != Some(tag::PROVIDER) {
-                    groups.entry(key_of(v)).or_default().tool_calls += 1;
+                    // A tool call that names no agent (prompt, tenant, ...) is counted
+                    // apart, not as a group of its own with no LLM calls or runs.
+                    match key_of(v) {
+                        Some(key) => groups.entry(Some(key)).or_default().tool_calls += 1,
+                        None => tool_calls_without_group += 1,
+                    }
                 }
                 return;
             }
@@ -942,7 +948,7 @@ pub(super) fn stats(state: &ApiState, who: &Principal, p: &Params) -> ApiResult 
     }
     let items: Vec<Value> = groups
         .into_iter()
-        .filter(|(key, g)| !(key.is_none() && g.calls == 0 && g.runs == 0) || g.tool_calls > 0)
+        .filter(|(key, g)| !(key.is_none() && g.calls == 0 && g.runs == 0))
         .map(|(key, mut g)| {
             g.latencies_us.sort_unstable();
             let n = g.calls.max(1) as f64;
@@ -984,6 +990,7 @@ pub(super) fn stats(state: &ApiState, who: &Principal, p: &Params) -> ApiResult 
     ok(&json!({
         "group_by": group_by,
         "items": items,
+        "tool_calls_without_group": tool_calls_without_group,
         "truncated": truncated,
     }))
 }
