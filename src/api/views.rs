@@ -899,7 +899,7 @@ pub(super) fn stats(state: &ApiState, who: &Principal, p: &Params) -> ApiResult 
             if by_tool != tool {
                 if tool && group_tag != Some(tag::MODEL) && group_tag != Some(tag::PROVIDER) {
                     // A tool call that names no agent (prompt, tenant, ...) is counted
-                    // apart, not as a group of its own with no LLM calls or runs.
+                    // apart, never as a group of tool calls alone (see below).
                     match key_of(v) {
                         Some(key) => groups.entry(Some(key)).or_default().tool_calls += 1,
                         None => tool_calls_without_group += 1,
@@ -945,6 +945,11 @@ pub(super) fn stats(state: &ApiState, who: &Principal, p: &Params) -> ApiResult 
                     }
                 })?;
         truncated |= outcome == crate::store::ScanOutcome::Truncated;
+    }
+    // Calls and runs without a value (no agent, ...) are a group of their own; such
+    // tool calls join it when it exists, and are only counted apart otherwise.
+    if let Some(g) = groups.get_mut(&None) {
+        g.tool_calls += std::mem::take(&mut tool_calls_without_group);
     }
     let items: Vec<Value> = groups
         .into_iter()
