@@ -18,7 +18,7 @@ use std::time::Duration;
 pub(super) struct Scene {
     pub(super) running: Running,
     pub(super) script: Arc<Mutex<MockResponse>>,
-    _mock: MockUpstream,
+    pub(super) mock: MockUpstream,
     _dir: TempDir,
 }
 
@@ -39,7 +39,7 @@ impl Scene {
         Scene {
             running,
             script,
-            _mock: mock,
+            mock,
             _dir: dir,
         }
     }
@@ -169,10 +169,10 @@ impl Scene {
 
 /// The tool run's id as stored: a tenant's client-chosen ids are scoped `id@tenant`.
 pub(super) const TOOL_RUN: &str = "run-tools@acme";
-const TOOL_PROMPT: &str = "What is 1231 * 2331?";
+pub(super) const TOOL_PROMPT: &str = "What is 1231 * 2331?";
 const PELICAN_PROMPT: &str = "Two names for a pet pelican";
 
-async fn shot(browser: &Browser, name: &str) {
+pub(super) async fn shot(browser: &Browser, name: &str) {
     if let Ok(dir) = std::env::var("LLMTAP_SCREENSHOTS") {
         std::fs::create_dir_all(&dir).unwrap();
         // Let transitions (the fresh-row highlight) settle first.
