@@ -279,9 +279,12 @@ pub struct Metadata {
     pub properties: BTreeMap<String, String>,
 }
 
+/// The agent's side of the connection, as llmtap saw it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ClientInfo {
+    /// The client's address. Personal data: the read API gives it to admin tokens only.
     pub ip: Option<String>,
+    /// The `User-Agent` request header (usually the SDK and its version).
     pub user_agent: Option<String>,
 }
 

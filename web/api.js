@@ -79,6 +79,13 @@ export async function get(path, query, signal) {
   return response.json();
 }
 
+/** `path?query` fetched with the token, as a Blob (an attachment to preview). */
+export async function blob(path, query) {
+  const response = await fetch(url(path, query), { headers: headers() });
+  if (!response.ok) throw await failure(response);
+  return response.blob();
+}
+
 /** Downloads `path?query` as a file named `filename`, with the token. */
 export async function download(path, query, filename) {
   const response = await fetch(url(path, query), { headers: headers() });

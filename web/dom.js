@@ -180,6 +180,50 @@ export function facts(pairs) {
   return dl;
 }
 
+/** `1.5 KB`, `3.2 MB`, `512 B`: a byte count for people (1 KB = 1,024 B). */
+export function fmtBytes(n) {
+  if (n === null || n === undefined) return dash;
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KB`;
+  if (n < 1024 * 1024 * 1024) return `${(n / (1024 * 1024)).toFixed(1)} MB`;
+  return `${(n / (1024 * 1024 * 1024)).toFixed(1)} GB`;
+}
+
+/**
+ * Copies `text` to the clipboard. The Clipboard API needs a secure context (https or
+ * loopback); elsewhere a hidden text area and the copy command do it.
+ */
+export async function copyText(text) {
+  if (navigator.clipboard && window.isSecureContext) {
+    await navigator.clipboard.writeText(text);
+    return;
+  }
+  const area = h("textarea", { class: "offscreen", readonly: true });
+  area.value = text;
+  document.body.append(area);
+  area.select();
+  const copied = document.execCommand("copy");
+  area.remove();
+  if (!copied) throw new Error("the browser refused to copy");
+}
+
+/** A button that copies what `produce()` returns and says so on itself. */
+export function copyButton(label, produce, attrs = {}) {
+  const button = h("button", { type: "button", class: "copy", ...attrs }, label);
+  button.addEventListener("click", async () => {
+    try {
+      await copyText(produce());
+      button.textContent = "Copied";
+    } catch (e) {
+      button.textContent = `Copy failed: ${e.message}`;
+    }
+    setTimeout(() => {
+      button.textContent = label;
+    }, 1500);
+  });
+  return button;
+}
+
 export function errorBox(message) {
   return h("div", { class: "error-box", role: "alert" }, message);
 }

@@ -6,10 +6,10 @@ import { pathId } from "./api.js";
 import { h, s, clear, fmtInt, fmtCost, fmtMs, fmtTime, when, badge, errorBox, dash, facts } from "./dom.js";
 import { roundDetail } from "./round.js";
 
-export const FILTERS = ["agent", "provider", "model", "status", "trigger", "has_session", "prompt", "from", "to", "q"];
+export const FILTERS = ["agent", "provider", "model", "status", "trigger", "has_session", "prompt", "user_id", "session_id", "tenant", "from", "to", "q"];
 const PAGE = 20;
 const STATUSES = ["success", "failed", "timeout", "rate_limited", "canceled", "unauthorized"];
-const COLUMNS = ["ID", "When", "Agent", "Provider / model", "Tokens in / out", "Cost", "Latency", "Trigger", "Status", "Rounds"];
+const COLUMNS = ["ID", "When", "Agent", "Version", "Provider / model", "Tokens", "In / out", "Cost", "Latency", "Trigger", "Status", "Rounds"];
 
 let firstDraw = true;
 
@@ -68,6 +68,9 @@ export function runsView(main, params, ctx) {
     field("Trigger", choice("trigger", [["", "any"], ["user", "user"], ["system", "system"], ["task", "task"]])),
     field("Short-term memory", choice("has_session", [["", "any"], ["true", "has a session"], ["false", "no session"]])),
     field("Prompt version", text("prompt", "name@version", "dl-prompt")),
+    field("User", text("user_id", "user id")),
+    field("Session", text("session_id", "session id")),
+    field("Tenant", text("tenant", "tenant")),
     field("From", h("input", { name: "from", type: "datetime-local", value: localInput(params.get("from")) })),
     field("To", h("input", { name: "to", type: "datetime-local", value: localInput(params.get("to")) })),
     admin ? field("Search prompts", text("q", "text in prompts")) : null,
@@ -196,8 +199,13 @@ export function runsView(main, params, ctx) {
   function drawPager() {
     const count = [...state.rows.keys()].length;
     const total = state.lowerBound ? `more than ${fmtInt(state.total)}` : fmtInt(state.total);
+    // Pages are PAGE rows each; the current one is where the offset falls.
+    const pages = Math.max(1, Math.ceil(state.total / PAGE));
+    const pageOf = state.lowerBound
+      ? `page ${fmtInt(Math.floor(state.offset / PAGE) + 1)} of more than ${fmtInt(pages)}`
+      : `page ${fmtInt(Math.floor(state.offset / PAGE) + 1)} of ${fmtInt(pages)}`;
     const label = count
-      ? `Showing ${fmtInt(state.offset + 1)} to ${fmtInt(state.offset + count)} of ${total}`
+      ? `Showing ${fmtInt(state.offset + 1)} to ${fmtInt(state.offset + count)} of ${total} · ${pageOf}`
       : "Showing 0 runs";
     const prev = h("button", { type: "button", disabled: !state.cursors.length, id: "prev-page" }, "← Newer");
     const next = h("button", { type: "button", disabled: !state.next, id: "next-page" }, "Older →");
@@ -224,8 +232,10 @@ export function runsView(main, params, ctx) {
       h("td", { class: "id mono", title: inv.id }, inv.id),
       h("td", null, when(inv.started_at)),
       h("td", null, inv.agent || dash),
+      h("td", { class: "version", title: inv.prompt || "no prompt version sent (x-llmtap-prompt)" }, promptVersion(inv.prompt)),
       h("td", null, h("span", { class: "muted" }, provider || dash), provider && model ? " / " : "", model || ""),
-      h("td", { class: "num" }, `${fmtInt(inv.input_tokens)} / ${fmtInt(inv.output_tokens)}`),
+      h("td", { class: "num tokens-total" }, totalTokens(inv)),
+      h("td", { class: "num muted" }, `${fmtInt(inv.input_tokens)} / ${fmtInt(inv.output_tokens)}`),
       h("td", { class: "num" }, inv.cost_usd === null && inv.input_tokens !== null ? h("span", { class: "warn", title: "no price for this model" }, "no price") : fmtCost(inv.cost_usd)),
       h("td", { class: "num" }, fmtMs(inv.latency_ms)),
       h("td", null, inv.trigger || dash),
@@ -403,6 +413,19 @@ export function runsView(main, params, ctx) {
     document.removeEventListener("keydown", onKey);
     ctx.setLive(false);
   };
+}
+
+/** The version part of a `name@version` prompt (the whole name when it has none). */
+export function promptVersion(prompt) {
+  if (!prompt) return dash;
+  const at = prompt.lastIndexOf("@");
+  return at >= 0 ? prompt.slice(at + 1) || dash : prompt;
+}
+
+/** Input plus output tokens of a run; a dash when neither was reported. */
+function totalTokens(inv) {
+  if (inv.input_tokens === null && inv.output_tokens === null) return dash;
+  return fmtInt((inv.input_tokens || 0) + (inv.output_tokens || 0));
 }
 
 /** One run: its facts, waterfall and rounds; `openRound` opens that round's detail. */

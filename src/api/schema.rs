@@ -111,8 +111,12 @@ pub struct Ready {
 pub struct CallDetail {
     #[serde(flatten)]
     call: CallRecord,
-    /// Why the call failed, for a human; null on success.
+    /// Why the call failed and what to do about it, for a human; null on success.
     hint: Option<String>,
+    /// Admins only: where the call went (the provider's base URL and the recorded
+    /// path, secret query values redacted), to replay it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    upstream_url: Option<String>,
     /// The current price table's entry for the key that priced the call; null when
     /// the call is unpriced or the table no longer has that key.
     price_entry: Option<PriceEntry>,
@@ -477,6 +481,10 @@ pub struct AgentRow {
 pub struct Stats {
     group_by: String,
     items: Vec<StatsRow>,
+    /// Tool calls that carry no value of the grouping (no agent, prompt, ...) when no
+    /// LLM call or run lacks one too: counted here, not as a group of tool calls alone
+    /// (else in that null group; 0 with `group_by` model, provider or tool).
+    tool_calls_without_group: u64,
     /// True when the scan budget ran out: the rows cover the newest part only.
     truncated: bool,
 }

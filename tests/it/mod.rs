@@ -15,6 +15,7 @@ pub mod mcp_tools;
 mod openapi;
 mod otel;
 mod page;
+mod page_details;
 pub mod pg;
 mod postgres;
 mod process;
