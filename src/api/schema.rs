@@ -481,6 +481,10 @@ pub struct AgentRow {
 pub struct Stats {
     group_by: String,
     items: Vec<StatsRow>,
+    /// Tool calls that carry no value of the grouping (no agent, prompt, ...) when no
+    /// LLM call or run lacks one too: counted here, not as a group of tool calls alone
+    /// (else in that null group; 0 with `group_by` model, provider or tool).
+    tool_calls_without_group: u64,
     /// True when the scan budget ran out: the rows cover the newest part only.
     truncated: bool,
 }

@@ -961,6 +961,7 @@ pub(super) fn stats(state: &ApiState, who: &Principal, p: &Params) -> ApiResult 
         )),
     };
     let mut groups: BTreeMap<Option<String>, Group> = BTreeMap::new();
+    let mut tool_calls_without_group = 0u64;
     let mut truncated = false;
     let outcome = state
         .store
@@ -972,7 +973,12 @@ pub(super) fn stats(state: &ApiState, who: &Principal, p: &Params) -> ApiResult 
                 .is_some_and(|k| !crate::record::is_round_kind(k));
             if by_tool != tool {
                 if tool && group_tag != Some(tag::MODEL) && group_tag != Some(tag::PROVIDER) {
-                    groups.entry(key_of(v)).or_default().tool_calls += 1;
+                    // A tool call that names no agent (prompt, tenant, ...) is counted
+                    // apart, never as a group of tool calls alone (see below).
+                    match key_of(v) {
+                        Some(key) => groups.entry(Some(key)).or_default().tool_calls += 1,
+                        None => tool_calls_without_group += 1,
+                    }
                 }
                 return;
             }
@@ -1015,9 +1021,14 @@ pub(super) fn stats(state: &ApiState, who: &Principal, p: &Params) -> ApiResult 
                 })?;
         truncated |= outcome == crate::store::ScanOutcome::Truncated;
     }
+    // Calls and runs without a value (no agent, ...) are a group of their own; such
+    // tool calls join it when it exists, and are only counted apart otherwise.
+    if let Some(g) = groups.get_mut(&None) {
+        g.tool_calls += std::mem::take(&mut tool_calls_without_group);
+    }
     let items: Vec<Value> = groups
         .into_iter()
-        .filter(|(key, g)| !(key.is_none() && g.calls == 0 && g.runs == 0) || g.tool_calls > 0)
+        .filter(|(key, g)| !(key.is_none() && g.calls == 0 && g.runs == 0))
         .map(|(key, mut g)| {
             g.latencies_us.sort_unstable();
             let n = g.calls.max(1) as f64;
@@ -1059,6 +1070,7 @@ pub(super) fn stats(state: &ApiState, who: &Principal, p: &Params) -> ApiResult 
     ok(&json!({
         "group_by": group_by,
         "items": items,
+        "tool_calls_without_group": tool_calls_without_group,
         "truncated": truncated,
     }))
 }
