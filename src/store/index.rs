@@ -393,7 +393,7 @@ pub struct SessionSummary {
     pub last_at_us: u64,
     /// The models its LLM calls asked for or were answered by, in order of first use,
     /// at most [`SESSION_MODELS_MAX`]. `None` for a session stored before llmtap kept
-    /// them (sled; PostgreSQL's migration 0007 filled them from the stored calls).
+    /// them (sled; PostgreSQL's migration 0008 filled them from the stored calls).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub models: Option<Vec<String>>,
 }
@@ -574,9 +574,12 @@ pub fn notes_rate_limit(call: &CallRecord) -> bool {
     call.rate_limit.is_some() || call.status == Some(CallStatus::RateLimited)
 }
 
-/// The model a call's limits are kept under: the answering one, else the requested.
+/// The model a call's limits are kept under: the requested one, else the answering
+/// one. A call answered with an error names no answering model, so keying by the
+/// answer filed one key and model under two names (`gpt-4o-mini` for its 429s,
+/// `gpt-4o-mini-2024-07-18` for its successes).
 fn limit_model(call: &CallRecord) -> Option<&str> {
-    call.response_model.as_deref().or(call.model.as_deref())
+    call.model.as_deref().or(call.response_model.as_deref())
 }
 
 /// The rate-limit key a call's limits are kept under.

@@ -51,8 +51,13 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 7,
+        name: "content_keys",
+        sql: include_str!("migrations/0007_content_keys.sql"),
+    },
+    Migration {
+        version: 8,
         name: "session_models",
-        sql: include_str!("migrations/0007_session_models.sql"),
+        sql: include_str!("migrations/0008_session_models.sql"),
     },
 ];
 

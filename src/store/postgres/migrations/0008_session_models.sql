@@ -1,4 +1,4 @@
--- llmtap PostgreSQL schema, version 7: the models of each session.
+-- llmtap PostgreSQL schema, version 8: the models of each session.
 --
 -- Why: the session list filters by model (`GET /api/v1/sessions?model=`, issue 34),
 -- and a session row kept no model. Each batch adds the models of a session's LLM
