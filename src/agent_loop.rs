@@ -396,15 +396,39 @@ fn join_tool_call(requested: &[RequestedTool], seen: &CallRecord) -> Option<usiz
     }
     let target = percent_decode(&seen.path).to_lowercase();
     let matching: Vec<usize> = (0..requested.len())
-        .filter(|&i| {
-            let mut values = Vec::new();
-            argument_strings(&requested[i].arguments, &mut values);
-            !values.is_empty() && values.iter().all(|v| target.contains(v.as_str()))
-        })
+        .filter(|&i| arguments_in(&requested[i].arguments, &target))
         .collect();
     match matching.as_slice() {
         [one] => Some(*one),
         _ => None,
+    }
+}
+
+/// Whether every value of a tool call's arguments appears in `target` (a lowercased,
+/// percent-decoded path and query); false when the arguments hold no value.
+fn arguments_in(arguments: &Value, target: &str) -> bool {
+    let mut values = Vec::new();
+    argument_strings(arguments, &mut values);
+    !values.is_empty() && values.iter().all(|v| target.contains(v.as_str()))
+}
+
+/// Whether a captured tool call carries the evidence of answering `requested`, with
+/// no other candidate to go by (a headerless tool call joining a run): an MCP
+/// `tools/call` of that name (and those arguments when both have them), or an HTTP
+/// call whose path and query hold every argument value.
+fn evidently_answers(requested: &RequestedTool, seen: &CallRecord) -> bool {
+    match seen.mcp.as_ref() {
+        Some(mcp) => {
+            mcp.tool.as_deref() == Some(requested.name.as_str())
+                && mcp
+                    .arguments
+                    .as_ref()
+                    .is_none_or(|a| same_arguments(&requested.arguments, a))
+        }
+        None => arguments_in(
+            &requested.arguments,
+            &percent_decode(&seen.path).to_lowercase(),
+        ),
     }
 }
 
@@ -778,6 +802,43 @@ pub struct Grouping {
 #[derive(Default)]
 pub struct Conversations {
     by_prefix: HashMap<u64, ConversationEntry>,
+    /// Runs whose latest round asked for tools, oldest first (at most
+    /// [`PENDING_TOOLS_MAX`]): where a tool call that names no run may belong.
+    pending: std::collections::VecDeque<PendingTools>,
+}
+
+/// Runs waiting on the tools their latest round asked for, remembered at most.
+pub const PENDING_TOOLS_MAX: usize = 1_000;
+/// A tool call that names no run joins a round's requested tools only when it starts
+/// within this long after the round ended.
+pub const TOOL_JOIN_WINDOW_US: u64 = 10 * 60 * 1_000_000;
+
+/// A round that asked for tools, as a headerless tool call is matched against it.
+#[derive(Debug, Clone)]
+struct PendingTools {
+    run: String,
+    session: Option<String>,
+    tenant: Option<String>,
+    client_ip: Option<String>,
+    ended_us: u64,
+    requested: Vec<RequestedTool>,
+}
+
+/// The run a tool call that named no run was joined to (`Conversations::join_tool`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolJoin {
+    pub run: String,
+    pub session: Option<String>,
+}
+
+/// The key a response id is remembered under (`previous_response_id`).
+fn response_key(call: &CallRecord, response_id: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    "previous_response_id".hash(&mut h);
+    call.kind.hash(&mut h);
+    call.metadata.tenant.hash(&mut h);
+    response_id.hash(&mut h);
+    h.finish()
 }
 
 /// The session of a conversation no header named: `conv_` and its first run's id.
@@ -824,7 +885,57 @@ impl Conversations {
     /// session when they bring a new user message. `None` for a call with no
     /// messages (embeddings), which stays its own run.
     pub fn group(&mut self, call: &CallRecord, now_us: u64) -> Option<Grouping> {
+        let grouping = self.group_by_messages(call, now_us)?;
+        // A Responses answer's id, which a follow-up names as `previous_response_id`.
+        if let Some(id) = crate::otel::spans::response_id(call) {
+            self.remember(
+                response_key(call, &id),
+                ConversationEntry {
+                    run: grouping.run.clone(),
+                    session: grouping.session.clone(),
+                    seen_us: now_us,
+                    failed: call.status != Some(CallStatus::Success),
+                },
+            );
+        }
+        Some(grouping)
+    }
+
+    /// A request that names the response it follows (OpenAI Responses
+    /// `previous_response_id`, the server keeping the history): the run of that
+    /// response, continued by tool results or a retry, or a new run of its session
+    /// when a new user message comes; `None` when that response is not remembered.
+    fn follow_response(
+        &self,
+        call: &CallRecord,
+        view: &RequestView,
+        now_us: u64,
+    ) -> Option<Grouping> {
+        let previous = view.params.get("previous_response_id")?.as_str()?;
+        let entry = self
+            .by_prefix
+            .get(&response_key(call, previous))
+            .filter(|e| now_us.saturating_sub(e.seen_us) <= CONVERSATION_IDLE_US)?;
+        Some(if view.messages.iter().any(is_user_turn) {
+            Grouping {
+                run: call.invocation_id.clone(),
+                session: entry.session.clone(),
+                how: "new_turn",
+            }
+        } else {
+            Grouping {
+                run: entry.run.clone(),
+                session: entry.session.clone(),
+                how: "continued",
+            }
+        })
+    }
+
+    fn group_by_messages(&mut self, call: &CallRecord, now_us: u64) -> Option<Grouping> {
         let view: &RequestView = call.request.as_ref()?;
+        if let Some(grouping) = self.follow_response(call, view, now_us) {
+            return Some(grouping);
+        }
         if view.messages.is_empty() {
             return None;
         }
@@ -888,6 +999,72 @@ impl Conversations {
             },
         );
         Some(grouping)
+    }
+
+    /// Takes an LLM call, placed in its run (named or grouped), as that run's latest
+    /// round: when its answer asked for tools, a tool call that names no run may join
+    /// it ([`Conversations::join_tool`]); otherwise the run waits on no tool.
+    pub fn note_round(&mut self, call: &CallRecord) {
+        if !is_llm(call) {
+            return;
+        }
+        self.pending.retain(|p| p.run != call.invocation_id);
+        let requested: Vec<RequestedTool> = call
+            .response
+            .iter()
+            .flat_map(|r| r.tool_calls.iter())
+            .map(|tc| RequestedTool {
+                id: tc.id.clone(),
+                name: tc.name.clone(),
+                arguments: tc.arguments.clone(),
+                result: None,
+                result_round: None,
+                tool_call_ids: Vec::new(),
+            })
+            .collect();
+        if requested.is_empty() {
+            return;
+        }
+        if self.pending.len() >= PENDING_TOOLS_MAX {
+            self.pending.pop_front();
+        }
+        self.pending.push_back(PendingTools {
+            run: call.invocation_id.clone(),
+            session: call.metadata.session_id.clone(),
+            tenant: call.metadata.tenant.clone(),
+            client_ip: call.client.ip.clone(),
+            ended_us: ended_us(call),
+            requested,
+        });
+    }
+
+    /// The run a tool call that named no run (no invocation id, no traceparent)
+    /// belongs to: the one run whose latest round asked for a tool this call carries
+    /// the evidence of (an HTTP call whose path and query hold every argument value
+    /// of a requested tool call; an MCP `tools/call` of its name and arguments),
+    /// from the same tenant and client address, started after that round ended and
+    /// within [`TOOL_JOIN_WINDOW_US`]. None when no run or several runs fit.
+    pub fn join_tool(&self, call: &CallRecord) -> Option<ToolJoin> {
+        if is_llm(call) || call.mcp.as_ref().is_some_and(|m| m.tool.is_none()) {
+            return None;
+        }
+        let mut fits = self.pending.iter().filter(|p| {
+            p.tenant == call.metadata.tenant
+                && (p.client_ip.is_none()
+                    || call.client.ip.is_none()
+                    || p.client_ip == call.client.ip)
+                && call.started_at_us >= p.ended_us
+                && call.started_at_us - p.ended_us <= TOOL_JOIN_WINDOW_US
+                && p.requested.iter().any(|r| evidently_answers(r, call))
+        });
+        let first = fits.next()?;
+        if fits.next().is_some() {
+            return None;
+        }
+        Some(ToolJoin {
+            run: first.run.clone(),
+            session: first.session.clone(),
+        })
     }
 
     fn remember(&mut self, key: u64, entry: ConversationEntry) {

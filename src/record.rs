@@ -322,7 +322,8 @@ pub struct CallRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_digest: Option<String>,
     /// How the call's run was found when the client named none (`agent_loop::Grouping`):
-    /// `new`, `continued` or `new_turn`.
+    /// `new`, `continued` or `new_turn`; for a tool's call, `tool` (joined to the run
+    /// whose round asked for it, `Conversations::join_tool`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grouped_by_conversation: Option<String>,
     pub started_at: String,

@@ -394,6 +394,15 @@ impl WriterState {
                     }
                     call.grouped_by_conversation = Some(group.how.to_string());
                 }
+            } else if !named_run {
+                // A tool's call that named no run: the run whose round asked for it.
+                if let Some(join) = self.conversations.join_tool(&call) {
+                    call.invocation_id = join.run;
+                    if call.metadata.session_id.is_none() {
+                        call.metadata.session_id = join.session;
+                    }
+                    call.grouped_by_conversation = Some("tool".to_string());
+                }
             }
             // The invocation as it stands: this batch's, else the stored one (read once,
             // for the round number and the rollup).
@@ -413,6 +422,7 @@ impl WriterState {
                 },
             };
             crate::agent_loop::place_call(prior.as_ref(), &mut call);
+            self.conversations.note_round(&call);
             self.mcp_servers.note(&mut call);
             if call.cost.as_ref().is_some_and(|c| !c.priced) && !call.usage.is_empty() {
                 Metrics::add(&self.metrics.unpriced_calls);

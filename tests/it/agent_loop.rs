@@ -39,6 +39,8 @@ on_both_engines!(
     a_headerless_conversation_is_grouped_into_runs_of_one_session,
     a_coding_agents_session_header_is_the_session_and_explicit_headers_win,
     the_session_list_filters_by_active_days_agent_and_model,
+    headerless_tool_calls_join_the_run_whose_round_asked_for_them,
+    responses_follow_ups_by_previous_response_id_continue_their_run,
 );
 
 /// Waits until the run has rolled up `llm_calls` LLM calls and `tool_calls` tool calls.
@@ -938,5 +940,163 @@ async fn the_session_list_filters_by_active_days_agent_and_model() {
     assert_eq!(bad.status, 400);
     let bad = api_get(&running, "/api/v1/sessions?from=yesterday").await;
     assert_eq!(bad.status, 400);
+    running.shutdown().await.unwrap();
+}
+
+/// Tool HTTP calls that name no run join the run whose round asked for them, by
+/// their argument values, in the gap after that round; one that matches no
+/// requested tool call stays a run of its own.
+async fn headerless_tool_calls_join_the_run_whose_round_asked_for_them() {
+    let mock = MockUpstream::start(|req| {
+        let body = String::from_utf8_lossy(&req.body);
+        if req.path_and_query.starts_with("/weather") || req.path_and_query.starts_with("/news") {
+            MockResponse::json(200, r#"{"temp":20}"#)
+        } else if body.contains("call_paris") {
+            MockResponse::json(200, CHAT_RESPONSE)
+        } else {
+            MockResponse::json(200, TWO_TOOLS)
+        }
+    })
+    .await;
+    let (running, _dir) = start(&[("tool", "http")], &mock, "looptooljoin").await;
+    let first = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"weather in Paris and Tokyo?"}]}"#;
+    let r1 = post_json(running.proxy_addr, "/mock/v1/chat/completions", &[], first).await;
+    let tokyo = send(
+        running.proxy_addr,
+        "GET",
+        "/tool/weather?city=Tokyo",
+        &[],
+        "",
+    )
+    .await;
+    let paris = send(
+        running.proxy_addr,
+        "GET",
+        "/tool/weather?city=Paris",
+        &[],
+        "",
+    )
+    .await;
+    let other = send(running.proxy_addr, "GET", "/tool/news?topic=rust", &[], "").await;
+    let second = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"weather in Paris and Tokyo?"},{"role":"assistant","content":null,"tool_calls":[{"id":"call_paris","type":"function","function":{"name":"weather","arguments":"{\"city\":\"Paris\"}"}},{"id":"call_tokyo","type":"function","function":{"name":"weather","arguments":"{\"city\":\"Tokyo\"}"}}]},{"role":"tool","tool_call_id":"call_paris","content":"20C in Paris"},{"role":"tool","tool_call_id":"call_tokyo","content":"20C in Tokyo"}]}"#;
+    let r2 = post_json(running.proxy_addr, "/mock/v1/chat/completions", &[], second).await;
+    let run = wait_call(&running, &r1.call_id()).await.invocation_id;
+    let inv = wait_run(&running, &run, 2, 2).await;
+    assert_eq!(
+        (
+            inv.rounds,
+            inv.agent_loop.tool_calls,
+            inv.agent_loop.tool_failures
+        ),
+        (2, 2, 0)
+    );
+    assert_eq!(wait_call(&running, &r2.call_id()).await.invocation_id, run);
+    for got in [&tokyo, &paris] {
+        let call = wait_call(&running, &got.call_id()).await;
+        assert_eq!(call.invocation_id, run, "{}", call.path);
+        assert_eq!(call.grouped_by_conversation.as_deref(), Some("tool"));
+        assert_eq!(call.metadata.session_id, inv.session_id);
+    }
+    let lone = wait_call(&running, &other.call_id()).await;
+    assert_ne!(lone.invocation_id, run);
+    assert_eq!(lone.grouped_by_conversation, None);
+    let v = run_detail(&running, &run).await;
+    assert_eq!(v["tool_calls"], 2, "{v}");
+    let tools = v["rounds"][0]["tool_calls"].as_array().unwrap();
+    assert_eq!(tools[0]["http_call_ids"], json!([paris.call_id()]));
+    assert_eq!(tools[1]["http_call_ids"], json!([tokyo.call_id()]));
+    let gaps = v["gaps"].as_array().unwrap();
+    assert_eq!(gaps.len(), 1, "{v}");
+    assert_eq!(gaps[0]["kind"], "tool");
+    let joined: Vec<&str> = gaps[0]["tool_calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["joined_to"].as_str().unwrap())
+        .collect();
+    assert_eq!(joined, ["call_tokyo", "call_paris"]);
+    running.shutdown().await.unwrap();
+}
+
+/// OpenAI Responses requests that send only `previous_response_id` (the server keeps
+/// the history): a tool result continues the run of the response it names; a new
+/// user message starts a new run of the same session.
+async fn responses_follow_ups_by_previous_response_id_continue_their_run() {
+    let served = Arc::new(AtomicUsize::new(0));
+    let counter = served.clone();
+    let mock = MockUpstream::start(move |req| {
+        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        let body = String::from_utf8_lossy(&req.body);
+        let output = if n == 1 && !body.contains("previous_response_id") {
+            r#"[{"type":"function_call","id":"fc_1","call_id":"call_1","name":"weather","arguments":"{\"city\":\"Paris\"}","status":"completed"}]"#
+        } else {
+            r#"[{"type":"message","id":"msg_1","role":"assistant","status":"completed","content":[{"type":"output_text","text":"sunny","annotations":[]}]}]"#
+        };
+        MockResponse::json(
+            200,
+            &format!(
+                r#"{{"id":"resp_{n}","object":"response","status":"completed","model":"gpt-4o-mini","output":{output},"usage":{{"input_tokens":5,"output_tokens":1,"total_tokens":6}}}}"#
+            ),
+        )
+    })
+    .await;
+    let (running, _dir) = start(&[], &mock, "loopprevresp").await;
+    let post = |body: Value| {
+        let addr = running.proxy_addr;
+        async move { post_json(addr, "/mock/v1/responses", &[], &body.to_string()).await }
+    };
+    let r1 = post(json!({"model":"gpt-4o-mini","input":"weather in Paris?"})).await;
+    let r2 = post(
+        json!({"model":"gpt-4o-mini","previous_response_id":"resp_1",
+        "input":[{"type":"function_call_output","call_id":"call_1","output":"20C"}]}),
+    )
+    .await;
+    let r3 = post(
+        json!({"model":"gpt-4o-mini","previous_response_id":"resp_2",
+        "input":[{"role":"user","content":"and tomorrow?"}]}),
+    )
+    .await;
+    // A response llmtap never saw: a conversation of its own.
+    let r4 = post(
+        json!({"model":"gpt-4o-mini","previous_response_id":"resp_unknown",
+        "input":[{"type":"function_call_output","call_id":"call_9","output":"x"}]}),
+    )
+    .await;
+    let calls = [
+        wait_call(&running, &r1.call_id()).await,
+        wait_call(&running, &r2.call_id()).await,
+        wait_call(&running, &r3.call_id()).await,
+        wait_call(&running, &r4.call_id()).await,
+    ];
+    let run = calls[0].invocation_id.clone();
+    let got: Vec<(bool, u32, Option<&str>)> = calls
+        .iter()
+        .map(|c| {
+            (
+                c.invocation_id == run,
+                c.round,
+                c.grouped_by_conversation.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (true, 1, Some("new")),
+            (true, 2, Some("continued")),
+            (false, 1, Some("new_turn")),
+            (false, 1, Some("new")),
+        ]
+    );
+    assert_ne!(calls[3].invocation_id, calls[2].invocation_id);
+    let session = calls[0].metadata.session_id.clone();
+    assert!(session.is_some());
+    assert_eq!(calls[1].metadata.session_id, session);
+    assert_eq!(calls[2].metadata.session_id, session);
+    assert_ne!(calls[3].metadata.session_id, session);
+    let inv = wait_run(&running, &run, 2, 0).await;
+    assert_eq!((inv.rounds, inv.status), (2, Some(CallStatus::Success)));
+    let v = run_detail(&running, &run).await;
+    assert_eq!(v["gaps"][0]["kind"], "tool", "{v}");
     running.shutdown().await.unwrap();
 }
