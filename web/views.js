@@ -234,7 +234,9 @@ export function agentsView(main, params, ctx) {
     const rows = a.items.map((x) => h("tr", null,
       h("td", null, x.agent ? h("a", { href: `/?agent=${encodeURIComponent(x.agent)}` }, x.agent) : h("span", { class: "muted" }, "(no agent header)")),
       h("td", { class: "num" }, fmtInt(x.invocations)),
-      h("td", { class: "num" }, fmtInt(x.calls)),
+      h("td", { class: "num" }, fmtInt(x.llm_calls ?? x.calls)),
+      h("td", { class: "num tool-calls" }, fmtInt(x.tool_calls ?? 0)),
+      h("td", { class: `num tool-failures ${x.tool_failures > 0 ? "bad" : ""}` }, fmtInt(x.tool_failures ?? 0)),
       h("td", { class: "num" }, fmtCost(x.cost_usd)),
       h("td", { class: "num" }, fmtCost(x.avg_cost_per_invocation_usd)),
       h("td", { class: `num ${x.error_rate > 0.05 ? "bad" : ""}` }, fmtPct(x.error_rate)),
@@ -243,7 +245,7 @@ export function agentsView(main, params, ctx) {
       h("td", { class: "num" }, `${fmtInt(x.input_tokens)} / ${fmtInt(x.output_tokens)}`)));
     main.append(
       a.items.length
-        ? table([["Agent"], ["Runs", 1], ["Calls", 1], ["Total cost", 1], ["Cost per run", 1], ["Error rate", 1], ["p50 latency", 1], ["p95 latency", 1], ["Tokens in / out", 1]], rows, "agents")
+        ? table([["Agent"], ["Runs", 1], ["LLM calls", 1], ["Tool calls", 1], ["Tool failures", 1], ["Total cost", 1], ["Cost per run", 1], ["Error rate", 1], ["p50 latency", 1], ["p95 latency", 1], ["Tokens in / out", 1]], rows, "agents")
         : h("p", { class: "muted" }, "No agents yet: send x-llmtap-agent with each call."),
       h("p", { class: "muted" }, a.latency_note || ""));
   }, (e) => failed(main, e, ctx));

@@ -757,6 +757,14 @@ async fn the_page_shows_attempts_tools_and_the_session_as_a_conversation() {
     browser.wait_text(".tools-section table", "tool").await;
     let tools = browser.text(".tools-section table").await;
     assert!(tools.contains("Failures"), "{tools}");
+    // The Agents view counts tool calls apart from LLM calls.
+    browser.goto(&format!("{page}?view=agents")).await;
+    browser.wait_count("table.agents td.tool-calls", 1).await;
+    assert_eq!(browser.text("table.agents td.tool-calls").await.trim(), "1");
+    assert_eq!(
+        browser.text("table.agents td.tool-failures").await.trim(),
+        "0"
+    );
 
     // The session list's filters, from the address and from the form.
     browser
@@ -949,8 +957,10 @@ async fn the_session_list_filters_by_active_days_agent_and_model() {
 async fn headerless_tool_calls_join_the_run_whose_round_asked_for_them() {
     let mock = MockUpstream::start(|req| {
         let body = String::from_utf8_lossy(&req.body);
-        if req.path_and_query.starts_with("/weather") || req.path_and_query.starts_with("/news") {
+        if req.path_and_query.starts_with("/weather") {
             MockResponse::json(200, r#"{"temp":20}"#)
+        } else if req.path_and_query.starts_with("/news") {
+            MockResponse::json(404, r#"{"error":"no news"}"#)
         } else if body.contains("call_paris") {
             MockResponse::json(200, CHAT_RESPONSE)
         } else {
@@ -1015,6 +1025,20 @@ async fn headerless_tool_calls_join_the_run_whose_round_asked_for_them() {
         .map(|t| t["joined_to"].as_str().unwrap())
         .collect();
     assert_eq!(joined, ["call_tokyo", "call_paris"]);
+    // Per agent (none named here): LLM calls, and tool calls with their failures.
+    let agents = api_get(&running, "/api/v1/agents").await.json();
+    let row = &agents["items"][0];
+    assert_eq!(agents["items"].as_array().unwrap().len(), 1, "{agents}");
+    assert_eq!(
+        (
+            row["llm_calls"].clone(),
+            row["tool_calls"].clone(),
+            row["tool_failures"].clone()
+        ),
+        (json!(2), json!(3), json!(1)),
+        "{agents}"
+    );
+    assert_eq!(agents["tool_calls_truncated"], false);
     running.shutdown().await.unwrap();
 }
 
