@@ -184,6 +184,7 @@ fn redact_call(call: &mut CallRecord) {
     call.request_body = None;
     call.response_body = None;
     call.metadata.prompt_variables = None;
+    call.metadata.user_prompt_variables = None;
     // The client's address is personal data (it names a person's machine or network);
     // the user agent names the agent's SDK and stays.
     call.client.ip = None;
