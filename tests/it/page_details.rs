@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 /// A plain OpenAI chat answer with the given text and 12 + 5 tokens.
-fn chat_reply(text: &str) -> MockResponse {
+pub(super) fn chat_reply(text: &str) -> MockResponse {
     let body = json!({
         "id": "chatcmpl-page", "object": "chat.completion", "created": 1,
         "model": "gpt-4o-mini-2024-07-18",
@@ -26,7 +26,12 @@ fn chat_reply(text: &str) -> MockResponse {
 
 /// Sends `body` to the OpenAI provider with `headers`, answered by `reply`; returns the
 /// call id once it is stored.
-async fn chat(scene: &Scene, body: &str, headers: &[(&str, &str)], reply: MockResponse) -> String {
+pub(super) async fn chat(
+    scene: &Scene,
+    body: &str,
+    headers: &[(&str, &str)],
+    reply: MockResponse,
+) -> String {
     *scene.script.lock().unwrap() = reply;
     let mut all = vec![("content-type", "application/json")];
     all.extend_from_slice(headers);
@@ -106,18 +111,17 @@ async fn copied_by(browser: &Browser, css: &str) -> String {
         .to_string()
 }
 
-async fn open_round(browser: &Browser, run: &str, round: u32) {
+pub(super) async fn open_round(browser: &Browser, run: &str, round: u32) {
     browser
         .click(&format!("#runs-table tr.run[data-id='{run}']"))
         .await;
-    browser.wait_count("table.rounds tr.round", 1).await;
-    browser
-        .click(&format!("table.rounds tr.round[data-round='{round}']"))
-        .await;
+    let row = format!("table.rounds tr.round[data-round='{round}']");
+    browser.wait_count(&row, 1).await;
+    browser.click(&row).await;
     browser.wait_count(".round-box .tab-panel", 1).await;
 }
 
-async fn show_tab(browser: &Browser, tab: &str) {
+pub(super) async fn show_tab(browser: &Browser, tab: &str) {
     browser.click(&format!(".tab[data-tab='{tab}']")).await;
     browser
         .wait(
