@@ -32,8 +32,9 @@ impl Scene {
         for kind in ["openai", "anthropic", "gemini"] {
             toml.push_str(&provider_toml(kind, kind, &mock.url()));
         }
-        // `{mock}` in the extra configuration is the mock's URL (a tool provider's base).
-        toml.push_str(&extra_toml.replace("{mock}", &mock.url()));
+        // A tool's HTTP API, recorded as tool calls of the runs that name themselves.
+        toml.push_str(&provider_toml("tool", "http", &mock.url()));
+        toml.push_str(extra_toml);
         let running = start_llmtap(test_config(dir.path(), &toml)).await;
         Scene {
             running,
@@ -301,7 +302,7 @@ async fn runs_view_filters_opens_rounds_updates_live_and_exports_csv() {
     browser.wait_text(".tab-panel", "2869461").await;
     browser
         .js(
-            "document.querySelector('tr.round-detail').scrollIntoView({block: 'start'}); window.scrollBy(0, -56)",
+            "document.querySelector('.round-detail').scrollIntoView({block: 'start'}); window.scrollBy(0, -56)",
             json!([]),
         )
         .await;
@@ -317,7 +318,7 @@ async fn runs_view_filters_opens_rounds_updates_live_and_exports_csv() {
         .await;
     browser
         .js(
-            "document.querySelector('tr.round-detail').scrollIntoView({block: 'start'}); window.scrollBy(0, -56)",
+            "document.querySelector('.round-detail').scrollIntoView({block: 'start'}); window.scrollBy(0, -56)",
             json!([]),
         )
         .await;
@@ -331,7 +332,7 @@ async fn runs_view_filters_opens_rounds_updates_live_and_exports_csv() {
     browser.wait_text(".tab-panel", "2869461").await;
     browser
         .js(
-            "document.querySelector('tr.round-detail').scrollIntoView({block: 'start'}); window.scrollBy(0, -56)",
+            "document.querySelector('.round-detail').scrollIntoView({block: 'start'}); window.scrollBy(0, -56)",
             json!([]),
         )
         .await;
@@ -362,7 +363,7 @@ async fn runs_view_filters_opens_rounds_updates_live_and_exports_csv() {
     assert_eq!(first, "run-live", "the new run is on top");
     let state = browser
         .js(
-            "return [window.__sameDocument === true, document.querySelector('tr.run-detail').dataset.id, !!document.querySelector('tr.round-detail')]",
+            "return [window.__sameDocument === true, document.querySelector('tr.run-detail').dataset.id, !!document.querySelector('.round-detail')]",
             json!([]),
         )
         .await;

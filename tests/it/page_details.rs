@@ -63,14 +63,6 @@ async fn api_as(scene: &Scene, path: &str, token: &str) -> Got {
     .await
 }
 
-/// The console errors of the page, but the sign-in probe's 401 (issue 35's defect 9,
-/// tested and fixed on its own).
-async fn page_errors(browser: &Browser) -> Vec<String> {
-    let mut errors = console_errors(browser).await;
-    errors.retain(|e| !(e.contains("/api/v1/whoami") && e.contains("401")));
-    errors
-}
-
 /// Sets a filter field as a person would (type, then the change event).
 async fn set_filter(browser: &Browser, name: &str, value: &str) {
     browser
@@ -241,7 +233,7 @@ async fn runs_show_version_and_total_tokens_count_pages_and_filter_by_user_sessi
         )
         .await;
     assert_eq!(kept, "acme");
-    let errors = page_errors(&browser).await;
+    let errors = console_errors(&browser).await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
     browser.close().await;
     scene.running.shutdown().await.unwrap();
@@ -453,7 +445,7 @@ async fn a_round_shows_its_cards_client_and_key_id_and_copies_a_request_that_rep
         "{meta}"
     );
     assert!(meta.contains("replay-test/1.0"), "{meta}");
-    let errors = page_errors(&browser).await;
+    let errors = console_errors(&browser).await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
     browser.close().await;
     scene.running.shutdown().await.unwrap();
@@ -546,7 +538,7 @@ async fn attachments_show_size_source_and_an_image_preview_from_the_blob_endpoin
         )
         .await;
     assert_eq!(drawn, json!([1, true]));
-    let errors = page_errors(&browser).await;
+    let errors = console_errors(&browser).await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
     browser.close().await;
     scene.running.shutdown().await.unwrap();
@@ -667,7 +659,7 @@ async fn memory_turns_are_marked_and_every_failure_has_a_hint_saying_what_to_do(
         );
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let errors = page_errors(&browser).await;
+    let errors = console_errors(&browser).await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
     browser.close().await;
     scene.running.shutdown().await.unwrap();

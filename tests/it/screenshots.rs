@@ -232,6 +232,7 @@ async fn seed(scene: &Scene) {
             ("x-llmtap-tenant", "acme"),
         ],
         answer(
+            "gpt-4o-2024-08-06",
             "Sales rose in each of the four quarters, the last one highest.",
             1_140,
             38,
@@ -296,7 +297,7 @@ async fn seed(scene: &Scene) {
     let got = send(
         scene.running.proxy_addr,
         "GET",
-        "/calc/v1/multiply?a=1231&b=2331",
+        "/tool/v1/multiply?a=1231&b=2331",
         &[
             ("x-llmtap-invocation-id", "run-tools"),
             ("x-llmtap-session-id", "conv-42"),
@@ -331,7 +332,7 @@ async fn readme_screenshots() {
         std::env::var("LLMTAP_SCREENSHOTS").is_ok(),
         "set LLMTAP_SCREENSHOTS=docs/screenshots"
     );
-    let scene = Scene::start(&provider_toml("calc", "http", "{mock}")).await;
+    let scene = Scene::start("").await;
     seed(&scene).await;
     let browser = Browser::start().await;
     browser.goto(&scene.page_url()).await;
