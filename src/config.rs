@@ -164,6 +164,8 @@ pub struct RawStore {
     pub critical_free_mb: Option<u64>,
     pub compression_level: Option<i32>,
     pub sled_compression: Option<bool>,
+    /// Length of a content key period in seconds (crypto-shredding, default 3600).
+    pub key_period_secs: Option<u64>,
     /// Bytes stored between sled snapshots (an integer or "256MiB"; 0 never).
     pub snapshot_every: Option<ByteSize>,
     /// `postgres://...`: the shared PostgreSQL engine instead of sled in `data_dir`.
@@ -242,6 +244,8 @@ pub struct StorageConfig {
     pub sled_compression: bool,
     /// Bytes stored between sled snapshots; 0 never (`StoreOptions::snapshot_every_bytes`).
     pub snapshot_every_bytes: u64,
+    /// Length of a content key period (`StoreOptions::key_period_secs`).
+    pub key_period_secs: u64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -708,7 +712,18 @@ impl RawConfig {
                 Some(size) => size.bytes("store.snapshot_every")?,
                 None => crate::store::DEFAULT_SNAPSHOT_EVERY,
             },
+            key_period_secs: self
+                .store
+                .key_period_secs
+                .unwrap_or(crate::store::shred::DEFAULT_PERIOD_SECS),
         };
+        if !(1..=31 * 86_400).contains(&storage.key_period_secs) {
+            return Err(invalid(
+                "store.key_period_secs",
+                storage.key_period_secs,
+                "expected 1 to 2678400 (31 days)",
+            ));
+        }
         if storage.critical_free_mb > storage.min_free_mb {
             return Err(invalid(
                 "store.critical_free_mb",

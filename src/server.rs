@@ -80,6 +80,7 @@ pub fn store_options(config: &Config) -> anyhow::Result<StoreOptions> {
         critical_free_mb: s.critical_free_mb,
         sled_compression: s.sled_compression,
         snapshot_every_bytes: s.snapshot_every_bytes,
+        key_period_secs: s.key_period_secs,
     })
 }
 

@@ -92,8 +92,17 @@ export function fmtTime(iso) {
     hour: "2-digit",
     minute: "2-digit",
     second: "2-digit",
+    fractionalSecondDigits: 3,
     timeZoneName: "short",
   });
+}
+
+/** The clock time to the millisecond, in the browser's time zone: `14:03:22.418`. */
+export function fmtClock(iso) {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return dash;
+  const pad = (n, w = 2) => String(n).padStart(w, "0");
+  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
 }
 
 export function relTime(iso, now = Date.now()) {
@@ -108,9 +117,22 @@ export function relTime(iso, now = Date.now()) {
   return new Date(iso).toLocaleDateString();
 }
 
-/** `<time>` with a relative label and the exact local time on hover. */
+/** `<time>` with a relative label and the exact local time (milliseconds too) on hover. */
 export function when(iso) {
   return h("time", { datetime: iso, title: fmtTime(iso), class: "rel" }, relTime(iso));
+}
+
+/**
+ * A time inside a run, where relative labels say nothing ("2 min ago" for two rounds
+ * 400 ms apart): the clock time to the millisecond and the offset from the run's
+ * start, the date and the relative time on hover.
+ */
+export function whenInRun(iso, runStartMs) {
+  const t = new Date(iso).getTime();
+  const offset = Number.isFinite(t) && Number.isFinite(runStartMs) ? t - runStartMs : null;
+  return h("time", { datetime: iso, title: `${fmtTime(iso)} (${relTime(iso)})`, class: "exact" },
+    fmtClock(iso),
+    offset !== null ? h("span", { class: "muted offset" }, ` +${fmtMs(offset)}`) : null);
 }
 
 const STATUS_LABEL = {
@@ -178,6 +200,50 @@ export function facts(pairs) {
     dl.append(h("dt", null, k), h("dd", null, v === null || v === "" ? dash : v));
   }
   return dl;
+}
+
+/** `1.5 KB`, `3.2 MB`, `512 B`: a byte count for people (1 KB = 1,024 B). */
+export function fmtBytes(n) {
+  if (n === null || n === undefined) return dash;
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KB`;
+  if (n < 1024 * 1024 * 1024) return `${(n / (1024 * 1024)).toFixed(1)} MB`;
+  return `${(n / (1024 * 1024 * 1024)).toFixed(1)} GB`;
+}
+
+/**
+ * Copies `text` to the clipboard. The Clipboard API needs a secure context (https or
+ * loopback); elsewhere a hidden text area and the copy command do it.
+ */
+export async function copyText(text) {
+  if (navigator.clipboard && window.isSecureContext) {
+    await navigator.clipboard.writeText(text);
+    return;
+  }
+  const area = h("textarea", { class: "offscreen", readonly: true });
+  area.value = text;
+  document.body.append(area);
+  area.select();
+  const copied = document.execCommand("copy");
+  area.remove();
+  if (!copied) throw new Error("the browser refused to copy");
+}
+
+/** A button that copies what `produce()` returns and says so on itself. */
+export function copyButton(label, produce, attrs = {}) {
+  const button = h("button", { type: "button", class: "copy", ...attrs }, label);
+  button.addEventListener("click", async () => {
+    try {
+      await copyText(produce());
+      button.textContent = "Copied";
+    } catch (e) {
+      button.textContent = `Copy failed: ${e.message}`;
+    }
+    setTimeout(() => {
+      button.textContent = label;
+    }, 1500);
+  });
+  return button;
 }
 
 export function errorBox(message) {

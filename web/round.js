@@ -3,7 +3,8 @@
 
 import * as api from "./api.js";
 import { pathId } from "./api.js";
-import { h, clear, fmtInt, fmtCost, fmtMs, fmtTime, badge, errorBox, dash, facts, longText, prettyJson, maybeJson } from "./dom.js";
+import { h, clear, fmtInt, fmtCost, fmtMs, fmtTime, fmtBytes, badge, errorBox, dash, facts, longText, prettyJson, maybeJson, copyButton } from "./dom.js";
+import { curlCommand, pythonSnippet, replayProblem } from "./replay.js";
 
 const TABS = [
   ["conversation", "Request / Response"],
@@ -41,7 +42,8 @@ export async function roundDetail(td, detail, index, ctx) {
   const panel = h("div", { class: "tab-panel", role: "tabpanel" });
   const box = h("div", { class: "round-box" },
     h("div", { class: "round-title" }, h("strong", null, `Round r${round.round}`), " ", badge(record.status), " ",
-      h("span", { class: "muted mono" }, record.id)),
+      h("span", { class: "muted mono" }, record.id), admin ? replayButtons(record) : null),
+    roundCards(record),
     tabs, panel);
   clear(td).append(box);
   const current = ctx.params().get("tab");
@@ -69,11 +71,34 @@ export async function roundDetail(td, detail, index, ctx) {
   show(active);
 }
 
+/** Copy the round's request as a curl command or a Python snippet (admins: it needs the body). */
+function replayButtons(record) {
+  const problem = replayProblem(record);
+  const attrs = problem ? { disabled: true, title: `Cannot replay: ${problem}` } : {};
+  return h("span", { class: "replay" },
+    copyButton("Copy as curl", () => curlCommand(record), { id: "copy-curl", title: "The request as a curl command; the key is read from an environment variable", ...attrs }),
+    copyButton("Copy as Python", () => pythonSnippet(record), { id: "copy-python", title: "The request as a Python snippet (the provider's SDK where there is one); the key is read from an environment variable", ...attrs }));
+}
+
+/** The round at a glance: model, latency, tokens and cost. */
+function roundCards(record) {
+  const u = record.usage || {};
+  const card = (label, value, sub, cls) => h("div", { class: `stat round-card ${cls}` },
+    h("div", { class: "stat-label" }, label), h("div", { class: "stat-value" }, value), sub ? h("div", { class: "muted" }, sub) : null);
+  const answered = record.response_model && record.response_model !== record.model ? `answered by ${record.response_model}` : null;
+  const total = u.total_tokens ?? (u.input_tokens === null && u.output_tokens === null ? null : (u.input_tokens || 0) + (u.output_tokens || 0));
+  return h("div", { class: "round-cards" },
+    card("Model", record.model || record.response_model || dash, [record.provider, answered].filter(Boolean).join(" · "), "card-model"),
+    card("Latency", fmtMs(record.latency_ms), record.ttft_ms !== null && record.ttft_ms !== undefined ? `first token ${fmtMs(record.ttft_ms)}` : null, "card-latency"),
+    card("Tokens", fmtInt(total), `${fmtInt(u.input_tokens)} in / ${fmtInt(u.output_tokens)} out`, "card-tokens"),
+    card("Cost", record.cost_usd === null || record.cost_usd === undefined ? dash : fmtCost(record.cost_usd), record.cost?.price_key || null, "card-cost"));
+}
+
 function hiddenForViewer() {
   return h("p", { class: "notice" }, "Prompts, messages, replies and tool arguments are not shown to viewer tokens.");
 }
 
-function messageView(m, toolResults) {
+function messageView(m, toolResults, memory = false) {
   const parts = [];
   if (m.text !== null && m.text !== undefined) {
     parts.push(longText(m.role === "tool" ? maybeJson(m.text) : m.text));
@@ -86,8 +111,9 @@ function messageView(m, toolResults) {
   }
   if (!parts.length) parts.push(h("span", { class: "muted" }, m.text === "" ? "(empty text)" : "(no text)"));
   const head = h("div", { class: "msg-head" }, h("span", { class: `role role-${m.role}` }, m.role));
+  if (memory) head.append(" ", h("span", { class: "tag memory", title: "Sent again from earlier runs of this session (short-term memory)" }, "memory"));
   if (m.tool_call_id) head.append(h("span", { class: "muted mono" }, ` result of ${m.tool_call_id}`));
-  return h("div", { class: `msg msg-${m.role}` }, head, parts);
+  return h("div", { class: `msg msg-${m.role}${memory ? " msg-memory" : ""}` }, head, parts);
 }
 
 function toolCallView(tc, toolResults) {
@@ -120,7 +146,7 @@ function attachmentsView(record, admin) {
   const list = record.attachments || [];
   if (!list.length) return null;
   const table = h("table", { class: "attachments" },
-    h("thead", null, h("tr", null, ["File", "Media type", "Size", "SHA-256", ""].map((c) => h("th", null, c)))));
+    h("thead", null, h("tr", null, ["File", "Media type", "Size", "Source", "SHA-256 or URL", ""].map((c) => h("th", null, c)))));
   const body = h("tbody");
   for (const a of list) {
     let link = null;
@@ -131,21 +157,75 @@ function attachmentsView(record, admin) {
     } else if (a.url) {
       link = h("span", { class: "muted", title: a.url }, "by URL");
     }
-    body.append(h("tr", null,
+    const mirrored = a.source === "mirrored" && a.sha256;
+    body.append(h("tr", { class: "attachment" },
       h("td", null, a.filename || "inline"),
       h("td", null, a.media_type || dash),
-      h("td", { class: "num" }, a.size !== null && a.size !== undefined ? `${fmtInt(a.size)} B` : dash),
+      h("td", { class: "num", title: a.size !== null && a.size !== undefined ? `${fmtInt(a.size)} bytes` : null }, fmtBytes(a.size)),
+      h("td", { class: "source" }, mirrored ? "mirrored" : a.url ? "URL only" : a.source || dash),
       h("td", { class: "mono sha" }, a.sha256 || a.url || dash),
       h("td", null, link)));
+    if (admin && mirrored && PREVIEWED.has(a.media_type)) {
+      const cell = h("td", { colspan: 6, class: "preview" }, h("span", { class: "muted" }, "Loading preview…"));
+      body.append(h("tr", { class: "attachment-preview" }, cell));
+      preview(cell, a);
+    }
   }
   table.append(body);
   return h("section", null, h("h4", null, `Attached files (${list.length})`), table);
 }
 
-function conversation(panel, record, detail, index, admin) {
+/** Raster images only: an SVG is a document that can hold script. */
+const PREVIEWED = new Set(["image/png", "image/jpeg", "image/gif", "image/webp"]);
+
+/** An image attachment drawn from our own blob endpoint (fetched with the token). */
+async function preview(cell, a) {
+  try {
+    const bytes = await api.blob(`/blobs/${pathId(a.sha256)}`);
+    // The type is the one we allow, whatever the response claimed.
+    const href = URL.createObjectURL(new Blob([bytes], { type: a.media_type }));
+    const img = h("img", { class: "attachment-image", src: href, alt: a.filename || `attached ${a.media_type}` });
+    img.addEventListener("load", () => setTimeout(() => URL.revokeObjectURL(href), 1000), { once: true });
+    img.addEventListener("error", () => {
+      URL.revokeObjectURL(href);
+      clear(cell).append(h("span", { class: "muted" }, "The image could not be drawn."));
+    }, { once: true });
+    clear(cell).append(img);
+  } catch (e) {
+    clear(cell).append(errorBox(`Preview failed: ${e.message}`));
+  }
+}
+
+/**
+ * How many leading messages of this round's request were sent again from earlier runs
+ * of its session (short-term memory): in a run that belongs to a session, the
+ * messages before the run's first user message, as its first round sent them.
+ */
+async function memoryCount(record, detail) {
+  if (!detail.session_id || !detail.rounds.length || !record.request) return 0;
+  const first = detail.rounds[0].call_id === record.id ? record : await call(detail.rounds[0].call_id);
+  const firstMessages = first.request?.messages || [];
+  let lastUser = -1;
+  firstMessages.forEach((m, i) => {
+    if (m.role === "user") lastUser = i;
+  });
+  if (lastUser <= 0) return 0;
+  const messages = record.request.messages || [];
+  let same = 0;
+  while (same < lastUser && same < messages.length && sameMessage(firstMessages[same], messages[same])) same += 1;
+  return same;
+}
+
+async function conversation(panel, record, detail, index, admin, ctx) {
   if (!record.request && !record.response) {
     panel.append(hiddenForViewer());
     return;
+  }
+  let memory = 0;
+  try {
+    memory = await memoryCount(record, detail);
+  } catch (e) {
+    if (e instanceof api.Unauthorized) return ctx.signedOut();
   }
   const toolResults = new Map();
   for (const t of detail.rounds[index].tool_calls || []) if (t.id) toolResults.set(t.id, t);
@@ -155,7 +235,10 @@ function conversation(panel, record, detail, index, admin) {
   if (req) {
     panel.append(h("h4", null, "Request"));
     if (req.system) panel.append(h("div", { class: "msg msg-system" }, h("div", { class: "msg-head" }, h("span", { class: "role role-system" }, "system")), longText(req.system)));
-    for (const m of req.messages || []) panel.append(messageView(m));
+    if (memory) {
+      panel.append(h("p", { class: "muted memory-note" }, `The first ${memory} message${memory === 1 ? " was" : "s were"} sent again from earlier runs of session ${detail.session_id} (marked memory).`));
+    }
+    (req.messages || []).forEach((m, i) => panel.append(messageView(m, null, i < memory)));
     if (req.tools && req.tools.length) {
       panel.append(h("details", { class: "tools-offered" }, h("summary", null, `${req.tools.length} tool${req.tools.length === 1 ? "" : "s"} offered`),
         h("pre", { class: "json" }, prettyJson(req.tools))));
@@ -172,6 +255,7 @@ function conversation(panel, record, detail, index, admin) {
     if (res.refusal) reply.append(h("p", { class: "warn" }, "Refusal: ", res.refusal));
     for (const tc of res.tool_calls || []) reply.append(toolCallView(tc, toolResults));
     if (!res.text && !res.thinking && !(res.tool_calls || []).length && !res.refusal) reply.append(h("p", { class: "muted" }, "(empty reply)"));
+    if (res.text) reply.querySelector(".msg-head").append(" ", copyButton("Copy output", () => res.text, { id: "copy-output", title: "The reply's text" }));
     panel.append(reply);
   }
   if (record.error) panel.append(h("p", { class: "hint" }, record.hint || record.error.message || record.error.type));
@@ -230,12 +314,23 @@ async function changes(panel, record, detail, index, admin, ctx) {
   if (!added.length) panel.append(h("p", { class: "muted" }, "Nothing was added."));
 }
 
+/** `name@version` → [name, version]; the version is after the last `@`. */
+function splitPrompt(text) {
+  if (!text) return [null, null];
+  const at = text.lastIndexOf("@");
+  return at > 0 ? [text.slice(0, at), text.slice(at + 1) || null] : [text, null];
+}
+
 function prompt(panel, record) {
   const m = record.metadata || {};
-  const [name, version] = (m.prompt || "").split("@");
+  const [name, version] = splitPrompt(m.prompt);
+  const [userName, userVersion] = splitPrompt(m.user_prompt);
   panel.append(facts([
-    ["Prompt", m.prompt ? name : null],
-    ["Version", m.prompt ? version || dash : null],
+    ["System prompt", name ?? h("span", { class: "muted" }, "not named (x-llmtap-prompt)")],
+    ["System prompt version", m.prompt ? version || dash : null],
+    // Shown when the request named a user prompt (x-llmtap-user-prompt) too.
+    ["User prompt", m.user_prompt ? userName : undefined],
+    ["User prompt version", m.user_prompt ? userVersion || dash : undefined],
   ]));
   if (!record.request) {
     panel.append(hiddenForViewer());
@@ -243,16 +338,32 @@ function prompt(panel, record) {
   }
   panel.append(h("h4", null, "Rendered system prompt"),
     record.request.system ? longText(record.request.system, 4000) : h("p", { class: "muted" }, "No system prompt."));
-  panel.append(h("h4", null, "Prompt variables (context snapshot)"),
-    m.prompt_variables !== null && m.prompt_variables !== undefined
-      ? h("pre", { class: "json" }, prettyJson(m.prompt_variables))
-      : h("p", { class: "muted" }, "No variables were sent (x-llmtap-prompt-variables)."));
+  const variables = (title, value, header, id) => {
+    const head = h("h4", null, title);
+    if (value === null || value === undefined) {
+      return [head, h("p", { class: "muted" }, `No variables were sent (${header}).`)];
+    }
+    head.append(" ", copyButton("Copy as JSON", () => JSON.stringify(value, null, 2), { id, title: "The variables as JSON" }));
+    return [head, h("pre", { class: "json" }, prettyJson(value))];
+  };
+  panel.append(...variables("System prompt variables (context snapshot)", m.prompt_variables, "x-llmtap-prompt-variables", "copy-variables"));
+  if (m.user_prompt_variables !== null && m.user_prompt_variables !== undefined) {
+    panel.append(...variables("User prompt variables", m.user_prompt_variables, "x-llmtap-user-prompt-variables", "copy-user-variables"));
+  }
 }
 
 function cost(panel, record) {
   const u = record.usage || {};
   const c = record.cost;
-  if (record.cost_usd === null || record.cost_usd === undefined || !c || !c.priced) {
+  const used = [u.input_tokens, u.output_tokens, u.total_tokens].some((n) => n !== null && n !== undefined && n > 0);
+  if (record.status !== "success" && !used && !c?.priced) {
+    // A failed or refused call was not answered: no tokens, nothing billed. Whether
+    // the model has a price does not come into it.
+    const why = record.http_status ? `the provider answered HTTP ${record.http_status}` : "the call got no answer";
+    panel.append(h("div", { class: "billed-nothing", role: "status" },
+      h("strong", null, "Nothing was billed. "),
+      `This call ended ${String(record.status || "unfinished").replace("_", " ")}: ${why} without a completion, so no tokens were used and there is nothing to price.`));
+  } else if (record.cost_usd === null || record.cost_usd === undefined || !c || !c.priced) {
     panel.append(h("div", { class: "warning-box", role: "alert" },
       h("strong", null, "No price for this model. "),
       `${record.response_model || record.model || "This model"} is not priced${c?.unpriced_reason ? `: ${c.unpriced_reason}` : ""}. Add it to the price table (llmtap prices) and reprice.`));
@@ -313,7 +424,7 @@ function windowText(w) {
   return parts.join(", ") || dash;
 }
 
-function metadata(panel, record) {
+function metadata(panel, record, detail, index, admin) {
   const m = record.metadata || {};
   const rl = record.rate_limit;
   panel.append(facts([
@@ -336,8 +447,12 @@ function metadata(panel, record) {
     ["Latency", fmtMs(record.latency_ms)],
     ["Time to first token", fmtMs(record.ttft_ms)],
     ["Streamed", record.stream ? "yes" : "no"],
-    ["API key fingerprint", record.api_key_fingerprint ? h("span", { class: "mono" }, record.api_key_fingerprint) : null],
+    ["Key id", record.api_key_fingerprint
+      ? h("span", { class: "mono", title: "The API key's fingerprint: the key itself is never stored" }, record.api_key_fingerprint)
+      : h("span", { class: "muted" }, "no key sent")],
     ["Endpoint", `${record.method} ${record.path}`],
+    ["Client IP", admin ? record.client?.ip ?? null : h("span", { class: "muted" }, "admins only (personal data)")],
+    ["User agent", record.client?.user_agent ?? null],
   ]));
   if (Object.keys(m.properties || {}).length) {
     panel.append(h("h4", null, "Properties"), facts(Object.entries(m.properties)));

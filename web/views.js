@@ -132,7 +132,7 @@ function sessionDetail(main, id, ctx) {
       timer = null;
       load();
     }, 700);
-  }, (on) => ctx.setLive(on));
+  }, (on) => ctx.setLive(on), { onResume: () => load() });
   return () => {
     alive = false;
     stop();
@@ -301,11 +301,14 @@ function meter(label, w) {
   fill.style.width = `${Math.max(0, Math.min(100, fraction * 100)).toFixed(1)}%`;
   const resetAt = w.reset_at ? new Date(w.reset_at) : null;
   const sameDay = resetAt && resetAt.toDateString() === new Date().toDateString();
-  const reset = resetAt ? `resets ${sameDay ? resetAt.toLocaleTimeString() : fmtTime(w.reset_at)}` : w.reset_s !== null && w.reset_s !== undefined ? `resets in ${w.reset_s} s` : "";
+  const at = resetAt ? (sameDay ? resetAt.toLocaleTimeString() : fmtTime(w.reset_at)) : null;
+  const reset = w.has_reset
+    ? `reset${at ? ` at ${at}` : ""} since this report`
+    : at ? `resets ${at}` : w.reset_s !== null && w.reset_s !== undefined ? `resets in ${w.reset_s} s` : "";
   return h("div", { class: "meter" },
     h("div", { class: "meter-label" }, label, h("span", { class: "muted" }, ` ${reset}`)),
     h("div", { class: "meter-bar", role: "meter", "aria-valuemin": 0, "aria-valuemax": w.limit, "aria-valuenow": w.remaining }, fill),
-    h("div", { class: "meter-text" }, `${fmtInt(w.remaining)} of ${fmtInt(w.limit)} left (${(fraction * 100).toFixed(1)} %)`));
+    h("div", { class: "meter-text" }, `${fmtInt(w.remaining)} of ${fmtInt(w.limit)} left (${(fraction * 100).toFixed(1)} %)${w.has_reset ? " when reported" : ""}`));
 }
 
 export function rateLimitsView(main, params, ctx) {
@@ -331,12 +334,12 @@ export function rateLimitsView(main, params, ctx) {
       out.append(h("p", { class: "muted" }, "No provider has reported rate-limit headers yet."));
       return;
     }
-    const items = [...rl.items].sort((a, b) => (a.headroom_pct ?? 101) - (b.headroom_pct ?? 101));
-    for (const x of items) out.append(card(x));
+    // In the API's order: the tightest headroom now first, stale states last.
+    for (const x of rl.items) out.append(card(x));
   }
   function card(x) {
     const head = x.headroom_pct;
-    const cls = head === null || head === undefined ? "" : head < 10 ? "low" : head < 30 ? "mid" : "ok";
+    const cls = x.stale ? "stale" : head === null || head === undefined ? "" : head < 10 ? "low" : head < 30 ? "mid" : "ok";
     const series = x.series || [];
     const lim = (w) => (w && w.limit ? w.limit : null);
     const line = (key, w, name, cls2) => ({
@@ -356,15 +359,18 @@ export function rateLimitsView(main, params, ctx) {
     const chart = lines.length || marks.length
       ? timeChart(lines, marks, { width, height: 180, from, to: now })
       : h("p", { class: "muted" }, "No series points in the last 24 hours.");
-    return h("section", { class: "rl-card", dataset: { provider: x.provider } },
+    const headroom = x.stale
+      ? [h("div", { class: "headroom-value" }, "reset"),
+        h("div", { class: "headroom-label" }, `every window has reset since ${fmtTime(x.at)}${x.reported_headroom_pct !== null && x.reported_headroom_pct !== undefined ? ` (${x.reported_headroom_pct.toFixed(1)} % then)` : ""}; no current state`)]
+      : [h("div", { class: "headroom-value" }, head === null || head === undefined ? dash : `${head.toFixed(1)} %`),
+        h("div", { class: "headroom-label" }, "headroom now")];
+    return h("section", { class: `rl-card${x.stale ? " stale" : ""}`, dataset: { provider: x.provider, model: x.model || "", key: x.key_fingerprint || "" } },
       h("div", { class: "rl-head" },
         h("div", null,
           h("h3", null, `${x.provider} · ${x.model || "any model"}`),
           h("div", { class: "muted mono" }, x.key_fingerprint ? `key ${x.key_fingerprint}` : "no key fingerprint"),
           h("div", { class: "muted" }, `last reported ${fmtTime(x.at)}`)),
-        h("div", { class: `headroom ${cls}` },
-          h("div", { class: "headroom-value" }, head === null || head === undefined ? dash : `${head.toFixed(1)} %`),
-          h("div", { class: "headroom-label" }, "headroom now"))),
+        h("div", { class: `headroom ${cls}` }, headroom)),
       h("div", { class: "rl-body" },
         h("div", { class: "meters" },
           meter("Requests", x.requests),

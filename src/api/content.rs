@@ -8,6 +8,9 @@ use crate::api::auth::Principal;
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 
+/// The policy of every response that carries captured bytes: nothing may load or run.
+const UNTRUSTED_BYTES_POLICY: &str = "default-src 'none'; sandbox";
+
 fn require_admin(who: &Principal) -> Result<(), ApiError> {
     if who.is_admin() {
         Ok(())
@@ -87,14 +90,24 @@ pub(super) fn blob(
     }
 }
 
+/// Bytes a client sent, under the content type it claimed. They are served from the
+/// page's origin, so a browser must never run them: no sniffing, and a sandboxing
+/// policy that allows nothing (an `text/html` or SVG blob opened in a tab is inert).
 fn bytes_response(bytes: Vec<u8>, content_type: Option<&str>) -> Response<super::ApiBody> {
     let mut response = Response::new(full(Bytes::from(bytes)));
     let value = content_type
         .and_then(|t| HeaderValue::from_str(t).ok())
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
-    response
-        .headers_mut()
-        .insert(http::header::CONTENT_TYPE, value);
+    let headers = response.headers_mut();
+    headers.insert(http::header::CONTENT_TYPE, value);
+    headers.insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        http::header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(UNTRUSTED_BYTES_POLICY),
+    );
     *response.status_mut() = StatusCode::OK;
     response
 }

@@ -4,11 +4,12 @@
 //! Both bodies are fed through a small bounded channel, so memory stays bounded by a
 //! few chunks whatever the export size, and a client that goes away stops the producer.
 
+use super::columns;
 use super::params::{bad, Params};
 use super::views::list_filter;
 use super::{audit, ApiBody, ApiError, ApiResult, ApiState};
 use crate::api::auth::Principal;
-use crate::store::summary::{CallSummary, Filter, InvocationSummary};
+use crate::store::summary::Filter;
 use crate::store::{PageRequest, Store};
 use bytes::Bytes;
 use http::{HeaderValue, Response};
@@ -94,139 +95,6 @@ fn csv_take(out: &mut CsvOut) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-fn opt<T: ToString>(v: &Option<T>) -> String {
-    v.as_ref().map(ToString::to_string).unwrap_or_default()
-}
-
-const INVOCATION_COLUMNS: &[&str] = &[
-    "id",
-    "status",
-    "trigger",
-    "agent",
-    "tenant",
-    "started_at",
-    "latency_ms",
-    "input_tokens",
-    "output_tokens",
-    "cost_usd",
-    "model",
-    "prompt",
-    "rounds",
-    "retries",
-    "tool_calls",
-    "session_id",
-    "user_id",
-    "input",
-];
-const CALL_COLUMNS: &[&str] = &[
-    "id",
-    "invocation_id",
-    "round",
-    "attempt",
-    "status",
-    "http_status",
-    "trigger",
-    "agent",
-    "tenant",
-    "provider",
-    "model",
-    "started_at",
-    "latency_ms",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_creation_tokens",
-    "cost_usd",
-    "ttft_ms",
-    "stop_reason",
-    "prompt",
-    "prompt_version",
-    "session_id",
-    "user_id",
-    "task_id",
-    "kind",
-    "error_type",
-    "mcp_method",
-    "tool",
-    "input",
-];
-
-/// The version part of `name@version`; empty without one.
-fn prompt_version(prompt: &Option<String>) -> String {
-    prompt
-        .as_deref()
-        .and_then(|p| p.rsplit_once('@'))
-        .map(|(_, v)| v.to_string())
-        .unwrap_or_default()
-}
-
-fn status(s: &Option<crate::record::CallStatus>) -> String {
-    s.map(|s| s.as_str().to_string()).unwrap_or_default()
-}
-
-fn invocation_row(s: &InvocationSummary, input: String) -> Vec<String> {
-    vec![
-        s.id.clone(),
-        status(&s.status),
-        opt(&s.trigger),
-        opt(&s.agent),
-        opt(&s.tenant),
-        s.started_at.clone(),
-        s.latency_ms.to_string(),
-        opt(&s.input_tokens),
-        opt(&s.output_tokens),
-        opt(&s.cost_usd),
-        opt(&s.model),
-        opt(&s.prompt),
-        s.rounds.to_string(),
-        s.retries.to_string(),
-        s.tool_calls.to_string(),
-        opt(&s.session_id),
-        opt(&s.user_id),
-        input,
-    ]
-}
-
-fn call_row(s: &CallSummary, input: String) -> Vec<String> {
-    vec![
-        s.id.clone(),
-        s.invocation_id.clone(),
-        s.round.to_string(),
-        // Attempt within the round (1 the first try); empty for a tool call.
-        if s.kind == crate::record::ProviderKind::Http.as_str() {
-            String::new()
-        } else {
-            (s.retry + 1).to_string()
-        },
-        status(&s.status),
-        opt(&s.http_status),
-        opt(&s.trigger),
-        opt(&s.agent),
-        opt(&s.tenant),
-        s.provider.clone(),
-        opt(&s.model),
-        s.started_at.clone(),
-        s.latency_ms.to_string(),
-        opt(&s.input_tokens),
-        opt(&s.output_tokens),
-        opt(&s.cache_read_tokens),
-        opt(&s.cache_creation_tokens),
-        opt(&s.cost_usd),
-        opt(&s.ttft_ms),
-        opt(&s.stop_reason),
-        opt(&s.prompt),
-        prompt_version(&s.prompt),
-        opt(&s.session_id),
-        opt(&s.user_id),
-        opt(&s.task_id),
-        s.kind.clone(),
-        opt(&s.error_type),
-        opt(&s.mcp_method),
-        opt(&s.tool),
-        input,
-    ]
-}
-
 /// The last user message of a call, for admins (empty for viewers).
 fn call_input(store: &Store, id: &str, admin: bool) -> String {
     if !admin {
@@ -268,15 +136,12 @@ fn produce_csv(
     tx: &mpsc::Sender<Bytes>,
 ) -> Result<(), ApiError> {
     let mut buf = csv_out();
-    let columns = if invocations {
-        INVOCATION_COLUMNS
+    let header = if invocations {
+        columns::header(columns::INVOCATION)
     } else {
-        CALL_COLUMNS
+        columns::header(columns::CALL)
     };
-    csv_row(
-        &mut buf,
-        &columns.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
-    );
+    csv_row(&mut buf, &header);
     let mut request = PageRequest {
         limit: EXPORT_PAGE,
         after: None,
@@ -298,7 +163,7 @@ fn produce_csv(
                         .unwrap_or_default(),
                     _ => String::new(),
                 };
-                csv_row(&mut buf, &invocation_row(s, input));
+                csv_row(&mut buf, &columns::row(columns::INVOCATION, s, input));
                 if buf.get_ref().len() >= CHUNK_BYTES && !flush(&mut buf) {
                     return Ok(());
                 }
@@ -307,7 +172,10 @@ fn produce_csv(
         } else {
             let page = store.list_calls(filter, &request)?;
             for s in &page.items {
-                csv_row(&mut buf, &call_row(s, call_input(store, &s.id, admin)));
+                csv_row(
+                    &mut buf,
+                    &columns::row(columns::CALL, s, call_input(store, &s.id, admin)),
+                );
                 if buf.get_ref().len() >= CHUNK_BYTES && !flush(&mut buf) {
                     return Ok(());
                 }

@@ -8,6 +8,7 @@
 //! the proxy's forward path.
 
 pub mod auth;
+pub mod columns;
 mod content;
 mod export;
 pub mod openapi;

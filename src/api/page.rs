@@ -41,6 +41,7 @@ static ASSETS: &[Asset] = &[
     asset!("/assets/chart.js", "chart.js", JS),
     asset!("/assets/runs.js", "runs.js", JS),
     asset!("/assets/round.js", "round.js", JS),
+    asset!("/assets/replay.js", "replay.js", JS),
     asset!("/assets/views.js", "views.js", JS),
     asset!("/assets/favicon.svg", "favicon.svg", "image/svg+xml"),
 ];

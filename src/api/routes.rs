@@ -307,6 +307,11 @@ fn audit_log(s: &ApiState, w: &Principal, p: &Params, _: &PathArgs) -> ApiResult
 fn whoami(s: &ApiState, w: &Principal, _: &Params, _: &PathArgs) -> ApiResult {
     views::whoami(s, w)
 }
+fn access(s: &ApiState, _: &Params, _: &PathArgs) -> ApiResult {
+    super::ok(&schema::AccessInfo {
+        tokens_required: s.auth.enabled(),
+    })
+}
 fn metrics(s: &ApiState, w: &Principal, _: &Params, _: &PathArgs) -> ApiResult {
     // Request counts per provider and status are every tenant's traffic.
     if w.tenant.is_some() {
@@ -560,6 +565,15 @@ pub static ROUTES: &[Route] = &[
         summary: "The caller's token name, role, tenant, and whether tokens are required (the web page asks first)",
         params: &[],
         reply: json(schema_of::<schema::WhoAmI>, "who the token is"),
+    },
+    Route {
+        method: Method::GET,
+        path: "/api/v1/access",
+        handler: Handler::Public(access),
+        access: Access::Public,
+        summary: "Whether reads need a token, answered without one (the web page asks this first, so a visit before sign-in makes no failed request)",
+        params: &[],
+        reply: json(schema_of::<schema::AccessInfo>, "whether tokens are required"),
     },
     Route {
         method: Method::GET,

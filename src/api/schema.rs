@@ -111,8 +111,12 @@ pub struct Ready {
 pub struct CallDetail {
     #[serde(flatten)]
     call: CallRecord,
-    /// Why the call failed, for a human; null on success.
+    /// Why the call failed and what to do about it, for a human; null on success.
     hint: Option<String>,
+    /// Admins only: where the call went (the provider's base URL and the recorded
+    /// path, secret query values redacted), to replay it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    upstream_url: Option<String>,
     /// The current price table's entry for the key that priced the call; null when
     /// the call is unpriced or the table no longer has that key.
     price_entry: Option<PriceEntry>,
@@ -168,6 +172,14 @@ pub struct WhoAmI {
     pub role: &'static str,
     /// The tenant the token is confined to.
     pub tenant: Option<String>,
+    /// Whether the read API requires tokens (false: loopback without tokens).
+    pub tokens_required: bool,
+}
+
+/// `GET /access`: whether reads need a token, asked without one.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct AccessInfo {
     /// Whether the read API requires tokens (false: loopback without tokens).
     pub tokens_required: bool,
 }
@@ -534,6 +546,10 @@ pub struct AgentRow {
 pub struct Stats {
     group_by: String,
     items: Vec<StatsRow>,
+    /// Tool calls that carry no value of the grouping (no agent, prompt, ...) when no
+    /// LLM call or run lacks one too: counted here, not as a group of tool calls alone
+    /// (else in that null group; 0 with `group_by` model, provider or tool).
+    tool_calls_without_group: u64,
     /// True when the scan budget ran out: the rows cover the newest part only.
     truncated: bool,
 }
@@ -608,8 +624,14 @@ pub struct RateLimitRow {
     tokens: Option<LimitWindowState>,
     input_tokens: Option<LimitWindowState>,
     output_tokens: Option<LimitWindowState>,
-    /// The smallest remaining/limit percentage of the windows.
+    /// The smallest remaining/limit percentage of the windows that have not reset
+    /// since they were reported: the headroom now (null when none is known).
     headroom_pct: Option<f64>,
+    /// The smallest remaining/limit percentage as reported at `at`.
+    reported_headroom_pct: Option<f64>,
+    /// Every window that reported a headroom has reset since: the state is history,
+    /// not headroom now (such rows come last).
+    stale: bool,
     retry_after_s: Option<f64>,
     rate_limited_1h: u64,
     rate_limited_24h: u64,
@@ -629,6 +651,8 @@ pub struct LimitWindowState {
     reset_s: Option<f64>,
     reset_at: Option<String>,
     headroom_pct: Option<f64>,
+    /// The window's reset time has passed since it was reported.
+    has_reset: bool,
 }
 
 #[derive(JsonSchema)]

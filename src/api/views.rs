@@ -184,6 +184,10 @@ fn redact_call(call: &mut CallRecord) {
     call.request_body = None;
     call.response_body = None;
     call.metadata.prompt_variables = None;
+    call.metadata.user_prompt_variables = None;
+    // The client's address is personal data (it names a person's machine or network);
+    // the user agent names the agent's SDK and stays.
+    call.client.ip = None;
     if let Some(mcp) = call.mcp.as_mut() {
         *mcp = mcp.without_content();
     }
@@ -200,15 +204,32 @@ pub(super) fn call(
     let Some(mut call) = state.store.get_call(id)? else {
         return Err(ApiError::NotFound(format!("no call with id {id}")));
     };
-    if who.is_admin() {
+    let admin = who.is_admin();
+    if admin {
         audit(state, who, "read call bodies", path)?;
     } else {
         redact_call(&mut call);
     }
     let mut value = serde_json::to_value(&call).unwrap_or_default();
     value["hint"] = json!(hint(&call));
+    if admin {
+        value["upstream_url"] = json!(upstream_url(state, &call));
+    }
     value["price_entry"] = json!(price_entry(state, &call));
     ok(&value)
+}
+
+/// Where the call went: the provider's base URL (its path prefix included) and the
+/// call's path as recorded (secret query values already redacted), for the page's
+/// "copy as curl". A provider no longer configured is taken to be HTTPS.
+fn upstream_url(state: &ApiState, call: &CallRecord) -> String {
+    match state.proxy.config.providers.get(&call.provider) {
+        Some(p) if p.base.authority.as_str() == call.upstream_host => format!(
+            "{}://{}{}{}",
+            p.base.scheme, p.base.authority, p.base.path_prefix, call.path
+        ),
+        _ => format!("https://{}{}", call.upstream_host, call.path),
+    }
 }
 
 /// Reads of a run and its calls until they agree on its rounds (`invocation`).
@@ -257,7 +278,19 @@ pub(super) fn invocation(
     if who.is_admin() {
         audit(state, who, "read invocation messages and tool calls", path)?;
     }
-    let described = crate::agent_loop::describe(&calls);
+    let mut described = crate::agent_loop::describe(&calls);
+    if !who.is_admin() {
+        // The gaps name each tool call they hold by its path: a viewer gets it
+        // without its query string (the tool's arguments), as in the timeline.
+        for seen in described
+            .gaps
+            .iter_mut()
+            .flat_map(|g| g.tool_calls.iter_mut())
+            .chain(described.outside_gaps.iter_mut())
+        {
+            seen.path = without_query(&seen.path).to_string();
+        }
+    }
     let mut value = serde_json::to_value(&summary).unwrap_or_default();
     value["round_count"] = json!(inv.rounds);
     value["llm_calls"] = json!(calls.iter().filter(|c| !is_tool_http(c)).count());
@@ -332,10 +365,15 @@ fn is_tool_http(call: &CallRecord) -> bool {
 /// as a viewer sees it; an LLM call's path as it is.
 fn path_for_viewer(call: &CallRecord) -> &str {
     if is_tool_http(call) {
-        call.path.split('?').next().unwrap_or("")
+        without_query(&call.path)
     } else {
         &call.path
     }
+}
+
+/// A path or URL up to its query string.
+fn without_query(path: &str) -> &str {
+    path.split('?').next().unwrap_or("")
 }
 
 /// The timeline's `kind` of a call: `llm`, `http` or `mcp`.
@@ -578,11 +616,12 @@ fn window_text(name: &str, w: &LimitWindow) -> String {
     s.replace(" ()", "")
 }
 
-/// A one-line explanation of a failed call, for a human.
+/// A one-line explanation of a failed call for a human: what happened, then what to
+/// do about it. Every failed status has one; a success has none.
 pub(super) fn hint(call: &CallRecord) -> Option<String> {
     let status = call.status?;
     let provider = &call.provider;
-    let text = match status {
+    let (what, todo) = match status {
         CallStatus::Success => return None,
         CallStatus::RateLimited => {
             let rl = call.rate_limit.clone().unwrap_or_default();
@@ -610,38 +649,91 @@ pub(super) fn hint(call: &CallRecord) -> Option<String> {
             if let Some(r) = rl.retry_after_s {
                 s.push_str(&format!("; retry after {r}s"));
             }
-            s
+            (
+                s,
+                "Wait for the reset and retry with backoff; send fewer or smaller requests at once, or ask the provider for a higher limit",
+            )
         }
-        CallStatus::Unauthorized => match &call.api_key_fingerprint {
-            Some(fp) => format!(
-                "{provider} refused API key {fp} (HTTP {})",
-                call.http_status.unwrap_or(401)
+        CallStatus::Unauthorized => {
+            let code = call.http_status.unwrap_or(401);
+            let what = match &call.api_key_fingerprint {
+                Some(fp) => format!("{provider} refused API key {fp} (HTTP {code})"),
+                None => format!("{provider} refused the request: no API key was sent (HTTP {code})"),
+            };
+            let todo = match (&call.api_key_fingerprint, code) {
+                (None, _) => "Set the provider's API key in the agent's environment or client",
+                (Some(_), 403) => "The key is valid but may not do this: check the key's project, organisation and model access, or the region the provider allows",
+                (Some(_), _) => "Check that the agent sends the right key for this provider (not revoked, not expired, not another provider's), then retry",
+            };
+            (with_error(what, call), todo)
+        }
+        CallStatus::Timeout => {
+            let what = match call.http_status {
+                Some(code @ (408 | 504)) => format!("{provider} answered HTTP {code}: it timed out"),
+                _ => format!("no answer from {provider} in time"),
+            };
+            (
+                with_error(what, call),
+                "Retry with backoff; for long answers stream the response, lower max tokens, or raise the timeout (server.first_byte_timeout_ms and server.idle_timeout_ms in llmtap, the client's own timeout in the agent)",
+            )
+        }
+        CallStatus::Canceled => (
+            format!(
+                "the client went away after {} before the response finished",
+                format_seconds(call.latency_ms)
             ),
-            None => format!("{provider} refused the request: no API key was sent"),
-        },
-        CallStatus::Timeout => format!("no answer from {provider} in time"),
-        CallStatus::Canceled => "the client went away before the response finished".into(),
+            "The agent closed the connection, not the provider: raise the client's timeout if it gave up on a long answer, or check why the agent stopped; tokens generated so far may still be billed",
+        ),
         CallStatus::Failed => {
-            let llmtap_answered = call.error.as_ref().and_then(|e| e.error_type.as_deref())
-                == Some("upstream_unreachable");
-            let mut s = match call.http_status {
+            let error_type = call.error.as_ref().and_then(|e| e.error_type.as_deref());
+            let llmtap_answered = error_type == Some("upstream_unreachable");
+            let overloaded = call.http_status == Some(529) || error_type == Some("overloaded_error");
+            let tool_failure = matches!(error_type, Some("jsonrpc_error" | "tool_error"));
+            let what = match call.http_status {
+                _ if tool_failure => format!("a tool of {provider} failed"),
                 // llmtap produced this status, not the provider.
                 Some(code) if llmtap_answered => {
                     format!("{provider} could not be reached; llmtap answered HTTP {code}")
                 }
+                Some(529) => format!("{provider} is overloaded (HTTP 529)"),
                 Some(code) => format!("{provider} answered HTTP {code}"),
                 None => format!("{provider} could not be reached"),
             };
-            if let Some(e) = &call.error {
-                for part in [&e.error_type, &e.message].into_iter().flatten() {
-                    s.push_str(": ");
-                    s.push_str(part);
-                }
-            }
-            s
+            let todo = match call.http_status {
+                _ if tool_failure => "The tool reported the failure: read its message; the agent usually gets it as the tool result",
+                _ if overloaded => "Not your limit: the provider has no capacity now. Retry with exponential backoff, or fall back to another model or provider",
+                _ if llmtap_answered => "Check the provider's base URL in llmtap's configuration and that llmtap's host can resolve and reach it (DNS, firewall, proxy)",
+                Some(500..=599) => "A failure on the provider's side: retry with backoff (the official SDKs do), and check the provider's status page if it persists",
+                Some(400 | 422) => "The provider rejected the request: read the error message and check the request's parameters (Metadata tab) and the model name",
+                Some(404) => "Check the model name and the endpoint path: the model may not exist, be retired, or not be available to this key",
+                Some(413) => "The request is too large: shorten the context or the attachments",
+                Some(400..=499) => "The provider refused the request: read the error message, fix the request, then retry",
+                _ => "The exchange broke before the answer ended: retry; if it repeats, check the network between llmtap and the provider",
+            };
+            (with_error(what, call), todo)
         }
     };
-    Some(idx::shorten(&text, 300))
+    Some(format!("{}. {todo}.", idx::shorten(&what, 240)))
+}
+
+/// A hint's first part followed by the failure's error type and message.
+fn with_error(mut what: String, call: &CallRecord) -> String {
+    if let Some(e) = &call.error {
+        for part in [&e.error_type, &e.message].into_iter().flatten() {
+            what.push_str(": ");
+            what.push_str(part);
+        }
+    }
+    what
+}
+
+/// `1.5 s`, `250 ms`: a duration in a hint.
+fn format_seconds(ms: f64) -> String {
+    if ms < 1000.0 {
+        format!("{ms:.0} ms")
+    } else {
+        format!("{:.1} s", ms / 1000.0)
+    }
 }
 
 pub(super) fn sessions(state: &ApiState, who: &Principal, p: &Params) -> ApiResult {
@@ -773,6 +865,11 @@ fn session_conversation(
             if !who.is_admin() {
                 t.text = None;
                 t.arguments = None;
+                // A captured tool call is named by its method and URL: without the
+                // query string (its arguments) for a viewer.
+                if t.kind == "tool" {
+                    t.name = t.name.as_deref().map(|n| without_query(n).to_string());
+                }
             }
             let mut v = serde_json::to_value(&t).unwrap_or_default();
             if t.kind == "failure" {
@@ -987,6 +1084,7 @@ pub(super) fn stats(state: &ApiState, who: &Principal, p: &Params) -> ApiResult 
         )),
     };
     let mut groups: BTreeMap<Option<String>, Group> = BTreeMap::new();
+    let mut tool_calls_without_group = 0u64;
     let mut truncated = false;
     let outcome = state
         .store
@@ -998,7 +1096,12 @@ pub(super) fn stats(state: &ApiState, who: &Principal, p: &Params) -> ApiResult 
                 .is_some_and(|k| !crate::record::is_round_kind(k));
             if by_tool != tool {
                 if tool && group_tag != Some(tag::MODEL) && group_tag != Some(tag::PROVIDER) {
-                    groups.entry(key_of(v)).or_default().tool_calls += 1;
+                    // A tool call that names no agent (prompt, tenant, ...) is counted
+                    // apart, never as a group of tool calls alone (see below).
+                    match key_of(v) {
+                        Some(key) => groups.entry(Some(key)).or_default().tool_calls += 1,
+                        None => tool_calls_without_group += 1,
+                    }
                 }
                 return;
             }
@@ -1041,9 +1144,14 @@ pub(super) fn stats(state: &ApiState, who: &Principal, p: &Params) -> ApiResult 
                 })?;
         truncated |= outcome == crate::store::ScanOutcome::Truncated;
     }
+    // Calls and runs without a value (no agent, ...) are a group of their own; such
+    // tool calls join it when it exists, and are only counted apart otherwise.
+    if let Some(g) = groups.get_mut(&None) {
+        g.tool_calls += std::mem::take(&mut tool_calls_without_group);
+    }
     let items: Vec<Value> = groups
         .into_iter()
-        .filter(|(key, g)| !(key.is_none() && g.calls == 0 && g.runs == 0) || g.tool_calls > 0)
+        .filter(|(key, g)| !(key.is_none() && g.calls == 0 && g.runs == 0))
         .map(|(key, mut g)| {
             g.latencies_us.sort_unstable();
             let n = g.calls.max(1) as f64;
@@ -1085,11 +1193,12 @@ pub(super) fn stats(state: &ApiState, who: &Principal, p: &Params) -> ApiResult 
     ok(&json!({
         "group_by": group_by,
         "items": items,
+        "tool_calls_without_group": tool_calls_without_group,
         "truncated": truncated,
     }))
 }
 
-fn window_json(w: &Option<LimitWindow>) -> Value {
+fn window_json(w: &Option<LimitWindow>, at_us: u64, now_us: u64) -> Value {
     match w {
         None => Value::Null,
         Some(w) => json!({
@@ -1098,6 +1207,7 @@ fn window_json(w: &Option<LimitWindow>) -> Value {
             "reset_s": w.reset_s,
             "reset_at": w.reset_at,
             "headroom_pct": headroom(w),
+            "has_reset": has_reset(w, at_us, now_us),
         }),
     }
 }
@@ -1107,6 +1217,39 @@ fn headroom(w: &LimitWindow) -> Option<f64> {
         (Some(r), Some(l)) if l > 0 => Some((r as f64 / l as f64 * 1000.0).round() / 10.0),
         _ => None,
     }
+}
+
+/// Whether a window reported at `at_us` has reset by `now_us` (its reset time, or
+/// the report plus its reset delay, has passed): its remaining count is history.
+fn has_reset(w: &LimitWindow, at_us: u64, now_us: u64) -> bool {
+    let reset_us = w
+        .reset_at
+        .as_deref()
+        .and_then(crate::timefmt::parse_rfc3339_us)
+        .or_else(|| {
+            w.reset_s
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(|s| at_us.saturating_add((s * 1e6) as u64))
+        });
+    reset_us.is_some_and(|reset| reset <= now_us)
+}
+
+/// The headroom of a rate-limit state now: the lowest of its windows that have not
+/// reset since they were reported, and whether every window that had one has reset
+/// (`stale`: the state is history, not headroom now).
+fn headroom_now(s: &idx::RateLimitState, now_us: u64) -> (Option<f64>, Option<f64>, bool) {
+    let windows = [&s.requests, &s.tokens, &s.input_tokens, &s.output_tokens];
+    let mut reported: Option<f64> = None;
+    let mut current: Option<f64> = None;
+    for w in windows.into_iter().flatten() {
+        let Some(h) = headroom(w) else { continue };
+        reported = Some(reported.map_or(h, |r| r.min(h)));
+        if !has_reset(w, s.at_us, now_us) {
+            current = Some(current.map_or(h, |c| c.min(h)));
+        }
+    }
+    let stale = reported.is_some() && current.is_none();
+    (current, reported, stale)
 }
 
 pub(super) fn ratelimits(state: &ApiState, who: &Principal, p: &Params) -> ApiResult {
@@ -1128,21 +1271,19 @@ pub(super) fn ratelimits(state: &ApiState, who: &Principal, p: &Params) -> ApiRe
         if provider.is_some_and(|want| want != s.provider) {
             continue;
         }
-        let windows = [&s.requests, &s.tokens, &s.input_tokens, &s.output_tokens];
-        let head = windows
-            .iter()
-            .filter_map(|w| w.as_ref().and_then(headroom))
-            .min_by(f64::total_cmp);
+        let (head, reported, stale) = headroom_now(&s, now);
         let mut v = json!({
             "provider": s.provider,
             "key_fingerprint": s.key_fingerprint,
             "model": s.model,
             "at": s.at,
-            "requests": window_json(&s.requests),
-            "tokens": window_json(&s.tokens),
-            "input_tokens": window_json(&s.input_tokens),
-            "output_tokens": window_json(&s.output_tokens),
+            "requests": window_json(&s.requests, s.at_us, now),
+            "tokens": window_json(&s.tokens, s.at_us, now),
+            "input_tokens": window_json(&s.input_tokens, s.at_us, now),
+            "output_tokens": window_json(&s.output_tokens, s.at_us, now),
             "headroom_pct": head,
+            "reported_headroom_pct": reported,
+            "stale": stale,
             "retry_after_s": s.retry_after_s,
             "rate_limited_1h": state.store.count_429_since(&key, now.saturating_sub(HOUR_US))?,
             "rate_limited_24h": state.store.count_429_since(&key, now.saturating_sub(DAY_US))?,
@@ -1169,6 +1310,18 @@ pub(super) fn ratelimits(state: &ApiState, who: &Principal, p: &Params) -> ApiRe
         }
         items.push(v);
     }
+    // The tightest headroom first; states with no headroom now (none reported, or
+    // every window reset since) after them, the stale ones last.
+    let order = |v: &Value| {
+        (
+            v["stale"].as_bool().unwrap_or(false),
+            v["headroom_pct"].as_f64().unwrap_or(f64::INFINITY),
+        )
+    };
+    items.sort_by(|a, b| {
+        let (a, b) = (order(a), order(b));
+        a.0.cmp(&b.0).then(a.1.total_cmp(&b.1))
+    });
     ok(&json!({"items": items, "count": items.len()}))
 }
 
@@ -1193,4 +1346,123 @@ pub(super) fn audit_log(state: &ApiState, who: &Principal, p: &Params) -> ApiRes
     let before = p.time("before")?;
     let items = state.store.audit_entries(before, limit)?;
     ok(&json!({"items": items, "count": items.len()}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{ErrorInfo, RateLimit};
+
+    fn failed(status: CallStatus, http: Option<u16>, error_type: Option<&str>) -> CallRecord {
+        CallRecord {
+            provider: "openai".into(),
+            status: Some(status),
+            http_status: http,
+            latency_ms: 2500.0,
+            api_key_fingerprint: Some("sha256:abcd…wxyz".into()),
+            error: error_type.map(|t| ErrorInfo {
+                error_type: Some(t.into()),
+                message: Some("details".into()),
+            }),
+            ..CallRecord::default()
+        }
+    }
+
+    /// Each failure gets a hint saying what happened and what to do about it.
+    #[test]
+    fn every_failed_status_has_a_hint_that_says_what_to_do() {
+        let cases = [
+            (
+                failed(CallStatus::Failed, Some(500), Some("server_error")),
+                "answered HTTP 500: server_error: details",
+                "retry with backoff",
+            ),
+            (
+                failed(CallStatus::Failed, Some(503), None),
+                "answered HTTP 503",
+                "status page",
+            ),
+            (
+                failed(CallStatus::Failed, Some(529), Some("overloaded_error")),
+                "is overloaded (HTTP 529)",
+                "fall back to another model",
+            ),
+            (
+                failed(CallStatus::Failed, Some(502), Some("upstream_unreachable")),
+                "could not be reached; llmtap answered HTTP 502",
+                "base URL",
+            ),
+            (
+                failed(CallStatus::Failed, Some(400), Some("invalid_request_error")),
+                "answered HTTP 400",
+                "request's parameters",
+            ),
+            (
+                failed(CallStatus::Failed, Some(404), None),
+                "answered HTTP 404",
+                "model name",
+            ),
+            (
+                failed(CallStatus::Failed, Some(200), Some("tool_error")),
+                "a tool of openai failed",
+                "tool result",
+            ),
+            (
+                failed(CallStatus::Unauthorized, Some(401), None),
+                "refused API key sha256:abcd…wxyz (HTTP 401)",
+                "right key",
+            ),
+            (
+                failed(CallStatus::Unauthorized, Some(403), None),
+                "(HTTP 403)",
+                "model access",
+            ),
+            (
+                failed(CallStatus::Timeout, None, Some("timeout")),
+                "no answer from openai in time: timeout: details",
+                "raise the timeout",
+            ),
+            (
+                failed(CallStatus::Timeout, Some(504), None),
+                "answered HTTP 504: it timed out",
+                "stream the response",
+            ),
+            (
+                failed(CallStatus::Canceled, None, Some("canceled")),
+                "the client went away after 2.5 s",
+                "client's timeout",
+            ),
+            (
+                failed(CallStatus::RateLimited, Some(429), None),
+                "rate limit hit (429)",
+                "Wait for the reset",
+            ),
+        ];
+        for (call, what, todo) in cases {
+            let hint = hint(&call).unwrap_or_default();
+            assert!(hint.contains(what), "{what:?} not in {hint:?}");
+            assert!(hint.contains(todo), "{todo:?} not in {hint:?}");
+        }
+        let mut no_key = failed(CallStatus::Unauthorized, Some(401), None);
+        no_key.api_key_fingerprint = None;
+        assert!(hint(&no_key).unwrap().contains("no API key was sent"));
+        assert_eq!(hint(&failed(CallStatus::Success, Some(200), None)), None);
+    }
+
+    /// A long provider message is shortened; the advice after it is kept whole.
+    #[test]
+    fn a_long_error_message_never_pushes_the_advice_out() {
+        let mut call = failed(CallStatus::Failed, Some(500), None);
+        call.error = Some(ErrorInfo {
+            error_type: Some("server_error".into()),
+            message: Some("x ".repeat(2000)),
+        });
+        call.rate_limit = Some(RateLimit::default());
+        let hint = hint(&call).unwrap();
+        assert!(
+            hint.ends_with("check the provider's status page if it persists."),
+            "{hint}"
+        );
+        assert!(hint.len() < 600, "{}", hint.len());
+    }
 }

@@ -1,12 +1,16 @@
 //! The client commands: each reads the read API and prints a table (terminal) or JSON.
 
 use super::client::{Client, ClientError, Query};
-use super::output::{self, ago, col, ms, table, text, usd, Column, Style};
+use super::output::{
+    self, ago, col, field, ms, status_col, table, text, usd, Column, Paint, Style,
+};
 use super::{
     ExportArgs, ExportFormat, ListArgs, RatelimitArgs, ShowArgs, StatsArgs, SummaryArgs, TailArgs,
     TailKind,
 };
 use anyhow::Context;
+use llmtap::api::columns;
+use llmtap::store::summary::{CallSummary, InvocationSummary};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::time::Duration;
@@ -32,7 +36,7 @@ const LIST_COLUMNS: &[Column] = &[
     col("COST", false, true),
     col("LATENCY", false, true),
     col("TRIGGER", true, false),
-    col("STATUS", false, false),
+    status_col("STATUS"),
 ];
 
 /// The paging token `--next` takes: how many rows came before, and the API's cursor.
@@ -92,24 +96,15 @@ pub fn list(args: &ListArgs, runs: bool) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    let status_col = LIST_COLUMNS.len() - 1;
-    let mut out = table(&style, LIST_COLUMNS, &rows, |i, cell| {
-        if i == status_col {
-            style.status(cell)
-        } else {
-            cell.to_string()
-        }
-    });
+    let what = if runs { "runs" } else { "calls" };
+    let mut out = table(&style, LIST_COLUMNS, &rows, &format!("no {what} match"));
     let total = page["total"].as_u64().unwrap_or(0);
     let bound = if page["total_is_lower_bound"] == true {
         "more than "
     } else {
         ""
     };
-    let what = if runs { "runs" } else { "calls" };
-    if items.is_empty() {
-        out = format!("no {what} match\n");
-    } else {
+    if !items.is_empty() {
         out.push_str(&style.dim(&format!(
             "showing {}–{} of {bound}{total} {what}\n",
             before + 1,
@@ -191,12 +186,39 @@ fn encode_segment(id: &str) -> String {
         .collect()
 }
 
-fn field(style: &Style, out: &mut String, name: &str, value: String) {
-    out.push_str(&format!(
-        "{:<14}{}\n",
-        style.dim(&format!("{name}:")),
-        value
-    ));
+/// `value`, or nothing when it is null or empty: optional facts are printed only
+/// when the record has them.
+fn present(value: &Value) -> Option<String> {
+    match value {
+        Value::Null => None,
+        Value::String(s) if s.is_empty() => None,
+        v => Some(text(v)),
+    }
+}
+
+/// Input/output tokens, and the prompt-cache tokens when there are any.
+fn tokens_with_cache(input: &Value, output: &Value, read: &Value, written: &Value) -> String {
+    let mut out = format!("{}/{}", text(input), text(output));
+    let read = read.as_u64().unwrap_or(0);
+    let written = written.as_u64().unwrap_or(0);
+    if read > 0 || written > 0 {
+        out.push_str(&format!(" (cache read {read}, cache write {written})"));
+    }
+    out
+}
+
+/// Who and what a run or call belongs to: session, user, prompt (always, `-` when
+/// absent: a reader looks for them), tenant and task when set.
+fn belongs_to(style: &Style, out: &mut String, record: &Value, prompt: &Value) {
+    field(style, out, "session", text(&record["session_id"]));
+    field(style, out, "user", text(&record["user_id"]));
+    field(style, out, "prompt", text(prompt));
+    if let Some(t) = present(&record["tenant"]) {
+        field(style, out, "tenant", t);
+    }
+    if let Some(t) = present(&record["task_id"]) {
+        field(style, out, "task", t);
+    }
 }
 
 fn run_text(style: &Style, run: &Value) -> String {
@@ -210,14 +232,25 @@ fn run_text(style: &Style, run: &Value) -> String {
         style.status(&text(&run["status"])),
     );
     if let Some(outcome) = run["outcome"]["text"].as_str() {
-        field(style, &mut out, "outcome", outcome.to_string());
+        field(style, &mut out, "outcome", outcome);
     }
+    let timeline = run["timeline"].as_array().cloned().unwrap_or_default();
+    let tool_http: Vec<&Value> = timeline.iter().filter(|t| t["kind"] == "http").collect();
+    let tool_http_failed = tool_http
+        .iter()
+        .filter(|t| t["status"] != "success")
+        .count();
+    let failed = if tool_http_failed > 0 {
+        format!(" ({tool_http_failed} failed)")
+    } else {
+        String::new()
+    };
     field(
         style,
         &mut out,
         "calls",
         format!(
-            "{} rounds, {} LLM calls, {} tool calls",
+            "{} rounds, {} LLM calls, {} tool calls{failed}",
             text(&run["round_count"]),
             text(&run["llm_calls"]),
             text(&run["tool_calls"])
@@ -225,9 +258,21 @@ fn run_text(style: &Style, run: &Value) -> String {
     );
     field(style, &mut out, "agent", text(&run["agent"]));
     field(style, &mut out, "trigger", text(&run["trigger"]));
+    belongs_to(style, &mut out, run, &run["prompt"]);
     field(style, &mut out, "started", text(&run["started_at"]));
     field(style, &mut out, "latency", ms(&run["latency_ms"]));
-    field(style, &mut out, "tokens", tokens(run));
+    let usage = &run["usage"];
+    field(
+        style,
+        &mut out,
+        "tokens",
+        tokens_with_cache(
+            &run["input_tokens"],
+            &run["output_tokens"],
+            &usage["cache_read_tokens"],
+            &usage["cache_creation_tokens"],
+        ),
+    );
     field(style, &mut out, "cost", usd(&run["cost_usd"]));
     if let Some(models) = run["models"].as_array() {
         let m: Vec<String> = models.iter().map(text).collect();
@@ -244,7 +289,7 @@ fn run_text(style: &Style, run: &Value) -> String {
         col("LATENCY", false, true),
         col("STOP", true, false),
         col("ATTEMPTS", false, true),
-        col("STATUS", false, false),
+        status_col("STATUS"),
     ];
     let rows: Vec<Vec<String>> = rounds
         .iter()
@@ -262,13 +307,7 @@ fn run_text(style: &Style, run: &Value) -> String {
             ]
         })
         .collect();
-    out.push_str(&table(style, &columns, &rows, |i, cell| {
-        if i == 8 {
-            style.status(cell)
-        } else {
-            cell.to_string()
-        }
-    }));
+    out.push_str(&table(style, &columns, &rows, "no LLM rounds"));
     for r in &rounds {
         let attempts = r["attempts"].as_array().cloned().unwrap_or_default();
         if attempts.len() > 1 {
@@ -307,11 +346,67 @@ fn run_text(style: &Style, run: &Value) -> String {
             ));
         }
     }
+    out.push_str(&tool_http_text(style, &tool_http));
     out.push_str(&mcp_steps_text(style, run));
     out.push_str(&style.dim(&format!(
         "a round in full: llmtap show {} --round N\n",
         text(&run["id"])
     )));
+    out
+}
+
+/// The run's tool HTTP calls (an agent's calls to a `kind = "http"` provider), in
+/// order, with the round they followed; a failed one says how it failed.
+fn tool_http_text(style: &Style, calls: &[&Value]) -> String {
+    if calls.is_empty() {
+        return String::new();
+    }
+    let columns = [
+        col("AFTER", false, true),
+        col("TOOL", true, false),
+        col("REQUEST", true, false),
+        col("CALL", true, false),
+        col("DURATION", false, true),
+        col("HTTP", false, true),
+        status_col("STATUS"),
+    ];
+    let rows: Vec<Vec<String>> = calls
+        .iter()
+        .map(|t| {
+            vec![
+                format!("r{}", text(&t["after_round"])),
+                text(&t["provider"]),
+                format!("{} {}", text(&t["method"]), text(&t["path"])),
+                text(&t["call_id"]),
+                ms(&t["duration_ms"]),
+                text(&t["http_status"]),
+                text(&t["status"]),
+            ]
+        })
+        .collect();
+    let mut out = String::from("\n");
+    out.push_str(&table(style, &columns, &rows, "no tool HTTP calls"));
+    let failed: Vec<&&Value> = calls.iter().filter(|t| t["status"] != "success").collect();
+    if !failed.is_empty() {
+        out.push_str(&style.paint(
+            "31",
+            &format!(
+                "  {} of {} tool HTTP calls failed: {}\n",
+                failed.len(),
+                calls.len(),
+                failed
+                    .iter()
+                    .map(|t| format!(
+                        "{} {} (HTTP {})",
+                        text(&t["provider"]),
+                        text(&t["status"]),
+                        text(&t["http_status"])
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
     out
 }
 
@@ -338,7 +433,7 @@ fn mcp_steps_text(style: &Style, run: &Value) -> String {
         col("MCP", true, false),
         col("SERVER", true, false),
         col("DURATION", false, true),
-        col("STATUS", false, false),
+        status_col("STATUS"),
     ];
     let rows: Vec<Vec<String>> = steps
         .iter()
@@ -368,13 +463,7 @@ fn mcp_steps_text(style: &Style, run: &Value) -> String {
             ]
         })
         .collect();
-    out.push_str(&table(style, &columns, &rows, |i, cell| {
-        if i == 4 {
-            style.status(cell)
-        } else {
-            cell.to_string()
-        }
-    }));
+    out.push_str(&table(style, &columns, &rows, "no MCP requests"));
     for t in steps {
         let m = &t["mcp"];
         let tool = text(&m["tool"]);
@@ -437,7 +526,9 @@ fn clip(text: &str) -> String {
 
 fn call_text(style: &Style, call: &Value) -> String {
     let mut out = String::new();
-    out.push_str(&style.bold(&format!("call {}", text(&call["id"]))));
+    let tool_http = call["kind"] == "http";
+    let title = if tool_http { "tool call" } else { "call" };
+    out.push_str(&style.bold(&format!("{title} {}", text(&call["id"]))));
     out.push('\n');
     field(
         style,
@@ -445,34 +536,60 @@ fn call_text(style: &Style, call: &Value) -> String {
         "status",
         style.status(&text(&call["status"])),
     );
-    field(
-        style,
-        &mut out,
-        "run",
+    let place = if tool_http || call["kind"] == "mcp" {
+        format!("{} (between rounds)", text(&call["invocation_id"]))
+    } else {
         format!(
             "{} round {}",
             text(&call["invocation_id"]),
             text(&call["round"])
-        ),
-    );
+        )
+    };
+    field(style, &mut out, "run", place);
     field(style, &mut out, "provider", text(&call["provider"]));
-    field(style, &mut out, "model", text(&call["model"]));
+    if tool_http {
+        field(
+            style,
+            &mut out,
+            "request",
+            format!("{} {}", text(&call["method"]), text(&call["path"])),
+        );
+    } else {
+        field(style, &mut out, "model", text(&call["model"]));
+    }
     field(style, &mut out, "http status", text(&call["http_status"]));
+    let metadata = &call["metadata"];
+    field(style, &mut out, "agent", text(&metadata["agent"]));
+    belongs_to(style, &mut out, metadata, &metadata["prompt"]);
     field(style, &mut out, "started", text(&call["started_at"]));
     field(style, &mut out, "latency", ms(&call["latency_ms"]));
-    field(style, &mut out, "ttft", ms(&call["ttft_ms"]));
-    field(
-        style,
-        &mut out,
-        "tokens",
-        format!(
-            "{}/{}",
-            text(&call["usage"]["input_tokens"]),
-            text(&call["usage"]["output_tokens"])
-        ),
-    );
-    field(style, &mut out, "cost", usd(&call["cost_usd"]));
-    field(style, &mut out, "stop reason", text(&call["stop_reason"]));
+    if !tool_http {
+        field(style, &mut out, "ttft", ms(&call["ttft_ms"]));
+        let usage = &call["usage"];
+        field(
+            style,
+            &mut out,
+            "tokens",
+            tokens_with_cache(
+                &usage["input_tokens"],
+                &usage["output_tokens"],
+                &usage["cache_read_tokens"],
+                &usage["cache_creation_tokens"],
+            ),
+        );
+        field(style, &mut out, "cost", usd(&call["cost_usd"]));
+        field(style, &mut out, "stop reason", text(&call["stop_reason"]));
+    }
+    if let Some(e) = call["error"].as_object() {
+        let message = [text(&e["type"]), text(&e["message"])]
+            .into_iter()
+            .filter(|t| t != "-")
+            .collect::<Vec<_>>()
+            .join(": ");
+        if !message.is_empty() {
+            field(style, &mut out, "error", style.paint("31", &message));
+        }
+    }
     if let Some(m) = call["mcp"].as_object() {
         field(
             style,
@@ -535,10 +652,68 @@ fn part(style: &Style, out: &mut String, label: &str, body: &str, full: bool) {
     out.push_str(&output::wrap(&shown, style.width, "  "));
 }
 
+/// Tool arguments as JSON: OpenAI sends them as a JSON text, Anthropic and Gemini as
+/// an object; both print as the pretty JSON they stand for (a text that is not JSON,
+/// as the model wrote it).
+fn arguments_json(arguments: &Value) -> String {
+    let parsed;
+    let value = match arguments {
+        Value::String(s) => match serde_json::from_str::<Value>(s) {
+            Ok(v) => {
+                parsed = v;
+                &parsed
+            }
+            Err(_) => return s.clone(),
+        },
+        other => other,
+    };
+    serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+}
+
+/// An attachment in one line: what it is, how big, where it is (mirrored blob or URL).
+fn attachment_line(a: &Value) -> String {
+    let what = present(&a["media_type"])
+        .or_else(|| present(&a["type"]))
+        .unwrap_or_else(|| "attachment".into());
+    let mut parts = vec![what];
+    if let Some(name) = present(&a["filename"]) {
+        parts.push(name);
+    }
+    if let Some(size) = a["size"].as_u64().or_else(|| a["bytes"].as_u64()) {
+        parts.push(bytes_text(size));
+    }
+    match (present(&a["sha256"]), present(&a["url"])) {
+        (Some(sha), _) => parts.push(format!("blob {sha}")),
+        (None, Some(url)) => parts.push(format!("url {}", clip(&url))),
+        _ => {}
+    }
+    if let Some(source) = present(&a["source"]) {
+        parts.push(format!("({source})"));
+    }
+    parts.join("  ")
+}
+
+/// A size as B, KB or MB (1024-based).
+fn bytes_text(n: u64) -> String {
+    match n {
+        0..=1023 => format!("{n} B"),
+        1024..=1_048_575 => format!("{:.1} KB", n as f64 / 1024.0),
+        _ => format!("{:.1} MB", n as f64 / 1_048_576.0),
+    }
+}
+
 /// One round as the model saw it: system prompt, messages, tool calls, reply.
 fn round_text(style: &Style, call: &Value, full: bool) -> String {
     let mut out = call_text(style, call);
     out.push('\n');
+    let attachments = call["attachments"].as_array().cloned().unwrap_or_default();
+    if !attachments.is_empty() {
+        out.push_str(&style.bold(&format!("attachments ({})", attachments.len())));
+        out.push('\n');
+        for a in &attachments {
+            out.push_str(&format!("  {}\n", attachment_line(a)));
+        }
+    }
     let request = &call["request"];
     if request.is_null() {
         out.push_str(
@@ -558,12 +733,18 @@ fn round_text(style: &Style, call: &Value, full: bool) -> String {
         if let Some(t) = m["text"].as_str() {
             part(style, &mut out, &label, t, full);
         }
+        for a in m["attachments"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "{}\n",
+                style.dim(&format!("  {label} attachment: {}", attachment_line(a)))
+            ));
+        }
         for tc in m["tool_calls"].as_array().into_iter().flatten() {
             part(
                 style,
                 &mut out,
                 &format!("{label} → tool {}", text(&tc["name"])),
-                &tc["arguments"].to_string(),
+                &arguments_json(&tc["arguments"]),
                 full,
             );
         }
@@ -580,7 +761,7 @@ fn round_text(style: &Style, call: &Value, full: bool) -> String {
             style,
             &mut out,
             &format!("reply → tool {} ({})", text(&tc["name"]), text(&tc["id"])),
-            &tc["arguments"].to_string(),
+            &arguments_json(&tc["arguments"]),
             full,
         );
     }
@@ -588,6 +769,9 @@ fn round_text(style: &Style, call: &Value, full: bool) -> String {
 }
 
 /// `llmtap tail`: the live stream, one line per record; reconnects when it drops.
+///
+/// `--type runs` prints a run when its state changes (`RunStates`), so it reads the
+/// calls too: a round that asked for tools leaves its run `running`.
 pub fn tail(args: &TailArgs) -> anyhow::Result<()> {
     let style = Style::detect(args.api.json);
     let client = Client::new(&args.api)?;
@@ -596,11 +780,11 @@ pub fn tail(args: &TailArgs) -> anyhow::Result<()> {
     query.push(
         "type",
         match args.kind {
-            TailKind::All => "all",
+            TailKind::All | TailKind::Runs => "all",
             TailKind::Calls => "calls",
-            TailKind::Runs => "invocations",
         },
     );
+    let mut runs = RunStates::default();
     let mut backoff = Duration::from_millis(250);
     let mut connected_once = false;
     loop {
@@ -611,7 +795,7 @@ pub fn tail(args: &TailArgs) -> anyhow::Result<()> {
                 }
                 connected_once = true;
                 backoff = Duration::from_millis(250);
-                read_events(&style, response);
+                read_events(&style, args.kind, &mut runs, response);
                 eprintln!("{}", style.dim("stream ended; reconnecting"));
             }
             // Bad filters or a refused token will not get better by retrying.
@@ -626,7 +810,12 @@ pub fn tail(args: &TailArgs) -> anyhow::Result<()> {
     }
 }
 
-fn read_events(style: &Style, response: reqwest::blocking::Response) {
+fn read_events(
+    style: &Style,
+    kind: TailKind,
+    runs: &mut RunStates,
+    response: reqwest::blocking::Response,
+) {
     let reader = BufReader::new(response);
     let mut event = String::new();
     for line in reader.lines() {
@@ -634,37 +823,140 @@ fn read_events(style: &Style, response: reqwest::blocking::Response) {
         if let Some(name) = line.strip_prefix("event: ") {
             event = name.to_string();
         } else if let Some(data) = line.strip_prefix("data: ") {
-            let Ok(value) = serde_json::from_str::<Value>(data) else {
+            let Ok(mut value) = serde_json::from_str::<Value>(data) else {
                 continue;
             };
-            if style.json {
-                let mut v = value;
-                v["event"] = Value::String(event.clone());
-                output::emit(&format!("{v}\n"));
-            } else {
-                output::emit(&tail_line(style, &event, &value));
+            if let Some(shown) = tail_event(style, kind, runs, &event, &mut value) {
+                output::emit(&shown);
             }
         }
     }
 }
 
-fn tail_line(style: &Style, event: &str, v: &Value) -> String {
-    let what = if event == "invocation" {
-        format!("run {}", text(&v["id"]))
+/// What `tail` prints for one event, if anything: every call (`all`, `calls`), and a
+/// run only when its state changed (`all`, `runs`).
+fn tail_event(
+    style: &Style,
+    kind: TailKind,
+    runs: &mut RunStates,
+    event: &str,
+    value: &mut Value,
+) -> Option<String> {
+    let is_run = event == "invocation";
+    if is_run {
+        let state = runs.run_changed(value)?;
+        value["state"] = Value::String(state);
     } else {
-        format!("call {} r{}", text(&v["id"]), text(&v["round"]))
-    };
-    let line = format!(
-        "{}  {what}  {}  {}  {}  {}  {}  {}",
-        text(&v["started_at"]),
+        runs.note_call(value);
+        if kind == TailKind::Runs {
+            return None;
+        }
+    }
+    if style.json {
+        value["event"] = Value::String(event.to_string());
+        return Some(format!("{value}\n"));
+    }
+    Some(tail_line(style, event, value))
+}
+
+/// Stop reasons of a round whose answer asks for tools: the run goes on.
+const WANTS_TOOLS: &[&str] = &["tool_calls", "tool_use", "function_call"];
+
+/// Where each run seen on the stream stands, to print a run once per change of
+/// state: `running` while its last round asked for tools, then its status.
+#[derive(Default)]
+struct RunStates {
+    /// Run id → whether its latest LLM round asked for tools.
+    wants_tools: std::collections::HashMap<String, bool>,
+    /// Run id → the state last printed.
+    printed: std::collections::HashMap<String, String>,
+}
+
+/// Runs remembered at most; a tail that runs for weeks forgets the oldest at once.
+const RUNS_REMEMBERED: usize = 10_000;
+
+impl RunStates {
+    fn note_call(&mut self, call: &Value) {
+        let kind = call["kind"].as_str().unwrap_or("");
+        if !llmtap::record::is_round_kind(kind) {
+            return;
+        }
+        let Some(run) = call["invocation_id"].as_str() else {
+            return;
+        };
+        let wants = call["stop_reason"]
+            .as_str()
+            .is_some_and(|r| WANTS_TOOLS.contains(&r));
+        if self.wants_tools.len() >= RUNS_REMEMBERED {
+            self.wants_tools.clear();
+        }
+        self.wants_tools.insert(run.to_string(), wants);
+    }
+
+    /// The run's state when it differs from the one printed last, else `None`.
+    fn run_changed(&mut self, run: &Value) -> Option<String> {
+        let id = run["id"].as_str()?.to_string();
+        let status = run["status"].as_str().unwrap_or("running");
+        let state = if status == "success" && self.wants_tools.get(&id) == Some(&true) {
+            "running".to_string()
+        } else {
+            status.to_string()
+        };
+        if self.printed.get(&id) == Some(&state) {
+            return None;
+        }
+        if self.printed.len() >= RUNS_REMEMBERED {
+            self.printed.clear();
+        }
+        self.printed.insert(id, state.clone());
+        Some(state)
+    }
+}
+
+fn tail_line(style: &Style, event: &str, v: &Value) -> String {
+    let time = text(&v["started_at"]);
+    if event == "invocation" {
+        return format!(
+            "{time}  run {}  {}  {}  {} rounds  {}  {}  {}  {}\n",
+            text(&v["id"]),
+            text(&v["agent"]),
+            text(&v["model"]),
+            text(&v["rounds"]),
+            tokens(v),
+            usd(&v["cost_usd"]),
+            ms(&v["latency_ms"]),
+            style.status(&text(&v["state"])),
+        );
+    }
+    let run = text(&v["invocation_id"]);
+    let kind = v["kind"].as_str().unwrap_or("");
+    if !llmtap::record::is_round_kind(kind) {
+        // A tool's call: which tool, no model, tokens or cost.
+        let tool = match (&v["mcp_method"], &v["tool"]) {
+            (_, Value::String(t)) => format!("{} {t}", text(&v["provider"])),
+            (Value::String(m), _) => format!("{} {m}", text(&v["provider"])),
+            _ => text(&v["provider"]),
+        };
+        return format!(
+            "{time}  call {}  run {run}  tool {tool}  {}  {}  HTTP {}  {}\n",
+            text(&v["id"]),
+            text(&v["agent"]),
+            ms(&v["latency_ms"]),
+            text(&v["http_status"]),
+            style.status(&text(&v["status"])),
+        );
+    }
+    format!(
+        "{time}  call {}  run {run} r{}  {}  {}  {}  {}  {}  {}\n",
+        text(&v["id"]),
+        text(&v["round"]),
         text(&v["agent"]),
         text(&v["model"]),
         tokens(v),
         usd(&v["cost_usd"]),
         ms(&v["latency_ms"]),
         style.status(&text(&v["status"])),
-    );
-    format!("{line}\n")
+    )
 }
 
 fn window(w: &Value) -> String {
@@ -691,7 +983,7 @@ pub fn ratelimits(args: &RatelimitArgs) -> anyhow::Result<()> {
                 col("MODEL", true, false),
                 col("REQUESTS", false, true),
                 col("TOKENS", false, true),
-                col("HEADROOM", false, true),
+                col("HEADROOM", false, true).painted(Paint::LowPercent),
                 col("429s 1h", false, true),
                 col("RETRY-AFTER", false, true),
                 col("AT", false, false),
@@ -722,21 +1014,12 @@ pub fn ratelimits(args: &RatelimitArgs) -> anyhow::Result<()> {
             if args.watch.is_some() && style.color {
                 out.push_str("\x1b[2J\x1b[H");
             }
-            if rows.is_empty() {
-                out.push_str("no rate-limit state reported by any provider yet\n");
-            } else {
-                out.push_str(&table(&style, &columns, &rows, |i, cell| {
-                    let low = cell
-                        .strip_suffix('%')
-                        .and_then(|h| h.parse::<f64>().ok())
-                        .is_some_and(|h| h < 10.0);
-                    if i == 5 && low {
-                        style.paint("31", cell)
-                    } else {
-                        cell.to_string()
-                    }
-                }));
-            }
+            out.push_str(&table(
+                &style,
+                &columns,
+                &rows,
+                "no rate-limit state reported by any provider yet",
+            ));
             output::emit(&out);
         }
         match args.watch {
@@ -781,12 +1064,7 @@ pub fn stats(args: &StatsArgs) -> anyhow::Result<()> {
                 ]
             })
             .collect();
-        let out = if rows.is_empty() {
-            "no tool calls match\n".to_string()
-        } else {
-            table(&style, &columns, &rows, |_, c| c.to_string())
-        };
-        output::emit(&out);
+        output::emit(&table(&style, &columns, &rows, "no tool calls match"));
         return Ok(());
     }
     let columns = [
@@ -828,11 +1106,15 @@ pub fn stats(args: &StatsArgs) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    let mut out = if rows.is_empty() {
-        "no calls match\n".to_string()
-    } else {
-        table(&style, &columns, &rows, |_, c| c.to_string())
-    };
+    let mut out = table(&style, &columns, &rows, "no calls match");
+    if let Some(n) = stats["tool_calls_without_group"]
+        .as_u64()
+        .filter(|n| *n > 0)
+    {
+        out.push_str(&style.dim(&format!(
+            "{n} tool calls name no {group}: not in any group above\n"
+        )));
+    }
     if stats["truncated"] == true {
         out.push_str(&style.dim("(the scan budget ran out: newest records only)\n"));
     }
@@ -897,48 +1179,6 @@ struct ExportState {
     query: String,
 }
 
-/// CSV columns of a call summary and of a run summary.
-const CALL_CSV: &[&str] = &[
-    "id",
-    "invocation_id",
-    "round",
-    "started_at",
-    "status",
-    "http_status",
-    "provider",
-    "model",
-    "agent",
-    "trigger",
-    "tenant",
-    "user_id",
-    "session_id",
-    "prompt",
-    "input_tokens",
-    "output_tokens",
-    "cost_usd",
-    "latency_ms",
-    "ttft_ms",
-    "stop_reason",
-    "error_type",
-];
-const RUN_CSV: &[&str] = &[
-    "id",
-    "started_at",
-    "status",
-    "agent",
-    "trigger",
-    "tenant",
-    "user_id",
-    "session_id",
-    "prompt",
-    "model",
-    "rounds",
-    "input_tokens",
-    "output_tokens",
-    "cost_usd",
-    "latency_ms",
-];
-
 /// `llmtap export --format csv|jsonl --out FILE [--resume]`.
 pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
     let client = Client::new(&args.api)?;
@@ -999,12 +1239,15 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
     } else {
         "/api/v1/calls"
     };
-    let columns = if args.runs { RUN_CSV } else { CALL_CSV };
     let progress = Progress::new();
     let mut pages = 0u64;
     if state.bytes == 0 && args.format == ExportFormat::Csv {
         let mut w = csv::Writer::from_writer(Vec::new());
-        w.write_record(columns)?;
+        w.write_record(if args.runs {
+            columns::header(columns::INVOCATION)
+        } else {
+            columns::header(columns::CALL)
+        })?;
         let header = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
         file.write_all(&header)?;
         state.bytes += header.len() as u64;
@@ -1030,11 +1273,21 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
             ExportFormat::Csv => {
                 let mut w = csv::Writer::from_writer(&mut chunk);
                 for item in &items {
-                    let row: Vec<String> = columns
-                        .iter()
-                        .map(|c| llmtap::api::neutralise_formula(&csv_cell(&item[*c])).into_owned())
-                        .collect();
-                    w.write_record(&row)?;
+                    // The API's own columns (`api::columns`), from the summary it listed;
+                    // `input` is the API export's alone (it reads the stored prompt).
+                    let row = if args.runs {
+                        let summary: InvocationSummary = serde_json::from_value(item.clone())
+                            .context("the read API listed a run this CLI cannot read")?;
+                        columns::row(columns::INVOCATION, &summary, String::new())
+                    } else {
+                        let summary: CallSummary = serde_json::from_value(item.clone())
+                            .context("the read API listed a call this CLI cannot read")?;
+                        columns::row(columns::CALL, &summary, String::new())
+                    };
+                    w.write_record(
+                        row.iter()
+                            .map(|cell| llmtap::api::neutralise_formula(cell).into_owned()),
+                    )?;
                 }
                 w.flush()?;
             }
@@ -1062,14 +1315,6 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
     progress.finish();
     eprintln!("wrote {} rows to {}", state.rows, args.out.display());
     Ok(())
-}
-
-fn csv_cell(v: &Value) -> String {
-    match v {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 /// Count and rate (and total when known) on stderr, only when it is a terminal.

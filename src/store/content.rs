@@ -3,12 +3,15 @@
 //! addresses. How pieces are stored and counted is the engine's (`sled/content.rs`).
 
 use super::crypto::{address, Addr, AddrHasher, Keyring, ADDR_LEN};
+use super::shred::{slot_prefix, PeriodKeys, Slot};
 use super::StoreError;
 use crate::zblock::{compress, decompress};
 use std::sync::Arc;
 
 const FLAG_ZSTD: u8 = 1;
 const FLAG_SEALED: u8 = 2;
+/// Sealed with a period key (`shred.rs`), which replaces `FLAG_SEALED`.
+const FLAG_PERIOD: u8 = 4;
 /// Values smaller than this are not worth a zstd frame.
 const MIN_COMPRESS: usize = 96;
 /// Longest rebuild, as a guard against a corrupt template referencing itself.
@@ -95,11 +98,16 @@ pub fn get_varint(data: &[u8]) -> Option<(u64, &[u8])> {
     None
 }
 
-/// How values are sealed before they reach sled.
+/// How values are sealed before they reach an engine.
 pub struct Codec {
+    /// The store key: content addresses are keyed with it, and without period
+    /// keys it seals values itself.
     pub keys: Option<Arc<Keyring>>,
     /// zstd level; 0 disables compression.
     pub zstd_level: i32,
+    /// Period keys (crypto-shredding): when set, every value is sealed with the
+    /// current period's key (itself sealed with `keys` in its vault).
+    pub periods: Option<Arc<PeriodKeys>>,
 }
 
 impl Codec {
@@ -121,6 +129,13 @@ impl Codec {
         }
         let payload = payload.as_deref().unwrap_or(plain);
         let mut out;
+        if let Some(periods) = &self.periods {
+            let sealed = periods.seal(periods.current(), payload)?;
+            out = Vec::with_capacity(sealed.len() + 1);
+            out.push(flags | FLAG_PERIOD);
+            out.extend_from_slice(&sealed);
+            return Ok(out);
+        }
         match &self.keys {
             Some(keys) => {
                 flags |= FLAG_SEALED;
@@ -145,7 +160,14 @@ impl Codec {
         };
         let (&flags, rest) = stored.split_first().ok_or_else(|| corrupt("empty value"))?;
         let opened;
-        let payload = if flags & FLAG_SEALED != 0 {
+        let payload = if flags & FLAG_PERIOD != 0 {
+            let periods = self
+                .periods
+                .as_ref()
+                .ok_or_else(|| corrupt("sealed with a period key, but the store has none"))?;
+            opened = periods.open(rest)?;
+            &opened[..]
+        } else if flags & FLAG_SEALED != 0 {
             let keys = self.keys.as_ref().ok_or(StoreError::KeyRequired)?;
             opened = keys.open(rest)?;
             &opened[..]
@@ -162,6 +184,43 @@ impl Codec {
         } else {
             Ok(payload.to_vec())
         }
+    }
+
+    /// The key period a stored value is sealed in, if it is sealed with one.
+    pub fn sealed_in(stored: &[u8]) -> Option<Slot> {
+        let (&flags, rest) = stored.split_first()?;
+        (flags & FLAG_PERIOD != 0)
+            .then(|| slot_prefix(rest))
+            .flatten()
+    }
+
+    /// A stored value sealed again with the current period's key, unchanged
+    /// otherwise (compressed stays compressed). Values of stores written before
+    /// period keys are sealed with one too.
+    pub fn reseal(&self, key: &[u8], stored: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let Some(periods) = &self.periods else {
+            return Ok(stored.to_vec());
+        };
+        let corrupt = |why: &str| StoreError::Corrupt {
+            key: super::crypto::hex(key),
+            reason: why.to_string(),
+        };
+        let (&flags, rest) = stored.split_first().ok_or_else(|| corrupt("empty value"))?;
+        let payload = if flags & FLAG_PERIOD != 0 {
+            periods.open(rest)?
+        } else if flags & FLAG_SEALED != 0 {
+            self.keys
+                .as_ref()
+                .ok_or(StoreError::KeyRequired)?
+                .open(rest)?
+        } else {
+            rest.to_vec()
+        };
+        let sealed = periods.seal(periods.current(), &payload)?;
+        let mut out = Vec::with_capacity(sealed.len() + 1);
+        out.push((flags & FLAG_ZSTD) | FLAG_PERIOD);
+        out.extend_from_slice(&sealed);
+        Ok(out)
     }
 
     pub fn addr(&self, data: &[u8]) -> Addr {

@@ -510,9 +510,12 @@ pub fn notes_rate_limit(call: &CallRecord) -> bool {
     call.rate_limit.is_some() || call.status == Some(CallStatus::RateLimited)
 }
 
-/// The model a call's limits are kept under: the answering one, else the requested.
+/// The model a call's limits are kept under: the requested one, else the answering
+/// one. A call answered with an error names no answering model, so keying by the
+/// answer filed one key and model under two names (`gpt-4o-mini` for its 429s,
+/// `gpt-4o-mini-2024-07-18` for its successes).
 fn limit_model(call: &CallRecord) -> Option<&str> {
-    call.response_model.as_deref().or(call.model.as_deref())
+    call.model.as_deref().or(call.response_model.as_deref())
 }
 
 /// The rate-limit key a call's limits are kept under.

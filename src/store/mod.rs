@@ -27,6 +27,7 @@ pub mod manifest;
 mod packed;
 pub mod postgres;
 pub mod scan;
+pub mod shred;
 pub mod sled;
 pub mod stored;
 pub mod summary;
@@ -75,6 +76,8 @@ pub enum StoreError {
     },
     #[error(transparent)]
     Crypto(#[from] crypto::CryptoError),
+    #[error("content sealed in key period {slot} was shredded: its key is destroyed")]
+    Shredded { slot: u32 },
     #[error("attachment files: {0}")]
     Files(#[from] std::io::Error),
     #[error("the store is reopening after a failed write; try again shortly")]
@@ -125,6 +128,9 @@ pub struct StoreOptions {
     /// and replays every log byte written since the last one when it next opens, so
     /// this bounds how long a restart takes to open the store.
     pub snapshot_every_bytes: u64,
+    /// Length of a content key period (`shred.rs`): deleted content becomes
+    /// unrecoverable at the first retention sweep after its period is over.
+    pub key_period_secs: u64,
 }
 
 impl Default for StoreOptions {
@@ -140,6 +146,7 @@ impl Default for StoreOptions {
             critical_free_mb: 256,
             sled_compression: false,
             snapshot_every_bytes: DEFAULT_SNAPSHOT_EVERY,
+            key_period_secs: shred::DEFAULT_PERIOD_SECS,
         }
     }
 }

@@ -543,7 +543,10 @@ async fn summary_agents_stats_and_ratelimits_come_from_rollups() {
     assert_eq!(item["rate_limited_24h"], 2);
     assert_eq!(item["last_retry_after_s"], 20.0);
     assert_eq!(item["requests"]["limit"], 10000);
-    assert!(item["headroom_pct"].is_number());
+    // Reported a minute ago with windows of 6 and 30 s: history, not headroom now.
+    assert!(item["reported_headroom_pct"].is_number());
+    assert_eq!(item["stale"], true);
+    assert!(item["headroom_pct"].is_null());
     assert_eq!(item["series"].as_array().unwrap().len(), 10);
     running.shutdown().await.unwrap();
 }

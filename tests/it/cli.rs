@@ -617,3 +617,450 @@ async fn summary_accepts_an_unencoded_offset_and_zone_names_and_dates_must_exist
     }
     recorded.shutdown().await;
 }
+
+// ------------------------------------------------- issue 35: the printed forms
+
+/// The escape codes of a terminal's output taken out: what a person reads.
+fn visible_text(text: &str) -> String {
+    let mut out = String::new();
+    let mut in_escape = false;
+    for c in text.chars() {
+        match (in_escape, c) {
+            (_, '\x1b') => in_escape = true,
+            (true, 'm') => in_escape = false,
+            (true, _) => {}
+            (false, c) => out.push(c),
+        }
+    }
+    out
+}
+
+/// The value of a `name: value` line, checking that a space follows the colon.
+fn field_value(text: &str, name: &str) -> Option<String> {
+    let rest = text
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))?;
+    assert!(rest.starts_with(' '), "no space after {name}: in {text}");
+    Some(rest.trim().to_string())
+}
+
+/// Every `$` amount printed: below a cent it shows a significant digit (issue 35:
+/// `$0.0000` hid a real cost).
+fn assert_costs_significant(text: &str) {
+    for amount in text.split('$').skip(1) {
+        let number: String = amount
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
+        let Ok(x) = number.parse::<f64>() else {
+            continue;
+        };
+        assert!(
+            number == "0.00" || x > 0.0,
+            "a cost printed as ${number}, hiding its digits: {text}"
+        );
+    }
+}
+
+/// llmtap with a tool provider (`tools`, `kind = "http"`) on the replay mock beside
+/// the LLM providers: a request naming a fixture gets its recorded answer (200), one
+/// naming none the mock's 500.
+async fn start_with_tools() -> Recorded {
+    Recorded::start_with(|mock_url| provider_toml("tools", "http", mock_url)).await
+}
+
+/// A tool HTTP call of run `run`: a success, or (`fail`) the mock's 500.
+async fn tool_call(recorded: &Recorded, run: &str, fail: bool) -> String {
+    let mut headers = vec![("x-llmtap-invocation-id", run)];
+    if !fail {
+        headers.push((
+            "x-test-fixture",
+            "llm__test_tools__test_tool_use_basic__0.json",
+        ));
+    }
+    let got = send(
+        recorded.running.proxy_addr,
+        "GET",
+        "/tools/weather?city=paris",
+        &headers,
+        "",
+    )
+    .await;
+    assert_eq!(got.status, if fail { 500 } else { 200 });
+    let id = got.call_id();
+    wait_call(&recorded.running, &id).await;
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn show_prints_status_costs_tools_session_user_and_prompt_on_a_terminal_and_piped() {
+    let recorded = start_with_tools().await;
+    let seeded = recorded.seed().await;
+    let ok_tool = tool_call(&recorded, &seeded.tool_run, false).await;
+    let failed_tool = tool_call(&recorded, &seeded.tool_run, true).await;
+    // The run's roll-up counts both tool calls before we read it.
+    for _ in 0..200 {
+        let run = invocation(&recorded.running, &seeded.tool_run).unwrap();
+        if run.agent_loop.tool_calls >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // In colour, as a person sees it: the colour codes must not eat the padding.
+    let (coloured, code) = run_on_terminal(&recorded, &["show", &seeded.tool_run], false);
+    assert_eq!(code, 0, "{coloured}");
+    assert!(coloured.contains('\x1b'), "coloured on a terminal");
+    let shown = visible_text(&coloured);
+    for (name, value) in [
+        ("status", "success"),
+        ("session", "sess-1"),
+        ("user", "alice"),
+        ("prompt", "plan@v2"),
+        ("agent", "planner"),
+    ] {
+        assert_eq!(field_value(&shown, name).as_deref(), Some(value), "{shown}");
+    }
+    assert!(!shown.contains("status:success"), "{shown}");
+    assert!(
+        shown.contains("2 tool calls (1 failed)"),
+        "tool calls counted with their failures: {shown}"
+    );
+    assert!(
+        shown.contains("TOOL") && shown.contains("GET /weather"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&ok_tool) && shown.contains(&failed_tool),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("1 of 2 tool HTTP calls failed: tools failed (HTTP 500)"),
+        "{shown}"
+    );
+    assert!(shown.contains('$'), "costs shown: {shown}");
+    assert_costs_significant(&shown);
+    let run_cost = json_of(&run(&recorded, &["show", &seeded.tool_run]))["cost_usd"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        run_cost > 0.0 && run_cost < 0.01,
+        "the seeded run costs under a cent ({run_cost}), the case issue 35 is about"
+    );
+    // Without colour the same text.
+    let (plain, _) = run_on_terminal(&recorded, &["show", &seeded.tool_run], true);
+    assert_eq!(visible_text(&plain), plain);
+    assert_eq!(field_value(&plain, "status").as_deref(), Some("success"));
+
+    // Piped: JSON with the same facts.
+    let piped = json_of(&run(&recorded, &["show", &seeded.tool_run]));
+    assert_eq!(piped["status"], "success");
+    assert_eq!(piped["session_id"], "sess-1");
+    assert_eq!(piped["user_id"], "alice");
+    assert_eq!(piped["prompt"], "plan@v2");
+    let http: Vec<&Value> = piped["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["kind"] == "http")
+        .collect();
+    assert_eq!(http.len(), 2, "{piped}");
+    assert!(http
+        .iter()
+        .any(|t| t["status"] != "success" && t["http_status"] == 500));
+
+    // A tool call by its id reads as a tool call: its request, no model or tokens.
+    let (tool_text, _) = run_on_terminal(&recorded, &["show", &failed_tool], true);
+    assert!(
+        tool_text.contains(&format!("tool call {failed_tool}")),
+        "{tool_text}"
+    );
+    assert_eq!(
+        field_value(&tool_text, "request").as_deref(),
+        Some("GET /weather?city=paris"),
+        "{tool_text}"
+    );
+    assert!(!tool_text.contains("tokens:"), "{tool_text}");
+    recorded.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn show_round_prints_tool_arguments_as_json_attachments_and_cache_tokens() {
+    let recorded = Recorded::start("").await;
+    let seeded = recorded.seed().await;
+    let cached = recorded
+        .replay(
+            "openllmetry__test_prompt_caching__test_anthropic_prompt_caching_legacy__1.json",
+            &[("x-llmtap-agent", "cacher")],
+        )
+        .await
+        .call_id();
+
+    // Round 1 answered with a tool call whose arguments OpenAI sends as a JSON text.
+    let (round, code) = run_on_terminal(
+        &recorded,
+        &["show", &seeded.tool_run, "--round", "1"],
+        false,
+    );
+    assert_eq!(code, 0, "{round}");
+    let round = visible_text(&round);
+    assert!(round.contains("reply → tool multiply"), "{round}");
+    assert!(
+        !round.contains("\\\""),
+        "arguments are JSON, not an escaped string: {round}"
+    );
+    let record = recorded
+        .running
+        .store
+        .get_call(&seeded.tool_calls[0])
+        .unwrap()
+        .unwrap();
+    let arguments = &record.response.as_ref().unwrap().tool_calls[0].arguments;
+    let parsed: Value = serde_json::from_str(arguments.as_str().unwrap()).unwrap();
+    for key in parsed.as_object().unwrap().keys() {
+        assert!(round.contains(&format!("\"{key}\": ")), "{key} in {round}");
+    }
+    assert_eq!(field_value(&round, "status").as_deref(), Some("success"));
+
+    // An image prompt: its attachment is listed.
+    let (image, _) = run_on_terminal(&recorded, &["show", &seeded.image, "--round", "1"], true);
+    assert!(image.contains("attachments (1)"), "{image}");
+    assert!(image.contains("image/"), "{image}");
+
+    // Prompt-cache tokens.
+    let (cache, _) = run_on_terminal(&recorded, &["show", &cached, "--round", "1"], true);
+    assert!(
+        cache.contains("(cache read 1163, cache write 0)"),
+        "{cache}"
+    );
+
+    // Piped: the record itself, arguments as the provider sent them.
+    let piped = json_of(&run(&recorded, &["show", &cached, "--round", "1"]));
+    assert_eq!(piped["usage"]["cache_read_tokens"], 1163);
+    recorded.shutdown().await;
+}
+
+/// Reads a child's stdout lines on a thread; `next` waits for a line that matches.
+struct Lines(std::sync::mpsc::Receiver<String>, Vec<String>);
+
+impl Lines {
+    fn of(stdout: impl std::io::Read + Send + 'static) -> Lines {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Lines(rx, Vec::new())
+    }
+
+    /// Every line until one contains `needle` (within 10 s), kept in `self.1`.
+    fn until(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.0.recv_timeout(left) {
+                Ok(line) => {
+                    self.1.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line with {needle:?}; saw {:#?}", self.1),
+            }
+        }
+    }
+
+    /// What else arrives within `wait`.
+    fn drain(&mut self, wait: Duration) -> Vec<String> {
+        let deadline = Instant::now() + wait;
+        let mut more = Vec::new();
+        while let Ok(line) = self
+            .0
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            more.push(line);
+        }
+        more
+    }
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tail_names_the_run_on_every_call_and_prints_a_run_when_its_state_changes() {
+    let recorded = start_with_tools().await;
+    let api = api_url(&recorded);
+    // On a terminal (script), every record.
+    let mut terminal = Command::new("script");
+    terminal
+        .args(["-qec", &format!("{BIN} tail --api {api}"), "/dev/null"])
+        .env("NO_COLOR", "1")
+        .env("COLUMNS", "200")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut terminal = KillOnDrop(terminal.spawn().unwrap());
+    let mut on_terminal = Lines::of(terminal.0.stdout.take().unwrap());
+    // Piped: runs only, as JSON lines.
+    let mut piped = KillOnDrop(
+        Command::new(BIN)
+            .args(["tail", "--type", "runs", "--api", &api])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut runs = Lines::of(piped.0.stdout.take().unwrap());
+    // And runs on a terminal.
+    let mut runs_terminal = KillOnDrop(
+        Command::new("script")
+            .args([
+                "-qec",
+                &format!("{BIN} tail --type runs --api {api}"),
+                "/dev/null",
+            ])
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut runs_on_terminal = Lines::of(runs_terminal.0.stdout.take().unwrap());
+    on_terminal.until("waiting for new records");
+    runs_on_terminal.until("waiting for new records");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let run_id = "run-tail";
+    let headers = [
+        ("x-llmtap-invocation-id", run_id),
+        ("x-llmtap-agent", "tailer"),
+    ];
+    let first = recorded
+        .replay("llm__test_tools__test_tool_use_basic__0.json", &headers)
+        .await
+        .call_id();
+    let tool = tool_call(&recorded, run_id, false).await;
+    let second = recorded
+        .replay("llm__test_tools__test_tool_use_basic__1.json", &headers)
+        .await
+        .call_id();
+
+    let line = on_terminal.until(&first);
+    assert!(line.contains(&format!("run {run_id} r1")), "{line}");
+    let line = on_terminal.until(&tool);
+    assert!(
+        line.contains(&format!("run {run_id}")) && line.contains("tool tools"),
+        "a tool call shows as one: {line}"
+    );
+    assert!(line.contains("HTTP 200"), "{line}");
+    let line = on_terminal.until(&second);
+    assert!(line.contains(&format!("run {run_id} r2")), "{line}");
+
+    // The run: running after round 1 (it asked for a tool), success after round 2,
+    // and nothing more for the calls in between.
+    let running = runs.until("running");
+    let running: Value = serde_json::from_str(&running).unwrap();
+    assert_eq!(running["event"], "invocation");
+    assert_eq!(running["id"], run_id);
+    let done = runs.until("\"state\":\"success\"");
+    let done: Value = serde_json::from_str(&done).unwrap();
+    assert_eq!(done["id"], run_id);
+    assert_eq!(done["rounds"], 2);
+    let extra = runs.drain(Duration::from_millis(1500));
+    assert!(
+        extra.is_empty(),
+        "a run printed again without a change: {extra:?}"
+    );
+    assert!(
+        runs.1.iter().all(|l| l.contains("\"invocation\"")),
+        "runs only: {:?}",
+        runs.1
+    );
+    assert_eq!(runs.1.len(), 2, "{:?}", runs.1);
+
+    let line = runs_on_terminal.until("running");
+    assert!(line.contains(&format!("run {run_id}")), "{line}");
+    let line = runs_on_terminal.until("success");
+    assert!(line.contains("2 rounds"), "{line}");
+    assert!(
+        runs_on_terminal
+            .drain(Duration::from_millis(500))
+            .is_empty(),
+        "{:?}",
+        runs_on_terminal.1
+    );
+    drop((terminal, piped, runs_terminal));
+    recorded.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn export_writes_the_api_csv_columns_and_stats_has_no_group_of_tool_calls() {
+    let recorded = start_with_tools().await;
+    let seeded = recorded.seed().await;
+    // Tool calls that name no agent.
+    tool_call(&recorded, &seeded.tool_run, false).await;
+    tool_call(&recorded, &seeded.tool_run, true).await;
+
+    let dir = TempDir::new("cli-columns");
+    for (runs, path) in [
+        (false, "/api/v1/calls.csv"),
+        (true, "/api/v1/invocations.csv"),
+    ] {
+        let file = dir.path().join(format!("{runs}.csv"));
+        let mut args = vec!["export", "--format", "csv", "--out", file.to_str().unwrap()];
+        if runs {
+            args.push("--runs");
+        }
+        let out = run(&recorded, &args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cli = std::fs::read_to_string(&file).unwrap();
+        let api = send(recorded.running.api_addr, "GET", path, &[], "").await;
+        let api = String::from_utf8(api.body.to_vec()).unwrap();
+        let header = |text: &str| text.lines().next().unwrap().trim_end().to_string();
+        assert_eq!(header(&cli), header(&api), "{path}");
+        for column in ["prompt_version", "task_id"] {
+            assert!(header(&cli).contains(column), "{column}: {}", header(&cli));
+        }
+        if !runs {
+            assert!(header(&cli).contains("cache_read_tokens"));
+            // The same cells as the API's (the API also fills `input` for admins).
+            let rows = csv_rows(&file);
+            let names: Vec<String> = header(&cli).split(',').map(str::to_string).collect();
+            let version = names.iter().position(|n| n == "prompt_version").unwrap();
+            let first_round = rows.iter().find(|r| r[0] == seeded.tool_calls[0]).unwrap();
+            assert_eq!(first_round[version], "v2");
+        }
+    }
+
+    let stats = json_of(&run(&recorded, &["stats", "--group-by", "agent"]));
+    let items = stats["items"].as_array().unwrap();
+    assert!(
+        items.iter().all(|i| !i["group"].is_null()),
+        "no group of agentless tool calls: {stats}"
+    );
+    assert_eq!(stats["tool_calls_without_group"], 2, "{stats}");
+    let (table, code) = run_on_terminal(&recorded, &["stats", "--group-by", "agent"], true);
+    assert_eq!(code, 0, "{table}");
+    assert!(
+        !table.lines().any(|l| l.starts_with("- ")),
+        "a '-' group: {table}"
+    );
+    assert!(table.contains("2 tool calls name no agent"), "{table}");
+    recorded.shutdown().await;
+}

@@ -16,6 +16,8 @@ pub mod mcp_tools;
 mod openapi;
 mod otel;
 mod page;
+mod page_details;
+mod page_live;
 pub mod pg;
 mod postgres;
 mod process;

@@ -15,15 +15,15 @@ use std::time::Duration;
 
 /// A running llmtap with providers `openai`, `anthropic` and `gemini`, all answered
 /// by one mock whose next response the test sets.
-struct Scene {
-    running: Running,
-    script: Arc<Mutex<MockResponse>>,
-    _mock: MockUpstream,
+pub(super) struct Scene {
+    pub(super) running: Running,
+    pub(super) script: Arc<Mutex<MockResponse>>,
+    pub(super) mock: MockUpstream,
     _dir: TempDir,
 }
 
 impl Scene {
-    async fn start(extra_toml: &str) -> Scene {
+    pub(super) async fn start(extra_toml: &str) -> Scene {
         let script = Arc::new(Mutex::new(MockResponse::json(200, "{}")));
         let shared = script.clone();
         let mock = MockUpstream::start(move |_| shared.lock().unwrap().clone()).await;
@@ -32,23 +32,25 @@ impl Scene {
         for kind in ["openai", "anthropic", "gemini"] {
             toml.push_str(&provider_toml(kind, kind, &mock.url()));
         }
+        // A tool's HTTP API, recorded as tool calls of the runs that name themselves.
+        toml.push_str(&provider_toml("tool", "http", &mock.url()));
         toml.push_str(extra_toml);
         let running = start_llmtap(test_config(dir.path(), &toml)).await;
         Scene {
             running,
             script,
-            _mock: mock,
+            mock,
             _dir: dir,
         }
     }
 
-    fn page_url(&self) -> String {
+    pub(super) fn page_url(&self) -> String {
         format!("http://{}/", self.running.api_addr)
     }
 
     /// Replays a recorded exchange with the given llmtap headers, optionally with extra
     /// response headers or another status; returns the call id once it is stored.
-    async fn replay_with(
+    pub(super) async fn replay_with(
         &self,
         name: &str,
         headers: &[(&str, &str)],
@@ -102,13 +104,13 @@ impl Scene {
         id
     }
 
-    async fn replay(&self, name: &str, headers: &[(&str, &str)]) -> String {
+    pub(super) async fn replay(&self, name: &str, headers: &[(&str, &str)]) -> String {
         self.replay_with(name, headers, None, &[]).await
     }
 
     /// The recorded traffic every page test starts from: a two-round tool run, an
     /// Anthropic and a Gemini prompt, a refused key, and a rate-limited call.
-    async fn seed(&self) {
+    pub(super) async fn seed(&self) {
         let tool_run = [
             ("x-llmtap-agent", "support-bot"),
             ("x-llmtap-invocation-id", "run-tools"),
@@ -166,11 +168,11 @@ impl Scene {
 }
 
 /// The tool run's id as stored: a tenant's client-chosen ids are scoped `id@tenant`.
-const TOOL_RUN: &str = "run-tools@acme";
-const TOOL_PROMPT: &str = "What is 1231 * 2331?";
+pub(super) const TOOL_RUN: &str = "run-tools@acme";
+pub(super) const TOOL_PROMPT: &str = "What is 1231 * 2331?";
 const PELICAN_PROMPT: &str = "Two names for a pet pelican";
 
-async fn shot(browser: &Browser, name: &str) {
+pub(super) async fn shot(browser: &Browser, name: &str) {
     if let Ok(dir) = std::env::var("LLMTAP_SCREENSHOTS") {
         std::fs::create_dir_all(&dir).unwrap();
         // Let transitions (the fresh-row highlight) settle first.
@@ -182,7 +184,7 @@ async fn shot(browser: &Browser, name: &str) {
 }
 
 /// Errors the page logged to the console (network failures of its own requests too).
-async fn console_errors(browser: &Browser) -> Vec<String> {
+pub(super) async fn console_errors(browser: &Browser) -> Vec<String> {
     browser
         .console()
         .await
@@ -301,7 +303,7 @@ async fn runs_view_filters_opens_rounds_updates_live_and_exports_csv() {
     browser.wait_text(".tab-panel", "2869461").await;
     browser
         .js(
-            "document.querySelector('tr.round-detail').scrollIntoView({block: 'start'}); window.scrollBy(0, -56)",
+            "document.querySelector('.round-detail').scrollIntoView({block: 'start'}); window.scrollBy(0, -56)",
             json!([]),
         )
         .await;
@@ -318,7 +320,7 @@ async fn runs_view_filters_opens_rounds_updates_live_and_exports_csv() {
         .await;
     browser
         .js(
-            "document.querySelector('tr.round-detail').scrollIntoView({block: 'start'}); window.scrollBy(0, -56)",
+            "document.querySelector('.round-detail').scrollIntoView({block: 'start'}); window.scrollBy(0, -56)",
             json!([]),
         )
         .await;
@@ -333,7 +335,7 @@ async fn runs_view_filters_opens_rounds_updates_live_and_exports_csv() {
     browser.wait_text(".tab-panel", "2869461").await;
     browser
         .js(
-            "document.querySelector('tr.round-detail').scrollIntoView({block: 'start'}); window.scrollBy(0, -56)",
+            "document.querySelector('.round-detail').scrollIntoView({block: 'start'}); window.scrollBy(0, -56)",
             json!([]),
         )
         .await;
@@ -365,7 +367,7 @@ async fn runs_view_filters_opens_rounds_updates_live_and_exports_csv() {
     assert_eq!(first, "run-live", "the new run is on top");
     let state = browser
         .js(
-            "return [window.__sameDocument === true, document.querySelector('tr.run-detail').dataset.id, !!document.querySelector('tr.round-detail')]",
+            "return [window.__sameDocument === true, document.querySelector('tr.run-detail').dataset.id, !!document.querySelector('.round-detail')]",
             json!([]),
         )
         .await;
@@ -441,7 +443,7 @@ async fn runs_view_filters_opens_rounds_updates_live_and_exports_csv() {
     scene.running.shutdown().await.unwrap();
 }
 
-fn tokens_toml() -> String {
+pub(super) fn tokens_toml() -> String {
     let token = |name: &str, raw: &str, role: &str| {
         format!(
             "[[api.tokens]]\nname = \"{name}\"\nsha256 = \"{}\"\nrole = \"{role}\"\n",
@@ -452,7 +454,7 @@ fn tokens_toml() -> String {
 }
 
 /// Signs in through the page's password field.
-async fn sign_in(browser: &Browser, token: &str) {
+pub(super) async fn sign_in(browser: &Browser, token: &str) {
     browser.wait_count("#login:not(.hidden)", 1).await;
     browser.type_into("#token", token).await;
     browser.click("#login button[type=submit]").await;

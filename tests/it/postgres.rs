@@ -42,7 +42,7 @@ async fn instances_starting_together_apply_each_migration_once() {
         applied.extend(t.await.unwrap());
     }
     let all: Vec<i32> = engine::MIGRATIONS.iter().map(|m| m.version).collect();
-    assert_eq!(all, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(all, vec![1, 2, 3, 4, 5, 6, 7]);
     applied.sort_unstable();
     assert_eq!(applied, all, "exactly one instance applied each version");
     let client = db.connect().await;
@@ -105,7 +105,7 @@ async fn a_schema_newer_than_the_binary_is_refused_untouched() {
     // `llmtap serve` refuses to start on it, saying why.
     let err = refused_start(&db.url()).await;
     assert!(err.contains("newer than this llmtap knows"), "{err}");
-    assert_eq!(versions(&client).await, vec![1, 2, 3, 4, 5, 6, 99]);
+    assert_eq!(versions(&client).await, vec![1, 2, 3, 4, 5, 6, 7, 99]);
 }
 
 #[tokio::test]
@@ -865,6 +865,10 @@ async fn with_a_key_content_in_postgresql_is_sealed_and_reads_back() {
         )),
         ..StoreOptions::default()
     };
+    let mut call = call;
+    let variable_secret = "KIWI-VARIABLE-5521";
+    call.metadata.user_prompt = Some("ask@v2".into());
+    call.metadata.user_prompt_variables = Some(serde_json::json!({"secret": variable_secret}));
     let store = pg_engine(&pool, "a", &options);
     let plain = pg_engine(&pool, "b", &StoreOptions::default());
     let sent = call.clone();
@@ -873,6 +877,11 @@ async fn with_a_key_content_in_postgresql_is_sealed_and_reads_back() {
         store.write_batch(std::slice::from_ref(&sent), &[]).unwrap();
         let back = store.get_call(&sent.id).unwrap().unwrap();
         assert_eq!(back.request_body, sent.request_body);
+        assert_eq!(back.metadata.user_prompt, sent.metadata.user_prompt);
+        assert_eq!(
+            back.metadata.user_prompt_variables,
+            sent.metadata.user_prompt_variables
+        );
         // An instance without the key cannot open it, and says so.
         assert!(plain.get_call(&sent.id).is_err());
     })
@@ -894,6 +903,14 @@ async fn with_a_key_content_in_postgresql_is_sealed_and_reads_back() {
             );
         }
     }
+    // The clear metadata names the user prompt but holds none of its variables.
+    let record: serde_json::Value = client
+        .query_one("SELECT record FROM calls", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(record["metadata"]["user_prompt"], "ask@v2");
+    assert!(!record.to_string().contains(variable_secret), "{record}");
 }
 
 /// Calls of 14 runs with varied facets, rounds interleaved in time, written in start
@@ -1543,17 +1560,156 @@ async fn a_nul_character_in_a_value_is_replaced_and_fails_nothing() {
     .unwrap();
 }
 
+/// Period keys as the `content_keys` table holds them now (a copy: destroying a
+/// key in the database does not reach it).
+struct KeysAsRead(std::collections::HashMap<u32, Vec<u8>>);
+
+impl llmtap::store::shred::KeyVault for KeysAsRead {
+    fn load(&self, slot: u32) -> Result<Option<Vec<u8>>, llmtap::store::StoreError> {
+        Ok(self.0.get(&slot).cloned())
+    }
+    fn create(&self, _: u32, _: &[u8]) -> Result<Vec<u8>, llmtap::store::StoreError> {
+        panic!("a reading codec never seals")
+    }
+    fn destroy(&self, _: u32) -> Result<(), llmtap::store::StoreError> {
+        Ok(())
+    }
+}
+
+/// A codec that opens content with the period keys the database holds now.
+async fn codec_with_vault_of(client: &tokio_postgres::Client) -> llmtap::store::content::Codec {
+    let keys = client
+        .query("SELECT slot, key FROM content_keys", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get::<_, i64>(0) as u32, r.get::<_, Vec<u8>>(1)))
+        .collect();
+    llmtap::store::content::Codec {
+        keys: None,
+        zstd_level: 3,
+        periods: Some(std::sync::Arc::new(llmtap::store::shred::PeriodKeys::new(
+            3600,
+            None,
+            Box::new(KeysAsRead(keys)),
+        ))),
+    }
+}
+
+/// Issue 33, finding 2, on PostgreSQL: the content of an expired call is sealed
+/// with its period's key, and that key is destroyed once the period is over, so
+/// the manifest's bytes as they were before the sweep (what a dead tuple or a page
+/// keeps) no longer open; a call that stays reads the same.
+#[tokio::test]
+async fn swept_content_is_shredded_with_its_period_key_on_postgres() {
+    use llmtap::record::CallStatus;
+    use llmtap::store::{Engine, StoreOptions};
+    const DAY: u64 = 86_400_000_000;
+    let db = pg::fresh_db("shred").await;
+    let (pool, _) = engine::prepare(&engine_config(&db.url())).await.unwrap();
+    let client = db.connect().await;
+    let now = llmtap::timefmt::now_unix_us();
+    let old = now - 6 * DAY;
+    engine::ensure_partitions(&client, old - DAY, now)
+        .await
+        .unwrap();
+    let shared = distinct_text("kept system prompt", 9_000);
+    let expired = round_with_bodies("old-run", 1, old, &shared, CallStatus::Success);
+    let kept = round_with_bodies("new-run", 1, now - 1000, &shared, CallStatus::Success);
+    let (expired_id, kept_id) = (expired.id.clone(), kept.id.clone());
+    let options = StoreOptions {
+        retention_days: 4,
+        key_period_secs: 1,
+        ..StoreOptions::default()
+    };
+    let store = pg_engine(&pool, "a", &options);
+    let id = expired_id.clone();
+    let store = tokio::task::spawn_blocking(move || {
+        store.write_batch(&[expired, kept], &[]).unwrap();
+        assert!(store.get_call(&id).unwrap().unwrap().request_body.is_some());
+        store
+    })
+    .await
+    .unwrap();
+    let before: Vec<u8> = client
+        .query_one(
+            "SELECT manifest FROM call_content WHERE call_id = $1",
+            &[&expired_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let sealed_in: i64 = client
+        .query_one("SELECT llmtap_sealed_in($1)", &[&before])
+        .await
+        .unwrap()
+        .get(0);
+    // It opens with the keys the database holds now.
+    codec_with_vault_of(&client)
+        .await
+        .open(expired_id.as_bytes(), &before)
+        .unwrap();
+    // The period ends, and a grace of one period after it.
+    tokio::time::sleep(std::time::Duration::from_millis(2_200)).await;
+    let kept_for_check = kept_id.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        let report = store.sweep(now).unwrap();
+        let call = store.get_call(&kept_for_check).unwrap().unwrap();
+        assert!(call.request_body.unwrap().contains(&shared[..64]));
+        report
+    })
+    .await
+    .unwrap();
+    assert_eq!(report.calls_deleted, 1, "{report:?}");
+    assert!(report.keys_shredded >= 1, "{report:?}");
+    assert!(report.values_resealed >= 1, "{report:?}");
+    let left: i64 = client
+        .query_one(
+            "SELECT count(*) FROM content_keys WHERE slot = $1",
+            &[&sealed_in],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+    let due: i64 = client
+        .query_one("SELECT count(*) FROM content_shred_due", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(due, 0);
+    // What the disk may still keep of the expired manifest no longer opens.
+    let err = codec_with_vault_of(&client)
+        .await
+        .open(expired_id.as_bytes(), &before)
+        .expect_err("an expired manifest opened after its period key was destroyed");
+    assert!(
+        matches!(err, llmtap::store::StoreError::Shredded { .. }),
+        "{err}"
+    );
+    // Every value left is sealed in a period whose key exists.
+    let orphans: i64 = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM chunks c WHERE NOT EXISTS \
+               (SELECT 1 FROM content_keys k WHERE k.slot = c.sealed_in)) + \
+             (SELECT count(*) FROM call_content c WHERE NOT EXISTS \
+               (SELECT 1 FROM content_keys k WHERE k.slot = c.sealed_in))",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(orphans, 0);
+}
+
 /// The chunks' stored reference counts, and the counts recounted from what names
 /// them (each manifest's roots, each template's chunks), both sorted by address.
 async fn recount_refs(
     client: &tokio_postgres::Client,
 ) -> (Vec<(Vec<u8>, i64)>, Vec<(Vec<u8>, i64)>) {
-    use llmtap::store::content::{decode_template, Codec, Seg};
+    use llmtap::store::content::{decode_template, Seg};
     use llmtap::store::manifest::Manifest;
-    let codec = Codec {
-        keys: None,
-        zstd_level: 3,
-    };
+    let codec = codec_with_vault_of(client).await;
     let mut counted: std::collections::BTreeMap<Vec<u8>, i64> = Default::default();
     for row in client
         .query("SELECT call_id, manifest FROM call_content", &[])

@@ -76,6 +76,13 @@ impl Recorded {
     /// llmtap with one provider per wire format (`openai`, `anthropic`, `gemini`), all
     /// pointing at a mock that replays the fixtures.
     pub async fn start(extra_toml: &str) -> Recorded {
+        let extra = extra_toml.to_string();
+        Recorded::start_with(move |_| extra).await
+    }
+
+    /// As `start`, with configuration that may name the mock's URL (a tool provider
+    /// on the same mock).
+    pub async fn start_with(extra_toml: impl FnOnce(&str) -> String) -> Recorded {
         let scripts: HashMap<String, MockResponse> = fixture_names()
             .into_iter()
             .map(|n| {
@@ -101,7 +108,7 @@ impl Recorded {
         for kind in ["openai", "anthropic", "gemini"] {
             toml.push_str(&provider_toml(kind, kind, &mock.url()));
         }
-        toml.push_str(extra_toml);
+        toml.push_str(&extra_toml(&mock.url()));
         let running = start_llmtap(test_config(dir.path(), &toml)).await;
         Recorded {
             running,

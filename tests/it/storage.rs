@@ -568,6 +568,9 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
     hits
 }
 
+/// A user prompt's variable value `run_one_call` sends: content, like the prompt.
+const VARIABLE_SECRET: &str = "KIWI-VARIABLE-5521";
+
 async fn run_one_call(dir: &Path, extra: &str, prompt: &str, image: &[u8]) -> (String, String) {
     let mock = MockUpstream::start(|_| {
         MockResponse::json(
@@ -582,7 +585,12 @@ async fn run_one_call(dir: &Path, extra: &str, prompt: &str, image: &[u8]) -> (S
     );
     let running = start_llmtap(config).await;
     let body = anthropic_round(prompt, image, prompt, 2);
-    let got = post_json(running.proxy_addr, "/up/v1/messages", &[], &body).await;
+    let variables = format!(r#"{{"secret":"{VARIABLE_SECRET}"}}"#);
+    let headers = [
+        ("x-llmtap-user-prompt", "ask@v2"),
+        ("x-llmtap-user-prompt-variables", variables.as_str()),
+    ];
+    let got = post_json(running.proxy_addr, "/up/v1/messages", &headers, &body).await;
     assert_eq!(got.status, 200);
     let id = got.call_id();
     wait_call(&running, &id).await;
@@ -604,6 +612,7 @@ async fn encrypted_store_does_not_reveal_prompts_on_disk() {
     )
     .await;
     assert!(!files_containing(plain.path(), b"ZEBRA-ORCHID-7731").is_empty());
+    assert!(!files_containing(plain.path(), VARIABLE_SECRET.as_bytes()).is_empty());
 
     let dir = TempDir::new("enc-scan");
     let key_dir = TempDir::new("enc-key");
@@ -617,6 +626,7 @@ async fn encrypted_store_does_not_reveal_prompts_on_disk() {
     for needle in [
         &b"ZEBRA-ORCHID-7731"[..],
         b"secret codename",
+        VARIABLE_SECRET.as_bytes(),
         &image[100..140],
         &b64(&image).as_bytes()[..40],
     ] {
@@ -636,6 +646,12 @@ async fn encrypted_store_does_not_reveal_prompts_on_disk() {
     let back = store.get_call(&id).unwrap().unwrap();
     assert_eq!(back.request_body.as_deref(), Some(body.as_str()));
     assert_eq!(back.http_status, Some(200));
+    // Both prompt names are metadata; the user prompt's variables are content.
+    assert_eq!(back.metadata.user_prompt.as_deref(), Some("ask@v2"));
+    assert_eq!(
+        back.metadata.user_prompt_variables,
+        Some(serde_json::json!({"secret": VARIABLE_SECRET}))
+    );
     // The `q` texts are sealed like the bodies, and readable with the key.
     let text = store.call_text(&id).unwrap().unwrap();
     assert_eq!(text.system.as_deref(), Some(prompt));
@@ -1138,4 +1154,151 @@ fn snapshots_reopen_the_store_while_reads_go_on() {
     let store = open(dir.path(), StoreOptions::default());
     assert_eq!(total(&store, &three_facets).unwrap(), (even_successes, 5));
     assert_eq!(store.call_count(), 600);
+}
+
+/// Every file under `dir` holding `needle` in plain bytes or inside any zstd frame
+/// (sled's own pages and our values are zstd frames that standard zstd reads).
+fn files_revealing(dir: &Path, needle: &[u8]) -> Vec<String> {
+    const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+    let mut hits = files_containing(dir, needle);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let data = std::fs::read(&path).unwrap();
+            for at in 0..data.len().saturating_sub(4) {
+                if data[at..at + 4] != ZSTD_MAGIC {
+                    continue;
+                }
+                let mut out = Vec::new();
+                let mut decoder = match zstd::stream::read::Decoder::new(&data[at..]) {
+                    Ok(d) => d,
+                    Err(_) => continue,
+                };
+                use std::io::Read;
+                let _ = (&mut decoder).take(16 << 20).read_to_end(&mut out);
+                if out.windows(needle.len()).any(|w| w == needle) {
+                    hits.push(format!("{} (zstd frame at {at})", path.display()));
+                }
+            }
+        }
+    }
+    hits
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Issue 33, finding 2: content swept by retention is not recoverable from the data
+/// directory, nor from a copy of the store's files taken before the sweep (what
+/// sled's log keeps until it cleans a segment) together with the keys left after it.
+#[test]
+fn swept_content_is_shredded_with_its_period_key() {
+    for encrypted in [false, true] {
+        let dir = TempDir::new("shred");
+        let options = || StoreOptions {
+            retention_days: 30,
+            key_period_secs: 1,
+            ..if encrypted {
+                keyed()
+            } else {
+                StoreOptions::default()
+            }
+        };
+        let now = llmtap::timefmt::now_unix_us();
+        let store = open(dir.path(), options());
+        let secret = "PELICAN-QUARTZ-4412 must be forgotten";
+        let kept = "HERON-BASALT-0932 stays";
+        let shared = "S".repeat(3000);
+        let old_image = noise(41, 3000);
+        let old_body = {
+            let mut v: serde_json::Value =
+                serde_json::from_str(&anthropic_round(&shared, &old_image, secret, 2)).unwrap();
+            v["metadata"] = serde_json::json!({ "note": secret });
+            serde_json::to_string(&v).unwrap()
+        };
+        let new_body = anthropic_round(&shared, &noise(42, 3000), kept, 2);
+        let old_at = now - 40 * DAY_US;
+        store
+            .write_batch(
+                &[call("c_0old", "inv-old", 1, old_at, &old_body, secret)],
+                &[inv("inv-old", old_at, 1)],
+            )
+            .unwrap();
+        store
+            .write_batch(
+                &[call("c_1new", "inv-new", 1, now, &new_body, kept)],
+                &[inv("inv-new", now, 1)],
+            )
+            .unwrap();
+        store.flush().unwrap();
+        assert_eq!(
+            store
+                .get_call("c_0old")
+                .unwrap()
+                .unwrap()
+                .response_body
+                .as_deref(),
+            Some(secret)
+        );
+        // What the disk holds before the sweep, as sled's log keeps it afterwards.
+        let before = TempDir::new("shred-before");
+        copy_dir(dir.path(), before.path());
+        let keys_before = std::fs::read_dir(dir.path().join("keys")).unwrap().count();
+        assert!(keys_before >= 1);
+
+        // The period the content was written in ends; the sweep deletes the old call.
+        std::thread::sleep(Duration::from_millis(1_100));
+        let report = store.sweep(now).unwrap();
+        assert_eq!(report.calls_deleted, 1, "{report:?}");
+        assert!(report.keys_shredded >= 1, "{report:?}");
+        assert!(report.values_resealed >= 1, "{report:?}");
+        // The kept call still reads, now and after a restart.
+        assert_eq!(
+            store.get_raw("c_1new", false).unwrap().unwrap(),
+            new_body.as_bytes()
+        );
+        drop(store);
+        let store = open(dir.path(), options());
+        assert_eq!(
+            store
+                .get_call("c_1new")
+                .unwrap()
+                .unwrap()
+                .response_body
+                .as_deref(),
+            Some(kept)
+        );
+        drop(store);
+        for needle in [secret.as_bytes(), b"PELICAN-QUARTZ", &old_image[200..240]] {
+            let hits = files_revealing(dir.path(), needle);
+            assert!(hits.is_empty(), "encrypted={encrypted}: found in {hits:?}");
+        }
+        // The files from before the sweep, with today's keys: the old call's
+        // content does not open. (Without shredding it would: the key was there.)
+        std::fs::remove_dir_all(before.path().join("keys")).unwrap();
+        copy_dir(&dir.path().join("keys"), &before.path().join("keys"));
+        let residue = open(before.path(), options());
+        let err = residue
+            .get_call("c_0old")
+            .expect_err("the old call's content opened after its key was shredded");
+        assert!(
+            matches!(err, llmtap::store::StoreError::Shredded { .. }),
+            "{err}"
+        );
+    }
 }

@@ -137,12 +137,18 @@ impl PostgresStore {
         options: &StoreOptions,
     ) -> Result<PostgresStore, StoreError> {
         super::pool::io_runtime()?;
+        let vault = super::shred::PgVault::new(pool.clone());
         Ok(PostgresStore {
             pool,
             instance,
             codec: Arc::new(Codec {
                 keys: options.keys.clone(),
                 zstd_level: options.zstd_level,
+                periods: Some(Arc::new(crate::store::shred::PeriodKeys::new(
+                    options.key_period_secs,
+                    options.keys.clone(),
+                    Box::new(vault),
+                ))),
             }),
             stats: context.stats.clone(),
             events: context.events.clone(),

@@ -49,6 +49,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "facet_pair_counts",
         sql: include_str!("migrations/0006_facet_pair_counts.sql"),
     },
+    Migration {
+        version: 7,
+        name: "content_keys",
+        sql: include_str!("migrations/0007_content_keys.sql"),
+    },
 ];
 
 /// The advisory lock key that serialises migrations ("llmtap" in ASCII).

@@ -25,6 +25,7 @@ pub mod retention;
 pub mod rollups;
 pub mod search;
 pub mod sessions;
+pub mod shred;
 pub mod text;
 
 pub use engine::{open_store, PostgresStore};

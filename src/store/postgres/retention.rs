@@ -130,6 +130,10 @@ pub async fn sweep(
             report.blobs_freed += freed.blobs;
         }
     }
+    // What died above, and in earlier periods, leaves the disk with its period key.
+    let (keys, values) = super::shred::shred(client, codec).await?;
+    report.keys_shredded += keys;
+    report.values_resealed += values;
     Ok(report)
 }
 
@@ -191,6 +195,14 @@ async fn drop_day(
     }
     let freed = content::release(&tx, codec, roots).await?;
     rollups::subtract(&tx, &deltas).await?;
+    // Dropped partitions fire no delete trigger: their periods become due here.
+    tx.execute(
+        "INSERT INTO content_shred_due (slot) SELECT DISTINCT sealed_in FROM call_content \
+         WHERE started_us < $1 AND sealed_in IS NOT NULL ON CONFLICT DO NOTHING",
+        &[&end],
+    )
+    .await
+    .map_err(PgError::from)?;
     tx.execute("SELECT llmtap_drop_partitions_before($1)", &[&end])
         .await
         .map_err(PgError::from)?;

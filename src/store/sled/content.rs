@@ -28,14 +28,29 @@ use crate::store::content::{
     decode_blob, decode_template, encode_blob, encode_template, missing, template_of, Codec, Seg,
 };
 use crate::store::crypto::Addr;
+use crate::store::shred::{Slot, SLOT_LEN};
 use crate::store::StoreError;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+/// Kinds of sealed value in `sealed_in` (see `shred.rs`).
+pub const SEALED_CHUNK: u8 = b'c';
+pub const SEALED_BLOB: u8 = b'b';
+pub const SEALED_MANIFEST: u8 = b'm';
+/// Values re-sealed per hold of the content lock while a period is shredded, so
+/// the writer waits for at most one such group.
+const RESEAL_GROUP: usize = 256;
+
 /// The sled trees of the content store.
 #[derive(Clone)]
 pub struct ContentTrees {
+    /// Key period (u32 BE), kind, key → (): every value sealed with a period key,
+    /// so shredding a period re-seals what is alive of it without reading the rest.
+    pub sealed_in: sled::Tree,
+    /// Key period (u32 BE) → (): periods in which content died; their keys are
+    /// destroyed once the period is over (`shred`).
+    pub shred_due: sled::Tree,
     pub chunks: sled::Tree,
     pub chunk_refs: sled::Tree,
     /// Blob values of stores written before blob files; read, never written.
@@ -49,6 +64,15 @@ pub struct ContentTrees {
     lock: Arc<Mutex<()>>,
     /// The engine's count of bytes stored since it opened (`SledStore::snapshot_due`).
     logged: Arc<AtomicU64>,
+}
+
+/// A `sealed_in` key: period, kind, the value's key.
+fn sealed_key(slot: Slot, kind: u8, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(SLOT_LEN + 1 + key.len());
+    k.extend_from_slice(&slot.to_be_bytes());
+    k.push(kind);
+    k.extend_from_slice(key);
+    k
 }
 
 fn count(value: Option<sled::IVec>) -> u64 {
@@ -65,6 +89,8 @@ impl ContentTrees {
         logged: Arc<AtomicU64>,
     ) -> Result<ContentTrees, StoreError> {
         let trees = ContentTrees {
+            sealed_in: db.open_tree("sealed_in")?,
+            shred_due: db.open_tree("shred_due")?,
             chunks: db.open_tree("chunks")?,
             chunk_refs: db.open_tree("chunk_refs")?,
             blobs: db.open_tree("blobs")?,
@@ -99,6 +125,123 @@ impl ContentTrees {
             tracing::info!(removed, "removed attachment files that nothing references");
         }
         Ok(())
+    }
+
+    /// Notes where a value about to be written is sealed (before the value, so a
+    /// sealed value is always found when its period is shredded).
+    pub fn note_sealed(&self, kind: u8, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        if let Some(slot) = Codec::sealed_in(value) {
+            self.sealed_in
+                .insert(sealed_key(slot, kind, key), &[] as &[u8])?;
+        }
+        Ok(())
+    }
+
+    /// Notes that a value about to be removed dies: its period becomes due for
+    /// shredding (before the removal, so a crash cannot lose the note).
+    pub fn note_dying(&self, kind: u8, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        if let Some(slot) = Codec::sealed_in(value) {
+            self.shred_due.insert(slot.to_be_bytes(), &[] as &[u8])?;
+            self.sealed_in.remove(sealed_key(slot, kind, key))?;
+        }
+        Ok(())
+    }
+
+    /// Shreds every period that is due and over: re-seals what is still alive of
+    /// it into the current period, makes that durable, then destroys the period's
+    /// key. Returns (keys destroyed, values re-sealed).
+    /// Periods are told by the wall clock, as values are sealed by it (a sweep's
+    /// `now` may be any time).
+    pub fn shred(&self, call_content: &sled::Tree) -> Result<(u64, u64), StoreError> {
+        let Some(periods) = self.codec.periods.clone() else {
+            return Ok((0, 0));
+        };
+        let current = periods.current();
+        let mut destroyed = 0;
+        let mut resealed = 0;
+        for entry in self.shred_due.iter() {
+            let (slot_key, _) = entry?;
+            let Some(slot) = crate::store::shred::slot_prefix(&slot_key) else {
+                self.shred_due.remove(&slot_key)?;
+                continue;
+            };
+            if slot >= current {
+                continue;
+            }
+            loop {
+                let group: Vec<sled::IVec> = self
+                    .sealed_in
+                    .scan_prefix(slot.to_be_bytes())
+                    .keys()
+                    .take(RESEAL_GROUP)
+                    .collect::<Result<_, _>>()?;
+                if group.is_empty() {
+                    break;
+                }
+                let _guard = self.lock();
+                for entry in &group {
+                    resealed += self.reseal_one(call_content, entry)?;
+                    self.sealed_in.remove(entry)?;
+                }
+            }
+            // Re-sealed values are durable before the only key to the old ones goes.
+            self.db.flush()?;
+            periods.destroy(slot)?;
+            self.shred_due.remove(&slot_key)?;
+            destroyed += 1;
+            tracing::info!(
+                period = slot,
+                "content key of a period destroyed (crypto-shredding)"
+            );
+        }
+        Ok((destroyed, resealed))
+    }
+
+    /// Re-seals the value one `sealed_in` entry names into the current period;
+    /// 0 when the value is gone (died after the entry was read).
+    fn reseal_one(&self, call_content: &sled::Tree, entry: &[u8]) -> Result<u64, StoreError> {
+        let (kind, key) = match entry.get(SLOT_LEN..) {
+            Some([kind, key @ ..]) => (*kind, key),
+            _ => return Ok(0),
+        };
+        let stored = match kind {
+            SEALED_CHUNK => self.chunks.get(key)?.map(|v| v.to_vec()),
+            SEALED_MANIFEST => call_content.get(key)?.map(|v| v.to_vec()),
+            SEALED_BLOB => match <Addr>::try_from(key) {
+                Ok(a) => self.blob_files.read(&a)?,
+                Err(_) => None,
+            },
+            _ => None,
+        };
+        let Some(stored) = stored else {
+            return Ok(0);
+        };
+        let fresh = match self.codec.reseal(key, &stored) {
+            Ok(v) => v,
+            Err(StoreError::Shredded { slot }) => {
+                tracing::warn!(
+                    period = slot,
+                    "a value outlived its period key; it stays unreadable"
+                );
+                return Ok(0);
+            }
+            Err(e) => return Err(e),
+        };
+        self.note_sealed(kind, key, &fresh)?;
+        match kind {
+            SEALED_CHUNK => {
+                self.chunks.insert(key, fresh)?;
+            }
+            SEALED_MANIFEST => {
+                call_content.insert(key, fresh)?;
+            }
+            _ => {
+                if let Ok(a) = <Addr>::try_from(key) {
+                    self.blob_files.write(&a, &fresh)?;
+                }
+            }
+        }
+        Ok(1)
     }
 
     fn lock(&self) -> MutexGuard<'_, ()> {
@@ -227,6 +370,7 @@ impl Txn<'_> {
     ) -> Result<(), StoreError> {
         if !self.has_blob(&a)? {
             let value = self.trees.codec.seal(&encode_blob(media_type, bytes))?;
+            self.trees.note_sealed(SEALED_BLOB, &a, &value)?;
             self.trees.blob_files.write(&a, &value)?;
             self.new_blobs.insert(a);
         }
@@ -264,6 +408,7 @@ impl Txn<'_> {
         let mut freed = Freed::default();
         let mut values = Writes::default();
         for (a, v) in &self.new_chunks {
+            self.trees.note_sealed(SEALED_CHUNK, a, v)?;
             values.insert(&a[..], &v[..]);
         }
         self.trees.note_logged(values.apply_to(&self.trees.chunks)?);
@@ -303,6 +448,9 @@ impl Txn<'_> {
 
         let mut gone = Writes::default();
         for a in &dead_chunks {
+            if let Some(v) = self.trees.chunks.get(a)? {
+                self.trees.note_dying(SEALED_CHUNK, a, &v)?;
+            }
             gone.remove(&a[..]);
         }
         gone.apply_to(&self.trees.chunks)?;
@@ -314,6 +462,11 @@ impl Txn<'_> {
         if !dead_blobs.is_empty() {
             // A file removed before its refcount removal is durable could be
             // named again by the store a crash leaves behind.
+            for a in &dead_blobs {
+                if let Some(v) = self.trees.blob_files.read(a)? {
+                    self.trees.note_dying(SEALED_BLOB, a, &v)?;
+                }
+            }
             self.trees.db.flush()?;
             for a in &dead_blobs {
                 if let Err(e) = self.trees.blob_files.remove(a) {
@@ -376,6 +529,7 @@ mod tests {
         let plain = Codec {
             keys: None,
             zstd_level: 3,
+            periods: None,
         };
         let stored = plain.seal(text.as_bytes()).unwrap();
         assert!(stored.len() < text.len() / 4);
@@ -384,6 +538,7 @@ mod tests {
         let sealed = Codec {
             keys: Some(Arc::new(keys)),
             zstd_level: 3,
+            periods: None,
         };
         let stored = sealed.seal(text.as_bytes()).unwrap();
         assert_eq!(sealed.open(b"k", &stored).unwrap(), text.as_bytes());

@@ -73,6 +73,8 @@ use tokio::sync::broadcast;
 use writes::Writes;
 
 const SCHEMA_VERSION: &[u8] = b"1";
+/// The period keys' directory under the data directory (`shred.rs`).
+const KEY_DIR: &str = "keys";
 /// `meta` key of a value sealed with the store's key, checked at open.
 const META_KEY_CHECK: &[u8] = b"key_check";
 const KEY_CHECK_TEXT: &[u8] = b"llmtap key check v1";
@@ -267,9 +269,15 @@ impl SledStore {
             }
             _ => {}
         }
+        let vault = crate::store::shred::FileVault::open(dir.join(KEY_DIR))?;
         let codec = crate::store::content::Codec {
             keys: options.keys.clone(),
             zstd_level: options.zstd_level,
+            periods: Some(Arc::new(crate::store::shred::PeriodKeys::new(
+                options.key_period_secs,
+                options.keys.clone(),
+                Box::new(vault),
+            ))),
         };
         let logged = Arc::new(AtomicU64::new(0));
         let store = SledStore {
@@ -547,6 +555,8 @@ impl SledStore {
             let (metas, manifests) = self.prepare_calls(calls)?;
             let mut content_batch = Writes::default();
             for (id, manifest) in manifests {
+                self.content
+                    .note_sealed(content::SEALED_MANIFEST, id.as_bytes(), &manifest)?;
                 content_batch.insert(id.as_bytes(), manifest);
             }
             self.logged.fetch_add(

@@ -34,6 +34,10 @@ pub struct SweepReport {
     pub invocations_deleted: u64,
     pub chunks_freed: u64,
     pub blobs_freed: u64,
+    /// Period keys destroyed (crypto-shredding, `shred.rs`).
+    pub keys_shredded: u64,
+    /// Live values moved out of a period before its key was destroyed.
+    pub values_resealed: u64,
 }
 
 impl SledStore {
@@ -68,7 +72,7 @@ impl SledStore {
             self.inv_rounds
                 .remove(super::round_key(&call.invocation_id, call.round, &call.id))?;
             self.calls.remove(id.as_bytes())?;
-            self.call_content.remove(id.as_bytes())?;
+            self.remove_manifest(id)?;
             for root in manifest.iter().flat_map(|m| m.roots()) {
                 txn.unref_chunk(root)?;
             }
@@ -81,6 +85,16 @@ impl SledStore {
         report.chunks_freed += freed.chunks;
         report.blobs_freed += freed.blobs;
         Ok(deleted)
+    }
+
+    /// Removes a call's manifest, noting its key period as due for shredding.
+    fn remove_manifest(&self, id: &str) -> Result<(), StoreError> {
+        if let Some(v) = self.call_content.get(id.as_bytes())? {
+            self.content
+                .note_dying(super::content::SEALED_MANIFEST, id.as_bytes(), &v)?;
+            self.call_content.remove(id.as_bytes())?;
+        }
+        Ok(())
     }
 
     /// Drops a call's content but keeps its metadata and cost.
@@ -96,7 +110,7 @@ impl SledStore {
                 self.calls
                     .insert(id.as_bytes(), super::encode_call_meta(&call)?)?;
             }
-            self.call_content.remove(id.as_bytes())?;
+            self.remove_manifest(id)?;
             for root in manifest.roots() {
                 txn.unref_chunk(root)?;
             }
@@ -192,6 +206,10 @@ impl SledStore {
                 }
             }
         }
+        // What died above, and in earlier periods, leaves the disk with its period key.
+        let (keys, values) = self.content.shred(&self.call_content)?;
+        report.keys_shredded += keys;
+        report.values_resealed += values;
         let s = &self.stats;
         s.retention_calls_deleted
             .fetch_add(report.calls_deleted, Ordering::Relaxed);
