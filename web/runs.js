@@ -629,7 +629,7 @@ function mcpServers(servers) {
       srv.tools_offered.length
         ? srv.tools_offered.map((t) => h("span", { class: "tool" }, t))
         : h("span", { class: "muted" }, srv.tools_list_calls ? "no tools" : "(no tools/list seen)"),
-      h("span", { class: "muted" }, ` · tools/list asked ${fmtInt(srv.tools_list_calls)}× in ${fmtInt(srv.sessions)} session${srv.sessions === 1 ? "" : "s"}`)));
+      h("span", { class: "muted" }, ` · tools/list asked ${fmtInt(srv.tools_list_calls)}×${srv.sessions ? ` in ${fmtInt(srv.sessions)} session${srv.sessions === 1 ? "" : "s"}` : ""}`)));
   }
   return h("section", null, h("h3", null, "MCP servers"), list);
 }

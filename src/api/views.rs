@@ -440,7 +440,8 @@ fn timeline(calls: &[CallRecord], admin: bool) -> Vec<Value> {
 }
 
 /// The MCP servers a run talked to and the tools each offered: one entry per server
-/// (provider and the name its `initialize` gave), the tools of its latest
+/// (the provider it was reached through, one base URL or wrapped command; named as
+/// its latest answer that named it), the tools of its latest
 /// `tools/list` answer, how many sessions it had and how often the list was asked
 /// for. Names only: viewers see them too.
 fn mcp_servers(calls: &[CallRecord]) -> Vec<Value> {
@@ -458,11 +459,7 @@ fn mcp_servers(calls: &[CallRecord]) -> Vec<Value> {
         let Some(mcp) = &c.mcp else {
             continue;
         };
-        let name = mcp.server.as_ref().map(|s| s.name.as_str());
-        let at = match out
-            .iter()
-            .position(|s| s.provider == c.provider && s.server.map(|s| s.name.as_str()) == name)
-        {
+        let at = match out.iter().position(|s| s.provider == c.provider) {
             Some(at) => at,
             None => {
                 out.push(Seen {
@@ -479,6 +476,9 @@ fn mcp_servers(calls: &[CallRecord]) -> Vec<Value> {
         };
         let seen = &mut out[at];
         seen.calls += 1;
+        if mcp.server.is_some() {
+            seen.server = mcp.server.as_ref();
+        }
         if let Some(session) = &mcp.session_id {
             seen.sessions.insert(session);
         }

@@ -417,6 +417,73 @@ mod tests {
     }
 
     #[test]
+    fn who_started_an_exchange() {
+        // A client's request: the server's requests in its SSE answer are listed.
+        let e = check(
+            r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"ask"}}"#,
+            "text/event-stream",
+            "data: {\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"roots/list\"}\n\n\
+             data: {\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{\"content\":[]}}\n\n",
+        );
+        assert_eq!(e.direction.as_deref(), Some(MCP_CLIENT_TO_SERVER));
+        assert_eq!(
+            e.server_requests,
+            [McpServerRequest {
+                id: json!(0),
+                method: "roots/list".into()
+            }]
+        );
+        // The client's answer to it, POSTed on its own: the server's exchange.
+        for (result, method) in [
+            (r#"{"roots":[]}"#, Some("roots/list")),
+            (r#"{"action":"decline"}"#, Some("elicitation/create")),
+            (
+                r#"{"role":"assistant","content":{"type":"text","text":"hi"},"model":"m"}"#,
+                Some("sampling/createMessage"),
+            ),
+            ("{}", Some("ping")),
+            (r#"{"other":1}"#, None),
+        ] {
+            let e = check(
+                &format!(r#"{{"jsonrpc":"2.0","id":0,"result":{result}}}"#),
+                "",
+                "",
+            );
+            assert_eq!(e.direction.as_deref(), Some(MCP_SERVER_TO_CLIENT));
+            assert_eq!(e.method.as_deref(), method, "{result}");
+            assert_eq!(e.request_id, Some(json!(0)));
+            assert!(e.result.is_some());
+        }
+        let refused = check(
+            r#"{"jsonrpc":"2.0","id":1,"error":{"code":-1,"message":"no"}}"#,
+            "",
+            "",
+        );
+        assert!(refused.failed());
+        // A stdio server request with the client's answer.
+        let (e, _) = parse_mcp(&McpInput {
+            transport: "stdio",
+            request_body:
+                br#"{"jsonrpc":"2.0","id":3,"method":"sampling/createMessage","params":{}}"#,
+            response_content_type: None,
+            response_body: br#"{"jsonrpc":"2.0","id":3,"result":{"model":"m"}}"#,
+            session_id: None,
+            from_server: true,
+        });
+        assert_eq!(e.direction.as_deref(), Some(MCP_SERVER_TO_CLIENT));
+        assert_eq!(e.method.as_deref(), Some("sampling/createMessage"));
+        assert_eq!(e.result, Some(json!({"model": "m"})));
+        assert!(e.server_messages.is_empty(), "the answer is the client's");
+        // A tools/list answer names its tools.
+        let e = check(
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+            "application/json",
+            r#"{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"a"},{"name":"b"}]}}"#,
+        );
+        assert_eq!(e.tools_offered, ["a", "b"]);
+    }
+
+    #[test]
     fn notifications_batches_and_streams() {
         // A notification answered 202 with no body.
         let e = check(

@@ -513,3 +513,24 @@ pub fn replace_payloads(value: &mut serde_json::Value, blobs: &[FoundBlob], raw:
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod mcp_list_tests {
+    use super::mcp_list_ranges;
+
+    #[test]
+    fn an_mcp_list_is_found_in_json_sse_and_stdio_framing() {
+        let list = r#"[{"name":"a","inputSchema":{}}]"#;
+        let json = format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"tools":{list}}}}}"#);
+        let sse = format!("id: 0\nretry: 3000\ndata: \n\nevent: message\ndata: {json}\n\n");
+        let stdio =
+            format!("{{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}}\n{json}");
+        for body in [json.clone(), sse, stdio] {
+            let ranges = mcp_list_ranges(body.as_bytes());
+            assert_eq!(ranges.len(), 1, "{body}");
+            assert_eq!(&body[ranges[0].clone()], list);
+        }
+        assert!(mcp_list_ranges(br#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#).is_empty());
+        assert!(mcp_list_ranges(b"not json").is_empty());
+    }
+}

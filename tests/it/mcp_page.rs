@@ -38,7 +38,14 @@ async fn sign_in(browser: &Browser, token: &str) {
 async fn open_run(browser: &Browser, page: &str) -> String {
     browser.goto(&format!("{page}?view=runs&run={RUN}")).await;
     browser.wait_count("table.rounds tr.round", 2).await;
-    browser.wait_count("g.wf-mcp", 2).await;
+    // The MCP exchanges' rows: at least the two tool calls.
+    browser
+        .wait(
+            "the MCP rows",
+            "return document.querySelectorAll('g.wf-mcp').length >= 2",
+            json!([]),
+        )
+        .await;
     browser.html().await
 }
 
@@ -146,6 +153,11 @@ async fn the_page_shows_mcp_tool_calls_in_their_run() {
     browser
         .wait_text(".mcp-server[data-provider='tools']", "weather")
         .await;
+    assert_eq!(
+        browser.count(".mcp-server").await,
+        1,
+        "one server, one entry"
+    );
     let offered = browser.text(".mcp-server[data-provider='tools']").await;
     assert!(
         offered.contains("ask_client") && offered.contains("fail"),
