@@ -74,7 +74,8 @@ pub fn prepare(
         metas: Vec::with_capacity(batch.len()),
         manifests: Vec::new(),
         staging: content::Staging::with_stored(codec.clone(), stored),
-        with_subject: codec.keys.is_none(),
+        // Never in the clear (see the sled engine's sessions): read from the content.
+        with_subject: false,
     };
     let mut seen = HashSet::new();
     for call in batch {

@@ -335,11 +335,33 @@ impl SledStore {
             }
             meta.insert("index_v3", b"1")?;
         }
+        if meta.get("no_session_subjects")?.is_none() {
+            store.drop_session_subjects()?;
+            meta.insert("no_session_subjects", b"1")?;
+        }
         store.check_keyring(&shown)?;
         if carried.is_none() {
             store.load_facet_caches()?;
         }
         Ok(store)
+    }
+
+    /// Takes the subjects (first user messages, prompt text in the clear) out of
+    /// sessions stored before subjects were read from the content on demand.
+    fn drop_session_subjects(&self) -> Result<(), StoreError> {
+        let mut batch = Writes::default();
+        for entry in self.sessions.iter() {
+            let (key, value) = entry?;
+            let mut session: SessionSummary = decode(&key, &value)?;
+            if session.subject.take().is_some() {
+                batch.insert(
+                    key,
+                    serde_json::to_vec(&session).map_err(StoreError::Encode)?,
+                );
+            }
+        }
+        batch.apply_to(&self.sessions)?;
+        Ok(())
     }
 
     /// Once `snapshot_every_bytes` have been stored since this engine opened: flushes
@@ -620,7 +642,10 @@ impl SledStore {
                     }
                 };
                 let (old, mut s) = entry;
-                s.add_call(call, plaintext_ok);
+                // No subject is stored: it is prompt text outside the sealed content,
+                // which would outlive the call's expiry; the API reads it from the
+                // session's first call (`api::views::session_subject`).
+                s.add_call(call, false);
                 sessions.insert(session_id.clone(), (old, s));
             }
             if index::notes_rate_limit(call) {
@@ -1122,6 +1147,36 @@ impl SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sessions stored with a subject (a user's first message, in the clear) by an
+    /// earlier release lose it when the store next opens; new sessions never have one.
+    #[test]
+    fn stored_session_subjects_are_dropped_at_open() {
+        let dir = std::env::temp_dir().join(format!(
+            "llmtap-session-subjects-{}-{}",
+            std::process::id(),
+            crate::timefmt::now_unix_us()
+        ));
+        let store = SledStore::open_alone(&dir, StoreOptions::default()).unwrap();
+        let old = SessionSummary {
+            id: "s-1".into(),
+            subject: Some("my bank password is hunter2".into()),
+            calls: 1,
+            ..SessionSummary::default()
+        };
+        store
+            .sessions
+            .insert("s-1", serde_json::to_vec(&old).unwrap())
+            .unwrap();
+        store.meta.remove("no_session_subjects").unwrap();
+        store.db.flush().unwrap();
+        drop(store);
+        let store = SledStore::open_alone(&dir, StoreOptions::default()).unwrap();
+        let s = store.session("s-1").unwrap().unwrap();
+        assert_eq!((s.subject, s.calls), (None, 1));
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     /// Stores made before llmtap chose sled's segment size and page compression
     /// keep the settings they were created with.
