@@ -241,6 +241,17 @@ pub fn scope_session_to_tenant(meta: &mut CallMeta) {
 /// explicit ones, and left in place.
 pub const CODING_AGENT_SESSION_HEADERS: [&str; 2] = ["x-claude-code-session-id", "session_id"];
 
+/// A prompt-variables header: a JSON object of at most `MAX_PROMPT_VARIABLES` bytes.
+fn variables(key: &str, value: &HeaderValue) -> Result<serde_json::Value, HeaderError> {
+    let text = text_value(key, value, MAX_PROMPT_VARIABLES)?;
+    let parsed: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(key, format!("must be a JSON object: {e}")))?;
+    if !parsed.is_object() {
+        return Err(bad(key, "must be a JSON object"));
+    }
+    Ok(parsed)
+}
+
 /// Reads the `x-llmtap-*` headers and removes them (and hop-by-hop headers) from `headers`.
 /// Session ids are also read from `x-session-id` and `helicone-session-id`, then from
 /// coding agents' session headers (`CODING_AGENT_SESSION_HEADERS`), which all stay.
@@ -277,14 +288,12 @@ pub fn take_llmtap_headers(headers: &mut HeaderMap) -> Result<CallMeta, HeaderEr
                 "x-llmtap-session-id" => m.session_id = Some(id_value(key, value)?),
                 "x-llmtap-prompt" => m.prompt = Some(text_value(key, value, MAX_META_VALUE)?),
                 "x-llmtap-task-id" => m.task_id = Some(text_value(key, value, MAX_META_VALUE)?),
-                "x-llmtap-prompt-variables" => {
-                    let text = text_value(key, value, MAX_PROMPT_VARIABLES)?;
-                    let parsed: serde_json::Value = serde_json::from_str(&text)
-                        .map_err(|e| bad(key, format!("must be a JSON object: {e}")))?;
-                    if !parsed.is_object() {
-                        return Err(bad(key, "must be a JSON object"));
-                    }
-                    m.prompt_variables = Some(parsed);
+                "x-llmtap-user-prompt" => {
+                    m.user_prompt = Some(text_value(key, value, MAX_META_VALUE)?)
+                }
+                "x-llmtap-prompt-variables" => m.prompt_variables = Some(variables(key, value)?),
+                "x-llmtap-user-prompt-variables" => {
+                    m.user_prompt_variables = Some(variables(key, value)?)
                 }
                 "x-llmtap-omit" => match text_value(key, value, 16)?.as_str() {
                     "request" => meta.omit_request = true,
@@ -488,6 +497,8 @@ mod tests {
             ("x-llmtap-agent", "writer"),
             ("x-llmtap-property-team", "growth"),
             ("x-llmtap-prompt-variables", r#"{"city":"Oslo"}"#),
+            ("x-llmtap-user-prompt", "question@v4"),
+            ("x-llmtap-user-prompt-variables", r#"{"topic":"tides"}"#),
             ("x-llmtap-omit", "response"),
             ("helicone-session-id", "s1"),
             ("connection", "keep-alive, x-custom"),
@@ -499,6 +510,11 @@ mod tests {
         assert_eq!(meta.metadata.agent.as_deref(), Some("writer"));
         assert_eq!(meta.metadata.properties["team"], "growth");
         assert_eq!(meta.metadata.session_id.as_deref(), Some("s1"));
+        assert_eq!(meta.metadata.user_prompt.as_deref(), Some("question@v4"));
+        assert_eq!(
+            meta.metadata.user_prompt_variables,
+            Some(serde_json::json!({"topic": "tides"}))
+        );
         assert!(meta.omit_response && !meta.omit_request);
         assert!(h.keys().all(|k| !k.as_str().starts_with("x-llmtap-")));
         assert!(h.get("x-custom").is_none() && h.get("connection").is_none());
@@ -511,6 +527,7 @@ mod tests {
         for (k, v) in [
             ("x-llmtap-invocation-id", "has space"),
             ("x-llmtap-prompt-variables", "[1,2]"),
+            ("x-llmtap-user-prompt-variables", "not json"),
             ("x-llmtap-omit", "everything"),
             ("x-llmtap-bogus", "1"),
         ] {

@@ -273,10 +273,27 @@ pub struct Metadata {
     pub user_id: Option<String>,
     pub tenant: Option<String>,
     pub session_id: Option<String>,
+    /// `x-llmtap-prompt`: the system prompt's template as `name@version`.
     pub prompt: Option<String>,
+    /// `x-llmtap-prompt-variables`: what the system prompt was rendered with (content).
     pub prompt_variables: Option<Value>,
     pub task_id: Option<String>,
     pub properties: BTreeMap<String, String>,
+    /// `x-llmtap-user-prompt`: the user prompt's template as `name@version`, when the
+    /// agent renders its user message from a template too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_prompt: Option<String>,
+    /// `x-llmtap-user-prompt-variables`: what the user prompt was rendered with (content).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_prompt_variables: Option<Value>,
+}
+
+impl Metadata {
+    /// Whether either set of prompt variables was sent: content, stored and sealed
+    /// with the bodies, never in the clear metadata.
+    pub fn has_prompt_variables(&self) -> bool {
+        self.prompt_variables.is_some() || self.user_prompt_variables.is_some()
+    }
 }
 
 /// The agent's side of the connection, as llmtap saw it.

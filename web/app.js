@@ -126,6 +126,17 @@ function navClick(event) {
 
 window.addEventListener("popstate", () => route());
 
+// Leaving the page closes the view's stream and timers (a page kept in the
+// back/forward cache holds no connection); coming back from that cache draws the
+// view again from fresh reads instead of showing what was pending when it left.
+window.addEventListener("pagehide", () => {
+  if (cleanup) cleanup();
+  cleanup = null;
+});
+window.addEventListener("pageshow", (event) => {
+  if (event.persisted) route();
+});
+
 function route() {
   if (!ctx.who) return;
   if (cleanup) cleanup();
@@ -146,6 +157,12 @@ function route() {
 
 async function boot() {
   try {
+    // Without a token, ask first whether one is needed: a /whoami refused with 401
+    // would be a failed request (an error in the browser's console) on every visit.
+    if (!api.hasToken() && (await api.get("/access")).tokens_required) {
+      showLogin("");
+      return;
+    }
     ctx.who = await api.get("/whoami");
   } catch (e) {
     if (e instanceof api.Unauthorized) {

@@ -92,8 +92,17 @@ export function fmtTime(iso) {
     hour: "2-digit",
     minute: "2-digit",
     second: "2-digit",
+    fractionalSecondDigits: 3,
     timeZoneName: "short",
   });
+}
+
+/** The clock time to the millisecond, in the browser's time zone: `14:03:22.418`. */
+export function fmtClock(iso) {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return dash;
+  const pad = (n, w = 2) => String(n).padStart(w, "0");
+  return `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}.${pad(d.getMilliseconds(), 3)}`;
 }
 
 export function relTime(iso, now = Date.now()) {
@@ -108,9 +117,22 @@ export function relTime(iso, now = Date.now()) {
   return new Date(iso).toLocaleDateString();
 }
 
-/** `<time>` with a relative label and the exact local time on hover. */
+/** `<time>` with a relative label and the exact local time (milliseconds too) on hover. */
 export function when(iso) {
   return h("time", { datetime: iso, title: fmtTime(iso), class: "rel" }, relTime(iso));
+}
+
+/**
+ * A time inside a run, where relative labels say nothing ("2 min ago" for two rounds
+ * 400 ms apart): the clock time to the millisecond and the offset from the run's
+ * start, the date and the relative time on hover.
+ */
+export function whenInRun(iso, runStartMs) {
+  const t = new Date(iso).getTime();
+  const offset = Number.isFinite(t) && Number.isFinite(runStartMs) ? t - runStartMs : null;
+  return h("time", { datetime: iso, title: `${fmtTime(iso)} (${relTime(iso)})`, class: "exact" },
+    fmtClock(iso),
+    offset !== null ? h("span", { class: "muted offset" }, ` +${fmtMs(offset)}`) : null);
 }
 
 const STATUS_LABEL = {

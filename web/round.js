@@ -344,7 +344,15 @@ function prompt(panel, record) {
 function cost(panel, record) {
   const u = record.usage || {};
   const c = record.cost;
-  if (record.cost_usd === null || record.cost_usd === undefined || !c || !c.priced) {
+  const used = [u.input_tokens, u.output_tokens, u.total_tokens].some((n) => n !== null && n !== undefined && n > 0);
+  if (record.status !== "success" && !used && !c?.priced) {
+    // A failed or refused call was not answered: no tokens, nothing billed. Whether
+    // the model has a price does not come into it.
+    const why = record.http_status ? `the provider answered HTTP ${record.http_status}` : "the call got no answer";
+    panel.append(h("div", { class: "billed-nothing", role: "status" },
+      h("strong", null, "Nothing was billed. "),
+      `This call ended ${String(record.status || "unfinished").replace("_", " ")}: ${why} without a completion, so no tokens were used and there is nothing to price.`));
+  } else if (record.cost_usd === null || record.cost_usd === undefined || !c || !c.priced) {
     panel.append(h("div", { class: "warning-box", role: "alert" },
       h("strong", null, "No price for this model. "),
       `${record.response_model || record.model || "This model"} is not priced${c?.unpriced_reason ? `: ${c.unpriced_reason}` : ""}. Add it to the price table (llmtap prices) and reprice.`));

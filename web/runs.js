@@ -3,7 +3,7 @@
 
 import * as api from "./api.js";
 import { pathId } from "./api.js";
-import { h, s, clear, fmtInt, fmtCost, fmtMs, fmtTime, when, badge, errorBox, dash, facts } from "./dom.js";
+import { h, s, clear, fmtInt, fmtCost, fmtMs, fmtTime, when, whenInRun, badge, errorBox, dash, facts } from "./dom.js";
 import { roundDetail } from "./round.js";
 
 export const FILTERS = ["agent", "provider", "model", "status", "trigger", "has_session", "prompt", "user_id", "session_id", "tenant", "from", "to", "q"];
@@ -42,7 +42,10 @@ export function runsView(main, params, ctx) {
     selected: null,
     total: 0,
     lowerBound: false,
-    pendingNew: 0,
+    // Runs that started since the first page was read, seen while another page (or a
+    // text search) is shown: counted once each, however many calls they make.
+    pendingNew: new Set(),
+    newestAtLoad: null,
     stopStream: null,
     generation: 0,
   };
@@ -93,13 +96,15 @@ export function runsView(main, params, ctx) {
   });
 
   const notice = h("div", { class: "notice hidden", id: "new-runs", role: "status" });
+  // A run the URL names that is not on the page shown (`/?run=ID` from a link).
+  const linked = h("section", { class: "linked-run hidden", id: "linked-run" });
   const table = h("table", { class: "runs", id: "runs-table" },
     h("thead", null, h("tr", null, COLUMNS.map((c) => h("th", { scope: "col" }, c)))));
   const tbody = h("tbody");
   table.append(tbody);
   const pager = h("div", { class: "pager" });
   const message = h("div", { class: "message" });
-  main.append(form, notice, message, h("div", { class: "table-wrap" }, table), pager);
+  main.append(form, notice, message, linked, h("div", { class: "table-wrap" }, table), pager);
 
   form.querySelector("#clear-filters").addEventListener("click", () => {
     for (const el of form.querySelectorAll("input, select")) el.value = "";
@@ -176,8 +181,11 @@ export function runsView(main, params, ctx) {
     state.total = page.total;
     state.lowerBound = page.total_is_lower_bound;
     state.next = page.next_cursor;
-    state.pendingNew = 0;
-    notice.classList.add("hidden");
+    if (!state.cursor) {
+      state.newestAtLoad = page.items.length ? Date.parse(page.items[0].started_at) : null;
+      state.pendingNew.clear();
+      notice.classList.add("hidden");
+    }
     clear(tbody);
     state.rows.clear();
     for (const inv of page.items) {
@@ -189,7 +197,12 @@ export function runsView(main, params, ctx) {
       tbody.append(h("tr", { class: "empty" }, h("td", { colspan: COLUMNS.length }, "No runs match these filters yet.")));
     }
     drawPager();
-    if (state.open && state.rows.has(state.open)) expand(state.open, { keepRound: true });
+    if (state.open && state.rows.has(state.open)) {
+      closeLinked();
+      expand(state.open, { keepRound: true });
+    } else if (state.open) {
+      showLinked(state.open);
+    }
     if (firstDraw) {
       firstDraw = false;
       performance.mark("runs-table-drawn");
@@ -225,10 +238,30 @@ export function runsView(main, params, ctx) {
     clear(pager).append(h("span", { id: "showing" }, label), h("span", { class: "pager-buttons" }, prev, next));
   }
 
+  /** The run `id` opened from the URL although it is not on the page shown. */
+  function showLinked(id) {
+    const close = h("button", { type: "button", class: "link", id: "close-linked" }, "Close");
+    close.addEventListener("click", () => collapse());
+    const body = h("div", { class: "linked-body" }, h("div", { class: "loading" }, "Loading run…"));
+    clear(linked).append(
+      h("div", { class: "linked-head" },
+        h("strong", null, "Run "), h("span", { class: "mono" }, id),
+        h("span", { class: "muted" }, " (opened by its link; not on this page of the list) "), close),
+      body);
+    linked.dataset.id = id;
+    linked.classList.remove("hidden");
+    runDetail(body, id, ctx, Number(ctx.params().get("round")) || null);
+  }
+
+  function closeLinked() {
+    clear(linked).classList.add("hidden");
+    delete linked.dataset.id;
+  }
+
   function rowFor(inv) {
     const provider = (inv.providers || []).join(", ");
     const model = inv.models && inv.models.length > 1 ? `${inv.model} +${inv.models.length - 1}` : inv.model;
-    const tr = h("tr", { class: "run", tabindex: "-1", dataset: { id: inv.id } },
+    const tr = h("tr", { class: "run", tabindex: "-1", dataset: { id: inv.id, started: inv.started_at } },
       h("td", { class: "id mono", title: inv.id }, inv.id),
       h("td", null, when(inv.started_at)),
       h("td", null, inv.agent || dash),
@@ -269,6 +302,7 @@ export function runsView(main, params, ctx) {
   }
 
   function collapse() {
+    closeLinked();
     const old = tbody.querySelector("tr.run-detail");
     if (old) old.remove();
     for (const tr of tbody.querySelectorAll("tr.run.open")) tr.classList.remove("open");
@@ -286,6 +320,7 @@ export function runsView(main, params, ctx) {
     for (const tr of tbody.querySelectorAll("tr.run.open")) tr.classList.remove("open");
     const tr = state.rows.get(id);
     if (!tr) return;
+    closeLinked();
     state.open = id;
     tr.classList.add("open");
     const p = ctx.params();
@@ -310,7 +345,10 @@ export function runsView(main, params, ctx) {
       if (name !== "invocation") return;
       ctx.refreshSummary();
       live(inv);
-    }, (on) => ctx.setLive(on));
+    }, (on) => ctx.setLive(on), {
+      // Back from a hidden tab (which holds no stream): read the page again.
+      onResume: () => load(),
+    });
   }
 
   function live(inv) {
@@ -322,10 +360,16 @@ export function runsView(main, params, ctx) {
       if (state.open === inv.id) refreshOpen(inv.id);
       return;
     }
+    if (linked.dataset.id === inv.id) refreshLinked(inv.id);
+    const started = Date.parse(inv.started_at);
     if (state.cursor || ctx.params().get("q")) {
-      state.pendingNew += 1;
+      // Another page (or a search the stream cannot apply) is shown: count the runs
+      // that started after the first page was read, each once.
+      if (state.newestAtLoad !== null && !(started > state.newestAtLoad)) return;
+      state.pendingNew.add(inv.id);
+      const n = state.pendingNew.size;
       notice.replaceChildren(
-        `${fmtInt(state.pendingNew)} new run${state.pendingNew === 1 ? "" : "s"} since this page was loaded. `,
+        `${fmtInt(n)} new run${n === 1 ? "" : "s"} since this page was loaded. `,
         h("button", { type: "button", class: "link", id: "show-newest" }, "Show the newest"),
       );
       notice.querySelector("button").addEventListener("click", () => {
@@ -337,18 +381,26 @@ export function runsView(main, params, ctx) {
       notice.classList.remove("hidden");
       return;
     }
+    // A run older than every row of a full page belongs to a later page.
+    const shown = [...state.rows.values()];
+    if (shown.length >= PAGE && started < Date.parse(shown[shown.length - 1].dataset.started)) return;
     const empty = tbody.querySelector("tr.empty");
     if (empty) empty.remove();
     const tr = rowFor(inv);
     tr.classList.add("fresh");
-    // Keep what the reader is looking at in place: the new row pushes the table down,
-    // so scroll by its height when the table is not at the top of the window.
+    // Keep what the reader is looking at in place: note where a row below the new one
+    // is (the open run, else the first row in view), and scroll by what it moved.
+    const anchor = anchorRow();
+    const anchorTop = anchor ? anchor.getBoundingClientRect().top : 0;
     const before = window.scrollY;
-    tbody.prepend(tr);
-    state.rows.set(inv.id, tr);
-    if (before > 0) window.scrollBy(0, tr.getBoundingClientRect().height);
+    // In start order: before the first row that started earlier.
+    const next = shown.find((r) => Date.parse(r.dataset.started) < started);
+    if (next) next.before(tr);
+    else tbody.append(tr);
     state.total += 1;
-    // One page of rows at most: drop the oldest rows that are not open.
+    // Rows newest first in the map too, then one page at most: drop the oldest rows
+    // that are neither open nor selected.
+    state.rows = new Map([...tbody.querySelectorAll("tr.run")].map((r) => [r.dataset.id, r]));
     const ids = [...state.rows.keys()];
     let extra = state.rows.size - PAGE;
     for (let i = ids.length - 1; i >= 0 && extra > 0; i--) {
@@ -358,9 +410,29 @@ export function runsView(main, params, ctx) {
       state.rows.delete(victim);
       extra -= 1;
     }
-    // Rows are kept newest first in the map too.
-    state.rows = new Map([...tbody.querySelectorAll("tr.run")].map((r) => [r.dataset.id, r]));
+    if (before > 0 && anchor && anchor.isConnected) {
+      const moved = anchor.getBoundingClientRect().top - anchorTop;
+      if (moved) window.scrollBy(0, moved);
+    }
     drawPager();
+  }
+
+  /** The row whose place on screen the reader keeps: the open run, else the first row in view. */
+  function anchorRow() {
+    const open = state.open ? state.rows.get(state.open) : null;
+    if (open && open.getBoundingClientRect().bottom > 0) return open;
+    return [...state.rows.values()].find((r) => r.getBoundingClientRect().bottom > 0) || null;
+  }
+
+  let linkedTimer = null;
+  function refreshLinked(id) {
+    if (linkedTimer) return;
+    linkedTimer = setTimeout(() => {
+      linkedTimer = null;
+      const body = linked.querySelector(".linked-body");
+      if (!body || linked.dataset.id !== id) return;
+      runDetail(body, id, ctx, Number(ctx.params().get("round")) || null, { quiet: true });
+    }, 800);
   }
 
   let refreshTimer = null;
@@ -435,10 +507,14 @@ export async function runDetail(cell, id, ctx, openRound, { quiet = false } = {}
     detail = await api.get(`/invocations/${pathId(id)}`, { calls: "false" });
   } catch (e) {
     if (e instanceof api.Unauthorized) return ctx.signedOut();
-    if (!quiet) clear(cell).append(errorBox(e.message));
+    if (quiet) return;
+    clear(cell).append(errorBox(e instanceof api.ApiError && e.status === 404
+      ? `There is no run ${id}: the link may be mistyped, or retention has removed the run.`
+      : e.message));
     return;
   }
   const rounds = detail.rounds || [];
+  const runStart = Math.min(...rounds.map((r) => Date.parse(r.started_at)).filter(Number.isFinite));
   const box = h("div", { class: "run-box" });
   const cost = detail.cost_usd === null && detail.unpriced_calls > 0
     ? h("span", { class: "warn" }, `no price for ${detail.unpriced_calls} call${detail.unpriced_calls === 1 ? "" : "s"}`)
@@ -481,7 +557,7 @@ export async function runDetail(cell, id, ctx, openRound, { quiet = false } = {}
         t.name, t.duration_ms !== null && t.duration_ms !== undefined ? ` (${fmtMs(t.duration_ms)})` : ""));
     const tr = h("tr", { class: "round", tabindex: "0", dataset: { round: r.round } },
       h("td", { class: "mono" }, `r${r.round}`),
-      h("td", null, when(r.started_at)),
+      h("td", { class: "started" }, whenInRun(r.started_at, runStart)),
       h("td", null, r.model || dash),
       h("td", { class: "num" }, `${fmtInt(r.input_tokens)} / ${fmtInt(r.output_tokens)}`),
       h("td", { class: "num" }, r.cost_usd === null && r.input_tokens !== null ? h("span", { class: "warn" }, "no price") : fmtCost(r.cost_usd)),
@@ -496,11 +572,14 @@ export async function runDetail(cell, id, ctx, openRound, { quiet = false } = {}
     rowsByRound.set(r.round, tr);
     tbody.append(tr);
   }
-  box.append(h("h3", null, `Rounds (${fmtInt(rounds.length)})`), h("div", { class: "rounds-wrap" }, table));
+  // A round opens below the rounds' scroll box, in the page's flow: long
+  // conversations read with the page's scrollbar, under no sticky header.
+  const roundSlot = h("div", { class: "round-slot" });
+  box.append(h("h3", null, `Rounds (${fmtInt(rounds.length)})`), h("div", { class: "rounds-wrap" }, table), roundSlot);
   clear(cell).append(box);
 
   function openRoundRow(n, { push = true } = {}) {
-    const old = tbody.querySelector("tr.round-detail");
+    const old = roundSlot.querySelector(".round-detail");
     const wasOpen = old && Number(old.dataset.round) === n;
     if (old) old.remove();
     for (const r of tbody.querySelectorAll("tr.round.open")) r.classList.remove("open");
@@ -516,11 +595,14 @@ export async function runDetail(cell, id, ctx, openRound, { quiet = false } = {}
     tr.classList.add("open");
     p.set("round", n);
     ctx.setParams(p, { push: false });
-    const td = h("td", { colspan: 11 });
-    tr.after(h("tr", { class: "round-detail", dataset: { round: n } }, td));
+    const panel = h("div", { class: "round-detail", dataset: { round: n } });
+    roundSlot.append(panel);
     const index = rounds.findIndex((r) => r.round === n);
-    roundDetail(td, detail, index, ctx);
-    if (push) tr.scrollIntoView({ block: "nearest" });
+    roundDetail(panel, detail, index, ctx);
+    if (push) {
+      tr.scrollIntoView({ block: "nearest" });
+      panel.scrollIntoView({ block: "start" });
+    }
   }
   if (openRound && rowsByRound.has(openRound)) openRoundRow(openRound, { push: false });
 }

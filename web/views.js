@@ -28,10 +28,52 @@ export function sessionsView(main, params, ctx) {
   if (id) return sessionDetail(main, id, ctx);
   const state = { cursors: [], cursor: null, offset: 0 };
   const body = h("div");
-  main.append(h("h2", null, "Sessions"), body);
+  // Filters: days active (UTC, both inclusive), agent, model; kept in the address.
+  const field = (label, input) => h("label", { class: "field" }, h("span", null, label), input);
+  const input = (name, type, placeholder) =>
+    h("input", { name, type, placeholder, value: params.get(name) || "", autocomplete: "off" });
+  const form = h("form", { class: "filters session-filters" },
+    field("From (UTC day)", input("from", "date")),
+    field("To (UTC day)", input("to", "date")),
+    field("Agent", input("agent", "search", "any")),
+    field("Model", input("model", "search", "any")),
+    h("div", { class: "filter-actions" }, h("button", { type: "button", class: "link", id: "clear-session-filters" }, "Clear")));
+  const apply = () => {
+    const p = new URLSearchParams({ view: "sessions" });
+    for (const el of form.querySelectorAll("input[name]")) if (el.value.trim()) p.set(el.name, el.value.trim());
+    ctx.setParams(p);
+    state.cursors = [];
+    state.cursor = null;
+    state.offset = 0;
+    load();
+  };
+  form.addEventListener("change", apply);
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    apply();
+  });
+  form.querySelector("#clear-session-filters").addEventListener("click", () => {
+    for (const el of form.querySelectorAll("input")) el.value = "";
+    apply();
+  });
+  main.append(h("h2", null, "Sessions"), form, body);
   let alive = true;
+  // The API's `to` is exclusive: the day after the last day asked for.
+  const dayAfter = (day) => {
+    const d = new Date(`${day}T00:00:00Z`);
+    if (Number.isNaN(d.getTime())) return null;
+    return new Date(d.getTime() + 86400_000).toISOString().slice(0, 10);
+  };
   async function load() {
-    const q = { limit: 20, cursor: state.cursor };
+    const filters = ctx.params();
+    const q = {
+      limit: 20,
+      cursor: state.cursor,
+      from: filters.get("from"),
+      to: filters.get("to") ? dayAfter(filters.get("to")) : null,
+      agent: filters.get("agent"),
+      model: filters.get("model"),
+    };
     let page;
     try {
       page = await api.get("/sessions", q);
@@ -71,7 +113,9 @@ export function sessionsView(main, params, ctx) {
     clear(body).append(
       page.items.length
         ? table([["Subject"], ["Agent"], ["Calls", 1], ["Tokens in / out", 1], ["Cost", 1], ["Time span"], ["Duration", 1]], rows, "sessions")
-        : h("p", { class: "muted" }, "No sessions yet: send x-llmtap-session-id with a conversation's calls."),
+        : h("p", { class: "muted" }, [...form.querySelectorAll("input")].some((el) => el.value)
+          ? "No session matches these filters."
+          : "No sessions yet: send x-llmtap-session-id with a conversation's calls, or let llmtap group them by conversation."),
       h("div", { class: "pager" },
         h("span", null, page.items.length ? `Showing ${fmtInt(state.offset + 1)} to ${fmtInt(state.offset + page.items.length)} of ${total}` : ""),
         h("span", { class: "pager-buttons" }, prev, next)));
@@ -132,7 +176,7 @@ function sessionDetail(main, id, ctx) {
       timer = null;
       load();
     }, 700);
-  }, (on) => ctx.setLive(on));
+  }, (on) => ctx.setLive(on), { onResume: () => load() });
   return () => {
     alive = false;
     stop();
@@ -301,11 +345,14 @@ function meter(label, w) {
   fill.style.width = `${Math.max(0, Math.min(100, fraction * 100)).toFixed(1)}%`;
   const resetAt = w.reset_at ? new Date(w.reset_at) : null;
   const sameDay = resetAt && resetAt.toDateString() === new Date().toDateString();
-  const reset = resetAt ? `resets ${sameDay ? resetAt.toLocaleTimeString() : fmtTime(w.reset_at)}` : w.reset_s !== null && w.reset_s !== undefined ? `resets in ${w.reset_s} s` : "";
+  const at = resetAt ? (sameDay ? resetAt.toLocaleTimeString() : fmtTime(w.reset_at)) : null;
+  const reset = w.has_reset
+    ? `reset${at ? ` at ${at}` : ""} since this report`
+    : at ? `resets ${at}` : w.reset_s !== null && w.reset_s !== undefined ? `resets in ${w.reset_s} s` : "";
   return h("div", { class: "meter" },
     h("div", { class: "meter-label" }, label, h("span", { class: "muted" }, ` ${reset}`)),
     h("div", { class: "meter-bar", role: "meter", "aria-valuemin": 0, "aria-valuemax": w.limit, "aria-valuenow": w.remaining }, fill),
-    h("div", { class: "meter-text" }, `${fmtInt(w.remaining)} of ${fmtInt(w.limit)} left (${(fraction * 100).toFixed(1)} %)`));
+    h("div", { class: "meter-text" }, `${fmtInt(w.remaining)} of ${fmtInt(w.limit)} left (${(fraction * 100).toFixed(1)} %)${w.has_reset ? " when reported" : ""}`));
 }
 
 export function rateLimitsView(main, params, ctx) {
@@ -331,12 +378,12 @@ export function rateLimitsView(main, params, ctx) {
       out.append(h("p", { class: "muted" }, "No provider has reported rate-limit headers yet."));
       return;
     }
-    const items = [...rl.items].sort((a, b) => (a.headroom_pct ?? 101) - (b.headroom_pct ?? 101));
-    for (const x of items) out.append(card(x));
+    // In the API's order: the tightest headroom now first, stale states last.
+    for (const x of rl.items) out.append(card(x));
   }
   function card(x) {
     const head = x.headroom_pct;
-    const cls = head === null || head === undefined ? "" : head < 10 ? "low" : head < 30 ? "mid" : "ok";
+    const cls = x.stale ? "stale" : head === null || head === undefined ? "" : head < 10 ? "low" : head < 30 ? "mid" : "ok";
     const series = x.series || [];
     const lim = (w) => (w && w.limit ? w.limit : null);
     const line = (key, w, name, cls2) => ({
@@ -356,15 +403,18 @@ export function rateLimitsView(main, params, ctx) {
     const chart = lines.length || marks.length
       ? timeChart(lines, marks, { width, height: 180, from, to: now })
       : h("p", { class: "muted" }, "No series points in the last 24 hours.");
-    return h("section", { class: "rl-card", dataset: { provider: x.provider } },
+    const headroom = x.stale
+      ? [h("div", { class: "headroom-value" }, "reset"),
+        h("div", { class: "headroom-label" }, `every window has reset since ${fmtTime(x.at)}${x.reported_headroom_pct !== null && x.reported_headroom_pct !== undefined ? ` (${x.reported_headroom_pct.toFixed(1)} % then)` : ""}; no current state`)]
+      : [h("div", { class: "headroom-value" }, head === null || head === undefined ? dash : `${head.toFixed(1)} %`),
+        h("div", { class: "headroom-label" }, "headroom now")];
+    return h("section", { class: `rl-card${x.stale ? " stale" : ""}`, dataset: { provider: x.provider, model: x.model || "", key: x.key_fingerprint || "" } },
       h("div", { class: "rl-head" },
         h("div", null,
           h("h3", null, `${x.provider} · ${x.model || "any model"}`),
           h("div", { class: "muted mono" }, x.key_fingerprint ? `key ${x.key_fingerprint}` : "no key fingerprint"),
           h("div", { class: "muted" }, `last reported ${fmtTime(x.at)}`)),
-        h("div", { class: `headroom ${cls}` },
-          h("div", { class: "headroom-value" }, head === null || head === undefined ? dash : `${head.toFixed(1)} %`),
-          h("div", { class: "headroom-label" }, "headroom now"))),
+        h("div", { class: `headroom ${cls}` }, headroom)),
       h("div", { class: "rl-body" },
         h("div", { class: "meters" },
           meter("Requests", x.requests),

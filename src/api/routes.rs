@@ -189,6 +189,26 @@ const SUMMARY: &[ParamSpec] = &[ParamSpec::text(
     "tz",
     "the time zone that defines today: UTC (default), a fixed offset like +02:00 (a multiple of 15 minutes; an unencoded + is accepted) or an IANA name like Europe/Berlin",
 )];
+/// The session list's filters (`SessionFilter`, store/index.rs).
+const SESSION_FILTERS: &[ParamSpec] = &[
+    ParamSpec::text(
+        "tenant",
+        "tenant; a tenant-confined token may only pass its own",
+    ),
+    ParamSpec::text(
+        "from",
+        "sessions active at or after this time (their last call started then or later); RFC 3339 or YYYY-MM-DD (UTC midnight)",
+    ),
+    ParamSpec::text(
+        "to",
+        "sessions active before this time (their first call started earlier), exclusive; RFC 3339 or YYYY-MM-DD",
+    ),
+    ParamSpec::text("agent", "the session's agent (its first call's x-llmtap-agent)"),
+    ParamSpec::text(
+        "model",
+        "a model one of the session's LLM calls asked for or was answered by",
+    ),
+];
 const SESSION: &[ParamSpec] = &[
     ParamSpec::query(
         "limit",
@@ -306,6 +326,11 @@ fn audit_log(s: &ApiState, w: &Principal, p: &Params, _: &PathArgs) -> ApiResult
 }
 fn whoami(s: &ApiState, w: &Principal, _: &Params, _: &PathArgs) -> ApiResult {
     views::whoami(s, w)
+}
+fn access(s: &ApiState, _: &Params, _: &PathArgs) -> ApiResult {
+    super::ok(&schema::AccessInfo {
+        tokens_required: s.auth.enabled(),
+    })
 }
 fn metrics(s: &ApiState, w: &Principal, _: &Params, _: &PathArgs) -> ApiResult {
     // Request counts per provider and status are every tenant's traffic.
@@ -452,8 +477,8 @@ pub static ROUTES: &[Route] = &[
         path: "/api/v1/sessions",
         handler: Handler::Read(sessions),
         access: Access::Viewer,
-        summary: "Sessions, newest first",
-        params: &[TENANT, PAGE_PARAMS],
+        summary: "Sessions, newest first (by first call), filtered by activity dates, agent and model",
+        params: &[SESSION_FILTERS, PAGE_PARAMS],
         reply: json(
             schema_of::<views::PageOf<crate::store::index::SessionSummary>>,
             "a page of sessions (subjects for admins only)",
@@ -560,6 +585,15 @@ pub static ROUTES: &[Route] = &[
         summary: "The caller's token name, role, tenant, and whether tokens are required (the web page asks first)",
         params: &[],
         reply: json(schema_of::<schema::WhoAmI>, "who the token is"),
+    },
+    Route {
+        method: Method::GET,
+        path: "/api/v1/access",
+        handler: Handler::Public(access),
+        access: Access::Public,
+        summary: "Whether reads need a token, answered without one (the web page asks this first, so a visit before sign-in makes no failed request)",
+        params: &[],
+        reply: json(schema_of::<schema::AccessInfo>, "whether tokens are required"),
     },
     Route {
         method: Method::GET,

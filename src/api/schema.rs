@@ -176,6 +176,14 @@ pub struct WhoAmI {
     pub tokens_required: bool,
 }
 
+/// `GET /access`: whether reads need a token, asked without one.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct AccessInfo {
+    /// Whether the read API requires tokens (false: loopback without tokens).
+    pub tokens_required: bool,
+}
+
 /// `GET /invocations/{id}`.
 #[derive(JsonSchema)]
 #[allow(dead_code)]
@@ -559,8 +567,14 @@ pub struct RateLimitRow {
     tokens: Option<LimitWindowState>,
     input_tokens: Option<LimitWindowState>,
     output_tokens: Option<LimitWindowState>,
-    /// The smallest remaining/limit percentage of the windows.
+    /// The smallest remaining/limit percentage of the windows that have not reset
+    /// since they were reported: the headroom now (null when none is known).
     headroom_pct: Option<f64>,
+    /// The smallest remaining/limit percentage as reported at `at`.
+    reported_headroom_pct: Option<f64>,
+    /// Every window that reported a headroom has reset since: the state is history,
+    /// not headroom now (such rows come last).
+    stale: bool,
     retry_after_s: Option<f64>,
     rate_limited_1h: u64,
     rate_limited_24h: u64,
@@ -580,6 +594,8 @@ pub struct LimitWindowState {
     reset_s: Option<f64>,
     reset_at: Option<String>,
     headroom_pct: Option<f64>,
+    /// The window's reset time has passed since it was reported.
+    has_reset: bool,
 }
 
 #[derive(JsonSchema)]

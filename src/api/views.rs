@@ -184,6 +184,7 @@ fn redact_call(call: &mut CallRecord) {
     call.request_body = None;
     call.response_body = None;
     call.metadata.prompt_variables = None;
+    call.metadata.user_prompt_variables = None;
     // The client's address is personal data (it names a person's machine or network);
     // the user agent names the agent's SDK and stays.
     call.client.ip = None;
@@ -277,7 +278,19 @@ pub(super) fn invocation(
     if who.is_admin() {
         audit(state, who, "read invocation messages and tool calls", path)?;
     }
-    let described = crate::agent_loop::describe(&calls);
+    let mut described = crate::agent_loop::describe(&calls);
+    if !who.is_admin() {
+        // The gaps name each tool call they hold by its path: a viewer gets it
+        // without its query string (the tool's arguments), as in the timeline.
+        for seen in described
+            .gaps
+            .iter_mut()
+            .flat_map(|g| g.tool_calls.iter_mut())
+            .chain(described.outside_gaps.iter_mut())
+        {
+            seen.path = without_query(&seen.path).to_string();
+        }
+    }
     let mut value = serde_json::to_value(&summary).unwrap_or_default();
     value["round_count"] = json!(inv.rounds);
     value["llm_calls"] = json!(calls.iter().filter(|c| !is_tool_http(c)).count());
@@ -351,10 +364,15 @@ fn is_tool_http(call: &CallRecord) -> bool {
 /// as a viewer sees it; an LLM call's path as it is.
 fn path_for_viewer(call: &CallRecord) -> &str {
     if is_tool_http(call) {
-        call.path.split('?').next().unwrap_or("")
+        without_query(&call.path)
     } else {
         &call.path
     }
+}
+
+/// A path or URL up to its query string.
+fn without_query(path: &str) -> &str {
+    path.split('?').next().unwrap_or("")
 }
 
 /// The timeline's `kind` of a call: `llm`, `http` or `mcp`.
@@ -648,8 +666,21 @@ pub(super) fn sessions(state: &ApiState, who: &Principal, p: &Params) -> ApiResu
         }
         tenant = Some(mine.clone());
     }
+    let text = |name: &str| p.get(name).filter(|v| !v.is_empty()).map(str::to_string);
+    let filter = crate::store::index::SessionFilter {
+        tenant,
+        from_us: p.time("from")?,
+        to_us: p.time("to")?,
+        agent: text("agent"),
+        model: text("model"),
+    };
+    if let (Some(a), Some(b)) = (filter.from_us, filter.to_us) {
+        if a >= b {
+            return Err(bad("to", "must be later than from").into());
+        }
+    }
     let request = params::page_request(p, true)?;
-    let mut page = state.store.list_sessions(tenant.as_deref(), &request)?;
+    let mut page = state.store.list_sessions(&filter, &request)?;
     if who.is_admin() {
         for s in &mut page.items {
             session_subject(state, s)?;
@@ -770,6 +801,11 @@ fn session_conversation(
             if !who.is_admin() {
                 t.text = None;
                 t.arguments = None;
+                // A captured tool call is named by its method and URL: without the
+                // query string (its arguments) for a viewer.
+                if t.kind == "tool" {
+                    t.name = t.name.as_deref().map(|n| without_query(n).to_string());
+                }
             }
             let mut v = serde_json::to_value(&t).unwrap_or_default();
             if t.kind == "failure" {
@@ -1098,7 +1134,7 @@ pub(super) fn stats(state: &ApiState, who: &Principal, p: &Params) -> ApiResult 
     }))
 }
 
-fn window_json(w: &Option<LimitWindow>) -> Value {
+fn window_json(w: &Option<LimitWindow>, at_us: u64, now_us: u64) -> Value {
     match w {
         None => Value::Null,
         Some(w) => json!({
@@ -1107,6 +1143,7 @@ fn window_json(w: &Option<LimitWindow>) -> Value {
             "reset_s": w.reset_s,
             "reset_at": w.reset_at,
             "headroom_pct": headroom(w),
+            "has_reset": has_reset(w, at_us, now_us),
         }),
     }
 }
@@ -1116,6 +1153,39 @@ fn headroom(w: &LimitWindow) -> Option<f64> {
         (Some(r), Some(l)) if l > 0 => Some((r as f64 / l as f64 * 1000.0).round() / 10.0),
         _ => None,
     }
+}
+
+/// Whether a window reported at `at_us` has reset by `now_us` (its reset time, or
+/// the report plus its reset delay, has passed): its remaining count is history.
+fn has_reset(w: &LimitWindow, at_us: u64, now_us: u64) -> bool {
+    let reset_us = w
+        .reset_at
+        .as_deref()
+        .and_then(crate::timefmt::parse_rfc3339_us)
+        .or_else(|| {
+            w.reset_s
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(|s| at_us.saturating_add((s * 1e6) as u64))
+        });
+    reset_us.is_some_and(|reset| reset <= now_us)
+}
+
+/// The headroom of a rate-limit state now: the lowest of its windows that have not
+/// reset since they were reported, and whether every window that had one has reset
+/// (`stale`: the state is history, not headroom now).
+fn headroom_now(s: &idx::RateLimitState, now_us: u64) -> (Option<f64>, Option<f64>, bool) {
+    let windows = [&s.requests, &s.tokens, &s.input_tokens, &s.output_tokens];
+    let mut reported: Option<f64> = None;
+    let mut current: Option<f64> = None;
+    for w in windows.into_iter().flatten() {
+        let Some(h) = headroom(w) else { continue };
+        reported = Some(reported.map_or(h, |r| r.min(h)));
+        if !has_reset(w, s.at_us, now_us) {
+            current = Some(current.map_or(h, |c| c.min(h)));
+        }
+    }
+    let stale = reported.is_some() && current.is_none();
+    (current, reported, stale)
 }
 
 pub(super) fn ratelimits(state: &ApiState, who: &Principal, p: &Params) -> ApiResult {
@@ -1137,21 +1207,19 @@ pub(super) fn ratelimits(state: &ApiState, who: &Principal, p: &Params) -> ApiRe
         if provider.is_some_and(|want| want != s.provider) {
             continue;
         }
-        let windows = [&s.requests, &s.tokens, &s.input_tokens, &s.output_tokens];
-        let head = windows
-            .iter()
-            .filter_map(|w| w.as_ref().and_then(headroom))
-            .min_by(f64::total_cmp);
+        let (head, reported, stale) = headroom_now(&s, now);
         let mut v = json!({
             "provider": s.provider,
             "key_fingerprint": s.key_fingerprint,
             "model": s.model,
             "at": s.at,
-            "requests": window_json(&s.requests),
-            "tokens": window_json(&s.tokens),
-            "input_tokens": window_json(&s.input_tokens),
-            "output_tokens": window_json(&s.output_tokens),
+            "requests": window_json(&s.requests, s.at_us, now),
+            "tokens": window_json(&s.tokens, s.at_us, now),
+            "input_tokens": window_json(&s.input_tokens, s.at_us, now),
+            "output_tokens": window_json(&s.output_tokens, s.at_us, now),
             "headroom_pct": head,
+            "reported_headroom_pct": reported,
+            "stale": stale,
             "retry_after_s": s.retry_after_s,
             "rate_limited_1h": state.store.count_429_since(&key, now.saturating_sub(HOUR_US))?,
             "rate_limited_24h": state.store.count_429_since(&key, now.saturating_sub(DAY_US))?,
@@ -1178,6 +1246,18 @@ pub(super) fn ratelimits(state: &ApiState, who: &Principal, p: &Params) -> ApiRe
         }
         items.push(v);
     }
+    // The tightest headroom first; states with no headroom now (none reported, or
+    // every window reset since) after them, the stale ones last.
+    let order = |v: &Value| {
+        (
+            v["stale"].as_bool().unwrap_or(false),
+            v["headroom_pct"].as_f64().unwrap_or(f64::INFINITY),
+        )
+    };
+    items.sort_by(|a, b| {
+        let (a, b) = (order(a), order(b));
+        a.0.cmp(&b.0).then(a.1.total_cmp(&b.1))
+    });
     ok(&json!({"items": items, "count": items.len()}))
 }
 

@@ -38,6 +38,7 @@ const HAS_SEARCH_SYSTEM: u16 = 64;
 const HAS_SEARCH_USER: u16 = 128;
 /// The response view is rebuilt from the raw request and response at read time.
 const RESPONSE_VIEW_DERIVED: u16 = 256;
+const HAS_USER_PROMPT_VARIABLES: u16 = 512;
 
 /// Where a call's content lives.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -58,6 +59,9 @@ pub struct Manifest {
     /// sealed and dropped with the bodies.
     pub search_system: Option<Addr>,
     pub search_user: Option<Addr>,
+    /// `x-llmtap-user-prompt-variables` (JSON), like `prompt_variables`. Its address
+    /// comes after every other one in the encoding, so older manifests read as before.
+    pub user_prompt_variables: Option<Addr>,
     /// Pieces kept in the manifest itself (small bodies, see `INLINE_MAX`); a piece
     /// is either inline or addressed, never both.
     pub inline: Inline,
@@ -123,6 +127,7 @@ impl Manifest {
             &self.prompt_variables,
             &self.search_system,
             &self.search_user,
+            &self.user_prompt_variables,
         ]
         .into_iter()
         .flatten()
@@ -144,6 +149,7 @@ impl Manifest {
             (HAS_PROMPT_VARIABLES, &self.prompt_variables),
             (HAS_SEARCH_SYSTEM, &self.search_system),
             (HAS_SEARCH_USER, &self.search_user),
+            (HAS_USER_PROMPT_VARIABLES, &self.user_prompt_variables),
         ] {
             if let Some(a) = a {
                 flags |= bit;
@@ -201,6 +207,7 @@ impl Manifest {
             (HAS_PROMPT_VARIABLES, &mut m.prompt_variables),
             (HAS_SEARCH_SYSTEM, &mut m.search_system),
             (HAS_SEARCH_USER, &mut m.search_user),
+            (HAS_USER_PROMPT_VARIABLES, &mut m.user_prompt_variables),
         ] {
             if flags & bit != 0 {
                 *slot = Some(rest.get(..ADDR_LEN)?.try_into().ok()?);
@@ -323,10 +330,21 @@ pub fn store_content(
             manifest.response_view = Some(plan.store(txn, &mut failures)?);
         }
     }
-    if let Some(vars) = &call.metadata.prompt_variables {
-        let json = serde_json::to_vec(vars).map_err(StoreError::Encode)?;
-        let plan = Plan::new(&json, txn, false, false);
-        manifest.prompt_variables = Some(plan.store(txn, &mut failures)?);
+    for (vars, slot) in [
+        (
+            &call.metadata.prompt_variables,
+            &mut manifest.prompt_variables,
+        ),
+        (
+            &call.metadata.user_prompt_variables,
+            &mut manifest.user_prompt_variables,
+        ),
+    ] {
+        if let Some(vars) = vars {
+            let json = serde_json::to_vec(vars).map_err(StoreError::Encode)?;
+            let plan = Plan::new(&json, txn, false, false);
+            *slot = Some(plan.store(txn, &mut failures)?);
+        }
     }
     if let Some(text) = CallText::of(call) {
         if inline_request {
@@ -436,6 +454,9 @@ pub fn hydrate(
     if let Some(a) = &m.prompt_variables {
         call.metadata.prompt_variables = Some(json::<serde_json::Value>(c, a)?);
     }
+    if let Some(a) = &m.user_prompt_variables {
+        call.metadata.user_prompt_variables = Some(json::<serde_json::Value>(c, a)?);
+    }
     Ok(())
 }
 
@@ -486,9 +507,19 @@ mod tests {
             response_view_derived: false,
             search_system: Some([5; 32]),
             search_user: None,
+            user_prompt_variables: None,
             inline: Inline::default(),
         };
         assert_eq!(Manifest::decode(&m.encode()), Some(m.clone()));
+        // Both variable sets, the user prompt's after every older slot.
+        let both = Manifest {
+            prompt_variables: Some([8; 32]),
+            user_prompt_variables: Some([9; 32]),
+            ..m.clone()
+        };
+        let encoded = both.encode();
+        assert_eq!(&encoded[encoded.len() - 32..], &[9; 32]);
+        assert_eq!(Manifest::decode(&encoded), Some(both));
         let derived = Manifest {
             request_view: None,
             request_view_derived: true,

@@ -9,6 +9,7 @@ use crate::record::CallRecord;
 pub fn metadata_only(call: &CallRecord) -> CallRecord {
     let mut meta = empty_clone(call);
     meta.metadata.prompt_variables = None;
+    meta.metadata.user_prompt_variables = None;
     meta
 }
 

@@ -16,6 +16,7 @@ mod openapi;
 mod otel;
 mod page;
 mod page_details;
+mod page_live;
 pub mod pg;
 mod postgres;
 mod process;

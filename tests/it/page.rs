@@ -32,6 +32,8 @@ impl Scene {
         for kind in ["openai", "anthropic", "gemini"] {
             toml.push_str(&provider_toml(kind, kind, &mock.url()));
         }
+        // A tool's HTTP API, recorded as tool calls of the runs that name themselves.
+        toml.push_str(&provider_toml("tool", "http", &mock.url()));
         toml.push_str(extra_toml);
         let running = start_llmtap(test_config(dir.path(), &toml)).await;
         Scene {
@@ -301,7 +303,7 @@ async fn runs_view_filters_opens_rounds_updates_live_and_exports_csv() {
     browser.wait_text(".tab-panel", "2869461").await;
     browser
         .js(
-            "document.querySelector('tr.round-detail').scrollIntoView({block: 'start'}); window.scrollBy(0, -56)",
+            "document.querySelector('.round-detail').scrollIntoView({block: 'start'}); window.scrollBy(0, -56)",
             json!([]),
         )
         .await;
@@ -318,7 +320,7 @@ async fn runs_view_filters_opens_rounds_updates_live_and_exports_csv() {
         .await;
     browser
         .js(
-            "document.querySelector('tr.round-detail').scrollIntoView({block: 'start'}); window.scrollBy(0, -56)",
+            "document.querySelector('.round-detail').scrollIntoView({block: 'start'}); window.scrollBy(0, -56)",
             json!([]),
         )
         .await;
@@ -333,7 +335,7 @@ async fn runs_view_filters_opens_rounds_updates_live_and_exports_csv() {
     browser.wait_text(".tab-panel", "2869461").await;
     browser
         .js(
-            "document.querySelector('tr.round-detail').scrollIntoView({block: 'start'}); window.scrollBy(0, -56)",
+            "document.querySelector('.round-detail').scrollIntoView({block: 'start'}); window.scrollBy(0, -56)",
             json!([]),
         )
         .await;
@@ -365,7 +367,7 @@ async fn runs_view_filters_opens_rounds_updates_live_and_exports_csv() {
     assert_eq!(first, "run-live", "the new run is on top");
     let state = browser
         .js(
-            "return [window.__sameDocument === true, document.querySelector('tr.run-detail').dataset.id, !!document.querySelector('tr.round-detail')]",
+            "return [window.__sameDocument === true, document.querySelector('tr.run-detail').dataset.id, !!document.querySelector('.round-detail')]",
             json!([]),
         )
         .await;

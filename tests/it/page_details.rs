@@ -293,6 +293,8 @@ async fn a_round_shows_its_cards_client_and_key_id_and_copies_a_request_that_rep
             ("x-llmtap-invocation-id", "run-replay"),
             ("x-llmtap-prompt", "terse@v7"),
             ("x-llmtap-prompt-variables", r#"{"tone":"terse","n":3}"#),
+            ("x-llmtap-user-prompt", "ask@v3"),
+            ("x-llmtap-user-prompt-variables", r#"{"question":"why"}"#),
         ],
         chat_reply(reply),
     )
@@ -309,6 +311,17 @@ async fn a_round_shows_its_cards_client_and_key_id_and_copies_a_request_that_rep
     let viewer_view = api_as(&scene, &format!("/api/v1/calls/{id}"), "viewer-token-1")
         .await
         .json();
+    assert_eq!(viewer_view["metadata"]["user_prompt"], "ask@v3");
+    assert!(
+        viewer_view["metadata"]
+            .get("user_prompt_variables")
+            .is_none(),
+        "{viewer_view}"
+    );
+    assert!(
+        viewer_view["metadata"]["prompt_variables"].is_null(),
+        "{viewer_view}"
+    );
     assert_eq!(
         viewer_view["client"],
         json!({"ip": null, "user_agent": "replay-test/1.0"})
@@ -352,13 +365,15 @@ async fn a_round_shows_its_cards_client_and_key_id_and_copies_a_request_that_rep
     assert_eq!(copied_by(&browser, "#copy-output").await, reply);
     show_tab(&browser, "prompt").await;
     let prompt = browser.text(".tab-panel").await;
-    assert!(
-        prompt.contains("terse") && prompt.contains("v7"),
-        "{prompt}"
-    );
+    for needle in ["System prompt", "terse", "v7", "User prompt", "ask", "v3"] {
+        assert!(prompt.contains(needle), "{needle:?} not in {prompt}");
+    }
     let variables: Value =
         serde_json::from_str(&copied_by(&browser, "#copy-variables").await).unwrap();
     assert_eq!(variables, json!({"tone": "terse", "n": 3}));
+    let variables: Value =
+        serde_json::from_str(&copied_by(&browser, "#copy-user-variables").await).unwrap();
+    assert_eq!(variables, json!({"question": "why"}));
 
     // The curl command, run by a shell, sends the recorded body byte for byte, with the
     // key from the environment; nothing in the prompt runs.

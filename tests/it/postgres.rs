@@ -42,7 +42,7 @@ async fn instances_starting_together_apply_each_migration_once() {
         applied.extend(t.await.unwrap());
     }
     let all: Vec<i32> = engine::MIGRATIONS.iter().map(|m| m.version).collect();
-    assert_eq!(all, vec![1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(all, vec![1, 2, 3, 4, 5, 6, 7, 8]);
     applied.sort_unstable();
     assert_eq!(applied, all, "exactly one instance applied each version");
     let client = db.connect().await;
@@ -105,7 +105,7 @@ async fn a_schema_newer_than_the_binary_is_refused_untouched() {
     // `llmtap serve` refuses to start on it, saying why.
     let err = refused_start(&db.url()).await;
     assert!(err.contains("newer than this llmtap knows"), "{err}");
-    assert_eq!(versions(&client).await, vec![1, 2, 3, 4, 5, 6, 7, 99]);
+    assert_eq!(versions(&client).await, vec![1, 2, 3, 4, 5, 6, 7, 8, 99]);
 }
 
 #[tokio::test]
@@ -865,6 +865,10 @@ async fn with_a_key_content_in_postgresql_is_sealed_and_reads_back() {
         )),
         ..StoreOptions::default()
     };
+    let mut call = call;
+    let variable_secret = "KIWI-VARIABLE-5521";
+    call.metadata.user_prompt = Some("ask@v2".into());
+    call.metadata.user_prompt_variables = Some(serde_json::json!({"secret": variable_secret}));
     let store = pg_engine(&pool, "a", &options);
     let plain = pg_engine(&pool, "b", &StoreOptions::default());
     let sent = call.clone();
@@ -873,6 +877,11 @@ async fn with_a_key_content_in_postgresql_is_sealed_and_reads_back() {
         store.write_batch(std::slice::from_ref(&sent), &[]).unwrap();
         let back = store.get_call(&sent.id).unwrap().unwrap();
         assert_eq!(back.request_body, sent.request_body);
+        assert_eq!(back.metadata.user_prompt, sent.metadata.user_prompt);
+        assert_eq!(
+            back.metadata.user_prompt_variables,
+            sent.metadata.user_prompt_variables
+        );
         // An instance without the key cannot open it, and says so.
         assert!(plain.get_call(&sent.id).is_err());
     })
@@ -894,6 +903,14 @@ async fn with_a_key_content_in_postgresql_is_sealed_and_reads_back() {
             );
         }
     }
+    // The clear metadata names the user prompt but holds none of its variables.
+    let record: serde_json::Value = client
+        .query_one("SELECT record FROM calls", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(record["metadata"]["user_prompt"], "ask@v2");
+    assert!(!record.to_string().contains(variable_secret), "{record}");
 }
 
 /// Calls of 14 runs with varied facets, rounds interleaved in time, written in start

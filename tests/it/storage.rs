@@ -568,6 +568,9 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
     hits
 }
 
+/// A user prompt's variable value `run_one_call` sends: content, like the prompt.
+const VARIABLE_SECRET: &str = "KIWI-VARIABLE-5521";
+
 async fn run_one_call(dir: &Path, extra: &str, prompt: &str, image: &[u8]) -> (String, String) {
     let mock = MockUpstream::start(|_| {
         MockResponse::json(
@@ -582,7 +585,12 @@ async fn run_one_call(dir: &Path, extra: &str, prompt: &str, image: &[u8]) -> (S
     );
     let running = start_llmtap(config).await;
     let body = anthropic_round(prompt, image, prompt, 2);
-    let got = post_json(running.proxy_addr, "/up/v1/messages", &[], &body).await;
+    let variables = format!(r#"{{"secret":"{VARIABLE_SECRET}"}}"#);
+    let headers = [
+        ("x-llmtap-user-prompt", "ask@v2"),
+        ("x-llmtap-user-prompt-variables", variables.as_str()),
+    ];
+    let got = post_json(running.proxy_addr, "/up/v1/messages", &headers, &body).await;
     assert_eq!(got.status, 200);
     let id = got.call_id();
     wait_call(&running, &id).await;
@@ -604,6 +612,7 @@ async fn encrypted_store_does_not_reveal_prompts_on_disk() {
     )
     .await;
     assert!(!files_containing(plain.path(), b"ZEBRA-ORCHID-7731").is_empty());
+    assert!(!files_containing(plain.path(), VARIABLE_SECRET.as_bytes()).is_empty());
 
     let dir = TempDir::new("enc-scan");
     let key_dir = TempDir::new("enc-key");
@@ -617,6 +626,7 @@ async fn encrypted_store_does_not_reveal_prompts_on_disk() {
     for needle in [
         &b"ZEBRA-ORCHID-7731"[..],
         b"secret codename",
+        VARIABLE_SECRET.as_bytes(),
         &image[100..140],
         &b64(&image).as_bytes()[..40],
     ] {
@@ -636,6 +646,12 @@ async fn encrypted_store_does_not_reveal_prompts_on_disk() {
     let back = store.get_call(&id).unwrap().unwrap();
     assert_eq!(back.request_body.as_deref(), Some(body.as_str()));
     assert_eq!(back.http_status, Some(200));
+    // Both prompt names are metadata; the user prompt's variables are content.
+    assert_eq!(back.metadata.user_prompt.as_deref(), Some("ask@v2"));
+    assert_eq!(
+        back.metadata.user_prompt_variables,
+        Some(serde_json::json!({"secret": VARIABLE_SECRET}))
+    );
     // The `q` texts are sealed like the bodies, and readable with the key.
     let text = store.call_text(&id).unwrap().unwrap();
     assert_eq!(text.system.as_deref(), Some(prompt));

@@ -1,7 +1,7 @@
 //! A small W3C WebDriver client over hyper, driving Debian's headless Chromium through
 //! chromedriver (both started here, on 127.0.0.1 ephemeral ports, and killed on drop).
-//! Only the commands the page tests use: navigate, run a script, find, click, keys,
-//! screenshot, and the browser console log.
+//! Only the commands the page tests use: navigate (and back), windows, run a script,
+//! find, click, keys, screenshot, and the browser console log.
 
 use base64::Engine;
 use bytes::Bytes;
@@ -147,6 +147,35 @@ impl Browser {
         self.cmd("POST", "/url", Some(json!({ "url": url }))).await;
     }
 
+    /// The browser's Back button.
+    pub async fn back(&self) {
+        self.cmd("POST", "/back", Some(json!({}))).await;
+    }
+
+    /// Opens a new top-level window (not a background tab: each window is visible)
+    /// and returns its handle; the session stays in the current one.
+    pub async fn new_window(&self) -> String {
+        let v = self
+            .cmd("POST", "/window/new", Some(json!({"type": "window"})))
+            .await;
+        v["handle"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no window handle in {v}"))
+            .to_string()
+    }
+
+    /// The handle of the window commands go to.
+    pub async fn window(&self) -> String {
+        let v = self.cmd("GET", "/window", None).await;
+        v.as_str().unwrap_or_default().to_string()
+    }
+
+    /// Sends the following commands to the window `handle`.
+    pub async fn switch_to(&self, handle: &str) {
+        self.cmd("POST", "/window", Some(json!({ "handle": handle })))
+            .await;
+    }
+
     pub async fn refresh(&self) {
         self.cmd("POST", "/refresh", Some(json!({}))).await;
     }
@@ -157,6 +186,20 @@ impl Browser {
             "POST",
             "/execute/sync",
             Some(json!({"script": script, "args": args})),
+        )
+        .await
+    }
+
+    /// Runs `script` as an async function body (it may `await`; `arguments[i]` are
+    /// `args`) and returns what it returns.
+    pub async fn js_await(&self, script: &str, args: Value) -> Value {
+        let wrapped = format!(
+            "const done = arguments[arguments.length - 1]; (async function () {{ {script} }}).apply(null, Array.from(arguments).slice(0, -1)).then(done, (e) => done({{error: String(e)}}))"
+        );
+        self.cmd(
+            "POST",
+            "/execute/async",
+            Some(json!({"script": wrapped, "args": args})),
         )
         .await
     }

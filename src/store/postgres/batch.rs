@@ -87,7 +87,7 @@ pub fn prepare(
             || call.response_body.is_some()
             || call.request.is_some()
             || call.response.is_some()
-            || call.metadata.prompt_variables.is_some();
+            || call.metadata.has_prompt_variables();
         if has_content {
             match store_content(&mut prepared.staging, stats, call, &mut meta)
                 .and_then(|m| codec.seal(&m.encode()))

@@ -50,7 +50,7 @@ impl SledStore {
                 StoreStats::add(&self.stats.bodies_skipped_disk, 1);
                 meta.parse_notes
                     .push("bodies not stored: the data directory's disk is nearly full".into());
-            } else if has_content || call.metadata.prompt_variables.is_some() {
+            } else if has_content || call.metadata.has_prompt_variables() {
                 match store_content(&mut txn, &self.stats, call, &mut meta)
                     .and_then(|m| self.content.codec.seal(&m.encode()))
                 {
