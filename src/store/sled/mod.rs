@@ -643,7 +643,7 @@ impl SledStore {
                 // No subject is stored: it is prompt text outside the sealed content,
                 // which would outlive the call's expiry; the API reads it from the
                 // session's first call (`api::views::session_subject`).
-                s.add_call(call, false);
+                s.add_call(call);
                 sessions.insert(session_id.clone(), (old, s));
             }
             if index::notes_rate_limit(call) {
@@ -1145,6 +1145,53 @@ impl SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Content written across key periods reads back whole (each value names its
+    /// period; a new period's key is made once, before anything is sealed with it).
+    #[test]
+    fn content_written_across_key_periods_reads_back() {
+        let dir = std::env::temp_dir().join(format!(
+            "llmtap-periods-{}-{}",
+            std::process::id(),
+            crate::timefmt::now_unix_us()
+        ));
+        let options = StoreOptions {
+            key_period_secs: 1,
+            ..StoreOptions::default()
+        };
+        let store = SledStore::open_alone(&dir, options.clone()).unwrap();
+        let started = std::time::Instant::now();
+        let mut n = 0;
+        while started.elapsed() < std::time::Duration::from_millis(2_500) {
+            let call = CallRecord {
+                id: format!("c_{n:06}"),
+                invocation_id: "i_1".into(),
+                request_body: Some(format!(
+                    "{{\"n\":{n},\"text\":\"{}\"}}",
+                    "x".repeat(200 + n)
+                )),
+                response_body: Some(format!("answer {n}")),
+                ..CallRecord::default()
+            };
+            store.write_batch(&[call], &[]).unwrap();
+            n += 1;
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        drop(store);
+        let store = SledStore::open_alone(&dir, options).unwrap();
+        for i in 0..n {
+            let call = store.get_call(&format!("c_{i:06}")).unwrap().unwrap();
+            assert_eq!(
+                call.response_body.as_deref(),
+                Some(format!("answer {i}").as_str()),
+                "{:?}",
+                call.parse_notes
+            );
+        }
+        assert!(std::fs::read_dir(dir.join(KEY_DIR)).unwrap().count() >= 3);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     /// Sessions stored with a subject (a user's first message, in the clear) by an
     /// earlier release lose it when the store next opens; new sessions never have one.
