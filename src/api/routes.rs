@@ -10,7 +10,7 @@
 use super::auth::Principal;
 use super::params::{ParamKind, ParamSpec, Params, FILTER_PARAMS, PAGE_PARAMS};
 use super::schema;
-use super::{content, export, views, ApiError, ApiResult, ApiState};
+use super::{content, export, prompt_logs, views, ApiError, ApiResult, ApiState};
 use crate::store::summary::{CallSummary, InvocationSummary};
 use http::Method;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
@@ -288,6 +288,9 @@ fn ingest_mcp(s: &ApiState, w: &Principal, headers: &http::HeaderMap, body: &[u8
         }
     }
 }
+fn prompt_logs(s: &ApiState, w: &Principal, p: &Params, a: &PathArgs) -> ApiResult {
+    prompt_logs::prompt_logs(s, w, p, &a.target())
+}
 fn invocations(s: &ApiState, w: &Principal, p: &Params, a: &PathArgs) -> ApiResult {
     views::list(s, w, p, true, &a.target())
 }
@@ -471,6 +474,18 @@ pub static ROUTES: &[Route] = &[
             payload: Payload::Binary,
             description: "the attachment, with its media type",
         },
+    },
+    Route {
+        method: Method::GET,
+        path: "/api/v1/prompt-logs",
+        handler: Handler::Read(prompt_logs),
+        access: Access::Admin,
+        summary: "An audit read of prompts: LLM calls' system prompt, history, assembled prompt, answer and tools, newest first; with no run, session or time filter the last 7 days (applied_time_window_days); tenant-confined tokens see their tenant's; audited",
+        params: &[prompt_logs::PARAMS, FILTER_PARAMS],
+        reply: json(
+            schema_of::<prompt_logs::PromptLogs>,
+            "a page of prompt logs",
+        ),
     },
     Route {
         method: Method::GET,

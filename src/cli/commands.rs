@@ -444,6 +444,12 @@ fn mcp_steps_text(style: &Style, run: &Value) -> String {
                 (_, Value::String(target)) => format!("{} {target}", text(&m["method"])),
                 _ => text(&m["method"]),
             };
+            // A request of the server, answered by the client.
+            let what = if m["direction"] == "server_to_client" {
+                format!("← {what}")
+            } else {
+                what
+            };
             let server = match &m["server"]["name"] {
                 Value::String(name) => name.clone(),
                 _ => text(&t["provider"]),
@@ -488,6 +494,22 @@ fn mcp_steps_text(style: &Style, run: &Value) -> String {
             };
             out.push_str(&format!("  {tool} {label}: {}\n", clip(result)));
         }
+    }
+    for server in run["mcp_servers"].as_array().into_iter().flatten() {
+        let tools: Vec<String> = server["tools_offered"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(text)
+            .collect();
+        if tools.is_empty() {
+            continue;
+        }
+        let name = match &server["server"]["name"] {
+            Value::String(name) => name.clone(),
+            _ => text(&server["provider"]),
+        };
+        out.push_str(&format!("  {name} offered: {}\n", clip(&tools.join(", "))));
     }
     out
 }
@@ -944,6 +966,16 @@ fn window(w: &Value) -> String {
     format!("{}/{}", text(&w["remaining"]), text(&w["limit"]))
 }
 
+/// Headroom now: `reset` when every window has reset since the provider reported
+/// (the API's `stale`: that state is history, not headroom now).
+fn headroom_cell(row: &Value) -> String {
+    match (row["stale"] == true, row["headroom_pct"].as_f64()) {
+        (true, _) => "reset".into(),
+        (false, Some(h)) => format!("{h:.1}%"),
+        (false, None) => "-".into(),
+    }
+}
+
 /// `llmtap ratelimits [--watch]`.
 pub fn ratelimits(args: &RatelimitArgs) -> anyhow::Result<()> {
     let style = Style::detect(args.api.json);
@@ -977,9 +1009,7 @@ pub fn ratelimits(args: &RatelimitArgs) -> anyhow::Result<()> {
                         text(&r["model"]),
                         window(&r["requests"]),
                         window(&r["tokens"]),
-                        r["headroom_pct"]
-                            .as_f64()
-                            .map_or("-".into(), |h| format!("{h:.1}%")),
+                        headroom_cell(r),
                         text(&r["rate_limited_1h"]),
                         r["last_retry_after_s"]
                             .as_f64()
@@ -1212,10 +1242,12 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
     use std::io::Seek;
     file.seek(std::io::SeekFrom::Start(state.bytes))?;
     let query = Query::encoded(&state.query);
-    let path = if args.runs {
-        "/api/v1/invocations"
-    } else {
-        "/api/v1/calls"
+    // JSON lines of calls are their prompt logs (the exchange as text, admins only);
+    // CSV rows and runs are summaries.
+    let path = match (args.runs, args.format) {
+        (true, _) => "/api/v1/invocations",
+        (false, ExportFormat::Jsonl) => "/api/v1/prompt-logs",
+        (false, ExportFormat::Csv) => "/api/v1/calls",
     };
     let progress = Progress::new();
     let mut pages = 0u64;
@@ -1235,7 +1267,15 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
         if let Some(c) = &state.cursor {
             q.push("cursor", c.clone());
         }
-        let page = client.get_json(path, &q)?;
+        let page = match client.get_json(path, &q) {
+            Err(ClientError::Api { status: 403, .. }) if path.ends_with("prompt-logs") => {
+                anyhow::bail!(
+                    "export --format jsonl writes the calls' prompt logs (GET /api/v1/prompt-logs), \
+                     which need an admin token; --format csv exports call summaries with any token"
+                )
+            }
+            page => page?,
+        };
         if state.rows == 0 {
             progress.total(page["total"].as_u64());
         }
@@ -1337,6 +1377,18 @@ impl Progress {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn headroom_of_a_state_whose_windows_reset_is_not_now() {
+        assert_eq!(headroom_cell(&json!({"headroom_pct": 12.34})), "12.3%");
+        assert_eq!(
+            headroom_cell(
+                &json!({"headroom_pct": null, "stale": true, "reported_headroom_pct": 0.0})
+            ),
+            "reset"
+        );
+        assert_eq!(headroom_cell(&json!({"headroom_pct": null})), "-");
+    }
 
     #[test]
     fn show_lists_a_runs_mcp_tool_calls_after_their_round() {

@@ -10,7 +10,8 @@ mod hostile;
 mod intercept;
 mod lifecycle;
 mod limits;
-mod mcp;
+pub mod mcp;
+mod mcp_page;
 pub mod mcp_tools;
 mod openapi;
 mod otel;
@@ -24,6 +25,7 @@ mod proxy;
 pub mod recorded;
 mod replay;
 mod scale_out;
+mod screenshots;
 mod secrets;
 mod storage;
 #[path = "../../src/devtools/synthetic.rs"]
