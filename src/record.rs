@@ -327,6 +327,10 @@ pub struct CallRecord {
     pub grouped_by_conversation: Option<String>,
     pub started_at: String,
     pub ended_at: String,
+    /// When the writer stored the call (RFC 3339, the batch's time); absent on calls
+    /// stored before it was recorded. `ended_at` is when it happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_at: Option<String>,
     /// Microseconds since the Unix epoch of `started_at`; the sort and index key.
     pub started_at_us: u64,
     pub latency_ms: f64,

@@ -448,6 +448,10 @@ impl WriterState {
             return Ok(());
         }
         let count = calls.len() as u64;
+        let stored_at = crate::timefmt::format_rfc3339_us(crate::timefmt::now_unix_us());
+        for call in calls.iter_mut() {
+            call.stored_at = Some(stored_at.clone());
+        }
         let changed: Vec<InvocationRecord> = invocations.drain().map(|(_, inv)| inv).collect();
         let result = self.store.write_batch(calls, &changed);
         self.store

@@ -28,10 +28,52 @@ export function sessionsView(main, params, ctx) {
   if (id) return sessionDetail(main, id, ctx);
   const state = { cursors: [], cursor: null, offset: 0 };
   const body = h("div");
-  main.append(h("h2", null, "Sessions"), body);
+  // Filters: days active (UTC, both inclusive), agent, model; kept in the address.
+  const field = (label, input) => h("label", { class: "field" }, h("span", null, label), input);
+  const input = (name, type, placeholder) =>
+    h("input", { name, type, placeholder, value: params.get(name) || "", autocomplete: "off" });
+  const form = h("form", { class: "filters session-filters" },
+    field("From (UTC day)", input("from", "date")),
+    field("To (UTC day)", input("to", "date")),
+    field("Agent", input("agent", "search", "any")),
+    field("Model", input("model", "search", "any")),
+    h("div", { class: "filter-actions" }, h("button", { type: "button", class: "link", id: "clear-session-filters" }, "Clear")));
+  const apply = () => {
+    const p = new URLSearchParams({ view: "sessions" });
+    for (const el of form.querySelectorAll("input[name]")) if (el.value.trim()) p.set(el.name, el.value.trim());
+    ctx.setParams(p);
+    state.cursors = [];
+    state.cursor = null;
+    state.offset = 0;
+    load();
+  };
+  form.addEventListener("change", apply);
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    apply();
+  });
+  form.querySelector("#clear-session-filters").addEventListener("click", () => {
+    for (const el of form.querySelectorAll("input")) el.value = "";
+    apply();
+  });
+  main.append(h("h2", null, "Sessions"), form, body);
   let alive = true;
+  // The API's `to` is exclusive: the day after the last day asked for.
+  const dayAfter = (day) => {
+    const d = new Date(`${day}T00:00:00Z`);
+    if (Number.isNaN(d.getTime())) return null;
+    return new Date(d.getTime() + 86400_000).toISOString().slice(0, 10);
+  };
   async function load() {
-    const q = { limit: 20, cursor: state.cursor };
+    const filters = ctx.params();
+    const q = {
+      limit: 20,
+      cursor: state.cursor,
+      from: filters.get("from"),
+      to: filters.get("to") ? dayAfter(filters.get("to")) : null,
+      agent: filters.get("agent"),
+      model: filters.get("model"),
+    };
     let page;
     try {
       page = await api.get("/sessions", q);
@@ -71,7 +113,9 @@ export function sessionsView(main, params, ctx) {
     clear(body).append(
       page.items.length
         ? table([["Subject"], ["Agent"], ["Calls", 1], ["Tokens in / out", 1], ["Cost", 1], ["Time span"], ["Duration", 1]], rows, "sessions")
-        : h("p", { class: "muted" }, "No sessions yet: send x-llmtap-session-id with a conversation's calls."),
+        : h("p", { class: "muted" }, [...form.querySelectorAll("input")].some((el) => el.value)
+          ? "No session matches these filters."
+          : "No sessions yet: send x-llmtap-session-id with a conversation's calls, or let llmtap group them by conversation."),
       h("div", { class: "pager" },
         h("span", null, page.items.length ? `Showing ${fmtInt(state.offset + 1)} to ${fmtInt(state.offset + page.items.length)} of ${total}` : ""),
         h("span", { class: "pager-buttons" }, prev, next)));

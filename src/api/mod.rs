@@ -14,6 +14,7 @@ mod export;
 pub mod openapi;
 pub mod page;
 pub mod params;
+mod prompt_logs;
 pub mod routes;
 mod schema;
 mod views;

@@ -10,7 +10,7 @@
 use super::auth::Principal;
 use super::params::{ParamKind, ParamSpec, Params, FILTER_PARAMS, PAGE_PARAMS};
 use super::schema;
-use super::{content, export, views, ApiError, ApiResult, ApiState};
+use super::{content, export, prompt_logs, views, ApiError, ApiResult, ApiState};
 use crate::store::summary::{CallSummary, InvocationSummary};
 use http::Method;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
@@ -189,6 +189,26 @@ const SUMMARY: &[ParamSpec] = &[ParamSpec::text(
     "tz",
     "the time zone that defines today: UTC (default), a fixed offset like +02:00 (a multiple of 15 minutes; an unencoded + is accepted) or an IANA name like Europe/Berlin",
 )];
+/// The session list's filters (`SessionFilter`, store/index.rs).
+const SESSION_FILTERS: &[ParamSpec] = &[
+    ParamSpec::text(
+        "tenant",
+        "tenant; a tenant-confined token may only pass its own",
+    ),
+    ParamSpec::text(
+        "from",
+        "sessions active at or after this time (their last call started then or later); RFC 3339 or YYYY-MM-DD (UTC midnight)",
+    ),
+    ParamSpec::text(
+        "to",
+        "sessions active before this time (their first call started earlier), exclusive; RFC 3339 or YYYY-MM-DD",
+    ),
+    ParamSpec::text("agent", "the session's agent (its first call's x-llmtap-agent)"),
+    ParamSpec::text(
+        "model",
+        "a model one of the session's LLM calls asked for or was answered by",
+    ),
+];
 const SESSION: &[ParamSpec] = &[
     ParamSpec::query(
         "limit",
@@ -267,6 +287,9 @@ fn ingest_mcp(s: &ApiState, w: &Principal, headers: &http::HeaderMap, body: &[u8
             Err(super::ApiError::WritesFailing(e.to_string()))
         }
     }
+}
+fn prompt_logs(s: &ApiState, w: &Principal, p: &Params, a: &PathArgs) -> ApiResult {
+    prompt_logs::prompt_logs(s, w, p, &a.target())
 }
 fn invocations(s: &ApiState, w: &Principal, p: &Params, a: &PathArgs) -> ApiResult {
     views::list(s, w, p, true, &a.target())
@@ -454,11 +477,23 @@ pub static ROUTES: &[Route] = &[
     },
     Route {
         method: Method::GET,
+        path: "/api/v1/prompt-logs",
+        handler: Handler::Read(prompt_logs),
+        access: Access::Admin,
+        summary: "An audit read of prompts: LLM calls' system prompt, history, assembled prompt, answer and tools, newest first; with no run, session or time filter the last 7 days (applied_time_window_days); tenant-confined tokens see their tenant's; audited",
+        params: &[prompt_logs::PARAMS, FILTER_PARAMS],
+        reply: json(
+            schema_of::<prompt_logs::PromptLogs>,
+            "a page of prompt logs",
+        ),
+    },
+    Route {
+        method: Method::GET,
         path: "/api/v1/sessions",
         handler: Handler::Read(sessions),
         access: Access::Viewer,
-        summary: "Sessions, newest first",
-        params: &[TENANT, PAGE_PARAMS],
+        summary: "Sessions, newest first (by first call), filtered by activity dates, agent and model",
+        params: &[SESSION_FILTERS, PAGE_PARAMS],
         reply: json(
             schema_of::<views::PageOf<crate::store::index::SessionSummary>>,
             "a page of sessions (subjects for admins only)",

@@ -645,8 +645,21 @@ pub(super) fn sessions(state: &ApiState, who: &Principal, p: &Params) -> ApiResu
         }
         tenant = Some(mine.clone());
     }
+    let text = |name: &str| p.get(name).filter(|v| !v.is_empty()).map(str::to_string);
+    let filter = crate::store::index::SessionFilter {
+        tenant,
+        from_us: p.time("from")?,
+        to_us: p.time("to")?,
+        agent: text("agent"),
+        model: text("model"),
+    };
+    if let (Some(a), Some(b)) = (filter.from_us, filter.to_us) {
+        if a >= b {
+            return Err(bad("to", "must be later than from").into());
+        }
+    }
     let request = params::page_request(p, true)?;
-    let mut page = state.store.list_sessions(tenant.as_deref(), &request)?;
+    let mut page = state.store.list_sessions(&filter, &request)?;
     if who.is_admin() {
         // Subjects are users' first messages: prompt text, so an admin's read is audited.
         if page.items.iter().any(|s| s.subject.is_some()) {

@@ -1212,10 +1212,12 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
     use std::io::Seek;
     file.seek(std::io::SeekFrom::Start(state.bytes))?;
     let query = Query::encoded(&state.query);
-    let path = if args.runs {
-        "/api/v1/invocations"
-    } else {
-        "/api/v1/calls"
+    // JSON lines of calls are their prompt logs (the exchange as text, admins only);
+    // CSV rows and runs are summaries.
+    let path = match (args.runs, args.format) {
+        (true, _) => "/api/v1/invocations",
+        (false, ExportFormat::Jsonl) => "/api/v1/prompt-logs",
+        (false, ExportFormat::Csv) => "/api/v1/calls",
     };
     let progress = Progress::new();
     let mut pages = 0u64;
@@ -1235,7 +1237,15 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
         if let Some(c) = &state.cursor {
             q.push("cursor", c.clone());
         }
-        let page = client.get_json(path, &q)?;
+        let page = match client.get_json(path, &q) {
+            Err(ClientError::Api { status: 403, .. }) if path.ends_with("prompt-logs") => {
+                anyhow::bail!(
+                    "export --format jsonl writes the calls' prompt logs (GET /api/v1/prompt-logs), \
+                     which need an admin token; --format csv exports call summaries with any token"
+                )
+            }
+            page => page?,
+        };
         if state.rows == 0 {
             progress.total(page["total"].as_u64());
         }

@@ -7,7 +7,9 @@
 //! `StoreError::Closed`. The sled engine's operations are its inherent methods; its
 //! `Engine` impl forwards to them.
 
-use super::index::{CallText, RateLimitPoint, RateLimitState, RollupCell, SessionSummary};
+use super::index::{
+    CallText, RateLimitPoint, RateLimitState, RollupCell, SessionFilter, SessionSummary,
+};
 use super::sled::{
     AuditEntry, ContentUsage, Page, PageRequest, RepriceReport, ScanOutcome, SledStore, SweepReport,
 };
@@ -138,7 +140,8 @@ engine_api! {
     fn record_tenant(&self, invocation: bool, id: &str) -> Result<Option<Option<String>>, StoreError>;
     /// The tenant-scoped ids (`id@tenant`) stored for a plain id.
     fn tenant_scoped_ids(&self, invocation: bool, id: &str, max: usize) -> Result<Vec<String>, StoreError>;
-    fn list_sessions(&self, tenant: Option<&str>, request: &PageRequest) -> Result<Page<SessionSummary>, StoreError>;
+    /// Sessions newest first (by first call) that `filter` matches.
+    fn list_sessions(&self, filter: &SessionFilter, request: &PageRequest) -> Result<Page<SessionSummary>, StoreError>;
     fn session(&self, id: &str) -> Result<Option<SessionSummary>, StoreError>;
     /// Every call of a session, chronological, at most `max`.
     fn session_calls(&self, session_id: &str, max: usize) -> Result<Vec<CallSummary>, StoreError>;

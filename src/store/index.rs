@@ -391,6 +391,57 @@ pub struct SessionSummary {
     pub first_at_us: u64,
     pub last_at: String,
     pub last_at_us: u64,
+    /// The models its LLM calls asked for or were answered by, in order of first use,
+    /// at most [`SESSION_MODELS_MAX`]. `None` for a session stored before llmtap kept
+    /// them (sled; PostgreSQL's migration 0008 filled them from the stored calls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<String>>,
+}
+
+/// Models a session keeps for the model filter (a session of more is rare; past
+/// this, later models are not kept).
+pub const SESSION_MODELS_MAX: usize = 16;
+
+/// Which sessions a session list shows (`GET /api/v1/sessions`): every field set must
+/// match. One definition of the rule; sled applies [`SessionFilter::matches`], the
+/// PostgreSQL engine the same conditions in SQL.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionFilter {
+    pub tenant: Option<String>,
+    /// Active at or after this time: its last call started at or after it.
+    pub from_us: Option<u64>,
+    /// Active before this time: its first call started before it.
+    pub to_us: Option<u64>,
+    /// The session's agent (its first call's `x-llmtap-agent`).
+    pub agent: Option<String>,
+    /// One of the session's models (requested or answering).
+    pub model: Option<String>,
+}
+
+impl SessionFilter {
+    /// Whether a filter beyond the tenant is set (the list must read each session).
+    pub fn narrows(&self) -> bool {
+        self.from_us.is_some()
+            || self.to_us.is_some()
+            || self.agent.is_some()
+            || self.model.is_some()
+    }
+
+    /// Whether `s` passes. `models` stands in for `s.models` when the session was
+    /// stored without them (read back from its calls).
+    pub fn matches(&self, s: &SessionSummary, models: Option<&[String]>) -> bool {
+        let models = models.or(s.models.as_deref()).unwrap_or(&[]);
+        self.tenant
+            .as_ref()
+            .is_none_or(|t| s.tenant.as_deref().unwrap_or("") == t)
+            && self.from_us.is_none_or(|from| s.last_at_us >= from)
+            && self.to_us.is_none_or(|to| s.first_at_us < to)
+            && self
+                .agent
+                .as_ref()
+                .is_none_or(|a| s.agent.as_ref() == Some(a))
+            && self.model.as_ref().is_none_or(|m| models.contains(m))
+    }
 }
 
 impl SessionSummary {
@@ -399,6 +450,7 @@ impl SessionSummary {
         SessionSummary {
             id: id.to_string(),
             first_at_us: call.started_at_us,
+            models: Some(Vec::new()),
             ..SessionSummary::default()
         }
     }
@@ -433,6 +485,18 @@ impl SessionSummary {
         }
         if self.tenant.is_none() {
             self.tenant.clone_from(&m.tenant);
+        }
+        // A session stored without its models keeps none (read back from its calls).
+        if let Some(models) = self
+            .models
+            .as_mut()
+            .filter(|_| crate::agent_loop::is_llm(call))
+        {
+            for model in [&call.model, &call.response_model].into_iter().flatten() {
+                if !models.contains(model) && models.len() < SESSION_MODELS_MAX {
+                    models.push(model.clone());
+                }
+            }
         }
     }
 }

@@ -24,6 +24,7 @@ fn empty_clone(call: &CallRecord) -> CallRecord {
         grouped_by_conversation: call.grouped_by_conversation.clone(),
         started_at: call.started_at.clone(),
         ended_at: call.ended_at.clone(),
+        stored_at: call.stored_at.clone(),
         started_at_us: call.started_at_us,
         latency_ms: call.latency_ms,
         ttft_ms: call.ttft_ms,

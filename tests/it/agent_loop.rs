@@ -26,8 +26,20 @@ async fn start(
     for (name, kind) in extra_providers {
         toml.push_str(&provider_toml(name, kind, &mock.url()));
     }
-    (start_llmtap(test_config(dir.path(), &toml)).await, dir)
+    let mut config = test_config(dir.path(), &toml);
+    on_test_engine(&mut config, tag).await;
+    (start_llmtap(config).await, dir)
 }
+
+on_both_engines!(
+    a_429_then_success_is_one_round_of_two_attempts,
+    an_anthropic_529_then_success_is_one_round_without_headers,
+    three_500s_then_the_sdk_gives_up_is_one_failed_round,
+    parallel_tool_calls_join_the_tool_http_calls_in_their_gap,
+    a_headerless_conversation_is_grouped_into_runs_of_one_session,
+    a_coding_agents_session_header_is_the_session_and_explicit_headers_win,
+    the_session_list_filters_by_active_days_agent_and_model,
+);
 
 /// Waits until the run has rolled up `llm_calls` LLM calls and `tool_calls` tool calls.
 async fn wait_run(
@@ -88,7 +100,6 @@ fn failing_then(
     }
 }
 
-#[tokio::test]
 async fn a_429_then_success_is_one_round_of_two_attempts() {
     let mock = MockUpstream::start(failing_then(1, 429, RATE_LIMITED, CHAT_RESPONSE)).await;
     let (running, _dir) = start(&[], &mock, "loop429").await;
@@ -220,7 +231,6 @@ const OVERLOADED: &str =
 
 /// Without any run header: the retry repeats the failed request, so the
 /// conversation grouping keeps it in the same run and the loop makes it an attempt.
-#[tokio::test]
 async fn an_anthropic_529_then_success_is_one_round_without_headers() {
     let mock = MockUpstream::start(failing_then(1, 529, OVERLOADED, ANTHROPIC_RESPONSE)).await;
     let (running, _dir) = start(&[], &mock, "loop529").await;
@@ -258,7 +268,6 @@ async fn an_anthropic_529_then_success_is_one_round_without_headers() {
     running.shutdown().await.unwrap();
 }
 
-#[tokio::test]
 async fn three_500s_then_the_sdk_gives_up_is_one_failed_round() {
     let mock = MockUpstream::start(|_| {
         MockResponse::json(500, r#"{"error":{"type":"server_error","message":"boom"}}"#)
@@ -322,7 +331,6 @@ async fn three_500s_then_the_sdk_gives_up_is_one_failed_round() {
 
 const TWO_TOOLS: &str = r#"{"id":"x","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_paris","type":"function","function":{"name":"weather","arguments":"{\"city\":\"Paris\"}"}},{"id":"call_tokyo","type":"function","function":{"name":"weather","arguments":"{\"city\":\"Tokyo\"}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}"#;
 
-#[tokio::test]
 async fn parallel_tool_calls_join_the_tool_http_calls_in_their_gap() {
     let mock = MockUpstream::start(|req| {
         let body = String::from_utf8_lossy(&req.body);
@@ -463,7 +471,6 @@ fn tool_turn(n: u32) -> Value {
 
 /// A coding agent with no headers: three rounds continued by tool results, then a
 /// new user turn that starts a second run in the same session.
-#[tokio::test]
 async fn a_headerless_conversation_is_grouped_into_runs_of_one_session() {
     let asked = Arc::new(AtomicUsize::new(0));
     let counter = asked.clone();
@@ -626,7 +633,6 @@ async fn a_headerless_conversation_is_grouped_into_runs_of_one_session() {
     running.shutdown().await.unwrap();
 }
 
-#[tokio::test]
 async fn a_coding_agents_session_header_is_the_session_and_explicit_headers_win() {
     let mock = MockUpstream::start(|_| MockResponse::json(200, CHAT_RESPONSE)).await;
     let (running, _dir) = start(&[], &mock, "loopcc").await;
@@ -750,6 +756,28 @@ async fn the_page_shows_attempts_tools_and_the_session_as_a_conversation() {
     let tools = browser.text(".tools-section table").await;
     assert!(tools.contains("Failures"), "{tools}");
 
+    // The session list's filters, from the address and from the form.
+    browser
+        .goto(&format!(
+            "{page}?view=sessions&model=gpt-4o-mini&from=2020-01-01"
+        ))
+        .await;
+    browser.wait_count("table.sessions tr.session", 1).await;
+    assert_eq!(
+        browser
+            .js(
+                "return document.querySelector('.session-filters input[name=model]').value",
+                json!([]),
+            )
+            .await,
+        json!("gpt-4o-mini")
+    );
+    browser
+        .goto(&format!("{page}?view=sessions&agent=nobody"))
+        .await;
+    browser
+        .wait_text("main", "No session matches these filters")
+        .await;
     browser
         .goto(&format!(
             "{page}?view=sessions&session={}",
@@ -782,5 +810,124 @@ async fn the_page_shows_attempts_tools_and_the_session_as_a_conversation() {
     browser.click("ol.conversation li.turn-reply").await;
     browser.wait_count("table.rounds tr.round", 2).await;
     browser.close().await;
+    running.shutdown().await.unwrap();
+}
+
+/// Writes `calls` as the writer would (each run rolled up from its calls).
+fn write_calls(running: &Running, calls: &[CallRecord]) {
+    let mut runs: std::collections::HashMap<String, InvocationRecord> = Default::default();
+    for c in calls {
+        let prior = runs
+            .remove(&c.invocation_id)
+            .or_else(|| running.store.get_invocation(&c.invocation_id).unwrap());
+        runs.insert(c.invocation_id.clone(), llmtap::record::roll_up(prior, c));
+    }
+    let runs: Vec<InvocationRecord> = runs.into_values().collect();
+    running.store.write_batch(calls, &runs).unwrap();
+}
+
+fn session_ids(page: &Value) -> Vec<String> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The session list's filters: days a session was active (UTC, `to` exclusive),
+/// its agent, one of its models; with paging and exact totals, on both engines.
+async fn the_session_list_filters_by_active_days_agent_and_model() {
+    use super::synthetic::synthetic_call;
+    let mock = MockUpstream::start(|_| MockResponse::json(200, CHAT_RESPONSE)).await;
+    let (running, _dir) = start(&[], &mock, "loopsessions").await;
+    let at = |text: &str| llmtap::timefmt::parse_rfc3339_us(text).unwrap();
+    let call = |run: &str, t: &str, agent: &str, session: &str, model: usize| {
+        synthetic_call(
+            run,
+            1,
+            at(t),
+            agent,
+            "t",
+            Some(session),
+            model,
+            CallStatus::Success,
+            10,
+            1,
+        )
+    };
+    // Models by index: 0 gpt-4o-mini, 1 gpt-4o, 2 claude-sonnet-4, 3 claude-haiku-4.
+    let mut tool = call("r-span-2", "2026-05-29T00:30:00Z", "coder", "s-span", 4);
+    tool.kind = "http".into();
+    tool.model = Some("not-a-model".into());
+    write_calls(
+        &running,
+        &[
+            call("r-c", "2026-05-27T10:00:00Z", "coder", "s-c", 0),
+            call("r-a", "2026-05-28T20:00:00Z", "coder", "s-a", 0),
+            call("r-a", "2026-05-28T21:00:00Z", "coder", "s-a", 0),
+            call("r-span", "2026-05-28T23:00:00Z", "coder", "s-span", 1),
+            tool,
+            call("r-span-2", "2026-05-29T01:00:00Z", "coder", "s-span", 2),
+            call("r-b", "2026-05-30T09:00:00Z", "support", "s-b", 3),
+        ],
+    );
+    let list = |query: &str| {
+        let running = &running;
+        let path = format!("/api/v1/sessions?{query}");
+        async move {
+            let got = api_get(running, &path).await;
+            assert_eq!(
+                got.status,
+                200,
+                "{path}: {}",
+                String::from_utf8_lossy(&got.body)
+            );
+            got.json()
+        }
+    };
+    let all = list("").await;
+    assert_eq!(session_ids(&all), ["s-b", "s-span", "s-a", "s-c"]);
+    assert_eq!(all["total"], 4);
+    let span = &all["items"][1];
+    // The tool call's model is no model of the session's.
+    assert_eq!(
+        span["models"],
+        json!(["gpt-4o", "claude-sonnet-4"]),
+        "{span}"
+    );
+    for (query, expected) in [
+        // Active on the 29th: the session that crossed midnight only.
+        ("from=2026-05-29&to=2026-05-30", vec!["s-span"]),
+        ("from=2026-05-28&to=2026-05-29", vec!["s-span", "s-a"]),
+        ("from=2026-05-29", vec!["s-b", "s-span"]),
+        ("to=2026-05-28", vec!["s-c"]),
+        ("agent=coder", vec!["s-span", "s-a", "s-c"]),
+        ("agent=support", vec!["s-b"]),
+        ("model=claude-sonnet-4", vec!["s-span"]),
+        ("model=not-a-model", vec![]),
+        ("agent=coder&model=gpt-4o-mini", vec!["s-a", "s-c"]),
+        (
+            "agent=coder&model=gpt-4o-mini&from=2026-05-28T20:30:00Z",
+            vec!["s-a"],
+        ),
+    ] {
+        let page = list(query).await;
+        assert_eq!(session_ids(&page), expected, "{query}: {page}");
+        assert_eq!(page["total"], expected.len(), "{query}: {page}");
+        assert_eq!(page["total_is_lower_bound"], false, "{query}");
+    }
+    // Pages of a filtered list walk every match once.
+    let first = list("agent=coder&limit=2").await;
+    assert_eq!(session_ids(&first), ["s-span", "s-a"]);
+    assert_eq!(first["total"], 3);
+    let cursor = first["next_cursor"].as_str().unwrap().to_string();
+    let second = list(&format!("agent=coder&limit=2&cursor={cursor}")).await;
+    assert_eq!(session_ids(&second), ["s-c"]);
+    assert!(second["next_cursor"].is_null(), "{second}");
+    let bad = api_get(&running, "/api/v1/sessions?from=2026-05-30&to=2026-05-29").await;
+    assert_eq!(bad.status, 400);
+    let bad = api_get(&running, "/api/v1/sessions?from=yesterday").await;
+    assert_eq!(bad.status, 400);
     running.shutdown().await.unwrap();
 }

@@ -36,59 +36,14 @@ fn write(running: &Running, calls: &[CallRecord]) {
     running.store.write_batch(calls, &invs).unwrap();
 }
 
-/// The engine the running test reads and writes (see `on_both_engines!`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Engine {
-    Sled,
-    Postgres,
-}
-
-tokio::task_local! {
-    static ENGINE: Engine;
-}
-
-/// llmtap on the test's engine: sled in a temporary directory, or a fresh database
-/// on the tests' PostgreSQL (`pg.rs`).
+/// llmtap on the test's engine (`util::on_test_engine`): sled in a temporary
+/// directory, or a fresh database on the tests' PostgreSQL (`pg.rs`).
 async fn start(extra: &str) -> (Running, TempDir) {
     let dir = TempDir::new("api");
     let mut config = test_config(dir.path(), extra);
-    if ENGINE.try_with(|e| *e) == Ok(Engine::Postgres) {
-        let db = super::pg::fresh_db("api").await;
-        let url = llmtap::config::RawConfig::from_toml(&format!("[store]\nurl = \"{}\"", db.url()))
-            .unwrap()
-            .validate(&Default::default())
-            .map(|c| match c.engine {
-                llmtap::config::StoreEngine::Postgres(pg) => pg,
-                llmtap::config::StoreEngine::Sled => unreachable!(),
-            })
-            .unwrap();
-        config.engine = llmtap::config::StoreEngine::Postgres(url);
-    }
+    on_test_engine(&mut config, "api").await;
     let running = start_llmtap(config).await;
     (running, dir)
-}
-
-/// Runs each listed test on sled (`api::on_sled::name`) and on PostgreSQL
-/// (`api::on_postgres::name`): one suite, both engines, the same assertions.
-macro_rules! on_both_engines {
-    ($($test:ident),* $(,)?) => {
-        mod on_sled {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    super::ENGINE.scope(super::Engine::Sled, super::$test()).await
-                }
-            )*
-        }
-        mod on_postgres {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    super::ENGINE.scope(super::Engine::Postgres, super::$test()).await
-                }
-            )*
-        }
-    };
 }
 
 on_both_engines!(
@@ -107,6 +62,7 @@ on_both_engines!(
     model_filter_matches_requested_or_answered_and_groups_by_requested,
     session_costs_are_exact_picodollar_sums,
     audit_entries_record_the_query_string_as_sent,
+    prompt_logs_read_prompts_newest_first_in_windows_pages_and_filters_for_admins_only,
 );
 
 async fn get(running: &Running, path: &str, token: Option<&str>) -> Got {
@@ -1248,4 +1204,319 @@ async fn audit_entries_record_the_query_string_as_sent() {
     expected.sort();
     assert_eq!(paths, expected);
     running.shutdown().await.unwrap();
+}
+
+// ------------------------------------------------ issue 35: GET /prompt-logs
+
+/// `GET /api/v1/prompt-logs` on both engines: the content of each LLM call, newest
+/// first; the 7-day window when nothing narrows the read; offset and cursor paging;
+/// run, session, endpoint, time and tenant filters; 400s; admins only, tenant
+/// confinement, and an audit entry per read.
+async fn prompt_logs_read_prompts_newest_first_in_windows_pages_and_filters_for_admins_only() {
+    use llmtap::record::Endpoint;
+    let toml = [
+        token_toml("root", "admin-token", "admin", None),
+        token_toml("watcher", "viewer-token", "viewer", None),
+        token_toml("acme-admin", "acme-admin-token", "admin", Some("acme")),
+    ]
+    .concat();
+    let (running, _dir) = start(&toml).await;
+    let admin = Some("admin-token");
+    let now = llmtap::timefmt::now_unix_us();
+    let hour = 3_600_000_000u64;
+    // Recent: a three-round run in a session (acme), and 30 one-round runs (globex),
+    // half on OpenAI's chat completions, half on Anthropic's messages.
+    let mut recent: Vec<CallRecord> = (1..=3u32)
+        .map(|r| {
+            let mut c = synthetic_call(
+                "audit-run",
+                r,
+                now - 10 * hour + u64::from(r) * 1_000_000,
+                "auditor",
+                "acme",
+                Some("sess-audit"),
+                0,
+                CallStatus::Success,
+                100,
+                10,
+            );
+            c.endpoint = Some(Endpoint::ChatCompletions);
+            c.request.as_mut().unwrap().tools = vec![
+                serde_json::json!({"type": "function", "function": {"name": "lookup_ticket"}}),
+            ];
+            c
+        })
+        .collect();
+    for i in 0..30u64 {
+        let mut c = call(
+            &format!("bulk-{i}"),
+            1,
+            now - 2 * hour - i * 1_000_000,
+            "bulk",
+            "globex",
+            CallStatus::Success,
+        );
+        c.endpoint = Some(if i % 2 == 0 {
+            Endpoint::ChatCompletions
+        } else {
+            Endpoint::Messages
+        });
+        recent.push(c);
+    }
+    // A tool HTTP call of the run: no prompt, never listed.
+    let mut tool = call(
+        "audit-run",
+        0,
+        now - 10 * hour + 1_500_000,
+        "auditor",
+        "acme",
+        CallStatus::Success,
+    );
+    tool.kind = "http".into();
+    tool.provider = "tracking".into();
+    recent.push(tool.clone());
+    // Old: 30 days ago, outside the default window.
+    let old = call(
+        "old-run",
+        1,
+        now - 30 * 24 * hour,
+        "bulk",
+        "globex",
+        CallStatus::Success,
+    );
+    recent.push(old.clone());
+    // Not parsed: no request view.
+    let mut unparsed = call(
+        "odd-run",
+        1,
+        now - hour,
+        "odd",
+        "globex",
+        CallStatus::Success,
+    );
+    unparsed.request = None;
+    unparsed.parse_notes = vec!["request body is not JSON".into()];
+    recent.push(unparsed.clone());
+    write(&running, &recent);
+
+    // Admins only.
+    assert_eq!(get(&running, "/api/v1/prompt-logs", None).await.status, 401);
+    let got = get(&running, "/api/v1/prompt-logs", Some("viewer-token")).await;
+    assert_eq!(got.status, 403, "{}", String::from_utf8_lossy(&got.body));
+
+    // The default: the last 7 days, newest first, 20 a page.
+    let page = get(&running, "/api/v1/prompt-logs", admin).await;
+    assert_eq!(page.status, 200, "{}", String::from_utf8_lossy(&page.body));
+    let page = page.json();
+    assert_eq!(page["applied_time_window_days"], 7, "{page}");
+    assert_eq!(page["limit"], 20);
+    assert_eq!(page["count"], 20);
+    assert_eq!(page["has_more"], true);
+    assert_eq!(page["next_offset"], 20);
+    let first = &page["items"][0];
+    assert_eq!(first["id"], unparsed.id.as_str(), "newest first");
+    assert_eq!(first["parse_incomplete"], true);
+    assert_eq!(first["parse_notes"][0], "request body is not JSON");
+    let times: Vec<u64> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| llmtap::timefmt::parse_rfc3339_us(i["occurred_at"].as_str().unwrap()).unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {times:?}"
+    );
+    // Every page by offset: each LLM call of the window once, the tool call and the
+    // old call never.
+    let mut seen: Vec<String> = Vec::new();
+    let mut offset = 0;
+    loop {
+        let page = ok_json_as(
+            &running,
+            &format!("/api/v1/prompt-logs?limit=7&offset={offset}"),
+            admin,
+        )
+        .await;
+        seen.extend(ids(&page));
+        match page["next_offset"].as_u64() {
+            Some(n) => offset = n,
+            None => {
+                assert_eq!(page["has_more"], false);
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        34,
+        "3 rounds, 30 bulk calls and the unparsed one"
+    );
+    assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 34);
+    assert!(!seen.contains(&tool.id) && !seen.contains(&old.id));
+    // The same by cursor.
+    let mut by_cursor: Vec<String> = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/prompt-logs?limit=9&cursor={c}"),
+            None => "/api/v1/prompt-logs?limit=9".to_string(),
+        };
+        let page = ok_json_as(&running, &path, admin).await;
+        by_cursor.extend(ids(&page));
+        assert!(page["next_offset"].is_null() || cursor.is_none());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(by_cursor, seen, "cursor and offset walk the same order");
+
+    // A run: its rounds, newest first, with their content; no window applied.
+    let run = ok_json_as(&running, "/api/v1/prompt-logs?run_id=audit-run", admin).await;
+    assert!(run["applied_time_window_days"].is_null());
+    let rounds: Vec<u64> = run["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["turn_index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(rounds, [3, 2, 1]);
+    let r2 = &run["items"][1];
+    assert_eq!(r2["run_id"], "audit-run");
+    assert_eq!(
+        r2["session_id"],
+        recent[1].metadata.session_id.as_deref().unwrap()
+    );
+    assert_eq!(
+        r2["system_prompt"],
+        "You are auditor, a helpful support agent."
+    );
+    assert_eq!(r2["messages"][0]["role"], "user");
+    assert!(r2["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .starts_with("Please summarise ticket"));
+    assert_eq!(r2["messages"][1]["role"], "tool");
+    assert!(r2["prompt"]
+        .as_str()
+        .unwrap()
+        .starts_with("system: You are auditor"));
+    assert!(r2["prompt"]
+        .as_str()
+        .unwrap()
+        .contains("\n\nuser: Please summarise"));
+    assert_eq!(r2["response"], "Done.");
+    assert_eq!(r2["response_tool_calls"][0]["name"], "lookup_ticket");
+    assert_eq!(r2["tools_offered"], true);
+    assert_eq!(r2["tool_names"], serde_json::json!(["lookup_ticket"]));
+    assert_eq!(r2["endpoint"], "chat_completions");
+    assert_eq!(r2["parse_incomplete"], false);
+    assert_eq!(r2["occurred_at"], recent[1].started_at.as_str());
+    // A session: the same three.
+    let session = ok_json_as(&running, "/api/v1/prompt-logs?session_id=sess-audit", admin).await;
+    assert_eq!(ids(&session), ids(&run));
+    // Endpoint kind: the bulk calls on Anthropic's messages.
+    let messages = ok_json_as(
+        &running,
+        "/api/v1/prompt-logs?endpoint=messages&limit=200",
+        admin,
+    )
+    .await;
+    assert_eq!(messages["count"], 15, "{messages}");
+    assert!(messages["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["endpoint"] == "messages"));
+    // A time range: the old call alone.
+    let from = llmtap::timefmt::format_rfc3339_us(now - 31 * 24 * hour);
+    let to = llmtap::timefmt::format_rfc3339_us(now - 29 * 24 * hour);
+    let range = ok_json_as(
+        &running,
+        &format!("/api/v1/prompt-logs?from={from}&to={to}"),
+        admin,
+    )
+    .await;
+    assert_eq!(ids(&range), vec![old.id.clone()]);
+    assert!(range["applied_time_window_days"].is_null());
+
+    // Tenant confinement: an admin of acme sees acme's calls only.
+    let acme = ok_json_as(
+        &running,
+        "/api/v1/prompt-logs?limit=200",
+        Some("acme-admin-token"),
+    )
+    .await;
+    assert_eq!(acme["count"], 3, "{acme}");
+    assert!(acme["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["tenant"] == "acme"));
+    let other = get(
+        &running,
+        "/api/v1/prompt-logs?tenant=globex",
+        Some("acme-admin-token"),
+    )
+    .await;
+    assert_eq!(other.status, 403);
+    let other_run = get(
+        &running,
+        "/api/v1/prompt-logs?run_id=bulk-1",
+        Some("acme-admin-token"),
+    )
+    .await;
+    assert_eq!(other_run.status, 403);
+
+    // Bad parameters: 400 naming the parameter.
+    for (query, parameter) in [
+        ("limit=0", "limit"),
+        ("limit=201", "limit"),
+        ("offset=10001", "offset"),
+        ("offset=-1", "offset"),
+        ("endpoint=fax", "endpoint"),
+        ("from=yesterday", "from"),
+        ("from=2026-02-01&to=2026-01-01", "to"),
+        ("cursor=nope", "cursor"),
+        ("offset=5&cursor=v1000000000000000161", "offset"),
+        ("bogus=1", "bogus"),
+    ] {
+        let got = get(&running, &format!("/api/v1/prompt-logs?{query}"), admin).await;
+        assert_eq!(
+            got.status,
+            400,
+            "{query}: {}",
+            String::from_utf8_lossy(&got.body)
+        );
+        assert_eq!(got.json()["error"]["parameter"], parameter, "{query}");
+    }
+
+    // Every read is audited, with its query string.
+    let audit = ok_json_as(&running, "/api/v1/audit?limit=1000", admin).await;
+    let reads: Vec<&Value> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "read prompt logs")
+        .collect();
+    assert!(
+        reads
+            .iter()
+            .any(|e| e["path"] == "/api/v1/prompt-logs?run_id=audit-run"),
+        "{audit}"
+    );
+    assert!(reads.iter().any(|e| e["who"] == "acme-admin"));
+    running.shutdown().await.unwrap();
+}
+
+async fn ok_json_as(running: &Running, path: &str, token: Option<&str>) -> Value {
+    let got = get(running, path, token).await;
+    assert_eq!(
+        got.status,
+        200,
+        "{path}: {}",
+        String::from_utf8_lossy(&got.body)
+    );
+    got.json()
 }

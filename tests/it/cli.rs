@@ -1048,6 +1048,60 @@ async fn export_writes_the_api_csv_columns_and_stats_has_no_group_of_tool_calls(
         }
     }
 
+    // JSON lines are the prompt logs: each LLM call's exchange, the tool calls not.
+    let jsonl = dir.path().join("logs.jsonl");
+    let out = run(
+        &recorded,
+        &[
+            "export",
+            "--format",
+            "jsonl",
+            "--out",
+            jsonl.to_str().unwrap(),
+            "--page-size",
+            "2",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let logs: Vec<Value> = std::fs::read_to_string(&jsonl)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut logged: Vec<String> = logs
+        .iter()
+        .map(|l| l["id"].as_str().unwrap().to_string())
+        .collect();
+    logged.sort();
+    let mut all = seeded.all_calls();
+    all.sort();
+    assert_eq!(logged, all, "every LLM call once, no tool call");
+    let round_2 = logs
+        .iter()
+        .find(|l| l["id"] == seeded.tool_calls[1].as_str())
+        .unwrap();
+    assert_eq!(round_2["run_id"], seeded.tool_run.as_str());
+    assert_eq!(round_2["turn_index"], 2);
+    assert_eq!(round_2["tools_offered"], true);
+    assert_eq!(round_2["tool_names"], serde_json::json!(["multiply"]));
+    assert!(
+        round_2["prompt"].as_str().unwrap().contains("user: "),
+        "{round_2}"
+    );
+    assert!(round_2["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m["role"] == "tool"));
+    let occurred =
+        llmtap::timefmt::parse_rfc3339_us(round_2["occurred_at"].as_str().unwrap()).unwrap();
+    let stored = llmtap::timefmt::parse_rfc3339_us(round_2["stored_at"].as_str().unwrap()).unwrap();
+    assert!(stored >= occurred, "stored after it happened: {round_2}");
+
     let stats = json_of(&run(&recorded, &["stats", "--group-by", "agent"]));
     let items = stats["items"].as_array().unwrap();
     assert!(

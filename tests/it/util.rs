@@ -272,6 +272,65 @@ pub fn test_config(data_dir: &Path, extra_toml: &str) -> Config {
         .unwrap()
 }
 
+/// The store engine a test runs on (see `on_both_engines!`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sled,
+    Postgres,
+}
+
+tokio::task_local! {
+    /// The running test's engine; sled when a test sets none.
+    pub static ENGINE: Engine;
+}
+
+/// Puts `config` on the running test's engine: sled in its data directory, or a
+/// fresh database on the tests' PostgreSQL (`pg.rs`).
+pub async fn on_test_engine(config: &mut Config, tag: &str) {
+    if ENGINE.try_with(|e| *e) != Ok(Engine::Postgres) {
+        return;
+    }
+    let db = super::pg::fresh_db(tag).await;
+    let url = RawConfig::from_toml(&format!("[store]\nurl = \"{}\"", db.url()))
+        .unwrap()
+        .validate(&Overrides::default())
+        .map(|c| match c.engine {
+            llmtap::config::StoreEngine::Postgres(pg) => pg,
+            llmtap::config::StoreEngine::Sled => unreachable!(),
+        })
+        .unwrap();
+    config.engine = llmtap::config::StoreEngine::Postgres(url);
+}
+
+/// Runs each listed test of the calling module on sled (`module::on_sled::name`) and
+/// on PostgreSQL (`module::on_postgres::name`): one test, both engines, the same
+/// assertions. The tests start llmtap with a config passed through `on_test_engine`.
+macro_rules! on_both_engines {
+    ($($test:ident),* $(,)?) => {
+        mod on_sled {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    $crate::it::util::ENGINE
+                        .scope($crate::it::util::Engine::Sled, super::$test())
+                        .await
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    $crate::it::util::ENGINE
+                        .scope($crate::it::util::Engine::Postgres, super::$test())
+                        .await
+                }
+            )*
+        }
+    };
+}
+pub(crate) use on_both_engines;
+
 pub fn provider_toml(name: &str, kind: &str, base_url: &str) -> String {
     format!("[providers.{name}]\nkind = \"{kind}\"\nbase_url = \"{base_url}\"\n")
 }

@@ -21,7 +21,9 @@ use crate::record::{CallRecord, InvocationRecord};
 use crate::store::content::Codec;
 use crate::store::crypto::Addr;
 use crate::store::engine::{FacetVisitor, Pricer};
-use crate::store::index::{CallText, RateLimitPoint, RateLimitState, RollupCell, SessionSummary};
+use crate::store::index::{
+    CallText, RateLimitPoint, RateLimitState, RollupCell, SessionFilter, SessionSummary,
+};
 use crate::store::manifest::{hydrate, search_text, Manifest};
 use crate::store::sled::{
     AuditEntry, ContentUsage, Page, PageRequest, RepriceReport, ScanOutcome, SweepReport,
@@ -577,11 +579,11 @@ impl Engine for PostgresStore {
     }
     fn list_sessions(
         &self,
-        tenant: Option<&str>,
+        filter: &SessionFilter,
         request: &PageRequest,
     ) -> Result<Page<SessionSummary>, StoreError> {
-        let (tenant, request) = (tenant.map(str::to_string), request.clone());
-        self.run(move |c| async move { sessions::list(&*c, tenant.as_deref(), &request).await })
+        let (filter, request) = (filter.clone(), request.clone());
+        self.run(move |c| async move { sessions::list(&*c, &filter, &request).await })
     }
     fn session(&self, id: &str) -> Result<Option<SessionSummary>, StoreError> {
         let id = id.to_string();

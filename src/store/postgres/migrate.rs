@@ -54,6 +54,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "content_keys",
         sql: include_str!("migrations/0007_content_keys.sql"),
     },
+    Migration {
+        version: 8,
+        name: "session_models",
+        sql: include_str!("migrations/0008_session_models.sql"),
+    },
 ];
 
 /// The advisory lock key that serialises migrations ("llmtap" in ASCII).

@@ -9,7 +9,7 @@
 
 use super::{text, PgError};
 use crate::record::CallRecord;
-use crate::store::index::SessionSummary;
+use crate::store::index::{SessionFilter, SessionSummary, SESSION_MODELS_MAX};
 use crate::store::sled::{Page, PageRequest, Position, COUNT_CAP};
 use crate::store::summary::CallSummary;
 use crate::timefmt::format_rfc3339_us;
@@ -46,7 +46,8 @@ pub async fn add(
         return Ok(());
     }
     let n = deltas.len();
-    let (mut ids, mut tenants, mut agents, mut subjects) = (
+    let (mut ids, mut tenants, mut agents, mut subjects, mut models) = (
+        Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -65,6 +66,9 @@ pub async fn add(
         tenants.push(text::opt(s.tenant));
         agents.push(text::opt(s.agent));
         subjects.push(text::opt(s.subject));
+        // One text per session (a text[][] must be rectangular): models joined by
+        // U+001F, which no model name holds, split again in SQL.
+        models.push(text::owned(s.models.unwrap_or_default().join("\u{1f}")));
         calls.push(to_i64(s.calls));
         input.push(to_i64(s.input_tokens));
         output.push(to_i64(s.output_tokens));
@@ -75,9 +79,14 @@ pub async fn add(
     client
         .execute(
             "INSERT INTO sessions AS s (id, tenant, agent, subject, calls, input_tokens, \
-             output_tokens, cost_pusd, first_us, last_us) \
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], \
-             $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[]) \
+             output_tokens, cost_pusd, first_us, last_us, models) \
+             SELECT id, tenant, agent, subject, calls, input_tokens, output_tokens, cost_pusd, \
+             first_us, last_us, CASE WHEN models = '' THEN '{}'::text[] \
+             ELSE string_to_array(models, E'\\x1f') END \
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], \
+             $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::text[]) \
+             AS d(id, tenant, agent, subject, calls, input_tokens, output_tokens, cost_pusd, \
+             first_us, last_us, models) \
              ON CONFLICT (id) DO UPDATE SET \
              calls = llmtap_sat_add(s.calls, excluded.calls), \
              input_tokens = llmtap_sat_add(s.input_tokens, excluded.input_tokens), \
@@ -89,17 +98,31 @@ pub async fn add(
              first_us = LEAST(s.first_us, excluded.first_us), \
              last_us = GREATEST(s.last_us, excluded.last_us), \
              tenant = coalesce(s.tenant, excluded.tenant), \
-             agent = coalesce(s.agent, excluded.agent)",
+             agent = coalesce(s.agent, excluded.agent), \
+             models = (SELECT coalesce(array_agg(m ORDER BY o), '{}') FROM \
+                 (SELECT m, min(o) AS o FROM unnest(s.models || excluded.models) \
+                 WITH ORDINALITY AS u(m, o) GROUP BY m ORDER BY min(o) LIMIT $12) AS k)",
             &[
-                &ids, &tenants, &agents, &subjects, &calls, &input, &output, &cost, &first, &last,
+                &ids,
+                &tenants,
+                &agents,
+                &subjects,
+                &calls,
+                &input,
+                &output,
+                &cost,
+                &first,
+                &last,
+                &models,
+                &(SESSION_MODELS_MAX as i64),
             ],
         )
         .await?;
     Ok(())
 }
 
-const COLUMNS: &str =
-    "id, subject, agent, tenant, calls, input_tokens, output_tokens, cost_pusd, first_us, last_us";
+const COLUMNS: &str = "id, subject, agent, tenant, calls, input_tokens, output_tokens, \
+                       cost_pusd, first_us, last_us, models";
 
 fn from_row(row: &Row) -> SessionSummary {
     let cost_pusd = to_u64(row.get(7));
@@ -118,6 +141,7 @@ fn from_row(row: &Row) -> SessionSummary {
         first_at_us: first,
         last_at: format_rfc3339_us(last),
         last_at_us: last,
+        models: Some(row.get(10)),
     }
 }
 
@@ -132,10 +156,18 @@ pub async fn get(client: &impl GenericClient, id: &str) -> Result<Option<Session
         .map(|r| from_row(&r)))
 }
 
-/// Sessions newest first (by first call), of one tenant when given (`""`: none).
+/// The conditions of `SessionFilter::matches` (index.rs) in SQL, on parameters $1
+/// (tenant), $2 (from), $3 (to), $4 (agent), $5 (model).
+const FILTER: &str = "($1::text IS NULL OR coalesce(tenant, '') = $1) \
+                      AND ($2::bigint IS NULL OR last_us >= $2) \
+                      AND ($3::bigint IS NULL OR first_us < $3) \
+                      AND ($4::text IS NULL OR agent = $4) \
+                      AND ($5::text IS NULL OR $5 = ANY(models))";
+
+/// Sessions newest first (by first call) that `filter` matches.
 pub async fn list(
     client: &impl GenericClient,
-    tenant: Option<&str>,
+    filter: &SessionFilter,
     request: &PageRequest,
 ) -> Result<Page<SessionSummary>, PgError> {
     let limit = request.limit.clamp(1, 1000);
@@ -143,16 +175,22 @@ pub async fn list(
         Some(p) => (to_i64(p.time_us), p.id.clone()),
         None => (i64::MAX, String::new()),
     };
+    let tenant = filter.tenant.as_deref();
+    let (from, to) = (filter.from_us.map(to_i64), filter.to_us.map(to_i64));
+    let (agent, model) = (filter.agent.as_deref(), filter.model.as_deref());
     let rows = client
         .query(
             &format!(
-                "SELECT {COLUMNS} FROM sessions \
-                 WHERE ($1::text IS NULL OR coalesce(tenant, '') = $1) \
-                 AND ($2 = '' AND first_us <= $3 OR (first_us, id) < ($3, $2)) \
-                 ORDER BY first_us DESC, id DESC LIMIT $4 OFFSET $5"
+                "SELECT {COLUMNS} FROM sessions WHERE {FILTER} \
+                 AND ($6 = '' AND first_us <= $7 OR (first_us, id) < ($7, $6)) \
+                 ORDER BY first_us DESC, id DESC LIMIT $8 OFFSET $9"
             ),
             &[
                 &tenant,
+                &from,
+                &to,
+                &agent,
+                &model,
                 &after_id,
                 &after_us,
                 &((limit + 1) as i64),
@@ -171,7 +209,7 @@ pub async fn list(
     };
     let (total, total_is_lower_bound) = if !request.count_total {
         (0, true)
-    } else if tenant.is_none() {
+    } else if tenant.is_none() && !filter.narrows() {
         let n: i64 = client
             .query_one("SELECT count(*) FROM sessions", &[])
             .await?
@@ -180,9 +218,10 @@ pub async fn list(
     } else {
         let n: i64 = client
             .query_one(
-                "SELECT count(*) FROM (SELECT 1 FROM sessions WHERE coalesce(tenant, '') = $1 \
-                 LIMIT $2) AS capped",
-                &[&tenant, &to_i64(COUNT_CAP + 1)],
+                &format!(
+                    "SELECT count(*) FROM (SELECT 1 FROM sessions WHERE {FILTER} LIMIT $6) AS capped"
+                ),
+                &[&tenant, &from, &to, &agent, &model, &to_i64(COUNT_CAP + 1)],
             )
             .await?
             .get(0);

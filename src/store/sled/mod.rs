@@ -611,11 +611,9 @@ impl SledStore {
                     None => {
                         let old: Option<SessionSummary> =
                             decode_opt(session_id, self.sessions.get(session_id.as_bytes())?)?;
-                        let current = old.clone().unwrap_or_else(|| SessionSummary {
-                            id: session_id.clone(),
-                            first_at_us: call.started_at_us,
-                            ..SessionSummary::default()
-                        });
+                        let current = old
+                            .clone()
+                            .unwrap_or_else(|| SessionSummary::starting(session_id, call));
                         (old, current)
                     }
                 };

@@ -12,6 +12,11 @@ use super::join::{Bounds, Join};
 use super::{be_u64, decode, decode_opt, round_prefix, SledStore, StoreError};
 use crate::store::index::{self, RateLimitPoint, RateLimitState, RollupCell, SessionSummary};
 use crate::store::summary::{self, tag, FacetView, Filter};
+
+/// Sessions a filtered session list reads per page, and per total.
+const SESSION_SCAN_BUDGET: usize = 200_000;
+/// Calls read of a session stored without its models, to match a model filter.
+const LEGACY_SESSION_CALLS: usize = 1_000;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::sync::atomic::Ordering;
 
@@ -657,20 +662,31 @@ impl SledStore {
         Ok(out)
     }
 
-    /// Sessions newest first (by first activity), optionally of one tenant.
+    /// Sessions newest first (by first activity) that `filter` matches. A filter
+    /// beyond the tenant reads each session's summary: at most
+    /// `SESSION_SCAN_BUDGET` per page (then the page ends early with a cursor to go on
+    /// from) and per total (then a lower bound).
     pub fn list_sessions(
         &self,
-        tenant: Option<&str>,
+        filter: &index::SessionFilter,
         request: &PageRequest,
     ) -> Result<Page<SessionSummary>, StoreError> {
-        let mut hi = u64::MAX.to_be_bytes().to_vec();
-        hi.push(0xff);
-        if let Some(p) = &request.after {
-            hi = index::session_list_key(p.time_us, &p.id);
+        let mut top = u64::MAX.to_be_bytes().to_vec();
+        top.push(0xff);
+        if let Some(to) = filter.to_us {
+            // Sessions that start at or after `to` are not active before it.
+            top = index::session_list_key(to, "");
         }
+        let hi = match &request.after {
+            Some(p) => index::session_list_key(p.time_us, &p.id).min(top.clone()),
+            None => top.clone(),
+        };
+        let tenant = filter.tenant.as_deref();
+        let narrows = filter.narrows();
         let limit = request.limit.max(1);
         let mut items = Vec::new();
         let mut matched = 0u64;
+        let mut examined = 0usize;
         let mut has_more = false;
         let mut next = None;
         for entry in self.session_list.range(..hi).rev() {
@@ -678,20 +694,41 @@ impl SledStore {
             if tenant.is_some_and(|t| t.as_bytes() != value.as_ref()) {
                 continue;
             }
+            let id = String::from_utf8_lossy(key.get(8..).unwrap_or(&[])).into_owned();
+            let mut found = None;
+            if narrows {
+                examined += 1;
+                if examined > SESSION_SCAN_BUDGET {
+                    // Out of budget: the next page goes on from the last session read.
+                    has_more = true;
+                    break;
+                }
+                next = Some(Position {
+                    time_us: be_u64(&key[..8]),
+                    id: id.clone(),
+                });
+                match self.matching_session(filter, &id)? {
+                    Some(s) => found = Some(s),
+                    None => continue,
+                }
+            }
             matched += 1;
             if matched <= request.offset as u64 {
                 continue;
             }
             if items.len() == limit {
                 has_more = true;
+                next = items.last().map(|s: &SessionSummary| Position {
+                    time_us: s.first_at_us,
+                    id: s.id.clone(),
+                });
                 break;
             }
-            let id = String::from_utf8_lossy(key.get(8..).unwrap_or(&[])).into_owned();
-            if let Some(s) = decode_opt::<SessionSummary>(&id, self.sessions.get(id.as_bytes())?)? {
-                next = Some(Position {
-                    time_us: s.first_at_us,
-                    id: id.clone(),
-                });
+            let s = match found {
+                Some(s) => Some(s),
+                None => decode_opt::<SessionSummary>(&id, self.sessions.get(id.as_bytes())?)?,
+            };
+            if let Some(s) = s {
                 items.push(s);
             }
         }
@@ -700,20 +737,32 @@ impl SledStore {
         }
         let (total, lower) = if !request.count_total {
             (0, true)
-        } else if tenant.is_none() {
+        } else if !narrows && tenant.is_none() {
             (self.sessions.len() as u64, false)
         } else {
-            let mut n = 0u64;
-            for entry in self.session_list.iter() {
-                let (_, value) = entry?;
-                if tenant.is_some_and(|t| t.as_bytes() == value.as_ref()) {
-                    n += 1;
-                    if n > COUNT_CAP {
+            let (mut n, mut examined, mut cut) = (0u64, 0usize, false);
+            for entry in self.session_list.range(..top).rev() {
+                let (key, value) = entry?;
+                if tenant.is_some_and(|t| t.as_bytes() != value.as_ref()) {
+                    continue;
+                }
+                if narrows {
+                    examined += 1;
+                    if examined > SESSION_SCAN_BUDGET {
+                        cut = true;
                         break;
                     }
+                    let id = String::from_utf8_lossy(key.get(8..).unwrap_or(&[])).into_owned();
+                    if self.matching_session(filter, &id)?.is_none() {
+                        continue;
+                    }
+                }
+                n += 1;
+                if n > COUNT_CAP {
+                    break;
                 }
             }
-            (n.min(COUNT_CAP), n > COUNT_CAP)
+            (n.min(COUNT_CAP), cut || n > COUNT_CAP)
         };
         Ok(Page {
             items,
@@ -722,6 +771,33 @@ impl SledStore {
             has_more,
             next,
         })
+    }
+
+    /// The session `id` when `filter` matches it. A session stored before sessions
+    /// kept their models is matched on the models of its calls (computed on read).
+    fn matching_session(
+        &self,
+        filter: &index::SessionFilter,
+        id: &str,
+    ) -> Result<Option<SessionSummary>, StoreError> {
+        let Some(s) = decode_opt::<SessionSummary>(id, self.sessions.get(id.as_bytes())?)? else {
+            return Ok(None);
+        };
+        let legacy_models = match (&filter.model, &s.models) {
+            (Some(_), None) => {
+                let mut models = Vec::new();
+                for c in self.session_calls(id, LEGACY_SESSION_CALLS)? {
+                    for m in [c.model, c.response_model].into_iter().flatten() {
+                        if !models.contains(&m) {
+                            models.push(m);
+                        }
+                    }
+                }
+                Some(models)
+            }
+            _ => None,
+        };
+        Ok(filter.matches(&s, legacy_models.as_deref()).then_some(s))
     }
 
     pub fn session(&self, id: &str) -> Result<Option<SessionSummary>, StoreError> {
