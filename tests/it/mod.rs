@@ -24,6 +24,7 @@ mod proxy;
 pub mod recorded;
 mod replay;
 mod scale_out;
+mod screenshots;
 mod secrets;
 mod storage;
 #[path = "../../src/devtools/synthetic.rs"]

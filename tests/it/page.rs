@@ -1,9 +1,9 @@
 //! The web page in a real headless Chromium (chromedriver), against an in-process
 //! llmtap fed with recorded provider exchanges through the mock upstream.
 //!
-//! With `LLMTAP_SCREENSHOTS=DIR` set, the main test also writes a PNG of each view
-//! there (docs/screenshots/ in the repository). The benchmark at the end is ignored by
-//! default; BENCHMARKS.md gives its command.
+//! The README's screenshots are taken by `it::screenshots` on a data set of their own;
+//! the benchmark at the end (ignored by default, BENCHMARKS.md gives its command)
+//! writes `runs-1m.png` when `LLMTAP_SCREENSHOTS=DIR` is set.
 
 use super::util::*;
 use super::webdriver::Browser;
@@ -263,7 +263,6 @@ async fn runs_view_filters_opens_rounds_updates_live_and_exports_csv() {
     ] {
         assert!(table.contains(needle), "{needle} missing from:\n{table}");
     }
-    shot(&browser, "runs").await;
 
     // A filter narrows the list, lands in the URL and survives a reload.
     browser
@@ -307,7 +306,6 @@ async fn runs_view_filters_opens_rounds_updates_live_and_exports_csv() {
             json!([]),
         )
         .await;
-    shot(&browser, "round-conversation").await;
     browser.click(".tab[data-tab='changes']").await;
     browser.wait_text(".tab-panel", "whole context").await;
     browser.click(".tab[data-tab='cost']").await;
@@ -324,7 +322,6 @@ async fn runs_view_filters_opens_rounds_updates_live_and_exports_csv() {
             json!([]),
         )
         .await;
-    shot(&browser, "round-cost").await;
     browser.click(".tab[data-tab='metadata']").await;
     browser.wait_text(".tab-panel", "calculator@v2").await;
     // Round 2: what it added to the context is the tool result.
@@ -339,7 +336,6 @@ async fn runs_view_filters_opens_rounds_updates_live_and_exports_csv() {
             json!([]),
         )
         .await;
-    shot(&browser, "round-changes").await;
 
     // A new call appears without a reload; the open run stays open.
     browser
@@ -373,7 +369,6 @@ async fn runs_view_filters_opens_rounds_updates_live_and_exports_csv() {
         .await;
     assert_eq!(state, json!([true, TOOL_RUN, true]));
     browser.wait_text("#showing", "Showing 1 to 2 of 2").await;
-    shot(&browser, "run-expanded").await;
 
     // Export CSV downloads the filtered runs.
     browser.click("#export-csv").await;
@@ -410,22 +405,18 @@ async fn runs_view_filters_opens_rounds_updates_live_and_exports_csv() {
         .goto(&format!("{}?view=sessions", scene.page_url()))
         .await;
     browser.wait_text("main", TOOL_PROMPT).await;
-    shot(&browser, "sessions").await;
     // (Calls that named no session are sessions of their conversations: pick conv-42.)
     browser.click("table.sessions a[href*='conv-42']").await;
     browser.wait_count("table.timeline tbody tr", 2).await;
-    shot(&browser, "session-timeline").await;
     browser
         .goto(&format!("{}?view=agents", scene.page_url()))
         .await;
     browser.wait_text("table.agents", "research-bot").await;
-    shot(&browser, "agents").await;
     browser
         .goto(&format!("{}?view=stats&group_by=model", scene.page_url()))
         .await;
     browser.wait_text("table.stats", "gpt-4o-mini").await;
     assert!(browser.count("svg.bars rect").await >= 3);
-    shot(&browser, "stats").await;
     browser
         .goto(&format!("{}?view=ratelimits", scene.page_url()))
         .await;
@@ -435,7 +426,6 @@ async fn runs_view_filters_opens_rounds_updates_live_and_exports_csv() {
     assert!(card.contains("429s last hour"), "{card}");
     assert!(card.contains("17 s"), "last retry-after: {card}");
     assert!(browser.count(".rl-card svg.time path.line").await >= 1);
-    shot(&browser, "ratelimits").await;
 
     let errors = console_errors(&browser).await;
     assert!(errors.is_empty(), "console errors: {errors:?}");

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 /// A plain OpenAI chat answer with the given text and 12 + 5 tokens.
-fn chat_reply(text: &str) -> MockResponse {
+pub(super) fn chat_reply(text: &str) -> MockResponse {
     let body = json!({
         "id": "chatcmpl-page", "object": "chat.completion", "created": 1,
         "model": "gpt-4o-mini-2024-07-18",
@@ -26,7 +26,12 @@ fn chat_reply(text: &str) -> MockResponse {
 
 /// Sends `body` to the OpenAI provider with `headers`, answered by `reply`; returns the
 /// call id once it is stored.
-async fn chat(scene: &Scene, body: &str, headers: &[(&str, &str)], reply: MockResponse) -> String {
+pub(super) async fn chat(
+    scene: &Scene,
+    body: &str,
+    headers: &[(&str, &str)],
+    reply: MockResponse,
+) -> String {
     *scene.script.lock().unwrap() = reply;
     let mut all = vec![("content-type", "application/json")];
     all.extend_from_slice(headers);
@@ -56,14 +61,6 @@ async fn api_as(scene: &Scene, path: &str, token: &str) -> Got {
         "",
     )
     .await
-}
-
-/// The console errors of the page, but the sign-in probe's 401 (issue 35's defect 9,
-/// tested and fixed on its own).
-async fn page_errors(browser: &Browser) -> Vec<String> {
-    let mut errors = console_errors(browser).await;
-    errors.retain(|e| !(e.contains("/api/v1/whoami") && e.contains("401")));
-    errors
 }
 
 /// Sets a filter field as a person would (type, then the change event).
@@ -106,18 +103,17 @@ async fn copied_by(browser: &Browser, css: &str) -> String {
         .to_string()
 }
 
-async fn open_round(browser: &Browser, run: &str, round: u32) {
+pub(super) async fn open_round(browser: &Browser, run: &str, round: u32) {
     browser
         .click(&format!("#runs-table tr.run[data-id='{run}']"))
         .await;
-    browser.wait_count("table.rounds tr.round", 1).await;
-    browser
-        .click(&format!("table.rounds tr.round[data-round='{round}']"))
-        .await;
+    let row = format!("table.rounds tr.round[data-round='{round}']");
+    browser.wait_count(&row, 1).await;
+    browser.click(&row).await;
     browser.wait_count(".round-box .tab-panel", 1).await;
 }
 
-async fn show_tab(browser: &Browser, tab: &str) {
+pub(super) async fn show_tab(browser: &Browser, tab: &str) {
     browser.click(&format!(".tab[data-tab='{tab}']")).await;
     browser
         .wait(
@@ -237,7 +233,7 @@ async fn runs_show_version_and_total_tokens_count_pages_and_filter_by_user_sessi
         )
         .await;
     assert_eq!(kept, "acme");
-    let errors = page_errors(&browser).await;
+    let errors = console_errors(&browser).await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
     browser.close().await;
     scene.running.shutdown().await.unwrap();
@@ -449,7 +445,7 @@ async fn a_round_shows_its_cards_client_and_key_id_and_copies_a_request_that_rep
         "{meta}"
     );
     assert!(meta.contains("replay-test/1.0"), "{meta}");
-    let errors = page_errors(&browser).await;
+    let errors = console_errors(&browser).await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
     browser.close().await;
     scene.running.shutdown().await.unwrap();
@@ -542,7 +538,7 @@ async fn attachments_show_size_source_and_an_image_preview_from_the_blob_endpoin
         )
         .await;
     assert_eq!(drawn, json!([1, true]));
-    let errors = page_errors(&browser).await;
+    let errors = console_errors(&browser).await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
     browser.close().await;
     scene.running.shutdown().await.unwrap();
@@ -663,7 +659,7 @@ async fn memory_turns_are_marked_and_every_failure_has_a_hint_saying_what_to_do(
         );
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let errors = page_errors(&browser).await;
+    let errors = console_errors(&browser).await;
     assert!(errors.is_empty(), "console errors: {errors:?}");
     browser.close().await;
     scene.running.shutdown().await.unwrap();
