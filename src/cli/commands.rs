@@ -444,6 +444,12 @@ fn mcp_steps_text(style: &Style, run: &Value) -> String {
                 (_, Value::String(target)) => format!("{} {target}", text(&m["method"])),
                 _ => text(&m["method"]),
             };
+            // A request of the server, answered by the client.
+            let what = if m["direction"] == "server_to_client" {
+                format!("← {what}")
+            } else {
+                what
+            };
             let server = match &m["server"]["name"] {
                 Value::String(name) => name.clone(),
                 _ => text(&t["provider"]),
@@ -488,6 +494,22 @@ fn mcp_steps_text(style: &Style, run: &Value) -> String {
             };
             out.push_str(&format!("  {tool} {label}: {}\n", clip(result)));
         }
+    }
+    for server in run["mcp_servers"].as_array().into_iter().flatten() {
+        let tools: Vec<String> = server["tools_offered"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(text)
+            .collect();
+        if tools.is_empty() {
+            continue;
+        }
+        let name = match &server["server"]["name"] {
+            Value::String(name) => name.clone(),
+            _ => text(&server["provider"]),
+        };
+        out.push_str(&format!("  {name} offered: {}\n", clip(&tools.join(", "))));
     }
     out
 }
