@@ -1238,3 +1238,47 @@ async fn a_tools_list_is_stored_once_and_shown_per_server() {
     assert_eq!(servers[0]["tools_offered"], json!(offered));
     running.shutdown().await.unwrap();
 }
+
+/// An MCP client that names no run (no `x-llmtap-*` header) still lands in the run
+/// whose round asked for its tool, by time and the requested tool call (name and
+/// arguments), and the round joins it.
+#[tokio::test]
+async fn an_mcp_tool_call_naming_no_run_joins_the_run_that_asked_for_it() {
+    const ASKS: &str = r#"{"id":"x","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_b","type":"function","function":{"name":"weather","arguments":"{\"city\":\"Bergen\"}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":20,"completion_tokens":10,"total_tokens":30}}"#;
+    let llm = MockUpstream::start(|_| MockResponse::json(200, ASKS)).await;
+    let server = serve_tools(json_answers()).await;
+    let dir = TempDir::new("mcptimejoin");
+    let running = llmtap_before(server, &dir, &provider_toml("llm", "openai", &llm.url())).await;
+    let r1 = post_json(
+        running.proxy_addr,
+        "/llm/v1/chat/completions",
+        &[("x-llmtap-invocation-id", "run-asker")],
+        r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Weather in Bergen?"}]}"#,
+    )
+    .await;
+    assert_eq!(r1.status, 200);
+    wait_invocation(&running, "run-asker", 1).await;
+    // No grouping header at all.
+    let transport =
+        StreamableHttpClientTransport::from_config(StreamableHttpClientTransportConfig::with_uri(
+            format!("http://{}/tools/mcp", running.proxy_addr),
+        ));
+    let client = ClientConfig::default().serve(transport).await.unwrap();
+    client
+        .call_tool(call("weather", json!({"city": "Bergen"})))
+        .await
+        .unwrap();
+    client.cancel().await.unwrap();
+    let calls = run_calls(&running, "run-asker", 1).await;
+    let weather = tool_call(&calls, "weather");
+    assert_eq!(weather.invocation_id, "run-asker");
+    let v = api_get(&running, "/api/v1/invocations/run-asker")
+        .await
+        .json();
+    assert_eq!(
+        v["rounds"][0]["tool_calls"][0]["mcp"]["call_id"],
+        json!(weather.id),
+        "{v}"
+    );
+    running.shutdown().await.unwrap();
+}
