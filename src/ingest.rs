@@ -36,12 +36,18 @@ pub struct McpReport {
     pub started_at_us: u64,
     /// Until the server's answer line (or the server's exit), in µs.
     pub duration_us: u64,
-    /// The JSON-RPC line the client wrote, without its line break.
+    /// The JSON-RPC line that started the exchange, without its line break: the
+    /// client's, or the server's when `from_server`.
     pub request: String,
-    /// The server's lines for this exchange, joined by "\n": what it sent for the
-    /// request (progress, logging) and then its answer. Empty for a notification.
+    /// The answering side's lines for this exchange, joined by "\n": for a client
+    /// request, what the server sent for it (progress, logging) and then its answer;
+    /// for a server request, the client's answer. Empty for a notification.
     #[serde(default)]
     pub response: String,
+    /// The server started the exchange (a request the client answers, such as
+    /// `sampling/createMessage` or `roots/list`, or a notification).
+    #[serde(default)]
+    pub from_server: bool,
     /// Set when the server exited (or closed its output) before answering.
     #[serde(default)]
     pub server_exited: bool,
@@ -116,6 +122,12 @@ pub fn mcp_exchange(
     };
     let mut request_headers = HeaderMap::new();
     request_headers.insert(crate::parse::mcp::SESSION_HEADER, session);
+    if report.from_server {
+        request_headers.insert(
+            crate::parse::mcp::FROM_SERVER_HEADER,
+            HeaderValue::from_static("server"),
+        );
+    }
     let latency = Duration::from_micros(report.duration_us);
     let outcome = if report.server_exited {
         Outcome::UpstreamError {

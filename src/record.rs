@@ -447,6 +447,36 @@ pub struct McpExchange {
     /// (progress, logging, list changes), at most 32.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub server_messages: Vec<String>,
+    /// Who started the exchange: `client_to_server` (a request or notification of
+    /// the client, answered by the server) or `server_to_client` (a request of the
+    /// server answered by the client: `sampling/createMessage`, `roots/list`,
+    /// `elicitation/create`, `ping`; a server notification; the GET event stream,
+    /// which carries only what the server pushes). Absent in calls stored before it
+    /// was recorded, which were all the client's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<String>,
+    /// The requests the server sent in the response (they have an id the client
+    /// answers in a later exchange), at most 32.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server_requests: Vec<McpServerRequest>,
+    /// The names of the tools a `tools/list` answer offered, in its order (at most
+    /// 1,000). Names only, which viewers may see; the list itself (descriptions,
+    /// schemas) is content, stored once per distinct list (`store::manifest`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools_offered: Vec<String>,
+}
+
+/// The direction of an exchange the client started (`McpExchange::direction`).
+pub const MCP_CLIENT_TO_SERVER: &str = "client_to_server";
+/// The direction of an exchange the server started.
+pub const MCP_SERVER_TO_CLIENT: &str = "server_to_client";
+
+/// A request the server sent the client inside a response stream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct McpServerRequest {
+    /// Its JSON-RPC id, as sent (the client's answer carries it back).
+    pub id: Value,
+    pub method: String,
 }
 
 /// An MCP server as its `initialize` answer names it (`serverInfo`).

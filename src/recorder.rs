@@ -527,6 +527,7 @@ pub fn build_redacted_with(
             response_content_type: content_type,
             response_body: &response_bytes,
             session_id: session(&response_headers).or_else(|| session(&request_headers)),
+            from_server: request_headers.contains_key(crate::parse::mcp::FROM_SERVER_HEADER),
         })
     });
 

@@ -121,6 +121,17 @@ function toolCallView(tc, toolResults) {
     h("div", { class: "tool-head" }, h("span", { class: "tag" }, "tool call"), " ", h("strong", null, tc.name), tc.id ? h("span", { class: "muted mono" }, ` ${tc.id}`) : null),
     h("pre", { class: "json" }, prettyJson(tc.arguments ?? {})));
   const result = toolResults && tc.id ? toolResults.get(tc.id) : null;
+  if (result && result.mcp) {
+    // The MCP tools/call that ran it: its server, own duration, status and result.
+    const m = result.mcp;
+    const server = (m.server && m.server.name) || m.provider;
+    const failure = m.error ? `JSON-RPC error ${m.error.code}: ${m.error.message}` : m.is_error ? "the tool reported an error (isError)" : null;
+    el.append(h("div", { class: `tool-result tool-mcp${failure ? " tool-failed" : ""}`, dataset: { call: m.call_id } },
+      h("div", null, h("span", { class: "tag" }, "MCP"), " ", h("strong", null, server), h("span", { class: "muted" }, ` ${m.transport} · ${fmtMs(m.duration_ms)} · `), badge(m.status),
+        failure ? h("span", { class: "warn" }, ` ${failure}`) : null),
+      m.result_text !== null && m.result_text !== undefined ? longText(maybeJson(String(m.result_text)), 800) : null,
+      m.structured_content !== null && m.structured_content !== undefined ? h("pre", { class: "json" }, prettyJson(m.structured_content)) : null));
+  }
   if (result) {
     el.append(h("div", { class: "tool-result" },
       h("div", { class: "muted" }, result.result_round

@@ -545,6 +545,7 @@ export async function runDetail(cell, id, ctx, openRound, { quiet = false } = {}
   for (const f of failed.slice(0, 3)) {
     box.append(h("p", { class: "hint" }, h("strong", null, `${f.label}: `), f.hint));
   }
+  if ((detail.mcp_servers || []).length) box.append(mcpServers(detail.mcp_servers));
   box.append(h("h3", null, "Timeline"), waterfall(detail, (n) => openRoundRow(n)));
   const table = h("table", { class: "rounds" },
     h("thead", null, h("tr", null, ["Round", "Started", "Model", "Tokens in / out", "Cost", "Latency", "TTFT", "Status", "Attempts", "Stop reason", "Tool calls"].map((c) => h("th", { scope: "col" }, c)))));
@@ -552,8 +553,12 @@ export async function runDetail(cell, id, ctx, openRound, { quiet = false } = {}
   table.append(tbody);
   const rowsByRound = new Map();
   for (const r of rounds) {
-    const tools = (r.tool_calls || []).map((t) =>
-      h("span", { class: "tool", title: t.duration_ms !== null && t.duration_ms !== undefined ? `result in round ${t.result_round} after ${fmtMs(t.duration_ms)}` : "no result seen" },
+    const tools = (r.tool_calls || []).map((t) => t.mcp
+      // Joined to the MCP tools/call that ran it: its server, own duration and status.
+      ? h("span", { class: `tool tool-mcp${t.mcp.status === "success" ? "" : " tool-failed"}`, dataset: { call: t.mcp.call_id },
+        title: `MCP ${mcpServerName(t.mcp)} ${t.mcp.tool}: ${t.mcp.status}${t.mcp.error ? ` (JSON-RPC error ${t.mcp.error.code}: ${t.mcp.error.message})` : t.mcp.is_error ? " (tool error)" : ""}, ${fmtMs(t.mcp.duration_ms)}` },
+        t.name, ` (${mcpServerName(t.mcp)}, ${fmtMs(t.mcp.duration_ms)}${t.mcp.status === "success" ? "" : `, ${t.mcp.status}`})`)
+      : h("span", { class: "tool", title: t.duration_ms !== null && t.duration_ms !== undefined ? `result in round ${t.result_round} after ${fmtMs(t.duration_ms)}` : "no result seen" },
         t.name, t.duration_ms !== null && t.duration_ms !== undefined ? ` (${fmtMs(t.duration_ms)})` : ""));
     const tr = h("tr", { class: "round", tabindex: "0", dataset: { round: r.round } },
       h("td", { class: "mono" }, `r${r.round}`),
@@ -607,6 +612,28 @@ export async function runDetail(cell, id, ctx, openRound, { quiet = false } = {}
   if (openRound && rowsByRound.has(openRound)) openRoundRow(openRound, { push: false });
 }
 
+/** An MCP server's name as its initialize answer gave it, else the provider it was reached through. */
+export function mcpServerName(m) {
+  return (m.server && m.server.name) || m.provider || "mcp";
+}
+
+/** The MCP servers of a run and the tools each offered (names only; viewers see them too). */
+function mcpServers(servers) {
+  const list = h("ul", { class: "mcp-servers" });
+  for (const srv of servers) {
+    const version = srv.server && srv.server.version ? ` ${srv.server.version}` : "";
+    const via = srv.server && srv.server.name !== srv.provider ? ` via ${srv.provider}` : "";
+    list.append(h("li", { class: "mcp-server", dataset: { provider: srv.provider } },
+      h("strong", null, `${mcpServerName(srv)}${version}`), h("span", { class: "muted" }, `${via} · ${srv.transport}`),
+      " offered ",
+      srv.tools_offered.length
+        ? srv.tools_offered.map((t) => h("span", { class: "tool" }, t))
+        : h("span", { class: "muted" }, srv.tools_list_calls ? "no tools" : "(no tools/list seen)"),
+      h("span", { class: "muted" }, ` · tools/list asked ${fmtInt(srv.tools_list_calls)}×${srv.sessions ? ` in ${fmtInt(srv.sessions)} session${srv.sessions === 1 ? "" : "s"}` : ""}`)));
+  }
+  return h("section", null, h("h3", null, "MCP servers"), list);
+}
+
 /** A round's attempts: each status, and the backoff waited before each retry. */
 function attemptsCell(attempts) {
   if (attempts.length <= 1) return h("span", { class: "muted" }, "1");
@@ -645,7 +672,11 @@ function waterfall(detail, onPick) {
     const server = (mcp.server && mcp.server.name) || t.provider || "mcp";
     const what = mcp.tool || mcp.target || mcp.method;
     const failure = mcp.error ? ` (JSON-RPC error ${mcp.error.code}: ${mcp.error.message})` : mcp.is_error ? " (tool error)" : "";
-    entries.push({ kind: "mcp", start, end: start + duration, status: t.status, label: mcp.tool ? "tool" : "mcp", title: `MCP ${server} ${mcp.method}${mcp.tool ? ` ${what}` : mcp.target ? ` ${what}` : ""}${failure}` });
+    // Who started it: the client (→ server) or the server (← a request the client answered).
+    const fromServer = mcp.direction === "server_to_client";
+    const pushed = (mcp.server_messages || []).length ? `; server sent ${mcp.server_messages.join(", ")}` : "";
+    entries.push({ kind: "mcp", call: t.call_id, direction: mcp.direction, start, end: start + duration, status: t.status, label: fromServer ? "← mcp" : mcp.tool ? "tool" : "mcp",
+      title: `MCP ${server} ${fromServer ? "← " : ""}${mcp.method}${mcp.tool ? ` ${what}` : mcp.target ? ` ${what}` : ""}${failure}${pushed}` });
   }
   entries.sort((a, b) => a.start - b.start);
   if (!entries.length) return h("p", { class: "muted" }, "No rounds recorded.");
@@ -663,7 +694,7 @@ function waterfall(detail, onPick) {
   const gaps = detail.gaps || [];
   entries.forEach((e, i) => {
     const y = i * rowH + 4;
-    const g = s("g", { class: `wf-row wf-${e.kind}`, "data-round": e.round ?? "" });
+    const g = s("g", { class: `wf-row wf-${e.kind}`, "data-round": e.round ?? "", "data-call": e.call ?? "", "data-direction": e.direction ?? "" });
     if (rowH >= 14) g.append(s("text", { x: 4, y: y + rowH * 0.7, class: "label" }, e.label));
     // The API says what each gap between LLM calls was: tool time, backoff, agent time.
     const kind = e.kind === "llm" && llmSeen > 0 ? gaps[llmSeen - 1] : null;

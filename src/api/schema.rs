@@ -209,6 +209,8 @@ pub struct InvocationDetail {
     /// Every call of the run in the order it started: the LLM rounds and, between
     /// them, the tool HTTP calls (which are not rounds).
     timeline: Vec<RunTimelineEntry>,
+    /// The MCP servers the run talked to and the tools each offered.
+    mcp_servers: Vec<McpServerOffer>,
     /// The full call records in round order (bodies for admins only); absent with
     /// `calls=false`.
     calls: Option<Vec<CallRecord>>,
@@ -251,6 +253,50 @@ pub struct RunTimelineEntry {
     mcp: Option<McpTimelineEntry>,
 }
 
+/// An MCP server of a run and the tools it offered (names, from its latest
+/// `tools/list` answer; the list itself is stored once per distinct list).
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct McpServerOffer {
+    /// The provider (or `llmtap mcp --name`) it was reached through.
+    provider: String,
+    /// As its `initialize` answer named it.
+    server: Option<crate::record::McpServer>,
+    /// `http` or `stdio`.
+    transport: String,
+    /// Distinct MCP sessions with it.
+    sessions: u64,
+    /// Exchanges with it.
+    calls: u64,
+    /// How often the client asked for its tools.
+    tools_list_calls: u64,
+    tools_offered: Vec<String>,
+}
+
+/// What a joined MCP `tools/call` says of a requested tool call.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct JoinedMcpCall {
+    call_id: String,
+    provider: String,
+    server: Option<crate::record::McpServer>,
+    transport: String,
+    tool: Option<String>,
+    /// The MCP exchange's own duration (not the gap's).
+    duration_ms: f64,
+    status: Option<CallStatus>,
+    is_error: bool,
+    error: Option<crate::record::JsonRpcError>,
+    /// Admins only.
+    #[serde(default)]
+    result_text: Option<String>,
+    /// Admins only.
+    #[serde(default)]
+    structured_content: Option<serde_json::Value>,
+}
+
 /// What a run's timeline says of an MCP exchange.
 #[derive(JsonSchema)]
 #[schemars(deny_unknown_fields)]
@@ -266,6 +312,15 @@ pub struct McpTimelineEntry {
     session_id: Option<String>,
     is_error: bool,
     error: Option<crate::record::JsonRpcError>,
+    /// `client_to_server` or `server_to_client` (a server request the client
+    /// answered, a server notification, the GET event stream).
+    direction: String,
+    /// Methods of what the server sent in the response (notifications, requests).
+    server_messages: Vec<String>,
+    /// The requests among them, with their ids.
+    server_requests: Vec<crate::record::McpServerRequest>,
+    /// The tools a `tools/list` answer offered.
+    tools_offered: Vec<String>,
     /// Admins only.
     #[serde(default)]
     arguments: Option<serde_json::Value>,
@@ -339,6 +394,8 @@ pub struct ToolCallJoin {
     /// the only one requested, else by tool name and arguments, else by argument
     /// values in the call's path).
     http_call_ids: Vec<String>,
+    /// The MCP `tools/call` among them: its server, own duration, status.
+    mcp: Option<JoinedMcpCall>,
     /// Admins only.
     #[serde(default)]
     arguments: Option<serde_json::Value>,

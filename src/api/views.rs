@@ -302,6 +302,7 @@ pub(super) fn invocation(
     value["usage"] = serde_json::to_value(&inv.usage).unwrap_or_default();
     value["rounds"] = Value::Array(rounds(&described, &calls, who.is_admin()));
     value["timeline"] = Value::Array(timeline(&calls, who.is_admin()));
+    value["mcp_servers"] = Value::Array(mcp_servers(&calls));
     if !include_calls {
         return ok(&value);
     }
@@ -422,6 +423,10 @@ fn timeline(calls: &[CallRecord], admin: bool) -> Vec<Value> {
                     "session_id": mcp.session_id,
                     "is_error": mcp.is_error,
                     "error": mcp.error,
+                    "direction": mcp.direction.as_deref().unwrap_or(crate::record::MCP_CLIENT_TO_SERVER),
+                    "server_messages": mcp.server_messages,
+                    "server_requests": mcp.server_requests,
+                    "tools_offered": mcp.tools_offered,
                 });
                 if admin {
                     entry["mcp"]["arguments"] = json!(mcp.arguments);
@@ -432,6 +437,101 @@ fn timeline(calls: &[CallRecord], admin: bool) -> Vec<Value> {
             entry
         })
         .collect()
+}
+
+/// The MCP servers a run talked to and the tools each offered: one entry per server
+/// (the provider it was reached through, one base URL or wrapped command; named as
+/// its latest answer that named it), the tools of its latest
+/// `tools/list` answer, how many sessions it had and how often the list was asked
+/// for. Names only: viewers see them too.
+fn mcp_servers(calls: &[CallRecord]) -> Vec<Value> {
+    struct Seen<'a> {
+        provider: &'a str,
+        server: Option<&'a crate::record::McpServer>,
+        transport: &'a str,
+        sessions: std::collections::BTreeSet<&'a str>,
+        tools: &'a [String],
+        lists: u64,
+        calls: u64,
+    }
+    let mut out: Vec<Seen> = Vec::new();
+    for c in calls {
+        let Some(mcp) = &c.mcp else {
+            continue;
+        };
+        let at = match out.iter().position(|s| s.provider == c.provider) {
+            Some(at) => at,
+            None => {
+                out.push(Seen {
+                    provider: &c.provider,
+                    server: mcp.server.as_ref(),
+                    transport: &mcp.transport,
+                    sessions: Default::default(),
+                    tools: &[],
+                    lists: 0,
+                    calls: 0,
+                });
+                out.len() - 1
+            }
+        };
+        let seen = &mut out[at];
+        seen.calls += 1;
+        if mcp.server.is_some() {
+            seen.server = mcp.server.as_ref();
+        }
+        if let Some(session) = &mcp.session_id {
+            seen.sessions.insert(session);
+        }
+        if mcp.method.as_deref() == Some("tools/list") && !mcp.failed() {
+            seen.lists += 1;
+            seen.tools = &mcp.tools_offered;
+        }
+    }
+    out.into_iter()
+        .map(|s| {
+            json!({
+                "provider": s.provider,
+                "server": s.server,
+                "transport": s.transport,
+                "sessions": s.sessions.len(),
+                "calls": s.calls,
+                "tools_list_calls": s.lists,
+                "tools_offered": s.tools,
+            })
+        })
+        .collect()
+}
+
+/// What a requested tool call's joined MCP `tools/call` says: its server, real
+/// duration and status (and, for admins, its result).
+fn joined_mcp(
+    ids: &[String],
+    by_id: &std::collections::HashMap<&str, &CallRecord>,
+    admin: bool,
+) -> Value {
+    let Some((call, mcp)) = ids
+        .iter()
+        .filter_map(|id| by_id.get(id.as_str()).copied())
+        .find_map(|c| Some((c, c.mcp.as_ref().filter(|m| m.tool.is_some())?)))
+    else {
+        return Value::Null;
+    };
+    let mut v = json!({
+        "call_id": call.id,
+        "provider": call.provider,
+        "server": mcp.server,
+        "transport": mcp.transport,
+        "tool": mcp.tool,
+        "duration_ms": call.latency_ms,
+        "status": call.status,
+        "is_error": mcp.is_error,
+        "error": mcp.error,
+    });
+    if admin {
+        v["result_text"] = json!(mcp.result_text);
+        v["structured_content"] = json!(mcp.structured_content);
+    }
+    v
 }
 
 /// Each LLM round (`agent_loop::describe`): the call that settled it, its attempts,
@@ -461,6 +561,7 @@ fn rounds(described: &crate::agent_loop::RunLoop, calls: &[CallRecord], admin: b
                     "result_call_id": tc.result_round.and(next).and_then(|n| n.attempts.first()).map(|a| a.call_id.clone()),
                     "duration_ms": tc.result_round.and(gap).map(|g| g.duration_ms),
                     "http_call_ids": tc.tool_call_ids,
+                    "mcp": joined_mcp(&tc.tool_call_ids, &by_id, admin),
                 });
                 if admin {
                     t["arguments"] = tc.arguments.clone();

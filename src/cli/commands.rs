@@ -444,6 +444,12 @@ fn mcp_steps_text(style: &Style, run: &Value) -> String {
                 (_, Value::String(target)) => format!("{} {target}", text(&m["method"])),
                 _ => text(&m["method"]),
             };
+            // A request of the server, answered by the client.
+            let what = if m["direction"] == "server_to_client" {
+                format!("← {what}")
+            } else {
+                what
+            };
             let server = match &m["server"]["name"] {
                 Value::String(name) => name.clone(),
                 _ => text(&t["provider"]),
@@ -488,6 +494,22 @@ fn mcp_steps_text(style: &Style, run: &Value) -> String {
             };
             out.push_str(&format!("  {tool} {label}: {}\n", clip(result)));
         }
+    }
+    for server in run["mcp_servers"].as_array().into_iter().flatten() {
+        let tools: Vec<String> = server["tools_offered"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(text)
+            .collect();
+        if tools.is_empty() {
+            continue;
+        }
+        let name = match &server["server"]["name"] {
+            Value::String(name) => name.clone(),
+            _ => text(&server["provider"]),
+        };
+        out.push_str(&format!("  {name} offered: {}\n", clip(&tools.join(", "))));
     }
     out
 }
@@ -944,6 +966,16 @@ fn window(w: &Value) -> String {
     format!("{}/{}", text(&w["remaining"]), text(&w["limit"]))
 }
 
+/// Headroom now: `reset` when every window has reset since the provider reported
+/// (the API's `stale`: that state is history, not headroom now).
+fn headroom_cell(row: &Value) -> String {
+    match (row["stale"] == true, row["headroom_pct"].as_f64()) {
+        (true, _) => "reset".into(),
+        (false, Some(h)) => format!("{h:.1}%"),
+        (false, None) => "-".into(),
+    }
+}
+
 /// `llmtap ratelimits [--watch]`.
 pub fn ratelimits(args: &RatelimitArgs) -> anyhow::Result<()> {
     let style = Style::detect(args.api.json);
@@ -977,9 +1009,7 @@ pub fn ratelimits(args: &RatelimitArgs) -> anyhow::Result<()> {
                         text(&r["model"]),
                         window(&r["requests"]),
                         window(&r["tokens"]),
-                        r["headroom_pct"]
-                            .as_f64()
-                            .map_or("-".into(), |h| format!("{h:.1}%")),
+                        headroom_cell(r),
                         text(&r["rate_limited_1h"]),
                         r["last_retry_after_s"]
                             .as_f64()
@@ -1347,6 +1377,18 @@ impl Progress {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn headroom_of_a_state_whose_windows_reset_is_not_now() {
+        assert_eq!(headroom_cell(&json!({"headroom_pct": 12.34})), "12.3%");
+        assert_eq!(
+            headroom_cell(
+                &json!({"headroom_pct": null, "stale": true, "reported_headroom_pct": 0.0})
+            ),
+            "reset"
+        );
+        assert_eq!(headroom_cell(&json!({"headroom_pct": null})), "-");
+    }
 
     #[test]
     fn show_lists_a_runs_mcp_tool_calls_after_their_round() {

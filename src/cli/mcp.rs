@@ -3,8 +3,9 @@
 //!
 //! stdin, stdout and stderr pass through unchanged: every chunk is written on as soon
 //! as it is read (partial lines included), and stderr is the child's own. On the side,
-//! the JSON-RPC lines are paired by id (a client request with the server's answer)
-//! and each exchange is reported to a running llmtap's read API
+//! the JSON-RPC lines are paired by id (a client request with the server's answer; a
+//! server request, such as `sampling/createMessage` or `roots/list`, with the
+//! client's answer; notifications of either side alone) and each exchange is reported to a running llmtap's read API
 //! (`POST /api/v1/ingest/mcp`, `llmtap::ingest`) by a thread of its own, through a
 //! bounded queue: a slow or absent llmtap never slows the server. If llmtap cannot be
 //! reached, the wrapper says so once on stderr and the server goes on unrecorded.
@@ -31,7 +32,8 @@ pub const GROUPING_ENV: &[(&str, &str)] = &[
 /// Bytes of one JSON-RPC line kept for the record (the line itself always passes
 /// through whole).
 const MAX_LINE: usize = 4 << 20;
-/// Exchanges waiting for an answer at most; past it the oldest is reported unanswered.
+/// Exchanges waiting for an answer at most (per side); past it the oldest is reported
+/// unanswered.
 const MAX_PENDING: usize = 10_000;
 /// Reports queued for the reporter thread at most; past it they are dropped (counted).
 const MAX_QUEUED_REPORTS: usize = 1024;
@@ -63,8 +65,10 @@ pub fn run(api: &ApiArgs, name: Option<&str>, command: &[String]) -> anyhow::Res
     let pairing = Arc::new(Mutex::new(Pairing {
         server,
         session_id,
-        pending: HashMap::new(),
-        order: std::collections::VecDeque::new(),
+        pending: Waiting::default(),
+        server_pending: Waiting::default(),
+        early_server_answers: EarlyAnswers::default(),
+        early_client_answers: EarlyAnswers::default(),
         reports: Some(reports),
         dropped: 0,
     }));
@@ -188,9 +192,10 @@ fn pump(
             return Ok(());
         }
         let read = chunk.len();
+        // When it was read: the other side may answer before this side's callback runs.
+        let at = Instant::now();
         to.write_all(chunk)?;
         to.flush()?;
-        let at = Instant::now();
         for piece in chunk.split_inclusive(|b| *b == b'\n') {
             if !too_long {
                 if line.len() + piece.len() > MAX_LINE {
@@ -212,25 +217,123 @@ fn pump(
     }
 }
 
-/// A client request waiting for the server's answer.
+/// A request waiting for the other side's answer.
 struct Pending {
     request: String,
     started_at_us: u64,
     started: Instant,
 }
 
-/// Pairs client requests with server answers by JSON-RPC id.
+/// One side's requests waiting for an answer, by JSON-RPC id (the two sides number
+/// their requests independently), oldest first.
+#[derive(Default)]
+struct Waiting {
+    by_id: HashMap<String, Pending>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl Waiting {
+    /// Adds a request; returns the oldest when the table was full.
+    fn add(&mut self, id: String, pending: Pending) -> Option<Pending> {
+        let evicted = if self.by_id.len() >= MAX_PENDING {
+            self.order.pop_front().and_then(|o| self.by_id.remove(&o))
+        } else {
+            None
+        };
+        self.order.push_back(id.clone());
+        self.by_id.insert(id, pending);
+        evicted
+    }
+
+    fn answered(&mut self, id: &str) -> Option<Pending> {
+        let pending = self.by_id.remove(id)?;
+        self.order.retain(|o| o != id);
+        Some(pending)
+    }
+
+    fn drain(&mut self) -> Vec<Pending> {
+        self.order.clear();
+        self.by_id.drain().map(|(_, p)| p).collect()
+    }
+}
+
+/// The messages of one JSON-RPC line (a message or a batch).
+fn messages_of(value: &Value) -> Vec<&Value> {
+    match value {
+        Value::Array(items) => items.iter().collect(),
+        other => vec![other],
+    }
+}
+
+/// The id of the first answer among `messages` (an id, and no method: a request has
+/// both).
+fn answer_id(messages: &[&Value]) -> Option<String> {
+    messages
+        .iter()
+        .find(|m| m.get("method").is_none())
+        .and_then(|m| m.get("id"))
+        .map(Value::to_string)
+}
+
+/// Answers that came before the request they answer was seen: the request is written
+/// to the other side before it is read for the record, and a quick peer answers in
+/// that moment. Kept a short while (`EARLY_ANSWER_TTL`), a few at most.
+#[derive(Default)]
+struct EarlyAnswers {
+    answers: std::collections::VecDeque<(String, String, Instant)>,
+}
+
+const EARLY_ANSWER_TTL: Duration = Duration::from_secs(5);
+const MAX_EARLY_ANSWERS: usize = 64;
+
+impl EarlyAnswers {
+    fn add(&mut self, id: String, text: String, at: Instant) {
+        if self.answers.len() >= MAX_EARLY_ANSWERS {
+            self.answers.pop_front();
+        }
+        self.answers.push_back((id, text, at));
+    }
+
+    /// The answer to request `id`, seen at `at` or just before.
+    fn take(&mut self, id: &str, at: Instant) -> Option<(String, Instant)> {
+        self.answers
+            .retain(|(_, _, seen)| at.saturating_duration_since(*seen) < EARLY_ANSWER_TTL);
+        let position = self.answers.iter().position(|(i, _, _)| i == id)?;
+        self.answers
+            .remove(position)
+            .map(|(_, text, seen)| (text, seen))
+    }
+}
+
+/// Pairs each side's requests with the other side's answers by JSON-RPC id.
 struct Pairing {
     server: String,
     session_id: String,
-    pending: HashMap<String, Pending>,
-    order: std::collections::VecDeque<String>,
+    /// The client's requests, waiting for the server.
+    pending: Waiting,
+    /// The server's requests, waiting for the client.
+    server_pending: Waiting,
+    /// The server's answers to client requests not yet seen, and the client's to
+    /// server requests not yet seen.
+    early_server_answers: EarlyAnswers,
+    early_client_answers: EarlyAnswers,
     reports: Option<SyncSender<McpReport>>,
     dropped: u64,
 }
 
 impl Pairing {
     fn client_line(&mut self, line: &[u8], at: Instant) {
+        self.line(line, at, false);
+    }
+
+    fn server_line(&mut self, line: &[u8], at: Instant) {
+        self.line(line, at, true);
+    }
+
+    /// One line of either side: requests wait for the other side's answer,
+    /// notifications are reported at once, and an answer completes the other side's
+    /// request it names.
+    fn line(&mut self, line: &[u8], at: Instant, from_server: bool) {
         let Some(text) = json_rpc_text(line) else {
             return;
         };
@@ -238,10 +341,30 @@ impl Pairing {
             return;
         };
         let now_us = llmtap::timefmt::now_unix_us();
-        let messages = match &value {
-            Value::Array(items) => items.iter().collect(),
-            other => vec![other],
-        };
+        let messages = messages_of(&value);
+        if let Some(id) = answer_id(&messages) {
+            let (theirs, early) = if from_server {
+                (&mut self.pending, &mut self.early_server_answers)
+            } else {
+                (&mut self.server_pending, &mut self.early_client_answers)
+            };
+            match theirs.answered(&id) {
+                Some(p) => {
+                    let duration = at.saturating_duration_since(p.started);
+                    // The answered request was the other side's.
+                    self.report(
+                        p.request,
+                        text,
+                        p.started_at_us,
+                        duration,
+                        false,
+                        !from_server,
+                    );
+                }
+                None => early.add(id, text, at),
+            }
+            return;
+        }
         let requests: Vec<&Value> = messages
             .iter()
             .copied()
@@ -250,66 +373,65 @@ impl Pairing {
         let Some(first) = requests.iter().find(|m| m.get("id").is_some()) else {
             // Notifications (no answer comes): reported at once.
             if !requests.is_empty() {
-                self.report(text, String::new(), now_us, Duration::ZERO, false);
+                self.report(
+                    text,
+                    String::new(),
+                    now_us,
+                    Duration::ZERO,
+                    false,
+                    from_server,
+                );
             }
             return;
         };
         let Some(id) = first.get("id").map(Value::to_string) else {
             return;
         };
-        if self.pending.len() >= MAX_PENDING {
-            if let Some(oldest) = self.order.pop_front() {
-                if let Some(p) = self.pending.remove(&oldest) {
-                    let duration = at.saturating_duration_since(p.started);
-                    self.report(p.request, String::new(), p.started_at_us, duration, false);
-                }
-            }
+        let (ours, early) = if from_server {
+            (&mut self.server_pending, &mut self.early_client_answers)
+        } else {
+            (&mut self.pending, &mut self.early_server_answers)
+        };
+        if let Some((answer, answered_at)) = early.take(&id, at) {
+            let duration = answered_at.saturating_duration_since(at);
+            self.report(text, answer, now_us, duration, false, from_server);
+            return;
         }
-        self.order.push_back(id.clone());
-        self.pending.insert(
-            id,
-            Pending {
-                request: text,
-                started_at_us: now_us,
-                started: at,
-            },
-        );
-    }
-
-    fn server_line(&mut self, line: &[u8], at: Instant) {
-        let Some(text) = json_rpc_text(line) else {
-            return;
+        let pending = Pending {
+            request: text,
+            started_at_us: now_us,
+            started: at,
         };
-        let Ok(value) = serde_json::from_str::<Value>(&text) else {
-            return;
-        };
-        let answers: Vec<&Value> = match &value {
-            Value::Array(items) => items.iter().collect(),
-            other => vec![other],
-        };
-        // The answer to a request: an id, and no method (a server request has both).
-        let Some(id) = answers
-            .iter()
-            .find(|m| m.get("method").is_none())
-            .and_then(|m| m.get("id"))
-            .map(Value::to_string)
-        else {
-            return;
-        };
-        if let Some(p) = self.pending.remove(&id) {
-            self.order.retain(|o| o != &id);
+        if let Some(p) = ours.add(id, pending) {
             let duration = at.saturating_duration_since(p.started);
-            self.report(p.request, text, p.started_at_us, duration, false);
+            self.report(
+                p.request,
+                String::new(),
+                p.started_at_us,
+                duration,
+                false,
+                from_server,
+            );
         }
     }
 
     fn server_exited(&mut self) {
         let now = Instant::now();
-        let pending: Vec<Pending> = self.pending.drain().map(|(_, p)| p).collect();
-        self.order.clear();
-        for p in pending {
-            let duration = now.saturating_duration_since(p.started);
-            self.report(p.request, String::new(), p.started_at_us, duration, true);
+        for (waiting, from_server) in [
+            (self.pending.drain(), false),
+            (self.server_pending.drain(), true),
+        ] {
+            for p in waiting {
+                let duration = now.saturating_duration_since(p.started);
+                self.report(
+                    p.request,
+                    String::new(),
+                    p.started_at_us,
+                    duration,
+                    true,
+                    from_server,
+                );
+            }
         }
     }
 
@@ -320,6 +442,7 @@ impl Pairing {
         started_at_us: u64,
         duration: Duration,
         server_exited: bool,
+        from_server: bool,
     ) {
         let report = McpReport {
             server: self.server.clone(),
@@ -329,6 +452,7 @@ impl Pairing {
             request,
             response,
             server_exited,
+            from_server,
         };
         let Some(reports) = &self.reports else {
             return;

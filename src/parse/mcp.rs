@@ -6,14 +6,29 @@
 //! Pure: bytes in, `McpExchange` out. The request may be one message or a batch
 //! (an array); the exchange is described by its first request (else its first
 //! notification), and the answer to it is found by JSON-RPC id among the response's
-//! messages, whatever else the server sent first (progress, logging).
+//! messages, whatever else the server sent first (progress, logging, its own
+//! requests).
+//!
+//! Either side may start an exchange. Over streamable HTTP the server's requests and
+//! notifications travel inside a response stream (a POST's SSE answer, the GET event
+//! stream) and are listed there (`server_messages`, `server_requests`); the client
+//! answers each request in a POST of its own, which is an exchange `server_to_client`
+//! whose method is read from the answer's shape. Over stdio `llmtap mcp` reports a
+//! server request with the client's answer, and a server notification, as exchanges
+//! `server_to_client` (`McpInput::from_server`).
 
 use super::sse::SseParser;
-use crate::record::{JsonRpcError, McpExchange, McpServer};
+use crate::record::{
+    JsonRpcError, McpExchange, McpServer, McpServerRequest, MCP_CLIENT_TO_SERVER,
+    MCP_SERVER_TO_CLIENT,
+};
 use serde_json::Value;
 
-/// Server messages listed per exchange at most (`McpExchange::server_messages`).
+/// Server messages listed per exchange at most (`McpExchange::server_messages`,
+/// `server_requests`).
 const MAX_SERVER_MESSAGES: usize = 32;
+/// Tool names a `tools/list` answer is read for at most (`McpExchange::tools_offered`).
+const MAX_TOOLS_OFFERED: usize = 1000;
 
 /// Where 2026-07-28 requests name their protocol version and answers their server.
 const PROTOCOL_VERSION_META: &str = "io.modelcontextprotocol/protocolVersion";
@@ -47,7 +62,14 @@ pub struct McpInput<'a> {
     /// `Mcp-Session-Id`: of the response (set by an `initialize` answer), else of
     /// the request.
     pub session_id: Option<&'a str>,
+    /// The request body is the server's message and the response the client's answer
+    /// (a stdio exchange the server started, `FROM_SERVER_HEADER`).
+    pub from_server: bool,
 }
+
+/// The header `llmtap mcp`'s reports put on a stdio exchange the server started
+/// (its request or notification, and the client's answer).
+pub const FROM_SERVER_HEADER: &str = "llmtap-mcp-from";
 
 /// Reads one exchange. Never fails: bodies that are not JSON-RPC give an exchange
 /// with no method and no answer, and `notes` says why.
@@ -64,8 +86,35 @@ pub fn parse_mcp(input: &McpInput<'_>) -> (McpExchange, Vec<String>) {
         .iter()
         .find(|m| m.get("method").is_some() && m.get("id").is_some())
         .or_else(|| requests.iter().find(|m| m.get("method").is_some()));
+    // A POST that carries only answers: the client answering the server's requests.
+    let client_answer = match primary {
+        None => requests.iter().find(|m| {
+            m.get("id").is_some() && (m.get("result").is_some() || m.get("error").is_some())
+        }),
+        Some(_) => None,
+    };
     if let Some(request) = primary {
         read_request(request, &mut out);
+    }
+    let server_started = input.from_server
+        || client_answer.is_some()
+        // The GET event stream: no request, only what the server pushes.
+        || (requests.is_empty() && !input.response_body.is_empty());
+    out.direction = Some(
+        if server_started {
+            MCP_SERVER_TO_CLIENT
+        } else {
+            MCP_CLIENT_TO_SERVER
+        }
+        .to_string(),
+    );
+    if let Some(answer) = client_answer {
+        out.request_id = answer.get("id").cloned();
+        out.method = answer
+            .get("result")
+            .and_then(server_request_answered)
+            .map(str::to_string);
+        read_answer(answer, &mut out);
     }
 
     let is_sse = input
@@ -77,18 +126,29 @@ pub fn parse_mcp(input: &McpInput<'_>) -> (McpExchange, Vec<String>) {
         messages_of_json(input.response_body, "response", &mut notes)
     };
     out.response_messages = responses.len() as u32;
-    for message in &responses {
-        if let Some(method) = message.get("method").and_then(Value::as_str) {
+    if !input.from_server {
+        for message in &responses {
+            let Some(method) = message.get("method").and_then(Value::as_str) else {
+                continue;
+            };
             if out.server_messages.len() < MAX_SERVER_MESSAGES {
                 out.server_messages.push(method.to_string());
             }
+            if let Some(id) = message.get("id") {
+                if out.server_requests.len() < MAX_SERVER_MESSAGES {
+                    out.server_requests.push(McpServerRequest {
+                        id: id.clone(),
+                        method: method.to_string(),
+                    });
+                }
+            }
         }
     }
-    let answer = match &out.request_id {
-        Some(id) => responses
+    let answer = match (&out.request_id, client_answer) {
+        (Some(id), None) => responses
             .iter()
             .find(|m| m.get("id") == Some(id) && m.get("method").is_none()),
-        None => None,
+        _ => None,
     };
     if let Some(answer) = answer {
         read_answer(answer, &mut out);
@@ -96,6 +156,24 @@ pub fn parse_mcp(input: &McpInput<'_>) -> (McpExchange, Vec<String>) {
         notes.push("no JSON-RPC answer to the request in the response".into());
     }
     (out, notes)
+}
+
+/// The server request a client's answer answers, from the answer's shape (the
+/// request itself went out in another exchange): `roots/list`, `elicitation/create`,
+/// `sampling/createMessage`, or `ping` (an empty result). `None` when it says nothing.
+fn server_request_answered(result: &Value) -> Option<&'static str> {
+    let has = |key: &str| result.get(key).is_some();
+    if has("roots") {
+        Some("roots/list")
+    } else if has("action") {
+        Some("elicitation/create")
+    } else if has("role") && has("content") && has("model") {
+        Some("sampling/createMessage")
+    } else if result.as_object().is_some_and(|o| o.is_empty()) {
+        Some("ping")
+    } else {
+        None
+    }
 }
 
 /// Reads `method`, `id` and the parameters worth naming.
@@ -173,6 +251,18 @@ fn read_answer(answer: &Value, out: &mut McpExchange) {
             if !texts.is_empty() {
                 out.result_text = Some(texts.join("\n"));
             }
+        }
+        Some("tools/list") => {
+            out.tools_offered = result
+                .get("tools")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|tool| tool.get("name").and_then(Value::as_str))
+                .take(MAX_TOOLS_OFFERED)
+                .map(str::to_string)
+                .collect();
+            out.result = Some(result.clone());
         }
         Some("initialize") => {
             out.protocol_version = result
@@ -254,6 +344,7 @@ mod tests {
             response_content_type: Some(content_type),
             response_body: response.as_bytes(),
             session_id: Some("s1"),
+            from_server: false,
         });
         exchange
     }
@@ -326,6 +417,73 @@ mod tests {
     }
 
     #[test]
+    fn who_started_an_exchange() {
+        // A client's request: the server's requests in its SSE answer are listed.
+        let e = check(
+            r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"ask"}}"#,
+            "text/event-stream",
+            "data: {\"jsonrpc\":\"2.0\",\"id\":0,\"method\":\"roots/list\"}\n\n\
+             data: {\"jsonrpc\":\"2.0\",\"id\":5,\"result\":{\"content\":[]}}\n\n",
+        );
+        assert_eq!(e.direction.as_deref(), Some(MCP_CLIENT_TO_SERVER));
+        assert_eq!(
+            e.server_requests,
+            [McpServerRequest {
+                id: json!(0),
+                method: "roots/list".into()
+            }]
+        );
+        // The client's answer to it, POSTed on its own: the server's exchange.
+        for (result, method) in [
+            (r#"{"roots":[]}"#, Some("roots/list")),
+            (r#"{"action":"decline"}"#, Some("elicitation/create")),
+            (
+                r#"{"role":"assistant","content":{"type":"text","text":"hi"},"model":"m"}"#,
+                Some("sampling/createMessage"),
+            ),
+            ("{}", Some("ping")),
+            (r#"{"other":1}"#, None),
+        ] {
+            let e = check(
+                &format!(r#"{{"jsonrpc":"2.0","id":0,"result":{result}}}"#),
+                "",
+                "",
+            );
+            assert_eq!(e.direction.as_deref(), Some(MCP_SERVER_TO_CLIENT));
+            assert_eq!(e.method.as_deref(), method, "{result}");
+            assert_eq!(e.request_id, Some(json!(0)));
+            assert!(e.result.is_some());
+        }
+        let refused = check(
+            r#"{"jsonrpc":"2.0","id":1,"error":{"code":-1,"message":"no"}}"#,
+            "",
+            "",
+        );
+        assert!(refused.failed());
+        // A stdio server request with the client's answer.
+        let (e, _) = parse_mcp(&McpInput {
+            transport: "stdio",
+            request_body:
+                br#"{"jsonrpc":"2.0","id":3,"method":"sampling/createMessage","params":{}}"#,
+            response_content_type: None,
+            response_body: br#"{"jsonrpc":"2.0","id":3,"result":{"model":"m"}}"#,
+            session_id: None,
+            from_server: true,
+        });
+        assert_eq!(e.direction.as_deref(), Some(MCP_SERVER_TO_CLIENT));
+        assert_eq!(e.method.as_deref(), Some("sampling/createMessage"));
+        assert_eq!(e.result, Some(json!({"model": "m"})));
+        assert!(e.server_messages.is_empty(), "the answer is the client's");
+        // A tools/list answer names its tools.
+        let e = check(
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+            "application/json",
+            r#"{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"a"},{"name":"b"}]}}"#,
+        );
+        assert_eq!(e.tools_offered, ["a", "b"]);
+    }
+
+    #[test]
     fn notifications_batches_and_streams() {
         // A notification answered 202 with no body.
         let e = check(
@@ -361,6 +519,7 @@ mod tests {
             response_content_type: None,
             response_body: b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n{\"jsonrpc\":\"2.0\",\"id\":4,\"result\":{\"content\":[{\"type\":\"text\",\"text\":\"ok\"}]}}",
             session_id: None,
+            from_server: false,
         });
         assert_eq!(e.result_text.as_deref(), Some("ok"));
         assert_eq!(e.server_messages, ["notifications/progress"]);
@@ -371,6 +530,7 @@ mod tests {
             response_content_type: None,
             response_body: b"<html>",
             session_id: None,
+            from_server: false,
         });
         assert_eq!(e.method, None);
         assert_eq!(notes.len(), 2, "{notes:?}");

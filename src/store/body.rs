@@ -8,6 +8,10 @@
 //! top-level value become chunks of their own; base64 attachment payloads become
 //! blob references. Everything between pieces is kept as literal bytes, so the body
 //! is rebuilt exactly. Bodies that are not JSON objects are stored as one chunk.
+//!
+//! An MCP server's list answer (`tools/list` and its kin: JSON, SSE or stdio lines) is
+//! cut around its list (`mcp_list_ranges`): a client asks again in every session,
+//! and the same list is stored once, each answer a small chunk of framing naming it.
 
 use super::content::{ContentSink, Seg};
 use super::crypto::{hex, Addr};
@@ -267,6 +271,92 @@ impl<'a> Plan<'a> {
     }
 }
 
+/// The lists of an MCP answer that servers send again and again unchanged: `tools`,
+/// `prompts`, `resources`, `resourceTemplates` of a JSON-RPC `result`.
+const MCP_LIST_KEYS: &[&str] = &["tools", "prompts", "resources", "resourceTemplates"];
+
+/// The byte ranges of the lists (`MCP_LIST_KEYS`) in an MCP response body: one JSON
+/// message or batch, an SSE stream (each `data:` line a message), or stdio lines.
+pub fn mcp_list_ranges(raw: &[u8]) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut documents = Vec::new();
+    if scan::scan(raw).is_some() {
+        documents.push(0..raw.len());
+    } else {
+        let mut at = 0;
+        for line in raw.split_inclusive(|b| *b == b'\n') {
+            let start = at;
+            at += line.len();
+            let mut body = start..start + line.trim_ascii_end().len();
+            if let Some(data) = raw[body.clone()].strip_prefix(b"data:") {
+                body.start = body.end - data.len();
+                if data.first() == Some(&b' ') {
+                    body.start += 1;
+                }
+            }
+            documents.push(body);
+        }
+    }
+    for document in documents {
+        let text = &raw[document.clone()];
+        let Some(root) = scan::scan(text) else {
+            continue;
+        };
+        let messages = match &root.kind {
+            Kind::Array(items) => items.iter().collect(),
+            _ => vec![&root],
+        };
+        for message in messages {
+            let Some(result) = message.get(text, "result") else {
+                continue;
+            };
+            for key in MCP_LIST_KEYS {
+                if let Some(
+                    list @ Node {
+                        kind: Kind::Array(_),
+                        ..
+                    },
+                ) = result.get(text, key)
+                {
+                    out.push(document.start + list.start..document.start + list.end);
+                }
+            }
+        }
+    }
+    out.sort_by_key(|r| r.start);
+    out
+}
+
+impl Plan<'_> {
+    /// Stores the body with each of `pieces` (sorted, not overlapping) as a chunk of
+    /// its own, the bytes around them literal; returns the root address (with no
+    /// reference taken, as `store`).
+    pub fn store_cut(
+        &self,
+        txn: &mut dyn ContentSink,
+        pieces: &[Range<usize>],
+        failures: &mut u64,
+    ) -> Result<Addr, StoreError> {
+        let addr = txn.codec().addr(self.raw);
+        if txn.has_chunk(&addr)? {
+            return Ok(addr);
+        }
+        let mut segs = Vec::new();
+        let mut cursor = 0;
+        for piece in pieces {
+            if piece.start < cursor || piece.end > self.raw.len() {
+                continue;
+            }
+            self.leaf(txn, cursor..piece.start, &mut segs, failures)?;
+            segs.push(Seg::Chunk(self.piece(txn, piece.clone(), failures)?));
+            cursor = piece.end;
+        }
+        self.leaf(txn, cursor..self.raw.len(), &mut segs, failures)?;
+        txn.add_chunk(addr, &segs)?;
+        Ok(addr)
+    }
+}
+
 fn push_lit(segs: &mut Vec<Seg>, bytes: &[u8]) {
     if bytes.is_empty() {
         return;
@@ -421,5 +511,26 @@ pub fn replace_payloads(value: &mut serde_json::Value, blobs: &[FoundBlob], raw:
             .values_mut()
             .for_each(|v| replace_payloads(v, blobs, raw)),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod mcp_list_tests {
+    use super::mcp_list_ranges;
+
+    #[test]
+    fn an_mcp_list_is_found_in_json_sse_and_stdio_framing() {
+        let list = r#"[{"name":"a","inputSchema":{}}]"#;
+        let json = format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"tools":{list}}}}}"#);
+        let sse = format!("id: 0\nretry: 3000\ndata: \n\nevent: message\ndata: {json}\n\n");
+        let stdio =
+            format!("{{\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}}\n{json}");
+        for body in [json.clone(), sse, stdio] {
+            let ranges = mcp_list_ranges(body.as_bytes());
+            assert_eq!(ranges.len(), 1, "{body}");
+            assert_eq!(&body[ranges[0].clone()], list);
+        }
+        assert!(mcp_list_ranges(br#"{"jsonrpc":"2.0","id":1,"result":{"content":[]}}"#).is_empty());
+        assert!(mcp_list_ranges(b"not json").is_empty());
     }
 }

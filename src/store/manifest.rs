@@ -269,8 +269,18 @@ pub fn store_content(
             blobs = plan.blobs;
         }
     }
+    // An MCP list answer: its list is stored once however often it is asked for.
+    let lists = match (&call.mcp, response_raw) {
+        (Some(mcp), Some(raw)) if mcp.method.as_deref().is_some_and(is_mcp_list) => {
+            super::body::mcp_list_ranges(raw)
+        }
+        _ => Vec::new(),
+    };
     if let Some(raw) = response_raw {
-        if raw.len() <= INLINE_MAX {
+        if !lists.is_empty() {
+            let plan = Plan::new(raw, txn, false, false);
+            manifest.response = Some(plan.store_cut(txn, &lists, &mut failures)?);
+        } else if raw.len() <= INLINE_MAX {
             manifest.inline.response = Some(raw.to_vec());
         } else {
             let plan = Plan::new(raw, txn, false, false);
@@ -376,6 +386,14 @@ pub fn store_content(
     Ok(manifest)
 }
 
+/// The MCP methods whose answers are lists a server sends unchanged again and again.
+fn is_mcp_list(method: &str) -> bool {
+    matches!(
+        method,
+        "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list"
+    )
+}
+
 /// The parser's input for a stored call, as the recorder gave it at capture time
 /// (`None` for routes the parsers do not read).
 fn exchange_input<'a>(
@@ -436,6 +454,9 @@ pub fn hydrate(
                 .map(String::as_str),
             response_body: response.as_deref().unwrap_or_default(),
             session_id: None,
+            from_server: call
+                .request_headers
+                .contains_key(crate::parse::mcp::FROM_SERVER_HEADER),
         });
         mcp.restore_content(parsed);
     }

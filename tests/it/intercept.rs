@@ -1013,3 +1013,142 @@ async fn ca_commands_env_lines_and_a_log_without_the_key() {
         }
     }
 }
+
+/// `TestTools` (rmcp, stateless, JSON answers) over TLS with `pki`'s certificate.
+async fn serve_mcp_over_tls(pki: &TestPki) -> SocketAddr {
+    use rmcp::transport::streamable_http_server::{
+        session::local::LocalSessionManager, StreamableHttpService,
+    };
+    let service: StreamableHttpService<super::mcp_tools::TestTools, LocalSessionManager> =
+        StreamableHttpService::new(
+            || Ok(super::mcp_tools::TestTools::new()),
+            Default::default(),
+            super::mcp::json_answers().with_allowed_hosts(["mcp.test"]),
+        );
+    let acceptor = tls_acceptor(pki);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = hyper_util::service::TowerToHyperService::new(service.clone());
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+            });
+        }
+    });
+    addr
+}
+
+/// An MCP server on an intercepted host (`[intercept] hosts`, the host of a
+/// `kind = "mcp"` provider): a client that knows only the server's `https://` URL,
+/// with llmtap as its proxy, is recorded as kind `mcp` (method, tool, arguments,
+/// result, an `isError` failure) exactly as the same exchange through the provider's
+/// base URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intercepted_mcp_host_is_recorded_as_on_the_base_url_path() {
+    let pki = TestPki::for_hosts("mcp test CA", &["mcp.test"]);
+    let server = serve_mcp_over_tls(&pki).await;
+    let data = TempDir::new("intercept-mcp");
+    let files = TempDir::new("intercept-mcp-pki");
+    let upstream_ca = files.path().join("upstream-ca.pem");
+    std::fs::write(&upstream_ca, &pki.ca_pem).unwrap();
+    let toml = format!(
+        "extra_ca_file = \"{}\"\n[server.resolve]\n\"mcp.test:443\" = \"{server}\"\n{}[intercept]\nhosts = [\"mcp.test\"]\n",
+        upstream_ca.display(),
+        provider_toml("tools", "mcp", "https://mcp.test"),
+    );
+    llmtap::intercept::ca::LocalCa::open_or_create(data.path(), None).unwrap();
+    let ca = llmtap::intercept::ca::cert_path(data.path())
+        .display()
+        .to_string();
+    let running = start_llmtap(test_config(data.path(), &toml)).await;
+    let proxy = format!("http://{}", running.proxy_addr);
+    let base = format!("http://{}/tools/mcp", running.proxy_addr);
+    let meta = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"curl","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}"#;
+    let cases = [
+        (
+            "tools/call",
+            "add",
+            format!(
+                r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"add","arguments":{{"a":2,"b":40}},{meta}}}}}"#
+            ),
+        ),
+        (
+            "tools/call",
+            "fail",
+            format!(
+                r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"fail","arguments":{{}},{meta}}}}}"#
+            ),
+        ),
+        (
+            "tools/list",
+            "",
+            format!(r#"{{"jsonrpc":"2.0","id":3,"method":"tools/list","params":{{{meta}}}}}"#),
+        ),
+    ];
+    for (method, name, body) in &cases {
+        let mcp_method = format!("mcp-method: {method}");
+        let mcp_name = format!("mcp-name: {name}");
+        let mut common = vec![
+            "-H",
+            "content-type: application/json",
+            "-H",
+            "accept: application/json, text/event-stream",
+            "-H",
+            "mcp-protocol-version: 2026-07-28",
+            "-H",
+            &mcp_method,
+            "-H",
+            "x-llmtap-invocation-id: run-mcp-intercepted",
+            "-d",
+            body,
+        ];
+        if !name.is_empty() {
+            common.extend(["-H", &mcp_name]);
+        }
+        let mut proxied_args = vec!["--proxy", &proxy, "--cacert", &ca, "https://mcp.test/mcp"];
+        proxied_args.extend_from_slice(&common);
+        let (proxied_id, proxied_text) = curl(&proxied_args);
+        assert!(proxied_text.contains("HTTP/2 200"), "{proxied_text}");
+        let mut base_args = vec![base.as_str()];
+        base_args.extend_from_slice(&common);
+        let (base_id, base_text) = curl(&base_args);
+        // The client got the server's answer, the same on both paths.
+        // (after the proxy's `200 Connection established`, when there is one)
+        let answer = |text: &str| text.rsplit("\r\n\r\n").next().unwrap_or("").to_string();
+        assert_eq!(answer(&proxied_text), answer(&base_text));
+        let proxied = wait_call(&running, &proxied_id).await;
+        let base_record = wait_call(&running, &base_id).await;
+        assert_eq!(proxied.kind, "mcp", "{proxied:#?}");
+        assert_eq!(proxied.provider, "tools");
+        assert_eq!(proxied.upstream_host, "mcp.test");
+        let m = proxied.mcp.as_ref().unwrap();
+        assert_eq!(m.method.as_deref(), Some(*method));
+        match *name {
+            "add" => {
+                assert_eq!(m.arguments, Some(serde_json::json!({"a": 2, "b": 40})));
+                assert_eq!(m.result_text.as_deref(), Some("42"));
+                assert_eq!(proxied.status, Some(llmtap::record::CallStatus::Success));
+            }
+            "fail" => {
+                assert!(m.is_error);
+                assert_eq!(proxied.status, Some(llmtap::record::CallStatus::Failed));
+            }
+            _ => assert!(m.tools_offered.iter().any(|t| t == "weather"), "{m:?}"),
+        }
+        let (mut p, mut b) = (proxied.clone(), base_record.clone());
+        // The client's own headers differ: curl's host line names its target.
+        p.request_headers.remove("host");
+        b.request_headers.remove("host");
+        assert_same_record(&p, &b, &format!("MCP {method} {name}"));
+    }
+    running.shutdown().await.unwrap();
+}

@@ -38,7 +38,7 @@ pub async fn serve_tools(config: StreamableHttpServerConfig) -> SocketAddr {
 }
 
 /// Stateless, answering with `application/json` when it can.
-fn json_answers() -> StreamableHttpServerConfig {
+pub fn json_answers() -> StreamableHttpServerConfig {
     StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
         .with_json_response(true)
@@ -46,7 +46,11 @@ fn json_answers() -> StreamableHttpServerConfig {
 }
 
 /// An llmtap with the tool server as provider `tools` (`kind = "mcp"`).
-async fn llmtap_before(server: SocketAddr, dir: &TempDir, extra: &str) -> llmtap::server::Running {
+pub async fn llmtap_before(
+    server: SocketAddr,
+    dir: &TempDir,
+    extra: &str,
+) -> llmtap::server::Running {
     start_llmtap(mcp_config(server, dir, extra)).await
 }
 
@@ -74,22 +78,24 @@ async fn llmtap_on_postgres(
     (start_llmtap(config).await, db)
 }
 
-/// An rmcp client through llmtap, its calls grouped into `run`.
-async fn client_through(
-    running: &llmtap::server::Running,
-    run: &str,
-    version: Option<ProtocolVersion>,
-) -> rmcp::service::RunningService<rmcp::RoleClient, ClientConfig> {
+/// The streamable HTTP config of an rmcp client reaching `uri`, its calls grouped
+/// into `run`.
+pub fn transport_config(uri: String, run: &str) -> StreamableHttpClientTransportConfig {
     let mut headers = HashMap::new();
     headers.insert(
         http::HeaderName::from_static("x-llmtap-invocation-id"),
         http::HeaderValue::from_str(run).unwrap(),
     );
-    let config = StreamableHttpClientTransportConfig::with_uri(format!(
-        "http://{}/tools/mcp",
-        running.proxy_addr
-    ))
-    .custom_headers(headers);
+    StreamableHttpClientTransportConfig::with_uri(uri).custom_headers(headers)
+}
+
+/// An rmcp client through llmtap, its calls grouped into `run`.
+pub async fn client_through(
+    running: &llmtap::server::Running,
+    run: &str,
+    version: Option<ProtocolVersion>,
+) -> rmcp::service::RunningService<rmcp::RoleClient, ClientConfig> {
+    let config = transport_config(format!("http://{}/tools/mcp", running.proxy_addr), run);
     let transport = StreamableHttpClientTransport::from_config(config);
     let mut info = ClientConfig::default();
     if let Some(v) = version {
@@ -100,7 +106,7 @@ async fn client_through(
         .expect("client connects through llmtap")
 }
 
-fn call(name: &str, arguments: Value) -> CallToolRequestParams {
+pub fn call(name: &str, arguments: Value) -> CallToolRequestParams {
     let params = CallToolRequestParams::new(name.to_string());
     match arguments {
         Value::Object(map) => params.with_arguments(map),
@@ -858,4 +864,421 @@ async fn the_mcp_event_stream_outlives_the_idle_timeout() {
     );
     assert!(gets[0].latency_ms >= 1200.0, "{}", gets[0].latency_ms);
     running2.shutdown().await.unwrap();
+}
+
+/// An MCP client that answers the server's requests (protocol 2025-11-25): its roots,
+/// a sampled message (model `client-model-7`) and an accepted elicitation.
+#[derive(Clone)]
+struct AnsweringClient;
+
+// Sampling and roots are deprecated from protocol 2026-07-28 on, still what clients
+// of 2025-11-25 servers answer.
+#[allow(deprecated)]
+impl rmcp::ClientHandler for AnsweringClient {
+    async fn create_message(
+        &self,
+        _params: rmcp::model::CreateMessageRequestParams,
+        _context: rmcp::service::RequestContext<rmcp::RoleClient>,
+    ) -> Result<rmcp::model::CreateMessageResult, rmcp::ErrorData> {
+        Ok(serde_json::from_value(json!({
+            "role": "assistant",
+            "content": {"type": "text", "text": "hi"},
+            "model": "client-model-7",
+            "stopReason": "endTurn"
+        }))
+        .unwrap())
+    }
+
+    async fn list_roots(
+        &self,
+        _context: rmcp::service::RequestContext<rmcp::RoleClient>,
+    ) -> Result<rmcp::model::ListRootsResult, rmcp::ErrorData> {
+        Ok(
+            serde_json::from_value(json!({"roots": [{"uri": "file:///work", "name": "work"}]}))
+                .unwrap(),
+        )
+    }
+
+    async fn create_elicitation(
+        &self,
+        _request: rmcp::model::ElicitRequestParams,
+        _context: rmcp::service::RequestContext<rmcp::RoleClient>,
+    ) -> Result<rmcp::model::ElicitResult, rmcp::ErrorData> {
+        Ok(
+            serde_json::from_value(json!({"action": "accept", "content": {"name": "Ada"}}))
+                .unwrap(),
+        )
+    }
+
+    fn get_info(&self) -> ClientConfig {
+        serde_json::from_value(json!({
+            "protocolVersion": "2025-11-25",
+            "capabilities": {"sampling": {}, "roots": {}, "elicitation": {"form": {}}},
+            "clientInfo": {"name": "answering-client", "version": "1"}
+        }))
+        .unwrap()
+    }
+}
+
+/// The server's requests a client answers, as `ask_client` sends them.
+const SERVER_REQUESTS: [&str; 3] = ["roots/list", "sampling/createMessage", "elicitation/create"];
+const ASKED: &str = "roots 1 · model client-model-7 · name Ada";
+
+/// The calls of `run`, whole, once `done` holds for them (polled for 5 s).
+async fn calls_once(
+    running: &llmtap::server::Running,
+    run: &str,
+    done: impl Fn(&[CallRecord]) -> bool,
+) -> Vec<CallRecord> {
+    let mut calls = Vec::new();
+    for _ in 0..500 {
+        calls = running
+            .store
+            .invocation_calls(run)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|c| running.store.get_call(&c.id).unwrap())
+            .collect();
+        if done(&calls) {
+            calls.sort_by_key(|c| c.started_at_us);
+            return calls;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("run {run} never got there: {calls:#?}");
+}
+
+fn direction(c: &CallRecord) -> Option<&str> {
+    c.mcp.as_ref().and_then(|m| m.direction.as_deref())
+}
+
+fn method(c: &CallRecord) -> Option<&str> {
+    c.mcp.as_ref().and_then(|m| m.method.as_deref())
+}
+
+/// The client's answers to the server's requests, by method.
+fn answers(calls: &[CallRecord]) -> Vec<&CallRecord> {
+    calls
+        .iter()
+        .filter(|c| direction(c) == Some("server_to_client"))
+        .filter(|c| method(c).is_some_and(|m| SERVER_REQUESTS.contains(&m)))
+        .collect()
+}
+
+/// Over streamable HTTP the server asks the client mid-call (its requests ride the
+/// call's SSE stream or the GET stream, and the client answers each in a POST): every
+/// request and notification of the server is recorded in the stream that carried it,
+/// each answer as an exchange `server_to_client` whose id and method match the
+/// request's, and the run's timeline shows the direction.
+#[tokio::test]
+async fn server_requests_over_http_are_recorded_with_their_direction() {
+    let server = serve_tools(StreamableHttpServerConfig::default()).await;
+    let dir = TempDir::new("mcpasks");
+    let running = llmtap_before(server, &dir, "").await;
+    let transport = StreamableHttpClientTransport::from_config(transport_config(
+        format!("http://{}/tools/mcp", running.proxy_addr),
+        "run-asks",
+    ));
+    let client = AnsweringClient.serve(transport).await.unwrap();
+    let asked = client
+        .call_tool(call("ask_client", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(
+        asked.content[0].as_text().map(|t| t.text.as_str()),
+        Some(ASKED)
+    );
+    client.cancel().await.unwrap();
+
+    let calls = calls_once(&running, "run-asks", |calls| {
+        answers(calls).len() == 3 && calls.iter().any(|c| c.method == "GET")
+    })
+    .await;
+    // Every request the server sent, with its id, from the streams that carried it.
+    let sent: Vec<(Value, String)> = calls
+        .iter()
+        .filter_map(|c| c.mcp.as_ref())
+        .flat_map(|m| {
+            m.server_requests
+                .iter()
+                .map(|r| (r.id.clone(), r.method.clone()))
+        })
+        .collect();
+    for answer in answers(&calls) {
+        let m = answer.mcp.as_ref().unwrap();
+        assert_eq!(answer.method, "POST");
+        assert_eq!(answer.status, Some(CallStatus::Success));
+        assert_eq!(m.transport, "http");
+        let id = m.request_id.clone().expect("the answer's id");
+        assert!(
+            sent.contains(&(id.clone(), m.method.clone().unwrap())),
+            "answer {id} to {:?} matches a request the server sent: {sent:?}",
+            m.method
+        );
+        match m.method.as_deref() {
+            Some("sampling/createMessage") => {
+                assert_eq!(m.result.as_ref().unwrap()["model"], "client-model-7")
+            }
+            Some("elicitation/create") => {
+                assert_eq!(m.result.as_ref().unwrap()["content"]["name"], "Ada")
+            }
+            Some("roots/list") => {
+                assert_eq!(
+                    m.result.as_ref().unwrap()["roots"][0]["uri"],
+                    "file:///work"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let mut methods: Vec<&str> = answers(&calls).iter().filter_map(|c| method(c)).collect();
+    methods.sort_unstable();
+    assert_eq!(
+        methods,
+        ["elicitation/create", "roots/list", "sampling/createMessage"]
+    );
+    // The requests rode the tool call's SSE answer, in the order the server sent them.
+    let ask = tool_call(&calls, "ask_client");
+    assert_eq!(
+        ask.mcp.as_ref().unwrap().server_messages,
+        SERVER_REQUESTS,
+        "{ask:#?}"
+    );
+    assert_eq!(direction(ask), Some("client_to_server"));
+    assert_eq!(
+        ask.mcp.as_ref().unwrap().result_text.as_deref(),
+        Some(ASKED)
+    );
+    let get = calls.iter().find(|c| c.method == "GET").unwrap();
+    assert_eq!(
+        direction(get),
+        Some("server_to_client"),
+        "the event stream is the server's"
+    );
+
+    // The run's timeline (what the page and `llmtap show` read) says who asked.
+    let v = api_get(&running, "/api/v1/invocations/run-asks")
+        .await
+        .json();
+    let shown: Vec<(String, String)> = v["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["mcp"]["direction"] == "server_to_client")
+        .filter_map(|t| {
+            Some((
+                t["mcp"]["method"].as_str()?.to_string(),
+                t["method"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    for m in SERVER_REQUESTS {
+        assert!(
+            shown.contains(&(m.to_string(), "POST".to_string())),
+            "{shown:?}"
+        );
+    }
+    running.shutdown().await.unwrap();
+}
+
+/// Over stdio (`llmtap mcp --`) the wrapper pairs the server's requests with the
+/// client's answers and reports the server's notifications: each is an exchange
+/// `server_to_client` with the server's exact method, the client's answer as its
+/// result, and the tool call that caused them succeeds with their answers.
+#[tokio::test]
+async fn server_requests_over_stdio_are_recorded_with_their_direction() {
+    let dir = TempDir::new("mcpasksstdio");
+    let running = start_llmtap(test_config(dir.path(), "")).await;
+    let api = format!("http://{}", running.api_addr);
+    let command = wrapped_server(&api, &[("LLMTAP_INVOCATION_ID", "run-asks-stdio")]);
+    let transport = rmcp::transport::TokioChildProcess::new(command).unwrap();
+    let client = AnsweringClient.serve(transport).await.unwrap();
+    let asked = client
+        .call_tool(call("ask_client", json!({})))
+        .await
+        .unwrap();
+    assert_eq!(
+        asked.content[0].as_text().map(|t| t.text.as_str()),
+        Some(ASKED)
+    );
+    client.cancel().await.unwrap();
+
+    let calls = calls_once(&running, "run-asks-stdio", |calls| {
+        answers(calls).len() == 3
+            && calls
+                .iter()
+                .any(|c| method(c) == Some("notifications/message"))
+            && calls.iter().any(|c| method(c) == Some("tools/call"))
+    })
+    .await;
+    for answer in answers(&calls) {
+        let m = answer.mcp.as_ref().unwrap();
+        assert_eq!(
+            (answer.method.as_str(), m.transport.as_str()),
+            ("STDIO", "stdio")
+        );
+        assert_eq!(answer.status, Some(CallStatus::Success));
+        // The request is the server's line, the response the client's.
+        let request: Value = serde_json::from_str(answer.request_body.as_deref().unwrap()).unwrap();
+        assert_eq!(request["method"].as_str(), m.method.as_deref());
+        let response: Value =
+            serde_json::from_str(answer.response_body.as_deref().unwrap()).unwrap();
+        assert_eq!(response["id"], request["id"]);
+        assert_eq!(m.result.as_ref(), Some(&response["result"]));
+    }
+    let sampled = answers(&calls)
+        .into_iter()
+        .find(|c| method(c) == Some("sampling/createMessage"))
+        .unwrap();
+    assert_eq!(
+        sampled.mcp.as_ref().unwrap().result.as_ref().unwrap()["model"],
+        "client-model-7"
+    );
+    let log = calls
+        .iter()
+        .find(|c| method(c) == Some("notifications/message"))
+        .unwrap();
+    assert_eq!(direction(log), Some("server_to_client"));
+    let ask = tool_call(&calls, "ask_client");
+    assert_eq!(direction(ask), Some("client_to_server"));
+    assert_eq!(ask.status, Some(CallStatus::Success));
+    assert_eq!(
+        ask.mcp.as_ref().unwrap().result_text.as_deref(),
+        Some(ASKED)
+    );
+    // The client's own notification stays the client's.
+    let initialized = calls
+        .iter()
+        .find(|c| method(c) == Some("notifications/initialized"))
+        .expect("the client's notification");
+    assert_eq!(direction(initialized), Some("client_to_server"));
+    running.shutdown().await.unwrap();
+}
+
+/// A client asks for the server's tools in each session, twice: the list is stored
+/// once (one content chunk, referenced by every answer), every answer still reads
+/// back byte for byte, and the run names the server and the tools it offered.
+#[tokio::test]
+async fn a_tools_list_is_stored_once_and_shown_per_server() {
+    let server = serve_tools(StreamableHttpServerConfig::default()).await;
+    let dir = TempDir::new("mcplists");
+    let running = llmtap_before(server, &dir, "").await;
+    let mut offered = Vec::new();
+    for _session in 0..3 {
+        let client =
+            client_through(&running, "run-lists", Some(ProtocolVersion::V_2025_11_25)).await;
+        for _ in 0..2 {
+            let tools = client.list_tools(None).await.unwrap();
+            offered = tools
+                .tools
+                .iter()
+                .map(|t| t.name.to_string())
+                .collect::<Vec<_>>();
+        }
+        client.cancel().await.unwrap();
+    }
+    assert!(offered.len() >= 7, "{offered:?}");
+    let lists = |calls: &[CallRecord]| -> usize {
+        calls
+            .iter()
+            .filter(|c| method(c) == Some("tools/list"))
+            .count()
+    };
+    let calls = calls_once(&running, "run-lists", |calls| lists(calls) == 6).await;
+    let mut list_bytes = None;
+    for c in calls.iter().filter(|c| method(c) == Some("tools/list")) {
+        let m = c.mcp.as_ref().unwrap();
+        assert_eq!(m.tools_offered, offered);
+        let body = c.response_body.clone().unwrap();
+        // Read back exactly: the answer parses as the server's list.
+        let raw = running.store.get_raw(&c.id, true).unwrap().unwrap();
+        assert_eq!(raw, body.as_bytes());
+        let ranges = llmtap::store::body::mcp_list_ranges(body.as_bytes());
+        assert_eq!(ranges.len(), 1, "{body}");
+        let list = body.as_bytes()[ranges[0].clone()].to_vec();
+        assert!(
+            list.starts_with(b"[{") && list.len() > 1000,
+            "{}",
+            list.len()
+        );
+        match &list_bytes {
+            None => list_bytes = Some(list),
+            Some(first) => assert_eq!(first, &list, "the same list each time"),
+        }
+    }
+    let list = list_bytes.unwrap();
+    let addr: String = ring::digest::digest(&ring::digest::SHA256, &list)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    // Each distinct answer (they differ in their JSON-RPC and SSE ids) is a small
+    // chunk naming the one stored list.
+    let distinct_answers: std::collections::HashSet<&str> = calls
+        .iter()
+        .filter(|c| method(c) == Some("tools/list"))
+        .filter_map(|c| c.response_body.as_deref())
+        .collect();
+    assert_eq!(
+        running.store.chunk_refs(&addr).unwrap(),
+        distinct_answers.len() as u64,
+        "one stored list, referenced by each distinct answer"
+    );
+
+    // Which tools were offered by which server: on the run, for viewers too.
+    let v = api_get(&running, "/api/v1/invocations/run-lists")
+        .await
+        .json();
+    let servers = v["mcp_servers"].as_array().unwrap();
+    assert_eq!(servers.len(), 1, "{v}");
+    assert_eq!(servers[0]["provider"], "tools");
+    assert_eq!(servers[0]["server"]["name"], "rmcp");
+    assert_eq!(servers[0]["sessions"], 3);
+    assert_eq!(servers[0]["tools_list_calls"], 6);
+    assert_eq!(servers[0]["tools_offered"], json!(offered));
+    running.shutdown().await.unwrap();
+}
+
+/// An MCP client that names no run (no `x-llmtap-*` header) still lands in the run
+/// whose round asked for its tool, by time and the requested tool call (name and
+/// arguments), and the round joins it.
+#[tokio::test]
+async fn an_mcp_tool_call_naming_no_run_joins_the_run_that_asked_for_it() {
+    const ASKS: &str = r#"{"id":"x","object":"chat.completion","model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":null,"tool_calls":[{"id":"call_b","type":"function","function":{"name":"weather","arguments":"{\"city\":\"Bergen\"}"}}]},"finish_reason":"tool_calls"}],"usage":{"prompt_tokens":20,"completion_tokens":10,"total_tokens":30}}"#;
+    let llm = MockUpstream::start(|_| MockResponse::json(200, ASKS)).await;
+    let server = serve_tools(json_answers()).await;
+    let dir = TempDir::new("mcptimejoin");
+    let running = llmtap_before(server, &dir, &provider_toml("llm", "openai", &llm.url())).await;
+    let r1 = post_json(
+        running.proxy_addr,
+        "/llm/v1/chat/completions",
+        &[("x-llmtap-invocation-id", "run-asker")],
+        r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Weather in Bergen?"}]}"#,
+    )
+    .await;
+    assert_eq!(r1.status, 200);
+    wait_invocation(&running, "run-asker", 1).await;
+    // No grouping header at all.
+    let transport =
+        StreamableHttpClientTransport::from_config(StreamableHttpClientTransportConfig::with_uri(
+            format!("http://{}/tools/mcp", running.proxy_addr),
+        ));
+    let client = ClientConfig::default().serve(transport).await.unwrap();
+    client
+        .call_tool(call("weather", json!({"city": "Bergen"})))
+        .await
+        .unwrap();
+    client.cancel().await.unwrap();
+    let calls = run_calls(&running, "run-asker", 1).await;
+    let weather = tool_call(&calls, "weather");
+    assert_eq!(weather.invocation_id, "run-asker");
+    let v = api_get(&running, "/api/v1/invocations/run-asker")
+        .await
+        .json();
+    assert_eq!(
+        v["rounds"][0]["tool_calls"][0]["mcp"]["call_id"],
+        json!(weather.id),
+        "{v}"
+    );
+    running.shutdown().await.unwrap();
 }

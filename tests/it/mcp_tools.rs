@@ -5,8 +5,11 @@
 use rmcp::{
     handler::server::{router::tool::ToolRouter, wrapper::Parameters},
     model::{CallToolResult, ContentBlock, ServerCapabilities, ServerConfig},
-    schemars, tool, tool_handler, tool_router, ErrorData, ServerHandler,
+    schemars,
+    service::RequestContext,
+    tool, tool_handler, tool_router, ErrorData, RoleServer, ServerHandler,
 };
+use serde_json::json;
 use std::time::Duration;
 
 #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
@@ -71,6 +74,52 @@ impl TestTools {
     #[tool(description = "The weather in a city")]
     fn weather(&self, Parameters(CityRequest { city }): Parameters<CityRequest>) -> String {
         format!("sunny in {city}")
+    }
+
+    /// Turns to the client mid-call (protocol 2025-11-25 and before): a log
+    /// notification, then `roots/list`, `sampling/createMessage` and
+    /// `elicitation/create`, each answered by the client.
+    #[tool(description = "Asks the client for its roots, a sampled message and a name")]
+    #[allow(deprecated)]
+    async fn ask_client(&self, context: RequestContext<RoleServer>) -> Result<String, ErrorData> {
+        fn failed(e: impl std::fmt::Display) -> ErrorData {
+            ErrorData::internal_error(e.to_string(), None)
+        }
+        fn from<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Result<T, ErrorData> {
+            serde_json::from_value(v).map_err(failed)
+        }
+        let peer = context.peer;
+        peer.notify_logging_message(from(json!({"level": "info", "data": "asking the client"}))?)
+            .await
+            .map_err(failed)?;
+        let roots = peer.list_roots().await.map_err(failed)?;
+        let sampled = peer
+            .create_message(from(json!({
+                "messages": [{"role": "user", "content": {"type": "text", "text": "Say hi"}}],
+                "maxTokens": 16
+            }))?)
+            .await
+            .map_err(failed)?;
+        let elicited = peer
+            .create_elicitation(from(json!({
+                "mode": "form",
+                "message": "Your name?",
+                "requestedSchema": {"type": "object", "properties": {"name": {"type": "string"}}}
+            }))?)
+            .await
+            .map_err(failed)?;
+        let name = elicited
+            .content
+            .as_ref()
+            .and_then(|c| c.get("name"))
+            .and_then(|n| n.as_str())
+            .unwrap_or("nobody")
+            .to_string();
+        Ok(format!(
+            "roots {} · model {} · name {name}",
+            roots.roots.len(),
+            sampled.model
+        ))
     }
 
     #[tool(description = "The local time in a city")]
