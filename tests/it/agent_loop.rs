@@ -813,15 +813,6 @@ async fn the_page_shows_attempts_tools_and_the_session_as_a_conversation() {
     running.shutdown().await.unwrap();
 }
 
-fn urlencode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// Writes `calls` as the writer would (each run rolled up from its calls).
 fn write_calls(running: &Running, calls: &[CallRecord]) {
     let mut runs: std::collections::HashMap<String, InvocationRecord> = Default::default();

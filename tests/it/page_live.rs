@@ -406,8 +406,9 @@ async fn rate_limits_are_one_row_per_key_and_model_and_reset_state_is_not_now() 
 }
 
 /// Defect 6: seven tabs (windows) of the page all load and all follow new runs: they
-/// share one stream instead of holding one of the browser's six connections each.
-/// And a page left and come back to (back/forward) shows its run and follows again.
+/// share one stream instead of holding one of the browser's six connections each; a
+/// hidden one follows nothing (and the others go on without it when it led). And a
+/// page left and restored from the back/forward cache shows its run and follows again.
 #[tokio::test]
 async fn seven_tabs_load_and_follow_live_and_a_page_come_back_to_is_not_stuck() {
     let scene = Scene::start("").await;
@@ -435,6 +436,32 @@ async fn seven_tabs_load_and_follow_live_and_a_page_come_back_to_is_not_stuck() 
         browser.wait_count("#runs-table tr.run", 2).await;
         assert_eq!(row_ids(&browser).await[0], "run-second");
     }
+    // A hidden page holds no stream: the first window (the leader) is minimized, the
+    // others follow on (one of them now reads the stream), the hidden one does not.
+    browser.switch_to(&windows[0]).await;
+    browser.minimize().await;
+    browser
+        .wait(
+            "the minimized page hidden and not live",
+            "return document.visibilityState === 'hidden' && !document.querySelector('#live.on')",
+            json!([]),
+        )
+        .await;
+    scene
+        .replay(ROUND_1, &[("x-llmtap-invocation-id", "run-unseen")])
+        .await;
+    for handle in &windows[1..] {
+        browser.switch_to(handle).await;
+        browser.wait_count("#runs-table tr.run", 3).await;
+        assert_eq!(row_ids(&browser).await[0], "run-unseen");
+    }
+    browser.switch_to(&windows[0]).await;
+    assert_eq!(
+        browser.count("#runs-table tr.run").await,
+        2,
+        "no stream while hidden"
+    );
+    browser.switch_to(&windows[1]).await;
 
     // Leave a page with an open run, come back with Back.
     browser
@@ -646,13 +673,4 @@ async fn a_first_visit_that_needs_a_token_logs_nothing_to_the_console() {
     assert!(errors.is_empty(), "console errors: {errors:?}");
     browser.close().await;
     scene.running.shutdown().await.unwrap();
-}
-
-fn urlencode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

@@ -164,6 +164,11 @@ impl Browser {
             .to_string()
     }
 
+    /// Minimizes the current window (the page in it is then hidden).
+    pub async fn minimize(&self) {
+        self.cmd("POST", "/window/minimize", Some(json!({}))).await;
+    }
+
     /// The handle of the window commands go to.
     pub async fn window(&self) -> String {
         let v = self.cmd("GET", "/window", None).await;
