@@ -736,6 +736,27 @@ fn format_seconds(ms: f64) -> String {
     }
 }
 
+/// Calls of a session looked at for its subject: the first with a user message.
+const SUBJECT_CALLS: usize = 3;
+
+/// Fills a session's subject, its first user message shortened, from the content of
+/// its first calls (the store keeps no subject: prompt text outside the sealed
+/// content would outlive the calls' expiry). Sessions stored before keep theirs.
+/// True when the session has a subject.
+fn session_subject(state: &ApiState, s: &mut idx::SessionSummary) -> Result<bool, ApiError> {
+    if s.subject.is_none() {
+        for first in state.store.session_calls(&s.id, SUBJECT_CALLS)? {
+            if let Some(call) = state.store.get_call(&first.id)? {
+                if let Some(subject) = idx::subject_of(&call) {
+                    s.subject = Some(subject);
+                    break;
+                }
+            }
+        }
+    }
+    Ok(s.subject.is_some())
+}
+
 pub(super) fn sessions(state: &ApiState, who: &Principal, p: &Params) -> ApiResult {
     let mut tenant = p.get("tenant").map(str::to_string);
     if let Some(mine) = &who.tenant {
@@ -762,6 +783,9 @@ pub(super) fn sessions(state: &ApiState, who: &Principal, p: &Params) -> ApiResu
     let request = params::page_request(p, true)?;
     let mut page = state.store.list_sessions(&filter, &request)?;
     if who.is_admin() {
+        for s in &mut page.items {
+            session_subject(state, s)?;
+        }
         // Subjects are users' first messages: prompt text, so an admin's read is audited.
         if page.items.iter().any(|s| s.subject.is_some()) {
             audit(state, who, "read session subjects", "/api/v1/sessions")?;
@@ -792,7 +816,7 @@ pub(super) fn session(state: &ApiState, who: &Principal, p: &Params, id: &str) -
     }
     if !who.is_admin() {
         s.subject = None;
-    } else if s.subject.is_some() {
+    } else if session_subject(state, &mut s)? {
         audit(
             state,
             who,

@@ -455,10 +455,9 @@ impl SessionSummary {
         }
     }
 
-    /// Adds a call of the session. `with_subject`: whether the session may keep its
-    /// first user message as its subject (not with encryption at rest: it is prompt
-    /// text in the clear).
-    pub fn add_call(&mut self, call: &CallRecord, with_subject: bool) {
+    /// Adds a call of the session. The subject is not kept: it is prompt text in
+    /// the clear, read from the content when asked (`subject_of`).
+    pub fn add_call(&mut self, call: &CallRecord) {
         use crate::timefmt::format_rfc3339_us;
         let m = &call.metadata;
         self.calls += 1;
@@ -471,11 +470,6 @@ impl SessionSummary {
         }
         self.cost_pusd += call_cost_pusd(call);
         self.cost_usd = self.cost_pusd as f64 / 1e12;
-        if with_subject && (call.started_at_us <= self.first_at_us || self.subject.is_none()) {
-            if let Some(subject) = subject_of(call) {
-                self.subject = Some(subject);
-            }
-        }
         self.first_at_us = self.first_at_us.min(call.started_at_us);
         self.last_at_us = self.last_at_us.max(call.started_at_us);
         self.first_at = format_rfc3339_us(self.first_at_us);

@@ -42,7 +42,7 @@ async fn instances_starting_together_apply_each_migration_once() {
         applied.extend(t.await.unwrap());
     }
     let all: Vec<i32> = engine::MIGRATIONS.iter().map(|m| m.version).collect();
-    assert_eq!(all, vec![1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(all, vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
     applied.sort_unstable();
     assert_eq!(applied, all, "exactly one instance applied each version");
     let client = db.connect().await;
@@ -105,7 +105,7 @@ async fn a_schema_newer_than_the_binary_is_refused_untouched() {
     // `llmtap serve` refuses to start on it, saying why.
     let err = refused_start(&db.url()).await;
     assert!(err.contains("newer than this llmtap knows"), "{err}");
-    assert_eq!(versions(&client).await, vec![1, 2, 3, 4, 5, 6, 7, 8, 99]);
+    assert_eq!(versions(&client).await, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 99]);
 }
 
 #[tokio::test]

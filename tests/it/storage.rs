@@ -1233,11 +1233,17 @@ fn swept_content_is_shredded_with_its_period_key() {
         };
         let new_body = anthropic_round(&shared, &noise(42, 3000), kept, 2);
         let old_at = now - 40 * DAY_US;
+        // In a session, with its parsed view: a session's subject is its first user
+        // message, prompt text that must expire with the call too.
+        let mut expiring = call("c_0old", "inv-old", 1, old_at, &old_body, secret);
+        expiring.endpoint = Some(Endpoint::Messages);
+        expiring.request = Some(llmtap::parse::request_view(
+            Endpoint::Messages,
+            old_body.as_bytes(),
+        ));
+        expiring.metadata.session_id = Some("sess-old".into());
         store
-            .write_batch(
-                &[call("c_0old", "inv-old", 1, old_at, &old_body, secret)],
-                &[inv("inv-old", old_at, 1)],
-            )
+            .write_batch(&[expiring], &[inv("inv-old", old_at, 1)])
             .unwrap();
         store
             .write_batch(

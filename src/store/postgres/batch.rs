@@ -38,8 +38,6 @@ pub struct Prepared {
     /// `(started_us, call id, sealed manifest)` of the calls with content.
     pub manifests: Vec<(u64, String, Vec<u8>)>,
     pub staging: content::Staging,
-    /// Whether sessions may keep their first user message (not when content is sealed).
-    pub with_subject: bool,
 }
 
 /// The chunks cutting the batch's new calls could build on if they are stored (the
@@ -74,7 +72,6 @@ pub fn prepare(
         metas: Vec::with_capacity(batch.len()),
         manifests: Vec::new(),
         staging: content::Staging::with_stored(codec.clone(), stored),
-        with_subject: codec.keys.is_none(),
     };
     let mut seen = HashSet::new();
     for call in batch {
@@ -140,7 +137,7 @@ pub async fn write(
         .map(|r| &r.record)
         .collect();
     rollups::add(tx, &rollup_deltas(&new_calls, &created)).await?;
-    sessions::add(tx, &new_calls, prepared.with_subject).await?;
+    sessions::add(tx, &new_calls).await?;
     ratelimits::add(tx, &new_calls).await?;
     let call_ids: Vec<String> = new_calls.iter().map(|c| c.id.clone()).collect();
     let run_ids: Vec<String> = runs.iter().map(|r| r.record.id.clone()).collect();

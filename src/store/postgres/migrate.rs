@@ -59,6 +59,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "session_models",
         sql: include_str!("migrations/0008_session_models.sql"),
     },
+    Migration {
+        version: 9,
+        name: "no_session_subjects",
+        sql: include_str!("migrations/0009_no_session_subjects.sql"),
+    },
 ];
 
 /// The advisory lock key that serialises migrations ("llmtap" in ASCII).

@@ -25,11 +25,7 @@ fn to_u64(v: i64) -> u64 {
 }
 
 /// Folds the batch's new calls (in start order) into their sessions.
-pub async fn add(
-    client: &impl GenericClient,
-    new_calls: &[&CallRecord],
-    with_subject: bool,
-) -> Result<(), PgError> {
+pub async fn add(client: &impl GenericClient, new_calls: &[&CallRecord]) -> Result<(), PgError> {
     let mut deltas: BTreeMap<&str, SessionSummary> = BTreeMap::new();
     let mut ordered: Vec<&&CallRecord> = new_calls.iter().collect();
     ordered.sort_by(|a, b| (a.started_at_us, &a.id).cmp(&(b.started_at_us, &b.id)));
@@ -40,7 +36,7 @@ pub async fn add(
         deltas
             .entry(id)
             .or_insert_with(|| SessionSummary::starting(id, call))
-            .add_call(call, with_subject);
+            .add_call(call);
     }
     if deltas.is_empty() {
         return Ok(());

@@ -335,11 +335,33 @@ impl SledStore {
             }
             meta.insert("index_v3", b"1")?;
         }
+        if meta.get("no_session_subjects")?.is_none() {
+            store.drop_session_subjects()?;
+            meta.insert("no_session_subjects", b"1")?;
+        }
         store.check_keyring(&shown)?;
         if carried.is_none() {
             store.load_facet_caches()?;
         }
         Ok(store)
+    }
+
+    /// Takes the subjects (first user messages, prompt text in the clear) out of
+    /// sessions stored before subjects were read from the content on demand.
+    fn drop_session_subjects(&self) -> Result<(), StoreError> {
+        let mut batch = Writes::default();
+        for entry in self.sessions.iter() {
+            let (key, value) = entry?;
+            let mut session: SessionSummary = decode(&key, &value)?;
+            if session.subject.take().is_some() {
+                batch.insert(
+                    key,
+                    serde_json::to_vec(&session).map_err(StoreError::Encode)?,
+                );
+            }
+        }
+        batch.apply_to(&self.sessions)?;
+        Ok(())
     }
 
     /// Once `snapshot_every_bytes` have been stored since this engine opened: flushes
@@ -618,7 +640,10 @@ impl SledStore {
                     }
                 };
                 let (old, mut s) = entry;
-                s.add_call(call, plaintext_ok);
+                // No subject is stored: it is prompt text outside the sealed content,
+                // which would outlive the call's expiry; the API reads it from the
+                // session's first call (`api::views::session_subject`).
+                s.add_call(call);
                 sessions.insert(session_id.clone(), (old, s));
             }
             if index::notes_rate_limit(call) {
@@ -1120,6 +1145,83 @@ impl SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Content written across key periods reads back whole (each value names its
+    /// period; a new period's key is made once, before anything is sealed with it).
+    #[test]
+    fn content_written_across_key_periods_reads_back() {
+        let dir = std::env::temp_dir().join(format!(
+            "llmtap-periods-{}-{}",
+            std::process::id(),
+            crate::timefmt::now_unix_us()
+        ));
+        let options = StoreOptions {
+            key_period_secs: 1,
+            ..StoreOptions::default()
+        };
+        let store = SledStore::open_alone(&dir, options.clone()).unwrap();
+        let started = std::time::Instant::now();
+        let mut n = 0;
+        while started.elapsed() < std::time::Duration::from_millis(2_500) {
+            let call = CallRecord {
+                id: format!("c_{n:06}"),
+                invocation_id: "i_1".into(),
+                request_body: Some(format!(
+                    "{{\"n\":{n},\"text\":\"{}\"}}",
+                    "x".repeat(200 + n)
+                )),
+                response_body: Some(format!("answer {n}")),
+                ..CallRecord::default()
+            };
+            store.write_batch(&[call], &[]).unwrap();
+            n += 1;
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        drop(store);
+        let store = SledStore::open_alone(&dir, options).unwrap();
+        for i in 0..n {
+            let call = store.get_call(&format!("c_{i:06}")).unwrap().unwrap();
+            assert_eq!(
+                call.response_body.as_deref(),
+                Some(format!("answer {i}").as_str()),
+                "{:?}",
+                call.parse_notes
+            );
+        }
+        assert!(std::fs::read_dir(dir.join(KEY_DIR)).unwrap().count() >= 3);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Sessions stored with a subject (a user's first message, in the clear) by an
+    /// earlier release lose it when the store next opens; new sessions never have one.
+    #[test]
+    fn stored_session_subjects_are_dropped_at_open() {
+        let dir = std::env::temp_dir().join(format!(
+            "llmtap-session-subjects-{}-{}",
+            std::process::id(),
+            crate::timefmt::now_unix_us()
+        ));
+        let store = SledStore::open_alone(&dir, StoreOptions::default()).unwrap();
+        let old = SessionSummary {
+            id: "s-1".into(),
+            subject: Some("my bank password is hunter2".into()),
+            calls: 1,
+            ..SessionSummary::default()
+        };
+        store
+            .sessions
+            .insert("s-1", serde_json::to_vec(&old).unwrap())
+            .unwrap();
+        store.meta.remove("no_session_subjects").unwrap();
+        store.db.flush().unwrap();
+        drop(store);
+        let store = SledStore::open_alone(&dir, StoreOptions::default()).unwrap();
+        let s = store.session("s-1").unwrap().unwrap();
+        assert_eq!((s.subject, s.calls), (None, 1));
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     /// Stores made before llmtap chose sled's segment size and page compression
     /// keep the settings they were created with.
