@@ -168,21 +168,56 @@ async fn seed(scene: &Scene) {
         ("x-llmtap-prompt", "pelican-names@v2"),
         ("x-api-key", "sk-ant-demo-key-0001"),
     ];
+    // The recording's windows reset long ago: these reset a minute from now.
+    let reset = llmtap::timefmt::format_rfc3339_us(llmtap::timefmt::now_unix_us() + 60_000_000);
+    let windows = |requests: &'static str, tokens: &'static str| {
+        let mut h: Vec<(&str, String)> = vec![
+            ("anthropic-ratelimit-requests-limit", "50".into()),
+            ("anthropic-ratelimit-requests-remaining", requests.into()),
+            ("anthropic-ratelimit-tokens-limit", "400000".into()),
+            ("anthropic-ratelimit-tokens-remaining", tokens.into()),
+            ("anthropic-ratelimit-input-tokens-limit", "300000".into()),
+            (
+                "anthropic-ratelimit-input-tokens-remaining",
+                "212000".into(),
+            ),
+            ("anthropic-ratelimit-output-tokens-limit", "100000".into()),
+            (
+                "anthropic-ratelimit-output-tokens-remaining",
+                "61000".into(),
+            ),
+        ];
+        for name in [
+            "anthropic-ratelimit-requests-reset",
+            "anthropic-ratelimit-tokens-reset",
+            "anthropic-ratelimit-input-tokens-reset",
+            "anthropic-ratelimit-output-tokens-reset",
+        ] {
+            h.push((name, reset.clone()));
+        }
+        h
+    };
+    let limited = windows("0", "273000");
+    let mut limited: Vec<(&str, &str)> = limited.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    limited.push(("retry-after", "2"));
     scene
         .replay_with(
             "llm-anthropic__test_anthropic__test_prompt.json",
             &research,
             Some(429),
-            &[
-                ("anthropic-ratelimit-requests-remaining", "0"),
-                ("anthropic-ratelimit-tokens-remaining", "96000"),
-                ("retry-after", "2"),
-            ],
+            &limited,
         )
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let answered = windows("7", "268000");
+    let answered: Vec<(&str, &str)> = answered.iter().map(|(k, v)| (*k, v.as_str())).collect();
     scene
-        .replay("llm-anthropic__test_anthropic__test_prompt.json", &research)
+        .replay_with(
+            "llm-anthropic__test_anthropic__test_prompt.json",
+            &research,
+            None,
+            &answered,
+        )
         .await;
     wait_invocation(&scene.running, "research-7", 1).await;
     scene
@@ -346,6 +381,12 @@ async fn readme_screenshots() {
     browser.wait_text(".tab-panel", "Price-table entry").await;
     to_round(&browser).await;
     shot(&browser, "round-cost").await;
+    browser
+        .js(
+            "document.querySelector(\"table.rounds tr.round[data-round='2']\").scrollIntoView({block: 'center'})",
+            json!([]),
+        )
+        .await;
     browser.click("table.rounds tr.round[data-round='2']").await;
     browser.wait_count(".round-box .tab-panel", 1).await;
     show_tab(&browser, "changes").await;
