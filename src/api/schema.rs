@@ -507,6 +507,8 @@ pub struct Agents {
     tenant: Option<String>,
     items: Vec<AgentRow>,
     count: usize,
+    /// True when tool calls were counted over the first 1,000,000 calls only.
+    tool_calls_truncated: bool,
     latency_note: String,
 }
 
@@ -529,6 +531,10 @@ pub struct AgentRow {
     failed_llm_calls: u64,
     error_rate: Option<f64>,
     llm_call_error_rate: Option<f64>,
+    /// Tool calls (HTTP and MCP) of the agent's runs.
+    tool_calls: u64,
+    /// Tool calls that failed.
+    tool_failures: u64,
     cost_usd: f64,
     avg_cost_per_invocation_usd: Option<f64>,
     avg_cost_per_call_usd: Option<f64>,

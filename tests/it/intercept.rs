@@ -138,6 +138,7 @@ fn comparable(record: &CallRecord) -> serde_json::Value {
         "latency_ms",
         "ttft_ms",
         "first_byte_ms",
+        "stored_at",
     ] {
         object.remove(volatile);
     }
