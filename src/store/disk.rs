@@ -7,6 +7,7 @@
 //! a margin, so a disk hovering at the line does not flap. A full disk is what makes
 //! an embedded store fail mid-write; stopping early is how llmtap never crashes or
 //! corrupts its store on one. The probe is injectable so tests can fake a full disk.
+//! `write_durably` is the one way a store file outside the engine is written whole.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
@@ -151,6 +152,29 @@ impl DiskGuard {
         }
         level
     }
+}
+
+/// Writes `bytes` as the file at `path`, durably and whole: to a temporary name,
+/// synced, renamed into place and its directory synced, so a name that exists
+/// always has its whole value (attachment files, period keys). The temporary file
+/// is removed when any step fails.
+pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let written = (|| {
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 #[cfg(test)]

@@ -261,23 +261,10 @@ impl KeyVault for FileVault {
     }
 
     fn create(&self, slot: Slot, stored: &[u8]) -> Result<Vec<u8>, StoreError> {
-        use std::io::Write;
         if let Some(existing) = self.load(slot)? {
             return Ok(existing);
         }
-        let path = self.path(slot);
-        let tmp = path.with_extension("tmp");
-        let written = (|| {
-            let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(stored)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            self.sync_dir()
-        })();
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        written?;
+        super::disk::write_durably(&self.path(slot), stored)?;
         Ok(stored.to_vec())
     }
 

@@ -14,7 +14,7 @@
 
 use crate::store::crypto::{hex, Addr, ADDR_LEN};
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 const DIR_NAME: &str = "attachments";
@@ -49,22 +49,8 @@ impl BlobFiles {
     /// Writes `value` as the file for `a`, durably, replacing any earlier file.
     pub fn write(&self, a: &Addr, value: &[u8]) -> io::Result<()> {
         let path = self.path(a);
-        let dir = path.parent().unwrap_or(&self.root);
-        fs::create_dir_all(dir)?;
-        let mut tmp_name = path.clone().into_os_string();
-        tmp_name.push(TMP_SUFFIX);
-        let tmp = PathBuf::from(tmp_name);
-        let written = (|| {
-            let mut file = fs::File::create(&tmp)?;
-            file.write_all(value)?;
-            file.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            fs::File::open(dir)?.sync_all()
-        })();
-        if written.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        written
+        fs::create_dir_all(path.parent().unwrap_or(&self.root))?;
+        crate::store::disk::write_durably(&path, value)
     }
 
     /// The stored value for `a`, or `None` when there is no file.
