@@ -29,7 +29,7 @@ use http_body_util::{BodyExt, Full};
 use params::{ParamError, Params};
 use routes::{Access, Handler, PathArgs, Route};
 
-pub use export::neutralise_formula;
+pub use export::{neutralise_formula, NEXT_CURSOR_HEADER, TOTAL_HEADER};
 use std::convert::Infallible;
 use std::sync::Arc;
 
