@@ -11,6 +11,7 @@ pub mod auth;
 pub mod columns;
 mod content;
 mod export;
+mod history;
 pub mod openapi;
 pub mod page;
 pub mod params;
