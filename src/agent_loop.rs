@@ -412,24 +412,41 @@ fn arguments_in(arguments: &Value, target: &str) -> bool {
     !values.is_empty() && values.iter().all(|v| target.contains(v.as_str()))
 }
 
-/// Whether a captured tool call carries the evidence of answering `requested`, with
-/// no other candidate to go by (a headerless tool call joining a run): an MCP
-/// `tools/call` of that name (and those arguments when both have them), or an HTTP
-/// call whose path and query hold every argument value.
-fn evidently_answers(requested: &RequestedTool, seen: &CallRecord) -> bool {
+/// How strongly a captured tool call answers `requested`, with no other candidate
+/// to go by (a headerless tool call joining a run): `Exact` for an MCP `tools/call`
+/// of its name and arguments, `Named` for one of its name only (different or no
+/// arguments), `Exact` for an HTTP call whose path and query hold every argument
+/// value; `None` when nothing ties them.
+fn evidence(requested: &RequestedTool, seen: &CallRecord) -> Option<Evidence> {
     match seen.mcp.as_ref() {
         Some(mcp) => {
-            mcp.tool.as_deref() == Some(requested.name.as_str())
-                && mcp
-                    .arguments
-                    .as_ref()
-                    .is_none_or(|a| same_arguments(&requested.arguments, a))
+            if mcp.tool.as_deref() != Some(requested.name.as_str()) {
+                None
+            } else if mcp
+                .arguments
+                .as_ref()
+                .is_some_and(|a| same_arguments(&requested.arguments, a))
+            {
+                Some(Evidence::Exact)
+            } else {
+                Some(Evidence::Named)
+            }
         }
         None => arguments_in(
             &requested.arguments,
             &percent_decode(&seen.path).to_lowercase(),
-        ),
+        )
+        .then_some(Evidence::Exact),
     }
+}
+
+/// What ties a headerless tool call to a round's requested tool (`evidence`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Evidence {
+    /// An MCP tool of the requested name, its arguments not the requested ones.
+    Named,
+    /// The requested MCP tool and arguments, or an HTTP call carrying every argument value.
+    Exact,
 }
 
 /// Arguments equal as JSON (an OpenAI argument text parsed first).
@@ -1039,31 +1056,55 @@ impl Conversations {
     }
 
     /// The run a tool call that named no run (no invocation id, no traceparent)
-    /// belongs to: the one run whose latest round asked for a tool this call carries
-    /// the evidence of (an HTTP call whose path and query hold every argument value
-    /// of a requested tool call; an MCP `tools/call` of its name and arguments),
-    /// from the same tenant and client address, started after that round ended and
-    /// within [`TOOL_JOIN_WINDOW_US`]. None when no run or several runs fit.
+    /// belongs to, the one rule for HTTP tool calls and MCP `tools/call`s: a run
+    /// whose latest round asked for a tool this call carries the evidence of
+    /// ([`evidence`]), of the same tenant, the call started after that round ended
+    /// and within [`TOOL_JOIN_WINDOW_US`].
+    ///
+    /// An HTTP call must come from the round's client address (when both are
+    /// known), and joins only when one run fits: a URL is weak evidence, two runs
+    /// asking alike are told apart by nothing. An MCP `tools/call` names its tool
+    /// (over stdio its address is the wrapper's, not the agent's): it joins the run
+    /// that asked for that tool with those arguments, else the latest run that
+    /// asked for that tool. `None` when no run fits.
     pub fn join_tool(&self, call: &CallRecord) -> Option<ToolJoin> {
         if is_llm(call) || call.mcp.as_ref().is_some_and(|m| m.tool.is_none()) {
             return None;
         }
-        let mut fits = self.pending.iter().filter(|p| {
-            p.tenant == call.metadata.tenant
-                && (p.client_ip.is_none()
-                    || call.client.ip.is_none()
-                    || p.client_ip == call.client.ip)
-                && call.started_at_us >= p.ended_us
-                && call.started_at_us - p.ended_us <= TOOL_JOIN_WINDOW_US
-                && p.requested.iter().any(|r| evidently_answers(r, call))
-        });
-        let first = fits.next()?;
-        if fits.next().is_some() {
-            return None;
-        }
+        let is_mcp = call.mcp.is_some();
+        // Newest first: an MCP tool named by several runs goes to the latest.
+        let fits: Vec<(&PendingTools, Evidence)> = self
+            .pending
+            .iter()
+            .rev()
+            .filter(|p| {
+                p.tenant == call.metadata.tenant
+                    && (is_mcp
+                        || p.client_ip.is_none()
+                        || call.client.ip.is_none()
+                        || p.client_ip == call.client.ip)
+                    && call.started_at_us >= p.ended_us
+                    && call.started_at_us - p.ended_us <= TOOL_JOIN_WINDOW_US
+            })
+            .filter_map(|p| {
+                let best = p.requested.iter().filter_map(|r| evidence(r, call)).max()?;
+                Some((p, best))
+            })
+            .collect();
+        let chosen = if is_mcp {
+            fits.iter()
+                .find(|(_, e)| *e == Evidence::Exact)
+                .or_else(|| fits.first())
+                .map(|(p, _)| *p)
+        } else {
+            match fits.as_slice() {
+                [(one, _)] => Some(*one),
+                _ => None,
+            }
+        }?;
         Some(ToolJoin {
-            run: first.run.clone(),
-            session: first.session.clone(),
+            run: chosen.run.clone(),
+            session: chosen.session.clone(),
         })
     }
 
@@ -1329,5 +1370,82 @@ mod tests {
             ..http("/mcp")
         };
         assert_eq!(join_tool_call(&two, &mcp), Some(1));
+    }
+
+    #[test]
+    fn one_rule_joins_headerless_http_and_mcp_tool_calls() {
+        let asking = |run: &str, ip: &str, city: &str| CallRecord {
+            invocation_id: run.into(),
+            kind: "openai".into(),
+            client: crate::record::ClientInfo {
+                ip: Some(ip.into()),
+                ..Default::default()
+            },
+            response: Some(crate::record::ResponseView {
+                tool_calls: vec![ToolCall {
+                    id: Some(format!("call_{run}")),
+                    name: "weather".into(),
+                    arguments: Value::String(format!("{{\"city\":\"{city}\"}}")),
+                }],
+                ..Default::default()
+            }),
+            ..CallRecord::default()
+        };
+        let mut c = Conversations::default();
+        c.note_round(&asking("r1", "10.0.0.1", "Oslo"));
+        c.note_round(&asking("r2", "10.0.0.2", "Bergen"));
+        let http = |path: &str, ip: &str, at: u64| CallRecord {
+            kind: "http".into(),
+            path: path.into(),
+            started_at_us: at,
+            client: crate::record::ClientInfo {
+                ip: Some(ip.into()),
+                ..Default::default()
+            },
+            ..CallRecord::default()
+        };
+        let run = |j: Option<ToolJoin>| j.map(|j| j.run);
+        assert_eq!(
+            run(c.join_tool(&http("/w?city=oslo", "10.0.0.1", 5))),
+            Some("r1".into())
+        );
+        // Another client address, or no argument value in the path: no join.
+        assert_eq!(run(c.join_tool(&http("/w?city=oslo", "10.0.0.9", 5))), None);
+        assert_eq!(run(c.join_tool(&http("/w", "10.0.0.1", 5))), None);
+        // Past the window: no join.
+        assert_eq!(
+            run(c.join_tool(&http("/w?city=oslo", "10.0.0.1", TOOL_JOIN_WINDOW_US + 1))),
+            None
+        );
+        let mcp = |tool: &str, args: Value| CallRecord {
+            kind: "mcp".into(),
+            mcp: Some(crate::record::McpExchange {
+                method: Some("tools/call".into()),
+                tool: Some(tool.into()),
+                arguments: Some(args),
+                ..Default::default()
+            }),
+            ..http("/mcp", "127.0.0.1", 5)
+        };
+        // MCP: the run that asked with these arguments, else the latest that asked.
+        assert_eq!(
+            run(c.join_tool(&mcp("weather", serde_json::json!({"city": "Oslo"})))),
+            Some("r1".into())
+        );
+        assert_eq!(
+            run(c.join_tool(&mcp("weather", serde_json::json!({"city": "Rome"})))),
+            Some("r2".into())
+        );
+        assert_eq!(run(c.join_tool(&mcp("news", serde_json::json!({})))), None);
+        // A run's next round that asks for nothing takes it off the waiting list.
+        c.note_round(&CallRecord {
+            invocation_id: "r2".into(),
+            kind: "openai".into(),
+            ..CallRecord::default()
+        });
+        assert_eq!(
+            run(c.join_tool(&mcp("weather", serde_json::json!({"city": "Rome"})))),
+            Some("r1".into())
+        );
     }
 }

@@ -114,7 +114,6 @@ pub fn spawn(
                 metrics,
                 conversations: crate::agent_loop::Conversations::default(),
                 mcp_servers: McpServers::default(),
-                tools_asked: ToolsAsked::default(),
                 limits,
             };
             let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -205,8 +204,6 @@ struct WriterState {
     conversations: crate::agent_loop::Conversations,
     /// MCP servers by session, from their `initialize` answers.
     mcp_servers: McpServers,
-    /// Runs whose latest round asked for tools, for MCP tool calls that name no run.
-    tools_asked: ToolsAsked,
     limits: WriterLimits,
 }
 
@@ -221,95 +218,6 @@ struct McpServers {
 }
 
 const MAX_MCP_SESSIONS: usize = 10_000;
-
-/// The runs whose latest round asked for tools, so an MCP `tools/call` that names no
-/// run (no `x-llmtap-*` header, no `LLMTAP_*` variable) joins the run that asked for
-/// its tool: the latest such run of its tenant whose request names the tool (the same
-/// arguments preferred), within `TOOL_GAP_MAX_US` of that round's end. Bounded: at
-/// most `MAX_RUNS_ASKING` runs, the oldest forgotten.
-#[derive(Default)]
-struct ToolsAsked {
-    /// (run, tenant, session, round's end, the tools asked: name and arguments)
-    runs: std::collections::VecDeque<RunAsking>,
-}
-
-struct RunAsking {
-    run: String,
-    tenant: Option<String>,
-    session: Option<String>,
-    ended_us: u64,
-    tools: Vec<(String, Option<serde_json::Value>)>,
-}
-
-const MAX_RUNS_ASKING: usize = 1024;
-const TOOL_GAP_MAX_US: u64 = 10 * 60 * 1_000_000;
-
-impl ToolsAsked {
-    /// Notes an LLM call: its run asks for the tools its answer names (or for none).
-    fn note(&mut self, call: &crate::record::CallRecord) {
-        if !crate::agent_loop::is_llm(call) {
-            return;
-        }
-        self.runs.retain(|r| r.run != call.invocation_id);
-        let Some(response) = &call.response else {
-            return;
-        };
-        if response.tool_calls.is_empty() {
-            return;
-        }
-        if self.runs.len() >= MAX_RUNS_ASKING {
-            self.runs.pop_front();
-        }
-        let arguments = |v: &serde_json::Value| match v {
-            // OpenAI sends the arguments as a JSON text.
-            serde_json::Value::String(text) => serde_json::from_str(text).ok(),
-            other => Some(other.clone()),
-        };
-        self.runs.push_back(RunAsking {
-            run: call.invocation_id.clone(),
-            tenant: call.metadata.tenant.clone(),
-            session: call.metadata.session_id.clone(),
-            ended_us: call.started_at_us + (call.latency_ms * 1000.0) as u64,
-            tools: response
-                .tool_calls
-                .iter()
-                .map(|t| (t.name.clone(), arguments(&t.arguments)))
-                .collect(),
-        });
-    }
-
-    /// Puts an MCP `tools/call` that named no run into the run that asked for its tool.
-    fn join(&mut self, call: &mut crate::record::CallRecord) {
-        let Some(mcp) = &call.mcp else {
-            return;
-        };
-        let Some(tool) = &mcp.tool else {
-            return;
-        };
-        let candidates = self.runs.iter().rev().filter(|r| {
-            r.tenant == call.metadata.tenant
-                && r.ended_us <= call.started_at_us
-                && call.started_at_us - r.ended_us <= TOOL_GAP_MAX_US
-        });
-        let named: Vec<&RunAsking> = candidates
-            .filter(|r| r.tools.iter().any(|(name, _)| name == tool))
-            .collect();
-        let chosen = named
-            .iter()
-            .find(|r| {
-                r.tools
-                    .iter()
-                    .any(|(name, args)| name == tool && args.as_ref() == mcp.arguments.as_ref())
-            })
-            .or_else(|| named.first());
-        if let Some(run) = chosen {
-            call.invocation_id = run.run.clone();
-            if call.metadata.session_id.is_none() {
-                call.metadata.session_id = run.session.clone();
-            }
-        }
-    }
-}
 
 impl McpServers {
     fn note(&mut self, call: &mut crate::record::CallRecord) {
@@ -475,9 +383,6 @@ impl WriterState {
                 &self.limits.redaction,
             );
             call.request_digest = crate::agent_loop::request_digest(&call);
-            if !named_run && !crate::agent_loop::is_llm(&call) {
-                self.tools_asked.join(&mut call);
-            }
             if !named_run && crate::agent_loop::is_llm(&call) {
                 if let Some(group) = self.conversations.group(&call, call.started_at_us) {
                     call.invocation_id = group.run;
@@ -489,9 +394,9 @@ impl WriterState {
                     }
                     call.grouped_by_conversation = Some(group.how.to_string());
                 }
-            } else if !named_run && call.mcp.is_none() {
-                // A tool HTTP call that named no run: the run whose round asked for it
-                // (an MCP tools/call is joined by `tools_asked` above).
+            } else if !named_run {
+                // A tool's call (HTTP, MCP tools/call) that named no run: the run whose
+                // round asked for it (`Conversations::join_tool`, the one rule).
                 if let Some(join) = self.conversations.join_tool(&call) {
                     call.invocation_id = join.run;
                     if call.metadata.session_id.is_none() {
@@ -520,7 +425,6 @@ impl WriterState {
             crate::agent_loop::place_call(prior.as_ref(), &mut call);
             self.conversations.note_round(&call);
             self.mcp_servers.note(&mut call);
-            self.tools_asked.note(&call);
             if call.cost.as_ref().is_some_and(|c| !c.priced) && !call.usage.is_empty() {
                 Metrics::add(&self.metrics.unpriced_calls);
             }

@@ -807,25 +807,29 @@ impl SledStore {
             all_batch.insert(key, stored.encode());
         }
 
-        // Records first: derived data never points at a call that is not stored.
-        let mut logged = 0;
-        logged += call_batch.apply_to(&self.calls)?;
-        logged += round_batch.apply_to(&self.inv_rounds)?;
-        logged += inv_batch.apply_to(&self.invocations)?;
-        logged += text_batch.apply_to(&self.call_text)?;
-        logged += sum_batch.apply_to(&self.call_sum)?;
-        logged += inv_sum_batch.apply_to(&self.inv_sum)?;
-        logged += idx_batch.apply_to(&self.call_idx)?;
-        logged += inv_idx_batch.apply_to(&self.inv_idx)?;
-        logged += count_batch.apply_to(&self.idx_counts)?;
-        logged += bucket_batch.apply_to(&self.rollup)?;
-        logged += all_batch.apply_to(&self.rollup_all)?;
+        // Records and everything derived from them in one transaction: sled recovers
+        // it whole or not at all (`writes.rs`), so a replayed call the store holds
+        // is in its run, its rollups and its indexes too. The counter lock is held
+        // until it is applied (the sweeper read-modify-writes the same cells).
+        let logged = writes::apply_atomically(&[
+            (&self.calls, call_batch),
+            (&self.inv_rounds, round_batch),
+            (&self.invocations, inv_batch),
+            (&self.call_text, text_batch),
+            (&self.call_sum, sum_batch),
+            (&self.inv_sum, inv_sum_batch),
+            (&self.call_idx, idx_batch),
+            (&self.inv_idx, inv_idx_batch),
+            (&self.idx_counts, count_batch),
+            (&self.rollup, bucket_batch),
+            (&self.rollup_all, all_batch),
+            (&self.sessions, session_batch),
+            (&self.session_list, session_list_batch),
+            (&self.ratelimits, limit_batch),
+            (&self.rl_series, series_batch),
+            (&self.rl_429, r429_batch),
+        ])?;
         drop(counters_guard);
-        logged += session_batch.apply_to(&self.sessions)?;
-        logged += session_list_batch.apply_to(&self.session_list)?;
-        logged += limit_batch.apply_to(&self.ratelimits)?;
-        logged += series_batch.apply_to(&self.rl_series)?;
-        logged += r429_batch.apply_to(&self.rl_429)?;
         self.logged
             .fetch_add(logged, std::sync::atomic::Ordering::Relaxed);
         for (time_us, id, pairs) in &noted_calls {
