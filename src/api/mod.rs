@@ -11,6 +11,7 @@ pub mod auth;
 pub mod columns;
 mod content;
 mod export;
+mod history;
 pub mod openapi;
 pub mod page;
 pub mod params;
@@ -29,7 +30,7 @@ use http_body_util::{BodyExt, Full};
 use params::{ParamError, Params};
 use routes::{Access, Handler, PathArgs, Route};
 
-pub use export::neutralise_formula;
+pub use export::{neutralise_formula, NEXT_CURSOR_HEADER, TOTAL_HEADER};
 use std::convert::Infallible;
 use std::sync::Arc;
 

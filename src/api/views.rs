@@ -214,6 +214,10 @@ pub(super) fn call(
     value["hint"] = json!(hint(&call));
     if admin {
         value["upstream_url"] = json!(upstream_url(state, &call));
+        // Only admins read the messages this marks.
+        if let Some(history) = super::history::of_call(&state.store, &call)? {
+            value["history"] = json!(history);
+        }
     }
     value["price_entry"] = json!(price_entry(state, &call));
     ok(&value)
