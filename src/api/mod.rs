@@ -122,7 +122,7 @@ impl ApiError {
                     .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
                 r
             }
-            ApiError::Store(e @ crate::store::StoreError::NotOnPostgres { .. }) => error(
+            ApiError::Store(e @ crate::store::StoreError::Unsupported { .. }) => error(
                 StatusCode::NOT_IMPLEMENTED,
                 "not_on_postgres",
                 &format!(
@@ -378,7 +378,8 @@ mod tests {
 
     #[test]
     fn an_operation_the_postgres_engine_lacks_is_a_clear_501() {
-        let e = ApiError::Store(crate::store::StoreError::NotOnPostgres {
+        let e = ApiError::Store(crate::store::StoreError::Unsupported {
+            engine: "PostgreSQL",
             operation: "list_calls",
         });
         let response = e.response();
