@@ -90,7 +90,7 @@ impl JournalOptions {
             segment_max_age: SEGMENT_MAX_AGE,
             handoff_bytes: HANDOFF_BYTES,
             redaction: crate::headers::Redaction::default(),
-            max_decoded: crate::recorder::MAX_DECODED,
+            max_decoded: crate::config::defaults::MAX_DECODED_BYTES,
             disk: None,
         }
     }
