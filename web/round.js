@@ -98,7 +98,8 @@ function hiddenForViewer() {
   return h("p", { class: "notice" }, "Prompts, messages, replies and tool arguments are not shown to viewer tokens.");
 }
 
-function messageView(m, toolResults, memory = false) {
+/** One message; `mark` is "memory" (from the session's previous run) or "earlier" (from this run's earlier rounds). */
+function messageView(m, toolResults, mark = null) {
   const parts = [];
   if (m.text !== null && m.text !== undefined) {
     parts.push(longText(m.role === "tool" ? maybeJson(m.text) : m.text));
@@ -111,9 +112,11 @@ function messageView(m, toolResults, memory = false) {
   }
   if (!parts.length) parts.push(h("span", { class: "muted" }, m.text === "" ? "(empty text)" : "(no text)"));
   const head = h("div", { class: "msg-head" }, h("span", { class: `role role-${m.role}` }, m.role));
-  if (memory) head.append(" ", h("span", { class: "tag memory", title: "Sent again from earlier runs of this session (short-term memory)" }, "memory"));
+  if (mark === "memory") head.append(" ", h("span", { class: "tag memory", title: "Sent again from the session's previous run (short-term memory)" }, "memory"));
+  if (mark === "earlier") head.append(" ", h("span", { class: "tag earlier", title: "Sent again from this run's earlier rounds" }, "earlier round"));
   if (m.tool_call_id) head.append(h("span", { class: "muted mono" }, ` result of ${m.tool_call_id}`));
-  return h("div", { class: `msg msg-${m.role}${memory ? " msg-memory" : ""}` }, head, parts);
+  const markClass = mark === "memory" ? " msg-memory" : mark === "earlier" ? " msg-earlier" : "";
+  return h("div", { class: `msg msg-${m.role}${markClass}` }, head, parts);
 }
 
 function toolCallView(tc, toolResults) {
@@ -196,37 +199,14 @@ async function preview(cell, a) {
   }
 }
 
-/**
- * How many leading messages of this round's request were sent again from earlier runs
- * of its session (short-term memory): in a run that belongs to a session, the
- * messages before the run's first user message, as its first round sent them.
- */
-async function memoryCount(record, detail) {
-  if (!detail.session_id || !detail.rounds.length || !record.request) return 0;
-  const first = detail.rounds[0].call_id === record.id ? record : await call(detail.rounds[0].call_id);
-  const firstMessages = first.request?.messages || [];
-  let lastUser = -1;
-  firstMessages.forEach((m, i) => {
-    if (m.role === "user") lastUser = i;
-  });
-  if (lastUser <= 0) return 0;
-  const messages = record.request.messages || [];
-  let same = 0;
-  while (same < lastUser && same < messages.length && sameMessage(firstMessages[same], messages[same])) same += 1;
-  return same;
-}
-
 async function conversation(panel, record, detail, index, admin, ctx) {
   if (!record.request && !record.response) {
     panel.append(hiddenForViewer());
     return;
   }
-  let memory = 0;
-  try {
-    memory = await memoryCount(record, detail);
-  } catch (e) {
-    if (e instanceof api.Unauthorized) return ctx.signedOut();
-  }
+  // Which leading messages repeat earlier turns: derived by the API (`history`).
+  const memory = record.history?.memory || 0;
+  const earlier = record.history?.earlier_rounds || 0;
   const toolResults = new Map();
   for (const t of detail.rounds[index].tool_calls || []) if (t.id) toolResults.set(t.id, t);
   const attachments = attachmentsView(record, admin);
@@ -236,9 +216,12 @@ async function conversation(panel, record, detail, index, admin, ctx) {
     panel.append(h("h4", null, "Request"));
     if (req.system) panel.append(h("div", { class: "msg msg-system" }, h("div", { class: "msg-head" }, h("span", { class: "role role-system" }, "system")), longText(req.system)));
     if (memory) {
-      panel.append(h("p", { class: "muted memory-note" }, `The first ${memory} message${memory === 1 ? " was" : "s were"} sent again from earlier runs of session ${detail.session_id} (marked memory).`));
+      panel.append(h("p", { class: "muted memory-note" }, `The first ${memory} message${memory === 1 ? " was" : "s were"} sent again from run ${record.history.memory_run_id} of session ${detail.session_id} (marked memory).`));
     }
-    (req.messages || []).forEach((m, i) => panel.append(messageView(m, null, i < memory)));
+    if (earlier) {
+      panel.append(h("p", { class: "muted earlier-note" }, `${memory ? "Then " : "The first "}${earlier} message${earlier === 1 ? " repeats" : "s repeat"} this run's earlier rounds (marked earlier round).`));
+    }
+    (req.messages || []).forEach((m, i) => panel.append(messageView(m, null, i < memory ? "memory" : i < memory + earlier ? "earlier" : null)));
     if (req.tools && req.tools.length) {
       panel.append(h("details", { class: "tools-offered" }, h("summary", null, `${req.tools.length} tool${req.tools.length === 1 ? "" : "s"} offered`),
         h("pre", { class: "json" }, prettyJson(req.tools))));

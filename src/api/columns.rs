@@ -1,11 +1,10 @@
 //! The one definition of the CSV columns of calls and of runs: `GET /api/v1/calls.csv`
-//! and `/invocations.csv` (`export.rs`) and the CLI's `llmtap export --format csv`
-//! both write their header and rows from these tables, so the two cannot drift.
+//! and `/invocations.csv` (`export.rs`) write their header and rows from these tables;
+//! the CLI's `llmtap export --format csv` writes those answers as sent, page by page.
 //!
 //! Each column is a name and how its cell reads a summary; the last column, `input`
 //! (the first user message of a run, the last of a call), is not in the summary and
-//! is passed in by the writer (empty for viewers and for the CLI, which lists
-//! summaries).
+//! is passed in by the writer (empty for viewers).
 
 use crate::record::{CallStatus, ProviderKind};
 use crate::store::summary::{CallSummary, InvocationSummary};

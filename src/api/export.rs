@@ -5,12 +5,12 @@
 //! few chunks whatever the export size, and a client that goes away stops the producer.
 
 use super::columns;
-use super::params::{bad, Params};
+use super::params::{self, bad, Params};
 use super::views::list_filter;
 use super::{audit, ApiBody, ApiError, ApiResult, ApiState};
 use crate::api::auth::Principal;
 use crate::store::summary::Filter;
-use crate::store::{PageRequest, Store};
+use crate::store::{PageRequest, Position, Store};
 use bytes::Bytes;
 use http::{HeaderValue, Response};
 use http_body_util::BodyExt;
@@ -106,26 +106,146 @@ fn call_input(store: &Store, id: &str, admin: bool) -> String {
     }
 }
 
+/// Response header of a paged CSV answer: the `cursor` of the next page (absent on
+/// the last page).
+pub const NEXT_CURSOR_HEADER: &str = "x-llmtap-next-cursor";
+/// Response header of a paged CSV answer's first page: how many rows match (a lower
+/// bound past 10000, as a list's `total`).
+pub const TOTAL_HEADER: &str = "x-llmtap-total";
+
+/// `GET /api/v1/calls.csv` and `/invocations.csv`. Without `limit` or `cursor` every
+/// matching row is streamed; with either, one page is answered whole, its next cursor
+/// in `x-llmtap-next-cursor` (how `llmtap export` reads it, so the CLI's file has the
+/// API's cells, `input` included, and can resume between pages).
 pub(super) fn csv(
-    state: &Arc<ApiState>,
+    state: &ApiState,
     who: &Principal,
     p: &Params,
     invocations: bool,
     path: &str,
 ) -> ApiResult {
     let filter = list_filter(who, p)?;
+    let paged = p.get("limit").is_some() || p.get("cursor").is_some();
+    let request = if paged {
+        Some(params::page_request(p, p.get("cursor").is_none())?)
+    } else {
+        None
+    };
     let admin = who.is_admin();
     if admin {
         audit(state, who, "export with prompts", path)?;
     }
+    let store = state.store.clone();
+    if let Some(request) = request {
+        return csv_page(&store, &filter, invocations, admin, &request);
+    }
     let (tx, rx) = mpsc::channel::<Bytes>(4);
-    let state = state.clone();
     tokio::task::spawn_blocking(move || {
-        if let Err(e) = produce_csv(&state.store, &filter, invocations, admin, &tx) {
+        if let Err(e) = produce_csv(&store, &filter, invocations, admin, &tx) {
             tracing::warn!(error = %e, "CSV export stopped early");
         }
     });
     Ok(streamed(rx, "text/csv; charset=utf-8"))
+}
+
+fn csv_header(invocations: bool) -> Vec<String> {
+    if invocations {
+        columns::header(columns::INVOCATION)
+    } else {
+        columns::header(columns::CALL)
+    }
+}
+
+/// Where a page of rows ended.
+struct PageEnd {
+    next: Option<Position>,
+    total: u64,
+}
+
+/// Writes the rows of one page into `out`, calling `after_row` after each; `None` when
+/// `after_row` asked to stop.
+fn write_page(
+    store: &Store,
+    filter: &Filter,
+    invocations: bool,
+    admin: bool,
+    request: &PageRequest,
+    out: &mut CsvOut,
+    after_row: &mut dyn FnMut(&mut CsvOut) -> bool,
+) -> Result<Option<PageEnd>, ApiError> {
+    if invocations {
+        let page = store.list_invocations(filter, request)?;
+        for s in &page.items {
+            let input = match (admin, store.invocation_call_ids(&s.id)) {
+                (true, Ok(ids)) => ids
+                    .first()
+                    .map(|id| call_input(store, id, true))
+                    .unwrap_or_default(),
+                _ => String::new(),
+            };
+            csv_row(out, &columns::row(columns::INVOCATION, s, input));
+            if !after_row(out) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(PageEnd {
+            next: page.next,
+            total: page.total,
+        }))
+    } else {
+        let page = store.list_calls(filter, request)?;
+        for s in &page.items {
+            let input = call_input(store, &s.id, admin);
+            csv_row(out, &columns::row(columns::CALL, s, input));
+            if !after_row(out) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(PageEnd {
+            next: page.next,
+            total: page.total,
+        }))
+    }
+}
+
+/// One page, answered whole: the header row, the page's rows, and its next cursor.
+fn csv_page(
+    store: &Store,
+    filter: &Filter,
+    invocations: bool,
+    admin: bool,
+    request: &PageRequest,
+) -> ApiResult {
+    let mut buf = csv_out();
+    csv_row(&mut buf, &csv_header(invocations));
+    let end = write_page(
+        store,
+        filter,
+        invocations,
+        admin,
+        request,
+        &mut buf,
+        &mut |_| true,
+    )?
+    .unwrap_or(PageEnd {
+        next: None,
+        total: 0,
+    });
+    let mut response = Response::new(super::full(Bytes::from(csv_take(&mut buf))));
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/csv; charset=utf-8"),
+    );
+    if let Some(next) = end.next.as_ref().map(params::encode_cursor) {
+        if let Ok(v) = HeaderValue::from_str(&next) {
+            headers.insert(NEXT_CURSOR_HEADER, v);
+        }
+    }
+    if request.count_total {
+        headers.insert(TOTAL_HEADER, HeaderValue::from(end.total));
+    }
+    Ok(response)
 }
 
 fn produce_csv(
@@ -136,12 +256,7 @@ fn produce_csv(
     tx: &mpsc::Sender<Bytes>,
 ) -> Result<(), ApiError> {
     let mut buf = csv_out();
-    let header = if invocations {
-        columns::header(columns::INVOCATION)
-    } else {
-        columns::header(columns::CALL)
-    };
-    csv_row(&mut buf, &header);
+    csv_row(&mut buf, &csv_header(invocations));
     let mut request = PageRequest {
         limit: EXPORT_PAGE,
         after: None,
@@ -152,39 +267,21 @@ fn produce_csv(
         let chunk = Bytes::from(csv_take(buf));
         tx.blocking_send(chunk).is_ok()
     };
+    let mut flush_when_full = |buf: &mut CsvOut| buf.get_ref().len() < CHUNK_BYTES || flush(buf);
     loop {
-        let next = if invocations {
-            let page = store.list_invocations(filter, &request)?;
-            for s in &page.items {
-                let input = match (admin, store.invocation_call_ids(&s.id)) {
-                    (true, Ok(ids)) => ids
-                        .first()
-                        .map(|id| call_input(store, id, true))
-                        .unwrap_or_default(),
-                    _ => String::new(),
-                };
-                csv_row(&mut buf, &columns::row(columns::INVOCATION, s, input));
-                if buf.get_ref().len() >= CHUNK_BYTES && !flush(&mut buf) {
-                    return Ok(());
-                }
-            }
-            page.next
-        } else {
-            let page = store.list_calls(filter, &request)?;
-            for s in &page.items {
-                csv_row(
-                    &mut buf,
-                    &columns::row(columns::CALL, s, call_input(store, &s.id, admin)),
-                );
-                if buf.get_ref().len() >= CHUNK_BYTES && !flush(&mut buf) {
-                    return Ok(());
-                }
-            }
-            page.next
-        };
-        match next {
-            Some(p) => request.after = Some(p),
-            None => break,
+        match write_page(
+            store,
+            filter,
+            invocations,
+            admin,
+            &request,
+            &mut buf,
+            &mut flush_when_full,
+        )? {
+            // The client went away.
+            None => return Ok(()),
+            Some(PageEnd { next: Some(p), .. }) => request.after = Some(p),
+            Some(PageEnd { next: None, .. }) => break,
         }
     }
     flush(&mut buf);

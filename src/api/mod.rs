@@ -11,6 +11,7 @@ pub mod auth;
 pub mod columns;
 mod content;
 mod export;
+mod history;
 pub mod openapi;
 pub mod page;
 pub mod params;
@@ -29,7 +30,7 @@ use http_body_util::{BodyExt, Full};
 use params::{ParamError, Params};
 use routes::{Access, Handler, PathArgs, Route};
 
-pub use export::neutralise_formula;
+pub use export::{neutralise_formula, NEXT_CURSOR_HEADER, TOTAL_HEADER};
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -121,7 +122,7 @@ impl ApiError {
                     .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
                 r
             }
-            ApiError::Store(e @ crate::store::StoreError::NotOnPostgres { .. }) => error(
+            ApiError::Store(e @ crate::store::StoreError::Unsupported { .. }) => error(
                 StatusCode::NOT_IMPLEMENTED,
                 "not_on_postgres",
                 &format!(
@@ -377,7 +378,8 @@ mod tests {
 
     #[test]
     fn an_operation_the_postgres_engine_lacks_is_a_clear_501() {
-        let e = ApiError::Store(crate::store::StoreError::NotOnPostgres {
+        let e = ApiError::Store(crate::store::StoreError::Unsupported {
+            engine: "PostgreSQL",
             operation: "list_calls",
         });
         let response = e.response();

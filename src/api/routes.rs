@@ -250,6 +250,22 @@ const RATELIMITS: &[ParamSpec] = &[
         },
     ),
 ];
+/// Paging of the CSV exports: either parameter asks for one page instead of the stream.
+const CSV_PAGE: &[ParamSpec] = &[
+    ParamSpec::query(
+        "limit",
+        "rows of one page (default 20 with cursor); without limit and cursor every row is streamed",
+        ParamKind::Integer {
+            min: 1,
+            max: super::params::MAX_LIMIT as u64,
+            default: None,
+        },
+    ),
+    ParamSpec::text(
+        "cursor",
+        "the previous page's x-llmtap-next-cursor header (opaque)",
+    ),
+];
 const STREAM: &[ParamSpec] = &[ParamSpec::query(
     "type",
     "which events (q is refused here: no text search on the live stream)",
@@ -344,10 +360,10 @@ fn metrics(s: &ApiState, w: &Principal, _: &Params, _: &PathArgs) -> ApiResult {
     }
     Ok(super::metrics_text(s))
 }
-fn calls_csv(s: &Arc<ApiState>, w: &Principal, p: &Params, a: &PathArgs) -> ApiResult {
+fn calls_csv(s: &ApiState, w: &Principal, p: &Params, a: &PathArgs) -> ApiResult {
     export::csv(s, w, p, false, &a.target())
 }
-fn invocations_csv(s: &Arc<ApiState>, w: &Principal, p: &Params, a: &PathArgs) -> ApiResult {
+fn invocations_csv(s: &ApiState, w: &Principal, p: &Params, a: &PathArgs) -> ApiResult {
     export::csv(s, w, p, true, &a.target())
 }
 fn stream(s: &Arc<ApiState>, w: &Principal, p: &Params, _: &PathArgs) -> ApiResult {
@@ -547,27 +563,27 @@ pub static ROUTES: &[Route] = &[
     Route {
         method: Method::GET,
         path: "/api/v1/invocations.csv",
-        handler: Handler::Stream(invocations_csv),
+        handler: Handler::Read(invocations_csv),
         access: Access::Viewer,
-        summary: "Invocations as RFC 4180 CSV, streamed",
-        params: &[FILTER_PARAMS],
+        summary: "Invocations as RFC 4180 CSV: all streamed, or one page with limit or cursor",
+        params: &[FILTER_PARAMS, CSV_PAGE],
         reply: Reply {
             content_type: "text/csv",
             payload: Payload::Text,
-            description: "a header row, then one row per invocation; cells that a spreadsheet would run as formulas are neutralised",
+            description: "a header row, then one row per invocation (`input`, the prompt text, for admins only); cells that a spreadsheet would run as formulas are neutralised. A page's answer carries the next page's cursor in `x-llmtap-next-cursor` (absent on the last page) and, without cursor, the match count in `x-llmtap-total`",
         },
     },
     Route {
         method: Method::GET,
         path: "/api/v1/calls.csv",
-        handler: Handler::Stream(calls_csv),
+        handler: Handler::Read(calls_csv),
         access: Access::Viewer,
-        summary: "Calls as RFC 4180 CSV, streamed",
-        params: &[FILTER_PARAMS],
+        summary: "Calls as RFC 4180 CSV: all streamed, or one page with limit or cursor",
+        params: &[FILTER_PARAMS, CSV_PAGE],
         reply: Reply {
             content_type: "text/csv",
             payload: Payload::Text,
-            description: "a header row, then one row per call; cells that a spreadsheet would run as formulas are neutralised",
+            description: "a header row, then one row per call (`input`, the prompt text, for admins only); cells that a spreadsheet would run as formulas are neutralised. A page's answer carries the next page's cursor in `x-llmtap-next-cursor` (absent on the last page) and, without cursor, the match count in `x-llmtap-total`",
         },
     },
     Route {

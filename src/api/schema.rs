@@ -117,6 +117,10 @@ pub struct CallDetail {
     /// path, secret query values redacted), to replay it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     upstream_url: Option<String>,
+    /// Admins only, for an LLM call: how many leading messages of the request repeat
+    /// the session's previous run (memory) and this run's previous round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    history: Option<super::history::History>,
     /// The current price table's entry for the key that priced the call; null when
     /// the call is unpriced or the table no longer has that key.
     price_entry: Option<PriceEntry>,

@@ -214,6 +214,10 @@ pub(super) fn call(
     value["hint"] = json!(hint(&call));
     if admin {
         value["upstream_url"] = json!(upstream_url(state, &call));
+        // Only admins read the messages this marks.
+        if let Some(history) = super::history::of_call(&state.store, &call)? {
+            value["history"] = json!(history);
+        }
     }
     value["price_entry"] = json!(price_entry(state, &call));
     ok(&value)
@@ -935,10 +939,7 @@ fn tenant_param(who: &Principal, p: &Params) -> Result<Option<String>, ApiError>
 pub(super) fn summary(state: &ApiState, who: &Principal, p: &Params) -> ApiResult {
     let tenant = tenant_param(who, p)?;
     let zone = params::time_zone(p)?;
-    let scope = match &tenant {
-        Some(t) => idx::scope_tenant(t),
-        None => b"*".to_vec(),
-    };
+    let scope = crate::store::RollupScope::all_or_tenant(tenant.as_deref());
     let now = now_unix_us();
     let (midnight, offset_s) = crate::timefmt::start_of_day_us(now, &zone)
         .ok_or_else(|| bad("tz", "cannot find the start of today in this zone"))?;
@@ -1022,16 +1023,7 @@ fn cell_json(cell: &RollupCell) -> Value {
 
 pub(super) fn agents(state: &ApiState, who: &Principal, p: &Params) -> ApiResult {
     let tenant = tenant_param(who, p)?;
-    let prefix = match &tenant {
-        Some(t) => idx::scope_agent(Some(t), ""),
-        None => b"A".to_vec(),
-    };
-    let mut rows: Vec<(String, RollupCell)> = state
-        .store
-        .rollup_scopes(&prefix)?
-        .into_iter()
-        .map(|(k, c)| (String::from_utf8_lossy(&k[prefix.len()..]).into_owned(), c))
-        .collect();
+    let mut rows: Vec<(String, RollupCell)> = state.store.rollup_agents(tenant.as_deref())?;
     rows.sort_by(|a, b| b.1.calls.cmp(&a.1.calls).then(a.0.cmp(&b.0)));
     let scoped = |agent: Option<&str>| {
         let mut filter = Filter::default();

@@ -157,6 +157,19 @@ impl Client {
         })
     }
 
+    /// GET a whole body as bytes, with the answer's headers.
+    pub fn get_bytes(
+        &self,
+        path: &str,
+        query: &Query,
+    ) -> Result<(reqwest::header::HeaderMap, bytes::Bytes), ClientError> {
+        let url = self.url(path, query);
+        let response = self.send(path, query, Some(Duration::from_secs(60)))?;
+        let headers = response.headers().clone();
+        let body = response.bytes().map_err(|e| unreachable_error(&url, &e))?;
+        Ok((headers, body))
+    }
+
     pub fn get_json(&self, path: &str, query: &Query) -> Result<Value, ClientError> {
         let url = self.url(path, query);
         let response = self.send(path, query, Some(Duration::from_secs(60)))?;

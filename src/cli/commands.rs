@@ -9,8 +9,6 @@ use super::{
     TailKind,
 };
 use anyhow::Context;
-use llmtap::api::columns;
-use llmtap::store::summary::{CallSummary, InvocationSummary};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::time::Duration;
@@ -998,11 +996,15 @@ pub fn ratelimits(args: &RatelimitArgs) -> anyhow::Result<()> {
                 col("RETRY-AFTER", false, true),
                 col("AT", false, false),
             ];
-            let rows: Vec<Vec<String>> = state["items"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|r| {
+            let mut out = String::new();
+            if args.watch.is_some() && style.color {
+                out.push_str("\x1b[2J\x1b[H");
+            }
+            out.push_str(&items_table(
+                &style,
+                &state,
+                &columns,
+                |r| {
                     vec![
                         text(&r["provider"]),
                         text(&r["key_fingerprint"]),
@@ -1016,16 +1018,7 @@ pub fn ratelimits(args: &RatelimitArgs) -> anyhow::Result<()> {
                             .map_or("-".into(), |s| format!("{s}s")),
                         text(&r["at"]),
                     ]
-                })
-                .collect();
-            let mut out = String::new();
-            if args.watch.is_some() && style.color {
-                out.push_str("\x1b[2J\x1b[H");
-            }
-            out.push_str(&table(
-                &style,
-                &columns,
-                &rows,
+                },
                 "no rate-limit state reported by any provider yet",
             ));
             output::emit(&out);
@@ -1035,6 +1028,23 @@ pub fn ratelimits(args: &RatelimitArgs) -> anyhow::Result<()> {
             None => return Ok(()),
         }
     }
+}
+
+/// A table of an answer's `items`, one row each.
+fn items_table(
+    style: &Style,
+    answer: &Value,
+    columns: &[output::Column],
+    cells: impl Fn(&Value) -> Vec<String>,
+    empty: &str,
+) -> String {
+    let rows: Vec<Vec<String>> = answer["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(cells)
+        .collect();
+    table(style, columns, &rows, empty)
 }
 
 /// `llmtap stats --group-by ...`.
@@ -1058,11 +1068,11 @@ pub fn stats(args: &StatsArgs) -> anyhow::Result<()> {
             col("P50", false, true),
             col("P95", false, true),
         ];
-        let rows: Vec<Vec<String>> = stats["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|r| {
+        output::emit(&items_table(
+            &style,
+            &stats,
+            &columns,
+            |r| {
                 vec![
                     text(&r["tool"]),
                     text(&r["calls"]),
@@ -1070,9 +1080,9 @@ pub fn stats(args: &StatsArgs) -> anyhow::Result<()> {
                     ms(&r["p50_duration_ms"]),
                     ms(&r["p95_duration_ms"]),
                 ]
-            })
-            .collect();
-        output::emit(&table(&style, &columns, &rows, "no tool calls match"));
+            },
+            "no tool calls match",
+        ));
         return Ok(());
     }
     let columns = [
@@ -1088,11 +1098,11 @@ pub fn stats(args: &StatsArgs) -> anyhow::Result<()> {
         col("AVG OUT", false, true),
         col("COST", false, true),
     ];
-    let rows: Vec<Vec<String>> = stats["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|r| {
+    let mut out = items_table(
+        &style,
+        &stats,
+        &columns,
+        |r| {
             vec![
                 text(&r["group"]),
                 text(&r["runs"]),
@@ -1112,9 +1122,9 @@ pub fn stats(args: &StatsArgs) -> anyhow::Result<()> {
                     .map_or("-".into(), |x| format!("{x:.0}")),
                 usd(&r["cost_usd"]),
             ]
-        })
-        .collect();
-    let mut out = table(&style, &columns, &rows, "no calls match");
+        },
+        "no calls match",
+    );
     if let Some(n) = stats["tool_calls_without_group"]
         .as_u64()
         .filter(|n| *n > 0)
@@ -1242,79 +1252,41 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
     use std::io::Seek;
     file.seek(std::io::SeekFrom::Start(state.bytes))?;
     let query = Query::encoded(&state.query);
-    // JSON lines of calls are their prompt logs (the exchange as text, admins only);
-    // CSV rows and runs are summaries.
+    // CSV is the API's own (`calls.csv`, `invocations.csv`, a page at a time), so its
+    // cells are the API's: `input` for admins, formulas neutralised. JSON lines of calls
+    // are their prompt logs (the exchange as text, admins only); of runs, summaries.
     let path = match (args.runs, args.format) {
-        (true, _) => "/api/v1/invocations",
+        (true, ExportFormat::Csv) => "/api/v1/invocations.csv",
+        (false, ExportFormat::Csv) => "/api/v1/calls.csv",
+        (true, ExportFormat::Jsonl) => "/api/v1/invocations",
         (false, ExportFormat::Jsonl) => "/api/v1/prompt-logs",
-        (false, ExportFormat::Csv) => "/api/v1/calls",
+    };
+    // The header row of a CSV file being continued: every page must have the same.
+    let mut csv_header = if args.resume && args.format == ExportFormat::Csv {
+        Some(first_line(&args.out)?)
+    } else {
+        None
     };
     let progress = Progress::new();
     let mut pages = 0u64;
-    if state.bytes == 0 && args.format == ExportFormat::Csv {
-        let mut w = csv::Writer::from_writer(Vec::new());
-        w.write_record(if args.runs {
-            columns::header(columns::INVOCATION)
-        } else {
-            columns::header(columns::CALL)
-        })?;
-        let header = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
-        file.write_all(&header)?;
-        state.bytes += header.len() as u64;
-    }
     loop {
         let mut q = query.clone();
         if let Some(c) = &state.cursor {
             q.push("cursor", c.clone());
         }
-        let page = match client.get_json(path, &q) {
-            Err(ClientError::Api { status: 403, .. }) if path.ends_with("prompt-logs") => {
-                anyhow::bail!(
-                    "export --format jsonl writes the calls' prompt logs (GET /api/v1/prompt-logs), \
-                     which need an admin token; --format csv exports call summaries with any token"
-                )
-            }
-            page => page?,
+        let page = match args.format {
+            ExportFormat::Csv => csv_page(&client, path, &q, &mut csv_header)?,
+            ExportFormat::Jsonl => jsonl_page(&client, path, &q)?,
         };
         if state.rows == 0 {
-            progress.total(page["total"].as_u64());
+            progress.total(page.total);
         }
-        let items = page["items"].as_array().cloned().unwrap_or_default();
-        let mut chunk = Vec::new();
-        match args.format {
-            ExportFormat::Jsonl => {
-                for item in &items {
-                    serde_json::to_writer(&mut chunk, item)?;
-                    chunk.push(b'\n');
-                }
-            }
-            ExportFormat::Csv => {
-                let mut w = csv::Writer::from_writer(&mut chunk);
-                for item in &items {
-                    // The API's own columns (`api::columns`), from the summary it listed;
-                    // `input` is the API export's alone (it reads the stored prompt).
-                    let row = if args.runs {
-                        let summary: InvocationSummary = serde_json::from_value(item.clone())
-                            .context("the read API listed a run this CLI cannot read")?;
-                        columns::row(columns::INVOCATION, &summary, String::new())
-                    } else {
-                        let summary: CallSummary = serde_json::from_value(item.clone())
-                            .context("the read API listed a call this CLI cannot read")?;
-                        columns::row(columns::CALL, &summary, String::new())
-                    };
-                    w.write_record(
-                        row.iter()
-                            .map(|cell| llmtap::api::neutralise_formula(cell).into_owned()),
-                    )?;
-                }
-                w.flush()?;
-            }
-        }
+        let chunk = page.bytes;
         file.write_all(&chunk)?;
         file.sync_data()?;
         state.bytes += chunk.len() as u64;
-        state.rows += items.len() as u64;
-        state.cursor = page["next_cursor"].as_str().map(str::to_string);
+        state.rows += page.rows;
+        state.cursor = page.next_cursor;
         progress.set(state.rows);
         if state.cursor.is_none() {
             break;
@@ -1333,6 +1305,99 @@ pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
     progress.finish();
     eprintln!("wrote {} rows to {}", state.rows, args.out.display());
     Ok(())
+}
+
+/// One page of an export, as it goes into the file.
+struct ExportPage {
+    bytes: Vec<u8>,
+    rows: u64,
+    /// How many rows match, when the API says (first page).
+    total: Option<u64>,
+    next_cursor: Option<String>,
+}
+
+/// A page of the API's CSV. The file's first page keeps the header row; a later
+/// page's header is dropped after checking that it is the file's (the columns did not
+/// change between pages, or between an interrupted export and its resume).
+fn csv_page(
+    client: &Client,
+    path: &str,
+    query: &Query,
+    file_header: &mut Option<Vec<u8>>,
+) -> anyhow::Result<ExportPage> {
+    let (headers, body) = client.get_bytes(path, query)?;
+    let header_end = body
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .map(|i| i + 2)
+        .ok_or_else(|| anyhow::anyhow!("{path} answered no CSV header row"))?;
+    let header = &body[..header_end];
+    let rows = csv::Reader::from_reader(&body[..])
+        .records()
+        .try_fold(0u64, |n, r| r.map(|_| n + 1))
+        .with_context(|| format!("{path} answered CSV this CLI cannot read"))?;
+    let header_value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let page = |bytes: &[u8]| ExportPage {
+        bytes: bytes.to_vec(),
+        rows,
+        total: header_value(llmtap::api::TOTAL_HEADER).and_then(|t| t.parse().ok()),
+        next_cursor: header_value(llmtap::api::NEXT_CURSOR_HEADER).map(str::to_string),
+    };
+    match file_header {
+        None => {
+            *file_header = Some(header.to_vec());
+            Ok(page(&body))
+        }
+        Some(h) if h[..] == *header => Ok(page(&body[header_end..])),
+        Some(_) => anyhow::bail!(
+            "the read API's CSV columns differ from the file's header row (the server changed \
+             since the export began); export again without --resume"
+        ),
+    }
+}
+
+/// A page of JSON lines: one item a line.
+fn jsonl_page(client: &Client, path: &str, query: &Query) -> anyhow::Result<ExportPage> {
+    let page = match client.get_json(path, query) {
+        Err(ClientError::Api { status: 403, .. }) if path.ends_with("prompt-logs") => {
+            anyhow::bail!(
+                "export --format jsonl writes the calls' prompt logs (GET /api/v1/prompt-logs), \
+                 which need an admin token; --format csv exports call summaries with any token"
+            )
+        }
+        page => page?,
+    };
+    let items = page["items"].as_array().cloned().unwrap_or_default();
+    let mut bytes = Vec::new();
+    for item in &items {
+        serde_json::to_writer(&mut bytes, item)?;
+        bytes.push(b'\n');
+    }
+    Ok(ExportPage {
+        bytes,
+        rows: items.len() as u64,
+        total: page["total"].as_u64(),
+        next_cursor: page["next_cursor"].as_str().map(str::to_string),
+    })
+}
+
+/// The first line of a file, its CRLF included (a CSV header row).
+fn first_line(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .take(64 * 1024)
+        .read_to_end(&mut head)?;
+    let end = head
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .map(|i| i + 2)
+        .ok_or_else(|| {
+            anyhow::anyhow!("{} has no CSV header row to resume after", path.display())
+        })?;
+    head.truncate(end);
+    Ok(head)
 }
 
 /// Count and rate (and total when known) on stderr, only when it is a terminal.

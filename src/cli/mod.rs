@@ -462,9 +462,9 @@ pub enum ExportFormat {
 pub struct ExportArgs {
     #[command(flatten)]
     pub api: ApiArgs,
-    /// csv: call (or run) summaries in the columns of the API's calls.csv; jsonl: each
-    /// LLM call's prompt log (GET /api/v1/prompt-logs, an admin token), or run
-    /// summaries with --runs
+    /// csv: the API's calls.csv (or invocations.csv with --runs), its prompt text in
+    /// `input` for an admin token only; jsonl: each LLM call's prompt log
+    /// (GET /api/v1/prompt-logs, an admin token), or run summaries with --runs
     #[arg(long, value_enum)]
     pub format: ExportFormat,
     /// The file to write

@@ -1,19 +1,26 @@
 //! The storage boundary: what the writer and the read API ask of an engine.
 //!
-//! One list (`engine_api!` below) defines every operation once and generates three
-//! things from it: the `Engine` trait each engine implements, the `Store` handle's
-//! methods (which ask the open engine, see `mod.rs`), and `Closed`, the stand-in
-//! the handle holds while it reopens a failed engine, which answers every read with
+//! One list (`engine_operations!` below) defines every operation once and generates
+//! from it: the `Engine` trait each engine implements, the `Store` handle's methods
+//! (which ask the open engine, see `mod.rs`), and `Closed`, the stand-in the handle
+//! holds while it reopens a failed engine, which answers every read with
 //! `StoreError::Closed`. The sled engine's operations are its inherent methods; its
-//! `Engine` impl forwards to them.
+//! `Engine` impl, generated from the same list in `sled/engine.rs`, forwards to them.
+//!
+//! The interface is in engine-independent types (`types.rs`, `index.rs`,
+//! `summary.rs`, records) and its errors name no engine, so this room imports
+//! neither engine (checked by `tests/it/architecture.rs`). It is synchronous: the
+//! writer is a thread of its own and the API calls it from blocking tasks; sled is
+//! synchronous, and the PostgreSQL engine waits on its own runtime (`postgres/engine.rs`).
 
 use super::index::{
     CallText, RateLimitPoint, RateLimitState, RollupCell, SessionFilter, SessionSummary,
 };
-use super::sled::{
-    AuditEntry, ContentUsage, Page, PageRequest, RepriceReport, ScanOutcome, SledStore, SweepReport,
-};
 use super::summary::{CallSummary, FacetView, Filter, InvocationSummary};
+use super::types::{
+    AuditEntry, ContentUsage, Page, PageRequest, RateLimitKey, RepriceReport, RollupScope,
+    ScanOutcome, SweepReport,
+};
 use super::{EngineContext, Store, StoreError};
 use crate::record::{CallRecord, Cost, InvocationRecord};
 use std::sync::Arc;
@@ -65,8 +72,24 @@ pub type FacetVisitor<'a> = &'a mut dyn FnMut(&FacetView<'_>);
 /// A cost for a stored call: `None` leaves it as it is (see `Engine::reprice`).
 pub type Pricer<'a> = &'a mut dyn FnMut(&CallRecord) -> Option<Cost>;
 
+/// Implements `Engine` for an engine whose inherent methods are the operations (the
+/// sled engine's, see `sled/engine.rs`): expanded there, by `engine_operations!`,
+/// so this room names no engine.
+macro_rules! engine_by_inherent_methods {
+    (($engine:ty) $( $(#[$doc:meta])* fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty; )*) => {
+        impl $crate::store::engine::Engine for $engine {
+            $( fn $name(&self $(, $arg: $ty)*) -> $ret { <$engine>::$name(self $(, $arg)*) } )*
+
+            fn snapshot_due(&self) -> Option<$crate::store::engine::Reopen> {
+                <$engine>::snapshot_due(self)
+            }
+        }
+    };
+}
+pub(crate) use engine_by_inherent_methods;
+
 macro_rules! engine_api {
-    ($( $(#[$doc:meta])* fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty; )*) => {
+    (() $( $(#[$doc:meta])* fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty; )*) => {
         /// A storage engine: the embedded sled store, or (later) a shared database.
         pub trait Engine: Send + Sync {
             $( $(#[$doc])* fn $name(&self $(, $arg: $ty)*) -> $ret; )*
@@ -76,14 +99,6 @@ macro_rules! engine_api {
             /// engines that never need it. Asked by `Store::maintain`.
             fn snapshot_due(&self) -> Option<Reopen> {
                 None
-            }
-        }
-
-        impl Engine for SledStore {
-            $( fn $name(&self $(, $arg: $ty)*) -> $ret { SledStore::$name(self $(, $arg)*) } )*
-
-            fn snapshot_due(&self) -> Option<Reopen> {
-                SledStore::snapshot_due(self)
             }
         }
 
@@ -97,7 +112,12 @@ macro_rules! engine_api {
     };
 }
 
-engine_api! {
+/// The one list of operations: `engine_operations!(callback (args))` hands it to a
+/// macro that generates code from it (`engine_api` here, `engine_by_inherent_methods`
+/// in an engine's folder).
+macro_rules! engine_operations {
+    ($callback:ident ($($args:tt)*)) => {
+        $callback! { ($($args)*)
     /// Stores a batch of calls and the invocations they changed.
     fn write_batch(&self, calls: &[CallRecord], invocations: &[InvocationRecord]) -> Result<(), StoreError>;
     /// `write_batch`, rewriting in the same batch the places of stored calls that its
@@ -153,19 +173,20 @@ engine_api! {
     /// Every call of a session, chronological, at most `max`.
     fn session_calls(&self, session_id: &str, max: usize) -> Result<Vec<CallSummary>, StoreError>;
     /// All-time counters of a rollup scope.
-    fn rollup_total(&self, scope: &[u8]) -> Result<RollupCell, StoreError>;
+    fn rollup_total(&self, scope: &RollupScope) -> Result<RollupCell, StoreError>;
     /// Counters of a rollup scope over a time range (15-minute buckets).
-    fn rollup_range(&self, scope: &[u8], from_us: u64, to_us: u64) -> Result<RollupCell, StoreError>;
-    /// All-time counters of every rollup scope under the prefix.
-    fn rollup_scopes(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, RollupCell)>, StoreError>;
+    fn rollup_range(&self, scope: &RollupScope, from_us: u64, to_us: u64) -> Result<RollupCell, StoreError>;
+    /// All-time counters of every agent of the tenant (every tenant's when `None`),
+    /// by agent name ("" for calls without one), in name order.
+    fn rollup_agents(&self, tenant: Option<&str>) -> Result<Vec<(String, RollupCell)>, StoreError>;
     /// Visits the facets of every record the filter matches, newest first, within a budget.
     fn scan_facets(&self, invocations: bool, filter: &Filter, budget: usize, visit: FacetVisitor<'_>) -> Result<ScanOutcome, StoreError>;
     /// The latest rate-limit state of every key and model.
-    fn ratelimit_states(&self) -> Result<Vec<(Vec<u8>, RateLimitState)>, StoreError>;
+    fn ratelimit_states(&self) -> Result<Vec<(RateLimitKey, RateLimitState)>, StoreError>;
     /// 429 answers of a rate-limit key since the time.
-    fn count_429_since(&self, key: &[u8], since_us: u64) -> Result<u64, StoreError>;
+    fn count_429_since(&self, key: &RateLimitKey, since_us: u64) -> Result<u64, StoreError>;
     /// A rate-limit key's history from the time, at most `max` points.
-    fn ratelimit_series(&self, key: &[u8], from_us: u64, max: usize) -> Result<Vec<RateLimitPoint>, StoreError>;
+    fn ratelimit_series(&self, key: &RateLimitKey, from_us: u64, max: usize) -> Result<Vec<RateLimitPoint>, StoreError>;
     /// Appends an entry to the audit log (API handlers write it).
     fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
     /// Audit entries newest first, before the time.
@@ -187,4 +208,9 @@ engine_api! {
     fn facet_cache_bytes(&self) -> (u64, u64);
     /// Whether content is sealed with a key.
     fn encrypted(&self) -> bool;
+        }
+    };
 }
+pub(crate) use engine_operations;
+
+engine_operations!(engine_api());

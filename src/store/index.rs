@@ -578,7 +578,13 @@ fn limit_model(call: &CallRecord) -> Option<&str> {
 
 /// The rate-limit key a call's limits are kept under.
 pub fn ratelimit_key_of(call: &CallRecord) -> Vec<u8> {
-    ratelimit_key(
+    let (provider, fingerprint, model) = ratelimit_parts(call);
+    ratelimit_key(provider, fingerprint, model)
+}
+
+/// The provider, key fingerprint and model a call's limits are kept under.
+pub fn ratelimit_parts(call: &CallRecord) -> (&str, Option<&str>, Option<&str>) {
+    (
         &call.provider,
         call.api_key_fingerprint.as_deref(),
         limit_model(call),

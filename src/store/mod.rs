@@ -31,16 +31,17 @@ pub mod shred;
 pub mod sled;
 pub mod stored;
 pub mod summary;
+pub mod types;
 
-pub use self::sled::{
-    AuditEntry, ContentUsage, Page, PageRequest, Position, RepriceReport, ScanOutcome, SweepReport,
-    COUNT_CAP,
-};
 pub use background::Background;
 pub use crypto::Keyring;
 pub use disk::{DiskGuard, DiskLevel, FreeSpaceProbe};
 pub use engine::Engine;
 pub use health::{StorageHealth, StoreStats};
+pub use types::{
+    AuditEntry, ContentUsage, Page, PageRequest, Position, RateLimitKey, RepriceReport,
+    RollupScope, ScanOutcome, SweepReport, COUNT_CAP,
+};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -52,11 +53,18 @@ pub enum StoreError {
     #[error("the store in {dir} is in use by another llmtap process (sled holds a lock on it); stop that process or choose another --data-dir")]
     Locked { dir: String },
     #[error("cannot open the store in {dir}: {source}")]
-    Open { dir: String, source: ::sled::Error },
+    Open { dir: String, source: BackendError },
     #[error("store schema {found} is not supported by this llmtap (expects {expected})")]
     Schema { found: String, expected: String },
-    #[error("store error: {0}")]
-    Sled(#[from] ::sled::Error),
+    /// The engine's own failure (sled's, PostgreSQL's), converted where the engine
+    /// meets it (`From` impls in `sled/` and `postgres/`), its source kept.
+    #[error("{prefix}{source}")]
+    Backend {
+        prefix: &'static str,
+        /// An I/O failure: reopening the engine once the cause is gone resumes writes.
+        io: bool,
+        source: BackendError,
+    },
     #[error("stored record {key} is corrupt: {source}")]
     Decode {
         key: String,
@@ -82,12 +90,16 @@ pub enum StoreError {
     Files(#[from] std::io::Error),
     #[error("the store is reopening after a failed write; try again shortly")]
     Closed,
-    #[error(transparent)]
-    Postgres(#[from] postgres::PgError),
-    /// An operation the PostgreSQL engine does not have yet (issue 17 is in progress).
-    #[error("{operation} is not yet available on the PostgreSQL store")]
-    NotOnPostgres { operation: &'static str },
+    /// An operation an engine does not have (yet): the API answers 501.
+    #[error("{operation} is not yet available on the {engine} store")]
+    Unsupported {
+        engine: &'static str,
+        operation: &'static str,
+    },
 }
+
+/// An engine's error as `StoreError` keeps it: the interface names no engine.
+pub type BackendError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 impl StoreError {
     /// An I/O failure of the engine (a full disk, a failing device, a database that
@@ -97,10 +109,8 @@ impl StoreError {
     /// again.
     pub fn is_io(&self) -> bool {
         match self {
-            StoreError::Sled(::sled::Error::Io(_)) | StoreError::Files(_) | StoreError::Closed => {
-                true
-            }
-            StoreError::Postgres(e) => e.is_transient(),
+            StoreError::Backend { io, .. } => *io,
+            StoreError::Files(_) | StoreError::Closed => true,
             _ => false,
         }
     }

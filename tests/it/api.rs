@@ -271,7 +271,10 @@ async fn bad_parameters_are_400_naming_the_parameter_and_unknown_ids_404() {
         ("/api/v1/calls?offset=20000", "offset"),
         ("/api/v1/stats?group_by=colour", "group_by"),
         ("/api/v1/summary?tz=Mars", "tz"),
-        ("/api/v1/calls.csv?limit=3", "limit"),
+        // A CSV page is 1 to 200 rows, paged by cursor only.
+        ("/api/v1/calls.csv?limit=500", "limit"),
+        ("/api/v1/calls.csv?offset=3", "offset"),
+        ("/api/v1/invocations.csv?cursor=garbage", "cursor"),
     ] {
         let got = get(&running, path, None).await;
         assert_eq!(got.status, 400, "{path}");

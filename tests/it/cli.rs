@@ -1118,3 +1118,121 @@ async fn export_writes_the_api_csv_columns_and_stats_has_no_group_of_tool_calls(
     assert!(table.contains("2 tool calls name no agent"), "{table}");
     recorded.shutdown().await;
 }
+
+/// A prompt a spreadsheet would run as a formula, with a comma, quotes and a line break.
+const FORMULA_PROMPT: &str = "=SUM(1,2) says \"hi\",\nthen stops";
+
+/// Issue 35: `export --format csv` writes the API's own CSV, a page at a time, so its
+/// rows are the cells of `calls.csv` and `invocations.csv` for the same token: the
+/// prompt text in `input` (neutralised) for an admin, none for a viewer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cli_csv_has_the_api_csv_cells_with_input_for_admins_and_none_for_viewers() {
+    let token = |name: &str, raw: &str, role: &str| {
+        format!(
+            "[[api.tokens]]\nname = \"{name}\"\nsha256 = \"{}\"\nrole = \"{role}\"\n",
+            llmtap::config::token_sha256_hex(raw)
+        )
+    };
+    let recorded = Recorded::start(
+        &(token("root", "admin-token-35", "admin")
+            + &token("watcher", "viewer-token-35", "viewer")),
+    )
+    .await;
+    recorded.seed().await;
+    let name = "llm__test_tools__test_tool_use_basic__0.json";
+    let fx = fixture(name);
+    let path = format!("/openai{}", fixture_url(&fx).path_and_query().unwrap());
+    let body = serde_json::json!({
+        "model": "gpt-4o-mini",
+        "stream": true,
+        "messages": [{"role": "user", "content": FORMULA_PROMPT}],
+    })
+    .to_string();
+    let got = send(
+        recorded.running.proxy_addr,
+        "POST",
+        &path,
+        &[
+            ("content-type", "application/json"),
+            ("x-test-fixture", name),
+            ("x-llmtap-invocation-id", "run-formula"),
+        ],
+        &body,
+    )
+    .await;
+    assert_eq!(got.status, 200);
+    wait_call(&recorded.running, &got.call_id()).await;
+    wait_invocation(&recorded.running, "run-formula", 1).await;
+
+    let parse = |bytes: &[u8]| -> Vec<Vec<String>> {
+        csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(bytes)
+            .records()
+            .map(|r| r.unwrap().iter().map(str::to_string).collect())
+            .collect()
+    };
+    let dir = TempDir::new("cli-csv-input");
+    for (raw, admin) in [("admin-token-35", true), ("viewer-token-35", false)] {
+        for (runs, api_path) in [
+            (false, "/api/v1/calls.csv"),
+            (true, "/api/v1/invocations.csv"),
+        ] {
+            let file = dir.path().join(format!("{admin}-{runs}.csv"));
+            let mut args = vec![
+                "export",
+                "--format",
+                "csv",
+                "--out",
+                file.to_str().unwrap(),
+                // Several pages: the rows of every page, the header once.
+                "--page-size",
+                "2",
+            ];
+            if runs {
+                args.push("--runs");
+            }
+            let out = Command::new(BIN)
+                .args(&args)
+                .env("LLMTAP_API_URL", api_url(&recorded))
+                .env("LLMTAP_API_TOKEN", raw)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let cli_bytes = std::fs::read(&file).unwrap();
+            let api = send(
+                recorded.running.api_addr,
+                "GET",
+                api_path,
+                &[("authorization", &format!("Bearer {raw}"))],
+                "",
+            )
+            .await;
+            assert_eq!(api.status, 200, "{api_path}");
+            let cli = parse(&cli_bytes);
+            let want = parse(&api.body);
+            assert!(want.len() > 3, "{api_path}: {want:?}");
+            assert_eq!(cli, want, "{raw} {api_path}: the CLI's rows are the API's");
+            let input = cli[0].iter().position(|h| h == "input").unwrap();
+            let inputs: Vec<&str> = cli[1..].iter().map(|r| r[input].as_str()).collect();
+            let text = String::from_utf8_lossy(&cli_bytes);
+            if admin {
+                assert!(
+                    inputs.contains(&format!("'{FORMULA_PROMPT}").as_str()),
+                    "{api_path}: the prompt, neutralised: {inputs:?}"
+                );
+                if !runs {
+                    assert!(inputs.contains(&"What is 1231 * 2331?"), "{inputs:?}");
+                }
+            } else {
+                assert!(inputs.iter().all(|i| i.is_empty()), "{inputs:?}");
+                assert!(!text.contains("SUM(") && !text.contains("1231 * 2331"));
+            }
+        }
+    }
+    recorded.shutdown().await;
+}

@@ -548,33 +548,87 @@ async fn attachments_show_size_source_and_an_image_preview_from_the_blob_endpoin
 async fn memory_turns_are_marked_and_every_failure_has_a_hint_saying_what_to_do() {
     let scene = Scene::start("").await;
     let system = json!({"role": "system", "content": "You remember."});
+    let in_session = |run: &'static str| {
+        [
+            ("x-llmtap-invocation-id", run),
+            ("x-llmtap-session-id", "mem-1"),
+        ]
+    };
     let first = json!({"model": "gpt-4o-mini", "messages": [system, {"role": "user", "content": "first question"}]});
     chat(
         &scene,
         &first.to_string(),
-        &[
-            ("x-llmtap-invocation-id", "mem-run-1"),
-            ("x-llmtap-session-id", "mem-1"),
-        ],
+        &in_session("mem-run-1"),
         chat_reply("first answer"),
     )
     .await;
-    let second = json!({"model": "gpt-4o-mini", "messages": [
-        system,
-        {"role": "user", "content": "first question"},
-        {"role": "assistant", "content": "first answer"},
-        {"role": "user", "content": "second question"}
+    // The second run of the session carries the first run's turns as history, asks
+    // its own question, and takes two rounds (a tool call between them).
+    let memory = [
+        json!({"role": "user", "content": "first question"}),
+        json!({"role": "assistant", "content": "first answer"}),
+    ];
+    let question = json!({"role": "user", "content": "second question"});
+    let round_1 = json!({"model": "gpt-4o-mini", "messages": [
+        system, memory[0], memory[1], question
     ]});
+    let tool_call = json!({"id": "call_w", "type": "function",
+        "function": {"name": "weather", "arguments": "{\"city\":\"Oslo\"}"}});
+    let asks_for_weather = json!({
+        "id": "chatcmpl-tool", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": [tool_call]},
+                     "finish_reason": "tool_calls"}],
+        "usage": {"prompt_tokens": 30, "completion_tokens": 8, "total_tokens": 38}
+    });
     chat(
         &scene,
-        &second.to_string(),
-        &[
-            ("x-llmtap-invocation-id", "mem-run-2"),
-            ("x-llmtap-session-id", "mem-1"),
-        ],
+        &round_1.to_string(),
+        &in_session("mem-run-2"),
+        MockResponse::json(200, &asks_for_weather.to_string()),
+    )
+    .await;
+    let round_2 = json!({"model": "gpt-4o-mini", "messages": [
+        system, memory[0], memory[1], question,
+        {"role": "assistant", "content": null, "tool_calls": [tool_call]},
+        {"role": "tool", "tool_call_id": "call_w", "content": "sunny"}
+    ]});
+    let round_2_id = chat(
+        &scene,
+        &round_2.to_string(),
+        &in_session("mem-run-2"),
         chat_reply("second answer"),
     )
     .await;
+    // A session's first run whose prompt holds few-shot examples: not memory.
+    let few_shot = json!({"model": "gpt-4o-mini", "messages": [
+        {"role": "user", "content": "example question"},
+        {"role": "assistant", "content": "example answer"},
+        {"role": "user", "content": "real question"}
+    ]});
+    chat(
+        &scene,
+        &few_shot.to_string(),
+        &[
+            ("x-llmtap-invocation-id", "few-shot"),
+            ("x-llmtap-session-id", "mem-2"),
+        ],
+        chat_reply("real answer"),
+    )
+    .await;
+    // The API says which turns repeat what, derived once.
+    let detail = send(
+        scene.running.api_addr,
+        "GET",
+        &format!("/api/v1/calls/{round_2_id}"),
+        &[],
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(
+        detail["history"],
+        json!({"memory": 2, "memory_run_id": "mem-run-1", "earlier_rounds": 2})
+    );
     // Failures, one run each.
     let failures = [
         (
@@ -616,31 +670,51 @@ async fn memory_turns_are_marked_and_every_failure_has_a_hint_saying_what_to_do(
     }
     let browser = Browser::start().await;
     browser.goto(&scene.page_url()).await;
-    browser.wait_count("#runs-table tr.run", 6).await;
+    browser.wait_count("#runs-table tr.run", 7).await;
 
+    let marks = "return [...document.querySelectorAll('.tab-panel h4 ~ .msg')].map(m => [m.querySelector('.role').textContent, m.classList.contains('msg-memory') ? 'memory' : m.classList.contains('msg-earlier') ? 'earlier' : ''])";
     open_round(&browser, "mem-run-2", 1).await;
     browser.wait_count(".tab-panel .msg-memory", 2).await;
-    let marked = browser
-        .js(
-            "return [...document.querySelectorAll('.tab-panel h4 ~ .msg')].map(m => [m.querySelector('.role').textContent, m.classList.contains('msg-memory')])",
-            json!([]),
-        )
-        .await;
-    // The system prompt is the run's own; the earlier question and answer are memory.
+    // The system prompt is the run's own; the earlier question and answer are memory;
+    // the new question is not.
     assert_eq!(
-        marked,
+        browser.js(marks, json!([])).await,
         json!([
-            ["system", false],
-            ["user", true],
-            ["assistant", true],
-            ["user", false],
-            ["assistant", false]
+            ["system", ""],
+            ["user", "memory"],
+            ["assistant", "memory"],
+            ["user", ""],
+            ["assistant", ""]
         ])
     );
-    browser.wait_text(".memory-note", "session mem-1").await;
-    // The session's first run has no memory.
+    browser
+        .wait_text(".memory-note", "run mem-run-1 of session mem-1")
+        .await;
+    // Round 2: the memory, then round 1's question and tool call, then the new tool
+    // result.
+    browser.click("table.rounds tr.round[data-round='2']").await;
+    browser
+        .wait_count(".round-detail[data-round='2'] .tab-panel", 1)
+        .await;
+    browser.wait_count(".tab-panel .msg-earlier", 2).await;
+    assert_eq!(
+        browser.js(marks, json!([])).await,
+        json!([
+            ["system", ""],
+            ["user", "memory"],
+            ["assistant", "memory"],
+            ["user", "earlier"],
+            ["assistant", "earlier"],
+            ["tool", ""],
+            ["assistant", ""]
+        ])
+    );
+    // The session's first run has no memory, and neither have few-shot examples.
     open_round(&browser, "mem-run-1", 1).await;
     browser.wait_text(".tab-panel", "first question").await;
+    assert_eq!(browser.count(".tab-panel .msg-memory").await, 0);
+    open_round(&browser, "few-shot", 1).await;
+    browser.wait_text(".tab-panel", "real question").await;
     assert_eq!(browser.count(".tab-panel .msg-memory").await, 0);
 
     for (run, status, _, advice) in failures {

@@ -456,9 +456,9 @@ async fn the_engine_behind_the_store_handle_answers_for_both_instances() {
     // The engine is synchronous, like sled's: called from a blocking thread.
     let (a2, b2) = (a.clone(), b.clone());
     tokio::task::spawn_blocking(move || {
-        let total = b2.rollup_total(b"*").unwrap();
+        let total = b2.rollup_total(&llmtap::store::RollupScope::All).unwrap();
         assert_eq!((total.calls, total.cost_pusd), (3, 7));
-        assert_eq!(a2.rollup_scopes(b"").unwrap().len(), 1);
+        assert!(a2.rollup_agents(None).unwrap().is_empty());
         // Capture-log positions are per instance.
         assert_eq!(a2.journal_applied().unwrap(), None);
         a2.set_journal_applied(4096).unwrap();
@@ -467,7 +467,7 @@ async fn the_engine_behind_the_store_handle_answers_for_both_instances() {
         assert_eq!(b2.journal_applied().unwrap(), None);
         // Audit entries written by one instance are read by the other.
         for (i, at) in [10u64, 20].into_iter().enumerate() {
-            a2.append_audit(&llmtap::store::sled::AuditEntry {
+            a2.append_audit(&llmtap::store::AuditEntry {
                 at: format!("t{i}"),
                 at_us: at,
                 who: "admin".into(),
@@ -683,7 +683,9 @@ async fn a_run_written_through_two_instances_reads_back_whole_from_either() {
                 store.call_text(&sent[0].id).unwrap(),
                 CallText::of(&sent[0])
             );
-            let total = store.rollup_total(b"*").unwrap();
+            let total = store
+                .rollup_total(&llmtap::store::RollupScope::All)
+                .unwrap();
             assert_eq!((total.calls, total.invocations, total.errors), (3, 1, 1));
             assert_eq!(
                 store.record_tenant(true, "run-1").unwrap(),
@@ -983,11 +985,11 @@ fn varied_runs_apart(t0: u64, run_gap_us: u64) -> Vec<llmtap::record::CallRecord
 fn walk<T: serde::Serialize>(
     name: &str,
     list: impl Fn(
-        &llmtap::store::sled::PageRequest,
-    ) -> Result<llmtap::store::sled::Page<T>, llmtap::store::StoreError>,
+        &llmtap::store::PageRequest,
+    ) -> Result<llmtap::store::Page<T>, llmtap::store::StoreError>,
     limit: usize,
 ) -> Vec<serde_json::Value> {
-    use llmtap::store::sled::PageRequest;
+    use llmtap::store::PageRequest;
     let page = |request: &PageRequest| list(request).unwrap_or_else(|e| panic!("{name}: {e}"));
     let mut request = PageRequest {
         limit,
@@ -1341,8 +1343,8 @@ async fn rounds_written_batch_by_batch_build_on_the_stored_history_as_on_sled() 
 #[tokio::test]
 async fn totals_past_the_count_cap_are_exact_as_on_sled() {
     use llmtap::record::CallStatus;
-    use llmtap::store::sled::PageRequest;
     use llmtap::store::summary::{tag, Filter};
+    use llmtap::store::PageRequest;
     use llmtap::store::{Engine, StoreOptions};
     let db = pg::fresh_db("past_cap").await;
     let (pool, _) = engine::prepare(&engine_config(&db.url())).await.unwrap();
@@ -1462,7 +1464,9 @@ async fn deleting_a_call_frees_its_content_and_takes_it_off_every_count() {
             let call = store.get_call(&survivor.id).unwrap().unwrap();
             assert!(call.request_body.unwrap().contains(&shared[..64]));
         }
-        let total = store.rollup_total(b"*").unwrap();
+        let total = store
+            .rollup_total(&llmtap::store::RollupScope::All)
+            .unwrap();
         assert_eq!(total.calls, 2, "{total:?}");
         assert_eq!(total.errors, 0, "{total:?}");
         let failed = llmtap::store::summary::Filter {
@@ -1472,7 +1476,7 @@ async fn deleting_a_call_frees_its_content_and_takes_it_off_every_count() {
         let page = store
             .list_calls(
                 &failed,
-                &llmtap::store::sled::PageRequest {
+                &llmtap::store::PageRequest {
                     limit: 10,
                     count_total: true,
                     ..Default::default()
@@ -1819,7 +1823,13 @@ async fn retention_sweeps_whole_days_and_frees_exactly_the_content_no_call_keeps
         .collect();
     let report = tokio::task::spawn_blocking(move || {
         store.write_batch(&all, &[]).unwrap();
-        assert_eq!(store.rollup_total(b"*").unwrap().calls, 7);
+        assert_eq!(
+            store
+                .rollup_total(&llmtap::store::RollupScope::All)
+                .unwrap()
+                .calls,
+            7
+        );
         let report = store.sweep(now).unwrap();
         for id in &gone {
             assert!(store.get_call(id).unwrap().is_none(), "{id} expired");
@@ -1840,7 +1850,9 @@ async fn retention_sweeps_whole_days_and_frees_exactly_the_content_no_call_keeps
             .iter()
             .any(|n| n == "bodies removed by store.body_retention_days"));
         // The rollups no longer count what is gone.
-        let total = store.rollup_total(b"*").unwrap();
+        let total = store
+            .rollup_total(&llmtap::store::RollupScope::All)
+            .unwrap();
         assert_eq!((total.calls, total.invocations), (4, 2), "{total:?}");
         // A second pass finds nothing more to do.
         assert_eq!(store.sweep(now).unwrap(), Default::default());
@@ -2096,7 +2108,10 @@ async fn repricing_on_postgresql_changes_what_it_changes_on_sled() {
             walk("runs", |r| pg_store.list_invocations(&all, r), 5),
             walk("runs", |r| sled.list_invocations(&all, r), 5)
         );
-        for scope in [b"*".to_vec(), llmtap::store::index::scope_tenant("acme")] {
+        for scope in [
+            llmtap::store::RollupScope::All,
+            llmtap::store::RollupScope::Tenant("acme".into()),
+        ] {
             assert_eq!(
                 pg_store.rollup_total(&scope).unwrap().cost_pusd,
                 sled.rollup_total(&scope).unwrap().cost_pusd

@@ -980,7 +980,10 @@ fn counters_stay_exact_while_the_writer_and_the_sweeper_update_them_together() {
         .unwrap();
     assert_eq!(page.total, left, "the agent counter drifted");
     assert_eq!(
-        store.rollup_total(b"*").unwrap().calls,
+        store
+            .rollup_total(&llmtap::store::RollupScope::All)
+            .unwrap()
+            .calls,
         left,
         "the rollup drifted"
     );
@@ -1092,7 +1095,7 @@ fn snapshots_reopen_the_store_while_reads_go_on() {
                 );
                 last_total = total;
                 store
-                    .rollup_total(b"*")
+                    .rollup_total(&llmtap::store::RollupScope::All)
                     .expect("a rollup read during a snapshot failed");
                 reads += 1;
             }
@@ -1143,7 +1146,13 @@ fn snapshots_reopen_the_store_while_reads_go_on() {
     assert!(reads > 0);
     assert_eq!(total(&store, &three_facets).unwrap(), (even_successes, 5));
     assert_eq!(store.call_count(), 600);
-    assert_eq!(store.rollup_total(b"*").unwrap().calls, 600);
+    assert_eq!(
+        store
+            .rollup_total(&llmtap::store::RollupScope::All)
+            .unwrap()
+            .calls,
+        600
+    );
     let last = store
         .get_call("c_snap00599")
         .unwrap()

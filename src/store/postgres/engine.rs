@@ -11,7 +11,7 @@
 //! lists with totals and cursors (`lists.rs`, text search `search.rs`), sessions,
 //! rate limits, rollups, facet scans, the audit log, this instance's applied
 //! capture-log position, repricing, retention and `delete_call` (`retention.rs`). A
-//! request the engine cannot express answers `StoreError::NotOnPostgres`, which the
+//! request the engine cannot express answers `StoreError::Unsupported`, which the
 //! read API turns into 501 `not_on_postgres`; none panics.
 
 use super::{
@@ -25,10 +25,11 @@ use crate::store::index::{
     CallText, RateLimitPoint, RateLimitState, RollupCell, SessionFilter, SessionSummary,
 };
 use crate::store::manifest::{hydrate, search_text, Manifest};
-use crate::store::sled::{
-    AuditEntry, ContentUsage, Page, PageRequest, RepriceReport, ScanOutcome, SweepReport,
-};
 use crate::store::summary::{self, CallSummary, FacetView, Filter, InvocationSummary};
+use crate::store::types::{
+    AuditEntry, ContentUsage, Page, PageRequest, RateLimitKey, RepriceReport, RollupScope,
+    ScanOutcome, SweepReport,
+};
 use crate::store::{BatchWritten, EngineContext, StoreOptions, StoreStats};
 use crate::store::{Engine, StoreError};
 use std::future::Future;
@@ -178,7 +179,10 @@ impl PostgresStore {
             .map_err(|_| PgError::Runtime("the PostgreSQL runtime stopped".into()))
             .and_then(|r| r)
             .map_err(|e| match e {
-                PgError::Unsupported(operation) => StoreError::NotOnPostgres { operation },
+                PgError::Unsupported(operation) => StoreError::Unsupported {
+                    engine: "PostgreSQL",
+                    operation,
+                },
                 other => StoreError::from(other),
             })
     }
@@ -194,24 +198,31 @@ impl PostgresStore {
             .and_then(|r| r)
     }
 
-    fn rollup_total(&self, scope: &[u8]) -> Result<RollupCell, StoreError> {
-        let scope = scope.to_vec();
+    fn rollup_total(&self, scope: &RollupScope) -> Result<RollupCell, StoreError> {
+        let scope = scope.key();
         self.run(move |c| async move { rollups::total(&*c, &scope).await })
     }
 
     fn rollup_range(
         &self,
-        scope: &[u8],
+        scope: &RollupScope,
         from_us: u64,
         to_us: u64,
     ) -> Result<RollupCell, StoreError> {
-        let scope = scope.to_vec();
+        let scope = scope.key();
         self.run(move |c| async move { rollups::range(&*c, &scope, from_us, to_us).await })
     }
 
-    fn rollup_scopes(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, RollupCell)>, StoreError> {
-        let prefix = prefix.to_vec();
-        self.run(move |c| async move { rollups::scopes(&*c, &prefix).await })
+    fn rollup_agents(&self, tenant: Option<&str>) -> Result<Vec<(String, RollupCell)>, StoreError> {
+        let prefix = RollupScope::agents_prefix(tenant);
+        let scopes = self.run({
+            let prefix = prefix.clone();
+            move |c| async move { rollups::scopes(&*c, &prefix).await }
+        })?;
+        Ok(scopes
+            .into_iter()
+            .map(|(key, cell)| (RollupScope::agent_of(&prefix, &key), cell))
+            .collect())
     }
 
     fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
@@ -604,19 +615,19 @@ impl Engine for PostgresStore {
         let id = session_id.to_string();
         self.run(move |c| async move { sessions::calls(&*c, &id, max).await })
     }
-    fn rollup_total(&self, scope: &[u8]) -> Result<RollupCell, StoreError> {
+    fn rollup_total(&self, scope: &RollupScope) -> Result<RollupCell, StoreError> {
         PostgresStore::rollup_total(self, scope)
     }
     fn rollup_range(
         &self,
-        scope: &[u8],
+        scope: &RollupScope,
         from_us: u64,
         to_us: u64,
     ) -> Result<RollupCell, StoreError> {
         PostgresStore::rollup_range(self, scope, from_us, to_us)
     }
-    fn rollup_scopes(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, RollupCell)>, StoreError> {
-        PostgresStore::rollup_scopes(self, prefix)
+    fn rollup_agents(&self, tenant: Option<&str>) -> Result<Vec<(String, RollupCell)>, StoreError> {
+        PostgresStore::rollup_agents(self, tenant)
     }
     /// Visits the facets of what the filter matches, newest first, reading
     /// `SCAN_CHUNK` rows at a time by keyset (memory stays bounded whatever the
@@ -660,20 +671,20 @@ impl Engine for PostgresStore {
             }
         }
     }
-    fn ratelimit_states(&self) -> Result<Vec<(Vec<u8>, RateLimitState)>, StoreError> {
+    fn ratelimit_states(&self) -> Result<Vec<(RateLimitKey, RateLimitState)>, StoreError> {
         self.run(move |c| async move { ratelimits::states(&*c).await })
     }
-    fn count_429_since(&self, key: &[u8], since_us: u64) -> Result<u64, StoreError> {
-        let key = key.to_vec();
+    fn count_429_since(&self, key: &RateLimitKey, since_us: u64) -> Result<u64, StoreError> {
+        let key = key.clone();
         self.run(move |c| async move { ratelimits::count_429_since(&*c, &key, since_us).await })
     }
     fn ratelimit_series(
         &self,
-        key: &[u8],
+        key: &RateLimitKey,
         from_us: u64,
         max: usize,
     ) -> Result<Vec<RateLimitPoint>, StoreError> {
-        let key = key.to_vec();
+        let key = key.clone();
         self.run(move |c| async move { ratelimits::series(&*c, &key, from_us, max).await })
     }
     fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {

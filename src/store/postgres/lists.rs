@@ -29,8 +29,8 @@
 use super::facets::Days;
 use super::PgError;
 use crate::store::index::{self, DAY_US};
-use crate::store::sled::{Page, PageRequest, Position, COUNT_CAP};
 use crate::store::summary::{tag, CallSummary, Facets, Filter, InvocationSummary};
+use crate::store::types::{Page, PageRequest, Position, COUNT_CAP};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::GenericClient;
 

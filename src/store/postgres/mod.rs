@@ -7,7 +7,7 @@
 //! `ratelimits.rs`, `rollups.rs`, `lists.rs`); one batch's transaction (`batch.rs`);
 //! the live stream between instances (`notify.rs`); text as PostgreSQL accepts it
 //! (`text.rs`); calls per day and facet (`facets.rs`). A request the engine cannot
-//! express answers `NotOnPostgres`.
+//! express answers `StoreError::Unsupported`.
 
 pub mod batch;
 pub mod calls;
@@ -60,6 +60,16 @@ pub enum PgError {
         path: String,
         source: std::io::Error,
     },
+}
+
+impl From<PgError> for crate::store::StoreError {
+    fn from(e: PgError) -> crate::store::StoreError {
+        crate::store::StoreError::Backend {
+            prefix: "",
+            io: e.is_transient(),
+            source: Box::new(e),
+        }
+    }
 }
 
 impl PgError {

@@ -12,18 +12,12 @@
 use super::{text, PgError};
 use crate::record::CallRecord;
 use crate::store::index::{self, RateLimitPoint, RateLimitState};
+use crate::store::types::RateLimitKey;
 use std::collections::BTreeMap;
 use tokio_postgres::GenericClient;
 
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-/// A rate-limit key's columns: provider, key fingerprint, model (`""` when none).
-fn columns(key: &[u8]) -> (String, String, String) {
-    let mut parts = key.splitn(3, |b| *b == 0);
-    let mut next = || String::from_utf8_lossy(parts.next().unwrap_or(&[])).into_owned();
-    (next(), next(), next())
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, v: serde_json::Value) -> Result<T, PgError> {
@@ -51,7 +45,14 @@ pub async fn add(client: &impl GenericClient, new_calls: &[&CallRecord]) -> Resu
         })
         .collect();
     super::invocations::lock_in_order(client, locks).await?;
-    let keys: Vec<(String, String, String)> = by_key.keys().map(|k| columns(k)).collect();
+    // A rate-limit key's columns: provider, key fingerprint, model (`""` when none).
+    let keys: Vec<(String, String, String)> = by_key
+        .keys()
+        .map(|k| {
+            let key = RateLimitKey::from_key(k);
+            (key.provider, key.key_fingerprint, key.model)
+        })
+        .collect();
     let (providers, fingerprints, models): (Vec<String>, Vec<String>, Vec<String>) = (
         keys.iter().map(|k| text::owned(k.0.clone())).collect(),
         keys.iter().map(|k| text::owned(k.1.clone())).collect(),
@@ -163,7 +164,7 @@ impl PointRows {
 /// The latest state of every key, in key order (as sled iterates them).
 pub async fn states(
     client: &impl GenericClient,
-) -> Result<Vec<(Vec<u8>, RateLimitState)>, PgError> {
+) -> Result<Vec<(RateLimitKey, RateLimitState)>, PgError> {
     let mut out = Vec::new();
     for row in client
         .query(
@@ -173,20 +174,20 @@ pub async fn states(
         .await?
     {
         let (p, f, m): (&str, &str, &str) = (row.get(0), row.get(1), row.get(2));
-        let key = index::ratelimit_key(p, Some(f), Some(m));
+        let key = RateLimitKey::new(p, Some(f), Some(m));
         out.push((key, decode("rate-limit state", row.get(3))?));
     }
-    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.sort_by_cached_key(|(key, _)| key.key());
     Ok(out)
 }
 
 /// 429 answers of one key since the time.
 pub async fn count_429_since(
     client: &impl GenericClient,
-    key: &[u8],
+    key: &RateLimitKey,
     since_us: u64,
 ) -> Result<u64, PgError> {
-    let (p, f, m) = columns(key);
+    let (p, f, m) = (&key.provider, &key.key_fingerprint, &key.model);
     let n: i64 = client
         .query_one(
             "SELECT count(*) FROM ratelimit_points WHERE provider = $1 AND key_fingerprint = $2 \
@@ -201,11 +202,11 @@ pub async fn count_429_since(
 /// The newest `max` points of one key from the time, chronological.
 pub async fn series(
     client: &impl GenericClient,
-    key: &[u8],
+    key: &RateLimitKey,
     from_us: u64,
     max: usize,
 ) -> Result<Vec<RateLimitPoint>, PgError> {
-    let (p, f, m) = columns(key);
+    let (p, f, m) = (&key.provider, &key.key_fingerprint, &key.model);
     let rows = client
         .query(
             "SELECT point FROM ratelimit_points WHERE provider = $1 AND key_fingerprint = $2 \

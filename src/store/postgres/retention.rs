@@ -21,7 +21,7 @@ use super::{content, rollups, PgError};
 use crate::record::{CallRecord, InvocationRecord};
 use crate::store::content::Codec;
 use crate::store::crypto::Addr;
-use crate::store::sled::SweepReport;
+use crate::store::types::SweepReport;
 use crate::store::StoreError;
 use std::collections::HashMap;
 

@@ -10,8 +10,8 @@
 use super::{text, PgError};
 use crate::record::CallRecord;
 use crate::store::index::{SessionFilter, SessionSummary, SESSION_MODELS_MAX};
-use crate::store::sled::{Page, PageRequest, Position, COUNT_CAP};
 use crate::store::summary::CallSummary;
+use crate::store::types::{Page, PageRequest, Position, COUNT_CAP};
 use crate::timefmt::format_rfc3339_us;
 use std::collections::BTreeMap;
 use tokio_postgres::{GenericClient, Row};

@@ -13,20 +13,8 @@ use crate::store::disk::DiskLevel;
 use crate::store::index::CallText;
 use crate::store::manifest::{hydrate, lossy, search_text, store_content, Manifest};
 use crate::store::stored::metadata_only;
+use crate::store::types::ContentUsage;
 use std::sync::Arc;
-
-/// Logical sizes in the content store (keys + stored values).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct ContentUsage {
-    pub calls: u64,
-    pub call_bytes: u64,
-    pub manifest_bytes: u64,
-    pub chunks: u64,
-    pub chunk_bytes: u64,
-    pub blobs: u64,
-    pub blob_bytes: u64,
-    pub ref_entries: u64,
-}
 
 /// Metadata records for the `calls` tree, and `(call id, sealed manifest)` pairs.
 pub(super) type Prepared = (Vec<CallRecord>, Vec<(String, Vec<u8>)>);

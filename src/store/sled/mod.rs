@@ -46,6 +46,7 @@
 mod blob_files;
 mod calls;
 pub(crate) mod content;
+mod engine;
 mod facet_cache;
 mod join;
 mod query;
@@ -57,11 +58,6 @@ mod writes;
 use super::{crypto, disk, index, packed, summary};
 pub use super::{BatchWritten, EngineContext, StoreError, StoreOptions, StoreStats};
 
-pub use calls::ContentUsage;
-pub use query::{AuditEntry, Page, PageRequest, Position, ScanOutcome, COUNT_CAP};
-pub use reprice::RepriceReport;
-pub use retention::SweepReport;
-
 use crate::record::{CallRecord, InvocationRecord};
 use index::{CallText, RateLimitState, RollupCell, SessionSummary};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -71,6 +67,16 @@ use std::sync::Arc;
 use summary::{CallSummary, FacetView, InvocationSummary};
 use tokio::sync::broadcast;
 use writes::Writes;
+
+impl From<::sled::Error> for StoreError {
+    fn from(e: ::sled::Error) -> StoreError {
+        StoreError::Backend {
+            prefix: "store error: ",
+            io: matches!(e, ::sled::Error::Io(_)),
+            source: Box::new(e),
+        }
+    }
+}
 
 const SCHEMA_VERSION: &[u8] = b"1";
 /// The period keys' directory under the data directory (`shred.rs`).
@@ -245,7 +251,7 @@ impl SledStore {
             }
             _ => StoreError::Open {
                 dir: shown.clone(),
-                source,
+                source: Box::new(source),
             },
         })?;
         let meta = db.open_tree("meta")?;

@@ -12,16 +12,17 @@ use super::join::{Bounds, Join};
 use super::{be_u64, decode, decode_opt, round_prefix, SledStore, StoreError};
 use crate::store::index::{self, RateLimitPoint, RateLimitState, RollupCell, SessionSummary};
 use crate::store::summary::{self, tag, FacetView, Filter};
+use crate::store::types::{
+    AuditEntry, Page, PageRequest, Position, RateLimitKey, RollupScope, ScanOutcome, COUNT_CAP,
+};
 
 /// Sessions a filtered session list reads per page, and per total.
 const SESSION_SCAN_BUDGET: usize = 200_000;
 /// Calls read of a session stored without its models, to match a model filter.
 const LEGACY_SESSION_CALLS: usize = 1_000;
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::de::DeserializeOwned;
 use std::sync::atomic::Ordering;
 
-/// `total` is exact up to this many matches, then a lower bound.
-pub const COUNT_CAP: u64 = 10_000;
 /// Most work (index keys read, ranges reopened, summaries read for residual filters)
 /// one page request does; beyond it the page ends early with `has_more` and a cursor
 /// to continue from.
@@ -72,50 +73,6 @@ fn load_summary<T: StoredSummary>(
     } else {
         decode(id, json).map(Some)
     }
-}
-
-/// A place in newest-first order: strictly older records come after it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Position {
-    pub time_us: u64,
-    pub id: String,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct PageRequest {
-    pub limit: usize,
-    pub after: Option<Position>,
-    pub offset: usize,
-    pub count_total: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub total: u64,
-    pub total_is_lower_bound: bool,
-    pub has_more: bool,
-    pub next: Option<Position>,
-}
-
-/// How a bounded scan ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScanOutcome {
-    Complete,
-    /// The budget ran out; the result covers the newest part of the range only.
-    Truncated,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct AuditEntry {
-    pub at: String,
-    pub at_us: u64,
-    /// Token name, or the first 12 hex digits of its SHA-256.
-    pub who: String,
-    pub role: String,
-    pub tenant: Option<String>,
-    pub action: String,
-    pub path: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -843,12 +800,16 @@ impl SledStore {
     /// Sum of the rollup buckets of `scope` that start in [from_us, to_us).
     pub fn rollup_range(
         &self,
-        scope: &[u8],
+        scope: &RollupScope,
         from_us: u64,
         to_us: u64,
     ) -> Result<RollupCell, StoreError> {
+        let scope = scope.key();
         let mut total = RollupCell::default();
-        let lo = index::bucket_key(scope, from_us.div_ceil(index::BUCKET_US) * index::BUCKET_US);
+        let lo = index::bucket_key(
+            &scope,
+            from_us.div_ceil(index::BUCKET_US) * index::BUCKET_US,
+        );
         let mut hi = scope.to_vec();
         hi.push(0);
         hi.extend_from_slice(&to_us.to_be_bytes());
@@ -860,37 +821,45 @@ impl SledStore {
     }
 
     /// All-time counters of one scope.
-    pub fn rollup_total(&self, scope: &[u8]) -> Result<RollupCell, StoreError> {
+    pub fn rollup_total(&self, scope: &RollupScope) -> Result<RollupCell, StoreError> {
         Ok(self
             .rollup_all
-            .get(scope)?
+            .get(scope.key())?
             .map(|v| RollupCell::decode(&v))
             .unwrap_or_default())
     }
 
-    /// All-time counters of every scope starting with `prefix` (e.g. every agent).
-    pub fn rollup_scopes(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, RollupCell)>, StoreError> {
+    /// All-time counters of every agent of the tenant (or across tenants), by agent.
+    pub fn rollup_agents(
+        &self,
+        tenant: Option<&str>,
+    ) -> Result<Vec<(String, RollupCell)>, StoreError> {
+        let prefix = RollupScope::agents_prefix(tenant);
         let mut out = Vec::new();
-        for entry in self.rollup_all.scan_prefix(prefix) {
+        for entry in self.rollup_all.scan_prefix(&prefix) {
             let (key, value) = entry?;
-            out.push((key.to_vec(), RollupCell::decode(&value)));
+            out.push((
+                RollupScope::agent_of(&prefix, &key),
+                RollupCell::decode(&value),
+            ));
         }
         Ok(out)
     }
 
     /// Latest rate-limit state of every provider, key and model.
-    pub fn ratelimit_states(&self) -> Result<Vec<(Vec<u8>, RateLimitState)>, StoreError> {
+    pub fn ratelimit_states(&self) -> Result<Vec<(RateLimitKey, RateLimitState)>, StoreError> {
         let mut out = Vec::new();
         for entry in self.ratelimits.iter() {
             let (key, value) = entry?;
-            out.push((key.to_vec(), decode(&key, &value)?));
+            out.push((RateLimitKey::from_key(&key), decode(&key, &value)?));
         }
         Ok(out)
     }
 
     /// 429s of one rate-limit key since `since_us`.
-    pub fn count_429_since(&self, key: &[u8], since_us: u64) -> Result<u64, StoreError> {
-        let lo = index::series_key(key, since_us, "");
+    pub fn count_429_since(&self, key: &RateLimitKey, since_us: u64) -> Result<u64, StoreError> {
+        let key = key.key();
+        let lo = index::series_key(&key, since_us, "");
         let mut hi = key.to_vec();
         hi.push(1);
         let mut n = 0;
@@ -904,11 +873,12 @@ impl SledStore {
     /// The newest `max` points of one key's remaining-capacity series, chronological.
     pub fn ratelimit_series(
         &self,
-        key: &[u8],
+        key: &RateLimitKey,
         from_us: u64,
         max: usize,
     ) -> Result<Vec<RateLimitPoint>, StoreError> {
-        let lo = index::series_key(key, from_us, "");
+        let key = key.key();
+        let lo = index::series_key(&key, from_us, "");
         let mut hi = key.to_vec();
         hi.push(1);
         let mut out = Vec::new();

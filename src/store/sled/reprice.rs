@@ -9,15 +9,8 @@ use crate::record::{roll_up, CallRecord, Cost};
 use crate::store::index::{self, RollupCell};
 use crate::store::stored::{priced_pusd, reprice_call};
 use crate::store::summary::{self, CallSummary, InvocationSummary};
+use crate::store::types::RepriceReport;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-
-/// What a reprice run did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct RepriceReport {
-    pub examined: u64,
-    pub changed: u64,
-    pub invocations: u64,
-}
 
 impl SledStore {
     /// Reprices the calls that started in `[from_us, to_us)`. `price` returns the new

@@ -18,6 +18,7 @@ use super::writes::Writes;
 use super::{SledStore, StoreError};
 use crate::record::{CallRecord, InvocationRecord};
 use crate::store::index::{self, RollupCell};
+use crate::store::types::SweepReport;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -25,20 +26,6 @@ use std::time::Instant;
 const BATCH: usize = 256;
 const DAY_US: u64 = 86_400_000_000;
 const META_BODY_CURSOR: &[u8] = b"body_sweep_cursor";
-
-/// What one sweep did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct SweepReport {
-    pub calls_deleted: u64,
-    pub bodies_dropped: u64,
-    pub invocations_deleted: u64,
-    pub chunks_freed: u64,
-    pub blobs_freed: u64,
-    /// Period keys destroyed (crypto-shredding, `shred.rs`).
-    pub keys_shredded: u64,
-    /// Live values moved out of a period before its key was destroyed.
-    pub values_resealed: u64,
-}
 
 impl SledStore {
     /// Deletes one call, its round entry, its index entries and its content
