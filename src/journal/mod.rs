@@ -79,7 +79,7 @@ impl JournalOptions {
             segment_bytes: SEGMENT_BYTES,
             handoff_bytes: HANDOFF_BYTES,
             redaction: crate::headers::Redaction::default(),
-            max_decoded: crate::recorder::MAX_DECODED,
+            max_decoded: crate::config::defaults::MAX_DECODED_BYTES,
             disk: None,
         }
     }
