@@ -23,8 +23,6 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 const MAX_BATCH: usize = 512;
-/// `[store] batch_linger_ms` unless set.
-pub const DEFAULT_BATCH_LINGER: Duration = Duration::from_millis(20);
 /// How long the writer waits for a record before it looks at the log again.
 const IDLE_WAIT: Duration = Duration::from_millis(250);
 /// How long the capture log must be quiet, with everything in it stored, before
@@ -64,9 +62,9 @@ pub struct WriterLimits {
 impl Default for WriterLimits {
     fn default() -> Self {
         WriterLimits {
-            batch_linger: DEFAULT_BATCH_LINGER,
-            max_decoded_bytes: crate::recorder::MAX_DECODED,
-            decode_budget_bytes: 256 << 20,
+            batch_linger: crate::config::defaults::BATCH_LINGER,
+            max_decoded_bytes: crate::config::defaults::MAX_DECODED_BYTES,
+            decode_budget_bytes: crate::config::defaults::DECODE_BUDGET_BYTES,
             redaction: crate::headers::Redaction::default(),
         }
     }

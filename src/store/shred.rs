@@ -27,8 +27,6 @@ use std::sync::{Arc, RwLock};
 pub type Slot = u32;
 pub const SLOT_LEN: usize = 4;
 const KEY_LEN: usize = 32;
-/// Default length of a key period.
-pub const DEFAULT_PERIOD_SECS: u64 = 3600;
 
 /// Where period keys are kept, outside the engine's log.
 pub trait KeyVault: Send + Sync {
