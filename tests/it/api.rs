@@ -1602,9 +1602,9 @@ async fn call_history_counts_memory_from_the_sessions_previous_run_and_the_runs_
         [memory.clone(), vec![question, echoed, result]].concat(),
         Some("second answer"),
     );
-    write(&running, &[first.clone()]);
+    write(&running, std::slice::from_ref(&first));
     write(&running, &[b1.clone(), tool.clone()]);
-    write(&running, &[b2.clone()]);
+    write(&running, std::slice::from_ref(&b2));
     let history = |id: String| {
         let running = &running;
         async move { ok_json(running, &format!("/api/v1/calls/{id}")).await["history"].clone() }
