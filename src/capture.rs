@@ -17,6 +17,31 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
 
+/// Runs `work` on one call in a capture thread (the log thread's redaction and
+/// encoding, the writer's parsing): a panic there, a bug on some odd input, costs
+/// that call only. It is counted in `capture_failures_total` and logged by id, and
+/// the thread goes on with the next call; unguarded, one prompt could stop every
+/// later call from being recorded. `None` when `work` panicked.
+pub fn contain_panic<T>(
+    metrics: &Metrics,
+    stage: &'static str,
+    call_id: &str,
+    work: impl FnOnce() -> T,
+) -> Option<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+        Ok(done) => Some(done),
+        Err(_) => {
+            Metrics::add(&metrics.capture_failures);
+            tracing::error!(
+                stage,
+                call = call_id,
+                "a capture step panicked on this call; it is not recorded and capture goes on"
+            );
+            None
+        }
+    }
+}
+
 /// Most chunk arrival times kept per call; enough to place the first content token.
 const MAX_CHUNK_TIMES: usize = 4096;
 
@@ -240,6 +265,18 @@ impl Capture {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panic_on_one_call_costs_that_call_only_and_is_counted() {
+        let metrics = Metrics::default();
+        assert_eq!(contain_panic(&metrics, "test", "c_1", || 7), Some(7));
+        assert_eq!(metrics.capture_failures.load(Ordering::Relaxed), 0);
+        let text = "Keys › Rotation";
+        let cut = || text[..6].len(); // inside the multi-byte '›'
+        assert_eq!(contain_panic(&metrics, "test", "c_2", cut), None);
+        assert_eq!(metrics.capture_failures.load(Ordering::Relaxed), 1);
+        assert_eq!(contain_panic(&metrics, "test", "c_3", || 8), Some(8));
+    }
 
     #[test]
     fn capture_keeps_bytes_in_order_up_to_the_cap() {

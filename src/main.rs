@@ -24,6 +24,7 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    hide_panic_messages();
     // clap prints usage errors (with suggestions for typos) and exits 2; --help exits 0.
     let cli = Cli::parse();
     let client_command = matches!(
@@ -342,4 +343,34 @@ fn otel_export(from: &str, to: &str, args: ConfigArgs) -> anyhow::Result<()> {
         report.invocations, report.calls, report.spans, report.requests
     );
     Ok(())
+}
+
+/// A panic's message can quote the input it failed on (prompt text, a header value),
+/// and secrets never reach the logs: a panic is logged with its thread and place,
+/// its message only when `LLMTAP_PANIC_DETAILS=1` (for a developer reproducing it).
+fn hide_panic_messages() {
+    let details = std::env::var_os("LLMTAP_PANIC_DETAILS").is_some_and(|v| v == "1");
+    std::panic::set_hook(Box::new(move |info| {
+        let current = std::thread::current();
+        let thread = current.name().unwrap_or("unnamed");
+        let place = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        if details {
+            let payload = info.payload();
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(thread, place, message, "panic");
+        } else {
+            tracing::error!(
+                thread,
+                place,
+                "panic (its message may quote captured text; LLMTAP_PANIC_DETAILS=1 shows it)"
+            );
+        }
+    }));
 }

@@ -373,13 +373,22 @@ impl WriterState {
         for entry in batch {
             let named_run =
                 entry.call.meta.invocation_id.is_some() || entry.call.meta.trace_id.is_some();
-            let mut call = build_redacted_with(
-                entry.call,
-                prices,
-                self.limits.max_decoded_bytes,
-                &self.limits.redaction,
-            );
-            call.request_digest = crate::agent_loop::request_digest(&call);
+            let id = entry.call.id.clone();
+            let limits = &self.limits;
+            let built = crate::capture::contain_panic(&self.metrics, "writer", &id, || {
+                let mut call = build_redacted_with(
+                    entry.call,
+                    prices,
+                    limits.max_decoded_bytes,
+                    &limits.redaction,
+                );
+                call.request_digest = crate::agent_loop::request_digest(&call);
+                call
+            });
+            // Replayed from the log later, it panics again and is skipped again.
+            let Some(mut call) = built else {
+                continue;
+            };
             if !named_run && crate::agent_loop::is_llm(&call) {
                 if let Some(group) = self.conversations.group(&call, call.started_at_us) {
                     call.invocation_id = group.run;

@@ -530,9 +530,20 @@ impl Appender {
         buf.clear();
         written.clear();
         for call in group.drain(..) {
-            let call = recorder::redact_with(*call, &self.redaction, self.max_decoded);
             let at = buf.len();
-            match format::encode_frame(buf, shared.run, &call, shared.keys.as_deref()) {
+            let id = call.id.clone();
+            let (redaction, max_decoded) = (&self.redaction, self.max_decoded);
+            let encoded = crate::capture::contain_panic(metrics, "capture log", &id, || {
+                let call = recorder::redact_with(*call, redaction, max_decoded);
+                let framed = format::encode_frame(buf, shared.run, &call, shared.keys.as_deref());
+                (call, framed)
+            });
+            let Some((call, framed)) = encoded else {
+                buf.truncate(at);
+                metrics.backlog.fetch_sub(1, Ordering::Relaxed);
+                continue;
+            };
+            match framed {
                 Ok(len) => written.push(Entry {
                     start: base + at as u64,
                     end: base + (at + len) as u64,
