@@ -5,6 +5,7 @@ mod api;
 mod architecture;
 mod chaos;
 mod cli;
+mod conformance;
 mod cost;
 mod hostile;
 mod intercept;
