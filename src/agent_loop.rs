@@ -3,10 +3,13 @@
 //! backoff, agent time), how the run ended, and which run and session a call
 //! without an invocation id or traceparent belongs to (its conversation).
 //!
-//! Pure: no I/O, no clock. The writer numbers each batch's calls with [`place`]
-//! and [`advance`] (through `record::roll_up`) and groups headerless calls with
-//! [`Conversations`]; PostgreSQL's merge and its read path fold the same two
-//! functions over a run's calls in start order ([`number_run`]); the read API, the
+//! Pure: no I/O, no clock. Rounds are numbered on the write side only, by start
+//! time: [`fold_run`] places each batch's calls of a run (through [`place`],
+//! [`advance`] and `record::roll_up`), renumbering the run's later calls when one
+//! that started earlier arrives late ([`late_from`] says which stored calls the
+//! engine reads). The writer runs it for sled, and PostgreSQL's merge under the
+//! run's lock; reads take the rounds as stored. Headerless calls are grouped with
+//! [`Conversations`]; the read API, the
 //! CLI, CSV export and OpenTelemetry show a run through [`describe`] and
 //! [`outcome`]. Nothing else decides a round number.
 
@@ -68,11 +71,25 @@ pub struct LoopState {
     /// Of those, the ones that failed.
     #[serde(default)]
     pub tool_failures: u32,
+    /// Start time (µs) and id of the run's latest-started LLM call: an LLM call that
+    /// started before it and is stored after it renumbers the run from its start
+    /// ([`late_from`], [`fold_run`]). Absent from runs stored before rounds were
+    /// numbered by start time (their calls keep their arrival-order numbers).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub last_started_us: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_call_id: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The facts of one call the loop decides on.
 #[derive(Debug, Clone, Copy)]
 pub struct LoopCall<'a> {
+    /// The call's place in start order: (start time µs, id).
+    pub key: (u64, &'a str),
     pub llm: bool,
     pub digest: Option<&'a str>,
     pub status: Option<CallStatus>,
@@ -82,6 +99,7 @@ pub struct LoopCall<'a> {
 impl<'a> LoopCall<'a> {
     pub fn of(call: &'a CallRecord) -> LoopCall<'a> {
         LoopCall {
+            key: (call.started_at_us, call.id.as_str()),
             llm: is_llm(call),
             digest: call.request_digest.as_deref(),
             status: call.status,
@@ -177,6 +195,15 @@ pub fn advance(rounds: &mut u32, state: &mut LoopState, call: &LoopCall, at: Pla
     state.round_attempts = state.round_attempts.max(at.attempt);
     state.last_digest = call.digest.map(str::to_string);
     state.last_failed = call.status != Some(CallStatus::Success);
+    if call.key
+        >= (
+            state.last_started_us,
+            state.last_call_id.as_deref().unwrap_or(""),
+        )
+    {
+        state.last_started_us = call.key.0;
+        state.last_call_id = Some(call.key.1.to_string());
+    }
 }
 
 /// Places a run's calls given in start order (time, id): the numbering every engine
@@ -196,12 +223,174 @@ pub fn number_run<'a>(calls: impl IntoIterator<Item = LoopCall<'a>>) -> Vec<Plac
 
 /// Places `call` in `run` (as stored so far; `None` for a new run): sets its round
 /// and attempt.
-pub fn place_call(run: Option<&InvocationRecord>, call: &mut CallRecord) {
+fn place_call(run: Option<&InvocationRecord>, call: &mut CallRecord) {
     let (rounds, state) = run.map_or((0, None), |r| (r.rounds, Some(&r.agent_loop)));
     let default = LoopState::default();
     let at = place(rounds, state.unwrap_or(&default), &LoopCall::of(call));
     call.round = at.round;
     call.retry = at.retry();
+}
+
+/// A call's place as stored.
+fn stored_place(call: &CallRecord) -> Place {
+    if is_llm(call) {
+        Place {
+            round: call.round,
+            attempt: call.retry + 1,
+        }
+    } else {
+        NO_PLACE
+    }
+}
+
+/// A stored call whose place changes because a call of its run that started before
+/// it was stored after it (`fold_run`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    pub call_id: String,
+    pub invocation_id: String,
+    pub started_at_us: u64,
+    pub from: Place,
+    pub to: Place,
+}
+
+/// When some of a batch's calls of `run` are LLM calls that started before the run's
+/// latest stored LLM call (they finished, or reached the store, later): the start
+/// time from which the engine reads the run's stored LLM calls for [`fold_run`]
+/// (those that started then or later, and the latest one before). `None` when the
+/// batch only extends the run (the common case: nothing stored moves).
+pub fn late_from(run: Option<&InvocationRecord>, calls: &[CallRecord]) -> Option<u64> {
+    let state = &run?.agent_loop;
+    let latest = (state.last_started_us, state.last_call_id.as_deref()?);
+    calls
+        .iter()
+        .filter(|c| is_llm(c) && (c.started_at_us, c.id.as_str()) < latest)
+        .map(|c| c.started_at_us)
+        .min()
+}
+
+/// Places a batch's calls of one run and folds them into the run, the one numbering
+/// of both engines: rounds and attempts by start time (start, id), as [`number_run`]
+/// would number the run's calls from scratch. `calls` are the batch's calls of the
+/// run (any order; sorted here, by start); `prior` the run as stored; `stored` the
+/// run's stored LLM calls from [`late_from`]'s time (empty when it said `None`).
+///
+/// When a call arrives after a later-started one of its run, the calls of the run
+/// that started after it are numbered again from the LLM call just before it, and
+/// the stored ones whose place changes come back as [`Moved`] for the engine to
+/// rewrite in the same batch; the run's round count, retries, loop state and status
+/// follow. Bounded: only the run's calls since the late call's start are read.
+pub fn fold_run(
+    prior: Option<InvocationRecord>,
+    calls: &mut [CallRecord],
+    stored: &[CallRecord],
+) -> (InvocationRecord, Vec<Moved>) {
+    calls.sort_by(|a, b| (a.started_at_us, &a.id).cmp(&(b.started_at_us, &b.id)));
+    let from = late_from(prior.as_ref(), calls);
+    let mut run = prior;
+    let Some(from_us) = from else {
+        for call in calls.iter_mut() {
+            place_call(run.as_ref(), call);
+            run = Some(crate::record::roll_up(run.take(), call));
+        }
+        return (run.expect("a batch of a run has a call"), Vec::new());
+    };
+    // The earliest new LLM call: everything of the run from it on is numbered again.
+    let first = calls
+        .iter()
+        .filter(|c| is_llm(c))
+        .map(|c| (c.started_at_us, c.id.clone()))
+        .min()
+        .unwrap_or((from_us, String::new()));
+    let new_ids: std::collections::HashSet<&str> = calls.iter().map(|c| c.id.as_str()).collect();
+    let stored: Vec<&CallRecord> = stored
+        .iter()
+        .filter(|c| is_llm(c) && !new_ids.contains(c.id.as_str()))
+        .collect();
+    let key = |c: &CallRecord| (c.started_at_us, c.id.clone());
+    let before = stored
+        .iter()
+        .filter(|c| key(c) < first)
+        .max_by_key(|c| key(c));
+    let mut rounds = 0;
+    let mut state = LoopState::default();
+    if let Some(b) = before {
+        let at = stored_place(b);
+        rounds = at.round;
+        state.round_attempts = at.attempt;
+        state.last_digest = b.request_digest.clone();
+        state.last_failed = b.status != Some(CallStatus::Success);
+    }
+    // Stored calls (`Ok`) and new ones (`Err`: their index in `calls`), by key.
+    type Entry<'c> = ((u64, String), Result<&'c CallRecord, usize>);
+    let mut order: Vec<Entry<'_>> = stored
+        .iter()
+        .filter(|c| key(c) > first)
+        .map(|c| (key(c), Ok(*c)))
+        .collect();
+    order.extend(
+        calls
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| is_llm(c) && key(c) >= first)
+            .map(|(i, c)| (key(c), Err(i))),
+    );
+    order.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut moved = Vec::new();
+    let mut new_places: HashMap<usize, Place> = HashMap::new();
+    let mut last_status = None;
+    for (_, call) in &order {
+        let record = match call {
+            Ok(c) => *c,
+            Err(i) => &calls[*i],
+        };
+        let facts = LoopCall::of(record);
+        let at = place(rounds, &state, &facts);
+        advance(&mut rounds, &mut state, &facts, at);
+        last_status = Some(record.status);
+        match call {
+            Ok(c) if stored_place(c) != at => moved.push(Moved {
+                call_id: c.id.clone(),
+                invocation_id: c.invocation_id.clone(),
+                started_at_us: c.started_at_us,
+                from: stored_place(c),
+                to: at,
+            }),
+            Ok(_) => {}
+            Err(i) => {
+                new_places.insert(*i, at);
+            }
+        }
+    }
+    // Calls before the first new LLM call (tool calls) keep the run's own placing.
+    for (i, call) in calls.iter_mut().enumerate() {
+        match new_places.get(&i) {
+            Some(at) => {
+                call.round = at.round;
+                call.retry = at.retry();
+            }
+            None => place_call(run.as_ref(), call),
+        }
+        run = Some(crate::record::roll_up(run.take(), call));
+    }
+    let mut run = run.expect("a batch of a run has a call");
+    // `roll_up` counted the new calls' retries; the moved ones change by their difference.
+    let retries = i64::from(run.agent_loop.retries)
+        + moved
+            .iter()
+            .map(|m| i64::from(m.to.retry()) - i64::from(m.from.retry()))
+            .sum::<i64>();
+    run.rounds = rounds;
+    run.agent_loop = LoopState {
+        retries: u32::try_from(retries.max(0)).unwrap_or(u32::MAX),
+        tool_calls: run.agent_loop.tool_calls,
+        tool_failures: run.agent_loop.tool_failures,
+        ..state
+    };
+    if let Some(status) = last_status {
+        run.status = status;
+    }
+    (run, moved)
 }
 
 /// How a run ended, in words and numbers.
@@ -1131,6 +1320,7 @@ mod tests {
 
     fn llm(digest: &str, status: CallStatus) -> LoopCall<'_> {
         LoopCall {
+            key: (0, ""),
             llm: true,
             digest: Some(digest),
             status: Some(status),
@@ -1164,12 +1354,14 @@ mod tests {
     #[test]
     fn without_digests_the_sdk_retry_count_decides_and_tools_are_no_rounds() {
         let retry = |hint| LoopCall {
+            key: (0, ""),
             llm: true,
             digest: None,
             status: Some(CallStatus::Failed),
             retry_hint: hint,
         };
         let tool = LoopCall {
+            key: (0, ""),
             llm: false,
             digest: None,
             status: Some(CallStatus::Failed),

@@ -80,9 +80,6 @@ pub struct MemoryBudget {
     pub cuts: std::sync::atomic::AtomicU64,
 }
 
-/// Default `capture.memory_budget_bytes`.
-pub const DEFAULT_MEMORY_BUDGET: usize = 256 << 20;
-
 impl MemoryBudget {
     pub fn new(limit: usize) -> Arc<MemoryBudget> {
         Arc::new(MemoryBudget {

@@ -138,7 +138,10 @@ fn is_token_char(c: char) -> bool {
 pub fn looks_like_credential(value: &str) -> bool {
     let trimmed = value.trim_start();
     for scheme in ["bearer ", "basic ", "token ", "apikey "] {
-        if trimmed.len() > scheme.len() + 8 && trimmed[..scheme.len()].eq_ignore_ascii_case(scheme)
+        // Compared as bytes: the text may have a multi-byte character where the
+        // scheme would end, and a string slice there panics.
+        if trimmed.len() > scheme.len() + 8
+            && trimmed.as_bytes()[..scheme.len()].eq_ignore_ascii_case(scheme.as_bytes())
         {
             return true;
         }
@@ -301,6 +304,9 @@ mod tests {
             "req_0123456789abcdef0123456789",
             "sk-short",
             "the model said: skip the first step",
+            // A multi-byte character where a scheme would end (it once panicked).
+            "Keys › Rotation: create a second key, then revoke the first",
+            "Bear€r abcdefghijklmnop",
         ] {
             assert!(!looks_like_credential(value), "{value}");
         }

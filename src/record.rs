@@ -613,6 +613,9 @@ impl ProviderKind {
 }
 
 /// Whether a stored call's `kind` is an LLM round (`ProviderKind::is_round`).
+/// The kinds of tool traffic, as stored (`ProviderKind::is_round` is false for them).
+pub const NOT_ROUND_KINDS: [&str; 2] = ["http", "mcp"];
+
 pub fn is_round_kind(kind: &str) -> bool {
     ProviderKind::parse(kind).is_none_or(ProviderKind::is_round)
 }

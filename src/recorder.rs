@@ -9,13 +9,12 @@ use crate::headers::{self, CallMeta};
 use crate::parse::{self, ExchangeInput};
 use crate::record::{CallRecord, CallStatus, ClientInfo, ErrorInfo, ParsedExchange, ProviderKind};
 use crate::timefmt::format_rfc3339_us;
+// The default decoded-size cap (`[capture] max_decoded_bytes`) guards against
+// decompression bombs where no configured cap is passed in.
+use crate::config::defaults::MAX_DECODED_BYTES as MAX_DECODED;
 use http::HeaderMap;
 use std::io::Read;
 use std::time::Duration;
-
-/// Largest decoded size of a compressed capture by default; guards against
-/// decompression bombs (`[capture] max_decoded_bytes`).
-pub const MAX_DECODED: u64 = 64 << 20;
 
 fn ms(d: Duration) -> f64 {
     (d.as_micros() as f64) / 1000.0

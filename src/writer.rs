@@ -17,14 +17,12 @@ use crate::metrics::Metrics;
 use crate::record::{CallRecord, InvocationRecord};
 use crate::recorder::build_redacted_with;
 use crate::store::{Store, StoreError};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 const MAX_BATCH: usize = 512;
-/// `[store] batch_linger_ms` unless set.
-pub const DEFAULT_BATCH_LINGER: Duration = Duration::from_millis(20);
 /// How long the writer waits for a record before it looks at the log again.
 const IDLE_WAIT: Duration = Duration::from_millis(250);
 /// How long the capture log must be quiet, with everything in it stored, before
@@ -64,9 +62,9 @@ pub struct WriterLimits {
 impl Default for WriterLimits {
     fn default() -> Self {
         WriterLimits {
-            batch_linger: DEFAULT_BATCH_LINGER,
-            max_decoded_bytes: crate::recorder::MAX_DECODED,
-            decode_budget_bytes: 256 << 20,
+            batch_linger: crate::config::defaults::BATCH_LINGER,
+            max_decoded_bytes: crate::config::defaults::MAX_DECODED_BYTES,
+            decode_budget_bytes: crate::config::defaults::DECODE_BUDGET_BYTES,
             redaction: crate::headers::Redaction::default(),
         }
     }
@@ -349,30 +347,29 @@ impl WriterState {
             return Ok(());
         }
         let mut calls = Vec::with_capacity(batch.len());
-        let mut invocations: HashMap<String, InvocationRecord> = HashMap::new();
         let mut decoded_held: u64 = 0;
         // The batch's runs as stored, read at once (one query, not one per run, on a
         // database engine): each is taken once; a run seen again after part of the
-        // batch was stored (below) is read back from the store.
+        // batch was stored (below) is the one that part stored.
         let mut run_ids: Vec<String> = batch.iter().map(|e| e.call.invocation_id.clone()).collect();
         run_ids.sort_unstable();
         run_ids.dedup();
-        let (mut stored_runs, mut new_runs): (HashMap<String, InvocationRecord>, HashSet<String>) =
-            match self.store.get_invocations(&run_ids) {
-                Ok(runs) => {
-                    let stored: HashMap<String, InvocationRecord> =
-                        runs.into_iter().map(|r| (r.id.clone(), r)).collect();
-                    let new = run_ids
-                        .into_iter()
-                        .filter(|id| !stored.contains_key(id))
-                        .collect();
-                    (stored, new)
+        let mut runs = match self.store.get_invocations(&run_ids) {
+            Ok(stored) => {
+                let mut runs = BatchRuns::default();
+                for run in stored {
+                    runs.known.insert(run.id.clone(), Some(run));
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the batch's runs at once; reading them one by one");
-                    Default::default()
+                for id in run_ids {
+                    runs.known.entry(id).or_insert(None);
                 }
-            };
+                runs
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the batch's runs at once; reading them one by one");
+                BatchRuns::default()
+            }
+        };
         for entry in batch {
             let named_run =
                 entry.call.meta.invocation_id.is_some() || entry.call.meta.trace_id.is_some();
@@ -405,24 +402,6 @@ impl WriterState {
                     call.grouped_by_conversation = Some("tool".to_string());
                 }
             }
-            // The invocation as it stands: this batch's, else the stored one (read once,
-            // for the round number and the rollup).
-            let prior = match invocations
-                .remove(&call.invocation_id)
-                .or_else(|| stored_runs.remove(&call.invocation_id))
-            {
-                Some(inv) => Some(inv),
-                None if new_runs.remove(&call.invocation_id) => None,
-                None => match self.store.get_invocation(&call.invocation_id) {
-                    Ok(inv) => inv,
-                    Err(e) => {
-                        Metrics::add(&self.metrics.store_errors);
-                        tracing::error!(error = %e, invocation = %call.invocation_id, "cannot read invocation; rebuilding it from this call");
-                        None
-                    }
-                },
-            };
-            crate::agent_loop::place_call(prior.as_ref(), &mut call);
             self.conversations.note_round(&call);
             self.mcp_servers.note(&mut call);
             if call.cost.as_ref().is_some_and(|c| !c.priced) && !call.usage.is_empty() {
@@ -436,35 +415,73 @@ impl WriterState {
             let status = call.status.map_or("failed", |s| s.as_str());
             self.metrics
                 .observe_call(&call.provider, status, call.latency_ms / 1000.0);
-            let rolled = crate::record::roll_up(prior, &call);
-            invocations.insert(rolled.id.clone(), rolled);
             decoded_held += body_bytes(&call);
             calls.push(call);
             if decoded_held >= self.limits.decode_budget_bytes {
                 // Decoded bodies are the batch's memory: store these before decoding more.
-                self.store_part(&mut calls, &mut invocations)?;
+                self.store_part(&mut calls, &mut runs)?;
                 decoded_held = 0;
             }
         }
-        self.store_part(&mut calls, &mut invocations)
+        self.store_part(&mut calls, &mut runs)
     }
 
-    /// Stores the calls built so far and the invocations they changed, and empties both.
+    /// The run of `id` as stored (or as this batch's earlier part stored it).
+    fn prior_run(&self, runs: &mut BatchRuns, id: &str) -> Option<InvocationRecord> {
+        if let Some(known) = runs.known.remove(id) {
+            return known;
+        }
+        match self.store.get_invocation(id) {
+            Ok(run) => run,
+            Err(e) => {
+                Metrics::add(&self.metrics.store_errors);
+                tracing::error!(error = %e, invocation = %id, "cannot read invocation; rebuilding it from this call");
+                None
+            }
+        }
+    }
+
+    /// Places the calls built so far in their runs (`agent_loop::fold_run`: rounds and
+    /// attempts by start time; a call that started before its run's latest stored
+    /// round renumbers the run's later calls, rewritten in the same batch), stores
+    /// them with the runs they changed, and empties `calls`.
     fn store_part(
         &mut self,
         calls: &mut Vec<CallRecord>,
-        invocations: &mut HashMap<String, InvocationRecord>,
+        runs: &mut BatchRuns,
     ) -> Result<(), StoreError> {
         if calls.is_empty() {
             return Ok(());
         }
         let count = calls.len() as u64;
         let stored_at = crate::timefmt::format_rfc3339_us(crate::timefmt::now_unix_us());
-        for call in calls.iter_mut() {
+        let mut by_run: HashMap<String, Vec<CallRecord>> = HashMap::new();
+        let mut order: Vec<String> = Vec::new();
+        for mut call in calls.drain(..) {
             call.stored_at = Some(stored_at.clone());
+            let list = by_run.entry(call.invocation_id.clone()).or_default();
+            if list.is_empty() {
+                order.push(call.invocation_id.clone());
+            }
+            list.push(call);
         }
-        let changed: Vec<InvocationRecord> = invocations.drain().map(|(_, inv)| inv).collect();
-        let result = self.store.write_batch(calls, &changed);
+        let mut changed = Vec::with_capacity(order.len());
+        let mut moved = Vec::new();
+        for id in &order {
+            let Some(mut run_calls) = by_run.remove(id) else {
+                continue;
+            };
+            let prior = self.prior_run(runs, id);
+            let stored = match crate::agent_loop::late_from(prior.as_ref(), &run_calls) {
+                Some(from_us) => self.store.run_loop_calls(id, from_us)?,
+                None => Vec::new(),
+            };
+            let (run, run_moved) = crate::agent_loop::fold_run(prior, &mut run_calls, &stored);
+            moved.extend(run_moved);
+            changed.push(run);
+            calls.extend(run_calls);
+        }
+        let result = self.store.write_batch_moving(calls, &changed, &moved);
         self.store
             .note_write_outcome(result.as_ref().err().map(ToString::to_string));
         match result {
@@ -472,6 +489,9 @@ impl WriterState {
                 self.metrics
                     .records_written
                     .fetch_add(count, Ordering::Relaxed);
+                for run in changed {
+                    runs.known.insert(run.id.clone(), Some(run));
+                }
             }
             Err(e) if e.is_io() => {
                 Metrics::add(&self.metrics.store_errors);
@@ -491,6 +511,13 @@ impl WriterState {
         calls.clear();
         Ok(())
     }
+}
+
+/// The runs of the batch being written, as stored (`None`: not stored yet), read at
+/// once before it and kept as each part of it stores them.
+#[derive(Default)]
+struct BatchRuns {
+    known: HashMap<String, Option<InvocationRecord>>,
 }
 
 /// Bytes of decoded body text a record holds.

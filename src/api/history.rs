@@ -15,9 +15,9 @@ use crate::store::{PageRequest, Store, StoreError};
 use serde::Serialize;
 use serde_json::Value;
 
-/// Records read at most while looking for a run's last round or a round's predecessor
-/// (tool calls and retries sit among them).
-const MAX_READS: usize = 16;
+/// Call metadata read at most while looking for a run's last round or a round's
+/// predecessor (tool calls and retries sit among them).
+const MAX_READS: usize = 64;
 
 /// The leading messages of a request that repeat earlier turns: `memory` of them from
 /// the session's previous run, then `earlier_rounds` from this run's previous round.
@@ -125,13 +125,18 @@ fn previous_run_turns(
     let Some(previous) = page.items.into_iter().next() else {
         return Ok(None);
     };
-    // Round order: tool calls (round 0) first, the last round's attempts last.
+    // The last round's latest attempt is the last LLM call in round order (sled
+    // lists tool calls first, PostgreSQL by start time).
     let ids = store.invocation_call_ids(&previous.id)?;
     for id in ids.iter().rev().take(MAX_READS) {
-        if let Some(call) = store.get_call(id)? {
-            if !is_tool(&call) && call.request.is_some() {
-                return Ok(Some((previous.id, turns(&call))));
+        match store.get_call_meta(id)? {
+            Some(meta) if !is_tool(&meta) => {
+                return Ok(store
+                    .get_call(id)?
+                    .filter(|c| c.request.is_some())
+                    .map(|c| (previous.id, turns(&c))));
             }
+            _ => continue,
         }
     }
     Ok(None)
@@ -146,13 +151,17 @@ fn previous_round_turns(
     let Some(at) = ids.iter().position(|id| *id == call.id) else {
         return Ok(None);
     };
-    // Round order: this round's earlier attempts just before it, then the previous
-    // round's, the latest last.
+    // Before it: this round's earlier attempts, the tool calls between the rounds
+    // (PostgreSQL lists by start time), then the previous round's attempts, the
+    // latest last.
     for id in ids[..at].iter().rev().take(MAX_READS) {
         let Some(meta) = store.get_call_meta(id)? else {
             continue;
         };
-        if meta.round + 1 == call.round && !is_tool(&meta) {
+        if is_tool(&meta) {
+            continue;
+        }
+        if meta.round + 1 == call.round {
             return Ok(store.get_call(id)?.map(|c| turns(&c)));
         }
         if meta.round + 1 < call.round {

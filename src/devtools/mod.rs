@@ -368,7 +368,7 @@ fn writer_bench(
     let sink = llmtap::capture::CallSink {
         sender: log.sender,
         metrics: metrics.clone(),
-        budget: llmtap::capture::MemoryBudget::new(llmtap::capture::DEFAULT_MEMORY_BUDGET),
+        budget: llmtap::capture::MemoryBudget::new(llmtap::config::defaults::CAPTURE_MEMORY_BUDGET),
     };
     let started = Instant::now();
     let (writer, feed) = if replay {

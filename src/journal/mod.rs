@@ -14,8 +14,11 @@
 //! while it keeps up, and from the segment files when it does not (the in-memory
 //! handoff is bounded; past the bound the log thread hands over nothing and the
 //! writer reads those records back from disk), and at start-up from the position
-//! the store last applied. Segments wholly applied are deleted once the store has
-//! flushed them (`retire`). The format and its invariants are in ARCHITECTURE.md.
+//! the store last applied. A segment is closed when it would pass 64 MiB or when its
+//! first record is `SEGMENT_MAX_AGE` old, and segments wholly applied are deleted
+//! once the store has flushed them (`retire`), so a busy log holds seconds of calls;
+//! a quiet one is sealed and deleted by the writer (`seal`). The format and its
+//! invariants are in ARCHITECTURE.md.
 
 pub mod format;
 mod segment;
@@ -40,6 +43,10 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 pub const MAX_QUEUED_CALLS: u64 = 20_000;
 /// Default size at which the log starts a new segment.
 pub const SEGMENT_BYTES: u64 = 64 << 20;
+/// Default age (since its first record) at which the log starts a new segment, so a
+/// busy log is cut into segments the writer can retire once applied: stored calls
+/// leave the disk seconds after they are stored, not when 64 MiB have been written.
+pub const SEGMENT_MAX_AGE: Duration = Duration::from_secs(4);
 /// Default bytes of decoded calls the log thread may hand to the writer in memory.
 pub const HANDOFF_BYTES: u64 = 64 << 20;
 /// Memory a handed-over call costs beyond its frame (struct, header map, boxes).
@@ -58,6 +65,9 @@ pub struct JournalOptions {
     /// Seals every record when set (the store's keyring).
     pub keys: Option<Arc<Keyring>>,
     pub segment_bytes: u64,
+    /// A segment holding records older than this is closed at the next append
+    /// (`SEGMENT_MAX_AGE`), whatever its size.
+    pub segment_max_age: Duration,
     pub handoff_bytes: u64,
     /// Secret header and query names beyond the built-in lists (redacted before encoding).
     pub redaction: crate::headers::Redaction,
@@ -77,9 +87,10 @@ impl JournalOptions {
             fsync_every,
             keys,
             segment_bytes: SEGMENT_BYTES,
+            segment_max_age: SEGMENT_MAX_AGE,
             handoff_bytes: HANDOFF_BYTES,
             redaction: crate::headers::Redaction::default(),
-            max_decoded: crate::recorder::MAX_DECODED,
+            max_decoded: crate::config::defaults::MAX_DECODED_BYTES,
             disk: None,
         }
     }
@@ -250,6 +261,8 @@ pub fn open(options: JournalOptions, metrics: Arc<Metrics>) -> Result<Journal, J
         Some((file, _, len)) if len < options.segment_bytes => Active {
             file: Arc::new(file),
             len,
+            // Its records' age is unknown: they count as written now.
+            first_append: (len > 0).then(std::time::Instant::now),
         },
         _ => {
             let active = Active::create(&dir, end)?;
@@ -290,6 +303,7 @@ pub fn open(options: JournalOptions, metrics: Arc<Metrics>) -> Result<Journal, J
                 syncer: None,
                 fsync_every: options.fsync_every,
                 segment_bytes: options.segment_bytes,
+                segment_max_age: options.segment_max_age,
                 redaction: options.redaction,
                 max_decoded: options.max_decoded,
                 disk: options.disk.map(|guard| DiskWatch {
@@ -322,6 +336,8 @@ pub fn open(options: JournalOptions, metrics: Arc<Metrics>) -> Result<Journal, J
 struct Active {
     file: Arc<File>,
     len: u64,
+    /// When its first record was written (None while it is empty).
+    first_append: Option<std::time::Instant>,
 }
 
 impl Active {
@@ -341,6 +357,7 @@ impl Active {
         Ok(Active {
             file: Arc::new(file),
             len: 0,
+            first_append: None,
         })
     }
 }
@@ -372,6 +389,7 @@ struct Appender {
     syncer: Option<(Arc<Syncer>, JoinHandle<()>)>,
     fsync_every: Duration,
     segment_bytes: u64,
+    segment_max_age: Duration,
     redaction: crate::headers::Redaction,
     max_decoded: u64,
     disk: Option<DiskWatch>,
@@ -535,7 +553,11 @@ impl Appender {
             return;
         }
         let mut active = shared.active();
-        if active.len > 0 && active.len + buf.len() as u64 > self.segment_bytes {
+        let full = active.len + buf.len() as u64 > self.segment_bytes;
+        let old = active
+            .first_append
+            .is_some_and(|at| at.elapsed() >= self.segment_max_age);
+        if active.len > 0 && (full || old) {
             if let Err(e) = shared.start_segment(&mut active, base) {
                 tracing::error!(error = %e, "capture log: cannot start a new segment; appending to the current one");
             }
@@ -552,6 +574,9 @@ impl Appender {
             return;
         }
         active.len += buf.len() as u64;
+        active
+            .first_append
+            .get_or_insert_with(std::time::Instant::now);
         if let Some(disk) = self.disk.as_mut() {
             disk.appended += buf.len() as u64;
         }

@@ -375,3 +375,60 @@ fn a_scan_steps_over_damage_wherever_it_is() {
         );
     }
 }
+
+#[test]
+fn a_segment_closes_by_age_so_a_busy_log_can_retire_what_it_applied() {
+    let dir = Dir::new("age");
+    let mut options = options(&dir);
+    // Far from full: only age closes these segments.
+    options.segment_max_age = Duration::from_millis(40);
+    let metrics = Arc::new(Metrics::default());
+    let journal = open(options.clone(), metrics).unwrap();
+    let mut feed = journal.feed;
+    feed.start_at(None);
+    let mut ids = Vec::new();
+    let mut got = Vec::new();
+    for i in 0..12 {
+        let c = call(i);
+        ids.push(c.id.clone());
+        journal.sender.send(Box::new(c)).unwrap();
+        std::thread::sleep(Duration::from_millis(15));
+        let mut batch = Vec::new();
+        feed.fill(&mut batch, 16, Some(Duration::from_millis(50)));
+        got.extend(batch);
+        // What was read is applied: everything wholly before it goes.
+        if let Some(end) = got.last().map(|e: &Entry| e.end) {
+            if feed.retirable(end) {
+                feed.retire(end);
+            }
+        }
+        // Never more than the active segment and the one it followed.
+        assert!(segment::list(&options.dir).unwrap().len() <= 2);
+    }
+    drop(journal.sender);
+    loop {
+        let mut batch = Vec::new();
+        let state = feed.fill(&mut batch, 16, Some(Duration::from_millis(20)));
+        got.extend(batch);
+        if state == FeedState::Closed {
+            break;
+        }
+    }
+    journal.appender.join().unwrap();
+    assert_in_order(&got);
+    let got_ids: Vec<String> = got.iter().map(|e| e.call.id.clone()).collect();
+    assert_eq!(got_ids, ids);
+    let end = got.last().unwrap().end;
+    if feed.retirable(end) {
+        feed.retire(end);
+    }
+    // 12 calls 15 ms apart over segments of at most 40 ms: several were closed and
+    // deleted; the first positions are no longer on disk.
+    let left = segment::list(&options.dir).unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0] > 0);
+    // What is left reads back whole after a restart, from the applied position.
+    drop(feed);
+    let (entries, _) = replay(&options, Some(end));
+    assert!(entries.is_empty());
+}

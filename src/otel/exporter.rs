@@ -120,7 +120,7 @@ impl Transport {
     pub async fn export_spans(&self, spans: Vec<Span>) -> Result<(), ExportError> {
         let request = ExportTraceServiceRequest {
             resource_spans: vec![ResourceSpans {
-                resource: Some(self.config.resource()),
+                resource: Some(super::resource(&self.config)),
                 scope_spans: vec![ScopeSpans {
                     scope: Some(scope()),
                     spans,
@@ -139,7 +139,7 @@ impl Transport {
     ) -> Result<(), ExportError> {
         let request = ExportMetricsServiceRequest {
             resource_metrics: vec![ResourceMetrics {
-                resource: Some(self.config.resource()),
+                resource: Some(super::resource(&self.config)),
                 scope_metrics: vec![ScopeMetrics {
                     scope: Some(scope()),
                     metrics,

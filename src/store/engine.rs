@@ -120,6 +120,13 @@ macro_rules! engine_operations {
         $callback! { ($($args)*)
     /// Stores a batch of calls and the invocations they changed.
     fn write_batch(&self, calls: &[CallRecord], invocations: &[InvocationRecord]) -> Result<(), StoreError>;
+    /// `write_batch`, rewriting in the same batch the places of stored calls that its
+    /// late calls moved (`agent_loop::fold_run`). An engine that merges runs in its
+    /// own transaction (PostgreSQL) numbers them there, with the same function.
+    fn write_batch_moving(&self, calls: &[CallRecord], invocations: &[InvocationRecord], moved: &[crate::agent_loop::Moved]) -> Result<(), StoreError>;
+    /// A run's stored LLM calls (metadata) that started at or after `from_us`, and
+    /// the latest one that started before (`agent_loop::late_from`).
+    fn run_loop_calls(&self, invocation_id: &str, from_us: u64) -> Result<Vec<CallRecord>, StoreError>;
     /// Makes what was written durable; returns the bytes flushed.
     fn flush(&self) -> Result<usize, StoreError>;
     /// A call with its bodies and views.

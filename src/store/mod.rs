@@ -43,6 +43,7 @@ pub use types::{
     RollupScope, ScanOutcome, SweepReport, COUNT_CAP,
 };
 
+use crate::config::defaults;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use summary::{CallSummary, InvocationSummary};
@@ -146,25 +147,20 @@ pub struct StoreOptions {
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
-            cache_bytes: 256 << 20,
-            flush_every_ms: 50,
-            zstd_level: 3,
+            cache_bytes: defaults::STORE_CACHE_BYTES,
+            flush_every_ms: defaults::FLUSH_EVERY_MS,
+            zstd_level: defaults::COMPRESSION_LEVEL,
             keys: None,
             retention_days: 0,
             body_retention_days: 0,
-            min_free_mb: 1024,
-            critical_free_mb: 256,
+            min_free_mb: defaults::MIN_FREE_MB,
+            critical_free_mb: defaults::CRITICAL_FREE_MB,
             sled_compression: false,
-            snapshot_every_bytes: DEFAULT_SNAPSHOT_EVERY,
-            key_period_secs: shred::DEFAULT_PERIOD_SECS,
+            snapshot_every_bytes: defaults::SNAPSHOT_EVERY_BYTES,
+            key_period_secs: defaults::KEY_PERIOD_SECS,
         }
     }
 }
-
-/// `store.snapshot_every`: measured on the 1M-call seed, sled replays its log at
-/// about 150 MB of stored bytes a second, so a restart replays at most ~2 s and a
-/// snapshot pauses the writer for about as long (see BENCHMARKS.md).
-pub const DEFAULT_SNAPSHOT_EVERY: u64 = 256 << 20;
 
 /// What the live stream carries: the summaries of one stored batch.
 #[derive(Debug, Clone, Default)]

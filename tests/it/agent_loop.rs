@@ -41,6 +41,7 @@ on_both_engines!(
     the_session_list_filters_by_active_days_agent_and_model,
     headerless_tool_calls_join_the_run_whose_round_asked_for_them,
     responses_follow_ups_by_previous_response_id_continue_their_run,
+    an_earlier_started_call_stored_last_renumbers_its_run_by_start_time,
 );
 
 /// Waits until the run has rolled up `llm_calls` LLM calls and `tool_calls` tool calls.
@@ -1113,5 +1114,129 @@ async fn responses_follow_ups_by_previous_response_id_continue_their_run() {
     assert_eq!((inv.rounds, inv.status), (2, Some(CallStatus::Success)));
     let v = run_detail(&running, &run).await;
     assert_eq!(v["gaps"][0]["kind"], "tool", "{v}");
+    running.shutdown().await.unwrap();
+}
+
+/// Two overlapping LLM calls of one run: the one that started first (round 1 by
+/// start time) finishes last, after the other's round has been stored with a retry.
+/// The writer renumbers the run when it arrives: on both engines the read API shows
+/// it as round 1 and the other round's two attempts as round 2, attempts 1 and 2.
+async fn an_earlier_started_call_stored_last_renumbers_its_run_by_start_time() {
+    const SLOW: &str =
+        r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"slow question"}]}"#;
+    const FAST: &str =
+        r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"fast question"}]}"#;
+    let fast_seen = Arc::new(AtomicUsize::new(0));
+    let mock = MockUpstream::start(move |req: &SeenRequest| {
+        if String::from_utf8_lossy(&req.body).contains("slow question") {
+            // The head at once, the body only when the test releases it.
+            let mut answer = MockResponse::json(200, CHAT_RESPONSE);
+            answer.steps.insert(0, Step::Hold);
+            answer
+        } else if fast_seen.fetch_add(1, Ordering::SeqCst) == 0 {
+            MockResponse::json(429, RATE_LIMITED).header("retry-after", "0")
+        } else {
+            MockResponse::json(200, CHAT_RESPONSE)
+        }
+    })
+    .await;
+    let (running, _dir) = start(&[], &mock, "looplate").await;
+    let proxy = running.proxy_addr;
+    let slow = tokio::spawn(async move {
+        post_json(
+            proxy,
+            "/mock/v1/chat/completions",
+            &[("x-llmtap-invocation-id", "run-late")],
+            SLOW,
+        )
+        .await
+    });
+    // The slow call has reached the provider (it started first).
+    for _ in 0..500 {
+        if !mock.seen.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(mock.seen.lock().unwrap().len(), 1);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut fast_ids = Vec::new();
+    for retry in ["0", "1"] {
+        let got = post_json(
+            proxy,
+            "/mock/v1/chat/completions",
+            &[
+                ("x-llmtap-invocation-id", "run-late"),
+                ("x-stainless-retry-count", retry),
+            ],
+            FAST,
+        )
+        .await;
+        fast_ids.push(got.call_id());
+    }
+    // Stored before the slow call ends: for now they are the run's only round.
+    let before = wait_run(&running, "run-late", 2, 0).await;
+    assert_eq!((before.rounds, before.agent_loop.retries), (1, 1));
+    mock.release();
+    let slow_id = slow.await.unwrap().call_id();
+    let inv = wait_run(&running, "run-late", 3, 0).await;
+    assert_eq!(
+        (inv.rounds, inv.agent_loop.retries, inv.status),
+        (2, 1, Some(CallStatus::Success))
+    );
+    let v = run_detail(&running, "run-late").await;
+    assert_eq!(v["round_count"], 2, "{v}");
+    assert_eq!(v["llm_calls"], 3, "{v}");
+    let rounds = v["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 2, "{v}");
+    assert_eq!(rounds[0]["round"], 1);
+    assert_eq!(rounds[0]["attempts"][0]["call_id"], json!(slow_id), "{v}");
+    assert_eq!(attempts(&v, 0), vec![(1, "success".to_string())]);
+    assert_eq!(rounds[1]["round"], 2);
+    assert_eq!(
+        attempts(&v, 1),
+        vec![(1, "rate_limited".to_string()), (2, "success".to_string())]
+    );
+    let ids: Vec<&Value> = rounds[1]["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| &a["call_id"])
+        .collect();
+    assert_eq!(ids, vec![&json!(fast_ids[0]), &json!(fast_ids[1])]);
+    assert_eq!(
+        v["outcome"]["text"], "success, recovered after 1 retry",
+        "{v}"
+    );
+    // Every call reads its new place, in the run's timeline and on its own.
+    let places: Vec<(String, u64, u64)> = v["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["call_id"].as_str().unwrap().to_string(),
+                e["round"].as_u64().unwrap(),
+                e["attempt"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let mut expected = vec![
+        (slow_id.clone(), 1, 1),
+        (fast_ids[0].clone(), 2, 1),
+        (fast_ids[1].clone(), 2, 2),
+    ];
+    let mut got = places.clone();
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected, "{v}");
+    for (id, round, attempt) in &expected {
+        let call = wait_call(&running, id).await;
+        assert_eq!(
+            (call.round, call.retry + 1),
+            (*round as u32, *attempt as u32),
+            "{id}"
+        );
+    }
     running.shutdown().await.unwrap();
 }

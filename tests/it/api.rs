@@ -63,6 +63,7 @@ on_both_engines!(
     session_costs_are_exact_picodollar_sums,
     audit_entries_record_the_query_string_as_sent,
     prompt_logs_read_prompts_newest_first_in_windows_pages_and_filters_for_admins_only,
+    call_history_counts_memory_from_the_sessions_previous_run_and_the_runs_earlier_rounds,
 );
 
 async fn get(running: &Running, path: &str, token: Option<&str>) -> Got {
@@ -1522,4 +1523,105 @@ async fn ok_json_as(running: &Running, path: &str, token: Option<&str>) -> Value
         String::from_utf8_lossy(&got.body)
     );
     got.json()
+}
+
+/// Issue 35: `history` on a call says which leading messages repeat the session's
+/// previous run (memory) and this run's previous round, on both engines (PostgreSQL
+/// lists a run's calls by start time, a tool call between the rounds).
+async fn call_history_counts_memory_from_the_sessions_previous_run_and_the_runs_earlier_rounds() {
+    let (running, _dir) = start("").await;
+    let text = |role: &str, t: &str| Message {
+        role: role.into(),
+        text: Some(t.into()),
+        ..Message::default()
+    };
+    let llm = |run: &str, round: u32, t: u64, messages: Vec<Message>, answer: Option<&str>| {
+        let mut c = synthetic_call(
+            run,
+            round,
+            t,
+            "bot",
+            "t",
+            Some("hist-s"),
+            0,
+            CallStatus::Success,
+            100,
+            10,
+        );
+        c.request.as_mut().unwrap().messages = messages;
+        let response = c.response.as_mut().unwrap();
+        response.text = answer.map(str::to_string);
+        if answer.is_some() {
+            response.tool_calls.clear();
+        }
+        c
+    };
+    let first = llm(
+        "hist-a",
+        1,
+        T0,
+        vec![text("user", "first question")],
+        Some("first answer"),
+    );
+    let memory = vec![
+        text("user", "first question"),
+        text("assistant", "first answer"),
+    ];
+    let question = text("user", "second question");
+    // Round 1 asks for a tool (the synthetic answer's tool call).
+    let b1 = llm(
+        "hist-b",
+        1,
+        T0 + 5_000_000,
+        [memory.clone(), vec![question.clone()]].concat(),
+        None,
+    );
+    let asked = b1.response.as_ref().unwrap().tool_calls[0].clone();
+    let mut tool = call("hist-b", 0, T0 + 6_000_000, "bot", "t", CallStatus::Success);
+    tool.kind = "http".into();
+    tool.provider = "weather".into();
+    let echoed = Message {
+        role: "assistant".into(),
+        tool_calls: vec![llmtap::record::ToolCall {
+            // As OpenAI clients send it back: the arguments as JSON text.
+            arguments: Value::String(asked.arguments.to_string()),
+            ..asked.clone()
+        }],
+        ..Message::default()
+    };
+    let result = Message {
+        role: "tool".into(),
+        text: Some("sunny".into()),
+        tool_call_id: asked.id.clone(),
+        ..Message::default()
+    };
+    let b2 = llm(
+        "hist-b",
+        2,
+        T0 + 7_000_000,
+        [memory.clone(), vec![question, echoed, result]].concat(),
+        Some("second answer"),
+    );
+    write(&running, std::slice::from_ref(&first));
+    write(&running, &[b1.clone(), tool.clone()]);
+    write(&running, std::slice::from_ref(&b2));
+    let history = |id: String| {
+        let running = &running;
+        async move { ok_json(running, &format!("/api/v1/calls/{id}")).await["history"].clone() }
+    };
+    assert_eq!(
+        history(first.id.clone()).await,
+        serde_json::json!({"memory": 0, "memory_run_id": null, "earlier_rounds": 0})
+    );
+    assert_eq!(
+        history(b1.id.clone()).await,
+        serde_json::json!({"memory": 2, "memory_run_id": "hist-a", "earlier_rounds": 0})
+    );
+    assert_eq!(
+        history(b2.id.clone()).await,
+        serde_json::json!({"memory": 2, "memory_run_id": "hist-a", "earlier_rounds": 2})
+    );
+    // A tool call has none.
+    assert!(history(tool.id.clone()).await.is_null());
+    running.shutdown().await.unwrap();
 }

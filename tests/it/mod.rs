@@ -3,6 +3,7 @@
 mod agent_loop;
 mod api;
 mod architecture;
+mod capture_log;
 mod chaos;
 mod cli;
 mod conformance;

@@ -1,7 +1,7 @@
 //! The README's screenshots, taken of a realistic data set: several agents and tenants,
-//! sessions with memory, a tool loop with a tool HTTP call between its rounds, a
-//! rate-limited round retried, an overloaded and a refused call, an image attachment,
-//! prompt versions. Ignored by default (it only takes pictures); one command rewrites
+//! sessions with memory, a tool loop with a tool HTTP call between its rounds, a tool
+//! call on a stdio MCP server (as `llmtap mcp` reports it), a rate-limited round
+//! retried, an overloaded and a refused call, an image attachment, prompt versions. Ignored by default (it only takes pictures); one command rewrites
 //! every screenshot in docs/screenshots/ but `runs-1m.png` (BENCHMARKS.md's benchmark):
 //!
 //! `LLMTAP_SCREENSHOTS=docs/screenshots cargo test --test tests it::screenshots -- --ignored`
@@ -315,6 +315,96 @@ async fn seed(scene: &Scene) {
         answer("gpt-4o-mini-2024-07-18", "I checked: the carrier lost the parcel. A replacement ships today by express, and I refunded the delivery fee.", 298, 52, 840),
     )
     .await;
+    // docs-bot: round 1 asks for a tool, the agent calls it on a stdio MCP server
+    // (reported by `llmtap mcp`), round 2 answers from its result.
+    let docs = [
+        ("x-llmtap-agent", "docs-bot"),
+        ("x-llmtap-invocation-id", "docs-5"),
+        ("x-llmtap-trigger", "user"),
+        ("x-llmtap-prompt", "docs-answer@v1"),
+    ];
+    let docs_system = json!({"role": "system", "content": "Answer from the product documentation; cite the page."});
+    let docs_question =
+        json!({"role": "user", "content": "How do I rotate an API key without downtime?"});
+    let search = json!({"id": "call_docs", "type": "function",
+        "function": {"name": "search_docs", "arguments": "{\"query\":\"rotate API key\"}"}});
+    let asks = json!({
+        "id": "chatcmpl-docs", "object": "chat.completion", "created": 1, "model": "gpt-4o-2024-08-06",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": [search]},
+                     "finish_reason": "tool_calls"}],
+        "usage": {"prompt_tokens": 420, "completion_tokens": 22, "total_tokens": 442}
+    });
+    chat(
+        scene,
+        &json!({"model": "gpt-4o", "messages": [docs_system, docs_question],
+                "tools": [{"type": "function", "function": {"name": "search_docs", "parameters": {"type": "object"}}}]})
+        .to_string(),
+        &docs,
+        MockResponse {
+            delay_head: Duration::from_millis(520),
+            ..MockResponse::json(200, &asks.to_string())
+        },
+    )
+    .await;
+    let found = "Keys › Rotation: create a second key, deploy it, then revoke the first (docs/keys#rotation).";
+    for (method, request, response, ms) in [
+        (
+            "initialize",
+            r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"docs-bot","version":"1.4.0"}}}"#.to_string(),
+            r#"{"jsonrpc":"2.0","id":0,"result":{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"docs-search","version":"0.9.2"}}}"#.to_string(),
+            35,
+        ),
+        (
+            "tools/list",
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#.to_string(),
+            r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"search_docs","description":"Full-text search of the product docs","inputSchema":{"type":"object","properties":{"query":{"type":"string"}}}},{"name":"open_page","description":"A docs page as Markdown","inputSchema":{"type":"object","properties":{"path":{"type":"string"}}}}]}}"#.to_string(),
+            20,
+        ),
+        (
+            "tools/call",
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"search_docs","arguments":{"query":"rotate API key"}}}"#.to_string(),
+            json!({"jsonrpc": "2.0", "id": 2, "result": {"content": [{"type": "text", "text": found}]}}).to_string(),
+            240,
+        ),
+    ] {
+        let report = json!({
+            "server": "docs-search",
+            "session_id": "stdio_docs",
+            "started_at_us": llmtap::timefmt::now_unix_us(),
+            "duration_us": ms * 1000,
+            "request": request,
+            "response": response,
+        });
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        let taken = post_json(
+            scene.running.api_addr,
+            "/api/v1/ingest/mcp",
+            &[("x-llmtap-invocation-id", "docs-5"), ("x-llmtap-agent", "docs-bot")],
+            &report.to_string(),
+        )
+        .await;
+        assert_eq!(taken.status, 200, "{method}: {:?}", taken.body);
+        let id = taken.json()["call_id"].as_str().unwrap().to_string();
+        wait_call(&scene.running, &id).await;
+    }
+    chat(
+        scene,
+        &json!({"model": "gpt-4o", "messages": [docs_system, docs_question,
+            {"role": "assistant", "content": null, "tool_calls": [search]},
+            {"role": "tool", "tool_call_id": "call_docs", "content": found}]})
+        .to_string(),
+        &docs,
+        answer(
+            "gpt-4o-2024-08-06",
+            "Create a second key, deploy it everywhere, then revoke the old one: no request fails in between (docs/keys#rotation).",
+            510,
+            34,
+            780,
+        ),
+    )
+    .await;
+    wait_invocation(&scene.running, "docs-5", 2).await;
+    pause().await;
     // The calculator tool run last, so it is on top: round 1 asks for multiply, the
     // agent calls a tool over HTTP, round 2 answers.
     let tool_run = [
@@ -350,6 +440,9 @@ async fn seed(scene: &Scene) {
     wait_invocation(&scene.running, TOOL_RUN, 2).await;
 }
 
+/// The runs the data set holds.
+const RUNS: u64 = 14;
+
 /// Scrolls so the open round's detail starts under the sticky header.
 async fn to_round(browser: &Browser) {
     browser
@@ -371,7 +464,7 @@ async fn readme_screenshots() {
     seed(&scene).await;
     let browser = Browser::start().await;
     browser.goto(&scene.page_url()).await;
-    browser.wait_count("#runs-table tr.run", 13).await;
+    browser.wait_count("#runs-table tr.run", RUNS).await;
     shot(&browser, "runs").await;
 
     // The tool run: waterfall with the tool HTTP call, then its rounds' tabs.
@@ -405,16 +498,39 @@ async fn readme_screenshots() {
 
     // The session's second run: the first run's turns marked memory.
     browser.goto(&scene.page_url()).await;
-    browser.wait_count("#runs-table tr.run", 13).await;
+    browser.wait_count("#runs-table tr.run", RUNS).await;
     open_round(&browser, "support-42@acme", 1).await;
     show_tab(&browser, "conversation").await;
     browser.wait_count(".tab-panel .msg-memory", 2).await;
     to_round(&browser).await;
     shot(&browser, "round-conversation").await;
 
+    // The MCP run: the tool call on a stdio MCP server in the waterfall and joined to
+    // the round that asked for it.
+    browser.goto(&scene.page_url()).await;
+    browser.wait_count("#runs-table tr.run", RUNS).await;
+    browser.click("#runs-table tr.run[data-id='docs-5']").await;
+    browser
+        .wait_count("tr.round[data-round='1'] .tool-mcp", 1)
+        .await;
+    browser
+        .wait(
+            "the MCP bars",
+            "return document.querySelectorAll('g.wf-mcp').length >= 1",
+            json!([]),
+        )
+        .await;
+    browser
+        .js(
+            "document.querySelector('tr.run-detail').scrollIntoView({block: 'start'}); window.scrollBy(0, -90)",
+            json!([]),
+        )
+        .await;
+    shot(&browser, "run-mcp").await;
+
     // The vision run: the attachment with its preview.
     browser.goto(&scene.page_url()).await;
-    browser.wait_count("#runs-table tr.run", 13).await;
+    browser.wait_count("#runs-table tr.run", RUNS).await;
     open_round(&browser, "vision-1@acme", 1).await;
     browser
         .wait(

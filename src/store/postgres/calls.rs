@@ -4,14 +4,15 @@
 //! (`unnest` over column arrays); a call already stored (the capture log replayed,
 //! by this instance or another) is left as it is, so writes are idempotent by id.
 //!
-//! An invocation's calls are read in (started_us, id) order: the round order every
-//! instance agrees on, whichever instance numbered and wrote each call.
+//! An invocation's calls are read in (started_us, id) order, with the rounds the
+//! batch that stored them numbered (`agent_loop::fold_run`, in `invocations::merge`,
+//! under the run's lock, so every instance agrees).
 
 use super::PgError;
-use crate::agent_loop::{number_run, LoopCall, Place};
-use crate::record::{CallRecord, CallStatus};
+use crate::agent_loop::Place;
+use crate::record::CallRecord;
 use crate::store::summary::CallSummary;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use tokio_postgres::GenericClient;
 
 fn to_i64(v: u64) -> i64 {
@@ -190,87 +191,60 @@ pub async fn stored_ids(
         .collect())
 }
 
-/// The places as read, as every instance agrees (`agent_loop::number_run` over each
-/// run's calls by (started_us, id): rounds and attempts; tool calls 0), of every call
-/// of these runs, by call id, in one query (a count per call would probe every day
-/// partition's index once per call).
-pub async fn rounds_of(
+/// A run's stored LLM calls (metadata) that started at or after `from_us`, and the
+/// latest one before (`agent_loop::late_from`), for the batch's merge.
+pub async fn run_loop_calls(
     client: &impl GenericClient,
-    runs: &[String],
-) -> Result<HashMap<String, Place>, PgError> {
-    let mut out = HashMap::new();
-    if runs.is_empty() {
-        return Ok(out);
-    }
-    let mut runs = runs.to_vec();
-    runs.sort_unstable();
-    runs.dedup();
-    // The runs' calls lie within the runs' spans: naming it lets the planner skip
-    // every other day partition (planning all of them costs more than the read). A
-    // call committed between the two statements outside the span it widens is
-    // numbered by the next read.
-    let span = client
-        .query_one(
-            "SELECT min(started_us), max(ended_us) FROM invocations WHERE id = ANY($1)",
-            &[&runs],
-        )
-        .await?;
-    let (from, to): (Option<i64>, Option<i64>) = (span.get(0), span.get(1));
-    let hint = crate::agent_loop::RETRY_HINT_HEADERS[0];
+    invocation_id: &str,
+    from_us: u64,
+) -> Result<Vec<CallRecord>, PgError> {
+    let from = i64::try_from(from_us).unwrap_or(i64::MAX);
+    let not_rounds: Vec<&str> = crate::record::NOT_ROUND_KINDS.to_vec();
     let rows = client
         .query(
-            "SELECT id, invocation_id, kind, status, record->>'request_digest', \
-             record->'request_headers'->>$4 FROM calls WHERE invocation_id = ANY($1) \
-             AND started_us >= $2 AND started_us <= $3 \
-             ORDER BY invocation_id, started_us, id",
-            &[
-                &runs,
-                &from.unwrap_or(i64::MIN),
-                &to.unwrap_or(i64::MAX),
-                &hint,
-            ],
+            "(SELECT id, record FROM calls WHERE invocation_id = $1 AND started_us >= $2 \
+              AND kind <> ALL($3)) \
+             UNION ALL \
+             (SELECT id, record FROM calls WHERE invocation_id = $1 AND started_us < $2 \
+              AND kind <> ALL($3) ORDER BY started_us DESC, id DESC LIMIT 1)",
+            &[&invocation_id, &from, &not_rounds],
         )
         .await?;
-    let mut start = 0;
-    while start < rows.len() {
-        let run: &str = rows[start].get(1);
-        let end = start
-            + rows[start..]
-                .iter()
-                .take_while(|r| r.get::<_, &str>(1) == run)
-                .count();
-        let places = number_run(rows[start..end].iter().map(|row| {
-            let kind: &str = row.get(2);
-            let status: Option<&str> = row.get(3);
-            let hint: Option<&str> = row.get(5);
-            LoopCall {
-                llm: crate::record::is_round_kind(kind),
-                digest: row.get(4),
-                status: status.and_then(CallStatus::parse),
-                retry_hint: hint.and_then(|h| h.trim().parse().ok()),
-            }
-        }));
-        for (row, place) in rows[start..end].iter().zip(places) {
-            out.insert(row.get(0), place);
-        }
-        start = end;
-    }
-    Ok(out)
+    rows.into_iter()
+        .map(|row| decode(row.get::<_, &str>(0), row.get(1)))
+        .collect()
 }
 
-/// Numbers the rounds and attempts of stored calls (`rounds_of`).
-pub async fn number_rounds(
+/// Sets the places of stored calls (`agent_loop::fold_run` moved them, or numbered a
+/// new call otherwise than its writer did): the `round` column and the record's and
+/// summary's `round` and `retry`.
+pub async fn set_places(
     client: &impl GenericClient,
-    calls: &mut [CallRecord],
+    places: &[(String, u64, Place)],
 ) -> Result<(), PgError> {
-    let runs: Vec<String> = calls.iter().map(|c| c.invocation_id.clone()).collect();
-    let rounds = rounds_of(client, &runs).await?;
-    for call in calls.iter_mut() {
-        if let Some(place) = rounds.get(&call.id) {
-            call.round = place.round;
-            call.retry = place.retry();
-        }
+    if places.is_empty() {
+        return Ok(());
     }
+    let ids: Vec<&str> = places.iter().map(|p| p.0.as_str()).collect();
+    let started: Vec<i64> = places.iter().map(|p| to_i64(p.1)).collect();
+    let rounds: Vec<i32> = places
+        .iter()
+        .map(|p| i32::try_from(p.2.round).unwrap_or(i32::MAX))
+        .collect();
+    let retries: Vec<i32> = places
+        .iter()
+        .map(|p| i32::try_from(p.2.retry()).unwrap_or(i32::MAX))
+        .collect();
+    client
+        .execute(
+            "UPDATE calls AS c SET round = u.round, \
+             record = jsonb_set(jsonb_set(c.record, '{round}', to_jsonb(u.round)), '{retry}', to_jsonb(u.retry)), \
+             summary = jsonb_set(jsonb_set(c.summary, '{round}', to_jsonb(u.round)), '{retry}', to_jsonb(u.retry)) \
+             FROM unnest($1::text[], $2::bigint[], $3::int[], $4::int[]) AS u(id, started_us, round, retry) \
+             WHERE c.id = u.id AND c.started_us = u.started_us",
+            &[&ids, &started, &rounds, &retries],
+        )
+        .await?;
     Ok(())
 }
 
@@ -279,7 +253,7 @@ pub async fn of_invocation(
     client: &impl GenericClient,
     invocation_id: &str,
 ) -> Result<Vec<CallRecord>, PgError> {
-    let mut calls = client
+    let calls = client
         .query(
             "SELECT id, record FROM calls WHERE invocation_id = $1 ORDER BY started_us, id",
             &[&invocation_id],
@@ -288,11 +262,6 @@ pub async fn of_invocation(
         .into_iter()
         .map(|row| decode(row.get::<_, &str>(0), row.get(1)))
         .collect::<Result<Vec<_>, _>>()?;
-    let places = number_run(calls.iter().map(LoopCall::of));
-    for (call, place) in calls.iter_mut().zip(places) {
-        call.round = place.round;
-        call.retry = place.retry();
-    }
     Ok(calls)
 }
 

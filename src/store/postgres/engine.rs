@@ -406,6 +406,24 @@ impl Engine for PostgresStore {
     ) -> Result<(), StoreError> {
         PostgresStore::write_batch(self, calls)
     }
+    /// The writer's runs and moves are not used: the batch's transaction numbers the
+    /// runs' calls itself (`invocations::merge`, with `agent_loop::fold_run`).
+    fn write_batch_moving(
+        &self,
+        calls: &[CallRecord],
+        _invocations: &[InvocationRecord],
+        _moved: &[crate::agent_loop::Moved],
+    ) -> Result<(), StoreError> {
+        PostgresStore::write_batch(self, calls)
+    }
+    fn run_loop_calls(
+        &self,
+        invocation_id: &str,
+        from_us: u64,
+    ) -> Result<Vec<CallRecord>, StoreError> {
+        let id = invocation_id.to_string();
+        self.run(move |c| async move { calls::run_loop_calls(&*c, &id, from_us).await })
+    }
     fn flush(&self) -> Result<usize, StoreError> {
         PostgresStore::flush(self)
     }
@@ -417,19 +435,12 @@ impl Engine for PostgresStore {
                 return Ok(None);
             };
             hydrate_call(&*c, &codec, &mut call).await?;
-            calls::number_rounds(&*c, std::slice::from_mut(&mut call)).await?;
             Ok(Some(call))
         })
     }
     fn get_call_meta(&self, id: &str) -> Result<Option<CallRecord>, StoreError> {
         let id = id.to_string();
-        self.run(move |c| async move {
-            let Some(mut call) = calls::meta(&*c, &id).await? else {
-                return Ok(None);
-            };
-            calls::number_rounds(&*c, std::slice::from_mut(&mut call)).await?;
-            Ok(Some(call))
-        })
+        self.run(move |c| async move { calls::meta(&*c, &id).await })
     }
     fn get_raw(&self, id: &str, response: bool) -> Result<Option<Vec<u8>>, StoreError> {
         let id = id.to_string();
@@ -545,7 +556,7 @@ impl Engine for PostgresStore {
         if filter.text.is_some() {
             let codec = self.codec.clone();
             return self.run_read(move |c| async move {
-                let decode = |json, _, id: &str| lists::decode(id, json);
+                let decode = |json, id: &str| lists::decode(id, json);
                 search::page(
                     &*c,
                     &codec,

@@ -5,11 +5,12 @@
 //! each sees only some rounds. So the engine merges in the database: in the
 //! batch's transaction it takes a transaction-level advisory lock per run (keys
 //! sorted, so two instances lock shared runs in one order), reads the stored rows,
-//! folds the batch's new calls into them in start order with `record::roll_up`,
-//! and upserts them. Only calls the batch inserted are folded (a replayed call
-//! adds nothing). A run's rounds are its LLM calls counted, and numbered 1..n by
-//! (start time, id) on read; its status is that of its latest-started round
-//! (`last_round_us`, `last_round_id`), whichever instance wrote it last.
+//! numbers and folds the batch's new calls into them with `agent_loop::fold_run`
+//! (rounds and attempts by start time; a call that started before the run's latest
+//! stored round renumbers the run's later calls, whose rows are updated in the same
+//! transaction), and upserts them. Only calls the batch inserted are folded (a
+//! replayed call adds nothing). Reads take the rounds as stored; the run's status
+//! is that of its latest-started round, whichever instance wrote it last.
 
 use super::PgError;
 use crate::record::{roll_up, CallRecord, InvocationRecord};
@@ -115,11 +116,11 @@ pub async fn merge(
     }
     let mut merged = Vec::with_capacity(runs.len());
     let mut last_rounds = Vec::with_capacity(runs.len());
-    for (id, mut new_calls) in runs {
-        new_calls.sort_by(|a, b| (a.started_at_us, &a.id).cmp(&(b.started_at_us, &b.id)));
+    let mut places = Vec::new();
+    for (id, new_calls) in runs {
         let prior = stored.remove(id);
         let created = prior.is_none();
-        let (mut record, mut prompt, mut properties, mut last_round) = match prior {
+        let (record, mut prompt, mut properties, mut last_round) = match prior {
             Some(s) => (
                 Some(s.record),
                 s.summary.prompt,
@@ -128,30 +129,47 @@ pub async fn merge(
             ),
             None => (None, None, BTreeMap::new(), (-1, String::new())),
         };
-        for call in new_calls {
-            let status_before = record.as_ref().and_then(|r| r.status);
-            let mut numbered = crate::store::stored::metadata_only(call);
-            crate::agent_loop::place_call(record.as_ref(), &mut numbered);
-            let mut next = roll_up(record.take(), &numbered);
-            if is_round(call) {
-                let key = (to_i64(call.started_at_us), call.id.clone());
-                if key > last_round {
-                    last_round = key;
-                } else {
-                    // Started before the run's latest round: it counts, but that
-                    // round's status stands.
-                    next.status = status_before;
-                }
+        // Numbered here, under the run's lock, with what every instance stored: the
+        // one numbering (`agent_loop::fold_run`), which the writer also ran on what
+        // it had read before the transaction.
+        let mut numbered: Vec<CallRecord> = new_calls
+            .iter()
+            .map(|c| crate::store::stored::metadata_only(c))
+            .collect();
+        let context = match crate::agent_loop::late_from(record.as_ref(), &numbered) {
+            Some(from_us) => super::calls::run_loop_calls(client, id, from_us).await?,
+            None => Vec::new(),
+        };
+        let (record, moved) = crate::agent_loop::fold_run(record, &mut numbered, &context);
+        let as_written: HashMap<&str, (u32, u32)> = new_calls
+            .iter()
+            .map(|c| (c.id.as_str(), (c.round, c.retry)))
+            .collect();
+        for call in &numbered {
+            if as_written.get(call.id.as_str()) != Some(&(call.round, call.retry)) {
+                let place = crate::agent_loop::Place {
+                    round: call.round,
+                    attempt: if is_round(call) { call.retry + 1 } else { 0 },
+                };
+                places.push((call.id.clone(), call.started_at_us, place));
             }
+            if is_round(call) {
+                last_round = last_round.max((to_i64(call.started_at_us), call.id.clone()));
+            }
+        }
+        places.extend(
+            moved
+                .into_iter()
+                .map(|m| (m.call_id, m.started_at_us, m.to)),
+        );
+        for call in &new_calls {
             if prompt.is_none() {
                 prompt.clone_from(&call.metadata.prompt);
             }
             for (k, v) in &call.metadata.properties {
                 properties.entry(k.clone()).or_insert_with(|| v.clone());
             }
-            record = Some(next);
         }
-        let Some(record) = record else { continue };
         let summary = InvocationSummary::from_record(&record, prompt, properties);
         last_rounds.push(last_round);
         merged.push(Merged {
@@ -160,6 +178,7 @@ pub async fn merge(
             created,
         });
     }
+    super::calls::set_places(client, &places).await?;
     upsert(client, &merged, &last_rounds).await?;
     Ok(merged)
 }

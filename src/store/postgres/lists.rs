@@ -28,11 +28,9 @@
 
 use super::facets::Days;
 use super::PgError;
-use crate::agent_loop::{Place, NO_PLACE};
 use crate::store::index::{self, DAY_US};
 use crate::store::summary::{tag, CallSummary, Facets, Filter, InvocationSummary};
 use crate::store::types::{Page, PageRequest, Position, COUNT_CAP};
-use std::collections::HashMap;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::GenericClient;
 
@@ -78,16 +76,10 @@ fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// A call's list summary from its stored JSON and its round as read.
-pub fn call_summary(
-    json: serde_json::Value,
-    place: Place,
-    id: &str,
-) -> Result<CallSummary, PgError> {
-    let mut summary: CallSummary = decode(id, json)?;
-    summary.round = place.round;
-    summary.retry = place.retry();
-    Ok(summary)
+/// A call's list summary from its stored JSON (its round and attempt as the
+/// writer numbered them, `agent_loop::fold_run`).
+pub fn call_summary(json: serde_json::Value, id: &str) -> Result<CallSummary, PgError> {
+    decode(id, json)
 }
 
 /// Which table a list reads.
@@ -418,30 +410,13 @@ async fn windowed_rows(
     Ok((found, Some(days)))
 }
 
-/// The rounds of call rows (stored summary JSON), read over their runs in one query
-/// (`calls::rounds_of`); none for runs.
-pub(super) async fn rounds_for<'a>(
-    client: &impl GenericClient,
-    table: Table,
-    summaries: impl Iterator<Item = &'a serde_json::Value>,
-) -> Result<HashMap<String, Place>, PgError> {
-    if table == Table::Invocations {
-        return Ok(HashMap::new());
-    }
-    let runs: Vec<String> = summaries
-        .filter_map(|json| json.get("invocation_id")?.as_str().map(str::to_string))
-        .collect();
-    super::calls::rounds_of(client, &runs).await
-}
-
-/// Call summaries from their rows (stored summary JSON, id), with their rounds.
+/// Call summaries from their rows (stored summary JSON, id).
 pub async fn call_summaries(
-    client: &impl GenericClient,
+    _client: &impl GenericClient,
     rows: Vec<(serde_json::Value, String)>,
 ) -> Result<Vec<CallSummary>, PgError> {
-    let rounds = rounds_for(client, Table::Calls, rows.iter().map(|r| &r.0)).await?;
     rows.into_iter()
-        .map(|(json, id)| call_summary(json, rounds.get(&id).copied().unwrap_or(NO_PLACE), &id))
+        .map(|(json, id)| call_summary(json, &id))
         .collect()
 }
 
@@ -453,25 +428,23 @@ pub(super) fn decode<T: serde::de::DeserializeOwned>(
 }
 
 /// A newest-first page of `table`, each row made an item by `item` (stored summary
-/// JSON, round as read, id).
+/// JSON, id).
 pub(super) async fn page<T>(
     client: &impl GenericClient,
     table: Table,
     filter: &Filter,
     request: &PageRequest,
-    mut item: impl FnMut(serde_json::Value, Place, &str) -> Result<T, PgError>,
+    mut item: impl FnMut(serde_json::Value, &str) -> Result<T, PgError>,
 ) -> Result<Page<T>, PgError> {
     let limit = request.limit.clamp(1, MAX_LIMIT);
     let (found, days) = windowed_rows(client, table, filter, request, limit).await?;
     let mut found = found;
     let has_more = found.len() > limit;
     found.truncate(limit);
-    let rounds = rounds_for(client, table, found.iter().map(|r| &r.0)).await?;
     let mut items = Vec::with_capacity(limit);
     let mut next = None;
     for (json, started, id) in found {
-        let round = rounds.get(&id).copied().unwrap_or(NO_PLACE);
-        items.push(item(json, round, &id)?);
+        items.push(item(json, &id)?);
         next = Some(Position {
             time_us: started.max(0) as u64,
             id,
@@ -506,13 +479,9 @@ pub async fn invocations(
     filter: &Filter,
     request: &PageRequest,
 ) -> Result<Page<InvocationSummary>, PgError> {
-    page(
-        client,
-        Table::Invocations,
-        filter,
-        request,
-        |json, _, id| decode(id, json),
-    )
+    page(client, Table::Invocations, filter, request, |json, id| {
+        decode(id, json)
+    })
     .await
 }
 

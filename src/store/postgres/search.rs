@@ -178,7 +178,7 @@ pub async fn page<T>(
     table: Table,
     filter: &Filter,
     request: &PageRequest,
-    mut item: impl FnMut(serde_json::Value, crate::agent_loop::Place, &str) -> Result<T, PgError>,
+    mut item: impl FnMut(serde_json::Value, &str) -> Result<T, PgError>,
 ) -> Result<Page<T>, StoreError> {
     let needle = filter.text.clone().unwrap_or_default().to_lowercase();
     let rest = Filter {
@@ -214,21 +214,10 @@ pub async fn page<T>(
             all.matched > COUNT_CAP || all.truncated,
         )
     };
-    // Rounds for the kept rows only, in one query.
-    let rounds = lists::rounds_for(client, table, found.items.iter().map(|r| &r.0)).await?;
     let items = found
         .items
         .into_iter()
-        .map(|(json, id)| {
-            item(
-                json,
-                rounds
-                    .get(&id)
-                    .copied()
-                    .unwrap_or(crate::agent_loop::NO_PLACE),
-                &id,
-            )
-        })
+        .map(|(json, id)| item(json, &id))
         .collect::<Result<Vec<T>, PgError>>()?;
     Ok(Page {
         items,

@@ -469,7 +469,18 @@ impl SledStore {
         calls: &[CallRecord],
         invocations: &[InvocationRecord],
     ) -> Result<(), StoreError> {
-        let written = self.write_batch_derived(calls, invocations, true)?;
+        self.write_batch_moving(calls, invocations, &[])
+    }
+
+    /// `write_batch`, rewriting the places of stored calls the batch's late calls
+    /// moved (`agent_loop::fold_run`) in the same transaction.
+    pub fn write_batch_moving(
+        &self,
+        calls: &[CallRecord],
+        invocations: &[InvocationRecord],
+        moved: &[crate::agent_loop::Moved],
+    ) -> Result<(), StoreError> {
+        let written = self.write_batch_derived(calls, invocations, moved, true)?;
         if self.events.receiver_count() > 0 {
             // Never blocks: a full buffer drops the oldest event for lagging readers.
             let _ = self.events.send(Arc::new(written));
@@ -485,21 +496,21 @@ impl SledStore {
             let (key, value) = entry?;
             batch.push(decode::<CallRecord>(&key, &value)?);
             if batch.len() == 1000 {
-                self.write_batch_derived(&batch, &[], false)?;
+                self.write_batch_derived(&batch, &[], &[], false)?;
                 batch.clear();
             }
         }
-        self.write_batch_derived(&batch, &[], false)?;
+        self.write_batch_derived(&batch, &[], &[], false)?;
         let mut invs = Vec::with_capacity(1000);
         for entry in self.invocations.iter() {
             let (key, value) = entry?;
             invs.push(decode::<InvocationRecord>(&key, &value)?);
             if invs.len() == 1000 {
-                self.write_batch_derived(&[], &invs, false)?;
+                self.write_batch_derived(&[], &invs, &[], false)?;
                 invs.clear();
             }
         }
-        self.write_batch_derived(&[], &invs, false)?;
+        self.write_batch_derived(&[], &invs, &[], false)?;
         Ok(())
     }
 
@@ -554,6 +565,7 @@ impl SledStore {
         &self,
         calls: &[CallRecord],
         invocations: &[InvocationRecord],
+        moved: &[crate::agent_loop::Moved],
         write_records: bool,
     ) -> Result<BatchWritten, StoreError> {
         let mut call_batch = Writes::default();
@@ -594,6 +606,20 @@ impl SledStore {
             for meta in &metas {
                 call_batch.insert(meta.id.as_bytes(), encode_call_meta(meta)?);
             }
+        }
+        // Stored calls a late call moved: their records and round keys, in the batch.
+        for m in moved {
+            let Some(mut meta) = self.get_call_meta(&m.call_id)? else {
+                continue;
+            };
+            meta.round = m.to.round;
+            meta.retry = m.to.retry();
+            call_batch.insert(m.call_id.as_bytes(), encode_call_meta(&meta)?);
+            round_batch.remove(round_key(&m.invocation_id, m.from.round, &m.call_id));
+            round_batch.insert(
+                round_key(&m.invocation_id, m.to.round, &m.call_id),
+                &[] as &[u8],
+            );
         }
         for call in calls {
             round_batch.insert(
@@ -968,6 +994,43 @@ impl SledStore {
         let mut out = Vec::new();
         for id in ids {
             out.extend(self.get_invocation(id)?);
+        }
+        Ok(out)
+    }
+
+    /// A run's stored LLM calls that started at or after `from_us`, and the latest
+    /// one before (`agent_loop::late_from`): read from the end of the run's round
+    /// index (rounds follow start order) until a round wholly before `from_us`.
+    pub fn run_loop_calls(
+        &self,
+        invocation_id: &str,
+        from_us: u64,
+    ) -> Result<Vec<CallRecord>, StoreError> {
+        let prefix = round_prefix(invocation_id);
+        let mut out = Vec::new();
+        let mut before_round: Option<u32> = None;
+        for entry in self.inv_rounds.scan_prefix(&prefix).rev() {
+            let (key, _) = entry?;
+            let rest = &key[prefix.len()..];
+            if rest.len() < 4 {
+                continue;
+            }
+            let round = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+            if round == 0 || before_round.is_some_and(|r| round < r) {
+                // Tool calls (round 0) are no rounds; past the round before `from_us`.
+                break;
+            }
+            let id = String::from_utf8_lossy(&rest[4..]).into_owned();
+            let Some(call) = self.get_call_meta(&id)? else {
+                continue;
+            };
+            if !crate::agent_loop::is_llm(&call) {
+                continue;
+            }
+            if call.started_at_us < from_us && before_round.is_none() {
+                before_round = Some(round);
+            }
+            out.push(call);
         }
         Ok(out)
     }

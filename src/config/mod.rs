@@ -4,6 +4,10 @@
 //! optional) and `Config` is the checked, defaulted form the rest of the program uses.
 //! Validation happens once, at start-up, and names the offending value.
 
+pub mod defaults;
+pub mod intercept;
+pub mod otel;
+
 use crate::record::ProviderKind;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -53,27 +57,9 @@ pub struct RawConfig {
     #[serde(default)]
     pub api: RawApi,
     #[serde(default)]
-    pub otel: crate::otel::RawOtel,
+    pub otel: otel::RawOtel,
     #[serde(default)]
-    pub intercept: RawIntercept,
-}
-
-/// `[intercept]`: llmtap as an `HTTPS_PROXY` (CONNECT), `src/intercept/`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawIntercept {
-    /// Hosts whose TLS llmtap terminates and records (`"*"` all, `"*.example.com"`
-    /// subdomains); default `crate::intercept::DEFAULT_HOSTS`.
-    pub hosts: Option<Vec<String>>,
-    /// Ports CONNECT may reach (default 443 only).
-    pub ports: Option<Vec<u16>>,
-    /// Hosts tunnelled untouched even when `hosts` matches them (clients that pin).
-    #[serde(default)]
-    pub tunnel: Vec<String>,
-    /// Hex SHA-256 of the token a client must send in `Proxy-Authorization` (Basic
-    /// password or Bearer) to use CONNECT or absolute-form requests; required when the
-    /// proxy listens on a non-loopback address.
-    pub proxy_token_sha256: Option<String>,
+    pub intercept: intercept::RawIntercept,
 }
 
 /// `[api]`: read-API access tokens, stored as SHA-256 hashes.
@@ -554,11 +540,11 @@ pub struct Config {
     pub api_max_connections: Option<usize>,
     pub api_max_connections_per_ip: Option<usize>,
     /// OpenTelemetry export; `None` when off.
-    pub otel: Option<crate::otel::OtelConfig>,
+    pub otel: Option<otel::OtelConfig>,
     /// `[server.resolve]`: upstream `host:port` (lowercase) to the address to connect to.
     pub resolve: BTreeMap<String, SocketAddr>,
     /// `[intercept]`: which CONNECT targets are decrypted and recorded.
-    pub intercept: crate::intercept::InterceptConfig,
+    pub intercept: intercept::InterceptConfig,
 }
 
 /// A count that must be at least 1 when set.
@@ -691,8 +677,14 @@ impl RawConfig {
             ));
         }
         let max_body_bytes = self.capture.max_body_bytes.unwrap_or(32 << 20);
-        let max_decoded_bytes = self.capture.max_decoded_bytes.unwrap_or(64 << 20);
-        let decode_budget_bytes = self.capture.decode_budget_bytes.unwrap_or(256 << 20);
+        let max_decoded_bytes = self
+            .capture
+            .max_decoded_bytes
+            .unwrap_or(defaults::MAX_DECODED_BYTES);
+        let decode_budget_bytes = self
+            .capture
+            .decode_budget_bytes
+            .unwrap_or(defaults::DECODE_BUDGET_BYTES);
         if max_decoded_bytes == 0 || decode_budget_bytes == 0 {
             return Err(invalid(
                 "capture.max_decoded_bytes / capture.decode_budget_bytes",
@@ -704,18 +696,24 @@ impl RawConfig {
             retention_days: self.store.retention_days.unwrap_or(0),
             body_retention_days: self.store.body_retention_days.unwrap_or(0),
             encryption_key_file: self.store.encryption_key_file.clone(),
-            min_free_mb: self.store.min_free_mb.unwrap_or(1024),
-            critical_free_mb: self.store.critical_free_mb.unwrap_or(256),
-            compression_level: self.store.compression_level.unwrap_or(3),
+            min_free_mb: self.store.min_free_mb.unwrap_or(defaults::MIN_FREE_MB),
+            critical_free_mb: self
+                .store
+                .critical_free_mb
+                .unwrap_or(defaults::CRITICAL_FREE_MB),
+            compression_level: self
+                .store
+                .compression_level
+                .unwrap_or(defaults::COMPRESSION_LEVEL),
             sled_compression: self.store.sled_compression.unwrap_or(false),
             snapshot_every_bytes: match &self.store.snapshot_every {
                 Some(size) => size.bytes("store.snapshot_every")?,
-                None => crate::store::DEFAULT_SNAPSHOT_EVERY,
+                None => defaults::SNAPSHOT_EVERY_BYTES,
             },
             key_period_secs: self
                 .store
                 .key_period_secs
-                .unwrap_or(crate::store::shred::DEFAULT_PERIOD_SECS),
+                .unwrap_or(defaults::KEY_PERIOD_SECS),
         };
         if !(1..=31 * 86_400).contains(&storage.key_period_secs) {
             return Err(invalid(
@@ -816,8 +814,7 @@ impl RawConfig {
             self.server.shutdown_grace_ms,
             30_000,
         )?;
-        let otel =
-            crate::otel::OtelConfig::resolve(&self.otel, &overrides.otel_env, shutdown_grace)?;
+        let otel = otel::OtelConfig::resolve(&self.otel, &overrides.otel_env, shutdown_grace)?;
         let mut resolve = BTreeMap::new();
         for (from, to) in &self.server.resolve {
             let field = format!("server.resolve.\"{from}\"");
@@ -837,7 +834,7 @@ impl RawConfig {
                 .map_err(|_| invalid(&field, to, "expected IP:PORT, e.g. 127.0.0.1:8443"))?;
             resolve.insert(key, addr);
         }
-        let intercept = crate::intercept::InterceptConfig::from_raw(&self.intercept)
+        let intercept = intercept::InterceptConfig::from_raw(&self.intercept)
             .map_err(|(field, value, reason)| invalid(&field, value, &reason))?;
         Ok(Config {
             listen,
@@ -899,20 +896,26 @@ impl RawConfig {
             capture_memory_budget: self
                 .capture
                 .memory_budget_bytes
-                .unwrap_or(crate::capture::DEFAULT_MEMORY_BUDGET),
+                .unwrap_or(defaults::CAPTURE_MEMORY_BUDGET),
             redact_query_params: lowercase_names(&self.capture.redact_query_params),
             redact_headers: lowercase_names(&self.capture.redact_headers),
             group_by_traceparent: self.capture.group_by_traceparent.unwrap_or(true),
             inject_include_usage: self.capture.inject_include_usage.unwrap_or(true),
             backlog_bytes,
             on_backlog,
-            flush_every_ms: self.store.flush_every_ms.unwrap_or(50),
+            flush_every_ms: self
+                .store
+                .flush_every_ms
+                .unwrap_or(defaults::FLUSH_EVERY_MS),
             batch_linger: self
                 .store
                 .batch_linger_ms
-                .map_or(crate::writer::DEFAULT_BATCH_LINGER, Duration::from_millis),
+                .map_or(defaults::BATCH_LINGER, Duration::from_millis),
             journal_fsync: Duration::from_millis(self.store.journal_fsync_ms.unwrap_or(100)),
-            cache_capacity_bytes: self.store.cache_capacity_mb.unwrap_or(256) << 20,
+            cache_capacity_bytes: self
+                .store
+                .cache_capacity_mb
+                .map_or(defaults::STORE_CACHE_BYTES, |mb| mb << 20),
             storage,
             engine,
             prices_file: overrides.prices_file.clone().or(self.prices.file),
