@@ -5,9 +5,9 @@
 //! failure names its engine. A new engine adds one `Engines` opener and one module
 //! line to the macro; a new promise adds one function and one name in the list.
 //!
-//! Calls are written as the writer writes them (`write`): each placed in its run by
-//! `agent_loop::place_call` against the run so far and rolled up with
-//! `record::roll_up`, the batch's changed runs beside its calls.
+//! Calls are written as the writer writes them (`write`): each run's calls placed
+//! and folded into the run by `agent_loop::fold_run`, the batch's changed runs and
+//! moved calls beside its calls.
 
 use super::pg;
 use super::storage::{anthropic_round, b64, call, fixture_names, keyed, noise, sha256_hex};
@@ -142,25 +142,31 @@ conformance! {
     audit_entries_and_the_capture_log_position_are_kept,
 }
 
-/// Writes calls as the writer does: each placed in its run (the batch's, else the
-/// stored one) and rolled up; returns the calls as placed.
+/// Writes calls as the writer does (`writer.rs`, `store_part`): each run's calls
+/// placed and folded into the run by `agent_loop::fold_run` against the stored run
+/// (and its stored calls from a late call's start), the batch's changed runs and
+/// moved calls beside its calls; returns the calls as placed.
 pub fn write(store: &Store, calls: Vec<CallRecord>) -> Vec<CallRecord> {
-    let mut runs: HashMap<String, InvocationRecord> = HashMap::new();
-    let mut placed = Vec::with_capacity(calls.len());
-    for mut call in calls {
-        let prior = match runs.remove(&call.invocation_id) {
-            Some(run) => Some(run),
-            None => store.get_invocation(&call.invocation_id).unwrap(),
-        };
-        llmtap::agent_loop::place_call(prior.as_ref(), &mut call);
-        runs.insert(
-            call.invocation_id.clone(),
-            llmtap::record::roll_up(prior, &call),
-        );
-        placed.push(call);
+    let mut by_run: Vec<(String, Vec<CallRecord>)> = Vec::new();
+    for call in calls {
+        match by_run.iter_mut().find(|(id, _)| *id == call.invocation_id) {
+            Some((_, list)) => list.push(call),
+            None => by_run.push((call.invocation_id.clone(), vec![call])),
+        }
     }
-    let runs: Vec<InvocationRecord> = runs.into_values().collect();
-    store.write_batch(&placed, &runs).unwrap();
+    let (mut placed, mut changed, mut moved) = (Vec::new(), Vec::new(), Vec::new());
+    for (id, mut run_calls) in by_run {
+        let prior = store.get_invocation(&id).unwrap();
+        let stored = match llmtap::agent_loop::late_from(prior.as_ref(), &run_calls) {
+            Some(from_us) => store.run_loop_calls(&id, from_us).unwrap(),
+            None => Vec::new(),
+        };
+        let (run, run_moved) = llmtap::agent_loop::fold_run(prior, &mut run_calls, &stored);
+        moved.extend(run_moved);
+        changed.push(run);
+        placed.extend(run_calls);
+    }
+    store.write_batch_moving(&placed, &changed, &moved).unwrap();
     placed
 }
 
