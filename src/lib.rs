@@ -36,6 +36,9 @@ pub mod zblock;
 #[cfg(test)]
 extern crate self as llmtap;
 
+#[cfg(test)]
+pub(crate) mod test_support;
+
 /// The developer tools' record generator (a binary module), for the library's tests.
 #[cfg(test)]
 #[path = "devtools/synthetic.rs"]

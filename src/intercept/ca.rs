@@ -415,20 +415,11 @@ mod der {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn temp_dir(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "llmtap-ca-{tag}-{}-{}",
-            std::process::id(),
-            crate::timefmt::now_unix_us()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
+    use crate::test_support::TempDir;
 
     #[test]
     fn created_once_then_loaded_with_a_private_key_file() {
-        let dir = temp_dir("plain");
+        let dir = TempDir::new("ca-plain");
         let first = LocalCa::open_or_create(&dir, None).unwrap();
         let again = LocalCa::open_or_create(&dir, None).unwrap();
         assert_eq!(first.fingerprint(), again.fingerprint());
@@ -456,12 +447,11 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         let c = first.server_config("api.anthropic.com").unwrap();
         assert!(!Arc::ptr_eq(&a, &c));
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn sealed_when_encryption_is_on_and_unreadable_without_the_key() {
-        let dir = temp_dir("sealed");
+        let dir = TempDir::new("ca-sealed");
         let keys = Keyring::from_text(&"ab".repeat(32)).unwrap();
         // Made in the clear first, then sealed when encryption is turned on.
         let plain = LocalCa::open_or_create(&dir, None).unwrap();
@@ -484,13 +474,11 @@ mod tests {
         let other = Keyring::from_text(&"cd".repeat(32)).unwrap();
         assert!(LocalCa::open_or_create(&dir, Some(&other)).is_err());
         // A fresh CA made with encryption on is sealed from the start.
-        let fresh = temp_dir("fresh");
+        let fresh = TempDir::new("ca-fresh");
         LocalCa::open_or_create(&fresh, Some(&keys)).unwrap();
         assert!(fresh.join(CA_DIR).join(SEALED_KEY_FILE).exists());
         assert!(!fresh.join(CA_DIR).join(KEY_FILE).exists());
         let debug = format!("{sealed:?}");
         assert!(!debug.contains("PRIVATE"), "{debug}");
-        std::fs::remove_dir_all(dir).unwrap();
-        std::fs::remove_dir_all(fresh).unwrap();
     }
 }

@@ -290,16 +290,7 @@ impl KeyVault for FileVault {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn temp_dir(tag: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "llmtap-shred-{tag}-{}-{}",
-            std::process::id(),
-            crate::timefmt::now_unix_us()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
+    use crate::test_support::TempDir;
 
     fn keys(dir: &std::path::Path, master: Option<Arc<Keyring>>) -> PeriodKeys {
         PeriodKeys::new(
@@ -311,14 +302,14 @@ mod tests {
 
     #[test]
     fn sealed_values_open_until_their_period_key_is_destroyed() {
-        let dir = temp_dir("destroyed");
-        let periods = keys(dir.as_path(), None);
+        let dir = TempDir::new("shred-destroyed");
+        let periods = keys(&dir, None);
         let a = periods.seal(7, b"secret prompt").unwrap();
         let b = periods.seal(8, b"other prompt").unwrap();
         assert_eq!(slot_prefix(&a), Some(7));
         assert_eq!(periods.open(&a).unwrap(), b"secret prompt");
         // A second instance over the same vault reads the same keys.
-        let again = keys(dir.as_path(), None);
+        let again = keys(&dir, None);
         assert_eq!(again.open(&b).unwrap(), b"other prompt");
         periods.destroy(7).unwrap();
         assert!(matches!(
@@ -326,37 +317,29 @@ mod tests {
             Err(StoreError::Shredded { slot: 7 })
         ));
         assert!(matches!(
-            keys(dir.as_path(), None).open(&a),
+            keys(&dir, None).open(&a),
             Err(StoreError::Shredded { slot: 7 })
         ));
         assert_eq!(periods.open(&b).unwrap(), b"other prompt");
-        assert_eq!(
-            std::fs::read_dir(dir.as_path().join("keys"))
-                .unwrap()
-                .count(),
-            1
-        );
+        assert_eq!(std::fs::read_dir(dir.join("keys")).unwrap().count(), 1);
     }
 
     #[test]
     fn period_keys_are_sealed_with_the_store_key_when_there_is_one() {
-        let dir = temp_dir("master");
+        let dir = TempDir::new("shred-master");
         let master = Arc::new(Keyring::from_text(&"cd".repeat(32)).unwrap());
-        let periods = keys(dir.as_path(), Some(master.clone()));
+        let periods = keys(&dir, Some(master.clone()));
         let sealed = periods.seal(3, b"x").unwrap();
-        let stored = std::fs::read(dir.as_path().join("keys/0000000003.key")).unwrap();
+        let stored = std::fs::read(dir.join("keys/0000000003.key")).unwrap();
         assert_ne!(stored.len(), KEY_LEN, "the key file holds a sealed key");
-        assert!(keys(dir.as_path(), None).open(&sealed).is_err());
-        assert_eq!(
-            keys(dir.as_path(), Some(master)).open(&sealed).unwrap(),
-            b"x"
-        );
+        assert!(keys(&dir, None).open(&sealed).is_err());
+        assert_eq!(keys(&dir, Some(master)).open(&sealed).unwrap(), b"x");
     }
 
     #[test]
     fn slots_follow_the_period_length() {
-        let dir = temp_dir("slots");
-        let periods = keys(dir.as_path(), None);
+        let dir = TempDir::new("shred-slots");
+        let periods = keys(&dir, None);
         assert_eq!(periods.slot_at(3_599_999_999), 0);
         assert_eq!(periods.slot_at(3_600_000_000), 1);
     }
