@@ -141,7 +141,7 @@ TOML
         printf '\n[store]\nbacklog = 1\non_backlog = "pass"\n' >>"$WORK/$name.toml"
     fi
     printf '%s\n' "$extra" >>"$WORK/$name.toml"
-    RUST_LOG=${RUST_LOG:-warn} "$BIN/llmtap" serve --config "$WORK/$name.toml" --data-dir "$WORK/$name-data" \
+    RUST_LOG=${RUST_LOG:-warn} "${LLMTAP_BIN:-$BIN/llmtap}" serve --config "$WORK/$name.toml" --data-dir "$WORK/$name-data" \
         >"$WORK/$name.out" 2>"$WORK/$name.err" &
     L_PID=$!
     PIDS+=("$L_PID")
