@@ -31,6 +31,7 @@ fn main() -> std::process::ExitCode {
         cli.command,
         Command::Runs(_)
             | Command::Calls(_)
+            | Command::Sessions(_)
             | Command::Show(_)
             | Command::Tail(_)
             | Command::Ratelimits(_)
@@ -78,6 +79,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Dev(sub) => devtools::run(sub),
         Command::Runs(args) => commands::list(&args, true),
         Command::Calls(args) => commands::list(&args, false),
+        Command::Sessions(args) => commands::sessions(&args),
         Command::Show(args) => commands::show(&args),
         Command::Tail(args) => commands::tail(&args),
         Command::Ratelimits(args) => commands::ratelimits(&args),

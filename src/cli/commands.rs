@@ -5,8 +5,8 @@ use super::output::{
     self, ago, col, field, ms, status_col, table, text, usd, Column, Paint, Style,
 };
 use super::{
-    ExportArgs, ExportFormat, ListArgs, RatelimitArgs, ShowArgs, StatsArgs, SummaryArgs, TailArgs,
-    TailKind,
+    ExportArgs, ExportFormat, ListArgs, RatelimitArgs, SessionsArgs, ShowArgs, StatsArgs,
+    SummaryArgs, TailArgs, TailKind,
 };
 use anyhow::Context;
 use serde_json::Value;
@@ -96,27 +96,223 @@ pub fn list(args: &ListArgs, runs: bool) -> anyhow::Result<()> {
         .collect();
     let what = if runs { "runs" } else { "calls" };
     let mut out = table(&style, LIST_COLUMNS, &rows, &format!("no {what} match"));
+    out.push_str(&page_footer(&style, &page, before, items.len(), what));
+    output::emit(&out);
+    Ok(())
+}
+
+/// A list page's footer: which rows of how many, and the `--next` token of the next page.
+fn page_footer(style: &Style, page: &Value, before: u64, shown: usize, what: &str) -> String {
+    let mut out = String::new();
     let total = page["total"].as_u64().unwrap_or(0);
     let bound = if page["total_is_lower_bound"] == true {
         "more than "
     } else {
         ""
     };
-    if !items.is_empty() {
+    if shown > 0 {
         out.push_str(&style.dim(&format!(
             "showing {}–{} of {bound}{total} {what}\n",
             before + 1,
-            before + items.len() as u64
+            before + shown as u64
         )));
     }
     if let Some(c) = page["next_cursor"].as_str() {
         out.push_str(&style.dim(&format!(
             "next page: llmtap {what} --next {} (with the same filters)\n",
-            next_token(before + items.len() as u64, c)
+            next_token(before + shown as u64, c)
         )));
+    }
+    out
+}
+
+const SESSION_COLUMNS: &[Column] = &[
+    col("ID", true, false),
+    col("FIRST", false, false),
+    col("LAST", false, false),
+    col("AGENT", true, false),
+    col("MODELS", true, false),
+    col("CALLS", false, true),
+    col("TOKENS IN/OUT", false, true),
+    col("COST", false, true),
+];
+
+/// `llmtap sessions`, or `llmtap sessions ID`: one session as a conversation.
+pub fn sessions(args: &SessionsArgs) -> anyhow::Result<()> {
+    let list = &args.list;
+    let style = Style::detect(list.api.json);
+    let client = Client::new(&list.api)?;
+    if let Some(id) = &args.id {
+        return session(&style, &client, id);
+    }
+    let mut query = Query::default();
+    query.filters(&list.filter, now_us());
+    query.push("limit", list.limit.to_string());
+    let (before, cursor) = list
+        .next
+        .as_deref()
+        .map(parse_next)
+        .unwrap_or((0, String::new()));
+    if !cursor.is_empty() {
+        query.push("cursor", cursor);
+    }
+    let page = client.get_json("/api/v1/sessions", &query)?;
+    if style.json {
+        output::emit_json(&page);
+        return Ok(());
+    }
+    let now = now_us();
+    let shown = page["items"].as_array().map_or(0, Vec::len);
+    let mut out = items_table(
+        &style,
+        &page,
+        SESSION_COLUMNS,
+        |i| {
+            let models: Vec<String> = i["models"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(text)
+                .collect();
+            vec![
+                text(&i["id"]),
+                ago(&i["first_at"], now),
+                ago(&i["last_at"], now),
+                text(&i["agent"]),
+                if models.is_empty() {
+                    "-".to_string()
+                } else {
+                    models.join(", ")
+                },
+                text(&i["calls"]),
+                tokens(i),
+                usd(&i["cost_usd"]),
+            ]
+        },
+        "no sessions match",
+    );
+    out.push_str(&page_footer(&style, &page, before, shown, "sessions"));
+    output::emit(&out);
+    Ok(())
+}
+
+/// One session: its totals, then each run in order with its status and cost, and the
+/// run's conversation (`conversation=true`: user turn, replies, tool calls with their
+/// results, captured tool calls, failures), each entry with its round.
+fn session(style: &Style, client: &Client, id: &str) -> anyhow::Result<()> {
+    let mut query = Query::default();
+    query.push("conversation", "true");
+    let path = format!("/api/v1/sessions/{}", encode_segment(id));
+    let detail = match client.get_json(&path, &query) {
+        Err(e) if not_found(&e) => anyhow::bail!("no session {id}"),
+        other => other?,
+    };
+    if style.json {
+        output::emit_json(&detail);
+        return Ok(());
+    }
+    // The session's fields sit at the top level, beside its timeline.
+    let s = &detail;
+    let mut out = String::new();
+    out.push_str(&style.bold(&format!("session {}\n", text(&s["id"]))));
+    field(style, &mut out, "agent", text(&s["agent"]));
+    field(
+        style,
+        &mut out,
+        "active",
+        format!("{} – {}", text(&s["first_at"]), text(&s["last_at"])),
+    );
+    field(style, &mut out, "calls", text(&s["calls"]));
+    field(style, &mut out, "tokens in/out", tokens(s));
+    field(style, &mut out, "cost", usd(&s["cost_usd"]));
+    let timeline = detail["timeline"].as_array().cloned().unwrap_or_default();
+    let turns = detail["conversation"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    // Runs in the order their first entry appears.
+    let mut runs: Vec<String> = Vec::new();
+    for e in turns.iter().chain(&timeline) {
+        let run = text(&e["invocation_id"]);
+        if !runs.contains(&run) {
+            runs.push(run);
+        }
+    }
+    for run in &runs {
+        let entries: Vec<&Value> = timeline
+            .iter()
+            .filter(|e| text(&e["invocation_id"]) == *run)
+            .collect();
+        let cost: f64 = entries.iter().filter_map(|e| e["cost_usd"].as_f64()).sum();
+        let priced = entries.iter().any(|e| e["cost_usd"].is_number());
+        // How the run ended: its latest-started LLM call's status.
+        let status = entries
+            .iter()
+            .filter(|e| e["kind"] == "llm")
+            .max_by(|a, b| text(&a["started_at"]).cmp(&text(&b["started_at"])))
+            .map_or_else(|| "-".to_string(), |e| text(&e["status"]));
+        out.push('\n');
+        out.push_str(&style.bold(&format!("run {run}")));
+        out.push_str(&format!(
+            "  {}  {}\n",
+            style.status(&status),
+            if priced {
+                usd(&serde_json::json!(cost))
+            } else {
+                "-".to_string()
+            }
+        ));
+        for t in turns.iter().filter(|t| text(&t["invocation_id"]) == *run) {
+            out.push_str(&turn_line(style, t));
+        }
+    }
+    if runs.is_empty() {
+        out.push_str(&style.dim("no calls\n"));
     }
     output::emit(&out);
     Ok(())
+}
+
+/// One conversation entry: `r2 reply: ...`, `r1 tool_call search {"q":"x"} → result`.
+fn turn_line(style: &Style, t: &Value) -> String {
+    let kind = t["kind"].as_str().unwrap_or("");
+    let label = match kind {
+        "user" => "user",
+        "reply" => "reply",
+        "tool_call" => "tool call",
+        "tool" => "tool",
+        "failure" => "failed",
+        other => other,
+    };
+    let mut line = format!("  r{} {}", text(&t["round"]), style.bold(label));
+    if let Some(name) = t["name"].as_str() {
+        line.push(' ');
+        line.push_str(name);
+    }
+    if !t["arguments"].is_null() {
+        line.push(' ');
+        line.push_str(&clip(&arguments_json(&t["arguments"])));
+    }
+    match kind {
+        "tool" | "failure" => {
+            let status = t["status"].as_str().unwrap_or("-");
+            line.push_str(&format!(" {}", style.status(status)));
+            if let Some(code) = t["http_status"].as_u64() {
+                line.push_str(&format!(" ({code})"));
+            }
+        }
+        _ => {}
+    }
+    if let Some(body) = t["text"].as_str() {
+        let sep = if kind == "tool_call" { " → " } else { ": " };
+        line.push_str(sep);
+        line.push_str(&clip(body));
+    }
+    if let Some(hint) = t["hint"].as_str() {
+        line.push_str(&style.dim(&format!("  {}", clip(hint))));
+    }
+    line.push('\n');
+    line
 }
 
 fn not_found(e: &ClientError) -> bool {

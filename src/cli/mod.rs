@@ -55,6 +55,9 @@ pub enum Command {
     Runs(ListArgs),
     /// List calls, newest first
     Calls(ListArgs),
+    /// List sessions, newest first (--from/--to/--since, --agent, --model); with an ID,
+    /// the session as a conversation: each run's user turn, replies, tool calls, status, cost
+    Sessions(SessionsArgs),
     /// Show a run with its rounds, or one call; --round N prints what the model saw
     Show(ShowArgs),
     /// Print new calls and runs as they are recorded, until Ctrl-C
@@ -372,6 +375,16 @@ pub struct ListArgs {
     /// Continue after a previous page: the token its footer printed
     #[arg(long, value_name = "TOKEN")]
     pub next: Option<String>,
+}
+
+/// `llmtap sessions [ID]`: the list's flags; the API refuses the filters sessions do
+/// not take (it takes `--from`, `--to`, `--since`, `--agent`, `--model`, `--tenant`).
+#[derive(Args, Debug)]
+pub struct SessionsArgs {
+    /// A session id: print that session's timeline instead of the list
+    pub id: Option<String>,
+    #[command(flatten)]
+    pub list: ListArgs,
 }
 
 #[derive(Args, Debug)]

@@ -1236,3 +1236,94 @@ async fn the_cli_csv_has_the_api_csv_cells_with_input_for_admins_and_none_for_vi
     }
     recorded.shutdown().await;
 }
+
+/// `llmtap sessions` lists sessions with the API's filters (JSON when piped, a table
+/// on a terminal), refuses the filters sessions do not take, and `sessions ID` prints
+/// the session as a conversation: the run with its status and cost, the user turn,
+/// the tool call the model asked for with its result, and the reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sessions_lists_by_filters_and_shows_a_session_as_a_conversation() {
+    let recorded = Recorded::start("").await;
+    let seeded = recorded.seed().await;
+    let all = json_of(&run(&recorded, &["sessions"]));
+    let all_ids = ids(&all);
+    assert!(all_ids.contains(&"sess-1".to_string()), "{all}");
+    let planner = json_of(&run(&recorded, &["sessions", "--agent", "planner"]));
+    let planner_ids = ids(&planner);
+    assert!(planner_ids.contains(&"sess-1".to_string()), "{planner}");
+    for item in planner["items"].as_array().unwrap() {
+        assert_eq!(item["agent"], "planner", "{planner}");
+    }
+    let describer = json_of(&run(&recorded, &["sessions", "--agent", "describer"]));
+    assert!(
+        !ids(&describer).contains(&"sess-1".to_string()),
+        "{describer}"
+    );
+    assert_eq!(
+        ids(&describer).len() + planner_ids.len(),
+        all_ids.len(),
+        "every session is the planner's or the describer's: {all}"
+    );
+    // A model no session used, and a day before any: nothing.
+    let none = json_of(&run(&recorded, &["sessions", "--model", "no-such-model"]));
+    assert_eq!(none["items"], serde_json::json!([]));
+    let old = json_of(&run(&recorded, &["sessions", "--to", "2020-01-01"]));
+    assert_eq!(old["items"], serde_json::json!([]));
+    // Paging: one per page, walked by the printed token, sees every session once.
+    let first = json_of(&run(&recorded, &["sessions", "--limit", "1"]));
+    assert_eq!(ids(&first).len(), 1);
+    // A filter sessions do not take is the API's 400: exit 1, the reason on stderr.
+    let refused = run(&recorded, &["sessions", "--status", "failed"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("status"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    // The detail, piped: the API's session with its conversation.
+    let detail = json_of(&run(&recorded, &["sessions", "sess-1"]));
+    assert_eq!(detail["id"], "sess-1");
+    let kinds: Vec<&str> = detail["conversation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"user"), "{detail}");
+    assert!(
+        kinds.contains(&"tool_call") && kinds.contains(&"reply"),
+        "{kinds:?}"
+    );
+    // On a terminal: the list as a table, the session as a conversation.
+    let (table, code) = run_on_terminal(&recorded, &["sessions", "--agent", "planner"], true);
+    assert_eq!(code, 0, "{table}");
+    let table = visible_text(&table);
+    assert!(
+        table.contains("MODELS") && table.contains("sess-1"),
+        "{table}"
+    );
+    let (shown, code) = run_on_terminal(&recorded, &["sessions", "sess-1"], true);
+    assert_eq!(code, 0, "{shown}");
+    let shown = visible_text(&shown);
+    assert!(shown.contains("session sess-1"), "{shown}");
+    assert!(
+        shown.contains(&format!("run {}  success  $", seeded.tool_run)),
+        "{shown}"
+    );
+    let lines: Vec<&str> = shown.lines().collect();
+    let at = |prefix: &str| {
+        lines
+            .iter()
+            .position(|l| l.trim_start().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line starting {prefix:?}: {shown}"))
+    };
+    let (user, asked, reply) = (at("r1 user: "), at("r1 tool call "), at("r2 reply: "));
+    assert!(user < asked && asked < reply, "{shown}");
+    assert!(
+        lines[asked].contains(" → "),
+        "the tool call with its result: {shown}"
+    );
+    let (missing, code) = run_on_terminal(&recorded, &["sessions", "no-such-session"], true);
+    assert_eq!(code, 1, "{missing}");
+    assert!(missing.contains("no session no-such-session"), "{missing}");
+}

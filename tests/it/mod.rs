@@ -6,6 +6,7 @@ mod architecture;
 mod capture_log;
 mod chaos;
 mod cli;
+mod conformance;
 mod cost;
 mod hostile;
 mod intercept;

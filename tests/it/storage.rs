@@ -1,9 +1,12 @@
-//! Storage efficiency and safety: exact reconstruction, deduplication, attachments,
-//! retention, encryption at rest, and the disk-full path.
+//! The embedded store's own storage promises: attachment files, encryption at rest on
+//! disk, crypto-shredding of files, snapshots and the disk-full path. What every
+//! engine promises (exact reconstruction, deduplication, retention, deletion,
+//! counters under concurrency) is in `conformance.rs`, run on each engine; its
+//! fixtures and body builders are here.
 
 use super::util::*;
 use base64::Engine;
-use llmtap::record::{CallRecord, Endpoint, InvocationRecord, Message, ProviderKind, RequestView};
+use llmtap::record::{CallRecord, Endpoint, InvocationRecord, Message, RequestView};
 use llmtap::store::{Keyring, Store, StoreOptions};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,14 +20,21 @@ fn open(dir: &Path, options: StoreOptions) -> Store {
     Store::open_with(dir, options).unwrap()
 }
 
-fn keyed() -> StoreOptions {
+pub(super) fn keyed() -> StoreOptions {
     StoreOptions {
         keys: Some(Arc::new(Keyring::from_text(KEY).unwrap())),
         ..StoreOptions::default()
     }
 }
 
-fn call(id: &str, inv: &str, round: u32, at_us: u64, request: &str, response: &str) -> CallRecord {
+pub(super) fn call(
+    id: &str,
+    inv: &str,
+    round: u32,
+    at_us: u64,
+    request: &str,
+    response: &str,
+) -> CallRecord {
     CallRecord {
         id: id.into(),
         invocation_id: inv.into(),
@@ -47,7 +57,7 @@ fn inv(id: &str, at_us: u64, rounds: u32) -> InvocationRecord {
     }
 }
 
-fn fixture_names() -> Vec<String> {
+pub(super) fn fixture_names() -> Vec<String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/exchanges");
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
@@ -59,7 +69,7 @@ fn fixture_names() -> Vec<String> {
 }
 
 /// Deterministic pseudo-random bytes (an incompressible "image").
-fn noise(seed: u64, len: usize) -> Vec<u8> {
+pub(super) fn noise(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed | 1;
     (0..len)
         .map(|_| {
@@ -71,11 +81,11 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn b64(bytes: &[u8]) -> String {
+pub(super) fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(super) fn sha256_hex(bytes: &[u8]) -> String {
     ring::digest::digest(&ring::digest::SHA256, bytes)
         .as_ref()
         .iter()
@@ -85,7 +95,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 /// An Anthropic conversation: round n re-sends the system prompt, the image of
 /// round 1 and the whole history.
-fn anthropic_round(system: &str, image: &[u8], task: &str, rounds: u32) -> String {
+pub(super) fn anthropic_round(system: &str, image: &[u8], task: &str, rounds: u32) -> String {
     let mut messages = vec![serde_json::json!({"role": "user", "content": [
         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": b64(image)}},
         {"type": "text", "text": task},
@@ -102,171 +112,6 @@ fn anthropic_round(system: &str, image: &[u8], task: &str, rounds: u32) -> Strin
         "model": "claude-sonnet-4-5", "max_tokens": 1024, "system": system, "messages": messages,
     }))
     .unwrap()
-}
-
-#[test]
-fn every_fixture_reconstructs_byte_for_byte() {
-    for options in [StoreOptions::default(), keyed()] {
-        let dir = TempDir::new("fixtures-exact");
-        let store = open(dir.path(), options);
-        let names = fixture_names();
-        let mut calls = Vec::new();
-        for (i, name) in names.iter().enumerate() {
-            let fx = fixture(name);
-            let request = fx["request"]["body"].as_str().unwrap_or_default();
-            let response = fx["response"]["body"].as_str().unwrap();
-            let mut c = call(&format!("c_{i:04}"), "inv", i as u32, 1, request, response);
-            // The record as the recorder makes it: views are the parsers' own, so the
-            // store keeps only the raw bodies and parses them again when read.
-            let provider = fx["provider"].as_str().unwrap_or("openai");
-            let kind = match provider {
-                "anthropic" => ProviderKind::Anthropic,
-                "gemini" => ProviderKind::Gemini,
-                _ => ProviderKind::Openai,
-            };
-            let url: http::Uri = fixture_url(&fx);
-            let status = fx["response"]["status"].as_u64().unwrap() as u16;
-            let content_type = fx["response"]["headers"]["content-type"]
-                .as_str()
-                .map(str::to_owned);
-            let parsed = llmtap::parse::parse_exchange(&llmtap::parse::ExchangeInput {
-                kind,
-                provider,
-                path: url.path(),
-                query: url.query(),
-                request_body: request.as_bytes(),
-                response_status: Some(status),
-                response_content_type: content_type.as_deref(),
-                response_body: response.as_bytes(),
-            });
-            c.kind = kind.as_str().into();
-            c.provider = provider.into();
-            c.path = url.path().into();
-            c.http_status = Some(status);
-            if let Some(ct) = content_type {
-                c.response_headers.insert("content-type".into(), ct);
-            }
-            c.endpoint = Some(parsed.endpoint);
-            c.request = Some(parsed.request);
-            c.response = Some(parsed.response);
-            calls.push(c);
-        }
-        // A view the parsers did not make (no endpoint) is stored as it is.
-        let mut handmade = call("c_9998", "inv", 98, 1, "{}", "{}");
-        handmade.request = Some(RequestView {
-            system: Some("system of a hand-made record".into()),
-            messages: vec![Message {
-                role: "user".into(),
-                text: Some("hello".into()),
-                ..Message::default()
-            }],
-            ..RequestView::default()
-        });
-        calls.push(handmade);
-        // A body that is not UTF-8 keeps its exact bytes too.
-        let mut odd = call("c_9999", "inv", 99, 1, "", "");
-        odd.request_body_bytes = Some(b"{\"messages\":[\"\xff\xfe\"]}".to_vec());
-        odd.request_body = Some(String::from_utf8_lossy(b"{\"messages\":[\"\xff\xfe\"]}").into());
-        odd.response_body_bytes = Some(vec![0x1f, 0x8b, 0, 0xff]);
-        odd.response_body = Some(String::from_utf8_lossy(&[0x1f, 0x8b, 0, 0xff]).into());
-        calls.push(odd.clone());
-        store.write_batch(&calls, &[inv("inv", 1, 99)]).unwrap();
-        for c in &calls {
-            let want_req = c
-                .request_body_bytes
-                .clone()
-                .unwrap_or_else(|| c.request_body.clone().unwrap().into_bytes());
-            let want_resp = c
-                .response_body_bytes
-                .clone()
-                .unwrap_or_else(|| c.response_body.clone().unwrap().into_bytes());
-            assert_eq!(
-                store.get_raw(&c.id, false).unwrap().unwrap(),
-                want_req,
-                "{}: request",
-                c.id
-            );
-            assert_eq!(
-                store.get_raw(&c.id, true).unwrap().unwrap(),
-                want_resp,
-                "{}: response",
-                c.id
-            );
-            let back = store.get_call(&c.id).unwrap().unwrap();
-            assert_eq!(back.request_body, c.request_body);
-            assert_eq!(back.response_body, c.response_body);
-            assert_eq!(back.request, c.request, "{}: request view", c.id);
-            assert_eq!(back.response, c.response, "{}: response view", c.id);
-            // The calls tree itself holds metadata only.
-            let meta = store.get_call_meta(&c.id).unwrap().unwrap();
-            assert!(meta.request_body.is_none() && meta.request.is_none());
-        }
-        // The fixture with a base64 image lists it as a mirrored attachment.
-        let image = calls
-            .iter()
-            .find(|c| c.request_body.as_deref().unwrap().contains("iVBORw0KGgo"))
-            .unwrap();
-        let meta = store.get_call_meta(&image.id).unwrap().unwrap();
-        assert_eq!(meta.attachments.len(), 1, "{:?}", meta.attachments);
-        assert_eq!(meta.attachments[0].media_type.as_deref(), Some("image/png"));
-        assert_eq!(meta.attachments[0].source, "mirrored");
-    }
-}
-
-#[test]
-fn history_system_prompt_and_image_are_stored_once() {
-    let dir = TempDir::new("dedup");
-    let store = open(dir.path(), StoreOptions::default());
-    let system = format!("You are a careful coding agent. {}", "Rule. ".repeat(600));
-    let image = noise(7, 20_000);
-    let mut raw_total = 0u64;
-    // Two invocations of the same agent: same system prompt and image, different tasks.
-    for (inv_id, task) in [("inv-a", "fix the bug"), ("inv-b", "write the docs")] {
-        for round in 1..=10 {
-            let body = anthropic_round(&system, &image, task, round);
-            raw_total += body.len() as u64;
-            let mut c = call(
-                &format!("c_{inv_id}_{round:02}"),
-                inv_id,
-                round,
-                10,
-                &body,
-                "{\"content\":[]}",
-            );
-            c.request = Some(RequestView {
-                system: Some(system.clone()),
-                ..RequestView::default()
-            });
-            store.write_batch(&[c], &[inv(inv_id, 10, round)]).unwrap();
-            let back = store
-                .get_raw(&format!("c_{inv_id}_{round:02}"), false)
-                .unwrap();
-            assert_eq!(back.unwrap(), body.as_bytes());
-        }
-    }
-    // The system prompt (its JSON string) is one chunk referenced by all 20 calls.
-    let system_json = serde_json::to_string(&system).unwrap();
-    assert_eq!(
-        store
-            .chunk_refs(&sha256_hex(system_json.as_bytes()))
-            .unwrap(),
-        21,
-        "20 request bodies + the one parsed view they all share"
-    );
-    // The image is one blob, referenced by the one chunk holding round 1's message per invocation.
-    let sha = sha256_hex(&image);
-    assert_eq!(store.blob_refs(&sha).unwrap(), 2);
-    let usage = store.content_usage().unwrap();
-    assert_eq!(usage.blobs, 1);
-    assert!(
-        usage.chunk_bytes + usage.blob_bytes < raw_total / 10,
-        "{usage:?} vs raw {raw_total}"
-    );
-    let meta = store.get_call_meta("c_inv-b_07").unwrap().unwrap();
-    assert_eq!(meta.attachments[0].sha256.as_deref(), Some(sha.as_str()));
-    assert_eq!(meta.attachments[0].size, Some(20_000));
-    let (media, bytes) = store.get_blob(&sha).unwrap().unwrap();
-    assert_eq!((media.as_str(), bytes), ("image/png", image));
 }
 
 /// Attachment bytes live in files beside sled, one per address: a file nothing
@@ -411,141 +256,6 @@ fn attachments_of_every_provider_shape_are_found() {
             assert_eq!(att["data"]["size"], 700);
         }
     }
-}
-
-#[test]
-fn retention_deletes_old_calls_and_only_unreferenced_content() {
-    let dir = TempDir::new("retention");
-    let now = 1_000 * DAY_US;
-    let store = open(
-        dir.path(),
-        StoreOptions {
-            retention_days: 30,
-            ..StoreOptions::default()
-        },
-    );
-    let system = "S".repeat(2000);
-    let shared = noise(11, 5000);
-    let only_old = noise(12, 5000);
-    let old_body = {
-        let mut v: serde_json::Value =
-            serde_json::from_str(&anthropic_round(&system, &shared, "old task", 2)).unwrap();
-        v["messages"][0]["content"]
-            .as_array_mut()
-            .unwrap()
-            .push(serde_json::json!({"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": b64(&only_old)}}));
-        serde_json::to_string(&v).unwrap()
-    };
-    let old_at = now - 40 * DAY_US;
-    store
-        .write_batch(
-            &[
-                call("c_01", "inv-old", 1, old_at, &old_body, "{}"),
-                call("c_02", "inv-old", 2, old_at + 1, &old_body, "{\"x\":1}"),
-            ],
-            &[inv("inv-old", old_at, 2)],
-        )
-        .unwrap();
-    let new_body = anthropic_round(&system, &shared, "new task", 3);
-    store
-        .write_batch(
-            &[call("c_03", "inv-new", 1, now - DAY_US, &new_body, "{}")],
-            &[inv("inv-new", now - DAY_US, 1)],
-        )
-        .unwrap();
-    let report = store.sweep(now).unwrap();
-    assert_eq!(report.calls_deleted, 2);
-    assert_eq!(report.invocations_deleted, 1);
-    assert!(store.get_call("c_01").unwrap().is_none());
-    assert!(store.get_invocation("inv-old").unwrap().is_none());
-    assert!(store.invocation_calls("inv-old").unwrap().is_empty());
-    // Gone from lists and their totals too, not only as a record.
-    let listed = store
-        .list_invocations(
-            &llmtap::store::summary::Filter::default(),
-            &llmtap::store::PageRequest {
-                limit: 10,
-                count_total: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    let ids: Vec<&str> = listed.items.iter().map(|i| i.id.as_str()).collect();
-    assert_eq!((ids, listed.total), (vec!["inv-new"], 1));
-    // The blob only the old calls used is gone; the shared one lives on.
-    assert!(store.get_blob(&sha256_hex(&only_old)).unwrap().is_none());
-    assert_eq!(
-        store.get_blob(&sha256_hex(&shared)).unwrap().unwrap().1,
-        shared
-    );
-    assert_eq!(
-        store.get_raw("c_03", false).unwrap().unwrap(),
-        new_body.as_bytes()
-    );
-    assert!(
-        report.chunks_freed > 0 && report.blobs_freed == 1,
-        "{report:?}"
-    );
-    // Later, the new call expires too and the store is empty of content.
-    let report = store.sweep(now + 60 * DAY_US).unwrap();
-    assert_eq!(report.calls_deleted, 1);
-    let usage = store.content_usage().unwrap();
-    assert_eq!(
-        (usage.calls, usage.chunks, usage.blobs, usage.ref_entries),
-        (0, 0, 0, 0)
-    );
-}
-
-#[test]
-fn body_retention_keeps_metadata_and_cost() {
-    let dir = TempDir::new("body-retention");
-    let now = 1_000 * DAY_US;
-    let store = open(
-        dir.path(),
-        StoreOptions {
-            retention_days: 90,
-            body_retention_days: 7,
-            ..StoreOptions::default()
-        },
-    );
-    let image = noise(21, 3000);
-    let body = anthropic_round("sys", &image, "t", 2);
-    let view = |mut c: CallRecord| {
-        c.endpoint = Some(Endpoint::Messages);
-        c.request = Some(llmtap::parse::request_view(
-            Endpoint::Messages,
-            body.as_bytes(),
-        ));
-        c
-    };
-    let mut old = view(call("c_01", "i", 1, now - 10 * DAY_US, &body, "{\"a\":1}"));
-    old.cost_usd = Some(0.25);
-    old.model = Some("claude".into());
-    let fresh = view(call("c_02", "i", 2, now, &body, "{\"a\":2}"));
-    store
-        .write_batch(&[old, fresh], &[inv("i", now, 2)])
-        .unwrap();
-    let report = store.sweep(now).unwrap();
-    assert_eq!((report.bodies_dropped, report.calls_deleted), (1, 0));
-    let kept = store.get_call("c_01").unwrap().unwrap();
-    assert_eq!(kept.cost_usd, Some(0.25));
-    assert_eq!(kept.model.as_deref(), Some("claude"));
-    assert!(kept.request_body.is_none() && kept.response_body.is_none());
-    assert!(store.get_raw("c_01", false).unwrap().is_none());
-    // The parsed view and the `q` texts are prompt content too: gone with the body.
-    assert!(kept.request.is_none());
-    assert!(store.call_text("c_01").unwrap().is_none());
-    let text = store.call_text("c_02").unwrap().unwrap();
-    assert_eq!(text.system.as_deref(), Some("sys"));
-    assert!(store.get_call("c_02").unwrap().unwrap().request.is_some());
-    // The image is still used by the fresh call.
-    assert!(store.get_blob(&sha256_hex(&image)).unwrap().is_some());
-    assert_eq!(
-        store.get_raw("c_02", false).unwrap().unwrap(),
-        body.as_bytes()
-    );
-    // A second sweep has nothing left to do.
-    assert_eq!(store.sweep(now).unwrap().bodies_dropped, 0);
 }
 
 /// Every file under `dir` that contains `needle`.
@@ -911,82 +621,6 @@ async fn retention_takes_deleted_records_out_of_summary_and_agents_even_after_a_
         api_get(&running, "/api/v1/agents").await.json(),
     );
     running.shutdown().await.unwrap();
-}
-
-#[test]
-fn counters_stay_exact_while_the_writer_and_the_sweeper_update_them_together() {
-    let dir = TempDir::new("counter-race");
-    let store = open(dir.path(), StoreOptions::default());
-    let (ids_tx, ids_rx) = std::sync::mpsc::channel::<String>();
-    let writer = {
-        let store = store.clone();
-        std::thread::spawn(move || {
-            for batch in 0..300u64 {
-                let mut calls = Vec::new();
-                let mut invs = Vec::new();
-                for i in 0..4u64 {
-                    let at = 1_000_000 + batch * 10 + i;
-                    let mut c = call(
-                        &llmtap::ids::new_id("c_", at),
-                        &format!("r{batch}-{i}"),
-                        1,
-                        at,
-                        "{}",
-                        "{}",
-                    );
-                    c.metadata.agent = Some("racer".into());
-                    c.status = Some(llmtap::record::CallStatus::Success);
-                    invs.push(llmtap::record::roll_up(None, &c));
-                    calls.push(c);
-                }
-                store.write_batch(&calls, &invs).unwrap();
-                for c in calls {
-                    ids_tx.send(c.id).unwrap();
-                }
-            }
-        })
-    };
-    let sweeper = {
-        let store = store.clone();
-        std::thread::spawn(move || {
-            let mut deleted = 0u64;
-            // Every other call, as soon as it is stored.
-            for (n, id) in ids_rx.iter().enumerate() {
-                if n % 2 == 0 {
-                    assert!(store.delete_call(&id).unwrap());
-                    deleted += 1;
-                }
-            }
-            deleted
-        })
-    };
-    writer.join().unwrap();
-    let deleted = sweeper.join().unwrap();
-    let left = 1200 - deleted;
-    assert_eq!(store.call_count() as u64, left);
-    let filter = llmtap::store::summary::Filter {
-        eq: vec![(llmtap::store::summary::tag::AGENT, vec!["racer".into()])],
-        ..Default::default()
-    };
-    let page = store
-        .list_calls(
-            &filter,
-            &llmtap::store::PageRequest {
-                limit: 1,
-                count_total: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-    assert_eq!(page.total, left, "the agent counter drifted");
-    assert_eq!(
-        store
-            .rollup_total(&llmtap::store::RollupScope::All)
-            .unwrap()
-            .calls,
-        left,
-        "the rollup drifted"
-    );
 }
 
 #[tokio::test]

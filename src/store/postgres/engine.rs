@@ -723,8 +723,25 @@ impl Engine for PostgresStore {
     fn delete_call(&self, id: &str) -> Result<bool, StoreError> {
         let codec = self.codec.clone();
         let id = id.to_string();
+        // A deletion can lose a deadlock to a batch another instance (or this one's
+        // writer) commits meanwhile (both update the facet counts): it is retried,
+        // as a batch is (found by `it::conformance::counters_stay_exact_…`).
         self.run_read(move |mut c| async move {
-            super::retention::delete_call(&mut c, &codec, &id).await
+            let mut attempt = 1;
+            loop {
+                match super::retention::delete_call(&mut c, &codec, &id).await {
+                    Err(StoreError::Backend { source, .. })
+                        if attempt < WRITE_ATTEMPTS
+                            && source.downcast_ref::<PgError>().is_some_and(retryable) =>
+                    {
+                        tracing::debug!(error = %source, attempt, "deletion lost a race with a batch; retrying");
+                        attempt += 1;
+                        let backoff = 5 * u64::from(attempt) + u64::from(rand_jitter());
+                        tokio::time::sleep(std::time::Duration::from_millis(backoff)).await;
+                    }
+                    other => return other,
+                }
+            }
         })
     }
     fn reprice(
