@@ -10,6 +10,7 @@
 //! moved calls beside its calls.
 
 use super::pg;
+use super::postgres::{distinct_text, round_with_bodies};
 use super::storage::{anthropic_round, b64, call, fixture_names, keyed, noise, sha256_hex};
 use super::util::{fixture, fixture_url, TempDir};
 use llmtap::record::{CallRecord, CallStatus, Cost, Endpoint, InvocationRecord};
@@ -385,56 +386,6 @@ fn shared_content_is_stored_once_with_exact_reference_counts(engines: &Engines) 
     assert_eq!(meta.attachments[0].size, Some(20_000));
     let (media, bytes) = store.get_blob(&sha).unwrap().unwrap();
     assert_eq!((media.as_str(), bytes), ("image/png", image));
-}
-
-/// Text that does not compress away: `n` bytes of hex from a seed.
-fn distinct_text(seed: &str, n: usize) -> String {
-    let mut out = String::with_capacity(n + 64);
-    let mut i = 0u64;
-    while out.len() < n {
-        let d = ring::digest::digest(&ring::digest::SHA256, format!("{seed}{i}").as_bytes());
-        out.extend(d.as_ref().iter().map(|b| format!("{b:02x}")));
-        i += 1;
-    }
-    out.truncate(n);
-    out
-}
-
-/// A round of `run` whose OpenAI request carries `system` (content-addressed when
-/// large) and a small answer.
-fn round_with_bodies(
-    run: &str,
-    round: u32,
-    at: u64,
-    system: &str,
-    status: CallStatus,
-) -> CallRecord {
-    let mut call = super::synthetic::synthetic_call(
-        run,
-        round,
-        at,
-        "planner",
-        "acme",
-        Some("s-1"),
-        0,
-        status,
-        100 * u64::from(round) + 1,
-        7,
-    );
-    call.request_body = Some(
-        serde_json::json!({
-            "model": "gpt-4o-mini",
-            "messages": [
-                {"role": "system", "content": system},
-                {"role": "user", "content": format!("step {round} at {at}")},
-            ],
-        })
-        .to_string(),
-    );
-    call.response_body = Some(format!("{{\"id\":\"chatcmpl-{at}\",\"choices\":[]}}"));
-    // Not a real exchange: keep only the request view (stored as given).
-    call.response = None;
-    call
 }
 
 /// Three writers (sled: threads on one store; PostgreSQL: three instances) store

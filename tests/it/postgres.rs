@@ -544,7 +544,7 @@ fn pg_engine(
 }
 
 /// Text that does not compress away: `n` bytes of hex from a seed.
-fn distinct_text(seed: &str, n: usize) -> String {
+pub(super) fn distinct_text(seed: &str, n: usize) -> String {
     let mut out = String::with_capacity(n + 64);
     let mut i = 0u64;
     while out.len() < n {
@@ -558,7 +558,7 @@ fn distinct_text(seed: &str, n: usize) -> String {
 
 /// A synthetic round of `run` with an OpenAI chat request above the inline limit
 /// (its system prompt, shared by every round, is content-addressed) and a small answer.
-fn round_with_bodies(
+pub(super) fn round_with_bodies(
     run: &str,
     round: u32,
     started_us: u64,
