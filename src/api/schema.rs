@@ -511,8 +511,6 @@ pub struct Agents {
     tenant: Option<String>,
     items: Vec<AgentRow>,
     count: usize,
-    /// True when tool calls were counted over the first 1,000,000 calls only.
-    tool_calls_truncated: bool,
     latency_note: String,
 }
 

@@ -1024,7 +1024,11 @@ fn cell_json(cell: &RollupCell) -> Value {
 pub(super) fn agents(state: &ApiState, who: &Principal, p: &Params) -> ApiResult {
     let tenant = tenant_param(who, p)?;
     let mut rows: Vec<(String, RollupCell)> = state.store.rollup_agents(tenant.as_deref())?;
-    rows.sort_by(|a, b| b.1.calls.cmp(&a.1.calls).then(a.0.cmp(&b.0)));
+    rows.sort_by(|a, b| {
+        (b.1.calls, b.1.tool_calls)
+            .cmp(&(a.1.calls, a.1.tool_calls))
+            .then(a.0.cmp(&b.0))
+    });
     let scoped = |agent: Option<&str>| {
         let mut filter = Filter::default();
         if let Some(t) = &tenant {
@@ -1047,36 +1051,6 @@ pub(super) fn agents(state: &ApiState, who: &Principal, p: &Params) -> ApiResult
         unnamed_failed = unnamed_failed.saturating_sub(n);
         failed.push(n);
     }
-    // Tool calls (HTTP, MCP) per agent: not in the rollups, which count LLM calls;
-    // counted from the calls' facets, as `/stats` counts them.
-    let mut tools: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    let mut tool_filter = scoped(None);
-    tool_filter
-        .eq
-        .push((tag::KIND, vec!["http".to_string(), "mcp".to_string()]));
-    let scan =
-        state
-            .store
-            .scan_facets(false, &tool_filter, STATS_BUDGET, &mut |v: &FacetView<
-                '_,
-            >| {
-                if v.get(tag::KIND).is_some_and(crate::record::is_round_kind) {
-                    return;
-                }
-                let counts = tools
-                    .entry(v.get(tag::AGENT).unwrap_or("").to_string())
-                    .or_default();
-                counts.0 += 1;
-                if v.get(tag::STATUS) != Some("success") {
-                    counts.1 += 1;
-                }
-            })?;
-    for agent in tools.keys() {
-        if !rows.iter().any(|(a, _)| a == agent) {
-            rows.push((agent.clone(), RollupCell::default()));
-            failed.push(0);
-        }
-    }
     let items: Vec<Value> = rows
         .iter()
         .zip(failed)
@@ -1086,11 +1060,11 @@ pub(super) fn agents(state: &ApiState, who: &Principal, p: &Params) -> ApiResult
             } else {
                 failed
             };
-            let (tool_calls, tool_failures) = tools.get(agent).copied().unwrap_or((0, 0));
             let mut v = cell_json(cell);
             v["agent"] = json!((!agent.is_empty()).then_some(agent));
-            v["tool_calls"] = json!(tool_calls);
-            v["tool_failures"] = json!(tool_failures);
+            // A tool's calls (HTTP, MCP), kept apart from the LLM calls in the rollups.
+            v["tool_calls"] = json!(cell.tool_calls);
+            v["tool_failures"] = json!(cell.tool_failures);
             v["failed_runs"] = json!(failed);
             v["run_error_rate"] =
                 json!((cell.invocations > 0).then(|| failed as f64 / cell.invocations as f64));
@@ -1099,7 +1073,6 @@ pub(super) fn agents(state: &ApiState, who: &Principal, p: &Params) -> ApiResult
         .collect();
     ok(
         &json!({"tenant": tenant, "items": items, "count": items.len(),
-        "tool_calls_truncated": scan == crate::store::ScanOutcome::Truncated,
         "latency_note": "p50/p95 from a log histogram (4 buckets per doubling), about ±9%"}),
     )
 }

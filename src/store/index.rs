@@ -228,14 +228,22 @@ pub struct RollupCell {
     pub output_tokens: u64,
     pub latency_sum_us: u64,
     pub hist: Vec<u64>,
+    /// A tool's calls (HTTP, MCP), counted apart from the LLM calls above.
+    pub tool_calls: u64,
+    pub tool_failures: u64,
 }
 
 impl RollupCell {
-    /// Counts an LLM call (every attempt); a tool call (`kind = "http"`) is no LLM
-    /// call and adds nothing: its latency would mix into the LLM percentiles and its
-    /// failures into the per-call error rate (per-tool figures: `/stats?group_by=tool`).
+    /// Counts an LLM call (every attempt). A tool's call (HTTP, MCP) is no LLM call:
+    /// it counts only in `tool_calls`/`tool_failures`, as its latency would mix into
+    /// the LLM percentiles and its failures into the per-call error rate (per-tool
+    /// figures: `/stats?group_by=tool`).
     pub fn add_call(&mut self, call: &CallRecord, with_hist: bool) {
         if !crate::agent_loop::is_llm(call) {
+            self.tool_calls += 1;
+            if call.status != Some(CallStatus::Success) {
+                self.tool_failures += 1;
+            }
             return;
         }
         self.calls += 1;
@@ -272,6 +280,8 @@ impl RollupCell {
         self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
         self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
         self.latency_sum_us = self.latency_sum_us.saturating_add(other.latency_sum_us);
+        self.tool_calls = self.tool_calls.saturating_add(other.tool_calls);
+        self.tool_failures = self.tool_failures.saturating_add(other.tool_failures);
         if self.hist.len() < other.hist.len() {
             self.hist.resize(other.hist.len(), 0);
         }
@@ -289,6 +299,8 @@ impl RollupCell {
         self.input_tokens = self.input_tokens.saturating_sub(other.input_tokens);
         self.output_tokens = self.output_tokens.saturating_sub(other.output_tokens);
         self.latency_sum_us = self.latency_sum_us.saturating_sub(other.latency_sum_us);
+        self.tool_calls = self.tool_calls.saturating_sub(other.tool_calls);
+        self.tool_failures = self.tool_failures.saturating_sub(other.tool_failures);
         for (a, b) in self.hist.iter_mut().zip(&other.hist) {
             *a = a.saturating_sub(*b);
         }
@@ -296,11 +308,15 @@ impl RollupCell {
 
     /// Nothing left counted (a cell every record of which was deleted).
     pub fn is_empty(&self) -> bool {
-        self.calls == 0 && self.invocations == 0
+        self.calls == 0 && self.invocations == 0 && self.tool_calls == 0
     }
 
+    /// Seven counters, the histogram (none, or `HIST_BUCKETS` counts), then the two
+    /// tool counters. Cells written before the tool counters end with the
+    /// histogram; `decode` tells them apart by length (7 or 7 + 96 numbers, against
+    /// 9 or 9 + 96) and reads their tool counters as 0.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(56 + self.hist.len() * 8);
+        let mut out = Vec::with_capacity(72 + self.hist.len() * 8);
         for n in [
             self.calls,
             self.errors,
@@ -312,7 +328,11 @@ impl RollupCell {
         ] {
             out.extend_from_slice(&n.to_be_bytes());
         }
-        for n in &self.hist {
+        for n in self
+            .hist
+            .iter()
+            .chain([&self.tool_calls, &self.tool_failures])
+        {
             out.extend_from_slice(&n.to_be_bytes());
         }
         out
@@ -331,9 +351,14 @@ impl RollupCell {
             input_tokens: next(),
             output_tokens: next(),
             latency_sum_us: next(),
-            hist: Vec::new(),
+            ..RollupCell::default()
         };
-        cell.hist = nums.collect();
+        let mut rest: Vec<u64> = nums.collect();
+        if rest.len() == 2 || rest.len() == HIST_BUCKETS + 2 {
+            cell.tool_failures = rest.pop().unwrap_or(0);
+            cell.tool_calls = rest.pop().unwrap_or(0);
+        }
+        cell.hist = rest;
         cell
     }
 
@@ -713,6 +738,32 @@ impl CallText {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rollup_cells_keep_tool_counts_and_read_cells_written_before_them() {
+        let old = |with_hist: bool| {
+            let mut bytes = Vec::new();
+            for n in [3u64, 1, 2, 40, 500, 60, 7_000] {
+                bytes.extend_from_slice(&n.to_be_bytes());
+            }
+            if with_hist {
+                for i in 0..HIST_BUCKETS as u64 {
+                    bytes.extend_from_slice(&(i % 3).to_be_bytes());
+                }
+            }
+            bytes
+        };
+        for with_hist in [false, true] {
+            let cell = RollupCell::decode(&old(with_hist));
+            assert_eq!((cell.calls, cell.latency_sum_us), (3, 7_000));
+            assert_eq!((cell.tool_calls, cell.tool_failures), (0, 0));
+            assert_eq!(cell.hist.len(), if with_hist { HIST_BUCKETS } else { 0 });
+            let mut new = cell.clone();
+            new.tool_calls = 5;
+            new.tool_failures = 2;
+            assert_eq!(RollupCell::decode(&new.encode()), new);
+        }
+    }
 
     #[test]
     fn search_texts_keep_at_most_8192_characters() {

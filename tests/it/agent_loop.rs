@@ -1030,7 +1030,6 @@ async fn headerless_tool_calls_join_the_run_whose_round_asked_for_them() {
         (json!(2), json!(3), json!(1)),
         "{agents}"
     );
-    assert_eq!(agents["tool_calls_truncated"], false);
     running.shutdown().await.unwrap();
 }
 

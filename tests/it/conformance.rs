@@ -141,6 +141,7 @@ conformance! {
     rate_limits_keep_the_latest_state_and_the_series,
     runs_number_their_rounds_and_roll_up_their_calls,
     audit_entries_and_the_capture_log_position_are_kept,
+    tool_calls_count_apart_in_the_rollups,
 }
 
 /// Writes calls as the writer does (`writer.rs`, `store_part`): each run's calls
@@ -660,6 +661,47 @@ fn deleting_a_call_frees_its_content_and_takes_it_off_every_count(engines: &Engi
         .list_calls(&eq(tag::AGENT, "planner"), &page(10))
         .unwrap();
     assert_eq!(planner.total, 2);
+}
+
+/// A run's LLM call and its tool calls (HTTP, MCP): the rollups count the LLM
+/// call as a call and the tool calls apart (`/agents`' tool figures), per scope, and
+/// a deleted tool call is taken off them.
+pub fn tool_call_run() -> Vec<CallRecord> {
+    let round = round_with_bodies("run", 1, T0, "system", CallStatus::Success);
+    let tool = |id: &str, kind: &str, at: u64, status: CallStatus| {
+        let mut call = round.clone();
+        call.id = id.into();
+        call.kind = kind.into();
+        call.started_at_us = T0 + at;
+        call.status = Some(status);
+        call.usage = Default::default();
+        call.request = None;
+        call
+    };
+    vec![
+        round.clone(),
+        tool("c_tool_http", "http", 5_000, CallStatus::Success),
+        tool("c_tool_mcp", "mcp", 6_000, CallStatus::Failed),
+    ]
+}
+
+fn tool_calls_count_apart_in_the_rollups(engines: &Engines) {
+    let store = engines.open(StoreOptions::default());
+    write(&store, tool_call_run());
+    let counts = |scope: &RollupScope| {
+        let cell = store.rollup_total(scope).unwrap();
+        (cell.calls, cell.errors, cell.tool_calls, cell.tool_failures)
+    };
+    assert_eq!(counts(&RollupScope::All), (1, 0, 2, 1));
+    assert_eq!(counts(&RollupScope::Tenant("acme".into())), (1, 0, 2, 1));
+    let agents = store.rollup_agents(Some("acme")).unwrap();
+    let planner: Vec<_> = agents
+        .iter()
+        .map(|(agent, cell)| (agent.as_str(), cell.tool_calls, cell.tool_failures))
+        .collect();
+    assert_eq!(planner, vec![("planner", 2, 1)]);
+    assert!(store.delete_call("c_tool_mcp").unwrap());
+    assert_eq!(counts(&RollupScope::All), (1, 0, 1, 0));
 }
 
 /// Repricing a time range changes the cost of the calls in it (and only them) in

@@ -43,7 +43,7 @@ async fn instances_starting_together_apply_each_migration_once() {
         applied.extend(t.await.unwrap());
     }
     let all: Vec<i32> = engine::MIGRATIONS.iter().map(|m| m.version).collect();
-    assert_eq!(all, vec![1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(all, (1..=10).collect::<Vec<i32>>());
     applied.sort_unstable();
     assert_eq!(applied, all, "exactly one instance applied each version");
     let client = db.connect().await;
@@ -106,7 +106,7 @@ async fn a_schema_newer_than_the_binary_is_refused_untouched() {
     // `llmtap serve` refuses to start on it, saying why.
     let err = refused_start(&db.url()).await;
     assert!(err.contains("newer than this llmtap knows"), "{err}");
-    assert_eq!(versions(&client).await, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 99]);
+    assert_eq!(versions(&client).await, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 99]);
 }
 
 #[tokio::test]
@@ -308,6 +308,8 @@ fn cell(calls: u64, cost: u64, hist: Vec<u64>) -> llmtap::store::index::RollupCe
         output_tokens: 20 * calls,
         latency_sum_us: 1000 * calls,
         hist,
+        tool_calls: calls / 3,
+        tool_failures: calls / 5,
     }
 }
 
@@ -1899,4 +1901,81 @@ async fn a_database_outage_loses_no_answered_call_and_readyz_says_so() {
         Some(0)
     );
     running.shutdown().await.unwrap();
+}
+
+/// A database written before rollup cells counted tool calls: migration 0010 fills
+/// the counts from the stored calls, as the writer would have counted them.
+#[tokio::test]
+async fn migration_0010_counts_the_tool_calls_already_stored() {
+    use llmtap::store::{EngineContext, RollupScope, Store, StoreOptions};
+    let db = pg::fresh_db("tool_rollups").await;
+    let config = engine_config(&db.url());
+    let (pool, _) = engine::prepare(&config).await.unwrap();
+    let dir = super::util::TempDir::new("pg-tool-rollups");
+    let options = StoreOptions::default();
+    let engine_options = options.clone();
+    let engine_pool = pool.clone();
+    let store = Store::open_engine(
+        EngineContext::new(dir.path(), &options),
+        options,
+        move |context| {
+            Ok(std::sync::Arc::new(engine::PostgresStore::new(
+                engine_pool.clone(),
+                "a".into(),
+                context,
+                &engine_options,
+            )?))
+        },
+    )
+    .unwrap();
+    let cells = |store: Store| {
+        tokio::task::spawn_blocking(move || {
+            let scopes = [
+                RollupScope::All,
+                RollupScope::Tenant("acme".into()),
+                RollupScope::Agent {
+                    tenant: None,
+                    agent: "planner".into(),
+                },
+                RollupScope::Agent {
+                    tenant: Some("acme".into()),
+                    agent: "planner".into(),
+                },
+            ];
+            let out: Vec<(u64, u64, u64)> = scopes
+                .iter()
+                .map(|s| {
+                    let c = store.rollup_total(s).unwrap();
+                    (c.calls, c.tool_calls, c.tool_failures)
+                })
+                .collect();
+            let range = store
+                .rollup_range(&RollupScope::All, 0, u64::MAX / 2)
+                .unwrap();
+            (out, (range.tool_calls, range.tool_failures))
+        })
+    };
+    let writer = store.clone();
+    tokio::task::spawn_blocking(move || {
+        super::conformance::write(&writer, super::conformance::tool_call_run());
+    })
+    .await
+    .unwrap();
+    let written = cells(store.clone()).await.unwrap();
+    assert_eq!(written.0, vec![(1, 2, 1); 4]);
+    assert_eq!(written.1, (2, 1));
+    // As before 0010: no tool counters. Then the migration itself, on real rows.
+    let client = pool.get().await.unwrap();
+    client
+        .batch_execute("ALTER TABLE rollups DROP COLUMN tool_calls, DROP COLUMN tool_failures")
+        .await
+        .unwrap();
+    client
+        .batch_execute(include_str!(
+            "../../src/store/postgres/migrations/0010_rollup_tool_counts.sql"
+        ))
+        .await
+        .unwrap();
+    drop(client);
+    assert_eq!(cells(store).await.unwrap(), written);
 }

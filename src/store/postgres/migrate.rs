@@ -64,6 +64,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "no_session_subjects",
         sql: include_str!("migrations/0009_no_session_subjects.sql"),
     },
+    Migration {
+        version: 10,
+        name: "rollup_tool_counts",
+        sql: include_str!("migrations/0010_rollup_tool_counts.sql"),
+    },
 ];
 
 /// The advisory lock key that serialises migrations ("llmtap" in ASCII).

@@ -16,7 +16,7 @@ pub const ALL_TIME: i64 = -1;
 
 /// Parameters per row of the upsert; rows per statement stay far below PostgreSQL's
 /// 65,535 parameters.
-const COLUMNS: usize = 10;
+const COLUMNS: usize = 12;
 const ROWS_PER_STATEMENT: usize = 1000;
 
 /// One cell's increment: a 15-minute bucket of a scope, or its all-time cell (`None`).
@@ -42,8 +42,8 @@ fn bucket_of(delta: &RollupDelta) -> i64 {
         .map_or(ALL_TIME, |t| to_db(t - t % BUCKET_US))
 }
 
-/// One row of the upsert: scope, bucket, the seven counters, the histogram.
-type Row<'a> = (&'a [u8], i64, [i64; 7], Vec<i64>);
+/// One row of the upsert: scope, bucket, the nine counters, the histogram.
+type Row<'a> = (&'a [u8], i64, [i64; 9], Vec<i64>);
 
 /// Adds every delta to its stored cell (creating it), in one statement per 1,000 cells.
 pub async fn add(client: &impl GenericClient, deltas: &[RollupDelta]) -> Result<(), PgError> {
@@ -77,6 +77,8 @@ async fn apply(
                     c.input_tokens,
                     c.output_tokens,
                     c.latency_sum_us,
+                    c.tool_calls,
+                    c.tool_failures,
                 ]
                 .map(signed),
                 c.hist.iter().map(|&n| signed(n)).collect(),
@@ -103,7 +105,8 @@ async fn apply(
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let mut sql = String::from(
             "INSERT INTO rollups (scope, bucket_us, calls, errors, invocations, cost_pusd, \
-             input_tokens, output_tokens, latency_sum_us, hist) VALUES ",
+             input_tokens, output_tokens, latency_sum_us, tool_calls, tool_failures, hist) \
+             VALUES ",
         );
         let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(chunk.len() * COLUMNS);
         for (i, (scope, bucket, counters, hist)) in chunk.iter().enumerate() {
@@ -135,6 +138,8 @@ async fn apply(
              input_tokens = llmtap_sat_add(rollups.input_tokens, excluded.input_tokens), \
              output_tokens = llmtap_sat_add(rollups.output_tokens, excluded.output_tokens), \
              latency_sum_us = llmtap_sat_add(rollups.latency_sum_us, excluded.latency_sum_us), \
+             tool_calls = llmtap_sat_add(rollups.tool_calls, excluded.tool_calls), \
+             tool_failures = llmtap_sat_add(rollups.tool_failures, excluded.tool_failures), \
              hist = llmtap_hist_add(rollups.hist, excluded.hist)",
         );
         client.execute(sql.as_str(), &params).await?;
@@ -143,7 +148,7 @@ async fn apply(
 }
 
 const SELECT: &str = "SELECT scope, calls, errors, invocations, cost_pusd, input_tokens, \
-                      output_tokens, latency_sum_us, hist FROM rollups";
+                      output_tokens, latency_sum_us, hist, tool_calls, tool_failures FROM rollups";
 
 fn cell(row: &tokio_postgres::Row) -> RollupCell {
     let n = |i: usize| from_db(row.get::<_, i64>(i));
@@ -156,6 +161,8 @@ fn cell(row: &tokio_postgres::Row) -> RollupCell {
         output_tokens: n(6),
         latency_sum_us: n(7),
         hist: row.get::<_, Vec<i64>>(8).into_iter().map(from_db).collect(),
+        tool_calls: n(9),
+        tool_failures: n(10),
     }
 }
 

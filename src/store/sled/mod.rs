@@ -349,7 +349,66 @@ impl SledStore {
         if carried.is_none() {
             store.load_facet_caches()?;
         }
+        if meta.get(META_ROLLUP_TOOL_COUNTS)?.is_none() {
+            // A reindexed store's rollups were built with the tool counts already.
+            if !fresh {
+                tracing::info!("adding tool-call counts to an older store's rollups");
+            }
+            store.backfill_tool_counts(!fresh)?;
+        }
         Ok(store)
+    }
+
+    /// Adds the tool calls (HTTP, MCP) of a store written before rollup cells
+    /// counted them (`count` false: only marks the store as counting them). The cells
+    /// and the mark go in one transaction, so a crash between them cannot count twice.
+    fn backfill_tool_counts(&self, count: bool) -> Result<(), StoreError> {
+        let mut buckets: HashMap<Vec<u8>, RollupCell> = HashMap::new();
+        let mut all_time: HashMap<Vec<u8>, RollupCell> = HashMap::new();
+        if count {
+            let mut filter = summary::Filter::default();
+            filter
+                .eq
+                .push((summary::tag::KIND, vec!["http".into(), "mcp".into()]));
+            self.scan_facets(false, &filter, usize::MAX, |v: &FacetView<'_>| {
+                if v.get(summary::tag::KIND)
+                    .is_some_and(crate::record::is_round_kind)
+                {
+                    return;
+                }
+                let failed = u64::from(v.get(summary::tag::STATUS) != Some("success"));
+                let scopes = index::scopes(v.get(summary::tag::TENANT), v.get(summary::tag::AGENT));
+                for scope in scopes {
+                    let bucket = buckets
+                        .entry(index::bucket_key(&scope, v.time_us))
+                        .or_default();
+                    bucket.tool_calls += 1;
+                    bucket.tool_failures += failed;
+                    let all = all_time.entry(scope).or_default();
+                    all.tool_calls += 1;
+                    all.tool_failures += failed;
+                }
+            })?;
+        }
+        let _counters = self.lock_counters();
+        let mut parts = Vec::with_capacity(3);
+        for (tree, cells) in [(&self.rollup, buckets), (&self.rollup_all, all_time)] {
+            let mut writes = Writes::default();
+            for (key, cell) in cells {
+                let mut stored = tree
+                    .get(&key)?
+                    .map(|v| RollupCell::decode(&v))
+                    .unwrap_or_default();
+                stored.merge(&cell);
+                writes.insert(key, stored.encode());
+            }
+            parts.push((tree, writes));
+        }
+        let mut mark = Writes::default();
+        mark.insert(META_ROLLUP_TOOL_COUNTS, b"1");
+        parts.push((&self.meta, mark));
+        writes::apply_atomically(&parts)?;
+        Ok(())
     }
 
     /// Takes the subjects (first user messages, prompt text in the clear) out of
@@ -1126,6 +1185,9 @@ impl SledStore {
     }
 }
 
+/// `meta` key set once rollup cells count tool calls (`backfill_tool_counts`).
+const META_ROLLUP_TOOL_COUNTS: &str = "rollup_tool_counts";
+
 /// `meta` key of the capture log position applied (u64 BE).
 const META_JOURNAL_APPLIED: &str = "journal_applied";
 
@@ -1218,6 +1280,59 @@ impl SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A store written before rollup cells counted tool calls gets them counted once
+    /// at open (old cell encoding read as no tool calls), and never twice.
+    #[test]
+    fn an_older_store_gets_its_tool_calls_counted_in_the_rollups_once() {
+        use crate::record::CallStatus;
+        use crate::store::types::RollupScope;
+        let dir = crate::test_support::TempDir::new("sled-tool-rollups");
+        let call = |id: &str, kind: &str, status: CallStatus, agent: &str| {
+            let mut call = CallRecord {
+                id: id.into(),
+                invocation_id: "i_1".into(),
+                kind: kind.into(),
+                status: Some(status),
+                started_at_us: 1_796_000_000_000_000,
+                ..CallRecord::default()
+            };
+            call.metadata.agent = Some(agent.into());
+            call
+        };
+        let calls = [
+            call("c_1", "openai", CallStatus::Success, "bot"),
+            call("c_2", "http", CallStatus::Success, "bot"),
+            call("c_3", "mcp", CallStatus::Failed, "bot"),
+        ];
+        let bot = RollupScope::Agent {
+            tenant: None,
+            agent: "bot".into(),
+        };
+        {
+            let store = SledStore::open_alone(&dir, StoreOptions::default()).unwrap();
+            store.write_batch(&calls, &[]).unwrap();
+            let cell = store.rollup_total(&bot).unwrap();
+            assert_eq!((cell.calls, cell.tool_calls, cell.tool_failures), (1, 2, 1));
+            // As an older release left it: cells without tool counts, no mark.
+            for tree in [&store.rollup, &store.rollup_all] {
+                for entry in tree.iter() {
+                    let (key, value) = entry.unwrap();
+                    tree.insert(key, &value[..value.len() - 16]).unwrap();
+                }
+            }
+            store.meta.remove(META_ROLLUP_TOOL_COUNTS).unwrap();
+            let old = store.rollup_total(&bot).unwrap();
+            assert_eq!((old.calls, old.tool_calls), (1, 0));
+        }
+        for _ in 0..2 {
+            let store = SledStore::open_alone(&dir, StoreOptions::default()).unwrap();
+            let cell = store.rollup_total(&bot).unwrap();
+            assert_eq!((cell.calls, cell.tool_calls, cell.tool_failures), (1, 2, 1));
+            let all = store.rollup_total(&RollupScope::All).unwrap();
+            assert_eq!((all.tool_calls, all.tool_failures), (2, 1));
+        }
+    }
 
     /// Content written across key periods reads back whole (each value names its
     /// period; a new period's key is made once, before anything is sealed with it).
