@@ -106,7 +106,10 @@ async fn a_schema_newer_than_the_binary_is_refused_untouched() {
     // `llmtap serve` refuses to start on it, saying why.
     let err = refused_start(&db.url()).await;
     assert!(err.contains("newer than this llmtap knows"), "{err}");
-    assert_eq!(versions(&client).await, vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 99]);
+    assert_eq!(
+        versions(&client).await,
+        vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 99]
+    );
 }
 
 #[tokio::test]
