@@ -51,10 +51,9 @@ fn parse_next(token: &str) -> (u64, String) {
     }
 }
 
-/// `llmtap runs` / `llmtap calls`.
-pub fn list(args: &ListArgs, runs: bool) -> anyhow::Result<()> {
-    let style = Style::detect(args.api.json);
-    let client = Client::new(&args.api)?;
+/// A list command's query: its filters, the page size and the `--next` cursor;
+/// with the count of items shown before this page (for the footer).
+fn page_query(args: &ListArgs) -> (Query, u64) {
     let mut query = Query::default();
     query.filters(&args.filter, now_us());
     query.push("limit", args.limit.to_string());
@@ -66,6 +65,14 @@ pub fn list(args: &ListArgs, runs: bool) -> anyhow::Result<()> {
     if !cursor.is_empty() {
         query.push("cursor", cursor);
     }
+    (query, before)
+}
+
+/// `llmtap runs` / `llmtap calls`.
+pub fn list(args: &ListArgs, runs: bool) -> anyhow::Result<()> {
+    let style = Style::detect(args.api.json);
+    let client = Client::new(&args.api)?;
+    let (query, before) = page_query(args);
     let path = if runs {
         "/api/v1/invocations"
     } else {
@@ -145,17 +152,7 @@ pub fn sessions(args: &SessionsArgs) -> anyhow::Result<()> {
     if let Some(id) = &args.id {
         return session(&style, &client, id);
     }
-    let mut query = Query::default();
-    query.filters(&list.filter, now_us());
-    query.push("limit", list.limit.to_string());
-    let (before, cursor) = list
-        .next
-        .as_deref()
-        .map(parse_next)
-        .unwrap_or((0, String::new()));
-    if !cursor.is_empty() {
-        query.push("cursor", cursor);
-    }
+    let (query, before) = page_query(list);
     let page = client.get_json("/api/v1/sessions", &query)?;
     if style.json {
         output::emit_json(&page);
