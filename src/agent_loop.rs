@@ -992,6 +992,18 @@ struct ConversationEntry {
     failed: bool,
 }
 
+impl ConversationEntry {
+    /// What the table remembers of `call`, grouped as `grouping`, seen at `now_us`.
+    fn of(grouping: &Grouping, call: &CallRecord, now_us: u64) -> ConversationEntry {
+        ConversationEntry {
+            run: grouping.run.clone(),
+            session: grouping.session.clone(),
+            seen_us: now_us,
+            failed: call.status != Some(CallStatus::Success),
+        }
+    }
+}
+
 /// How a headerless call was grouped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grouping {
@@ -1096,12 +1108,7 @@ impl Conversations {
         if let Some(id) = crate::otel::spans::response_id(call) {
             self.remember(
                 response_key(call, &id),
-                ConversationEntry {
-                    run: grouping.run.clone(),
-                    session: grouping.session.clone(),
-                    seen_us: now_us,
-                    failed: call.status != Some(CallStatus::Success),
-                },
+                ConversationEntry::of(&grouping, call, now_us),
             );
         }
         Some(grouping)
@@ -1197,12 +1204,7 @@ impl Conversations {
         };
         self.remember(
             prefixes[n - 1],
-            ConversationEntry {
-                run: grouping.run.clone(),
-                session: grouping.session.clone(),
-                seen_us: now_us,
-                failed: call.status != Some(CallStatus::Success),
-            },
+            ConversationEntry::of(&grouping, call, now_us),
         );
         Some(grouping)
     }
