@@ -492,6 +492,12 @@ impl Appender {
                 }
             }
             self.append_group(&mut group, &mut buf, &mut written);
+            // One huge answer grows the encoding buffer to its size (a capped 32 MiB
+            // body doubles it to 64 MiB); kept, that capacity would stay resident for
+            // the life of the process.
+            if buf.capacity() > MAX_GROUP_BYTES {
+                buf = Vec::new();
+            }
         }
         if let Err(e) = self.shared.active().file.sync_data() {
             tracing::error!(error = %e, "capture log: final fsync failed");
