@@ -643,19 +643,22 @@ impl SledStore {
 
         if write_records {
             // Content first (values, then refcounts), so a stored call never names missing content.
-            let (metas, manifests) = self.prepare_calls(calls)?;
+            let stored = self.prepare_calls(calls)?;
             let mut content_batch = Writes::default();
-            for (id, manifest) in manifests {
-                self.content
-                    .note_sealed(content::SEALED_MANIFEST, id.as_bytes(), &manifest)?;
-                content_batch.insert(id.as_bytes(), manifest);
+            for call in &stored {
+                let id = call.meta.id.as_bytes();
+                if let Some(manifest) = &call.manifest {
+                    self.content
+                        .note_sealed(content::SEALED_MANIFEST, id, manifest)?;
+                    content_batch.insert(id, manifest.as_slice());
+                }
             }
             self.logged.fetch_add(
                 content_batch.apply_to(&self.call_content)?,
                 std::sync::atomic::Ordering::Relaxed,
             );
-            for meta in &metas {
-                call_batch.insert(meta.id.as_bytes(), encode_call_meta(meta)?);
+            for call in &stored {
+                call_batch.insert(call.meta.id.as_bytes(), encode_call_meta(&call.meta)?);
             }
         }
         // Stored calls a late call moved: their records and round keys, in the batch.
