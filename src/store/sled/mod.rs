@@ -277,15 +277,7 @@ impl SledStore {
             _ => {}
         }
         let vault = crate::store::shred::FileVault::open(dir.join(KEY_DIR))?;
-        let codec = crate::store::content::Codec {
-            keys: options.keys.clone(),
-            zstd_level: options.zstd_level,
-            periods: Some(Arc::new(crate::store::shred::PeriodKeys::new(
-                options.key_period_secs,
-                options.keys.clone(),
-                Box::new(vault),
-            ))),
-        };
+        let codec = crate::store::content::Codec::for_store(&options, Box::new(vault));
         let logged = Arc::new(AtomicU64::new(0));
         let store = SledStore {
             calls: db.open_tree("calls")?,
