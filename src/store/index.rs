@@ -502,6 +502,40 @@ impl SessionSummary {
     }
 }
 
+impl SessionSummary {
+    /// Adds what a batch adds to this session (`plan::session_deltas`: a summary of
+    /// its calls from `starting`) to it as stored: what folding those calls into it
+    /// with `add_call` gives. PostgreSQL's session upsert is this in SQL.
+    pub fn merge(&mut self, delta: &SessionSummary) {
+        self.calls = self.calls.saturating_add(delta.calls);
+        self.input_tokens = self.input_tokens.saturating_add(delta.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(delta.output_tokens);
+        // As in `add_call`: a session stored before `cost_pusd` starts from its float total.
+        if self.cost_pusd == 0 && self.cost_usd > 0.0 {
+            self.cost_pusd = (self.cost_usd * 1e12).round() as u64;
+        }
+        self.cost_pusd = self.cost_pusd.saturating_add(delta.cost_pusd);
+        self.cost_usd = self.cost_pusd as f64 / 1e12;
+        self.first_at_us = self.first_at_us.min(delta.first_at_us);
+        self.last_at_us = self.last_at_us.max(delta.last_at_us);
+        self.first_at = crate::timefmt::format_rfc3339_us(self.first_at_us);
+        self.last_at = crate::timefmt::format_rfc3339_us(self.last_at_us);
+        if self.agent.is_none() {
+            self.agent.clone_from(&delta.agent);
+        }
+        if self.tenant.is_none() {
+            self.tenant.clone_from(&delta.tenant);
+        }
+        if let Some(models) = self.models.as_mut() {
+            for model in delta.models.iter().flatten() {
+                if !models.contains(model) && models.len() < SESSION_MODELS_MAX {
+                    models.push(model.clone());
+                }
+            }
+        }
+    }
+}
+
 /// A call's cost in picodollars as sessions sum it: the exact priced total, else the
 /// provider-reported USD.
 pub fn call_cost_pusd(call: &CallRecord) -> u64 {

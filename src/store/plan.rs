@@ -11,10 +11,20 @@
 //!   time. What a batch adds, retention and deletion take off with the same
 //!   function, and repricing moves the cost of the same cells (`repriced_deltas`),
 //!   so every path touches the cells a call was counted in.
+//! - `session_deltas` and `rate_limit_notes`: what the batch adds to each session
+//!   (its calls folded with `SessionSummary::add_call`) and to each rate-limit key
+//!   (its calls, to fold with `RateLimitState::note`), both in start order; an
+//!   engine merges them with what it stores (`SessionSummary::merge`,
+//!   `RateLimitNotes::fold`).
+//!
+//! `derive` makes the derived part of the plan for a batch's new calls and the
+//! runs they created. The engines call it where they know which calls are new:
+//! sled in its batch transaction, PostgreSQL in its batch's database transaction
+//! after the insert said which rows another instance had not stored already.
 
 use super::content::ContentSink;
 use super::disk::DiskLevel;
-use super::index::{self, RollupCell};
+use super::index::{self, RateLimitNoted, RateLimitState, RollupCell, SessionSummary};
 use super::manifest::store_content;
 use super::stored::metadata_only;
 use super::StoreStats;
@@ -217,6 +227,88 @@ pub fn repriced_deltas(call: &CallRecord, old_pusd: u64) -> (Vec<RollupDelta>, V
         .unzip()
 }
 
+/// What a batch's new calls and created runs add to the derived data.
+#[derive(Debug)]
+pub struct Derived<'a> {
+    pub rollups: Vec<RollupDelta>,
+    pub sessions: Vec<SessionSummary>,
+    pub rate_limits: Vec<RateLimitNotes<'a>>,
+}
+
+/// The derived part of a batch's plan (see the module doc).
+pub fn derive<'a, 'b>(
+    new_calls: impl IntoIterator<Item = &'a CallRecord>,
+    new_runs: impl IntoIterator<Item = &'b InvocationRecord>,
+) -> Derived<'a> {
+    let calls = in_start_order(new_calls);
+    Derived {
+        rollups: rollup_deltas(calls.iter().copied(), new_runs),
+        sessions: session_deltas(&calls),
+        rate_limits: rate_limit_notes(&calls),
+    }
+}
+
+/// The calls by start time (then id): the order sessions and rate limits fold
+/// them in, whatever order the batch holds them in.
+fn in_start_order<'a>(calls: impl IntoIterator<Item = &'a CallRecord>) -> Vec<&'a CallRecord> {
+    let mut calls: Vec<&CallRecord> = calls.into_iter().collect();
+    calls.sort_by(|a, b| (a.started_at_us, &a.id).cmp(&(b.started_at_us, &b.id)));
+    calls
+}
+
+/// What the calls (in start order) add to each of their sessions, in session id
+/// order: a summary that starts with its first call and folds each in with
+/// `SessionSummary::add_call`.
+fn session_deltas(calls: &[&CallRecord]) -> Vec<SessionSummary> {
+    let mut sessions: BTreeMap<&str, SessionSummary> = BTreeMap::new();
+    for call in calls {
+        if let Some(id) = call.metadata.session_id.as_deref() {
+            sessions
+                .entry(id)
+                .or_insert_with(|| SessionSummary::starting(id, call))
+                .add_call(call);
+        }
+    }
+    sessions.into_values().collect()
+}
+
+/// One rate-limit key's calls in a batch, in start order.
+#[derive(Debug)]
+pub struct RateLimitNotes<'a> {
+    /// `index::ratelimit_key_of` (`RateLimitKey::from_key` reads it back).
+    pub key: Vec<u8>,
+    pub calls: Vec<&'a CallRecord>,
+}
+
+impl RateLimitNotes<'_> {
+    /// The key's state once the batch's calls are noted into the stored one (a
+    /// key's first state when none is stored), and what each call adds to its
+    /// series, in the order of `calls`.
+    pub fn fold(&self, stored: Option<RateLimitState>) -> (RateLimitState, Vec<RateLimitNoted>) {
+        let mut state = match (stored, self.calls.first()) {
+            (Some(state), _) => state,
+            (None, Some(first)) => RateLimitState::first_for(first),
+            (None, None) => RateLimitState::default(),
+        };
+        let noted = self.calls.iter().map(|call| state.note(call)).collect();
+        (state, noted)
+    }
+}
+
+/// The calls (in start order) that add to rate-limit state (`index::notes_rate_limit`),
+/// by key, in key order.
+fn rate_limit_notes<'a>(calls: &[&'a CallRecord]) -> Vec<RateLimitNotes<'a>> {
+    let mut keys: BTreeMap<Vec<u8>, Vec<&CallRecord>> = BTreeMap::new();
+    for call in calls.iter().filter(|c| index::notes_rate_limit(c)) {
+        keys.entry(index::ratelimit_key_of(call))
+            .or_default()
+            .push(call);
+    }
+    keys.into_iter()
+        .map(|(key, calls)| RateLimitNotes { key, calls })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,5 +452,75 @@ mod tests {
         sum.add(rollup_deltas(&calls[..1], []));
         sum.add(rollup_deltas(&calls[1..], [&run]));
         assert_eq!(sum.into_deltas(), deltas);
+    }
+
+    #[test]
+    fn a_merged_session_delta_is_the_calls_folded_one_by_one() {
+        let call = |id: &str, at: u64, model: &str, agent: Option<&str>| {
+            let mut c = CallRecord {
+                id: id.into(),
+                kind: "openai_chat".into(),
+                started_at_us: at,
+                model: Some(model.into()),
+                cost_usd: Some(0.25),
+                ..CallRecord::default()
+            };
+            c.metadata.session_id = Some("s".into());
+            c.metadata.agent = agent.map(str::to_string);
+            c.usage.input_tokens = Some(10);
+            c
+        };
+        let calls = [
+            call("1", 50, "m1", None),
+            call("2", 60, "m2", None),
+            // Arriving later but started earlier, with the session's first agent.
+            call("3", 10, "m3", Some("bot")),
+            call("4", 70, "m1", Some("other")),
+        ];
+        let mut one_by_one = SessionSummary::starting("s", &calls[0]);
+        for c in &calls {
+            one_by_one.add_call(c);
+        }
+        let stored = derive(&calls[..2], []).sessions;
+        let delta = derive(&calls[2..], []).sessions;
+        let mut merged = stored[0].clone();
+        merged.merge(&delta[0]);
+        assert_eq!(merged, one_by_one);
+        assert_eq!(
+            merged.models.as_deref(),
+            Some(&["m1", "m2", "m3"].map(String::from)[..])
+        );
+        assert_eq!((merged.first_at_us, merged.calls), (10, 4));
+    }
+
+    #[test]
+    fn rate_limit_notes_fold_a_key_in_start_order() {
+        let call = |id: &str, at: u64, status| CallRecord {
+            id: id.into(),
+            provider: "openai".into(),
+            model: Some("m".into()),
+            started_at_us: at,
+            started_at: format!("t{at}"),
+            status: Some(status),
+            rate_limit: Some(Default::default()),
+            ..CallRecord::default()
+        };
+        use crate::record::CallStatus::{RateLimited, Success};
+        let calls = [
+            call("b", 20, Success),
+            call("a", 10, RateLimited),
+            call("c", 5, Success),
+        ];
+        let notes = derive(&calls, []).rate_limits;
+        assert_eq!(notes.len(), 1);
+        let ids: Vec<&str> = notes[0].calls.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["c", "a", "b"]);
+        let (state, noted) = notes[0].fold(None);
+        assert_eq!((state.at_us, state.last_429_us), (20, Some(10)));
+        let limited: Vec<bool> = noted.iter().map(|n| n.limited.is_some()).collect();
+        assert_eq!(limited, [false, true, false]);
+        // Folded again into what is stored, a later batch keeps the latest state.
+        let (again, _) = notes[0].fold(Some(state.clone()));
+        assert_eq!(again, state);
     }
 }

@@ -124,13 +124,10 @@ pub async fn write(
         .filter(|r| r.created)
         .map(|r| &r.record)
         .collect();
-    rollups::add(
-        tx,
-        &plan::rollup_deltas(new_calls.iter().copied(), created.iter().copied()),
-    )
-    .await?;
-    sessions::add(tx, &new_calls).await?;
-    ratelimits::add(tx, &new_calls).await?;
+    let derived = plan::derive(new_calls.iter().copied(), created);
+    rollups::add(tx, &derived.rollups).await?;
+    sessions::add(tx, &derived.sessions).await?;
+    ratelimits::add(tx, &derived.rate_limits).await?;
     let call_ids: Vec<String> = new_calls.iter().map(|c| c.id.clone()).collect();
     let run_ids: Vec<String> = runs.iter().map(|r| r.record.id.clone()).collect();
     if !call_ids.is_empty() {

@@ -2,16 +2,18 @@
 //! fingerprint and model) and `ratelimit_points` (each call's remaining capacity,
 //! and its 429s).
 //!
-//! A batch's calls with rate-limit headers or a 429 are folded into their keys'
-//! states with the same `RateLimitState::note` sled uses, under one transaction
-//! advisory lock per key (sorted, taken after the runs' locks, so instances never
-//! wait on each other in a cycle): read, fold in start order, upsert. Since `note`
+//! A batch's calls with rate-limit headers or a 429 (`plan::derive`'s notes, by
+//! key) are folded into their keys' states with `RateLimitNotes::fold`, as sled
+//! does, under one transaction advisory lock per key (sorted, taken after the
+//! runs' locks, so instances never wait on each other in a cycle): read, fold in
+//! start order, upsert. Since `note`
 //! lets the latest-started call win whatever order calls arrive in, the state is
 //! what one writer would keep. Points are inserted once per (key, time, call).
 
 use super::{text, PgError};
 use crate::record::CallRecord;
-use crate::store::index::{self, RateLimitPoint, RateLimitState};
+use crate::store::index::{RateLimitPoint, RateLimitState};
+use crate::store::plan::RateLimitNotes;
 use crate::store::types::RateLimitKey;
 use std::collections::BTreeMap;
 use tokio_postgres::GenericClient;
@@ -24,32 +26,26 @@ fn decode<T: serde::de::DeserializeOwned>(what: &str, v: serde_json::Value) -> R
     serde_json::from_value(v).map_err(|e| PgError::Decode(format!("{what}: {e}")))
 }
 
-/// Folds the batch's new calls into rate-limit state and series.
-pub async fn add(client: &impl GenericClient, new_calls: &[&CallRecord]) -> Result<(), PgError> {
-    let mut by_key: BTreeMap<Vec<u8>, Vec<&CallRecord>> = BTreeMap::new();
-    for call in new_calls.iter().filter(|c| index::notes_rate_limit(c)) {
-        by_key
-            .entry(index::ratelimit_key_of(call))
-            .or_default()
-            .push(call);
-    }
-    if by_key.is_empty() {
+/// Folds the batch's rate-limit notes (`plan::derive`, in key order) into the
+/// stored state and series.
+pub async fn add(client: &impl GenericClient, notes: &[RateLimitNotes<'_>]) -> Result<(), PgError> {
+    if notes.is_empty() {
         return Ok(());
     }
-    let locks = by_key
-        .keys()
-        .map(|k| {
+    let locks = notes
+        .iter()
+        .map(|n| {
             let mut named = b"ratelimit\0".to_vec();
-            named.extend_from_slice(k);
+            named.extend_from_slice(&n.key);
             super::invocations::lock_key(&String::from_utf8_lossy(&named))
         })
         .collect();
     super::invocations::lock_in_order(client, locks).await?;
     // A rate-limit key's columns: provider, key fingerprint, model (`""` when none).
-    let keys: Vec<(String, String, String)> = by_key
-        .keys()
-        .map(|k| {
-            let key = RateLimitKey::from_key(k);
+    let keys: Vec<(String, String, String)> = notes
+        .iter()
+        .map(|n| {
+            let key = RateLimitKey::from_key(&n.key);
             (key.provider, key.key_fingerprint, key.model)
         })
         .collect();
@@ -73,18 +69,14 @@ pub async fn add(client: &impl GenericClient, new_calls: &[&CallRecord]) -> Resu
     }
     let mut state_rows = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut points = PointRows::default();
-    for (mut calls, cols) in by_key.into_values().zip(keys) {
-        calls.sort_by(|a, b| (a.started_at_us, &a.id).cmp(&(b.started_at_us, &b.id)));
+    for (key_notes, cols) in notes.iter().zip(keys) {
         let cleaned = (
             text::owned(cols.0.clone()),
             text::owned(cols.1.clone()),
             text::owned(cols.2.clone()),
         );
-        let mut state = stored
-            .remove(&cleaned)
-            .unwrap_or_else(|| RateLimitState::first_for(calls[0]));
-        for call in &calls {
-            let noted = state.note(call);
+        let (state, noted) = key_notes.fold(stored.remove(&cleaned));
+        for (call, noted) in key_notes.calls.iter().zip(noted) {
             points.push(&cleaned, call, noted.limited, &noted.point)?;
         }
         state_rows.0.push(cleaned.0);

@@ -1,19 +1,18 @@
 //! The `sessions` rows: one per conversation session, kept by every instance.
 //!
-//! Each batch folds its new calls into one delta per session with the same
-//! `SessionSummary::add_call` sled uses, then upserts the deltas in one statement,
-//! ordered by id (so two instances lock shared rows in one order): counters add,
-//! the first and last times widen, and the subject is the earliest call's, as a
-//! single writer would keep it. Reads rebuild the same `SessionSummary` JSON from
+//! Each batch upserts its deltas (`plan::derive`: one per session, its new calls
+//! folded with `SessionSummary::add_call`) in one statement, ordered by id (so two
+//! instances lock shared rows in one order): the upsert is `SessionSummary::merge`
+//! in SQL (counters add, the first and last times widen, models appended in order
+//! of first use), with the subject the earliest call's, as a single writer would
+//! keep it. Reads rebuild the same `SessionSummary` JSON from
 //! the columns.
 
 use super::{text, PgError};
-use crate::record::CallRecord;
 use crate::store::index::{SessionFilter, SessionSummary, SESSION_MODELS_MAX};
 use crate::store::summary::CallSummary;
 use crate::store::types::{Page, PageRequest, Position, ScopedIdSpace, COUNT_CAP};
 use crate::timefmt::format_rfc3339_us;
-use std::collections::BTreeMap;
 use tokio_postgres::{GenericClient, Row};
 
 fn to_i64(v: u64) -> i64 {
@@ -24,20 +23,8 @@ fn to_u64(v: i64) -> u64 {
     v.max(0) as u64
 }
 
-/// Folds the batch's new calls (in start order) into their sessions.
-pub async fn add(client: &impl GenericClient, new_calls: &[&CallRecord]) -> Result<(), PgError> {
-    let mut deltas: BTreeMap<&str, SessionSummary> = BTreeMap::new();
-    let mut ordered: Vec<&&CallRecord> = new_calls.iter().collect();
-    ordered.sort_by(|a, b| (a.started_at_us, &a.id).cmp(&(b.started_at_us, &b.id)));
-    for call in ordered {
-        let Some(id) = call.metadata.session_id.as_deref() else {
-            continue;
-        };
-        deltas
-            .entry(id)
-            .or_insert_with(|| SessionSummary::starting(id, call))
-            .add_call(call);
-    }
+/// Adds the batch's session deltas (in id order) to their sessions.
+pub async fn add(client: &impl GenericClient, deltas: &[SessionSummary]) -> Result<(), PgError> {
     if deltas.is_empty() {
         return Ok(());
     }
@@ -57,14 +44,15 @@ pub async fn add(client: &impl GenericClient, new_calls: &[&CallRecord]) -> Resu
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    for (id, s) in deltas {
-        ids.push(text::owned(id.to_string()));
-        tenants.push(text::opt(s.tenant));
-        agents.push(text::opt(s.agent));
-        subjects.push(text::opt(s.subject));
+    for s in deltas {
+        ids.push(text::owned(s.id.clone()));
+        tenants.push(text::opt(s.tenant.clone()));
+        agents.push(text::opt(s.agent.clone()));
+        subjects.push(text::opt(s.subject.clone()));
         // One text per session (a text[][] must be rectangular): models joined by
         // U+001F, which no model name holds, split again in SQL.
-        models.push(text::owned(s.models.unwrap_or_default().join("\u{1f}")));
+        let models_of = s.models.as_deref().unwrap_or_default();
+        models.push(text::owned(models_of.join("\u{1f}")));
         calls.push(to_i64(s.calls));
         input.push(to_i64(s.input_tokens));
         output.push(to_i64(s.output_tokens));

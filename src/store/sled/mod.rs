@@ -60,7 +60,7 @@ use super::{crypto, disk, index, packed, summary};
 pub use super::{BatchWritten, EngineContext, StoreError, StoreOptions, StoreStats};
 
 use crate::record::{CallRecord, InvocationRecord};
-use index::{CallText, RateLimitState, RollupCell, SessionSummary};
+use index::{CallText, RollupCell, SessionSummary};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64};
@@ -625,13 +625,8 @@ impl SledStore {
         let mut sum_batch = Writes::default();
         let mut idx_batch = Writes::default();
         let mut text_batch = Writes::default();
-        let mut series_batch = Writes::default();
-        let mut r429_batch = Writes::default();
         let mut counts: HashMap<Vec<u8>, i64> = HashMap::new();
         let mut new_runs: Vec<&InvocationRecord> = Vec::new();
-        let mut sessions: HashMap<String, (Option<SessionSummary>, SessionSummary)> =
-            HashMap::new();
-        let mut limits: HashMap<Vec<u8>, RateLimitState> = HashMap::new();
         // Prompt name and properties of each invocation, from its calls in this batch.
         let mut inv_extra: HashMap<&str, (Option<String>, BTreeMap<String, String>)> =
             HashMap::new();
@@ -706,28 +701,6 @@ impl SledStore {
                 }
             }
             let m = &call.metadata;
-            if let Some(session_id) = &m.session_id {
-                let entry = match sessions.remove(session_id) {
-                    Some(e) => e,
-                    None => {
-                        let old: Option<SessionSummary> =
-                            decode_opt(session_id, self.sessions.get(session_id.as_bytes())?)?;
-                        let current = old
-                            .clone()
-                            .unwrap_or_else(|| SessionSummary::starting(session_id, call));
-                        (old, current)
-                    }
-                };
-                let (old, mut s) = entry;
-                // No subject is stored: it is prompt text outside the sealed content,
-                // which would outlive the call's expiry; the API reads it from the
-                // session's first call (`api::views::session_subject`).
-                s.add_call(call);
-                sessions.insert(session_id.clone(), (old, s));
-            }
-            if index::notes_rate_limit(call) {
-                self.note_rate_limit(call, &mut limits, &mut series_batch, &mut r429_batch)?;
-            }
             let extra = inv_extra.entry(call.invocation_id.as_str()).or_default();
             if extra.0.is_none() {
                 extra.0.clone_from(&m.prompt);
@@ -824,13 +797,25 @@ impl SledStore {
             written.invocations.push(summary);
         }
 
+        let derived = plan::derive(calls, new_runs);
+        // No session subject is stored: it is prompt text outside the sealed content,
+        // which would outlive the call's expiry; the API reads it from the session's
+        // first call (`api::views::session_subject`).
         let mut session_batch = Writes::default();
         let mut session_list_batch = Writes::default();
-        for (id, (old, new)) in &sessions {
-            if let Some(old) = old {
-                if old.first_at_us != new.first_at_us {
-                    session_list_batch.remove(index::session_list_key(old.first_at_us, id));
+        for delta in &derived.sessions {
+            let id = &delta.id;
+            let old: Option<SessionSummary> = decode_opt(id, self.sessions.get(id.as_bytes())?)?;
+            let new = match &old {
+                Some(old) => {
+                    let mut merged = old.clone();
+                    merged.merge(delta);
+                    merged
                 }
+                None => delta.clone(),
+            };
+            if let Some(old) = old.filter(|old| old.first_at_us != new.first_at_us) {
+                session_list_batch.remove(index::session_list_key(old.first_at_us, id));
             }
             session_list_batch.insert(
                 index::session_list_key(new.first_at_us, id),
@@ -838,15 +823,30 @@ impl SledStore {
             );
             session_batch.insert(
                 id.as_bytes(),
-                serde_json::to_vec(new).map_err(StoreError::Encode)?,
+                serde_json::to_vec(&new).map_err(StoreError::Encode)?,
             );
         }
         let mut limit_batch = Writes::default();
-        for (key, state) in &limits {
-            limit_batch.insert(
-                key.as_slice(),
-                serde_json::to_vec(state).map_err(StoreError::Encode)?,
-            );
+        let mut series_batch = Writes::default();
+        let mut r429_batch = Writes::default();
+        for notes in &derived.rate_limits {
+            let key = notes.key.as_slice();
+            let stored = decode_opt(&String::from_utf8_lossy(key), self.ratelimits.get(key)?)?;
+            let (state, noted) = notes.fold(stored);
+            for (call, noted) in notes.calls.iter().zip(noted) {
+                let series_key = index::series_key(key, call.started_at_us, &call.id);
+                if let Some(retry_after_s) = noted.limited {
+                    r429_batch.insert(
+                        &series_key,
+                        serde_json::to_vec(&retry_after_s).map_err(StoreError::Encode)?,
+                    );
+                }
+                series_batch.insert(
+                    series_key,
+                    serde_json::to_vec(&noted.point).map_err(StoreError::Encode)?,
+                );
+            }
+            limit_batch.insert(key, serde_json::to_vec(&state).map_err(StoreError::Encode)?);
         }
         // Counters and rollups are read and written under the counter lock (the
         // sweeper updates them too), until they are applied below.
@@ -859,8 +859,7 @@ impl SledStore {
             let now = self.idx_counts.get(&key)?.map_or(0, |v| be_u64(&v));
             count_batch.insert(key, (now as i64 + delta).max(0).to_be_bytes());
         }
-        let [bucket_batch, all_batch] =
-            self.rollup_writes(&plan::rollup_deltas(calls, new_runs), RollupCell::merge)?;
+        let [bucket_batch, all_batch] = self.rollup_writes(&derived.rollups, RollupCell::merge)?;
 
         // Records and everything derived from them in one transaction: sled recovers
         // it whole or not at all (`writes.rs`), so a replayed call the store holds
@@ -896,34 +895,6 @@ impl SledStore {
                 .note(*time_us, id.as_bytes(), &borrowed_pairs(pairs), *replaced);
         }
         Ok(written)
-    }
-
-    fn note_rate_limit(
-        &self,
-        call: &CallRecord,
-        limits: &mut HashMap<Vec<u8>, RateLimitState>,
-        series: &mut Writes,
-        r429: &mut Writes,
-    ) -> Result<(), StoreError> {
-        let key = index::ratelimit_key_of(call);
-        let mut state = match limits.remove(&key) {
-            Some(s) => s,
-            None => decode_opt::<RateLimitState>(&call.provider, self.ratelimits.get(&key)?)?
-                .unwrap_or_else(|| RateLimitState::first_for(call)),
-        };
-        let noted = state.note(call);
-        if let Some(retry_after_s) = noted.limited {
-            r429.insert(
-                index::series_key(&key, call.started_at_us, &call.id),
-                serde_json::to_vec(&retry_after_s).map_err(StoreError::Encode)?,
-            );
-        }
-        series.insert(
-            index::series_key(&key, call.started_at_us, &call.id),
-            serde_json::to_vec(&noted.point).map_err(StoreError::Encode)?,
-        );
-        limits.insert(key, state);
-        Ok(())
     }
 
     /// A call with its bodies and parsed views.
