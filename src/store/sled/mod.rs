@@ -276,15 +276,7 @@ impl SledStore {
             _ => {}
         }
         let vault = crate::store::shred::FileVault::open(dir.join(KEY_DIR))?;
-        let codec = crate::store::content::Codec {
-            keys: options.keys.clone(),
-            zstd_level: options.zstd_level,
-            periods: Some(Arc::new(crate::store::shred::PeriodKeys::new(
-                options.key_period_secs,
-                options.keys.clone(),
-                Box::new(vault),
-            ))),
-        };
+        let codec = crate::store::content::Codec::for_store(&options, Box::new(vault));
         let logged = Arc::new(AtomicU64::new(0));
         let store = SledStore {
             calls: db.open_tree("calls")?,
@@ -651,19 +643,22 @@ impl SledStore {
 
         if write_records {
             // Content first (values, then refcounts), so a stored call never names missing content.
-            let (metas, manifests) = self.prepare_calls(calls)?;
+            let stored = self.prepare_calls(calls)?;
             let mut content_batch = Writes::default();
-            for (id, manifest) in manifests {
-                self.content
-                    .note_sealed(content::SEALED_MANIFEST, id.as_bytes(), &manifest)?;
-                content_batch.insert(id.as_bytes(), manifest);
+            for call in &stored {
+                let id = call.meta.id.as_bytes();
+                if let Some(manifest) = &call.manifest {
+                    self.content
+                        .note_sealed(content::SEALED_MANIFEST, id, manifest)?;
+                    content_batch.insert(id, manifest.as_slice());
+                }
             }
             self.logged.fetch_add(
                 content_batch.apply_to(&self.call_content)?,
                 std::sync::atomic::Ordering::Relaxed,
             );
-            for meta in &metas {
-                call_batch.insert(meta.id.as_bytes(), encode_call_meta(meta)?);
+            for call in &stored {
+                call_batch.insert(call.meta.id.as_bytes(), encode_call_meta(&call.meta)?);
             }
         }
         // Stored calls a late call moved: their records and round keys, in the batch.
