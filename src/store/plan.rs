@@ -6,13 +6,20 @@
 //!   the pieces staged in the engine's `ContentSink` (sled's content transaction,
 //!   PostgreSQL's staging) and the manifest that names them, sealed. One rule set
 //!   (`content_rule`): what has content, and what a nearly full disk skips.
+//! - `rollup_deltas`: the `RollupCell` changes of a batch's new calls and the runs
+//!   it created, per rollup scope (`index::scopes`) and 15-minute bucket, and all
+//!   time. What a batch adds, retention and deletion take off with the same
+//!   function, and repricing moves the cost of the same cells (`repriced_deltas`),
+//!   so every path touches the cells a call was counted in.
 
 use super::content::ContentSink;
 use super::disk::DiskLevel;
+use super::index::{self, RollupCell};
 use super::manifest::store_content;
 use super::stored::metadata_only;
 use super::StoreStats;
-use crate::record::CallRecord;
+use crate::record::{CallRecord, InvocationRecord};
+use std::collections::BTreeMap;
 
 /// A call as an engine stores it: its metadata record and, when it has content,
 /// its sealed manifest (`manifest::Manifest`), whose pieces are staged in the sink
@@ -107,6 +114,107 @@ pub fn probe_content<'a>(
             let _ = store_content(sink, &scratch, call, &mut meta);
         }
     }
+}
+
+/// One rollup cell's change: a scope's 15-minute bucket or its all-time cell.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RollupDelta {
+    /// The scope's bytes (`index::scopes`: everything, a tenant, an agent, both).
+    pub scope: Vec<u8>,
+    /// Start of the bucket, or `None` for the all-time cell (the one that keeps
+    /// the latency histogram).
+    pub bucket_us: Option<u64>,
+    pub cell: RollupCell,
+}
+
+/// The cells a record that started at `time_us` counts in: each scope's bucket
+/// and its all-time cell.
+fn cells_of(
+    tenant: Option<&str>,
+    agent: Option<&str>,
+    time_us: u64,
+) -> impl Iterator<Item = (Vec<u8>, Option<u64>)> {
+    let bucket = time_us - time_us % index::BUCKET_US;
+    index::scopes(tenant, agent)
+        .into_iter()
+        .flat_map(move |scope| [(scope.clone(), Some(bucket)), (scope, None)])
+}
+
+/// Rollup deltas summed per cell as they come, so a pass over many records holds
+/// one delta per cell.
+#[derive(Debug, Default)]
+pub struct RollupSum(BTreeMap<(Vec<u8>, Option<u64>), RollupCell>);
+
+impl RollupSum {
+    pub fn add(&mut self, deltas: impl IntoIterator<Item = RollupDelta>) {
+        for d in deltas {
+            self.0
+                .entry((d.scope, d.bucket_us))
+                .or_default()
+                .merge(&d.cell);
+        }
+    }
+
+    /// One delta per cell, in (scope, bucket) order.
+    pub fn into_deltas(self) -> Vec<RollupDelta> {
+        self.0
+            .into_iter()
+            .map(|((scope, bucket_us), cell)| RollupDelta {
+                scope,
+                bucket_us,
+                cell,
+            })
+            .collect()
+    }
+}
+
+/// What these calls and runs count in the rollups, one delta per cell, in (scope,
+/// bucket) order: a batch adds it for its new calls and the runs it created;
+/// retention and deletion take it off when they go.
+pub fn rollup_deltas<'a, 'b>(
+    calls: impl IntoIterator<Item = &'a CallRecord>,
+    runs: impl IntoIterator<Item = &'b InvocationRecord>,
+) -> Vec<RollupDelta> {
+    let mut sum = RollupSum::default();
+    for call in calls {
+        let m = &call.metadata;
+        for (scope, bucket) in cells_of(m.tenant.as_deref(), m.agent.as_deref(), call.started_at_us)
+        {
+            let all_time = bucket.is_none();
+            sum.0
+                .entry((scope, bucket))
+                .or_default()
+                .add_call(call, all_time);
+        }
+    }
+    for run in runs {
+        for cell in cells_of(
+            run.tenant.as_deref(),
+            run.agent.as_deref(),
+            run.started_at_us,
+        ) {
+            sum.0.entry(cell).or_default().invocations += 1;
+        }
+    }
+    sum.into_deltas()
+}
+
+/// What repricing a call moves in the rollups: `(added, taken)`, its new cost and
+/// the cost it counted for before (`old_pusd`), in each cell it counts in.
+pub fn repriced_deltas(call: &CallRecord, old_pusd: u64) -> (Vec<RollupDelta>, Vec<RollupDelta>) {
+    let new_pusd = super::stored::priced_pusd(&call.cost);
+    let m = &call.metadata;
+    let cost = |(scope, bucket_us): &(Vec<u8>, Option<u64>), pusd| RollupDelta {
+        scope: scope.clone(),
+        bucket_us: *bucket_us,
+        cell: RollupCell {
+            cost_pusd: pusd,
+            ..RollupCell::default()
+        },
+    };
+    cells_of(m.tenant.as_deref(), m.agent.as_deref(), call.started_at_us)
+        .map(|cell| (cost(&cell, new_pusd), cost(&cell, old_pusd)))
+        .unzip()
 }
 
 #[cfg(test)]
@@ -207,5 +315,50 @@ mod tests {
             probe_content(&mut probe, disk, &calls);
             assert_eq!(probe.chunks.len(), sink.chunks.len());
         }
+    }
+
+    #[test]
+    fn rollup_deltas_count_calls_in_buckets_and_all_time_and_runs_once() {
+        let at = 7 * index::BUCKET_US + 5;
+        let llm = |id: &str| CallRecord {
+            id: id.into(),
+            kind: "openai_chat".into(),
+            started_at_us: at,
+            latency_ms: 12.0,
+            ..CallRecord::default()
+        };
+        let mut calls = [llm("a"), llm("b")];
+        calls[1].metadata.tenant = Some("acme".into());
+        let run = InvocationRecord {
+            started_at_us: at,
+            ..InvocationRecord::default()
+        };
+        let deltas = rollup_deltas(&calls, [&run]);
+        let cell = |scope: &[u8], bucket_us| {
+            deltas
+                .iter()
+                .find(|d| d.scope == scope && d.bucket_us == bucket_us)
+                .map(|d| d.cell.clone())
+                .unwrap_or_default()
+        };
+        // Everything and the agentless agent: both calls and the run; the tenant one call.
+        assert_eq!(deltas.len(), 2 * 2 + 2 * 2);
+        let all = cell(b"*", None);
+        assert_eq!(
+            (all.calls, all.invocations, all.hist.iter().sum::<u64>()),
+            (2, 1, 2)
+        );
+        let bucket = cell(b"*", Some(7 * index::BUCKET_US));
+        assert_eq!((bucket.calls, bucket.invocations), (2, 1));
+        assert!(
+            bucket.hist.is_empty(),
+            "only the all-time cell keeps the histogram"
+        );
+        assert_eq!(cell(&index::scope_tenant("acme"), None).calls, 1);
+        // Retention takes off exactly what the batch added.
+        let mut sum = RollupSum::default();
+        sum.add(rollup_deltas(&calls[..1], []));
+        sum.add(rollup_deltas(&calls[1..], [&run]));
+        assert_eq!(sum.into_deltas(), deltas);
     }
 }

@@ -20,12 +20,11 @@ use super::{calls, content, facets, invocations, notify, ratelimits, rollups, se
 use crate::record::{CallRecord, InvocationRecord};
 use crate::store::content::Codec;
 use crate::store::crypto::Addr;
-use crate::store::index;
 use crate::store::plan::{self, StoredCall};
 use crate::store::summary::CallSummary;
 use crate::store::DiskLevel;
 use crate::store::{BatchWritten, StoreStats};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use tokio_postgres::GenericClient;
 
@@ -125,7 +124,11 @@ pub async fn write(
         .filter(|r| r.created)
         .map(|r| &r.record)
         .collect();
-    rollups::add(tx, &rollup_deltas(&new_calls, &created)).await?;
+    rollups::add(
+        tx,
+        &plan::rollup_deltas(new_calls.iter().copied(), created.iter().copied()),
+    )
+    .await?;
     sessions::add(tx, &new_calls).await?;
     ratelimits::add(tx, &new_calls).await?;
     let call_ids: Vec<String> = new_calls.iter().map(|c| c.id.clone()).collect();
@@ -142,41 +145,4 @@ pub async fn write(
             .collect(),
         invocations: runs.into_iter().map(|r| r.summary).collect(),
     })
-}
-
-/// The rollup cells these calls and runs count in (what a batch adds for its new
-/// calls and the runs it started; what retention takes off when they go).
-pub fn rollup_deltas(
-    new_calls: &[&CallRecord],
-    new_runs: &[&InvocationRecord],
-) -> Vec<rollups::RollupDelta> {
-    let mut cells: HashMap<(Vec<u8>, Option<u64>), index::RollupCell> = HashMap::new();
-    let bucket = |t: u64| Some(t - t % index::BUCKET_US);
-    for call in new_calls {
-        let m = &call.metadata;
-        for scope in index::scopes(m.tenant.as_deref(), m.agent.as_deref()) {
-            cells
-                .entry((scope.clone(), bucket(call.started_at_us)))
-                .or_default()
-                .add_call(call, false);
-            cells.entry((scope, None)).or_default().add_call(call, true);
-        }
-    }
-    for inv in new_runs {
-        for scope in index::scopes(inv.tenant.as_deref(), inv.agent.as_deref()) {
-            cells
-                .entry((scope.clone(), bucket(inv.started_at_us)))
-                .or_default()
-                .invocations += 1;
-            cells.entry((scope, None)).or_default().invocations += 1;
-        }
-    }
-    cells
-        .into_iter()
-        .map(|((scope, bucket_us), cell)| rollups::RollupDelta {
-            scope,
-            bucket_us,
-            cell,
-        })
-        .collect()
 }
