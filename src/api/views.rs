@@ -302,8 +302,14 @@ pub(super) fn invocation(
     }
     let mut value = serde_json::to_value(&summary).unwrap_or_default();
     value["round_count"] = json!(inv.rounds);
-    value["llm_calls"] = json!(calls.iter().filter(|c| !is_tool_http(c)).count());
-    value["tool_calls"] = json!(calls.iter().filter(|c| is_tool_http(c)).count());
+    value["llm_calls"] = json!(calls
+        .iter()
+        .filter(|c| crate::agent_loop::is_llm(c))
+        .count());
+    value["tool_calls"] = json!(calls
+        .iter()
+        .filter(|c| crate::agent_loop::is_tool_step(c))
+        .count());
     value["outcome"] = serde_json::to_value(crate::agent_loop::outcome(&inv)).unwrap_or_default();
     value["gaps"] = serde_json::to_value(&described.gaps).unwrap_or_default();
     value["cost_pusd"] = json!(inv.cost_pusd);
