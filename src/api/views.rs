@@ -142,7 +142,12 @@ pub(super) fn resolve_scoped_id(
     if exists(id)? {
         return Ok(id.to_string());
     }
-    let mut scoped = state.store.tenant_scoped_ids(invocation, id, 11)?;
+    let space = if invocation {
+        crate::store::types::ScopedIdSpace::Runs
+    } else {
+        crate::store::types::ScopedIdSpace::Sessions
+    };
+    let mut scoped = state.store.tenant_scoped_ids(space, id, 11)?;
     match scoped.len() {
         0 => Ok(id.to_string()),
         1 => Ok(scoped.remove(0)),

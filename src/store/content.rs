@@ -111,6 +111,23 @@ pub struct Codec {
 }
 
 impl Codec {
+    /// The codec an engine opens with: the store key and zstd level of `options`,
+    /// and period keys kept in the engine's `vault` (outside its log, see `shred.rs`).
+    pub fn for_store(
+        options: &super::StoreOptions,
+        vault: Box<dyn super::shred::KeyVault>,
+    ) -> Codec {
+        Codec {
+            keys: options.keys.clone(),
+            zstd_level: options.zstd_level,
+            periods: Some(Arc::new(super::shred::PeriodKeys::new(
+                options.key_period_secs,
+                options.keys.clone(),
+                vault,
+            ))),
+        }
+    }
+
     /// `flags | [u32 LE plain length | zstd frame] or plain`, then AEAD-sealed after the flag byte.
     /// Compression comes before encryption: ciphertext does not compress.
     pub fn seal(&self, plain: &[u8]) -> Result<Vec<u8>, StoreError> {

@@ -19,7 +19,7 @@ use super::index::{
 use super::summary::{CallSummary, FacetView, Filter, InvocationSummary};
 use super::types::{
     AuditEntry, ContentUsage, Page, PageRequest, RateLimitKey, RepriceReport, RollupScope,
-    RunWithCalls, ScanOutcome, SweepReport,
+    RunWithCalls, ScanOutcome, ScopedIdSpace, SweepReport,
 };
 use super::{EngineContext, Store, StoreError};
 use crate::record::{CallRecord, Cost, InvocationRecord};
@@ -170,7 +170,7 @@ macro_rules! engine_operations {
     /// The tenant of a stored record: `None` when there is no such record.
     fn record_tenant(&self, invocation: bool, id: &str) -> Result<Option<Option<String>>, StoreError>;
     /// The tenant-scoped ids (`id@tenant`) stored for a plain id.
-    fn tenant_scoped_ids(&self, invocation: bool, id: &str, max: usize) -> Result<Vec<String>, StoreError>;
+    fn tenant_scoped_ids(&self, space: ScopedIdSpace, id: &str, max: usize) -> Result<Vec<String>, StoreError>;
     /// Sessions newest first (by first call) that `filter` matches.
     fn list_sessions(&self, filter: &SessionFilter, request: &PageRequest) -> Result<Page<SessionSummary>, StoreError>;
     fn session(&self, id: &str) -> Result<Option<SessionSummary>, StoreError>;
@@ -197,6 +197,7 @@ macro_rules! engine_operations {
     fn audit_entries(&self, before_us: Option<u64>, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
     /// The capture-log position up to which the store holds every record.
     fn journal_applied(&self) -> Result<Option<u64>, StoreError>;
+    /// Keeps `position` as given, also below the one held: a replaced log starts again.
     fn set_journal_applied(&self, position: u64) -> Result<(), StoreError>;
     /// One retention pass at the time given.
     fn sweep(&self, now_us: u64) -> Result<SweepReport, StoreError>;

@@ -7,9 +7,8 @@
 //! (summaries strip it). Pure key arithmetic and plain data; sled is driven by `mod.rs`.
 
 use super::summary::{tag, FacetView, Facets};
-use crate::record::{CallRecord, CallStatus, InvocationRecord, LimitWindow};
+use crate::record::{CallRecord, CallStatus, LimitWindow};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 
 /// Rollup time bucket: 15 minutes, so any whole-quarter-hour UTC offset gives exact days.
 pub const BUCKET_US: u64 = 15 * 60 * 1_000_000;
@@ -198,23 +197,6 @@ pub fn bucket_key(scope: &[u8], time_us: u64) -> Vec<u8> {
     key.push(0);
     key.extend_from_slice(&(time_us - time_us % BUCKET_US).to_be_bytes());
     key
-}
-
-/// Counts one invocation in the rollup cells of its scopes (its 15-minute bucket and
-/// all time). The writer counts a new invocation with it and the sweeper what a
-/// deleted one takes away, so both touch the same cells.
-pub fn count_invocation(
-    buckets: &mut HashMap<Vec<u8>, RollupCell>,
-    all_time: &mut HashMap<Vec<u8>, RollupCell>,
-    inv: &InvocationRecord,
-) {
-    for scope in scopes(inv.tenant.as_deref(), inv.agent.as_deref()) {
-        buckets
-            .entry(bucket_key(&scope, inv.started_at_us))
-            .or_default()
-            .invocations += 1;
-        all_time.entry(scope).or_default().invocations += 1;
-    }
 }
 
 /// Counters for one scope over one bucket (or all time, with the latency histogram).

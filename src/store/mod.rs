@@ -25,6 +25,7 @@ mod health;
 pub mod index;
 pub mod manifest;
 mod packed;
+pub mod plan;
 pub mod postgres;
 pub mod scan;
 pub mod shred;

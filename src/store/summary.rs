@@ -340,10 +340,30 @@ pub struct FacetView<'a> {
     pub latency_us: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
-    pairs: &'a [u8],
+    pairs: PairSource<'a>,
+}
+
+/// Where a view's pairs are read from: a stored header (sled keeps summaries in that
+/// form), or facets built in memory (an engine that keeps them as columns).
+#[derive(Debug, Clone, Copy)]
+enum PairSource<'a> {
+    Encoded(&'a [u8]),
+    Listed(&'a [(u8, String)]),
 }
 
 impl<'a> FacetView<'a> {
+    /// A view of facets built in memory, with no stored header in between.
+    pub fn of(facets: &'a Facets) -> FacetView<'a> {
+        FacetView {
+            time_us: facets.time_us,
+            cost_pusd: facets.cost_pusd,
+            latency_us: facets.latency_us,
+            input_tokens: facets.input_tokens,
+            output_tokens: facets.output_tokens,
+            pairs: PairSource::Listed(&facets.pairs),
+        }
+    }
+
     pub fn parse(bytes: &'a [u8]) -> Option<FacetView<'a>> {
         let n = |i: usize| -> Option<u64> {
             Some(u64::from_be_bytes(
@@ -357,12 +377,12 @@ impl<'a> FacetView<'a> {
             latency_us: n(2)?,
             input_tokens: n(3)?,
             output_tokens: n(4)?,
-            pairs: bytes.get(40..)?,
+            pairs: PairSource::Encoded(bytes.get(40..)?),
         })
     }
 
     pub fn pairs(&self) -> PairIter<'a> {
-        PairIter { rest: self.pairs }
+        PairIter { source: self.pairs }
     }
 
     /// The first value with `tag`.
@@ -390,17 +410,26 @@ impl<'a> FacetView<'a> {
 }
 
 pub struct PairIter<'a> {
-    rest: &'a [u8],
+    source: PairSource<'a>,
 }
 
 impl<'a> Iterator for PairIter<'a> {
     type Item = (u8, &'a [u8]);
     fn next(&mut self) -> Option<Self::Item> {
-        let t = *self.rest.first()?;
-        let len = u16::from_be_bytes(self.rest.get(1..3)?.try_into().ok()?) as usize;
-        let value = self.rest.get(3..3 + len)?;
-        self.rest = &self.rest[3 + len..];
-        Some((t, value))
+        match &mut self.source {
+            PairSource::Encoded(rest) => {
+                let t = *rest.first()?;
+                let len = u16::from_be_bytes(rest.get(1..3)?.try_into().ok()?) as usize;
+                let value = rest.get(3..3 + len)?;
+                *rest = &rest[3 + len..];
+                Some((t, value))
+            }
+            PairSource::Listed(rest) => {
+                let ((t, value), tail) = rest.split_first()?;
+                *rest = tail;
+                Some((*t, value.as_bytes()))
+            }
+        }
     }
 }
 
@@ -544,5 +573,49 @@ mod tests {
             properties: vec![("env".into(), "dev".into())],
             ..Filter::default()
         }));
+    }
+    #[test]
+    fn a_view_of_facets_in_memory_reads_as_the_stored_header_does() {
+        let s = CallSummary {
+            id: "c_2".into(),
+            started_at_us: 7,
+            provider: "anthropic".into(),
+            kind: "anthropic".into(),
+            agent: Some("bot".into()),
+            model: Some("claude".into()),
+            response_model: Some("claude-1".into()),
+            status: Some(CallStatus::Success),
+            latency_ms: 12.5,
+            input_tokens: Some(3),
+            properties: [("env".to_string(), "prod".to_string())].into(),
+            ..CallSummary::default()
+        };
+        let facets = s.facets();
+        let stored = encode_header_only(&facets);
+        let parsed = FacetView::parse(split_stored(&stored).unwrap().0).unwrap();
+        let listed = FacetView::of(&facets);
+        assert_eq!(
+            listed.pairs().collect::<Vec<_>>(),
+            parsed.pairs().collect::<Vec<_>>()
+        );
+        assert!(listed.pairs().count() >= 5);
+        assert_eq!(
+            listed.all(tag::MODEL).collect::<Vec<_>>(),
+            vec!["claude", "claude-1"]
+        );
+        assert_eq!(
+            (
+                listed.time_us,
+                listed.cost_pusd,
+                listed.latency_us,
+                listed.input_tokens
+            ),
+            (
+                parsed.time_us,
+                parsed.cost_pusd,
+                parsed.latency_us,
+                parsed.input_tokens
+            )
+        );
     }
 }

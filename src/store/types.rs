@@ -120,6 +120,14 @@ pub struct SweepReport {
     pub values_resealed: u64,
 }
 
+/// The ids a client chooses and a tenant scopes (`id@tenant`, see
+/// `headers::tenant_scoped`): runs' and sessions'. Call ids are llmtap's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScopedIdSpace {
+    Runs,
+    Sessions,
+}
+
 /// The counters a rollup cell is kept for: everything, one tenant, or one agent
 /// (within a tenant or across tenants; the empty agent is calls without one).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -1302,12 +1302,15 @@ fn audit_entries_and_the_capture_log_position_are_kept(engines: &Engines) {
     assert_eq!(audit[1].tenant.as_deref(), Some("acme"));
     assert_eq!(store.audit_entries(Some(30), 1).unwrap()[0].at_us, 20);
     assert_eq!(store.journal_applied().unwrap(), None);
-    // The writer only moves it forward (sled keeps what it is given, PostgreSQL the
-    // greatest it was given: the engines differ for a position set backwards).
     store.set_journal_applied(100).unwrap();
     assert_eq!(store.journal_applied().unwrap(), Some(100));
     store.set_journal_applied(4096).unwrap();
     assert_eq!(store.journal_applied().unwrap(), Some(4096));
+    // A replaced log directory starts again below what the store held: the writer
+    // replays it whole and records the new log's positions, which every engine keeps
+    // as given (a position kept higher would replay the whole log at every start).
+    store.set_journal_applied(512).unwrap();
+    assert_eq!(store.journal_applied().unwrap(), Some(512));
     assert!(!store.contains_call("c_nope").unwrap());
     assert!(!store.delete_call("c_nope").unwrap());
 }

@@ -20,12 +20,11 @@ use super::{calls, content, facets, invocations, notify, ratelimits, rollups, se
 use crate::record::{CallRecord, InvocationRecord};
 use crate::store::content::Codec;
 use crate::store::crypto::Addr;
-use crate::store::index;
-use crate::store::manifest::store_content;
-use crate::store::stored::metadata_only;
+use crate::store::plan::{self, StoredCall};
 use crate::store::summary::CallSummary;
+use crate::store::DiskLevel;
 use crate::store::{BatchWritten, StoreStats};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use tokio_postgres::GenericClient;
 
@@ -33,12 +32,27 @@ use tokio_postgres::GenericClient;
 pub struct Prepared {
     /// The calls not stored yet, as captured.
     pub calls: Vec<CallRecord>,
-    /// Their stored metadata, in the same order.
-    pub metas: Vec<CallRecord>,
-    /// `(started_us, call id, sealed manifest)` of the calls with content.
-    pub manifests: Vec<(u64, String, Vec<u8>)>,
+    /// Their stored form (`plan::split_content`), in the same order.
+    pub stored: Vec<StoredCall>,
     pub staging: content::Staging,
 }
+
+/// The calls of `batch` to cut: not stored yet, each id once.
+fn new_calls<'a>(
+    batch: &'a [CallRecord],
+    already_stored: &'a HashSet<String>,
+) -> impl Iterator<Item = &'a CallRecord> {
+    let mut seen = HashSet::new();
+    batch
+        .iter()
+        .filter(move |c| !already_stored.contains(&c.id) && seen.insert(c.id.as_str()))
+}
+
+/// Content goes to the database server, whose disk the data directory's guard does
+/// not measure, and skipping it would free no byte of the local disk (the capture
+/// log holds the bodies either way): the disk rule of `plan::split_content` is
+/// given `Ok`.
+const CONTENT_DISK: DiskLevel = DiskLevel::Ok;
 
 /// The chunks cutting the batch's new calls could build on if they are stored (the
 /// first pass; `content.rs` module doc). Nothing is staged or counted.
@@ -48,18 +62,12 @@ pub fn probe(
     already_stored: &HashSet<String>,
 ) -> HashSet<Addr> {
     let mut probe = content::Probe::new(codec);
-    let scratch = StoreStats::default();
-    for call in batch.iter().filter(|c| !already_stored.contains(&c.id)) {
-        let mut meta = metadata_only(call);
-        // A failure here fails the same way when the batch is cut for real.
-        let _ = store_content(&mut probe, &scratch, call, &mut meta);
-    }
+    plan::probe_content(&mut probe, CONTENT_DISK, new_calls(batch, already_stored));
     probe.asked()
 }
 
 /// Splits the batch's new calls into metadata and staged content, building on the
 /// chunks the database held (`stored`, from `probe` and `content::stored_among`).
-/// Content failures fail open, as in sled: the call keeps its metadata and a note.
 pub fn prepare(
     codec: Arc<Codec>,
     stats: &StoreStats,
@@ -67,43 +75,14 @@ pub fn prepare(
     already_stored: &HashSet<String>,
     stored: HashSet<Addr>,
 ) -> Prepared {
-    let mut prepared = Prepared {
-        calls: Vec::with_capacity(batch.len()),
-        metas: Vec::with_capacity(batch.len()),
-        manifests: Vec::new(),
-        staging: content::Staging::with_stored(codec.clone(), stored),
-    };
-    let mut seen = HashSet::new();
-    for call in batch {
-        if already_stored.contains(&call.id) || !seen.insert(call.id.as_str()) {
-            continue;
-        }
-        let mut meta = metadata_only(call);
-        let has_content = call.request_body.is_some()
-            || call.response_body.is_some()
-            || call.request.is_some()
-            || call.response.is_some()
-            || call.metadata.has_prompt_variables();
-        if has_content {
-            match store_content(&mut prepared.staging, stats, call, &mut meta)
-                .and_then(|m| codec.seal(&m.encode()))
-            {
-                Ok(sealed) => {
-                    prepared
-                        .manifests
-                        .push((call.started_at_us, call.id.clone(), sealed))
-                }
-                Err(e) => {
-                    StoreStats::add(&stats.content_errors, 1);
-                    tracing::error!(error = %e, call = %call.id, "cannot store call content; keeping metadata only");
-                    meta.parse_notes.push(format!("bodies not stored: {e}"));
-                }
-            }
-        }
-        prepared.calls.push(call.clone());
-        prepared.metas.push(meta);
+    let mut staging = content::Staging::with_stored(codec, stored);
+    let calls: Vec<CallRecord> = new_calls(batch, already_stored).cloned().collect();
+    let stored = plan::split_content(&mut staging, stats, CONTENT_DISK, &calls);
+    Prepared {
+        calls,
+        stored,
+        staging,
     }
-    prepared
 }
 
 /// Writes a prepared batch in the caller's transaction; returns what the live
@@ -114,14 +93,23 @@ pub async fn write(
     instance: &str,
 ) -> Result<BatchWritten, PgError> {
     content::write(tx, &prepared.staging).await?;
-    let rows: Vec<(&CallRecord, &CallRecord)> =
-        prepared.calls.iter().zip(&prepared.metas).collect();
-    let new = calls::insert(tx, &rows).await?;
-    let manifests: Vec<(u64, String, Vec<u8>)> = prepared
-        .manifests
+    let rows: Vec<(&CallRecord, &CallRecord)> = prepared
+        .calls
         .iter()
-        .filter(|(_, id, _)| new.contains(id))
-        .cloned()
+        .zip(prepared.stored.iter().map(|s| &s.meta))
+        .collect();
+    let new = calls::insert(tx, &rows).await?;
+    let manifests: Vec<(u64, &str, &[u8])> = prepared
+        .stored
+        .iter()
+        .filter(|s| new.contains(&s.meta.id))
+        .filter_map(|s| {
+            Some((
+                s.meta.started_at_us,
+                s.meta.id.as_str(),
+                s.manifest.as_deref()?,
+            ))
+        })
         .collect();
     calls::insert_manifests(tx, &manifests).await?;
     let new_calls: Vec<&CallRecord> = prepared
@@ -136,7 +124,11 @@ pub async fn write(
         .filter(|r| r.created)
         .map(|r| &r.record)
         .collect();
-    rollups::add(tx, &rollup_deltas(&new_calls, &created)).await?;
+    rollups::add(
+        tx,
+        &plan::rollup_deltas(new_calls.iter().copied(), created.iter().copied()),
+    )
+    .await?;
     sessions::add(tx, &new_calls).await?;
     ratelimits::add(tx, &new_calls).await?;
     let call_ids: Vec<String> = new_calls.iter().map(|c| c.id.clone()).collect();
@@ -153,41 +145,4 @@ pub async fn write(
             .collect(),
         invocations: runs.into_iter().map(|r| r.summary).collect(),
     })
-}
-
-/// The rollup cells these calls and runs count in (what a batch adds for its new
-/// calls and the runs it started; what retention takes off when they go).
-pub fn rollup_deltas(
-    new_calls: &[&CallRecord],
-    new_runs: &[&InvocationRecord],
-) -> Vec<rollups::RollupDelta> {
-    let mut cells: HashMap<(Vec<u8>, Option<u64>), index::RollupCell> = HashMap::new();
-    let bucket = |t: u64| Some(t - t % index::BUCKET_US);
-    for call in new_calls {
-        let m = &call.metadata;
-        for scope in index::scopes(m.tenant.as_deref(), m.agent.as_deref()) {
-            cells
-                .entry((scope.clone(), bucket(call.started_at_us)))
-                .or_default()
-                .add_call(call, false);
-            cells.entry((scope, None)).or_default().add_call(call, true);
-        }
-    }
-    for inv in new_runs {
-        for scope in index::scopes(inv.tenant.as_deref(), inv.agent.as_deref()) {
-            cells
-                .entry((scope.clone(), bucket(inv.started_at_us)))
-                .or_default()
-                .invocations += 1;
-            cells.entry((scope, None)).or_default().invocations += 1;
-        }
-    }
-    cells
-        .into_iter()
-        .map(|((scope, bucket_us), cell)| rollups::RollupDelta {
-            scope,
-            bucket_us,
-            cell,
-        })
-        .collect()
 }

@@ -133,14 +133,14 @@ pub async fn insert(
 /// Stores the sealed content manifests of new calls: (started_us, id, manifest).
 pub async fn insert_manifests(
     client: &impl GenericClient,
-    manifests: &[(u64, String, Vec<u8>)],
+    manifests: &[(u64, &str, &[u8])],
 ) -> Result<(), PgError> {
     if manifests.is_empty() {
         return Ok(());
     }
     let started: Vec<i64> = manifests.iter().map(|m| to_i64(m.0)).collect();
-    let ids: Vec<&str> = manifests.iter().map(|m| m.1.as_str()).collect();
-    let values: Vec<&[u8]> = manifests.iter().map(|m| m.2.as_slice()).collect();
+    let ids: Vec<&str> = manifests.iter().map(|m| m.1).collect();
+    let values: Vec<&[u8]> = manifests.iter().map(|m| m.2).collect();
     client
         .execute(
             "INSERT INTO call_content (started_us, call_id, manifest) \

@@ -25,10 +25,10 @@ use crate::store::index::{
     CallText, RateLimitPoint, RateLimitState, RollupCell, SessionFilter, SessionSummary,
 };
 use crate::store::manifest::{hydrate, search_text, Manifest};
-use crate::store::summary::{self, CallSummary, FacetView, Filter, InvocationSummary};
+use crate::store::summary::{CallSummary, FacetView, Filter, InvocationSummary};
 use crate::store::types::{
     AuditEntry, ContentUsage, Page, PageRequest, RateLimitKey, RepriceReport, RollupScope,
-    RunWithCalls, ScanOutcome, SweepReport,
+    RunWithCalls, ScanOutcome, ScopedIdSpace, SweepReport,
 };
 use crate::store::{BatchWritten, EngineContext, StoreOptions, StoreStats};
 use crate::store::{Engine, StoreError};
@@ -144,15 +144,7 @@ impl PostgresStore {
         Ok(PostgresStore {
             pool,
             instance,
-            codec: Arc::new(Codec {
-                keys: options.keys.clone(),
-                zstd_level: options.zstd_level,
-                periods: Some(Arc::new(crate::store::shred::PeriodKeys::new(
-                    options.key_period_secs,
-                    options.keys.clone(),
-                    Box::new(vault),
-                ))),
-            }),
+            codec: Arc::new(Codec::for_store(options, Box::new(vault))),
             stats: context.stats.clone(),
             events: context.events.clone(),
             retention: (options.retention_days, options.body_retention_days),
@@ -283,7 +275,7 @@ impl PostgresStore {
         self.run(move |c| async move {
             c.execute(
                 "INSERT INTO journal_applied (instance, position) VALUES ($1, $2) \
-                 ON CONFLICT (instance) DO UPDATE SET position = GREATEST(journal_applied.position, excluded.position)",
+                 ON CONFLICT (instance) DO UPDATE SET position = excluded.position",
                 &[&instance, &position],
             )
             .await?;
@@ -618,18 +610,12 @@ impl Engine for PostgresStore {
     }
     fn tenant_scoped_ids(
         &self,
-        invocation: bool,
+        space: ScopedIdSpace,
         id: &str,
         max: usize,
     ) -> Result<Vec<String>, StoreError> {
-        // As on sled: runs for a run id, sessions otherwise (call ids are never scoped).
-        let table = if invocation {
-            "invocations"
-        } else {
-            "sessions"
-        };
         let id = id.to_string();
-        self.run(move |c| async move { sessions::scoped_ids(&*c, table, &id, max).await })
+        self.run(move |c| async move { sessions::scoped_ids(&*c, space, &id, max).await })
     }
     fn list_sessions(
         &self,
@@ -690,12 +676,7 @@ impl Engine for PostgresStore {
                     return Ok(ScanOutcome::Truncated);
                 }
                 visited += 1;
-                let header = summary::encode_header_only(&facets);
-                if let Some(view) =
-                    summary::split_stored(&header).and_then(|(h, _)| FacetView::parse(h))
-                {
-                    visit(&view);
-                }
+                visit(&FacetView::of(&facets));
                 after = Some(position);
             }
             if n < want {

@@ -8,8 +8,7 @@
 
 use super::{invocations, rollups, text, PgError};
 use crate::record::CallRecord;
-use crate::store::index::{self, RollupCell};
-use crate::store::stored::priced_pusd;
+use crate::store::plan::{repriced_deltas, RollupSum};
 use crate::store::summary::CallSummary;
 use std::collections::BTreeSet;
 use tokio_postgres::GenericClient;
@@ -51,8 +50,7 @@ pub async fn apply(
     client: &impl GenericClient,
     changed: &[(CallRecord, u64)],
 ) -> Result<u64, PgError> {
-    let mut added = Vec::new();
-    let mut taken = Vec::new();
+    let (mut added, mut taken) = (RollupSum::default(), RollupSum::default());
     let mut runs = BTreeSet::new();
     for (call, old_pusd) in changed {
         let summary = CallSummary::from_record(call);
@@ -69,26 +67,13 @@ pub async fn apply(
                 ],
             )
             .await?;
-        let m = &call.metadata;
-        let bucket = call.started_at_us - call.started_at_us % index::BUCKET_US;
-        for scope in index::scopes(m.tenant.as_deref(), m.agent.as_deref()) {
-            for bucket_us in [Some(bucket), None] {
-                let delta = |pusd| rollups::RollupDelta {
-                    scope: scope.clone(),
-                    bucket_us,
-                    cell: RollupCell {
-                        cost_pusd: pusd,
-                        ..RollupCell::default()
-                    },
-                };
-                added.push(delta(priced_pusd(&call.cost)));
-                taken.push(delta(*old_pusd));
-            }
-        }
+        let (add, take) = repriced_deltas(call, *old_pusd);
+        added.add(add);
+        taken.add(take);
         runs.insert(call.invocation_id.clone());
     }
-    rollups::add(client, &added).await?;
-    rollups::subtract(client, &taken).await?;
+    rollups::add(client, &added.into_deltas()).await?;
+    rollups::subtract(client, &taken.into_deltas()).await?;
     let mut rolled = 0;
     for id in &runs {
         if invocations::reroll(client, id).await? {

@@ -16,11 +16,11 @@
 //! Both are safe to run while instances write, and from several instances at once
 //! (the sweep lock serialises them; a day already dropped is not found again).
 
-use super::batch::rollup_deltas;
 use super::{content, rollups, PgError};
 use crate::record::{CallRecord, InvocationRecord};
 use crate::store::content::Codec;
 use crate::store::crypto::Addr;
+use crate::store::plan::rollup_deltas;
 use crate::store::types::SweepReport;
 use crate::store::StoreError;
 use std::collections::HashMap;
@@ -190,8 +190,7 @@ async fn drop_day(
             .map(|r| decode::<CallRecord>("call", r.get(2)))
             .collect::<Result<Vec<_>, _>>()?;
         report.calls_deleted += calls.len() as u64;
-        let refs: Vec<&CallRecord> = calls.iter().collect();
-        deltas.extend(rollup_deltas(&refs, &[]));
+        deltas.extend(rollup_deltas(&calls, []));
     }
     let freed = content::release(&tx, codec, roots).await?;
     rollups::subtract(&tx, &deltas).await?;
@@ -236,8 +235,7 @@ async fn delete_runs(
         .into_iter()
         .map(|r| decode::<InvocationRecord>("run", r.get(0)))
         .collect::<Result<Vec<_>, _>>()?;
-    let refs: Vec<&InvocationRecord> = runs.iter().collect();
-    rollups::subtract(client, &rollup_deltas(&[], &refs)).await?;
+    rollups::subtract(client, &rollup_deltas([], &runs)).await?;
     Ok(runs.len() as u64)
 }
 
@@ -280,7 +278,7 @@ pub async fn delete_call(
     let mut roots = HashMap::new();
     count_roots(codec, &manifests, &mut roots)?;
     content::release(&tx, codec, roots).await?;
-    rollups::subtract(&tx, &rollup_deltas(&[&call], &[])).await?;
+    rollups::subtract(&tx, &rollup_deltas([&call], [])).await?;
     super::facets::subtract(&tx, &[&call]).await?;
     tx.commit().await.map_err(PgError::from)?;
     Ok(true)

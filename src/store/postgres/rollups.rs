@@ -1,4 +1,4 @@
-//! Rollups in PostgreSQL: the writer's per-batch `RollupCell` deltas added with one
+//! Rollups in PostgreSQL: a batch's `RollupCell` deltas (`plan::rollup_deltas`) added with one
 //! multi-row upsert (`x = llmtap_sat_add(x, excluded.x)`), so instances writing the
 //! same cells at once lose no update and need no lock of ours; reads merge the stored
 //! cells with `RollupCell::merge`, as the sled engine does.
@@ -8,6 +8,7 @@
 
 use super::PgError;
 use crate::store::index::{RollupCell, BUCKET_US};
+use crate::store::plan::RollupDelta;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::GenericClient;
 
@@ -18,15 +19,6 @@ pub const ALL_TIME: i64 = -1;
 /// 65,535 parameters.
 const COLUMNS: usize = 12;
 const ROWS_PER_STATEMENT: usize = 1000;
-
-/// One cell's increment: a 15-minute bucket of a scope, or its all-time cell (`None`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RollupDelta {
-    pub scope: Vec<u8>,
-    /// Start of the bucket (any time inside it is rounded down), or `None` for all time.
-    pub bucket_us: Option<u64>,
-    pub cell: RollupCell,
-}
 
 fn to_db(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)

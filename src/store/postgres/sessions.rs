@@ -11,7 +11,7 @@ use super::{text, PgError};
 use crate::record::CallRecord;
 use crate::store::index::{SessionFilter, SessionSummary, SESSION_MODELS_MAX};
 use crate::store::summary::CallSummary;
-use crate::store::types::{Page, PageRequest, Position, COUNT_CAP};
+use crate::store::types::{Page, PageRequest, Position, ScopedIdSpace, COUNT_CAP};
 use crate::timefmt::format_rfc3339_us;
 use std::collections::BTreeMap;
 use tokio_postgres::{GenericClient, Row};
@@ -254,10 +254,15 @@ pub async fn calls(
 /// The tenant-scoped ids (`id@tenant`) of a plain session id, at most `max`.
 pub async fn scoped_ids(
     client: &impl GenericClient,
-    table: &str,
+    space: ScopedIdSpace,
     id: &str,
     max: usize,
 ) -> Result<Vec<String>, PgError> {
+    // As on sled: runs for a run id, sessions otherwise (call ids are never scoped).
+    let table = match space {
+        ScopedIdSpace::Runs => "invocations",
+        ScopedIdSpace::Sessions => "sessions",
+    };
     let escaped: String = id
         .chars()
         .flat_map(|c| match c {

@@ -6,54 +6,27 @@
 //! parsed request/response views go to the content store; the record's manifest in
 //! `call_content` (sealed like every other content value) names their root chunks.
 
-use super::{SledStore, StoreError, StoreStats};
+use super::{SledStore, StoreError};
 use crate::record::CallRecord;
 use crate::store::crypto::Addr;
-use crate::store::disk::DiskLevel;
 use crate::store::index::CallText;
-use crate::store::manifest::{hydrate, lossy, search_text, store_content, Manifest};
-use crate::store::stored::metadata_only;
+use crate::store::manifest::{hydrate, lossy, search_text, Manifest};
+use crate::store::plan::{split_content, StoredCall};
 use crate::store::types::ContentUsage;
 use std::sync::Arc;
 
-/// Metadata records for the `calls` tree, and `(call id, sealed manifest)` pairs.
-pub(super) type Prepared = (Vec<CallRecord>, Vec<(String, Vec<u8>)>);
-
 impl SledStore {
-    /// Splits each call into metadata (returned, for the `calls` tree) and content
-    /// (staged in the content store); returns `(call id, sealed manifest)` pairs.
-    /// Content failures fail open: the call keeps its metadata and a note.
-    pub(super) fn prepare_calls(&self, calls: &[CallRecord]) -> Result<Prepared, StoreError> {
-        let level = self.disk.level();
-        let mut metas = Vec::with_capacity(calls.len());
-        let mut manifests = Vec::with_capacity(calls.len());
+    /// Splits each call into metadata (for the `calls` tree) and content, committed
+    /// to the content store here (`plan::split_content`, the disk level of the
+    /// data directory applying: sled's content is on it).
+    pub(super) fn prepare_calls(
+        &self,
+        calls: &[CallRecord],
+    ) -> Result<Vec<StoredCall>, StoreError> {
         let mut txn = self.content.txn();
-        for call in calls {
-            let mut meta = metadata_only(call);
-            let has_content = call.request_body.is_some()
-                || call.response_body.is_some()
-                || call.request.is_some()
-                || call.response.is_some();
-            if has_content && level != DiskLevel::Ok {
-                StoreStats::add(&self.stats.bodies_skipped_disk, 1);
-                meta.parse_notes
-                    .push("bodies not stored: the data directory's disk is nearly full".into());
-            } else if has_content || call.metadata.has_prompt_variables() {
-                match store_content(&mut txn, &self.stats, call, &mut meta)
-                    .and_then(|m| self.content.codec.seal(&m.encode()))
-                {
-                    Ok(sealed) => manifests.push((call.id.clone(), sealed)),
-                    Err(e) => {
-                        StoreStats::add(&self.stats.content_errors, 1);
-                        tracing::error!(error = %e, call = %call.id, "cannot store call content; keeping metadata only");
-                        meta.parse_notes.push(format!("bodies not stored: {e}"));
-                    }
-                }
-            }
-            metas.push(meta);
-        }
+        let stored = split_content(&mut txn, &self.stats, self.disk.level(), calls);
         txn.commit()?;
-        Ok((metas, manifests))
+        Ok(stored)
     }
 
     pub(super) fn manifest(&self, id: &str) -> Result<Option<Manifest>, StoreError> {

@@ -55,6 +55,7 @@ mod retention;
 mod writes;
 
 // The shared rooms, by the short names the engine's modules use.
+use super::plan::{self, RollupDelta};
 use super::{crypto, disk, index, packed, summary};
 pub use super::{BatchWritten, EngineContext, StoreError, StoreOptions, StoreStats};
 
@@ -276,15 +277,7 @@ impl SledStore {
             _ => {}
         }
         let vault = crate::store::shred::FileVault::open(dir.join(KEY_DIR))?;
-        let codec = crate::store::content::Codec {
-            keys: options.keys.clone(),
-            zstd_level: options.zstd_level,
-            periods: Some(Arc::new(crate::store::shred::PeriodKeys::new(
-                options.key_period_secs,
-                options.keys.clone(),
-                Box::new(vault),
-            ))),
-        };
+        let codec = crate::store::content::Codec::for_store(&options, Box::new(vault));
         let logged = Arc::new(AtomicU64::new(0));
         let store = SledStore {
             calls: db.open_tree("calls")?,
@@ -635,8 +628,7 @@ impl SledStore {
         let mut series_batch = Writes::default();
         let mut r429_batch = Writes::default();
         let mut counts: HashMap<Vec<u8>, i64> = HashMap::new();
-        let mut buckets: HashMap<Vec<u8>, RollupCell> = HashMap::new();
-        let mut all_time: HashMap<Vec<u8>, RollupCell> = HashMap::new();
+        let mut new_runs: Vec<&InvocationRecord> = Vec::new();
         let mut sessions: HashMap<String, (Option<SessionSummary>, SessionSummary)> =
             HashMap::new();
         let mut limits: HashMap<Vec<u8>, RateLimitState> = HashMap::new();
@@ -651,19 +643,22 @@ impl SledStore {
 
         if write_records {
             // Content first (values, then refcounts), so a stored call never names missing content.
-            let (metas, manifests) = self.prepare_calls(calls)?;
+            let stored = self.prepare_calls(calls)?;
             let mut content_batch = Writes::default();
-            for (id, manifest) in manifests {
-                self.content
-                    .note_sealed(content::SEALED_MANIFEST, id.as_bytes(), &manifest)?;
-                content_batch.insert(id.as_bytes(), manifest);
+            for call in &stored {
+                let id = call.meta.id.as_bytes();
+                if let Some(manifest) = &call.manifest {
+                    self.content
+                        .note_sealed(content::SEALED_MANIFEST, id, manifest)?;
+                    content_batch.insert(id, manifest.as_slice());
+                }
             }
             self.logged.fetch_add(
                 content_batch.apply_to(&self.call_content)?,
                 std::sync::atomic::Ordering::Relaxed,
             );
-            for meta in &metas {
-                call_batch.insert(meta.id.as_bytes(), encode_call_meta(meta)?);
+            for call in &stored {
+                call_batch.insert(call.meta.id.as_bytes(), encode_call_meta(&call.meta)?);
             }
         }
         // Stored calls a late call moved: their records and round keys, in the batch.
@@ -711,13 +706,6 @@ impl SledStore {
                 }
             }
             let m = &call.metadata;
-            for scope in index::scopes(m.tenant.as_deref(), m.agent.as_deref()) {
-                buckets
-                    .entry(index::bucket_key(&scope, call.started_at_us))
-                    .or_default()
-                    .add_call(call, false);
-                all_time.entry(scope).or_default().add_call(call, true);
-            }
             if let Some(session_id) = &m.session_id {
                 let entry = match sessions.remove(session_id) {
                     Some(e) => e,
@@ -821,7 +809,7 @@ impl SledStore {
                 *counts.entry(key.clone()).or_default() += 1;
             }
             if old.is_none() {
-                index::count_invocation(&mut buckets, &mut all_time, inv);
+                new_runs.push(inv);
             }
             inv_sum_batch.insert(
                 inv.id.as_bytes(),
@@ -871,26 +859,8 @@ impl SledStore {
             let now = self.idx_counts.get(&key)?.map_or(0, |v| be_u64(&v));
             count_batch.insert(key, (now as i64 + delta).max(0).to_be_bytes());
         }
-        let mut bucket_batch = Writes::default();
-        for (key, cell) in buckets {
-            let mut stored = self
-                .rollup
-                .get(&key)?
-                .map(|v| RollupCell::decode(&v))
-                .unwrap_or_default();
-            stored.merge(&cell);
-            bucket_batch.insert(key, stored.encode());
-        }
-        let mut all_batch = Writes::default();
-        for (key, cell) in all_time {
-            let mut stored = self
-                .rollup_all
-                .get(&key)?
-                .map(|v| RollupCell::decode(&v))
-                .unwrap_or_default();
-            stored.merge(&cell);
-            all_batch.insert(key, stored.encode());
-        }
+        let [bucket_batch, all_batch] =
+            self.rollup_writes(&plan::rollup_deltas(calls, new_runs), RollupCell::merge)?;
 
         // Records and everything derived from them in one transaction: sled recovers
         // it whole or not at all (`writes.rs`), so a replayed call the store holds
@@ -972,7 +942,7 @@ impl SledStore {
 
     /// Removes the derived entries of a call being deleted (retention, `delete_call`):
     /// its summary, text and index entries, with their counters. Rollups are taken
-    /// down by the sweeper (`subtract_rollups`); rate-limit history is kept.
+    /// down by the sweeper (`change_rollups`); rate-limit history is kept.
     pub fn unindex_call(&self, call: &CallRecord) -> Result<(), StoreError> {
         let id = call.id.as_bytes();
         self.unindex(b'c', id)?;
@@ -984,30 +954,50 @@ impl SledStore {
         self.counters.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes deleted records out of the rollups (`/summary`, `/agents`): per bucket
-    /// and all time, under the counter lock; a cell left empty is removed.
-    pub(super) fn subtract_rollups(
+    /// The writes that `change` each delta's stored cell, to the bucket and
+    /// all-time trees; a cell left empty is removed. One delta per cell (as
+    /// `plan::rollup_deltas` and `plan::RollupSum` give them): each is read from the
+    /// tree. The caller holds the counter lock until they are applied.
+    fn rollup_writes(
         &self,
-        buckets: HashMap<Vec<u8>, RollupCell>,
-        all_time: HashMap<Vec<u8>, RollupCell>,
+        deltas: &[RollupDelta],
+        change: fn(&mut RollupCell, &RollupCell),
+    ) -> Result<[Writes; 2], StoreError> {
+        let mut writes: [Writes; 2] = Default::default();
+        for d in deltas {
+            let (tree, batch, key) = match d.bucket_us {
+                Some(bucket) => (
+                    &self.rollup,
+                    &mut writes[0],
+                    index::bucket_key(&d.scope, bucket),
+                ),
+                None => (&self.rollup_all, &mut writes[1], d.scope.clone()),
+            };
+            let mut stored = tree
+                .get(&key)?
+                .map_or_else(RollupCell::default, |v| RollupCell::decode(&v));
+            change(&mut stored, &d.cell);
+            if stored.is_empty() {
+                batch.remove(key);
+            } else {
+                batch.insert(key, stored.encode());
+            }
+        }
+        Ok(writes)
+    }
+
+    /// Changes the rollups (`/summary`, `/agents`) by the deltas, under the counter
+    /// lock: `RollupCell::subtract` for deleted records, `RollupCell::merge` for
+    /// repriced ones.
+    pub(super) fn change_rollups(
+        &self,
+        deltas: &[RollupDelta],
+        change: fn(&mut RollupCell, &RollupCell),
     ) -> Result<(), StoreError> {
         let _guard = self.lock_counters();
-        for (tree, cells) in [(&self.rollup, buckets), (&self.rollup_all, all_time)] {
-            let mut batch = Writes::default();
-            for (key, cell) in cells {
-                let Some(stored) = tree.get(&key)? else {
-                    continue;
-                };
-                let mut stored = RollupCell::decode(&stored);
-                stored.subtract(&cell);
-                if stored.is_empty() {
-                    batch.remove(key);
-                } else {
-                    batch.insert(key, stored.encode());
-                }
-            }
-            batch.apply_to(tree)?;
-        }
+        let [buckets, all_time] = self.rollup_writes(deltas, change)?;
+        buckets.apply_to(&self.rollup)?;
+        all_time.apply_to(&self.rollup_all)?;
         Ok(())
     }
 

@@ -14,7 +14,7 @@ use crate::store::index::{self, RateLimitPoint, RateLimitState, RollupCell, Sess
 use crate::store::summary::{self, tag, FacetView, Filter};
 use crate::store::types::{
     AuditEntry, Page, PageRequest, Position, RateLimitKey, RollupScope, RunWithCalls, ScanOutcome,
-    COUNT_CAP,
+    ScopedIdSpace, COUNT_CAP,
 };
 
 /// Sessions a filtered session list reads per page, and per total.
@@ -608,18 +608,18 @@ impl SledStore {
         }
     }
 
-    /// The tenant-scoped forms (`id@tenant`) stored for a client-chosen invocation
-    /// (or session) id, at most `max`, without decoding records.
+    /// The tenant-scoped forms (`id@tenant`) stored for a client-chosen run or
+    /// session id, at most `max`, without decoding records.
     pub fn tenant_scoped_ids(
         &self,
-        invocation: bool,
+        space: ScopedIdSpace,
         id: &str,
         max: usize,
     ) -> Result<Vec<String>, StoreError> {
-        let tree = if invocation {
-            &self.inv_sum
-        } else {
-            &self.sessions
+        // The summary trees are keyed by id alone: a prefix scan finds the scoped forms.
+        let tree = match space {
+            ScopedIdSpace::Runs => &self.inv_sum,
+            ScopedIdSpace::Sessions => &self.sessions,
         };
         let mut prefix = id.as_bytes().to_vec();
         prefix.push(crate::headers::TENANT_SCOPE as u8);

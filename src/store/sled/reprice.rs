@@ -6,11 +6,12 @@
 
 use super::{decode, round_prefix, SledStore, StoreError};
 use crate::record::{roll_up, CallRecord, Cost};
-use crate::store::index::{self, RollupCell};
-use crate::store::stored::{priced_pusd, reprice_call};
+use crate::store::index::RollupCell;
+use crate::store::plan::{repriced_deltas, RollupSum};
+use crate::store::stored::reprice_call;
 use crate::store::summary::{self, CallSummary, InvocationSummary};
 use crate::store::types::RepriceReport;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 impl SledStore {
     /// Reprices the calls that started in `[from_us, to_us)`. `price` returns the new
@@ -23,7 +24,7 @@ impl SledStore {
     ) -> Result<RepriceReport, StoreError> {
         let mut report = RepriceReport::default();
         let mut touched: BTreeSet<String> = BTreeSet::new();
-        let mut deltas: HashMap<Vec<u8>, (u64, u64)> = HashMap::new();
+        let (mut added, mut taken) = (RollupSum::default(), RollupSum::default());
         for entry in self.calls.iter() {
             let (key, value) = entry?;
             let mut call: CallRecord = decode(&key, &value)?;
@@ -34,18 +35,9 @@ impl SledStore {
             let Some(old_pusd) = reprice_call(&mut call, &mut price) else {
                 continue;
             };
-            let new_pusd = priced_pusd(&call.cost);
-            let m = &call.metadata;
-            for scope in index::scopes(m.tenant.as_deref(), m.agent.as_deref()) {
-                for cell in [
-                    index::bucket_key(&scope, call.started_at_us),
-                    scope_all(&scope),
-                ] {
-                    let d = deltas.entry(cell).or_default();
-                    d.0 += old_pusd;
-                    d.1 += new_pusd;
-                }
-            }
+            let (add, take) = repriced_deltas(&call, old_pusd);
+            added.add(add);
+            taken.add(take);
             let summary = CallSummary::from_record(&call);
             self.call_sum.insert(
                 call.id.as_bytes(),
@@ -56,19 +48,8 @@ impl SledStore {
             touched.insert(call.invocation_id.clone());
             report.changed += 1;
         }
-        for (key, (old, new)) in deltas {
-            // Keys of the all-time tree carry a marker byte; see `scope_all`.
-            let (tree, key) = match key.split_first() {
-                Some((0xff, scope)) => (&self.rollup_all, scope.to_vec()),
-                _ => (&self.rollup, key),
-            };
-            let mut cell = tree
-                .get(&key)?
-                .map(|v| RollupCell::decode(&v))
-                .unwrap_or_default();
-            cell.cost_pusd = (cell.cost_pusd + new).saturating_sub(old);
-            tree.insert(key, cell.encode())?;
-        }
+        self.change_rollups(&added.into_deltas(), RollupCell::merge)?;
+        self.change_rollups(&taken.into_deltas(), RollupCell::subtract)?;
         for id in &touched {
             self.reroll_invocation(id)?;
             report.invocations += 1;
@@ -107,12 +88,4 @@ impl SledStore {
             .insert(id.as_bytes(), super::encode_invocation(&inv)?)?;
         Ok(())
     }
-}
-
-/// A delta-map key for the all-time rollup of `scope` (bucket keys never start with 0xff).
-fn scope_all(scope: &[u8]) -> Vec<u8> {
-    let mut key = Vec::with_capacity(scope.len() + 1);
-    key.push(0xff);
-    key.extend_from_slice(scope);
-    key
 }

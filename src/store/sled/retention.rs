@@ -17,9 +17,9 @@
 use super::writes::Writes;
 use super::{SledStore, StoreError};
 use crate::record::{CallRecord, InvocationRecord};
-use crate::store::index::{self, RollupCell};
+use crate::store::index::RollupCell;
+use crate::store::plan::rollup_deltas;
 use crate::store::types::SweepReport;
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -38,21 +38,11 @@ impl SledStore {
 
     fn delete_calls(&self, ids: &[String], report: &mut SweepReport) -> Result<u64, StoreError> {
         let mut txn = self.content.txn();
-        let mut deleted = 0;
-        let mut buckets: HashMap<Vec<u8>, RollupCell> = HashMap::new();
-        let mut all_time: HashMap<Vec<u8>, RollupCell> = HashMap::new();
+        let mut deleted = Vec::with_capacity(ids.len());
         for id in ids {
             let Some(call) = self.get_call_meta(id)? else {
                 continue;
             };
-            let m = &call.metadata;
-            for scope in index::scopes(m.tenant.as_deref(), m.agent.as_deref()) {
-                buckets
-                    .entry(index::bucket_key(&scope, call.started_at_us))
-                    .or_default()
-                    .add_call(&call, false);
-                all_time.entry(scope).or_default().add_call(&call, true);
-            }
             let manifest = self.manifest(id)?;
             // The call goes before its content references (see content.rs).
             self.unindex_call(&call)?;
@@ -63,11 +53,12 @@ impl SledStore {
             for root in manifest.iter().flat_map(|m| m.roots()) {
                 txn.unref_chunk(root)?;
             }
-            deleted += 1;
+            deleted.push(call);
         }
         let freed = txn.commit()?;
         // The calls are gone: so is what they added to /summary and /agents.
-        self.subtract_rollups(buckets, all_time)?;
+        self.change_rollups(&rollup_deltas(&deleted, []), RollupCell::subtract)?;
+        let deleted = deleted.len() as u64;
         report.calls_deleted += deleted;
         report.chunks_freed += freed.chunks;
         report.blobs_freed += freed.blobs;
@@ -221,8 +212,7 @@ impl SledStore {
     fn delete_invocations(&self, keys: &[sled::IVec]) -> Result<u64, StoreError> {
         let mut batch = Writes::default();
         let mut n = 0;
-        let mut buckets: HashMap<Vec<u8>, RollupCell> = HashMap::new();
-        let mut all_time: HashMap<Vec<u8>, RollupCell> = HashMap::new();
+        let mut runs = Vec::new();
         for key in keys {
             // An invocation with a call left (a late round) keeps its rollup.
             let mut prefix = key.to_vec();
@@ -231,16 +221,15 @@ impl SledStore {
                 continue;
             }
             if let Some(value) = self.invocations.get(key)? {
-                let inv: InvocationRecord = super::decode(key, &value)?;
-                // The scopes and bucket the writer counted it in when it was new.
-                index::count_invocation(&mut buckets, &mut all_time, &inv);
+                // Taken off the cells the writer counted it in when it was new.
+                runs.push(super::decode::<InvocationRecord>(key, &value)?);
             }
             // The record goes first, then what is derived from it (as for calls).
             batch.remove(key.clone());
             n += 1;
         }
         batch.apply_to(&self.invocations)?;
-        self.subtract_rollups(buckets, all_time)?;
+        self.change_rollups(&rollup_deltas([], &runs), RollupCell::subtract)?;
         for key in keys {
             if self.invocations.get(key)?.is_none() {
                 self.unindex_invocation(key)?;
