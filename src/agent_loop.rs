@@ -91,6 +91,9 @@ pub struct LoopCall<'a> {
     /// The call's place in start order: (start time µs, id).
     pub key: (u64, &'a str),
     pub llm: bool,
+    /// A tool's execution (`is_tool_step`); a call neither LLM nor tool step is
+    /// protocol around the tools (MCP `initialize`, lists, notifications).
+    pub tool: bool,
     pub digest: Option<&'a str>,
     pub status: Option<CallStatus>,
     pub retry_hint: Option<u32>,
@@ -101,6 +104,7 @@ impl<'a> LoopCall<'a> {
         LoopCall {
             key: (call.started_at_us, call.id.as_str()),
             llm: is_llm(call),
+            tool: is_tool_step(call),
             digest: call.request_digest.as_deref(),
             status: call.status,
             retry_hint: retry_hint(&call.request_headers),
@@ -111,6 +115,21 @@ impl<'a> LoopCall<'a> {
 /// An LLM call, as opposed to a tool's call (`kind = "http"` or `"mcp"`).
 pub fn is_llm(call: &CallRecord) -> bool {
     crate::record::is_round_kind(&call.kind)
+}
+
+/// A tool's execution, what "tool calls" count everywhere (a run's loop, the
+/// rollups, `/agents`): a tool HTTP call, or an MCP `tools/call` the client sent.
+/// The rest of MCP (`initialize`, `tools/list`, notifications, the server's own
+/// requests) is the protocol around tools: a session's handshake is no tool call.
+pub fn is_tool_step(call: &CallRecord) -> bool {
+    match call.kind.as_str() {
+        "http" => true,
+        "mcp" => call.mcp.as_ref().is_some_and(|m| {
+            m.method.as_deref() == Some("tools/call")
+                && m.direction.as_deref() != Some("server_to_client")
+        }),
+        _ => false,
+    }
 }
 
 /// The retry number an SDK put on the request (`x-stainless-retry-count`).
@@ -176,9 +195,11 @@ pub fn place(rounds: u32, state: &LoopState, call: &LoopCall) -> Place {
 /// counts but does not move the state.
 pub fn advance(rounds: &mut u32, state: &mut LoopState, call: &LoopCall, at: Place) {
     if !call.llm {
-        state.tool_calls += 1;
-        if call.status.is_some_and(|s| s != CallStatus::Success) {
-            state.tool_failures += 1;
+        if call.tool {
+            state.tool_calls += 1;
+            if call.status.is_some_and(|s| s != CallStatus::Success) {
+                state.tool_failures += 1;
+            }
         }
         return;
     }
@@ -1324,6 +1345,7 @@ mod tests {
         LoopCall {
             key: (0, ""),
             llm: true,
+            tool: false,
             digest: Some(digest),
             status: Some(status),
             retry_hint: None,
@@ -1358,6 +1380,7 @@ mod tests {
         let retry = |hint| LoopCall {
             key: (0, ""),
             llm: true,
+            tool: false,
             digest: None,
             status: Some(CallStatus::Failed),
             retry_hint: hint,
@@ -1365,6 +1388,7 @@ mod tests {
         let tool = LoopCall {
             key: (0, ""),
             llm: false,
+            tool: true,
             digest: None,
             status: Some(CallStatus::Failed),
             retry_hint: None,

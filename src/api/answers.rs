@@ -277,7 +277,8 @@ pub struct InvocationDetail {
     pub round_count: u32,
     /// LLM calls, every attempt counted.
     pub llm_calls: usize,
-    /// Tool calls captured (tool HTTP calls and MCP exchanges).
+    /// Tool calls captured: tool HTTP calls and MCP `tools/call` exchanges
+    /// (`agent_loop::is_tool_step`; an MCP session's handshake and lists are not).
     pub tool_calls: usize,
     /// How the run ended (`agent_loop::outcome`).
     pub outcome: RunOutcome,
@@ -329,12 +330,17 @@ impl InvocationDetail {
         }
         let by_id: HashMap<&str, &CallRecord> = calls.iter().map(|c| (c.id.as_str(), c)).collect();
         let rounds = Round::all_of(&described, &by_id, admin);
-        let tool_calls = calls.iter().filter(|c| is_tool_call(c)).count();
         InvocationDetail {
             summary: RunSummaryFields::of(&summary),
             round_count,
-            llm_calls: calls.len() - tool_calls,
-            tool_calls,
+            llm_calls: calls
+                .iter()
+                .filter(|c| crate::agent_loop::is_llm(c))
+                .count(),
+            tool_calls: calls
+                .iter()
+                .filter(|c| crate::agent_loop::is_tool_step(c))
+                .count(),
             outcome: crate::agent_loop::outcome(&record),
             cost_pusd: record.cost_pusd,
             unpriced_calls: record.unpriced_calls,

@@ -216,15 +216,18 @@ pub struct RollupCell {
 }
 
 impl RollupCell {
-    /// Counts an LLM call (every attempt). A tool's call (HTTP, MCP) is no LLM call:
-    /// it counts only in `tool_calls`/`tool_failures`, as its latency would mix into
-    /// the LLM percentiles and its failures into the per-call error rate (per-tool
-    /// figures: `/stats?group_by=tool`).
+    /// Counts an LLM call (every attempt). A tool's call (HTTP, MCP `tools/call`:
+    /// `agent_loop::is_tool_step`) is no LLM call: it counts only in
+    /// `tool_calls`/`tool_failures`, as its latency would mix into the LLM
+    /// percentiles and its failures into the per-call error rate (per-tool figures:
+    /// `/stats?group_by=tool`). Other MCP traffic counts in neither.
     pub fn add_call(&mut self, call: &CallRecord, with_hist: bool) {
         if !crate::agent_loop::is_llm(call) {
-            self.tool_calls += 1;
-            if call.status != Some(CallStatus::Success) {
-                self.tool_failures += 1;
+            if crate::agent_loop::is_tool_step(call) {
+                self.tool_calls += 1;
+                if call.status != Some(CallStatus::Success) {
+                    self.tool_failures += 1;
+                }
             }
             return;
         }

@@ -679,10 +679,23 @@ pub fn tool_call_run() -> Vec<CallRecord> {
         call.request = None;
         call
     };
+    let mcp = |id: &str, method: &str, at: u64, status: CallStatus| {
+        let mut call = tool(id, "mcp", at, status);
+        call.mcp = Some(llmtap::record::McpExchange {
+            transport: "http".into(),
+            method: Some(method.into()),
+            ..Default::default()
+        });
+        call
+    };
+    // The MCP handshake and list around the tool call are no tool calls
+    // (`agent_loop::is_tool_step`): they count in no cell.
     vec![
         round.clone(),
+        mcp("c_mcp_init", "initialize", 4_000, CallStatus::Failed),
+        mcp("c_mcp_list", "tools/list", 4_500, CallStatus::Success),
         tool("c_tool_http", "http", 5_000, CallStatus::Success),
-        tool("c_tool_mcp", "mcp", 6_000, CallStatus::Failed),
+        mcp("c_tool_mcp", "tools/call", 6_000, CallStatus::Failed),
     ]
 }
 

@@ -784,6 +784,37 @@ async fn an_agent_run_shows_its_mcp_tool_calls_between_the_rounds() {
         .collect();
     assert_eq!(joined, [("weather", "call_w"), ("time", "call_t")], "{gap}");
     assert_eq!(v["round_count"], 2);
+    // Two tool calls, whatever else the MCP session sent (`agent_loop::is_tool_step`):
+    // in the run's loop and in the agent's rollups alike.
+    let others = v["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["kind"] == "mcp" && t["mcp"]["method"] != "tools/call")
+        .count();
+    assert!(others > 0, "the client's handshake is in the run: {v}");
+    assert_eq!(v["tool_calls"], 2, "{v}");
+    let listed = api_get(&running, "/api/v1/invocations?limit=5")
+        .await
+        .json();
+    let row = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == "run-e2e")
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(row["tool_calls"], 2, "{row}");
+    // The MCP client names no agent: its calls count under the unnamed one.
+    let agents = api_get(&running, "/api/v1/agents").await.json();
+    let sum = |field: &str| -> u64 {
+        agents["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a[field].as_u64().unwrap_or(0))
+            .sum()
+    };
+    assert_eq!((sum("llm_calls"), sum("tool_calls")), (2, 2), "{agents}");
 
     // CSV: the MCP calls carry their tool.
     let csv = api_get(&running, "/api/v1/calls.csv?provider=tools").await;

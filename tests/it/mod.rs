@@ -34,5 +34,6 @@ mod storage;
 #[allow(dead_code)]
 pub mod synthetic;
 mod tls;
+mod upgrade;
 pub mod util;
 mod webdriver;

@@ -359,15 +359,21 @@ impl SledStore {
         let mut buckets: HashMap<Vec<u8>, RollupCell> = HashMap::new();
         let mut all_time: HashMap<Vec<u8>, RollupCell> = HashMap::new();
         if count {
-            let mut filter = summary::Filter::default();
-            filter
-                .eq
-                .push((summary::tag::KIND, vec!["http".into(), "mcp".into()]));
-            self.scan_facets(false, &filter, usize::MAX, |v: &FacetView<'_>| {
-                if v.get(summary::tag::KIND)
-                    .is_some_and(crate::record::is_round_kind)
-                {
-                    return;
+            // Every call's facet header names its kind; only an MCP exchange's record
+            // is read, for its method (`agent_loop::is_tool_step`).
+            for entry in self.call_sum.iter() {
+                let (id, stored) = entry?;
+                let key = String::from_utf8_lossy(&id);
+                let v = stored_view(&key, &stored)?;
+                let tool_step = match v.get(summary::tag::KIND) {
+                    Some("http") => true,
+                    Some("mcp") => self
+                        .get_call_meta(&key)?
+                        .is_some_and(|call| crate::agent_loop::is_tool_step(&call)),
+                    _ => false,
+                };
+                if !tool_step {
+                    continue;
                 }
                 let failed = u64::from(v.get(summary::tag::STATUS) != Some("success"));
                 let scopes = index::scopes(v.get(summary::tag::TENANT), v.get(summary::tag::AGENT));
@@ -381,7 +387,7 @@ impl SledStore {
                     all.tool_calls += 1;
                     all.tool_failures += failed;
                 }
-            })?;
+            }
         }
         let _counters = self.lock_counters();
         let mut parts = Vec::with_capacity(3);
@@ -1290,10 +1296,21 @@ mod tests {
             call.metadata.agent = Some(agent.into());
             call
         };
+        let mcp = |id: &str, method: &str, status: CallStatus| {
+            let mut c = call(id, "mcp", status, "bot");
+            c.mcp = Some(crate::record::McpExchange {
+                method: Some(method.into()),
+                ..Default::default()
+            });
+            c
+        };
+        // An MCP handshake is no tool call: only the tools/call counts.
         let calls = [
             call("c_1", "openai", CallStatus::Success, "bot"),
             call("c_2", "http", CallStatus::Success, "bot"),
-            call("c_3", "mcp", CallStatus::Failed, "bot"),
+            mcp("c_3", "tools/call", CallStatus::Failed),
+            mcp("c_4", "initialize", CallStatus::Failed),
+            mcp("c_5", "tools/list", CallStatus::Success),
         ];
         let bot = RollupScope::Agent {
             tenant: None,

@@ -1,4 +1,4 @@
--- Rollup cells count a tool's calls (HTTP, MCP) apart from the LLM calls, so
+-- Rollup cells count a tool's calls (HTTP, MCP tools/call) apart from the LLM calls, so
 -- `/agents` reads its tool figures from the rollups instead of counting calls per
 -- request. Cells of calls stored before are filled from the calls here, in the
 -- scopes `index::scopes` names: all (`*`), `A<agent>`, and with a tenant
@@ -19,7 +19,11 @@ CROSS JOIN LATERAL (
     UNION ALL SELECT 'X'::bytea || convert_to(c.tenant, 'UTF8') || '\x1f'::bytea
                      || convert_to(coalesce(c.agent, ''), 'UTF8') WHERE c.tenant IS NOT NULL
 ) AS s
-WHERE c.kind IN ('http', 'mcp')
+-- A tool call is a tool HTTP call or an MCP tools/call the client sent
+-- (`agent_loop::is_tool_step`): an MCP handshake or list is no tool call.
+WHERE c.kind = 'http'
+   OR (c.kind = 'mcp' AND c.record->'mcp'->>'method' = 'tools/call'
+       AND coalesce(c.record->'mcp'->>'direction', '') <> 'server_to_client')
 GROUP BY s.scope, b.bucket_us
 ON CONFLICT (scope, bucket_us) DO UPDATE SET
     tool_calls = r.tool_calls + excluded.tool_calls,
