@@ -7,7 +7,10 @@
 //! statistic and rate limit of the data set. The test starts the current binary on a
 //! copy of the fixture and asks it the same requests: any answer that differs, a body
 //! that no longer reconstructs byte for byte, a round renumbered, a counter lost,
-//! fails it, naming the request and the JSON path.
+//! fails it, naming the request and the JSON path. The same for PostgreSQL:
+//! `1d0bd15-postgres.sql` is `pg_dump` of the database the release wrote the same
+//! traffic into, restored into a fresh database and migrated by the current binary at
+//! start.
 //!
 //! The data set (`write_traffic`): OpenAI chat calls of a session's two runs with
 //! rate-limit headers and a tenant; a streamed Anthropic answer; a run of three rounds
@@ -19,13 +22,15 @@
 //!
 //! To write a fixture for another release: build that release's binary, then
 //! `LLMTAP_UPGRADE_BIN=/path/to/llmtap cargo test --test tests
-//! it::upgrade::write_the_previous_release_fixture -- --ignored` (and change `RELEASE`).
+//! it::upgrade::write_the_previous_release_fixtures -- --ignored` (and change `RELEASE`);
+//! it rewrites every fixture file of both engines.
 
 use super::process::{spawn_command, terminate, Proc};
 use super::util::*;
 use base64::Engine as _;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -39,24 +44,94 @@ fn stores_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stores")
 }
 
-fn sled_fixture() -> PathBuf {
-    stores_dir().join(format!("{RELEASE}-sled"))
+/// The engines a fixture is written for.
+#[derive(Clone, Copy, Debug)]
+enum Engine {
+    Sled,
+    Postgres,
 }
 
-fn sled_expected() -> PathBuf {
-    stores_dir().join(format!("{RELEASE}-sled.expected.json"))
+impl Engine {
+    fn name(self) -> &'static str {
+        match self {
+            Engine::Sled => "sled",
+            Engine::Postgres => "postgres",
+        }
+    }
+
+    /// The data directory the release left (sled: the whole store; PostgreSQL: the
+    /// capture log, whose applied position the database holds).
+    fn data_dir(self) -> PathBuf {
+        stores_dir().join(format!("{RELEASE}-{}", self.name()))
+    }
+
+    /// The release's answers.
+    fn expected(self) -> PathBuf {
+        stores_dir().join(format!("{RELEASE}-{}.expected.json", self.name()))
+    }
+}
+
+/// `pg_dump`'s plain SQL of the release's PostgreSQL database.
+fn postgres_dump() -> PathBuf {
+    stores_dir().join(format!("{RELEASE}-postgres.sql"))
+}
+
+/// A PostgreSQL client program next to the test server's binaries.
+fn pg_program(name: &str) -> PathBuf {
+    super::pg::bin_dir()
+        .expect("no PostgreSQL binaries (initdb in PATH or /usr/lib/postgresql/*/bin)")
+        .join(name)
+}
+
+fn run(command: &mut Command) {
+    let status = command.status().unwrap();
+    assert!(status.success(), "{command:?} exited with {status}");
+}
+
+/// A fresh database of the test server holding the release's dump.
+async fn restored_postgres() -> super::pg::TestDb {
+    let db = super::pg::fresh_db("upgrade").await;
+    // pg_dump's `\restrict` lines (from 15.14) are left out so an older psql reads
+    // the dump too; they only guard against a hostile server's dump.
+    let dump = std::fs::read_to_string(postgres_dump()).unwrap();
+    let dump: String = dump
+        .lines()
+        .filter(|line| !line.starts_with("\\restrict") && !line.starts_with("\\unrestrict"))
+        .flat_map(|line| [line, "\n"])
+        .collect();
+    let mut psql = Command::new(pg_program("psql"))
+        .args(["--quiet", "--no-psqlrc", "-v", "ON_ERROR_STOP=1"])
+        .arg(db.url())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    psql.stdin
+        .take()
+        .unwrap()
+        .write_all(dump.as_bytes())
+        .unwrap();
+    let status = psql.wait().unwrap();
+    assert!(
+        status.success(),
+        "psql restoring the dump exited with {status}"
+    );
+    db
 }
 
 /// The price file both binaries read: `house-model` is priced here, not in the
 /// built-in table, so its cost depends on nothing that moves between releases.
 const PRICES: &str = "[models.openai]\n\"house-model\" = { input = \"2\", output = \"4\" }\n";
 
-/// The config of both runs: the providers the traffic uses, all answered by `upstream`
+/// The config of both runs (on PostgreSQL when `store_url` is given): the providers the traffic uses, all answered by `upstream`
 /// (the reading run points them nowhere; nothing is forwarded then).
-fn write_setup(dir: &Path, upstream: &str) -> PathBuf {
+fn write_setup(dir: &Path, upstream: &str, store_url: Option<&str>) -> PathBuf {
     let prices = dir.join("prices.toml");
     std::fs::write(&prices, PRICES).unwrap();
     let mut toml = format!("[prices]\nfile = \"{}\"\n", prices.display());
+    if let Some(url) = store_url {
+        toml.push_str(&format!("[store]\nurl = \"{url}\"\n"));
+    }
     for (name, kind) in [
         ("openai", "openai"),
         ("anthropic", "anthropic"),
@@ -223,7 +298,6 @@ fn openai_limits(reply: MockResponse, requests_left: &str, tokens_left: &str) ->
 
 /// A 16×8 PNG (two colour bands): the attachment of the vision call.
 fn small_png() -> Vec<u8> {
-    use std::io::Write;
     let (w, h) = (16u32, 8u32);
     let mut raw = Vec::new();
     for y in 0..h {
@@ -606,6 +680,14 @@ fn ids_of(page: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Requests the release did not accept (its session list had no such filters): asked
+/// of the current binary only and checked by `session_filters_match_the_release_sessions`.
+const NEW_REQUESTS: &[&str] = &[
+    "/api/v1/sessions?model=house-model",
+    "/api/v1/sessions?model=gpt-4o-mini",
+    "/api/v1/sessions?agent=support-bot",
+];
+
 /// Asks a llmtap serving the fixture every request the comparison makes, finding the
 /// ids in its lists; `from` is a time before the data set (the rate-limit series).
 async fn read_everything(api: SocketAddr, from: &str) -> BTreeMap<String, Value> {
@@ -650,6 +732,7 @@ async fn read_everything(api: SocketAddr, from: &str) -> BTreeMap<String, Value>
     paths.push(format!("/api/v1/ratelimits?series=true&from={from}"));
     paths.push("/api/v1/calls.csv".to_string());
     paths.push("/api/v1/invocations.csv".to_string());
+    paths.extend(NEW_REQUESTS.iter().map(|p| p.to_string()));
     for path in paths {
         let answer = ask(api, &path).await;
         answers.insert(path, answer);
@@ -703,12 +786,18 @@ async fn read_everything(api: SocketAddr, from: &str) -> BTreeMap<String, Value>
     answers
 }
 
-/// Starts `binary` on a copy of `data` and reads everything.
-async fn read_with(binary: &Path, data: &Path, from: &str) -> BTreeMap<String, Value> {
+/// Starts `binary` on a copy of `data` (and the database `store_url` names) and reads
+/// everything.
+async fn read_with(
+    binary: &Path,
+    data: &Path,
+    store_url: Option<&str>,
+    from: &str,
+) -> BTreeMap<String, Value> {
     let dir = TempDir::new("upgrade-read");
     let copy = dir.path().join("data");
     copy_dir(data, &copy);
-    let config = write_setup(dir.path(), "http://127.0.0.1:9");
+    let config = write_setup(dir.path(), "http://127.0.0.1:9", store_url);
     let proc = serve(binary, &config, &copy);
     wait_ready(proc.api).await;
     let mut answers = read_everything(proc.api, from).await;
@@ -758,6 +847,10 @@ const ADDED_SINCE: &[(&str, &str)] = &[
     ("/api/v1/invocations/", "server_requests"),
     ("/api/v1/invocations/", "server_messages"),
     ("/api/v1/invocations/", "tools_offered"),
+    // The models of a session's LLM calls (PostgreSQL's migration 0007 filled them
+    // for the release's sessions; sled leaves them out for sessions stored before and
+    // matches the model filter on their calls, see `session_filters_match_the_release_sessions`).
+    ("/api/v1/sessions", "models"),
     // Tool calls counted apart from LLM calls (their values for this store are
     // checked by `tool_counts_of_the_release_cells`).
     ("/api/v1/stats", "tool_calls_without_group"),
@@ -883,21 +976,22 @@ fn differences(at: &str, was: &Value, now: &Value, out: &mut Vec<String>) {
     }
 }
 
-#[tokio::test]
-#[ignore = "writes tests/fixtures/stores/ with the binary LLMTAP_UPGRADE_BIN names"]
-async fn write_the_previous_release_fixture() {
-    let binary = PathBuf::from(
-        std::env::var("LLMTAP_UPGRADE_BIN")
-            .expect("set LLMTAP_UPGRADE_BIN to the release's llmtap"),
-    );
+/// Writes the data set with the release's binary on `engine` and records what that
+/// binary answers on it.
+async fn write_fixture(binary: &Path, engine: Engine) {
     let script = Arc::new(Mutex::new(MockResponse::json(200, "{}")));
     let shared = script.clone();
     let mock = MockUpstream::start(move |_| shared.lock().unwrap().clone()).await;
     let dir = TempDir::new("upgrade-write");
-    let config = write_setup(dir.path(), &mock.url());
+    let db = match engine {
+        Engine::Sled => None,
+        Engine::Postgres => Some(super::pg::fresh_db("upgrade_write").await),
+    };
+    let url = db.as_ref().map(|db| db.url());
+    let config = write_setup(dir.path(), &mock.url(), url.as_deref());
     let data = dir.path().join("data");
     let from = llmtap::timefmt::format_rfc3339_us(llmtap::timefmt::now_unix_us() - 60_000_000);
-    let proc = serve(&binary, &config, &data);
+    let proc = serve(binary, &config, &data);
     wait_ready(proc.api).await;
     let writer = Writer {
         proxy: proc.proxy,
@@ -907,36 +1001,70 @@ async fn write_the_previous_release_fixture() {
     write_traffic(&writer).await;
     stop(proc);
 
-    let fixture = sled_fixture();
+    let fixture = engine.data_dir();
     let _ = std::fs::remove_dir_all(&fixture);
     copy_dir(&data, &fixture);
-    let answers = read_with(&binary, &fixture, &from).await;
+    let restored = match engine {
+        Engine::Sled => None,
+        Engine::Postgres => {
+            run(Command::new(pg_program("pg_dump"))
+                .args(["--no-owner", "--no-privileges", "--file"])
+                .arg(postgres_dump())
+                .arg(url.as_deref().unwrap()));
+            // Read from the dump, as the test does.
+            Some(restored_postgres().await)
+        }
+    };
+    let answers = read_with(
+        binary,
+        &fixture,
+        restored.as_ref().map(|db| db.url()).as_deref(),
+        &from,
+    )
+    .await;
     let expected = Expected {
         written_by: format!(
-            "llmtap {RELEASE} (`LLMTAP_UPGRADE_BIN=... cargo test --test tests it::upgrade::write_the_previous_release_fixture -- --ignored`)"
+            "llmtap {RELEASE} on {} (`LLMTAP_UPGRADE_BIN=... cargo test --test tests it::upgrade::write_the_previous_release_fixtures -- --ignored`)",
+            engine.name()
         ),
         from,
         answers,
     };
     std::fs::write(
-        sled_expected(),
+        engine.expected(),
         serde_json::to_string_pretty(&expected).unwrap() + "\n",
     )
     .unwrap();
 }
 
+#[tokio::test]
+#[ignore = "writes tests/fixtures/stores/ with the binary LLMTAP_UPGRADE_BIN names"]
+async fn write_the_previous_release_fixtures() {
+    let binary = PathBuf::from(
+        std::env::var("LLMTAP_UPGRADE_BIN")
+            .expect("set LLMTAP_UPGRADE_BIN to the release's llmtap"),
+    );
+    for engine in [Engine::Sled, Engine::Postgres] {
+        write_fixture(&binary, engine).await;
+    }
+}
+
 /// Compares what `binary` answers on a copy of the fixture with what the release
 /// answered; returns the differences, one line each, and the answers.
-async fn compare(
-    binary: &Path,
-    fixture: &Path,
-    expected: &Path,
-) -> (Vec<String>, BTreeMap<String, Value>) {
+async fn compare(binary: &Path, engine: Engine) -> (Vec<String>, BTreeMap<String, Value>) {
     let expected: Expected =
-        serde_json::from_str(&std::fs::read_to_string(expected).unwrap()).unwrap();
-    let answers = read_with(binary, fixture, &expected.from).await;
+        serde_json::from_str(&std::fs::read_to_string(engine.expected()).unwrap()).unwrap();
+    let db = match engine {
+        Engine::Sled => None,
+        Engine::Postgres => Some(restored_postgres().await),
+    };
+    let url = db.as_ref().map(|db| db.url());
+    let answers = read_with(binary, &engine.data_dir(), url.as_deref(), &expected.from).await;
     let mut out = Vec::new();
     for (path, was) in &expected.answers {
+        if NEW_REQUESTS.contains(&path.as_str()) {
+            continue;
+        }
         let Some(now) = answers.get(path) else {
             out.push(format!("{path}: not asked any more (a list lost an id?)"));
             continue;
@@ -947,7 +1075,7 @@ async fn compare(
         differences(path, &was, &now, &mut out);
     }
     for path in answers.keys() {
-        if !expected.answers.contains_key(path) {
+        if !expected.answers.contains_key(path) && !NEW_REQUESTS.contains(&path.as_str()) {
             out.push(format!(
                 "{path}: asked now, not by the release (a list gained an id?)"
             ));
@@ -985,23 +1113,62 @@ fn tool_counts_of_the_release_cells(answers: &BTreeMap<String, Value>) {
     }
 }
 
-#[tokio::test]
-async fn a_store_written_by_the_previous_release_opens_and_reads_the_same() {
-    // LLMTAP_UPGRADE_READER=<the release's binary> checks the comparison itself: the
-    // release reading its own store again finds no difference.
-    let reader = std::env::var("LLMTAP_UPGRADE_READER").ok();
-    let binary = reader
-        .clone()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_llmtap")));
-    let (differ, answers) = compare(&binary, &sled_fixture(), &sled_expected()).await;
+/// The session list's model and agent filters (added since) find the release's
+/// sessions: by the models their LLM calls used, and by their first call's agent.
+fn session_filters_match_the_release_sessions(answers: &BTreeMap<String, Value>) {
+    let found = |path: &str| {
+        let mut ids = ids_of(&answers[path]);
+        ids.sort();
+        ids
+    };
+    assert_eq!(
+        found("/api/v1/sessions?model=house-model"),
+        ["conv-42@acme"]
+    );
+    assert_eq!(
+        found("/api/v1/sessions?model=gpt-4o-mini"),
+        ["conv-42@acme", "conv-77@acme"]
+    );
+    assert_eq!(
+        found("/api/v1/sessions?agent=support-bot"),
+        ["conv-77@acme"]
+    );
+}
+
+/// The binary under test: the current one, or (to check the comparison itself: the
+/// release reading its own store again must find no difference) the one
+/// `LLMTAP_UPGRADE_READER` names.
+fn reader() -> (PathBuf, bool) {
+    match std::env::var("LLMTAP_UPGRADE_READER") {
+        Ok(path) => (PathBuf::from(path), false),
+        Err(_) => (PathBuf::from(env!("CARGO_BIN_EXE_llmtap")), true),
+    }
+}
+
+async fn reads_the_same(engine: Engine) {
+    let (binary, current) = reader();
+    let (differ, answers) = compare(&binary, engine).await;
     assert!(
         differ.is_empty(),
-        "{} differences:\n{}",
+        "{} differences on {}:\n{}",
         differ.len(),
+        engine.name(),
         differ.join("\n")
     );
-    if reader.is_none() {
+    if current {
         tool_counts_of_the_release_cells(&answers);
+        session_filters_match_the_release_sessions(&answers);
     }
+}
+
+#[tokio::test]
+async fn a_store_written_by_the_previous_release_opens_and_reads_the_same() {
+    reads_the_same(Engine::Sled).await;
+}
+
+/// The release's PostgreSQL database, restored from its dump: the current binary runs
+/// its migrations at start, then answers as the release did.
+#[tokio::test]
+async fn a_postgres_store_written_by_the_previous_release_migrates_and_reads_the_same() {
+    reads_the_same(Engine::Postgres).await;
 }
