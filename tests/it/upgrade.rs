@@ -10,7 +10,8 @@
 //! fails it, naming the request and the JSON path. The same for PostgreSQL:
 //! `1d0bd15-postgres.sql` is `pg_dump` of the database the release wrote the same
 //! traffic into, restored into a fresh database and migrated by the current binary at
-//! start.
+//! start. On both engines the upgraded store then takes a new round of a release run,
+//! numbered after the stored rounds, with every total grown by exactly that call.
 //!
 //! The data set (`write_traffic`): OpenAI chat calls of a session's two runs with
 //! rate-limit headers and a tenant; a streamed Anthropic answer; a run of three rounds
@@ -1171,4 +1172,136 @@ async fn a_store_written_by_the_previous_release_opens_and_reads_the_same() {
 #[tokio::test]
 async fn a_postgres_store_written_by_the_previous_release_migrates_and_reads_the_same() {
     reads_the_same(Engine::Postgres).await;
+}
+
+/// The release's store takes new calls after the upgrade: a fourth round of the
+/// release's three-round run is numbered after its stored rounds (read from the
+/// release's records), which keep their numbers, and the run's, agent's and store's
+/// totals grow by exactly that call.
+async fn takes_a_new_round_of_a_release_run(engine: Engine) {
+    let expected: Expected =
+        serde_json::from_str(&std::fs::read_to_string(engine.expected()).unwrap()).unwrap();
+    let was = |path: &str| expected.answers[path]["body"].clone();
+    let run_before = was("/api/v1/invocations/loop-1@acme");
+    let calc_before = was("/api/v1/agents")["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["agent"] == "calc-bot")
+        .unwrap()
+        .clone();
+    let total_before = was("/api/v1/summary")["total_calls"].as_u64().unwrap();
+
+    let script = Arc::new(Mutex::new(MockResponse::json(200, "{}")));
+    let shared = script.clone();
+    let mock = MockUpstream::start(move |_| shared.lock().unwrap().clone()).await;
+    let dir = TempDir::new("upgrade-write-on");
+    let data = dir.path().join("data");
+    copy_dir(&engine.data_dir(), &data);
+    let db = match engine {
+        Engine::Sled => None,
+        Engine::Postgres => Some(restored_postgres().await),
+    };
+    let url = db.as_ref().map(|db| db.url());
+    let config = write_setup(dir.path(), &mock.url(), url.as_deref());
+    let proc = serve(Path::new(env!("CARGO_BIN_EXE_llmtap")), &config, &data);
+    wait_ready(proc.api).await;
+    let writer = Writer {
+        proxy: proc.proxy,
+        api: proc.api,
+        script,
+    };
+    let new_call = writer
+        .call(
+            "POST",
+            "/openai/v1/chat/completions",
+            &[
+                ("x-llmtap-agent", "calc-bot"),
+                ("x-llmtap-invocation-id", "loop-1"),
+                ("x-llmtap-session-id", "conv-42"),
+                ("x-llmtap-tenant", "acme"),
+                ("x-llmtap-trigger", "task"),
+                ("x-llmtap-prompt", "calculator@v2"),
+            ],
+            &json!({"model": "house-model", "messages": [
+                {"role": "user", "content": "Round it to whole euros."}]})
+            .to_string(),
+            chat_answer("house-model", "2,639,904 EUR.", 1_000, 100),
+        )
+        .await;
+    // The run's roll-up may land a batch after the call: wait for the fourth round.
+    let mut run = Value::Null;
+    for _ in 0..500 {
+        run = send(proc.api, "GET", "/api/v1/invocations/loop-1@acme", &[], "")
+            .await
+            .json();
+        if run["round_count"] == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let agents = send(proc.api, "GET", "/api/v1/agents", &[], "")
+        .await
+        .json();
+    let summary = send(proc.api, "GET", "/api/v1/summary", &[], "")
+        .await
+        .json();
+    stop(proc);
+
+    assert_eq!(run["round_count"], 4, "{run}");
+    let rounds = run["rounds"].as_array().unwrap();
+    let before = run_before["rounds"].as_array().unwrap();
+    for (i, old) in before.iter().enumerate() {
+        assert_eq!(rounds[i]["round"], old["round"]);
+        assert_eq!(rounds[i]["call_id"], old["call_id"]);
+        assert_eq!(
+            rounds[i]["attempts"].as_array().unwrap().len(),
+            old["attempts"].as_array().unwrap().len()
+        );
+    }
+    assert_eq!(rounds[3]["round"], 4);
+    assert_eq!(rounds[3]["call_id"], new_call.as_str());
+    // $2/M input and $4/M output of the price file: 2,400,000,000 picodollars.
+    let added_pusd = 1_000 * 2_000_000 + 100 * 4_000_000;
+    assert_eq!(
+        run["cost_pusd"].as_u64().unwrap(),
+        run_before["cost_pusd"].as_u64().unwrap() + added_pusd
+    );
+    for (field, more) in [("llm_calls", 1), ("tool_calls", 0), ("retries", 0)] {
+        assert_eq!(
+            run[field].as_u64().unwrap(),
+            run_before[field].as_u64().unwrap() + more,
+            "the run's {field}"
+        );
+    }
+    let calc = agents["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["agent"] == "calc-bot")
+        .unwrap();
+    for (field, more) in [
+        ("llm_calls", 1),
+        ("runs", 0),
+        ("input_tokens", 1_000),
+        ("output_tokens", 100),
+    ] {
+        assert_eq!(
+            calc[field].as_u64().unwrap(),
+            calc_before[field].as_u64().unwrap() + more,
+            "calc-bot's {field}"
+        );
+    }
+    assert_eq!(calc["tool_calls"], 2, "calc-bot's tool calls");
+    assert_eq!(summary["total_calls"].as_u64().unwrap(), total_before + 1);
+}
+
+#[tokio::test]
+async fn a_store_written_by_the_previous_release_takes_a_new_round_of_its_run() {
+    takes_a_new_round_of_a_release_run(Engine::Sled).await;
+}
+
+#[tokio::test]
+async fn a_postgres_store_written_by_the_previous_release_takes_a_new_round_of_its_run() {
+    takes_a_new_round_of_a_release_run(Engine::Postgres).await;
 }
