@@ -7,6 +7,7 @@
 //! indexes; CSV exports and the live stream are streamed bodies. Nothing here is on
 //! the proxy's forward path.
 
+mod answers;
 pub mod auth;
 pub mod columns;
 mod content;
@@ -17,7 +18,6 @@ pub mod page;
 pub mod params;
 mod prompt_logs;
 pub mod routes;
-mod schema;
 mod views;
 
 use crate::metrics::Metrics;

@@ -7,9 +7,9 @@
 //! endpoint therefore cannot exist without being documented, nor be documented without
 //! answering. To add one, add a row to `ROUTES`.
 
+use super::answers;
 use super::auth::Principal;
 use super::params::{ParamKind, ParamSpec, Params, FILTER_PARAMS, PAGE_PARAMS};
-use super::schema;
 use super::{content, export, prompt_logs, views, ApiError, ApiResult, ApiState};
 use crate::store::summary::{CallSummary, InvocationSummary};
 use http::Method;
@@ -297,7 +297,7 @@ fn ingest_mcp(s: &ApiState, w: &Principal, headers: &http::HeaderMap, body: &[u8
         .map_err(|e| super::ApiError::BadBody(format!("not an MCP exchange report: {e}")))?;
     match crate::ingest::mcp_exchange(&s.proxy, report, headers.clone(), w.tenant.as_deref(), None)
     {
-        Ok(call_id) => super::ok(&schema::Ingested { call_id }),
+        Ok(call_id) => super::ok(&answers::Ingested { call_id }),
         Err(crate::ingest::IngestError::Invalid(m)) => Err(super::ApiError::BadBody(m)),
         Err(e @ crate::ingest::IngestError::BacklogFull) => {
             Err(super::ApiError::WritesFailing(e.to_string()))
@@ -347,7 +347,7 @@ fn whoami(s: &ApiState, w: &Principal, _: &Params, _: &PathArgs) -> ApiResult {
     views::whoami(s, w)
 }
 fn access(s: &ApiState, _: &Params, _: &PathArgs) -> ApiResult {
-    super::ok(&schema::AccessInfo {
+    super::ok(&answers::AccessInfo {
         tokens_required: s.auth.enabled(),
     })
 }
@@ -370,7 +370,7 @@ fn stream(s: &Arc<ApiState>, w: &Principal, p: &Params, _: &PathArgs) -> ApiResu
     export::stream(s, w, p)
 }
 fn healthz(s: &ApiState, _: &Params, _: &PathArgs) -> ApiResult {
-    super::ok(&schema::Health::of(s))
+    super::ok(&answers::Health::of(s))
 }
 fn readyz(s: &ApiState, _: &Params, _: &PathArgs) -> ApiResult {
     if !s.store.is_open() {
@@ -394,7 +394,7 @@ fn readyz(s: &ApiState, _: &Params, _: &PathArgs) -> ApiResult {
             s.metrics.log_unapplied_bytes()
         )));
     }
-    super::ok(&schema::Ready {
+    super::ok(&answers::Ready {
         status: "ready",
         store: "open",
     })
@@ -416,7 +416,7 @@ pub static ROUTES: &[Route] = &[
         summary: "Report one stdio MCP exchange (what `llmtap mcp` sends): recorded like a forwarded call; grouping from the x-llmtap-* headers, the tenant of a tenant token forced",
         params: &[],
         reply: json(
-            schema_of::<schema::Ingested>,
+            schema_of::<answers::Ingested>,
             "the id the exchange is recorded under (empty when capture is paused by `on_backlog = \"pass\"`)",
         ),
     },
@@ -452,7 +452,7 @@ pub static ROUTES: &[Route] = &[
         summary: "One invocation with its rounds, tool calls joined to their results, and failure hints",
         params: &[SCOPED_ID_TENANT, INVOCATION],
         reply: json(
-            schema_of::<schema::InvocationDetail>,
+            schema_of::<answers::InvocationDetail>,
             "the invocation, its rounds and its calls (bodies for admins only)",
         ),
     },
@@ -463,7 +463,7 @@ pub static ROUTES: &[Route] = &[
         access: Access::Viewer,
         summary: "One full call record (bodies for admins only) with a failure hint and the price-table entry that priced it",
         params: &[],
-        reply: json(schema_of::<schema::CallDetail>, "the call record"),
+        reply: json(schema_of::<answers::CallDetail>, "the call record"),
     },
     Route {
         method: Method::GET,
@@ -522,7 +522,7 @@ pub static ROUTES: &[Route] = &[
         access: Access::Viewer,
         summary: "One session's timeline: LLM calls and tool HTTP calls in order",
         params: &[SESSION, SCOPED_ID_TENANT],
-        reply: json(schema_of::<schema::SessionDetail>, "the session and its timeline"),
+        reply: json(schema_of::<answers::SessionDetail>, "the session and its timeline"),
     },
     Route {
         method: Method::GET,
@@ -531,7 +531,7 @@ pub static ROUTES: &[Route] = &[
         access: Access::Viewer,
         summary: "Totals, today and the last 24 hours",
         params: &[TENANT, SUMMARY],
-        reply: json(schema_of::<schema::Summary>, "the totals"),
+        reply: json(schema_of::<answers::Summary>, "the totals"),
     },
     Route {
         method: Method::GET,
@@ -540,7 +540,7 @@ pub static ROUTES: &[Route] = &[
         access: Access::Viewer,
         summary: "Per agent: invocations, calls, cost, tokens, error rate, latency percentiles",
         params: &[TENANT],
-        reply: json(schema_of::<schema::Agents>, "one row per agent"),
+        reply: json(schema_of::<answers::Agents>, "one row per agent"),
     },
     Route {
         method: Method::GET,
@@ -549,7 +549,7 @@ pub static ROUTES: &[Route] = &[
         access: Access::Viewer,
         summary: "Grouped statistics over the filtered calls",
         params: &[FILTER_PARAMS, STATS],
-        reply: json(schema_of::<schema::Stats>, "one row per group"),
+        reply: json(schema_of::<answers::Stats>, "one row per group"),
     },
     Route {
         method: Method::GET,
@@ -558,7 +558,7 @@ pub static ROUTES: &[Route] = &[
         access: Access::Viewer,
         summary: "Latest rate-limit state per provider, key and model (token not confined to a tenant)",
         params: &[RATELIMITS],
-        reply: json(schema_of::<schema::RateLimits>, "one row per provider, key and model"),
+        reply: json(schema_of::<answers::RateLimits>, "one row per provider, key and model"),
     },
     Route {
         method: Method::GET,
@@ -606,7 +606,7 @@ pub static ROUTES: &[Route] = &[
         access: Access::Admin,
         summary: "Admin reads of bodies (admin token not confined to a tenant)",
         params: &[AUDIT],
-        reply: json(schema_of::<schema::AuditLog>, "the newest entries first"),
+        reply: json(schema_of::<answers::AuditLog>, "the newest entries first"),
     },
     Route {
         method: Method::GET,
@@ -615,7 +615,7 @@ pub static ROUTES: &[Route] = &[
         access: Access::Viewer,
         summary: "The caller's token name, role, tenant, and whether tokens are required (the web page asks first)",
         params: &[],
-        reply: json(schema_of::<schema::WhoAmI>, "who the token is"),
+        reply: json(schema_of::<answers::WhoAmI>, "who the token is"),
     },
     Route {
         method: Method::GET,
@@ -624,7 +624,7 @@ pub static ROUTES: &[Route] = &[
         access: Access::Public,
         summary: "Whether reads need a token, answered without one (the web page asks this first, so a visit before sign-in makes no failed request)",
         params: &[],
-        reply: json(schema_of::<schema::AccessInfo>, "whether tokens are required"),
+        reply: json(schema_of::<answers::AccessInfo>, "whether tokens are required"),
     },
     Route {
         method: Method::GET,
@@ -642,7 +642,7 @@ pub static ROUTES: &[Route] = &[
         access: Access::Public,
         summary: "Liveness and storage state (200 also while the store opens)",
         params: &[],
-        reply: json(schema_of::<schema::Health>, "the process serves"),
+        reply: json(schema_of::<answers::Health>, "the process serves"),
     },
     Route {
         method: Method::GET,
@@ -651,7 +651,7 @@ pub static ROUTES: &[Route] = &[
         access: Access::Public,
         summary: "Readiness: the store is open (503 store_opening before, store_reopening while it reopens after failed writes)",
         params: &[],
-        reply: json(schema_of::<schema::Ready>, "the store is open"),
+        reply: json(schema_of::<answers::Ready>, "the store is open"),
     },
     Route {
         method: Method::GET,

@@ -1,6 +1,7 @@
 //! The JSON endpoints: lists, records by id (with tool-call joins and failure hints),
 //! sessions, summary, agents, stats, rate limits and the audit log; viewer redaction.
 
+use super::answers;
 use super::params::{self, bad, Params};
 use super::{audit, confine, ok, ApiError, ApiResult, ApiState};
 use crate::api::auth::Principal;
@@ -10,7 +11,6 @@ use crate::store::summary::{tag, FacetView, Filter};
 use crate::store::{Page, PageRequest};
 use crate::timefmt::{format_date, format_rfc3339_us, now_unix_us};
 use serde::Serialize;
-use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 const DAY_US: u64 = 86_400_000_000;
@@ -92,19 +92,17 @@ pub(super) fn list(
         // The request as sent (path and query string), not a debug rendering.
         audit(state, who, "search prompts", target)?;
     }
-    let body = if invocations {
-        serde_json::to_value(page_json(
+    if invocations {
+        ok(&page_json(
             state.store.list_invocations(&filter, &request)?,
             &request,
         ))
     } else {
-        serde_json::to_value(page_json(
+        ok(&page_json(
             state.store.list_calls(&filter, &request)?,
             &request,
         ))
     }
-    .unwrap_or_default();
-    ok(&body)
 }
 
 /// The stored id a principal means by a client-chosen invocation or session id.
@@ -178,26 +176,6 @@ pub(super) fn check_access(
     }
 }
 
-/// Removes what a viewer may not see: bodies, messages, prompts, tool arguments
-/// (a tool call's query string is its arguments).
-fn redact_call(call: &mut CallRecord) {
-    if is_tool_http(call) {
-        call.path = path_for_viewer(call).to_string();
-    }
-    call.request = None;
-    call.response = None;
-    call.request_body = None;
-    call.response_body = None;
-    call.metadata.prompt_variables = None;
-    call.metadata.user_prompt_variables = None;
-    // The client's address is personal data (it names a person's machine or network);
-    // the user agent names the agent's SDK and stays.
-    call.client.ip = None;
-    if let Some(mcp) = call.mcp.as_mut() {
-        *mcp = mcp.without_content();
-    }
-}
-
 pub(super) fn call(
     state: &ApiState,
     who: &Principal,
@@ -206,26 +184,30 @@ pub(super) fn call(
     path: &str,
 ) -> ApiResult {
     check_access(state, who, false, id)?;
-    let Some(mut call) = state.store.get_call(id)? else {
+    let Some(call) = state.store.get_call(id)? else {
         return Err(ApiError::NotFound(format!("no call with id {id}")));
     };
     let admin = who.is_admin();
     if admin {
         audit(state, who, "read call bodies", path)?;
+    }
+    let (upstream_url, history) = if admin {
+        // Only admins read the messages the history marks.
+        (
+            Some(upstream_url(state, &call)),
+            super::history::of_call(&state.store, &call)?,
+        )
     } else {
-        redact_call(&mut call);
-    }
-    let mut value = serde_json::to_value(&call).unwrap_or_default();
-    value["hint"] = json!(hint(&call));
-    if admin {
-        value["upstream_url"] = json!(upstream_url(state, &call));
-        // Only admins read the messages this marks.
-        if let Some(history) = super::history::of_call(&state.store, &call)? {
-            value["history"] = json!(history);
-        }
-    }
-    value["price_entry"] = json!(price_entry(state, &call));
-    ok(&value)
+        (None, None)
+    };
+    let call = answers::call_as_seen(call, admin);
+    ok(&answers::CallDetail {
+        hint: hint(&call),
+        price_entry: price_entry(state, &call),
+        upstream_url,
+        history,
+        call,
+    })
 }
 
 /// Where the call went: the provider's base URL (its path prefix included) and the
@@ -241,9 +223,6 @@ fn upstream_url(state: &ApiState, call: &CallRecord) -> String {
     }
 }
 
-/// Reads of a run and its calls until they agree on its rounds (`invocation`).
-const RUN_READ_ATTEMPTS: u32 = 3;
-
 pub(super) fn invocation(
     state: &ApiState,
     who: &Principal,
@@ -257,88 +236,24 @@ pub(super) fn invocation(
     let id = resolve_scoped_id(state, who, p, true, id)?;
     let id = id.as_str();
     check_access(state, who, true, id)?;
-    // The run and its calls are separate reads, and a writer stores a batch's calls
-    // before the run's roll-up (PostgreSQL instances in separate transactions too),
-    // so a read racing a batch can see a round the run does not count yet. Read
-    // again while the two disagree, a few times at most (a run that is busy for
-    // good, or whose calls retention removed, is answered as read).
-    let mut attempts = 0;
-    let (inv, summary, mut calls) = loop {
-        let (Some(inv), Some(summary)) = (
-            state.store.get_invocation(id)?,
-            state.store.invocation_summary(id)?,
-        ) else {
-            return Err(ApiError::NotFound(format!("no invocation with id {id}")));
-        };
-        let calls = state.store.invocation_calls(id)?;
-        let rounds_read = calls
-            .iter()
-            .filter(|c| !is_tool_http(c))
-            .map(|c| c.round)
-            .collect::<std::collections::HashSet<_>>()
-            .len();
-        attempts += 1;
-        if rounds_read == inv.rounds as usize || attempts == RUN_READ_ATTEMPTS {
-            break (inv, summary, calls);
-        }
+    let Some(run) = state.store.invocation_with_calls(id)? else {
+        return Err(ApiError::NotFound(format!("no invocation with id {id}")));
     };
-    // In the order they happened: tool HTTP calls (round 0) between the LLM rounds.
-    calls.sort_by(|a, b| (a.started_at_us, a.round, &a.id).cmp(&(b.started_at_us, b.round, &b.id)));
     if who.is_admin() {
         audit(state, who, "read invocation messages and tool calls", path)?;
     }
-    let mut described = crate::agent_loop::describe(&calls);
-    if !who.is_admin() {
-        // The gaps name each tool call they hold by its path: a viewer gets it
-        // without its query string (the tool's arguments), as in the timeline.
-        for seen in described
-            .gaps
-            .iter_mut()
-            .flat_map(|g| g.tool_calls.iter_mut())
-            .chain(described.outside_gaps.iter_mut())
-        {
-            seen.path = without_query(&seen.path).to_string();
-        }
-    }
-    let mut value = serde_json::to_value(&summary).unwrap_or_default();
-    value["round_count"] = json!(inv.rounds);
-    value["llm_calls"] = json!(calls
-        .iter()
-        .filter(|c| crate::agent_loop::is_llm(c))
-        .count());
-    value["tool_calls"] = json!(calls
-        .iter()
-        .filter(|c| crate::agent_loop::is_tool_step(c))
-        .count());
-    value["outcome"] = serde_json::to_value(crate::agent_loop::outcome(&inv)).unwrap_or_default();
-    value["gaps"] = serde_json::to_value(&described.gaps).unwrap_or_default();
-    value["cost_pusd"] = json!(inv.cost_pusd);
-    value["unpriced_calls"] = json!(inv.unpriced_calls);
-    value["usage"] = serde_json::to_value(&inv.usage).unwrap_or_default();
-    value["rounds"] = Value::Array(rounds(&described, &calls, who.is_admin()));
-    value["timeline"] = Value::Array(timeline(&calls, who.is_admin()));
-    value["mcp_servers"] = Value::Array(mcp_servers(&calls));
-    if !include_calls {
-        return ok(&value);
-    }
-    let calls: Vec<CallRecord> = calls
-        .into_iter()
-        .map(|mut c| {
-            if !who.is_admin() {
-                redact_call(&mut c);
-            }
-            c
-        })
-        .collect();
-    value["calls"] = serde_json::to_value(&calls).unwrap_or_default();
-    ok(&value)
+    ok(&answers::InvocationDetail::of(
+        run,
+        who.is_admin(),
+        include_calls,
+    ))
 }
 
 /// The current price table's entry for the key that priced `call` (rates in USD per
 /// million tokens), and whether the table is still the version that priced it.
-fn price_entry(state: &ApiState, call: &CallRecord) -> Option<super::schema::PriceEntry> {
-    use super::schema::{PriceEntry, PriceRates, PriceTier};
+fn price_entry(state: &ApiState, call: &CallRecord) -> Option<answers::PriceEntry> {
     use crate::cost::format_usd_per_million as per_m;
+    use answers::{PriceEntry, PriceRates, PriceTier};
     let cost = call.cost.as_ref().filter(|c| c.priced)?;
     let key = cost.price_key.as_deref()?;
     let table = state.prices.read().ok()?.clone();
@@ -368,251 +283,6 @@ fn price_entry(state: &ApiState, call: &CallRecord) -> Option<super::schema::Pri
         table_version: table.version().to_string(),
         same_version_as_call: cost.table_version.as_deref() == Some(table.version()),
     })
-}
-
-/// A call through a `kind = "http"` provider (a tool's HTTP call) or an MCP exchange
-/// (`kind = "mcp"`): tool traffic, not an LLM round.
-fn is_tool_http(call: &CallRecord) -> bool {
-    !crate::record::is_round_kind(&call.kind)
-}
-
-/// A tool call's path without its query string (its arguments: `?city=paris`),
-/// as a viewer sees it; an LLM call's path as it is.
-fn path_for_viewer(call: &CallRecord) -> &str {
-    if is_tool_http(call) {
-        without_query(&call.path)
-    } else {
-        &call.path
-    }
-}
-
-/// A path or URL up to its query string.
-fn without_query(path: &str) -> &str {
-    path.split('?').next().unwrap_or("")
-}
-
-/// The timeline's `kind` of a call: `llm`, `http` or `mcp`.
-fn timeline_kind(kind: &str) -> &'static str {
-    match crate::record::ProviderKind::parse(kind) {
-        Some(k) if !k.is_round() => k.as_str(),
-        _ => "llm",
-    }
-}
-
-/// Every call of a run in the order it started: the LLM rounds and, between them,
-/// the tool HTTP calls and MCP exchanges (with the round they followed). An MCP
-/// exchange names its method, tool, server and failure; its arguments and result
-/// only for admins.
-fn timeline(calls: &[CallRecord], admin: bool) -> Vec<Value> {
-    let mut last_round = 0;
-    calls
-        .iter()
-        .map(|c| {
-            let http = is_tool_http(c);
-            if !http {
-                last_round = c.round;
-            }
-            let mut entry = json!({
-                "kind": timeline_kind(&c.kind),
-                "call_id": c.id,
-                "round": (!http).then_some(c.round),
-                "attempt": (!http).then_some(c.retry + 1),
-                "after_round": http.then_some(last_round),
-                "started_at": c.started_at,
-                "ended_at": c.ended_at,
-                "duration_ms": c.latency_ms,
-                "provider": c.provider,
-                "method": c.method,
-                "path": if admin { c.path.as_str() } else { path_for_viewer(c) },
-                "model": (!http).then(|| c.model.as_ref().or(c.response_model.as_ref())).flatten(),
-                "status": c.status,
-                "http_status": c.http_status,
-            });
-            if let Some(mcp) = &c.mcp {
-                entry["mcp"] = json!({
-                    "transport": mcp.transport,
-                    "method": mcp.method,
-                    "tool": mcp.tool,
-                    "target": mcp.target,
-                    "server": mcp.server,
-                    "session_id": mcp.session_id,
-                    "is_error": mcp.is_error,
-                    "error": mcp.error,
-                    "direction": mcp.direction.as_deref().unwrap_or(crate::record::MCP_CLIENT_TO_SERVER),
-                    "server_messages": mcp.server_messages,
-                    "server_requests": mcp.server_requests,
-                    "tools_offered": mcp.tools_offered,
-                });
-                if admin {
-                    entry["mcp"]["arguments"] = json!(mcp.arguments);
-                    entry["mcp"]["result_text"] = json!(mcp.result_text);
-                    entry["mcp"]["structured_content"] = json!(mcp.structured_content);
-                }
-            }
-            entry
-        })
-        .collect()
-}
-
-/// The MCP servers a run talked to and the tools each offered: one entry per server
-/// (the provider it was reached through, one base URL or wrapped command; named as
-/// its latest answer that named it), the tools of its latest
-/// `tools/list` answer, how many sessions it had and how often the list was asked
-/// for. Names only: viewers see them too.
-fn mcp_servers(calls: &[CallRecord]) -> Vec<Value> {
-    struct Seen<'a> {
-        provider: &'a str,
-        server: Option<&'a crate::record::McpServer>,
-        transport: &'a str,
-        sessions: std::collections::BTreeSet<&'a str>,
-        tools: &'a [String],
-        lists: u64,
-        calls: u64,
-    }
-    let mut out: Vec<Seen> = Vec::new();
-    for c in calls {
-        let Some(mcp) = &c.mcp else {
-            continue;
-        };
-        let at = match out.iter().position(|s| s.provider == c.provider) {
-            Some(at) => at,
-            None => {
-                out.push(Seen {
-                    provider: &c.provider,
-                    server: mcp.server.as_ref(),
-                    transport: &mcp.transport,
-                    sessions: Default::default(),
-                    tools: &[],
-                    lists: 0,
-                    calls: 0,
-                });
-                out.len() - 1
-            }
-        };
-        let seen = &mut out[at];
-        seen.calls += 1;
-        if mcp.server.is_some() {
-            seen.server = mcp.server.as_ref();
-        }
-        if let Some(session) = &mcp.session_id {
-            seen.sessions.insert(session);
-        }
-        if mcp.method.as_deref() == Some("tools/list") && !mcp.failed() {
-            seen.lists += 1;
-            seen.tools = &mcp.tools_offered;
-        }
-    }
-    out.into_iter()
-        .map(|s| {
-            json!({
-                "provider": s.provider,
-                "server": s.server,
-                "transport": s.transport,
-                "sessions": s.sessions.len(),
-                "calls": s.calls,
-                "tools_list_calls": s.lists,
-                "tools_offered": s.tools,
-            })
-        })
-        .collect()
-}
-
-/// What a requested tool call's joined MCP `tools/call` says: its server, real
-/// duration and status (and, for admins, its result).
-fn joined_mcp(
-    ids: &[String],
-    by_id: &std::collections::HashMap<&str, &CallRecord>,
-    admin: bool,
-) -> Value {
-    let Some((call, mcp)) = ids
-        .iter()
-        .filter_map(|id| by_id.get(id.as_str()).copied())
-        .find_map(|c| Some((c, c.mcp.as_ref().filter(|m| m.tool.is_some())?)))
-    else {
-        return Value::Null;
-    };
-    let mut v = json!({
-        "call_id": call.id,
-        "provider": call.provider,
-        "server": mcp.server,
-        "transport": mcp.transport,
-        "tool": mcp.tool,
-        "duration_ms": call.latency_ms,
-        "status": call.status,
-        "is_error": mcp.is_error,
-        "error": mcp.error,
-    });
-    if admin {
-        v["result_text"] = json!(mcp.result_text);
-        v["structured_content"] = json!(mcp.structured_content);
-    }
-    v
-}
-
-/// Each LLM round (`agent_loop::describe`): the call that settled it, its attempts,
-/// and the tool calls its answer asked for, joined to their results in the next
-/// round and to the tool calls captured in the gap.
-fn rounds(described: &crate::agent_loop::RunLoop, calls: &[CallRecord], admin: bool) -> Vec<Value> {
-    let by_id: std::collections::HashMap<&str, &CallRecord> =
-        calls.iter().map(|c| (c.id.as_str(), c)).collect();
-    let mut out = Vec::with_capacity(described.rounds.len());
-    for (i, round) in described.rounds.iter().enumerate() {
-        let Some(call) = by_id.get(round.call_id.as_str()).copied() else {
-            continue;
-        };
-        let next = described.rounds.get(i + 1);
-        let gap = described
-            .gaps
-            .iter()
-            .find(|g| g.after_round == round.round && g.before_round != round.round);
-        let tools: Vec<Value> = round
-            .requested_tools
-            .iter()
-            .map(|tc| {
-                let mut t = json!({
-                    "id": tc.id,
-                    "name": tc.name,
-                    "result_round": tc.result_round,
-                    "result_call_id": tc.result_round.and(next).and_then(|n| n.attempts.first()).map(|a| a.call_id.clone()),
-                    "duration_ms": tc.result_round.and(gap).map(|g| g.duration_ms),
-                    "http_call_ids": tc.tool_call_ids,
-                    "mcp": joined_mcp(&tc.tool_call_ids, &by_id, admin),
-                });
-                if admin {
-                    t["arguments"] = tc.arguments.clone();
-                    t["result"] = json!(tc.result);
-                }
-                t
-            })
-            .collect();
-        out.push(json!({
-            "round": call.round,
-            "call_id": call.id,
-            "started_at": call.started_at,
-            "ended_at": call.ended_at,
-            "latency_ms": call.latency_ms,
-            "ttft_ms": call.ttft_ms,
-            "provider": call.provider,
-            "kind": call.kind,
-            "model": call.model.as_ref().or(call.response_model.as_ref()),
-            "response_model": call.response_model,
-            "status": call.status,
-            "http_status": call.http_status,
-            "input_tokens": call.usage.input_tokens,
-            "output_tokens": call.usage.output_tokens,
-            "cost_usd": call.cost_usd,
-            "stop_reason": call.stop_reason,
-            "error": call.error,
-            "hint": hint(call),
-            "attempts": round.attempts.iter().map(|a| {
-                let mut v = serde_json::to_value(a).unwrap_or_default();
-                v["hint"] = json!(by_id.get(a.call_id.as_str()).and_then(|c| hint(c)));
-                v
-            }).collect::<Vec<Value>>(),
-            "tool_calls": tools,
-        }));
-    }
-    out
 }
 
 fn window_text(name: &str, w: &LimitWindow) -> String {
@@ -850,37 +520,11 @@ pub(super) fn session(state: &ApiState, who: &Principal, p: &Params, id: &str) -
     } else {
         None
     };
-    let timeline: Vec<Value> = summaries
-        .into_iter()
-        .map(|c| {
-            json!({
-                "kind": timeline_kind(&c.kind),
-                "call_id": c.id,
-                "invocation_id": c.invocation_id,
-                "round": crate::record::is_round_kind(&c.kind).then_some(c.round),
-                "attempt": crate::record::is_round_kind(&c.kind).then_some(c.retry + 1),
-                "mcp_method": c.mcp_method,
-                "tool": c.tool,
-                "started_at": c.started_at,
-                "ended_at": c.ended_at,
-                "provider": c.provider,
-                "model": c.model,
-                "status": c.status,
-                "http_status": c.http_status,
-                "input_tokens": c.input_tokens,
-                "output_tokens": c.output_tokens,
-                "cost_usd": c.cost_usd,
-                "duration_ms": c.latency_ms,
-                "stop_reason": c.stop_reason,
-            })
-        })
-        .collect();
-    let mut value = serde_json::to_value(&s).unwrap_or_default();
-    value["timeline"] = Value::Array(timeline);
-    if let Some(conversation) = conversation {
-        value["conversation"] = conversation;
-    }
-    ok(&value)
+    ok(&answers::SessionDetail {
+        session: s,
+        timeline: summaries.into_iter().map(Into::into).collect(),
+        conversation,
+    })
 }
 
 /// Calls of a session read back whole for its conversation, the newest this many.
@@ -893,7 +537,7 @@ fn session_conversation(
     who: &Principal,
     summaries: &[crate::store::summary::CallSummary],
     id: &str,
-) -> Result<Value, ApiError> {
+) -> Result<Vec<answers::ConversationTurn>, ApiError> {
     let skip = summaries.len().saturating_sub(CONVERSATION_CALLS);
     let mut calls = Vec::with_capacity(summaries.len() - skip);
     for summary in &summaries[skip..] {
@@ -911,26 +555,10 @@ fn session_conversation(
     }
     let hints: std::collections::HashMap<&str, Option<String>> =
         calls.iter().map(|c| (c.id.as_str(), hint(c))).collect();
-    let turns: Vec<Value> = crate::agent_loop::conversation(&calls)
+    Ok(crate::agent_loop::conversation(&calls)
         .into_iter()
-        .map(|mut t| {
-            if !who.is_admin() {
-                t.text = None;
-                t.arguments = None;
-                // A captured tool call is named by its method and URL: without the
-                // query string (its arguments) for a viewer.
-                if t.kind == "tool" {
-                    t.name = t.name.as_deref().map(|n| without_query(n).to_string());
-                }
-            }
-            let mut v = serde_json::to_value(&t).unwrap_or_default();
-            if t.kind == "failure" {
-                v["hint"] = json!(hints.get(t.call_id.as_str()).cloned().flatten());
-            }
-            v
-        })
-        .collect();
-    Ok(Value::Array(turns))
+        .map(|turn| answers::ConversationTurn::of(turn, &hints, who.is_admin()))
+        .collect())
 }
 
 fn tenant_param(who: &Principal, p: &Params) -> Result<Option<String>, ApiError> {
@@ -967,24 +595,20 @@ pub(super) fn summary(state: &ApiState, who: &Principal, p: &Params) -> ApiResul
         runs_last_day.eq.push((tag::TENANT, vec![t.clone()]));
     }
     let errors_24h = failed_runs(state, runs_last_day)?;
-    ok(&json!({
-        "tenant": tenant,
-        "tz_offset_s": offset_s,
-        "today_starts_at": format_rfc3339_us(midnight),
-        "total_runs": total.invocations,
-        "total_calls": total.calls,
-        "runs_today": today.invocations,
-        "calls_today": today.calls,
-        "errors_24h": errors_24h,
-        "failed_calls_24h": last_day.errors,
-        "cost_today_usd": today.cost_pusd as f64 / 1e12,
-        "tokens_today": {
-            "input": today.input_tokens,
-            "output": today.output_tokens,
-            "total": today.input_tokens.saturating_add(today.output_tokens),
-        },
-        "resolution": "errors_24h: runs started in the last 24 h that ended in failure; failed_calls_24h: failed LLM calls (every attempt) in the last 96 whole 15-minute buckets",
-    }))
+    ok(&answers::Summary {
+        tenant,
+        tz_offset_s: offset_s,
+        today_starts_at: format_rfc3339_us(midnight),
+        total_runs: total.invocations,
+        total_calls: total.calls,
+        runs_today: today.invocations,
+        calls_today: today.calls,
+        errors_24h,
+        failed_calls_24h: last_day.errors,
+        cost_today_usd: today.cost_pusd as f64 / 1e12,
+        tokens_today: answers::TokenTotals::of(&today),
+        resolution: "errors_24h: runs started in the last 24 h that ended in failure; failed_calls_24h: failed LLM calls (every attempt) in the last 96 whole 15-minute buckets",
+    })
 }
 
 /// Runs among those `filter` matches that ended in failure (`agent_loop::outcome`:
@@ -1008,28 +632,6 @@ fn failed_runs(state: &ApiState, mut filter: Filter) -> Result<u64, ApiError> {
         },
     )?;
     Ok(page.total)
-}
-
-fn cell_json(cell: &RollupCell) -> Value {
-    let avg = |sum: f64, n: u64| if n == 0 { None } else { Some(sum / n as f64) };
-    json!({
-        "invocations": cell.invocations,
-        "runs": cell.invocations,
-        "calls": cell.calls,
-        "llm_calls": cell.calls,
-        "errors": cell.errors,
-        "failed_llm_calls": cell.errors,
-        "error_rate": avg(cell.errors as f64, cell.calls),
-        "llm_call_error_rate": avg(cell.errors as f64, cell.calls),
-        "cost_usd": cell.cost_pusd as f64 / 1e12,
-        "avg_cost_per_invocation_usd": avg(cell.cost_pusd as f64 / 1e12, cell.invocations),
-        "avg_cost_per_call_usd": avg(cell.cost_pusd as f64 / 1e12, cell.calls),
-        "input_tokens": cell.input_tokens,
-        "output_tokens": cell.output_tokens,
-        "avg_latency_ms": avg(cell.latency_sum_us as f64 / 1000.0, cell.calls),
-        "p50_latency_ms": cell.latency_quantile_ms(0.5),
-        "p95_latency_ms": cell.latency_quantile_ms(0.95),
-    })
 }
 
 pub(super) fn agents(state: &ApiState, who: &Principal, p: &Params) -> ApiResult {
@@ -1062,7 +664,7 @@ pub(super) fn agents(state: &ApiState, who: &Principal, p: &Params) -> ApiResult
         unnamed_failed = unnamed_failed.saturating_sub(n);
         failed.push(n);
     }
-    let items: Vec<Value> = rows
+    let items: Vec<answers::AgentRow> = rows
         .iter()
         .zip(failed)
         .map(|((agent, cell), failed)| {
@@ -1071,21 +673,15 @@ pub(super) fn agents(state: &ApiState, who: &Principal, p: &Params) -> ApiResult
             } else {
                 failed
             };
-            let mut v = cell_json(cell);
-            v["agent"] = json!((!agent.is_empty()).then_some(agent));
-            // A tool's calls (HTTP, MCP), kept apart from the LLM calls in the rollups.
-            v["tool_calls"] = json!(cell.tool_calls);
-            v["tool_failures"] = json!(cell.tool_failures);
-            v["failed_runs"] = json!(failed);
-            v["run_error_rate"] =
-                json!((cell.invocations > 0).then(|| failed as f64 / cell.invocations as f64));
-            v
+            answers::AgentRow::of(agent, cell, failed)
         })
         .collect();
-    ok(
-        &json!({"tenant": tenant, "items": items, "count": items.len(),
-        "latency_note": "p50/p95 from a log histogram (4 buckets per doubling), about ±9%"}),
-    )
+    ok(&answers::Agents {
+        tenant,
+        count: items.len(),
+        items,
+        latency_note: "p50/p95 from a log histogram (4 buckets per doubling), about ±9%",
+    })
 }
 
 #[derive(Default)]
@@ -1196,7 +792,7 @@ pub(super) fn stats(state: &ApiState, who: &Principal, p: &Params) -> ApiResult 
     if let Some(g) = groups.get_mut(&None) {
         g.tool_calls += std::mem::take(&mut tool_calls_without_group);
     }
-    let items: Vec<Value> = groups
+    let items: Vec<answers::StatsRow> = groups
         .into_iter()
         .filter(|(key, g)| !(key.is_none() && g.calls == 0 && g.runs == 0))
         .map(|(key, mut g)| {
@@ -1209,94 +805,40 @@ pub(super) fn stats(state: &ApiState, who: &Principal, p: &Params) -> ApiResult 
             };
             let (p50, p95) = (quantile(0.5), quantile(0.95));
             if by_tool {
-                return json!({
-                    "group": key,
-                    "tool": key,
-                    "calls": g.calls,
-                    "failures": g.calls - g.success,
-                    "p50_duration_ms": p50,
-                    "p95_duration_ms": p95,
+                return answers::StatsRow::Tool(answers::ToolStatsRow {
+                    group: key.clone(),
+                    tool: key,
+                    calls: g.calls,
+                    failures: g.calls - g.success,
+                    p50_duration_ms: p50,
+                    p95_duration_ms: p95,
                 });
             }
-            json!({
-                "group": key,
-                "runs": g.runs,
-                "failed_runs": g.failed_runs,
-                "run_error_rate": (g.runs > 0).then(|| g.failed_runs as f64 / g.runs as f64),
-                "calls": g.calls,
-                "llm_calls": g.calls,
-                "tool_calls": g.tool_calls,
-                "success_rate": g.success as f64 / n,
-                "llm_call_error_rate": (g.calls > 0).then(|| (g.calls - g.success) as f64 / n),
-                "avg_latency_ms": g.latencies_us.iter().sum::<u64>() as f64 / n / 1000.0,
-                "p50_latency_ms": p50,
-                "p95_latency_ms": p95,
-                "avg_input_tokens": g.input_tokens as f64 / n,
-                "avg_output_tokens": g.output_tokens as f64 / n,
-                "cost_usd": g.cost_pusd as f64 / 1e12,
+            answers::StatsRow::Group(answers::GroupStatsRow {
+                group: key,
+                runs: g.runs,
+                failed_runs: g.failed_runs,
+                run_error_rate: (g.runs > 0).then(|| g.failed_runs as f64 / g.runs as f64),
+                calls: g.calls,
+                llm_calls: g.calls,
+                tool_calls: g.tool_calls,
+                success_rate: g.success as f64 / n,
+                llm_call_error_rate: (g.calls > 0).then(|| (g.calls - g.success) as f64 / n),
+                avg_latency_ms: g.latencies_us.iter().sum::<u64>() as f64 / n / 1000.0,
+                p50_latency_ms: p50,
+                p95_latency_ms: p95,
+                avg_input_tokens: g.input_tokens as f64 / n,
+                avg_output_tokens: g.output_tokens as f64 / n,
+                cost_usd: g.cost_pusd as f64 / 1e12,
             })
         })
         .collect();
-    ok(&json!({
-        "group_by": group_by,
-        "items": items,
-        "tool_calls_without_group": tool_calls_without_group,
-        "truncated": truncated,
-    }))
-}
-
-fn window_json(w: &Option<LimitWindow>, at_us: u64, now_us: u64) -> Value {
-    match w {
-        None => Value::Null,
-        Some(w) => json!({
-            "limit": w.limit,
-            "remaining": w.remaining,
-            "reset_s": w.reset_s,
-            "reset_at": w.reset_at,
-            "headroom_pct": headroom(w),
-            "has_reset": has_reset(w, at_us, now_us),
-        }),
-    }
-}
-
-fn headroom(w: &LimitWindow) -> Option<f64> {
-    match (w.remaining, w.limit) {
-        (Some(r), Some(l)) if l > 0 => Some((r as f64 / l as f64 * 1000.0).round() / 10.0),
-        _ => None,
-    }
-}
-
-/// Whether a window reported at `at_us` has reset by `now_us` (its reset time, or
-/// the report plus its reset delay, has passed): its remaining count is history.
-fn has_reset(w: &LimitWindow, at_us: u64, now_us: u64) -> bool {
-    let reset_us = w
-        .reset_at
-        .as_deref()
-        .and_then(crate::timefmt::parse_rfc3339_us)
-        .or_else(|| {
-            w.reset_s
-                .filter(|s| s.is_finite() && *s >= 0.0)
-                .map(|s| at_us.saturating_add((s * 1e6) as u64))
-        });
-    reset_us.is_some_and(|reset| reset <= now_us)
-}
-
-/// The headroom of a rate-limit state now: the lowest of its windows that have not
-/// reset since they were reported, and whether every window that had one has reset
-/// (`stale`: the state is history, not headroom now).
-fn headroom_now(s: &idx::RateLimitState, now_us: u64) -> (Option<f64>, Option<f64>, bool) {
-    let windows = [&s.requests, &s.tokens, &s.input_tokens, &s.output_tokens];
-    let mut reported: Option<f64> = None;
-    let mut current: Option<f64> = None;
-    for w in windows.into_iter().flatten() {
-        let Some(h) = headroom(w) else { continue };
-        reported = Some(reported.map_or(h, |r| r.min(h)));
-        if !has_reset(w, s.at_us, now_us) {
-            current = Some(current.map_or(h, |c| c.min(h)));
-        }
-    }
-    let stale = reported.is_some() && current.is_none();
-    (current, reported, stale)
+    ok(&answers::Stats {
+        group_by: group_by.to_string(),
+        items,
+        tool_calls_without_group,
+        truncated,
+    })
 }
 
 pub(super) fn ratelimits(state: &ApiState, who: &Principal, p: &Params) -> ApiResult {
@@ -1318,64 +860,44 @@ pub(super) fn ratelimits(state: &ApiState, who: &Principal, p: &Params) -> ApiRe
         if provider.is_some_and(|want| want != s.provider) {
             continue;
         }
-        let (head, reported, stale) = headroom_now(&s, now);
-        let mut v = json!({
-            "provider": s.provider,
-            "key_fingerprint": s.key_fingerprint,
-            "model": s.model,
-            "at": s.at,
-            "requests": window_json(&s.requests, s.at_us, now),
-            "tokens": window_json(&s.tokens, s.at_us, now),
-            "input_tokens": window_json(&s.input_tokens, s.at_us, now),
-            "output_tokens": window_json(&s.output_tokens, s.at_us, now),
-            "headroom_pct": head,
-            "reported_headroom_pct": reported,
-            "stale": stale,
-            "retry_after_s": s.retry_after_s,
-            "rate_limited_1h": state.store.count_429_since(&key, now.saturating_sub(HOUR_US))?,
-            "rate_limited_24h": state.store.count_429_since(&key, now.saturating_sub(DAY_US))?,
-            "last_429_at": s.last_429_at,
-            "last_retry_after_s": s.last_retry_after_s,
-        });
-        if series {
-            let pts: Vec<Value> = state
+        let rate_limited = (
+            state
                 .store
-                .ratelimit_series(&key, from, points)?
-                .into_iter()
-                .map(|pt| {
-                    json!({
-                        "at": format_rfc3339_us(pt.at_us),
-                        "status": pt.status,
-                        "requests_remaining": pt.requests_remaining,
-                        "tokens_remaining": pt.tokens_remaining,
-                        "input_tokens_remaining": pt.input_tokens_remaining,
-                        "output_tokens_remaining": pt.output_tokens_remaining,
-                    })
-                })
-                .collect();
-            v["series"] = Value::Array(pts);
+                .count_429_since(&key, now.saturating_sub(HOUR_US))?,
+            state
+                .store
+                .count_429_since(&key, now.saturating_sub(DAY_US))?,
+        );
+        let mut row = answers::RateLimitRow::of(s, now, rate_limited);
+        if series {
+            row.series = Some(
+                state
+                    .store
+                    .ratelimit_series(&key, from, points)?
+                    .into_iter()
+                    .map(Into::into)
+                    .collect(),
+            );
         }
-        items.push(v);
+        items.push(row);
     }
     // The tightest headroom first; states with no headroom now (none reported, or
     // every window reset since) after them, the stale ones last.
-    let order = |v: &Value| {
-        (
-            v["stale"].as_bool().unwrap_or(false),
-            v["headroom_pct"].as_f64().unwrap_or(f64::INFINITY),
-        )
-    };
+    let order = |r: &answers::RateLimitRow| (r.stale, r.headroom_pct.unwrap_or(f64::INFINITY));
     items.sort_by(|a, b| {
         let (a, b) = (order(a), order(b));
         a.0.cmp(&b.0).then(a.1.total_cmp(&b.1))
     });
-    ok(&json!({"items": items, "count": items.len()}))
+    ok(&answers::RateLimits {
+        count: items.len(),
+        items,
+    })
 }
 
 /// `GET /whoami`: the caller's role and tenant, so a client (the page) knows what it
 /// may ask for before asking.
 pub(super) fn whoami(state: &ApiState, who: &Principal) -> ApiResult {
-    ok(&super::schema::WhoAmI {
+    ok(&answers::WhoAmI {
         name: who.name.clone(),
         role: who.role.as_str(),
         tenant: who.tenant.clone(),
@@ -1392,7 +914,10 @@ pub(super) fn audit_log(state: &ApiState, who: &Principal, p: &Params) -> ApiRes
     let limit = p.usize_in("limit", 100, 1, 1000)?;
     let before = p.time("before")?;
     let items = state.store.audit_entries(before, limit)?;
-    ok(&json!({"items": items, "count": items.len()}))
+    ok(&answers::AuditLog {
+        count: items.len(),
+        items,
+    })
 }
 
 #[cfg(test)]

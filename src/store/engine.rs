@@ -19,7 +19,7 @@ use super::index::{
 use super::summary::{CallSummary, FacetView, Filter, InvocationSummary};
 use super::types::{
     AuditEntry, ContentUsage, Page, PageRequest, RateLimitKey, RepriceReport, RollupScope,
-    ScanOutcome, ScopedIdSpace, SweepReport,
+    RunWithCalls, ScanOutcome, ScopedIdSpace, SweepReport,
 };
 use super::{EngineContext, Store, StoreError};
 use crate::record::{CallRecord, Cost, InvocationRecord};
@@ -157,6 +157,10 @@ macro_rules! engine_operations {
     fn invocation_calls(&self, invocation_id: &str) -> Result<Vec<CallRecord>, StoreError>;
     fn invocation_call_ids(&self, invocation_id: &str) -> Result<Vec<String>, StoreError>;
     fn invocation_summary(&self, id: &str) -> Result<Option<InvocationSummary>, StoreError>;
+    /// A run, its summary and its calls (bodies included), read once and consistently:
+    /// the calls hold every round the record counts (the read API answers a run with
+    /// it; each engine says how in its implementation).
+    fn invocation_with_calls(&self, id: &str) -> Result<Option<RunWithCalls>, StoreError>;
     /// Invocations that started at or after the time (round counters at start-up).
     fn invocations_since(&self, since_us: u64) -> Result<Vec<InvocationRecord>, StoreError>;
     /// A filtered, newest-first page of call summaries.

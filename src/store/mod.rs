@@ -41,7 +41,7 @@ pub use engine::Engine;
 pub use health::{StorageHealth, StoreStats};
 pub use types::{
     AuditEntry, ContentUsage, Page, PageRequest, Position, RateLimitKey, RepriceReport,
-    RollupScope, ScanOutcome, SweepReport, COUNT_CAP,
+    RollupScope, RunWithCalls, ScanOutcome, SweepReport, COUNT_CAP,
 };
 
 use crate::config::defaults;

@@ -6,8 +6,9 @@
 //! tree keys and the PostgreSQL `scope` column) are functions of these types in
 //! `index.rs`, one encoding for both engines.
 
-use crate::record::CallRecord;
+use crate::record::{CallRecord, InvocationRecord};
 use crate::store::index;
+use crate::store::summary::InvocationSummary;
 use serde::{Deserialize, Serialize};
 
 /// `total` is exact up to this many matches, then a lower bound.
@@ -35,6 +36,33 @@ pub struct Page<T> {
     pub total_is_lower_bound: bool,
     pub has_more: bool,
     pub next: Option<Position>,
+}
+
+/// A run and its calls read together (`Engine::invocation_with_calls`): the record,
+/// its summary and its calls in round order, from one view of the store, so the API
+/// answers a run without reading it again.
+#[derive(Debug, Clone)]
+pub struct RunWithCalls {
+    pub record: InvocationRecord,
+    pub summary: InvocationSummary,
+    /// LLM rounds and tool calls (round 0), in round order.
+    pub calls: Vec<CallRecord>,
+}
+
+impl RunWithCalls {
+    /// The distinct LLM rounds among the calls read: the round count the answer
+    /// shows, taken from the calls so it always agrees with the rounds it lists
+    /// (an engine whose calls may be newer than the record, sled, says why in its
+    /// `invocation_with_calls`).
+    pub fn round_count(&self) -> u32 {
+        let rounds: std::collections::BTreeSet<u32> = self
+            .calls
+            .iter()
+            .filter(|c| crate::record::is_round_kind(&c.kind))
+            .map(|c| c.round)
+            .collect();
+        rounds.len() as u32
+    }
 }
 
 /// How a bounded scan ended.

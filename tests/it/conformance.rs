@@ -140,6 +140,7 @@ conformance! {
     sessions_sum_their_calls,
     rate_limits_keep_the_latest_state_and_the_series,
     runs_number_their_rounds_and_roll_up_their_calls,
+    a_run_is_read_once_with_every_round_it_counts,
     audit_entries_and_the_capture_log_position_are_kept,
     tool_calls_count_apart_in_the_rollups,
 }
@@ -1218,6 +1219,75 @@ fn runs_number_their_rounds_and_roll_up_their_calls(engines: &Engines) {
     store.write_batch(&written[..1], &[]).unwrap();
     assert_eq!(store.call_count(), 4);
     assert_eq!(store.invocations_since(T0).unwrap().len(), 1);
+}
+
+/// A run read while a writer adds its rounds, one batch each, is read once
+/// (`invocation_with_calls`) and consistently: its record and summary agree, its
+/// calls hold every round the record counts (rounds 1..=n, no gap, bodies
+/// included), and the round count it answers is the rounds listed; a tool call is
+/// among the calls but no round.
+fn a_run_is_read_once_with_every_round_it_counts(engines: &Engines) {
+    const ROUNDS: u32 = 25;
+    let store = engines.open(StoreOptions::default());
+    assert!(store.invocation_with_calls("run-live").unwrap().is_none());
+    let mut batches: Vec<Vec<CallRecord>> = (1..=ROUNDS)
+        .map(|r| {
+            let at = T0 + u64::from(r) * 10_000;
+            vec![round_with_bodies(
+                "run-live",
+                r,
+                at,
+                "system",
+                CallStatus::Success,
+            )]
+        })
+        .collect();
+    let mut tool = batches[0][0].clone();
+    tool.id = "c_live_tool".into();
+    tool.kind = "http".into();
+    tool.started_at_us = T0 + u64::from(ROUNDS + 1) * 10_000;
+    batches.push(vec![tool]);
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            for batch in batches {
+                write(&store, batch);
+            }
+        })
+    };
+    let mut reads = 0;
+    loop {
+        let finished = writer.is_finished();
+        if let Some(run) = store.invocation_with_calls("run-live").unwrap() {
+            let listed: Vec<u32> = run
+                .calls
+                .iter()
+                .filter(|c| c.kind != "http")
+                .map(|c| c.round)
+                .collect();
+            let counted = run.round_count();
+            assert_eq!(listed, (1..=counted).collect::<Vec<_>>());
+            assert!(
+                run.record.rounds <= counted,
+                "the record counts {} rounds, the calls read hold {counted}",
+                run.record.rounds
+            );
+            assert_eq!(run.summary.rounds, run.record.rounds);
+            assert!(run.calls.iter().all(|c| c.request_body.is_some()));
+            reads += 1;
+        }
+        if finished {
+            break;
+        }
+    }
+    writer.join().unwrap();
+    assert!(reads > 1, "{reads}");
+    let run = store.invocation_with_calls("run-live").unwrap().unwrap();
+    assert_eq!(
+        (run.round_count(), run.record.rounds, run.calls.len()),
+        (ROUNDS, ROUNDS, ROUNDS as usize + 1)
+    );
+    assert_eq!(run.summary.id, "run-live");
 }
 
 /// The audit log reads newest first, before a time; the capture-log position reads

@@ -156,6 +156,110 @@ async fn head_and_first_chunk_with(
     (status, content_type, text)
 }
 
+/// The route's path with example values of the seeded records in its placeholders.
+fn example_path(route: &llmtap::api::routes::Route, call: &str, run: &str, blob: &str) -> String {
+    let mut path = route.path.to_string();
+    for name in route.path_params() {
+        let example = match (route.path.split('{').next().unwrap(), name) {
+            ("/api/v1/calls/", "id") => call,
+            ("/api/v1/invocations/", "id") => run,
+            ("/api/v1/sessions/", "id") => "sess-1",
+            ("/api/v1/blobs/", "sha256") => blob,
+            other => panic!("add an example value for {other:?} of {}", route.path),
+        };
+        path = path.replace(&format!("{{{name}}}"), example);
+    }
+    path
+}
+
+/// Query strings that change the shape of a route's answer, tried besides its
+/// defaults.
+fn shape_variants(path: &str) -> &'static [&'static str] {
+    match path {
+        "/api/v1/invocations/{id}" => &["", "?calls=false"],
+        "/api/v1/sessions/{id}" => &["", "?conversation=true"],
+        "/api/v1/stats" => &["", "?group_by=tool", "?group_by=model", "?group_by=day"],
+        "/api/v1/ratelimits" => &["", "?series=true"],
+        _ => &[""],
+    }
+}
+
+fn token_toml(name: &str, token: &str, role: &str) -> String {
+    let hash = llmtap::config::token_sha256_hex(token);
+    format!("[[api.tokens]]\nname = \"{name}\"\nsha256 = \"{hash}\"\nrole = \"{role}\"\n")
+}
+
+/// The answers that differ by role and by parameter conform too, field by field: an
+/// admin's and a viewer's (redacted: admin-only fields absent), of a run with a tool
+/// HTTP call (query string) and an MCP exchange, with and without its call records,
+/// a session with its conversation, every shape of `/stats` and the rate-limit
+/// series.
+#[tokio::test]
+async fn answers_of_every_role_and_shape_conform_to_the_document() {
+    let toml = [
+        token_toml("root", "admin-token", "admin"),
+        token_toml("watcher", "viewer-token", "viewer"),
+    ]
+    .concat();
+    let recorded = Recorded::start(&toml).await;
+    let seeded = recorded.seed().await;
+    let running = &recorded.running;
+    let mut tool_run = super::conformance::tool_call_run();
+    tool_run[1].path = "/weather?city=paris".into();
+    tool_run[2].mcp = Some(llmtap::record::McpExchange {
+        transport: "http".into(),
+        method: Some("tools/call".into()),
+        tool: Some("get_weather".into()),
+        session_id: Some("s1".into()),
+        is_error: true,
+        ..Default::default()
+    });
+    let run = tool_run[0].invocation_id.clone();
+    super::conformance::write(&running.store, tool_run);
+    let doc = send(running.api_addr, "GET", "/api/v1/openapi.json", &[], "")
+        .await
+        .json();
+    let mut checked = 0;
+    for route in ROUTES {
+        if !matches!(route.reply.payload, Payload::Json(_)) || route.method != http::Method::GET {
+            continue;
+        }
+        let roles: &[&str] = match route.access {
+            llmtap::api::routes::Access::Admin => &["admin-token"],
+            _ => &["admin-token", "viewer-token"],
+        };
+        let schema = &doc["paths"][route.path]["get"]["responses"]["200"]["content"]
+            [route.reply.content_type]["schema"];
+        for (call, run) in [
+            (seeded.tool_calls[1].as_str(), seeded.tool_run.as_str()),
+            ("c_tool_mcp", run.as_str()),
+        ] {
+            let path = example_path(route, call, run, "");
+            for variant in shape_variants(route.path) {
+                for token in roles {
+                    let auth = format!("Bearer {token}");
+                    let target = format!("{path}{variant}");
+                    let got = send(
+                        running.api_addr,
+                        "GET",
+                        &target,
+                        &[("authorization", &auth)],
+                        "",
+                    )
+                    .await;
+                    assert_eq!(got.status, 200, "{target} as {token}");
+                    if let Err(e) = conforms(&doc, schema, &got.json(), &target) {
+                        panic!("{token}: {e}");
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked > 40, "{checked}");
+    recorded.shutdown().await;
+}
+
 #[tokio::test]
 async fn every_route_is_documented_and_every_documented_route_answers_as_described() {
     let recorded = Recorded::start("").await;
@@ -196,17 +300,7 @@ async fn every_route_is_documented_and_every_documented_route_answers_as_describ
     assert!(call_summary.as_object().unwrap().len() >= 27);
 
     for route in ROUTES {
-        let mut path = route.path.to_string();
-        for name in route.path_params() {
-            let example = match (route.path.split('{').next().unwrap(), name) {
-                ("/api/v1/calls/", "id") => seeded.tool_calls[1].clone(),
-                ("/api/v1/invocations/", "id") => seeded.tool_run.clone(),
-                ("/api/v1/sessions/", "id") => "sess-1".to_string(),
-                ("/api/v1/blobs/", "sha256") => blob.clone(),
-                other => panic!("add an example value for {other:?} of {}", route.path),
-            };
-            path = path.replace(&format!("{{{name}}}"), &example);
-        }
+        let mut path = example_path(route, &seeded.tool_calls[1], &seeded.tool_run, &blob);
         if route.path == "/api/v1/ratelimits" {
             path.push_str("?series=true");
         }

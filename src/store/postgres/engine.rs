@@ -28,7 +28,7 @@ use crate::store::manifest::{hydrate, search_text, Manifest};
 use crate::store::summary::{CallSummary, FacetView, Filter, InvocationSummary};
 use crate::store::types::{
     AuditEntry, ContentUsage, Page, PageRequest, RateLimitKey, RepriceReport, RollupScope,
-    ScanOutcome, ScopedIdSpace, SweepReport,
+    RunWithCalls, ScanOutcome, ScopedIdSpace, SweepReport,
 };
 use crate::store::{BatchWritten, EngineContext, StoreOptions, StoreStats};
 use crate::store::{Engine, StoreError};
@@ -513,6 +513,38 @@ impl Engine for PostgresStore {
     fn invocation_summary(&self, id: &str) -> Result<Option<InvocationSummary>, StoreError> {
         let id = id.to_string();
         self.run(move |c| async move { invocations::summary(&*c, &id).await })
+    }
+    /// The run, its summary and its calls in one read-only REPEATABLE READ
+    /// transaction: one snapshot, and a batch's calls and the runs they change are
+    /// one transaction (`batch.rs`), so the record counts exactly the calls read.
+    fn invocation_with_calls(&self, id: &str) -> Result<Option<RunWithCalls>, StoreError> {
+        let id = id.to_string();
+        let codec = self.codec.clone();
+        self.run_read(move |mut c| async move {
+            let tx = c
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await
+                .map_err(PgError::from)?;
+            let (Some(record), Some(summary)) = (
+                invocations::get(&tx, &id).await?,
+                invocations::summary(&tx, &id).await?,
+            ) else {
+                return Ok(None);
+            };
+            let mut calls = calls::of_invocation(&tx, &id).await?;
+            for call in &mut calls {
+                hydrate_call(&tx, &codec, call).await?;
+            }
+            tx.commit().await.map_err(PgError::from)?;
+            Ok(Some(RunWithCalls {
+                record,
+                summary,
+                calls,
+            }))
+        })
     }
     fn invocations_since(&self, since_us: u64) -> Result<Vec<InvocationRecord>, StoreError> {
         self.run(move |c| async move { invocations::since(&*c, since_us).await })

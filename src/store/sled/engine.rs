@@ -11,7 +11,7 @@ use crate::store::index::{
 use crate::store::summary::{CallSummary, Filter, InvocationSummary};
 use crate::store::types::{
     AuditEntry, ContentUsage, Page, PageRequest, RateLimitKey, RepriceReport, RollupScope,
-    ScanOutcome, ScopedIdSpace, SweepReport,
+    RunWithCalls, ScanOutcome, ScopedIdSpace, SweepReport,
 };
 use crate::store::StoreError;
 

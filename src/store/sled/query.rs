@@ -13,8 +13,8 @@ use super::{be_u64, decode, decode_opt, round_prefix, SledStore, StoreError};
 use crate::store::index::{self, RateLimitPoint, RateLimitState, RollupCell, SessionSummary};
 use crate::store::summary::{self, tag, FacetView, Filter};
 use crate::store::types::{
-    AuditEntry, Page, PageRequest, Position, RateLimitKey, RollupScope, ScanOutcome, ScopedIdSpace,
-    COUNT_CAP,
+    AuditEntry, Page, PageRequest, Position, RateLimitKey, RollupScope, RunWithCalls, ScanOutcome,
+    ScopedIdSpace, COUNT_CAP,
 };
 
 /// Sessions a filtered session list reads per page, and per total.
@@ -552,6 +552,46 @@ impl SledStore {
         id: &str,
     ) -> Result<Option<summary::InvocationSummary>, StoreError> {
         self.stored_summary(&self.inv_sum, id)
+    }
+
+    /// A run with its calls, read once. The writer stores a batch's calls, their
+    /// round index entries, the runs they change and those runs' summaries in one
+    /// sled transaction (`writes::apply_atomically`). The record and summary are read
+    /// in one read-only transaction, so they agree with each other. The calls cannot
+    /// be read in it: a sled transaction reads keys but cannot scan (the round index
+    /// is a prefix scan), and it holds sled's global write lock, under which a scan
+    /// would deadlock. So they are read after the record; a run's batches only add
+    /// calls, so the calls read hold every round the record counts and possibly a
+    /// newer batch's, and the answer's round count is taken from the calls
+    /// (`RunWithCalls::round_count`), never from the record: it always agrees with
+    /// the rounds listed, which is the disagreement the API used to read again for.
+    pub fn invocation_with_calls(&self, id: &str) -> Result<Option<RunWithCalls>, StoreError> {
+        use ::sled::transaction::{ConflictableTransactionResult, TransactionError, Transactional};
+        let read = (&self.invocations, &self.inv_sum).transaction(
+            |(invocations, summaries)| -> ConflictableTransactionResult<_, std::convert::Infallible> {
+                Ok((invocations.get(id.as_bytes())?, summaries.get(id.as_bytes())?))
+            },
+        );
+        let (record, summary) = match read {
+            Ok(pair) => pair,
+            Err(TransactionError::Storage(e)) => return Err(e.into()),
+            Err(TransactionError::Abort(never)) => match never {},
+        };
+        let (Some(record), Some(summary)) = (record, summary) else {
+            return Ok(None);
+        };
+        let record = decode(id.as_bytes(), &record)?;
+        let json = summary::split_stored(&summary)
+            .map(|(_, j)| j)
+            .unwrap_or(&[]);
+        let Some(summary) = load_summary(self, id.as_bytes(), json)? else {
+            return Ok(None);
+        };
+        Ok(Some(RunWithCalls {
+            record,
+            summary,
+            calls: self.invocation_calls(id)?,
+        }))
     }
 
     fn stored_summary<T: StoredSummary>(

@@ -1,0 +1,1229 @@
+//! The read API's answer types: what each JSON route answers, built by its handler,
+//! serialized as is, and described in the OpenAPI document by the schema each type
+//! derives (`openapi.rs`), so the document and the answers cannot drift apart.
+//!
+//! Each answer type is converted from the store's types (`CallRecord`, `CallSummary`,
+//! `InvocationSummary`, `RollupCell`, `agent_loop` descriptions, ...) in one place: its
+//! `of` function here. That is also where a viewer's answer is redacted (`admin`):
+//! viewers never see prompt text, bodies, tool arguments or results, nor a tool
+//! call's query string (its arguments). A field that only admins get is written
+//! `Option<Option<T>>`, absent for viewers and null or a value for admins, as the
+//! wire format has always had it. The types deny unknown fields, and the
+//! integration test checks real answers against the document field by field.
+
+use super::history::History;
+use super::ApiState;
+use crate::agent_loop::{Attempt, Gap, RunLoop, RunOutcome, Turn};
+use crate::record::{
+    CallRecord, CallStatus, ErrorInfo, JsonRpcError, LimitWindow, McpExchange, McpServer,
+    McpServerRequest, Usage,
+};
+use crate::store::index::{RateLimitPoint, RateLimitState, RollupCell, SessionSummary};
+use crate::store::summary::{CallSummary, InvocationSummary};
+use crate::store::{AuditEntry, RunWithCalls};
+use crate::timefmt::format_rfc3339_us;
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::HashMap;
+/// `GET /healthz` (liveness). While the store opens the answer is also 200, with
+/// `store` = `opening` and no `storage`.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Health {
+    /// `ok`, or `degraded` while the store's batch writes fail or it reopens after
+    /// they did (calls wait in the capture log; `storage.last_write_error` says why).
+    pub status: &'static str,
+    /// `open`, or `opening` while the store opens (the proxy forwards meanwhile).
+    pub store: &'static str,
+    /// Finished calls handed over and not yet stored.
+    pub backlog: u64,
+    /// Bytes of capture log the store has not applied yet (bounded by `store.backlog`).
+    pub log_unapplied_bytes: u64,
+    pub capture_log: CaptureLogHealth,
+    pub storage: crate::store::StorageHealth,
+}
+
+/// What the capture log lost since start: damage stepped over (`degraded` once
+/// any), torn last records cut off after a crash.
+#[derive(Serialize, JsonSchema)]
+pub struct CaptureLogHealth {
+    /// Damaged stretches in the middle of the log stepped over since start; their
+    /// records are lost, the ones after them were kept.
+    pub damaged: u64,
+    pub damaged_bytes: u64,
+    /// Torn records cut off the end of the log at start (a crash mid-write).
+    pub torn: u64,
+    /// True while the log records nothing because its volume is nearly full
+    /// (`store.critical_free_mb`); calls are forwarded and counted meanwhile.
+    pub paused: bool,
+    /// Calls forwarded but not recorded while paused, since start.
+    pub paused_calls: u64,
+}
+
+impl CaptureLogHealth {
+    pub fn of(metrics: &crate::metrics::Metrics) -> CaptureLogHealth {
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        CaptureLogHealth {
+            damaged: get(&metrics.log_damaged),
+            damaged_bytes: get(&metrics.log_damaged_bytes),
+            torn: get(&metrics.log_torn),
+            paused: get(&metrics.log_paused) != 0,
+            paused_calls: get(&metrics.log_paused_calls),
+        }
+    }
+}
+
+impl Health {
+    pub fn of(state: &ApiState) -> Health {
+        let capture_log = CaptureLogHealth::of(&state.metrics);
+        Health {
+            // Degraded while batch writes fail (the proxy forwards, calls wait in
+            // the log) and once the log lost records to damage.
+            status: if state.store.last_write_error().is_some()
+                || !state.store.is_open()
+                || capture_log.damaged > 0
+                || capture_log.paused
+            {
+                "degraded"
+            } else {
+                "ok"
+            },
+            store: if state.store.is_open() {
+                "open"
+            } else {
+                "reopening"
+            },
+            backlog: state
+                .metrics
+                .backlog
+                .load(std::sync::atomic::Ordering::Relaxed),
+            log_unapplied_bytes: state.metrics.log_unapplied_bytes(),
+            capture_log,
+            storage: state.store.health(),
+        }
+    }
+}
+
+/// `GET /readyz` (readiness): 200 once the store is open; before, 503 `store_opening`;
+/// while it reopens after failed writes, 503 `store_reopening`; while its writes fail
+/// (a full disk, an unreachable database), 503 `store_writes_failing` with the error.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Ready {
+    /// `ready`.
+    pub status: &'static str,
+    /// `open`.
+    pub store: &'static str,
+}
+
+/// A price-table entry as `GET /calls/{id}` shows it; rates in USD per million tokens.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct PriceEntry {
+    /// `provider/model` as the table names it (the call's `cost.price_key`).
+    pub key: String,
+    /// Always `USD per million tokens`.
+    pub unit: &'static str,
+    pub rates: PriceRates,
+    /// Long-context tiers: their rates apply to a whole request above the threshold.
+    pub tiers: Vec<PriceTier>,
+    pub note: Option<String>,
+    /// The table file and line that define the entry.
+    pub defined_at: String,
+    /// The current table's version.
+    pub table_version: String,
+    /// Whether the current table is the version that priced the call.
+    pub same_version_as_call: bool,
+}
+
+/// Rates of one entry or tier; a null rate bills at the base rate (input for cache
+/// reads and writes, cache write for 1-hour writes, output for reasoning).
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct PriceRates {
+    pub input: String,
+    pub output: String,
+    pub cache_read: Option<String>,
+    pub cache_write: Option<String>,
+    pub cache_write_1h: Option<String>,
+    pub reasoning: Option<String>,
+}
+
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct PriceTier {
+    pub above_input_tokens: u64,
+    pub rates: PriceRates,
+}
+
+/// `GET /whoami`: who the token is, so a client knows what it may ask for.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct WhoAmI {
+    /// The token's name (`local` without tokens).
+    pub name: String,
+    /// `admin` or `viewer`.
+    pub role: &'static str,
+    /// The tenant the token is confined to.
+    pub tenant: Option<String>,
+    /// Whether the read API requires tokens (false: loopback without tokens).
+    pub tokens_required: bool,
+}
+
+/// `GET /access`: whether reads need a token, asked without one.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct AccessInfo {
+    /// Whether the read API requires tokens (false: loopback without tokens).
+    pub tokens_required: bool,
+}
+
+/// A field only admins get: absent for viewers, the value (or null) for admins.
+fn admin_only<T>(admin: bool, value: impl FnOnce() -> T) -> Option<T> {
+    admin.then(value)
+}
+
+/// A call through a `kind = "http"` provider (a tool's HTTP call) or an MCP exchange
+/// (`kind = "mcp"`): tool traffic, not an LLM round.
+pub fn is_tool_call(call: &CallRecord) -> bool {
+    !crate::record::is_round_kind(&call.kind)
+}
+
+/// A path or URL up to its query string: a tool call's path as a viewer sees it
+/// (the query string is the tool's arguments: `?city=paris`).
+pub fn without_query(path: &str) -> &str {
+    path.split('?').next().unwrap_or("")
+}
+
+/// A call's path as `admin` may see it: a viewer gets a tool call's without its
+/// query string; an LLM call's path is as it is.
+fn path_as_seen(call: &CallRecord, admin: bool) -> &str {
+    if admin || !is_tool_call(call) {
+        &call.path
+    } else {
+        without_query(&call.path)
+    }
+}
+
+/// The timeline's `kind` of a call: `llm`, `http` or `mcp`.
+fn timeline_kind(kind: &str) -> &'static str {
+    match crate::record::ProviderKind::parse(kind) {
+        Some(k) if !k.is_round() => k.as_str(),
+        _ => "llm",
+    }
+}
+
+/// A call record as a viewer may see it: without bodies, messages, prompts and prompt
+/// variables, the client's address, an MCP exchange's content, nor a tool call's
+/// query string.
+pub fn call_for_viewer(mut call: CallRecord) -> CallRecord {
+    if is_tool_call(&call) {
+        call.path = without_query(&call.path).to_string();
+    }
+    call.request = None;
+    call.response = None;
+    call.request_body = None;
+    call.response_body = None;
+    call.metadata.prompt_variables = None;
+    call.metadata.user_prompt_variables = None;
+    // The client's address is personal data (it names a person's machine or network);
+    // the user agent names the agent's SDK and stays.
+    call.client.ip = None;
+    if let Some(mcp) = call.mcp.as_mut() {
+        *mcp = mcp.without_content();
+    }
+    call
+}
+
+/// A call record as `admin` may see it.
+pub fn call_as_seen(call: CallRecord, admin: bool) -> CallRecord {
+    if admin {
+        call
+    } else {
+        call_for_viewer(call)
+    }
+}
+
+/// `GET /calls/{id}`: the record plus a one-line failure hint.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct CallDetail {
+    #[serde(flatten)]
+    pub call: CallRecord,
+    /// Why the call failed and what to do about it, for a human; null on success.
+    pub hint: Option<String>,
+    /// Admins only: where the call went (the provider's base URL and the recorded
+    /// path, secret query values redacted), to replay it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_url: Option<String>,
+    /// Admins only, for an LLM call: how many leading messages of the request repeat
+    /// the session's previous run (memory) and this run's previous round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<History>,
+    /// The current price table's entry for the key that priced the call; null when
+    /// the call is unpriced or the table no longer has that key.
+    pub price_entry: Option<PriceEntry>,
+}
+
+/// `GET /invocations/{id}`.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct InvocationDetail {
+    #[serde(flatten)]
+    pub summary: RunSummaryFields,
+    /// Distinct rounds (a retry is an attempt of its round, not a round), among the
+    /// calls read (`RunWithCalls::round_count`).
+    pub round_count: u32,
+    /// LLM calls, every attempt counted.
+    pub llm_calls: usize,
+    /// Tool calls captured: tool HTTP calls and MCP `tools/call` exchanges
+    /// (`agent_loop::is_tool_step`; an MCP session's handshake and lists are not).
+    pub tool_calls: usize,
+    /// How the run ended (`agent_loop::outcome`).
+    pub outcome: RunOutcome,
+    /// The time between consecutive LLM calls: tool time, backoff or agent time,
+    /// with the tool calls captured in it.
+    pub gaps: Vec<Gap>,
+    /// Total cost in picodollars (exact sum).
+    pub cost_pusd: u64,
+    pub unpriced_calls: u32,
+    pub usage: Usage,
+    pub rounds: Vec<Round>,
+    /// Every call of the run in the order it started: the LLM rounds and, between
+    /// them, the tool HTTP calls (which are not rounds).
+    pub timeline: Vec<RunTimelineEntry>,
+    /// The MCP servers the run talked to and the tools each offered.
+    pub mcp_servers: Vec<McpServerOffer>,
+    /// The full call records in round order (bodies for admins only); absent with
+    /// `calls=false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calls: Option<Vec<CallRecord>>,
+}
+
+impl InvocationDetail {
+    /// The run read once (`Store::invocation_with_calls`) as `admin` may see it, with
+    /// its call records when `include_calls`.
+    pub fn of(run: RunWithCalls, admin: bool, include_calls: bool) -> InvocationDetail {
+        let round_count = run.round_count();
+        let RunWithCalls {
+            record,
+            summary,
+            mut calls,
+        } = run;
+        // In the order they happened: tool calls (round 0) between the LLM rounds.
+        calls.sort_by(|a, b| {
+            (a.started_at_us, a.round, &a.id).cmp(&(b.started_at_us, b.round, &b.id))
+        });
+        let mut described = crate::agent_loop::describe(&calls);
+        if !admin {
+            // The gaps name each tool call they hold by its path: a viewer gets it
+            // without its query string (the tool's arguments), as in the timeline.
+            for seen in described
+                .gaps
+                .iter_mut()
+                .flat_map(|g| g.tool_calls.iter_mut())
+                .chain(described.outside_gaps.iter_mut())
+            {
+                seen.path = without_query(&seen.path).to_string();
+            }
+        }
+        let by_id: HashMap<&str, &CallRecord> = calls.iter().map(|c| (c.id.as_str(), c)).collect();
+        let rounds = Round::all_of(&described, &by_id, admin);
+        InvocationDetail {
+            summary: RunSummaryFields::of(&summary),
+            round_count,
+            llm_calls: calls
+                .iter()
+                .filter(|c| crate::agent_loop::is_llm(c))
+                .count(),
+            tool_calls: calls
+                .iter()
+                .filter(|c| crate::agent_loop::is_tool_step(c))
+                .count(),
+            outcome: crate::agent_loop::outcome(&record),
+            cost_pusd: record.cost_pusd,
+            unpriced_calls: record.unpriced_calls,
+            usage: record.usage,
+            rounds,
+            timeline: RunTimelineEntry::all_of(&calls, admin),
+            mcp_servers: McpServerOffer::all_of(&calls),
+            gaps: described.gaps,
+            calls: include_calls
+                .then(|| calls.into_iter().map(|c| call_as_seen(c, admin)).collect()),
+        }
+    }
+}
+
+/// The run's stored summary in its detail: every field of `InvocationSummary` but
+/// those the detail answers itself from the calls read (`rounds` is the round list
+/// there, `tool_calls` the tool calls counted).
+pub struct RunSummaryFields(serde_json::Map<String, Value>);
+
+impl RunSummaryFields {
+    const ANSWERED_BY_THE_DETAIL: [&'static str; 2] = ["rounds", "tool_calls"];
+
+    fn of(summary: &InvocationSummary) -> RunSummaryFields {
+        let mut fields = match serde_json::to_value(summary) {
+            Ok(Value::Object(fields)) => fields,
+            _ => serde_json::Map::new(),
+        };
+        for key in Self::ANSWERED_BY_THE_DETAIL {
+            fields.remove(key);
+        }
+        RunSummaryFields(fields)
+    }
+}
+
+impl Serialize for RunSummaryFields {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl JsonSchema for RunSummaryFields {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RunSummaryFields".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let mut schema = InvocationSummary::json_schema(generator);
+        if let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+            for key in Self::ANSWERED_BY_THE_DETAIL {
+                properties.remove(key);
+            }
+        }
+        if let Some(required) = schema.get_mut("required").and_then(Value::as_array_mut) {
+            required.retain(|k| !Self::ANSWERED_BY_THE_DETAIL.iter().any(|a| k == a));
+        }
+        schema
+    }
+}
+
+/// `POST /ingest/mcp`.
+#[derive(serde::Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Ingested {
+    /// The call the exchange is recorded under.
+    pub call_id: String,
+}
+
+/// One call of a run's timeline.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RunTimelineEntry {
+    /// `llm` (a round), `http` (a tool HTTP call between rounds) or `mcp` (an MCP
+    /// exchange between rounds).
+    pub kind: &'static str,
+    pub call_id: String,
+    /// The round number, for LLM calls.
+    pub round: Option<u32>,
+    /// The attempt within the round, for LLM calls.
+    pub attempt: Option<u32>,
+    /// The round a tool HTTP call followed.
+    pub after_round: Option<u32>,
+    pub started_at: String,
+    pub ended_at: String,
+    pub duration_ms: f64,
+    pub provider: String,
+    pub method: String,
+    pub path: String,
+    pub model: Option<String>,
+    pub status: Option<CallStatus>,
+    pub http_status: Option<u16>,
+    /// For an MCP exchange.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<McpTimelineEntry>,
+}
+
+impl RunTimelineEntry {
+    /// Every call of a run in the order it started: the LLM rounds and, between them,
+    /// the tool HTTP calls and MCP exchanges (with the round they followed).
+    fn all_of(calls: &[CallRecord], admin: bool) -> Vec<RunTimelineEntry> {
+        let mut last_round = 0;
+        calls
+            .iter()
+            .map(|c| {
+                let tool = is_tool_call(c);
+                if !tool {
+                    last_round = c.round;
+                }
+                RunTimelineEntry {
+                    kind: timeline_kind(&c.kind),
+                    call_id: c.id.clone(),
+                    round: (!tool).then_some(c.round),
+                    attempt: (!tool).then_some(c.retry + 1),
+                    after_round: tool.then_some(last_round),
+                    started_at: c.started_at.clone(),
+                    ended_at: c.ended_at.clone(),
+                    duration_ms: c.latency_ms,
+                    provider: c.provider.clone(),
+                    method: c.method.clone(),
+                    path: path_as_seen(c, admin).to_string(),
+                    model: (!tool)
+                        .then(|| c.model.clone().or_else(|| c.response_model.clone()))
+                        .flatten(),
+                    status: c.status,
+                    http_status: c.http_status,
+                    mcp: c.mcp.as_ref().map(|m| McpTimelineEntry::of(m, admin)),
+                }
+            })
+            .collect()
+    }
+}
+
+/// An MCP server of a run and the tools it offered (names, from its latest
+/// `tools/list` answer; the list itself is stored once per distinct list).
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct McpServerOffer {
+    /// The provider (or `llmtap mcp --name`) it was reached through.
+    pub provider: String,
+    /// As its `initialize` answer named it.
+    pub server: Option<McpServer>,
+    /// `http` or `stdio`.
+    pub transport: String,
+    /// Distinct MCP sessions with it.
+    pub sessions: usize,
+    /// Exchanges with it.
+    pub calls: u64,
+    /// How often the client asked for its tools.
+    pub tools_list_calls: u64,
+    pub tools_offered: Vec<String>,
+}
+
+impl McpServerOffer {
+    /// The MCP servers a run talked to: one entry per server (the provider it was
+    /// reached through, one base URL or wrapped command; named as its latest answer
+    /// that named it), the tools of its latest `tools/list` answer, how many sessions
+    /// it had and how often the list was asked for. Names only: viewers see them too.
+    fn all_of(calls: &[CallRecord]) -> Vec<McpServerOffer> {
+        let mut out: Vec<(McpServerOffer, std::collections::BTreeSet<&str>)> = Vec::new();
+        for c in calls {
+            let Some(mcp) = &c.mcp else {
+                continue;
+            };
+            let at = match out.iter().position(|(s, _)| s.provider == c.provider) {
+                Some(at) => at,
+                None => {
+                    out.push((
+                        McpServerOffer {
+                            provider: c.provider.clone(),
+                            server: mcp.server.clone(),
+                            transport: mcp.transport.clone(),
+                            sessions: 0,
+                            calls: 0,
+                            tools_list_calls: 0,
+                            tools_offered: Vec::new(),
+                        },
+                        Default::default(),
+                    ));
+                    out.len() - 1
+                }
+            };
+            let (offer, sessions) = &mut out[at];
+            offer.calls += 1;
+            if mcp.server.is_some() {
+                offer.server = mcp.server.clone();
+            }
+            if let Some(session) = &mcp.session_id {
+                sessions.insert(session);
+            }
+            if mcp.method.as_deref() == Some("tools/list") && !mcp.failed() {
+                offer.tools_list_calls += 1;
+                offer.tools_offered = mcp.tools_offered.clone();
+            }
+        }
+        out.into_iter()
+            .map(|(mut offer, sessions)| {
+                offer.sessions = sessions.len();
+                offer
+            })
+            .collect()
+    }
+}
+
+/// What a joined MCP `tools/call` says of a requested tool call.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct JoinedMcpCall {
+    pub call_id: String,
+    pub provider: String,
+    pub server: Option<McpServer>,
+    pub transport: String,
+    pub tool: Option<String>,
+    /// The MCP exchange's own duration (not the gap's).
+    pub duration_ms: f64,
+    pub status: Option<CallStatus>,
+    pub is_error: bool,
+    pub error: Option<JsonRpcError>,
+    /// Admins only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_text: Option<Option<String>>,
+    /// Admins only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub structured_content: Option<Option<Value>>,
+}
+
+impl JoinedMcpCall {
+    /// The MCP `tools/call` among the tool calls joined to a requested one: its
+    /// server, real duration and status (and, for admins, its result).
+    fn of(
+        ids: &[String],
+        by_id: &HashMap<&str, &CallRecord>,
+        admin: bool,
+    ) -> Option<JoinedMcpCall> {
+        let (call, mcp) = ids
+            .iter()
+            .filter_map(|id| by_id.get(id.as_str()).copied())
+            .find_map(|c| Some((c, c.mcp.as_ref().filter(|m| m.tool.is_some())?)))?;
+        Some(JoinedMcpCall {
+            call_id: call.id.clone(),
+            provider: call.provider.clone(),
+            server: mcp.server.clone(),
+            transport: mcp.transport.clone(),
+            tool: mcp.tool.clone(),
+            duration_ms: call.latency_ms,
+            status: call.status,
+            is_error: mcp.is_error,
+            error: mcp.error.clone(),
+            result_text: admin_only(admin, || mcp.result_text.clone()),
+            structured_content: admin_only(admin, || mcp.structured_content.clone()),
+        })
+    }
+}
+
+/// What a run's timeline says of an MCP exchange.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct McpTimelineEntry {
+    /// `http` or `stdio`.
+    pub transport: String,
+    pub method: Option<String>,
+    pub tool: Option<String>,
+    /// The resource URI or prompt name.
+    pub target: Option<String>,
+    pub server: Option<McpServer>,
+    pub session_id: Option<String>,
+    pub is_error: bool,
+    pub error: Option<JsonRpcError>,
+    /// `client_to_server` or `server_to_client` (a server request the client
+    /// answered, a server notification, the GET event stream).
+    pub direction: String,
+    /// Methods of what the server sent in the response (notifications, requests).
+    pub server_messages: Vec<String>,
+    /// The requests among them, with their ids.
+    pub server_requests: Vec<McpServerRequest>,
+    /// The tools a `tools/list` answer offered.
+    pub tools_offered: Vec<String>,
+    /// Admins only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<Option<Value>>,
+    /// Admins only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_text: Option<Option<String>>,
+    /// Admins only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub structured_content: Option<Option<Value>>,
+}
+
+impl McpTimelineEntry {
+    /// An exchange's method, tool, server and failure; its arguments and result only
+    /// for admins.
+    fn of(mcp: &McpExchange, admin: bool) -> McpTimelineEntry {
+        McpTimelineEntry {
+            transport: mcp.transport.clone(),
+            method: mcp.method.clone(),
+            tool: mcp.tool.clone(),
+            target: mcp.target.clone(),
+            server: mcp.server.clone(),
+            session_id: mcp.session_id.clone(),
+            is_error: mcp.is_error,
+            error: mcp.error.clone(),
+            direction: mcp
+                .direction
+                .clone()
+                .unwrap_or_else(|| crate::record::MCP_CLIENT_TO_SERVER.to_string()),
+            server_messages: mcp.server_messages.clone(),
+            server_requests: mcp.server_requests.clone(),
+            tools_offered: mcp.tools_offered.clone(),
+            arguments: admin_only(admin, || mcp.arguments.clone()),
+            result_text: admin_only(admin, || mcp.result_text.clone()),
+            structured_content: admin_only(admin, || mcp.structured_content.clone()),
+        }
+    }
+}
+
+/// One LLM round: the call that settled it, its attempts, and the tool calls its
+/// answer asked for.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Round {
+    pub round: u32,
+    pub call_id: String,
+    pub started_at: String,
+    pub ended_at: String,
+    pub latency_ms: f64,
+    pub ttft_ms: Option<f64>,
+    pub provider: String,
+    pub kind: String,
+    /// The requested model, else the answering one.
+    pub model: Option<String>,
+    /// The model the provider says answered (e.g. a dated version of the requested one).
+    pub response_model: Option<String>,
+    pub status: Option<CallStatus>,
+    pub http_status: Option<u16>,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub cost_usd: Option<f64>,
+    pub stop_reason: Option<String>,
+    pub error: Option<ErrorInfo>,
+    pub hint: Option<String>,
+    /// Every attempt of the round, the settling one last.
+    pub attempts: Vec<RoundAttempt>,
+    pub tool_calls: Vec<ToolCallJoin>,
+}
+
+impl Round {
+    /// Each LLM round (`agent_loop::describe`): the call that settled it, its
+    /// attempts, and the tool calls its answer asked for, joined to their results in
+    /// the next round and to the tool calls captured in the gap.
+    fn all_of(described: &RunLoop, by_id: &HashMap<&str, &CallRecord>, admin: bool) -> Vec<Round> {
+        let mut out = Vec::with_capacity(described.rounds.len());
+        for (i, round) in described.rounds.iter().enumerate() {
+            let Some(call) = by_id.get(round.call_id.as_str()).copied() else {
+                continue;
+            };
+            let next = described.rounds.get(i + 1);
+            let gap = described
+                .gaps
+                .iter()
+                .find(|g| g.after_round == round.round && g.before_round != round.round);
+            let tool_calls = round
+                .requested_tools
+                .iter()
+                .map(|tc| ToolCallJoin {
+                    id: tc.id.clone(),
+                    name: tc.name.clone(),
+                    result_round: tc.result_round,
+                    result_call_id: tc
+                        .result_round
+                        .and(next)
+                        .and_then(|n| n.attempts.first())
+                        .map(|a| a.call_id.clone()),
+                    duration_ms: tc.result_round.and(gap).map(|g| g.duration_ms),
+                    http_call_ids: tc.tool_call_ids.clone(),
+                    mcp: JoinedMcpCall::of(&tc.tool_call_ids, by_id, admin),
+                    arguments: admin_only(admin, || tc.arguments.clone()),
+                    result: admin_only(admin, || tc.result.clone()),
+                })
+                .collect();
+            out.push(Round {
+                round: call.round,
+                call_id: call.id.clone(),
+                started_at: call.started_at.clone(),
+                ended_at: call.ended_at.clone(),
+                latency_ms: call.latency_ms,
+                ttft_ms: call.ttft_ms,
+                provider: call.provider.clone(),
+                kind: call.kind.clone(),
+                model: call.model.clone().or_else(|| call.response_model.clone()),
+                response_model: call.response_model.clone(),
+                status: call.status,
+                http_status: call.http_status,
+                input_tokens: call.usage.input_tokens,
+                output_tokens: call.usage.output_tokens,
+                cost_usd: call.cost_usd,
+                stop_reason: call.stop_reason.clone(),
+                error: call.error.clone(),
+                hint: super::views::hint(call),
+                attempts: round
+                    .attempts
+                    .iter()
+                    .map(|a| RoundAttempt {
+                        attempt: a.clone(),
+                        hint: by_id
+                            .get(a.call_id.as_str())
+                            .and_then(|c| super::views::hint(c)),
+                    })
+                    .collect(),
+                tool_calls,
+            });
+        }
+        out
+    }
+}
+
+/// One attempt of a round (`agent_loop::Attempt`) with its failure's hint.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RoundAttempt {
+    #[serde(flatten)]
+    pub attempt: Attempt,
+    pub hint: Option<String>,
+}
+
+/// A tool call the model asked for, joined to its result in the next round.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct ToolCallJoin {
+    pub id: Option<String>,
+    pub name: String,
+    pub result_round: Option<u32>,
+    pub result_call_id: Option<String>,
+    /// From this round's end to the next round's start: the tool's time.
+    pub duration_ms: Option<f64>,
+    /// Tool calls captured in that gap joined to this one (`agent_loop::describe`:
+    /// the only one requested, else by tool name and arguments, else by argument
+    /// values in the call's path).
+    pub http_call_ids: Vec<String>,
+    /// The MCP `tools/call` among them: its server, own duration, status.
+    pub mcp: Option<JoinedMcpCall>,
+    /// Admins only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<Value>,
+    /// Admins only: the tool result's text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Option<String>>,
+}
+
+/// `GET /sessions/{id}`.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct SessionDetail {
+    #[serde(flatten)]
+    pub session: SessionSummary,
+    pub timeline: Vec<SessionTimelineEntry>,
+    /// With `conversation=true`: the session as a conversation, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<Vec<ConversationTurn>>,
+}
+
+/// One entry of a session's conversation (`agent_loop::Turn`), with a failure's hint.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct ConversationTurn {
+    #[serde(flatten)]
+    pub turn: Turn,
+    /// Failures: a one-line explanation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<Option<String>>,
+}
+
+impl ConversationTurn {
+    /// A turn as `admin` may see it: texts and arguments for admins only, and a
+    /// captured tool call named without its query string (its arguments) for a
+    /// viewer; a failure with its hint.
+    pub fn of(mut turn: Turn, hints: &HashMap<&str, Option<String>>, admin: bool) -> Self {
+        if !admin {
+            turn.text = None;
+            turn.arguments = None;
+            if turn.kind == "tool" {
+                turn.name = turn.name.as_deref().map(|n| without_query(n).to_string());
+            }
+        }
+        let hint =
+            (turn.kind == "failure").then(|| hints.get(turn.call_id.as_str()).cloned().flatten());
+        ConversationTurn { turn, hint }
+    }
+}
+
+/// One call of a session's timeline.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct SessionTimelineEntry {
+    /// `llm`, `http` (a tool HTTP call) or `mcp` (an MCP exchange).
+    pub kind: &'static str,
+    pub call_id: String,
+    pub invocation_id: String,
+    /// The LLM round; null for a tool HTTP call or MCP exchange, which are not rounds.
+    pub round: Option<u32>,
+    /// The attempt within the round; null for a tool HTTP call or MCP exchange.
+    pub attempt: Option<u32>,
+    /// For an MCP exchange: its JSON-RPC method, and the tool of a `tools/call`.
+    pub mcp_method: Option<String>,
+    pub tool: Option<String>,
+    pub started_at: String,
+    pub ended_at: String,
+    pub provider: String,
+    pub model: Option<String>,
+    pub status: Option<CallStatus>,
+    pub http_status: Option<u16>,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub cost_usd: Option<f64>,
+    pub duration_ms: f64,
+    pub stop_reason: Option<String>,
+}
+
+impl From<CallSummary> for SessionTimelineEntry {
+    fn from(c: CallSummary) -> SessionTimelineEntry {
+        let round = crate::record::is_round_kind(&c.kind);
+        SessionTimelineEntry {
+            kind: timeline_kind(&c.kind),
+            round: round.then_some(c.round),
+            attempt: round.then_some(c.retry + 1),
+            call_id: c.id,
+            invocation_id: c.invocation_id,
+            mcp_method: c.mcp_method,
+            tool: c.tool,
+            started_at: c.started_at,
+            ended_at: c.ended_at,
+            provider: c.provider,
+            model: c.model,
+            status: c.status,
+            http_status: c.http_status,
+            input_tokens: c.input_tokens,
+            output_tokens: c.output_tokens,
+            cost_usd: c.cost_usd,
+            duration_ms: c.latency_ms,
+            stop_reason: c.stop_reason,
+        }
+    }
+}
+
+/// `GET /summary`.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Summary {
+    pub tenant: Option<String>,
+    /// Seconds east of UTC of the `tz` that defines today.
+    pub tz_offset_s: i64,
+    pub today_starts_at: String,
+    pub total_runs: u64,
+    pub total_calls: u64,
+    pub runs_today: u64,
+    pub calls_today: u64,
+    /// Runs started in the last 24 h that ended in failure (their last round's last
+    /// attempt failed).
+    pub errors_24h: u64,
+    /// Failed LLM calls (every attempt) in the last 24 h.
+    pub failed_calls_24h: u64,
+    pub cost_today_usd: f64,
+    pub tokens_today: TokenTotals,
+    pub resolution: &'static str,
+}
+
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct TokenTotals {
+    pub input: u64,
+    pub output: u64,
+    pub total: u64,
+}
+
+impl TokenTotals {
+    pub fn of(cell: &RollupCell) -> TokenTotals {
+        TokenTotals {
+            input: cell.input_tokens,
+            output: cell.output_tokens,
+            total: cell.input_tokens.saturating_add(cell.output_tokens),
+        }
+    }
+}
+
+/// `GET /agents`.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Agents {
+    pub tenant: Option<String>,
+    pub items: Vec<AgentRow>,
+    pub count: usize,
+    pub latency_note: &'static str,
+}
+
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct AgentRow {
+    pub agent: Option<String>,
+    pub invocations: u64,
+    /// The same as `invocations`.
+    pub runs: u64,
+    /// Runs that ended in failure.
+    pub failed_runs: u64,
+    pub run_error_rate: Option<f64>,
+    /// LLM calls, every attempt (tool calls are not counted).
+    pub calls: u64,
+    pub llm_calls: u64,
+    /// Failed LLM calls.
+    pub errors: u64,
+    pub failed_llm_calls: u64,
+    pub error_rate: Option<f64>,
+    pub llm_call_error_rate: Option<f64>,
+    /// Tool calls (HTTP and MCP) of the agent's runs.
+    pub tool_calls: u64,
+    /// Tool calls that failed.
+    pub tool_failures: u64,
+    pub cost_usd: f64,
+    pub avg_cost_per_invocation_usd: Option<f64>,
+    pub avg_cost_per_call_usd: Option<f64>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub avg_latency_ms: Option<f64>,
+    pub p50_latency_ms: Option<f64>,
+    pub p95_latency_ms: Option<f64>,
+}
+
+impl AgentRow {
+    /// An agent's all-time rollup cell (`""`: calls without an agent) and its failed
+    /// runs.
+    pub fn of(agent: &str, cell: &RollupCell, failed_runs: u64) -> AgentRow {
+        let avg = |sum: f64, n: u64| if n == 0 { None } else { Some(sum / n as f64) };
+        let cost_usd = cell.cost_pusd as f64 / 1e12;
+        AgentRow {
+            agent: (!agent.is_empty()).then(|| agent.to_string()),
+            invocations: cell.invocations,
+            runs: cell.invocations,
+            failed_runs,
+            run_error_rate: (cell.invocations > 0)
+                .then(|| failed_runs as f64 / cell.invocations as f64),
+            calls: cell.calls,
+            llm_calls: cell.calls,
+            errors: cell.errors,
+            failed_llm_calls: cell.errors,
+            error_rate: avg(cell.errors as f64, cell.calls),
+            llm_call_error_rate: avg(cell.errors as f64, cell.calls),
+            // A tool's calls (HTTP, MCP), kept apart from the LLM calls in the rollups.
+            tool_calls: cell.tool_calls,
+            tool_failures: cell.tool_failures,
+            cost_usd,
+            avg_cost_per_invocation_usd: avg(cost_usd, cell.invocations),
+            avg_cost_per_call_usd: avg(cost_usd, cell.calls),
+            input_tokens: cell.input_tokens,
+            output_tokens: cell.output_tokens,
+            avg_latency_ms: avg(cell.latency_sum_us as f64 / 1000.0, cell.calls),
+            p50_latency_ms: cell.latency_quantile_ms(0.5),
+            p95_latency_ms: cell.latency_quantile_ms(0.95),
+        }
+    }
+}
+
+/// `GET /stats`.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Stats {
+    pub group_by: String,
+    pub items: Vec<StatsRow>,
+    /// Tool calls that carry no value of the grouping (no agent, prompt, ...) when no
+    /// LLM call or run lacks one too: counted here, not as a group of tool calls alone
+    /// (else in that null group; 0 with `group_by` model, provider or tool).
+    pub tool_calls_without_group: u64,
+    /// True when the scan budget ran out: the rows cover the newest part only.
+    pub truncated: bool,
+}
+
+/// A row of `/stats`: a tool's (`group_by=tool`) or a group's of LLM calls and runs.
+#[derive(Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum StatsRow {
+    Tool(ToolStatsRow),
+    Group(GroupStatsRow),
+}
+
+/// `group_by=tool`: one tool (its `kind = "http"` or `"mcp"` provider's name).
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct ToolStatsRow {
+    /// The same as `tool`.
+    pub group: Option<String>,
+    pub tool: Option<String>,
+    /// Tool calls.
+    pub calls: u64,
+    /// Tool calls that failed.
+    pub failures: u64,
+    pub p50_duration_ms: Option<f64>,
+    pub p95_duration_ms: Option<f64>,
+}
+
+/// One group's LLM calls (every attempt) and runs.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct GroupStatsRow {
+    /// The group's value; null for records without one.
+    pub group: Option<String>,
+    /// Runs of the group (a run counts in each model group its calls made).
+    pub runs: u64,
+    pub failed_runs: u64,
+    pub run_error_rate: Option<f64>,
+    /// LLM calls (every attempt).
+    pub calls: u64,
+    pub llm_calls: u64,
+    /// Tool calls of the group (not in model or provider groups).
+    pub tool_calls: u64,
+    pub success_rate: f64,
+    pub llm_call_error_rate: Option<f64>,
+    pub avg_latency_ms: f64,
+    pub p50_latency_ms: Option<f64>,
+    pub p95_latency_ms: Option<f64>,
+    pub avg_input_tokens: f64,
+    pub avg_output_tokens: f64,
+    pub cost_usd: f64,
+}
+
+/// `GET /ratelimits`.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RateLimits {
+    pub items: Vec<RateLimitRow>,
+    pub count: usize,
+}
+
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RateLimitRow {
+    pub provider: String,
+    pub key_fingerprint: Option<String>,
+    pub model: Option<String>,
+    /// When the provider last reported this state.
+    pub at: String,
+    pub requests: Option<LimitWindowState>,
+    pub tokens: Option<LimitWindowState>,
+    pub input_tokens: Option<LimitWindowState>,
+    pub output_tokens: Option<LimitWindowState>,
+    /// The smallest remaining/limit percentage of the windows that have not reset
+    /// since they were reported: the headroom now (null when none is known).
+    pub headroom_pct: Option<f64>,
+    /// The smallest remaining/limit percentage as reported at `at`.
+    pub reported_headroom_pct: Option<f64>,
+    /// Every window that reported a headroom has reset since: the state is history,
+    /// not headroom now (such rows come last).
+    pub stale: bool,
+    pub retry_after_s: Option<f64>,
+    pub rate_limited_1h: u64,
+    pub rate_limited_24h: u64,
+    pub last_429_at: Option<String>,
+    pub last_retry_after_s: Option<f64>,
+    /// With `series=true` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series: Option<Vec<RateLimitSeriesPoint>>,
+}
+
+impl RateLimitRow {
+    /// A key's latest state as it stands at `now_us`, with its 429 counts (last hour,
+    /// last day).
+    pub fn of(s: RateLimitState, now_us: u64, rate_limited: (u64, u64)) -> RateLimitRow {
+        let (headroom_pct, reported_headroom_pct, stale) = headroom_now(&s, now_us);
+        let window =
+            |w: &Option<LimitWindow>| w.as_ref().map(|w| LimitWindowState::of(w, s.at_us, now_us));
+        RateLimitRow {
+            requests: window(&s.requests),
+            tokens: window(&s.tokens),
+            input_tokens: window(&s.input_tokens),
+            output_tokens: window(&s.output_tokens),
+            headroom_pct,
+            reported_headroom_pct,
+            stale,
+            retry_after_s: s.retry_after_s,
+            rate_limited_1h: rate_limited.0,
+            rate_limited_24h: rate_limited.1,
+            last_retry_after_s: s.last_retry_after_s,
+            provider: s.provider,
+            key_fingerprint: s.key_fingerprint,
+            model: s.model,
+            at: s.at,
+            last_429_at: s.last_429_at,
+            series: None,
+        }
+    }
+}
+
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct LimitWindowState {
+    pub limit: Option<u64>,
+    pub remaining: Option<u64>,
+    pub reset_s: Option<f64>,
+    pub reset_at: Option<String>,
+    pub headroom_pct: Option<f64>,
+    /// The window's reset time has passed since it was reported.
+    pub has_reset: bool,
+}
+
+impl LimitWindowState {
+    fn of(w: &LimitWindow, at_us: u64, now_us: u64) -> LimitWindowState {
+        LimitWindowState {
+            limit: w.limit,
+            remaining: w.remaining,
+            reset_s: w.reset_s,
+            reset_at: w.reset_at.clone(),
+            headroom_pct: headroom(w),
+            has_reset: has_reset(w, at_us, now_us),
+        }
+    }
+}
+
+fn headroom(w: &LimitWindow) -> Option<f64> {
+    match (w.remaining, w.limit) {
+        (Some(r), Some(l)) if l > 0 => Some((r as f64 / l as f64 * 1000.0).round() / 10.0),
+        _ => None,
+    }
+}
+
+/// Whether a window reported at `at_us` has reset by `now_us` (its reset time, or
+/// the report plus its reset delay, has passed): its remaining count is history.
+fn has_reset(w: &LimitWindow, at_us: u64, now_us: u64) -> bool {
+    let reset_us = w
+        .reset_at
+        .as_deref()
+        .and_then(crate::timefmt::parse_rfc3339_us)
+        .or_else(|| {
+            w.reset_s
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(|s| at_us.saturating_add((s * 1e6) as u64))
+        });
+    reset_us.is_some_and(|reset| reset <= now_us)
+}
+
+/// The headroom of a rate-limit state now: the lowest of its windows that have not
+/// reset since they were reported, and whether every window that had one has reset
+/// (`stale`: the state is history, not headroom now).
+fn headroom_now(s: &RateLimitState, now_us: u64) -> (Option<f64>, Option<f64>, bool) {
+    let windows = [&s.requests, &s.tokens, &s.input_tokens, &s.output_tokens];
+    let mut reported: Option<f64> = None;
+    let mut current: Option<f64> = None;
+    for w in windows.into_iter().flatten() {
+        let Some(h) = headroom(w) else { continue };
+        reported = Some(reported.map_or(h, |r| r.min(h)));
+        if !has_reset(w, s.at_us, now_us) {
+            current = Some(current.map_or(h, |c| c.min(h)));
+        }
+    }
+    let stale = reported.is_some() && current.is_none();
+    (current, reported, stale)
+}
+
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RateLimitSeriesPoint {
+    pub at: String,
+    pub status: Option<CallStatus>,
+    pub requests_remaining: Option<u64>,
+    pub tokens_remaining: Option<u64>,
+    pub input_tokens_remaining: Option<u64>,
+    pub output_tokens_remaining: Option<u64>,
+}
+
+impl From<RateLimitPoint> for RateLimitSeriesPoint {
+    fn from(p: RateLimitPoint) -> RateLimitSeriesPoint {
+        RateLimitSeriesPoint {
+            at: format_rfc3339_us(p.at_us),
+            status: p.status,
+            requests_remaining: p.requests_remaining,
+            tokens_remaining: p.tokens_remaining,
+            input_tokens_remaining: p.input_tokens_remaining,
+            output_tokens_remaining: p.output_tokens_remaining,
+        }
+    }
+}
+
+/// `GET /audit`.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct AuditLog {
+    pub items: Vec<AuditEntry>,
+    pub count: usize,
+}
