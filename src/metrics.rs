@@ -18,6 +18,8 @@ pub struct Metrics {
     pub records_written: AtomicU64,
     pub capture_failures: AtomicU64,
     pub store_errors: AtomicU64,
+    /// Batch writes that panicked; the writer goes on (`writer::WriterState::after_panic`).
+    pub writer_panics: AtomicU64,
     pub unpriced_calls: AtomicU64,
     pub rejected_backlog: AtomicU64,
     pub passed_uncaptured: AtomicU64,
@@ -179,6 +181,12 @@ impl Metrics {
             "llmtap_store_errors_total",
             "Errors writing to the store.",
             get(&self.store_errors),
+        );
+        counter(
+            &mut out,
+            "llmtap_writer_panics_total",
+            "Batch writes that panicked; their calls were written again one at a time.",
+            get(&self.writer_panics),
         );
         counter(
             &mut out,

@@ -113,13 +113,18 @@ pub fn spawn(
                 conversations: crate::agent_loop::Conversations::default(),
                 mcp_servers: McpServers::default(),
                 limits,
+                isolate_until: None,
             };
             let mut batch = Vec::with_capacity(MAX_BATCH);
             loop {
                 while control.paused.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(10));
                 }
-                let mut log = feed.fill(&mut batch, MAX_BATCH, Some(IDLE_WAIT));
+                // After a panic, the calls it may have come from are read again one at a
+                // time (`isolate_until`), so only a call that panics alone is lost.
+                let isolating = state.isolate_until.is_some_and(|end| feed.position() < end);
+                let most = if isolating { 1 } else { MAX_BATCH };
+                let mut log = feed.fill(&mut batch, most, Some(IDLE_WAIT));
                 if batch.is_empty() {
                     if log == FeedState::Closed {
                         break;
@@ -146,7 +151,7 @@ pub fn spawn(
                 // company: a call is stored at most `batch_linger` later. One sleep,
                 // not a 1 ms poll: at 500 calls/s the poll's thousand wake-ups a
                 // second cost the writer's core more than they saved.
-                if batch.len() < MAX_BATCH && log == FeedState::Open {
+                if !isolating && batch.len() < MAX_BATCH && log == FeedState::Open {
                     std::thread::sleep(state.limits.batch_linger);
                     log = feed.fill(&mut batch, MAX_BATCH, None);
                 }
@@ -155,7 +160,18 @@ pub fn spawn(
                     Err(p) => p.into_inner().clone(),
                 };
                 let end = batch.last().map(|e| e.end);
-                if let Err(e) = state.write(&mut batch, &table, replay_until) {
+                let fresh = batch.iter().filter(|e| e.start >= replay_until).count() as u64;
+                let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    state.write(&mut batch, &table, replay_until)
+                }));
+                let Ok(written) = written else {
+                    batch.clear();
+                    if !state.after_panic(isolating, end, fresh, &control, &mut feed) {
+                        return;
+                    }
+                    continue;
+                };
+                if let Err(e) = written {
                     // An I/O failure (a full disk): nothing after the store's applied
                     // position is lost, it is all in the capture log. Reopen the
                     // store and read the log again from where it stands.
@@ -203,6 +219,9 @@ struct WriterState {
     /// MCP servers by session, from their `initialize` answers.
     mcp_servers: McpServers,
     limits: WriterLimits,
+    /// The log position up to which calls are written one at a time, after a batch
+    /// that panicked (`after_panic`).
+    isolate_until: Option<u64>,
 }
 
 /// The server each MCP session talks to, as its `initialize` answer named it, so the
@@ -275,6 +294,46 @@ impl WriterState {
         self.write_calls(entries, prices)?;
         self.metrics.backlog.fetch_sub(fresh, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// A batch's write panicked (a bug met by some call, outside the per-call steps
+    /// `contain_panic` guards): its calls were not stored. A batch of several calls
+    /// is read again from the log one call at a time up to its `end`; a call that
+    /// panics alone is skipped for good (counted as a capture failure, the log
+    /// position moves past it, so a restart does not meet it again). The writer
+    /// lives on either way: one poisoned call must not stop the capture of all.
+    /// False when the writer is stopping and the store cannot be read again.
+    fn after_panic(
+        &mut self,
+        isolating: bool,
+        end: Option<u64>,
+        fresh: u64,
+        control: &WriterControl,
+        feed: &mut Feed,
+    ) -> bool {
+        Metrics::add(&self.metrics.writer_panics);
+        let Some(end) = end else {
+            return true;
+        };
+        if isolating {
+            self.metrics
+                .capture_failures
+                .fetch_add(1, Ordering::Relaxed);
+            self.metrics.backlog.fetch_sub(fresh, Ordering::Relaxed);
+            tracing::error!(position = end, "writing a call panicked; it is not recorded (its record stays in the capture log until the segment is retired)");
+            self.applied(end, feed);
+            return true;
+        }
+        tracing::error!("writing a batch panicked; its calls are written again one at a time");
+        self.isolate_until = Some(end);
+        match self.store.journal_applied() {
+            Ok(applied) => {
+                feed.rewind(applied);
+                true
+            }
+            // The store cannot say where it stands: reopen it as after a failed write.
+            Err(_) => self.recover(control, feed),
+        }
     }
 
     /// Reopens the store after its writes failed, waiting with backoff until it
@@ -490,6 +549,8 @@ impl WriterState {
             changed.push(run);
             calls.extend(run_calls);
         }
+        #[cfg(test)]
+        tests::panic_if_poisoned(calls);
         let result = self.store.write_batch_moving(calls, &changed, &moved);
         self.store
             .note_write_outcome(result.as_ref().err().map(ToString::to_string));
@@ -537,4 +598,89 @@ fn body_bytes(call: &CallRecord) -> u64 {
         + text(&call.response_body)
         + raw(&call.request_body_bytes)
         + raw(&call.response_body_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{self, JournalOptions};
+    use std::sync::Mutex;
+
+    /// Ids of calls whose batch write panics (the fault a test injects).
+    static POISONED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    /// Panics, as a bug in the batch write would, when a poisoned call is in it.
+    pub(super) fn panic_if_poisoned(calls: &[CallRecord]) {
+        let poisoned = POISONED.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if calls.iter().any(|c| poisoned.contains(&c.id)) {
+            panic!("injected: a poisoned call in the batch");
+        }
+    }
+
+    #[test]
+    fn a_panicking_batch_costs_only_the_call_that_panics_and_the_writer_goes_on() {
+        let dir = crate::test_support::TempDir::new("writer-panic");
+        let store = Store::open(&dir.join("store"), 16 << 20, 50).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let log = journal::open(
+            JournalOptions::new(dir.join("journal"), Duration::from_millis(5), None),
+            metrics.clone(),
+        )
+        .unwrap();
+        let prices = Arc::new(RwLock::new(Arc::new(PriceTable::load(None).unwrap())));
+        let control = Arc::new(WriterControl::default());
+        // One batch: the writer waits for company (`batch_linger`) before writing.
+        let limits = WriterLimits {
+            batch_linger: Duration::from_millis(300),
+            ..WriterLimits::default()
+        };
+        let calls: Vec<_> = (0..6)
+            .map(|i| crate::dev::synthetic_finished_call(i, 200))
+            .collect();
+        let ids: Vec<String> = calls.iter().map(|c| c.id.clone()).collect();
+        POISONED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(ids[2].clone());
+        let writer = spawn(
+            store.clone(),
+            log.feed,
+            prices,
+            metrics.clone(),
+            control,
+            limits,
+        )
+        .unwrap();
+        for call in calls {
+            log.sender.send(Box::new(call)).unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while metrics.records_written.load(Ordering::Relaxed) < 5 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let stored: Vec<bool> = ids
+            .iter()
+            .map(|id| store.contains_call(id).unwrap())
+            .collect();
+        assert_eq!(stored, [true, true, false, true, true, true]);
+        assert_eq!(
+            metrics.writer_panics.load(Ordering::Relaxed),
+            2,
+            "the batch, then the call alone"
+        );
+        assert_eq!(metrics.capture_failures.load(Ordering::Relaxed), 1);
+        // The writer lives on: a later call is stored, and the log closes cleanly.
+        let later = crate::dev::synthetic_finished_call(6, 200);
+        let later_id = later.id.clone();
+        log.sender.send(Box::new(later)).unwrap();
+        drop(log.sender);
+        log.appender.join().unwrap();
+        writer
+            .join()
+            .expect("the writer thread ends without a panic");
+        assert!(store.contains_call(&later_id).unwrap());
+        // The poisoned call is behind the applied position: a restart does not meet it.
+        let applied = store.journal_applied().unwrap().unwrap();
+        assert_eq!(applied, metrics.log_end.load(Ordering::Relaxed));
+    }
 }
