@@ -1151,7 +1151,10 @@ async fn reads_the_same(engine: Engine) {
     let (differ, answers) = compare(&binary, engine).await;
     assert!(
         differ.is_empty(),
-        "{} differences on {}:\n{}",
+        "{} differences on {} from what release {RELEASE} answered on its own store:\n{}\n\
+         A stored form that changed must be read as before or migrated at open (never \
+         edit the fixture); a field added to an answer on purpose goes in ADDED_SINCE \
+         with its reason.",
         differ.len(),
         engine.name(),
         differ.join("\n")
