@@ -40,8 +40,12 @@ pub struct Health {
     pub backlog: u64,
     /// Bytes of capture log the store has not applied yet (bounded by `store.backlog`).
     pub log_unapplied_bytes: u64,
-    pub capture_log: CaptureLogHealth,
-    pub storage: crate::store::StorageHealth,
+    /// Absent while the store opens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_log: Option<CaptureLogHealth>,
+    /// Absent while the store opens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<crate::store::StorageHealth>,
 }
 
 /// What the capture log lost since start: damage stepped over (`degraded` once
@@ -99,8 +103,20 @@ impl Health {
                 .backlog
                 .load(std::sync::atomic::Ordering::Relaxed),
             log_unapplied_bytes: state.metrics.log_unapplied_bytes(),
-            capture_log,
-            storage: state.store.health(),
+            capture_log: Some(capture_log),
+            storage: Some(state.store.health()),
+        }
+    }
+
+    /// While the store opens: alive, the proxy forwards and the capture log records.
+    pub fn while_the_store_opens(metrics: &crate::metrics::Metrics) -> Health {
+        Health {
+            status: "ok",
+            store: "opening",
+            backlog: metrics.backlog.load(std::sync::atomic::Ordering::Relaxed),
+            log_unapplied_bytes: metrics.log_unapplied_bytes(),
+            capture_log: None,
+            storage: None,
         }
     }
 }
@@ -155,6 +171,26 @@ pub struct PriceRates {
 pub struct PriceTier {
     pub above_input_tokens: u64,
     pub rates: PriceRates,
+}
+
+/// Every error answer (`#/components/schemas/Error`): what went wrong, as a type a
+/// client can switch on and a message for a human.
+#[derive(Serialize, JsonSchema)]
+#[schemars(rename = "Error", deny_unknown_fields)]
+pub struct ErrorBody<'a> {
+    pub error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct ErrorDetail<'a> {
+    /// `bad_parameter`, `unauthorized`, `forbidden`, `not_found`, `store_opening`, ...
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    pub message: &'a str,
+    /// The parameter a 400 `bad_parameter` is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameter: Option<&'a str>,
 }
 
 /// `GET /whoami`: who the token is, so a client knows what it may ask for.

@@ -81,7 +81,13 @@ impl ApiError {
         match self {
             ApiError::Param(e) => json(
                 StatusCode::BAD_REQUEST,
-                &serde_json::json!({"error": {"type": "bad_parameter", "parameter": e.parameter, "message": e.message}}),
+                &answers::ErrorBody {
+                    error: answers::ErrorDetail {
+                        kind: "bad_parameter",
+                        message: &e.message,
+                        parameter: Some(&e.parameter),
+                    },
+                },
             ),
             ApiError::Unauthorized(e) => {
                 let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized", &e.to_string());
@@ -336,12 +342,7 @@ pub fn before_store_opens<B>(request: &Request<B>, metrics: &Metrics) -> Respons
     if request.uri().path() == "/healthz" {
         return json(
             StatusCode::OK,
-            &serde_json::json!({
-                "status": "ok",
-                "store": "opening",
-                "backlog": metrics.backlog.load(std::sync::atomic::Ordering::Relaxed),
-                "log_unapplied_bytes": metrics.log_unapplied_bytes(),
-            }),
+            &answers::Health::while_the_store_opens(metrics),
         );
     }
     page::serve(request.method(), request.uri().path(), request.headers())
@@ -362,8 +363,16 @@ pub fn store_opening() -> Response<ApiBody> {
 }
 
 fn error(status: StatusCode, kind: &str, message: &str) -> Response<ApiBody> {
-    let body = serde_json::json!({"error": {"type": kind, "message": message}});
-    let mut response = Response::new(full(Bytes::from(body.to_string())));
+    let body = answers::ErrorBody {
+        error: answers::ErrorDetail {
+            kind,
+            message,
+            parameter: None,
+        },
+    };
+    // Strings only: serializing it cannot fail.
+    let body = serde_json::to_vec(&body).unwrap_or_default();
+    let mut response = Response::new(full(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,

@@ -106,14 +106,9 @@ pub fn document() -> Value {
             .or_insert_with(|| json!({}));
         entry[route.method.as_str().to_ascii_lowercase()] = operation(route, &mut generator);
     }
-    let mut schemas = generator.take_definitions(true);
-    schemas.insert(
-        "Error".into(),
-        json!({"type": "object", "required": ["error"], "properties": {"error": {"type": "object",
-            "required": ["type", "message"], "properties": {
-            "type": {"type": "string"}, "message": {"type": "string"},
-            "parameter": {"type": "string", "description": "the parameter a 400 is about"}}}}}),
-    );
+    // Defines `Error`, which every error response refers to.
+    generator.subschema_for::<super::answers::ErrorBody>();
+    let schemas = generator.take_definitions(true);
     let error = |description: &str| {
         json!({"description": description,
                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})

@@ -257,6 +257,27 @@ async fn answers_of_every_role_and_shape_conform_to_the_document() {
         }
     }
     assert!(checked > 40, "{checked}");
+    // Error answers too: a role refused, an unknown id.
+    let error = serde_json::json!({"$ref": "#/components/schemas/Error"});
+    for (path, token, status) in [
+        ("/api/v1/audit", "viewer-token", 403),
+        ("/api/v1/calls/c_nope", "admin-token", 404),
+        ("/api/v1/calls", "not-a-token", 401),
+    ] {
+        let auth = format!("Bearer {token}");
+        let got = send(
+            running.api_addr,
+            "GET",
+            path,
+            &[("authorization", &auth)],
+            "",
+        )
+        .await;
+        assert_eq!(got.status, status, "{path}");
+        if let Err(e) = conforms(&doc, &error, &got.json(), path) {
+            panic!("{e}");
+        }
+    }
     recorded.shutdown().await;
 }
 
@@ -356,6 +377,10 @@ async fn every_route_is_documented_and_every_documented_route_answers_as_describ
         .await;
         assert_eq!(got.status, 400, "{path} accepted an undocumented parameter");
         assert_eq!(got.json()["error"]["parameter"], "undocumented");
+        let error = serde_json::json!({"$ref": "#/components/schemas/Error"});
+        if let Err(e) = conforms(&doc, &error, &got.json(), &path) {
+            panic!("{e}");
+        }
     }
     let got = send(running.api_addr, "GET", "/api/v1/nothing-here", &[], "").await;
     assert_eq!(got.status, 404);
