@@ -126,39 +126,20 @@ async fn start_receiver(hang: bool) -> (SocketAddr, Received) {
     (addr, got)
 }
 
-/// The mock response a recorded exchange scripts.
+/// The mock response a recorded exchange scripts, an SSE answer's events 2 ms apart.
 fn scripted(fx: &serde_json::Value) -> MockResponse {
-    let response = &fx["response"];
-    let body = response["body"].as_str().unwrap().to_string();
-    let headers: Vec<(String, String)> = response["headers"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-        .filter(|(k, _)| k != "connection" && k != "content-length" && k != "transfer-encoding")
-        .collect();
-    let is_sse = headers
+    let mut reply = fixture_reply(fx, None, &[]);
+    let is_sse = reply
+        .headers
         .iter()
         .any(|(k, v)| k == "content-type" && v.contains("event-stream"));
-    let steps = if is_sse {
-        sse_events(&body)
+    if is_sse {
+        reply.steps = std::mem::take(&mut reply.steps)
             .into_iter()
-            .flat_map(|e| {
-                [
-                    Step::Data(Bytes::from(e)),
-                    Step::Sleep(Duration::from_millis(2)),
-                ]
-            })
-            .collect()
-    } else {
-        vec![Step::Data(Bytes::from(body))]
-    };
-    MockResponse {
-        status: response["status"].as_u64().unwrap() as u16,
-        headers,
-        steps,
-        delay_head: Duration::from_millis(5),
+            .flat_map(|step| [step, Step::Sleep(Duration::from_millis(2))])
+            .collect();
     }
+    reply
 }
 
 /// A mock upstream that answers each request with the next scripted response.

@@ -58,36 +58,7 @@ impl Scene {
         extra_response_headers: &[(&str, &str)],
     ) -> String {
         let fx = fixture(name);
-        let response = &fx["response"];
-        let body = response["body"].as_str().unwrap_or_default().to_string();
-        let mut response_headers: Vec<(String, String)> = response["headers"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-            .filter(|(k, _)| k != "connection" && k != "content-length" && k != "transfer-encoding")
-            .collect();
-        for (k, v) in extra_response_headers {
-            response_headers.retain(|(name, _)| !name.eq_ignore_ascii_case(k));
-            response_headers.push((k.to_string(), v.to_string()));
-        }
-        let is_sse = response_headers
-            .iter()
-            .any(|(k, v)| k == "content-type" && v.contains("event-stream"));
-        let steps = if is_sse {
-            sse_events(&body)
-                .into_iter()
-                .map(|e| Step::Data(Bytes::from(e)))
-                .collect()
-        } else {
-            vec![Step::Data(Bytes::from(body))]
-        };
-        *self.script.lock().unwrap() = MockResponse {
-            status: status.unwrap_or(response["status"].as_u64().unwrap() as u16),
-            headers: response_headers,
-            steps,
-            delay_head: Duration::from_millis(5),
-        };
+        *self.script.lock().unwrap() = fixture_reply(&fx, status, extra_response_headers);
         let url = fixture_url(&fx);
         let provider = match fx["provider"].as_str().unwrap() {
             "anthropic" => "anthropic",

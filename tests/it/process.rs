@@ -167,7 +167,7 @@ async fn sighup_reloads_prices_and_keeps_the_last_good_table() {
 }
 
 /// Waits until the API answers `/readyz` 200 (the store is open).
-async fn wait_ready(api: SocketAddr) {
+pub(super) async fn wait_ready(api: SocketAddr) {
     // Generous: on a loaded 2-core machine a debug build's store takes seconds to open.
     for _ in 0..6000 {
         if send(api, "GET", "/readyz", &[], "").await.status == 200 {

@@ -5,7 +5,6 @@
 #![allow(dead_code)]
 
 use super::util::*;
-use bytes::Bytes;
 use llmtap::server::Running;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,35 +31,9 @@ fn fixture_names() -> Vec<String> {
 
 /// The recorded response of a fixture as a mock script (SSE split into events).
 fn script(fx: &serde_json::Value) -> MockResponse {
-    let response = &fx["response"];
-    let body = response["body"].as_str().unwrap_or_default().to_string();
-    let headers: Vec<(String, String)> = response["headers"]
-        .as_object()
-        .map(|h| {
-            h.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                .filter(|(k, _)| {
-                    k != "connection" && k != "content-length" && k != "transfer-encoding"
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let is_sse = headers
-        .iter()
-        .any(|(k, v)| k == "content-type" && v.contains("event-stream"));
-    let steps = if is_sse {
-        sse_events(&body)
-            .into_iter()
-            .map(|e| Step::Data(Bytes::from(e)))
-            .collect()
-    } else {
-        vec![Step::Data(Bytes::from(body))]
-    };
     MockResponse {
-        status: response["status"].as_u64().unwrap_or(200) as u16,
-        headers,
-        steps,
         delay_head: Duration::ZERO,
+        ..fixture_reply(fx, None, &[])
     }
 }
 

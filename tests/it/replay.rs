@@ -34,13 +34,7 @@ async fn fixtures_replay_byte_for_byte() {
         let response = &fx["response"];
         let body = response["body"].as_str().unwrap().to_string();
         let status = response["status"].as_u64().unwrap() as u16;
-        let mut headers: Vec<(String, String)> = response["headers"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-            .filter(|(k, _)| k != "connection" && k != "content-length" && k != "transfer-encoding")
-            .collect();
+        let mut headers = fixture_response_headers(&fx);
         headers.sort();
         let is_sse = headers
             .iter()

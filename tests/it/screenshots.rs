@@ -11,50 +11,22 @@ use super::page_details::{chat, open_round, show_tab};
 use super::util::*;
 use super::webdriver::Browser;
 use serde_json::json;
-use std::io::Write;
 use std::time::Duration;
 
 /// A 160×96 PNG bar chart (four rising bars): the attachment a vision agent sends.
 fn chart_png() -> Vec<u8> {
-    let (w, h) = (160u32, 96u32);
-    let mut raw = Vec::new();
-    for y in 0..h {
-        raw.push(0); // no filter
-        for x in 0..w {
-            let bar = x / 40;
-            let top = 80 - bar * 18;
-            let inside = x % 40 >= 8 && x % 40 < 32 && y >= top && y < 88;
-            let rgb = if inside {
-                [37, 99, 235]
-            } else if y == 88 {
-                [90, 90, 90]
-            } else {
-                [250, 250, 250]
-            };
-            raw.extend_from_slice(&rgb);
+    rgb_png(160, 96, |x, y| {
+        let bar = x / 40;
+        let top = 80 - bar * 18;
+        let inside = x % 40 >= 8 && x % 40 < 32 && y >= top && y < 88;
+        if inside {
+            [37, 99, 235]
+        } else if y == 88 {
+            [90, 90, 90]
+        } else {
+            [250, 250, 250]
         }
-    }
-    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    z.write_all(&raw).unwrap();
-    let data = z.finish().unwrap();
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut chunk = |kind: &[u8], body: &[u8]| {
-        png.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(kind);
-        crc.update(body);
-        png.extend_from_slice(kind);
-        png.extend_from_slice(body);
-        png.extend_from_slice(&crc.finalize().to_be_bytes());
-    };
-    let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(&w.to_be_bytes());
-    ihdr.extend_from_slice(&h.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB
-    chunk(b"IHDR", &ihdr);
-    chunk(b"IDAT", &data);
-    chunk(b"IEND", &[]);
-    png
+    })
 }
 
 /// An OpenAI chat answer of `model` with `text`, the given token counts, after `ms`

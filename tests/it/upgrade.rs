@@ -26,7 +26,7 @@
 //! it::upgrade::write_the_previous_release_fixtures -- --ignored` (and change `RELEASE`);
 //! it rewrites every fixture file of both engines.
 
-use super::process::{spawn_command, terminate, Proc};
+use super::process::{spawn_command, terminate, wait_ready, Proc};
 use super::util::*;
 use base64::Engine as _;
 use serde_json::{json, Value};
@@ -158,16 +158,6 @@ fn serve(binary: &Path, config: &Path, data: &Path) -> Proc {
     spawn_command(command)
 }
 
-async fn wait_ready(api: SocketAddr) {
-    for _ in 0..6000 {
-        if send(api, "GET", "/readyz", &[], "").await.status == 200 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("llmtap never became ready");
-}
-
 /// Stops llmtap gracefully and checks it exited cleanly (the store flushed).
 fn stop(mut proc: Proc) {
     terminate(&mut proc.child);
@@ -238,36 +228,7 @@ impl Writer {
         extra_response_headers: &[(&str, &str)],
     ) -> String {
         let fx = fixture(name);
-        let response = &fx["response"];
-        let body = response["body"].as_str().unwrap_or_default().to_string();
-        let mut response_headers: Vec<(String, String)> = response["headers"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-            .filter(|(k, _)| k != "connection" && k != "content-length" && k != "transfer-encoding")
-            .collect();
-        for (k, v) in extra_response_headers {
-            response_headers.retain(|(name, _)| !name.eq_ignore_ascii_case(k));
-            response_headers.push((k.to_string(), v.to_string()));
-        }
-        let is_sse = response_headers
-            .iter()
-            .any(|(k, v)| k == "content-type" && v.contains("event-stream"));
-        let steps = if is_sse {
-            sse_events(&body)
-                .into_iter()
-                .map(|e| Step::Data(e.into()))
-                .collect()
-        } else {
-            vec![Step::Data(body.into())]
-        };
-        let reply = MockResponse {
-            status: response["status"].as_u64().unwrap() as u16,
-            headers: response_headers,
-            steps,
-            delay_head: Duration::from_millis(5),
-        };
+        let reply = fixture_reply(&fx, None, extra_response_headers);
         let provider = fx["provider"].as_str().unwrap();
         let path = format!("/{provider}{}", fixture_url(&fx).path_and_query().unwrap());
         let request = fx["request"]["body"].as_str().unwrap_or_default();
@@ -299,39 +260,13 @@ fn openai_limits(reply: MockResponse, requests_left: &str, tokens_left: &str) ->
 
 /// A 16×8 PNG (two colour bands): the attachment of the vision call.
 fn small_png() -> Vec<u8> {
-    let (w, h) = (16u32, 8u32);
-    let mut raw = Vec::new();
-    for y in 0..h {
-        raw.push(0);
-        for _ in 0..w {
-            raw.extend_from_slice(if y < 4 {
-                &[37, 99, 235]
-            } else {
-                &[250, 250, 250]
-            });
+    rgb_png(16, 8, |_, y| {
+        if y < 4 {
+            [37, 99, 235]
+        } else {
+            [250, 250, 250]
         }
-    }
-    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    z.write_all(&raw).unwrap();
-    let data = z.finish().unwrap();
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut chunk = |kind: &[u8], body: &[u8]| {
-        png.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(kind);
-        crc.update(body);
-        png.extend_from_slice(kind);
-        png.extend_from_slice(body);
-        png.extend_from_slice(&crc.finalize().to_be_bytes());
-    };
-    let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(&w.to_be_bytes());
-    ihdr.extend_from_slice(&h.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    chunk(b"IHDR", &ihdr);
-    chunk(b"IDAT", &data);
-    chunk(b"IEND", &[]);
-    png
+    })
 }
 
 /// The data set: every kind of thing the store keeps.

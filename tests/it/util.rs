@@ -469,6 +469,89 @@ pub fn fixture_url(fx: &serde_json::Value) -> http::Uri {
         .unwrap()
 }
 
+/// A fixture's recorded response headers, without the framing ones (the mock frames
+/// its answer itself).
+pub fn fixture_response_headers(fx: &serde_json::Value) -> Vec<(String, String)> {
+    fx["response"]["headers"]
+        .as_object()
+        .map(|h| {
+            h.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .filter(|(k, _)| {
+                    k != "connection" && k != "content-length" && k != "transfer-encoding"
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A fixture's recorded answer as the mock sends it (an SSE answer event by event),
+/// its status replaced when `status` is given and `extra_headers` replacing recorded
+/// headers of the same name.
+pub fn fixture_reply(
+    fx: &serde_json::Value,
+    status: Option<u16>,
+    extra_headers: &[(&str, &str)],
+) -> MockResponse {
+    let response = &fx["response"];
+    let body = response["body"].as_str().unwrap_or_default().to_string();
+    let mut headers = fixture_response_headers(fx);
+    for (k, v) in extra_headers {
+        headers.retain(|(name, _)| !name.eq_ignore_ascii_case(k));
+        headers.push((k.to_string(), v.to_string()));
+    }
+    let is_sse = headers
+        .iter()
+        .any(|(k, v)| k == "content-type" && v.contains("event-stream"));
+    let steps = if is_sse {
+        sse_events(&body)
+            .into_iter()
+            .map(|e| Step::Data(Bytes::from(e)))
+            .collect()
+    } else {
+        vec![Step::Data(Bytes::from(body))]
+    };
+    MockResponse {
+        status: status.unwrap_or(response["status"].as_u64().unwrap_or(200) as u16),
+        headers,
+        steps,
+        delay_head: Duration::from_millis(5),
+    }
+}
+
+/// An 8-bit RGB PNG of `w`×`h` pixels, each painted by `rgb(x, y)`.
+pub fn rgb_png(w: u32, h: u32, rgb: impl Fn(u32, u32) -> [u8; 3]) -> Vec<u8> {
+    use std::io::Write;
+    let mut raw = Vec::new();
+    for y in 0..h {
+        raw.push(0); // no filter
+        for x in 0..w {
+            raw.extend_from_slice(&rgb(x, y));
+        }
+    }
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(&raw).unwrap();
+    let data = z.finish().unwrap();
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut chunk = |kind: &[u8], body: &[u8]| {
+        png.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(kind);
+        crc.update(body);
+        png.extend_from_slice(kind);
+        png.extend_from_slice(body);
+        png.extend_from_slice(&crc.finalize().to_be_bytes());
+    };
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]); // 8-bit RGB
+    chunk(b"IHDR", &ihdr);
+    chunk(b"IDAT", &data);
+    chunk(b"IEND", &[]);
+    png
+}
+
 /// Splits an SSE body into its events (each with its blank-line terminator).
 pub fn sse_events(body: &str) -> Vec<String> {
     let mut events = Vec::new();
