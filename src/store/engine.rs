@@ -213,6 +213,10 @@ macro_rules! engine_operations {
     fn facet_cache_bytes(&self) -> (u64, u64);
     /// Whether content is sealed with a key.
     fn encrypted(&self) -> bool;
+    /// Whether bodies are skipped while the data directory's disk is nearly full
+    /// (`plan::split_content`): true where content lives on that disk (sled), false
+    /// where it goes to a server (PostgreSQL).
+    fn content_on_local_disk(&self) -> bool;
         }
     };
 }

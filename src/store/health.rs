@@ -92,7 +92,14 @@ impl Store {
             store: if open { "open" } else { "reopening" },
             disk: level.as_str(),
             free_mb: (free != u64::MAX).then_some(free >> 20),
-            storing_bodies: level == DiskLevel::Ok && open && failing.is_none(),
+            // PostgreSQL keeps bodies while the local disk is nearly full (they go to
+            // the server); a paused capture stores nothing on any engine.
+            storing_bodies: match level {
+                DiskLevel::Ok => true,
+                DiskLevel::BodiesPaused => !self.content_on_local_disk(),
+                DiskLevel::CapturePaused => false,
+            } && open
+                && failing.is_none(),
             storing_calls: level != DiskLevel::CapturePaused && failing.is_none() && open,
             encrypted: self.encrypted(),
             writes_failing: failing.is_some() || !open,

@@ -1982,3 +1982,49 @@ async fn migration_0010_counts_the_tool_calls_already_stored() {
     drop(client);
     assert_eq!(cells(store).await.unwrap(), written);
 }
+
+/// On PostgreSQL a nearly full data directory pauses no bodies (they go to the
+/// server), and `/healthz` says bodies are stored while it reports the disk.
+#[tokio::test]
+async fn a_nearly_full_local_disk_keeps_bodies_on_postgres_and_healthz_says_so() {
+    use super::util::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let db = pg::fresh_db("disk_bodies").await;
+    let mock = MockUpstream::start(|_| MockResponse::json(200, r#"{"content":[]}"#)).await;
+    let dir = TempDir::new("pg-disk-bodies");
+    let mut config = test_config(
+        dir.path(),
+        &format!(
+            "{}[store]\nmin_free_mb = 1000\ncritical_free_mb = 100\n",
+            provider_toml("up", "anthropic", &mock.url())
+        ),
+    );
+    config.engine = StoreEngine::Postgres(engine_config(&db.url()));
+    let running = start_llmtap(config).await;
+    let free = Arc::new(AtomicU64::new(500 << 20));
+    let f = free.clone();
+    let disk = running.store.disk();
+    disk.set_probe(Arc::new(move |_| Ok(f.load(Ordering::Relaxed))));
+    disk.check();
+    let body = r#"{"model":"claude","messages":[{"role":"user","content":"hello there"}]}"#;
+    let got = post_json(running.proxy_addr, "/up/v1/messages", &[], body).await;
+    assert_eq!(got.status, 200);
+    let call = wait_call(&running, &got.call_id()).await;
+    assert_eq!(call.request_body.as_deref(), Some(body));
+    assert!(
+        !call.parse_notes.iter().any(|n| n.contains("disk")),
+        "{:?}",
+        call.parse_notes
+    );
+    let health = api_get(&running, "/healthz").await.json();
+    assert_eq!(health["storage"]["disk"], "bodies_paused", "{health}");
+    assert_eq!(health["storage"]["storing_bodies"], true, "{health}");
+    assert_eq!(health["storage"]["storing_calls"], true, "{health}");
+    // Past the critical level nothing is stored, on PostgreSQL too.
+    free.store(50 << 20, Ordering::Relaxed);
+    disk.check();
+    let health = api_get(&running, "/healthz").await.json();
+    assert_eq!(health["storage"]["storing_bodies"], false, "{health}");
+    running.shutdown().await.unwrap();
+}

@@ -509,6 +509,7 @@ async fn disk_full_stops_bodies_then_capture_and_resumes() {
     assert!(call.parse_notes.iter().any(|n| n.contains("disk")));
     let health = api_get(&running, "/healthz").await.json();
     assert_eq!(health["storage"]["disk"], "bodies_paused");
+    assert_eq!(health["storage"]["storing_bodies"], false, "{health}");
 
     // Full: forwarded, nothing stored.
     free.store(50 << 20, Ordering::Relaxed);

@@ -857,4 +857,8 @@ impl Engine for PostgresStore {
     fn encrypted(&self) -> bool {
         PostgresStore::encrypted(self)
     }
+    fn content_on_local_disk(&self) -> bool {
+        // Content goes to the database server (`batch::CONTENT_DISK`).
+        false
+    }
 }

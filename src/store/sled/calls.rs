@@ -185,6 +185,11 @@ impl SledStore {
     }
 
     /// Whether content is sealed with a key.
+    /// Content lives in `data_dir`, on the disk the guard measures.
+    pub fn content_on_local_disk(&self) -> bool {
+        true
+    }
+
     pub fn encrypted(&self) -> bool {
         self.content.codec.keys.is_some()
     }
