@@ -60,6 +60,11 @@ export function fmtInt(n) {
   return n === null || n === undefined ? dash : Number(n).toLocaleString();
 }
 
+/** `n` and its noun, singular for one ("1 tool call", "2 rounds"). */
+export function fmtCount(n, noun) {
+  return `${fmtInt(n)} ${noun}${n === 1 ? "" : "s"}`;
+}
+
 export function fmtCost(usd) {
   if (usd === null || usd === undefined) return dash;
   if (usd === 0) return "$0";

@@ -3,7 +3,7 @@
 
 import * as api from "./api.js";
 import { pathId } from "./api.js";
-import { h, clear, fmtInt, fmtCost, fmtMs, fmtTime, fmtBytes, badge, errorBox, dash, facts, longText, prettyJson, maybeJson, copyButton } from "./dom.js";
+import { h, clear, fmtInt, fmtCount, fmtCost, fmtMs, fmtTime, fmtBytes, badge, errorBox, dash, facts, longText, prettyJson, maybeJson, copyButton } from "./dom.js";
 import { curlCommand, pythonSnippet, replayProblem } from "./replay.js";
 
 const TABS = [
@@ -223,7 +223,7 @@ async function conversation(panel, record, detail, index, admin, ctx) {
     }
     (req.messages || []).forEach((m, i) => panel.append(messageView(m, null, i < memory ? "memory" : i < memory + earlier ? "earlier" : null)));
     if (req.tools && req.tools.length) {
-      panel.append(h("details", { class: "tools-offered" }, h("summary", null, `${req.tools.length} tool${req.tools.length === 1 ? "" : "s"} offered`),
+      panel.append(h("details", { class: "tools-offered" }, h("summary", null, `${fmtCount(req.tools.length, "tool")} offered`),
         h("pre", { class: "json" }, prettyJson(req.tools))));
     }
   }
@@ -266,7 +266,7 @@ async function changes(panel, record, detail, index, admin, ctx) {
   }
   const messages = record.request.messages || [];
   if (index === 0) {
-    panel.append(h("p", { class: "muted" }, `First round: the whole context (${messages.length} message${messages.length === 1 ? "" : "s"}) is new.`));
+    panel.append(h("p", { class: "muted" }, `First round: the whole context (${fmtCount(messages.length, "message")}) is new.`));
     for (const m of messages) panel.append(messageView(m));
     return;
   }
@@ -286,9 +286,9 @@ async function changes(panel, record, detail, index, admin, ctx) {
   while (same < before.length && same < messages.length && sameMessage(before[same], messages[same])) same += 1;
   const added = messages.slice(same);
   panel.append(h("p", { class: "muted" },
-    `Compared with r${prevRound.round}: ${same} message${same === 1 ? "" : "s"} unchanged, ${added.length} added.`));
+    `Compared with r${prevRound.round}: ${fmtCount(same, "message")} unchanged, ${added.length} added.`));
   if (same < before.length) {
-    panel.append(h("p", { class: "warn" }, `${before.length - same} message${before.length - same === 1 ? "" : "s"} of r${prevRound.round}'s context changed or dropped here (the history was rewritten or trimmed).`));
+    panel.append(h("p", { class: "warn" }, `${fmtCount(before.length - same, "message")} of r${prevRound.round}'s context changed or dropped here (the history was rewritten or trimmed).`));
   }
   if ((prev.request?.system ?? "") !== (record.request.system ?? "")) {
     panel.append(h("p", { class: "warn" }, "The system prompt changed:"), longText(record.request.system ?? "(none)"));

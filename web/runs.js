@@ -3,7 +3,7 @@
 
 import * as api from "./api.js";
 import { pathId } from "./api.js";
-import { h, s, clear, fmtInt, fmtCost, fmtMs, fmtTime, when, whenInRun, badge, errorBox, dash, facts } from "./dom.js";
+import { h, s, clear, fmtInt, fmtCount, fmtCost, fmtMs, fmtTime, when, whenInRun, badge, errorBox, dash, facts } from "./dom.js";
 import { roundDetail } from "./round.js";
 
 export const FILTERS = ["agent", "provider", "model", "status", "trigger", "has_session", "prompt", "user_id", "session_id", "tenant", "from", "to", "q"];
@@ -369,7 +369,7 @@ export function runsView(main, params, ctx) {
       state.pendingNew.add(inv.id);
       const n = state.pendingNew.size;
       notice.replaceChildren(
-        `${fmtInt(n)} new run${n === 1 ? "" : "s"} since this page was loaded. `,
+        `${fmtCount(n, "new run")} since this page was loaded. `,
         h("button", { type: "button", class: "link", id: "show-newest" }, "Show the newest"),
       );
       notice.querySelector("button").addEventListener("click", () => {
@@ -529,7 +529,7 @@ export async function runDetail(cell, id, ctx, openRound, { quiet = false } = {}
         ["Agent", detail.agent],
         ["Status", badge(detail.status)],
         ["Outcome", detail.outcome ? h("span", { class: "outcome" }, detail.outcome.text) : null],
-        ["Calls", `${fmtInt(detail.round_count)} rounds · ${fmtInt(detail.llm_calls)} LLM calls · ${fmtInt(detail.tool_calls)} tool calls`],
+        ["Calls", `${fmtCount(detail.round_count, "round")} · ${fmtCount(detail.llm_calls, "LLM call")} · ${fmtCount(detail.tool_calls, "tool call")}`],
         ["Started", fmtTime(detail.started_at)],
         ["Latency", fmtMs(detail.latency_ms)],
         ["Tokens in / out", `${fmtInt(detail.usage?.input_tokens)} / ${fmtInt(detail.usage?.output_tokens)}`],
