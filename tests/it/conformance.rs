@@ -16,9 +16,8 @@ use super::util::{fixture, fixture_url, TempDir};
 use llmtap::record::{CallRecord, CallStatus, Cost, Endpoint, InvocationRecord};
 use llmtap::record::{Message, ProviderKind, RequestView};
 use llmtap::store::summary::{tag, Filter};
-use llmtap::store::{EngineContext, PageRequest, RateLimitKey, RollupScope, Store, StoreOptions};
+use llmtap::store::{PageRequest, RateLimitKey, RollupScope, Store, StoreOptions};
 use std::collections::HashMap;
-use std::sync::Arc;
 
 const DAY_US: u64 = 86_400_000_000;
 /// A time in 2026: PostgreSQL keeps calls in day partitions, so behaviours use dates
@@ -51,7 +50,7 @@ impl Engines {
     }
 
     async fn postgres(name: &str) -> Engines {
-        use llmtap::store::postgres::{prepare, PostgresStore};
+        use llmtap::store::postgres::prepare;
         let db = pg::fresh_db(name).await;
         let (pool, _) = prepare(&super::postgres::engine_config(&db.url()))
             .await
@@ -60,21 +59,7 @@ impl Engines {
         let path = dir.path().to_path_buf();
         Engines {
             open: Box::new(move |instance, options| {
-                let (pool, instance) = (pool.clone(), instance.to_string());
-                let engine_options = options.clone();
-                Store::open_engine(
-                    EngineContext::new(&path, &options),
-                    options,
-                    move |context| {
-                        Ok(Arc::new(PostgresStore::new(
-                            pool.clone(),
-                            instance.clone(),
-                            context,
-                            &engine_options,
-                        )?))
-                    },
-                )
-                .unwrap()
+                super::postgres::pg_store(&pool, &path, instance, options)
             }),
             _dir: dir,
             _db: Some(db),

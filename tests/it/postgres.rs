@@ -424,31 +424,14 @@ pub(super) fn engine_config(url: &str) -> PostgresConfig {
 
 #[tokio::test]
 async fn the_engine_behind_the_store_handle_answers_for_both_instances() {
-    use llmtap::store::{EngineContext, Store, StoreOptions};
+    use llmtap::store::StoreOptions;
     let db = pg::fresh_db("engine_handle").await;
     let config = engine_config(&db.url());
     let (pool, version) = engine::prepare(&config).await.unwrap();
     assert_eq!(version, engine::migrate::latest_version());
     // Two instances on one database.
     let dir = super::util::TempDir::new("pg-engine");
-    let open = |instance: &str| {
-        let (pool, instance) = (pool.clone(), instance.to_string());
-        let options = StoreOptions::default();
-        let engine_options = options.clone();
-        Store::open_engine(
-            EngineContext::new(dir.path(), &options),
-            options,
-            move |context| {
-                Ok(std::sync::Arc::new(engine::PostgresStore::new(
-                    pool.clone(),
-                    instance.clone(),
-                    context,
-                    &engine_options,
-                )?))
-            },
-        )
-        .unwrap()
-    };
+    let open = |instance: &str| pg_store(&pool, dir.path(), instance, StoreOptions::default());
     let (a, b) = (open("a"), open("b"));
     engine::rollups::add(
         &*pool.get().await.unwrap(),
@@ -535,6 +518,31 @@ async fn batch_notices_reach_other_instances_only_when_committed() {
         // The rolled-back batch's notice never comes.
         assert!(listener.try_recv().is_err());
     }
+}
+
+/// A store handle of instance `name` on the database, its engine context in `dir`:
+/// what `serve` opens with `[store] url`.
+pub(super) fn pg_store(
+    pool: &Pool,
+    dir: &std::path::Path,
+    name: &str,
+    options: llmtap::store::StoreOptions,
+) -> llmtap::store::Store {
+    let (pool, name) = (pool.clone(), name.to_string());
+    let engine_options = options.clone();
+    llmtap::store::Store::open_engine(
+        llmtap::store::EngineContext::new(dir, &options),
+        options,
+        move |context| {
+            Ok(std::sync::Arc::new(engine::PostgresStore::new(
+                pool.clone(),
+                name.clone(),
+                context,
+                &engine_options,
+            )?))
+        },
+    )
+    .unwrap()
 }
 
 /// An engine of instance `name` on the database, as `serve` makes one.
@@ -1910,27 +1918,12 @@ async fn a_database_outage_loses_no_answered_call_and_readyz_says_so() {
 /// the counts from the stored calls, as the writer would have counted them.
 #[tokio::test]
 async fn migration_0010_counts_the_tool_calls_already_stored() {
-    use llmtap::store::{EngineContext, RollupScope, Store, StoreOptions};
+    use llmtap::store::{RollupScope, Store, StoreOptions};
     let db = pg::fresh_db("tool_rollups").await;
     let config = engine_config(&db.url());
     let (pool, _) = engine::prepare(&config).await.unwrap();
     let dir = super::util::TempDir::new("pg-tool-rollups");
-    let options = StoreOptions::default();
-    let engine_options = options.clone();
-    let engine_pool = pool.clone();
-    let store = Store::open_engine(
-        EngineContext::new(dir.path(), &options),
-        options,
-        move |context| {
-            Ok(std::sync::Arc::new(engine::PostgresStore::new(
-                engine_pool.clone(),
-                "a".into(),
-                context,
-                &engine_options,
-            )?))
-        },
-    )
-    .unwrap();
+    let store = pg_store(&pool, dir.path(), "a", StoreOptions::default());
     let cells = |store: Store| {
         tokio::task::spawn_blocking(move || {
             let scopes = [
