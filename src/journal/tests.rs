@@ -53,17 +53,22 @@ fn replay(options: &JournalOptions, applied: Option<u64>) -> (Vec<Entry>, Arc<Me
     drop(journal.sender);
     let mut feed = journal.feed;
     feed.start_at(applied);
+    let all = drain(&mut feed, 7);
+    journal.appender.join().unwrap();
+    (all, metrics)
+}
+
+/// Reads the feed in batches of at most `max` until the log closes.
+fn drain(feed: &mut Feed, max: usize) -> Vec<Entry> {
     let mut all = Vec::new();
     loop {
         let mut batch = Vec::new();
-        let state = feed.fill(&mut batch, 7, Some(Duration::from_millis(50)));
+        let state = feed.fill(&mut batch, max, Some(Duration::from_millis(20)));
         all.extend(batch);
         if state == FeedState::Closed {
-            break;
+            return all;
         }
     }
-    journal.appender.join().unwrap();
-    (all, metrics)
 }
 
 fn assert_in_order(entries: &[Entry]) {
@@ -406,14 +411,7 @@ fn a_segment_closes_by_age_so_a_busy_log_can_retire_what_it_applied() {
         assert!(segment::list(&options.dir).unwrap().len() <= 2);
     }
     drop(journal.sender);
-    loop {
-        let mut batch = Vec::new();
-        let state = feed.fill(&mut batch, 16, Some(Duration::from_millis(20)));
-        got.extend(batch);
-        if state == FeedState::Closed {
-            break;
-        }
-    }
+    got.extend(drain(&mut feed, 16));
     journal.appender.join().unwrap();
     assert_in_order(&got);
     let got_ids: Vec<String> = got.iter().map(|e| e.call.id.clone()).collect();
