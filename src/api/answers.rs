@@ -1344,8 +1344,9 @@ pub struct SessionTimelineEntry {
     pub stop_reason: Option<String>,
 }
 
-impl From<CallSummary> for SessionTimelineEntry {
-    fn from(c: CallSummary) -> SessionTimelineEntry {
+impl SessionTimelineEntry {
+    /// A call of the session as its stored summary has it.
+    pub fn of(c: CallSummary) -> SessionTimelineEntry {
         let round = crate::record::is_round_kind(&c.kind);
         SessionTimelineEntry {
             kind: timeline_kind(&c.kind),

@@ -521,7 +521,10 @@ pub(super) fn session(state: &ApiState, who: &Principal, p: &Params, id: &str) -
     };
     ok(&answers::SessionDetail {
         session: answers::SessionListItem::of(s, who.is_admin()),
-        timeline: summaries.into_iter().map(Into::into).collect(),
+        timeline: summaries
+            .into_iter()
+            .map(answers::SessionTimelineEntry::of)
+            .collect(),
         conversation,
     })
 }
