@@ -5,7 +5,14 @@
 //! - `split_content`: each call split into its stored metadata and its content,
 //!   the pieces staged in the engine's `ContentSink` (sled's content transaction,
 //!   PostgreSQL's staging) and the manifest that names them, sealed. One rule set
-//!   (`content_rule`): what has content, and what a nearly full disk skips.
+//!   (`content_rule`): what has content, and what a nearly full disk skips. Each
+//!   call also carries its list summary and facets (`Listed`), made here once:
+//!   sled stores them as its summary header and index entries, PostgreSQL as its
+//!   `summary` column and per-day facet counts, and both publish the summary to the
+//!   live stream.
+//! - `list_run`: a run's list summary and facets once the writer (sled) or the
+//!   merge under the run's lock (PostgreSQL) folded a batch into its record: the
+//!   prompt name and properties it had, completed from the batch's calls.
 //! - `rollup_deltas`: the `RollupCell` changes of a batch's new calls and the runs
 //!   it created, per rollup scope (`index::scopes`) and 15-minute bucket, and all
 //!   time. What a batch adds, retention and deletion take off with the same
@@ -27,17 +34,66 @@ use super::disk::DiskLevel;
 use super::index::{self, RateLimitNoted, RateLimitState, RollupCell, SessionSummary};
 use super::manifest::store_content;
 use super::stored::metadata_only;
+use super::summary::{CallSummary, Facets, InvocationSummary};
 use super::StoreStats;
 use crate::record::{CallRecord, InvocationRecord};
 use std::collections::BTreeMap;
 
-/// A call as an engine stores it: its metadata record and, when it has content,
-/// its sealed manifest (`manifest::Manifest`), whose pieces are staged in the sink
-/// `split_content` was given.
+/// A call as an engine stores it: its metadata record, its list summary and facets,
+/// and, when it has content, its sealed manifest (`manifest::Manifest`), whose
+/// pieces are staged in the sink `split_content` was given.
 #[derive(Debug, Clone)]
 pub struct StoredCall {
     pub meta: CallRecord,
     pub manifest: Option<Vec<u8>>,
+    pub listed: Listed,
+}
+
+/// A call or run as lists show it (`summary`) and filters test it (`facets`, made
+/// from the summary): derived once, here, and stored by every engine as it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listed<S = CallSummary> {
+    pub summary: S,
+    pub facets: Facets,
+}
+
+impl Listed {
+    /// A call's summary and facets (what sled's reindex of an old store and the
+    /// engines' repricing and deletion also use, so every path derives them alike).
+    pub fn of(call: &CallRecord) -> Listed {
+        let summary = CallSummary::from_record(call);
+        let facets = summary.facets();
+        Listed { summary, facets }
+    }
+}
+
+/// A run as lists show it and filters test it.
+pub type ListedRun = Listed<InvocationSummary>;
+
+/// A run's summary and facets once a batch is folded into its record (`run`):
+/// the prompt name and properties it was stored with (`stored`, `None` for a run
+/// the batch created) are kept, and what they lack comes from the batch's calls of
+/// it (`calls`, in batch order: the first prompt name, each property's first value).
+/// The record does not keep them; the run's calls do.
+pub fn list_run<'a>(
+    run: &InvocationRecord,
+    stored: Option<&InvocationSummary>,
+    calls: impl IntoIterator<Item = &'a CallRecord>,
+) -> ListedRun {
+    let mut prompt = stored.and_then(|s| s.prompt.clone());
+    let mut properties = stored.map(|s| s.properties.clone()).unwrap_or_default();
+    for call in calls {
+        let m = &call.metadata;
+        if prompt.is_none() {
+            prompt.clone_from(&m.prompt);
+        }
+        for (k, v) in &m.properties {
+            properties.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    let summary = InvocationSummary::from_record(run, prompt, properties);
+    let facets = summary.facets();
+    Listed { summary, facets }
 }
 
 /// The note of a call whose content was not stored because the disk is nearly full.
@@ -87,6 +143,7 @@ pub fn split_content<'a>(
     for call in calls {
         let mut meta = metadata_only(call);
         let mut manifest = None;
+        let listed = Listed::of(call);
         match content_rule(call, disk) {
             ContentRule::None => {}
             ContentRule::SkipForDisk => {
@@ -104,7 +161,11 @@ pub fn split_content<'a>(
                 }
             },
         }
-        out.push(StoredCall { meta, manifest });
+        out.push(StoredCall {
+            meta,
+            manifest,
+            listed,
+        });
     }
     out
 }
@@ -407,6 +468,59 @@ mod tests {
             probe_content(&mut probe, disk, &calls);
             assert_eq!(probe.chunks.len(), sink.chunks.len());
         }
+    }
+
+    #[test]
+    fn a_stored_call_carries_the_summary_and_facets_of_the_call_it_was_cut_from() {
+        let mut captured = call("a", true, true);
+        captured.model = Some("m".into());
+        captured.metadata.agent = Some("bot".into());
+        let split = split_content(
+            &mut memory(),
+            &StoreStats::default(),
+            DiskLevel::Ok,
+            [&captured],
+        );
+        assert_eq!(split[0].listed, Listed::of(&captured));
+        // The metadata alone lists the same: what a reindex or a reprice derives.
+        assert_eq!(Listed::of(&split[0].meta), split[0].listed);
+        assert!(split[0]
+            .listed
+            .facets
+            .pairs
+            .contains(&(crate::store::summary::tag::AGENT, "bot".into())));
+    }
+
+    #[test]
+    fn a_run_keeps_its_stored_prompt_and_properties_and_completes_them_from_its_calls() {
+        let mut first = call("a", false, false);
+        first.metadata.prompt = Some("triage".into());
+        first.metadata.properties = [("env".to_string(), "prod".to_string())].into();
+        let run = InvocationRecord {
+            id: "r".into(),
+            ..InvocationRecord::default()
+        };
+        let created = list_run(&run, None, [&first]);
+        assert_eq!(created.summary.prompt.as_deref(), Some("triage"));
+        assert_eq!(created.facets, created.summary.facets());
+        let mut later = call("b", false, false);
+        later.metadata.prompt = Some("other".into());
+        later.metadata.properties = [
+            ("env".to_string(), "dev".to_string()),
+            ("team".to_string(), "ops".to_string()),
+        ]
+        .into();
+        let merged = list_run(&run, Some(&created.summary), [&later]);
+        assert_eq!(merged.summary.prompt.as_deref(), Some("triage"));
+        let props: Vec<(&str, &str)> = merged
+            .summary
+            .properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(props, [("env", "prod"), ("team", "ops")]);
+        // Rolled up again with no calls (repricing), it keeps what it had.
+        assert_eq!(list_run(&run, Some(&merged.summary), []), merged);
     }
 
     #[test]

@@ -21,7 +21,6 @@ use crate::record::{CallRecord, InvocationRecord};
 use crate::store::content::Codec;
 use crate::store::crypto::Addr;
 use crate::store::plan::{self, StoredCall};
-use crate::store::summary::CallSummary;
 use crate::store::DiskLevel;
 use crate::store::{BatchWritten, StoreStats};
 use std::collections::HashSet;
@@ -93,12 +92,7 @@ pub async fn write(
     instance: &str,
 ) -> Result<BatchWritten, PgError> {
     content::write(tx, &prepared.staging).await?;
-    let rows: Vec<(&CallRecord, &CallRecord)> = prepared
-        .calls
-        .iter()
-        .zip(prepared.stored.iter().map(|s| &s.meta))
-        .collect();
-    let new = calls::insert(tx, &rows).await?;
+    let new = calls::insert(tx, &prepared.stored).await?;
     let manifests: Vec<(u64, &str, &[u8])> = prepared
         .stored
         .iter()
@@ -117,7 +111,13 @@ pub async fn write(
         .iter()
         .filter(|c| new.contains(&c.id))
         .collect();
-    facets::add(tx, &new_calls).await?;
+    let new_summaries: Vec<&crate::store::summary::CallSummary> = prepared
+        .stored
+        .iter()
+        .filter(|s| new.contains(&s.meta.id))
+        .map(|s| &s.listed.summary)
+        .collect();
+    facets::add(tx, &new_summaries).await?;
     let runs = invocations::merge(tx, &new_calls).await?;
     let created: Vec<&InvocationRecord> = runs
         .iter()
@@ -136,10 +136,7 @@ pub async fn write(
         }
     }
     Ok(BatchWritten {
-        calls: new_calls
-            .iter()
-            .map(|c| CallSummary::from_record(c))
-            .collect(),
+        calls: new_summaries.into_iter().cloned().collect(),
         invocations: runs.into_iter().map(|r| r.summary).collect(),
     })
 }

@@ -1,6 +1,7 @@
 //! The `calls` rows: one per call, with the columns the list filters need, the
 //! call's metadata (`store::stored::metadata_only`, the same JSON sled keeps) and
-//! its list summary (`CallSummary`). Inserted for a whole batch in one statement
+//! its list summary (`CallSummary`), both as the batch's plan made them
+//! (`plan::StoredCall`). Inserted for a whole batch in one statement
 //! (`unnest` over column arrays); a call already stored (the capture log replayed,
 //! by this instance or another) is left as it is, so writes are idempotent by id.
 //!
@@ -11,7 +12,7 @@
 use super::PgError;
 use crate::agent_loop::Place;
 use crate::record::CallRecord;
-use crate::store::summary::CallSummary;
+use crate::store::plan::StoredCall;
 use std::collections::HashSet;
 use tokio_postgres::GenericClient;
 
@@ -24,11 +25,11 @@ fn encode(value: &impl serde::Serialize) -> Result<serde_json::Value, PgError> {
     super::text::json(value)
 }
 
-/// Inserts the batch's calls, each with its stored metadata (`stored::metadata_only`
-/// with the engine's notes); returns the ids that were new.
+/// Inserts the batch's calls as planned (the columns read from the stored
+/// metadata, the summary as the plan made it); returns the ids that were new.
 pub async fn insert(
     client: &impl GenericClient,
-    calls: &[(&CallRecord, &CallRecord)],
+    calls: &[StoredCall],
 ) -> Result<HashSet<String>, PgError> {
     if calls.is_empty() {
         return Ok(HashSet::new());
@@ -49,8 +50,11 @@ pub async fn insert(
     let mut properties = Vec::with_capacity(n);
     let mut records = Vec::with_capacity(n);
     let mut summaries = Vec::with_capacity(n);
-    for (call, meta) in calls {
-        let summary = CallSummary::from_record(call);
+    for StoredCall {
+        meta: call, listed, ..
+    } in calls
+    {
+        let summary = &listed.summary;
         started.push(to_i64(call.started_at_us));
         ids.push(call.id.clone());
         invocations.push(call.invocation_id.clone());
@@ -81,8 +85,8 @@ pub async fn insert(
         input.push(call.usage.input_tokens.map(to_i64));
         output.push(call.usage.output_tokens.map(to_i64));
         properties.push(encode(&m.properties)?);
-        records.push(encode(meta)?);
-        summaries.push(encode(&summary)?);
+        records.push(encode(call)?);
+        summaries.push(encode(summary)?);
     }
     let [tenant, agent, model, response_model, status, trigger, user_id, session_id, prompt, task_id, fingerprint, _] =
         &text;

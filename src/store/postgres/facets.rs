@@ -6,13 +6,12 @@
 //! counts and the calls commit together; `delete_call` takes its call off them
 //! (`subtract`), and retention deletes a dropped day's counts with its partitions
 //! (`drop_before`). The facets are those sled's facet cache
-//! counts (`index::is_paired`), read from the columns the engine writes, plus `t=`
-//! for every call, so a time window alone has counts too.
+//! counts (`index::is_paired`), read from the call's list summary (the plan's,
+//! `plan::Listed`), plus `t=` for every call, so a time window alone has counts too.
 
 use super::PgError;
-use crate::record::CallRecord;
 use crate::store::index::{self, DAY_US};
-use crate::store::summary::{tag, Filter};
+use crate::store::summary::{tag, CallSummary, Filter};
 use std::collections::{BTreeMap, HashMap};
 use tokio_postgres::GenericClient;
 
@@ -38,26 +37,27 @@ pub fn facet(t: u8, value: &str) -> String {
     }
 }
 
-/// The facets one call counts under, once each.
-pub fn of_call(call: &CallRecord) -> Vec<String> {
-    let m = &call.metadata;
+/// The facets one call counts under, once each, from its list summary (whose
+/// `model` is the requested model, else the answering one: with `response_model`,
+/// both models of the call).
+pub fn of_call(call: &CallSummary) -> Vec<String> {
     let mut out = vec![ALL.to_string()];
-    let mut push = |t: u8, v: &Option<String>| {
+    let mut push = |t: u8, v: Option<&str>| {
         if let Some(v) = v {
             out.push(facet(t, v));
         }
     };
-    push(tag::AGENT, &m.agent);
-    push(tag::PROVIDER, &Some(call.provider.clone()));
-    push(tag::MODEL, &call.model);
-    push(tag::MODEL, &call.response_model);
-    push(tag::STATUS, &call.status.map(|s| s.as_str().to_string()));
-    push(tag::TENANT, &m.tenant);
-    push(tag::TRIGGER, &m.trigger);
-    push(tag::PROMPT, &m.prompt);
+    push(tag::AGENT, call.agent.as_deref());
+    push(tag::PROVIDER, Some(&call.provider));
+    push(tag::MODEL, call.model.as_deref());
+    push(tag::MODEL, call.response_model.as_deref());
+    push(tag::STATUS, call.status.map(|s| s.as_str()));
+    push(tag::TENANT, call.tenant.as_deref());
+    push(tag::TRIGGER, call.trigger.as_deref());
+    push(tag::PROMPT, call.prompt.as_deref());
     out.push(facet(
         tag::HAS_SESSION,
-        &String::from_utf8_lossy(index::has_session_value(m.session_id.is_some())),
+        &String::from_utf8_lossy(index::has_session_value(call.session_id.is_some())),
     ));
     out.sort_unstable();
     out.dedup();
@@ -65,12 +65,12 @@ pub fn of_call(call: &CallRecord) -> Vec<String> {
 }
 
 /// Adds the calls (the ones a batch inserted) to their days' counts.
-pub async fn add(client: &impl GenericClient, calls: &[&CallRecord]) -> Result<(), PgError> {
+pub async fn add(client: &impl GenericClient, calls: &[&CallSummary]) -> Result<(), PgError> {
     apply(client, calls, 1).await
 }
 
 /// Takes deleted calls off their days' counts.
-pub async fn subtract(client: &impl GenericClient, calls: &[&CallRecord]) -> Result<(), PgError> {
+pub async fn subtract(client: &impl GenericClient, calls: &[&CallSummary]) -> Result<(), PgError> {
     apply(client, calls, -1).await
 }
 
@@ -78,7 +78,7 @@ pub async fn subtract(client: &impl GenericClient, calls: &[&CallRecord]) -> Res
 /// batches lock shared rows in one order).
 async fn apply(
     client: &impl GenericClient,
-    calls: &[&CallRecord],
+    calls: &[&CallSummary],
     sign: i64,
 ) -> Result<(), PgError> {
     let mut counts: BTreeMap<(String, i64), i64> = BTreeMap::new();
@@ -345,7 +345,7 @@ fn to_i64(v: u64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{CallStatus, Metadata};
+    use crate::record::{CallRecord, CallStatus, Metadata};
 
     #[test]
     fn a_call_counts_under_every_paired_tag_and_all_calls_once_each() {
@@ -365,7 +365,7 @@ mod tests {
             },
             ..CallRecord::default()
         };
-        let facets = of_call(&call);
+        let facets = of_call(&CallSummary::from_record(&call));
         let mut tags: Vec<u8> = facets.iter().map(|f| f.as_bytes()[0]).collect();
         tags.dedup();
         let mut want: Vec<u8> = (0..=255u8).filter(|t| index::is_paired(*t)).collect();

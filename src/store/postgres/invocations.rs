@@ -14,6 +14,7 @@
 
 use super::PgError;
 use crate::record::{roll_up, CallRecord, InvocationRecord};
+use crate::store::plan::list_run;
 use crate::store::summary::InvocationSummary;
 use std::collections::{BTreeMap, HashMap};
 use tokio_postgres::GenericClient;
@@ -120,14 +121,9 @@ pub async fn merge(
     for (id, new_calls) in runs {
         let prior = stored.remove(id);
         let created = prior.is_none();
-        let (record, mut prompt, mut properties, mut last_round) = match prior {
-            Some(s) => (
-                Some(s.record),
-                s.summary.prompt,
-                s.summary.properties,
-                s.last_round,
-            ),
-            None => (None, None, BTreeMap::new(), (-1, String::new())),
+        let (record, stored_summary, mut last_round) = match prior {
+            Some(s) => (Some(s.record), Some(s.summary), s.last_round),
+            None => (None, None, (-1, String::new())),
         };
         // Numbered here, under the run's lock, with what every instance stored: the
         // one numbering (`agent_loop::fold_run`), which the writer also ran on what
@@ -162,15 +158,7 @@ pub async fn merge(
                 .into_iter()
                 .map(|m| (m.call_id, m.started_at_us, m.to)),
         );
-        for call in &new_calls {
-            if prompt.is_none() {
-                prompt.clone_from(&call.metadata.prompt);
-            }
-            for (k, v) in &call.metadata.properties {
-                properties.entry(k.clone()).or_insert_with(|| v.clone());
-            }
-        }
-        let summary = InvocationSummary::from_record(&record, prompt, properties);
+        let summary = list_run(&record, stored_summary.as_ref(), new_calls.iter().copied()).summary;
         last_rounds.push(last_round);
         merged.push(Merged {
             record,
@@ -283,7 +271,7 @@ pub async fn reroll(client: &impl GenericClient, id: &str) -> Result<bool, PgErr
     let Some(record) = record else {
         return Ok(false);
     };
-    let summary = InvocationSummary::from_record(&record, old.prompt, old.properties);
+    let summary = list_run(&record, Some(&old), []).summary;
     upsert(
         client,
         &[Merged {

@@ -8,8 +8,7 @@
 
 use super::{invocations, rollups, text, PgError};
 use crate::record::CallRecord;
-use crate::store::plan::{repriced_deltas, RollupSum};
-use crate::store::summary::CallSummary;
+use crate::store::plan::{repriced_deltas, Listed, RollupSum};
 use std::collections::BTreeSet;
 use tokio_postgres::GenericClient;
 
@@ -53,7 +52,7 @@ pub async fn apply(
     let (mut added, mut taken) = (RollupSum::default(), RollupSum::default());
     let mut runs = BTreeSet::new();
     for (call, old_pusd) in changed {
-        let summary = CallSummary::from_record(call);
+        let summary = Listed::of(call).summary;
         client
             .execute(
                 "UPDATE calls SET record = $3, summary = $4, cost_pusd = $5 \

@@ -279,7 +279,8 @@ pub async fn delete_call(
     count_roots(codec, &manifests, &mut roots)?;
     content::release(&tx, codec, roots).await?;
     rollups::subtract(&tx, &rollup_deltas([&call], [])).await?;
-    super::facets::subtract(&tx, &[&call]).await?;
+    let listed = crate::store::plan::Listed::of(&call);
+    super::facets::subtract(&tx, &[&listed.summary]).await?;
     tx.commit().await.map_err(PgError::from)?;
     Ok(true)
 }

@@ -55,17 +55,17 @@ mod retention;
 mod writes;
 
 // The shared rooms, by the short names the engine's modules use.
-use super::plan::{self, RollupDelta};
+use super::plan::{self, Listed, RollupDelta, StoredCall};
 use super::{crypto, disk, index, packed, summary};
 pub use super::{BatchWritten, EngineContext, StoreError, StoreOptions, StoreStats};
 
 use crate::record::{CallRecord, InvocationRecord};
 use index::{CallText, RollupCell, SessionSummary};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::Arc;
-use summary::{CallSummary, FacetView, InvocationSummary};
+use summary::{FacetView, InvocationSummary};
 use tokio::sync::broadcast;
 use writes::Writes;
 
@@ -538,7 +538,8 @@ impl SledStore {
         invocations: &[InvocationRecord],
         moved: &[crate::agent_loop::Moved],
     ) -> Result<(), StoreError> {
-        let written = self.write_batch_derived(calls, invocations, moved, true)?;
+        let stored = self.prepare_calls(calls)?;
+        let written = self.write_batch_derived(calls, Some(stored), invocations, moved)?;
         if self.events.receiver_count() > 0 {
             // Never blocks: a full buffer drops the oldest event for lagging readers.
             let _ = self.events.send(Arc::new(written));
@@ -554,21 +555,21 @@ impl SledStore {
             let (key, value) = entry?;
             batch.push(decode::<CallRecord>(&key, &value)?);
             if batch.len() == 1000 {
-                self.write_batch_derived(&batch, &[], &[], false)?;
+                self.write_batch_derived(&batch, None, &[], &[])?;
                 batch.clear();
             }
         }
-        self.write_batch_derived(&batch, &[], &[], false)?;
+        self.write_batch_derived(&batch, None, &[], &[])?;
         let mut invs = Vec::with_capacity(1000);
         for entry in self.invocations.iter() {
             let (key, value) = entry?;
             invs.push(decode::<InvocationRecord>(&key, &value)?);
             if invs.len() == 1000 {
-                self.write_batch_derived(&[], &invs, &[], false)?;
+                self.write_batch_derived(&[], None, &invs, &[])?;
                 invs.clear();
             }
         }
-        self.write_batch_derived(&[], &invs, &[], false)?;
+        self.write_batch_derived(&[], None, &invs, &[])?;
         Ok(())
     }
 
@@ -619,12 +620,17 @@ impl SledStore {
     /// The batch write: records, then summaries, indexes, counters, rollups,
     /// sessions and rate-limit state. Each tree's part is applied key by key (`writes.rs`);
     /// records go first so derived data never points at a missing record.
+    ///
+    /// `stored` is the batch's plan of `calls` (`plan::split_content`, in the same
+    /// order): their records and content are written, and their summaries and
+    /// facets indexed as the plan made them. `None` when the records are stored
+    /// already (a reindex of an older store): the summaries are made from them.
     fn write_batch_derived(
         &self,
         calls: &[CallRecord],
+        stored: Option<Vec<StoredCall>>,
         invocations: &[InvocationRecord],
         moved: &[crate::agent_loop::Moved],
-        write_records: bool,
     ) -> Result<BatchWritten, StoreError> {
         let mut call_batch = Writes::default();
         let mut round_batch = Writes::default();
@@ -633,35 +639,38 @@ impl SledStore {
         let mut text_batch = Writes::default();
         let mut counts: HashMap<Vec<u8>, i64> = HashMap::new();
         let mut new_runs: Vec<&InvocationRecord> = Vec::new();
-        // Prompt name and properties of each invocation, from its calls in this batch.
-        let mut inv_extra: HashMap<&str, (Option<String>, BTreeMap<String, String>)> =
-            HashMap::new();
+        // Each invocation's calls in this batch (its prompt name and properties).
+        let mut run_calls: HashMap<&str, Vec<&CallRecord>> = HashMap::new();
         let mut written = BatchWritten::default();
         // What the facet caches learn once the trees hold it: (time, id, pairs).
         let mut noted_calls: Vec<(u64, &str, OwnedPairs)> = Vec::with_capacity(calls.len());
         let mut noted_invs: Vec<(u64, &str, OwnedPairs, Option<u64>)> =
             Vec::with_capacity(invocations.len());
 
-        if write_records {
-            // Content first (values, then refcounts), so a stored call never names missing content.
-            let stored = self.prepare_calls(calls)?;
-            let mut content_batch = Writes::default();
-            for call in &stored {
-                let id = call.meta.id.as_bytes();
-                if let Some(manifest) = &call.manifest {
-                    self.content
-                        .note_sealed(content::SEALED_MANIFEST, id, manifest)?;
-                    content_batch.insert(id, manifest.as_slice());
+        let reindex = stored.is_none();
+        let listed: Vec<Listed> = match stored {
+            Some(stored) => {
+                // Content first (values, then refcounts), so a stored call never names missing content.
+                let mut content_batch = Writes::default();
+                for call in &stored {
+                    let id = call.meta.id.as_bytes();
+                    if let Some(manifest) = &call.manifest {
+                        self.content
+                            .note_sealed(content::SEALED_MANIFEST, id, manifest)?;
+                        content_batch.insert(id, manifest.as_slice());
+                    }
                 }
+                self.logged.fetch_add(
+                    content_batch.apply_to(&self.call_content)?,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                for call in &stored {
+                    call_batch.insert(call.meta.id.as_bytes(), encode_call_meta(&call.meta)?);
+                }
+                stored.into_iter().map(|s| s.listed).collect()
             }
-            self.logged.fetch_add(
-                content_batch.apply_to(&self.call_content)?,
-                std::sync::atomic::Ordering::Relaxed,
-            );
-            for call in &stored {
-                call_batch.insert(call.meta.id.as_bytes(), encode_call_meta(&call.meta)?);
-            }
-        }
+            None => calls.iter().map(Listed::of).collect(),
+        };
         // Stored calls a late call moved: their records and round keys, in the batch.
         for m in moved {
             let Some(mut meta) = self.get_call_meta(&m.call_id)? else {
@@ -676,13 +685,11 @@ impl SledStore {
                 &[] as &[u8],
             );
         }
-        for call in calls {
+        for (call, Listed { summary, facets }) in calls.iter().zip(listed) {
             round_batch.insert(
                 round_key(&call.invocation_id, call.round, &call.id),
                 &[] as &[u8],
             );
-            let summary = CallSummary::from_record(call);
-            let facets = summary.facets();
             sum_batch.insert(call.id.as_bytes(), summary::encode_header_only(&facets));
             let pairs = index::facet_pairs(&facets);
             noted_calls.push((facets.time_us, call.id.as_str(), owned_pairs(&pairs)));
@@ -698,7 +705,7 @@ impl SledStore {
             // content store (`prepare_calls`); only a reindex of an old store, whose
             // records still hold their views, writes the legacy `call_text` tree.
             let plaintext_ok = self.options.keys.is_none();
-            if plaintext_ok && !write_records {
+            if plaintext_ok && reindex {
                 if let Some(text) = CallText::of(call) {
                     text_batch.insert(
                         call.id.as_bytes(),
@@ -706,14 +713,10 @@ impl SledStore {
                     );
                 }
             }
-            let m = &call.metadata;
-            let extra = inv_extra.entry(call.invocation_id.as_str()).or_default();
-            if extra.0.is_none() {
-                extra.0.clone_from(&m.prompt);
-            }
-            for (k, v) in &m.properties {
-                extra.1.entry(k.clone()).or_insert_with(|| v.clone());
-            }
+            run_calls
+                .entry(call.invocation_id.as_str())
+                .or_default()
+                .push(call);
             written.calls.push(summary);
         }
 
@@ -721,7 +724,7 @@ impl SledStore {
         let mut inv_sum_batch = Writes::default();
         let mut inv_idx_batch = Writes::default();
         for inv in invocations {
-            if write_records {
+            if !reindex {
                 inv_batch.insert(inv.id.as_bytes(), encode_invocation(inv)?);
             }
             let old_stored = self.inv_sum.get(inv.id.as_bytes())?;
@@ -736,20 +739,9 @@ impl SledStore {
                 }
                 None => None,
             };
-            let (mut prompt, mut properties) = match &old {
-                Some((_, s)) => (s.prompt.clone(), s.properties.clone()),
-                None => (None, BTreeMap::new()),
-            };
-            if let Some((p, props)) = inv_extra.get(inv.id.as_str()) {
-                if prompt.is_none() {
-                    prompt.clone_from(p);
-                }
-                for (k, v) in props {
-                    properties.entry(k.clone()).or_insert_with(|| v.clone());
-                }
-            }
-            let summary = InvocationSummary::from_record(inv, prompt, properties);
-            let facets = summary.facets();
+            let batch_calls = run_calls.get(inv.id.as_str()).into_iter().flatten();
+            let Listed { summary, facets } =
+                plan::list_run(inv, old.as_ref().map(|(_, s)| s), batch_calls.copied());
             let new_facet_pairs = index::facet_pairs(&facets);
             let new_entries = index::index_entries(b'i', facets.time_us, &inv.id, &new_facet_pairs);
             let old_entries = match &old {

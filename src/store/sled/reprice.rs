@@ -7,11 +7,11 @@
 use super::{decode, round_prefix, SledStore, StoreError};
 use crate::record::{roll_up, CallRecord, Cost};
 use crate::store::index::RollupCell;
-use crate::store::plan::{repriced_deltas, RollupSum};
+use crate::store::plan::{list_run, repriced_deltas, Listed, RollupSum};
 use crate::store::stored::reprice_call;
-use crate::store::summary::{self, CallSummary, InvocationSummary};
+use crate::store::summary::{self, InvocationSummary};
 use crate::store::types::RepriceReport;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 impl SledStore {
     /// Reprices the calls that started in `[from_us, to_us)`. `price` returns the new
@@ -38,10 +38,9 @@ impl SledStore {
             let (add, take) = repriced_deltas(&call, old_pusd);
             added.add(add);
             taken.add(take);
-            let summary = CallSummary::from_record(&call);
             self.call_sum.insert(
                 call.id.as_bytes(),
-                summary::encode_header_only(&summary.facets()),
+                summary::encode_header_only(&Listed::of(&call).facets),
             )?;
             self.calls
                 .insert(call.id.as_bytes(), super::encode_call_meta(&call)?)?;
@@ -69,20 +68,17 @@ impl SledStore {
             }
         }
         let Some(inv) = inv else { return Ok(()) };
-        let (prompt, properties) = match self.inv_sum.get(id.as_bytes())? {
+        let old: Option<InvocationSummary> = match self.inv_sum.get(id.as_bytes())? {
             Some(stored) => match summary::split_stored(&stored) {
-                Some((_, json)) => {
-                    let old: InvocationSummary = decode(id.as_bytes(), json)?;
-                    (old.prompt, old.properties)
-                }
-                None => (None, BTreeMap::new()),
+                Some((_, json)) => Some(decode(id.as_bytes(), json)?),
+                None => None,
             },
-            None => (None, BTreeMap::new()),
+            None => None,
         };
-        let summary = InvocationSummary::from_record(&inv, prompt, properties);
+        let listed = list_run(&inv, old.as_ref(), []);
         self.inv_sum.insert(
             id.as_bytes(),
-            summary::encode_stored(&summary.facets(), &summary).map_err(StoreError::Encode)?,
+            summary::encode_stored(&listed.facets, &listed.summary).map_err(StoreError::Encode)?,
         )?;
         self.invocations
             .insert(id.as_bytes(), super::encode_invocation(&inv)?)?;
