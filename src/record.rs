@@ -305,8 +305,9 @@ pub struct ClientInfo {
     pub user_agent: Option<String>,
 }
 
-/// One captured call, as stored and as the read API returns it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+/// One captured call, as the writer stores it; the read API answers it as
+/// `api::answers::RecordedCall`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CallRecord {
     pub id: String,
     pub invocation_id: String,

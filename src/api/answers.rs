@@ -15,8 +15,9 @@ use super::history::History;
 use super::ApiState;
 use crate::agent_loop::{Attempt, Gap, RunLoop, RunOutcome, Turn};
 use crate::record::{
-    CallRecord, CallStatus, ErrorInfo, JsonRpcError, LimitWindow, McpExchange, McpServer,
-    McpServerRequest, Usage,
+    Attachment, CallRecord, CallStatus, ClientInfo, Cost, Endpoint, ErrorInfo, JsonRpcError,
+    LimitWindow, McpExchange, McpServer, McpServerRequest, Metadata, RateLimit, RequestView,
+    ResponseView, Usage,
 };
 use crate::store::index::{RateLimitPoint, RateLimitState, RollupCell, SessionSummary};
 use crate::store::summary::{CallSummary, InvocationSummary};
@@ -25,7 +26,8 @@ use crate::timefmt::format_rfc3339_us;
 use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+
 /// `GET /healthz` (liveness). While the store opens the answer is also 200, with
 /// `store` = `opening` and no `storage`.
 #[derive(Serialize, JsonSchema)]
@@ -226,6 +228,12 @@ pub fn is_tool_call(call: &CallRecord) -> bool {
     !crate::record::is_round_kind(&call.kind)
 }
 
+/// The attempt within its round (1 the first try) of a call of `kind` that is its
+/// round's `retry`; none for tool traffic, which is no round's attempt.
+pub fn attempt(kind: &str, retry: u32) -> Option<u32> {
+    crate::record::is_round_kind(kind).then_some(retry + 1)
+}
+
 /// A path or URL up to its query string: a tool call's path as a viewer sees it
 /// (the query string is the tool's arguments: `?city=paris`).
 pub fn without_query(path: &str) -> &str {
@@ -250,34 +258,517 @@ fn timeline_kind(kind: &str) -> &'static str {
     }
 }
 
-/// A call record as a viewer may see it: without bodies, messages, prompts and prompt
-/// variables, the client's address, an MCP exchange's content, nor a tool call's
-/// query string.
-pub fn call_for_viewer(mut call: CallRecord) -> CallRecord {
-    if is_tool_call(&call) {
-        call.path = without_query(&call.path).to_string();
-    }
-    call.request = None;
-    call.response = None;
-    call.request_body = None;
-    call.response_body = None;
-    call.metadata.prompt_variables = None;
-    call.metadata.user_prompt_variables = None;
-    // The client's address is personal data (it names a person's machine or network);
-    // the user agent names the agent's SDK and stays.
-    call.client.ip = None;
-    if let Some(mcp) = call.mcp.as_mut() {
-        *mcp = mcp.without_content();
-    }
-    call
+/// A call as the calls list answers it (`GET /calls`), and as the live stream's
+/// `call` events and the calls CSV export read it.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct CallListItem {
+    pub id: String,
+    pub invocation_id: String,
+    /// The LLM round; 0 for a tool HTTP call or MCP exchange.
+    pub round: u32,
+    /// Which retry of its round the call is (0 the first try).
+    pub retry: u32,
+    pub started_at: String,
+    pub started_at_us: u64,
+    pub ended_at: String,
+    pub latency_ms: f64,
+    pub ttft_ms: Option<f64>,
+    pub provider: String,
+    pub kind: String,
+    /// The model the request asked for (the response's when the request named none).
+    pub model: Option<String>,
+    /// The model the provider says answered (often a dated name of `model`).
+    pub response_model: Option<String>,
+    pub status: Option<CallStatus>,
+    pub http_status: Option<u16>,
+    pub stream: bool,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    /// Absent for calls stored before these counts were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_creation_tokens: Option<u64>,
+    pub cost_usd: Option<f64>,
+    pub stop_reason: Option<String>,
+    pub error_type: Option<String>,
+    pub agent: Option<String>,
+    pub trigger: Option<String>,
+    pub tenant: Option<String>,
+    pub user_id: Option<String>,
+    pub session_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    /// `x-llmtap-prompt`: the system prompt's template as `name@version`.
+    pub prompt: Option<String>,
+    pub api_key_fingerprint: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, String>,
+    /// For an MCP exchange: the JSON-RPC method, and the tool of a `tools/call`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
 }
 
-/// A call record as `admin` may see it.
-pub fn call_as_seen(call: CallRecord, admin: bool) -> CallRecord {
-    if admin {
-        call
-    } else {
-        call_for_viewer(call)
+impl CallListItem {
+    /// A stored call summary as the list answers it (viewers see it whole: it holds
+    /// no prompt text, bodies or tool arguments).
+    pub fn of(summary: CallSummary) -> CallListItem {
+        let CallSummary {
+            id,
+            invocation_id,
+            round,
+            retry,
+            started_at,
+            started_at_us,
+            ended_at,
+            latency_ms,
+            ttft_ms,
+            provider,
+            kind,
+            model,
+            response_model,
+            status,
+            http_status,
+            stream,
+            input_tokens,
+            output_tokens,
+            cache_read_tokens,
+            cache_creation_tokens,
+            cost_usd,
+            stop_reason,
+            error_type,
+            agent,
+            trigger,
+            tenant,
+            user_id,
+            session_id,
+            task_id,
+            prompt,
+            api_key_fingerprint,
+            properties,
+            mcp_method,
+            tool,
+        } = summary;
+        CallListItem {
+            id,
+            invocation_id,
+            round,
+            retry,
+            started_at,
+            started_at_us,
+            ended_at,
+            latency_ms,
+            ttft_ms,
+            provider,
+            kind,
+            model,
+            response_model,
+            status,
+            http_status,
+            stream,
+            input_tokens,
+            output_tokens,
+            cache_read_tokens,
+            cache_creation_tokens,
+            cost_usd,
+            stop_reason,
+            error_type,
+            agent,
+            trigger,
+            tenant,
+            user_id,
+            session_id,
+            task_id,
+            prompt,
+            api_key_fingerprint,
+            properties,
+            mcp_method,
+            tool,
+        }
+    }
+
+    /// The attempt within its round (1 the first try); none for a tool call.
+    pub fn attempt(&self) -> Option<u32> {
+        attempt(&self.kind, self.retry)
+    }
+}
+
+/// What a run's list item and its detail both answer of the stored run summary: all
+/// of it but `rounds` and `tool_calls`, which the detail answers from the calls it
+/// read (its round list, its tool calls counted).
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RunFields {
+    pub id: String,
+    pub started_at: String,
+    pub started_at_us: u64,
+    pub ended_at: String,
+    pub latency_ms: f64,
+    pub agent: Option<String>,
+    pub trigger: Option<String>,
+    pub tenant: Option<String>,
+    pub user_id: Option<String>,
+    pub session_id: Option<String>,
+    /// `x-llmtap-prompt` of the run's calls: the system prompt's template as
+    /// `name@version`.
+    pub prompt: Option<String>,
+    pub task_id: Option<String>,
+    pub providers: Vec<String>,
+    /// The models the run's requests asked for, in order of first use.
+    pub models: Vec<String>,
+    /// The models the provider says answered.
+    pub response_models: Vec<String>,
+    /// The first model, for tables with one model column.
+    pub model: Option<String>,
+    pub status: Option<CallStatus>,
+    /// Attempts beyond each round's first; 0 for runs stored before retries were
+    /// told apart.
+    pub retries: u32,
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub cost_usd: Option<f64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// A run (invocation) as the runs list answers it (`GET /invocations`), and as the
+/// live stream's `invocation` events and the runs CSV export read it.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RunListItem {
+    #[serde(flatten)]
+    pub run: RunFields,
+    /// Distinct rounds.
+    pub rounds: u32,
+    /// Tool calls captured in the run; 0 for runs stored before they were counted.
+    pub tool_calls: u32,
+}
+
+impl RunListItem {
+    /// A stored run summary as the list answers it (viewers see it whole: it holds
+    /// no prompt text).
+    pub fn of(summary: InvocationSummary) -> RunListItem {
+        let InvocationSummary {
+            id,
+            started_at,
+            started_at_us,
+            ended_at,
+            latency_ms,
+            agent,
+            trigger,
+            tenant,
+            user_id,
+            session_id,
+            prompt,
+            task_id,
+            providers,
+            models,
+            response_models,
+            model,
+            status,
+            rounds,
+            retries,
+            tool_calls,
+            input_tokens,
+            output_tokens,
+            cost_usd,
+            properties,
+        } = summary;
+        RunListItem {
+            run: RunFields {
+                id,
+                started_at,
+                started_at_us,
+                ended_at,
+                latency_ms,
+                agent,
+                trigger,
+                tenant,
+                user_id,
+                session_id,
+                prompt,
+                task_id,
+                providers,
+                models,
+                response_models,
+                model,
+                status,
+                retries,
+                input_tokens,
+                output_tokens,
+                cost_usd,
+                properties,
+            },
+            rounds,
+            tool_calls,
+        }
+    }
+}
+
+/// A session as the sessions list answers it (`GET /sessions`), and the head of its
+/// detail.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct SessionListItem {
+    pub id: String,
+    /// Admins only (null for viewers): the first user message, shortened.
+    pub subject: Option<String>,
+    pub agent: Option<String>,
+    pub tenant: Option<String>,
+    pub calls: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// `cost_pusd` as USD, for display.
+    pub cost_usd: f64,
+    /// The exact sum of the calls' costs in picodollars.
+    pub cost_pusd: u64,
+    pub first_at: String,
+    pub first_at_us: u64,
+    pub last_at: String,
+    pub last_at_us: u64,
+    /// The models its LLM calls asked for or were answered by, in order of first use;
+    /// absent for a session stored before they were kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<String>>,
+}
+
+impl SessionListItem {
+    /// A stored session as `admin` may see it: its subject (prompt text) for admins
+    /// only.
+    pub fn of(session: SessionSummary, admin: bool) -> SessionListItem {
+        let SessionSummary {
+            id,
+            subject,
+            agent,
+            tenant,
+            calls,
+            input_tokens,
+            output_tokens,
+            cost_usd,
+            cost_pusd,
+            first_at,
+            first_at_us,
+            last_at,
+            last_at_us,
+            models,
+        } = session;
+        SessionListItem {
+            id,
+            subject: subject.filter(|_| admin),
+            agent,
+            tenant,
+            calls,
+            input_tokens,
+            output_tokens,
+            cost_usd,
+            cost_pusd,
+            first_at,
+            first_at_us,
+            last_at,
+            last_at_us,
+            models,
+        }
+    }
+}
+
+/// A call record as `admin` may see it (`GET /calls/{id}`, a run's `calls`). A viewer
+/// gets it without bodies, messages, prompt variables, the client's address, an MCP
+/// exchange's content, nor a tool call's query string.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RecordedCall {
+    pub id: String,
+    pub invocation_id: String,
+    /// The LLM round (1, 2, ...); 0 for a tool HTTP call (`kind = "http"`) or an
+    /// MCP exchange (`kind = "mcp"`), which sit between rounds in the run's timeline.
+    pub round: u32,
+    /// Which retry of its round the call is: 0 the first try (and a tool call).
+    pub retry: u32,
+    /// SHA-256 (128 bits, hex) of the request body: a retry repeats it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_digest: Option<String>,
+    /// How the call's run was found when the client named none: `new`, `continued`,
+    /// `new_turn`, or `tool` (a tool's call joined to the run whose round asked for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grouped_by_conversation: Option<String>,
+    pub started_at: String,
+    pub ended_at: String,
+    /// When the writer stored the call; absent on calls stored before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_at: Option<String>,
+    /// Microseconds since the Unix epoch of `started_at`.
+    pub started_at_us: u64,
+    pub latency_ms: f64,
+    /// Time to the first content token for streams, to the first byte otherwise.
+    pub ttft_ms: Option<f64>,
+    pub first_byte_ms: Option<f64>,
+    pub provider: String,
+    pub kind: String,
+    pub endpoint: Option<Endpoint>,
+    pub method: String,
+    /// A viewer gets a tool call's path without its query string (its arguments).
+    pub path: String,
+    pub upstream_host: String,
+    pub http_status: Option<u16>,
+    pub status: Option<CallStatus>,
+    pub stream: bool,
+    pub model: Option<String>,
+    pub response_model: Option<String>,
+    pub usage: Usage,
+    pub raw_usage: Option<Value>,
+    pub cost_usd: Option<f64>,
+    pub cost: Option<Cost>,
+    pub stop_reason: Option<String>,
+    pub error: Option<ErrorInfo>,
+    /// Admins only (null for viewers).
+    pub request: Option<RequestView>,
+    /// Admins only (null for viewers).
+    pub response: Option<ResponseView>,
+    pub rate_limit: Option<RateLimit>,
+    /// Prompt variables for admins only.
+    pub metadata: Metadata,
+    pub api_key_fingerprint: Option<String>,
+    /// The client's address for admins only.
+    pub client: ClientInfo,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub truncated: bool,
+    /// Which bodies were cut (`request`, `response`): their stored bytes are a prefix.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub truncated_parts: Vec<String>,
+    /// Request headers as forwarded, secrets redacted.
+    pub request_headers: BTreeMap<String, String>,
+    /// Response headers as received.
+    pub response_headers: BTreeMap<String, String>,
+    /// Admins only (null for viewers).
+    pub request_body: Option<String>,
+    /// Admins only (null for viewers).
+    pub response_body: Option<String>,
+    pub parse_notes: Vec<String>,
+    /// Attachments found in the request (`GET /api/v1/blobs/{sha256}`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<Attachment>,
+    /// For an MCP exchange; its content (arguments, results) for admins only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<McpExchange>,
+}
+
+impl RecordedCall {
+    /// The stored record as `admin` may see it: the one place a viewer's call is
+    /// redacted. Every field of the record is named, so a field added to the stored
+    /// form is a compile error here until it is answered or left out on purpose.
+    pub fn of(call: CallRecord, admin: bool) -> RecordedCall {
+        let path = path_as_seen(&call, admin).to_string();
+        let CallRecord {
+            id,
+            invocation_id,
+            round,
+            retry,
+            request_digest,
+            grouped_by_conversation,
+            started_at,
+            ended_at,
+            stored_at,
+            started_at_us,
+            latency_ms,
+            ttft_ms,
+            first_byte_ms,
+            provider,
+            kind,
+            endpoint,
+            method,
+            path: _,
+            upstream_host,
+            http_status,
+            status,
+            stream,
+            model,
+            response_model,
+            usage,
+            raw_usage,
+            cost_usd,
+            cost,
+            stop_reason,
+            error,
+            request,
+            response,
+            rate_limit,
+            mut metadata,
+            api_key_fingerprint,
+            mut client,
+            request_bytes,
+            response_bytes,
+            truncated,
+            truncated_parts,
+            request_headers,
+            response_headers,
+            request_body,
+            response_body,
+            parse_notes,
+            attachments,
+            request_body_bytes: _,
+            response_body_bytes: _,
+            mcp,
+        } = call;
+        if !admin {
+            metadata.prompt_variables = None;
+            metadata.user_prompt_variables = None;
+            // The client's address is personal data (it names a person's machine or
+            // network); the user agent names the agent's SDK and stays.
+            client.ip = None;
+        }
+        RecordedCall {
+            id,
+            invocation_id,
+            round,
+            retry,
+            request_digest,
+            grouped_by_conversation,
+            started_at,
+            ended_at,
+            stored_at,
+            started_at_us,
+            latency_ms,
+            ttft_ms,
+            first_byte_ms,
+            provider,
+            kind,
+            endpoint,
+            method,
+            path,
+            upstream_host,
+            http_status,
+            status,
+            stream,
+            model,
+            response_model,
+            usage,
+            raw_usage,
+            cost_usd,
+            cost,
+            stop_reason,
+            error,
+            request: request.filter(|_| admin),
+            response: response.filter(|_| admin),
+            rate_limit,
+            metadata,
+            api_key_fingerprint,
+            client,
+            request_bytes,
+            response_bytes,
+            truncated,
+            truncated_parts,
+            request_headers,
+            response_headers,
+            request_body: request_body.filter(|_| admin),
+            response_body: response_body.filter(|_| admin),
+            parse_notes,
+            attachments,
+            mcp: mcp.map(|m| if admin { m } else { m.without_content() }),
+        }
     }
 }
 
@@ -286,7 +777,7 @@ pub fn call_as_seen(call: CallRecord, admin: bool) -> CallRecord {
 #[schemars(deny_unknown_fields)]
 pub struct CallDetail {
     #[serde(flatten)]
-    pub call: CallRecord,
+    pub call: RecordedCall,
     /// Why the call failed and what to do about it, for a human; null on success.
     pub hint: Option<String>,
     /// Admins only: where the call went (the provider's base URL and the recorded
@@ -306,8 +797,10 @@ pub struct CallDetail {
 #[derive(Serialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct InvocationDetail {
+    /// The stored run summary (`RunFields`: its list item without `rounds` and
+    /// `tool_calls`, answered below from the calls read).
     #[serde(flatten)]
-    pub summary: RunSummaryFields,
+    pub run: RunFields,
     /// Distinct rounds (a retry is an attempt of its round, not a round), among the
     /// calls read (`RunWithCalls::round_count`).
     pub round_count: u32,
@@ -334,7 +827,7 @@ pub struct InvocationDetail {
     /// The full call records in round order (bodies for admins only); absent with
     /// `calls=false`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub calls: Option<Vec<CallRecord>>,
+    pub calls: Option<Vec<RecordedCall>>,
 }
 
 impl InvocationDetail {
@@ -367,7 +860,7 @@ impl InvocationDetail {
         let by_id: HashMap<&str, &CallRecord> = calls.iter().map(|c| (c.id.as_str(), c)).collect();
         let rounds = Round::all_of(&described, &by_id, admin);
         InvocationDetail {
-            summary: RunSummaryFields::of(&summary),
+            run: RunListItem::of(summary).run,
             round_count,
             llm_calls: calls
                 .iter()
@@ -385,58 +878,13 @@ impl InvocationDetail {
             timeline: RunTimelineEntry::all_of(&calls, admin),
             mcp_servers: McpServerOffer::all_of(&calls),
             gaps: described.gaps,
-            calls: include_calls
-                .then(|| calls.into_iter().map(|c| call_as_seen(c, admin)).collect()),
+            calls: include_calls.then(|| {
+                calls
+                    .into_iter()
+                    .map(|c| RecordedCall::of(c, admin))
+                    .collect()
+            }),
         }
-    }
-}
-
-/// The run's stored summary in its detail: every field of `InvocationSummary` but
-/// those the detail answers itself from the calls read (`rounds` is the round list
-/// there, `tool_calls` the tool calls counted).
-pub struct RunSummaryFields(serde_json::Map<String, Value>);
-
-impl RunSummaryFields {
-    const ANSWERED_BY_THE_DETAIL: [&'static str; 2] = ["rounds", "tool_calls"];
-
-    fn of(summary: &InvocationSummary) -> RunSummaryFields {
-        let mut fields = match serde_json::to_value(summary) {
-            Ok(Value::Object(fields)) => fields,
-            _ => serde_json::Map::new(),
-        };
-        for key in Self::ANSWERED_BY_THE_DETAIL {
-            fields.remove(key);
-        }
-        RunSummaryFields(fields)
-    }
-}
-
-impl Serialize for RunSummaryFields {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(serializer)
-    }
-}
-
-impl JsonSchema for RunSummaryFields {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "RunSummaryFields".into()
-    }
-
-    fn inline_schema() -> bool {
-        true
-    }
-
-    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        let mut schema = InvocationSummary::json_schema(generator);
-        if let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) {
-            for key in Self::ANSWERED_BY_THE_DETAIL {
-                properties.remove(key);
-            }
-        }
-        if let Some(required) = schema.get_mut("required").and_then(Value::as_array_mut) {
-            required.retain(|k| !Self::ANSWERED_BY_THE_DETAIL.iter().any(|a| k == a));
-        }
-        schema
     }
 }
 
@@ -492,7 +940,7 @@ impl RunTimelineEntry {
                     kind: timeline_kind(&c.kind),
                     call_id: c.id.clone(),
                     round: (!tool).then_some(c.round),
-                    attempt: (!tool).then_some(c.retry + 1),
+                    attempt: attempt(&c.kind, c.retry),
                     after_round: tool.then_some(last_round),
                     started_at: c.started_at.clone(),
                     ended_at: c.ended_at.clone(),
@@ -832,7 +1280,7 @@ pub struct ToolCallJoin {
 #[schemars(deny_unknown_fields)]
 pub struct SessionDetail {
     #[serde(flatten)]
-    pub session: SessionSummary,
+    pub session: SessionListItem,
     pub timeline: Vec<SessionTimelineEntry>,
     /// With `conversation=true`: the session as a conversation, in order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -896,13 +1344,14 @@ pub struct SessionTimelineEntry {
     pub stop_reason: Option<String>,
 }
 
-impl From<CallSummary> for SessionTimelineEntry {
-    fn from(c: CallSummary) -> SessionTimelineEntry {
+impl SessionTimelineEntry {
+    /// A call of the session as its stored summary has it.
+    pub fn of(c: CallSummary) -> SessionTimelineEntry {
         let round = crate::record::is_round_kind(&c.kind);
         SessionTimelineEntry {
             kind: timeline_kind(&c.kind),
             round: round.then_some(c.round),
-            attempt: round.then_some(c.retry + 1),
+            attempt: attempt(&c.kind, c.retry),
             call_id: c.id,
             invocation_id: c.invocation_id,
             mcp_method: c.mcp_method,
@@ -1260,6 +1709,44 @@ impl From<RateLimitPoint> for RateLimitSeriesPoint {
 #[derive(Serialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct AuditLog {
-    pub items: Vec<AuditEntry>,
+    pub items: Vec<AuditLogEntry>,
     pub count: usize,
+}
+
+/// An entry of the audit log: an admin read of bodies or prompts.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct AuditLogEntry {
+    pub at: String,
+    pub at_us: u64,
+    /// Token name, or the first 12 hex digits of its SHA-256.
+    pub who: String,
+    pub role: String,
+    pub tenant: Option<String>,
+    pub action: String,
+    /// The request as sent (path and query string).
+    pub path: String,
+}
+
+impl AuditLogEntry {
+    pub fn of(entry: AuditEntry) -> AuditLogEntry {
+        let AuditEntry {
+            at,
+            at_us,
+            who,
+            role,
+            tenant,
+            action,
+            path,
+        } = entry;
+        AuditLogEntry {
+            at,
+            at_us,
+            who,
+            role,
+            tenant,
+            action,
+            path,
+        }
+    }
 }

@@ -2,12 +2,13 @@
 //! and `/invocations.csv` (`export.rs`) write their header and rows from these tables;
 //! the CLI's `llmtap export --format csv` writes those answers as sent, page by page.
 //!
-//! Each column is a name and how its cell reads a summary; the last column, `input`
-//! (the first user message of a run, the last of a call), is not in the summary and
-//! is passed in by the writer (empty for viewers).
+//! Each column is a name and how its cell reads the list's answer type (`CallListItem`,
+//! `RunListItem`: a CSV row and a JSON list item are the same answer); the last column,
+//! `input` (the first user message of a run, the last of a call), is not in it and is
+//! passed in by the writer (empty for viewers).
 
-use crate::record::{CallStatus, ProviderKind};
-use crate::store::summary::{CallSummary, InvocationSummary};
+use super::answers::{CallListItem, RunListItem};
+use crate::record::CallStatus;
 
 /// One CSV column: its header and its cell.
 pub struct Column<T> {
@@ -40,18 +41,12 @@ pub fn prompt_version(prompt: &Option<String>) -> String {
 }
 
 /// The columns of a call, `input` excepted.
-pub static CALL: &[Column<CallSummary>] = &[
+pub static CALL: &[Column<CallListItem>] = &[
     column("id", |s| s.id.clone()),
     column("invocation_id", |s| s.invocation_id.clone()),
     column("round", |s| s.round.to_string()),
     // Attempt within the round (1 the first try); empty for a tool call.
-    column("attempt", |s| {
-        if s.kind == ProviderKind::Http.as_str() || s.kind == ProviderKind::Mcp.as_str() {
-            String::new()
-        } else {
-            (s.retry + 1).to_string()
-        }
-    }),
+    column("attempt", |s| opt(&s.attempt())),
     column("status", |s| status(&s.status)),
     column("http_status", |s| opt(&s.http_status)),
     column("trigger", |s| opt(&s.trigger)),
@@ -80,26 +75,26 @@ pub static CALL: &[Column<CallSummary>] = &[
 ];
 
 /// The columns of a run (invocation), `input` excepted.
-pub static INVOCATION: &[Column<InvocationSummary>] = &[
-    column("id", |s| s.id.clone()),
-    column("status", |s| status(&s.status)),
-    column("trigger", |s| opt(&s.trigger)),
-    column("agent", |s| opt(&s.agent)),
-    column("tenant", |s| opt(&s.tenant)),
-    column("started_at", |s| s.started_at.clone()),
-    column("latency_ms", |s| s.latency_ms.to_string()),
-    column("input_tokens", |s| opt(&s.input_tokens)),
-    column("output_tokens", |s| opt(&s.output_tokens)),
-    column("cost_usd", |s| opt(&s.cost_usd)),
-    column("model", |s| opt(&s.model)),
-    column("prompt", |s| opt(&s.prompt)),
-    column("prompt_version", |s| prompt_version(&s.prompt)),
+pub static INVOCATION: &[Column<RunListItem>] = &[
+    column("id", |s| s.run.id.clone()),
+    column("status", |s| status(&s.run.status)),
+    column("trigger", |s| opt(&s.run.trigger)),
+    column("agent", |s| opt(&s.run.agent)),
+    column("tenant", |s| opt(&s.run.tenant)),
+    column("started_at", |s| s.run.started_at.clone()),
+    column("latency_ms", |s| s.run.latency_ms.to_string()),
+    column("input_tokens", |s| opt(&s.run.input_tokens)),
+    column("output_tokens", |s| opt(&s.run.output_tokens)),
+    column("cost_usd", |s| opt(&s.run.cost_usd)),
+    column("model", |s| opt(&s.run.model)),
+    column("prompt", |s| opt(&s.run.prompt)),
+    column("prompt_version", |s| prompt_version(&s.run.prompt)),
     column("rounds", |s| s.rounds.to_string()),
-    column("retries", |s| s.retries.to_string()),
+    column("retries", |s| s.run.retries.to_string()),
     column("tool_calls", |s| s.tool_calls.to_string()),
-    column("session_id", |s| opt(&s.session_id)),
-    column("user_id", |s| opt(&s.user_id)),
-    column("task_id", |s| opt(&s.task_id)),
+    column("session_id", |s| opt(&s.run.session_id)),
+    column("user_id", |s| opt(&s.run.user_id)),
+    column("task_id", |s| opt(&s.run.task_id)),
 ];
 
 /// The header row: every column's name, then `input`.
@@ -126,14 +121,14 @@ mod tests {
 
     #[test]
     fn a_row_has_a_cell_per_header_and_the_prompt_version_is_split_off() {
-        let s = CallSummary {
+        let s = CallListItem::of(crate::store::summary::CallSummary {
             id: "c_1".into(),
             kind: "openai".into(),
             prompt: Some("summarise@v3".into()),
             cache_read_tokens: Some(12),
             task_id: Some("t-9".into()),
             ..Default::default()
-        };
+        });
         let header = header(CALL);
         let row = row(CALL, &s, "hello".into());
         assert_eq!(header.len(), row.len());

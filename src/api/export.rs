@@ -1,9 +1,10 @@
 //! Streamed responses: CSV exports (RFC 4180, row by row, page by page) and the live
-//! Server-Sent Events stream of new call and invocation summaries.
+//! Server-Sent Events stream of new calls and runs, as the lists answer them.
 //!
 //! Both bodies are fed through a small bounded channel, so memory stays bounded by a
 //! few chunks whatever the export size, and a client that goes away stops the producer.
 
+use super::answers::{CallListItem, RunListItem};
 use super::columns;
 use super::params::{self, bad, Params};
 use super::views::list_filter;
@@ -175,15 +176,15 @@ fn write_page(
 ) -> Result<Option<PageEnd>, ApiError> {
     if invocations {
         let page = store.list_invocations(filter, request)?;
-        for s in &page.items {
-            let input = match (admin, store.invocation_call_ids(&s.id)) {
+        for s in page.items.into_iter().map(RunListItem::of) {
+            let input = match (admin, store.invocation_call_ids(&s.run.id)) {
                 (true, Ok(ids)) => ids
                     .first()
                     .map(|id| call_input(store, id, true))
                     .unwrap_or_default(),
                 _ => String::new(),
             };
-            csv_row(out, &columns::row(columns::INVOCATION, s, input));
+            csv_row(out, &columns::row(columns::INVOCATION, &s, input));
             if !after_row(out) {
                 return Ok(None);
             }
@@ -194,9 +195,9 @@ fn write_page(
         }))
     } else {
         let page = store.list_calls(filter, request)?;
-        for s in &page.items {
+        for s in page.items.into_iter().map(CallListItem::of) {
             let input = call_input(store, &s.id, admin);
-            csv_row(out, &columns::row(columns::CALL, s, input));
+            csv_row(out, &columns::row(columns::CALL, &s, input));
             if !after_row(out) {
                 return Ok(None);
             }
@@ -322,12 +323,12 @@ pub(super) fn stream(state: &Arc<ApiState>, who: &Principal, p: &Params) -> ApiR
                         let mut out = String::new();
                         if calls {
                             for c in batch.calls.iter().filter(|c| filter.matches_facets(&c.facets())) {
-                                sse_event(&mut out, "call", c);
+                                sse_event(&mut out, "call", &CallListItem::of(c.clone()));
                             }
                         }
                         if invocations {
                             for i in batch.invocations.iter().filter(|i| filter.matches_facets(&i.facets())) {
-                                sse_event(&mut out, "invocation", i);
+                                sse_event(&mut out, "invocation", &RunListItem::of(i.clone()));
                             }
                         }
                         out
@@ -344,7 +345,8 @@ pub(super) fn stream(state: &Arc<ApiState>, who: &Principal, p: &Params) -> ApiR
     Ok(streamed(rx, "text/event-stream"))
 }
 
-fn sse_event<T: serde::Serialize>(out: &mut String, name: &str, value: &T) {
+/// One event; its data an answer type, as `ok` requires of a JSON answer.
+fn sse_event<T: serde::Serialize + schemars::JsonSchema>(out: &mut String, name: &str, value: &T) {
     if let Ok(data) = serde_json::to_string(value) {
         out.push_str("event: ");
         out.push_str(name);

@@ -9,7 +9,7 @@
 //! Messages compare by role, text, tool calls (id, name, arguments) and the tool
 //! result's id; a response compares as the assistant message a client sends back.
 
-use crate::record::{CallRecord, Message, ProviderKind};
+use crate::record::{CallRecord, Message};
 use crate::store::summary::{tag, Filter};
 use crate::store::{PageRequest, Store, StoreError};
 use serde::Serialize;
@@ -37,7 +37,7 @@ pub struct History {
 /// The history of an LLM call's request; `None` for a tool call or a call whose
 /// request was not parsed.
 pub fn of_call(store: &Store, call: &CallRecord) -> Result<Option<History>, StoreError> {
-    if is_tool(call) {
+    if super::answers::is_tool_call(call) {
         return Ok(None);
     }
     let Some(request) = call.request.as_ref() else {
@@ -75,10 +75,6 @@ fn memory(messages: &[Message], earlier: &[Message]) -> usize {
         .iter()
         .take_while(|m| earlier.iter().any(|e| same_message(m, e)))
         .count()
-}
-
-fn is_tool(call: &CallRecord) -> bool {
-    call.kind == ProviderKind::Http.as_str() || call.kind == ProviderKind::Mcp.as_str()
 }
 
 /// A call's conversation as its client would send it next: the request's messages,
@@ -130,7 +126,7 @@ fn previous_run_turns(
     let ids = store.invocation_call_ids(&previous.id)?;
     for id in ids.iter().rev().take(MAX_READS) {
         match store.get_call_meta(id)? {
-            Some(meta) if !is_tool(&meta) => {
+            Some(meta) if !super::answers::is_tool_call(&meta) => {
                 return Ok(store
                     .get_call(id)?
                     .filter(|c| c.request.is_some())
@@ -158,7 +154,7 @@ fn previous_round_turns(
         let Some(meta) = store.get_call_meta(id)? else {
             continue;
         };
-        if is_tool(&meta) {
+        if super::answers::is_tool_call(&meta) {
             continue;
         }
         if meta.round + 1 == call.round {

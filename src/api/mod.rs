@@ -330,7 +330,10 @@ fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<ApiBody>
     }
 }
 
-fn ok<T: serde::Serialize>(value: &T) -> ApiResult {
+/// A 200 JSON answer. Only a type that derives its schema may be one (the answer
+/// types of `answers.rs`; stored types derive none), so no handler answers the stored
+/// form as is.
+fn ok<T: serde::Serialize + schemars::JsonSchema>(value: &T) -> ApiResult {
     Ok(json(StatusCode::OK, value))
 }
 

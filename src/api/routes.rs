@@ -11,7 +11,6 @@ use super::answers;
 use super::auth::Principal;
 use super::params::{ParamKind, ParamSpec, Params, FILTER_PARAMS, PAGE_PARAMS};
 use super::{content, export, prompt_logs, views, ApiError, ApiResult, ApiState};
-use crate::store::summary::{CallSummary, InvocationSummary};
 use http::Method;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use std::sync::Arc;
@@ -428,7 +427,7 @@ pub static ROUTES: &[Route] = &[
         summary: "Invocations (agent runs), newest first",
         params: LIST,
         reply: json(
-            schema_of::<views::PageOf<InvocationSummary>>,
+            schema_of::<views::PageOf<answers::RunListItem>>,
             "a page of invocation summaries",
         ),
     },
@@ -440,7 +439,7 @@ pub static ROUTES: &[Route] = &[
         summary: "Calls, newest first",
         params: LIST,
         reply: json(
-            schema_of::<views::PageOf<CallSummary>>,
+            schema_of::<views::PageOf<answers::CallListItem>>,
             "a page of call summaries",
         ),
     },
@@ -511,7 +510,7 @@ pub static ROUTES: &[Route] = &[
         summary: "Sessions, newest first (by first call), filtered by activity dates, agent and model",
         params: &[SESSION_FILTERS, PAGE_PARAMS],
         reply: json(
-            schema_of::<views::PageOf<crate::store::index::SessionSummary>>,
+            schema_of::<views::PageOf<answers::SessionListItem>>,
             "a page of sessions (subjects for admins only)",
         ),
     },
@@ -596,7 +595,7 @@ pub static ROUTES: &[Route] = &[
         reply: Reply {
             content_type: "text/event-stream",
             payload: Payload::Text,
-            description: "`event: call` / `event: invocation` with CallSummary / InvocationSummary JSON as data; comments as keepalives",
+            description: "`event: call` / `event: invocation` with a `CallListItem` / `RunListItem` JSON as data (the lists' items); comments as keepalives",
         },
     },
     Route {

@@ -64,13 +64,14 @@ pub struct PageOf<T> {
     pub next_offset: Option<usize>,
 }
 
-fn page_json<T>(page: Page<T>, request: &PageRequest) -> PageOf<T> {
+/// A page of stored items as the list answers it, each converted by `answer`.
+fn page_json<S, T>(page: Page<S>, request: &PageRequest, answer: impl FnMut(S) -> T) -> PageOf<T> {
     let next_offset = (page.has_more && request.after.is_none())
         .then(|| request.offset + page.items.len())
         .filter(|n| *n <= params::MAX_OFFSET);
     PageOf {
         count: page.items.len(),
-        items: page.items,
+        items: page.items.into_iter().map(answer).collect(),
         total: page.total,
         total_is_lower_bound: page.total_is_lower_bound,
         has_more: page.has_more,
@@ -96,11 +97,13 @@ pub(super) fn list(
         ok(&page_json(
             state.store.list_invocations(&filter, &request)?,
             &request,
+            answers::RunListItem::of,
         ))
     } else {
         ok(&page_json(
             state.store.list_calls(&filter, &request)?,
             &request,
+            answers::CallListItem::of,
         ))
     }
 }
@@ -200,13 +203,12 @@ pub(super) fn call(
     } else {
         (None, None)
     };
-    let call = answers::call_as_seen(call, admin);
     ok(&answers::CallDetail {
         hint: hint(&call),
         price_entry: price_entry(state, &call),
         upstream_url,
         history,
-        call,
+        call: answers::RecordedCall::of(call, admin),
     })
 }
 
@@ -467,7 +469,8 @@ pub(super) fn sessions(state: &ApiState, who: &Principal, p: &Params) -> ApiResu
     }
     let request = params::page_request(p, true)?;
     let mut page = state.store.list_sessions(&filter, &request)?;
-    if who.is_admin() {
+    let admin = who.is_admin();
+    if admin {
         for s in &mut page.items {
             session_subject(state, s)?;
         }
@@ -475,12 +478,10 @@ pub(super) fn sessions(state: &ApiState, who: &Principal, p: &Params) -> ApiResu
         if page.items.iter().any(|s| s.subject.is_some()) {
             audit(state, who, "read session subjects", "/api/v1/sessions")?;
         }
-    } else {
-        for s in &mut page.items {
-            s.subject = None;
-        }
     }
-    ok(&page_json(page, &request))
+    ok(&page_json(page, &request, |s| {
+        answers::SessionListItem::of(s, admin)
+    }))
 }
 
 pub(super) fn session(state: &ApiState, who: &Principal, p: &Params, id: &str) -> ApiResult {
@@ -499,9 +500,7 @@ pub(super) fn session(state: &ApiState, who: &Principal, p: &Params, id: &str) -
             "this token may not read session {id}"
         )));
     }
-    if !who.is_admin() {
-        s.subject = None;
-    } else if session_subject(state, &mut s)? {
+    if who.is_admin() && session_subject(state, &mut s)? {
         audit(
             state,
             who,
@@ -521,8 +520,11 @@ pub(super) fn session(state: &ApiState, who: &Principal, p: &Params, id: &str) -
         None
     };
     ok(&answers::SessionDetail {
-        session: s,
-        timeline: summaries.into_iter().map(Into::into).collect(),
+        session: answers::SessionListItem::of(s, who.is_admin()),
+        timeline: summaries
+            .into_iter()
+            .map(answers::SessionTimelineEntry::of)
+            .collect(),
         conversation,
     })
 }
@@ -916,7 +918,7 @@ pub(super) fn audit_log(state: &ApiState, who: &Principal, p: &Params) -> ApiRes
     let items = state.store.audit_entries(before, limit)?;
     ok(&answers::AuditLog {
         count: items.len(),
-        items,
+        items: items.into_iter().map(answers::AuditLogEntry::of).collect(),
     })
 }
 

@@ -382,7 +382,7 @@ fn hist_bounds_ms(i: usize) -> (f64, f64) {
 }
 
 /// One conversation session, maintained by the writer.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SessionSummary {
     pub id: String,
     /// The first user message, shortened.

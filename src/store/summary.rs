@@ -37,8 +37,9 @@ pub mod tag {
     ];
 }
 
-/// A call as lists show it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+/// A call as list pages read it from the store (the API answers it as
+/// `api::answers::CallListItem`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CallSummary {
     pub id: String,
     pub invocation_id: String,
@@ -89,8 +90,9 @@ pub struct CallSummary {
     pub tool: Option<String>,
 }
 
-/// An invocation (agent run) as lists show it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+/// An invocation (agent run) as list pages read it from the store (the API answers it
+/// as `api::answers::RunListItem`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InvocationSummary {
     pub id: String,
     pub started_at: String,

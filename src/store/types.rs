@@ -73,7 +73,7 @@ pub enum ScanOutcome {
     Truncated,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {
     pub at: String,
     pub at_us: u64,
