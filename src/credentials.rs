@@ -148,7 +148,24 @@ pub fn looks_like_credential(value: &str) -> bool {
     }
     value
         .split(|c: char| !is_token_char(c))
+        .filter(|token| token.len() >= SHORTEST_CREDENTIAL_TOKEN)
         .any(|token| has_credential_prefix(token) || is_jwt(token))
+}
+
+/// No shorter token has a credential prefix and its tail, nor is a JWT: skipping
+/// the short words of a header value saves comparing each with every prefix.
+const SHORTEST_CREDENTIAL_TOKEN: usize = shortest(CREDENTIAL_PREFIXES) + MIN_TAIL;
+
+const fn shortest(words: &[&str]) -> usize {
+    let mut shortest = usize::MAX;
+    let mut i = 0;
+    while i < words.len() {
+        if words[i].len() < shortest {
+            shortest = words[i].len();
+        }
+        i += 1;
+    }
+    shortest
 }
 
 fn has_credential_prefix(token: &str) -> bool {
@@ -294,6 +311,8 @@ mod tests {
             "sk-proj-abcdefghij0123456789",
             "token is ghp_abcdefghij0123456789xyz here",
             "AKIAABCDEFGH12345678",
+            // The shortest credential token: a 3-byte prefix and a 16-byte tail.
+            "hf_abcdefghijklmno1",
             "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
         ] {
             assert!(looks_like_credential(value), "{value}");
@@ -303,6 +322,7 @@ mod tests {
             "OpenAI/Python 1.54.0",
             "req_0123456789abcdef0123456789",
             "sk-short",
+            "hf_abcdefghijklmn1",
             "the model said: skip the first step",
             // A multi-byte character where a scheme would end (it once panicked).
             "Keys › Rotation: create a second key, then revoke the first",
