@@ -21,7 +21,7 @@ use crate::record::{
 };
 use crate::store::index::{RateLimitPoint, RateLimitState, RollupCell, SessionSummary};
 use crate::store::summary::{CallSummary, InvocationSummary};
-use crate::store::{AuditEntry, RunWithCalls};
+use crate::store::{AuditEntry, RunWithCalls, StorageState};
 use crate::timefmt::format_rfc3339_us;
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -47,7 +47,53 @@ pub struct Health {
     pub capture_log: Option<CaptureLogHealth>,
     /// Absent while the store opens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storage: Option<crate::store::StorageHealth>,
+    pub storage: Option<StorageHealth>,
+}
+
+/// The `storage` part of `/healthz`.
+#[derive(Serialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct StorageHealth {
+    /// `open`, or `reopening` while the store is reopened after failed writes (reads
+    /// answer 503 `store_reopening` meanwhile).
+    pub store: &'static str,
+    /// `ok`, `bodies_paused` or `capture_paused`.
+    pub disk: &'static str,
+    pub free_mb: Option<u64>,
+    pub storing_bodies: bool,
+    /// False while capture is paused for disk space, batch writes fail or the store
+    /// reopens (calls wait in the capture log meanwhile).
+    pub storing_calls: bool,
+    pub encrypted: bool,
+    /// Whether the last batch write failed (or the store is reopening after one).
+    pub writes_failing: bool,
+    /// That failure's error, while writes fail.
+    pub last_write_error: Option<String>,
+    /// When it happened (RFC 3339).
+    pub last_write_error_at: Option<String>,
+    /// Times the store was reopened after failed writes since llmtap started.
+    pub reopens: u64,
+}
+
+impl StorageHealth {
+    pub fn of(state: StorageState) -> StorageHealth {
+        let (last_write_error, last_write_error_at) = match state.last_write_error {
+            Some((error, at_us)) => (Some(error), Some(format_rfc3339_us(at_us))),
+            None => (None, None),
+        };
+        StorageHealth {
+            store: if state.open { "open" } else { "reopening" },
+            disk: state.disk.as_str(),
+            free_mb: state.free_bytes.map(|b| b >> 20),
+            storing_bodies: state.storing_bodies,
+            storing_calls: state.storing_calls,
+            encrypted: state.encrypted,
+            writes_failing: last_write_error.is_some() || !state.open,
+            last_write_error,
+            last_write_error_at,
+            reopens: state.reopens,
+        }
+    }
 }
 
 /// What the capture log lost since start: damage stepped over (`degraded` once
@@ -106,7 +152,7 @@ impl Health {
                 .load(std::sync::atomic::Ordering::Relaxed),
             log_unapplied_bytes: state.metrics.log_unapplied_bytes(),
             capture_log: Some(capture_log),
-            storage: Some(state.store.health()),
+            storage: Some(StorageHealth::of(state.store.health())),
         }
     }
 

@@ -39,27 +39,21 @@ impl StoreStats {
     }
 }
 
-/// The `storage` part of `/healthz`.
-#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
-#[schemars(deny_unknown_fields)]
-pub struct StorageHealth {
-    /// `open`, or `reopening` while the store is reopened after failed writes (reads
-    /// answer 503 `store_reopening` meanwhile).
-    pub store: &'static str,
-    /// `ok`, `bodies_paused` or `capture_paused`.
-    pub disk: &'static str,
-    pub free_mb: Option<u64>,
+/// The store's state as `/healthz` reports it (`api::answers::StorageHealth`).
+#[derive(Debug, Clone)]
+pub struct StorageState {
+    /// False while the store is reopened after failed writes.
+    pub open: bool,
+    pub disk: DiskLevel,
+    /// Free space on the data directory's volume, when known.
+    pub free_bytes: Option<u64>,
     pub storing_bodies: bool,
     /// False while capture is paused for disk space, batch writes fail or the store
     /// reopens (calls wait in the capture log meanwhile).
     pub storing_calls: bool,
     pub encrypted: bool,
-    /// Whether the last batch write failed (or the store is reopening after one).
-    pub writes_failing: bool,
-    /// That failure's error, while writes fail.
-    pub last_write_error: Option<String>,
-    /// When it happened (RFC 3339).
-    pub last_write_error_at: Option<String>,
+    /// The last batch write's error and when it happened (unix µs), while writes fail.
+    pub last_write_error: Option<(String, u64)>,
     /// Times the store was reopened after failed writes since llmtap started.
     pub reopens: u64,
 }
@@ -83,30 +77,27 @@ impl Store {
     }
 
     /// Storage state for `/healthz`.
-    pub fn health(&self) -> StorageHealth {
-        let level = self.context.disk.level();
+    pub fn health(&self) -> StorageState {
+        let disk = self.context.disk.level();
         let free = self.context.disk.free_bytes();
-        let failing = self.last_write_error();
+        let last_write_error = self.last_write_error();
         let open = self.is_open();
-        StorageHealth {
-            store: if open { "open" } else { "reopening" },
-            disk: level.as_str(),
-            free_mb: (free != u64::MAX).then_some(free >> 20),
+        let failing = last_write_error.is_some();
+        StorageState {
+            open,
+            disk,
+            free_bytes: (free != u64::MAX).then_some(free),
             // PostgreSQL keeps bodies while the local disk is nearly full (they go to
             // the server); a paused capture stores nothing on any engine.
-            storing_bodies: match level {
+            storing_bodies: match disk {
                 DiskLevel::Ok => true,
                 DiskLevel::BodiesPaused => !self.content_on_local_disk(),
                 DiskLevel::CapturePaused => false,
             } && open
-                && failing.is_none(),
-            storing_calls: level != DiskLevel::CapturePaused && failing.is_none() && open,
+                && !failing,
+            storing_calls: disk != DiskLevel::CapturePaused && !failing && open,
             encrypted: self.encrypted(),
-            writes_failing: failing.is_some() || !open,
-            last_write_error: failing.as_ref().map(|(e, _)| e.clone()),
-            last_write_error_at: failing
-                .as_ref()
-                .map(|(_, at)| crate::timefmt::format_rfc3339_us(*at)),
+            last_write_error,
             reopens: self.context.stats.reopens.load(Ordering::Relaxed),
         }
     }

@@ -38,7 +38,7 @@ pub use background::Background;
 pub use crypto::Keyring;
 pub use disk::{DiskGuard, DiskLevel, FreeSpaceProbe};
 pub use engine::Engine;
-pub use health::{StorageHealth, StoreStats};
+pub use health::{StorageState, StoreStats};
 pub use types::{
     AuditEntry, ContentUsage, Page, PageRequest, Position, RateLimitKey, RepriceReport,
     RollupScope, RunWithCalls, ScanOutcome, SweepReport, COUNT_CAP,

@@ -326,6 +326,7 @@ async fn every_route_is_documented_and_every_documented_route_answers_as_describ
         "InvocationSummary",
         "SessionSummary",
         "AuditEntry",
+        "StorageState",
     ] {
         assert!(
             doc["components"]["schemas"][stored].is_null(),
