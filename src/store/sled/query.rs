@@ -19,8 +19,6 @@ use crate::store::types::{
 
 /// Sessions a filtered session list reads per page, and per total.
 const SESSION_SCAN_BUDGET: usize = 200_000;
-/// Calls read of a session stored without its models, to match a model filter.
-const LEGACY_SESSION_CALLS: usize = 1_000;
 use serde::de::DeserializeOwned;
 use std::sync::atomic::Ordering;
 
@@ -771,8 +769,7 @@ impl SledStore {
         })
     }
 
-    /// The session `id` when `filter` matches it. A session stored before sessions
-    /// kept their models is matched on the models of its calls (computed on read).
+    /// The session `id` when `filter` matches it.
     fn matching_session(
         &self,
         filter: &index::SessionFilter,
@@ -781,21 +778,7 @@ impl SledStore {
         let Some(s) = decode_opt::<SessionSummary>(id, self.sessions.get(id.as_bytes())?)? else {
             return Ok(None);
         };
-        let legacy_models = match (&filter.model, &s.models) {
-            (Some(_), None) => {
-                let mut models = Vec::new();
-                for c in self.session_calls(id, LEGACY_SESSION_CALLS)? {
-                    for m in [c.model, c.response_model].into_iter().flatten() {
-                        if !models.contains(&m) {
-                            models.push(m);
-                        }
-                    }
-                }
-                Some(models)
-            }
-            _ => None,
-        };
-        Ok(filter.matches(&s, legacy_models.as_deref()).then_some(s))
+        Ok(filter.matches(&s).then_some(s))
     }
 
     pub fn session(&self, id: &str) -> Result<Option<SessionSummary>, StoreError> {
