@@ -575,8 +575,8 @@ pub struct SessionListItem {
     pub first_at_us: u64,
     pub last_at: String,
     pub last_at_us: u64,
-    /// The models its LLM calls asked for or were answered by, in order of first use;
-    /// absent for a session stored before they were kept.
+    /// The models its LLM calls asked for or were answered by, in order of first use
+    /// (at most 16; sessions stored before they were kept get them from their calls).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub models: Option<Vec<String>>,
 }
