@@ -575,8 +575,8 @@ pub struct SessionListItem {
     pub first_at_us: u64,
     pub last_at: String,
     pub last_at_us: u64,
-    /// The models its LLM calls asked for or were answered by, in order of first use;
-    /// absent for a session stored before they were kept.
+    /// The models its LLM calls asked for or were answered by, in order of first use
+    /// (at most 16; sessions stored before they were kept get them from their calls).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub models: Option<Vec<String>>,
 }
@@ -1794,5 +1794,132 @@ impl AuditLogEntry {
             action,
             path,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tool call with every piece of content a viewer must not get.
+    fn tool_call_with_content() -> CallRecord {
+        CallRecord {
+            id: "c_1".into(),
+            kind: "mcp".into(),
+            path: "/weather?city=paris".into(),
+            request: Some(RequestView {
+                system: Some("secret system prompt".into()),
+                ..RequestView::default()
+            }),
+            response: Some(ResponseView {
+                text: Some("answer".into()),
+                ..ResponseView::default()
+            }),
+            request_body: Some("{\"q\":1}".into()),
+            response_body: Some("{\"a\":2}".into()),
+            metadata: Metadata {
+                agent: Some("bot".into()),
+                prompt_variables: Some(serde_json::json!({"name": "Ada"})),
+                user_prompt_variables: Some(serde_json::json!({"city": "Paris"})),
+                ..Metadata::default()
+            },
+            client: ClientInfo {
+                ip: Some("192.0.2.7".into()),
+                user_agent: Some("sdk/1".into()),
+            },
+            mcp: Some(McpExchange {
+                tool: Some("weather".into()),
+                arguments: Some(serde_json::json!({"city": "paris"})),
+                result_text: Some("sunny".into()),
+                ..McpExchange::default()
+            }),
+            ..CallRecord::default()
+        }
+    }
+
+    #[test]
+    fn a_viewer_gets_a_call_without_its_content_and_an_admin_whole() {
+        let viewer =
+            serde_json::to_value(RecordedCall::of(tool_call_with_content(), false)).unwrap();
+        for field in ["request", "response", "request_body", "response_body"] {
+            assert!(viewer[field].is_null(), "{field}: {viewer}");
+        }
+        assert_eq!(viewer["path"], "/weather");
+        assert!(viewer["metadata"]["prompt_variables"].is_null());
+        assert!(viewer["metadata"].get("user_prompt_variables").is_none());
+        assert_eq!(viewer["metadata"]["agent"], "bot");
+        assert!(viewer["client"]["ip"].is_null());
+        assert_eq!(viewer["client"]["user_agent"], "sdk/1");
+        assert_eq!(viewer["mcp"]["tool"], "weather");
+        assert!(viewer["mcp"]["arguments"].is_null());
+        assert!(viewer["mcp"]["result_text"].is_null());
+
+        let call = tool_call_with_content();
+        let admin = serde_json::to_value(RecordedCall::of(call.clone(), true)).unwrap();
+        // An admin's answer is the stored record as it serializes, field for field.
+        assert_eq!(admin, serde_json::to_value(&call).unwrap());
+    }
+
+    #[test]
+    fn an_llm_calls_path_keeps_its_query_string_for_a_viewer() {
+        let call = CallRecord {
+            kind: "openai".into(),
+            path: "/v1/chat/completions?api-version=2024".into(),
+            ..CallRecord::default()
+        };
+        let viewer = RecordedCall::of(call, false);
+        assert_eq!(viewer.path, "/v1/chat/completions?api-version=2024");
+    }
+
+    /// List items answer what the stored summaries serialized as (the wire format
+    /// before they had types of their own); a viewer's session has no subject.
+    #[test]
+    fn list_items_answer_the_stored_summaries_json() {
+        let call = CallSummary {
+            id: "c_1".into(),
+            kind: "http".into(),
+            cache_read_tokens: Some(3),
+            task_id: Some("t".into()),
+            properties: [("team".to_string(), "a".to_string())].into(),
+            tool: Some("weather".into()),
+            ..CallSummary::default()
+        };
+        let item = CallListItem::of(call.clone());
+        assert_eq!(item.attempt(), None);
+        assert_eq!(
+            serde_json::to_value(item).unwrap(),
+            serde_json::to_value(&call).unwrap()
+        );
+        let bare = CallSummary::default();
+        assert_eq!(
+            serde_json::to_value(CallListItem::of(bare.clone())).unwrap(),
+            serde_json::to_value(&bare).unwrap()
+        );
+
+        let run = InvocationSummary {
+            id: "i_1".into(),
+            rounds: 3,
+            retries: 1,
+            tool_calls: 2,
+            models: vec!["m".into()],
+            ..InvocationSummary::default()
+        };
+        assert_eq!(
+            serde_json::to_value(RunListItem::of(run.clone())).unwrap(),
+            serde_json::to_value(&run).unwrap()
+        );
+
+        let session = SessionSummary {
+            id: "s".into(),
+            subject: Some("hello".into()),
+            models: Some(vec!["m".into()]),
+            ..SessionSummary::default()
+        };
+        assert_eq!(
+            serde_json::to_value(SessionListItem::of(session.clone(), true)).unwrap(),
+            serde_json::to_value(&session).unwrap()
+        );
+        let viewer = serde_json::to_value(SessionListItem::of(session, false)).unwrap();
+        assert!(viewer["subject"].is_null() && viewer.get("subject").is_some());
     }
 }
