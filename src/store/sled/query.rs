@@ -13,8 +13,8 @@ use super::{be_u64, decode, decode_opt, round_prefix, SledStore, StoreError};
 use crate::store::index::{self, RateLimitPoint, RateLimitState, RollupCell, SessionSummary};
 use crate::store::summary::{self, tag, FacetView, Filter};
 use crate::store::types::{
-    AuditEntry, Page, PageRequest, Position, RateLimitKey, RollupScope, RunWithCalls, ScanOutcome,
-    ScopedIdSpace, COUNT_CAP,
+    AuditEntry, BucketRange, Page, PageRequest, Position, RateLimitKey, RollupScope, RunWithCalls,
+    ScanOutcome, ScopedIdSpace, COUNT_CAP,
 };
 
 /// Sessions a filtered session list reads per page, and per total.
@@ -821,22 +821,19 @@ impl SledStore {
         Ok(out)
     }
 
-    /// Sum of the rollup buckets of `scope` that start in [from_us, to_us).
+    /// Sum of the rollup buckets of `scope` in the range.
     pub fn rollup_range(
         &self,
         scope: &RollupScope,
-        from_us: u64,
-        to_us: u64,
+        buckets: BucketRange,
     ) -> Result<RollupCell, StoreError> {
         let scope = scope.key();
         let mut total = RollupCell::default();
-        let lo = index::bucket_key(
-            &scope,
-            from_us.div_ceil(index::BUCKET_US) * index::BUCKET_US,
-        );
-        let mut hi = scope.to_vec();
+        let lo = index::bucket_key(&scope, buckets.first_us);
+        // Not `bucket_key`, which would round the end down to its bucket's start.
+        let mut hi = scope.clone();
         hi.push(0);
-        hi.extend_from_slice(&to_us.to_be_bytes());
+        hi.extend_from_slice(&buckets.end_us.to_be_bytes());
         for entry in self.rollup.range(lo..hi) {
             let (_, value) = entry?;
             total.merge(&RollupCell::decode(&value));
