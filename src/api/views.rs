@@ -585,10 +585,13 @@ pub(super) fn summary(state: &ApiState, who: &Principal, p: &Params) -> ApiResul
     let (midnight, offset_s) = crate::timefmt::start_of_day_us(now, &zone)
         .ok_or_else(|| bad("tz", "cannot find the start of today in this zone"))?;
     let total = state.store.rollup_total(&scope)?;
-    let today = state.store.rollup_range(&scope, midnight, now + 1)?;
+    let in_window = crate::store::BucketRange::starting_in;
+    let today = state
+        .store
+        .rollup_range(&scope, in_window(midnight, now + 1))?;
     let last_day = state
         .store
-        .rollup_range(&scope, now.saturating_sub(DAY_US), now + 1)?;
+        .rollup_range(&scope, in_window(now.saturating_sub(DAY_US), now + 1))?;
     let mut runs_last_day = Filter {
         from_us: Some(now.saturating_sub(DAY_US)),
         ..Filter::default()

@@ -18,8 +18,8 @@ use super::index::{
 };
 use super::summary::{CallSummary, FacetView, Filter, InvocationSummary};
 use super::types::{
-    AuditEntry, ContentUsage, Page, PageRequest, RateLimitKey, RepriceReport, RollupScope,
-    RunWithCalls, ScanOutcome, ScopedIdSpace, SweepReport,
+    AuditEntry, BucketRange, ContentUsage, Page, PageRequest, RateLimitKey, RepriceReport,
+    RollupScope, RunWithCalls, ScanOutcome, ScopedIdSpace, SweepReport,
 };
 use super::{EngineContext, Store, StoreError};
 use crate::record::{CallRecord, Cost, InvocationRecord};
@@ -178,8 +178,8 @@ macro_rules! engine_operations {
     fn session_calls(&self, session_id: &str, max: usize) -> Result<Vec<CallSummary>, StoreError>;
     /// All-time counters of a rollup scope.
     fn rollup_total(&self, scope: &RollupScope) -> Result<RollupCell, StoreError>;
-    /// Counters of a rollup scope over a time range (15-minute buckets).
-    fn rollup_range(&self, scope: &RollupScope, from_us: u64, to_us: u64) -> Result<RollupCell, StoreError>;
+    /// Counters of a rollup scope summed over 15-minute buckets.
+    fn rollup_range(&self, scope: &RollupScope, buckets: BucketRange) -> Result<RollupCell, StoreError>;
     /// All-time counters of every agent of the tenant (every tenant's when `None`),
     /// by agent name ("" for calls without one), in name order.
     fn rollup_agents(&self, tenant: Option<&str>) -> Result<Vec<(String, RollupCell)>, StoreError>;

@@ -402,8 +402,10 @@ pub struct SessionSummary {
     pub last_at: String,
     pub last_at_us: u64,
     /// The models its LLM calls asked for or were answered by, in order of first use,
-    /// at most [`SESSION_MODELS_MAX`]. `None` for a session stored before llmtap kept
-    /// them (sled; PostgreSQL's migration 0008 filled them from the stored calls).
+    /// at most [`SESSION_MODELS_MAX`]. Absent from sessions stored before llmtap kept
+    /// them; both engines fill those from the stored calls once (PostgreSQL's
+    /// migration 0008, sled's `backfill_session_models` at open), so every session
+    /// read answers them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub models: Option<Vec<String>>,
 }
@@ -437,10 +439,9 @@ impl SessionFilter {
             || self.model.is_some()
     }
 
-    /// Whether `s` passes. `models` stands in for `s.models` when the session was
-    /// stored without them (read back from its calls).
-    pub fn matches(&self, s: &SessionSummary, models: Option<&[String]>) -> bool {
-        let models = models.or(s.models.as_deref()).unwrap_or(&[]);
+    /// Whether `s` passes.
+    pub fn matches(&self, s: &SessionSummary) -> bool {
+        let models = s.models.as_deref().unwrap_or(&[]);
         self.tenant
             .as_ref()
             .is_none_or(|t| s.tenant.as_deref().unwrap_or("") == t)
@@ -490,16 +491,25 @@ impl SessionSummary {
         if self.tenant.is_none() {
             self.tenant.clone_from(&m.tenant);
         }
-        // A session stored without its models keeps none (read back from its calls).
-        if let Some(models) = self
+        self.note_models(call);
+    }
+
+    /// Adds the models of a call (an LLM call's requested, then answering model)
+    /// that the session does not list yet, up to [`SESSION_MODELS_MAX`]. A session
+    /// stored without its models gets none this way (a partial list would pass for
+    /// the whole): sled's one-time fill (`backfill_session_models`) starts it from an
+    /// empty list and folds its stored calls with this, in start order.
+    pub fn note_models(&mut self, call: &CallRecord) {
+        let Some(models) = self
             .models
             .as_mut()
             .filter(|_| crate::agent_loop::is_llm(call))
-        {
-            for model in [&call.model, &call.response_model].into_iter().flatten() {
-                if !models.contains(model) && models.len() < SESSION_MODELS_MAX {
-                    models.push(model.clone());
-                }
+        else {
+            return;
+        };
+        for model in [&call.model, &call.response_model].into_iter().flatten() {
+            if !models.contains(model) && models.len() < SESSION_MODELS_MAX {
+                models.push(model.clone());
             }
         }
     }

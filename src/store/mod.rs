@@ -40,8 +40,8 @@ pub use disk::{DiskGuard, DiskLevel, FreeSpaceProbe};
 pub use engine::Engine;
 pub use health::{StorageState, StoreStats};
 pub use types::{
-    AuditEntry, ContentUsage, Page, PageRequest, Position, RateLimitKey, RepriceReport,
-    RollupScope, RunWithCalls, ScanOutcome, SweepReport, COUNT_CAP,
+    AuditEntry, BucketRange, ContentUsage, Page, PageRequest, Position, RateLimitKey,
+    RepriceReport, RollupScope, RunWithCalls, ScanOutcome, SweepReport, COUNT_CAP,
 };
 
 use crate::config::defaults;

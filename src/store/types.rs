@@ -169,6 +169,27 @@ impl RollupScope {
     }
 }
 
+/// The 15-minute rollup buckets that start in a time range, `[first_us, end_us)`:
+/// what a rollup sum over a window adds (`Engine::rollup_range`), one rule for both
+/// engines (a bucket that started before the window is left out whole).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketRange {
+    /// The start of the first bucket in the range.
+    pub first_us: u64,
+    /// Buckets start before this.
+    pub end_us: u64,
+}
+
+impl BucketRange {
+    /// The buckets that start in `[from_us, to_us)`.
+    pub fn starting_in(from_us: u64, to_us: u64) -> BucketRange {
+        BucketRange {
+            first_us: from_us.div_ceil(index::BUCKET_US) * index::BUCKET_US,
+            end_us: to_us,
+        }
+    }
+}
+
 /// What rate-limit state is kept per: a provider API key (by fingerprint) and model.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct RateLimitKey {

@@ -16,7 +16,7 @@ use super::util::{fixture, fixture_url, TempDir};
 use llmtap::record::{CallRecord, CallStatus, Cost, Endpoint, InvocationRecord};
 use llmtap::record::{Message, ProviderKind, RequestView};
 use llmtap::store::summary::{tag, Filter};
-use llmtap::store::{PageRequest, RateLimitKey, RollupScope, Store, StoreOptions};
+use llmtap::store::{BucketRange, PageRequest, RateLimitKey, RollupScope, Store, StoreOptions};
 use std::collections::HashMap;
 
 const DAY_US: u64 = 86_400_000_000;
@@ -128,6 +128,7 @@ conformance! {
     a_run_is_read_once_with_every_round_it_counts,
     audit_entries_and_the_capture_log_position_are_kept,
     tool_calls_count_apart_in_the_rollups,
+    rollup_ranges_sum_the_buckets_that_start_in_them,
 }
 
 /// Writes calls as the writer does (`writer.rs`, `store_part`): each run's calls
@@ -701,6 +702,56 @@ fn tool_calls_count_apart_in_the_rollups(engines: &Engines) {
     assert_eq!(planner, vec![("planner", 2, 1)]);
     assert!(store.delete_call("c_tool_mcp").unwrap());
     assert_eq!(counts(&RollupScope::All), (1, 0, 1, 0));
+}
+
+/// A window's rollup sum (`/summary`'s today and last 24 hours) adds the 15-minute
+/// buckets that start in it: a bucket that started before the window is left out
+/// whole, one that starts before its end counts whole.
+fn rollup_ranges_sum_the_buckets_that_start_in_them(engines: &Engines) {
+    const BUCKET: u64 = llmtap::store::index::BUCKET_US;
+    let store = engines.open(StoreOptions::default());
+    let b0 = T0 - T0 % BUCKET;
+    let at = |id: &str, started: u64| {
+        round_with_bodies(
+            &format!("run-{id}"),
+            1,
+            started,
+            "system",
+            CallStatus::Success,
+        )
+    };
+    let mut calls = vec![
+        at("a", b0 + 5),
+        at("b", b0 + BUCKET),
+        at("c", b0 + 2 * BUCKET + 1),
+    ];
+    for (i, call) in calls.iter_mut().enumerate() {
+        call.id = format!("c{i}");
+    }
+    write(&store, calls);
+    let calls_in = |from: u64, to: u64| {
+        store
+            .rollup_range(&RollupScope::All, BucketRange::starting_in(from, to))
+            .unwrap()
+            .calls
+    };
+    assert_eq!(calls_in(b0, b0 + 2 * BUCKET), 2);
+    assert_eq!(
+        calls_in(b0 + 1, b0 + 2 * BUCKET + 2),
+        2,
+        "a's bucket started before"
+    );
+    assert_eq!(calls_in(b0 + BUCKET, b0 + BUCKET + 1), 1);
+    assert_eq!(calls_in(b0 + 2 * BUCKET + 1, b0 + 3 * BUCKET), 0);
+    assert_eq!(calls_in(0, u64::MAX / 2), 3);
+    let nobody = RollupScope::Tenant("nobody".into());
+    assert_eq!(
+        store
+            .rollup_range(&nobody, BucketRange::starting_in(0, u64::MAX / 2))
+            .unwrap()
+            .calls,
+        0
+    );
 }
 
 /// Repricing a time range changes the cost of the calls in it (and only them) in

@@ -321,6 +321,7 @@ async fn rollups_from_instances_writing_at_once_add_up_exactly() {
     use engine::rollups;
     use llmtap::store::index::BUCKET_US;
     use llmtap::store::plan::RollupDelta;
+    use llmtap::store::BucketRange;
     let db = pg::fresh_db("rollups").await;
     engine::migrate(&mut db.connect().await).await.unwrap();
     let t0 = 20_000 * 96 * BUCKET_US; // a bucket boundary
@@ -369,18 +370,26 @@ async fn rollups_from_instances_writing_at_once_add_up_exactly() {
     assert_eq!(all.invocations, 8 * 40);
     assert_eq!(all.hist, vec![320, 0, 960]);
     // Buckets: the first of the three 15-minute buckets got batches 0, 3, 6, ... (14 of 40).
-    let first = rollups::range(&*client, b"*", t0, t0 + BUCKET_US)
+    let first = rollups::range(&*client, b"*", BucketRange::starting_in(t0, t0 + BUCKET_US))
         .await
         .unwrap();
     assert_eq!(first.calls, 8 * 14 * 2);
-    let three = rollups::range(&*client, b"*", t0, t0 + 3 * BUCKET_US)
-        .await
-        .unwrap();
+    let three = rollups::range(
+        &*client,
+        b"*",
+        BucketRange::starting_in(t0, t0 + 3 * BUCKET_US),
+    )
+    .await
+    .unwrap();
     assert_eq!(three.calls, 8 * 40 * 2);
     // A range starting inside a bucket leaves that bucket out, as sled does.
-    let later = rollups::range(&*client, b"*", t0 + 1, t0 + 3 * BUCKET_US)
-        .await
-        .unwrap();
+    let later = rollups::range(
+        &*client,
+        b"*",
+        BucketRange::starting_in(t0 + 1, t0 + 3 * BUCKET_US),
+    )
+    .await
+    .unwrap();
     assert_eq!(later.calls, 8 * 26 * 2);
     let agents = rollups::scopes(&*client, b"A").await.unwrap();
     let names: Vec<_> = agents.iter().map(|(s, c)| (s.clone(), c.calls)).collect();
@@ -1918,7 +1927,7 @@ async fn a_database_outage_loses_no_answered_call_and_readyz_says_so() {
 /// the counts from the stored calls, as the writer would have counted them.
 #[tokio::test]
 async fn migration_0010_counts_the_tool_calls_already_stored() {
-    use llmtap::store::{RollupScope, Store, StoreOptions};
+    use llmtap::store::{BucketRange, RollupScope, Store, StoreOptions};
     let db = pg::fresh_db("tool_rollups").await;
     let config = engine_config(&db.url());
     let (pool, _) = engine::prepare(&config).await.unwrap();
@@ -1946,7 +1955,7 @@ async fn migration_0010_counts_the_tool_calls_already_stored() {
                 })
                 .collect();
             let range = store
-                .rollup_range(&RollupScope::All, 0, u64::MAX / 2)
+                .rollup_range(&RollupScope::All, BucketRange::starting_in(0, u64::MAX / 2))
                 .unwrap();
             (out, (range.tool_calls, range.tool_failures))
         })

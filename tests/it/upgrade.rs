@@ -783,9 +783,9 @@ const ADDED_SINCE: &[(&str, &str)] = &[
     ("/api/v1/invocations/", "server_requests"),
     ("/api/v1/invocations/", "server_messages"),
     ("/api/v1/invocations/", "tools_offered"),
-    // The models of a session's LLM calls (PostgreSQL's migration 0007 filled them
-    // for the release's sessions; sled leaves them out for sessions stored before and
-    // matches the model filter on their calls, see `session_filters_match_the_release_sessions`).
+    // The models of a session's LLM calls, filled for the release's sessions from
+    // their stored calls by both engines (PostgreSQL's migration 0008, sled at open);
+    // their values are checked by `release_sessions_list_their_models`.
     ("/api/v1/sessions", "models"),
     // Tool calls counted apart from LLM calls (their values for this store are
     // checked by `tool_counts_of_the_release_cells`).
@@ -1071,6 +1071,34 @@ fn session_filters_match_the_release_sessions(answers: &BTreeMap<String, Value>)
     );
 }
 
+/// Every release session lists the models of its LLM calls (requested, then
+/// answering, in order of first use; the tool calls between name none), filled once
+/// from the stored calls: the same answer on both engines.
+fn release_sessions_list_their_models(answers: &BTreeMap<String, Value>) {
+    let sessions = answers["/api/v1/sessions?limit=200"]["body"]["items"]
+        .as_array()
+        .unwrap();
+    let models = |id: &str| -> Vec<&str> {
+        let session = sessions.iter().find(|s| s["id"] == id).unwrap();
+        let Some(models) = session["models"].as_array() else {
+            panic!("session {id} answers no models: {session}");
+        };
+        models.iter().map(|m| m.as_str().unwrap()).collect()
+    };
+    assert_eq!(
+        models("conv-42@acme"),
+        ["gpt-4o-mini", "gpt-4o-mini-2024-07-18", "house-model"]
+    );
+    assert_eq!(
+        models("conv-77@acme"),
+        ["gpt-4o-mini", "gpt-4o-mini-2024-07-18"]
+    );
+    for session in sessions {
+        let id = session["id"].as_str().unwrap();
+        assert!(!models(id).is_empty(), "{session}");
+    }
+}
+
 /// The binary under test: the current one, or (to check the comparison itself: the
 /// release reading its own store again must find no difference) the one
 /// `LLMTAP_UPGRADE_READER` names.
@@ -1097,6 +1125,7 @@ async fn reads_the_same(engine: Engine) {
     if current {
         tool_counts_of_the_release_cells(&answers);
         session_filters_match_the_release_sessions(&answers);
+        release_sessions_list_their_models(&answers);
     }
 }
 

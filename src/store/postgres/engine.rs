@@ -27,8 +27,8 @@ use crate::store::index::{
 use crate::store::manifest::{hydrate, search_text, Manifest};
 use crate::store::summary::{CallSummary, FacetView, Filter, InvocationSummary};
 use crate::store::types::{
-    AuditEntry, ContentUsage, Page, PageRequest, RateLimitKey, RepriceReport, RollupScope,
-    RunWithCalls, ScanOutcome, ScopedIdSpace, SweepReport,
+    AuditEntry, BucketRange, ContentUsage, Page, PageRequest, RateLimitKey, RepriceReport,
+    RollupScope, RunWithCalls, ScanOutcome, ScopedIdSpace, SweepReport,
 };
 use crate::store::{BatchWritten, EngineContext, StoreOptions, StoreStats};
 use crate::store::{Engine, StoreError};
@@ -198,11 +198,10 @@ impl PostgresStore {
     fn rollup_range(
         &self,
         scope: &RollupScope,
-        from_us: u64,
-        to_us: u64,
+        buckets: BucketRange,
     ) -> Result<RollupCell, StoreError> {
         let scope = scope.key();
-        self.run(move |c| async move { rollups::range(&*c, &scope, from_us, to_us).await })
+        self.run(move |c| async move { rollups::range(&*c, &scope, buckets).await })
     }
 
     fn rollup_agents(&self, tenant: Option<&str>) -> Result<Vec<(String, RollupCell)>, StoreError> {
@@ -639,10 +638,9 @@ impl Engine for PostgresStore {
     fn rollup_range(
         &self,
         scope: &RollupScope,
-        from_us: u64,
-        to_us: u64,
+        buckets: BucketRange,
     ) -> Result<RollupCell, StoreError> {
-        PostgresStore::rollup_range(self, scope, from_us, to_us)
+        PostgresStore::rollup_range(self, scope, buckets)
     }
     fn rollup_agents(&self, tenant: Option<&str>) -> Result<Vec<(String, RollupCell)>, StoreError> {
         PostgresStore::rollup_agents(self, tenant)

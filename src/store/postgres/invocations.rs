@@ -11,6 +11,16 @@
 //! transaction), and upserts them. Only calls the batch inserted are folded (a
 //! replayed call adds nothing). Reads take the rounds as stored; the run's status
 //! is that of its latest-started round, whichever instance wrote it last.
+//!
+//! The batch's calls are the run's delta, not the writer's rolled-up run: a call's
+//! place (round, attempt) depends on the run's loop state when it is placed (rounds
+//! so far, the latest attempt's digest and outcome, the latest LLM call), so a run
+//! the writer folded against what it read before the transaction cannot be added
+//! to a row another instance changed since; placing the same calls against the
+//! locked row gives what one writer would have. Nothing is derived again from the
+//! run's stored calls (they are read only from a late call's start). The places
+//! the writer gave the calls (the same `fold_run`) are what the insert writes;
+//! the merge rewrites only those that differ, none while one instance writes the run.
 
 use super::PgError;
 use crate::record::{roll_up, CallRecord, InvocationRecord};
@@ -127,7 +137,8 @@ pub async fn merge(
         };
         // Numbered here, under the run's lock, with what every instance stored: the
         // one numbering (`agent_loop::fold_run`), which the writer also ran on what
-        // it had read before the transaction.
+        // it had read before the transaction (its places are the rows' as inserted;
+        // its rolled-up run is not used, see the module doc).
         let mut numbered: Vec<CallRecord> = new_calls
             .iter()
             .map(|c| crate::store::stored::metadata_only(c))

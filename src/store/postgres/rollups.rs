@@ -9,6 +9,7 @@
 use super::PgError;
 use crate::store::index::{RollupCell, BUCKET_US};
 use crate::store::plan::RollupDelta;
+use crate::store::types::BucketRange;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::GenericClient;
 
@@ -158,18 +159,16 @@ fn cell(row: &tokio_postgres::Row) -> RollupCell {
     }
 }
 
-/// Sum of the buckets of `scope` that start in [from_us, to_us) (sled's `rollup_range`).
+/// Sum of the buckets of `scope` in the range (sled's `rollup_range`).
 pub async fn range(
     client: &impl GenericClient,
     scope: &[u8],
-    from_us: u64,
-    to_us: u64,
+    buckets: BucketRange,
 ) -> Result<RollupCell, PgError> {
-    let lo = to_db(from_us.div_ceil(BUCKET_US) * BUCKET_US);
     let rows = client
         .query(
             &format!("{SELECT} WHERE scope = $1 AND bucket_us >= $2 AND bucket_us < $3"),
-            &[&scope, &lo, &to_db(to_us)],
+            &[&scope, &to_db(buckets.first_us), &to_db(buckets.end_us)],
         )
         .await?;
     let mut total = RollupCell::default();

@@ -10,8 +10,8 @@ use crate::store::index::{
 };
 use crate::store::summary::{CallSummary, Filter, InvocationSummary};
 use crate::store::types::{
-    AuditEntry, ContentUsage, Page, PageRequest, RateLimitKey, RepriceReport, RollupScope,
-    RunWithCalls, ScanOutcome, ScopedIdSpace, SweepReport,
+    AuditEntry, BucketRange, ContentUsage, Page, PageRequest, RateLimitKey, RepriceReport,
+    RollupScope, RunWithCalls, ScanOutcome, ScopedIdSpace, SweepReport,
 };
 use crate::store::StoreError;
 

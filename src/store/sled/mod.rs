@@ -338,6 +338,9 @@ impl SledStore {
             store.drop_session_subjects()?;
             meta.insert("no_session_subjects", b"1")?;
         }
+        if meta.get(META_SESSION_MODELS)?.is_none() {
+            store.backfill_session_models()?;
+        }
         store.check_keyring(&shown)?;
         if carried.is_none() {
             store.load_facet_caches()?;
@@ -425,6 +428,51 @@ impl SledStore {
             }
         }
         batch.apply_to(&self.sessions)?;
+        Ok(())
+    }
+
+    /// Gives the sessions stored before sessions kept their models (`models` absent)
+    /// the models of their stored LLM calls, in start order (`SessionSummary::note_models`,
+    /// the rule each batch applies), as PostgreSQL's migration 0008 filled its
+    /// sessions: once, at open, so both engines answer and filter every session by
+    /// its models alike. Calls already swept are not counted (as on PostgreSQL). The
+    /// sessions and the mark go in one transaction: a run cut short reruns whole.
+    fn backfill_session_models(&self) -> Result<(), StoreError> {
+        let mut sessions = Writes::default();
+        let mut filled = 0u64;
+        for entry in self.sessions.iter() {
+            let (key, value) = entry?;
+            let mut session: SessionSummary = decode(&key, &value)?;
+            if session.models.is_some() {
+                continue;
+            }
+            session.models = Some(Vec::new());
+            // The session index lists its calls by start time.
+            let prefix = index::index_prefix(summary::tag::SESSION, &key);
+            for entry in self.call_idx.scan_prefix(&prefix) {
+                let (index_key, _) = entry?;
+                let Some((_, id)) = index::split_index_key(&index_key, prefix.len()) else {
+                    continue;
+                };
+                if let Some(call) = self.get_call_meta(&String::from_utf8_lossy(id))? {
+                    session.note_models(&call);
+                }
+            }
+            sessions.insert(
+                key,
+                serde_json::to_vec(&session).map_err(StoreError::Encode)?,
+            );
+            filled += 1;
+        }
+        if filled > 0 {
+            tracing::info!(
+                sessions = filled,
+                "adding their models to an older store's sessions"
+            );
+        }
+        let mut mark = Writes::default();
+        mark.insert(META_SESSION_MODELS, b"1");
+        writes::apply_atomically(&[(&self.sessions, sessions), (&self.meta, mark)])?;
         Ok(())
     }
 
@@ -1147,6 +1195,9 @@ impl SledStore {
 /// `meta` key set once rollup cells count tool calls (`backfill_tool_counts`).
 const META_ROLLUP_TOOL_COUNTS: &str = "rollup_tool_counts";
 
+/// `meta` key set once every session lists its models (`backfill_session_models`).
+const META_SESSION_MODELS: &str = "session_models";
+
 /// `meta` key of the capture log position applied (u64 BE).
 const META_JOURNAL_APPLIED: &str = "journal_applied";
 
@@ -1240,6 +1291,15 @@ impl SledStore {
 mod tests {
     use super::*;
 
+    /// A directory of its own for one test's store.
+    fn fresh_dir(name: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!(
+            "llmtap-{name}-{}-{}",
+            std::process::id(),
+            crate::timefmt::now_unix_us()
+        ))
+    }
+
     /// A store written before rollup cells counted tool calls gets them counted once
     /// at open (old cell encoding read as no tool calls), and never twice.
     #[test]
@@ -1308,11 +1368,7 @@ mod tests {
     /// period; a new period's key is made once, before anything is sealed with it).
     #[test]
     fn content_written_across_key_periods_reads_back() {
-        let dir = std::env::temp_dir().join(format!(
-            "llmtap-periods-{}-{}",
-            std::process::id(),
-            crate::timefmt::now_unix_us()
-        ));
+        let dir = fresh_dir("periods");
         let options = StoreOptions {
             key_period_secs: 1,
             ..StoreOptions::default()
@@ -1355,11 +1411,7 @@ mod tests {
     /// earlier release lose it when the store next opens; new sessions never have one.
     #[test]
     fn stored_session_subjects_are_dropped_at_open() {
-        let dir = std::env::temp_dir().join(format!(
-            "llmtap-session-subjects-{}-{}",
-            std::process::id(),
-            crate::timefmt::now_unix_us()
-        ));
+        let dir = fresh_dir("session-subjects");
         let store = SledStore::open_alone(&dir, StoreOptions::default()).unwrap();
         let old = SessionSummary {
             id: "s-1".into(),
@@ -1377,6 +1429,53 @@ mod tests {
         let store = SledStore::open_alone(&dir, StoreOptions::default()).unwrap();
         let s = store.session("s-1").unwrap().unwrap();
         assert_eq!((s.subject, s.calls), (None, 1));
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A session stored before sessions kept their models gets those of its stored
+    /// LLM calls at open, in start order (tool calls name none), as a batch adds them.
+    #[test]
+    fn sessions_stored_without_models_get_them_from_their_calls_at_open() {
+        let dir = fresh_dir("session-models");
+        let store = SledStore::open_alone(&dir, StoreOptions::default()).unwrap();
+        let call = |id: &str, at: u64, kind: &str, model: &str, answered: Option<&str>| {
+            let mut c = CallRecord {
+                id: id.into(),
+                invocation_id: "i-1".into(),
+                kind: kind.into(),
+                started_at_us: at,
+                model: Some(model.into()),
+                response_model: answered.map(str::to_string),
+                ..CallRecord::default()
+            };
+            c.metadata.session_id = Some("s-1".into());
+            c
+        };
+        // Written out of start order; the tool call's "model" is no model.
+        let calls = [
+            call("c-2", 20, "openai_chat", "big", None),
+            call("c-1", 10, "openai_chat", "small", Some("small-2024")),
+            call("c-3", 30, "http", "not-a-model", None),
+        ];
+        store.write_batch(&calls, &[]).unwrap();
+        let kept = store.session("s-1").unwrap().unwrap();
+        let mut old = kept.clone();
+        old.models = None;
+        store
+            .sessions
+            .insert("s-1", serde_json::to_vec(&old).unwrap())
+            .unwrap();
+        store.meta.remove(META_SESSION_MODELS).unwrap();
+        store.db.flush().unwrap();
+        drop(store);
+        let store = SledStore::open_alone(&dir, StoreOptions::default()).unwrap();
+        let filled = store.session("s-1").unwrap().unwrap();
+        assert_eq!(
+            filled.models.as_deref(),
+            Some(&["small", "small-2024", "big"].map(String::from)[..])
+        );
+        assert_eq!(filled, kept, "the same list the batch made");
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -13,14 +13,12 @@ use super::{be_u64, decode, decode_opt, round_prefix, SledStore, StoreError};
 use crate::store::index::{self, RateLimitPoint, RateLimitState, RollupCell, SessionSummary};
 use crate::store::summary::{self, tag, FacetView, Filter};
 use crate::store::types::{
-    AuditEntry, Page, PageRequest, Position, RateLimitKey, RollupScope, RunWithCalls, ScanOutcome,
-    ScopedIdSpace, COUNT_CAP,
+    AuditEntry, BucketRange, Page, PageRequest, Position, RateLimitKey, RollupScope, RunWithCalls,
+    ScanOutcome, ScopedIdSpace, COUNT_CAP,
 };
 
 /// Sessions a filtered session list reads per page, and per total.
 const SESSION_SCAN_BUDGET: usize = 200_000;
-/// Calls read of a session stored without its models, to match a model filter.
-const LEGACY_SESSION_CALLS: usize = 1_000;
 use serde::de::DeserializeOwned;
 use std::sync::atomic::Ordering;
 
@@ -771,8 +769,7 @@ impl SledStore {
         })
     }
 
-    /// The session `id` when `filter` matches it. A session stored before sessions
-    /// kept their models is matched on the models of its calls (computed on read).
+    /// The session `id` when `filter` matches it.
     fn matching_session(
         &self,
         filter: &index::SessionFilter,
@@ -781,21 +778,7 @@ impl SledStore {
         let Some(s) = decode_opt::<SessionSummary>(id, self.sessions.get(id.as_bytes())?)? else {
             return Ok(None);
         };
-        let legacy_models = match (&filter.model, &s.models) {
-            (Some(_), None) => {
-                let mut models = Vec::new();
-                for c in self.session_calls(id, LEGACY_SESSION_CALLS)? {
-                    for m in [c.model, c.response_model].into_iter().flatten() {
-                        if !models.contains(&m) {
-                            models.push(m);
-                        }
-                    }
-                }
-                Some(models)
-            }
-            _ => None,
-        };
-        Ok(filter.matches(&s, legacy_models.as_deref()).then_some(s))
+        Ok(filter.matches(&s).then_some(s))
     }
 
     pub fn session(&self, id: &str) -> Result<Option<SessionSummary>, StoreError> {
@@ -838,22 +821,19 @@ impl SledStore {
         Ok(out)
     }
 
-    /// Sum of the rollup buckets of `scope` that start in [from_us, to_us).
+    /// Sum of the rollup buckets of `scope` in the range.
     pub fn rollup_range(
         &self,
         scope: &RollupScope,
-        from_us: u64,
-        to_us: u64,
+        buckets: BucketRange,
     ) -> Result<RollupCell, StoreError> {
         let scope = scope.key();
         let mut total = RollupCell::default();
-        let lo = index::bucket_key(
-            &scope,
-            from_us.div_ceil(index::BUCKET_US) * index::BUCKET_US,
-        );
-        let mut hi = scope.to_vec();
+        let lo = index::bucket_key(&scope, buckets.first_us);
+        // Not `bucket_key`, which would round the end down to its bucket's start.
+        let mut hi = scope.clone();
         hi.push(0);
-        hi.extend_from_slice(&to_us.to_be_bytes());
+        hi.extend_from_slice(&buckets.end_us.to_be_bytes());
         for entry in self.rollup.range(lo..hi) {
             let (_, value) = entry?;
             total.merge(&RollupCell::decode(&value));
