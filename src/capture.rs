@@ -278,6 +278,65 @@ mod tests {
         assert_eq!(contain_panic(&metrics, "test", "c_3", || 8), Some(8));
     }
 
+    fn in_flight(
+        i: usize,
+    ) -> (
+        CallInFlight,
+        tokio::sync::mpsc::UnboundedReceiver<Box<FinishedCall>>,
+    ) {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let sink = Arc::new(CallSink {
+            sender,
+            metrics: Arc::new(Metrics::default()),
+            budget: MemoryBudget::new(1 << 20),
+        });
+        let call = Box::new(crate::dev::synthetic_finished_call(i, 100));
+        (
+            CallInFlight::new(call, Instant::now(), sink, 1 << 20),
+            receiver,
+        )
+    }
+
+    #[test]
+    fn a_call_finished_after_the_write_reaches_the_log_once_the_task_yields() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (mut call, mut receiver) = in_flight(1);
+        let id = call.id().to_string();
+        runtime.block_on(async {
+            call.finish_after_write(Outcome::Completed);
+            // Not yet: the hand-off waits for the answering task to yield.
+            assert!(receiver.try_recv().is_err());
+            tokio::task::yield_now().await;
+            let sent = receiver
+                .try_recv()
+                .expect("handed to the log after the yield");
+            assert_eq!(sent.id, id);
+        });
+        assert!(call.is_finished());
+    }
+
+    #[test]
+    fn a_call_finished_after_the_write_is_not_lost_when_the_runtime_stops_first() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (mut call, mut receiver) = in_flight(2);
+        let id = call.id().to_string();
+        {
+            let _inside = runtime.enter();
+            call.finish_after_write(Outcome::Completed);
+        }
+        // The task never runs: dropping the runtime drops it unpolled.
+        drop(runtime);
+        let sent = receiver
+            .try_recv()
+            .expect("handed to the log when its task was dropped");
+        assert_eq!(sent.id, id);
+        assert!(receiver.try_recv().is_err(), "exactly once");
+    }
+
     #[test]
     fn capture_keeps_bytes_in_order_up_to_the_cap() {
         let mut capture = Capture::default();
@@ -418,6 +477,21 @@ impl CallSink {
 /// Request body bytes, shared between the upstream body (which fills it) and the call.
 pub type SharedCapture = Arc<Mutex<Capture>>;
 
+/// A finished call on its way to the capture log: sent when dropped, whether the
+/// task holding it ran or was dropped unpolled.
+struct HandOff {
+    call: Option<Box<FinishedCall>>,
+    sink: Arc<CallSink>,
+}
+
+impl Drop for HandOff {
+    fn drop(&mut self) {
+        if let Some(call) = self.call.take() {
+            self.sink.send(call);
+        }
+    }
+}
+
 pub struct CallInFlight {
     call: Option<Box<FinishedCall>>,
     start: Instant,
@@ -511,9 +585,33 @@ impl CallInFlight {
 
     /// Ends the call and hands it to the capture log. Later calls are no-ops.
     pub fn finish(&mut self, outcome: Outcome) {
-        let Some(mut call) = self.call.take() else {
+        if let Some(call) = self.finished(outcome) {
+            self.sink.send(call);
+        }
+    }
+
+    /// Like `finish`, but hands the call to the capture log only after the task
+    /// polling the answer has yielded: the last bytes are then written to the client
+    /// before the log thread is woken, so the wake-up is not on the answer's path.
+    /// Why: a futex wake of the log thread cost the client its latency on every call.
+    pub fn finish_after_write(&mut self, outcome: Outcome) {
+        let Some(call) = self.finished(outcome) else {
             return;
         };
+        let handoff = HandOff {
+            call: Some(call),
+            sink: self.sink.clone(),
+        };
+        match tokio::runtime::Handle::try_current() {
+            // A runtime shutting down drops the task unpolled: `HandOff`'s drop
+            // sends the call then too, so none is lost.
+            Ok(runtime) => drop(runtime.spawn(async move { drop(handoff) })),
+            Err(_) => drop(handoff),
+        }
+    }
+
+    fn finished(&mut self, outcome: Outcome) -> Option<Box<FinishedCall>> {
+        let mut call = self.call.take()?;
         call.latency = self.start.elapsed();
         call.outcome = outcome;
         if let Some(shared) = self.request_capture.take() {
@@ -523,7 +621,7 @@ impl CallInFlight {
             };
             call.request_body = taken;
         }
-        self.sink.send(call);
+        Some(call)
     }
 }
 

@@ -167,7 +167,7 @@ where
                                 let data = flush_filter(this.filter, data);
                                 this.call.on_delivered(data.len());
                                 *this.ended = true;
-                                this.call.finish(Outcome::Completed);
+                                this.call.finish_after_write(Outcome::Completed);
                                 return Poll::Ready(Some(Ok(Frame::data(data))));
                             }
                             if data.is_empty() {
@@ -191,7 +191,7 @@ where
                 Poll::Ready(None) => {
                     *this.ended = true;
                     let rest = flush_filter(this.filter, Bytes::new());
-                    this.call.finish(Outcome::Completed);
+                    this.call.finish_after_write(Outcome::Completed);
                     if !rest.is_empty() {
                         return Poll::Ready(Some(Ok(Frame::data(rest))));
                     }

@@ -309,51 +309,79 @@ fn timeline_kind(kind: &str) -> &'static str {
 #[derive(Serialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct CallListItem {
+    /// The call's id, as answered to the client in `x-llmtap-call-id`.
     pub id: String,
+    /// The run the call belongs to (`x-llmtap-invocation-id`, or found by conversation).
     pub invocation_id: String,
     /// The LLM round; 0 for a tool HTTP call or MCP exchange.
     pub round: u32,
     /// Which retry of its round the call is (0 the first try).
     pub retry: u32,
+    /// When the request arrived, RFC 3339 UTC with microseconds.
     pub started_at: String,
+    /// The same instant in microseconds since the Unix epoch (sort and cursor key).
     pub started_at_us: u64,
+    /// When the last byte of the answer was relayed, RFC 3339 UTC.
     pub ended_at: String,
+    /// From the request's arrival to the answer's last byte, in milliseconds.
     pub latency_ms: f64,
+    /// Time to the first content token for streams, to the first byte otherwise (ms).
     pub ttft_ms: Option<f64>,
+    /// The configured provider (route) the call went through, e.g. `openai`.
     pub provider: String,
+    /// The provider's wire format: `openai` (and compatibles), `anthropic`, `gemini`,
+    /// `http` (a tool's HTTP call) or `mcp`.
     pub kind: String,
     /// The model the request asked for (the response's when the request named none).
     pub model: Option<String>,
     /// The model the provider says answered (often a dated name of `model`).
     pub response_model: Option<String>,
+    /// How the call ended: `success`, `failed`, `timeout`, `rate_limited`, `canceled` or `unauthorized`.
     pub status: Option<CallStatus>,
+    /// The upstream's HTTP status; null when none arrived.
     pub http_status: Option<u16>,
+    /// Whether the answer was streamed (SSE).
     pub stream: bool,
+    /// Input (prompt) tokens as the provider counted them.
     pub input_tokens: Option<u64>,
+    /// Output (completion) tokens as the provider counted them.
     pub output_tokens: Option<u64>,
     /// Absent for calls stored before these counts were kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_read_tokens: Option<u64>,
+    /// Input tokens written to the provider's prompt cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_creation_tokens: Option<u64>,
+    /// Priced cost in USD; null when the model has no price.
     pub cost_usd: Option<f64>,
+    /// Why generation stopped, as the provider said it (`stop`, `end_turn`, `tool_calls`, ...).
     pub stop_reason: Option<String>,
+    /// The provider's error type or code for a failed call.
     pub error_type: Option<String>,
+    /// The agent that made the call (`x-llmtap-agent`).
     pub agent: Option<String>,
+    /// What started the run (`x-llmtap-trigger`): `user`, `system` or `task`.
     pub trigger: Option<String>,
+    /// The tenant (`x-llmtap-tenant`); a tenant's token reads only its own.
     pub tenant: Option<String>,
+    /// The end user the agent acted for (`x-llmtap-user-id`).
     pub user_id: Option<String>,
+    /// The session grouping runs (`x-llmtap-session-id`, or a client's own session header).
     pub session_id: Option<String>,
+    /// The task the run worked on (`x-llmtap-task-id`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_id: Option<String>,
     /// `x-llmtap-prompt`: the system prompt's template as `name@version`.
     pub prompt: Option<String>,
+    /// A short fingerprint of the API key used (never the key), to tell keys apart.
     pub api_key_fingerprint: Option<String>,
+    /// Free-form `x-llmtap-property-*` labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub properties: BTreeMap<String, String>,
     /// For an MCP exchange: the JSON-RPC method, and the tool of a `tools/call`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mcp_method: Option<String>,
+    /// The tool an MCP `tools/call` named.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<String>,
 }
@@ -448,20 +476,32 @@ impl CallListItem {
 #[derive(Serialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct RunFields {
+    /// The run's id (`x-llmtap-invocation-id`, or generated when the run was found by conversation).
     pub id: String,
+    /// When the run's first call arrived, RFC 3339 UTC.
     pub started_at: String,
+    /// The same instant in microseconds since the Unix epoch (sort and cursor key).
     pub started_at_us: u64,
+    /// When the run's latest call ended, RFC 3339 UTC.
     pub ended_at: String,
+    /// From the first call's arrival to the latest call's end (ms).
     pub latency_ms: f64,
+    /// The agent that made the call (`x-llmtap-agent`).
     pub agent: Option<String>,
+    /// What started the run (`x-llmtap-trigger`): `user`, `system` or `task`.
     pub trigger: Option<String>,
+    /// The tenant (`x-llmtap-tenant`); a tenant's token reads only its own.
     pub tenant: Option<String>,
+    /// The end user the agent acted for (`x-llmtap-user-id`).
     pub user_id: Option<String>,
+    /// The session grouping runs (`x-llmtap-session-id`, or a client's own session header).
     pub session_id: Option<String>,
     /// `x-llmtap-prompt` of the run's calls: the system prompt's template as
     /// `name@version`.
     pub prompt: Option<String>,
+    /// The task the run worked on (`x-llmtap-task-id`).
     pub task_id: Option<String>,
+    /// The providers the run's calls went through.
     pub providers: Vec<String>,
     /// The models the run's requests asked for, in order of first use.
     pub models: Vec<String>,
@@ -469,13 +509,20 @@ pub struct RunFields {
     pub response_models: Vec<String>,
     /// The first model, for tables with one model column.
     pub model: Option<String>,
+    /// The status of the run's latest round's last attempt, so a run that recovered from
+    /// an error or a retry reads `success`; a tool call decides it only while the run
+    /// has no LLM round.
     pub status: Option<CallStatus>,
     /// Attempts beyond each round's first; 0 for runs stored before retries were
     /// told apart.
     pub retries: u32,
+    /// Input tokens of the run's calls, summed.
     pub input_tokens: Option<u64>,
+    /// Output tokens of the run's calls, summed.
     pub output_tokens: Option<u64>,
+    /// Priced cost of the run's calls in USD.
     pub cost_usd: Option<f64>,
+    /// Free-form `x-llmtap-property-*` labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub properties: BTreeMap<String, String>,
 }
@@ -559,21 +606,31 @@ impl RunListItem {
 #[derive(Serialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct SessionListItem {
+    /// The session id as the client gave it.
     pub id: String,
     /// Admins only (null for viewers): the first user message, shortened.
     pub subject: Option<String>,
+    /// The agent of the session's first call.
     pub agent: Option<String>,
+    /// The tenant (`x-llmtap-tenant`); a tenant's token reads only its own.
     pub tenant: Option<String>,
+    /// Calls captured in the session.
     pub calls: u64,
+    /// Input tokens of the session's calls, summed.
     pub input_tokens: u64,
+    /// Output tokens of the session's calls, summed.
     pub output_tokens: u64,
     /// `cost_pusd` as USD, for display.
     pub cost_usd: f64,
     /// The exact sum of the calls' costs in picodollars.
     pub cost_pusd: u64,
+    /// The session's first call, RFC 3339 UTC.
     pub first_at: String,
+    /// The same instant in microseconds since the Unix epoch.
     pub first_at_us: u64,
+    /// The session's latest call, RFC 3339 UTC.
     pub last_at: String,
+    /// The same instant in microseconds since the Unix epoch.
     pub last_at_us: u64,
     /// The models its LLM calls asked for or were answered by, in order of first use
     /// (at most 16; sessions stored before they were kept get them from their calls).
@@ -626,7 +683,9 @@ impl SessionListItem {
 #[derive(Serialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct RecordedCall {
+    /// The call's id, as answered to the client in `x-llmtap-call-id`.
     pub id: String,
+    /// The run the call belongs to (`x-llmtap-invocation-id`, or found by conversation).
     pub invocation_id: String,
     /// The LLM round (1, 2, ...); 0 for a tool HTTP call (`kind = "http"`) or an
     /// MCP exchange (`kind = "mcp"`), which sit between rounds in the run's timeline.
@@ -640,47 +699,74 @@ pub struct RecordedCall {
     /// `new_turn`, or `tool` (a tool's call joined to the run whose round asked for it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grouped_by_conversation: Option<String>,
+    /// When the request arrived, RFC 3339 UTC with microseconds.
     pub started_at: String,
+    /// When the last byte of the answer was relayed, RFC 3339 UTC.
     pub ended_at: String,
     /// When the writer stored the call; absent on calls stored before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored_at: Option<String>,
     /// Microseconds since the Unix epoch of `started_at`.
     pub started_at_us: u64,
+    /// From the request's arrival to the answer's last byte, in milliseconds.
     pub latency_ms: f64,
     /// Time to the first content token for streams, to the first byte otherwise.
     pub ttft_ms: Option<f64>,
+    /// Time to the answer's first byte (ms).
     pub first_byte_ms: Option<f64>,
+    /// The configured provider (route) the call went through, e.g. `openai`.
     pub provider: String,
+    /// The provider's wire format: `openai` (and compatibles), `anthropic`, `gemini`,
+    /// `http` (a tool's HTTP call) or `mcp`.
     pub kind: String,
+    /// The API the path addresses (`chat_completions`, `messages`, `responses`, ...).
     pub endpoint: Option<Endpoint>,
+    /// The HTTP method.
     pub method: String,
     /// A viewer gets a tool call's path without its query string (its arguments).
     pub path: String,
+    /// The host the call was forwarded to.
     pub upstream_host: String,
+    /// The upstream's HTTP status; null when none arrived.
     pub http_status: Option<u16>,
+    /// How the call ended: `success`, `failed`, `timeout`, `rate_limited`, `canceled` or `unauthorized`.
     pub status: Option<CallStatus>,
+    /// Whether the answer was streamed (SSE).
     pub stream: bool,
+    /// The model the request asked for (the answer's when the request named none).
     pub model: Option<String>,
+    /// The model the provider says answered (often a dated name of `model`).
     pub response_model: Option<String>,
+    /// Token counts as parsed from the answer.
     pub usage: Usage,
+    /// The provider's usage object as it sent it.
     pub raw_usage: Option<Value>,
+    /// Priced cost in USD; null when the model has no price.
     pub cost_usd: Option<f64>,
+    /// The cost itemised in picodollars (input, output, cache reads and writes) and the
+    /// price-table entry it was priced with.
     pub cost: Option<Cost>,
+    /// Why generation stopped, as the provider said it (`stop`, `end_turn`, `tool_calls`, ...).
     pub stop_reason: Option<String>,
+    /// The provider's error, for a failed call.
     pub error: Option<ErrorInfo>,
     /// Admins only (null for viewers).
     pub request: Option<RequestView>,
     /// Admins only (null for viewers).
     pub response: Option<ResponseView>,
+    /// The rate-limit headers of the answer, parsed (limits, remaining, resets).
     pub rate_limit: Option<RateLimit>,
     /// Prompt variables for admins only.
     pub metadata: Metadata,
+    /// A short fingerprint of the API key used (never the key), to tell keys apart.
     pub api_key_fingerprint: Option<String>,
     /// The client's address for admins only.
     pub client: ClientInfo,
+    /// Size of the request body in bytes.
     pub request_bytes: u64,
+    /// Size of the answer body in bytes.
     pub response_bytes: u64,
+    /// Whether a stored body was cut at the capture limit.
     pub truncated: bool,
     /// Which bodies were cut (`request`, `response`): their stored bytes are a prefix.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -693,6 +779,7 @@ pub struct RecordedCall {
     pub request_body: Option<String>,
     /// Admins only (null for viewers).
     pub response_body: Option<String>,
+    /// What the parser could not read and skipped (empty when it read everything).
     pub parse_notes: Vec<String>,
     /// Attachments found in the request (`GET /api/v1/blobs/{sha256}`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -1763,12 +1850,18 @@ pub struct AuditLog {
 #[derive(Serialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct AuditLogEntry {
+    /// When the read happened, RFC 3339 UTC.
     pub at: String,
+    /// The same instant in microseconds since the Unix epoch.
     pub at_us: u64,
     /// Token name, or the first 12 hex digits of its SHA-256.
     pub who: String,
+    /// The reader's role: `admin` or `viewer`.
     pub role: String,
+    /// The reader's tenant, if the token is a tenant's.
     pub tenant: Option<String>,
+    /// What was read: `read call bodies`, `read raw body`, `read attachment`,
+    /// `read prompt logs`, `search prompts` or `export with prompts`.
     pub action: String,
     /// The request as sent (path and query string).
     pub path: String,
