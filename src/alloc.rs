@@ -75,17 +75,29 @@ unsafe impl GlobalAlloc for SplitAllocator {
 
 /// How often a thread that goes idle hands its free small blocks back at most.
 const IDLE_RELEASE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// How much the process's peak resident size must have grown since a thread last
+/// handed its blocks back before it does again.
+const RELEASE_AFTER_PEAK_GROWTH: u64 = 8 << 20;
 
-/// Called when a runtime worker parks (has nothing to do): at most once a second
-/// per thread, mimalloc frees this thread's empty pages and returns what it can to
-/// the system. Why: mimalloc collects a thread's heap only as that thread allocates,
-/// so a worker that relayed a thousand streams and went quiet kept their blocks
-/// (about 13 MB more than glibc after the chaos test's burst).
+/// Called when a runtime worker parks (has nothing to do) and when the writer finds
+/// nothing to do: after a burst, at most once a second per thread, mimalloc frees this
+/// thread's empty pages and returns what it can to the system. Why: mimalloc collects
+/// a thread's heap only as that thread allocates, so a worker that relayed a thousand
+/// streams and went quiet kept their blocks (about 13 MB more than glibc after the
+/// chaos test's burst).
+///
+/// Only after a burst (the process's peak resident size grew by
+/// `RELEASE_AFTER_PEAK_GROWTH` since this thread's last release): a release hands the
+/// pages back with `madvise`, and the next call the thread relays faults them in
+/// again. At 10 requests a second every worker parked after each call, so one call in
+/// five paid a dozen page faults, about 0.1 ms on this VM, on its answer's path
+/// (BENCHMARKS.md, "What a lone call waits for").
 pub fn release_idle_memory() {
     use std::cell::Cell;
     use std::time::Instant;
     thread_local! {
         static LAST: Cell<Option<Instant>> = const { Cell::new(None) };
+        static PEAK_AT_RELEASE: Cell<u64> = const { Cell::new(0) };
     }
     let now = Instant::now();
     let due = LAST.with(|last| match last.get() {
@@ -95,11 +107,35 @@ pub fn release_idle_memory() {
             true
         }
     });
-    if due {
+    if !due {
+        return;
+    }
+    let peak = peak_resident_bytes();
+    let after_burst = PEAK_AT_RELEASE.with(|at_release| {
+        let grown = peak >= at_release.get().saturating_add(RELEASE_AFTER_PEAK_GROWTH);
+        if grown {
+            at_release.set(peak);
+        }
+        grown
+    });
+    if after_burst {
         // SAFETY: mi_collect only frees and purges memory of the calling thread's
         // heap that no live allocation uses.
         unsafe { libmimalloc_sys::mi_collect(true) };
     }
+}
+
+/// The process's peak resident size so far (`getrusage`'s `ru_maxrss`); 0 when it
+/// cannot be read.
+fn peak_resident_bytes() -> u64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0;
+    }
+    u64::try_from(usage.ru_maxrss)
+        .unwrap_or(0)
+        .saturating_mul(1024)
 }
 
 /// glibc keeps freed memory of large blocks in its heaps once its adaptive mmap
