@@ -71,7 +71,7 @@ impl CallStatus {
 /// `cache_read_tokens` and `cache_creation_tokens` are parts of `input_tokens`;
 /// `reasoning_tokens` is part of `output_tokens`. A count the provider did not
 /// report is `None`, never 0.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
@@ -110,7 +110,7 @@ impl Usage {
 }
 
 /// An error reported by the provider (body or mid-stream event) or by llmtap itself.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ErrorInfo {
     #[serde(rename = "type")]
     pub error_type: Option<String>,
@@ -118,7 +118,7 @@ pub struct ErrorInfo {
 }
 
 /// One message of the conversation as sent in the request, normalised across providers.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     /// system | developer | user | assistant | tool (Gemini "model" becomes "assistant").
     pub role: String,
@@ -136,7 +136,7 @@ pub struct Message {
 }
 
 /// A tool call made by the model (in the response) or replayed in the history (in the request).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ToolCall {
     pub id: Option<String>,
     pub name: String,
@@ -144,7 +144,7 @@ pub struct ToolCall {
     pub arguments: Value,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RequestView {
     pub system: Option<String>,
     pub messages: Vec<Message>,
@@ -153,7 +153,7 @@ pub struct RequestView {
     pub params: BTreeMap<String, Value>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ResponseView {
     pub text: Option<String>,
     pub thinking: Option<String>,
@@ -176,7 +176,7 @@ pub enum Endpoint {
 }
 
 /// What the parsers read out of one exchange. Produced by `parse::parse_exchange`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ParsedExchange {
     pub endpoint: Endpoint,
     pub stream: bool,
@@ -220,7 +220,7 @@ impl Default for ParsedExchange {
 }
 
 /// Normalised rate-limit state from response headers. Missing headers are `None`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RateLimit {
     pub requests: Option<LimitWindow>,
     pub tokens: Option<LimitWindow>,
@@ -231,7 +231,7 @@ pub struct RateLimit {
     pub raw: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LimitWindow {
     pub limit: Option<u64>,
     pub remaining: Option<u64>,
@@ -243,7 +243,7 @@ pub struct LimitWindow {
 
 /// Cost of one call. Amounts are integer picodollars (1e-12 USD) so sums never drift;
 /// `total_usd` is the same total as a float for display.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Cost {
     pub priced: bool,
     pub price_key: Option<String>,
@@ -266,7 +266,7 @@ pub struct Cost {
 }
 
 /// Agent-supplied metadata from `x-llmtap-*` headers.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Metadata {
     pub agent: Option<String>,
     pub trigger: Option<String>,
@@ -297,7 +297,7 @@ impl Metadata {
 }
 
 /// The agent's side of the connection, as llmtap saw it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ClientInfo {
     /// The client's address. Personal data: the read API gives it to admin tokens only.
     pub ip: Option<String>,
@@ -402,7 +402,7 @@ pub struct CallRecord {
 /// `result_text` and `structured_content` are content: stored in the call's bodies
 /// (sealed when the store is encrypted), put back when the call is read, and never
 /// shown to viewer tokens.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct McpExchange {
     /// `http` (streamable HTTP) or `stdio`.
     pub transport: String,
@@ -474,7 +474,7 @@ pub const MCP_CLIENT_TO_SERVER: &str = "client_to_server";
 pub const MCP_SERVER_TO_CLIENT: &str = "server_to_client";
 
 /// A request the server sent the client inside a response stream.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct McpServerRequest {
     /// Its JSON-RPC id, as sent (the client's answer carries it back).
     pub id: Value,
@@ -482,14 +482,14 @@ pub struct McpServerRequest {
 }
 
 /// An MCP server as its `initialize` answer names it (`serverInfo`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct McpServer {
     pub name: String,
     pub version: Option<String>,
 }
 
 /// A JSON-RPC error object.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JsonRpcError {
     pub code: i64,
     pub message: String,
@@ -523,7 +523,7 @@ impl McpExchange {
 }
 
 /// One attachment of a request.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Attachment {
     /// `mirrored` (decoded and stored once by content address) or `url`.
     pub source: String,
@@ -537,7 +537,7 @@ pub struct Attachment {
 }
 
 /// One agent run: the rollup of its calls.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InvocationRecord {
     pub id: String,
     pub agent: Option<String>,
@@ -571,7 +571,7 @@ pub struct InvocationRecord {
 }
 
 /// The wire format a provider speaks; decides which parser reads its traffic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProviderKind {
     Openai,

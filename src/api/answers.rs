@@ -14,11 +14,7 @@
 use super::history::History;
 use super::ApiState;
 use crate::agent_loop::{Attempt, Gap, RunLoop, RunOutcome, Turn};
-use crate::record::{
-    Attachment, CallRecord, CallStatus, ClientInfo, Cost, Endpoint, ErrorInfo, JsonRpcError,
-    LimitWindow, McpExchange, McpServer, McpServerRequest, Metadata, RateLimit, RequestView,
-    ResponseView, Usage,
-};
+use crate::record::{self, CallRecord, CallStatus, Endpoint};
 use crate::store::index::{RateLimitPoint, RateLimitState, RollupCell, SessionSummary};
 use crate::store::summary::{CallSummary, InvocationSummary};
 use crate::store::{AuditEntry, RunWithCalls, StorageState};
@@ -27,6 +23,12 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
+
+pub mod call_parts;
+use call_parts::{
+    Attachment, ClientInfo, Cost, ErrorInfo, JsonRpcError, McpExchange, McpServer,
+    McpServerRequest, Metadata, RateLimit, RequestView, ResponseView, Usage,
+};
 
 /// `GET /healthz` (liveness). While the store opens the answer is also 200, with
 /// `store` = `opening` and no `storage`.
@@ -829,9 +831,9 @@ impl RecordedCall {
             request,
             response,
             rate_limit,
-            mut metadata,
+            metadata,
             api_key_fingerprint,
-            mut client,
+            client,
             request_bytes,
             response_bytes,
             truncated,
@@ -846,13 +848,6 @@ impl RecordedCall {
             response_body_bytes: _,
             mcp,
         } = call;
-        if !admin {
-            metadata.prompt_variables = None;
-            metadata.user_prompt_variables = None;
-            // The client's address is personal data (it names a person's machine or
-            // network); the user agent names the agent's SDK and stays.
-            client.ip = None;
-        }
         RecordedCall {
             id,
             invocation_id,
@@ -878,18 +873,18 @@ impl RecordedCall {
             stream,
             model,
             response_model,
-            usage,
+            usage: Usage::of(usage),
             raw_usage,
             cost_usd,
-            cost,
+            cost: cost.map(Cost::of),
             stop_reason,
-            error,
-            request: request.filter(|_| admin),
-            response: response.filter(|_| admin),
-            rate_limit,
-            metadata,
+            error: error.map(ErrorInfo::of),
+            request: request.filter(|_| admin).map(RequestView::of),
+            response: response.filter(|_| admin).map(ResponseView::of),
+            rate_limit: rate_limit.map(RateLimit::of),
+            metadata: Metadata::of(metadata, admin),
             api_key_fingerprint,
-            client,
+            client: ClientInfo::of(client, admin),
             request_bytes,
             response_bytes,
             truncated,
@@ -899,8 +894,8 @@ impl RecordedCall {
             request_body: request_body.filter(|_| admin),
             response_body: response_body.filter(|_| admin),
             parse_notes,
-            attachments,
-            mcp: mcp.map(|m| if admin { m } else { m.without_content() }),
+            attachments: attachments.into_iter().map(Attachment::of).collect(),
+            mcp: mcp.map(|m| McpExchange::of(m, admin)),
         }
     }
 }
@@ -1006,7 +1001,7 @@ impl InvocationDetail {
             outcome: crate::agent_loop::outcome(&record),
             cost_pusd: record.cost_pusd,
             unpriced_calls: record.unpriced_calls,
-            usage: record.usage,
+            usage: Usage::of(record.usage),
             rounds,
             timeline: RunTimelineEntry::all_of(&calls, admin),
             mcp_servers: McpServerOffer::all_of(&calls),
@@ -1130,7 +1125,7 @@ impl McpServerOffer {
                     out.push((
                         McpServerOffer {
                             provider: c.provider.clone(),
-                            server: mcp.server.clone(),
+                            server: mcp.server.clone().map(McpServer::of),
                             transport: mcp.transport.clone(),
                             sessions: 0,
                             calls: 0,
@@ -1145,7 +1140,7 @@ impl McpServerOffer {
             let (offer, sessions) = &mut out[at];
             offer.calls += 1;
             if mcp.server.is_some() {
-                offer.server = mcp.server.clone();
+                offer.server = mcp.server.clone().map(McpServer::of);
             }
             if let Some(session) = &mcp.session_id {
                 sessions.insert(session);
@@ -1201,13 +1196,13 @@ impl JoinedMcpCall {
         Some(JoinedMcpCall {
             call_id: call.id.clone(),
             provider: call.provider.clone(),
-            server: mcp.server.clone(),
+            server: mcp.server.clone().map(McpServer::of),
             transport: mcp.transport.clone(),
             tool: mcp.tool.clone(),
             duration_ms: call.latency_ms,
             status: call.status,
             is_error: mcp.is_error,
-            error: mcp.error.clone(),
+            error: mcp.error.clone().map(JsonRpcError::of),
             result_text: admin_only(admin, || mcp.result_text.clone()),
             structured_content: admin_only(admin, || mcp.structured_content.clone()),
         })
@@ -1251,22 +1246,27 @@ pub struct McpTimelineEntry {
 impl McpTimelineEntry {
     /// An exchange's method, tool, server and failure; its arguments and result only
     /// for admins.
-    fn of(mcp: &McpExchange, admin: bool) -> McpTimelineEntry {
+    fn of(mcp: &record::McpExchange, admin: bool) -> McpTimelineEntry {
         McpTimelineEntry {
             transport: mcp.transport.clone(),
             method: mcp.method.clone(),
             tool: mcp.tool.clone(),
             target: mcp.target.clone(),
-            server: mcp.server.clone(),
+            server: mcp.server.clone().map(McpServer::of),
             session_id: mcp.session_id.clone(),
             is_error: mcp.is_error,
-            error: mcp.error.clone(),
+            error: mcp.error.clone().map(JsonRpcError::of),
             direction: mcp
                 .direction
                 .clone()
                 .unwrap_or_else(|| crate::record::MCP_CLIENT_TO_SERVER.to_string()),
             server_messages: mcp.server_messages.clone(),
-            server_requests: mcp.server_requests.clone(),
+            server_requests: mcp
+                .server_requests
+                .iter()
+                .cloned()
+                .map(McpServerRequest::of)
+                .collect(),
             tools_offered: mcp.tools_offered.clone(),
             arguments: admin_only(admin, || mcp.arguments.clone()),
             result_text: admin_only(admin, || mcp.result_text.clone()),
@@ -1356,7 +1356,7 @@ impl Round {
                 output_tokens: call.usage.output_tokens,
                 cost_usd: call.cost_usd,
                 stop_reason: call.stop_reason.clone(),
-                error: call.error.clone(),
+                error: call.error.clone().map(ErrorInfo::of),
                 hint: super::views::hint(call),
                 attempts: round
                     .attempts
@@ -1725,8 +1725,9 @@ impl RateLimitRow {
     /// last day).
     pub fn of(s: RateLimitState, now_us: u64, rate_limited: (u64, u64)) -> RateLimitRow {
         let (headroom_pct, reported_headroom_pct, stale) = headroom_now(&s, now_us);
-        let window =
-            |w: &Option<LimitWindow>| w.as_ref().map(|w| LimitWindowState::of(w, s.at_us, now_us));
+        let window = |w: &Option<record::LimitWindow>| {
+            w.as_ref().map(|w| LimitWindowState::of(w, s.at_us, now_us))
+        };
         RateLimitRow {
             requests: window(&s.requests),
             tokens: window(&s.tokens),
@@ -1762,7 +1763,7 @@ pub struct LimitWindowState {
 }
 
 impl LimitWindowState {
-    fn of(w: &LimitWindow, at_us: u64, now_us: u64) -> LimitWindowState {
+    fn of(w: &record::LimitWindow, at_us: u64, now_us: u64) -> LimitWindowState {
         LimitWindowState {
             limit: w.limit,
             remaining: w.remaining,
@@ -1774,7 +1775,7 @@ impl LimitWindowState {
     }
 }
 
-fn headroom(w: &LimitWindow) -> Option<f64> {
+fn headroom(w: &record::LimitWindow) -> Option<f64> {
     match (w.remaining, w.limit) {
         (Some(r), Some(l)) if l > 0 => Some((r as f64 / l as f64 * 1000.0).round() / 10.0),
         _ => None,
@@ -1783,7 +1784,7 @@ fn headroom(w: &LimitWindow) -> Option<f64> {
 
 /// Whether a window reported at `at_us` has reset by `now_us` (its reset time, or
 /// the report plus its reset delay, has passed): its remaining count is history.
-fn has_reset(w: &LimitWindow, at_us: u64, now_us: u64) -> bool {
+fn has_reset(w: &record::LimitWindow, at_us: u64, now_us: u64) -> bool {
     let reset_us = w
         .reset_at
         .as_deref()
@@ -1893,6 +1894,7 @@ impl AuditLogEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::{ClientInfo, McpExchange, Metadata, RequestView, ResponseView};
 
     /// A tool call with every piece of content a viewer must not get.
     fn tool_call_with_content() -> CallRecord {
