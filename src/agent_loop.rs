@@ -51,7 +51,7 @@ pub const NO_PLACE: Place = Place {
 /// What a run's loop needs to place its next call, kept in the run's record
 /// (absent from runs stored before it: they read as if each LLM call were a round,
 /// which is how they were numbered).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoopState {
     /// Request-body digest of the run's latest LLM call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -415,7 +415,7 @@ pub fn fold_run(
 }
 
 /// How a run ended, in words and numbers.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunOutcome {
     /// The status of the run's last round's last attempt.
     pub status: Option<CallStatus>,
@@ -456,7 +456,7 @@ pub fn outcome(run: &InvocationRecord) -> RunOutcome {
 }
 
 /// One attempt of a round.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attempt {
     pub attempt: u32,
     pub call_id: String,
@@ -471,7 +471,7 @@ pub struct Attempt {
 }
 
 /// A tool call the model asked for in a round, with what answered it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RequestedTool {
     pub id: Option<String>,
     pub name: String,
@@ -485,7 +485,7 @@ pub struct RequestedTool {
 }
 
 /// One LLM round: its attempts and the tools its answer asked for.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Round {
     pub round: u32,
     /// The call that settled the round (its last attempt).
@@ -518,7 +518,7 @@ impl GapKind {
 }
 
 /// A tool's captured call (HTTP, MCP) in a gap.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolCallSeen {
     pub call_id: String,
     /// The MCP tool it called (`tools/call`), when it is an MCP exchange.
@@ -534,7 +534,7 @@ pub struct ToolCallSeen {
 }
 
 /// The time between one LLM call's end and the next one's start.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Gap {
     pub kind: GapKind,
     /// "tool time", "backoff" or "agent time".
@@ -549,7 +549,7 @@ pub struct Gap {
 }
 
 /// A run's loop as every reader shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunLoop {
     pub rounds: Vec<Round>,
     pub gaps: Vec<Gap>,
@@ -861,7 +861,7 @@ pub fn describe(calls: &[CallRecord]) -> RunLoop {
 }
 
 /// One entry of a session read as a conversation (`conversation`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Turn {
     /// `user` (a run's new user message), `reply` (a round's answer), `tool_call` (a
     /// tool the model asked for, with its result from the next round), `tool` (a

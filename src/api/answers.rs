@@ -13,7 +13,7 @@
 
 use super::history::History;
 use super::ApiState;
-use crate::agent_loop::{Attempt, Gap, RunLoop, RunOutcome, Turn};
+use crate::agent_loop::{self, RunLoop};
 use crate::record::{self, CallRecord, CallStatus, Endpoint};
 use crate::store::index::{RateLimitPoint, RateLimitState, RollupCell, SessionSummary};
 use crate::store::summary::{CallSummary, InvocationSummary};
@@ -25,10 +25,12 @@ use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 
 pub mod call_parts;
+pub mod loop_parts;
 use call_parts::{
     Attachment, ClientInfo, Cost, ErrorInfo, JsonRpcError, McpExchange, McpServer,
     McpServerRequest, Metadata, RateLimit, RequestView, ResponseView, Usage,
 };
+use loop_parts::{Attempt, Gap, RunOutcome, Turn};
 
 /// `GET /healthz` (liveness). While the store opens the answer is also 200, with
 /// `store` = `opening` and no `storage`.
@@ -972,19 +974,7 @@ impl InvocationDetail {
         calls.sort_by(|a, b| {
             (a.started_at_us, a.round, &a.id).cmp(&(b.started_at_us, b.round, &b.id))
         });
-        let mut described = crate::agent_loop::describe(&calls);
-        if !admin {
-            // The gaps name each tool call they hold by its path: a viewer gets it
-            // without its query string (the tool's arguments), as in the timeline.
-            for seen in described
-                .gaps
-                .iter_mut()
-                .flat_map(|g| g.tool_calls.iter_mut())
-                .chain(described.outside_gaps.iter_mut())
-            {
-                seen.path = without_query(&seen.path).to_string();
-            }
-        }
+        let described = crate::agent_loop::describe(&calls);
         let by_id: HashMap<&str, &CallRecord> = calls.iter().map(|c| (c.id.as_str(), c)).collect();
         let rounds = Round::all_of(&described, &by_id, admin);
         InvocationDetail {
@@ -998,14 +988,20 @@ impl InvocationDetail {
                 .iter()
                 .filter(|c| crate::agent_loop::is_tool_step(c))
                 .count(),
-            outcome: crate::agent_loop::outcome(&record),
+            outcome: RunOutcome::of(crate::agent_loop::outcome(&record)),
             cost_pusd: record.cost_pusd,
             unpriced_calls: record.unpriced_calls,
             usage: Usage::of(record.usage),
             rounds,
             timeline: RunTimelineEntry::all_of(&calls, admin),
             mcp_servers: McpServerOffer::all_of(&calls),
-            gaps: described.gaps,
+            // The gaps name each tool call they hold by its path: a viewer gets it
+            // without its query string (the tool's arguments), as in the timeline.
+            gaps: described
+                .gaps
+                .into_iter()
+                .map(|gap| Gap::of(gap, admin))
+                .collect(),
             calls: include_calls.then(|| {
                 calls
                     .into_iter()
@@ -1362,7 +1358,7 @@ impl Round {
                     .attempts
                     .iter()
                     .map(|a| RoundAttempt {
-                        attempt: a.clone(),
+                        attempt: Attempt::of(a.clone()),
                         hint: by_id
                             .get(a.call_id.as_str())
                             .and_then(|c| super::views::hint(c)),
@@ -1435,14 +1431,8 @@ impl ConversationTurn {
     /// A turn as `admin` may see it: texts and arguments for admins only, and a
     /// captured tool call named without its query string (its arguments) for a
     /// viewer; a failure with its hint.
-    pub fn of(mut turn: Turn, hints: &HashMap<&str, Option<String>>, admin: bool) -> Self {
-        if !admin {
-            turn.text = None;
-            turn.arguments = None;
-            if turn.kind == "tool" {
-                turn.name = turn.name.as_deref().map(|n| without_query(n).to_string());
-            }
-        }
+    pub fn of(turn: agent_loop::Turn, hints: &HashMap<&str, Option<String>>, admin: bool) -> Self {
+        let turn = Turn::of(turn, admin);
         let hint =
             (turn.kind == "failure").then(|| hints.get(turn.call_id.as_str()).cloned().flatten());
         ConversationTurn { turn, hint }
@@ -1902,8 +1892,54 @@ mod tests {
             id: "c_1".into(),
             kind: "mcp".into(),
             path: "/weather?city=paris".into(),
+            usage: record::Usage {
+                input_tokens: Some(10),
+                cache_creation_1h_tokens: Some(4),
+                ..record::Usage::default()
+            },
+            cost: Some(record::Cost {
+                priced: true,
+                total_pusd: 7,
+                tier_above_input_tokens: Some(200_000),
+                ..record::Cost::default()
+            }),
+            error: Some(record::ErrorInfo {
+                error_type: Some("overloaded".into()),
+                message: None,
+            }),
+            rate_limit: Some(record::RateLimit {
+                requests: Some(record::LimitWindow {
+                    limit: Some(100),
+                    reset_at: Some("2026-01-01T00:00:00Z".into()),
+                    ..record::LimitWindow::default()
+                }),
+                raw: [("x-ratelimit-limit-requests".to_string(), "100".to_string())].into(),
+                ..record::RateLimit::default()
+            }),
+            attachments: vec![record::Attachment {
+                source: "url".into(),
+                url: Some("https://example.com/a.png".into()),
+                ..record::Attachment::default()
+            }],
             request: Some(RequestView {
                 system: Some("secret system prompt".into()),
+                messages: vec![
+                    record::Message {
+                        role: "assistant".into(),
+                        tool_calls: vec![record::ToolCall {
+                            id: Some("call_1".into()),
+                            name: "weather".into(),
+                            arguments: serde_json::json!("{\"city\":\"paris\"}"),
+                        }],
+                        ..record::Message::default()
+                    },
+                    record::Message {
+                        role: "tool".into(),
+                        text: Some("sunny".into()),
+                        tool_call_id: Some("call_1".into()),
+                        ..record::Message::default()
+                    },
+                ],
                 ..RequestView::default()
             }),
             response: Some(ResponseView {
@@ -1926,6 +1962,19 @@ mod tests {
                 tool: Some("weather".into()),
                 arguments: Some(serde_json::json!({"city": "paris"})),
                 result_text: Some("sunny".into()),
+                structured_content: Some(serde_json::json!({"sky": "clear"})),
+                server: Some(record::McpServer {
+                    name: "weather".into(),
+                    version: Some("1.0".into()),
+                }),
+                error: Some(record::JsonRpcError {
+                    code: -32000,
+                    message: "busy".into(),
+                }),
+                server_requests: vec![record::McpServerRequest {
+                    id: serde_json::json!(7),
+                    method: "roots/list".into(),
+                }],
                 ..McpExchange::default()
             }),
             ..CallRecord::default()
@@ -1948,6 +1997,8 @@ mod tests {
         assert_eq!(viewer["mcp"]["tool"], "weather");
         assert!(viewer["mcp"]["arguments"].is_null());
         assert!(viewer["mcp"]["result_text"].is_null());
+        assert!(viewer["mcp"].get("structured_content").is_none());
+        assert_eq!(viewer["mcp"]["server"]["name"], "weather");
 
         let call = tool_call_with_content();
         let admin = serde_json::to_value(RecordedCall::of(call.clone(), true)).unwrap();
