@@ -1027,6 +1027,7 @@ pub struct RunTimelineEntry {
     /// `llm` (a round), `http` (a tool HTTP call between rounds) or `mcp` (an MCP
     /// exchange between rounds).
     pub kind: &'static str,
+    /// The call's id.
     pub call_id: String,
     /// The round number, for LLM calls.
     pub round: Option<u32>,
@@ -1034,14 +1035,23 @@ pub struct RunTimelineEntry {
     pub attempt: Option<u32>,
     /// The round a tool HTTP call followed.
     pub after_round: Option<u32>,
+    /// When the request arrived, RFC 3339 UTC.
     pub started_at: String,
+    /// When the answer's last byte was relayed, RFC 3339 UTC.
     pub ended_at: String,
+    /// From the request's arrival to the answer's last byte (ms).
     pub duration_ms: f64,
+    /// The configured provider (route) the call went through.
     pub provider: String,
+    /// The HTTP method.
     pub method: String,
+    /// The call's path; a viewer gets a tool call's without its query string.
     pub path: String,
+    /// The requested model, else the answering one; null for a tool call.
     pub model: Option<String>,
+    /// How the call ended: `success`, `failed`, `timeout`, `rate_limited`, `canceled` or `unauthorized`.
     pub status: Option<CallStatus>,
+    /// The upstream's HTTP status; null when none arrived.
     pub http_status: Option<u16>,
     /// For an MCP exchange.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1159,15 +1169,23 @@ impl McpServerOffer {
 #[derive(Serialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct JoinedMcpCall {
+    /// The MCP exchange's call id.
     pub call_id: String,
+    /// The provider (or `llmtap mcp --name`) the server was reached through.
     pub provider: String,
+    /// The MCP server, as its `initialize` answer named it.
     pub server: Option<McpServer>,
+    /// `http` or `stdio`.
     pub transport: String,
+    /// The tool the `tools/call` named.
     pub tool: Option<String>,
     /// The MCP exchange's own duration (not the gap's).
     pub duration_ms: f64,
+    /// How the exchange ended.
     pub status: Option<CallStatus>,
+    /// The tool reported a failure (`isError: true`).
     pub is_error: bool,
+    /// A JSON-RPC error answer.
     pub error: Option<JsonRpcError>,
     /// Admins only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1211,13 +1229,19 @@ impl JoinedMcpCall {
 pub struct McpTimelineEntry {
     /// `http` or `stdio`.
     pub transport: String,
+    /// The JSON-RPC method of the request; null for the GET event stream or a DELETE.
     pub method: Option<String>,
+    /// The tool of a `tools/call`.
     pub tool: Option<String>,
     /// The resource URI or prompt name.
     pub target: Option<String>,
+    /// The MCP server, as its `initialize` answer named it.
     pub server: Option<McpServer>,
+    /// The `Mcp-Session-Id` of the exchange (for stdio: one per wrapped process).
     pub session_id: Option<String>,
+    /// The tool reported a failure (`isError: true`).
     pub is_error: bool,
+    /// A JSON-RPC error answer.
     pub error: Option<JsonRpcError>,
     /// `client_to_server` or `server_to_client` (a server request the client
     /// answered, a server notification, the GET event stream).
@@ -1276,28 +1300,45 @@ impl McpTimelineEntry {
 #[derive(Serialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct Round {
+    /// The round number (1, 2, ...).
     pub round: u32,
+    /// The call that settled the round (its last attempt).
     pub call_id: String,
+    /// When the settling call's request arrived, RFC 3339 UTC.
     pub started_at: String,
+    /// When the settling call's answer ended, RFC 3339 UTC.
     pub ended_at: String,
+    /// From the request's arrival to the answer's last byte (ms).
     pub latency_ms: f64,
+    /// Time to the first content token for streams, to the first byte otherwise (ms).
     pub ttft_ms: Option<f64>,
+    /// The configured provider (route) the call went through.
     pub provider: String,
+    /// The provider's wire format (`openai`, `anthropic`, `gemini`).
     pub kind: String,
     /// The requested model, else the answering one.
     pub model: Option<String>,
     /// The model the provider says answered (e.g. a dated version of the requested one).
     pub response_model: Option<String>,
+    /// How the call ended: `success`, `failed`, `timeout`, `rate_limited`, `canceled` or `unauthorized`.
     pub status: Option<CallStatus>,
+    /// The upstream's HTTP status; null when none arrived.
     pub http_status: Option<u16>,
+    /// Input (prompt) tokens as the provider counted them.
     pub input_tokens: Option<u64>,
+    /// Output (completion) tokens as the provider counted them.
     pub output_tokens: Option<u64>,
+    /// Priced cost in USD; null when the model has no price.
     pub cost_usd: Option<f64>,
+    /// Why generation stopped, as the provider said it.
     pub stop_reason: Option<String>,
+    /// The provider's error, for a failed round.
     pub error: Option<ErrorInfo>,
+    /// Why the round failed and what to do about it; null on success.
     pub hint: Option<String>,
     /// Every attempt of the round, the settling one last.
     pub attempts: Vec<RoundAttempt>,
+    /// The tool calls the round's answer asked for, joined to their results.
     pub tool_calls: Vec<ToolCallJoin>,
 }
 
@@ -1377,6 +1418,7 @@ impl Round {
 pub struct RoundAttempt {
     #[serde(flatten)]
     pub attempt: Attempt,
+    /// Why the attempt failed and what to do about it; null on success.
     pub hint: Option<String>,
 }
 
@@ -1384,9 +1426,13 @@ pub struct RoundAttempt {
 #[derive(Serialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct ToolCallJoin {
+    /// The provider's id of the tool call, when it gives one.
     pub id: Option<String>,
+    /// The tool's name.
     pub name: String,
+    /// The round that carried the tool's result back, when one did.
     pub result_round: Option<u32>,
+    /// The call of that round's first attempt.
     pub result_call_id: Option<String>,
     /// From this round's end to the next round's start: the tool's time.
     pub duration_ms: Option<f64>,
@@ -1445,7 +1491,9 @@ impl ConversationTurn {
 pub struct SessionTimelineEntry {
     /// `llm`, `http` (a tool HTTP call) or `mcp` (an MCP exchange).
     pub kind: &'static str,
+    /// The call's id.
     pub call_id: String,
+    /// The run the call belongs to.
     pub invocation_id: String,
     /// The LLM round; null for a tool HTTP call or MCP exchange, which are not rounds.
     pub round: Option<u32>,
@@ -1453,17 +1501,29 @@ pub struct SessionTimelineEntry {
     pub attempt: Option<u32>,
     /// For an MCP exchange: its JSON-RPC method, and the tool of a `tools/call`.
     pub mcp_method: Option<String>,
+    /// The tool an MCP `tools/call` named.
     pub tool: Option<String>,
+    /// When the request arrived, RFC 3339 UTC.
     pub started_at: String,
+    /// When the answer's last byte was relayed, RFC 3339 UTC.
     pub ended_at: String,
+    /// The configured provider (route) the call went through.
     pub provider: String,
+    /// The model the request asked for.
     pub model: Option<String>,
+    /// How the call ended: `success`, `failed`, `timeout`, `rate_limited`, `canceled` or `unauthorized`.
     pub status: Option<CallStatus>,
+    /// The upstream's HTTP status; null when none arrived.
     pub http_status: Option<u16>,
+    /// Input (prompt) tokens as the provider counted them.
     pub input_tokens: Option<u64>,
+    /// Output (completion) tokens as the provider counted them.
     pub output_tokens: Option<u64>,
+    /// Priced cost in USD; null when the model has no price.
     pub cost_usd: Option<f64>,
+    /// From the request's arrival to the answer's last byte (ms).
     pub duration_ms: f64,
+    /// Why generation stopped, as the provider said it.
     pub stop_reason: Option<String>,
 }
 
