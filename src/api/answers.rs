@@ -63,11 +63,14 @@ pub struct StorageHealth {
     pub store: &'static str,
     /// `ok`, `bodies_paused` or `capture_paused`.
     pub disk: &'static str,
+    /// Free space on the store's volume in MiB; null when unknown.
     pub free_mb: Option<u64>,
+    /// Whether captured bodies are being stored (false while disk space, failed writes or a reopen pause them).
     pub storing_bodies: bool,
     /// False while capture is paused for disk space, batch writes fail or the store
     /// reopens (calls wait in the capture log meanwhile).
     pub storing_calls: bool,
+    /// Whether content is sealed at rest.
     pub encrypted: bool,
     /// Whether the last batch write failed (or the store is reopening after one).
     pub writes_failing: bool,
@@ -107,6 +110,7 @@ pub struct CaptureLogHealth {
     /// Damaged stretches in the middle of the log stepped over since start; their
     /// records are lost, the ones after them were kept.
     pub damaged: u64,
+    /// Bytes of those damaged stretches.
     pub damaged_bytes: u64,
     /// Torn records cut off the end of the log at start (a crash mid-write).
     pub torn: u64,
@@ -193,9 +197,11 @@ pub struct PriceEntry {
     pub key: String,
     /// Always `USD per million tokens`.
     pub unit: &'static str,
+    /// The entry's base rates.
     pub rates: PriceRates,
     /// Long-context tiers: their rates apply to a whole request above the threshold.
     pub tiers: Vec<PriceTier>,
+    /// The table's note on the entry.
     pub note: Option<String>,
     /// The table file and line that define the entry.
     pub defined_at: String,
@@ -210,18 +216,26 @@ pub struct PriceEntry {
 #[derive(Serialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct PriceRates {
+    /// Input tokens.
     pub input: String,
+    /// Output tokens.
     pub output: String,
+    /// Input tokens read from the cache.
     pub cache_read: Option<String>,
+    /// Input tokens written to the cache.
     pub cache_write: Option<String>,
+    /// Input tokens written to the cache for 1 hour.
     pub cache_write_1h: Option<String>,
+    /// Reasoning tokens.
     pub reasoning: Option<String>,
 }
 
 #[derive(Serialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct PriceTier {
+    /// The tier applies to a request with more input tokens than this.
     pub above_input_tokens: u64,
+    /// The tier's rates.
     pub rates: PriceRates,
 }
 
@@ -230,6 +244,7 @@ pub struct PriceTier {
 #[derive(Serialize, JsonSchema)]
 #[schemars(rename = "Error", deny_unknown_fields)]
 pub struct ErrorBody<'a> {
+    /// What went wrong.
     pub error: ErrorDetail<'a>,
 }
 
@@ -239,6 +254,7 @@ pub struct ErrorDetail<'a> {
     /// `bad_parameter`, `unauthorized`, `forbidden`, `not_found`, `store_opening`, ...
     #[serde(rename = "type")]
     pub kind: &'a str,
+    /// What went wrong, for a human.
     pub message: &'a str,
     /// The parameter a 400 `bad_parameter` is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -946,8 +962,11 @@ pub struct InvocationDetail {
     pub gaps: Vec<Gap>,
     /// Total cost in picodollars (exact sum).
     pub cost_pusd: u64,
+    /// Calls with usage but no price (the run's `cost_usd` is then null).
     pub unpriced_calls: u32,
+    /// The token counts of the run's calls, summed.
     pub usage: Usage,
+    /// The run's LLM rounds, in order.
     pub rounds: Vec<Round>,
     /// Every call of the run in the order it started: the LLM rounds and, between
     /// them, the tool HTTP calls (which are not rounds).
@@ -1111,6 +1130,7 @@ pub struct McpServerOffer {
     pub calls: u64,
     /// How often the client asked for its tools.
     pub tools_list_calls: u64,
+    /// The tools its latest `tools/list` answer offered, by name.
     pub tools_offered: Vec<String>,
 }
 
@@ -1456,6 +1476,7 @@ pub struct ToolCallJoin {
 pub struct SessionDetail {
     #[serde(flatten)]
     pub session: SessionListItem,
+    /// The session's calls in the order they started.
     pub timeline: Vec<SessionTimelineEntry>,
     /// With `conversation=true`: the session as a conversation, in order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1558,29 +1579,41 @@ impl SessionTimelineEntry {
 #[derive(Serialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct Summary {
+    /// The tenant the numbers are confined to; null for all.
     pub tenant: Option<String>,
     /// Seconds east of UTC of the `tz` that defines today.
     pub tz_offset_s: i64,
+    /// When today began in `tz`, RFC 3339 UTC.
     pub today_starts_at: String,
+    /// Runs ever recorded.
     pub total_runs: u64,
+    /// LLM calls ever recorded (every attempt).
     pub total_calls: u64,
+    /// Runs started today.
     pub runs_today: u64,
+    /// LLM calls started today.
     pub calls_today: u64,
     /// Runs started in the last 24 h that ended in failure (their last round's last
     /// attempt failed).
     pub errors_24h: u64,
     /// Failed LLM calls (every attempt) in the last 24 h.
     pub failed_calls_24h: u64,
+    /// Priced cost of today's calls in USD.
     pub cost_today_usd: f64,
+    /// Tokens of today's calls.
     pub tokens_today: TokenTotals,
+    /// How the 24-hour counts are taken, for a human.
     pub resolution: &'static str,
 }
 
 #[derive(Serialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct TokenTotals {
+    /// Input tokens.
     pub input: u64,
+    /// Output tokens.
     pub output: u64,
+    /// Input and output tokens together.
     pub total: u64,
 }
 
@@ -1598,41 +1631,60 @@ impl TokenTotals {
 #[derive(Serialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct Agents {
+    /// The tenant the rows are confined to; null for all.
     pub tenant: Option<String>,
+    /// One row per agent (null: calls without an agent).
     pub items: Vec<AgentRow>,
+    /// Rows in `items`.
     pub count: usize,
+    /// How the latency quantiles are estimated, for a human.
     pub latency_note: &'static str,
 }
 
 #[derive(Serialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct AgentRow {
+    /// The agent (`x-llmtap-agent`); null for calls without one.
     pub agent: Option<String>,
+    /// Runs of the agent.
     pub invocations: u64,
     /// The same as `invocations`.
     pub runs: u64,
     /// Runs that ended in failure.
     pub failed_runs: u64,
+    /// `failed_runs` over `runs`; null without runs.
     pub run_error_rate: Option<f64>,
     /// LLM calls, every attempt (tool calls are not counted).
     pub calls: u64,
+    /// The same as `calls`.
     pub llm_calls: u64,
     /// Failed LLM calls.
     pub errors: u64,
+    /// The same as `errors`.
     pub failed_llm_calls: u64,
+    /// `errors` over `calls`; null without calls.
     pub error_rate: Option<f64>,
+    /// The same as `error_rate`.
     pub llm_call_error_rate: Option<f64>,
     /// Tool calls (HTTP and MCP) of the agent's runs.
     pub tool_calls: u64,
     /// Tool calls that failed.
     pub tool_failures: u64,
+    /// Priced cost of the agent's calls in USD.
     pub cost_usd: f64,
+    /// `cost_usd` per run; null without runs.
     pub avg_cost_per_invocation_usd: Option<f64>,
+    /// `cost_usd` per LLM call; null without calls.
     pub avg_cost_per_call_usd: Option<f64>,
+    /// Input tokens of the agent's calls, summed.
     pub input_tokens: u64,
+    /// Output tokens of the agent's calls, summed.
     pub output_tokens: u64,
+    /// Mean latency of the agent's LLM calls (ms); null without calls.
     pub avg_latency_ms: Option<f64>,
+    /// Median latency (ms), estimated (`latency_note`).
     pub p50_latency_ms: Option<f64>,
+    /// 95th-percentile latency (ms), estimated (`latency_note`).
     pub p95_latency_ms: Option<f64>,
 }
 
@@ -1674,7 +1726,9 @@ impl AgentRow {
 #[derive(Serialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct Stats {
+    /// The grouping asked for.
     pub group_by: String,
+    /// One row per group.
     pub items: Vec<StatsRow>,
     /// Tool calls that carry no value of the grouping (no agent, prompt, ...) when no
     /// LLM call or run lacks one too: counted here, not as a group of tool calls alone
@@ -1698,12 +1752,15 @@ pub enum StatsRow {
 pub struct ToolStatsRow {
     /// The same as `tool`.
     pub group: Option<String>,
+    /// The tool (its provider's name).
     pub tool: Option<String>,
     /// Tool calls.
     pub calls: u64,
     /// Tool calls that failed.
     pub failures: u64,
+    /// Median duration of its calls (ms).
     pub p50_duration_ms: Option<f64>,
+    /// 95th-percentile duration of its calls (ms).
     pub p95_duration_ms: Option<f64>,
 }
 
@@ -1715,20 +1772,31 @@ pub struct GroupStatsRow {
     pub group: Option<String>,
     /// Runs of the group (a run counts in each model group its calls made).
     pub runs: u64,
+    /// Runs that ended in failure.
     pub failed_runs: u64,
+    /// `failed_runs` over `runs`; null without runs.
     pub run_error_rate: Option<f64>,
     /// LLM calls (every attempt).
     pub calls: u64,
+    /// The same as `calls`.
     pub llm_calls: u64,
     /// Tool calls of the group (not in model or provider groups).
     pub tool_calls: u64,
+    /// Successful LLM calls over `calls`.
     pub success_rate: f64,
+    /// Failed LLM calls over `calls`; null without calls.
     pub llm_call_error_rate: Option<f64>,
+    /// Mean latency of the LLM calls (ms).
     pub avg_latency_ms: f64,
+    /// Median latency of the LLM calls (ms).
     pub p50_latency_ms: Option<f64>,
+    /// 95th-percentile latency of the LLM calls (ms).
     pub p95_latency_ms: Option<f64>,
+    /// Mean input tokens per LLM call.
     pub avg_input_tokens: f64,
+    /// Mean output tokens per LLM call.
     pub avg_output_tokens: f64,
+    /// Priced cost of the group's calls in USD.
     pub cost_usd: f64,
 }
 
@@ -1736,21 +1804,30 @@ pub struct GroupStatsRow {
 #[derive(Serialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct RateLimits {
+    /// One row per provider, API key and model: least headroom first, stale ones last.
     pub items: Vec<RateLimitRow>,
+    /// Rows in `items`.
     pub count: usize,
 }
 
 #[derive(Serialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct RateLimitRow {
+    /// The provider the limits are of.
     pub provider: String,
+    /// The API key's fingerprint (never the key).
     pub key_fingerprint: Option<String>,
+    /// The model the limits are of, when the provider limits per model.
     pub model: Option<String>,
     /// When the provider last reported this state.
     pub at: String,
+    /// The requests window.
     pub requests: Option<LimitWindowState>,
+    /// The tokens window (input and output together).
     pub tokens: Option<LimitWindowState>,
+    /// The input-tokens window.
     pub input_tokens: Option<LimitWindowState>,
+    /// The output-tokens window.
     pub output_tokens: Option<LimitWindowState>,
     /// The smallest remaining/limit percentage of the windows that have not reset
     /// since they were reported: the headroom now (null when none is known).
@@ -1760,10 +1837,15 @@ pub struct RateLimitRow {
     /// Every window that reported a headroom has reset since: the state is history,
     /// not headroom now (such rows come last).
     pub stale: bool,
+    /// `retry-after` of the latest answer, in seconds.
     pub retry_after_s: Option<f64>,
+    /// Calls answered 429 in the last hour.
     pub rate_limited_1h: u64,
+    /// Calls answered 429 in the last 24 hours.
     pub rate_limited_24h: u64,
+    /// When the latest 429 happened, RFC 3339 UTC.
     pub last_429_at: Option<String>,
+    /// `retry-after` of the latest 429, in seconds.
     pub last_retry_after_s: Option<f64>,
     /// With `series=true` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1803,10 +1885,15 @@ impl RateLimitRow {
 #[derive(Serialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct LimitWindowState {
+    /// The window's limit.
     pub limit: Option<u64>,
+    /// What remained of it when reported.
     pub remaining: Option<u64>,
+    /// Seconds from the report until the window resets.
     pub reset_s: Option<f64>,
+    /// The reset as an absolute RFC 3339 time.
     pub reset_at: Option<String>,
+    /// `remaining` over `limit`, in percent.
     pub headroom_pct: Option<f64>,
     /// The window's reset time has passed since it was reported.
     pub has_reset: bool,
@@ -1868,11 +1955,17 @@ fn headroom_now(s: &RateLimitState, now_us: u64) -> (Option<f64>, Option<f64>, b
 #[derive(Serialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct RateLimitSeriesPoint {
+    /// When the call started, RFC 3339 UTC.
     pub at: String,
+    /// How the call ended.
     pub status: Option<CallStatus>,
+    /// Requests remaining after it.
     pub requests_remaining: Option<u64>,
+    /// Tokens remaining after it.
     pub tokens_remaining: Option<u64>,
+    /// Input tokens remaining after it.
     pub input_tokens_remaining: Option<u64>,
+    /// Output tokens remaining after it.
     pub output_tokens_remaining: Option<u64>,
 }
 
@@ -1893,7 +1986,9 @@ impl From<RateLimitPoint> for RateLimitSeriesPoint {
 #[derive(Serialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct AuditLog {
+    /// The entries, newest first.
     pub items: Vec<AuditLogEntry>,
+    /// Entries in `items`.
     pub count: usize,
 }
 
