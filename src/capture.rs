@@ -312,7 +312,7 @@ mod tests {
             let sent = receiver
                 .try_recv()
                 .expect("handed to the log after the yield");
-            assert_eq!(sent.id, id);
+            assert_eq!(sent.facts.id, id);
         });
         assert!(call.is_finished());
     }
@@ -333,7 +333,7 @@ mod tests {
         let sent = receiver
             .try_recv()
             .expect("handed to the log when its task was dropped");
-        assert_eq!(sent.id, id);
+        assert_eq!(sent.facts.id, id);
         assert!(receiver.try_recv().is_err(), "exactly once");
     }
 
@@ -406,10 +406,12 @@ pub enum Outcome {
     Canceled,
 }
 
-/// What the forward path hands to the capture log (`journal/`), which redacts it;
-/// parsing and pricing happen on the writer.
-#[derive(Debug, Clone)]
-pub struct FinishedCall {
+/// What the forward path knows of a finished exchange besides its headers, query
+/// and bodies: the part of a call that redaction leaves as it is, shared by the
+/// call as handed over (`FinishedCall`) and as the capture log holds it
+/// (`recorder::RedactedCall`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallFacts {
     pub id: String,
     pub invocation_id: String,
     /// Round in arrival order since this process started (the writer offsets it by
@@ -425,25 +427,33 @@ pub struct FinishedCall {
     pub kind: ProviderKind,
     pub method: String,
     pub rest_path: String,
-    pub query: Option<String>,
     pub upstream_host: String,
     /// The status the client received (llmtap's own 502/504 included).
     pub http_status: Option<u16>,
     pub outcome: Outcome,
-    pub request_headers: HeaderMap,
-    pub response_headers: HeaderMap,
-    pub request_body: Capture,
-    pub response_body: Capture,
     /// (bytes of response body received so far, time since start) per chunk.
     pub chunk_times: Vec<(usize, Duration)>,
     pub meta: CallMeta,
     pub client_ip: Option<String>,
     pub user_agent: Option<String>,
-    pub injected_include_usage: bool,
     /// Bytes the client received (differs from what upstream sent when a usage chunk was removed).
     pub delivered_bytes: u64,
-    /// What the forward path wants said on the record (e.g. a filter that gave up).
+    /// What the forward path wants said on the record (e.g. a filter that gave up);
+    /// they become parse notes.
     pub notes: Vec<String>,
+}
+
+/// What the forward path hands to the capture log (`journal/`), which redacts it
+/// (`recorder::redact_with`); parsing and pricing happen on the writer.
+#[derive(Debug, Clone)]
+pub struct FinishedCall {
+    pub facts: CallFacts,
+    pub query: Option<String>,
+    pub request_headers: HeaderMap,
+    pub response_headers: HeaderMap,
+    pub request_body: Capture,
+    pub response_body: Capture,
+    pub injected_include_usage: bool,
 }
 
 /// Where finished calls go (the capture log's queue), and the counters that say what
@@ -512,11 +522,13 @@ impl CallInFlight {
     }
 
     pub fn id(&self) -> &str {
-        self.call.as_ref().map_or("", |c| c.id.as_str())
+        self.call.as_ref().map_or("", |c| c.facts.id.as_str())
     }
 
     pub fn invocation_id(&self) -> &str {
-        self.call.as_ref().map_or("", |c| c.invocation_id.as_str())
+        self.call
+            .as_ref()
+            .map_or("", |c| c.facts.invocation_id.as_str())
     }
 
     pub fn set_request_capture(&mut self, capture: SharedCapture) {
@@ -542,9 +554,9 @@ impl CallInFlight {
     pub fn on_response_head(&mut self, status: u16, headers: &HeaderMap) {
         let elapsed = self.start.elapsed();
         if let Some(call) = self.call.as_mut() {
-            call.http_status = Some(status);
+            call.facts.http_status = Some(status);
             call.response_headers = headers.clone();
-            call.first_byte = Some(elapsed);
+            call.facts.first_byte = Some(elapsed);
         }
     }
 
@@ -553,8 +565,9 @@ impl CallInFlight {
         let cap = self.cap;
         if let Some(call) = self.call.as_mut() {
             call.response_body.push(data, cap);
-            if call.chunk_times.len() < MAX_CHUNK_TIMES {
-                call.chunk_times
+            if call.facts.chunk_times.len() < MAX_CHUNK_TIMES {
+                call.facts
+                    .chunk_times
                     .push((call.response_body.total as usize, elapsed));
             }
         }
@@ -562,20 +575,20 @@ impl CallInFlight {
 
     pub fn add_note(&mut self, note: String) {
         if let Some(call) = self.call.as_mut() {
-            call.notes.push(note);
+            call.facts.notes.push(note);
         }
     }
 
     pub fn on_delivered(&mut self, len: usize) {
         if let Some(call) = self.call.as_mut() {
-            call.delivered_bytes += len as u64;
+            call.facts.delivered_bytes += len as u64;
         }
     }
 
     /// Marks the status the client got when llmtap answered itself (502, 504).
     pub fn set_http_status(&mut self, status: u16) {
         if let Some(call) = self.call.as_mut() {
-            call.http_status = Some(status);
+            call.facts.http_status = Some(status);
         }
     }
 
@@ -612,8 +625,8 @@ impl CallInFlight {
 
     fn finished(&mut self, outcome: Outcome) -> Option<Box<FinishedCall>> {
         let mut call = self.call.take()?;
-        call.latency = self.start.elapsed();
-        call.outcome = outcome;
+        call.facts.latency = self.start.elapsed();
+        call.facts.outcome = outcome;
         if let Some(shared) = self.request_capture.take() {
             let taken = match shared.lock() {
                 Ok(mut guard) => std::mem::take(&mut *guard),

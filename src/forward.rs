@@ -9,7 +9,7 @@
 //! Every path that has admitted a call ends in exactly one `FinishedCall`,
 //! including llmtap's own 502 and 504 answers.
 
-use crate::capture::{CallInFlight, CallSink, FinishedCall, Outcome};
+use crate::capture::{CallFacts, CallInFlight, CallSink, FinishedCall, Outcome};
 use crate::config::{Config, OnBacklog};
 use crate::headers;
 use crate::ids::new_id;
@@ -317,32 +317,34 @@ fn begin_capture(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let finished = Box::new(FinishedCall {
-        id: call_id,
-        invocation_id,
-        arrival_round,
-        started_at_us,
-        latency: Duration::ZERO,
-        first_byte: None,
-        provider: provider.name.clone(),
-        price_as: provider.price_as.clone(),
-        kind: provider.kind,
-        method: parts.method.to_string(),
-        rest_path: route.rest_path,
+        facts: CallFacts {
+            id: call_id,
+            invocation_id,
+            arrival_round,
+            started_at_us,
+            latency: Duration::ZERO,
+            first_byte: None,
+            provider: provider.name.clone(),
+            price_as: provider.price_as.clone(),
+            kind: provider.kind,
+            method: parts.method.to_string(),
+            rest_path: route.rest_path,
+            upstream_host: provider.base.authority.to_string(),
+            http_status: None,
+            outcome: Outcome::Canceled,
+            chunk_times: Vec::new(),
+            meta,
+            client_ip: Some(client_addr.ip().to_string()),
+            user_agent,
+            delivered_bytes: 0,
+            notes: Vec::new(),
+        },
         query,
-        upstream_host: provider.base.authority.to_string(),
-        http_status: None,
-        outcome: Outcome::Canceled,
         request_headers: parts.headers.clone(),
         response_headers: HeaderMap::new(),
         request_body: state.sink.capture(),
         response_body: state.sink.capture(),
-        chunk_times: Vec::new(),
-        meta,
-        client_ip: Some(client_addr.ip().to_string()),
-        user_agent,
         injected_include_usage: false,
-        delivered_bytes: 0,
-        notes: Vec::new(),
     });
     CallInFlight::new(
         finished,

@@ -6,7 +6,7 @@
 //! stored like one. Admission follows the proxy's backlog rule; what a report may
 //! carry is bounded (`MAX_REPORT_BYTES`, then the capture cap per body).
 
-use crate::capture::{FinishedCall, Outcome};
+use crate::capture::{CallFacts, FinishedCall, Outcome};
 use crate::forward::ProxyState;
 use crate::headers;
 use crate::ids::new_id;
@@ -139,36 +139,38 @@ pub fn mcp_exchange(
     let delivered = report.response.len() as u64;
     let call_id = new_id("c_", started_at_us);
     let call = Box::new(FinishedCall {
-        id: call_id.clone(),
-        invocation_id,
-        // Tool traffic: never a round.
-        arrival_round: 0,
-        started_at_us,
-        latency,
-        first_byte: (!report.response.is_empty()).then_some(latency),
-        provider: server,
-        price_as: ProviderKind::Mcp.as_str().to_string(),
-        kind: ProviderKind::Mcp,
-        method: crate::parse::mcp::STDIO_METHOD.to_string(),
-        rest_path: String::new(),
+        facts: CallFacts {
+            id: call_id.clone(),
+            invocation_id,
+            // Tool traffic: never a round.
+            arrival_round: 0,
+            started_at_us,
+            latency,
+            first_byte: (!report.response.is_empty()).then_some(latency),
+            provider: server,
+            price_as: ProviderKind::Mcp.as_str().to_string(),
+            kind: ProviderKind::Mcp,
+            method: crate::parse::mcp::STDIO_METHOD.to_string(),
+            rest_path: String::new(),
+            upstream_host: "stdio".to_string(),
+            http_status: None,
+            outcome,
+            chunk_times: Vec::new(),
+            meta,
+            client_ip,
+            user_agent: headers
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            delivered_bytes: delivered,
+            notes: Vec::new(),
+        },
         query: None,
-        upstream_host: "stdio".to_string(),
-        http_status: None,
-        outcome,
         request_headers,
         response_headers: HeaderMap::new(),
         request_body: capture(report.request),
         response_body: capture(report.response),
-        chunk_times: Vec::new(),
-        meta,
-        client_ip,
-        user_agent: headers
-            .get(http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
         injected_include_usage: false,
-        delivered_bytes: delivered,
-        notes: Vec::new(),
     });
     state.sink.send(call);
     Ok(call_id)

@@ -3,9 +3,9 @@
 //! redacts secrets. Runs off the forward path: `redact_with` on the capture log's
 //! thread (so no secret reaches the log), `build_redacted_with` on the writer thread.
 
-use crate::capture::{FinishedCall, Outcome};
+use crate::capture::{CallFacts, FinishedCall, Outcome};
 use crate::cost::PriceTable;
-use crate::headers::{self, CallMeta};
+use crate::headers;
 use crate::parse::{self, ExchangeInput};
 use crate::record::{CallRecord, CallStatus, ClientInfo, ErrorInfo, ParsedExchange, ProviderKind};
 use crate::timefmt::format_rfc3339_us;
@@ -36,34 +36,15 @@ pub struct CapturedBody {
 /// fingerprint, the one thing the record derives from a secret, is computed first.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RedactedCall {
-    pub id: String,
-    pub invocation_id: String,
-    pub arrival_round: u32,
-    pub started_at_us: u64,
-    pub latency: Duration,
-    pub first_byte: Option<Duration>,
-    pub provider: String,
-    pub price_as: String,
-    pub kind: ProviderKind,
-    pub method: String,
-    pub rest_path: String,
+    /// Everything redaction leaves as it is (redaction adds its notes).
+    pub facts: CallFacts,
     /// The query with secret parameter values replaced.
     pub query: Option<String>,
-    pub upstream_host: String,
-    pub http_status: Option<u16>,
-    pub outcome: Outcome,
     pub request_headers: HeaderMap,
     pub response_headers: HeaderMap,
     pub request_body: CapturedBody,
     pub response_body: CapturedBody,
-    pub chunk_times: Vec<(usize, Duration)>,
-    pub meta: CallMeta,
-    pub client_ip: Option<String>,
-    pub user_agent: Option<String>,
-    pub delivered_bytes: u64,
     pub api_key_fingerprint: Option<String>,
-    /// Notes the forward path made (they become parse notes).
-    pub notes: Vec<String>,
     /// For a call whose request or response was opted out of storage
     /// (`x-llmtap-omit`): what the parsers read from both bodies before the omitted
     /// one was dropped, its omitted view already cleared. The omitted body itself
@@ -131,32 +112,13 @@ pub fn redact_with(
     max_decoded: u64,
 ) -> RedactedCall {
     let FinishedCall {
-        id,
-        invocation_id,
-        arrival_round,
-        started_at_us,
-        latency,
-        first_byte,
-        provider,
-        price_as,
-        kind,
-        method,
-        rest_path,
+        mut facts,
         query,
-        upstream_host,
-        http_status,
-        outcome,
         mut request_headers,
         mut response_headers,
         request_body,
         response_body,
-        chunk_times,
-        meta,
-        client_ip,
-        user_agent,
         injected_include_usage: _,
-        delivered_bytes,
-        notes,
     } = call;
     let api_key_fingerprint = headers::api_key_fingerprint(&request_headers, query.as_deref());
     redact_headers(&mut request_headers, redaction);
@@ -165,10 +127,9 @@ pub fn redact_with(
         let redacted = headers::redact_query_with("", Some(&q), redaction);
         redacted.strip_prefix('?').unwrap_or(&redacted).to_string()
     });
-    let mut notes = notes;
     for (part, capture) in [("request", &request_body), ("response", &response_body)] {
         if capture.over_budget {
-            notes.push(format!(
+            facts.notes.push(format!(
                 "{part} body cut: in-flight captures held capture.memory_budget_bytes; forwarding was untouched"
             ));
         }
@@ -181,7 +142,7 @@ pub fn redact_with(
     let mut request_body = body(request_body);
     let mut response_body = body(response_body);
     // Tool calls (HTTP and MCP): their JSON may carry credentials as fields.
-    if !kind.is_round() {
+    if !facts.kind.is_round() {
         for (headers, body) in [
             (&request_headers, &mut request_body),
             (&response_headers, &mut response_body),
@@ -192,32 +153,13 @@ pub fn redact_with(
         }
     }
     let call = RedactedCall {
-        id,
-        invocation_id,
-        arrival_round,
-        started_at_us,
-        latency,
-        first_byte,
-        provider,
-        price_as,
-        kind,
-        method,
-        rest_path,
+        facts,
         query,
-        upstream_host,
-        http_status,
-        outcome,
         request_headers,
         response_headers,
         request_body,
         response_body,
-        chunk_times,
-        meta,
-        client_ip,
-        user_agent,
-        delivered_bytes,
         api_key_fingerprint,
-        notes,
         pre_parsed: None,
     };
     omit_before_log(call, max_decoded)
@@ -234,11 +176,12 @@ pub fn redact(call: FinishedCall) -> RedactedCall {
 /// stream timing come from them and are not content), the omitted side's parsed
 /// view is cleared, and the omitted bytes are dropped; their sizes stay.
 fn omit_before_log(mut call: RedactedCall, max_decoded: u64) -> RedactedCall {
-    let (omit_request, omit_response) = (call.meta.omit_request, call.meta.omit_response);
+    let (omit_request, omit_response) =
+        (call.facts.meta.omit_request, call.facts.meta.omit_response);
     if !omit_request && !omit_response {
         return call;
     }
-    if call.kind.is_round() {
+    if call.facts.kind.is_round() {
         let request = decode_encoded(
             &call.request_headers,
             &call.request_body.bytes,
@@ -256,14 +199,14 @@ fn omit_before_log(mut call: RedactedCall, max_decoded: u64) -> RedactedCall {
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
         let mut parsed = parse::parse_exchange(&ExchangeInput {
-            kind: call.kind,
-            provider: &call.provider,
-            path: &call.rest_path,
+            kind: call.facts.kind,
+            provider: &call.facts.provider,
+            path: &call.facts.rest_path,
             query: call.query.as_deref(),
             request_body: request
                 .as_ref()
                 .map_or(&call.request_body.bytes, |d| &d.bytes),
-            response_status: call.http_status,
+            response_status: call.facts.http_status,
             response_content_type: content_type,
             response_body: response
                 .as_ref()
@@ -282,7 +225,7 @@ fn omit_before_log(mut call: RedactedCall, max_decoded: u64) -> RedactedCall {
             (omit_response, response, &mut call.response_body),
         ] {
             if let (true, Some(decoded)) = (omitted, decoded) {
-                call.notes.extend(decoded.note);
+                call.facts.notes.extend(decoded.note);
                 body.truncated |= decoded.cut;
             }
         }
@@ -427,32 +370,35 @@ pub fn build_redacted_with(
     redaction: &headers::Redaction,
 ) -> CallRecord {
     let RedactedCall {
-        id,
-        invocation_id,
-        arrival_round,
-        started_at_us,
-        latency,
-        first_byte,
-        provider,
-        price_as,
-        kind,
-        method,
-        rest_path,
+        facts:
+            CallFacts {
+                id,
+                invocation_id,
+                arrival_round,
+                started_at_us,
+                latency,
+                first_byte,
+                provider,
+                price_as,
+                kind,
+                method,
+                rest_path,
+                upstream_host,
+                http_status,
+                outcome,
+                chunk_times,
+                meta,
+                client_ip,
+                user_agent,
+                delivered_bytes,
+                notes: forward_notes,
+            },
         query,
-        upstream_host,
-        http_status,
-        outcome,
         request_headers,
         response_headers,
         request_body,
         response_body,
-        chunk_times,
-        meta,
-        client_ip,
-        user_agent,
-        delivered_bytes,
         api_key_fingerprint,
-        notes: forward_notes,
         pre_parsed,
     } = call;
 

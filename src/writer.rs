@@ -283,10 +283,10 @@ impl WriterState {
             if !entry.from_disk {
                 return true;
             }
-            match self.store.contains_call(&entry.call.id) {
+            match self.store.contains_call(&entry.call.facts.id) {
                 Ok(stored) => !stored,
                 Err(e) => {
-                    tracing::warn!(error = %e, call = %entry.call.id, "cannot check whether a replayed call is stored; storing it");
+                    tracing::warn!(error = %e, call = %entry.call.facts.id, "cannot check whether a replayed call is stored; storing it");
                     true
                 }
             }
@@ -410,7 +410,10 @@ impl WriterState {
         // The batch's runs as stored, read at once (one query, not one per run, on a
         // database engine): each is taken once; a run seen again after part of the
         // batch was stored (below) is the one that part stored.
-        let mut run_ids: Vec<String> = batch.iter().map(|e| e.call.invocation_id.clone()).collect();
+        let mut run_ids: Vec<String> = batch
+            .iter()
+            .map(|e| e.call.facts.invocation_id.clone())
+            .collect();
         run_ids.sort_unstable();
         run_ids.dedup();
         let mut runs = match self.store.get_invocations(&run_ids) {
@@ -430,9 +433,9 @@ impl WriterState {
             }
         };
         for entry in batch {
-            let named_run =
-                entry.call.meta.invocation_id.is_some() || entry.call.meta.trace_id.is_some();
-            let id = entry.call.id.clone();
+            let named_run = entry.call.facts.meta.invocation_id.is_some()
+                || entry.call.facts.meta.trace_id.is_some();
+            let id = entry.call.facts.id.clone();
             let limits = &self.limits;
             let built = crate::capture::contain_panic(&self.metrics, "writer", &id, || {
                 let mut call = build_redacted_with(
@@ -637,7 +640,7 @@ mod tests {
         let calls: Vec<_> = (0..6)
             .map(|i| crate::dev::synthetic_finished_call(i, 200))
             .collect();
-        let ids: Vec<String> = calls.iter().map(|c| c.id.clone()).collect();
+        let ids: Vec<String> = calls.iter().map(|c| c.facts.id.clone()).collect();
         POISONED
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -671,7 +674,7 @@ mod tests {
         assert_eq!(metrics.capture_failures.load(Ordering::Relaxed), 1);
         // The writer lives on: a later call is stored, and the log closes cleanly.
         let later = crate::dev::synthetic_finished_call(6, 200);
-        let later_id = later.id.clone();
+        let later_id = later.facts.id.clone();
         log.sender.send(Box::new(later)).unwrap();
         drop(log.sender);
         log.appender.join().unwrap();

@@ -232,7 +232,7 @@ pub fn seed(
 /// that would not in real traffic) and a JSON answer with usage and rate limits.
 pub fn synthetic_finished_call(i: usize, body_bytes: usize) -> llmtap::capture::FinishedCall {
     use bytes::Bytes;
-    use llmtap::capture::{Capture, FinishedCall, Outcome};
+    use llmtap::capture::{CallFacts, Capture, FinishedCall, Outcome};
     use llmtap::headers::CallMeta;
     let now = llmtap::timefmt::now_unix_us();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ i as u64);
@@ -277,31 +277,33 @@ pub fn synthetic_finished_call(i: usize, body_bytes: usize) -> llmtap::capture::
     let mut meta = CallMeta::default();
     meta.metadata.agent = Some(format!("agent-{}", i % AGENTS));
     FinishedCall {
-        id: new_id("c_", now),
-        invocation_id: new_id("i_", now),
-        arrival_round: 1,
-        started_at_us: now,
-        latency: std::time::Duration::from_millis(800),
-        first_byte: Some(std::time::Duration::from_millis(700)),
-        provider: "openai".into(),
-        price_as: "openai".into(),
-        kind: llmtap::record::ProviderKind::Openai,
-        method: "POST".into(),
-        rest_path: "/v1/chat/completions".into(),
+        facts: CallFacts {
+            id: new_id("c_", now),
+            invocation_id: new_id("i_", now),
+            arrival_round: 1,
+            started_at_us: now,
+            latency: std::time::Duration::from_millis(800),
+            first_byte: Some(std::time::Duration::from_millis(700)),
+            provider: "openai".into(),
+            price_as: "openai".into(),
+            kind: llmtap::record::ProviderKind::Openai,
+            method: "POST".into(),
+            rest_path: "/v1/chat/completions".into(),
+            upstream_host: "api.openai.com".into(),
+            http_status: Some(200),
+            outcome: Outcome::Completed,
+            chunk_times: Vec::new(),
+            meta,
+            client_ip: Some("127.0.0.1".into()),
+            user_agent: Some("bench".into()),
+            delivered_bytes: 0,
+            notes: Vec::new(),
+        },
         query: None,
-        upstream_host: "api.openai.com".into(),
-        http_status: Some(200),
-        outcome: Outcome::Completed,
         request_headers,
         response_headers,
         request_body: req,
         response_body: resp,
-        chunk_times: Vec::new(),
-        meta,
-        client_ip: Some("127.0.0.1".into()),
-        user_agent: Some("bench".into()),
         injected_include_usage: false,
-        delivered_bytes: 0,
-        notes: Vec::new(),
     }
 }

@@ -13,7 +13,7 @@
 //! the bytes, and optional values as a presence byte then the value. Durations are
 //! whole microseconds, the precision every record field uses.
 
-use crate::capture::Outcome;
+use crate::capture::{CallFacts, Outcome};
 use crate::headers::CallMeta;
 use crate::record::ProviderKind;
 use crate::recorder::{CapturedBody, RedactedCall};
@@ -84,8 +84,8 @@ pub fn estimated_size(call: &RedactedCall) -> usize {
         + call.response_body.bytes.len()
         + headers(&call.request_headers)
         + headers(&call.response_headers)
-        + call.chunk_times.len() * 6
-        + call.rest_path.len()
+        + call.facts.chunk_times.len() * 6
+        + call.facts.rest_path.len()
 }
 
 /// What a frame header says, once checked against the bytes that follow it.
@@ -153,23 +153,25 @@ fn encode_payload(out: &mut Vec<u8>, run: u64, c: &RedactedCall) -> Result<(), F
     out.reserve(estimated_size(c));
     out.push(VERSION);
     put_varint(out, run);
-    put_str(out, &c.id);
-    put_str(out, &c.invocation_id);
-    put_varint(out, u64::from(c.arrival_round));
-    put_varint(out, c.started_at_us);
-    put_duration(out, c.latency);
-    put_opt(out, c.first_byte.as_ref(), |out, d| put_duration(out, *d));
-    put_str(out, &c.provider);
-    put_str(out, &c.price_as);
-    put_str(out, c.kind.as_str());
-    put_str(out, &c.method);
-    put_str(out, &c.rest_path);
+    put_str(out, &c.facts.id);
+    put_str(out, &c.facts.invocation_id);
+    put_varint(out, u64::from(c.facts.arrival_round));
+    put_varint(out, c.facts.started_at_us);
+    put_duration(out, c.facts.latency);
+    put_opt(out, c.facts.first_byte.as_ref(), |out, d| {
+        put_duration(out, *d)
+    });
+    put_str(out, &c.facts.provider);
+    put_str(out, &c.facts.price_as);
+    put_str(out, c.facts.kind.as_str());
+    put_str(out, &c.facts.method);
+    put_str(out, &c.facts.rest_path);
     put_opt_str(out, c.query.as_deref());
-    put_str(out, &c.upstream_host);
-    put_opt(out, c.http_status.as_ref(), |out, s| {
+    put_str(out, &c.facts.upstream_host);
+    put_opt(out, c.facts.http_status.as_ref(), |out, s| {
         put_varint(out, u64::from(*s))
     });
-    match &c.outcome {
+    match &c.facts.outcome {
         Outcome::Completed => out.push(0),
         Outcome::UpstreamError { message } => {
             out.push(1);
@@ -189,29 +191,29 @@ fn encode_payload(out: &mut Vec<u8>, run: u64, c: &RedactedCall) -> Result<(), F
     put_headers(out, &c.response_headers);
     put_body(out, &c.request_body);
     put_body(out, &c.response_body);
-    put_varint(out, c.chunk_times.len() as u64);
-    for (received, at) in &c.chunk_times {
+    put_varint(out, c.facts.chunk_times.len() as u64);
+    for (received, at) in &c.facts.chunk_times {
         put_varint(out, *received as u64);
         put_duration(out, *at);
     }
-    put_opt_str(out, c.meta.invocation_id.as_deref());
-    put_opt_str(out, c.meta.trace_id.as_deref());
-    out.push(u8::from(c.meta.omit_request) | (u8::from(c.meta.omit_response) << 1));
-    if c.meta.metadata == crate::record::Metadata::default() {
+    put_opt_str(out, c.facts.meta.invocation_id.as_deref());
+    put_opt_str(out, c.facts.meta.trace_id.as_deref());
+    out.push(u8::from(c.facts.meta.omit_request) | (u8::from(c.facts.meta.omit_response) << 1));
+    if c.facts.meta.metadata == crate::record::Metadata::default() {
         put_bytes(out, b"");
     } else {
-        let json = serde_json::to_vec(&c.meta.metadata).map_err(|e| FormatError::Field {
+        let json = serde_json::to_vec(&c.facts.meta.metadata).map_err(|e| FormatError::Field {
             field: "metadata",
             reason: e.to_string(),
         })?;
         put_bytes(out, &json);
     }
-    put_opt_str(out, c.client_ip.as_deref());
-    put_opt_str(out, c.user_agent.as_deref());
-    put_varint(out, c.delivered_bytes);
+    put_opt_str(out, c.facts.client_ip.as_deref());
+    put_opt_str(out, c.facts.user_agent.as_deref());
+    put_varint(out, c.facts.delivered_bytes);
     put_opt_str(out, c.api_key_fingerprint.as_deref());
-    put_varint(out, c.notes.len() as u64);
-    for note in &c.notes {
+    put_varint(out, c.facts.notes.len() as u64);
+    for note in &c.facts.notes {
         put_str(out, note);
     }
     match &c.pre_parsed {
@@ -311,38 +313,40 @@ fn decode_payload(bytes: &[u8]) -> Result<(u64, RedactedCall), FormatError> {
     Ok((
         run,
         RedactedCall {
-            id,
-            invocation_id,
-            arrival_round,
-            started_at_us,
-            latency,
-            first_byte,
-            provider,
-            price_as,
-            kind,
-            method,
-            rest_path,
+            facts: CallFacts {
+                id,
+                invocation_id,
+                arrival_round,
+                started_at_us,
+                latency,
+                first_byte,
+                provider,
+                price_as,
+                kind,
+                method,
+                rest_path,
+                upstream_host,
+                http_status,
+                outcome,
+                chunk_times,
+                meta: CallMeta {
+                    invocation_id: meta_invocation,
+                    trace_id,
+                    omit_request: omit & 1 != 0,
+                    omit_response: omit & 2 != 0,
+                    metadata,
+                },
+                client_ip,
+                user_agent,
+                delivered_bytes,
+                notes,
+            },
             query,
-            upstream_host,
-            http_status,
-            outcome,
             request_headers,
             response_headers,
             request_body,
             response_body,
-            chunk_times,
-            meta: CallMeta {
-                invocation_id: meta_invocation,
-                trace_id,
-                omit_request: omit & 1 != 0,
-                omit_response: omit & 2 != 0,
-                metadata,
-            },
-            client_ip,
-            user_agent,
-            delivered_bytes,
             api_key_fingerprint,
-            notes,
             pre_parsed,
         },
     ))
@@ -502,23 +506,24 @@ mod tests {
     pub(crate) fn sample_call(i: usize) -> RedactedCall {
         let mut call = crate::recorder::redact(crate::dev::synthetic_finished_call(i, 1024));
         call.query = Some("alt=sse&key=[redacted]".into());
-        call.outcome = Outcome::Timeout {
+        call.facts.outcome = Outcome::Timeout {
             message: "no response".into(),
         };
-        call.chunk_times = vec![
+        call.facts.chunk_times = vec![
             (10, Duration::from_micros(1500)),
             (20, Duration::from_millis(3)),
         ];
-        call.meta.trace_id = Some("abc".into());
-        call.meta.omit_response = true;
-        call.meta
+        call.facts.meta.trace_id = Some("abc".into());
+        call.facts.meta.omit_response = true;
+        call.facts
+            .meta
             .metadata
             .properties
             .insert("team".into(), "growth".into());
-        call.meta.metadata.prompt_variables = Some(serde_json::json!({"city": "Oslo"}));
+        call.facts.meta.metadata.prompt_variables = Some(serde_json::json!({"city": "Oslo"}));
         call.request_body.truncated = true;
         call.request_body.total = 1 << 40;
-        call.notes = vec!["a note from the forward path".into()];
+        call.facts.notes = vec!["a note from the forward path".into()];
         call
     }
 

@@ -537,7 +537,7 @@ impl Appender {
         written.clear();
         for call in group.drain(..) {
             let at = buf.len();
-            let id = call.id.clone();
+            let id = call.facts.id.clone();
             let (redaction, max_decoded) = (&self.redaction, self.max_decoded);
             let encoded = crate::capture::contain_panic(metrics, "capture log", &id, || {
                 let call = recorder::redact_with(*call, redaction, max_decoded);
@@ -561,7 +561,7 @@ impl Appender {
                     buf.truncate(at);
                     Metrics::add(&metrics.capture_failures);
                     metrics.backlog.fetch_sub(1, Ordering::Relaxed);
-                    tracing::error!(error = %e, call = %call.id, "capture log: cannot encode a call; it is not recorded");
+                    tracing::error!(error = %e, call = %call.facts.id, "capture log: cannot encode a call; it is not recorded");
                 }
             }
         }

@@ -92,7 +92,7 @@ fn records_read_back_in_order_exactly_once() {
     // From a position on: only what follows it.
     let (tail, _) = replay(&options, Some(entries[30].start));
     assert_eq!(tail.len(), 20);
-    assert_eq!(tail[0].call.id, expected[30].id);
+    assert_eq!(tail[0].call.facts.id, expected[30].facts.id);
 }
 
 #[test]
@@ -146,13 +146,13 @@ fn a_torn_last_record_is_skipped_and_the_log_goes_on_after_it() {
     let (entries, metrics) = replay(&options, None);
     assert_eq!(entries.len(), 9);
     assert_eq!(metrics.log_torn.load(Ordering::Relaxed), 1);
-    assert_eq!(entries[8].call.id, expected[8].id);
+    assert_eq!(entries[8].call.facts.id, expected[8].facts.id);
     // New records follow the last whole one; nothing of the torn one is read.
     let more = append(&options, 10..13);
     let (entries, _) = replay(&options, None);
     assert_eq!(entries.len(), 12);
     assert_in_order(&entries);
-    assert_eq!(entries[9].call.id, more[0].id);
+    assert_eq!(entries[9].call.facts.id, more[0].facts.id);
 }
 
 #[test]
@@ -187,7 +187,7 @@ fn a_full_handoff_spills_to_disk_reads_without_loss_or_repeat() {
     let mut ids = Vec::new();
     for i in 0..200 {
         let c = call(i);
-        ids.push(c.id.clone());
+        ids.push(c.facts.id.clone());
         journal.sender.send(Box::new(c)).unwrap();
         if i % 50 == 0 {
             std::thread::sleep(Duration::from_millis(5));
@@ -207,7 +207,7 @@ fn a_full_handoff_spills_to_disk_reads_without_loss_or_repeat() {
     }
     journal.appender.join().unwrap();
     assert_in_order(&got);
-    let got_ids: Vec<String> = got.iter().map(|e| e.call.id.clone()).collect();
+    let got_ids: Vec<String> = got.iter().map(|e| e.call.facts.id.clone()).collect();
     assert_eq!(got_ids, ids);
     assert!(from_disk > 100, "only {from_disk} read from disk");
     assert!(from_disk < 200, "nothing came from memory");
@@ -276,9 +276,9 @@ fn a_record_built_from_the_log_equals_the_one_built_directly() {
     gemini_key.query = Some("key=AIzaSECRETSECRETSECRET".into());
     calls.push(gemini_key);
     let mut canceled = call(13);
-    canceled.outcome = crate::capture::Outcome::Canceled;
+    canceled.facts.outcome = crate::capture::Outcome::Canceled;
     canceled.response_body = crate::capture::Capture::default();
-    canceled.meta.omit_request = true;
+    canceled.facts.meta.omit_request = true;
     calls.push(canceled);
     for (i, finished) in calls.into_iter().enumerate() {
         let direct = crate::recorder::build_record(finished.clone(), &prices);
@@ -305,7 +305,7 @@ fn a_segment_larger_than_a_read_chunk_and_a_frame_larger_than_one_reopen_whole()
             c.request_body
                 .push(&bytes::Bytes::from(vec![b'x'; 5 << 20]), usize::MAX);
         }
-        ids.push(c.id.clone());
+        ids.push(c.facts.id.clone());
         journal.sender.send(Box::new(c)).unwrap();
     }
     drop(journal.sender);
@@ -314,7 +314,7 @@ fn a_segment_larger_than_a_read_chunk_and_a_frame_larger_than_one_reopen_whole()
     let (entries, metrics) = replay(&options, None);
     assert_eq!(metrics.log_torn.load(Ordering::Relaxed), 0);
     assert_in_order(&entries);
-    let got: Vec<String> = entries.iter().map(|e| e.call.id.clone()).collect();
+    let got: Vec<String> = entries.iter().map(|e| e.call.facts.id.clone()).collect();
     assert_eq!(got, ids);
     assert_eq!(entries[1500].call.request_body.bytes.len(), 5 << 20);
 }
@@ -339,10 +339,10 @@ fn damage_in_the_middle_loses_only_the_damaged_record() {
     let (entries, metrics) = replay(&options, None);
     assert_eq!(entries.len(), 99, "only the damaged record is lost");
     assert!(entries.windows(2).all(|w| w[0].end <= w[1].start));
-    let got: Vec<&str> = entries.iter().map(|e| e.call.id.as_str()).collect();
+    let got: Vec<&str> = entries.iter().map(|e| e.call.facts.id.as_str()).collect();
     let lost: Vec<&str> = expected
         .iter()
-        .map(|c| c.id.as_str())
+        .map(|c| c.facts.id.as_str())
         .filter(|id| !got.contains(id))
         .collect();
     assert_eq!(lost.len(), 1);
@@ -355,7 +355,7 @@ fn damage_in_the_middle_loses_only_the_damaged_record() {
     let more = append(&options, 100..103);
     let (entries, _) = replay(&options, None);
     assert_eq!(entries.len(), 102);
-    assert_eq!(entries[101].call.id, more[2].id);
+    assert_eq!(entries[101].call.facts.id, more[2].facts.id);
 }
 
 /// A byte flipped anywhere in a small log costs exactly the frame it is in.
@@ -395,7 +395,7 @@ fn a_segment_closes_by_age_so_a_busy_log_can_retire_what_it_applied() {
     let mut got = Vec::new();
     for i in 0..12 {
         let c = call(i);
-        ids.push(c.id.clone());
+        ids.push(c.facts.id.clone());
         journal.sender.send(Box::new(c)).unwrap();
         std::thread::sleep(Duration::from_millis(15));
         let mut batch = Vec::new();
@@ -414,7 +414,7 @@ fn a_segment_closes_by_age_so_a_busy_log_can_retire_what_it_applied() {
     got.extend(drain(&mut feed, 16));
     journal.appender.join().unwrap();
     assert_in_order(&got);
-    let got_ids: Vec<String> = got.iter().map(|e| e.call.id.clone()).collect();
+    let got_ids: Vec<String> = got.iter().map(|e| e.call.facts.id.clone()).collect();
     assert_eq!(got_ids, ids);
     let end = got.last().unwrap().end;
     if feed.retirable(end) {
