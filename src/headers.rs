@@ -126,8 +126,13 @@ pub struct Redaction {
 
 impl Redaction {
     pub fn is_secret_header(&self, name: &str) -> bool {
-        let name = name.to_ascii_lowercase();
-        is_secret_builtin_header(&name) || self.extra_headers.contains(&name)
+        // `HeaderName`s are lowercase already: lowercase (allocate) only a name that is not.
+        let name: std::borrow::Cow<'_, str> = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            name.to_ascii_lowercase().into()
+        } else {
+            name.into()
+        };
+        is_secret_builtin_header(&name) || self.extra_headers.iter().any(|h| *h == *name)
     }
 
     /// `raw_name` as it appears in the query string (percent-encoded or not).
@@ -610,9 +615,12 @@ mod tests {
     #[test]
     fn secret_names_match_after_percent_decoding_and_case_folding() {
         let r = Redaction {
-            extra_headers: vec!["x-my-credential-id".into()],
+            extra_headers: vec!["x-my-credential-id".into(), "x-team-handle".into()],
             extra_query_params: vec!["sessionkey".into()],
         };
+        // A configured name that no built-in rule covers, in any case.
+        assert!(r.is_secret_header("X-Team-Handle") && r.is_secret_header("x-team-handle"));
+        assert!(!Redaction::default().is_secret_header("X-Team-Handle"));
         assert_eq!(
             redact_query_with(
                 "/x",
